@@ -1,0 +1,230 @@
+//! The execution contract shared by every nekton sandbox backend.
+//!
+//! A worker turns a claimed job into an [`ExecRequest`], hands it to a [`Backend`] together with a
+//! [`JobIo`] (where output goes, and the cancellation signal), and gets back an [`ExecReport`]:
+//! the [`Outcome`] (why the job ended) and its [`Usage`] (the bill). The worker never knows which
+//! backend it drives: the Wasm backend (`wasm-backend`) and the Linux container backend (here, later)
+//! implement the same trait and are checked by the same job-semantics tests.
+//!
+//! Invariants:
+//! - This crate knows nothing about HTTP, SQL or serde: it is the sandbox side of the service.
+//! - A backend never panics on input from a job, a module or an image; every failure becomes an
+//!   [`Outcome`] with a reason and a human-readable `detail`.
+//! - Output is bounded: [`OutputSink`] enforces the per-stream byte cap and counts bytes, so every
+//!   backend truncates and reports the same way.
+
+pub mod cputime;
+pub mod output;
+
+use std::time::Duration;
+
+pub use output::{OutputChunk, OutputLimitExceeded, OutputSink, OutputStats, Stream};
+pub use tokio_util::sync::CancellationToken;
+
+/// What to run. Each backend accepts the programs it understands and reports
+/// [`OutcomeReason::SpecError`] for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A WebAssembly module (WASI preview 1), named by the digest of its bytes (`sha256:<hex>`).
+    /// The backend obtains the bytes through the [`ModuleStore`] it was built with.
+    WasmModule { digest: String },
+    /// An OCI image reference, for the container backend.
+    Image { reference: String },
+}
+
+/// One input file delivered into the sandbox before the program starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Path relative to the job's input directory (for Wasm: the preopened `/data`); never absolute,
+    /// never containing `..` (validated by the API; backends check again).
+    pub path: String,
+    pub content: Vec<u8>,
+    /// Unix permission bits; `None` means 0o644.
+    pub mode: Option<u32>,
+}
+
+/// Limits a backend must enforce. Every field is already resolved against the operator's defaults
+/// and maxima by the service: a backend never sees "unlimited" unless the operator allowed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time from the program's start; past it the outcome is `wall_timeout`.
+    pub wall_time: Duration,
+    /// CPU time (containers) — Wasm jobs use `fuel` as their deterministic CPU budget.
+    pub cpu_time: Option<Duration>,
+    /// Memory: for Wasm, the total linear memory and tables; for containers, the cgroup limit.
+    pub memory_bytes: u64,
+    /// Wasm fuel budget (roughly one unit per instruction); past it the outcome is `cpu_timeout`.
+    pub fuel: Option<u64>,
+    /// Bytes kept per stream (stdout and stderr each); past it the job is stopped with
+    /// `output_limit` and the stream is marked truncated.
+    pub output_bytes: u64,
+}
+
+/// Everything a backend needs to run one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Opaque identifier used in logs and for naming host resources (cgroups, directories).
+    pub job_id: String,
+    pub program: Program,
+    /// argv[1..]; argv[0] is chosen by the backend (the module or program name).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    pub files: Vec<InputFile>,
+    pub limits: Limits,
+}
+
+/// Why a job ended. The strings are the API's `outcome.reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeReason {
+    /// The program exited on its own; see `exit_code`.
+    Exited,
+    /// The program was killed by a signal; see `signal`.
+    Signaled,
+    WallTimeout,
+    CpuTimeout,
+    MemoryLimit,
+    OutputLimit,
+    Cancelled,
+    /// The image (or module) could not be obtained or prepared.
+    ImageError,
+    /// The job asked for something this backend cannot do (malformed module, missing import...).
+    SpecError,
+    /// The worker that ran the job disappeared (set by the queue's rescuer, never by a backend).
+    WorkerLost,
+    /// A fault of the service itself; retried while attempts remain.
+    InternalError,
+}
+
+impl OutcomeReason {
+    pub const ALL: [OutcomeReason; 11] = [
+        Self::Exited,
+        Self::Signaled,
+        Self::WallTimeout,
+        Self::CpuTimeout,
+        Self::MemoryLimit,
+        Self::OutputLimit,
+        Self::Cancelled,
+        Self::ImageError,
+        Self::SpecError,
+        Self::WorkerLost,
+        Self::InternalError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exited => "exited",
+            Self::Signaled => "signaled",
+            Self::WallTimeout => "wall_timeout",
+            Self::CpuTimeout => "cpu_timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::OutputLimit => "output_limit",
+            Self::Cancelled => "cancelled",
+            Self::ImageError => "image_error",
+            Self::SpecError => "spec_error",
+            Self::WorkerLost => "worker_lost",
+            Self::InternalError => "internal_error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// True when the failure is the infrastructure's, not the job's: only these are retried.
+    pub fn is_infrastructure_failure(self) -> bool {
+        matches!(self, Self::WorkerLost | Self::InternalError)
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub reason: OutcomeReason,
+    /// Set when `reason` is `Exited` (and, for containers, when known alongside a limit).
+    pub exit_code: Option<i32>,
+    /// Set when `reason` is `Signaled`.
+    pub signal: Option<i32>,
+    /// A human-readable explanation (the trap message, the limit that fired, the compile error...).
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    pub fn exited(code: i32) -> Self {
+        Self {
+            reason: OutcomeReason::Exited,
+            exit_code: Some(code),
+            signal: None,
+            detail: None,
+        }
+    }
+
+    pub fn with_reason(reason: OutcomeReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            exit_code: None,
+            signal: None,
+            detail: Some(detail.into()),
+        }
+    }
+
+    /// True only for a clean `exit 0`.
+    pub fn is_success(&self) -> bool {
+        self.reason == OutcomeReason::Exited && self.exit_code == Some(0)
+    }
+}
+
+/// The resource bill a backend measured. Fields a backend cannot measure stay `None`.
+/// Output byte counts come from the [`OutputSink`], queue wait from the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Preparing the sandbox: module load/compile, image and rootfs setup.
+    pub setup: Duration,
+    /// From program start to its end.
+    pub wall: Duration,
+    pub cpu_user: Duration,
+    pub cpu_system: Duration,
+    pub memory_peak_bytes: Option<u64>,
+    pub pids_peak: Option<u64>,
+    pub fuel_consumed: Option<u64>,
+    /// Wasm only: the largest linear memory the guest reached.
+    pub wasm_memory_peak_bytes: Option<u64>,
+}
+
+/// What a backend returns when a job ends, whatever the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecReport {
+    pub outcome: Outcome,
+    pub usage: Usage,
+}
+
+/// The job's channels to the outside world while it runs.
+#[derive(Clone)]
+pub struct JobIo {
+    /// Where stdout/stderr go, live, in order. Enforces the output cap.
+    pub output: OutputSink,
+    /// Fires when the job must stop (user cancel, worker shutdown, lease lost). The backend kills
+    /// the sandbox promptly (well within a second) and reports `Cancelled`.
+    pub cancel: CancellationToken,
+}
+
+/// A sandbox backend. Implementations must be cheap to call concurrently from many tasks.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// A short name for logs and metrics ("wasm", "container").
+    fn name(&self) -> &'static str;
+
+    /// True if this backend runs the given program (the worker routes by this).
+    fn accepts(&self, program: &Program) -> bool;
+
+    /// Runs the job to its end. Never panics on job input; never returns early while any of the
+    /// job's code may still run. Output written through `io.output` is complete when this returns.
+    async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport;
+}
+
+/// Where a backend fetches Wasm module bytes that it has not cached yet.
+#[async_trait::async_trait]
+pub trait ModuleStore: Send + Sync {
+    /// Returns the module's bytes, or an error message saying why they cannot be had.
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, String>;
+}
