@@ -1,0 +1,417 @@
+//! Job records as the API sees them: submit (single and batch, with idempotency keys), read,
+//! list with keyset pagination, cancel.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
+use crate::api::types::{Batch, Job, JobState, OutcomeView, UsageView};
+
+/// A validated job ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub queue: String,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub labels: serde_json::Value,
+    /// The module digest or image reference.
+    pub program: String,
+    /// The resolved spec (defaults applied) the worker will run.
+    pub spec: serde_json::Value,
+    /// sha256 of the request as the client sent it (for idempotency checks).
+    pub spec_hash: Vec<u8>,
+    pub idempotency_key: Option<String>,
+}
+
+/// What a submission did.
+#[derive(Debug)]
+pub enum Submitted {
+    Created(Box<Job>),
+    /// The idempotency key was seen before with the same request: the original job.
+    Replayed(Box<Job>),
+    /// The idempotency key was seen before with a different request.
+    KeyConflict {
+        existing: Uuid,
+    },
+}
+
+const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
+    j.cancel_requested, j.created_at, j.started_at, j.finished_at, j.run_at, s.program, s.labels, \
+    a.reason, a.exit_code, a.signal, a.detail, a.usage";
+const JOB_FROM: &str = "FROM jobs j JOIN job_specs s ON s.job_id = j.id \
+    LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt";
+
+fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
+    let labels: serde_json::Value = row.try_get("labels")?;
+    let labels: BTreeMap<String, String> = serde_json::from_value(labels)
+        .map_err(|e| StoreError::Corrupt(format!("job labels: {e}")))?;
+    let reason: Option<String> = row.try_get("reason")?;
+    let outcome = reason.map(|reason| -> Result<OutcomeView, StoreError> {
+        Ok(OutcomeView {
+            reason,
+            exit_code: row.try_get("exit_code")?,
+            signal: row.try_get("signal")?,
+            detail: row.try_get("detail")?,
+        })
+    });
+    let usage: Option<serde_json::Value> = row.try_get("usage")?;
+    let usage = usage
+        .map(serde_json::from_value::<UsageView>)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("job usage: {e}")))?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        state: row.try_get("state")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        queue: row.try_get("queue")?,
+        priority: row.try_get("priority")?,
+        labels,
+        batch_id: row.try_get("batch_id")?,
+        program: row.try_get("program")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: outcome.transpose()?,
+        usage,
+    })
+}
+
+/// Stores one job. With an idempotency key already used by this tenant, nothing is written and
+/// the original job (same request) or a conflict (different request) is returned.
+/// `notify_queue`: send the wake-up NOTIFY inside the insert transaction.
+pub async fn submit(
+    pool: &PgPool,
+    tenant: &str,
+    job: NewJob,
+    notify_queue: bool,
+) -> Result<Submitted, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+         DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key \
+         RETURNING id, (xmax <> 0) AS existed",
+    )
+    .bind(job.id)
+    .bind(tenant)
+    .bind(&job.queue)
+    .bind(job.priority)
+    .bind(job.max_attempts)
+    .bind(&job.idempotency_key)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: Uuid = row.try_get("id")?;
+    let existed: bool = row.try_get("existed")?;
+    if existed {
+        let hash: Vec<u8> = sqlx::query_scalar("SELECT spec_hash FROM job_specs WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        if hash != job.spec_hash {
+            return Ok(Submitted::KeyConflict { existing: id });
+        }
+        let existing = get(pool, tenant, id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("job {id} vanished during an idempotent replay"))
+        })?;
+        return Ok(Submitted::Replayed(Box::new(existing)));
+    }
+    sqlx::query(
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(&job.spec)
+    .bind(&job.spec_hash)
+    .bind(&job.program)
+    .bind(&job.labels)
+    .execute(&mut *tx)
+    .await?;
+    if notify_queue {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::CHANNEL_JOBS)
+            .bind(&job.queue)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let created = get(pool, tenant, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {id} missing right after insert")))?;
+    Ok(Submitted::Created(Box::new(created)))
+}
+
+/// What a batch submission did.
+#[derive(Debug)]
+pub enum BatchSubmitted {
+    Created { id: Uuid, job_ids: Vec<Uuid> },
+    Replayed { id: Uuid, job_ids: Vec<Uuid> },
+    KeyConflict { existing: Uuid },
+}
+
+/// Stores a batch and all its jobs in one transaction (all or nothing).
+pub async fn submit_batch(
+    pool: &PgPool,
+    tenant: &str,
+    batch_id: Uuid,
+    labels: &serde_json::Value,
+    spec_hash: &[u8],
+    idempotency_key: Option<&str>,
+    jobs: &[NewJob],
+    notify_queues: &[String],
+) -> Result<BatchSubmitted, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "INSERT INTO batches (id, tenant_id, total, labels, idempotency_key, spec_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+         DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key \
+         RETURNING id, spec_hash, (xmax <> 0) AS existed",
+    )
+    .bind(batch_id)
+    .bind(tenant)
+    .bind(jobs.len() as i32)
+    .bind(labels)
+    .bind(idempotency_key)
+    .bind(spec_hash)
+    .fetch_one(&mut *tx)
+    .await?;
+    let id: Uuid = row.try_get("id")?;
+    if row.try_get::<bool, _>("existed")? {
+        let stored: Vec<u8> = row.try_get("spec_hash")?;
+        tx.rollback().await?;
+        if stored != spec_hash {
+            return Ok(BatchSubmitted::KeyConflict { existing: id });
+        }
+        let job_ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE batch_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+        return Ok(BatchSubmitted::Replayed { id, job_ids });
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts, batch_id) \
+         SELECT t.id, $1, t.queue, t.priority, t.max_attempts, $2 \
+         FROM UNNEST($3::uuid[], $4::text[], $5::smallint[], $6::int[]) AS t(id, queue, priority, max_attempts)",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(&ids)
+    .bind(&queues)
+    .bind(&priorities)
+    .bind(&attempts)
+    .execute(&mut *tx)
+    .await?;
+    let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_string()).collect();
+    let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.spec_hash.clone()).collect();
+    let programs: Vec<&str> = jobs.iter().map(|j| j.program.as_str()).collect();
+    let job_labels: Vec<String> = jobs.iter().map(|j| j.labels.to_string()).collect();
+    sqlx::query(
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) \
+         SELECT t.id, t.spec::jsonb, t.hash, t.program, t.labels::jsonb \
+         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id, spec, hash, program, labels)",
+    )
+    .bind(&ids)
+    .bind(&specs)
+    .bind(&hashes)
+    .bind(&programs)
+    .bind(&job_labels)
+    .execute(&mut *tx)
+    .await?;
+    for queue in notify_queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::CHANNEL_JOBS)
+            .bind(queue)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(BatchSubmitted::Created { id, job_ids: ids })
+}
+
+/// One job of a tenant.
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.id = $1 AND j.tenant_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(job_from_row).transpose()
+}
+
+/// Filters of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<JobState>,
+    pub batch: Option<Uuid>,
+    /// A JSON object the job's labels must contain.
+    pub labels: Option<serde_json::Value>,
+    /// Return jobs older than this id (the previous page's last id).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Jobs of a tenant, newest first (keyset pagination on the UUIDv7 id).
+pub async fn list(
+    pool: &PgPool,
+    tenant: &str,
+    filter: &ListFilter,
+) -> Result<Vec<Job>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} {JOB_FROM} \
+         WHERE j.tenant_id = $1 \
+           AND ($2::text IS NULL OR j.state = $2::job_state) \
+           AND ($3::uuid IS NULL OR j.batch_id = $3) \
+           AND ($4::jsonb IS NULL OR s.labels @> $4) \
+           AND ($5::uuid IS NULL OR j.id < $5) \
+         ORDER BY j.id DESC LIMIT $6"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.batch)
+        .bind(&filter.labels)
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(job_from_row).collect()
+}
+
+/// What a cancel request found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    NotFound,
+    /// Already in a final state: nothing changed.
+    AlreadyFinished(JobState),
+    /// Was queued or scheduled: now `cancelled`.
+    CancelledNow,
+    /// Is running: flagged; its worker kills it and records `cancelled`.
+    Requested,
+}
+
+/// Cancels a job: queued → cancelled at once; running → flag + NOTIFY to its worker.
+pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> Result<CancelResult, StoreError> {
+    let mut tx = pool.begin().await?;
+    let current: Option<JobState> =
+        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = current else {
+        return Ok(CancelResult::NotFound);
+    };
+    let result = match state {
+        s if s.is_terminal() => CancelResult::AlreadyFinished(s),
+        JobState::Running => {
+            sqlx::query("UPDATE jobs SET cancel_requested = true WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL_CANCEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            CancelResult::Requested
+        }
+        _ => {
+            sqlx::query(
+                "WITH upd AS (UPDATE jobs SET state = 'cancelled', cancel_requested = true, finished_at = now(), \
+                 worker_id = NULL WHERE id = $1 RETURNING id, attempt) \
+                 INSERT INTO job_attempts (job_id, attempt, reason, detail) \
+                 SELECT id, attempt, 'cancelled', 'cancelled before it started' FROM upd \
+                 ON CONFLICT (job_id, attempt) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \
+                 exit_code = NULL, signal = NULL",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL_STATE)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            CancelResult::CancelledNow
+        }
+    };
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// A batch's summary, or `None` if the tenant has no such batch.
+pub async fn batch(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT id, total, labels, created_at FROM batches WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let labels: serde_json::Value = row.try_get("labels")?;
+    let labels: BTreeMap<String, String> = serde_json::from_value(labels)
+        .map_err(|e| StoreError::Corrupt(format!("batch labels: {e}")))?;
+    let created_at: DateTime<Utc> = row.try_get("created_at")?;
+    let total: i32 = row.try_get("total")?;
+    let mut counts: BTreeMap<String, i64> = JobState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), 0))
+        .collect();
+    let rows = sqlx::query(
+        "SELECT state::text AS state, count(*) AS n FROM jobs WHERE batch_id = $1 GROUP BY state",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let mut finished = 0;
+    for r in rows {
+        let state: String = r.try_get("state")?;
+        let n: i64 = r.try_get("n")?;
+        if JobState::parse(&state).is_some_and(JobState::is_terminal) {
+            finished += n;
+        }
+        counts.insert(state, n);
+    }
+    Ok(Some(Batch {
+        id,
+        created_at,
+        total: total.into(),
+        labels,
+        counts,
+        finished: finished >= i64::from(total),
+    }))
+}
+
+/// The finished jobs of a batch, oldest id first (for the batch completion stream).
+pub async fn finished_batch_jobs(
+    pool: &PgPool,
+    tenant: &str,
+    batch: Uuid,
+) -> Result<Vec<Job>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.batch_id = $1 AND j.tenant_id = $2 \
+         AND j.state IN ('succeeded', 'failed', 'cancelled', 'error') ORDER BY j.id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(batch)
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(job_from_row).collect()
+}

@@ -1,0 +1,79 @@
+//! Reading stored output. Chunks are immutable rows keyed `(job, attempt, seq)`; a reader's
+//! position is the last `(attempt, seq)` it has, so resuming is one primary-key range scan.
+
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// One stored chunk of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub attempt: i32,
+    pub seq: i32,
+    /// 1 stdout, 2 stderr.
+    pub stream: i16,
+    pub data: Vec<u8>,
+}
+
+/// Chunks of `job` strictly after position `(attempt, seq)`, in order, at most `limit`.
+pub async fn chunks_after(
+    pool: &PgPool,
+    job: Uuid,
+    after: (i32, i32),
+    limit: i64,
+) -> Result<Vec<StoredChunk>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT attempt, seq, stream, data FROM log_chunks \
+         WHERE job_id = $1 AND (attempt, seq) > ($2, $3) ORDER BY attempt, seq LIMIT $4",
+    )
+    .bind(job)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredChunk {
+                attempt: r.try_get("attempt")?,
+                seq: r.try_get("seq")?,
+                stream: r.try_get("stream")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+/// Chunks of one attempt after `seq`, optionally of one stream only.
+pub async fn attempt_chunks_after(
+    pool: &PgPool,
+    job: Uuid,
+    attempt: i32,
+    after_seq: i32,
+    stream: Option<i16>,
+    limit: i64,
+) -> Result<Vec<StoredChunk>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT attempt, seq, stream, data FROM log_chunks \
+         WHERE job_id = $1 AND attempt = $2 AND seq > $3 AND ($4::smallint IS NULL OR stream = $4) \
+         ORDER BY seq LIMIT $5",
+    )
+    .bind(job)
+    .bind(attempt)
+    .bind(after_seq)
+    .bind(stream)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredChunk {
+                attempt: r.try_get("attempt")?,
+                seq: r.try_get("seq")?,
+                stream: r.try_get("stream")?,
+                data: r.try_get("data")?,
+            })
+        })
+        .collect()
+}

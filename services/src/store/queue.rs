@@ -1,0 +1,388 @@
+//! The worker's side of the queue: claim, heartbeat, complete, log chunks, rescue, requeue on
+//! shutdown, retention. Every statement here is a single round trip; every write a worker makes
+//! is fenced by `(job, attempt, worker_id, state = 'running')`.
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
+use crate::api::types::JobState;
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A job a worker now owns for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub queue_wait: Duration,
+    pub spec: serde_json::Value,
+}
+
+/// Claims up to `limit` runnable jobs from `queues` for `worker`, highest priority first, each
+/// with a lease of `lease`. One statement: pick with SKIP LOCKED in a CTE, move to `running`
+/// with `attempt + 1`, create the leases, return the specs.
+pub async fn claim(
+    pool: &PgPool,
+    worker: Uuid,
+    queues: &[String],
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, StoreError> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "WITH picked AS ( \
+             SELECT id FROM jobs \
+             WHERE state IN ('queued', 'scheduled') AND queue = ANY($1) AND run_at <= now() \
+             ORDER BY priority DESC, run_at, id \
+             LIMIT $2 FOR UPDATE SKIP LOCKED \
+         ), claimed AS ( \
+             UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3, started_at = now() \
+             FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'scheduled') \
+             RETURNING j.id, j.attempt, j.max_attempts, \
+                 (extract(epoch FROM (now() - j.run_at)) * 1000)::bigint AS wait_ms \
+         ), lease AS ( \
+             INSERT INTO leases (job_id, attempt, worker_id, expires_at) \
+             SELECT id, attempt, $3, now() + $4 * interval '1 millisecond' FROM claimed \
+             ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id, \
+                 expires_at = EXCLUDED.expires_at \
+         ) \
+         SELECT c.id, c.attempt, c.max_attempts, c.wait_ms, s.spec \
+         FROM claimed c JOIN job_specs s ON s.job_id = c.id",
+    )
+    .bind(queues)
+    .bind(limit)
+    .bind(worker)
+    .bind(ms(lease))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let wait: i64 = r.try_get("wait_ms")?;
+            Ok(Claimed {
+                id: r.try_get("id")?,
+                attempt: r.try_get("attempt")?,
+                max_attempts: r.try_get("max_attempts")?,
+                queue_wait: Duration::from_millis(wait.max(0) as u64),
+                spec: r.try_get("spec")?,
+            })
+        })
+        .collect()
+}
+
+/// Renews the leases of `jobs` held by `worker`. Returns, for each job whose lease is still this
+/// worker's, whether a cancel was requested. A job missing from the answer was taken away (its
+/// lease expired and it was rescued): the worker must stop it; its writes apply nothing anyway.
+pub async fn heartbeat(
+    pool: &PgPool,
+    worker: Uuid,
+    jobs: &[Uuid],
+    lease: Duration,
+) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "UPDATE leases l SET expires_at = now() + $3 * interval '1 millisecond' \
+         FROM jobs j \
+         WHERE l.job_id = ANY($2) AND l.worker_id = $1 AND j.id = l.job_id AND j.attempt = l.attempt \
+           AND j.state = 'running' AND j.worker_id = $1 \
+         RETURNING l.job_id, j.cancel_requested",
+    )
+    .bind(worker)
+    .bind(jobs)
+    .bind(ms(lease))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("job_id")?, r.try_get("cancel_requested")?)))
+        .collect()
+}
+
+/// Among `jobs`, those whose cancel was requested (the cheap, frequent backup to NOTIFY).
+pub async fn cancel_requested(pool: &PgPool, jobs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND cancel_requested")
+            .bind(jobs)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The end of one attempt, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    /// The state to move to: a final state, or `scheduled` for a retry.
+    pub state: JobState,
+    /// For `scheduled`: how long until the retry may run.
+    pub retry_after: Option<Duration>,
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub detail: Option<String>,
+    /// The usage bill (a `UsageView` as JSON).
+    pub usage: serde_json::Value,
+}
+
+/// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes).
+pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
+
+/// Records the end of attempts, fenced: a completion applies only if the job is still running
+/// this very attempt on this worker. Returns the ids it applied to.
+pub async fn complete(
+    pool: &PgPool,
+    worker: Uuid,
+    items: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut applied = Vec::with_capacity(items.len());
+    for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
+        let ids: Vec<Uuid> = part.iter().map(|c| c.job_id).collect();
+        let attempts: Vec<i32> = part.iter().map(|c| c.attempt).collect();
+        let states: Vec<&str> = part.iter().map(|c| c.state.as_str()).collect();
+        let retry: Vec<Option<i64>> = part.iter().map(|c| c.retry_after.map(ms)).collect();
+        let reasons: Vec<&str> = part.iter().map(|c| c.reason.as_str()).collect();
+        let codes: Vec<Option<i32>> = part.iter().map(|c| c.exit_code).collect();
+        let signals: Vec<Option<i32>> = part.iter().map(|c| c.signal).collect();
+        let details: Vec<Option<&str>> = part.iter().map(|c| c.detail.as_deref()).collect();
+        let usages: Vec<String> = part.iter().map(|c| c.usage.to_string()).collect();
+        let row = sqlx::query(
+            "WITH input AS ( \
+                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+                     $8::int[], $9::text[], $10::text[]) \
+                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage) \
+             ), done AS ( \
+                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, \
+                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
+                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
+                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
+                 FROM input i \
+                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 RETURNING j.id, j.started_at \
+             ), att AS ( \
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage) \
+                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb \
+                 FROM input i JOIN done d ON d.id = i.job_id \
+                 ON CONFLICT (job_id, attempt) DO NOTHING \
+             ), released AS ( \
+                 DELETE FROM leases l USING done d WHERE l.job_id = d.id \
+             ) \
+             SELECT coalesce(array_agg(d.id), '{}') AS ids, \
+                 CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.id::text, ',')) END AS notified \
+             FROM done d",
+        )
+        .bind(worker)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&states)
+        .bind(&retry)
+        .bind(&reasons)
+        .bind(&codes)
+        .bind(&signals)
+        .bind(&details)
+        .bind(&usages)
+        .bind(CHANNEL_STATE)
+        .fetch_one(pool)
+        .await?;
+        let done: Vec<Uuid> = row.try_get("ids")?;
+        applied.extend(done);
+    }
+    Ok(applied)
+}
+
+/// A piece of a job's output, numbered per attempt from 1.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub seq: i32,
+    pub stream: i16,
+    pub data: Vec<u8>,
+}
+
+/// Stores output chunks of many jobs in one statement, fenced like every worker write, and
+/// NOTIFYs the ids of the jobs that got output. Returns the number of chunks stored.
+pub async fn insert_chunks(
+    pool: &PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+) -> Result<u64, StoreError> {
+    if chunks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
+    let attempts: Vec<i32> = chunks.iter().map(|c| c.attempt).collect();
+    let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
+    let streams: Vec<i16> = chunks.iter().map(|c| c.stream).collect();
+    let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
+    let row = sqlx::query(
+        "WITH input AS ( \
+             SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::int[], $5::smallint[], $6::bytea[]) \
+             AS t(job_id, attempt, seq, stream, data) \
+         ), ins AS ( \
+             INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
+             SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM input i \
+             JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+             ON CONFLICT DO NOTHING \
+             RETURNING job_id \
+         ), touched AS (SELECT DISTINCT job_id FROM ins) \
+         SELECT (SELECT count(*) FROM ins) AS n, \
+             CASE WHEN count(*) > 0 THEN pg_notify($7, string_agg(job_id::text, ',')) END AS notified \
+         FROM touched",
+    )
+    .bind(worker)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&seqs)
+    .bind(&streams)
+    .bind(&data)
+    .bind(CHANNEL_LOGS)
+    .fetch_one(pool)
+    .await?;
+    let n: i64 = row.try_get("n")?;
+    Ok(n as u64)
+}
+
+/// A job the rescuer moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescued {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub state: JobState,
+}
+
+/// Takes back up to `limit` jobs whose lease expired (their worker died or hung): back to
+/// `scheduled` with backoff while attempts remain and fewer than `max_lost` attempts were lost,
+/// else `error` / `worker_lost`; a job whose cancel was requested becomes `cancelled`. Safe to run
+/// on every node at once (SKIP LOCKED, state and attempt re-checked in the UPDATE).
+pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Rescued>, StoreError> {
+    let rows = sqlx::query(
+        "WITH expired AS ( \
+             SELECT job_id, attempt, worker_id FROM leases WHERE expires_at < now() \
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED \
+         ), moved AS ( \
+             UPDATE jobs j SET \
+                 lost_count = j.lost_count + 1, worker_id = NULL, \
+                 state = (CASE WHEN j.cancel_requested THEN 'cancelled' \
+                     WHEN j.attempt < j.max_attempts AND j.lost_count + 1 < $2 THEN 'scheduled' \
+                     ELSE 'error' END)::job_state, \
+                 run_at = now() + least(300, power(2, j.lost_count)) * interval '1 second', \
+                 finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts \
+                     OR j.lost_count + 1 >= $2 THEN now() END \
+             FROM expired e \
+             WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.state = 'running' \
+             RETURNING j.id, j.attempt, j.state, j.started_at, e.worker_id \
+         ), att AS ( \
+             INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, detail) \
+             SELECT id, attempt, worker_id, started_at, \
+                 CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'worker_lost' END, \
+                 'the worker running this attempt stopped renewing its lease' FROM moved \
+             ON CONFLICT (job_id, attempt) DO NOTHING \
+         ), released AS ( \
+             DELETE FROM leases l USING expired e WHERE l.job_id = e.job_id \
+         ) \
+         SELECT id, attempt, state FROM moved",
+    )
+    .bind(limit)
+    .bind(max_lost)
+    .fetch_all(pool)
+    .await?;
+    let rescued: Vec<Rescued> = rows
+        .iter()
+        .map(|r| {
+            Ok(Rescued {
+                id: r.try_get("id")?,
+                attempt: r.try_get("attempt")?,
+                state: r.try_get("state")?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    if !rescued.is_empty() {
+        let ids: Vec<String> = rescued.iter().map(|r| r.id.to_string()).collect();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL_STATE)
+            .bind(ids.join(","))
+            .execute(pool)
+            .await?;
+    }
+    Ok(rescued)
+}
+
+/// Puts jobs this worker could not finish (it is shutting down) back in their queue at once. The
+/// interrupted attempt does not count against `max_attempts`. Returns the ids requeued.
+pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "WITH moved AS ( \
+             UPDATE jobs SET state = 'queued', worker_id = NULL, max_attempts = max_attempts + 1, run_at = now() \
+             WHERE id = ANY($2) AND worker_id = $1 AND state = 'running' \
+             RETURNING id, attempt, queue, started_at \
+         ), att AS ( \
+             INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, detail) \
+             SELECT id, attempt, $1, started_at, 'worker_lost', 'the worker shut down before the job finished; requeued' \
+             FROM moved ON CONFLICT (job_id, attempt) DO NOTHING \
+         ), released AS ( \
+             DELETE FROM leases l USING moved m WHERE l.job_id = m.id \
+         ) \
+         SELECT id, queue FROM moved",
+    )
+    .bind(worker)
+    .bind(jobs)
+    .fetch_all(pool)
+    .await?;
+    let mut ids = Vec::new();
+    let mut queues = std::collections::BTreeSet::new();
+    for r in &rows {
+        ids.push(r.try_get::<Uuid, _>("id")?);
+        queues.insert(r.try_get::<String, _>("queue")?);
+    }
+    for q in queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL_JOBS)
+            .bind(q)
+            .execute(pool)
+            .await?;
+    }
+    Ok(ids)
+}
+
+/// Deletes up to `limit` jobs that finished more than `age` ago, with their logs, specs and
+/// attempts, and batches left empty. Returns the number of jobs deleted.
+pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, StoreError> {
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH victims AS ( \
+             SELECT id FROM jobs WHERE finished_at < now() - $1 * interval '1 millisecond' \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+         ), logs AS ( \
+             DELETE FROM log_chunks c USING victims v WHERE c.job_id = v.id \
+         ), gone AS ( \
+             DELETE FROM jobs j USING victims v WHERE j.id = v.id RETURNING j.id \
+         ) \
+         SELECT count(*) FROM gone",
+    )
+    .bind(ms(age))
+    .bind(limit)
+    .fetch_one(pool)
+    .await?;
+    sqlx::query(
+        "DELETE FROM batches b WHERE b.created_at < now() - $1 * interval '1 millisecond' \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.batch_id = b.id)",
+    )
+    .bind(ms(age))
+    .execute(pool)
+    .await?;
+    Ok(deleted as u64)
+}
