@@ -1,0 +1,1559 @@
+//! The client commands of the `nekton` binary: `run`, `jobs`, `batch` and `module`.
+//!
+//! [`ClientCommand`] is flattened into the binary's subcommands; [`execute`] runs one and returns
+//! the process exit code ([`execute_or_report`] also prints errors and picks their exit code).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+use super::client::{
+    BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream, truncate_chars,
+};
+use crate::api::types::{
+    BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, NetworkMode,
+    OutcomeView, RuntimeKind,
+};
+
+/// Exit code for jobs that ran out of wall-clock or CPU time (like `timeout(1)`).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit code for jobs the service could not run, and for failures of the CLI itself
+/// (like `docker run`).
+pub const EXIT_SERVICE_ERROR: i32 = 125;
+/// Exit code for jobs killed for exceeding their memory limit (128 + SIGKILL, like the OOM killer).
+pub const EXIT_MEMORY_LIMIT: i32 = 137;
+/// Exit code for jobs stopped for exceeding their output limit (128 + SIGXFSZ, what a process
+/// exceeding its file-size limit dies of).
+pub const EXIT_OUTPUT_LIMIT: i32 = 153;
+/// Exit code for cancelled jobs (128 + SIGINT).
+pub const EXIT_CANCELLED: i32 = 130;
+
+const RUN_EXIT_STATUS_HELP: &str = "\
+Exit status:
+  nekton run exits with the job's own exit code when the program exited, otherwise:
+    exited          the program's exit code (0-255; a code outside that range gives 1)
+    signaled        128 + the signal number (e.g. 139 for SIGSEGV)
+    wall_timeout    124 (like timeout(1))
+    cpu_timeout     124 (CPU time or Wasm fuel used up)
+    memory_limit    137 (128 + SIGKILL, like the kernel's OOM killer)
+    output_limit    153 (128 + SIGXFSZ, like exceeding a file-size limit)
+    cancelled       130 (128 + SIGINT)
+    spec_error, image_error, worker_lost, internal_error, or a failure of nekton itself
+                    125 (like docker run)
+  For every outcome other than a plain exit, nekton prints on stderr:
+    nekton: job <id> <state>: <reason>: <detail>
+
+Ctrl-C once asks the server to cancel the job (nekton keeps streaming until it ends);
+Ctrl-C twice detaches at once and leaves the job to the server.";
+
+/// Where the API server is: shared by every client command.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// URL of the nekton API server.
+    #[arg(
+        long = "server",
+        env = "NEKTON_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL",
+        global = true
+    )]
+    pub server: String,
+}
+
+impl ServerArgs {
+    /// A client for the chosen server.
+    pub fn client(&self) -> Result<Client> {
+        Client::new(&self.server)
+    }
+}
+
+/// Commands that talk to a nekton API server (flatten into the binary's subcommands).
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process: boxing would only add noise
+pub enum ClientCommand {
+    /// Run a program as a job, stream its output live and exit with its exit code (like
+    /// `docker run`).
+    #[command(after_help = RUN_EXIT_STATUS_HELP)]
+    Run(RunArgs),
+    /// List, inspect and cancel jobs, and read their logs.
+    Jobs(JobsArgs),
+    /// Submit many jobs at once.
+    Batch(BatchArgs),
+    /// Upload Wasm modules.
+    Module(ModuleArgs),
+}
+
+/// `nekton run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// What to run: a local Wasm file (a path ending in `.wasm` or starting with `/`, `./` or
+    /// `../`; it is uploaded first), an uploaded module's digest `sha256:<hex>`, or else an OCI
+    /// image reference such as `alpine:3.20`.
+    #[arg(value_name = "PROGRAM")]
+    pub program: String,
+
+    /// Arguments passed to the program: everything after PROGRAM (put nekton's own options
+    /// before PROGRAM), optionally after `--`.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+
+    /// Set an environment variable in the job (repeatable). `-e NAME` alone copies NAME from
+    /// this shell's environment.
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Send this process's standard input (read to its end) as the job's stdin.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Copy a local file into the job's input directory (repeatable). GUESTPATH is relative
+    /// (Wasm jobs see it below /data); it defaults to the file's name.
+    #[arg(long = "file", value_name = "LOCAL[:GUESTPATH]", value_parser = parse_file_arg)]
+    pub files: Vec<FileArg>,
+
+    /// Wall-clock limit: milliseconds, or a number with ms, s, m or h (e.g. 1500, 2s, 5m).
+    #[arg(long, value_name = "MS", value_parser = parse_duration_ms)]
+    pub wall_time: Option<u64>,
+
+    /// CPU-time limit (containers): milliseconds, or a number with ms, s, m or h.
+    #[arg(long, value_name = "MS", value_parser = parse_duration_ms)]
+    pub cpu_time: Option<u64>,
+
+    /// Memory limit: bytes, or a number with K, M, G or T (binary: 64M = 64 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub memory: Option<u64>,
+
+    /// Wasm fuel budget (about one unit per instruction).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub fuel: Option<u64>,
+
+    /// Bytes kept per output stream: bytes, or a number with K, M, G or T.
+    #[arg(long, value_name = "N", value_parser = parse_size)]
+    pub output_bytes: Option<u64>,
+
+    /// Maximum number of processes (containers).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub pids: Option<u64>,
+
+    /// Network access: none (the default) or bridge (NAT egress; containers).
+    #[arg(long, value_name = "MODE", value_parser = parse_wire_enum::<NetworkMode>)]
+    pub network: Option<NetworkMode>,
+
+    /// Backend: auto (the default: Wasm programs go to Wasm), container or wasm.
+    #[arg(long, value_name = "KIND", value_parser = parse_wire_enum::<RuntimeKind>)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// Working directory inside the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as inside the container: `uid[:gid]` or a name from the image.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Add a label (repeatable); `nekton jobs ls --label K=V` finds the job again.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+
+    /// Queue to submit to (default: `default`).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+
+    /// Priority within the queue, -1000..=1000; higher runs first (default 0).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i16>,
+
+    /// Attempts allowed when the infrastructure fails (never for the job's own failures).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Makes the submission safe to retry: the same key returns the job created the first time.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
+    /// Print the job id and exit at once instead of streaming the job's output.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+/// A `--file LOCAL[:GUESTPATH]` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileArg {
+    pub local: PathBuf,
+    pub guest: String,
+}
+
+/// `nekton jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    Ls {
+        /// Only jobs in this state: queued, scheduled, running, succeeded, failed, cancelled or
+        /// error.
+        #[arg(long, value_name = "STATE", value_parser = parse_state)]
+        state: Option<JobState>,
+        /// Only jobs with this label (repeatable: all must match).
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// Only jobs of this batch.
+        #[arg(long, value_name = "ID")]
+        batch: Option<Uuid>,
+        /// Jobs per page (the server caps it).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start at this cursor (printed when more jobs are available).
+        #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow the pages to the end and list every matching job.
+        #[arg(long)]
+        all: bool,
+        /// Print the jobs as JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job as JSON.
+    Get {
+        /// The job's id (as printed by `nekton run -d` or `nekton jobs ls`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Cancel a job: a queued job at once, a running one within a second.
+    Cancel {
+        /// The job's id (as printed by `nekton run -d` or `nekton jobs ls`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Print a job's output.
+    Logs {
+        /// The job's id (as printed by `nekton run -d` or `nekton jobs ls`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// Follow the output live until the job ends (stdout to stdout, stderr to stderr).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only this stream: stdout or stderr.
+        #[arg(long, value_name = "STREAM", value_parser = parse_std_stream)]
+        stream: Option<StdStream>,
+    },
+}
+
+/// `nekton batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: BatchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Submit a JSONL file (one job spec per non-empty line) as one batch; prints the batch id.
+    Submit {
+        /// The JSONL file, or `-` for standard input.
+        #[arg(value_name = "FILE.jsonl")]
+        file: PathBuf,
+        /// Job fields applied to every job unless the job sets them (env, labels and limits are
+        /// merged key by key): a JSON object, or `@FILE` to read it from a file.
+        #[arg(long, value_name = "JSON")]
+        defaults: Option<String>,
+        /// Label the batch (repeatable).
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// Wait for every job to finish, showing progress; exit 1 unless all succeeded.
+        #[arg(long)]
+        wait: bool,
+        /// Also print each job's id with its line number.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+}
+
+/// `nekton module`.
+#[derive(Debug, Args)]
+pub struct ModuleArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: ModuleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a Wasm module and print its digest (use it as `nekton run sha256:...`).
+    Push {
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+    },
+}
+
+/// Runs a client command; returns the process exit code.
+pub async fn execute(cmd: ClientCommand) -> Result<i32> {
+    match cmd {
+        ClientCommand::Run(args) => run(args).await,
+        ClientCommand::Jobs(args) => jobs(args).await,
+        ClientCommand::Batch(args) => batch(args).await,
+        ClientCommand::Module(args) => module(args).await,
+    }
+}
+
+/// Runs a client command; on error prints `nekton: <error chain>` to stderr and returns 125 for
+/// `run` (so it never collides with the job's own exit codes) and 1 for the other commands.
+pub async fn execute_or_report(cmd: ClientCommand) -> i32 {
+    let failure_code = match cmd {
+        ClientCommand::Run(_) => EXIT_SERVICE_ERROR,
+        _ => 1,
+    };
+    match execute(cmd).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nekton: {e:#}");
+            failure_code
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+
+/// What PROGRAM names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Program {
+    LocalModule(PathBuf),
+    Digest(String),
+    Image(String),
+}
+
+fn classify_program(program: &str) -> Result<Program> {
+    if program.is_empty() {
+        bail!("PROGRAM is empty: give a .wasm file, a module digest sha256:<hex> or an image");
+    }
+    if let Some(hex) = program.strip_prefix("sha256:") {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "{program:?} is not a module digest: expected `sha256:` followed by 64 hex digits \
+                 (as printed by `nekton module push`)"
+            );
+        }
+        return Ok(Program::Digest(format!(
+            "sha256:{}",
+            hex.to_ascii_lowercase()
+        )));
+    }
+    let looks_like_path = program.starts_with('/')
+        || program.starts_with("./")
+        || program.starts_with("../")
+        || program.to_ascii_lowercase().ends_with(".wasm");
+    if looks_like_path {
+        return Ok(Program::LocalModule(PathBuf::from(program)));
+    }
+    Ok(Program::Image(program.to_string()))
+}
+
+async fn read_local_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    tokio::fs::read(path).await.with_context(|| {
+        format!(
+            "cannot read {what} {}: check the path (relative paths start from {})",
+            path.display(),
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "the current directory".into())
+        )
+    })
+}
+
+async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
+    let mut spec = JobSpec::default();
+    match classify_program(&args.program)? {
+        Program::Digest(d) => spec.module = Some(d),
+        Program::Image(i) => spec.image = Some(i),
+        Program::LocalModule(path) => {
+            let wasm = read_local_file(&path, "the Wasm module").await?;
+            let module = client
+                .push_module(wasm)
+                .await
+                .with_context(|| format!("uploading {} failed", path.display()))?;
+            spec.module = Some(module.digest);
+        }
+    }
+    spec.args = args.args.clone();
+    spec.env = args.env.iter().cloned().collect();
+    spec.labels = args.labels.iter().cloned().collect();
+    if args.interactive {
+        let mut input = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut input)
+            .await
+            .context("reading standard input for --interactive failed")?;
+        let (content, encoding) = encode_content(input);
+        spec.stdin = Some(content);
+        spec.stdin_encoding = encoding;
+    }
+    for f in &args.files {
+        let data = read_local_file(&f.local, "--file").await?;
+        let mode = file_mode(&f.local);
+        spec.files.push(InputFileSpec {
+            path: f.guest.clone(),
+            content: base64::engine::general_purpose::STANDARD.encode(data),
+            encoding: Some(Encoding::Base64),
+            mode,
+        });
+    }
+    let limits = LimitsSpec {
+        wall_time_ms: args.wall_time,
+        cpu_time_ms: args.cpu_time,
+        memory_bytes: args.memory,
+        fuel: args.fuel,
+        output_bytes: args.output_bytes,
+        pids: args.pids,
+        disk_bytes: None,
+    };
+    if limits != LimitsSpec::default() {
+        spec.limits = Some(limits);
+    }
+    spec.network = args.network;
+    spec.runtime = args.runtime;
+    spec.workdir = args.workdir.clone();
+    spec.user = args.user.clone();
+    spec.queue = args.queue.clone();
+    spec.priority = args.priority;
+    spec.max_attempts = args.max_attempts;
+    Ok(spec)
+}
+
+/// Text when the bytes are UTF-8 (no encoding field needed), else base64.
+fn encode_content(bytes: Vec<u8>) -> (String, Option<Encoding>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => (
+            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+            Some(Encoding::Base64),
+        ),
+    }
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_path: &Path) -> Option<u32> {
+    None
+}
+
+async fn run(args: RunArgs) -> Result<i32> {
+    let client = args.server.client()?;
+    let spec = build_run_spec(&args, &client).await?;
+    let job = client
+        .submit(&spec, args.idempotency_key.as_deref())
+        .await
+        .context("submitting the job failed")?;
+    if args.detach {
+        println!("{}", job.id);
+        return Ok(0);
+    }
+    follow_job(&client, job.id).await
+}
+
+/// Streams a job's output to this process's stdout/stderr until it ends; returns its exit code.
+async fn follow_job(client: &Client, id: Uuid) -> Result<i32> {
+    let mut out = Output::default();
+    let mut events = Box::pin(client.follow_logs(id, None));
+    let mut interrupts = Interrupts::new();
+    let mut cancel_requested = false;
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else {
+                    bail!(
+                        "the log stream of job {id} ended without an exit event; the job goes on \
+                         on the server: see `nekton jobs get {id}`"
+                    );
+                };
+                let ev = ev.with_context(|| {
+                    format!("the job goes on on the server: see `nekton jobs get {id}`")
+                })?;
+                match ev {
+                    LogStreamEvent::State { .. } => {}
+                    LogStreamEvent::Log { stream, bytes, .. } => out.write(stream, &bytes)?,
+                    LogStreamEvent::Exit { event, .. } => {
+                        out.flush();
+                        if let Some(line) = describe_outcome(id, event.state, event.outcome.as_ref()) {
+                            eprintln!("{line}");
+                        }
+                        return Ok(exit_code_for(event.state, event.outcome.as_ref()));
+                    }
+                }
+            }
+            () = interrupts.next() => {
+                out.flush();
+                if cancel_requested {
+                    eprintln!("nekton: detached from job {id}; it may still be running on the server");
+                    return Ok(EXIT_CANCELLED);
+                }
+                cancel_requested = true;
+                eprintln!("nekton: cancelling job {id} (press Ctrl-C again to detach)");
+                if let Err(e) = client.cancel(id).await {
+                    eprintln!("nekton: cancelling job {id} failed: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) notifications. Once created, SIGINT no longer kills the process.
+struct Interrupts {
+    #[cfg(unix)]
+    sig: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                sig: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// Resolves at the next Ctrl-C (never, if the handler could not be installed).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(sig) = self.sig.as_mut()
+            && sig.recv().await.is_some()
+        {
+            return;
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_ok() {
+            return;
+        }
+        futures::future::pending::<()>().await
+    }
+}
+
+/// This process's stdout/stderr, written byte-exact. A closed stdout (e.g. `| head`) stops the
+/// copying to it but not the following, so the exit code still reflects the job.
+#[derive(Default)]
+struct Output {
+    stdout_closed: bool,
+    stderr_closed: bool,
+}
+
+impl Output {
+    fn write(&mut self, stream: StdStream, bytes: &[u8]) -> Result<()> {
+        let (closed, result) = match stream {
+            StdStream::Stdout => {
+                let r = write_all_flush(&mut io::stdout().lock(), bytes, self.stdout_closed);
+                (&mut self.stdout_closed, r)
+            }
+            StdStream::Stderr => {
+                let r = write_all_flush(&mut io::stderr().lock(), bytes, self.stderr_closed);
+                (&mut self.stderr_closed, r)
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                *closed = true;
+                Ok(())
+            }
+            Err(e) => Err(anyhow!(e).context(format!("writing the job's {stream} failed"))),
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = io::stdout().flush();
+        let _ = io::stderr().flush();
+    }
+}
+
+fn write_all_flush(w: &mut impl Write, bytes: &[u8], closed: bool) -> io::Result<()> {
+    if closed {
+        return Ok(());
+    }
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+/// The exit code `nekton run` exits with for a finished job (the table in `nekton run --help`).
+pub fn exit_code_for(state: JobState, outcome: Option<&OutcomeView>) -> i32 {
+    let Some(o) = outcome else {
+        return match state {
+            JobState::Succeeded => 0,
+            JobState::Cancelled => EXIT_CANCELLED,
+            JobState::Failed => 1,
+            _ => EXIT_SERVICE_ERROR,
+        };
+    };
+    match o.reason.as_str() {
+        "exited" => match o.exit_code {
+            Some(code) if (0..=255).contains(&code) => code,
+            Some(_) => 1,
+            None if state == JobState::Succeeded => 0,
+            None => 1,
+        },
+        "signaled" => match o.signal {
+            Some(sig) if (1..=127).contains(&sig) => 128 + sig,
+            _ => 1,
+        },
+        "wall_timeout" | "cpu_timeout" => EXIT_TIMEOUT,
+        "memory_limit" => EXIT_MEMORY_LIMIT,
+        "output_limit" => EXIT_OUTPUT_LIMIT,
+        "cancelled" => EXIT_CANCELLED,
+        _ => EXIT_SERVICE_ERROR,
+    }
+}
+
+/// The stderr line for a job that did not simply exit:
+/// `nekton: job <id> <state>: <reason>: <detail>`; `None` for a plain exit.
+fn describe_outcome(id: Uuid, state: JobState, outcome: Option<&OutcomeView>) -> Option<String> {
+    let Some(o) = outcome else {
+        return (state != JobState::Succeeded)
+            .then(|| format!("nekton: job {id} {}: no outcome recorded", state.as_str()));
+    };
+    if o.reason == "exited" {
+        return match o.exit_code {
+            Some(code) if !(0..=255).contains(&code) => Some(format!(
+                "nekton: job {id} {}: exited: exit code {code} is outside 0-255",
+                state.as_str()
+            )),
+            _ => None,
+        };
+    }
+    let detail = o.detail.clone().or_else(|| match (o.signal, o.exit_code) {
+        (Some(sig), _) => Some(format!("signal {sig}")),
+        (None, Some(code)) => Some(format!("exit code {code}")),
+        _ => None,
+    });
+    Some(match detail {
+        Some(d) => format!("nekton: job {id} {}: {}: {d}", state.as_str(), o.reason),
+        None => format!("nekton: job {id} {}: {}", state.as_str(), o.reason),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// jobs
+
+async fn jobs(args: JobsArgs) -> Result<i32> {
+    let client = args.server.client()?;
+    match args.command {
+        JobsCommand::Ls {
+            state,
+            labels,
+            batch,
+            limit,
+            cursor,
+            all,
+            json,
+        } => {
+            let filter = JobFilter {
+                state,
+                labels,
+                batch,
+                cursor,
+                limit,
+            };
+            let (jobs, next) = if all {
+                (client.list_all_jobs(&filter).await?, None)
+            } else {
+                let page = client.list_jobs(&filter).await?;
+                (page.jobs, page.next_cursor)
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print!("{}", jobs_table(&jobs));
+            }
+            if let Some(next) = next {
+                eprintln!("(more jobs: add --cursor {next} for the next page, or --all for all)");
+            }
+            Ok(0)
+        }
+        JobsCommand::Get { id } => {
+            let job = client.get_job(id).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(0)
+        }
+        JobsCommand::Cancel { id } => {
+            let job = client.cancel(id).await?;
+            println!("{} {}", job.id, job.state.as_str());
+            Ok(0)
+        }
+        JobsCommand::Logs { id, follow, stream } => {
+            if follow {
+                follow_logs_only(&client, id, stream).await
+            } else {
+                let mut chunks = client.plain_logs(id, stream).await?;
+                let mut stdout = io::stdout().lock();
+                while let Some(chunk) = chunks.next().await {
+                    match stdout.write_all(&chunk?) {
+                        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(0),
+                        r => r.context("writing the log to stdout failed")?,
+                    }
+                }
+                match stdout.flush() {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                    r => r.context("writing the log to stdout failed")?,
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// `jobs logs -f`: copies the live output until the job ends; exit code 0 (the job's own result
+/// is in `nekton jobs get`).
+async fn follow_logs_only(client: &Client, id: Uuid, only: Option<StdStream>) -> Result<i32> {
+    let mut out = Output::default();
+    let mut events = Box::pin(client.follow_logs(id, None));
+    while let Some(ev) = events.next().await {
+        match ev? {
+            LogStreamEvent::Log { stream, bytes, .. } if only.is_none_or(|s| s == stream) => {
+                out.write(stream, &bytes)?
+            }
+            LogStreamEvent::Exit { .. } => break,
+            _ => {}
+        }
+    }
+    out.flush();
+    Ok(0)
+}
+
+/// The RESULT column: `exit N`, `signal N`, the reason, or `-`.
+fn result_cell(job: &Job) -> String {
+    match &job.outcome {
+        None => "-".into(),
+        Some(o) => match (o.reason.as_str(), o.exit_code, o.signal) {
+            ("exited", Some(code), _) => format!("exit {code}"),
+            ("signaled", _, Some(sig)) => format!("signal {sig}"),
+            (reason, _, _) => reason.to_string(),
+        },
+    }
+}
+
+fn jobs_table(jobs: &[Job]) -> String {
+    let header = ["ID", "STATE", "RESULT", "PROGRAM", "CREATED"];
+    let rows: Vec<[String; 5]> = jobs
+        .iter()
+        .map(|j| {
+            [
+                j.id.to_string(),
+                j.state.as_str().to_string(),
+                result_cell(j),
+                truncate_chars(&j.program, 48),
+                j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let pad = w.saturating_sub(cell.chars().count()) + 2;
+                l.push_str(cell);
+                l.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch
+
+/// Parses a JSONL file of job specs: one JSON object per non-empty line, each checked against
+/// the job spec's fields and types. Returns `(line number, job)` pairs; on any bad line, an
+/// error naming every bad line (up to 10) and nothing else.
+pub fn parse_jobs_jsonl(text: &str) -> Result<Vec<(usize, serde_json::Value)>> {
+    const MAX_REPORTED: usize = 10;
+    let mut jobs = Vec::new();
+    let mut bad = Vec::new();
+    let mut bad_count = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match parse_job_object(line) {
+            Ok(v) => jobs.push((line_no, v)),
+            Err(e) => {
+                bad_count += 1;
+                if bad.len() < MAX_REPORTED {
+                    bad.push(format!("line {line_no}: {e}"));
+                }
+            }
+        }
+    }
+    if bad_count > 0 {
+        let more = if bad_count > bad.len() {
+            format!("\n  ... and {} more bad lines", bad_count - bad.len())
+        } else {
+            String::new()
+        };
+        bail!(
+            "{bad_count} bad line(s), nothing was submitted; each non-empty line must be one job \
+             spec as a JSON object:\n  {}{more}",
+            bad.join("\n  ")
+        );
+    }
+    if jobs.is_empty() {
+        bail!(
+            "no jobs: the file has no non-empty lines; write one job spec (a JSON object) per line"
+        );
+    }
+    Ok(jobs)
+}
+
+/// One JSON object that deserializes as a (possibly partial) job spec.
+fn parse_job_object(text: &str) -> Result<serde_json::Value> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+    check_job_object(&value)?;
+    Ok(value)
+}
+
+fn check_job_object(value: &serde_json::Value) -> Result<()> {
+    if !value.is_object() {
+        bail!(
+            "expected a JSON object (a job spec), found {}",
+            json_kind(value)
+        );
+    }
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    match <JobSpec as serde::Deserialize>::deserialize(de) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let path = track.path().to_string();
+            let top_level_unknown =
+                !path.contains('.') && e.to_string().starts_with("unknown field");
+            if path.is_empty() || path == "." || top_level_unknown {
+                bail!("not a valid job spec: {e}")
+            } else {
+                bail!("not a valid job spec: field `{path}`: {e}")
+            }
+        }
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Parses `--defaults`: a JSON object, or `@FILE` holding one.
+fn parse_defaults(arg: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let (text, origin) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the --defaults file {path}"))?,
+            format!("the --defaults file {path}"),
+        ),
+        None => (arg.to_string(), "--defaults".to_string()),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{origin} is not valid JSON; pass a JSON object like '{{\"image\":\"alpine\"}}' or @FILE"))?;
+    check_job_object(&value).with_context(|| format!("{origin} is not usable as job defaults"))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err(anyhow!("{origin} must be a JSON object")),
+    }
+}
+
+async fn batch(args: BatchArgs) -> Result<i32> {
+    let client = args.server.client()?;
+    match args.command {
+        BatchCommand::Submit {
+            file,
+            defaults,
+            labels,
+            wait,
+            verbose,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                tokio::io::stdin()
+                    .read_to_string(&mut s)
+                    .await
+                    .context("reading the jobs from standard input failed (is it UTF-8 JSONL?)")?;
+                s
+            } else {
+                tokio::fs::read_to_string(&file).await.with_context(|| {
+                    format!(
+                        "cannot read {} (a UTF-8 JSONL file is expected)",
+                        file.display()
+                    )
+                })?
+            };
+            let jobs = parse_jobs_jsonl(&text)
+                .with_context(|| format!("{} has errors", file.display()))?;
+            let defaults = defaults.as_deref().map(parse_defaults).transpose()?;
+            let spec = BatchSpec {
+                defaults: defaults.unwrap_or_default(),
+                jobs: jobs.iter().map(|(_, v)| v.clone()).collect(),
+                labels: labels.into_iter().collect(),
+            };
+            let created = client
+                .submit_batch(&spec)
+                .await
+                .context("submitting the batch failed")?;
+            println!("{}", created.id);
+            if verbose {
+                for ((line, _), job_id) in jobs.iter().zip(&created.job_ids) {
+                    println!("{job_id}\tline {line}");
+                }
+            }
+            if wait {
+                wait_for_batch(&client, created.id, created.job_ids.len() as u64).await
+            } else {
+                Ok(0)
+            }
+        }
+    }
+}
+
+async fn wait_for_batch(client: &Client, id: Uuid, total: u64) -> Result<i32> {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut seen = HashSet::new();
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut events = Box::pin(client.batch_events(id));
+    let batch = loop {
+        match events.next().await {
+            Some(Ok(BatchStreamEvent::Job(job))) => {
+                if seen.insert(job.id) {
+                    *counts.entry(job.state.as_str()).or_default() += 1;
+                    bar.inc(1);
+                    bar.set_message(
+                        counts
+                            .iter()
+                            .map(|(s, n)| format!("{s} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                }
+            }
+            Some(Ok(BatchStreamEvent::Done(batch))) => break batch,
+            Some(Err(e)) => {
+                bar.abandon();
+                return Err(e.context(format!(
+                    "waiting for batch {id} failed; its jobs go on on the server: see \
+                     `nekton jobs ls --batch {id}`"
+                )));
+            }
+            None => {
+                bar.abandon();
+                bail!(
+                    "the event stream of batch {id} ended early; see `nekton jobs ls --batch {id}`"
+                );
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let summary = batch
+        .counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let succeeded = batch.counts.get("succeeded").copied().unwrap_or(0);
+    eprintln!("batch {id}: {} jobs: {summary}", batch.total);
+    Ok(if succeeded == batch.total && batch.finished {
+        0
+    } else {
+        1
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// module
+
+async fn module(args: ModuleArgs) -> Result<i32> {
+    let client = args.server.client()?;
+    match args.command {
+        ModuleCommand::Push { file } => {
+            let wasm = read_local_file(&file, "the Wasm module").await?;
+            let module = client
+                .push_module(wasm)
+                .await
+                .with_context(|| format!("uploading {} failed", file.display()))?;
+            println!("{}", module.digest);
+            Ok(0)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// argument parsers (clap value parsers: they return the message shown after "invalid value")
+
+/// `K=V` with a non-empty key; the value may contain `=` and be empty.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err(format!("{s:?} has an empty key; write KEY=VALUE")),
+        None => Err(format!("{s:?} has no `=`; write KEY=VALUE")),
+    }
+}
+
+/// `-e K=V`, or `-e K` to copy K from this process's environment.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    if s.contains('=') {
+        return parse_key_value(s);
+    }
+    if s.is_empty() {
+        return Err("empty variable; write NAME=VALUE".into());
+    }
+    match std::env::var(s) {
+        Ok(v) => Ok((s.to_string(), v)),
+        Err(_) => Err(format!(
+            "{s:?} has no `=` and is not set in this environment (or is not UTF-8); write NAME=VALUE"
+        )),
+    }
+}
+
+/// `--file LOCAL[:GUESTPATH]`; the guest path defaults to the local file's name.
+pub fn parse_file_arg(s: &str) -> Result<FileArg, String> {
+    let (local, guest) = match s.split_once(':') {
+        Some((l, g)) => (l, Some(g)),
+        None => (s, None),
+    };
+    if local.is_empty() {
+        return Err(format!(
+            "{s:?} names no local file; write LOCAL[:GUESTPATH]"
+        ));
+    }
+    let guest = match guest {
+        Some("") => return Err(format!("{s:?} has an empty guest path after `:`")),
+        Some(g) => g.to_string(),
+        None => Path::new(local)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                format!("cannot derive a guest path from {local:?}; write LOCAL:GUESTPATH")
+            })?
+            .to_string(),
+    };
+    Ok(FileArg {
+        local: PathBuf::from(local),
+        guest,
+    })
+}
+
+/// Splits `12.5Mi` into the number and the suffix.
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(s.len());
+    (&s[..end], s[end..].trim())
+}
+
+/// `number * multiplier`, where number may have a fraction; rounds down; None on overflow.
+fn scale(number: &str, multiplier: u64) -> Option<u64> {
+    let number = number.replace('_', "");
+    let (int, frac) = match number.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (number.as_str(), ""),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let int_val: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut total = int_val.checked_mul(multiplier)?;
+    if !frac.is_empty() {
+        if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 18 {
+            return None;
+        }
+        let denom = 10u128.pow(frac.len() as u32);
+        let f: u128 = frac.parse().ok()?;
+        let part = f * u128::from(multiplier) / denom;
+        total = total.checked_add(u64::try_from(part).ok()?)?;
+    }
+    Some(total)
+}
+
+/// A byte size: `1048576`, `64M`, `1.5G`, `512KiB`, `2gb` (K/M/G/T are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, suffix) = split_number(t);
+    let multiplier: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size; write bytes or a number with K, M, G or T (e.g. 64M, 1.5G)"
+            ));
+        }
+    };
+    scale(number, multiplier).ok_or_else(|| {
+        format!("{s:?} is not a size; write bytes or a number with K, M, G or T (e.g. 64M, 1.5G)")
+    })
+}
+
+/// A duration in milliseconds: `1500`, `1500ms`, `2s`, `1.5m`, `1h`.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, suffix) = split_number(t);
+    let multiplier: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration; write milliseconds or a number with ms, s, m or h \
+                 (e.g. 1500, 2s, 5m)"
+            ));
+        }
+    };
+    scale(number, multiplier).ok_or_else(|| {
+        format!(
+            "{s:?} is not a duration; write milliseconds or a number with ms, s, m or h \
+             (e.g. 1500, 2s, 5m)"
+        )
+    })
+}
+
+/// A plain count; `_` separators allowed (`1_000_000`).
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    s.trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number ≥ 0"))
+}
+
+fn parse_state(s: &str) -> Result<JobState, String> {
+    JobState::parse(s).ok_or_else(|| {
+        format!(
+            "{s:?} is not a job state; use one of: {}",
+            JobState::ALL.map(JobState::as_str).join(", ")
+        )
+    })
+}
+
+fn parse_std_stream(s: &str) -> Result<StdStream, String> {
+    StdStream::parse(s).ok_or_else(|| format!("{s:?} is not a stream; use stdout or stderr"))
+}
+
+/// An API enum from its wire name (`none`, `bridge`, `auto`, ...).
+fn parse_wire_enum<T: DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| format!("{s:?} is not accepted: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    fn outcome(reason: &str, exit_code: Option<i32>, signal: Option<i32>) -> OutcomeView {
+        OutcomeView {
+            reason: reason.into(),
+            exit_code,
+            signal,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn exit_code_table() {
+        use JobState::*;
+        let cases = [
+            (Succeeded, outcome("exited", Some(0), None), 0),
+            (Failed, outcome("exited", Some(3), None), 3),
+            (Failed, outcome("exited", Some(255), None), 255),
+            (Failed, outcome("exited", Some(256), None), 1),
+            (Failed, outcome("exited", Some(-1), None), 1),
+            (Failed, outcome("signaled", None, Some(9)), 137),
+            (Failed, outcome("signaled", None, Some(11)), 139),
+            (Failed, outcome("signaled", None, None), 1),
+            (Failed, outcome("wall_timeout", None, Some(9)), 124),
+            (Failed, outcome("cpu_timeout", None, None), 124),
+            (Failed, outcome("memory_limit", None, Some(9)), 137),
+            (Failed, outcome("output_limit", None, None), 153),
+            (Cancelled, outcome("cancelled", None, None), 130),
+            (Error, outcome("spec_error", None, None), 125),
+            (Error, outcome("image_error", None, None), 125),
+            (Error, outcome("internal_error", None, None), 125),
+            (Error, outcome("worker_lost", None, None), 125),
+            (Error, outcome("something_new", None, None), 125),
+        ];
+        for (state, o, want) in cases {
+            assert_eq!(exit_code_for(state, Some(&o)), want, "{state:?} {o:?}");
+        }
+        assert_eq!(exit_code_for(Succeeded, None), 0);
+        assert_eq!(exit_code_for(Failed, None), 1);
+        assert_eq!(exit_code_for(Cancelled, None), 130);
+        assert_eq!(exit_code_for(Error, None), 125);
+    }
+
+    #[test]
+    fn outcome_lines() {
+        let id = Uuid::nil();
+        assert_eq!(
+            describe_outcome(
+                id,
+                JobState::Succeeded,
+                Some(&outcome("exited", Some(0), None))
+            ),
+            None
+        );
+        assert_eq!(
+            describe_outcome(
+                id,
+                JobState::Failed,
+                Some(&outcome("exited", Some(2), None))
+            ),
+            None
+        );
+        let mut o = outcome("wall_timeout", None, Some(9));
+        o.detail = Some("wall-clock limit of 1000 ms reached".into());
+        assert_eq!(
+            describe_outcome(id, JobState::Failed, Some(&o)).unwrap(),
+            format!("nekton: job {id} failed: wall_timeout: wall-clock limit of 1000 ms reached")
+        );
+        assert_eq!(
+            describe_outcome(
+                id,
+                JobState::Failed,
+                Some(&outcome("signaled", None, Some(11)))
+            )
+            .unwrap(),
+            format!("nekton: job {id} failed: signaled: signal 11")
+        );
+        assert_eq!(
+            describe_outcome(
+                id,
+                JobState::Cancelled,
+                Some(&outcome("cancelled", None, None))
+            )
+            .unwrap(),
+            format!("nekton: job {id} cancelled: cancelled")
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64mb"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size("100b"), Ok(100));
+        assert_eq!(parse_size("1_000"), Ok(1000));
+        assert_eq!(parse_size(" 8M "), Ok(8 << 20));
+        for bad in [
+            "",
+            "M",
+            "-1",
+            "1X",
+            "1.2.3M",
+            "abc",
+            "99999999999999999999",
+            "20000000T",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        assert_eq!(parse_duration_ms("1500ms"), Ok(1500));
+        assert_eq!(parse_duration_ms("2s"), Ok(2000));
+        assert_eq!(parse_duration_ms("0.5s"), Ok(500));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert!(parse_duration_ms("2d").is_err());
+        assert!(parse_duration_ms("-5").is_err());
+        assert_eq!(parse_count("1_000_000"), Ok(1_000_000));
+        assert!(parse_count("1e6").is_err());
+    }
+
+    #[test]
+    fn env_and_labels() {
+        assert_eq!(parse_env("A=b"), Ok(("A".into(), "b".into())));
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env("A="), Ok(("A".into(), String::new())));
+        assert!(parse_env("=b").is_err());
+        assert!(parse_env("").is_err());
+        assert!(parse_env("NEKTON_TEST_SURELY_UNSET_VARIABLE_42").is_err());
+        // PATH is set in any test environment.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(parse_env("PATH"), Ok(("PATH".into(), path)));
+        assert!(parse_key_value("novalue").is_err());
+        assert_eq!(parse_key_value("k=v"), Ok(("k".into(), "v".into())));
+    }
+
+    #[test]
+    fn file_args() {
+        assert_eq!(
+            parse_file_arg("data/in.txt:input/case1.txt"),
+            Ok(FileArg {
+                local: "data/in.txt".into(),
+                guest: "input/case1.txt".into()
+            })
+        );
+        assert_eq!(
+            parse_file_arg("/tmp/x/in.txt"),
+            Ok(FileArg {
+                local: "/tmp/x/in.txt".into(),
+                guest: "in.txt".into()
+            })
+        );
+        assert!(parse_file_arg(":guest").is_err());
+        assert!(parse_file_arg("local:").is_err());
+        assert!(parse_file_arg("..").is_err());
+    }
+
+    #[test]
+    fn program_kinds() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            classify_program(&format!("sha256:{}", hex.to_uppercase())).unwrap(),
+            Program::Digest(format!("sha256:{hex}"))
+        );
+        assert!(classify_program("sha256:abc").is_err());
+        assert_eq!(
+            classify_program("hello.wasm").unwrap(),
+            Program::LocalModule("hello.wasm".into())
+        );
+        assert_eq!(
+            classify_program("./prog").unwrap(),
+            Program::LocalModule("./prog".into())
+        );
+        assert_eq!(
+            classify_program("alpine:3.20").unwrap(),
+            Program::Image("alpine:3.20".into())
+        );
+        assert_eq!(
+            classify_program("ghcr.io/org/img@sha256:0123").unwrap(),
+            Program::Image("ghcr.io/org/img@sha256:0123".into())
+        );
+        assert!(classify_program("").is_err());
+    }
+
+    #[test]
+    fn content_encoding() {
+        assert_eq!(encode_content(b"hi\n".to_vec()), ("hi\n".into(), None));
+        assert_eq!(
+            encode_content(vec![0xff, 0x00]),
+            ("/wA=".into(), Some(Encoding::Base64))
+        );
+    }
+
+    #[test]
+    fn jsonl_parsing() {
+        let ok = "{\"image\":\"alpine\",\"args\":[\"echo\",\"1\"]}\n\n  \n{\"module\":\"sha256:00\"}\r\n";
+        let jobs = parse_jobs_jsonl(ok).unwrap();
+        assert_eq!(jobs.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![1, 4]);
+        // Partial specs are fine: the batch defaults may fill them in.
+        assert!(parse_jobs_jsonl("{\"args\":[\"x\"]}").is_ok());
+
+        let bad = "{\"image\":\"a\"}\n{\"imgae\":\"a\"}\nnot json\n[1]\n{\"limits\":{\"memory_bytes\":\"big\"}}\n";
+        let err = format!("{:#}", parse_jobs_jsonl(bad).unwrap_err());
+        assert!(err.contains("4 bad line(s)"), "{err}");
+        assert!(err.contains("line 2:") && err.contains("imgae"), "{err}");
+        assert!(err.contains("line 3: invalid JSON"), "{err}");
+        assert!(err.contains("line 4: expected a JSON object"), "{err}");
+        assert!(
+            err.contains("line 5:") && err.contains("limits.memory_bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("line 1:"), "{err}");
+
+        assert!(parse_jobs_jsonl("\n \n").is_err());
+        let many: String = (0..15).map(|_| "x\n").collect();
+        let err = format!("{:#}", parse_jobs_jsonl(&many).unwrap_err());
+        assert!(err.contains("and 5 more"), "{err}");
+    }
+
+    #[test]
+    fn defaults_arg() {
+        assert!(parse_defaults(r#"{"image":"alpine","limits":{"wall_time_ms":5}}"#).is_ok());
+        assert!(parse_defaults("[1]").is_err());
+        assert!(parse_defaults(r#"{"nope":1}"#).is_err());
+        assert!(parse_defaults("{").is_err());
+        assert!(parse_defaults("@/nonexistent/defaults.json").is_err());
+    }
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(subcommand)]
+        cmd: ClientCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+        let m = TestCli::command()
+            .try_get_matches_from(std::iter::once("nekton").chain(args.iter().copied()))?;
+        TestCli::from_arg_matches(&m).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cmd = parse(&[
+            "run",
+            "-e",
+            "A=1",
+            "--memory",
+            "64M",
+            "--priority",
+            "-5",
+            "--label",
+            "k=v",
+            "--server",
+            "http://x:1",
+            "prog.wasm",
+            "--",
+            "-v",
+            "x",
+        ])
+        .unwrap();
+        let ClientCommand::Run(r) = cmd else {
+            panic!("not run")
+        };
+        assert_eq!(r.program, "prog.wasm");
+        assert_eq!(r.args, vec!["-v", "x"]);
+        assert_eq!(r.env, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(r.memory, Some(64 << 20));
+        assert_eq!(r.priority, Some(-5));
+        assert_eq!(r.server.server, "http://x:1");
+
+        let ClientCommand::Run(r) = parse(&["run", "alpine", "sh", "-c", "echo hi"]).unwrap()
+        else {
+            panic!("not run")
+        };
+        assert_eq!(r.args, vec!["sh", "-c", "echo hi"]);
+
+        let err = parse(&["run", "--memory", "lots", "alpine"]).unwrap_err();
+        assert!(err.to_string().contains("not a size"), "{err}");
+    }
+
+    #[test]
+    fn jobs_arguments() {
+        let cmd = parse(&[
+            "jobs", "ls", "--state", "running", "--label", "a=b", "--all",
+        ])
+        .unwrap();
+        let ClientCommand::Jobs(JobsArgs {
+            command: JobsCommand::Ls {
+                state, labels, all, ..
+            },
+            ..
+        }) = cmd
+        else {
+            panic!("not jobs ls")
+        };
+        assert_eq!(state, Some(JobState::Running));
+        assert_eq!(labels, vec![("a".to_string(), "b".to_string())]);
+        assert!(all);
+        assert!(parse(&["jobs", "ls", "--state", "done"]).is_err());
+        assert!(
+            parse(&[
+                "jobs",
+                "--server",
+                "http://y:2",
+                "logs",
+                "-f",
+                &Uuid::nil().to_string()
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["jobs", "get", "not-a-uuid"]).is_err());
+    }
+
+    #[test]
+    fn table_renders() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "state": "failed", "attempt": 1, "max_attempts": 3,
+            "queue": "default", "priority": 0, "labels": {}, "program": "alpine",
+            "cancel_requested": false, "created_at": "2024-05-01T12:00:00Z",
+            "started_at": null, "finished_at": null,
+            "outcome": {"reason": "exited", "exit_code": 2, "signal": null}, "usage": null
+        }))
+        .unwrap();
+        let t = jobs_table(&[job]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{t}");
+        assert!(
+            lines[1].contains("failed") && lines[1].contains("exit 2"),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("2024-05-01 12:00:00"), "{t}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The client side of the `nekton` binary: a typed HTTP client for the v1 API ([`client`]) and the
+//! user-facing commands built on it ([`commands`]): `run`, `jobs ls|get|cancel|logs`,
+//! `batch submit` and `module push`.
+//!
+//! `main.rs` wires them in with one enum variant and one call:
+//!
+//! ```ignore
+//! #[derive(clap::Subcommand)]
+//! enum Command {
+//!     // ... serve, api, worker, migrate ...
+//!     #[command(flatten)]
+//!     Client(nekton::cli::ClientCommand),
+//! }
+//! // in main: Command::Client(cmd) => std::process::exit(nekton::cli::execute_or_report(cmd).await),
+//! ```
+
+pub mod client;
+pub mod commands;
+
+pub use client::{
+    ApiError, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,
+    decode_log_event,
+};
+pub use commands::{
+    BatchArgs, BatchCommand, ClientCommand, JobsArgs, JobsCommand, ModuleArgs, ModuleCommand,
+    RunArgs, ServerArgs, execute, execute_or_report, exit_code_for,
+};
