@@ -1,0 +1,262 @@
+//! The v1 HTTP API (axum). `app(state)` builds the router; the OpenAPI document is generated
+//! from the handlers' annotations (utoipa) and served at `/openapi.json`.
+//!
+//! Invariants: every error has the shape of [`types::ErrorBody`]; a rejected request stores
+//! nothing; handlers never hold a database transaction across an await on anything but the
+//! database.
+
+pub mod batches;
+pub mod error;
+pub mod hub;
+pub mod jobs;
+pub mod logs;
+pub mod modules;
+pub mod system;
+pub mod types;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Json, Router};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::{DEFAULT_TENANT, LimitPolicy};
+use crate::metrics::Metrics;
+use crate::store::CHANNEL_JOBS;
+use error::ApiError;
+
+/// Largest JSON body (jobs and batches carry input files).
+pub const MAX_JSON_BODY: usize = 16 << 20;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub policy: Arc<LimitPolicy>,
+    pub metrics: Metrics,
+    pub hub: hub::Hub,
+    pub notifier: Arc<QueueNotifier>,
+    /// Poked after every stored job so a worker in this process claims at once.
+    pub local_wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn new(
+        pool: PgPool,
+        policy: LimitPolicy,
+        metrics: Metrics,
+        local_wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            notifier: Arc::new(QueueNotifier::new(pool.clone())),
+            pool,
+            policy: Arc::new(policy),
+            metrics,
+            hub: hub::Hub::default(),
+            local_wake,
+        }
+    }
+
+    /// The tenant of a request (one default tenant until authentication arrives).
+    pub fn tenant(&self) -> &'static str {
+        DEFAULT_TENANT
+    }
+}
+
+/// NOTIFY for new jobs, debounced: at most one per queue per [`QueueNotifier::WINDOW`] per process.
+/// The first job in a window is announced inside its insert transaction; later ones in the same
+/// window get one trailing NOTIFY at the window's end.
+pub struct QueueNotifier {
+    pool: PgPool,
+    last: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl QueueNotifier {
+    pub const WINDOW: Duration = Duration::from_millis(100);
+
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True if the caller should NOTIFY now (in its transaction); otherwise a trailing NOTIFY is
+    /// arranged.
+    pub fn notify_now(self: &Arc<Self>, queue: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match last.get_mut(queue) {
+            Some((at, _)) if now.duration_since(*at) >= Self::WINDOW => {
+                *at = now;
+                true
+            }
+            None => {
+                last.insert(queue.to_string(), (now, false));
+                true
+            }
+            Some((at, trailing)) => {
+                if !*trailing {
+                    *trailing = true;
+                    let wait = Self::WINDOW.saturating_sub(now.duration_since(*at));
+                    let this = self.clone();
+                    let queue = queue.to_string();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        if let Some(e) = this
+                            .last
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_mut(&queue)
+                        {
+                            *e = (Instant::now(), false);
+                        }
+                        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(CHANNEL_JOBS)
+                            .bind(&queue)
+                            .execute(&this.pool)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "trailing NOTIFY failed; workers will poll");
+                        }
+                    });
+                }
+                false
+            }
+        }
+    }
+}
+
+/// A request body read up to the route's limit; an oversize body is a 413 in the API's shape.
+pub struct Body(pub Bytes);
+
+impl Body {
+    /// The body, refused with 413 when larger than a JSON body may be.
+    pub fn json_sized(self) -> Result<Bytes, ApiError> {
+        if self.0.len() > MAX_JSON_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "JSON bodies are limited to {MAX_JSON_BODY} bytes; send fewer or smaller files, or split the batch"
+                ),
+            ));
+        }
+        Ok(self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(rejection) => {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(ApiError::new(
+                        status,
+                        "payload_too_large",
+                        "the request body is larger than this endpoint accepts (16 MiB for JSON, the module limit for uploads); send less",
+                    ))
+                } else {
+                    Err(ApiError::new(
+                        status,
+                        "bad_request",
+                        format!("could not read the request body: {}", rejection.body_text()),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "nekton",
+        description = "Sandboxed job execution: submit jobs, watch their logs live, read their outcome and bill.",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "jobs", description = "Submit, inspect, list and cancel jobs"),
+        (name = "logs", description = "Live and stored job output"),
+        (name = "batches", description = "Many jobs at once"),
+        (name = "modules", description = "Wasm modules"),
+        (name = "system", description = "Health, readiness, metrics")
+    )
+)]
+struct ApiDoc;
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(logs::logs))
+        .routes(routes!(batches::submit))
+        .routes(routes!(batches::get))
+        .routes(routes!(batches::events))
+        .routes(routes!(modules::upload))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+}
+
+/// The OpenAPI document (what `/openapi.json` serves and `openapi/openapi.json` holds).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The API's router.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let metrics = state.metrics.clone();
+    let body_limit = state.policy.max_module_bytes.max(MAX_JSON_BODY);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move { Json(doc.as_ref().clone()) }),
+        )
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see /openapi.json for the API").into_response()
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not accept that method; see /openapi.json",
+            )
+            .into_response()
+        })
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let metrics = metrics.clone();
+                async move {
+                    let res = next.run(req).await;
+                    metrics
+                        .http_responses
+                        .get_or_create(&crate::metrics::RequestLabels {
+                            status: res.status().as_u16(),
+                        })
+                        .inc();
+                    res
+                }
+            },
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,49 @@
+//! `/v1/modules`: upload Wasm modules.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+use super::types::{ErrorBody, Module};
+use super::{AppState, Body};
+use crate::store::modules;
+
+/// Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+/// `module`. Uploading the same bytes again returns the same digest.
+#[utoipa::path(post, path = "/v1/modules", tag = "modules",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The module's bytes (binary .wasm)"),
+    responses(
+        (status = 201, description = "Stored", body = Module),
+        (status = 200, description = "Already stored", body = Module),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Not a valid Wasm core module", body = ErrorBody),
+    ))]
+pub async fn upload(
+    State(state): State<AppState>,
+    Body(bytes): Body,
+) -> Result<(StatusCode, Json<Module>), ApiError> {
+    let max = state.policy.max_module_bytes;
+    if bytes.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the module is {} bytes; this server accepts modules up to {max} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    wasm_backend::validate_module(&bytes, max)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e))?;
+    let digest = wasm_backend::module_digest(&bytes);
+    let (module, created) = modules::put(&state.pool, state.tenant(), &digest, &bytes).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(module),
+    ))
+}

@@ -1,0 +1,403 @@
+//! Strict validation of job specs, and their resolution against the operator's policy. A spec
+//! that passes is stored with every limit filled in, so the worker never applies defaults itself.
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::types::{JobSpec, LimitsSpec, NetworkMode, RuntimeKind};
+use crate::config::LimitPolicy;
+use crate::worker::spec::decode;
+
+pub const MAX_ARGS: usize = 4096;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_FILES: usize = 1024;
+
+/// sha256 of a value's canonical JSON (struct fields in declaration order, maps sorted).
+pub fn canonical_hash<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    Sha256::digest(&json).to_vec()
+}
+
+/// Whether `s` is a module digest `sha256:` + 64 lowercase hex digits.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A relative path without `..`, empty or `.` components, NUL or a leading `/`.
+pub fn valid_relative_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 1024
+        && !p.starts_with('/')
+        && !p.contains('\0')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn check_max(field: &str, value: Option<u64>, min: u64, max: Option<u64>) -> Result<(), ApiError> {
+    if let Some(v) = value {
+        if v < min {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} must be at least {min}, got {v}"),
+            ));
+        }
+        if let Some(max) = max
+            && v > max
+        {
+            return Err(ApiError::invalid(
+                field,
+                format!("{field} is {v}, above this service's maximum of {max}; ask for less"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a Wasm job spec and fills in the defaults. Returns the resolved spec and the program
+/// (module digest). Module existence is checked by the caller (it needs the database).
+pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiError> {
+    match (&spec.module, &spec.image) {
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "module",
+                "the job names no code: set `module` to a digest from POST /v1/modules (or `image` for containers)",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "image",
+                "set either `module` or `image`, not both",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "unsupported",
+                "container images are not supported by this server yet; run a Wasm module with `module` \
+                 (upload it with POST /v1/modules)",
+            )
+            .with_field("image"));
+        }
+        (Some(m), None) => {
+            if !is_digest(m) {
+                return Err(ApiError::invalid(
+                    "module",
+                    format!(
+                        "`{m}` is not a module digest; expected `sha256:` followed by 64 lowercase hex digits, as returned by POST /v1/modules"
+                    ),
+                ));
+            }
+        }
+    }
+    if spec.runtime == Some(RuntimeKind::Container) {
+        return Err(ApiError::invalid(
+            "runtime",
+            "a Wasm module cannot run on the container runtime; use `auto` or `wasm`",
+        ));
+    }
+    if spec.network == Some(NetworkMode::Bridge) {
+        return Err(ApiError::invalid(
+            "network",
+            "Wasm jobs have no network; `bridge` applies to container jobs",
+        ));
+    }
+    if spec.workdir.is_some() {
+        return Err(ApiError::invalid(
+            "workdir",
+            "`workdir` applies to container jobs; Wasm jobs see their files under /data",
+        ));
+    }
+    if spec.user.is_some() {
+        return Err(ApiError::invalid(
+            "user",
+            "`user` applies to container jobs",
+        ));
+    }
+    if spec.args.len() > MAX_ARGS {
+        return Err(ApiError::invalid(
+            "args",
+            format!("at most {MAX_ARGS} arguments are allowed"),
+        ));
+    }
+    if let Some(i) = spec.args.iter().position(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(
+            format!("args[{i}]"),
+            "arguments cannot contain NUL bytes",
+        ));
+    }
+    for key in spec.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(ApiError::invalid(
+                format!("env.{key}"),
+                format!(
+                    "environment variable name `{key}` is invalid: it must be non-empty without `=` or NUL"
+                ),
+            ));
+        }
+    }
+    if let Some((k, _)) = spec.env.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(ApiError::invalid(
+            format!("env.{k}"),
+            "environment values cannot contain NUL bytes",
+        ));
+    }
+    if let Some(stdin) = &spec.stdin {
+        decode(stdin, spec.stdin_encoding)
+            .map_err(|e| ApiError::invalid("stdin", format!("stdin: {e}")))?;
+    }
+    if spec.files.len() > MAX_FILES {
+        return Err(ApiError::invalid(
+            "files",
+            format!("at most {MAX_FILES} files are allowed"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, f) in spec.files.iter().enumerate() {
+        if !valid_relative_path(&f.path) {
+            return Err(ApiError::invalid(
+                format!("files[{i}].path"),
+                format!(
+                    "`{}` is not allowed: use a relative path like `input/a.txt`, without `..`, `.` or empty parts",
+                    f.path
+                ),
+            ));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(ApiError::invalid(
+                format!("files[{i}].path"),
+                format!("`{}` is given twice", f.path),
+            ));
+        }
+        if f.mode.is_some_and(|m| m > 0o7777) {
+            return Err(ApiError::invalid(
+                format!("files[{i}].mode"),
+                "mode must be Unix permission bits (at most 0o7777 = 4095)",
+            ));
+        }
+        decode(&f.content, f.encoding).map_err(|e| {
+            ApiError::invalid(format!("files[{i}].content"), format!("file content: {e}"))
+        })?;
+    }
+    if spec.labels.len() > MAX_LABELS {
+        return Err(ApiError::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels are allowed"),
+        ));
+    }
+    for (k, v) in &spec.labels {
+        if !valid_name(k) {
+            return Err(ApiError::invalid(
+                format!("labels.{k}"),
+                "label keys are 1–64 characters of letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        if v.len() > 256 {
+            return Err(ApiError::invalid(
+                format!("labels.{k}"),
+                "label values are at most 256 bytes",
+            ));
+        }
+    }
+    let queue = spec.queue.get_or_insert_with(|| "default".to_string());
+    if !valid_name(queue) {
+        return Err(ApiError::invalid(
+            "queue",
+            "queue names are 1–64 characters of letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    let priority = *spec.priority.get_or_insert(0);
+    if !(-1000..=1000).contains(&priority) {
+        return Err(ApiError::invalid(
+            "priority",
+            "priority must be between -1000 and 1000",
+        ));
+    }
+    let attempts = *spec.max_attempts.get_or_insert(policy.default_max_attempts);
+    if attempts == 0 || attempts > policy.max_max_attempts {
+        return Err(ApiError::invalid(
+            "max_attempts",
+            format!(
+                "max_attempts must be between 1 and {}",
+                policy.max_max_attempts
+            ),
+        ));
+    }
+
+    let limits = spec.limits.get_or_insert_with(LimitsSpec::default);
+    if limits.cpu_time_ms.is_some() {
+        return Err(ApiError::invalid(
+            "limits.cpu_time_ms",
+            "cpu_time_ms applies to container jobs; limit a Wasm job's CPU with `fuel`",
+        ));
+    }
+    if limits.pids.is_some() {
+        return Err(ApiError::invalid(
+            "limits.pids",
+            "pids applies to container jobs; Wasm jobs cannot create processes",
+        ));
+    }
+    if limits.disk_bytes.is_some() {
+        return Err(ApiError::invalid(
+            "limits.disk_bytes",
+            "disk_bytes applies to container jobs",
+        ));
+    }
+    check_max(
+        "limits.wall_time_ms",
+        limits.wall_time_ms,
+        1,
+        Some(policy.max_wall_time_ms),
+    )?;
+    check_max(
+        "limits.memory_bytes",
+        limits.memory_bytes,
+        65_536,
+        Some(policy.max_memory_bytes),
+    )?;
+    check_max("limits.fuel", limits.fuel, 1, policy.max_fuel)?;
+    check_max(
+        "limits.output_bytes",
+        limits.output_bytes,
+        0,
+        Some(policy.max_output_bytes),
+    )?;
+    limits
+        .wall_time_ms
+        .get_or_insert(policy.default_wall_time_ms);
+    limits
+        .memory_bytes
+        .get_or_insert(policy.default_memory_bytes);
+    limits
+        .output_bytes
+        .get_or_insert(policy.default_output_bytes);
+    if limits.fuel.is_none() {
+        limits.fuel = policy.default_fuel;
+    }
+    spec.runtime.get_or_insert(RuntimeKind::Wasm);
+    Ok(spec)
+}
+
+impl ApiError {
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module_spec() -> JobSpec {
+        JobSpec {
+            module: Some(format!("sha256:{}", "a".repeat(64))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let policy = LimitPolicy::default();
+        let r = resolve(module_spec(), &policy).unwrap();
+        let l = r.limits.unwrap();
+        assert_eq!(l.wall_time_ms, Some(policy.default_wall_time_ms));
+        assert_eq!(l.memory_bytes, Some(policy.default_memory_bytes));
+        assert_eq!(l.output_bytes, Some(policy.default_output_bytes));
+        assert_eq!(r.queue.as_deref(), Some("default"));
+        assert_eq!(r.max_attempts, Some(3));
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_field() {
+        let policy = LimitPolicy::default();
+        let cases: Vec<(JobSpec, &str)> = vec![
+            (JobSpec::default(), "module"),
+            (
+                JobSpec {
+                    module: Some("sha256:xyz".into()),
+                    ..Default::default()
+                },
+                "module",
+            ),
+            (
+                JobSpec {
+                    limits: Some(LimitsSpec {
+                        memory_bytes: Some(u64::MAX),
+                        ..Default::default()
+                    }),
+                    ..module_spec()
+                },
+                "limits.memory_bytes",
+            ),
+            (
+                JobSpec {
+                    limits: Some(LimitsSpec {
+                        wall_time_ms: Some(0),
+                        ..Default::default()
+                    }),
+                    ..module_spec()
+                },
+                "limits.wall_time_ms",
+            ),
+            (
+                JobSpec {
+                    files: vec![super::super::types::InputFileSpec {
+                        path: "../etc/passwd".into(),
+                        content: String::new(),
+                        encoding: None,
+                        mode: None,
+                    }],
+                    ..module_spec()
+                },
+                "files[0].path",
+            ),
+            (
+                JobSpec {
+                    stdin: Some("!!".into()),
+                    stdin_encoding: Some(super::super::types::Encoding::Base64),
+                    ..module_spec()
+                },
+                "stdin",
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..module_spec()
+                },
+                "max_attempts",
+            ),
+            (
+                JobSpec {
+                    queue: Some("a b".into()),
+                    ..module_spec()
+                },
+                "queue",
+            ),
+        ];
+        for (spec, field) in cases {
+            let err = resolve(spec, &policy).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
+            assert!(err.status.is_client_error());
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert!(valid_relative_path("a/b.txt"));
+        for bad in ["", "/a", "a/../b", "a//b", "./a", "a\0b", ".."] {
+            assert!(!valid_relative_path(bad), "{bad:?}");
+        }
+    }
+}

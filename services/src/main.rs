@@ -1,0 +1,285 @@
+//! The `nekton` binary: `serve` (API + worker + embedded PostgreSQL), `api`, `worker`, `migrate`,
+//! `openapi`, and the client commands (`run`, `jobs`, `batch`, `module`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use nekton::config::{LimitPolicy, QueueTiming};
+use nekton::server::{self, Database, ProcessOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "nekton",
+    version,
+    about = "Sandboxed job execution: a job API, workers, and their CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and a worker in one process. Without --database-url, starts a private
+    /// PostgreSQL in the state directory.
+    Serve {
+        #[command(flatten)]
+        common: ServiceArgs,
+        #[arg(long, env = "NEKTON_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        worker: WorkerArgs,
+        /// Once up, run a demo job through the API and print its output and record.
+        #[arg(long)]
+        demo: bool,
+        /// With --demo: stop after the demo job instead of serving on.
+        #[arg(long, requires = "demo")]
+        exit_after_demo: bool,
+    },
+    /// Run only the API (needs --database-url shared with the workers).
+    Api {
+        #[command(flatten)]
+        common: ServiceArgs,
+        #[arg(long, env = "NEKTON_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run only a worker (needs --database-url shared with the API).
+    Worker {
+        #[command(flatten)]
+        common: ServiceArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: ServiceArgs,
+    },
+    /// Print the OpenAPI document of the v1 API.
+    Openapi,
+    #[command(flatten)]
+    Client(nekton::cli::ClientCommand),
+}
+
+#[derive(Args, Clone)]
+struct ServiceArgs {
+    /// PostgreSQL URL. Without it, `serve` and `migrate` use the embedded server.
+    #[arg(long, env = "NEKTON_DATABASE_URL")]
+    database_url: Option<String>,
+    /// State directory: embedded PostgreSQL, compiled-module cache.
+    #[arg(long, env = "NEKTON_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Database connections of this process.
+    #[arg(long, env = "NEKTON_DB_CONNECTIONS", default_value_t = 20)]
+    db_connections: u32,
+    /// Default wall-time limit of a job, in ms.
+    #[arg(long, env = "NEKTON_DEFAULT_WALL_TIME_MS", default_value_t = LimitPolicy::default().default_wall_time_ms)]
+    default_wall_time_ms: u64,
+    /// Largest wall-time limit a job may ask for, in ms.
+    #[arg(long, env = "NEKTON_MAX_WALL_TIME_MS", default_value_t = LimitPolicy::default().max_wall_time_ms)]
+    max_wall_time_ms: u64,
+    /// Default memory limit of a job, in bytes.
+    #[arg(long, env = "NEKTON_DEFAULT_MEMORY_BYTES", default_value_t = LimitPolicy::default().default_memory_bytes)]
+    default_memory_bytes: u64,
+    /// Largest memory limit a job may ask for, in bytes.
+    #[arg(long, env = "NEKTON_MAX_MEMORY_BYTES", default_value_t = LimitPolicy::default().max_memory_bytes)]
+    max_memory_bytes: u64,
+    /// Default output kept per stream, in bytes.
+    #[arg(long, env = "NEKTON_DEFAULT_OUTPUT_BYTES", default_value_t = LimitPolicy::default().default_output_bytes)]
+    default_output_bytes: u64,
+    /// Fuel budget of a Wasm job that sets none (default: none, fuel is still counted).
+    #[arg(long, env = "NEKTON_DEFAULT_FUEL")]
+    default_fuel: Option<u64>,
+    /// Lease of a claimed job, in seconds: a worker silent this long loses its jobs to the rescuer.
+    #[arg(long, env = "NEKTON_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+    /// Keep finished jobs and their logs this many hours.
+    #[arg(long, env = "NEKTON_RETENTION_HOURS", default_value_t = 168)]
+    retention_hours: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "NEKTON_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Args, Clone)]
+struct WorkerArgs {
+    /// Jobs this worker runs at once.
+    #[arg(long, env = "NEKTON_SLOTS", default_value_t = 32)]
+    slots: usize,
+    /// Queues to take jobs from (comma-separated).
+    #[arg(
+        long,
+        env = "NEKTON_QUEUES",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    queues: Vec<String>,
+    /// On SIGTERM, how long running jobs may finish before they are stopped and requeued (s).
+    #[arg(long, env = "NEKTON_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    shutdown_grace_secs: u64,
+}
+
+impl ServiceArgs {
+    fn policy(&self) -> LimitPolicy {
+        LimitPolicy {
+            default_wall_time_ms: self.default_wall_time_ms,
+            max_wall_time_ms: self.max_wall_time_ms,
+            default_memory_bytes: self.default_memory_bytes,
+            max_memory_bytes: self.max_memory_bytes,
+            default_output_bytes: self.default_output_bytes,
+            default_fuel: self.default_fuel,
+            ..LimitPolicy::default()
+        }
+    }
+
+    fn timing(&self) -> QueueTiming {
+        let mut t = QueueTiming::with_lease(Duration::from_secs(self.lease_secs.max(1)));
+        t.retention = Duration::from_secs(self.retention_hours * 3600);
+        t
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(server::default_state_dir)
+    }
+
+    fn require_url(&self, what: &str) -> anyhow::Result<&str> {
+        self.database_url.as_deref().with_context(|| {
+            format!("`nekton {what}` needs --database-url (or NEKTON_DATABASE_URL) shared by the API and the workers; `nekton serve` runs everything with an embedded database")
+        })
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEKTON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn options(
+    common: &ServiceArgs,
+    api: Option<SocketAddr>,
+    worker: Option<&WorkerArgs>,
+) -> ProcessOptions {
+    ProcessOptions {
+        api,
+        worker_slots: worker.map(|w| w.slots.max(1)),
+        queues: worker
+            .map(|w| w.queues.clone())
+            .unwrap_or_else(|| vec!["default".into()]),
+        state_dir: common.state_dir(),
+        policy: common.policy(),
+        timing: common.timing(),
+        shutdown_grace: Duration::from_secs(worker.map_or(30, |w| w.shutdown_grace_secs)),
+    }
+}
+
+async fn serve_until_signal(
+    db: Database,
+    opts: ProcessOptions,
+    demo: Option<bool>,
+) -> anyhow::Result<()> {
+    let mut running = server::start(db.pool.clone(), opts).await?;
+    let stop = running.stop_token();
+    let mut result = Ok(());
+    if let (Some(exit_after), Some(addr)) = (demo, running.api_addr) {
+        let outcome = nekton::demo::run_demo(&format!("http://{addr}")).await;
+        if let Err(e) = &outcome {
+            eprintln!("demo failed: {e:#}");
+        }
+        if exit_after || outcome.is_err() {
+            result = outcome;
+            stop.cancel();
+        } else {
+            println!("nekton is serving on http://{addr} — press Ctrl-C to stop");
+        }
+    }
+    tokio::select! {
+        _ = server::shutdown_signal() => stop.cancel(),
+        _ = stop.cancelled() => {}
+    }
+    let stopped = running.wait().await;
+    db.close().await;
+    result.and(stopped)
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve {
+            common,
+            listen,
+            worker,
+            demo,
+            exit_after_demo,
+        } => {
+            init_tracing(common.log_json);
+            let db = Database::open(
+                common.database_url.as_deref(),
+                &common.state_dir(),
+                common.db_connections,
+            )
+            .await?;
+            let opts = options(&common, Some(listen), Some(&worker));
+            serve_until_signal(db, opts, demo.then_some(exit_after_demo)).await?;
+            Ok(0)
+        }
+        Command::Api { common, listen } => {
+            init_tracing(common.log_json);
+            let db = Database::open(
+                Some(common.require_url("api")?),
+                &common.state_dir(),
+                common.db_connections,
+            )
+            .await?;
+            serve_until_signal(db, options(&common, Some(listen), None), None).await?;
+            Ok(0)
+        }
+        Command::Worker { common, worker } => {
+            init_tracing(common.log_json);
+            let db = Database::open(
+                Some(common.require_url("worker")?),
+                &common.state_dir(),
+                common.db_connections,
+            )
+            .await?;
+            serve_until_signal(db, options(&common, None, Some(&worker)), None).await?;
+            Ok(0)
+        }
+        Command::Migrate { common } => {
+            init_tracing(common.log_json);
+            let db = Database::open(common.database_url.as_deref(), &common.state_dir(), 2).await?;
+            println!("migrations applied");
+            db.close().await;
+            Ok(0)
+        }
+        Command::Openapi => {
+            println!("{}", nekton::api::openapi().to_pretty_json()?);
+            Ok(0)
+        }
+        Command::Client(cmd) => Ok(nekton::cli::execute_or_report(cmd).await),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match main_inner(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nekton: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics (served at `/metrics`), shared by the API and the worker of one process.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    pub state: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub status: u16,
+}
+
+/// All metrics of a process. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub jobs_submitted: Counter,
+    pub jobs_finished: Family<FinishedLabels, Counter>,
+    pub jobs_running: Gauge,
+    pub job_wall_seconds: Histogram,
+    pub log_bytes_stored: Counter,
+    pub sse_clients: Gauge,
+    pub http_responses: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nekton");
+        let jobs_submitted = Counter::default();
+        registry.register(
+            "jobs_submitted",
+            "Jobs accepted by this API process",
+            jobs_submitted.clone(),
+        );
+        let jobs_finished = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "jobs_finished",
+            "Attempts finished by this worker, by resulting state and reason",
+            jobs_finished.clone(),
+        );
+        let jobs_running = Gauge::default();
+        registry.register(
+            "jobs_running",
+            "Jobs running on this worker now",
+            jobs_running.clone(),
+        );
+        let job_wall_seconds = Histogram::new([
+            0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
+        ]);
+        registry.register(
+            "job_wall_seconds",
+            "Wall time of finished jobs",
+            job_wall_seconds.clone(),
+        );
+        let log_bytes_stored = Counter::default();
+        registry.register(
+            "log_bytes_stored",
+            "Output bytes this worker stored",
+            log_bytes_stored.clone(),
+        );
+        let sse_clients = Gauge::default();
+        registry.register(
+            "sse_clients",
+            "Open log and batch event streams",
+            sse_clients.clone(),
+        );
+        let http_responses = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses by status",
+            http_responses.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            jobs_submitted,
+            jobs_finished,
+            jobs_running,
+            job_wall_seconds,
+            log_bytes_stored,
+            sse_clients,
+            http_responses,
+        }
+    }
+
+    pub fn job_finished(&self, state: &str, reason: &str) {
+        self.jobs_finished
+            .get_or_create(&FinishedLabels {
+                state: state.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_job_wall(&self, wall_ms: u64) {
+        self.job_wall_seconds.observe(wall_ms as f64 / 1000.0);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}

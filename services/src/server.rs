@@ -1,0 +1,292 @@
+//! Assembling a nekton process: the database (a URL, or the embedded server), migrations, the
+//! Wasm backend, the worker and the API, and an orderly shutdown of all of them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use runtime_core::Backend;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{self, AppState};
+use crate::config::{LimitPolicy, QueueTiming};
+use crate::metrics::Metrics;
+use crate::pg::{EmbeddedOptions, EmbeddedPostgres};
+use crate::worker::{PgModuleStore, Worker, WorkerConfig};
+
+/// Where a process keeps its state when none is given: `$NEKTON_STATE_DIR` is read by clap;
+/// this is the fallback — `/var/lib/nekton` for root (PostgreSQL's account must be able to reach
+/// it), `$XDG_DATA_HOME/nekton` or `~/.local/share/nekton` otherwise.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/nekton");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("nekton");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/nekton"),
+        None => PathBuf::from("/tmp/nekton"),
+    }
+}
+
+/// A connection pool sized for a service process.
+pub async fn pool_from_options(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// The database of a process: either the given URL, or the embedded server in `state_dir`.
+pub struct Database {
+    pub pool: PgPool,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(
+        database_url: Option<&str>,
+        state_dir: &Path,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
+        let (pool, embedded) = match database_url {
+            Some(url) => {
+                let options: PgConnectOptions = url.parse().with_context(
+                    || "parsing the database URL (expected postgres://user@host/db)",
+                )?;
+                (pool_from_options(options, max_connections).await?, None)
+            }
+            None => {
+                let root = state_dir.join("postgres");
+                let pg = EmbeddedPostgres::start(&root, EmbeddedOptions::default())
+                    .await
+                    .context("starting the embedded PostgreSQL (pass --database-url to use your own server)")?;
+                pg.create_database_if_missing("nekton").await?;
+                (
+                    pool_from_options(pg.connect_options("nekton"), max_connections).await?,
+                    Some(pg),
+                )
+            }
+        };
+        crate::store::migrate(&pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(Self { pool, embedded })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop().await;
+        }
+    }
+}
+
+/// What a process runs.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Serve the API here (None: no API).
+    pub api: Option<SocketAddr>,
+    /// Run a worker with this many slots (None: no worker).
+    pub worker_slots: Option<usize>,
+    pub queues: Vec<String>,
+    pub state_dir: PathBuf,
+    pub policy: LimitPolicy,
+    pub timing: QueueTiming,
+    pub shutdown_grace: Duration,
+}
+
+/// The runtime sandboxes run on (one thread per core), apart from the service's own I/O.
+pub struct ExecRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExecRuntime {
+    pub fn new() -> anyhow::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("nekton-sandbox")
+            .enable_all()
+            .build()
+            .context("starting the sandbox runtime")?;
+        Ok(Self(Some(rt)))
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for ExecRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one would panic; nothing of it is awaited any more.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A started process; stop it with [`Running::shutdown`].
+pub struct Running {
+    /// Where the API listens (useful with port 0).
+    pub api_addr: Option<SocketAddr>,
+    pub worker_id: Option<Uuid>,
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    _exec: Option<ExecRuntime>,
+}
+
+impl Running {
+    /// Stops claiming, drains the worker (grace period), closes the API; returns the first error.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.wait().await
+    }
+
+    /// Waits until every part has stopped (after [`Running::stop_token`] fired).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            let r = r.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a service task failed");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// The Wasm backend of a worker, caching compiled modules under `state_dir/wasm-cache`.
+pub fn wasm_backend(pool: &PgPool, state_dir: &Path) -> anyhow::Result<Arc<dyn Backend>> {
+    let config = wasm_backend::WasmConfig {
+        cache_dir: state_dir.join("wasm-cache"),
+        ..Default::default()
+    };
+    let backend =
+        wasm_backend::WasmBackend::new(config, Arc::new(PgModuleStore { pool: pool.clone() }))
+            .context("starting the Wasm backend")?;
+    Ok(Arc::new(backend))
+}
+
+/// Starts the API and/or a worker on `pool`.
+pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
+    let stop = CancellationToken::new();
+    let metrics = Metrics::new();
+    let local_wake = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut api_addr = None;
+    let mut worker_id = None;
+    let mut exec = None;
+
+    if let Some(slots) = options.worker_slots {
+        let rt = ExecRuntime::new()?;
+        let handle = rt.handle();
+        exec = Some(rt);
+        let backend = wasm_backend(&pool, &options.state_dir)?;
+        let config = WorkerConfig {
+            id: Uuid::now_v7(),
+            queues: options.queues.clone(),
+            slots,
+            timing: options.timing.clone(),
+            shutdown_grace: options.shutdown_grace,
+        };
+        worker_id = Some(config.id);
+        let worker = Worker::new(
+            pool.clone(),
+            config,
+            vec![backend],
+            metrics.clone(),
+            local_wake.clone(),
+            handle,
+        );
+        let token = stop.clone();
+        tasks.spawn(async move { worker.run(token).await });
+    }
+
+    if let Some(addr) = options.api {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the API to {addr}"))?;
+        api_addr = Some(listener.local_addr()?);
+        let state = AppState::new(
+            pool.clone(),
+            options.policy.clone(),
+            metrics.clone(),
+            local_wake.clone(),
+        );
+        let hub_stop = stop.clone();
+        tasks.spawn(state.hub.clone().run(pool.clone(), hub_stop).then_ok());
+        let app = api::app(state);
+        let token = stop.clone();
+        tasks.spawn(async move {
+            // Long-lived SSE streams would hold a graceful shutdown forever: give them a moment.
+            let serve = axum::serve(listener, app).with_graceful_shutdown({
+                let token = token.clone();
+                async move { token.cancelled().await }
+            });
+            tokio::select! {
+                r = serve => r.context("serving HTTP"),
+                _ = async { token.cancelled().await; tokio::time::sleep(Duration::from_secs(5)).await } => Ok(()),
+            }
+        });
+        tracing::info!(addr = %api_addr.unwrap_or(addr), "API listening");
+    }
+    Ok(Running {
+        api_addr,
+        worker_id,
+        stop,
+        tasks,
+        _exec: exec,
+    })
+}
+
+trait ThenOk {
+    fn then_ok(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl<F: std::future::Future<Output = ()> + Send> ThenOk for F {
+    async fn then_ok(self) -> anyhow::Result<()> {
+        self.await;
+        Ok(())
+    }
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,509 @@
+//! The worker: claims jobs for its free slots, runs each on the backend that accepts it, streams
+//! output to the [`writer`], heartbeats its leases, obeys cancels, rescues jobs of dead workers,
+//! prunes old jobs, and on shutdown stops claiming, lets running jobs finish for a grace period,
+//! then stops and requeues them.
+//!
+//! The worker does not know which backend it drives: it only speaks `runtime_core::Backend`.
+
+pub mod spec;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtime_core::{Backend, JobIo, OutcomeReason, OutputChunk, OutputSink};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::QueueTiming;
+use crate::metrics::Metrics;
+use crate::store::queue::{self, Claimed, NewChunk};
+use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
+use writer::{FLUSH_BYTES, WriterMsg};
+
+/// How a worker is set up.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's identity in leases (a fresh UUIDv7 per process by default).
+    pub id: Uuid,
+    /// Queues to take jobs from.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub slots: usize,
+    pub timing: QueueTiming,
+    /// On shutdown, how long running jobs may go on before they are stopped and requeued.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the worker stopped a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopCause {
+    /// A user asked (the job ends `cancelled`).
+    Cancel,
+    /// The worker is shutting down (the job is requeued).
+    Shutdown,
+    /// Our lease is gone: someone else owns the job now; write nothing.
+    LeaseLost,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    cause: Mutex<Option<StopCause>>,
+}
+
+impl Running {
+    fn stop(&self, cause: StopCause) {
+        let mut c = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(cause);
+        }
+        self.cancel.cancel();
+    }
+
+    fn cause(&self) -> Option<StopCause> {
+        *self.cause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type RunningMap = Arc<Mutex<HashMap<Uuid, Arc<Running>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A worker process's job runner.
+pub struct Worker {
+    pool: PgPool,
+    config: WorkerConfig,
+    backends: Vec<Arc<dyn Backend>>,
+    metrics: Metrics,
+    /// Poked by an API in the same process when it stores a job (no NOTIFY round trip needed).
+    local_wake: Arc<Notify>,
+    /// Where sandboxes run: a runtime of its own, so CPU-bound guests never delay the queue's and
+    /// the API's I/O.
+    exec: tokio::runtime::Handle,
+}
+
+impl Worker {
+    pub fn new(
+        pool: PgPool,
+        config: WorkerConfig,
+        backends: Vec<Arc<dyn Backend>>,
+        metrics: Metrics,
+        local_wake: Arc<Notify>,
+        exec: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            pool,
+            config,
+            backends,
+            metrics,
+            local_wake,
+            exec,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then drains as described in the module docs.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Worker {
+            pool,
+            config,
+            backends,
+            metrics,
+            local_wake,
+            exec,
+        } = self;
+        let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
+        let slot_freed = Arc::new(Notify::new());
+        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(4096);
+        let writer = tokio::spawn(writer::run(
+            pool.clone(),
+            config.id,
+            writer_rx,
+            config.timing.log_flush,
+            metrics.clone(),
+        ));
+        let background = CancellationToken::new();
+        let listener = tokio::spawn(listen(
+            pool.clone(),
+            running.clone(),
+            local_wake.clone(),
+            background.clone(),
+        ));
+        let beats = tokio::spawn(heartbeat_loop(
+            pool.clone(),
+            config.clone(),
+            running.clone(),
+            background.clone(),
+        ));
+        let upkeep = tokio::spawn(upkeep_loop(
+            pool.clone(),
+            config.timing.clone(),
+            background.clone(),
+        ));
+        tracing::info!(worker = %config.id, slots = config.slots, queues = ?config.queues, "worker started");
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut maybe_more = true;
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = config.slots.saturating_sub(lock(&running).len());
+            if free > 0 && maybe_more {
+                match queue::claim(
+                    &pool,
+                    config.id,
+                    &config.queues,
+                    free as i64,
+                    config.timing.lease,
+                )
+                .await
+                {
+                    Ok(jobs) => {
+                        maybe_more = jobs.len() == free;
+                        for job in jobs {
+                            let entry = Arc::new(Running {
+                                cancel: CancellationToken::new(),
+                                cause: Mutex::new(None),
+                            });
+                            lock(&running).insert(job.id, entry.clone());
+                            metrics.jobs_running.inc();
+                            tasks.spawn(run_job(
+                                exec.clone(),
+                                job,
+                                entry,
+                                backends.clone(),
+                                writer_tx.clone(),
+                                running.clone(),
+                                slot_freed.clone(),
+                                metrics.clone(),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming jobs failed; retrying after the poll interval");
+                        maybe_more = false;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = local_wake.notified() => maybe_more = true,
+                _ = slot_freed.notified() => {}
+                _ = tokio::time::sleep(config.timing.poll) => maybe_more = true,
+            }
+        }
+
+        // Shutdown: no more claims. Let running jobs finish for the grace period.
+        tracing::info!(running = lock(&running).len(), grace = ?config.shutdown_grace, "worker shutting down");
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            let entries: Vec<Arc<Running>> = lock(&running).values().cloned().collect();
+            for e in entries {
+                e.stop(StopCause::Shutdown);
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+        // Everything the jobs wrote is flushed before their requeue.
+        drop(writer_tx);
+        let _ = writer.await;
+        background.cancel();
+        let _ = tokio::join!(listener, beats, upkeep);
+        let leftover: Vec<Uuid> = lock(&running).keys().copied().collect();
+        if !leftover.is_empty() {
+            match queue::requeue(&pool, config.id, &leftover).await {
+                Ok(ids) => tracing::info!(
+                    requeued = ids.len(),
+                    "jobs stopped by shutdown were requeued"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "requeueing stopped jobs failed; the rescuer will take them back when their leases expire")
+                }
+            }
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Runs one claimed job to its end and hands its output and completion to the writer.
+async fn run_job(
+    exec: tokio::runtime::Handle,
+    job: Claimed,
+    entry: Arc<Running>,
+    backends: Vec<Arc<dyn Backend>>,
+    writer: mpsc::Sender<WriterMsg>,
+    running: RunningMap,
+    slot_freed: Arc<Notify>,
+    metrics: Metrics,
+) {
+    let completion = match spec::exec_request(&job) {
+        Err(detail) => Some(spec::failed_before_start(
+            &job,
+            OutcomeReason::SpecError,
+            detail,
+        )),
+        Ok(request) => match backends.iter().find(|b| b.accepts(&request.program)) {
+            None => Some(spec::failed_before_start(
+                &job,
+                OutcomeReason::SpecError,
+                "no backend on this worker runs this kind of program".into(),
+            )),
+            Some(backend) => {
+                let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
+                let pump = tokio::spawn(pump_output(job.id, job.attempt, rx, writer.clone()));
+                let io = JobIo {
+                    output: sink.clone(),
+                    cancel: entry.cancel.clone(),
+                };
+                let backend = backend.clone();
+                let mut report = match exec
+                    .spawn(async move { backend.run(request, io).await })
+                    .await
+                {
+                    Ok(report) => report,
+                    Err(e) => runtime_core::ExecReport {
+                        outcome: runtime_core::Outcome::with_reason(
+                            OutcomeReason::InternalError,
+                            format!("the sandbox task failed: {e}"),
+                        ),
+                        usage: runtime_core::Usage::default(),
+                    },
+                };
+                tracing::debug!(job = %job.id, reason = report.outcome.reason.as_str(), "backend finished");
+                let stats = sink.stats();
+                drop(sink);
+                if let Err(e) = pump.await {
+                    tracing::error!(job = %job.id, error = %e, "output pump failed");
+                }
+                match entry.cause() {
+                    // Shutdown: requeued by the worker; lease lost: not ours anymore.
+                    Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
+                    Some(StopCause::Cancel) => {
+                        if report.outcome.reason == OutcomeReason::Cancelled {
+                            report.outcome.detail = Some("cancelled by request".into());
+                        }
+                        Some(spec::completion(&job, &report, stats))
+                    }
+                    None => Some(spec::completion(&job, &report, stats)),
+                }
+            }
+        },
+    };
+    if let Some(c) = completion {
+        if c.state.is_terminal() {
+            metrics.observe_job_wall(c.usage.get("wall_ms").and_then(|v| v.as_u64()).unwrap_or(0));
+        }
+        let _ = writer.send(WriterMsg::Complete(c)).await;
+        lock(&running).remove(&job.id);
+    } else if entry.cause() == Some(StopCause::LeaseLost) {
+        lock(&running).remove(&job.id);
+    }
+    // Shutdown-stopped jobs stay in the map: the worker requeues them after the writer drained.
+    metrics.jobs_running.dec();
+    slot_freed.notify_one();
+}
+
+/// Moves a job's output from its sink to the writer, merging consecutive writes of one stream into
+/// chunks of up to 64 KiB, numbered from 1 within the attempt.
+async fn pump_output(
+    job: Uuid,
+    attempt: i32,
+    mut rx: mpsc::Receiver<OutputChunk>,
+    writer: mpsc::Sender<WriterMsg>,
+) {
+    let mut seq = 0i32;
+    let mut held: Option<OutputChunk> = None;
+    loop {
+        let next = match held.take() {
+            Some(c) => Some(c),
+            None => rx.recv().await,
+        };
+        let Some(first) = next else { break };
+        let stream = first.stream;
+        let mut data = first.data.to_vec();
+        while data.len() < FLUSH_BYTES {
+            match rx.try_recv() {
+                Ok(c) if c.stream == stream => data.extend_from_slice(&c.data),
+                Ok(c) => {
+                    held = Some(c);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        seq += 1;
+        let chunk = NewChunk {
+            job_id: job,
+            attempt,
+            seq,
+            stream: stream.as_fd(),
+            data,
+        };
+        if writer.send(WriterMsg::Chunk(chunk)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// One LISTEN connection: wake-ups for new jobs, and cancels of running jobs.
+async fn listen(pool: PgPool, running: RunningMap, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        if let Err(e) = listener.listen_all([CHANNEL_JOBS, CHANNEL_CANCEL]).await {
+            tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+            tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+        }
+        // Notifications sent while we were away are lost: catch up.
+        wake.notify_one();
+        loop {
+            let n = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.try_recv() => n,
+            };
+            match n {
+                Ok(Some(n)) if n.channel() == CHANNEL_CANCEL => {
+                    for id in spec::parse_ids(n.payload()) {
+                        tracing::debug!(job = %id, "cancel notification");
+                        if let Some(e) = lock(&running).get(&id) {
+                            e.stop(StopCause::Cancel);
+                        }
+                    }
+                }
+                Ok(Some(_)) => wake.notify_one(),
+                Ok(None) => {
+                    tracing::warn!("LISTEN connection lost; reconnecting");
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Renews leases (and reads cancel flags) every heartbeat; checks cancel flags more often.
+async fn heartbeat_loop(
+    pool: PgPool,
+    config: WorkerConfig,
+    running: RunningMap,
+    stop: CancellationToken,
+) {
+    let mut last_beat = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.timing.cancel_poll) => {}
+        }
+        let ids: Vec<Uuid> = lock(&running).keys().copied().collect();
+        if ids.is_empty() {
+            last_beat = tokio::time::Instant::now();
+            continue;
+        }
+        if last_beat.elapsed() >= config.timing.heartbeat {
+            last_beat = tokio::time::Instant::now();
+            match queue::heartbeat(&pool, config.id, &ids, config.timing.lease).await {
+                Ok(held) => {
+                    let held: HashMap<Uuid, bool> = held.into_iter().collect();
+                    let map = lock(&running);
+                    for id in &ids {
+                        let Some(e) = map.get(id) else { continue };
+                        match held.get(id) {
+                            Some(true) => e.stop(StopCause::Cancel),
+                            Some(false) => {}
+                            // Claimed moments ago and already finished, or taken over.
+                            None if e.cause().is_none() => {
+                                tracing::warn!(job = %id, "lease lost; stopping the job without recording anything");
+                                e.stop(StopCause::LeaseLost);
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+            }
+        } else {
+            match queue::cancel_requested(&pool, &ids).await {
+                Ok(cancelled) => {
+                    let map = lock(&running);
+                    for id in cancelled {
+                        tracing::debug!(job = %id, "cancel flag seen by polling");
+                        if let Some(e) = map.get(&id) {
+                            e.stop(StopCause::Cancel);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking cancel flags failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Rescue of expired leases and retention, on every worker (no leader needed).
+async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken) {
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(timing.rescue_every) => {}
+        }
+        match queue::rescue(&pool, 100, timing.max_lost).await {
+            Ok(r) if !r.is_empty() => {
+                tracing::info!(rescued = ?r, "took back jobs whose worker stopped renewing its lease")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rescue failed; will retry"),
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= timing.retention_every) {
+            last_prune = Some(tokio::time::Instant::now());
+            loop {
+                match queue::prune(&pool, timing.retention, 1000).await {
+                    Ok(n) if n >= 1000 => continue,
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(deleted = n, "pruned finished jobs past retention");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `ModuleStore` the Wasm backend uses: modules by digest from PostgreSQL.
+pub struct PgModuleStore {
+    pub pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl runtime_core::ModuleStore for PgModuleStore {
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+        match store::modules::bytes(&self.pool, digest).await {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(format!(
+                "module {digest} is not stored; upload it with POST /v1/modules"
+            )),
+            Err(e) => Err(format!("loading module {digest}: {e}")),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The worker's single writer: every log chunk and every completion of this worker's jobs goes
+//! through it, in order. It flushes all pending chunks in one INSERT (then one NOTIFY) per tick or
+//! when 64 KiB are pending, and completions in batches as soon as they arrive — a job's last chunks
+//! are always stored before its completion. A failed flush is retried: nothing is dropped while
+//! the database is away (the bounded channel makes the jobs wait instead).
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::store::queue::{self, Completion, NewChunk};
+
+/// Flush when this many output bytes are pending, whatever the tick.
+pub const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Messages to the writer.
+pub enum WriterMsg {
+    Chunk(NewChunk),
+    Complete(Completion),
+    /// Replies once everything sent before it is stored (or given up on).
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Runs until every sender is dropped and everything pending is flushed.
+pub async fn run(
+    pool: sqlx::PgPool,
+    worker: Uuid,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    tick: Duration,
+    metrics: Metrics,
+) {
+    let mut chunks: Vec<NewChunk> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut completions: Vec<Completion> = Vec::new();
+    let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    let mut open = true;
+    while open || !chunks.is_empty() || !completions.is_empty() || !barriers.is_empty() {
+        if open {
+            // Wait for a message, or for the tick when output is pending.
+            let received = match deadline {
+                Some(at) => tokio::select! {
+                    m = rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(at) => None,
+                },
+                None => Some(rx.recv().await),
+            };
+            let mut take = |m: WriterMsg| match m {
+                WriterMsg::Chunk(c) => {
+                    pending_bytes += c.data.len();
+                    chunks.push(c);
+                    pending_bytes
+                }
+                WriterMsg::Complete(c) => {
+                    completions.push(c);
+                    pending_bytes
+                }
+                WriterMsg::Barrier(tx) => {
+                    barriers.push(tx);
+                    pending_bytes
+                }
+            };
+            match received {
+                Some(Some(m)) => {
+                    take(m);
+                }
+                Some(None) => open = false,
+                None => {}
+            }
+            // Take whatever else is already waiting: this is where batching comes from.
+            while let Ok(m) = rx.try_recv() {
+                if take(m) >= FLUSH_BYTES * 16 {
+                    break;
+                }
+            }
+            if !chunks.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + tick);
+            }
+        }
+        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        let flush_now = !open
+            || !completions.is_empty()
+            || !barriers.is_empty()
+            || pending_bytes >= FLUSH_BYTES
+            || due;
+        if !flush_now {
+            continue;
+        }
+        // Logs first, then completions: a job's output is complete before it is finished.
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match queue::insert_chunks(&pool, worker, &chunks).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, chunks = chunks.len(), "storing log chunks failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        metrics.log_bytes_stored.inc_by(pending_bytes as u64);
+        chunks.clear();
+        pending_bytes = 0;
+        deadline = None;
+        if !completions.is_empty() {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match queue::complete(&pool, worker, &completions).await {
+                    Ok(applied) => {
+                        if applied.len() != completions.len() {
+                            let stale: Vec<Uuid> = completions
+                                .iter()
+                                .map(|c| c.job_id)
+                                .filter(|id| !applied.contains(id))
+                                .collect();
+                            tracing::warn!(
+                                ?stale,
+                                "completions not applied: these attempts were taken over (fenced)"
+                            );
+                        }
+                        for c in &completions {
+                            if applied.contains(&c.job_id) {
+                                metrics.job_finished(c.state.as_str(), &c.reason);
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, n = completions.len(), "recording completions failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            completions.clear();
+        }
+        for b in barriers.drain(..) {
+            let _ = b.send(());
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! The HTTP API end to end: real PostgreSQL, the real worker and Wasm backend, over a real socket.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Harness, guests};
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use nekton::api::types::{BatchSpec, JobState, LimitsSpec};
+use nekton::cli::LogStreamEvent;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_job_runs_and_reports_outcome_and_usage() {
+    let h = Harness::start().await;
+    let digest = h.push(guests::hello()).await;
+    let job = h.submit(&Harness::spec(&digest)).await;
+    assert!(matches!(
+        job.state,
+        JobState::Queued | JobState::Running | JobState::Succeeded
+    ));
+    assert_eq!(job.id.get_version_num(), 7, "job ids are UUIDv7");
+    let done = h.wait_finished(job.id, T).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.attempt, 1);
+    let outcome = done.outcome.expect("outcome");
+    assert_eq!(
+        (outcome.reason.as_str(), outcome.exit_code, outcome.signal),
+        ("exited", Some(0), None)
+    );
+    let usage = done.usage.expect("usage");
+    assert_eq!((usage.stdout_bytes, usage.stderr_bytes), (6, 5));
+    assert!(!usage.stdout_truncated && !usage.stderr_truncated);
+    assert!(
+        usage.fuel_consumed.is_some_and(|f| f > 0),
+        "fuel is counted: {usage:?}"
+    );
+    assert!(
+        usage.queue_wait_ms.is_some() && usage.wall_ms.is_some() && usage.cpu_user_ms.is_some()
+    );
+    assert!(usage.memory_peak_bytes.is_some_and(|m| m >= 65_536));
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
+    // The raw JSON has the names clients rely on.
+    let raw: serde_json::Value = h
+        .http
+        .get(format!("{}/v1/jobs/{}", h.base, job.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for k in [
+        "id",
+        "state",
+        "attempt",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "usage",
+    ] {
+        assert!(raw.get(k).is_some(), "job record lacks {k}: {raw}");
+    }
+    for k in [
+        "queue_wait_ms",
+        "wall_ms",
+        "cpu_user_ms",
+        "cpu_system_ms",
+        "memory_peak_bytes",
+        "stdout_bytes",
+        "stderr_bytes",
+        "stdout_truncated",
+        "stderr_truncated",
+        "fuel_consumed",
+    ] {
+        assert!(raw["usage"].get(k).is_some(), "usage lacks {k}: {raw}");
+    }
+    // Plain logs, per stream and together.
+    let out = h
+        .http
+        .get(format!("{}/v1/jobs/{}/logs?stream=stdout", h.base, job.id))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&out[..], b"hello\n");
+    let err = h
+        .http
+        .get(format!("{}/v1/jobs/{}/logs?stream=stderr", h.base, job.id))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&err[..], b"warn\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_stdin_args_and_env_reach_the_job() {
+    let h = Harness::start().await;
+    let exit7 = h.push(guests::exit_with(7)).await;
+    let done = h
+        .wait_finished(h.submit(&Harness::spec(&exit7)).await.id, T)
+        .await;
+    assert_eq!(done.state, JobState::Failed);
+    let o = done.outcome.unwrap();
+    assert_eq!((o.reason.as_str(), o.exit_code), ("exited", Some(7)));
+
+    let cat = h.push(guests::cat()).await;
+    let mut spec = Harness::spec(&cat);
+    spec.stdin = Some("aGVsbG8AIHdvcmxk/w==".into()); // "hello\0 world\xff"
+    spec.stdin_encoding = Some(nekton::api::types::Encoding::Base64);
+    let done = h.wait_finished(h.submit(&spec).await.id, T).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let out = h.client.plain_log_bytes(done.id, None).await.unwrap();
+    assert_eq!(out, b"hello\0 world\xff", "bytes survive as bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_end_jobs_with_the_right_verdict_and_the_worker_keeps_serving() {
+    let h = Harness::start().await;
+    let spin = h.push(guests::spin()).await;
+    let bomb = h.push(guests::memory_bomb()).await;
+    let hello = h.push(guests::hello()).await;
+
+    let started = Instant::now();
+    let wall = h
+        .submit(&Harness::spec_with_limits(
+            &spin,
+            LimitsSpec {
+                wall_time_ms: Some(500),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let fuel = h
+        .submit(&Harness::spec_with_limits(
+            &spin,
+            LimitsSpec {
+                fuel: Some(5_000_000),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let mem = h
+        .submit(&Harness::spec_with_limits(
+            &bomb,
+            LimitsSpec {
+                memory_bytes: Some(8 << 20),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let wall = h.wait_finished(wall.id, T).await;
+    assert_eq!(
+        (wall.state, wall.outcome.as_ref().unwrap().reason.as_str()),
+        (JobState::Failed, "wall_timeout")
+    );
+    let wall_ms = wall.usage.as_ref().unwrap().wall_ms.unwrap();
+    assert!(
+        (450..3000).contains(&wall_ms),
+        "wall_timeout near its 500 ms limit, got {wall_ms} ms"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let fuel = h.wait_finished(fuel.id, T).await;
+    assert_eq!(
+        (fuel.state, fuel.outcome.as_ref().unwrap().reason.as_str()),
+        (JobState::Failed, "cpu_timeout")
+    );
+    let consumed = fuel.usage.unwrap().fuel_consumed.unwrap();
+    assert!(
+        (4_000_000..=5_000_000).contains(&consumed),
+        "fuel consumed {consumed}"
+    );
+    let mem = h.wait_finished(mem.id, T).await;
+    assert_eq!(
+        (mem.state, mem.outcome.as_ref().unwrap().reason.as_str()),
+        (JobState::Failed, "memory_limit")
+    );
+    assert!(mem.usage.unwrap().memory_peak_bytes.unwrap() <= 8 << 20);
+
+    // Output over the cap: stopped, truncated, flagged.
+    let lines = h.push(guests::numbered_lines(1000)).await;
+    let out = h
+        .submit(&Harness::spec_with_limits(
+            &lines,
+            LimitsSpec {
+                output_bytes: Some(1000),
+                ..Default::default()
+            },
+        ))
+        .await;
+    let out = h.wait_finished(out.id, T).await;
+    assert_eq!(
+        (out.state, out.outcome.as_ref().unwrap().reason.as_str()),
+        (JobState::Failed, "output_limit")
+    );
+    let usage = out.usage.unwrap();
+    assert_eq!((usage.stdout_bytes, usage.stdout_truncated), (1000, true));
+    assert_eq!(
+        h.client.plain_log_bytes(out.id, None).await.unwrap(),
+        guests::numbered_lines_expected(1000)[..1000]
+    );
+
+    // A malformed module is refused at upload and stores nothing.
+    let before = h.count("modules").await;
+    let res = h
+        .http
+        .post(format!("{}/v1/modules", h.base))
+        .body(b"\0asm\x01\0\0\0garbage".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_module");
+    assert_eq!(h.count("modules").await, before);
+
+    // The worker still serves.
+    let ok = h
+        .wait_finished(h.submit(&Harness::spec(&hello)).await.id, T)
+        .await;
+    assert_eq!(ok.state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_running_and_queued_jobs() {
+    let h = Harness::start_with(|o| o.worker_slots = Some(1)).await;
+    let spin = h.push(guests::spin()).await;
+    let running = h.submit(&Harness::spec(&spin)).await;
+    h.wait_running(running.id, T).await;
+    // The only slot is busy: this one stays queued.
+    let queued = h.submit(&Harness::spec(&spin)).await;
+    let c = h.client.cancel(queued.id).await.unwrap();
+    assert_eq!(
+        c.state,
+        JobState::Cancelled,
+        "a queued job is cancelled at once"
+    );
+    assert_eq!(c.outcome.unwrap().reason, "cancelled");
+
+    let asked = Instant::now();
+    h.client.cancel(running.id).await.unwrap();
+    let done = h.wait_finished(running.id, Duration::from_secs(5)).await;
+    let took = asked.elapsed();
+    assert_eq!(done.state, JobState::Cancelled);
+    assert_eq!(done.outcome.unwrap().reason, "cancelled");
+    assert!(
+        took < Duration::from_secs(1),
+        "a running job is cancelled within 1 s, took {took:?}"
+    );
+
+    // Cancelling a finished job is a conflict.
+    let res = h
+        .http
+        .post(format!("{}/v1/jobs/{}/cancel", h.base, running.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let url = format!("{}/v1/jobs", h.base);
+    let post = |body: Vec<u8>| {
+        h.http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (b"{not json".to_vec(), 400, "invalid_json", None),
+        (b"".to_vec(), 400, "invalid_json", None),
+        (
+            json!({"module": hello, "bogus": 1})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            None,
+        ),
+        (
+            json!({"module": hello, "limits": {"wall_time_ms": -5}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("limits.wall_time_ms"),
+        ),
+        (
+            json!({"module": hello, "limits": {"memory_bytes": 1u64 << 50}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("limits.memory_bytes"),
+        ),
+        (
+            json!({"module": format!("sha256:{}", "0".repeat(64))})
+                .to_string()
+                .into_bytes(),
+            422,
+            "module_not_found",
+            Some("module"),
+        ),
+        (
+            json!({"module": "not-a-digest"}).to_string().into_bytes(),
+            422,
+            "validation_failed",
+            Some("module"),
+        ),
+        (
+            json!({"args": ["x"]}).to_string().into_bytes(),
+            422,
+            "validation_failed",
+            Some("module"),
+        ),
+        (
+            json!({"module": hello, "files": [{"path": "../x", "content": ""}]})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("files[0].path"),
+        ),
+        (
+            json!({"module": hello, "env": "nope"})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("env"),
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let shown = String::from_utf8_lossy(&body).to_string();
+        let res = post(body).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{shown}");
+        let err: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{shown}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 10),
+            "{err}"
+        );
+        if let Some(f) = field {
+            assert_eq!(err["error"]["field"], f, "{shown}: {err}");
+        }
+    }
+    // 100 MB: refused with 413 before anything is stored.
+    let res = post(vec![b' '; 100 << 20]).await.unwrap();
+    assert_eq!(res.status(), 413);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "payload_too_large");
+    // Unknown endpoints and ids answer in the same shape.
+    let res = h
+        .http
+        .get(format!("{}/v1/jobs/{}", h.base, uuid::Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    let res = h
+        .http
+        .get(format!("{}/v1/nope", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(h.count("jobs").await, 0);
+    assert_eq!(h.count("job_specs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_makes_retries_safe() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let url = format!("{}/v1/jobs", h.base);
+    let send = |body: serde_json::Value| {
+        h.http
+            .post(&url)
+            .header("idempotency-key", "k-1")
+            .json(&body)
+            .send()
+    };
+    let a = send(json!({"module": hello, "args": ["1"]})).await.unwrap();
+    assert_eq!(a.status(), 201);
+    let a: serde_json::Value = a.json().await.unwrap();
+    // Same body (keys in another order) → the same job.
+    let b = send(json!({"args": ["1"], "module": hello})).await.unwrap();
+    assert_eq!(b.status(), 200);
+    let b: serde_json::Value = b.json().await.unwrap();
+    assert_eq!(a["id"], b["id"]);
+    let c = send(json!({"module": hello, "args": ["2"]})).await.unwrap();
+    assert_eq!(c.status(), 422);
+    assert_eq!(
+        c.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "idempotency_key_reused"
+    );
+    assert_eq!(h.count("jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_filters_and_paginates_newest_first() {
+    let h = Harness::start_with(|o| o.worker_slots = None).await; // no worker: jobs stay queued
+    let hello = h.push(guests::hello()).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut spec = Harness::spec(&hello);
+        spec.labels = BTreeMap::from([(
+            "parity".to_string(),
+            if i % 2 == 0 { "even" } else { "odd" }.to_string(),
+        )]);
+        ids.push(h.submit(&spec).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/jobs?limit=3", h.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = h.http.get(url).send().await.unwrap().json().await.unwrap();
+        for j in page["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let even: serde_json::Value = h
+        .http
+        .get(format!("{}/v1/jobs?label=parity=even&state=queued", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(even["jobs"].as_array().unwrap().len(), 4);
+    let res = h
+        .http
+        .get(format!("{}/v1/jobs?state=sleeping", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_run_many_jobs_and_stream_their_completions() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let exit3 = h.push(guests::exit_with(3)).await;
+    let mut jobs: Vec<serde_json::Value> =
+        (0..20).map(|i| json!({"args": [i.to_string()]})).collect();
+    jobs.push(json!({"module": exit3}));
+    let spec = BatchSpec {
+        defaults: json!({"module": hello, "limits": {"wall_time_ms": 5000}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        jobs,
+        labels: BTreeMap::from([("suite".into(), "b1".into())]),
+    };
+    let created = h.client.submit_batch(&spec).await.unwrap();
+    assert_eq!(created.job_ids.len(), 21);
+    let res = h
+        .http
+        .get(format!("{}/v1/batches/{}/events", h.base, created.id))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut events = res.bytes_stream().eventsource();
+    let mut finished = std::collections::HashSet::new();
+    let mut done = None;
+    while let Some(ev) = tokio::time::timeout(T, events.next())
+        .await
+        .expect("batch events arrive")
+    {
+        let ev = ev.unwrap();
+        match ev.event.as_str() {
+            "job" => {
+                let job: nekton::api::types::Job = serde_json::from_str(&ev.data).unwrap();
+                assert!(job.state.is_terminal());
+                assert_eq!(job.labels.get("suite").map(String::as_str), Some("b1"));
+                finished.insert(job.id);
+            }
+            "done" => {
+                done = Some(serde_json::from_str::<nekton::api::types::Batch>(&ev.data).unwrap());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let done = done.expect("done event");
+    assert_eq!(finished.len(), 21);
+    assert!(done.finished);
+    assert_eq!(done.counts["succeeded"], 20);
+    assert_eq!(done.counts["failed"], 1);
+    // A batch with one bad job stores nothing.
+    let before = h.count("jobs").await;
+    let bad = BatchSpec {
+        defaults: Default::default(),
+        jobs: vec![json!({"module": hello}), json!({"module": "x"})],
+        labels: BTreeMap::new(),
+    };
+    let res = h
+        .http
+        .post(format!("{}/v1/batches", h.base))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"]["field"],
+        "jobs[1].module"
+    );
+    assert_eq!(h.count("jobs").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_every_byte_in_order_and_resumes_exactly() {
+    let h = Harness::start().await;
+    // 163,840 lines × 64 bytes = 10 MiB in as many small writes.
+    let lines = 163_840;
+    let expected = guests::numbered_lines_expected(lines);
+    let digest = h.push(guests::numbered_lines(lines)).await;
+    let job = h.submit(&Harness::spec(&digest)).await;
+
+    // Follow live, and drop the connection midway.
+    let mut got = Vec::new();
+    let mut last_id = None;
+    {
+        let res = h
+            .http
+            .get(format!("{}/v1/jobs/{}/logs", h.base, job.id))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let mut events = res.bytes_stream().eventsource();
+        while let Some(ev) = tokio::time::timeout(T, events.next())
+            .await
+            .expect("events arrive")
+        {
+            let ev = ev.unwrap();
+            if ev.event == "log" {
+                let log: nekton::api::types::LogEvent = serde_json::from_str(&ev.data).unwrap();
+                let (_, bytes) = nekton::cli::decode_log_event(&log).unwrap();
+                got.extend_from_slice(&bytes);
+                last_id = Some(ev.id.clone());
+                if got.len() >= expected.len() / 2 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        !got.is_empty() && got.len() < expected.len(),
+        "disconnected midway"
+    );
+    // Resume with Last-Event-ID: exactly the rest, then exit.
+    let res = h
+        .http
+        .get(format!("{}/v1/jobs/{}/logs", h.base, job.id))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", last_id.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let mut events = res.bytes_stream().eventsource();
+    let mut exit = None;
+    while let Some(ev) = tokio::time::timeout(T, events.next())
+        .await
+        .expect("events arrive")
+    {
+        let ev = ev.unwrap();
+        match ev.event.as_str() {
+            "log" => {
+                let log: nekton::api::types::LogEvent = serde_json::from_str(&ev.data).unwrap();
+                got.extend_from_slice(&nekton::cli::decode_log_event(&log).unwrap().1);
+            }
+            "exit" => {
+                exit =
+                    Some(serde_json::from_str::<nekton::api::types::ExitEvent>(&ev.data).unwrap());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "every byte, in order");
+    let exit = exit.expect("exit event");
+    assert_eq!(exit.state, JobState::Succeeded);
+    assert_eq!(exit.usage.unwrap().stdout_bytes, expected.len() as u64);
+
+    // After the job finished: the whole log, then exit.
+    let mut all = Vec::new();
+    let mut names = Vec::new();
+    let mut stream = Box::pin(h.client.follow_logs(job.id, None));
+    while let Some(ev) = stream.next().await {
+        match ev.unwrap() {
+            LogStreamEvent::Log { bytes, .. } => {
+                all.extend_from_slice(&bytes);
+                names.push("log");
+            }
+            LogStreamEvent::State { .. } => names.push("state"),
+            LogStreamEvent::Exit { .. } => names.push("exit"),
+        }
+    }
+    assert!(all == expected);
+    assert_eq!(names.first(), Some(&"state"));
+    assert_eq!(names.last(), Some(&"exit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_arrives_live_before_the_job_ends() {
+    let h = Harness::start().await;
+    let digest = h.push(guests::slow_writer(3, 700)).await;
+    let job = h.submit(&Harness::spec(&digest)).await;
+    let mut stream = Box::pin(h.client.follow_logs(job.id, None));
+    loop {
+        match tokio::time::timeout(T, stream.next())
+            .await
+            .expect("events")
+            .expect("stream open")
+            .unwrap()
+        {
+            LogStreamEvent::Log { bytes, .. } => {
+                assert_eq!(bytes, b"tick\n");
+                break;
+            }
+            LogStreamEvent::Exit { .. } => panic!("the job ended before any output was streamed"),
+            LogStreamEvent::State { .. } => {}
+        }
+    }
+    // The first tick arrived while the job was still running.
+    let now = h.client.get_job(job.id).await.unwrap();
+    assert_eq!(
+        now.state,
+        JobState::Running,
+        "output is streamed live, not at the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_is_committed_and_current() {
+    let h = Harness::start().await;
+    let served: serde_json::Value = h
+        .http
+        .get(format!("{}/openapi.json", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let committed: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    assert!(
+        served == committed,
+        "openapi/openapi.json is stale: regenerate it with `cargo run -p nekton -- openapi > openapi/openapi.json`"
+    );
+    assert_eq!(served["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+    for p in [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/logs",
+        "/v1/batches",
+        "/v1/batches/{id}",
+        "/v1/batches/{id}/events",
+        "/v1/modules",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(served["paths"].get(p).is_some(), "the document lacks {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.http
+            .get(format!("{}/healthz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        h.http
+            .get(format!("{}/readyz", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let hello = h.push(guests::hello()).await;
+    h.wait_finished(h.submit(&Harness::spec(&hello)).await.id, T)
+        .await;
+    let text = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("nekton_jobs_submitted_total 1"), "{text}");
+    assert!(
+        text.contains(r#"nekton_jobs_finished_total{state="succeeded",reason="exited"} 1"#),
+        "{text}"
+    );
+}

@@ -1,0 +1,164 @@
+//! Shared integration-test harness: a fresh database (embedded PostgreSQL unless
+//! NEKTON_TEST_DATABASE_URL is set), the API and a worker in this process on 127.0.0.1:0, and
+//! clients for them.
+
+#![allow(dead_code)]
+
+pub mod guests;
+
+use std::time::{Duration, Instant};
+
+use nekton::api::types::{Job, JobSpec, LimitsSpec};
+use nekton::cli::Client;
+use nekton::config::{LimitPolicy, QueueTiming};
+use nekton::server::{self, ProcessOptions, Running};
+use nekton::testing::TestDb;
+use uuid::Uuid;
+
+pub struct Harness {
+    pub db: TestDb,
+    pub running: Option<Running>,
+    pub base: String,
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub state_dir: tempfile::TempDir,
+}
+
+pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
+    ProcessOptions {
+        api: Some("127.0.0.1:0".parse().unwrap()),
+        worker_slots: Some(8),
+        queues: vec!["default".into()],
+        state_dir: state_dir.to_path_buf(),
+        policy: LimitPolicy::default(),
+        timing: QueueTiming::default(),
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+impl Harness {
+    /// API + worker in this process.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ProcessOptions)) -> Self {
+        if let Ok(filter) = std::env::var("NEKTON_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+        let db = TestDb::new().await;
+        nekton::store::migrate(&db.pool)
+            .await
+            .expect("migrations apply");
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let mut opts = options(state_dir.path());
+        tweak(&mut opts);
+        let running = server::start(db.pool.clone(), opts)
+            .await
+            .expect("service starts");
+        let base = format!("http://{}", running.api_addr.expect("api address"));
+        let client = Client::new(&base).expect("client");
+        Harness {
+            db,
+            running: Some(running),
+            base,
+            client,
+            http: reqwest::Client::new(),
+            state_dir,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Uploads a module, returns its digest.
+    pub async fn push(&self, wasm: Vec<u8>) -> String {
+        self.client
+            .push_module(wasm)
+            .await
+            .expect("module upload")
+            .digest
+    }
+
+    pub fn spec(digest: &str) -> JobSpec {
+        JobSpec {
+            module: Some(digest.to_string()),
+            ..Default::default()
+        }
+    }
+
+    pub fn spec_with_limits(digest: &str, limits: LimitsSpec) -> JobSpec {
+        JobSpec {
+            module: Some(digest.to_string()),
+            limits: Some(limits),
+            ..Default::default()
+        }
+    }
+
+    pub async fn submit(&self, spec: &JobSpec) -> Job {
+        self.client
+            .submit(spec, None)
+            .await
+            .expect("job submission")
+    }
+
+    /// Polls until the job is in a final state (fails the test after `timeout`).
+    pub async fn wait_finished(&self, id: Uuid, timeout: Duration) -> Job {
+        let start = Instant::now();
+        loop {
+            let job = self.client.get_job(id).await.expect("get job");
+            if job.state.is_terminal() {
+                return job;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "job {id} still {:?} after {timeout:?}",
+                job.state
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until the job is running.
+    pub async fn wait_running(&self, id: Uuid, timeout: Duration) -> Job {
+        let start = Instant::now();
+        loop {
+            let job = self.client.get_job(id).await.expect("get job");
+            if job.state == nekton::api::types::JobState::Running {
+                return job;
+            }
+            assert!(
+                !job.state.is_terminal(),
+                "job {id} finished ({:?}) before it was seen running",
+                job.state
+            );
+            assert!(
+                start.elapsed() < timeout,
+                "job {id} still {:?} after {timeout:?}",
+                job.state
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop_token().cancel();
+        }
+    }
+}

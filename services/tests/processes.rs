@@ -1,0 +1,258 @@
+//! Whole `nekton` processes: a worker killed with SIGKILL mid-job, a worker stopped with SIGTERM,
+//! and the CLI as a user runs it.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Harness, guests};
+use nekton::api::types::JobState;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nekton");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(url: &str, state_dir: &Path, lease_secs: u64, extra: &[&str]) -> Proc {
+    let child = Command::new(BIN)
+        .args([
+            "worker",
+            "--database-url",
+            url,
+            "--lease-secs",
+            &lease_secs.to_string(),
+            "--slots",
+            "4",
+        ])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(extra)
+        .env("NEKTON_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {BIN} worker: {e}"));
+    Proc(child)
+}
+
+fn signal(p: &Proc, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0.id() as i32), sig)
+        .expect("signal the worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_is_rescued_by_another_worker() {
+    // API only in this process; the workers are separate processes.
+    let h = Harness::start_with(|o| o.worker_slots = None).await;
+    let digest = h.push(guests::sleep_then_print(1500)).await;
+    let lease = 2;
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = worker(h.db.url(), dir_a.path(), lease, &[]);
+    let job = h.submit(&Harness::spec(&digest)).await;
+    let running = h.wait_running(job.id, Duration::from_secs(30)).await;
+    assert_eq!(running.attempt, 1);
+    let dir_b = tempfile::tempdir().unwrap();
+    let _b = worker(h.db.url(), dir_b.path(), lease, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&a, nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let done = h.wait_finished(job.id, Duration::from_secs(60)).await;
+    let took = killed.elapsed();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(done.attempt, 2, "rescued and run again");
+    assert!(
+        took <= Duration::from_secs(lease + 5) + Duration::from_millis(1500),
+        "finished {took:?} after the kill; the bound is lease ({lease} s) + 5 s + the job's own 1.5 s"
+    );
+    // Only attempt 2's output is the job's log, and attempt 1 is recorded as lost.
+    assert_eq!(
+        h.client.plain_log_bytes(job.id, None).await.unwrap(),
+        b"done\n"
+    );
+    let (reason,): (String,) =
+        sqlx::query_as("SELECT reason FROM job_attempts WHERE job_id = $1 AND attempt = 1")
+            .bind(job.id)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "worker_lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_jobs_finish_then_requeues_the_rest() {
+    let h = Harness::start_with(|o| o.worker_slots = None).await;
+    let short = h.push(guests::sleep_then_print(500)).await;
+    let long = h.push(guests::spin()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = worker(h.db.url(), dir.path(), 30, &["--shutdown-grace-secs", "2"]);
+    let a = h.submit(&Harness::spec(&short)).await;
+    let b = h.submit(&Harness::spec(&long)).await;
+    h.wait_running(a.id, Duration::from_secs(30)).await;
+    h.wait_running(b.id, Duration::from_secs(30)).await;
+    signal(&w, nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = w.0.wait();
+        (w, s)
+    });
+    let (_w, status) = tokio::time::timeout(Duration::from_secs(20), status)
+        .await
+        .expect("worker exits")
+        .unwrap();
+    assert!(
+        status.unwrap().success(),
+        "the worker exits cleanly on SIGTERM"
+    );
+    let a = h.client.get_job(a.id).await.unwrap();
+    assert_eq!(
+        a.state,
+        JobState::Succeeded,
+        "a job that fits in the grace period finishes"
+    );
+    let b = h.client.get_job(b.id).await.unwrap();
+    assert_eq!(
+        b.state,
+        JobState::Queued,
+        "a job still running after the grace period is requeued"
+    );
+    assert_eq!(
+        (b.attempt, b.max_attempts),
+        (1, 4),
+        "the interrupted attempt is not spent"
+    );
+    h.client.cancel(b.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exit7 = dir.path().join("exit7.wasm");
+    std::fs::write(&exit7, guests::exit_with(7)).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base])
+        .arg(&exit7)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bye\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(7));
+
+    let cat = dir.path().join("cat.wasm");
+    std::fs::write(&cat, guests::cat()).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-i", "--server", &h.base])
+        .arg(&cat)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"piped input\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"piped input\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let spin = dir.path().join("spin.wasm");
+    std::fs::write(&spin, guests::spin()).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base, "--wall-time", "300"])
+        .arg(&spin)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "a timeout exits 124 like timeout(1)"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wall_timeout"));
+
+    // jobs ls shows them; batch submit runs a JSONL file.
+    let ls = Command::new(BIN)
+        .args(["jobs", "ls", "--server", &h.base])
+        .output()
+        .unwrap();
+    assert!(ls.status.success());
+    assert!(String::from_utf8_lossy(&ls.stdout).lines().count() >= 3);
+    let digest = h.push(guests::hello()).await;
+    let jsonl = dir.path().join("jobs.jsonl");
+    std::fs::write(
+        &jsonl,
+        format!("{{\"module\":\"{digest}\"}}\n\n{{\"module\":\"{digest}\",\"args\":[\"x\"]}}\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["batch", "submit", "--server", &h.base, "--wait"])
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_demo_runs_on_the_embedded_database() {
+    // The README's first command, minus the wait: a fresh state dir, no database URL.
+    let state = tempfile::Builder::new()
+        .prefix("nekton-demo-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // PostgreSQL's own account (nekton runs it unprivileged) must be able to reach the state dir.
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--demo",
+            "--exit-after-demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("NEKTON_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Hello from a nekton Wasm job"), "{stdout}");
+    assert!(stdout.contains("\"state\": \"succeeded\""), "{stdout}");
+    // The embedded server was stopped with the service.
+    let pid_file = state.path().join("postgres/data/postmaster.pid");
+    assert!(
+        !pid_file.exists(),
+        "the embedded PostgreSQL was not stopped"
+    );
+}
