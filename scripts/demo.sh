@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: builds nekton, starts the service on the embedded PostgreSQL, runs a demo Wasm job
+# through the HTTP API (its output and record are printed), then keeps serving on
+# http://127.0.0.1:8080 until Ctrl-C. Extra arguments go to `nekton serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo build --locked -p nekton
+exec "$CARGO_TARGET_DIR/debug/nekton" serve --demo "$@"

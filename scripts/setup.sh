@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what nekton needs to build, run and test on a Debian/Ubuntu machine. Idempotent: it
+# installs only what is missing. Run as root (or with sudo available).
+set -euo pipefail
+
+need_apt=()
+have_pg_binaries() {
+    command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1 && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null 2>&1
+}
+have_pg_binaries || need_apt+=(postgresql)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+
+if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo is missing: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
+    exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+# Builds are cached outside the clone so CI and repeated runs reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/nekton/target}"
+mkdir -p "$CARGO_TARGET_DIR" 2>/dev/null || true
