@@ -19,7 +19,7 @@ use super::jobs::{idempotency_key, parse_id, prepare};
 use super::types::{Batch, BatchCreated, BatchSpec, ErrorBody, JobSpec};
 use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body};
-use crate::store::jobs::{self as store_jobs, BatchSubmitted};
+use crate::store::jobs::{self as store_jobs, BatchSubmitted, NewBatch};
 
 /// Most jobs in one batch.
 pub const MAX_BATCH_JOBS: usize = 10_000;
@@ -115,7 +115,15 @@ pub async fn submit(
         jobs.push(job);
     }
     let labels = serde_json::to_value(&spec.labels).unwrap_or_default();
-    match store_jobs::submit_batch(&state.pool, state.tenant(), Uuid::now_v7(), &labels, &batch_hash, key.as_deref(), &jobs, &queues).await? {
+    let batch = NewBatch {
+        id: Uuid::now_v7(),
+        labels,
+        spec_hash: batch_hash,
+        idempotency_key: key,
+        jobs,
+        notify_queues: queues,
+    };
+    match store_jobs::submit_batch(&state.pool, state.tenant(), &batch).await? {
         BatchSubmitted::Created { id, job_ids } => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc_by(job_ids.len() as u64);

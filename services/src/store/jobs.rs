@@ -155,17 +155,26 @@ pub enum BatchSubmitted {
     KeyConflict { existing: Uuid },
 }
 
+/// A validated batch ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: Uuid,
+    pub labels: serde_json::Value,
+    /// sha256 of the request as the client sent it (for idempotency checks).
+    pub spec_hash: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub jobs: Vec<NewJob>,
+    /// Queues to NOTIFY inside the transaction.
+    pub notify_queues: Vec<String>,
+}
+
 /// Stores a batch and all its jobs in one transaction (all or nothing).
 pub async fn submit_batch(
     pool: &PgPool,
     tenant: &str,
-    batch_id: Uuid,
-    labels: &serde_json::Value,
-    spec_hash: &[u8],
-    idempotency_key: Option<&str>,
-    jobs: &[NewJob],
-    notify_queues: &[String],
+    batch: &NewBatch,
 ) -> Result<BatchSubmitted, StoreError> {
+    let NewBatch { id: batch_id, labels, spec_hash, idempotency_key, jobs, notify_queues } = batch;
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "INSERT INTO batches (id, tenant_id, total, labels, idempotency_key, spec_hash) \
@@ -186,7 +195,7 @@ pub async fn submit_batch(
     if row.try_get::<bool, _>("existed")? {
         let stored: Vec<u8> = row.try_get("spec_hash")?;
         tx.rollback().await?;
-        if stored != spec_hash {
+        if &stored != spec_hash {
             return Ok(BatchSubmitted::KeyConflict { existing: id });
         }
         let job_ids: Vec<Uuid> =

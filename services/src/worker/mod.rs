@@ -147,6 +147,14 @@ impl Worker {
         ));
         tracing::info!(worker = %config.id, slots = config.slots, queues = ?config.queues, "worker started");
 
+        let ctx = JobContext {
+            exec,
+            backends,
+            writer: writer_tx.clone(),
+            running: running.clone(),
+            slot_freed: slot_freed.clone(),
+            metrics: metrics.clone(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
         loop {
@@ -171,16 +179,7 @@ impl Worker {
                             });
                             lock(&running).insert(job.id, entry.clone());
                             metrics.jobs_running.inc();
-                            tasks.spawn(run_job(
-                                exec.clone(),
-                                job,
-                                entry,
-                                backends.clone(),
-                                writer_tx.clone(),
-                                running.clone(),
-                                slot_freed.clone(),
-                                metrics.clone(),
-                            ));
+                            tasks.spawn(run_job(job, entry, ctx.clone()));
                         }
                     }
                     Err(e) => {
@@ -212,6 +211,7 @@ impl Worker {
             while tasks.join_next().await.is_some() {}
         }
         // Everything the jobs wrote is flushed before their requeue.
+        drop(ctx);
         drop(writer_tx);
         let _ = writer.await;
         background.cancel();
@@ -233,17 +233,20 @@ impl Worker {
     }
 }
 
-/// Runs one claimed job to its end and hands its output and completion to the writer.
-async fn run_job(
+/// What every job task of a worker shares.
+#[derive(Clone)]
+struct JobContext {
     exec: tokio::runtime::Handle,
-    job: Claimed,
-    entry: Arc<Running>,
     backends: Vec<Arc<dyn Backend>>,
     writer: mpsc::Sender<WriterMsg>,
     running: RunningMap,
     slot_freed: Arc<Notify>,
     metrics: Metrics,
-) {
+}
+
+/// Runs one claimed job to its end and hands its output and completion to the writer.
+async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
+    let JobContext { exec, backends, writer, running, slot_freed, metrics } = ctx;
     let completion = match spec::exec_request(&job) {
         Err(detail) => Some(spec::failed_before_start(
             &job,
