@@ -1,0 +1,212 @@
+//! Turning the way a guest stopped into an [`Outcome`].
+//!
+//! A run ends with `Ok` (returned from `_start`: exit 0) or with an error whose chain says why:
+//! `proc_exit` ([`I32Exit`]), a host-side stop raised from the epoch callback ([`Stop`]), the memory
+//! limiter ([`MemoryLimitExceeded`]), the output sink ([`OutputLimitExceeded`]), or a wasm [`Trap`].
+//! Traps that are the program's own fault become `signaled` with a Unix-like signal number so the
+//! verdict reads like a native crash.
+
+use runtime_core::{Outcome, OutcomeReason, OutputLimitExceeded};
+use wasmtime::{PoolConcurrencyLimitError, Trap, WasmBacktrace};
+use wasmtime_wasi::I32Exit;
+
+use crate::limits::{MemoryLimitExceeded, Stop};
+
+/// Longest `detail` kept for a trap (the wasm backtrace is cut to this).
+const MAX_DETAIL_BYTES: usize = 4096;
+
+/// Where the error came from: instantiation (linking, the module's start function) or `_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Instantiate,
+    Run,
+}
+
+/// Facts about the job the error alone does not carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobFacts {
+    /// The job's fuel budget, if it had one.
+    pub fuel_limit: Option<u64>,
+    /// True when the output sink truncated a stream.
+    pub output_truncated: bool,
+}
+
+/// The whole error chain on one line (`outer: inner: root`), the way logs and details want it.
+pub(crate) fn render_error(err: &wasmtime::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        if i > 0 {
+            out.push_str(": ");
+        }
+        out.push_str(&cause.to_string());
+    }
+    out
+}
+
+/// A guest failure for humans: the error chain on one line, then the wasm backtrace (if any) on
+/// the following lines.
+pub(crate) fn describe(err: &wasmtime::Error) -> String {
+    let backtrace = err.downcast_ref::<WasmBacktrace>().map(ToString::to_string);
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if backtrace.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    if let Some(backtrace) = backtrace {
+        out.push('\n');
+        out.push_str(&backtrace);
+    }
+    out
+}
+
+/// The Unix-like signal a native program would have died of for this trap.
+pub(crate) fn trap_signal(trap: Trap) -> i32 {
+    match trap {
+        // Invalid memory accesses: what a native segfault looks like.
+        Trap::StackOverflow
+        | Trap::MemoryOutOfBounds
+        | Trap::HeapMisaligned
+        | Trap::TableOutOfBounds
+        | Trap::IndirectCallToNull
+        | Trap::NullReference
+        | Trap::ArrayOutOfBounds => libc::SIGSEGV,
+        // Arithmetic faults.
+        Trap::IntegerDivisionByZero | Trap::IntegerOverflow | Trap::BadConversionToInteger => {
+            libc::SIGFPE
+        }
+        // `unreachable` (Rust panics, C `abort()`) and everything else.
+        _ => libc::SIGABRT,
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_DETAIL_BYTES {
+        let mut cut = MAX_DETAIL_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("\n  ...");
+    }
+    s
+}
+
+fn signaled(signal: i32, detail: String) -> Outcome {
+    Outcome {
+        reason: OutcomeReason::Signaled,
+        exit_code: None,
+        signal: Some(signal),
+        detail: Some(truncate(detail)),
+    }
+}
+
+/// The outcome of a guest that stopped with `err`.
+pub(crate) fn classify(err: &wasmtime::Error, stage: Stage, facts: JobFacts) -> Outcome {
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Outcome::exited(exit.0);
+    }
+    if let Some(stop) = err.downcast_ref::<Stop>() {
+        let reason = match stop {
+            Stop::Cancelled => OutcomeReason::Cancelled,
+            Stop::WallTimeout(_) => OutcomeReason::WallTimeout,
+        };
+        return Outcome::with_reason(reason, stop.to_string());
+    }
+    if let Some(limit) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return Outcome::with_reason(OutcomeReason::MemoryLimit, limit.to_string());
+    }
+    if let Some(limit) = err.downcast_ref::<OutputLimitExceeded>() {
+        return Outcome::with_reason(OutcomeReason::OutputLimit, limit.to_string());
+    }
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        return match *trap {
+            Trap::OutOfFuel => Outcome::with_reason(
+                OutcomeReason::CpuTimeout,
+                match facts.fuel_limit {
+                    Some(fuel) => format!("the job used up its fuel budget of {fuel} units"),
+                    None => "the job used up its fuel".to_string(),
+                },
+            ),
+            Trap::Interrupt => Outcome::with_reason(
+                OutcomeReason::WallTimeout,
+                "the job was interrupted at its deadline",
+            ),
+            trap => signaled(trap_signal(trap), describe(err)),
+        };
+    }
+    if let Some(pool) = err.downcast_ref::<PoolConcurrencyLimitError>() {
+        return Outcome::with_reason(
+            OutcomeReason::InternalError,
+            format!("no free instance slot: {pool}"),
+        );
+    }
+    if facts.output_truncated {
+        return Outcome::with_reason(OutcomeReason::OutputLimit, render_error(err));
+    }
+    match stage {
+        Stage::Instantiate => Outcome::with_reason(
+            OutcomeReason::SpecError,
+            truncate(format!("cannot instantiate the module: {}", describe(err))),
+        ),
+        // A host function refused the guest (WASI trap, bad exit status...): the program was
+        // aborted, as a native one would be.
+        Stage::Run => signaled(
+            libc::SIGABRT,
+            format!("the job was aborted: {}", describe(err)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> JobFacts {
+        JobFacts {
+            fuel_limit: Some(10),
+            output_truncated: false,
+        }
+    }
+
+    #[test]
+    fn maps_exit_stop_and_limits() {
+        let e = wasmtime::Error::new(I32Exit(7));
+        assert_eq!(classify(&e, Stage::Run, facts()), Outcome::exited(7));
+        let e = wasmtime::Error::new(Stop::Cancelled).context("while polling");
+        assert_eq!(
+            classify(&e, Stage::Run, facts()).reason,
+            OutcomeReason::Cancelled
+        );
+        let e = wasmtime::Error::new(Trap::OutOfFuel);
+        assert_eq!(
+            classify(&e, Stage::Run, facts()).reason,
+            OutcomeReason::CpuTimeout
+        );
+        let e = wasmtime::Error::new(Trap::IntegerDivisionByZero);
+        let o = classify(&e, Stage::Run, facts());
+        assert_eq!(
+            (o.reason, o.signal),
+            (OutcomeReason::Signaled, Some(libc::SIGFPE))
+        );
+        let e = wasmtime::Error::msg("unknown import");
+        assert_eq!(
+            classify(&e, Stage::Instantiate, facts()).reason,
+            OutcomeReason::SpecError
+        );
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(trap_signal(Trap::UnreachableCodeReached), 6);
+        assert_eq!(trap_signal(Trap::StackOverflow), 11);
+        assert_eq!(trap_signal(Trap::MemoryOutOfBounds), 11);
+        assert_eq!(trap_signal(Trap::IntegerOverflow), 8);
+        assert_eq!(trap_signal(Trap::BadSignature), 6);
+    }
+}

@@ -1,0 +1,129 @@
+//! The shared wasmtime [`Engine`] and the thread that advances its epoch.
+//!
+//! One engine per backend: fuel metering and epoch interruption are both compiled into every
+//! module (a job without a fuel budget simply gets `u64::MAX` fuel), and instances come from the
+//! pooling allocator sized by [`WasmConfig::max_concurrent_instances`]. The pool reserves a lot of
+//! address space up front; when the host refuses (small `vm.max_map_count`, `ulimit -v`, ...) the
+//! engine is created with on-demand allocation instead and the reason is logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, WasmBacktraceDetails,
+};
+
+use crate::{WasmConfig, WasmError};
+
+/// Largest number of elements a pooled table slot holds. A job's tables also count against its
+/// memory limit (8 bytes per element), see [`crate::limits::JobLimiter`].
+const POOL_TABLE_ELEMENTS: usize = 100_000;
+
+/// The configuration shared by the pooled and the on-demand engine.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        // Don't let the worker's environment (`WASMTIME_BACKTRACE_DETAILS`) change compiled code
+        // and the cache key; backtraces still name functions.
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    config
+}
+
+/// Creates the engine: pooling allocator if possible, on-demand allocation otherwise.
+pub(crate) fn create_engine(config: &WasmConfig) -> Result<Engine, WasmError> {
+    let slots = config.max_concurrent_instances;
+    let max_memory = usize::try_from(config.max_memory_bytes_per_instance).unwrap_or(usize::MAX);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
+        .total_component_instances(0)
+        .max_memories_per_module(1)
+        .max_memory_size(max_memory)
+        .table_elements(POOL_TABLE_ELEMENTS);
+    let mut pooled = base_config();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
+        Ok(engine) => {
+            tracing::debug!(slots, max_memory, "wasm engine uses the pooling allocator");
+            Ok(engine)
+        }
+        Err(pool_error) => {
+            tracing::warn!(
+                error = %crate::classify::render_error(&pool_error),
+                slots,
+                max_memory,
+                "cannot reserve the wasmtime pooling allocator; falling back to on-demand instance allocation"
+            );
+            Engine::new(&base_config())
+                .map_err(|e| WasmError::Engine(crate::classify::render_error(&e)))
+        }
+    }
+}
+
+/// A hex string naming the engine's compiled-code compatibility: artifacts compiled by an engine
+/// with another hash cannot be loaded by this one.
+pub(crate) fn compatibility_hash_hex(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: stable for a given toolchain, which is all the cache needs (wasmtime
+    // additionally checks version and configuration when deserializing).
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The epoch ticker thread. Dropping the handle stops the thread (within one tick at most: it is
+/// woken up at once).
+pub(crate) struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+}
+
+impl Ticker {
+    /// Starts a thread that calls `engine.increment_epoch()` every `tick`. The thread holds only a
+    /// weak reference to the engine, and ends when the handle is dropped or the engine is gone.
+    pub(crate) fn spawn(engine: &Engine, tick: Duration) -> std::io::Result<Self> {
+        let weak = engine.weak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                let mut next = Instant::now() + tick;
+                loop {
+                    if flag.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::park_timeout(next - now);
+                        continue;
+                    }
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                    next += tick;
+                    if next <= now {
+                        // The thread was descheduled for several ticks: don't fire a burst.
+                        next = now + tick;
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: handle.thread().clone(),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}

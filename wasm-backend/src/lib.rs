@@ -1,0 +1,171 @@
+//! nekton's in-process WebAssembly backend.
+//!
+//! [`WasmBackend`] runs [`Program::WasmModule`] jobs — WASI preview 1 *command* modules, named by the
+//! sha256 digest of their bytes — inside the worker process with wasmtime:
+//!
+//! - One shared [`wasmtime::Engine`] per backend, with the pooling instance allocator (falling back to
+//!   on-demand allocation when the pool cannot be reserved), epoch interruption and fuel metering.
+//!   A background thread advances the engine's epoch every [`WasmConfig::epoch_tick`].
+//! - Modules are compiled once per digest: the bytes from the [`ModuleStore`] are checked against the
+//!   digest, bounded in size, compiled on a blocking thread under a time limit, and the compiled
+//!   artifact is cached on disk (`cache_dir/<engine hash>/<digest hex>.cwasm`) and in memory as a
+//!   ready-to-instantiate [`wasmtime::InstancePre`]. Repeat jobs only create a `Store` and instantiate.
+//! - Each job gets a fresh `Store` with WASI preview 1 (args, env, stdin, and its input files in a
+//!   per-job directory preopened read-only at `/data`), stdout/stderr streamed live through the job's
+//!   [`OutputSink`](runtime_core::OutputSink), and its limits: linear memory and tables
+//!   ([`ResourceLimiter`](wasmtime::ResourceLimiter)), wall time (epoch deadline + a timer), a fuel
+//!   budget (deterministic CPU), the output cap, and cancellation.
+//! - Every way a job can end becomes an [`Outcome`](runtime_core::Outcome); a trap or a limit never
+//!   panics the worker and leaves the backend ready for the next job.
+//!
+//! The free functions [`validate_module`] and [`module_digest`] let the API refuse bad uploads before
+//! storing anything and name modules the way this backend expects.
+
+mod cache;
+mod classify;
+mod engine;
+mod limits;
+mod run;
+mod validate;
+mod wasi_io;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, ModuleStore, Program};
+
+pub use validate::{module_digest, validate_module};
+
+/// Configuration of a [`WasmBackend`]. Every field has a default (see [`WasmConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WasmConfig {
+    /// Where compiled modules are cached on disk, as
+    /// `cache_dir/<engine compatibility hash>/<digest hex>.cwasm`. Only this backend should write
+    /// there: cached artifacts are loaded as trusted native code.
+    /// Default: `$TMPDIR/nekton-wasm-cache`.
+    pub cache_dir: PathBuf,
+    /// Where per-job input directories are created (one fresh directory per job with input files,
+    /// removed when the job ends). `None` means the system temporary directory. Default: `None`.
+    pub scratch_dir: Option<PathBuf>,
+    /// Largest module accepted from the module store, in bytes. Default: 64 MiB.
+    pub max_module_bytes: usize,
+    /// Longest a module compilation may take; past it the job ends with `spec_error`.
+    /// Default: 30 s.
+    pub max_compile_time: Duration,
+    /// Instances that may run at once (the size of the pooling allocator); further jobs wait for a
+    /// free slot. Default: 256.
+    pub max_concurrent_instances: u32,
+    /// Ceiling on one instance's linear memory, whatever a job asks for (the pool reserves address
+    /// space for this much per slot). A job's own limit is `ExecRequest.limits.memory_bytes`.
+    /// Default: 4 GiB.
+    pub max_memory_bytes_per_instance: u64,
+    /// How often the engine's epoch advances: the granularity of wall-time checks, cancellation of
+    /// a spinning guest, and cooperative yields. Default: 10 ms.
+    pub epoch_tick: Duration,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: std::env::temp_dir().join("nekton-wasm-cache"),
+            scratch_dir: None,
+            max_module_bytes: 64 << 20,
+            max_compile_time: Duration::from_secs(30),
+            max_concurrent_instances: 256,
+            max_memory_bytes_per_instance: 4 << 30,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a [`WasmBackend`] could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// A configuration value is out of range.
+    #[error("invalid wasm backend configuration: {0}")]
+    InvalidConfig(String),
+    /// The module cache directory could not be created.
+    #[error("cannot create the module cache directory {path}: {source}")]
+    CacheDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// wasmtime refused the engine configuration (even without the pooling allocator).
+    #[error("cannot create the wasmtime engine: {0}")]
+    Engine(String),
+    /// The WASI preview 1 host functions could not be registered.
+    #[error("cannot register the WASI preview 1 host functions: {0}")]
+    Linker(String),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(#[source] std::io::Error),
+}
+
+/// The in-process wasmtime backend. See the [crate documentation](crate).
+///
+/// Cheap to share (`Arc<WasmBackend>`) and safe to call from many tasks at once. Dropping it stops
+/// the epoch ticker thread.
+pub struct WasmBackend {
+    inner: Arc<run::Shared>,
+    _ticker: engine::Ticker,
+}
+
+impl WasmBackend {
+    /// Creates the engine (pooling allocator if possible), the WASI linker and the module cache,
+    /// and starts the epoch ticker thread. Module bytes not yet cached are fetched from `modules`.
+    pub fn new(config: WasmConfig, modules: Arc<dyn ModuleStore>) -> Result<Self, WasmError> {
+        if config.epoch_tick.is_zero() {
+            return Err(WasmError::InvalidConfig(
+                "epoch_tick must be greater than zero".into(),
+            ));
+        }
+        if config.max_concurrent_instances == 0 {
+            return Err(WasmError::InvalidConfig(
+                "max_concurrent_instances must be at least 1".into(),
+            ));
+        }
+        if config.max_module_bytes == 0 {
+            return Err(WasmError::InvalidConfig(
+                "max_module_bytes must be greater than zero".into(),
+            ));
+        }
+        let engine = engine::create_engine(&config)?;
+        let linker = run::create_linker(&engine)?;
+        let cache = cache::ModuleCache::new(&config, engine.clone(), linker, modules)?;
+        let ticker =
+            engine::Ticker::spawn(&engine, config.epoch_tick).map_err(WasmError::Ticker)?;
+        let inner = Arc::new(run::Shared::new(config, engine, cache));
+        Ok(Self {
+            inner,
+            _ticker: ticker,
+        })
+    }
+
+    /// True if the engine runs with the pooling instance allocator (false: the pool could not be
+    /// reserved and instances are allocated on demand).
+    pub fn uses_pooling_allocator(&self) -> bool {
+        self.inner.engine.get_pooling_config().is_some()
+    }
+
+    /// The directory holding this engine's compiled modules (`cache_dir/<engine hash>`).
+    pub fn module_cache_dir(&self) -> &std::path::Path {
+        self.inner.cache.dir()
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for WasmBackend {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn accepts(&self, program: &Program) -> bool {
+        matches!(program, Program::WasmModule { .. })
+    }
+
+    async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {
+        run::run_job(&self.inner, request, io).await
+    }
+}

@@ -1,0 +1,395 @@
+//! One job, from request to report.
+//!
+//! Per job: get the ready module from the cache, write input files (only if there are any), wait for
+//! an instance slot, build the WASI context and a fresh `Store` with the job's limits, then
+//! instantiate and call `_start` under three guards raced together:
+//!
+//! - `io.cancel` (checked whenever the guest future yields),
+//! - a tokio timer at the wall-time deadline (covers a guest asleep in a host call, where epochs do
+//!   not fire),
+//! - the epoch callback, which runs every tick while wasm code executes: it raises
+//!   [`Stop`] on cancel or past the deadline, and otherwise yields to the runtime so the other two
+//!   guards get polled even while the guest spins.
+//!
+//! Dropping the guest future unwinds the guest; the `Store`, and with it every WASI handle, is
+//! dropped before the input directory is removed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime_core::cputime::{CpuMeter, Metered};
+use runtime_core::{
+    ExecReport, ExecRequest, JobIo, Outcome, OutcomeReason, Program, Stream, Usage,
+};
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, Extern, Linker, Store, StoreContextMut, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::WasmConfig;
+use crate::WasmError;
+use crate::cache::{ModuleCache, Prepared};
+use crate::classify::{JobFacts, Stage, classify, render_error};
+use crate::limits::{JobLimiter, Stop};
+use crate::wasi_io::{InputDirError, SinkOutput, prepare_input_dir};
+
+/// `argv[0]` as the guest sees it.
+const PROGRAM_NAME: &str = "main.wasm";
+/// Fuel handed to the guest at a time. When it runs out wasmtime records the count, refuels from the
+/// job's budget and yields to the runtime. Compiled code keeps its fuel counter in a register
+/// between calls, so this also bounds how stale `fuel_consumed` can be for a guest stopped in the
+/// middle of a loop (by the wall clock or a cancel): at most this many units are missing.
+const FUEL_SLICE: u64 = 1_000_000;
+/// Where the job's input files appear in the guest.
+const INPUT_DIR_GUEST_PATH: &str = "/data";
+
+/// The per-`Store` state of one job.
+pub(crate) struct JobState {
+    wasi: WasiP1Ctx,
+    limiter: JobLimiter,
+    cancel: runtime_core::CancellationToken,
+    /// Wall-time deadline, checked by the epoch callback.
+    deadline: Instant,
+    wall_time: Duration,
+}
+
+/// Registers the (async) WASI preview 1 host functions; done once per engine.
+pub(crate) fn create_linker(engine: &Engine) -> Result<Linker<JobState>, WasmError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut JobState| &mut state.wasi)
+        .map_err(|e| WasmError::Linker(render_error(&e)))?;
+    Ok(linker)
+}
+
+/// Everything the backend shares between jobs.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) cache: ModuleCache,
+    config: WasmConfig,
+    /// One permit per instance slot: jobs beyond the pool's size wait instead of failing.
+    slots: Semaphore,
+}
+
+impl Shared {
+    pub(crate) fn new(config: WasmConfig, engine: Engine, cache: ModuleCache) -> Self {
+        let slots =
+            Semaphore::new(usize::try_from(config.max_concurrent_instances).unwrap_or(usize::MAX));
+        Self {
+            engine,
+            cache,
+            config,
+            slots,
+        }
+    }
+}
+
+fn report(outcome: Outcome, usage: Usage) -> ExecReport {
+    ExecReport { outcome, usage }
+}
+
+fn cancelled() -> Outcome {
+    Outcome::with_reason(OutcomeReason::Cancelled, Stop::Cancelled.to_string())
+}
+
+/// Runs one job to its end. Never panics on job input; returns only once the guest is gone and
+/// its input directory removed.
+pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) -> ExecReport {
+    let mut usage = Usage::default();
+    let ExecRequest {
+        job_id,
+        program,
+        args,
+        env,
+        stdin,
+        files,
+        limits,
+    } = request;
+    let digest = match program {
+        Program::WasmModule { digest } => digest,
+        other => {
+            let detail = format!("the wasm backend cannot run {other:?}");
+            return report(
+                Outcome::with_reason(OutcomeReason::SpecError, detail),
+                usage,
+            );
+        }
+    };
+
+    // Preparation that needs no instance slot: the module, then the input files.
+    let prep_start = Instant::now();
+    let loaded = tokio::select! {
+        biased;
+        _ = io.cancel.cancelled() => None,
+        loaded = shared.cache.get(&digest) => Some(loaded),
+    };
+    let prepared = match loaded {
+        None => {
+            usage.setup = prep_start.elapsed();
+            return report(cancelled(), usage);
+        }
+        Some(Err(error)) => {
+            usage.setup = prep_start.elapsed();
+            tracing::debug!(job_id, digest, %error, "wasm module unavailable");
+            return report(
+                Outcome::with_reason(error.reason(), error.to_string()),
+                usage,
+            );
+        }
+        Some(Ok(prepared)) => prepared,
+    };
+    let input_dir = match write_input_files(shared, files).await {
+        Ok(dir) => dir,
+        Err(outcome) => {
+            usage.setup = prep_start.elapsed();
+            return report(outcome, usage);
+        }
+    };
+    let prep = prep_start.elapsed();
+
+    // An instance slot: jobs beyond the pool's size wait here (queueing, not setup).
+    let slot = tokio::select! {
+        biased;
+        _ = io.cancel.cancelled() => None,
+        slot = shared.slots.acquire() => Some(slot),
+    };
+    let outcome = match slot {
+        None => {
+            usage.setup = prep;
+            cancelled()
+        }
+        Some(Err(closed)) => {
+            usage.setup = prep;
+            let detail = format!("no instance slot can be had: {closed}");
+            Outcome::with_reason(OutcomeReason::InternalError, detail)
+        }
+        Some(Ok(permit)) => {
+            let job = Job {
+                args,
+                env,
+                stdin,
+                limits,
+                input_dir: input_dir.as_ref().map(|d| d.path()),
+            };
+            let outcome = execute(shared, &prepared, job, &io, prep, &mut usage).await;
+            drop(permit);
+            outcome
+        }
+    };
+
+    if let Some(dir) = input_dir {
+        // Removing many files is blocking work. If this task is dropped instead, the blocking
+        // task still runs, or `TempDir`'s own `Drop` removes the directory inline.
+        if let Err(join) = tokio::task::spawn_blocking(move || drop(dir)).await {
+            tracing::warn!(job_id, error = %join, "removing a wasm job's input directory failed");
+        }
+    }
+    if !outcome.is_success() {
+        tracing::debug!(
+            job_id,
+            digest,
+            reason = outcome.reason.as_str(),
+            detail = ?outcome.detail,
+            "wasm job ended"
+        );
+    }
+    report(outcome, usage)
+}
+
+/// Writes the job's input files into a fresh directory, if it has any.
+async fn write_input_files(
+    shared: &Shared,
+    files: Vec<runtime_core::InputFile>,
+) -> Result<Option<tempfile::TempDir>, Outcome> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let root = shared.config.scratch_dir.clone();
+    let written =
+        tokio::task::spawn_blocking(move || prepare_input_dir(root.as_deref(), &files)).await;
+    match written {
+        Ok(Ok(dir)) => Ok(Some(dir)),
+        Ok(Err(e @ InputDirError::BadFile { .. })) => Err(Outcome::with_reason(
+            OutcomeReason::SpecError,
+            e.to_string(),
+        )),
+        Ok(Err(e @ InputDirError::Host(_))) => Err(Outcome::with_reason(
+            OutcomeReason::InternalError,
+            e.to_string(),
+        )),
+        Err(join) => Err(Outcome::with_reason(
+            OutcomeReason::InternalError,
+            format!("the input file writer failed: {join}"),
+        )),
+    }
+}
+
+/// The parts of a request `execute` needs.
+struct Job<'a> {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Vec<u8>,
+    limits: runtime_core::Limits,
+    input_dir: Option<&'a std::path::Path>,
+}
+
+enum Ended {
+    Finished(Result<(), (Stage, wasmtime::Error)>),
+    Cancelled,
+    WallTimeout,
+}
+
+/// The epoch callback: stop on cancel or past the deadline, otherwise yield for one tick.
+fn epoch_check(store: StoreContextMut<'_, JobState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data();
+    if state.cancel.is_cancelled() {
+        return Err(wasmtime::Error::new(Stop::Cancelled));
+    }
+    if Instant::now() >= state.deadline {
+        return Err(wasmtime::Error::new(Stop::WallTimeout(state.wall_time)));
+    }
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// `start + duration`, saturating far in the future instead of overflowing.
+fn deadline_after(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(start)
+}
+
+/// Instantiates the module and calls `_start`. `started` is set when instantiation is done.
+async fn run_guest(
+    store: &mut Store<JobState>,
+    prepared: &Prepared,
+    started: &mut Option<Instant>,
+) -> Result<(), (Stage, wasmtime::Error)> {
+    let instance = prepared
+        .pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(|e| (Stage::Instantiate, e))?;
+    *started = Some(Instant::now());
+    let start = instance
+        .get_module_export(&mut *store, &prepared.start)
+        .and_then(Extern::into_func)
+        .ok_or_else(|| {
+            (
+                Stage::Instantiate,
+                wasmtime::format_err!("the instance has no `_start` function"),
+            )
+        })?;
+    start
+        .call_async(&mut *store, &[], &mut [])
+        .await
+        .map_err(|e| (Stage::Run, e))
+}
+
+async fn execute(
+    shared: &Shared,
+    prepared: &Prepared,
+    job: Job<'_>,
+    io: &JobIo,
+    prep: Duration,
+    usage: &mut Usage,
+) -> Outcome {
+    let exec_start = Instant::now();
+    let internal = |usage: &mut Usage, detail: String| {
+        usage.setup = prep + exec_start.elapsed();
+        Outcome::with_reason(OutcomeReason::InternalError, detail)
+    };
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.allow_blocking_current_thread(false)
+        .arg(PROGRAM_NAME)
+        .args(&job.args)
+        .envs(&job.env)
+        .stdin(MemoryInputPipe::new(job.stdin))
+        .stdout(SinkOutput::new(io.output.clone(), Stream::Stdout))
+        .stderr(SinkOutput::new(io.output.clone(), Stream::Stderr));
+    if let Some(dir) = job.input_dir
+        && let Err(e) = wasi.preopened_dir(dir, INPUT_DIR_GUEST_PATH, FsPerms::ReadOnly)
+    {
+        let detail = format!("cannot preopen the input directory: {}", render_error(&e));
+        return internal(usage, detail);
+    }
+
+    let limits = &job.limits;
+    let fuel = limits.fuel.unwrap_or(u64::MAX);
+    let memory_limit = limits
+        .memory_bytes
+        .min(shared.config.max_memory_bytes_per_instance);
+    let state = JobState {
+        wasi: wasi.build_p1(),
+        limiter: JobLimiter::new(memory_limit),
+        cancel: io.cancel.clone(),
+        deadline: deadline_after(Instant::now(), limits.wall_time),
+        wall_time: limits.wall_time,
+    };
+    let mut store = Store::new(&shared.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    if let Err(e) = store
+        .fuel_async_yield_interval(Some(FUEL_SLICE))
+        .and_then(|()| store.set_fuel(fuel))
+    {
+        return internal(
+            usage,
+            format!("cannot set the fuel budget: {}", render_error(&e)),
+        );
+    }
+    store.epoch_deadline_callback(epoch_check);
+    store.set_epoch_deadline(1);
+
+    // The wall-time clock starts here: the module's own start function (run by instantiation) is
+    // guest code too.
+    let clock_start = Instant::now();
+    let deadline = deadline_after(clock_start, limits.wall_time);
+    store.data_mut().deadline = deadline;
+    let meter = Arc::new(CpuMeter::default());
+    let mut run_started = None;
+    let ended = {
+        let guest = Metered::new(
+            run_guest(&mut store, prepared, &mut run_started),
+            meter.clone(),
+        );
+        tokio::select! {
+            biased;
+            _ = io.cancel.cancelled() => Ended::Cancelled,
+            finished = guest => Ended::Finished(finished),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => Ended::WallTimeout,
+        }
+    };
+    let end = Instant::now();
+
+    usage.setup = prep
+        + run_started
+            .unwrap_or(end)
+            .saturating_duration_since(exec_start);
+    usage.wall = run_started
+        .map(|s| end.saturating_duration_since(s))
+        .unwrap_or_default();
+    usage.cpu_user = meter.user();
+    usage.cpu_system = meter.system();
+    usage.fuel_consumed = store.get_fuel().ok().map(|left| fuel.saturating_sub(left));
+    usage.wasm_memory_peak_bytes = Some(store.data().limiter.memory_peak());
+    usage.memory_peak_bytes = Some(store.data().limiter.total_peak());
+    drop(store);
+
+    match ended {
+        Ended::Finished(Ok(())) => Outcome::exited(0),
+        Ended::Finished(Err((stage, error))) => {
+            let stats = io.output.stats();
+            let facts = JobFacts {
+                fuel_limit: limits.fuel,
+                output_truncated: stats.stdout_truncated || stats.stderr_truncated,
+            };
+            classify(&error, stage, facts)
+        }
+        Ended::Cancelled => cancelled(),
+        Ended::WallTimeout => Outcome::with_reason(
+            OutcomeReason::WallTimeout,
+            Stop::WallTimeout(limits.wall_time).to_string(),
+        ),
+    }
+}

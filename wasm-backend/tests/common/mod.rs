@@ -1,0 +1,222 @@
+//! Shared helpers for the wasm-backend integration tests: an in-memory module store, WAT guests,
+//! and a job runner that collects output.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtime_core::{
+    Backend, CancellationToken, ExecReport, ExecRequest, InputFile, JobIo, Limits, ModuleStore,
+    OutputChunk, OutputSink, OutputStats, Program, Stream,
+};
+use tokio::sync::mpsc;
+use wasm_backend::{WasmBackend, WasmConfig, module_digest};
+
+/// A module store backed by a map, counting how often it is asked.
+#[derive(Default)]
+pub struct MapStore {
+    modules: Mutex<HashMap<String, Vec<u8>>>,
+    calls: AtomicUsize,
+    /// Delay before answering (to make concurrent first loads overlap).
+    pub delay: Mutex<Option<Duration>>,
+}
+
+impl MapStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Stores `bytes` under their digest and returns it.
+    pub fn add(&self, bytes: Vec<u8>) -> String {
+        let digest = module_digest(&bytes);
+        self.modules.lock().unwrap().insert(digest.clone(), bytes);
+        digest
+    }
+
+    /// Stores `bytes` under an arbitrary digest (to simulate a corrupt store).
+    pub fn add_as(&self, digest: &str, bytes: Vec<u8>) {
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(digest.to_owned(), bytes);
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl ModuleStore for MapStore {
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().unwrap();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.modules
+            .lock()
+            .unwrap()
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| format!("no module {digest}"))
+    }
+}
+
+pub fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("test WAT must parse")
+}
+
+pub fn config(cache_dir: &Path) -> WasmConfig {
+    WasmConfig {
+        cache_dir: cache_dir.to_path_buf(),
+        max_concurrent_instances: 16,
+        max_memory_bytes_per_instance: 1 << 30,
+        ..WasmConfig::default()
+    }
+}
+
+/// A backend over a fresh cache directory (kept alive by the returned guard).
+pub fn backend(store: Arc<MapStore>) -> (WasmBackend, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = WasmBackend::new(config(dir.path()), store).expect("backend");
+    (backend, dir)
+}
+
+pub fn limits() -> Limits {
+    Limits {
+        wall_time: Duration::from_secs(10),
+        cpu_time: None,
+        memory_bytes: 64 << 20,
+        fuel: None,
+        output_bytes: 1 << 20,
+    }
+}
+
+pub fn request(digest: &str) -> ExecRequest {
+    ExecRequest {
+        job_id: "test-job".into(),
+        program: Program::WasmModule {
+            digest: digest.to_owned(),
+        },
+        args: vec![],
+        env: vec![],
+        stdin: vec![],
+        files: vec![],
+        limits: limits(),
+    }
+}
+
+pub fn file(path: &str, content: &[u8]) -> InputFile {
+    InputFile {
+        path: path.into(),
+        content: content.to_vec(),
+        mode: None,
+    }
+}
+
+/// What a finished job produced.
+pub struct Finished {
+    pub report: ExecReport,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stats: OutputStats,
+}
+
+/// Collects every chunk from the receiver until the sink is dropped.
+pub async fn drain(mut rx: mpsc::Receiver<OutputChunk>) -> (Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(chunk) = rx.recv().await {
+        match chunk.stream {
+            Stream::Stdout => out.extend_from_slice(&chunk.data),
+            Stream::Stderr => err.extend_from_slice(&chunk.data),
+        }
+    }
+    (out, err)
+}
+
+/// Runs a job with a fresh sink (cap from the request) and collects its output.
+pub async fn run_with(
+    backend: &WasmBackend,
+    request: ExecRequest,
+    cancel: CancellationToken,
+) -> Finished {
+    let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 64);
+    let collector = tokio::spawn(drain(rx));
+    let io = JobIo {
+        output: sink.clone(),
+        cancel,
+    };
+    let report = backend.run(request, io).await;
+    let stats = sink.stats();
+    drop(sink);
+    let (stdout, stderr) = collector.await.unwrap();
+    Finished {
+        report,
+        stdout,
+        stderr,
+        stats,
+    }
+}
+
+pub async fn run(backend: &WasmBackend, request: ExecRequest) -> Finished {
+    run_with(backend, request, CancellationToken::new()).await
+}
+
+/// Writes `hello, world\n` to stdout and returns from `_start`.
+pub const HELLO: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello, world\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 13))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"#;
+
+/// Adds the hello module to `store` and checks that `backend` runs it correctly.
+pub async fn assert_hello_works(backend: &WasmBackend, store: &MapStore) {
+    let digest = store.add(wat(HELLO));
+    let done = run(backend, request(&digest)).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "hello failed: {:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout, b"hello, world\n");
+}
+
+/// A guest that runs `body` inside `_start`, with fd_write, proc_exit and poll_oneoff imported,
+/// one page of memory, and `data` at offset 1024.
+pub fn guest(body: &str, data: &str) -> Vec<u8> {
+    wat(&format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "{data}")
+  ;; write(fd, ptr, len): one iovec at 0, nwritten at 8; traps the guest if the write fails
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (if (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable))))
+  ;; sleep(ns) with a relative monotonic clock subscription at 128, event at 256
+  (func $sleep (param $ns i64)
+    (i64.store (i32.const 128) (i64.const 42))        ;; userdata
+    (i32.store8 (i32.const 136) (i32.const 0))        ;; tag: clock
+    (i32.store (i32.const 144) (i32.const 1))         ;; clock id: monotonic
+    (i64.store (i32.const 152) (local.get $ns))       ;; timeout
+    (i64.store (i32.const 160) (i64.const 0))         ;; precision
+    (i32.store16 (i32.const 168) (i32.const 0))       ;; flags: relative
+    (drop (call $poll_oneoff (i32.const 128) (i32.const 256) (i32.const 1) (i32.const 320))))
+  (func (export "_start") {body}))
+"#
+    ))
+}

@@ -1,0 +1,642 @@
+//! Job semantics: output, args/env/stdin, input files, exit codes, limits, traps, cancellation.
+//! Every hostile job is followed by a hello job on the same backend.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use runtime_core::{Backend, CancellationToken, JobIo, OutcomeReason, OutputSink, Program, Stream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_world_prints_exact_bytes_and_exits_zero() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    assert_eq!(backend.name(), "wasm");
+    assert!(
+        backend.uses_pooling_allocator(),
+        "the pool should be available on this machine"
+    );
+    let digest = store.add(wat(HELLO));
+    assert!(backend.accepts(&Program::WasmModule {
+        digest: digest.clone()
+    }));
+    assert!(!backend.accepts(&Program::Image {
+        reference: "alpine".into()
+    }));
+
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, runtime_core::Outcome::exited(0));
+    assert_eq!(done.stdout, b"hello, world\n");
+    assert!(done.stderr.is_empty());
+    assert_eq!(done.stats.stdout_bytes, 13);
+    let usage = &done.report.usage;
+    assert!(
+        usage.fuel_consumed.is_some_and(|f| f > 0),
+        "fuel is always metered: {usage:?}"
+    );
+    assert_eq!(usage.wasm_memory_peak_bytes, Some(65536));
+    assert!(usage.memory_peak_bytes.is_some_and(|m| m >= 65536));
+    assert!(usage.setup > Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_program_is_a_spec_error() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let mut req = request("sha256:00");
+    req.program = Program::Image {
+        reference: "alpine".into(),
+    };
+    let done = run(&backend, req).await;
+    assert_eq!(done.report.outcome.reason, OutcomeReason::SpecError);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_exit_code_is_reported() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest("(call $write (i32.const 1) (i32.const 1024) (i32.const 3)) (call $proc_exit (i32.const 7)) (unreachable)", "bye"));
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, runtime_core::Outcome::exited(7));
+    assert_eq!(done.stdout, b"bye");
+    assert_hello_works(&backend, &store).await;
+}
+
+const ARGS_ECHO: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $get (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 1024) (i32.const 8192)))
+    (i32.store (i32.const 16) (i32.const 8192))
+    (i32.store (i32.const 20) (i32.load (i32.const 4)))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn args_env_and_stdin_reach_the_guest() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+
+    let digest = store.add(wat(ARGS_ECHO));
+    let mut req = request(&digest);
+    req.args = vec!["first".into(), "sec ond".into()];
+    let done = run(&backend, req).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout, b"main.wasm\0first\0sec ond\0");
+
+    let env_echo = ARGS_ECHO
+        .replace("args_sizes_get", "environ_sizes_get")
+        .replace("args_get", "environ_get");
+    let digest = store.add(wat(&env_echo));
+    let mut req = request(&digest);
+    req.env = vec![
+        ("GREETING".into(), "hi there".into()),
+        ("EMPTY".into(), String::new()),
+    ];
+    let done = run(&backend, req).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(
+        done.stdout, b"GREETING=hi there\0EMPTY=\0",
+        "the host environment must not leak in"
+    );
+
+    let cat = wat(r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 4096))
+      (i32.store (i32.const 4) (i32.const 100))
+      (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable)))
+      (if (i32.load (i32.const 8))
+        (then
+          (i32.store (i32.const 4) (i32.load (i32.const 8)))
+          (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
+          (br $again))))))
+"#);
+    let digest = store.add(cat);
+    let mut req = request(&digest);
+    req.stdin = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let done = run(&backend, req.clone()).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout, req.stdin);
+}
+
+/// A guest that opens `path` under the first preopen (fd 3) and copies it to stdout; it exits with
+/// 20 + errno if the open fails.
+fn cat_input(path: &str) -> Vec<u8> {
+    wat(&format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 512) "{path}")
+  (func (export "_start") (local $err i32) (local $fd i32)
+    (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
+      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 2000)))
+    (if (local.get $err) (then (call $proc_exit (i32.add (i32.const 20) (local.get $err)))))
+    (local.set $fd (i32.load (i32.const 2000)))
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 4096))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (if (call $fd_read (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable)))
+      (if (i32.load (i32.const 8))
+        (then
+          (i32.store (i32.const 4) (i32.load (i32.const 8)))
+          (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
+          (br $again))))))
+"#,
+        len = path.len()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_files_are_readable_under_data_and_removed_afterwards() {
+    let store = MapStore::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = common::config(cache.path());
+    config.scratch_dir = Some(scratch.path().to_path_buf());
+    let backend = wasm_backend::WasmBackend::new(config, store.clone()).unwrap();
+
+    let digest = store.add(cat_input("in/hello.txt"));
+    let mut req = request(&digest);
+    req.files = vec![
+        file("in/hello.txt", b"file content\0\xff\n"),
+        file("other", b"x"),
+    ];
+    let done = run(&backend, req).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout, b"file content\0\xff\n");
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).unwrap().count(),
+        0,
+        "the job directory must be removed"
+    );
+
+    // Without input files nothing is preopened: fd 3 does not exist (EBADF = 8).
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, runtime_core::Outcome::exited(28));
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
+    // Paths escaping the directory are refused before anything runs.
+    for bad in ["../escape", "/etc/passwd", "a/../../b"] {
+        let mut req = request(&digest);
+        req.files = vec![file(bad, b"x")];
+        let done = run(&backend, req).await;
+        assert_eq!(
+            done.report.outcome.reason,
+            OutcomeReason::SpecError,
+            "{bad}: {:?}",
+            done.report.outcome
+        );
+        assert!(done.report.outcome.detail.unwrap().contains(bad));
+    }
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_files_outside_the_input_directory_cannot_be_read() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    for path in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "in/../../etc/hostname",
+    ] {
+        let digest = store.add(cat_input(path));
+        let mut req = request(&digest);
+        req.files = vec![file("in/hello.txt", b"x")];
+        let done = run(&backend, req).await;
+        let outcome = &done.report.outcome;
+        assert_eq!(outcome.reason, OutcomeReason::Exited, "{path}: {outcome:?}");
+        assert!(
+            outcome.exit_code.is_some_and(|c| c > 20),
+            "{path}: the open must fail: {outcome:?}"
+        );
+        assert!(
+            done.stdout.is_empty(),
+            "{path}: leaked {:?}",
+            String::from_utf8_lossy(&done.stdout)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_input_directory_is_read_only() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    // path_open with O_CREAT (oflags 1) and fd_write rights (1 << 6) must fail.
+    let create = wat(r#"
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 512) "planted")
+  (func (export "_start")
+    (call $proc_exit (call $path_open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const 7)
+      (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 600)))))
+"#);
+    let digest = store.add(create);
+    let mut req = request(&digest);
+    req.files = vec![file("input", b"x")];
+    let done = run(&backend, req).await;
+    assert_eq!(done.report.outcome.reason, OutcomeReason::Exited);
+    assert_ne!(
+        done.report.outcome.exit_code,
+        Some(0),
+        "creating a file in /data must fail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_invalid_utf8_survive_on_both_streams() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest(
+        "(call $write (i32.const 1) (i32.const 1024) (i32.const 6)) (call $write (i32.const 2) (i32.const 1027) (i32.const 3))",
+        r"a\00b\ff\fe\n",
+    ));
+    let done = run(&backend, request(&digest)).await;
+    assert!(
+        done.report.outcome.is_success(),
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout, b"a\0b\xff\xfe\n");
+    assert_eq!(done.stderr, b"\xff\xfe\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_over_the_cap_stops_the_job() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    // Writes 1000 bytes forever.
+    let digest = store.add(guest(
+        "(loop $l (call $write (i32.const 1) (i32.const 0) (i32.const 1000)) (br $l))",
+        "",
+    ));
+    let mut req = request(&digest);
+    req.limits.output_bytes = 4096;
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::OutputLimit,
+        "{:?}",
+        done.report.outcome
+    );
+    assert_eq!(done.stdout.len(), 4096);
+    assert!(done.stats.stdout_truncated);
+    assert!(!done.stats.stderr_truncated);
+    assert_eq!(done.stats.stdout_bytes, 4096);
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_hits_the_wall_time_limit() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest("(loop $l (br $l))", ""));
+    let mut req = request(&digest);
+    req.limits.wall_time = Duration::from_millis(300);
+    let started = Instant::now();
+    let done = run(&backend, req).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::WallTimeout,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
+        "took {elapsed:?}"
+    );
+    let wall = done.report.usage.wall;
+    assert!(
+        wall >= Duration::from_millis(250) && wall < Duration::from_secs(3),
+        "wall {wall:?}"
+    );
+    assert!(
+        done.report.usage.cpu_user > Duration::from_millis(50),
+        "a spinning guest uses CPU: {:?}",
+        done.report.usage
+    );
+    // Fuel is metered without a budget too, and flushed at least every slice while spinning.
+    assert!(
+        done.report.usage.fuel_consumed.unwrap() > 1_000_000,
+        "{:?}",
+        done.report.usage
+    );
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_past_the_wall_time_limit_is_a_wall_timeout() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest("(call $sleep (i64.const 60000000000))", ""));
+    let mut req = request(&digest);
+    req.limits.wall_time = Duration::from_millis(300);
+    let started = Instant::now();
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::WallTimeout,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(done.report.usage.cpu_user + done.report.usage.cpu_system < Duration::from_millis(200));
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_exhaustion_is_a_cpu_timeout() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest(
+        "(local $i i32) (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $l))",
+        "",
+    ));
+    let mut req = request(&digest);
+    req.limits.fuel = Some(1_000_000);
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::CpuTimeout,
+        "{:?}",
+        done.report.outcome
+    );
+    let consumed = done.report.usage.fuel_consumed.unwrap();
+    assert!(
+        (990_000..=1_000_000).contains(&consumed),
+        "consumed {consumed}"
+    );
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_grow_bomb_hits_the_memory_limit() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    // Grows by 1 MiB until memory.grow fails, then exits 3 (it must be stopped before that).
+    let digest = store.add(guest(
+        "(loop $l (if (i32.ne (memory.grow (i32.const 16)) (i32.const -1)) (then (br $l)))) (call $proc_exit (i32.const 3))",
+        "",
+    ));
+    let mut req = request(&digest);
+    req.limits.memory_bytes = 16 << 20;
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{:?}",
+        done.report.outcome
+    );
+    let peak = done.report.usage.wasm_memory_peak_bytes.unwrap();
+    assert!((15 << 20..=16 << 20).contains(&peak), "peak {peak}");
+
+    // A module whose initial memory is already over the limit fails at instantiation.
+    let big = store.add(wat(
+        r#"(module (memory (export "memory") 1000) (func (export "_start")))"#,
+    ));
+    let mut req = request(&big);
+    req.limits.memory_bytes = 16 << 20;
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{:?}",
+        done.report.outcome
+    );
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_count_against_the_memory_limit() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(wat(
+        r#"(module (memory (export "memory") 1) (table $t 0 funcref)
+             (func (export "_start")
+               (loop $l (if (i32.ne (table.grow $t (ref.null func) (i32.const 50000)) (i32.const -1))
+                            (then (br $l))))))"#,
+    ));
+    let mut req = request(&digest);
+    req.limits.memory_bytes = 512 << 10; // 64 KiB of memory + 50 000 elements * 8 bytes is over
+    let done = run(&backend, req).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(done.report.outcome.detail.unwrap().contains("table"));
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_become_signals_with_the_trap_message() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let cases = [
+        (
+            "(func $f (export \"_start\") (call $f))",
+            11,
+            "call stack exhausted",
+        ),
+        ("(func (export \"_start\") unreachable)", 6, "unreachable"),
+        (
+            "(func (export \"_start\") (drop (i32.div_s (i32.const 1) (i32.const 0))))",
+            8,
+            "divide by zero",
+        ),
+        (
+            "(func (export \"_start\") (drop (i32.load (i32.const 70000))))",
+            11,
+            "out of bounds memory access",
+        ),
+    ];
+    for (func, signal, message) in cases {
+        let digest = store.add(wat(&format!(
+            "(module (memory (export \"memory\") 1) {func})"
+        )));
+        let done = run(&backend, request(&digest)).await;
+        let outcome = &done.report.outcome;
+        assert_eq!(
+            outcome.reason,
+            OutcomeReason::Signaled,
+            "{func}: {outcome:?}"
+        );
+        assert_eq!(outcome.signal, Some(signal), "{func}: {outcome:?}");
+        let detail = outcome.detail.as_deref().unwrap_or_default();
+        assert!(detail.contains(message), "{func}: {detail}");
+        assert!(
+            detail.len() <= 4200,
+            "detail is bounded: {} bytes",
+            detail.len()
+        );
+        assert_hello_works(&backend, &store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_spinning_guest_stops_it_quickly() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest("(loop $l (br $l))", ""));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+    });
+    let done = run_with(&backend, request(&digest), cancel.clone()).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::Cancelled,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(
+        done.report.usage.wall < Duration::from_millis(1200),
+        "{:?}",
+        done.report.usage.wall
+    );
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_sleeping_guest_stops_it_quickly() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest("(call $sleep (i64.const 60000000000))", ""));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let cancelled_at = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+        Instant::now()
+    });
+    let done = run_with(&backend, request(&digest), cancel).await;
+    let stopped = Instant::now();
+    let cancelled_at = cancelled_at.await.unwrap();
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::Cancelled,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(stopped.duration_since(cancelled_at) < Duration::from_secs(1));
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_before_it_starts_does_not_run() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(wat(HELLO));
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let done = run_with(&backend, request(&digest), cancel).await;
+    assert_eq!(done.report.outcome.reason, OutcomeReason::Cancelled);
+    assert!(done.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_streamed_live() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(guest(
+        "(call $write (i32.const 1) (i32.const 1024) (i32.const 6)) (call $sleep (i64.const 300000000)) (call $write (i32.const 1) (i32.const 1030) (i32.const 7))",
+        r"first\nsecond\n",
+    ));
+    let backend = std::sync::Arc::new(backend);
+    let (sink, mut rx) = OutputSink::channel(1 << 20, 16);
+    let io = JobIo {
+        output: sink,
+        cancel: CancellationToken::new(),
+    };
+    let job = tokio::spawn({
+        let backend = backend.clone();
+        let req = request(&digest);
+        async move { backend.run(req, io).await }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.stream, &first.data[..]),
+        (Stream::Stdout, &b"first\n"[..])
+    );
+    assert!(
+        !job.is_finished(),
+        "the first chunk must arrive while the guest still sleeps"
+    );
+    let report = job.await.unwrap();
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    let second = rx.recv().await.unwrap();
+    assert_eq!(&second.data[..], b"second\n");
+    assert!(report.usage.wall >= Duration::from_millis(250));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_jobs_all_succeed() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let backend = std::sync::Arc::new(backend);
+    let digest = store.add(wat(HELLO));
+    // More jobs than instance slots (16): the extra ones wait for a slot.
+    let jobs: Vec<_> = (0..40)
+        .map(|_| {
+            let backend = backend.clone();
+            let req = request(&digest);
+            tokio::spawn(async move { run(&backend, req).await })
+        })
+        .collect();
+    for job in jobs {
+        let done = job.await.unwrap();
+        assert!(
+            done.report.outcome.is_success(),
+            "{:?}",
+            done.report.outcome
+        );
+        assert_eq!(done.stdout, b"hello, world\n");
+    }
+    assert_eq!(store.calls(), 1);
+}
