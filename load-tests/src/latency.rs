@@ -1,0 +1,200 @@
+//! `latency`: hello-world Wasm jobs one at a time. Each is submitted with `POST /v1/jobs`; the
+//! client then opens the job's SSE log stream at once and stops the clock at its `exit` event.
+//! The job record gives the server's own figures: `finished_at - created_at` and the queue wait.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures::StreamExt as _;
+use nekton::api::types::{JobSpec, JobState};
+use nekton::cli::{LogStreamEvent, StdStream};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::bench::{Ctx, Section, delta_ms, module_spec, ms};
+use crate::guests;
+use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
+
+/// Target: p50 submit-to-finished of a lone hello job.
+pub const TARGET_P50_MS: f64 = 10.0;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyArgs {
+    /// Measured hello jobs, run one after another.
+    #[arg(long, default_value_t = 300)]
+    pub latency_jobs: usize,
+    /// Unmeasured jobs first (module compilation, connection pools).
+    #[arg(long, default_value_t = 20)]
+    pub latency_warmup: usize,
+    /// Longest a single job may take before the benchmark gives up.
+    #[arg(long, default_value_t = 30)]
+    pub latency_job_timeout_secs: u64,
+}
+
+struct One {
+    id: Uuid,
+    submit: Duration,
+    done: Duration,
+}
+
+/// Submits one job and follows its log stream to the `exit` event.
+async fn run_one(ctx: &Ctx, spec: &JobSpec, timeout: Duration) -> Result<One> {
+    let start = Instant::now();
+    let job = ctx.client.submit(spec, None).await?;
+    let submit = start.elapsed();
+    let mut events = Box::pin(ctx.client.follow_logs(job.id, None));
+    let mut out = Vec::new();
+    let exit = tokio::time::timeout(timeout, async {
+        while let Some(ev) = events.next().await {
+            match ev? {
+                LogStreamEvent::Log {
+                    stream: StdStream::Stdout,
+                    bytes,
+                    ..
+                } => out.extend_from_slice(&bytes),
+                LogStreamEvent::Exit { event, .. } => return Ok(Some(event)),
+                _ => {}
+            }
+        }
+        Ok::<_, anyhow::Error>(None)
+    })
+    .await
+    .with_context(|| format!("job {} did not finish within {timeout:?}", job.id))??;
+    let done = start.elapsed();
+    let Some(exit) = exit else {
+        bail!("the log stream of job {} ended without an exit event", job.id);
+    };
+    if exit.state != JobState::Succeeded {
+        bail!(
+            "hello job {} ended {:?} ({:?}), not succeeded",
+            job.id,
+            exit.state,
+            exit.outcome
+        );
+    }
+    if out != guests::HELLO_OUTPUT {
+        bail!(
+            "hello job {} streamed {:?}, expected {:?}",
+            job.id,
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(guests::HELLO_OUTPUT)
+        );
+    }
+    Ok(One {
+        id: job.id,
+        submit,
+        done,
+    })
+}
+
+pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
+    if args.latency_jobs == 0 {
+        bail!("--latency-jobs must be at least 1");
+    }
+    let timeout = Duration::from_secs(args.latency_job_timeout_secs.max(1));
+    let module = ctx
+        .client
+        .push_module(guests::hello()?)
+        .await
+        .context("uploading the hello module")?;
+    let spec = module_spec(&module.digest, "latency", 10_000);
+    for i in 0..args.latency_warmup {
+        run_one(ctx, &spec, timeout)
+            .await
+            .with_context(|| format!("warm-up job {i}"))?;
+    }
+    let mark = ctx.mark().await;
+    let wall = Instant::now();
+    let mut runs = Vec::with_capacity(args.latency_jobs);
+    for i in 0..args.latency_jobs {
+        runs.push(
+            run_one(ctx, &spec, timeout)
+                .await
+                .with_context(|| format!("measured job {i}"))?,
+        );
+    }
+    let wall = wall.elapsed();
+    let res = ctx.measure(&mark, Some(args.latency_jobs as u64)).await;
+
+    let mut server_total = Vec::new();
+    let mut server_start = Vec::new();
+    let mut server_run = Vec::new();
+    let mut queue_wait = Vec::new();
+    let mut setup = Vec::new();
+    let mut job_wall = Vec::new();
+    for r in &runs {
+        let job = ctx.client.get_job(r.id).await?;
+        if let (Some(f), Some(s)) = (job.finished_at, job.started_at) {
+            server_total.push(delta_ms(job.created_at, f));
+            server_start.push(delta_ms(job.created_at, s));
+            server_run.push(delta_ms(s, f));
+        }
+        if let Some(u) = &job.usage {
+            let f = |v: Option<u64>| v.map_or(f64::NAN, |x| x as f64);
+            queue_wait.push(f(u.queue_wait_ms));
+            setup.push(f(u.setup_ms));
+            job_wall.push(f(u.wall_ms));
+        }
+    }
+    let client_done: Vec<f64> = runs.iter().map(|r| ms(r.done)).collect();
+    let client_submit: Vec<f64> = runs.iter().map(|r| ms(r.submit)).collect();
+    let d_done = Dist::of(&client_done);
+    let d_submit = Dist::of(&client_submit);
+    let d_total = Dist::of(&server_total);
+    let d_start = Dist::of(&server_start);
+    let d_run = Dist::of(&server_run);
+    let d_wait = Dist::of(&queue_wait);
+    let d_setup = Dist::of(&setup);
+    let d_wall = Dist::of(&job_wall);
+
+    let mut lines = vec![
+        format!(
+            "  {} sequential hello jobs after {} warm-up, {} s in all ({} jobs/s one at a time)",
+            args.latency_jobs,
+            args.latency_warmup,
+            num(wall.as_secs_f64()),
+            num(args.latency_jobs as f64 / wall.as_secs_f64())
+        ),
+        dist_header("(ms)"),
+        dist_row("client: submit → exit event (SSE)", d_done.as_ref()),
+        dist_row("client: POST /v1/jobs answered", d_submit.as_ref()),
+        dist_row("server: finished_at − created_at", d_total.as_ref()),
+        dist_row("server: started_at − created_at", d_start.as_ref()),
+        dist_row("server: finished_at − started_at", d_run.as_ref()),
+        dist_row("server: usage.queue_wait_ms", d_wait.as_ref()),
+        dist_row("server: usage.setup_ms", d_setup.as_ref()),
+        dist_row("server: usage.wall_ms", d_wall.as_ref()),
+    ];
+    lines.extend(res.lines());
+    let p50 = d_done.map(|d| d.p50);
+    let verdict = Verdict::new(
+        format!("hello job alone: p50 submit→finished ≤ {TARGET_P50_MS} ms"),
+        match (p50, d_total) {
+            (Some(c), Some(s)) => format!("{} ms (server-side {} ms)", num(c), num(s.p50)),
+            (Some(c), None) => format!("{} ms", num(c)),
+            _ => "no samples".into(),
+        },
+        p50.map(|p| p <= TARGET_P50_MS),
+    );
+    let json = json!({
+        "jobs": args.latency_jobs,
+        "warmup": args.latency_warmup,
+        "wall_s": wall.as_secs_f64(),
+        "client_submit_to_exit_ms": dist_json(d_done.as_ref()),
+        "client_post_ms": dist_json(d_submit.as_ref()),
+        "server_finished_minus_created_ms": dist_json(d_total.as_ref()),
+        "server_started_minus_created_ms": dist_json(d_start.as_ref()),
+        "server_finished_minus_started_ms": dist_json(d_run.as_ref()),
+        "queue_wait_ms": dist_json(d_wait.as_ref()),
+        "setup_ms": dist_json(d_setup.as_ref()),
+        "job_wall_ms": dist_json(d_wall.as_ref()),
+        "resources": res.json(),
+        "verdict": verdict.json(),
+    });
+    Ok(Section {
+        title: "latency — one hello-world Wasm job at a time".into(),
+        lines,
+        verdicts: vec![verdict],
+        json,
+    })
+}

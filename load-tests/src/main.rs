@@ -1,0 +1,488 @@
+//! `load-tests`: nekton's performance benchmarks, measured against the targets of the
+//! performance issue, on whatever machine runs them.
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=/var/cache/nekton/target
+//! cargo build --release -p nekton -p load-tests
+//! $CARGO_TARGET_DIR/release/load-tests all --json results.json   # everything, own server
+//! $CARGO_TARGET_DIR/release/load-tests latency [--latency-jobs 300 --latency-warmup 20]
+//! $CARGO_TARGET_DIR/release/load-tests throughput [--throughput-jobs 20000 --batch-size 500 --submitters 4]
+//! $CARGO_TARGET_DIR/release/load-tests logs [--log-mib 256 --write-size 4096 --trickle-writes 500]
+//! $CARGO_TARGET_DIR/release/load-tests queue [--queue-jobs 20000 --queue-workers 4]
+//! ```
+//!
+//! By default each run starts its own server: `nekton serve --listen 127.0.0.1:<free port>
+//! --state-dir /tmp/nekton-load-…/state` (embedded PostgreSQL), from `--nekton PATH` or the
+//! `nekton` next to this executable; it waits for `/readyz`, runs the benchmarks, stops the server
+//! with SIGTERM and removes the directory (`--keep-state` keeps it, with the server's log).
+//! `--serve-arg=ARG` (repeatable) passes flags to `nekton serve`, `--database-url` makes it use
+//! that PostgreSQL instead of the embedded one. `--server http://127.0.0.1:PORT` uses a running
+//! server instead (add `--database-url` for the PostgreSQL figures and the queue-only benchmark,
+//! `--server-pid` for its CPU time). Only 127.0.0.1 is ever contacted.
+//!
+//! Benchmarks:
+//! - `latency`: hello-world Wasm jobs one at a time; submit → `exit` event on the job's SSE log
+//!   stream (client), `finished_at − created_at` and `queue_wait_ms` (server); target p50 ≤ 10 ms.
+//! - `throughput`: hello jobs through `POST /v1/batches` by concurrent submitters until every batch
+//!   is finished; every job checked; target ≥ 1,000 jobs/s.
+//! - `logs`: 256 MiB of stdout in 4 KiB writes followed over SSE: MB/s and write → receive latency
+//!   (the guest stamps each write with the realtime clock); then a trickle; targets ≥ 50 MB/s and
+//!   p50 ≤ 250 ms.
+//! - `queue`: the service's claim/complete statements alone (no HTTP, no sandbox), for reference.
+//! - `all`: all of them, on one server.
+//!
+//! Every benchmark reports the CPU time the machine, nekton (by thread), its PostgreSQL (by role)
+//! and this process used, and PostgreSQL's transactions, rows and WAL per job. The report is
+//! printed; `--json FILE` also writes it as JSON.
+
+mod bench;
+mod dbstats;
+mod guests;
+mod latency;
+mod logs;
+mod procstat;
+mod queue;
+mod server;
+mod stats;
+mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+
+use bench::{Ctx, Section};
+use server::OwnServer;
+use stats::Verdict;
+
+#[derive(Parser)]
+#[command(
+    name = "load-tests",
+    about = "nekton's performance benchmarks: latency, throughput, log streaming (and the queue alone)"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Use this running server (http://127.0.0.1:PORT only) instead of starting one.
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// The nekton binary to start (default: the `nekton` next to this executable).
+    #[arg(long, global = true)]
+    nekton: Option<PathBuf>,
+    /// PostgreSQL for the server to use (passed to `nekton serve`), or, with --server, the
+    /// server's database (for PostgreSQL figures and the queue benchmark). Local only.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Extra argument for `nekton serve` (repeatable), e.g. --serve-arg=--slots=64.
+    #[arg(long = "serve-arg", global = true, allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// With --server: the server's pid, for its CPU time.
+    #[arg(long, global = true)]
+    server_pid: Option<i32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Keep the started server's state directory and log.
+    #[arg(long, global = true)]
+    keep_state: bool,
+    /// Seconds to let PostgreSQL's statistics settle before reading them after a benchmark
+    /// (0: read at once; counts are then incomplete).
+    #[arg(long, global = true, default_value_t = 11)]
+    settle_secs: u64,
+    /// Longest to wait for a started server's /readyz.
+    #[arg(long, global = true, default_value_t = 180)]
+    ready_timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Hello jobs one at a time: submit → finished.
+    Latency(latency::LatencyArgs),
+    /// Hello jobs through batches: jobs per second, every job verified.
+    Throughput(throughput::ThroughputArgs),
+    /// Log streaming: MB/s and write → receive latency over SSE.
+    Logs(logs::LogsArgs),
+    /// The queue's own statements alone (reference figure; needs database access).
+    Queue(queue::QueueArgs),
+    /// latency, throughput, logs and queue, on one server.
+    All(AllArgs),
+}
+
+#[derive(Args)]
+struct AllArgs {
+    #[command(flatten)]
+    latency: latency::LatencyArgs,
+    #[command(flatten)]
+    throughput: throughput::ThroughputArgs,
+    #[command(flatten)]
+    logs: logs::LogsArgs,
+    #[command(flatten)]
+    queue: queue::QueueArgs,
+    /// Leave out the queue-only benchmark.
+    #[arg(long)]
+    skip_queue: bool,
+}
+
+/// Refuses database URLs that point anywhere but a Unix socket or 127.0.0.1.
+fn local_db_options(url: &str) -> Result<PgConnectOptions> {
+    let options: PgConnectOptions = url
+        .parse()
+        .context("--database-url is not a PostgreSQL URL (postgres://user@127.0.0.1/db)")?;
+    let host = options.get_host();
+    if !(host.starts_with('/') || host == "127.0.0.1") {
+        bail!(
+            "--database-url must point at 127.0.0.1 or a Unix socket directory, not {host:?}"
+        );
+    }
+    Ok(options)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn machine_line() -> String {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "?".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or("?".into(), |kb| format!("{:.1} GiB", kb as f64 / 1048576.0));
+    format!(
+        "nproc={nproc}, {model}, {mem} RAM, Linux {}",
+        read_trimmed("/proc/sys/kernel/osrelease")
+    )
+}
+
+fn profile_of(path: &Path) -> &'static str {
+    let names: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
+    if names.iter().any(|n| *n == "release") {
+        "release"
+    } else if names.iter().any(|n| *n == "debug") {
+        "debug"
+    } else {
+        "unknown profile"
+    }
+}
+
+/// The benchmarks a command runs, in order.
+enum Bench<'a> {
+    Latency(&'a latency::LatencyArgs),
+    Throughput(&'a throughput::ThroughputArgs),
+    Logs(&'a logs::LogsArgs),
+    Queue(&'a queue::QueueArgs),
+}
+
+impl Bench<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Bench::Latency(_) => "latency",
+            Bench::Throughput(_) => "throughput",
+            Bench::Logs(_) => "logs",
+            Bench::Queue(_) => "queue",
+        }
+    }
+
+    async fn run(&self, ctx: &Ctx) -> Result<Section> {
+        match self {
+            Bench::Latency(a) => latency::run(ctx, a).await,
+            Bench::Throughput(a) => throughput::run(ctx, a).await,
+            Bench::Logs(a) => logs::run(ctx, a).await,
+            Bench::Queue(a) => queue::run(ctx, a).await,
+        }
+    }
+}
+
+fn plan(command: &Command) -> Vec<Bench<'_>> {
+    match command {
+        Command::Latency(a) => vec![Bench::Latency(a)],
+        Command::Throughput(a) => vec![Bench::Throughput(a)],
+        Command::Logs(a) => vec![Bench::Logs(a)],
+        Command::Queue(a) => vec![Bench::Queue(a)],
+        Command::All(a) => {
+            let mut v = vec![
+                Bench::Latency(&a.latency),
+                Bench::Throughput(&a.throughput),
+                Bench::Logs(&a.logs),
+            ];
+            if !a.skip_queue {
+                v.push(Bench::Queue(&a.queue));
+            }
+            v
+        }
+    }
+}
+
+/// Runs the benchmarks in order; a failed one is reported and the others still run.
+async fn run_all(ctx: &Ctx, benches: &[Bench<'_>]) -> Vec<(&'static str, Result<Section>)> {
+    let mut out = Vec::new();
+    for b in benches {
+        eprintln!("load-tests: running {} …", b.name());
+        let r = b.run(ctx).await;
+        if let Err(e) = &r {
+            eprintln!("load-tests: {} failed: {e:#}", b.name());
+        }
+        out.push((b.name(), r));
+    }
+    out
+}
+
+async fn main_inner(cli: Cli) -> Result<bool> {
+    let g = &cli.global;
+    let started_at = chrono::Utc::now();
+    let load_before = read_trimmed("/proc/loadavg");
+    let db_options = g
+        .database_url
+        .as_deref()
+        .map(local_db_options)
+        .transpose()?;
+
+    let mut own = None;
+    let (url, server_line) = match &g.server {
+        Some(url) => {
+            let url = server::check_local_url(url)?;
+            let line = format!("existing server {url}");
+            (url, line)
+        }
+        None => {
+            let nekton = match &g.nekton {
+                Some(p) => p.clone(),
+                None => server::default_nekton()?,
+            };
+            eprintln!("load-tests: starting {} serve …", nekton.display());
+            let s = OwnServer::start(
+                &nekton,
+                g.database_url.as_deref(),
+                &g.serve_args,
+                g.keep_state,
+                Duration::from_secs(g.ready_timeout_secs),
+            )
+            .await?;
+            let line = format!(
+                "started by load-tests ({} build): {}",
+                profile_of(&nekton),
+                s.command
+            );
+            let url = s.url.clone();
+            own = Some(s);
+            (url, line)
+        }
+    };
+
+    let outcome = async {
+        let embedded = own.is_some() && g.database_url.is_none();
+        let db_options = match (&own, db_options) {
+            (_, Some(o)) => Some(o),
+            (Some(s), None) => Some(dbstats::embedded_options(&s.state_dir)),
+            (None, None) => None,
+        };
+        let db = match db_options {
+            Some(o) => match dbstats::connect(o, 8).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("load-tests: no PostgreSQL figures: {e:#}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let db_line = match &db {
+            Some(pool) => format!(
+                "{}{}",
+                if embedded {
+                    "embedded (nekton serve's own), "
+                } else {
+                    "external (--database-url), "
+                },
+                dbstats::describe(pool)
+                    .await
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            ),
+            None if g.server.is_some() => {
+                "unknown (existing server; pass --database-url for its figures)".into()
+            }
+            None => "no access".into(),
+        };
+        let ctx = Ctx {
+            client: nekton::cli::Client::new(&url)?,
+            server_pid: own.as_ref().map(|s| s.pid).or(g.server_pid),
+            db,
+            settle: Duration::from_secs(g.settle_secs),
+        };
+        let benches = plan(&cli.command);
+        let results = tokio::select! {
+            r = run_all(&ctx, &benches) => r,
+            _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+        };
+        if let Some(pool) = &ctx.db {
+            pool.close().await;
+        }
+        Ok::<_, anyhow::Error>((db_line, results))
+    }
+    .await;
+
+    let stop_note = match own {
+        Some(s) => {
+            let tail = s.log_tail(20);
+            let failed = !matches!(&outcome, Ok((_, r)) if r.iter().all(|(_, x)| x.is_ok()));
+            let note = s.stop().await.unwrap_or_else(|e| format!("{e:#}"));
+            if failed {
+                eprintln!("load-tests: the server's log ends with:\n{tail}");
+            }
+            Some(note)
+        }
+        None => None,
+    };
+    let (db_line, results) = outcome?;
+
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let header = vec![
+        (
+            "when",
+            started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        ),
+        ("command", command_line.clone()),
+        ("machine", machine_line()),
+        ("load before", load_before),
+        (
+            "load-tests",
+            format!(
+                "{} build",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            ),
+        ),
+        ("server", server_line),
+        ("postgres", db_line),
+    ];
+    let mut text = vec!["== nekton load-tests ==".to_string()];
+    for (k, v) in &header {
+        text.push(format!("{k:<12} {v}"));
+    }
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut sections_json = serde_json::Map::new();
+    let mut all_ran = true;
+    for (name, r) in &results {
+        match r {
+            Ok(s) => {
+                text.push(String::new());
+                text.push(format!("## {}", s.title));
+                text.extend(s.lines.iter().cloned());
+                verdicts.extend(s.verdicts.iter().cloned());
+                sections_json.insert((*name).into(), s.json.clone());
+            }
+            Err(e) => {
+                all_ran = false;
+                text.push(String::new());
+                text.push(format!("## {name}: FAILED: {e:#}"));
+                verdicts.push(Verdict::new(
+                    format!("{name} benchmark"),
+                    format!("failed: {e:#}"),
+                    None,
+                ));
+                sections_json.insert((*name).into(), json!({"error": format!("{e:#}")}));
+            }
+        }
+    }
+    text.push(String::new());
+    text.push("## verdicts".into());
+    text.push(format!("  {:<62} {:<44} verdict", "target", "measured"));
+    for v in &verdicts {
+        text.push(format!("  {:<62} {:<44} {}", v.target, v.measured, v.word()));
+    }
+    if let Some(note) = &stop_note {
+        text.push(String::new());
+        text.push(format!("({note})"));
+    }
+    println!("{}", text.join("\n"));
+
+    if let Some(path) = &g.json {
+        let header_json: serde_json::Map<String, Value> = header
+            .iter()
+            .map(|(k, v)| (k.replace(' ', "_"), Value::String(v.clone())))
+            .collect();
+        let doc = json!({
+            "header": header_json,
+            "benchmarks": sections_json,
+            "verdicts": verdicts.iter().map(Verdict::json).collect::<Vec<_>>(),
+            "server_stop": stop_note,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("load-tests: JSON report written to {}", path.display());
+    }
+    Ok(all_ran)
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match main_inner(cli).await {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("load-tests: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_every_command() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "all",
+            "--latency-jobs",
+            "5",
+            "--serve-arg=--slots=8",
+            "--json",
+            "x.json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.serve_args, vec!["--slots=8".to_string()]);
+        assert_eq!(plan(&cli.command).len(), 4);
+        let cli = Cli::try_parse_from(["load-tests", "logs", "--log-mib", "1"]).unwrap();
+        assert_eq!(plan(&cli.command).len(), 1);
+    }
+
+    #[test]
+    fn database_urls_must_be_local() {
+        assert!(local_db_options("postgres://u@127.0.0.1/db").is_ok());
+        assert!(local_db_options("postgres://u@db.example.com/db").is_err());
+        assert!(local_db_options("postgres://u@%2Ftmp%2Fsock/db").is_ok());
+    }
+
+    #[test]
+    fn profiles_come_from_the_path() {
+        assert_eq!(profile_of(Path::new("/t/release/nekton")), "release");
+        assert_eq!(profile_of(Path::new("/t/debug/nekton")), "debug");
+    }
+}

@@ -1,0 +1,272 @@
+//! `queue`: the queue alone, with no HTTP and no sandbox — the reference figure
+//! `shared/design/queue.md` asks for beside the end-to-end one. Jobs are inserted straight into the
+//! server's database on a queue of their own (the server's worker does not take from it), then
+//! several loops claim and complete them with the service's own statements
+//! (`nekton::store::queue::{claim, complete}`), optionally storing a one-chunk log per job
+//! (`insert_chunks`) the way the worker's writer does. Needs database access.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use nekton::api::types::{JobState, UsageView};
+use nekton::store::jobs::{NewBatch, NewJob, submit_batch};
+use nekton::store::queue::{self, Completion, NewChunk};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::bench::{Ctx, Section, ms};
+use crate::guests;
+use crate::stats::{Dist, dist_header, dist_json, dist_row, num};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueArgs {
+    /// Jobs per variant.
+    #[arg(long, default_value_t = 20_000)]
+    pub queue_jobs: usize,
+    /// Concurrent claim/complete loops (each its own worker id).
+    #[arg(long, default_value_t = 4)]
+    pub queue_workers: usize,
+    /// Jobs claimed per statement (the worker claims up to its free slots, 32 by default).
+    #[arg(long, default_value_t = 32)]
+    pub queue_claim: i64,
+    /// Longest a variant may take.
+    #[arg(long, default_value_t = 600)]
+    pub queue_timeout_secs: u64,
+}
+
+#[derive(Default)]
+struct LoopStats {
+    completed: usize,
+    claim_ms: Vec<f64>,
+    log_ms: Vec<f64>,
+    complete_ms: Vec<f64>,
+}
+
+async fn worker_loop(
+    pool: PgPool,
+    queue_name: String,
+    claim: i64,
+    with_log: bool,
+    deadline: Instant,
+) -> Result<LoopStats> {
+    let worker = Uuid::now_v7();
+    let queues = vec![queue_name];
+    let usage = serde_json::to_value(UsageView {
+        queue_wait_ms: Some(1),
+        setup_ms: Some(0),
+        wall_ms: Some(1),
+        cpu_user_ms: Some(0),
+        cpu_system_ms: Some(0),
+        memory_peak_bytes: Some(65536),
+        stdout_bytes: guests::HELLO_OUTPUT.len() as u64,
+        fuel_consumed: Some(10),
+        wasm_memory_peak_bytes: Some(65536),
+        ..Default::default()
+    })?;
+    let mut s = LoopStats::default();
+    loop {
+        if Instant::now() > deadline {
+            bail!("timed out after completing {} jobs", s.completed);
+        }
+        let t = Instant::now();
+        let jobs = queue::claim(&pool, worker, &queues, claim, Duration::from_secs(30))
+            .await
+            .context("claim")?;
+        s.claim_ms.push(ms(t.elapsed()));
+        if jobs.is_empty() {
+            return Ok(s);
+        }
+        if with_log {
+            let chunks: Vec<NewChunk> = jobs
+                .iter()
+                .map(|j| NewChunk {
+                    job_id: j.id,
+                    attempt: j.attempt,
+                    seq: 1,
+                    stream: 1,
+                    data: guests::HELLO_OUTPUT.to_vec(),
+                })
+                .collect();
+            let t = Instant::now();
+            queue::insert_chunks(&pool, worker, &chunks)
+                .await
+                .context("insert_chunks")?;
+            s.log_ms.push(ms(t.elapsed()));
+        }
+        let completions: Vec<Completion> = jobs
+            .iter()
+            .map(|j| Completion {
+                job_id: j.id,
+                attempt: j.attempt,
+                state: JobState::Succeeded,
+                retry_after: None,
+                reason: "exited".into(),
+                exit_code: Some(0),
+                signal: None,
+                detail: None,
+                usage: usage.clone(),
+            })
+            .collect();
+        let t = Instant::now();
+        let applied = queue::complete(&pool, worker, &completions)
+            .await
+            .context("complete")?;
+        s.complete_ms.push(ms(t.elapsed()));
+        if applied.len() != completions.len() {
+            bail!(
+                "{} of {} completions were not applied",
+                completions.len() - applied.len(),
+                completions.len()
+            );
+        }
+        s.completed += applied.len();
+    }
+}
+
+struct Variant {
+    lines: Vec<String>,
+    json: serde_json::Value,
+    rate: f64,
+}
+
+async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> Result<Variant> {
+    let total = args.queue_jobs;
+    let queue_name = format!("load-test-queue-only-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let insert_start = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(1000);
+        let jobs: Vec<NewJob> = (0..n)
+            .map(|_| NewJob {
+                id: Uuid::now_v7(),
+                queue: queue_name.clone(),
+                priority: 0,
+                max_attempts: 1,
+                labels: json!({"load-test": "queue-only"}),
+                program: "sha256:queue-only".into(),
+                spec: json!({}),
+                spec_hash: vec![0; 32],
+                idempotency_key: None,
+            })
+            .collect();
+        let batch = NewBatch {
+            id: Uuid::now_v7(),
+            labels: json!({"load-test": "queue-only"}),
+            spec_hash: vec![0; 32],
+            idempotency_key: None,
+            jobs,
+            notify_queues: Vec::new(),
+        };
+        submit_batch(pool, nekton::config::DEFAULT_TENANT, &batch)
+            .await
+        .context("inserting queue-only jobs")?;
+        left -= n;
+    }
+    let insert_s = insert_start.elapsed().as_secs_f64();
+
+    let deadline = Instant::now() + Duration::from_secs(args.queue_timeout_secs.max(1));
+    let mark = ctx.mark().await;
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    for _ in 0..args.queue_workers.max(1) {
+        loops.push(tokio::spawn(worker_loop(
+            pool.clone(),
+            queue_name.clone(),
+            args.queue_claim.max(1),
+            with_log,
+            deadline,
+        )));
+    }
+    let mut all = LoopStats::default();
+    for l in loops {
+        let s = l.await.context("a queue loop panicked")??;
+        all.completed += s.completed;
+        all.claim_ms.extend(s.claim_ms);
+        all.log_ms.extend(s.log_ms);
+        all.complete_ms.extend(s.complete_ms);
+    }
+    let wall = start.elapsed();
+    let res = ctx.measure(&mark, Some(total as u64)).await;
+    let succeeded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'succeeded'",
+    )
+    .bind(&queue_name)
+    .fetch_one(pool)
+    .await
+    .context("counting the queue-only jobs")?;
+    if all.completed != total || succeeded != total as i64 {
+        bail!(
+            "queue-only: {} completions applied, {succeeded} jobs succeeded, {total} inserted",
+            all.completed
+        );
+    }
+    let rate = total as f64 / wall.as_secs_f64();
+    let name = if with_log {
+        "claim + log chunk + complete"
+    } else {
+        "claim + complete"
+    };
+    let (d_claim, d_log, d_complete) = (
+        Dist::of(&all.claim_ms),
+        Dist::of(&all.log_ms),
+        Dist::of(&all.complete_ms),
+    );
+    let mut lines = vec![
+        format!(
+            "  {name}: {total} jobs, {} loops claiming ≤{} → {} jobs/s ({} s; inserting them took {} s)",
+            args.queue_workers,
+            args.queue_claim,
+            num(rate),
+            num(wall.as_secs_f64()),
+            num(insert_s)
+        ),
+        dist_header("statement (ms)"),
+        dist_row("claim", d_claim.as_ref()),
+    ];
+    if with_log {
+        lines.push(dist_row("insert_chunks", d_log.as_ref()));
+    }
+    lines.push(dist_row("complete", d_complete.as_ref()));
+    lines.extend(res.lines());
+    let json = json!({
+        "variant": name,
+        "jobs": total,
+        "loops": args.queue_workers,
+        "claim_limit": args.queue_claim,
+        "wall_s": wall.as_secs_f64(),
+        "jobs_per_s": rate,
+        "insert_s": insert_s,
+        "claim_ms": dist_json(d_claim.as_ref()),
+        "insert_chunks_ms": dist_json(d_log.as_ref()),
+        "complete_ms": dist_json(d_complete.as_ref()),
+        "resources": res.json(),
+    });
+    Ok(Variant { lines, json, rate })
+}
+
+pub async fn run(ctx: &Ctx, args: &QueueArgs) -> Result<Section> {
+    let Some(pool) = &ctx.db else {
+        bail!(
+            "the queue-only benchmark needs the server's database: let load-tests start the server, \
+             or pass --database-url with --server"
+        );
+    };
+    if args.queue_jobs == 0 {
+        bail!("--queue-jobs must be at least 1");
+    }
+    let plain = variant(ctx, pool, args, false).await?;
+    let logged = variant(ctx, pool, args, true).await?;
+    let mut lines = plain.lines;
+    lines.extend(logged.lines);
+    Ok(Section {
+        title: "queue only — the service's claim/complete statements, no HTTP, no sandbox".into(),
+        lines,
+        verdicts: Vec::new(),
+        json: json!({
+            "claim_complete": plain.json,
+            "claim_log_complete": logged.json,
+            "jobs_per_s": {"claim_complete": plain.rate, "claim_log_complete": logged.rate},
+        }),
+    })
+}
