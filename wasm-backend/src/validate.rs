@@ -128,7 +128,7 @@ fn check_command_shape(bytes: &[u8]) -> Result<(), String> {
                 }
             }
             Payload::ImportSection(reader) => {
-                for import in reader {
+                for import in reader.into_imports() {
                     let import = import.map_err(invalid)?;
                     if import.module != "wasi_snapshot_preview1" {
                         return Err(format!(
