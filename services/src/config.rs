@@ -65,7 +65,8 @@ pub struct QueueTiming {
 }
 
 impl Default for QueueTiming {
-    /// lease 30 s, heartbeat 10 s, cancel poll 500 ms, poll 1 s, rescue every 2 s, 3 lost attempts,
+    /// lease 30 s, heartbeat 10 s, cancel poll 500 ms, poll 1 s, rescue every 2 s (half the lease
+    /// when that is shorter, at least 500 ms), 3 lost attempts,
     /// retention 7 days checked hourly, logs flushed every 100 ms.
     fn default() -> Self {
         Self::with_lease(Duration::from_secs(30))
@@ -79,7 +80,7 @@ impl QueueTiming {
             heartbeat: lease / 3,
             cancel_poll: Duration::from_millis(500),
             poll: Duration::from_secs(1),
-            rescue_every: Duration::from_secs(2),
+            rescue_every: (lease / 2).clamp(Duration::from_millis(500), Duration::from_secs(2)),
             max_lost: 3,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_every: Duration::from_secs(3600),

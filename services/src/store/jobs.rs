@@ -174,7 +174,14 @@ pub async fn submit_batch(
     tenant: &str,
     batch: &NewBatch,
 ) -> Result<BatchSubmitted, StoreError> {
-    let NewBatch { id: batch_id, labels, spec_hash, idempotency_key, jobs, notify_queues } = batch;
+    let NewBatch {
+        id: batch_id,
+        labels,
+        spec_hash,
+        idempotency_key,
+        jobs,
+        notify_queues,
+    } = batch;
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "INSERT INTO batches (id, tenant_id, total, labels, idempotency_key, spec_hash) \

@@ -246,7 +246,14 @@ struct JobContext {
 
 /// Runs one claimed job to its end and hands its output and completion to the writer.
 async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
-    let JobContext { exec, backends, writer, running, slot_freed, metrics } = ctx;
+    let JobContext {
+        exec,
+        backends,
+        writer,
+        running,
+        slot_freed,
+        metrics,
+    } = ctx;
     let completion = match spec::exec_request(&job) {
         Err(detail) => Some(spec::failed_before_start(
             &job,
