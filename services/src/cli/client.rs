@@ -217,6 +217,14 @@ pub struct JobFilter {
 }
 
 /// A client for one nekton API server. Cheap to clone.
+/// Installs rustls' ring crypto provider for this process (idempotent). The workspace builds
+/// reqwest with rustls but without a default provider (oci-client's TLS feature), and reqwest
+/// panics when it builds a client while none is installed.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     base: Url,
@@ -252,6 +260,7 @@ impl Client {
         }
         base.set_query(None);
         base.set_fragment(None);
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
