@@ -11,6 +11,9 @@ have_pg_binaries() {
 have_pg_binaries || need_apt+=(postgresql)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The image tests run a real OCI registry on 127.0.0.1 and build images from a static busybox.
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}" >&2
