@@ -85,18 +85,25 @@ mod tests {
         Metered::new(
             async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let start = std::time::Instant::now();
+                // Spin until this thread has used 100 ms of CPU (however loaded the machine is).
+                let (u0, s0) = thread_times_us();
                 let mut x = 0u64;
-                while start.elapsed() < Duration::from_millis(100) {
-                    x = std::hint::black_box(x.wrapping_add(1));
+                loop {
+                    let (u, s) = thread_times_us();
+                    if (u + s).saturating_sub(u0 + s0) >= 100_000 {
+                        break;
+                    }
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
                 }
             },
             meter.clone(),
         )
         .await;
         let cpu = meter.user() + meter.system();
-        // The 100 ms busy loop is counted; the 200 ms sleep is not.
-        assert!(cpu >= Duration::from_millis(60), "cpu {cpu:?}");
+        // The 100 ms of spinning is counted; the 200 ms sleep is not.
+        assert!(cpu >= Duration::from_millis(100), "cpu {cpu:?}");
         assert!(cpu < Duration::from_millis(190), "cpu {cpu:?}");
     }
 }
