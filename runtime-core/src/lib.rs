@@ -14,6 +14,7 @@
 //!   backend truncates and reports the same way.
 
 pub mod cputime;
+pub mod image;
 pub mod output;
 
 use std::time::Duration;
