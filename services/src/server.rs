@@ -243,6 +243,12 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         let token = stop.clone();
         tasks.spawn(async move {
             // Long-lived SSE streams would hold a graceful shutdown forever: give them a moment.
+            // Small SSE writes must not wait for delayed ACKs (Nagle): set TCP_NODELAY.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown({
                 let token = token.clone();
                 async move { token.cancelled().await }

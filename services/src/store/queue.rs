@@ -24,13 +24,15 @@ pub struct Claimed {
     pub spec: serde_json::Value,
 }
 
-/// Claims up to `limit` runnable jobs from `queues` for `worker`, highest priority first, each
+/// Claims up to `limit` runnable jobs from `queue` for `worker`, highest priority first, each
 /// with a lease of `lease`. One statement: pick with SKIP LOCKED in a CTE, move to `running`
-/// with `attempt + 1`, create the leases, return the specs.
+/// with `attempt + 1`, create the leases, return the specs. The pick is an ordered scan of the
+/// partial index `jobs_claimable` that stops after `limit` rows (`queue = $1`, not `= ANY(...)`,
+/// which makes the planner sort every queued job).
 pub async fn claim(
     pool: &PgPool,
     worker: Uuid,
-    queues: &[String],
+    queue: &str,
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, StoreError> {
@@ -40,7 +42,7 @@ pub async fn claim(
     let rows = sqlx::query(
         "WITH picked AS ( \
              SELECT id FROM jobs \
-             WHERE state IN ('queued', 'scheduled') AND queue = ANY($1) AND run_at <= now() \
+             WHERE state IN ('queued', 'scheduled') AND queue = $1 AND run_at <= now() \
              ORDER BY priority DESC, run_at, id \
              LIMIT $2 FOR UPDATE SKIP LOCKED \
          ), claimed AS ( \
@@ -57,7 +59,7 @@ pub async fn claim(
          SELECT c.id, c.attempt, c.max_attempts, c.wait_ms, s.spec \
          FROM claimed c JOIN job_specs s ON s.job_id = c.id",
     )
-    .bind(queues)
+    .bind(queue)
     .bind(limit)
     .bind(worker)
     .bind(ms(lease))

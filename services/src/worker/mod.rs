@@ -119,7 +119,9 @@ impl Worker {
         } = self;
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
-        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(4096);
+        // Small on purpose: a job writing faster than the database stores waits here instead of
+        // building a backlog that delays everyone's live output (each chunk is up to 64 KiB).
+        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(64);
         let writer = tokio::spawn(writer::run(
             pool.clone(),
             config.id,
@@ -161,30 +163,33 @@ impl Worker {
             while tasks.try_join_next().is_some() {}
             let free = config.slots.saturating_sub(lock(&running).len());
             if free > 0 && maybe_more {
-                match queue::claim(
-                    &pool,
-                    config.id,
-                    &config.queues,
-                    free as i64,
-                    config.timing.lease,
-                )
-                .await
-                {
-                    Ok(jobs) => {
-                        maybe_more = jobs.len() == free;
-                        for job in jobs {
-                            let entry = Arc::new(Running {
-                                cancel: CancellationToken::new(),
-                                cause: Mutex::new(None),
-                            });
-                            lock(&running).insert(job.id, entry.clone());
-                            metrics.jobs_running.inc();
-                            tasks.spawn(run_job(job, entry, ctx.clone()));
-                        }
+                maybe_more = false;
+                let mut free = free;
+                for queue in &config.queues {
+                    if free == 0 {
+                        // Slots ran out before every queue was asked: ask again when one frees.
+                        maybe_more = true;
+                        break;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "claiming jobs failed; retrying after the poll interval");
-                        maybe_more = false;
+                    match queue::claim(&pool, config.id, queue, free as i64, config.timing.lease)
+                        .await
+                    {
+                        Ok(jobs) => {
+                            maybe_more |= jobs.len() == free;
+                            free -= jobs.len();
+                            for job in jobs {
+                                let entry = Arc::new(Running {
+                                    cancel: CancellationToken::new(),
+                                    cause: Mutex::new(None),
+                                });
+                                lock(&running).insert(job.id, entry.clone());
+                                metrics.jobs_running.inc();
+                                tasks.spawn(run_job(job, entry, ctx.clone()));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue, error = %e, "claiming jobs failed; retrying after the poll interval");
+                        }
                     }
                 }
             }
