@@ -131,5 +131,7 @@ pub fn realtime_ns() -> i64 {
 
 /// `b - a` in milliseconds.
 pub fn delta_ms(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> f64 {
-    (b - a).num_microseconds().map_or(f64::NAN, |us| us as f64 / 1000.0)
+    (b - a)
+        .num_microseconds()
+        .map_or(f64::NAN, |us| us as f64 / 1000.0)
 }

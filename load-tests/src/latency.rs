@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use nekton::api::types::{JobSpec, JobState};
 use nekton::cli::{LogStreamEvent, StdStream};
@@ -35,10 +36,15 @@ struct One {
     id: Uuid,
     submit: Duration,
     done: Duration,
+    /// Realtime clock when the client started the submission and when it got the `exit` event
+    /// (comparable with the job record's timestamps: same machine, same clock).
+    sent_at: DateTime<Utc>,
+    exit_at: DateTime<Utc>,
 }
 
 /// Submits one job and follows its log stream to the `exit` event.
 async fn run_one(ctx: &Ctx, spec: &JobSpec, timeout: Duration) -> Result<One> {
+    let sent_at = Utc::now();
     let start = Instant::now();
     let job = ctx.client.submit(spec, None).await?;
     let submit = start.elapsed();
@@ -61,8 +67,12 @@ async fn run_one(ctx: &Ctx, spec: &JobSpec, timeout: Duration) -> Result<One> {
     .await
     .with_context(|| format!("job {} did not finish within {timeout:?}", job.id))??;
     let done = start.elapsed();
+    let exit_at = Utc::now();
     let Some(exit) = exit else {
-        bail!("the log stream of job {} ended without an exit event", job.id);
+        bail!(
+            "the log stream of job {} ended without an exit event",
+            job.id
+        );
     };
     if exit.state != JobState::Succeeded {
         bail!(
@@ -84,6 +94,8 @@ async fn run_one(ctx: &Ctx, spec: &JobSpec, timeout: Duration) -> Result<One> {
         id: job.id,
         submit,
         done,
+        sent_at,
+        exit_at,
     })
 }
 
@@ -122,8 +134,14 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
     let mut queue_wait = Vec::new();
     let mut setup = Vec::new();
     let mut job_wall = Vec::new();
+    let mut to_created = Vec::new();
+    let mut to_client = Vec::new();
     for r in &runs {
         let job = ctx.client.get_job(r.id).await?;
+        to_created.push(delta_ms(r.sent_at, job.created_at));
+        if let Some(f) = job.finished_at {
+            to_client.push(delta_ms(f, r.exit_at));
+        }
         if let (Some(f), Some(s)) = (job.finished_at, job.started_at) {
             server_total.push(delta_ms(job.created_at, f));
             server_start.push(delta_ms(job.created_at, s));
@@ -146,6 +164,8 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
     let d_wait = Dist::of(&queue_wait);
     let d_setup = Dist::of(&setup);
     let d_wall = Dist::of(&job_wall);
+    let d_to_created = Dist::of(&to_created);
+    let d_to_client = Dist::of(&to_client);
 
     let mut lines = vec![
         format!(
@@ -164,6 +184,11 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         dist_row("server: usage.queue_wait_ms", d_wait.as_ref()),
         dist_row("server: usage.setup_ms", d_setup.as_ref()),
         dist_row("server: usage.wall_ms", d_wall.as_ref()),
+        dist_row("client sends → server created_at", d_to_created.as_ref()),
+        dist_row(
+            "server finished_at → client has exit event",
+            d_to_client.as_ref(),
+        ),
     ];
     lines.extend(res.lines());
     let p50 = d_done.map(|d| d.p50);
@@ -188,6 +213,8 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         "queue_wait_ms": dist_json(d_wait.as_ref()),
         "setup_ms": dist_json(d_setup.as_ref()),
         "job_wall_ms": dist_json(d_wall.as_ref()),
+        "client_sent_to_created_ms": dist_json(d_to_created.as_ref()),
+        "finished_to_client_exit_ms": dist_json(d_to_client.as_ref()),
         "resources": res.json(),
         "verdict": verdict.json(),
     });

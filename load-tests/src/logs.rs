@@ -7,12 +7,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use nekton::api::types::{ExitEvent, JobState, LimitsSpec};
 use nekton::cli::{LogStreamEvent, StdStream};
 use serde_json::{Value, json};
 
-use crate::bench::{Ctx, Resources, Section, module_spec, ms, realtime_ns};
+use crate::bench::{Ctx, Resources, Section, delta_ms, module_spec, ms, realtime_ns};
 use crate::guests::{self, RecordChecker};
 use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
@@ -56,6 +57,13 @@ struct StreamRun {
     submit_to_exit: Duration,
     exit: Box<ExitEvent>,
     resources: Resources,
+    /// Realtime clock at the first and the last byte received.
+    first_recv_at: Option<DateTime<Utc>>,
+    last_recv_at: Option<DateTime<Utc>>,
+    /// The job record's timestamps: the attempt started; the completion, written after the last
+    /// chunk was stored, committed.
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
 }
 
 impl StreamRun {
@@ -136,8 +144,27 @@ impl StreamRun {
         (secs > 0.0).then(|| (self.checker.bytes.saturating_sub(self.size as u64)) as f64 / secs)
     }
 
+    /// From the job's start to its completion record (written once every chunk was stored), s.
+    fn store_span_s(&self) -> Option<f64> {
+        Some(delta_ms(self.started_at?, self.finished_at?) / 1000.0)
+    }
+
+    /// From the completion record to the client's last byte, ms (negative: the client had
+    /// everything before the completion was recorded).
+    fn finished_to_last_byte_ms(&self) -> Option<f64> {
+        Some(delta_ms(self.finished_at?, self.last_recv_at?))
+    }
+
+    /// From the job's start to the client's first byte, ms.
+    fn started_to_first_byte_ms(&self) -> Option<f64> {
+        Some(delta_ms(self.started_at?, self.first_recv_at?))
+    }
+
     fn json(&self) -> Value {
         json!({
+            "started_to_finished_s": self.store_span_s(),
+            "finished_to_last_byte_ms": self.finished_to_last_byte_ms(),
+            "started_to_first_byte_ms": self.started_to_first_byte_ms(),
             "records": self.expected_records,
             "record_bytes": self.size,
             "bytes_received": self.checker.bytes,
@@ -190,6 +217,7 @@ async fn stream_run(
     let mut events = Box::pin(ctx.client.follow_logs(job.id, None));
     let mut checker = RecordChecker::new(size, records as usize);
     let (mut first_recv, mut last_recv) = (None, None);
+    let (mut first_recv_at, mut last_recv_at) = (None, None);
     let mut first_event_bytes = 0;
     let mut log_events = 0u64;
     let mut stderr_bytes = 0u64;
@@ -206,9 +234,11 @@ async fn stream_run(
                     log_events += 1;
                     if first_recv.is_none() {
                         first_recv = Some(now);
+                        first_recv_at = Some(Utc::now());
                         first_event_bytes = bytes.len() as u64;
                     }
                     last_recv = Some(now);
+                    last_recv_at = Some(Utc::now());
                     checker.feed(&bytes, recv_ns);
                 }
                 LogStreamEvent::Exit { event, .. } => return Ok(Some(event)),
@@ -227,9 +257,21 @@ async fn stream_run(
     let submit_to_exit = start.elapsed();
     let resources = ctx.measure(&mark, None).await;
     let Some(exit) = exit else {
-        bail!("the log stream of job {} ended without an exit event", job.id);
+        bail!(
+            "the log stream of job {} ended without an exit event",
+            job.id
+        );
     };
+    let record = ctx
+        .client
+        .get_job(job.id)
+        .await
+        .context("reading the log job's record")?;
     Ok(StreamRun {
+        first_recv_at,
+        last_recv_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
         checker,
         expected_records: records,
         size,
@@ -291,6 +333,12 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Section> {
             num(bulk.submit_to_exit.as_secs_f64()),
         ),
         format!(
+            "  bulk: job started → completion recorded (all output stored) {} s; started → client's first byte {} ms; completion recorded → client's last byte {} ms",
+            bulk.store_span_s().map_or("?".into(), num),
+            bulk.started_to_first_byte_ms().map_or("?".into(), num),
+            bulk.finished_to_last_byte_ms().map_or("?".into(), num),
+        ),
+        format!(
             "  bulk: verified {}",
             if bulk_problems.is_empty() {
                 "every byte, record order and record boundaries; bill matches".to_string()
@@ -337,8 +385,7 @@ pub async fn run(ctx: &Ctx, args: &LogsArgs) -> Result<Section> {
         ),
         Verdict::new(
             format!("log p50 write→receive ≤ {TARGET_P50_LATENCY_MS} ms, at full rate"),
-            bulk_lat
-                .map_or("no samples".into(), |d| format!("{} ms", num(d.p50))),
+            bulk_lat.map_or("no samples".into(), |d| format!("{} ms", num(d.p50))),
             bulk_lat.map(|d| d.p50 <= TARGET_P50_LATENCY_MS && bulk_problems.is_empty()),
         ),
         Verdict::new(

@@ -139,9 +139,7 @@ fn local_db_options(url: &str) -> Result<PgConnectOptions> {
         .context("--database-url is not a PostgreSQL URL (postgres://user@127.0.0.1/db)")?;
     let host = options.get_host();
     if !(host.starts_with('/') || host == "127.0.0.1") {
-        bail!(
-            "--database-url must point at 127.0.0.1 or a Unix socket directory, not {host:?}"
-        );
+        bail!("--database-url must point at 127.0.0.1 or a Unix socket directory, not {host:?}");
     }
     Ok(options)
 }
@@ -409,7 +407,12 @@ async fn main_inner(cli: Cli) -> Result<bool> {
     text.push("## verdicts".into());
     text.push(format!("  {:<62} {:<44} verdict", "target", "measured"));
     for v in &verdicts {
-        text.push(format!("  {:<62} {:<44} {}", v.target, v.measured, v.word()));
+        text.push(format!(
+            "  {:<62} {:<44} {}",
+            v.target,
+            v.measured,
+            v.word()
+        ));
     }
     if let Some(note) = &stop_note {
         text.push(String::new());
@@ -437,6 +440,9 @@ async fn main_inner(cli: Cli) -> Result<bool> {
 
 #[tokio::main]
 async fn main() {
+    // The workspace builds reqwest with rustls but no default crypto provider (oci-client's
+    // `rustls-tls-no-provider`); the load tests speak plain HTTP, yet building a client needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match main_inner(cli).await {
         Ok(true) => 0,

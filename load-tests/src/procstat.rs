@@ -99,6 +99,8 @@ struct ServerTicks {
     descendants: BTreeMap<String, u64>,
     /// False if the server process was gone.
     alive: bool,
+    /// Resident set size and its peak so far (VmRSS, VmHWM), in KiB.
+    rss_kib: Option<(u64, u64)>,
 }
 
 /// Reads the CPU times of the machine, this process and (when known) the server's process tree.
@@ -119,6 +121,7 @@ fn server_ticks(pid: i32) -> ServerTicks {
     };
     t.alive = true;
     t.process = me.own;
+    t.rss_kib = memory_kib(pid);
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Some(s) = read_stat(&task.path().join("stat")) {
@@ -163,6 +166,18 @@ fn server_ticks(pid: i32) -> ServerTicks {
     t
 }
 
+/// VmRSS and VmHWM of a process, in KiB.
+fn memory_kib(pid: i32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// Thread names with numbers folded (`tokio-runtime-w`, `nekton-sandbox`, ...).
 fn thread_group(comm: &str) -> String {
     comm.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '#')
@@ -180,6 +195,8 @@ pub struct CpuUse {
     pub nekton_threads: Vec<(String, f64)>,
     pub postgres_s: Option<f64>,
     pub descendants: Vec<(String, f64)>,
+    /// nekton's resident memory at the end and its peak since it started, in KiB.
+    pub nekton_rss_kib: Option<(u64, u64)>,
 }
 
 impl CpuUse {
@@ -194,6 +211,7 @@ impl CpuUse {
         let (mut nekton_s, mut postgres_s) = (None, None);
         let mut nekton_threads = Vec::new();
         let mut descendants = Vec::new();
+        let nekton_rss_kib = b.server.as_ref().and_then(|s| s.rss_kib);
         if let (Some(x), Some(y)) = (&a.server, &b.server)
             && x.alive
             && y.alive
@@ -225,6 +243,7 @@ impl CpuUse {
             nekton_threads,
             postgres_s,
             descendants,
+            nekton_rss_kib,
         }
     }
 
@@ -232,8 +251,11 @@ impl CpuUse {
     pub fn others_s(&self) -> Option<f64> {
         let busy = self.machine_busy_s?;
         Some(
-            (busy - self.load_tests_s - self.nekton_s.unwrap_or(0.0) - self.postgres_s.unwrap_or(0.0))
-                .max(0.0),
+            (busy
+                - self.load_tests_s
+                - self.nekton_s.unwrap_or(0.0)
+                - self.postgres_s.unwrap_or(0.0))
+            .max(0.0),
         )
     }
 
@@ -264,10 +286,16 @@ impl CpuUse {
                 .map(|(t, s)| format!("{t} {}", num(*s)))
                 .collect();
             out.push(format!(
-                "    nekton    {} core-s{}  [threads: {}]",
+                "    nekton    {} core-s{}  [threads: {}]{}",
                 num(n),
                 per_job(n),
-                top.join(", ")
+                top.join(", "),
+                self.nekton_rss_kib
+                    .map_or(String::new(), |(rss, hwm)| format!(
+                        "  RSS {} MiB (peak since start {} MiB)",
+                        rss / 1024,
+                        hwm / 1024
+                    ))
             ));
         }
         if let Some(p) = self.postgres_s {
@@ -312,6 +340,8 @@ impl CpuUse {
             "machine_busy_core_s": self.machine_busy_s.map(crate::stats::r3),
             "nekton_core_s": self.nekton_s.map(crate::stats::r3),
             "nekton_threads_core_s": pairs(&self.nekton_threads),
+            "nekton_rss_kib": self.nekton_rss_kib.map(|m| m.0),
+            "nekton_peak_rss_kib": self.nekton_rss_kib.map(|m| m.1),
             "postgres_core_s": self.postgres_s.map(crate::stats::r3),
             "server_descendants_core_s": pairs(&self.descendants),
             "load_tests_core_s": crate::stats::r3(self.load_tests_s),

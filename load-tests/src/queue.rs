@@ -35,6 +35,23 @@ pub struct QueueArgs {
     pub queue_timeout_secs: u64,
 }
 
+/// Claims with the service's own statement; returns (job id, attempt) pairs.
+async fn claim_jobs(
+    pool: &PgPool,
+    worker: Uuid,
+    queue_name: &str,
+    limit: i64,
+) -> Result<Vec<(Uuid, i32)>> {
+    Ok(
+        queue::claim(pool, worker, queue_name, limit, Duration::from_secs(30))
+            .await
+            .context("claim")?
+            .into_iter()
+            .map(|c| (c.id, c.attempt))
+            .collect(),
+    )
+}
+
 #[derive(Default)]
 struct LoopStats {
     completed: usize,
@@ -51,7 +68,6 @@ async fn worker_loop(
     deadline: Instant,
 ) -> Result<LoopStats> {
     let worker = Uuid::now_v7();
-    let queues = vec![queue_name];
     let usage = serde_json::to_value(UsageView {
         queue_wait_ms: Some(1),
         setup_ms: Some(0),
@@ -70,9 +86,7 @@ async fn worker_loop(
             bail!("timed out after completing {} jobs", s.completed);
         }
         let t = Instant::now();
-        let jobs = queue::claim(&pool, worker, &queues, claim, Duration::from_secs(30))
-            .await
-            .context("claim")?;
+        let jobs = claim_jobs(&pool, worker, &queue_name, claim).await?;
         s.claim_ms.push(ms(t.elapsed()));
         if jobs.is_empty() {
             return Ok(s);
@@ -80,9 +94,9 @@ async fn worker_loop(
         if with_log {
             let chunks: Vec<NewChunk> = jobs
                 .iter()
-                .map(|j| NewChunk {
-                    job_id: j.id,
-                    attempt: j.attempt,
+                .map(|&(job_id, attempt)| NewChunk {
+                    job_id,
+                    attempt,
                     seq: 1,
                     stream: 1,
                     data: guests::HELLO_OUTPUT.to_vec(),
@@ -96,9 +110,9 @@ async fn worker_loop(
         }
         let completions: Vec<Completion> = jobs
             .iter()
-            .map(|j| Completion {
-                job_id: j.id,
-                attempt: j.attempt,
+            .map(|&(job_id, attempt)| Completion {
+                job_id,
+                attempt,
                 state: JobState::Succeeded,
                 retry_after: None,
                 reason: "exited".into(),
@@ -132,7 +146,10 @@ struct Variant {
 
 async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> Result<Variant> {
     let total = args.queue_jobs;
-    let queue_name = format!("load-test-queue-only-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let queue_name = format!(
+        "load-test-queue-only-{}",
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
     let insert_start = Instant::now();
     let mut left = total;
     while left > 0 {
@@ -160,7 +177,7 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
         };
         submit_batch(pool, nekton::config::DEFAULT_TENANT, &batch)
             .await
-        .context("inserting queue-only jobs")?;
+            .context("inserting queue-only jobs")?;
         left -= n;
     }
     let insert_s = insert_start.elapsed().as_secs_f64();
@@ -188,13 +205,12 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
     }
     let wall = start.elapsed();
     let res = ctx.measure(&mark, Some(total as u64)).await;
-    let succeeded: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'succeeded'",
-    )
-    .bind(&queue_name)
-    .fetch_one(pool)
-    .await
-    .context("counting the queue-only jobs")?;
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'succeeded'")
+            .bind(&queue_name)
+            .fetch_one(pool)
+            .await
+            .context("counting the queue-only jobs")?;
     if all.completed != total || succeeded != total as i64 {
         bail!(
             "queue-only: {} completions applied, {succeeded} jobs succeeded, {total} inserted",

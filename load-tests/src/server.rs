@@ -15,8 +15,9 @@ use tokio::process::{Child, Command};
 
 /// Refuses any URL that does not point at 127.0.0.1 over http.
 pub fn check_local_url(url: &str) -> Result<String> {
-    let parsed = reqwest::Url::parse(url.trim())
-        .with_context(|| format!("--server {url:?} is not a URL (expected http://127.0.0.1:PORT)"))?;
+    let parsed = reqwest::Url::parse(url.trim()).with_context(|| {
+        format!("--server {url:?} is not a URL (expected http://127.0.0.1:PORT)")
+    })?;
     if parsed.scheme() != "http" || parsed.host_str() != Some("127.0.0.1") {
         bail!(
             "--server {url:?}: the load tests only talk to http://127.0.0.1:PORT (this machine's loopback)"
@@ -138,7 +139,10 @@ impl OwnServer {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("`{}` exited with {status} before it was ready", self.command);
+                bail!(
+                    "`{}` exited with {status} before it was ready",
+                    self.command
+                );
             }
             if let Ok(r) = http.get(&url).send().await
                 && r.status().is_success()
@@ -183,10 +187,7 @@ impl OwnServer {
         if self.keep {
             what.push_str(&format!("; state and log kept in {}", self.root.display()));
         } else if let Err(e) = fs::remove_dir_all(&self.root) {
-            what.push_str(&format!(
-                "; could not remove {}: {e}",
-                self.root.display()
-            ));
+            what.push_str(&format!("; could not remove {}: {e}", self.root.display()));
         }
         Ok(what)
     }

@@ -289,11 +289,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         poller.abort();
         return Err(e);
     }
-    let submit_end = submitted
-        .iter()
-        .map(|s| s.answered)
-        .max()
-        .unwrap_or(start);
+    let submit_end = submitted.iter().map(|s| s.answered).max().unwrap_or(start);
     let finished = poller.await.context("the poller task failed")??;
     let end = finished.iter().map(|(_, t)| *t).max().unwrap_or(start);
     let wall = end.duration_since(start);
@@ -316,8 +312,9 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         }
     }
     let succeeded = counts.get("succeeded").copied().unwrap_or(0);
-    let all_succeeded =
-        succeeded == total as i64 && batch_total == total as i64 && finished.len() == submitted.len();
+    let all_succeeded = succeeded == total as i64
+        && batch_total == total as i64
+        && finished.len() == submitted.len();
 
     // Verification 2: every job's record, listed by batch.
     let mut ids = Vec::with_capacity(total);
@@ -359,9 +356,9 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
                 created_to_finished.push(delta_ms(j.created_at, f));
                 last_finished = last_finished.max(Some(f));
             }
-            first_created = Some(first_created.map_or(j.created_at, |c: chrono::DateTime<_>| {
-                c.min(j.created_at)
-            }));
+            first_created = Some(
+                first_created.map_or(j.created_at, |c: chrono::DateTime<_>| c.min(j.created_at)),
+            );
         }
     }
     let server_span = match (first_created, last_finished) {
@@ -408,7 +405,11 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         dist_row("server: finished_at − created_at", d_c2f.as_ref()),
         format!(
             "  verified: batch counts {} (states: {}); job records succeeded with {} stdout bytes: {record_ok}/{total}",
-            if all_succeeded { "all succeeded" } else { "NOT all succeeded" },
+            if all_succeeded {
+                "all succeeded"
+            } else {
+                "NOT all succeeded"
+            },
             counts
                 .iter()
                 .filter(|(_, n)| **n > 0)
@@ -419,7 +420,11 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         ),
         format!(
             "  verified: stored output read back for {} ({} of {total} jobs, {} s), {} wrong{}",
-            if all_read { "ALL jobs" } else { "a random SAMPLE" },
+            if all_read {
+                "ALL jobs"
+            } else {
+                "a random SAMPLE"
+            },
             outputs.checked,
             num(outputs.elapsed.as_secs_f64()),
             outputs.bad,
