@@ -11,4 +11,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
+passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
+failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")
+echo "tests: $passed passed, $failed failed"
+exit "$status"
