@@ -10,6 +10,8 @@
 #   $CARGO_TARGET_DIR/release/load-tests --database-url "$URL" latency
 #   load-tests/private-pg.sh stop /tmp/lt-pg
 #
+# Setting values must not contain spaces (they pass through pg_ctl -o); set others afterwards with
+# psql "$URL" -c "ALTER SYSTEM SET name='value'" -c "SELECT pg_reload_conf()".
 # Runs the server as the `postgres` account when started as root (PostgreSQL refuses root).
 set -euo pipefail
 
