@@ -16,6 +16,15 @@ pub struct StoredChunk {
     pub data: Vec<u8>,
 }
 
+fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredChunk, StoreError> {
+    Ok(StoredChunk {
+        attempt: r.try_get("attempt")?,
+        seq: r.try_get("seq")?,
+        stream: r.try_get("stream")?,
+        data: r.try_get("data")?,
+    })
+}
+
 /// Chunks of `job` strictly after position `(attempt, seq)`, in order, at most `limit`.
 pub async fn chunks_after(
     pool: &PgPool,
@@ -33,16 +42,7 @@ pub async fn chunks_after(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StoredChunk {
-                attempt: r.try_get("attempt")?,
-                seq: r.try_get("seq")?,
-                stream: r.try_get("stream")?,
-                data: r.try_get("data")?,
-            })
-        })
-        .collect()
+    rows.iter().map(chunk_from_row).collect()
 }
 
 /// Chunks of one attempt after `seq`, optionally of one stream only.
@@ -66,14 +66,5 @@ pub async fn attempt_chunks_after(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StoredChunk {
-                attempt: r.try_get("attempt")?,
-                seq: r.try_get("seq")?,
-                stream: r.try_get("stream")?,
-                data: r.try_get("data")?,
-            })
-        })
-        .collect()
+    rows.iter().map(chunk_from_row).collect()
 }
