@@ -78,7 +78,7 @@ pub fn exec_request(job: &Claimed) -> Result<ExecRequest, String> {
     })
 }
 
-/// Output cap of a stored spec (used before the request is built, to size the sink).
+/// A duration in whole milliseconds, saturating (for the usage bill).
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
