@@ -73,6 +73,24 @@ pub struct ExecRequest {
     pub stdin: Vec<u8>,
     pub files: Vec<InputFile>,
     pub limits: Limits,
+    /// What only containers use (the Wasm backend ignores it; the API refuses it for Wasm jobs).
+    pub container: ContainerOptions,
+}
+
+/// The job's overrides of an image's config. `None` keeps the image's value.
+///
+/// The program's argv is `entrypoint ++ cmd`, where `entrypoint` is the job's (if set) or the
+/// image's, and `cmd` is [`ExecRequest::args`] if non-empty, else — only when the job did not
+/// replace the entrypoint — the image's cmd (Docker's rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory inside the container (absolute); created if missing. Input files are
+    /// written relative to it.
+    pub workdir: Option<String>,
+    /// `uid[:gid]`, or a user name resolved in the image's `/etc/passwd` (and group in
+    /// `/etc/group`).
+    pub user: Option<String>,
 }
 
 /// Why a job ended. The strings are the API's `outcome.reason` values.

@@ -78,6 +78,7 @@ fn main() {
             fuel: Some(1_000_000),
             output_bytes: 1 << 20,
         },
+        container: Default::default(),
     };
 
     let mut latencies = Vec::with_capacity(jobs);

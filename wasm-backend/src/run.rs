@@ -104,6 +104,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         stdin,
         files,
         limits,
+        container: _,
     } = request;
     let digest = match program {
         Program::WasmModule { digest } => digest,

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use runtime_core::{
-    ExecReport, ExecRequest, InputFile, Limits, OutcomeReason, OutputStats, Program,
+    ContainerOptions, ExecReport, ExecRequest, InputFile, Limits, OutcomeReason, OutputStats,
+    Program,
 };
 use uuid::Uuid;
 
@@ -74,6 +75,11 @@ pub fn exec_request(job: &Claimed) -> Result<ExecRequest, String> {
             output_bytes: limits
                 .output_bytes
                 .ok_or("stored spec lacks output_bytes")?,
+        },
+        container: ContainerOptions {
+            entrypoint: None,
+            workdir: spec.workdir,
+            user: spec.user,
         },
     })
 }

@@ -108,6 +108,7 @@ pub fn request(digest: &str) -> ExecRequest {
         stdin: vec![],
         files: vec![],
         limits: limits(),
+        container: Default::default(),
     }
 }
 
