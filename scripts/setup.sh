@@ -14,6 +14,9 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # The image tests run a real OCI registry on 127.0.0.1 and build images from a static busybox.
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# The container benchmark (load-tests containers) runs crun and runc side by side with nekton.
+command -v crun >/dev/null 2>&1 || need_apt+=(crun)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}" >&2
