@@ -13,6 +13,7 @@
 //! - Output is bounded: [`OutputSink`] enforces the per-stream byte cap and counts bytes, so every
 //!   backend truncates and reports the same way.
 
+pub mod container;
 pub mod cputime;
 pub mod image;
 pub mod output;
