@@ -36,6 +36,7 @@
 //! printed; `--json FILE` also writes it as JSON.
 
 mod bench;
+mod containers;
 mod dbstats;
 mod guests;
 mod latency;
@@ -115,6 +116,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// latency, throughput, logs and queue, on one server.
     All(AllArgs),
+    /// /bin/true containers: nekton (direct and through the API) vs crun vs runc. Root only.
+    Containers(containers::ContainersArgs),
 }
 
 #[derive(Args)]
@@ -187,6 +190,7 @@ enum Bench<'a> {
     Throughput(&'a throughput::ThroughputArgs),
     Logs(&'a logs::LogsArgs),
     Queue(&'a queue::QueueArgs),
+    Containers(&'a containers::ContainersArgs),
 }
 
 impl Bench<'_> {
@@ -196,6 +200,7 @@ impl Bench<'_> {
             Bench::Throughput(_) => "throughput",
             Bench::Logs(_) => "logs",
             Bench::Queue(_) => "queue",
+            Bench::Containers(_) => "containers",
         }
     }
 
@@ -205,6 +210,7 @@ impl Bench<'_> {
             Bench::Throughput(a) => throughput::run(ctx, a).await,
             Bench::Logs(a) => logs::run(ctx, a).await,
             Bench::Queue(a) => queue::run(ctx, a).await,
+            Bench::Containers(a) => containers::run(ctx, a).await,
         }
     }
 }
@@ -215,6 +221,7 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Throughput(a) => vec![Bench::Throughput(a)],
         Command::Logs(a) => vec![Bench::Logs(a)],
         Command::Queue(a) => vec![Bench::Queue(a)],
+        Command::Containers(a) => vec![Bench::Containers(a)],
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -438,13 +445,29 @@ async fn main_inner(cli: Cli) -> Result<bool> {
     Ok(all_ran)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     // The workspace builds reqwest with rustls but no default crypto provider (oci-client's
     // `rustls-tls-no-provider`); the load tests speak plain HTTP, yet building a client needs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let code = match main_inner(cli).await {
+    // Before any thread exists: the container benchmark needs its own mount namespace.
+    if matches!(cli.command, Command::Containers(_))
+        && let Err(e) = containers::prepare_namespace()
+    {
+        eprintln!("load-tests: {e:#}");
+        std::process::exit(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load-tests: starting the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match runtime.block_on(main_inner(cli)) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {

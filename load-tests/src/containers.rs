@@ -1,0 +1,557 @@
+//! `containers`: the per-job cost of a `/bin/true` container, side by side in one run:
+//!
+//! - `unshare+chroot` — `unshare -mpfuin --fork chroot ROOTFS /bin/true`: namespaces and a chroot,
+//!   no mounts at all (the floor of any container runtime on this machine);
+//! - `crun run` and `runc run` of an OCI bundle whose rootfs is the same busybox tree;
+//! - `nekton (runtime-core)` — `ContainerBackend::run` called directly: image lookup in the
+//!   store, overlayfs + per-job tmpfs upper, every namespace, fresh /proc, /sys, /dev, masked
+//!   paths, pivot_root, tiny init, the job, teardown;
+//! - `nekton (API)` — a full round trip through the server: `POST /v1/jobs` with the image (already
+//!   in the server's store) → `exit` event on the job's SSE log stream.
+//!
+//! Each iteration runs one job of every runtime, in turn, so they share the machine's state.
+//! crun refuses hybrid cgroup layouts (v1 controllers plus an empty cgroup2 at
+//! `/sys/fs/cgroup/unified`), so this benchmark runs in a private mount namespace with that
+//! mount detached ([`prepare_namespace`], called before the async runtime starts); runc and
+//! nekton run in the same namespace.
+//!
+//! Targets (the container issue): nekton's start-to-exit p50 ≤ crun's; the API round trip p50
+//! ≤ 2 × crun's.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures::StreamExt as _;
+use nekton::api::types::{JobSpec, JobState, LimitsSpec};
+use nekton::cli::LogStreamEvent;
+use runtime_core::container::{ContainerBackend, ContainerConfig};
+use runtime_core::image::{ImageService, ImageStore, RegistryOptions, StoreLimits};
+use runtime_core::{
+    Backend, CancellationToken, ContainerOptions, ExecRequest, JobIo, Limits, OutputSink, Program,
+};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::bench::{Ctx, Section, ms};
+use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
+
+/// The image every runtime runs (imported into the stores; never pulled from a registry).
+const REFERENCE: &str = "bench.nekton.invalid/busybox:true";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContainersArgs {
+    /// Measured jobs per runtime.
+    #[arg(long, default_value_t = 100)]
+    pub container_jobs: usize,
+    /// Unmeasured jobs per runtime first.
+    #[arg(long, default_value_t = 5)]
+    pub container_warmup: usize,
+    /// Where to find busybox (a static one: the image must not need a loader).
+    #[arg(long, default_value = "/bin/busybox")]
+    pub busybox: PathBuf,
+}
+
+/// Enters a private mount namespace and detaches the empty cgroup2 mount of a hybrid layout so
+/// that crun accepts the host. Must run before any thread exists (unshare(CLONE_NEWNS) fails in
+/// a multi-threaded process).
+pub fn prepare_namespace() -> Result<()> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("unshare(CLONE_NEWNS) for the container benchmark (run it as root)")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making / private in the benchmark's mount namespace")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let unified = mountinfo
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup/unified"));
+    let v1_memory = Path::new("/sys/fs/cgroup/memory").is_dir();
+    if unified && v1_memory {
+        umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH)
+            .context("detaching /sys/fs/cgroup/unified (crun refuses hybrid cgroups)")?;
+    }
+    Ok(())
+}
+
+/// One runtime's samples, in milliseconds.
+struct Runtime {
+    label: &'static str,
+    samples: Vec<f64>,
+}
+
+pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
+    if args.container_jobs == 0 {
+        bail!("--container-jobs must be at least 1");
+    }
+    for tool in ["crun", "runc", "unshare"] {
+        which(tool).with_context(|| {
+            format!("`{tool}` is not installed (scripts/setup.sh installs crun and runc)")
+        })?;
+    }
+    let busybox = std::fs::read(&args.busybox).with_context(|| {
+        format!(
+            "reading {} (install busybox-static)",
+            args.busybox.display()
+        )
+    })?;
+
+    let work = tempfile::Builder::new()
+        .prefix("nekton-containers-")
+        .tempdir()
+        .context("creating the benchmark's work directory")?;
+    let base = work.path();
+
+    // The same tree three ways: a directory (crun, runc, chroot), a layer in an OCI layout
+    // (nekton, imported), a tar of that layout (the server, through the API).
+    let rootfs = base.join("bundle/rootfs");
+    write_rootfs(&rootfs, &busybox)?;
+    write_bundle_config(&base.join("bundle"))?;
+    let layer = layer_tar(&busybox)?;
+    let layout = base.join("layout");
+    write_layout(&layout, &layer)?;
+    let layout_tar = tar_dir(&layout)?;
+
+    // nekton, direct.
+    let store = Arc::new(
+        ImageStore::open(base.join("images"), StoreLimits::default())
+            .context("opening the benchmark's image store")?,
+    );
+    let images = ImageService::new(store, RegistryOptions::default())?;
+    images
+        .import(&layout, Some(REFERENCE), None)
+        .await
+        .context("importing the busybox image into the benchmark's store")?;
+    let backend = ContainerBackend::new(
+        ContainerConfig {
+            state_dir: base.join("containers"),
+            ..ContainerConfig::default()
+        },
+        images,
+    )
+    .context("starting the container backend")?;
+
+    // nekton, through the API: the image goes into the server's store first.
+    let url = ctx
+        .client
+        .url(&format!("/v1/images/import?reference={REFERENCE}"))?;
+    let resp = ctx
+        .client
+        .http()
+        .post(url)
+        .header("content-type", "application/x-tar")
+        .body(layout_tar)
+        .send()
+        .await
+        .context("POST /v1/images/import")?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("importing the image into the server failed: {status}: {body}");
+    }
+    let spec = JobSpec {
+        image: Some(REFERENCE.to_string()),
+        args: vec!["/bin/true".into()],
+        limits: Some(LimitsSpec {
+            wall_time_ms: Some(30_000),
+            ..Default::default()
+        }),
+        labels: [("load-test".to_string(), "containers".to_string())].into(),
+        ..Default::default()
+    };
+
+    let bundle = base.join("bundle");
+    let mut runtimes = [
+        Runtime {
+            label: "unshare+chroot (no mounts; floor)",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "crun run",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "runc run",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "nekton runtime-core: start → exit",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "nekton API: submit → exit event",
+            samples: Vec::new(),
+        },
+    ];
+    let mut setup = Vec::new();
+    let mut job_wall = Vec::new();
+    let mut server_setup = Vec::new();
+    let mut server_wall = Vec::new();
+    let total = args.container_warmup + args.container_jobs;
+    let mark = ctx.mark().await;
+    let started = Instant::now();
+    for i in 0..total {
+        let measured = i >= args.container_warmup;
+        let mut record = |k: usize, d: Duration| {
+            if measured {
+                runtimes[k].samples.push(ms(d));
+            }
+        };
+        let d = command(
+            "unshare",
+            &[
+                "-m".as_ref(),
+                "-p".as_ref(),
+                "-f".as_ref(),
+                "-u".as_ref(),
+                "-i".as_ref(),
+                "-n".as_ref(),
+                "chroot".as_ref(),
+                rootfs.as_os_str(),
+                "/bin/true".as_ref(),
+            ],
+        )
+        .await?;
+        record(0, d);
+        let id = format!("nekton-bench-{}-{i}", std::process::id());
+        let d = command(
+            "crun",
+            &[
+                "run".as_ref(),
+                "-b".as_ref(),
+                bundle.as_os_str(),
+                id.as_ref(),
+            ],
+        )
+        .await?;
+        record(1, d);
+        let d = command(
+            "runc",
+            &[
+                "run".as_ref(),
+                "-b".as_ref(),
+                bundle.as_os_str(),
+                id.as_ref(),
+            ],
+        )
+        .await?;
+        record(2, d);
+        let (d, report) = direct(&backend, i).await?;
+        record(3, d);
+        let (d, job_id) = round_trip(ctx, &spec).await?;
+        record(4, d);
+        if measured {
+            setup.push(ms(report.usage.setup));
+            job_wall.push(ms(report.usage.wall));
+            let job = ctx.client.get_job(job_id).await?;
+            if let Some(u) = &job.usage {
+                server_setup.push(u.setup_ms.map_or(f64::NAN, |x| x as f64));
+                server_wall.push(u.wall_ms.map_or(f64::NAN, |x| x as f64));
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let res = ctx.measure(&mark, Some((total * 2) as u64)).await;
+
+    let dists: Vec<Option<Dist>> = runtimes.iter().map(|r| Dist::of(&r.samples)).collect();
+    let mut lines = vec![
+        format!(
+            "  /bin/true from a busybox rootfs, {} measured runs per runtime after {} warm-up, \
+             interleaved ({} s in all)",
+            args.container_jobs,
+            args.container_warmup,
+            num(elapsed.as_secs_f64())
+        ),
+        dist_header("(ms, wall time of each run)"),
+    ];
+    for (r, d) in runtimes.iter().zip(&dists) {
+        lines.push(dist_row(r.label, d.as_ref()));
+    }
+    let d_setup = Dist::of(&setup);
+    let d_wall = Dist::of(&job_wall);
+    let d_server_setup = Dist::of(&server_setup);
+    let d_server_wall = Dist::of(&server_wall);
+    lines.push(dist_row(
+        "  runtime-core usage.setup (image → exec)",
+        d_setup.as_ref(),
+    ));
+    lines.push(dist_row(
+        "  runtime-core usage.wall (exec → exit)",
+        d_wall.as_ref(),
+    ));
+    lines.push(dist_row(
+        "  API job usage.setup_ms",
+        d_server_setup.as_ref(),
+    ));
+    lines.push(dist_row("  API job usage.wall_ms", d_server_wall.as_ref()));
+    lines.extend(res.lines());
+
+    let p50 = |k: usize| dists[k].map(|d| d.p50);
+    let mut verdicts = Vec::new();
+    verdicts.push(match (p50(3), p50(1)) {
+        (Some(n), Some(c)) => Verdict::new(
+            "container /bin/true: nekton start→exit p50 ≤ crun's",
+            format!("{} ms vs crun {} ms", num(n), num(c)),
+            Some(n <= c),
+        ),
+        _ => Verdict::new("container /bin/true vs crun", "no samples", None),
+    });
+    verdicts.push(match (p50(4), p50(1)) {
+        (Some(n), Some(c)) => Verdict::new(
+            "container job API round trip p50 ≤ 2 × crun's",
+            format!("{} ms vs 2 × {} ms", num(n), num(c)),
+            Some(n <= 2.0 * c),
+        ),
+        _ => Verdict::new("container API round trip vs crun", "no samples", None),
+    });
+    let json = json!({
+        "jobs_per_runtime": args.container_jobs,
+        "warmup": args.container_warmup,
+        "runtimes": runtimes.iter().zip(&dists).map(|(r, d)| json!({
+            "runtime": r.label, "ms": dist_json(d.as_ref()),
+        })).collect::<Vec<_>>(),
+        "runtime_core_setup_ms": dist_json(d_setup.as_ref()),
+        "runtime_core_wall_ms": dist_json(d_wall.as_ref()),
+        "api_setup_ms": dist_json(d_server_setup.as_ref()),
+        "api_wall_ms": dist_json(d_server_wall.as_ref()),
+        "resources": res.json(),
+    });
+    Ok(Section {
+        title: "containers: /bin/true per job, nekton vs crun vs runc".into(),
+        lines,
+        verdicts,
+        json,
+    })
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{tool} not found in PATH"))
+}
+
+/// Runs a command to its end with no output, failing unless it exits 0.
+async fn command(program: &str, args: &[&std::ffi::OsStr]) -> Result<Duration> {
+    let start = Instant::now();
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .with_context(|| format!("running {program}"))?;
+    let d = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{program} {:?} failed ({}): {}",
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(d)
+}
+
+async fn direct(
+    backend: &ContainerBackend,
+    i: usize,
+) -> Result<(Duration, runtime_core::ExecReport)> {
+    let request = ExecRequest {
+        job_id: format!("bench-{i}"),
+        program: Program::Image {
+            reference: REFERENCE.into(),
+        },
+        args: vec!["/bin/true".into()],
+        env: vec![],
+        stdin: vec![],
+        files: vec![],
+        limits: Limits {
+            wall_time: Duration::from_secs(30),
+            cpu_time: None,
+            memory_bytes: 256 << 20,
+            fuel: None,
+            output_bytes: 1 << 20,
+        },
+        container: ContainerOptions::default(),
+    };
+    let (sink, mut rx) = OutputSink::channel(1 << 20, 16);
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let start = Instant::now();
+    let report = backend
+        .run(
+            request,
+            JobIo {
+                output: sink,
+                cancel: CancellationToken::new(),
+            },
+        )
+        .await;
+    let d = start.elapsed();
+    let _ = drain.await;
+    if !report.outcome.is_success() {
+        bail!(
+            "nekton container job {i} did not succeed: {:?}",
+            report.outcome
+        );
+    }
+    Ok((d, report))
+}
+
+async fn round_trip(ctx: &Ctx, spec: &JobSpec) -> Result<(Duration, uuid::Uuid)> {
+    let start = Instant::now();
+    let job = ctx.client.submit(spec, None).await?;
+    let mut events = Box::pin(ctx.client.follow_logs(job.id, None));
+    let exit = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(ev) = events.next().await {
+            if let LogStreamEvent::Exit { event, .. } = ev? {
+                return Ok(Some(event));
+            }
+        }
+        Ok::<_, anyhow::Error>(None)
+    })
+    .await
+    .with_context(|| format!("container job {} did not finish within 60 s", job.id))??;
+    let d = start.elapsed();
+    match exit {
+        Some(e) if e.state == JobState::Succeeded => Ok((d, job.id)),
+        Some(e) => bail!(
+            "container job {} ended {:?} ({:?})",
+            job.id,
+            e.state,
+            e.outcome
+        ),
+        None => bail!(
+            "the log stream of job {} ended without an exit event",
+            job.id
+        ),
+    }
+}
+
+/// busybox and the applets the runs use, plus the mount points a runtime needs.
+fn write_rootfs(rootfs: &Path, busybox: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    let bb = rootfs.join("bin/busybox");
+    std::fs::write(&bb, busybox)?;
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))?;
+    for applet in ["true", "sh"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))?;
+    }
+    Ok(())
+}
+
+/// `runc spec`'s default bundle config with `/bin/true` as the process and no terminal.
+fn write_bundle_config(bundle: &Path) -> Result<()> {
+    let out = std::process::Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(bundle)
+        .output()
+        .context("running `runc spec`")?;
+    if !out.status.success() {
+        bail!(
+            "`runc spec` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    config["process"]["args"] = json!(["/bin/true"]);
+    config["process"]["terminal"] = json!(false);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(())
+}
+
+fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, std::io::empty())?;
+        Ok(())
+    };
+    for d in ["bin/", "proc/", "sys/", "dev/", "etc/", "tmp/"] {
+        dir(&mut b, d)?;
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, "bin/busybox", busybox)?;
+    for applet in ["true", "sh"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    Ok(b.into_inner()?)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// An OCI image layout holding one image: the layer, its config and manifest, named `REFERENCE`.
+fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |data: &[u8]| -> Result<String> {
+        let hex = sha256_hex(data);
+        std::fs::write(blobs.join(&hex), data)?;
+        Ok(format!("sha256:{hex}"))
+    };
+    let layer_digest = put(layer)?;
+    let config = serde_json::to_vec(&json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))?;
+    let config_digest = put(&config)?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))?;
+    let manifest_digest = put(&manifest)?;
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest, "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": REFERENCE},
+            }],
+        }))?,
+    )?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(())
+}
+
+fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", dir)
+        .with_context(|| format!("archiving {}", dir.display()))?;
+    Ok(b.into_inner()?)
+}
