@@ -1,0 +1,669 @@
+//! The spawner thread and the code of the three forked processes (P1, P2 = the container's init,
+//! P3 = the job). See the module docs of [`super`] for the process tree.
+//!
+//! Child code rules: it never returns (every path ends in `_exit`), never unwinds (no `panic!`,
+//! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
+//! parent's objects, and never takes a lock another worker thread may hold (no `std::env`, no
+//! stdout/stderr printing, no tracing). It may allocate: the fork is glibc's `fork()`, whose
+//! atfork handlers leave malloc usable in the child.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+
+use nix::errno::Errno;
+
+use super::rootfs;
+use super::sys;
+use super::users::ResolvedUser;
+
+/// Descriptor numbers in P1/P2/P3 after [`p1_main`] rearranged them (everything else is closed).
+pub(crate) const FD_STATUS: RawFd = 3;
+pub(crate) const FD_STDOUT: RawFd = 4;
+pub(crate) const FD_STDERR: RawFd = 5;
+pub(crate) const FD_STDIN: RawFd = 6;
+pub(crate) const FD_ERR: RawFd = 7;
+pub(crate) const FD_CONTROL: RawFd = 8;
+const FD_FIRST_FREE: RawFd = 9;
+
+/// Kinds of setup failure, first byte of a message on the error pipe.
+pub(crate) const ERR_SPEC: u8 = b'S';
+pub(crate) const ERR_IMAGE: u8 = b'I';
+pub(crate) const ERR_INTERNAL: u8 = b'X';
+/// `execve` found no such file: the worker words it as a spec error naming the command.
+pub(crate) const ERR_NOT_FOUND: u8 = b'N';
+
+/// Signals the init forwards to the job (everything else it receives is SIGCHLD).
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The descriptors the children need; the worker keeps the other ends.
+pub(crate) struct ChildFds {
+    pub status_w: OwnedFd,
+    pub stdout_w: OwnedFd,
+    pub stderr_w: OwnedFd,
+    pub stdin: OwnedFd,
+    pub err_w: OwnedFd,
+    pub control_r: OwnedFd,
+}
+
+/// One input file, its path already split into validated components (no `..`, no `/`).
+#[derive(Debug)]
+pub(crate) struct FileSpec {
+    pub display: String,
+    pub parents: Vec<CString>,
+    pub leaf: CString,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+/// Everything the children need, built by the worker before the fork.
+pub(crate) struct ChildSpec {
+    pub worker_pid: libc::pid_t,
+    pub fds: ChildFds,
+    /// Host path of the job's directory (created by the worker; the tmpfs is mounted on it).
+    pub job_dir: CString,
+    pub upper: CString,
+    pub work: CString,
+    /// Overlay lower dirs, top-most first; an empty image gets `<job_dir>/empty`.
+    pub lowerdirs: Vec<CString>,
+    pub empty_lower: bool,
+    pub scratch_size: CString,
+    pub shm_size: CString,
+    pub hostname: Vec<u8>,
+    pub hosts: Vec<u8>,
+    /// `uid[:gid]` or `name[:group]`; empty = root.
+    pub user: String,
+    /// Whether `user` came from the job (a lookup failure is then the job's spec error) or from
+    /// the image config (an image error).
+    pub user_from_job: bool,
+    /// Absolute, lexically clean path of the working directory inside the container.
+    pub workdir: CString,
+    pub workdir_components: Vec<CString>,
+    pub files: Vec<FileSpec>,
+    pub argv: Vec<CString>,
+    /// Where `execve` looks for argv[0] (argv[0] itself if it has a `/`, else `PATH` entries).
+    pub exec_candidates: Vec<CString>,
+    /// The job's environment without `HOME` when it must come from passwd (`home_from_passwd`).
+    pub env: Vec<CString>,
+    pub home_from_passwd: bool,
+    pub cpu_secs: Option<u64>,
+    /// Capabilities kept in the bounding set (and effective/permitted for uid 0), as a bit mask.
+    pub cap_keep: u64,
+    pub cap_last: u32,
+}
+
+/// What the spawner hands back: P1's pid and a pidfd for it.
+pub(crate) struct Spawned {
+    pub pid: libc::pid_t,
+    pub pidfd: OwnedFd,
+}
+
+struct Request {
+    spec: Box<ChildSpec>,
+    reply: tokio::sync::oneshot::Sender<Result<Spawned, Errno>>,
+}
+
+/// The dedicated, long-lived thread every container is forked from (`PR_SET_PDEATHSIG` is tied
+/// to the forking thread: a short-lived thread would kill its containers when it ends).
+pub(crate) struct Spawner {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawner {
+    pub fn start() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("nekton-spawner".into())
+            .spawn(move || {
+                while let Ok(req) = rx.recv() {
+                    let result = spawn_p1(&req.spec);
+                    // The worker's copies of the child-side descriptors close here.
+                    drop(req.spec);
+                    if let Err(Ok(spawned)) = req.reply.send(result) {
+                        // The job's task is gone: kill and reap so nothing is left behind.
+                        kill_and_reap(spawned);
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Forks P1 for `spec` on the spawner thread.
+    pub async fn spawn(&self, spec: Box<ChildSpec>) -> Result<Spawned, Errno> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(Errno::ESRCH)?;
+        tx.send(Request { spec, reply }).map_err(|_| Errno::ESRCH)?;
+        rx.await.map_err(|_| Errno::ESRCH)?
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Kills P1's container and reaps P1 (blocking; used when no task is left to do it).
+pub(crate) fn kill_and_reap(spawned: Spawned) {
+    // Killing P1 makes P2 (PDEATHSIG) and with it the whole pid namespace die.
+    // SAFETY: P1 is our unreaped child, so its pid cannot have been reused.
+    unsafe { libc::kill(spawned.pid, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None);
+}
+
+fn spawn_p1(spec: &ChildSpec) -> Result<Spawned, Errno> {
+    // SAFETY: fork in a multi-threaded process: the child only runs `p1_main`, which follows
+    // the child code rules of this module and ends in `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        p1_main(spec);
+    }
+    match sys::pidfd_open(pid) {
+        Ok(pidfd) => Ok(Spawned { pid, pidfd }),
+        Err(e) => {
+            // SAFETY: `pid` is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child side.
+
+/// An error of the container setup, reported on the error pipe.
+pub(crate) struct ChildError {
+    pub kind: u8,
+    pub msg: String,
+}
+
+impl ChildError {
+    pub fn new(kind: u8, msg: impl Into<String>) -> Self {
+        Self {
+            kind,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// `map_err` helper: `what: <errno text>`.
+pub(crate) fn os(kind: u8, what: impl std::fmt::Display) -> impl FnOnce(Errno) -> ChildError {
+    move |e| ChildError::new(kind, format!("{what}: {}", e.desc()))
+}
+
+fn exit(code: libc::c_int) -> ! {
+    // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
+    // destructors, which is what a forked child must do.
+    unsafe { libc::_exit(code) }
+}
+
+fn write_all_raw(fd: RawFd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        buf = &buf[n as usize..];
+    }
+}
+
+/// Reports `err` on the error pipe and exits with 127.
+fn fail(err: ChildError) -> ! {
+    let mut msg = Vec::with_capacity(err.msg.len().min(2000) + 1);
+    msg.push(err.kind);
+    let text = err.msg.as_bytes();
+    msg.extend_from_slice(&text[..text.len().min(2000)]);
+    write_all_raw(FD_ERR, &msg);
+    exit(127)
+}
+
+fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor this child owns and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition; invalid numbers just fail with EINVAL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set is valid; the old mask is not wanted.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn set_pdeathsig() {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Moves the descriptors of `spec.fds` to their fixed numbers and closes everything else: the
+/// worker's sockets, its epoll fd, and the pipes of *other* jobs (forked from the same process)
+/// must never reach a container.
+fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
+    let f = &spec.fds;
+    let moves = [
+        (f.status_w.as_raw_fd(), FD_STATUS),
+        (f.stdout_w.as_raw_fd(), FD_STDOUT),
+        (f.stderr_w.as_raw_fd(), FD_STDERR),
+        (f.stdin.as_raw_fd(), FD_STDIN),
+        (f.err_w.as_raw_fd(), FD_ERR),
+        (f.control_r.as_raw_fd(), FD_CONTROL),
+    ];
+    let mut tmp = [0 as RawFd; 6];
+    for (i, (src, _)) in moves.iter().enumerate() {
+        // Above every target number, so no later dup3 overwrites a source not yet moved.
+        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
+        let r = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64) };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        tmp[i] = r;
+    }
+    for (i, (_, dst)) in moves.iter().enumerate() {
+        // SAFETY: both are valid descriptor numbers; dst is replaced atomically.
+        if unsafe { libc::dup3(tmp[i], *dst, libc::O_CLOEXEC) } < 0 {
+            return Err(Errno::last());
+        }
+    }
+    sys::close_range_from(FD_FIRST_FREE as libc::c_uint, 0)
+}
+
+/// P1: new namespaces, forks P2 (the pid namespace's init), then only waits for it — killing
+/// it when the worker writes to (or closes) the control pipe.
+fn p1_main(spec: &ChildSpec) -> ! {
+    reset_signals();
+    set_pdeathsig();
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != spec.worker_pid {
+        exit(1);
+    }
+    if let Err(e) = rearrange_fds(spec) {
+        fail(ChildError::new(
+            ERR_INTERNAL,
+            format!("container setup: moving descriptors: {}", e.desc()),
+        ));
+    }
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWPID;
+    // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail(os(
+            ERR_INTERNAL,
+            "unshare(mount, uts, ipc, net, cgroup, pid namespaces)",
+        )(Errno::last()));
+    }
+    if let Err(e) = sys::make_rprivate() {
+        fail(os(
+            ERR_INTERNAL,
+            "making / private in the job's mount namespace",
+        )(e));
+    }
+    // The lifeline: P2 holds the read end; POLLHUP on it means P1 (and with it the worker's
+    // supervision) is gone. Closes the PDEATHSIG race of P2.
+    let mut life = [0 as RawFd; 2];
+    // SAFETY: `life` has room for the two descriptors.
+    if unsafe { libc::pipe2(life.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail(os(ERR_INTERNAL, "pipe")(Errno::last()));
+    }
+    // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in _exit.
+    let p2 = unsafe { libc::fork() };
+    if p2 < 0 {
+        fail(os(ERR_INTERNAL, "fork of the container init")(Errno::last()));
+    }
+    if p2 == 0 {
+        close(life[1]);
+        p2_main(spec, life[0]);
+    }
+    close(life[0]);
+    for fd in [FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR] {
+        close(fd);
+    }
+    p1_supervise(p2)
+}
+
+fn p1_supervise(p2: libc::pid_t) -> ! {
+    let kill_p2 = || {
+        // SAFETY: P2 is our unreaped child: its pid cannot have been reused.
+        unsafe { libc::kill(p2, libc::SIGKILL) };
+    };
+    let Ok(pidfd) = sys::pidfd_open(p2) else {
+        // Cannot supervise: do not let the container run unsupervised.
+        kill_p2();
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
+        exit(2);
+    };
+    let mut killed = false;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if killed { -1 } else { FD_CONTROL },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            kill_p2();
+            killed = true;
+            continue;
+        }
+        if !killed && fds[1].revents != 0 {
+            kill_p2();
+            killed = true;
+        }
+        if fds[0].revents != 0 {
+            // P2 has exited; as the namespace's init, its exit completes only after every other
+            // process of the namespace is gone. Reap it and end: the worker then knows the job
+            // is entirely over.
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(p2, &mut status, 0) };
+            exit(0);
+        }
+    }
+}
+
+/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
+fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
+    set_pdeathsig();
+    let mut pfd = libc::pollfd {
+        fd: lifeline,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if r != 0 {
+        // P1 died before PDEATHSIG was armed (or poll failed): nobody supervises us.
+        exit(1);
+    }
+    // Stays open (CLOEXEC) so P1's death stays observable; P3 closes it with everything else.
+    // SAFETY: plain prctl calls with integer arguments / a static string.
+    unsafe {
+        // The job must not ptrace this fork of the worker or read its memory.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"nekton-init".as_ptr(), 0, 0, 0);
+        libc::umask(0);
+    }
+    let prepared = match rootfs::build(spec) {
+        Ok(p) => p,
+        Err(e) => fail(e),
+    };
+
+    // SAFETY: sigset manipulation on a local set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
+    let p3 = unsafe { libc::fork() };
+    if p3 < 0 {
+        fail(os(ERR_INTERNAL, "fork of the job process")(Errno::last()));
+    }
+    if p3 == 0 {
+        p3_main(spec, &prepared);
+    }
+    for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_CONTROL] {
+        close(fd);
+    }
+    init_loop(p3, &set)
+}
+
+/// The status record P2 writes when the job's process has exited (little endian):
+/// kind (1 = exited, 2 = signaled) u32, value i32, user µs u64, system µs u64, maxrss KiB u64.
+pub(crate) const STATUS_LEN: usize = 32;
+
+fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: reaping any child (the job and orphans reparented to us).
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == p3 {
+                report_and_exit(status);
+            }
+        }
+        // SAFETY: `set` is a valid, initialised sigset; info is not wanted.
+        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            // SAFETY: P3 is our unreaped child.
+            unsafe { libc::kill(p3, sig) };
+        }
+    }
+}
+
+fn report_and_exit(status: libc::c_int) -> ! {
+    let (kind, value) = if libc::WIFSIGNALED(status) {
+        (2u32, libc::WTERMSIG(status))
+    } else {
+        (1u32, libc::WEXITSTATUS(status))
+    };
+    // SAFETY: getrusage fills the zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
+    let mut msg = [0u8; STATUS_LEN];
+    msg[0..4].copy_from_slice(&kind.to_le_bytes());
+    msg[4..8].copy_from_slice(&value.to_le_bytes());
+    msg[8..16].copy_from_slice(&us(ru.ru_utime).to_le_bytes());
+    msg[16..24].copy_from_slice(&us(ru.ru_stime).to_le_bytes());
+    msg[24..32].copy_from_slice(&(ru.ru_maxrss as u64).to_le_bytes());
+    write_all_raw(FD_STATUS, &msg);
+    // PID 1 exiting makes the kernel kill every remaining process of the namespace.
+    exit(0)
+}
+
+/// What P2 resolved for P3 (inside the container's root, before `pivot_root`).
+pub(crate) struct Prepared {
+    pub user: ResolvedUser,
+    pub env: Vec<CString>,
+}
+
+/// P3: the job. Never returns: `execve` or `_exit(127)` with a message on the error pipe.
+fn p3_main(spec: &ChildSpec, prepared: &Prepared) -> ! {
+    match p3_setup(spec, prepared) {
+        Ok(()) => exec(spec, prepared),
+        Err(e) => fail(e),
+    }
+}
+
+fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
+    let internal = |what: &'static str| os(ERR_INTERNAL, what);
+    reset_signals();
+    nix::unistd::setsid().map_err(internal("setsid"))?;
+    for (from, to) in [(FD_STDIN, 0), (FD_STDOUT, 1), (FD_STDERR, 2)] {
+        // SAFETY: both descriptor numbers are valid; dup2 clears CLOEXEC on the new one.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(internal("dup2 of the standard streams")(Errno::last()));
+        }
+    }
+    // SAFETY: seeking the stdin memfd to its start; umask is always successful.
+    unsafe {
+        libc::lseek(0, 0, libc::SEEK_SET);
+        libc::umask(0o022);
+    }
+    nix::unistd::chdir(spec.workdir.as_c_str()).map_err(os(
+        ERR_SPEC,
+        format!("working directory `{}`", spec.workdir.to_string_lossy()),
+    ))?;
+    if let Some(secs) = spec.cpu_secs {
+        let lim = libc::rlimit {
+            rlim_cur: secs,
+            rlim_max: secs.saturating_add(1),
+        };
+        // SAFETY: `lim` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_CPU, &lim) } != 0 {
+            return Err(internal("setrlimit(RLIMIT_CPU)")(Errno::last()));
+        }
+    }
+    // Memory limit: enforced by the job's cgroup (see `apply_memory_limit` in the worker), not
+    // here; an rlimit on address space would break ordinary programs.
+
+    // Capabilities: bounding set first (needs CAP_SETPCAP, which we still have as root).
+    for cap in 0..=spec.cap_last {
+        if spec.cap_keep & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                return Err(internal("dropping a capability from the bounding set")(
+                    Errno::last(),
+                ));
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let u = &prepared.user;
+    let groups: Vec<libc::gid_t> = u.groups.clone();
+    // SAFETY: `groups` is valid for its length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(internal("setgroups")(Errno::last()));
+    }
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::setresgid(u.gid, u.gid, u.gid) } != 0 {
+        return Err(internal("setresgid")(Errno::last()));
+    }
+    // SAFETY: plain integer arguments. A non-zero uid clears the permitted and effective sets.
+    if unsafe { libc::setresuid(u.uid, u.uid, u.uid) } != 0 {
+        return Err(internal("setresuid")(Errno::last()));
+    }
+    let caps = if u.uid == 0 { spec.cap_keep } else { 0 };
+    sys::capset_self(caps).map_err(internal("capset"))?;
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(internal("PR_SET_NO_NEW_PRIVS")(Errno::last()));
+    }
+    // seccomp is installed here (issue 4)
+
+    // Every descriptor but 0-2 is closed at exec (the error pipe must stay open until then).
+    sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC).map_err(internal("close_range"))?;
+    Ok(())
+}
+
+fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
+    let argv: Vec<*const libc::c_char> = spec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = prepared
+        .env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let name = spec.argv[0].to_string_lossy();
+    let mut denied: Option<(&CStr, Errno)> = None;
+    for path in &spec.exec_candidates {
+        // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the
+        // call; on success this process image is replaced.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let e = Errno::last();
+        match e {
+            Errno::ENOENT | Errno::ENOTDIR => {
+                // A file that exists but "does not": its interpreter or loader is missing.
+                if exists(path) {
+                    fail(ChildError::new(
+                        ERR_SPEC,
+                        format!(
+                            "exec `{}`: the file exists but its interpreter or dynamic loader \
+                             is missing from the image",
+                            path.to_string_lossy()
+                        ),
+                    ));
+                }
+            }
+            Errno::EACCES | Errno::EPERM | Errno::EISDIR => {
+                denied.get_or_insert((path.as_c_str(), e));
+            }
+            _ => fail(ChildError::new(
+                ERR_SPEC,
+                format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
+            )),
+        }
+    }
+    if let Some((path, e)) = denied {
+        fail(ChildError::new(
+            ERR_SPEC,
+            format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
+        ));
+    }
+    fail(ChildError::new(
+        ERR_NOT_FOUND,
+        format!("`{name}`: no such file in the image"),
+    ))
+}
+
+fn exists(path: &CStr) -> bool {
+    nix::sys::stat::lstat(path).is_ok()
+}
