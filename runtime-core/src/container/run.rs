@@ -1,0 +1,813 @@
+//! The worker side of one container job: planning (argv, env, user, paths — all validated and
+//! turned into C strings before any fork), the pipes, the spawn request, live output, limits,
+//! cancellation, and the verdict.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::spawn::{
+    ChildFds, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_NOT_FOUND, ERR_SPEC, FileSpec, STATUS_LEN,
+    Spawned,
+};
+use crate::image::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
+use crate::{
+    ExecReport, ExecRequest, JobIo, Outcome, OutcomeReason, OutputLimitExceeded, OutputSink,
+    Program, Stream, Usage,
+};
+
+/// `PATH` when neither the image nor the job sets one (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Longest value `fsconfig(FSCONFIG_SET_STRING)` accepts (the kernel copies at most 256 bytes).
+const FSCONFIG_MAX: usize = 255;
+
+/// Bound on the container setup (namespaces, mounts, user lookup) before the job starts.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn report(outcome: Outcome, usage: Usage) -> ExecReport {
+    ExecReport { outcome, usage }
+}
+
+fn fail(reason: OutcomeReason, detail: impl Into<String>, t0: Instant) -> ExecReport {
+    report(
+        Outcome::with_reason(reason, detail),
+        Usage {
+            setup: t0.elapsed(),
+            ..Usage::default()
+        },
+    )
+}
+
+/// The job's command line, environment and identity, decided from the request and the image
+/// config (Docker's rules), validated, as C strings.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub argv: Vec<CString>,
+    pub exec_candidates: Vec<CString>,
+    pub env: Vec<CString>,
+    pub home_from_passwd: bool,
+    pub user: String,
+    pub user_from_job: bool,
+    pub workdir: String,
+    pub workdir_components: Vec<CString>,
+    pub files: Vec<FileSpec>,
+    pub hostname: String,
+}
+
+fn cstring(s: &str, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+/// Lexically cleans an absolute path into its components (`.` dropped, `..` pops, never above
+/// `/`).
+fn clean_components(path: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The host-safe hostname of a job: the first 12 `[A-Za-z0-9-]` characters of its id.
+pub(crate) fn hostname_for(job_id: &str) -> String {
+    let h: String = job_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(12)
+        .collect();
+    let h = h.trim_matches('-').to_string();
+    if h.is_empty() {
+        "nekton".to_string()
+    } else {
+        h
+    }
+}
+
+pub(crate) fn plan(request: &ExecRequest, config: &ImageConfig) -> Result<Plan, String> {
+    let opts = &request.container;
+    // argv: entrypoint ++ cmd (Docker's rules).
+    let (entrypoint, replaced) = match &opts.entrypoint {
+        Some(e) => (e.clone(), true),
+        None => (config.entrypoint.clone(), false),
+    };
+    let cmd = if !request.args.is_empty() {
+        request.args.clone()
+    } else if !replaced {
+        config.cmd.clone()
+    } else {
+        Vec::new()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err("the image has no entrypoint or cmd; give a command".to_string());
+    }
+    let argv_c = argv
+        .iter()
+        .map(|a| cstring(a, "an argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Environment: the image's, overridden by the job's; PATH and HOSTNAME defaults.
+    let hostname = hostname_for(&request.job_id);
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in config.env.iter().chain(request.env.iter()) {
+        if k.is_empty() || k.contains('=') {
+            return Err(format!("invalid environment variable name `{k}`"));
+        }
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(("HOSTNAME".into(), hostname.clone()));
+    }
+    let home_from_passwd = !env.iter().any(|(k, _)| k == "HOME");
+    let env_c = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), &format!("environment variable `{k}`")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Where execve looks for argv[0]: execvpe's rules, with the container's PATH.
+    let argv0 = &argv[0];
+    let exec_candidates = if argv0.contains('/') {
+        vec![argv_c[0].clone()]
+    } else {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .map(|dir| {
+                let dir = if dir.is_empty() { "." } else { dir };
+                cstring(&format!("{}/{argv0}", dir.trim_end_matches('/')), "PATH")
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
+    // Working directory: the job's (absolute), else the image's, else `/`.
+    let workdir_raw = match &opts.workdir {
+        Some(w) => {
+            if !w.starts_with('/') {
+                return Err(format!("working directory `{w}` must be an absolute path"));
+            }
+            w.clone()
+        }
+        None => config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_string()),
+    };
+    let comps = clean_components(&workdir_raw);
+    let workdir = format!("/{}", comps.join("/"));
+    let workdir_components = comps
+        .iter()
+        .map(|c| cstring(c, "the working directory"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Input files: relative, no `..`, written below the working directory.
+    let mut files = Vec::with_capacity(request.files.len());
+    for f in &request.files {
+        let p = &f.path;
+        if p.starts_with('/') {
+            return Err(format!("input file `{p}`: the path must be relative"));
+        }
+        let comps: Vec<&str> = p
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        if comps.contains(&"..") {
+            return Err(format!("input file `{p}`: the path must not contain `..`"));
+        }
+        let Some((leaf, parents)) = comps.split_last() else {
+            return Err(format!("input file `{p}`: empty path"));
+        };
+        files.push(FileSpec {
+            display: p.clone(),
+            parents: parents
+                .iter()
+                .map(|c| cstring(c, "an input file path"))
+                .collect::<Result<_, _>>()?,
+            leaf: cstring(leaf, "an input file path")?,
+            content: f.content.clone(),
+            mode: f.mode.unwrap_or(0o644) & 0o777,
+        });
+    }
+
+    let (user, user_from_job) = match &opts.user {
+        Some(u) => (u.clone(), true),
+        None => (config.user.clone().unwrap_or_default(), false),
+    };
+    Ok(Plan {
+        argv: argv_c,
+        exec_candidates,
+        env: env_c,
+        home_from_passwd,
+        user,
+        user_from_job,
+        workdir,
+        workdir_components,
+        files,
+        hostname,
+    })
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+fn stdin_memfd(data: &[u8]) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::FileExt;
+    let fd = nix::sys::memfd::memfd_create(
+        c"nekton-stdin",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(std::io::Error::from)?;
+    let file = std::fs::File::from(fd);
+    // At offset 0 via pwrite: the descriptor's own offset stays at 0 for the job.
+    file.write_all_at(data, 0)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+/// A job directory name: `<pid>.<process start time>.<seq>-<sanitised job id>`, so a restarted
+/// worker can tell its predecessor's leftovers from a live process's.
+fn job_dir_name(tag: &str, seq: u64, job_id: &str) -> String {
+    let id: String = job_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(40)
+        .collect();
+    format!("{tag}.{seq}-{id}")
+}
+
+/// Kills and reaps the container if the job's future is dropped before it finished (the task was
+/// aborted): closing the control pipe makes P1 kill the container; a thread then reaps P1 and
+/// removes the job directory.
+struct Guard {
+    control: Option<OwnedFd>,
+    p1: Option<libc::pid_t>,
+    job_dir: Option<PathBuf>,
+}
+
+impl Guard {
+    fn kill(&mut self) {
+        if let Some(fd) = &self.control {
+            // A byte (or the close below) tells P1 to SIGKILL the container's init.
+            let _ = nix::unistd::write(fd, b"k");
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.control = None;
+        self.p1 = None;
+        self.job_dir = None;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.control = None;
+        let p1 = self.p1.take();
+        let dir = self.job_dir.take();
+        if p1.is_none() && dir.is_none() {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("nekton-reap".into())
+            .spawn(move || {
+                if let Some(pid) = p1 {
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                }
+                if let Some(d) = dir {
+                    let _ = std::fs::remove_dir(d);
+                }
+            });
+    }
+}
+
+#[derive(Default)]
+struct Limit {
+    hit: CancellationToken,
+    first: Mutex<Option<OutputLimitExceeded>>,
+}
+
+async fn pump(mut rx: pipe::Receiver, stream: Stream, sink: &OutputSink, limit: &Limit) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = sink.write(stream, &buf[..n]).await {
+                    let mut first = limit.first.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert(e);
+                    limit.hit.cancel();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+struct Status {
+    signaled: bool,
+    value: i32,
+    user: Duration,
+    system: Duration,
+    maxrss_kib: u64,
+}
+
+fn parse_status(b: &[u8]) -> Option<Status> {
+    if b.len() < STATUS_LEN {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    Some(Status {
+        signaled: u32_at(0) == 2,
+        value: u32_at(4) as i32,
+        user: Duration::from_micros(u64_at(8)),
+        system: Duration::from_micros(u64_at(16)),
+        maxrss_kib: u64_at(24),
+    })
+}
+
+fn setup_error(msg: &[u8]) -> Outcome {
+    let (kind, text) = msg.split_first().unwrap_or((&ERR_INTERNAL, &[]));
+    let text = crate::image::display_bytes(text);
+    let reason = match *kind {
+        ERR_SPEC | ERR_NOT_FOUND => OutcomeReason::SpecError,
+        ERR_IMAGE => OutcomeReason::ImageError,
+        _ => OutcomeReason::InternalError,
+    };
+    let text = if *kind == ERR_INTERNAL {
+        format!("container setup failed: {text}")
+    } else {
+        text
+    };
+    Outcome::with_reason(reason, text)
+}
+
+fn check_fsconfig_path(p: &Path) -> Result<CString, String> {
+    let s = p.as_os_str().as_encoded_bytes();
+    if s.len() > FSCONFIG_MAX || s.contains(&b',') || s.contains(&b':') {
+        return Err(format!(
+            "path `{}` cannot be given to overlayfs (longer than {FSCONFIG_MAX} bytes, or it \
+             contains `,` or `:`): use a shorter state_dir or image store root",
+            p.display()
+        ));
+    }
+    CString::new(s).map_err(|_| format!("path `{}` contains a NUL byte", p.display()))
+}
+
+pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> ExecReport {
+    let t0 = Instant::now();
+    let reference = match &request.program {
+        Program::Image { reference } => reference.clone(),
+        other => {
+            return fail(
+                OutcomeReason::SpecError,
+                format!("the container backend runs images, not {other:?}"),
+                t0,
+            );
+        }
+    };
+    let pulled = tokio::select! {
+        r = shared.images.pull(&reference, PullPolicy::IfNotPresent, None) => r,
+        _ = io.cancel.cancelled() => {
+            return fail(OutcomeReason::Cancelled, "cancelled while the image was resolved", t0);
+        }
+    };
+    let record: ImageRecord = match pulled {
+        Ok(o) => o.record,
+        Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
+    };
+    if record.kind == ImageKind::Wasm {
+        return fail(
+            OutcomeReason::SpecError,
+            format!("`{reference}` is a Wasm image: submit it with runtime auto or wasm"),
+            t0,
+        );
+    }
+    let store = shared.images.store();
+    let lease = match store.lease(&record) {
+        Ok(l) => l,
+        Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
+    };
+    let plan = match plan(&request, &record.config) {
+        Ok(p) => p,
+        Err(e) => return fail(OutcomeReason::SpecError, e, t0),
+    };
+    let report = run_planned(shared, &request, &record, plan, &io, t0).await;
+    drop(lease);
+    report
+}
+
+async fn run_planned(
+    shared: &Shared,
+    request: &ExecRequest,
+    record: &ImageRecord,
+    plan: Plan,
+    io: &JobIo,
+    t0: Instant,
+) -> ExecReport {
+    let internal = |what: String| fail(OutcomeReason::InternalError, what, t0);
+    let store = shared.images.store();
+    let mut lowerdirs = Vec::new();
+    for l in store.lowerdirs(record) {
+        match check_fsconfig_path(&l) {
+            Ok(c) => lowerdirs.push(c),
+            Err(e) => return internal(e),
+        }
+    }
+    let seq = shared
+        .seq
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let job_dir = shared
+        .jobs_dir
+        .join(job_dir_name(&shared.tag, seq, &request.job_id));
+    let (upper, work, empty) = match (
+        check_fsconfig_path(&job_dir.join("upper")),
+        check_fsconfig_path(&job_dir.join("work")),
+        check_fsconfig_path(&job_dir.join("empty")),
+    ) {
+        (Ok(u), Ok(w), Ok(e)) => (u, w, e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e),
+    };
+    let empty_lower = lowerdirs.is_empty();
+    if empty_lower {
+        lowerdirs.push(empty);
+    }
+    let Ok(job_dir_c) = CString::new(job_dir.as_os_str().as_encoded_bytes()) else {
+        return internal("job directory path contains a NUL byte".into());
+    };
+
+    let prepared = (|| -> std::io::Result<_> {
+        let (status_r, status_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (errp_r, errp_w) = pipe()?;
+        let (ctl_r, ctl_w) = pipe()?;
+        // Bigger pipes mean fewer wake-ups for chatty jobs (best effort).
+        for fd in [&out_r, &err_r] {
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        }
+        let stdin = stdin_memfd(&request.stdin)?;
+        Ok((
+            (status_r, out_r, err_r, errp_r, ctl_w),
+            ChildFds {
+                status_w,
+                stdout_w: out_w,
+                stderr_w: err_w,
+                stdin,
+                err_w: errp_w,
+                control_r: ctl_r,
+            },
+        ))
+    })();
+    let ((status_r, out_r, err_r, errp_r, ctl_w), fds) = match prepared {
+        Ok(p) => p,
+        Err(e) => return internal(format!("creating the job's pipes: {e}")),
+    };
+    let cpu_secs = request
+        .limits
+        .cpu_time
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .map(|s| s.max(1));
+    let hosts = format!(
+        "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n",
+        h = plan.hostname
+    );
+    let Ok(workdir_c) = CString::new(plan.workdir.clone()) else {
+        return fail(
+            OutcomeReason::SpecError,
+            "working directory contains a NUL byte",
+            t0,
+        );
+    };
+    let spec = Box::new(ChildSpec {
+        worker_pid: shared.worker_pid,
+        fds,
+        job_dir: job_dir_c,
+        upper,
+        work,
+        lowerdirs,
+        empty_lower,
+        scratch_size: CString::new(shared.config.scratch_bytes.to_string()).unwrap_or_default(),
+        shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
+        hostname: plan.hostname.clone().into_bytes(),
+        hosts: hosts.into_bytes(),
+        user: plan.user,
+        user_from_job: plan.user_from_job,
+        workdir: workdir_c,
+        workdir_components: plan.workdir_components,
+        files: plan.files,
+        argv: plan.argv,
+        exec_candidates: plan.exec_candidates,
+        env: plan.env,
+        home_from_passwd: plan.home_from_passwd,
+        cpu_secs,
+        cap_keep: super::CAP_KEEP,
+        cap_last: shared.cap_last,
+    });
+    apply_memory_limit(request.limits.memory_bytes);
+
+    if let Err(e) = std::fs::DirBuilder::new().mode_0700().create(&job_dir) {
+        return internal(format!("creating {}: {e}", job_dir.display()));
+    }
+    let mut guard = Guard {
+        control: Some(ctl_w),
+        p1: None,
+        job_dir: Some(job_dir.clone()),
+    };
+    let spawned: Spawned = match shared.spawner.spawn(spec).await {
+        Ok(s) => s,
+        Err(e) => return internal(format!("fork of the container process: {}", e.desc())),
+    };
+    guard.p1 = Some(spawned.pid);
+
+    let wrap = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd);
+    let (out_rx, err_rx, mut errp_rx, mut status_rx) =
+        match (wrap(out_r), wrap(err_r), wrap(errp_r), wrap(status_r)) {
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+            _ => {
+                guard.kill();
+                return internal("registering the job's pipes with the runtime".into());
+            }
+        };
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open (same description) until the
+    // AsyncFd is dropped.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
+    let pidfd = match registered {
+        Ok(p) => p,
+        Err(e) => {
+            guard.kill();
+            return internal(format!("registering the container pidfd: {e}"));
+        }
+    };
+
+    let limit = Limit::default();
+    let readers = async {
+        tokio::join!(
+            pump(out_rx, Stream::Stdout, &io.output, &limit),
+            pump(err_rx, Stream::Stderr, &io.output, &limit)
+        )
+    };
+    let wall = request.limits.wall_time;
+    let control = async {
+        let mut killed: Option<(OutcomeReason, String)> = None;
+        let mut err_msg = Vec::new();
+        let mut exec_at: Option<Instant> = None;
+        // Phase 1: setup, until the error pipe closes (execve closed it, or the job died).
+        tokio::select! {
+            _ = errp_rx.read_to_end(&mut err_msg) => {
+                if err_msg.is_empty() {
+                    exec_at = Some(Instant::now());
+                }
+            }
+            _ = io.cancel.cancelled() => {
+                killed = Some((OutcomeReason::Cancelled, "cancelled".into()));
+            }
+            _ = tokio::time::sleep(SETUP_TIMEOUT) => {
+                killed = Some((
+                    OutcomeReason::InternalError,
+                    format!("container setup took longer than {}s", SETUP_TIMEOUT.as_secs()),
+                ));
+            }
+        }
+        // Phase 2: the job runs.
+        if killed.is_none()
+            && let Some(start) = exec_at
+        {
+            let deadline = tokio::time::Instant::from_std(start + wall);
+            tokio::select! {
+                _ = pidfd.readable() => {}
+                _ = io.cancel.cancelled() => {
+                    killed = Some((OutcomeReason::Cancelled, "cancelled".into()));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    killed = Some((
+                        OutcomeReason::WallTimeout,
+                        format!("wall time limit of {:?} exceeded", wall),
+                    ));
+                }
+                _ = limit.hit.cancelled() => {
+                    let e = limit.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let detail = e.map(|e| e.to_string()).unwrap_or_else(|| "output limit exceeded".into());
+                    killed = Some((OutcomeReason::OutputLimit, detail));
+                }
+            }
+        }
+        if killed.is_some() {
+            guard.kill();
+        }
+        // Phase 3: P1 exits only after the container's init — and with it every process of the
+        // job — is gone.
+        let _ = pidfd.readable().await;
+        let end = Instant::now();
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None);
+        guard.p1 = None;
+        (killed, err_msg, exec_at, end)
+    };
+    let (((), ()), (killed, err_msg, exec_at, end)) = tokio::join!(readers, control);
+    let mut status_buf = Vec::new();
+    let _ = status_rx.read_to_end(&mut status_buf).await;
+    let status = parse_status(&status_buf);
+    let _ = std::fs::remove_dir(&job_dir);
+    guard.disarm();
+
+    let exec_at = exec_at.unwrap_or(end);
+    let mut usage = Usage {
+        setup: exec_at.saturating_duration_since(t0),
+        wall: end.saturating_duration_since(exec_at),
+        ..Usage::default()
+    };
+    if let Some(s) = &status {
+        usage.cpu_user = s.user;
+        usage.cpu_system = s.system;
+        usage.memory_peak_bytes = Some(s.maxrss_kib.saturating_mul(1024));
+    }
+    let mut outcome = if let Some((reason, detail)) = killed {
+        Outcome::with_reason(reason, detail)
+    } else if !err_msg.is_empty() {
+        setup_error(&err_msg)
+    } else if let Some(s) = &status {
+        let cpu = s.user + s.system;
+        match (s.signaled, request.limits.cpu_time) {
+            (true, Some(limit))
+                if (s.value == libc::SIGXCPU || s.value == libc::SIGKILL) && cpu >= limit =>
+            {
+                Outcome::with_reason(
+                    OutcomeReason::CpuTimeout,
+                    format!("CPU time limit of {limit:?} exceeded"),
+                )
+            }
+            (true, _) => Outcome {
+                reason: OutcomeReason::Signaled,
+                exit_code: None,
+                signal: Some(s.value),
+                detail: None,
+            },
+            (false, _) => Outcome::exited(s.value),
+        }
+    } else {
+        Outcome::with_reason(
+            OutcomeReason::InternalError,
+            "the container's init ended without reporting the job's status",
+        )
+    };
+    if outcome.exit_code.is_none()
+        && outcome.signal.is_none()
+        && let Some(s) = &status
+    {
+        if s.signaled {
+            outcome.signal = Some(s.value);
+        } else if outcome.reason != OutcomeReason::SpecError {
+            outcome.exit_code = Some(s.value);
+        }
+    }
+    report(outcome, usage)
+}
+
+/// Hook for the memory limit. Enforcing it needs the job's cgroup (a separate issue): until
+/// then this does nothing and the limit is NOT enforced for containers; `memory_peak_bytes` is
+/// reported from the job's max RSS.
+fn apply_memory_limit(_bytes: u64) {}
+
+trait DirBuilderExt2 {
+    fn mode_0700(&mut self) -> &mut Self;
+}
+
+impl DirBuilderExt2 for std::fs::DirBuilder {
+    fn mode_0700(&mut self) -> &mut Self {
+        use std::os::unix::fs::DirBuilderExt;
+        self.mode(0o700)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContainerOptions, InputFile, Limits};
+
+    fn request() -> ExecRequest {
+        ExecRequest {
+            job_id: "job-1".into(),
+            program: Program::Image {
+                reference: "x".into(),
+            },
+            args: vec![],
+            env: vec![],
+            stdin: vec![],
+            files: vec![],
+            limits: Limits {
+                wall_time: Duration::from_secs(1),
+                cpu_time: None,
+                memory_bytes: 0,
+                fuel: None,
+                output_bytes: 10,
+            },
+            container: ContainerOptions::default(),
+        }
+    }
+
+    fn config() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["a".into(), "b".into()],
+            env: vec![("PATH".into(), "/bin".into()), ("A".into(), "1".into())],
+            working_dir: Some("/srv/../app".into()),
+            ..ImageConfig::default()
+        }
+    }
+
+    fn argv(p: &Plan) -> Vec<String> {
+        p.argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn argv_follows_dockers_rules() {
+        let mut r = request();
+        assert_eq!(argv(&plan(&r, &config()).unwrap()), ["/entry", "a", "b"]);
+        r.args = vec!["x".into()];
+        assert_eq!(argv(&plan(&r, &config()).unwrap()), ["/entry", "x"]);
+        r.args = vec![];
+        r.container.entrypoint = Some(vec!["sh".into()]);
+        let p = plan(&r, &config()).unwrap();
+        assert_eq!(argv(&p), ["sh"]);
+        assert_eq!(p.exec_candidates, vec![c"/bin/sh".to_owned()]);
+        r.container.entrypoint = Some(vec![]);
+        assert!(plan(&r, &config()).unwrap_err().contains("no entrypoint"));
+    }
+
+    #[test]
+    fn env_workdir_files_are_validated() {
+        let mut r = request();
+        r.env = vec![("A".into(), "2".into()), ("B".into(), "3".into())];
+        let p = plan(&r, &config()).unwrap();
+        let env: Vec<_> = p
+            .env
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=3", "HOSTNAME=job-1"]);
+        assert!(p.home_from_passwd);
+        assert_eq!(p.workdir, "/app");
+        r.container.workdir = Some("rel".into());
+        assert!(plan(&r, &config()).is_err());
+        r.container.workdir = None;
+        r.files = vec![InputFile {
+            path: "a/../../etc/x".into(),
+            content: vec![],
+            mode: None,
+        }];
+        assert!(plan(&r, &config()).is_err());
+        r.files[0].path = "/etc/x".into();
+        assert!(plan(&r, &config()).is_err());
+        r.files[0].path = "./d//f".into();
+        let p = plan(&r, &config()).unwrap();
+        assert_eq!(p.files[0].parents, vec![c"d".to_owned()]);
+        assert_eq!(p.files[0].mode, 0o644);
+        r.env = vec![("BAD=".into(), "x".into())];
+        assert!(plan(&r, &config()).is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(hostname_for(""), "nekton");
+        assert_eq!(
+            hostname_for("0190a3c4-1d2e-7f00-8000-000000000000"),
+            "0190a3c4-1d2"
+        );
+        assert_eq!(hostname_for("../$x"), "x");
+    }
+}

@@ -1,0 +1,295 @@
+//! Shared helpers of the container tests: images built in the test (a busybox-static rootfs plus
+//! extra layers) imported from an OCI layout directory, a backend on a fresh state dir, and a
+//! runner collecting output.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime_core::container::{ContainerBackend, ContainerConfig};
+use runtime_core::image::{ImageService, ImageStore, RegistryOptions, StoreLimits, media_types};
+use runtime_core::{
+    Backend, CancellationToken, ContainerOptions, ExecReport, ExecRequest, InputFile, JobIo,
+    Limits, OutputSink, Program, Stream,
+};
+use serde_json::{Value, json};
+
+use crate::image_support::{Layer, TarBuilder, busybox_rootfs_tar, require_root, sha};
+
+/// A busybox rootfs layer with a symlink for every applet, so `ls`, `ps`, `id`... exist as files.
+pub fn busybox_full_tar() -> Vec<u8> {
+    let base = busybox_rootfs_tar();
+    let out = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    let mut t = TarBuilder::new();
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || ["busybox", "sh", "echo", "cat", "[", "[["].contains(&applet) {
+            continue;
+        }
+        t.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    // Two tars concatenated are not one tar: rebuild as one stream by appending the base entries.
+    let extra = t.finish();
+    let mut merged = tar::Builder::new(Vec::new());
+    for data in [&base, &extra] {
+        let mut a = tar::Archive::new(&data[..]);
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut h = e.header().clone();
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+            let path = e.path_bytes().into_owned();
+            h.set_cksum();
+            merged
+                .append_data(&mut h, String::from_utf8_lossy(&path).as_ref(), &buf[..])
+                .unwrap();
+        }
+    }
+    merged.into_inner().unwrap()
+}
+
+/// An image config: `Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`.
+pub fn config(entrypoint: &[&str], cmd: &[&str], env: &[&str], workdir: &str, user: &str) -> Value {
+    json!({
+        "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
+        "Cmd": if cmd.is_empty() { Value::Null } else { json!(cmd) },
+        "Env": env,
+        "WorkingDir": workdir,
+        "User": user,
+    })
+}
+
+pub fn default_config() -> Value {
+    config(&[], &["sh"], &["PATH=/bin:/usr/bin"], "/", "")
+}
+
+pub struct TestEnv {
+    pub tmp: tempfile::TempDir,
+    pub images: ImageService,
+    pub backend: Arc<ContainerBackend>,
+    pub state_dir: PathBuf,
+    seq: std::sync::atomic::AtomicU32,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        require_root();
+        let tmp = tempfile::Builder::new()
+            .prefix("nkc")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let store = ImageStore::open(tmp.path().join("s"), StoreLimits::default()).unwrap();
+        let images = ImageService::new(Arc::new(store), RegistryOptions::default()).unwrap();
+        let state_dir = tmp.path().join("c");
+        let backend = ContainerBackend::new(
+            ContainerConfig {
+                state_dir: state_dir.clone(),
+                scratch_bytes: 64 << 20,
+                shm_bytes: 8 << 20,
+            },
+            images.clone(),
+        )
+        .unwrap_or_else(|e| panic!("container backend: {e}"));
+        Self {
+            tmp,
+            images,
+            backend: Arc::new(backend),
+            state_dir,
+            seq: Default::default(),
+        }
+    }
+
+    /// Imports an image made of `layers` (uncompressed tars, bottom first) with `config` as
+    /// `example.com/test/<name>:1` and returns the reference.
+    pub async fn image(&self, name: &str, layers: &[Vec<u8>], config: Value) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let layout = self.tmp.path().join(format!("layout-{n}"));
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = sha(bytes);
+            fs::write(blobs.join(d.strip_prefix("sha256:").unwrap()), bytes).unwrap();
+            d
+        };
+        let layers: Vec<Layer> = layers.iter().map(|t| Layer::gzip(t)).collect();
+        let cfg = serde_json::to_vec(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+        }))
+        .unwrap();
+        let descs: Vec<Value> = layers
+            .iter()
+            .map(|l| json!({"mediaType": l.media_type, "digest": put(&l.blob), "size": l.blob.len()}))
+            .collect();
+        let cfg_digest = put(&cfg);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": {"mediaType": media_types::OCI_CONFIG, "digest": cfg_digest, "size": cfg.len()},
+            "layers": descs,
+        }))
+        .unwrap();
+        let m = put(&manifest);
+        let reference = format!("example.com/test/{name}:1");
+        fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+                "mediaType": media_types::OCI_MANIFEST, "digest": m, "size": manifest.len(),
+                "annotations": {"io.containerd.image.name": reference},
+            }]}))
+            .unwrap(),
+        )
+        .unwrap();
+        self.images.import(&layout, None, None).await.unwrap();
+        reference
+    }
+
+    /// The busybox image with every applet, plus `extra` layers on top.
+    pub async fn busybox(&self, name: &str, extra: &[Vec<u8>], config: Value) -> String {
+        let mut layers = vec![busybox_full_tar()];
+        layers.extend_from_slice(extra);
+        self.image(name, &layers, config).await
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.state_dir.join("jobs")
+    }
+}
+
+pub fn request(image: &str, cmd: &[&str]) -> ExecRequest {
+    ExecRequest {
+        job_id: "0190a3c4-test-job".into(),
+        program: Program::Image {
+            reference: image.to_string(),
+        },
+        args: cmd.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        stdin: vec![],
+        files: vec![],
+        limits: Limits {
+            wall_time: Duration::from_secs(30),
+            cpu_time: None,
+            memory_bytes: 256 << 20,
+            fuel: None,
+            output_bytes: 1 << 20,
+        },
+        container: ContainerOptions::default(),
+    }
+}
+
+pub fn sh(image: &str, script: &str) -> ExecRequest {
+    let mut r = request(image, &["-c", script]);
+    r.container.entrypoint = Some(vec!["sh".into()]);
+    r
+}
+
+pub fn file(path: &str, content: &[u8], mode: Option<u32>) -> InputFile {
+    InputFile {
+        path: path.into(),
+        content: content.to_vec(),
+        mode,
+    }
+}
+
+#[derive(Debug)]
+pub struct Ran {
+    pub report: ExecReport,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Ran {
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    #[track_caller]
+    pub fn assert_exited(&self, code: i32) -> &Self {
+        assert_eq!(
+            (self.report.outcome.reason, self.report.outcome.exit_code),
+            (runtime_core::OutcomeReason::Exited, Some(code)),
+            "report: {:?}\nstdout: {}\nstderr: {}",
+            self.report,
+            self.out(),
+            self.err()
+        );
+        self
+    }
+}
+
+pub async fn run_with(backend: &dyn Backend, req: ExecRequest, cancel: CancellationToken) -> Ran {
+    let (sink, mut rx) = OutputSink::channel(req.limits.output_bytes, 64);
+    let collect = tokio::spawn(async move {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(c) = rx.recv().await {
+            match c.stream {
+                Stream::Stdout => out.extend_from_slice(&c.data),
+                Stream::Stderr => err.extend_from_slice(&c.data),
+            }
+        }
+        (out, err)
+    });
+    let report = backend
+        .run(
+            req,
+            JobIo {
+                output: sink,
+                cancel,
+            },
+        )
+        .await;
+    let (stdout, stderr) = collect.await.unwrap();
+    Ran {
+        report,
+        stdout,
+        stderr,
+    }
+}
+
+pub async fn run(env: &TestEnv, req: ExecRequest) -> Ran {
+    run_with(env.backend.as_ref(), req, CancellationToken::new()).await
+}
+
+/// Mount points of this (the host's) mount namespace under `dir`.
+pub fn host_mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+/// Processes whose root or cwd is under `dir` (a leaked container process would show here).
+pub fn processes_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for link in ["root", "cwd"] {
+            if let Ok(t) = fs::read_link(e.path().join(link))
+                && t.starts_with(dir)
+            {
+                out.push(format!("{name} {link} -> {}", t.display()));
+            }
+        }
+    }
+    out
+}
