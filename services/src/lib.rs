@@ -4,6 +4,7 @@
 //! - [`api`]: the v1 HTTP API (axum), its wire types and the OpenAPI document.
 //! - [`store`]: everything that touches PostgreSQL — migrations, job records, the queue, logs.
 //! - [`worker`]: claims jobs and runs them on a `runtime_core::Backend`.
+//! - [`images`]: a worker host's registry configuration, image service and container backend.
 //! - [`pg`]: the embedded PostgreSQL server used when no database URL is given.
 //! - [`server`]: assembling the pieces into `serve`, `api` and `worker` processes.
 //! - [`cli`]: the client commands (`run`, `jobs`, `batch`, `module`) and the typed HTTP client.
@@ -12,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod images;
 pub mod metrics;
 pub mod pg;
 pub mod server;

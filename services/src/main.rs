@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use nekton::config::{LimitPolicy, QueueTiming};
+use nekton::images::ImageOptions;
 use nekton::server::{self, Database, ProcessOptions};
 
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Once up, run a demo job through the API and print its output and record.
         #[arg(long)]
         demo: bool,
@@ -52,6 +55,8 @@ enum Command {
         common: ServiceArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        images: ImageArgs,
     },
     /// Apply the database migrations and exit.
     Migrate {
@@ -69,7 +74,8 @@ struct ServiceArgs {
     /// PostgreSQL URL. Without it, `serve` and `migrate` use the embedded server.
     #[arg(long, env = "NEKTON_DATABASE_URL")]
     database_url: Option<String>,
-    /// State directory: embedded PostgreSQL, compiled-module cache.
+    /// State directory: embedded PostgreSQL, compiled-module cache, image store (`images/`),
+    /// container state (`containers/`).
     #[arg(long, env = "NEKTON_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Database connections of this process.
@@ -122,6 +128,54 @@ struct WorkerArgs {
     shutdown_grace_secs: u64,
 }
 
+/// How a worker reaches image registries.
+#[derive(Args, Clone, Default)]
+struct ImageArgs {
+    /// A registry (`host:port`, as written in image references) to reach over plain HTTP
+    /// (repeatable; env: comma-separated). Every other registry is HTTPS only.
+    #[arg(
+        long = "insecure-registry",
+        env = "NEKTON_INSECURE_REGISTRIES",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// Only pull images from these registries (repeatable; env: comma-separated; `docker.io` for
+    /// Docker Hub). Default: any registry.
+    #[arg(
+        long = "allowed-registry",
+        env = "NEKTON_ALLOWED_REGISTRIES",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    allowed_registries: Vec<String>,
+    /// Registry credentials: a Docker-style config.json (`{"auths": {"HOST": {"auth":
+    /// base64(user:password)}}}`, or `username`+`password`, or `registrytoken`).
+    #[arg(
+        long = "registry-auth",
+        env = "NEKTON_REGISTRY_AUTH",
+        value_name = "FILE"
+    )]
+    registry_auth: Option<PathBuf>,
+}
+
+impl ImageArgs {
+    fn options(&self) -> ImageOptions {
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let allowed = clean(&self.allowed_registries);
+        ImageOptions {
+            insecure_registries: clean(&self.insecure_registries),
+            allowed_registries: (!allowed.is_empty()).then_some(allowed),
+            registry_auth: self.registry_auth.clone(),
+        }
+    }
+}
+
 impl ServiceArgs {
     fn policy(&self) -> LimitPolicy {
         LimitPolicy {
@@ -171,6 +225,7 @@ fn options(
     common: &ServiceArgs,
     api: Option<SocketAddr>,
     worker: Option<&WorkerArgs>,
+    images: &ImageArgs,
 ) -> ProcessOptions {
     ProcessOptions {
         api,
@@ -182,6 +237,7 @@ fn options(
         policy: common.policy(),
         timing: common.timing(),
         shutdown_grace: Duration::from_secs(worker.map_or(30, |w| w.shutdown_grace_secs)),
+        images: images.options(),
     }
 }
 
@@ -220,6 +276,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             common,
             listen,
             worker,
+            images,
             demo,
             exit_after_demo,
         } => {
@@ -230,7 +287,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 common.db_connections,
             )
             .await?;
-            let opts = options(&common, Some(listen), Some(&worker));
+            let opts = options(&common, Some(listen), Some(&worker), &images);
             serve_until_signal(db, opts, demo.then_some(exit_after_demo)).await?;
             Ok(0)
         }
@@ -242,10 +299,19 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 common.db_connections,
             )
             .await?;
-            serve_until_signal(db, options(&common, Some(listen), None), None).await?;
+            serve_until_signal(
+                db,
+                options(&common, Some(listen), None, &ImageArgs::default()),
+                None,
+            )
+            .await?;
             Ok(0)
         }
-        Command::Worker { common, worker } => {
+        Command::Worker {
+            common,
+            worker,
+            images,
+        } => {
             init_tracing(common.log_json);
             let db = Database::open(
                 Some(common.require_url("worker")?),
@@ -253,7 +319,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 common.db_connections,
             )
             .await?;
-            serve_until_signal(db, options(&common, None, Some(&worker)), None).await?;
+            serve_until_signal(db, options(&common, None, Some(&worker), &images), None).await?;
             Ok(0)
         }
         Command::Migrate { common } => {

@@ -1,5 +1,5 @@
 //! Assembling a nekton process: the database (a URL, or the embedded server), migrations, the
-//! Wasm backend, the worker and the API, and an orderly shutdown of all of them.
+//! Wasm backend, images and the container backend (worker processes), the worker and the API, and an orderly shutdown of all of them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +17,12 @@ use uuid::Uuid;
 
 use crate::api::{self, AppState};
 use crate::config::{LimitPolicy, QueueTiming};
+use crate::images::{self, ImageOptions};
 use crate::metrics::Metrics;
 use crate::pg::{EmbeddedOptions, EmbeddedPostgres};
+use crate::worker::route::ImageModuleStore;
 use crate::worker::{PgModuleStore, Worker, WorkerConfig};
+use runtime_core::image::ImageStore;
 
 /// Where a process keeps its state when none is given: `$NEKTON_STATE_DIR` is read by clap;
 /// this is the fallback — `/var/lib/nekton` for root (PostgreSQL's account must be able to reach
@@ -108,6 +111,8 @@ pub struct ProcessOptions {
     pub policy: LimitPolicy,
     pub timing: QueueTiming,
     pub shutdown_grace: Duration,
+    /// Registries, credentials (used by a process that runs a worker).
+    pub images: ImageOptions,
 }
 
 /// The runtime sandboxes run on (one thread per core), apart from the service's own I/O.
@@ -179,15 +184,23 @@ impl Running {
     }
 }
 
-/// The Wasm backend of a worker, caching compiled modules under `state_dir/wasm-cache`.
-pub fn wasm_backend(pool: &PgPool, state_dir: &Path) -> anyhow::Result<Arc<dyn Backend>> {
+/// The Wasm backend of a worker, caching compiled modules under `state_dir/wasm-cache`. Modules
+/// come from the image store (Wasm images) when given, else from PostgreSQL (uploads).
+pub fn wasm_backend(
+    pool: &PgPool,
+    state_dir: &Path,
+    images: Option<Arc<ImageStore>>,
+) -> anyhow::Result<Arc<dyn Backend>> {
     let config = wasm_backend::WasmConfig {
         cache_dir: state_dir.join("wasm-cache"),
         ..Default::default()
     };
-    let backend =
-        wasm_backend::WasmBackend::new(config, Arc::new(PgModuleStore { pool: pool.clone() }))
-            .context("starting the Wasm backend")?;
+    let modules = ImageModuleStore {
+        images,
+        pg: PgModuleStore { pool: pool.clone() },
+    };
+    let backend = wasm_backend::WasmBackend::new(config, Arc::new(modules))
+        .context("starting the Wasm backend")?;
     Ok(Arc::new(backend))
 }
 
@@ -200,12 +213,15 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     let mut api_addr = None;
     let mut worker_id = None;
     let mut exec = None;
+    let mut image_service = None;
 
     if let Some(slots) = options.worker_slots {
         let rt = ExecRuntime::new()?;
         let handle = rt.handle();
         exec = Some(rt);
-        let backend = wasm_backend(&pool, &options.state_dir)?;
+        let host = images::start(&options.state_dir, &options.images)?;
+        image_service = Some(host.images.clone());
+        let backend = wasm_backend(&pool, &options.state_dir, Some(host.images.store().clone()))?;
         let config = WorkerConfig {
             id: Uuid::now_v7(),
             queues: options.queues.clone(),
@@ -221,7 +237,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             metrics.clone(),
             local_wake.clone(),
             handle,
-        );
+        )
+        .with_images(host);
         let token = stop.clone();
         tasks.spawn(async move { worker.run(token).await });
     }
@@ -236,7 +253,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             options.policy.clone(),
             metrics.clone(),
             local_wake.clone(),
-        );
+        )
+        .with_images(image_service.clone());
         let hub_stop = stop.clone();
         tasks.spawn(state.hub.clone().run(pool.clone(), hub_stop).then_ok());
         let app = api::app(state);

@@ -37,7 +37,8 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(key.to_string()))
 }
 
-/// Validates a spec, resolves its defaults and checks its module exists: a job ready to store.
+/// Validates a spec, resolves its defaults and checks its module exists (images are pulled by the
+/// worker that runs the job): a job ready to store.
 /// `known_modules` remembers digests already found to exist (a batch checks each once).
 pub async fn prepare(
     state: &AppState,
@@ -48,8 +49,14 @@ pub async fn prepare(
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
     let resolved = resolve(spec, &state.policy)?;
-    let program = resolved.module.clone().unwrap_or_default();
-    if !known_modules.contains(&program)
+    let is_module = resolved.module.is_some();
+    let program = resolved
+        .module
+        .clone()
+        .or_else(|| resolved.image.clone())
+        .unwrap_or_default();
+    if is_module
+        && !known_modules.contains(&program)
         && !modules::exists(&state.pool, state.tenant(), &program).await?
     {
         return Err(ApiError::new(
@@ -59,7 +66,9 @@ pub async fn prepare(
         )
         .with_field("module"));
     }
-    known_modules.insert(program.clone());
+    if is_module {
+        known_modules.insert(program.clone());
+    }
     Ok(NewJob {
         id,
         queue: resolved.queue.clone().unwrap_or_else(|| "default".into()),

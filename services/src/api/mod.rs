@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod error;
 pub mod hub;
+pub mod images;
 pub mod jobs;
 pub mod logs;
 pub mod modules;
@@ -24,6 +25,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
+use runtime_core::image::ImageService;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;
@@ -48,6 +50,9 @@ pub struct AppState {
     pub notifier: Arc<QueueNotifier>,
     /// Poked after every stored job so a worker in this process claims at once.
     pub local_wake: Arc<Notify>,
+    /// The image store of this process's worker (None: an API-only process, whose image
+    /// endpoints answer 503).
+    pub images: Option<ImageService>,
 }
 
 impl AppState {
@@ -64,7 +69,14 @@ impl AppState {
             metrics,
             hub: hub::Hub::default(),
             local_wake,
+            images: None,
         }
+    }
+
+    /// Serves the image endpoints from `images` (the worker's image service in this process).
+    pub fn with_images(mut self, images: Option<ImageService>) -> Self {
+        self.images = images;
+        self
     }
 
     /// The tenant of a request (one default tenant until authentication arrives).
@@ -194,6 +206,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         (name = "logs", description = "Live and stored job output"),
         (name = "batches", description = "Many jobs at once"),
         (name = "modules", description = "Wasm modules"),
+        (name = "images", description = "OCI images on worker hosts: pull (with SSE progress), list, inspect, delete, import, gc. Images live on worker hosts: these endpoints are served by processes that run both the API and a worker (`nekton serve`); an API-only process (`nekton api`) answers 503"),
         (name = "system", description = "Health, readiness, metrics")
     )
 )]
@@ -209,6 +222,16 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(batches::get))
         .routes(routes!(batches::events))
         .routes(routes!(modules::upload))
+        .routes(routes!(images::pull))
+        .routes(routes!(images::list))
+        .routes(routes!(images::get, images::delete))
+        .routes(routes!(images::gc))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(images::import))
+                // The upload is streamed to disk and capped by the handler itself.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))

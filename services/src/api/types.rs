@@ -92,20 +92,33 @@ pub struct JobSpec {
     /// Digest of a Wasm module uploaded with `POST /v1/modules` (`sha256:<hex>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    /// An OCI image reference (container backend).
+    /// An OCI image reference, normalised like Docker's (`busybox` →
+    /// `docker.io/library/busybox:latest`; `host:port/repo:tag`, `repo@sha256:...`). The worker
+    /// pulls it if it has not yet (concurrent jobs on one image share one pull). A Wasm artifact
+    /// image runs on the Wasm backend, any other image as a Linux container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// `auto` (default): Wasm images and modules run on the Wasm backend, other images as
+    /// containers. `container` or `wasm` insist on one; a job whose image is of the other kind
+    /// ends `error` / `spec_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeKind>,
+    /// Images only: replaces the image's entrypoint (and then the image's cmd is not used:
+    /// the program is `entrypoint ++ args`). Docker's rules: without `entrypoint`, the program is
+    /// the image's entrypoint followed by `args`, or by the image's cmd when `args` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
     /// Arguments after the program name (for images: replaces the image's cmd).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Working directory (containers).
+    /// Working directory (containers): an absolute path, created if missing; input files are
+    /// written relative to it. Default: the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
-    /// `uid[:gid]` or a user name from the image (containers).
+    /// `uid[:gid]` (numbers) or `name[:group]` from the image's `/etc/passwd` and `/etc/group`
+    /// (containers). Default: the image's user, else root (uid 0 in the container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Bytes fed to the job's stdin (closed after them).
@@ -344,4 +357,135 @@ pub struct ExitEvent {
     pub attempt: i32,
     pub outcome: Option<OutcomeView>,
     pub usage: Option<UsageView>,
+}
+
+/// Whether a pull contacts the registry when the image is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicyView {
+    /// Use the stored image if there is one (no network at all). The default.
+    #[default]
+    IfNotPresent,
+    /// Resolve the reference again; only blobs not yet stored are downloaded.
+    Always,
+}
+
+/// `POST /v1/images/pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// An image reference, e.g. `busybox:1.36`, `ghcr.io/org/app@sha256:...`,
+    /// `127.0.0.1:5000/tools:1`.
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PullPolicyView>,
+}
+
+/// What an image is: a Linux container image or a Wasm artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKindView {
+    Container,
+    Wasm,
+}
+
+/// One layer of an image, bottom first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageLayer {
+    /// Digest of the (compressed) layer blob; for Wasm images, of the module.
+    pub digest: String,
+    pub media_type: String,
+    pub size_bytes: u64,
+}
+
+/// An image in a worker host's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    /// The normalised reference (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    pub kind: ImageKindView,
+    /// The platform-specific manifest the image was stored from.
+    pub manifest_digest: String,
+    /// The multi-arch index the manifest was chosen from, if the reference named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    /// `os/architecture[/variant]`, when known.
+    pub platform: Option<String>,
+    pub config_digest: String,
+    /// Bytes of all blobs (config and layers) as stored.
+    pub size_bytes: u64,
+    /// Bytes of all extracted files (0 for Wasm images).
+    pub unpacked_size_bytes: u64,
+    pub layers: Vec<ImageLayer>,
+    /// The image's default program (containers): entrypoint, cmd, working dir and user.
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// When this host stored the image.
+    pub stored_at: DateTime<Utc>,
+}
+
+/// The images of a worker host, sorted by reference.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub images: Vec<Image>,
+}
+
+/// What a pull fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PullStatsView {
+    pub blobs_downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Blobs that were already stored (nothing downloaded for them).
+    pub blobs_cached: u64,
+    pub layers_extracted: u64,
+}
+
+/// The answer to a pull (and the payload of the SSE `done` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PullResult {
+    pub image: Image,
+    /// The image was already stored and the registry was not contacted.
+    pub from_cache: bool,
+    /// This request joined a pull of the same image already in progress.
+    pub coalesced: bool,
+    pub stats: PullStatsView,
+}
+
+/// SSE `resolved`: the manifest is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PullResolvedEvent {
+    pub reference: String,
+    pub manifest_digest: String,
+    pub platform: Option<String>,
+    /// The layers (bottom first) with their sizes: one progress bar each.
+    pub layers: Vec<PullBlob>,
+}
+
+/// SSE `progress`, `cached`, `extracting`, `extracted`: one blob's progress. `done` and `total`
+/// are bytes (for `extracted`, `done` is the unpacked size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PullBlob {
+    pub digest: String,
+    #[serde(default)]
+    pub done: u64,
+    #[serde(default)]
+    pub total: u64,
+}
+
+/// The answer to an import: the images stored from the layout.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportResult {
+    pub images: Vec<Image>,
+}
+
+/// What `POST /v1/images/gc` removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcResult {
+    pub removed_blobs: Vec<String>,
+    pub removed_layers: Vec<String>,
+    pub freed_bytes: u64,
 }

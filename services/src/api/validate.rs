@@ -65,14 +65,16 @@ fn check_max(field: &str, value: Option<u64>, min: u64, max: Option<u64>) -> Res
     Ok(())
 }
 
-/// Validates a Wasm job spec and fills in the defaults. Returns the resolved spec and the program
-/// (module digest). Module existence is checked by the caller (it needs the database).
+/// Validates a job spec (module or image) and fills in the defaults; an image reference is
+/// normalised (`busybox` → `docker.io/library/busybox:latest`). Module existence is checked by the
+/// caller (it needs the database); an image is only pulled by the worker that runs the job.
 pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiError> {
-    match (&spec.module, &spec.image) {
+    let is_image = match (&spec.module, &spec.image) {
         (None, None) => {
             return Err(ApiError::invalid(
                 "module",
-                "the job names no code: set `module` to a digest from POST /v1/modules (or `image` for containers)",
+                "the job names no code: set `image` to an OCI image reference (e.g. `busybox:1.36`) \
+                 or `module` to a digest from POST /v1/modules",
             ));
         }
         (Some(_), Some(_)) => {
@@ -81,14 +83,11 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
                 "set either `module` or `image`, not both",
             ));
         }
-        (None, Some(_)) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "unsupported",
-                "container images are not supported by this server yet; run a Wasm module with `module` \
-                 (upload it with POST /v1/modules)",
-            )
-            .with_field("image"));
+        (None, Some(image)) => {
+            let parsed = runtime_core::image::ImageRef::parse(image)
+                .map_err(|e| ApiError::invalid("image", e.to_string()))?;
+            spec.image = Some(parsed.to_string());
+            true
         }
         (Some(m), None) => {
             if !is_digest(m) {
@@ -99,31 +98,13 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
                     ),
                 ));
             }
+            false
         }
-    }
-    if spec.runtime == Some(RuntimeKind::Container) {
-        return Err(ApiError::invalid(
-            "runtime",
-            "a Wasm module cannot run on the container runtime; use `auto` or `wasm`",
-        ));
-    }
-    if spec.network == Some(NetworkMode::Bridge) {
-        return Err(ApiError::invalid(
-            "network",
-            "Wasm jobs have no network; `bridge` applies to container jobs",
-        ));
-    }
-    if spec.workdir.is_some() {
-        return Err(ApiError::invalid(
-            "workdir",
-            "`workdir` applies to container jobs; Wasm jobs see their files under /data",
-        ));
-    }
-    if spec.user.is_some() {
-        return Err(ApiError::invalid(
-            "user",
-            "`user` applies to container jobs",
-        ));
+    };
+    if is_image {
+        check_image_fields(&spec)?;
+    } else {
+        check_module_fields(&spec)?;
     }
     if spec.args.len() > MAX_ARGS {
         return Err(ApiError::invalid(
@@ -235,20 +216,23 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
         ));
     }
 
+    let runtime = spec.runtime;
     let limits = spec.limits.get_or_insert_with(LimitsSpec::default);
-    if limits.cpu_time_ms.is_some() {
+    if is_image {
+        check_image_limits(limits, runtime)?;
+    } else if limits.cpu_time_ms.is_some() {
         return Err(ApiError::invalid(
             "limits.cpu_time_ms",
             "cpu_time_ms applies to container jobs; limit a Wasm job's CPU with `fuel`",
         ));
     }
-    if limits.pids.is_some() {
+    if !is_image && limits.pids.is_some() {
         return Err(ApiError::invalid(
             "limits.pids",
             "pids applies to container jobs; Wasm jobs cannot create processes",
         ));
     }
-    if limits.disk_bytes.is_some() {
+    if !is_image && limits.disk_bytes.is_some() {
         return Err(ApiError::invalid(
             "limits.disk_bytes",
             "disk_bytes applies to container jobs",
@@ -285,8 +269,155 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
     if limits.fuel.is_none() {
         limits.fuel = policy.default_fuel;
     }
-    spec.runtime.get_or_insert(RuntimeKind::Wasm);
+    spec.runtime.get_or_insert(if is_image {
+        RuntimeKind::Auto
+    } else {
+        RuntimeKind::Wasm
+    });
     Ok(spec)
+}
+
+/// Fields that only container images use, refused on module jobs.
+fn check_module_fields(spec: &JobSpec) -> Result<(), ApiError> {
+    if spec.runtime == Some(RuntimeKind::Container) {
+        return Err(ApiError::invalid(
+            "runtime",
+            "a Wasm module cannot run on the container runtime; use `auto` or `wasm`",
+        ));
+    }
+    if spec.network == Some(NetworkMode::Bridge) {
+        return Err(ApiError::invalid(
+            "network",
+            "Wasm jobs have no network; `bridge` applies to container jobs",
+        ));
+    }
+    if spec.workdir.is_some() {
+        return Err(ApiError::invalid(
+            "workdir",
+            "`workdir` applies to container jobs; Wasm jobs see their files under /data",
+        ));
+    }
+    if spec.user.is_some() {
+        return Err(ApiError::invalid(
+            "user",
+            "`user` applies to container jobs",
+        ));
+    }
+    if spec.entrypoint.is_some() {
+        return Err(ApiError::invalid(
+            "entrypoint",
+            "`entrypoint` applies to image jobs; a module's arguments are `args`",
+        ));
+    }
+    Ok(())
+}
+
+/// The container-side fields of an image job: entrypoint, workdir, user, network.
+fn check_image_fields(spec: &JobSpec) -> Result<(), ApiError> {
+    if spec.network == Some(NetworkMode::Bridge) {
+        return Err(ApiError::invalid(
+            "network",
+            "bridge networking is not available yet; omit `network` (or use `none`)",
+        ));
+    }
+    if let Some(entrypoint) = &spec.entrypoint {
+        if entrypoint.len() > MAX_ARGS {
+            return Err(ApiError::invalid(
+                "entrypoint",
+                format!("at most {MAX_ARGS} entrypoint elements are allowed"),
+            ));
+        }
+        if let Some(i) = entrypoint.iter().position(|a| a.contains('\0')) {
+            return Err(ApiError::invalid(
+                format!("entrypoint[{i}]"),
+                "entrypoint elements cannot contain NUL bytes",
+            ));
+        }
+        if entrypoint.is_empty() && spec.args.is_empty() {
+            return Err(ApiError::invalid(
+                "entrypoint",
+                "an empty `entrypoint` clears the image's entrypoint and cmd: give the program in `args`",
+            ));
+        }
+    }
+    if let Some(dir) = &spec.workdir
+        && (!dir.starts_with('/') || dir.contains('\0') || dir.len() > 4096)
+    {
+        return Err(ApiError::invalid(
+            "workdir",
+            format!("`{dir}` is not an absolute path; use something like `/work`"),
+        ));
+    }
+    if let Some(user) = &spec.user
+        && !valid_user(user)
+    {
+        return Err(ApiError::invalid(
+            "user",
+            format!(
+                "`{user}` is not a user: use `uid[:gid]` (numbers, e.g. `1000:1000`) or \
+                 `name[:group]` as found in the image's /etc/passwd and /etc/group"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Limits of an image job: containers bound CPU with `cpu_time_ms`; `fuel` only makes sense when
+/// the job insists on the Wasm runtime.
+fn check_image_limits(limits: &LimitsSpec, runtime: Option<RuntimeKind>) -> Result<(), ApiError> {
+    if limits.fuel.is_some() && runtime != Some(RuntimeKind::Wasm) {
+        return Err(ApiError::invalid(
+            "limits.fuel",
+            "fuel applies to Wasm jobs; limit a container's CPU with `cpu_time_ms` \
+             (or set `runtime: wasm` to run a Wasm image with a fuel budget)",
+        ));
+    }
+    if limits.cpu_time_ms.is_some() && runtime == Some(RuntimeKind::Wasm) {
+        return Err(ApiError::invalid(
+            "limits.cpu_time_ms",
+            "cpu_time_ms applies to container jobs; limit a Wasm job's CPU with `fuel`",
+        ));
+    }
+    check_max("limits.cpu_time_ms", limits.cpu_time_ms, 1, None)?;
+    if limits.pids.is_some() {
+        return Err(ApiError::invalid(
+            "limits.pids",
+            "a per-job pids limit is not available yet; omit `limits.pids` (containers get the worker's default)",
+        ));
+    }
+    if limits.disk_bytes.is_some() {
+        return Err(ApiError::invalid(
+            "limits.disk_bytes",
+            "a per-job disk limit is not available yet; omit `limits.disk_bytes` (containers get the worker's scratch size)",
+        ));
+    }
+    Ok(())
+}
+
+/// `uid[:gid]` or `name[:group]`: each part a number or a POSIX-ish account name.
+pub fn valid_user(s: &str) -> bool {
+    fn part(p: &str) -> bool {
+        if p.is_empty() || p.len() > 32 {
+            return false;
+        }
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            return p.parse::<u32>().is_ok();
+        }
+        let mut bytes = p.bytes();
+        let first = bytes.next().unwrap_or(b'-');
+        (first.is_ascii_alphabetic() || first == b'_')
+            && p.bytes().enumerate().all(|(i, b)| {
+                b.is_ascii_alphanumeric()
+                    || b == b'_'
+                    || b == b'-'
+                    || b == b'.'
+                    || (b == b'$' && i == p.len() - 1)
+            })
+    }
+    match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    }
 }
 
 impl ApiError {
@@ -390,6 +521,144 @@ mod tests {
             let err = resolve(spec, &policy).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
             assert!(err.status.is_client_error());
+        }
+    }
+
+    fn image_spec() -> JobSpec {
+        JobSpec {
+            image: Some("busybox".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_jobs_are_normalised_and_checked() {
+        let policy = LimitPolicy::default();
+        let r = resolve(
+            JobSpec {
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+                args: vec!["echo hi".into()],
+                workdir: Some("/work".into()),
+                user: Some("1000:1000".into()),
+                limits: Some(LimitsSpec {
+                    cpu_time_ms: Some(500),
+                    ..Default::default()
+                }),
+                ..image_spec()
+            },
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(r.image.as_deref(), Some("docker.io/library/busybox:latest"));
+        assert_eq!(r.runtime, Some(RuntimeKind::Auto));
+        let cases: Vec<(JobSpec, &str, &str)> = vec![
+            (
+                JobSpec {
+                    image: Some("busybox:bad tag!".into()),
+                    ..Default::default()
+                },
+                "image",
+                "invalid image reference",
+            ),
+            (
+                JobSpec {
+                    workdir: Some("work".into()),
+                    ..image_spec()
+                },
+                "workdir",
+                "absolute",
+            ),
+            (
+                JobSpec {
+                    user: Some("1000:".into()),
+                    ..image_spec()
+                },
+                "user",
+                "uid[:gid]",
+            ),
+            (
+                JobSpec {
+                    network: Some(NetworkMode::Bridge),
+                    ..image_spec()
+                },
+                "network",
+                "not available yet",
+            ),
+            (
+                JobSpec {
+                    limits: Some(LimitsSpec {
+                        fuel: Some(10),
+                        ..Default::default()
+                    }),
+                    ..image_spec()
+                },
+                "limits.fuel",
+                "cpu_time_ms",
+            ),
+            (
+                JobSpec {
+                    entrypoint: Some(vec![]),
+                    ..image_spec()
+                },
+                "entrypoint",
+                "args",
+            ),
+            (
+                JobSpec {
+                    entrypoint: Some(vec!["x".into()]),
+                    ..module_spec()
+                },
+                "entrypoint",
+                "image jobs",
+            ),
+        ];
+        for (spec, field, text) in cases {
+            let err = resolve(spec, &policy).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
+            assert!(err.message.contains(text), "{}", err.message);
+            assert_eq!(err.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        // A Wasm image with runtime: wasm may carry a fuel budget.
+        let r = resolve(
+            JobSpec {
+                runtime: Some(RuntimeKind::Wasm),
+                limits: Some(LimitsSpec {
+                    fuel: Some(1000),
+                    ..Default::default()
+                }),
+                ..image_spec()
+            },
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(r.limits.unwrap().fuel, Some(1000));
+    }
+
+    #[test]
+    fn user_shapes() {
+        for ok in [
+            "0",
+            "1000:1000",
+            "nobody",
+            "www-data:www-data",
+            "_apt",
+            "app$",
+            "1000:staff",
+        ] {
+            assert!(valid_user(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            ":",
+            "1000:",
+            ":1000",
+            "a b",
+            "-x",
+            "99999999999",
+            "a:b:c",
+            "x/y",
+        ] {
+            assert!(!valid_user(bad), "{bad:?}");
         }
     }
 

@@ -5,6 +5,7 @@
 //!
 //! The worker does not know which backend it drives: it only speaks `runtime_core::Backend`.
 
+pub mod route;
 pub mod spec;
 pub mod writer;
 
@@ -12,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime_core::{Backend, JobIo, OutcomeReason, OutputChunk, OutputSink};
+use runtime_core::{
+    Backend, ExecReport, JobIo, Outcome, OutcomeReason, OutputChunk, OutputSink, OutputStats, Usage,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc};
@@ -20,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::QueueTiming;
+use crate::images::ImageHost;
 use crate::metrics::Metrics;
 use crate::store::queue::{self, Claimed, NewChunk};
 use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
@@ -86,6 +90,8 @@ pub struct Worker {
     /// Where sandboxes run: a runtime of its own, so CPU-bound guests never delay the queue's and
     /// the API's I/O.
     exec: tokio::runtime::Handle,
+    /// Image pulls and the container backend (None: image jobs end `image_error`).
+    images: Option<ImageHost>,
 }
 
 impl Worker {
@@ -104,7 +110,15 @@ impl Worker {
             metrics,
             local_wake,
             exec,
+            images: None,
         }
+    }
+
+    /// Lets the worker run image jobs: pulls through `host.images`, containers on
+    /// `host.container`.
+    pub fn with_images(mut self, host: ImageHost) -> Self {
+        self.images = Some(host);
+        self
     }
 
     /// Runs until `shutdown` fires, then drains as described in the module docs.
@@ -116,6 +130,7 @@ impl Worker {
             metrics,
             local_wake,
             exec,
+            images,
         } = self;
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
@@ -152,6 +167,7 @@ impl Worker {
         let ctx = JobContext {
             exec,
             backends,
+            images,
             writer: writer_tx.clone(),
             running: running.clone(),
             slot_freed: slot_freed.clone(),
@@ -243,6 +259,7 @@ impl Worker {
 struct JobContext {
     exec: tokio::runtime::Handle,
     backends: Vec<Arc<dyn Backend>>,
+    images: Option<ImageHost>,
     writer: mpsc::Sender<WriterMsg>,
     running: RunningMap,
     slot_freed: Arc<Notify>,
@@ -254,64 +271,89 @@ async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
     let JobContext {
         exec,
         backends,
+        images,
         writer,
         running,
         slot_freed,
         metrics,
     } = ctx;
-    let completion = match spec::exec_request(&job) {
-        Err(detail) => Some(spec::failed_before_start(
-            &job,
-            OutcomeReason::SpecError,
-            detail,
+    let finished = match spec::exec_request(&job) {
+        Err(detail) => Some((
+            ExecReport {
+                outcome: Outcome::with_reason(OutcomeReason::SpecError, detail),
+                usage: Usage::default(),
+            },
+            OutputStats::default(),
         )),
-        Ok(request) => match backends.iter().find(|b| b.accepts(&request.program)) {
-            None => Some(spec::failed_before_start(
-                &job,
-                OutcomeReason::SpecError,
-                "no backend on this worker runs this kind of program".into(),
-            )),
-            Some(backend) => {
-                let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
-                let pump = tokio::spawn(pump_output(job.id, job.attempt, rx, writer.clone()));
-                let io = JobIo {
-                    output: sink.clone(),
-                    cancel: entry.cancel.clone(),
-                };
-                let backend = backend.clone();
-                let mut report = match exec
-                    .spawn(async move { backend.run(request, io).await })
-                    .await
-                {
-                    Ok(report) => report,
-                    Err(e) => runtime_core::ExecReport {
-                        outcome: runtime_core::Outcome::with_reason(
-                            OutcomeReason::InternalError,
-                            format!("the sandbox task failed: {e}"),
-                        ),
-                        usage: runtime_core::Usage::default(),
-                    },
-                };
-                tracing::debug!(job = %job.id, reason = report.outcome.reason.as_str(), "backend finished");
-                let stats = sink.stats();
-                drop(sink);
-                if let Err(e) = pump.await {
-                    tracing::error!(job = %job.id, error = %e, "output pump failed");
+        Ok(mut request) => {
+            let runtime = spec::runtime_of(&job);
+            match route::route(
+                &mut request,
+                runtime,
+                &backends,
+                images.as_ref(),
+                &entry.cancel,
+            )
+            .await
+            {
+                Err(not_routed) => {
+                    tracing::debug!(job = %job.id, reason = not_routed.outcome.reason.as_str(), detail = ?not_routed.outcome.detail, "job not handed to a backend");
+                    Some((
+                        ExecReport {
+                            outcome: not_routed.outcome,
+                            usage: Usage {
+                                setup: not_routed.setup,
+                                ..Usage::default()
+                            },
+                        },
+                        OutputStats::default(),
+                    ))
                 }
-                match entry.cause() {
-                    // Shutdown: requeued by the worker; lease lost: not ours anymore.
-                    Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
-                    Some(StopCause::Cancel) => {
-                        if report.outcome.reason == OutcomeReason::Cancelled {
-                            report.outcome.detail = Some("cancelled by request".into());
-                        }
-                        Some(spec::completion(&job, &report, stats))
+                Ok(routed) => {
+                    let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
+                    let pump = tokio::spawn(pump_output(job.id, job.attempt, rx, writer.clone()));
+                    let io = JobIo {
+                        output: sink.clone(),
+                        cancel: entry.cancel.clone(),
+                    };
+                    let backend = routed.backend.clone();
+                    let mut report = match exec
+                        .spawn(async move { backend.run(request, io).await })
+                        .await
+                    {
+                        Ok(report) => report,
+                        Err(e) => ExecReport {
+                            outcome: Outcome::with_reason(
+                                OutcomeReason::InternalError,
+                                format!("the sandbox task failed: {e}"),
+                            ),
+                            usage: Usage::default(),
+                        },
+                    };
+                    // The image pull is part of the job's setup.
+                    report.usage.setup += routed.setup;
+                    tracing::debug!(job = %job.id, backend = routed.backend.name(), reason = report.outcome.reason.as_str(), "backend finished");
+                    let stats = sink.stats();
+                    drop(sink);
+                    if let Err(e) = pump.await {
+                        tracing::error!(job = %job.id, error = %e, "output pump failed");
                     }
-                    None => Some(spec::completion(&job, &report, stats)),
+                    Some((report, stats))
                 }
             }
-        },
+        }
     };
+    let completion = finished.and_then(|(mut report, stats)| match entry.cause() {
+        // Shutdown: requeued by the worker; lease lost: not ours anymore.
+        Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
+        Some(StopCause::Cancel) => {
+            if report.outcome.reason == OutcomeReason::Cancelled {
+                report.outcome.detail = Some("cancelled by request".into());
+            }
+            Some(spec::completion(&job, &report, stats))
+        }
+        None => Some(spec::completion(&job, &report, stats)),
+    });
     if let Some(c) = completion {
         if c.state.is_terminal() {
             metrics.observe_job_wall(c.usage.get("wall_ms").and_then(|v| v.as_u64()).unwrap_or(0));

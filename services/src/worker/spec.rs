@@ -10,7 +10,7 @@ use runtime_core::{
 };
 use uuid::Uuid;
 
-use crate::api::types::{Encoding, JobSpec, JobState, UsageView};
+use crate::api::types::{Encoding, JobSpec, JobState, RuntimeKind, UsageView};
 use crate::store::queue::{Claimed, Completion};
 
 /// Decodes a text field according to its encoding.
@@ -77,11 +77,20 @@ pub fn exec_request(job: &Claimed) -> Result<ExecRequest, String> {
                 .ok_or("stored spec lacks output_bytes")?,
         },
         container: ContainerOptions {
-            entrypoint: None,
+            entrypoint: spec.entrypoint,
             workdir: spec.workdir,
             user: spec.user,
         },
     })
+}
+
+/// The runtime a stored spec asks for (`auto` when unset or unreadable: the request builder
+/// reports a malformed spec itself).
+pub fn runtime_of(job: &Claimed) -> RuntimeKind {
+    job.spec
+        .get("runtime")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// A duration in whole milliseconds, saturating (for the usage bill).

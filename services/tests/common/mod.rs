@@ -33,6 +33,7 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         policy: LimitPolicy::default(),
         timing: QueueTiming::default(),
         shutdown_grace: Duration::from_secs(5),
+        images: Default::default(),
     }
 }
 
