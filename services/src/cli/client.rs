@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::api::types::{
-    Batch, BatchCreated, BatchSpec, ErrorBody, ExitEvent, Job, JobPage, JobSpec, JobState,
-    LogEvent, Module, StateEvent,
+    Batch, BatchCreated, BatchSpec, ErrorBody, ExitEvent, GcResult, Image, ImageList, ImportResult,
+    Job, JobPage, JobSpec, JobState, LogEvent, Module, PullBlob, PullPolicyView, PullRequest,
+    PullResolvedEvent, PullResult, StateEvent,
 };
 
 /// The server the CLI talks to when neither `--server` nor `NEKTON_SERVER` says otherwise.
@@ -34,6 +35,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(90);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for a module upload or a plain log download.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time allowed for an image pull or import (large images over slow links).
+const PULL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Reconnection attempts in a row (without an event received in between) before a follower gives
 /// up, and the backoff between them.
@@ -457,6 +460,98 @@ impl Client {
         )
     }
 
+    /// `POST /v1/images/pull`: pulls an image on the server's worker host and waits for it.
+    pub async fn pull_image(&self, reference: &str, always: bool) -> Result<PullResult> {
+        let url = self.url("v1/images/pull")?;
+        let req = self
+            .http
+            .post(url.clone())
+            .timeout(PULL_TIMEOUT)
+            .json(&pull_request(reference, always));
+        self.send_json(req, &url).await
+    }
+
+    /// `POST /v1/images/pull` with `Accept: text/event-stream`: the pull's progress events, ending
+    /// with [`PullStreamEvent::Done`] (or an `Err` carrying the server's [`ApiError`]). Not
+    /// resumed on a dropped connection (the pull goes on on the server; pull again to join it).
+    pub async fn pull_image_events(
+        &self,
+        reference: &str,
+        always: bool,
+    ) -> Result<BoxStream<'static, Result<PullStreamEvent>>> {
+        let url = self.url("v1/images/pull")?;
+        let req = self
+            .http
+            .post(url.clone())
+            .header(header::ACCEPT, "text/event-stream")
+            .json(&pull_request(reference, always));
+        let resp = self.send(req, &url).await?;
+        let what = url.to_string();
+        let events = resp.bytes_stream().eventsource();
+        Ok(events
+            .filter_map(move |ev| {
+                let what = what.clone();
+                async move {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            return Some(Err(anyhow!("{e}")
+                                .context(format!("reading the pull stream from {what}"))));
+                        }
+                    };
+                    parse_pull_sse(&ev).transpose()
+                }
+            })
+            .boxed())
+    }
+
+    /// `GET /v1/images`.
+    pub async fn list_images(&self) -> Result<ImageList> {
+        let url = self.url("v1/images")?;
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/images/{reference}`.
+    pub async fn get_image(&self, reference: &str) -> Result<Image> {
+        let url = self.url(&format!("v1/images/{}", encode_reference(reference)))?;
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `DELETE /v1/images/{reference}`: removes the image's record; returns it.
+    pub async fn delete_image(&self, reference: &str) -> Result<Image> {
+        let url = self.url(&format!("v1/images/{}", encode_reference(reference)))?;
+        let req = self.http.delete(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `POST /v1/images/import`: uploads a tar of an OCI image layout.
+    pub async fn import_image(
+        &self,
+        tar: reqwest::Body,
+        reference: Option<&str>,
+    ) -> Result<ImportResult> {
+        let mut url = self.url("v1/images/import")?;
+        if let Some(r) = reference {
+            url.query_pairs_mut().append_pair("reference", r);
+        }
+        let req = self
+            .http
+            .post(url.clone())
+            .timeout(PULL_TIMEOUT)
+            .header(header::CONTENT_TYPE, "application/x-tar")
+            .body(tar);
+        self.send_json(req, &url).await
+    }
+
+    /// `POST /v1/images/gc`.
+    pub async fn gc_images(&self) -> Result<GcResult> {
+        let url = self.url("v1/images/gc")?;
+        let req = self.http.post(url.clone()).timeout(TRANSFER_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
     /// Sends a request; a transport failure or a non-2xx answer becomes a descriptive error.
     async fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| self.transport_error(e, url))?;
@@ -504,6 +599,64 @@ impl Client {
         };
         anyhow::Error::new(e).context(msg)
     }
+}
+
+/// One event of an image pull's progress stream (`POST /v1/images/pull`, SSE).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PullStreamEvent {
+    Resolved(PullResolvedEvent),
+    Progress(PullBlob),
+    Cached(PullBlob),
+    Extracting(PullBlob),
+    Extracted(PullBlob),
+    Done(Box<PullResult>),
+}
+
+fn parse_pull_sse(ev: &Event) -> Result<Option<PullStreamEvent>> {
+    Ok(Some(match ev.event.as_str() {
+        "resolved" => PullStreamEvent::Resolved(parse_data(ev)?),
+        "progress" => PullStreamEvent::Progress(parse_data(ev)?),
+        "cached" => PullStreamEvent::Cached(parse_data(ev)?),
+        "extracting" => PullStreamEvent::Extracting(parse_data(ev)?),
+        "extracted" => PullStreamEvent::Extracted(parse_data(ev)?),
+        "done" => PullStreamEvent::Done(Box::new(parse_data(ev)?)),
+        "error" => {
+            let body: ErrorBody = parse_data(ev)?;
+            return Err(ApiError {
+                status: 200,
+                code: body.error.code,
+                message: body.error.message,
+                field: body.error.field,
+            }
+            .into());
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn pull_request(reference: &str, always: bool) -> PullRequest {
+    PullRequest {
+        reference: reference.to_string(),
+        policy: Some(if always {
+            PullPolicyView::Always
+        } else {
+            PullPolicyView::IfNotPresent
+        }),
+    }
+}
+
+/// An image reference as one URL path segment: everything but unreserved characters, `:` and
+/// `@` percent-encoded (so `/` becomes `%2F`).
+pub fn encode_reference(reference: &str) -> String {
+    let mut out = String::with_capacity(reference.len() + 8);
+    for b in reference.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A short description of a response body for error messages.

@@ -1,4 +1,5 @@
-//! The client commands of the `nekton` binary: `run`, `jobs`, `batch` and `module`.
+//! The client commands of the `nekton` binary: `run`, `jobs`, `batch`, `module` and `image`
+//! (the latter in [`super::image`]).
 //!
 //! [`ClientCommand`] is flattened into the binary's subcommands; [`execute`] runs one and returns
 //! the process exit code ([`execute_or_report`] also prints errors and picks their exit code).
@@ -91,6 +92,8 @@ pub enum ClientCommand {
     Batch(BatchArgs),
     /// Upload Wasm modules.
     Module(ModuleArgs),
+    /// Pull, list, remove and import images on the server's worker host.
+    Image(super::image::ImageArgs),
 }
 
 /// `nekton run`.
@@ -99,9 +102,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub server: ServerArgs,
 
-    /// What to run: a local Wasm file (a path ending in `.wasm` or starting with `/`, `./` or
-    /// `../`; it is uploaded first), an uploaded module's digest `sha256:<hex>`, or else an OCI
-    /// image reference such as `alpine:3.20`.
+    /// What to run: a local Wasm file (an existing file that starts with the Wasm magic
+    /// `\0asm`, or a path ending in `.wasm` or starting with `/`, `./` or `../`; it is uploaded
+    /// first), an uploaded module's digest `sha256:<hex>`, or else an OCI image reference such as
+    /// `alpine:3.20` or `127.0.0.1:5000/busybox:1` (pulled by the worker; Wasm images run on the
+    /// Wasm backend, others as Linux containers).
     #[arg(value_name = "PROGRAM")]
     pub program: String,
 
@@ -160,7 +165,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "KIND", value_parser = parse_wire_enum::<RuntimeKind>)]
     pub runtime: Option<RuntimeKind>,
 
-    /// Working directory inside the container.
+    /// Images: replace the image's entrypoint with this program (ARGS then replace its cmd);
+    /// `--entrypoint ''` clears it, so ARGS are the whole command.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+
+    /// Working directory inside the container (absolute).
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
 
@@ -319,6 +329,7 @@ pub async fn execute(cmd: ClientCommand) -> Result<i32> {
         ClientCommand::Jobs(args) => jobs(args).await,
         ClientCommand::Batch(args) => batch(args).await,
         ClientCommand::Module(args) => module(args).await,
+        ClientCommand::Image(args) => super::image::image(args).await,
     }
 }
 
@@ -365,6 +376,9 @@ fn classify_program(program: &str) -> Result<Program> {
             hex.to_ascii_lowercase()
         )));
     }
+    if is_wasm_file(Path::new(program)) {
+        return Ok(Program::LocalModule(PathBuf::from(program)));
+    }
     let looks_like_path = program.starts_with('/')
         || program.starts_with("./")
         || program.starts_with("../")
@@ -373,6 +387,16 @@ fn classify_program(program: &str) -> Result<Program> {
         return Ok(Program::LocalModule(PathBuf::from(program)));
     }
     Ok(Program::Image(program.to_string()))
+}
+
+/// An existing regular file that starts with the Wasm magic `\0asm`.
+fn is_wasm_file(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"\0asm"
 }
 
 async fn read_local_file(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -438,6 +462,13 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
     }
     spec.network = args.network;
     spec.runtime = args.runtime;
+    spec.entrypoint = args.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        }
+    });
     spec.workdir = args.workdir.clone();
     spec.user = args.user.clone();
     spec.queue = args.queue.clone();
@@ -1401,6 +1432,20 @@ mod tests {
             Program::Image("ghcr.io/org/img@sha256:0123".into())
         );
         assert!(classify_program("").is_err());
+        // An existing file with the Wasm magic is a module whatever its name; any other name
+        // that is not path-like is an image.
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("prog");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let name = module.display().to_string();
+        assert_eq!(
+            classify_program(&name).unwrap(),
+            Program::LocalModule(module.clone())
+        );
+        assert_eq!(
+            classify_program("127.0.0.1:5000/busybox:1").unwrap(),
+            Program::Image("127.0.0.1:5000/busybox:1".into())
+        );
     }
 
     #[test]
@@ -1502,6 +1547,44 @@ mod tests {
 
         let err = parse(&["run", "--memory", "lots", "alpine"]).unwrap_err();
         assert!(err.to_string().contains("not a size"), "{err}");
+
+        let ClientCommand::Run(r) = parse(&[
+            "run",
+            "--entrypoint",
+            "/bin/sh",
+            "-w",
+            "/work",
+            "-u",
+            "1000:1000",
+            "--runtime",
+            "container",
+            "127.0.0.1:5000/busybox:1",
+            "--",
+            "-c",
+            "exit 7",
+        ])
+        .unwrap() else {
+            panic!("not run")
+        };
+        assert_eq!(r.entrypoint.as_deref(), Some("/bin/sh"));
+        assert_eq!(r.workdir.as_deref(), Some("/work"));
+        assert_eq!(r.user.as_deref(), Some("1000:1000"));
+        assert_eq!(r.runtime, Some(RuntimeKind::Container));
+        assert_eq!(r.args, vec!["-c", "exit 7"]);
+
+        for args in [
+            &["image", "pull", "--always", "busybox"][..],
+            &["image", "ls", "--json"],
+            &["image", "rm", "a", "b"],
+            &["image", "import", "dir", "--reference", "x:1"],
+            &["image", "gc"],
+        ] {
+            assert!(
+                matches!(parse(args).unwrap(), ClientCommand::Image(_)),
+                "{args:?}"
+            );
+        }
+        assert!(parse(&["image", "rm"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The client side of the `nekton` binary: a typed HTTP client for the v1 API ([`client`]) and the
 //! user-facing commands built on it ([`commands`]): `run`, `jobs ls|get|cancel|logs`,
-//! `batch submit` and `module push`.
+//! `batch submit`, `module push` and `image pull|ls|rm|import|gc`.
 //!
 //! `main.rs` wires them in with one enum variant and one call:
 //!
@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod image;
 
 pub use client::{
     ApiError, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,
