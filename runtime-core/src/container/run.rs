@@ -520,7 +520,7 @@ async fn run_planned(
         empty_lower,
         scratch_size: CString::new(shared.config.scratch_bytes.to_string()).unwrap_or_default(),
         shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
-        hostname: plan.hostname.clone().into_bytes(),
+        hostname: format!("{}\n", plan.hostname).into_bytes(),
         hosts: hosts.into_bytes(),
         user: plan.user,
         user_from_job: plan.user_from_job,
@@ -660,8 +660,11 @@ async fn run_planned(
     } else if let Some(s) = &status {
         let cpu = s.user + s.system;
         match (s.signaled, request.limits.cpu_time) {
+            // SIGXCPU comes from RLIMIT_CPU's soft limit, SIGKILL from its hard limit (one second
+            // later); the rusage total can trail the kernel's tick-based check by a few ms.
             (true, Some(limit))
-                if (s.value == libc::SIGXCPU || s.value == libc::SIGKILL) && cpu >= limit =>
+                if s.value == libc::SIGXCPU
+                    || (s.value == libc::SIGKILL && cpu >= limit.mul_f64(0.95)) =>
             {
                 Outcome::with_reason(
                     OutcomeReason::CpuTimeout,

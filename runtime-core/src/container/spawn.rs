@@ -76,6 +76,7 @@ pub(crate) struct ChildSpec {
     pub empty_lower: bool,
     pub scratch_size: CString,
     pub shm_size: CString,
+    /// `/etc/hostname` content: the hostname and a newline.
     pub hostname: Vec<u8>,
     pub hosts: Vec<u8>,
     /// `uid[:gid]` or `name[:group]`; empty = root.
