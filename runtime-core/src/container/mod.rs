@@ -1,4 +1,117 @@
-//! The Linux container backend (work in progress: the public API only).
+//! The Linux container backend: runs [`Program::Image`] jobs in namespaces, on an overlayfs of
+//! the image's layers, as a non-PID-1 process under a tiny init.
+//!
+//! # Process tree
+//!
+//! ```text
+//! worker process
+//!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
+//!                                          │ unshare(mnt, uts, ipc, net, cgroup, pid); / rprivate
+//!                                          └─ fork ──► P2 = PID 1 "nekton-init" (PDEATHSIG=SIGKILL,
+//!                                                │      non-dumpable): builds the rootfs, pivots
+//!                                                └─ fork ──► P3 = the job (setsid, user, caps,
+//!                                                            no_new_privs, execve)
+//! ```
+//! - Every fork of the worker happens on **one long-lived thread** (`spawn::Spawner`), because
+//!   `PR_SET_PDEATHSIG` fires when the *forking thread* ends: if the worker dies, P1 gets SIGKILL,
+//!   P2 (whose parent is P1) gets SIGKILL, and P2 being the pid namespace's init, the kernel kills
+//!   every process of the job. The PDEATHSIG races are closed by a `getppid` check in P1 and a
+//!   lifeline pipe (POLLHUP = P1 gone) in P2 (P2 cannot `getppid` across the pid namespace).
+//! - Forks are glibc `fork()` (its atfork handlers keep malloc usable in the child). Everything the
+//!   children need — argv, env, paths, the input files — is validated and turned into C strings
+//!   *before* the fork (`run::plan`); child code never returns or unwinds (every path ends in
+//!   `_exit`, errors are written to an error pipe), takes no lock other threads may hold, and
+//!   first moves its descriptors to fixed numbers and closes all others (`close_range`), so no
+//!   worker socket — and no pipe of another job being spawned concurrently — reaches a container.
+//! - **P1** only supervises: it `poll`s a pidfd of P2 and a control pipe from the worker. A byte
+//!   on (or EOF of) the control pipe makes P1 `kill(P2, SIGKILL)`. When P2 has exited, P1 reaps
+//!   it and exits. Because a pid namespace's init finishes exiting only after every other
+//!   process of the namespace is gone, **P1 reaped ⇒ no process of the job remains** and the
+//!   mount namespace (tmpfs, overlay, proc, …) is released. *Deviation from the first design
+//!   (the worker killing P2's pid directly):* the worker would race P1 reaping P2 and could
+//!   signal a recycled pid; P1 kills its own unreaped child, which cannot be recycled.
+//! - **P2**, PID 1 of the job, blocks SIGCHLD and the forwarded signals (TERM, INT, HUP, QUIT,
+//!   USR1, USR2 → `kill(P3)`), reaps every child with `waitpid(-1, WNOHANG)` (orphans too), and
+//!   when P3 has exited writes its status and `getrusage(RUSAGE_CHILDREN)` to the status pipe and
+//!   `_exit`s — so no daemon outlives the job.
+//! - **P3** resets signal dispositions (the worker ignores SIGPIPE; ignored signals survive
+//!   exec), `setsid`, puts the stdin memfd (sealed, offset 0: a job reading stdin sees EOF, never
+//!   blocks) and the stdout/stderr pipes on 0/1/2, `chdir`s to the working directory (after
+//!   `pivot_root`: it cannot resolve outside the root, and no host descriptor is open —
+//!   CVE-2024-21626), sets `RLIMIT_CPU`, drops capabilities, sets groups/gid/uid, sets
+//!   `no_new_privs`, (seccomp: issue 4), marks every fd ≥ 3 close-on-exec and `execve`s `argv[0]`
+//!   looked up in the container's `PATH`. The error pipe is close-on-exec: the worker reads EOF
+//!   with no message ⇒ the job's program is running (the start of its wall time).
+//!
+//! # Mount sequence (in P2, inside the job's private mount namespace)
+//!
+//! 1. A tmpfs (`size=scratch_bytes`, 0700, nosuid, nodev) on `<state_dir>/jobs/<dir>` — an empty
+//!    directory the worker created. The mount exists only in the job's namespace: a crash cannot
+//!    leak a host mount; the worker `rmdir`s the directory afterwards. Inside: `upper/`, `work/`,
+//!    `rootfs/`.
+//! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
+//!    one `lowerdir+` per layer (top first, [`ImageStore::lowerdirs`](crate::image::ImageStore)),
+//!    so the page-sized `mount(2)` data limit never applies (each `fsconfig` string is ≤ 255
+//!    bytes, checked by the worker). An image without layers gets an empty lower dir.
+//! 3. With the overlay root open as a descriptor, *before anything is mounted inside it*: the
+//!    user is resolved from the image's `/etc/passwd` and `/etc/group` (read with
+//!    `RESOLVE_IN_ROOT`, needed now to own the input files), `/etc/hostname` and `/etc/hosts` are
+//!    written (an image symlink there is replaced, not followed), the working directory is
+//!    created (owned by the job user) and the input files are written below it. A symlink such
+//!    as `/etc/hosts -> /proc/sys/kernel/core_pattern` therefore can only reach image files.
+//! 4. Kernel filesystems, each attached with `move_mount` to a descriptor of its target opened
+//!    with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` (created if
+//!    missing; a symlink there is an `image_error`): fresh `proc` (nosuid, nodev, noexec),
+//!    `sysfs` read-only, `/dev` a 64 KiB tmpfs (nosuid, noexec) with `null zero full random
+//!    urandom tty` made by `mknodat` (0666), `devpts` (newinstance, ptmxmode=0666, mode=0620) on
+//!    `/dev/pts`, `/dev/ptmx -> pts/ptmx`, `/dev/shm` (tmpfs, `size=shm_bytes`, nosuid, nodev,
+//!    noexec), `fd stdin stdout stderr` links. Then Docker's masked paths (files get a bind of
+//!    `/dev/null` made with `open_tree(OPEN_TREE_CLONE)`, directories an empty read-only tmpfs;
+//!    absent ones skipped) and read-only paths (a recursive `open_tree` clone of the path, made
+//!    read-only/nosuid/nodev/noexec with `mount_setattr` while detached, attached onto itself).
+//! 5. `fchdir(root)`, `pivot_root(".", ".")`, `umount2(".", MNT_DETACH)`, `chdir("/")`,
+//!    `sethostname` (the first 12 `[A-Za-z0-9-]` characters of the job id, else `nekton`).
+//!
+//! # Invariants
+//!
+//! - `run()` returns only after P1 has been reaped: no process of the job is left, whatever the
+//!   outcome (exit, signal, timeout, output limit, cancel, setup failure). If the `run` future is
+//!   dropped mid-job, a guard closes the control pipe (P1 kills the job) and a thread reaps P1.
+//! - No host path is ever built from image or job data: host paths are the state dir (the job
+//!   directory name keeps only `[A-Za-z0-9_-]` of the job id) and the store's digest-named layer
+//!   dirs; everything inside the container is resolved from descriptors with `openat2`.
+//! - Job directories are named `<pid>.<process start time>.<seq>-<job id>`. [`ContainerBackend::new`]
+//!   removes those of processes that no longer exist (a crashed predecessor; it must not share
+//!   its `state_dir` with another live worker of a different pid namespace), skipping any that
+//!   is a mount point in our namespace.
+//! - Output goes through the job's [`OutputSink`](crate::OutputSink) live; past the cap the job
+//!   is killed with `output_limit`; bytes are bytes.
+//! - Verdicts: the kill reason if the worker killed the job (cancel, wall time, output limit);
+//!   else a setup failure reported on the error pipe (`spec_error` for the job's fault — command
+//!   not found, unknown user, input file through a symlink; `image_error` for the image's —
+//!   symlinked mount points; `internal_error` otherwise); else P3's exit status (`SIGXCPU`, or
+//!   `SIGKILL` after the CPU limit was used, is `cpu_timeout`).
+//!
+//! # Security decisions
+//!
+//! - Namespaces: mount, UTS, IPC, network (only `lo`), cgroup, pid — always. No user namespace
+//!   yet (the job's root is the host's root, confined by the rest); adding one is local to P1
+//!   (`CLONE_NEWUSER` + id maps) and the overlay (idmapped layer mounts).
+//! - Capabilities: the bounding set keeps Docker's default set minus `NET_RAW` and `MKNOD`
+//!   (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+//!   SYS_CHROOT, AUDIT_WRITE, SETFCAP); effective = permitted = that set for uid 0, empty for
+//!   any other uid; inheritable and ambient always empty (the fix of CVE-2022-24769: a non-empty
+//!   inheritable set lets file capabilities of the image grant privileges). `no_new_privs` makes
+//!   setuid/setgid files and file capabilities inert.
+//! - P2 is non-dumpable: the job cannot ptrace it or read `/proc/1/mem` (it is a fork of the
+//!   worker and holds its memory image). P1 is outside the job's pid namespace.
+//! - Only descriptors 0–2 survive `execve`; the runtime never execs its own binary in the
+//!   container (CVE-2019-5736).
+//! - **Not enforced yet**: memory (needs the job's cgroup — `run::apply_memory_limit` is the
+//!   hook), pids, seccomp (issue 4). `Usage::memory_peak_bytes` is not reported: `ru_maxrss`
+//!   survives `execve` and would show the worker's fork image, not the job. CPU time is limited
+//!   per process by `RLIMIT_CPU` (soft = limit rounded up to whole seconds → SIGXCPU, hard = +1 s
+//!   → SIGKILL); a job that forks can use more in total until cgroups arrive.
 
 mod rootfs;
 mod run;
