@@ -651,7 +651,10 @@ async fn run_planned(
     if let Some(s) = &status {
         usage.cpu_user = s.user;
         usage.cpu_system = s.system;
-        usage.memory_peak_bytes = Some(s.maxrss_kib.saturating_mul(1024));
+        // `memory_peak_bytes` stays None: ru_maxrss survives execve (the kernel folds the old
+        // mm's high-water mark into the process's maxrss), so it would report the RSS of the
+        // worker's fork image, not the job's. The job's cgroup (memory.peak) will provide it.
+        let _ = s.maxrss_kib;
     }
     let mut outcome = if let Some((reason, detail)) = killed {
         Outcome::with_reason(reason, detail)
@@ -699,8 +702,8 @@ async fn run_planned(
 }
 
 /// Hook for the memory limit. Enforcing it needs the job's cgroup (a separate issue): until
-/// then this does nothing and the limit is NOT enforced for containers; `memory_peak_bytes` is
-/// reported from the job's max RSS.
+/// then this does nothing and the limit is NOT enforced for containers (nor is
+/// `memory_peak_bytes` reported: see where the status is parsed).
 fn apply_memory_limit(_bytes: u64) {}
 
 trait DirBuilderExt2 {
