@@ -690,3 +690,66 @@ async fn per_job_time_of_true() {
     );
     assert!(per < Duration::from_millis(500), "{per:?}");
 }
+
+/// Run as a separate "worker" process by `a_killed_worker_takes_its_containers_with_it`: starts a
+/// long job on the state dir named by `NEKTON_CRASH_STATE`, and never finishes it. A no-op in
+/// a normal test run.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_helper_worker() {
+    let Ok(state) = std::env::var("NEKTON_CRASH_STATE") else {
+        return;
+    };
+    let env = TestEnv::with_state_dir(state.into());
+    let img = env.busybox("crash", &[], default_config()).await;
+    let ran = run(&env, sh(&img, "sleep 5151")).await;
+    panic!("the job was expected to be killed with its worker: {ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_takes_its_containers_with_it() {
+    let env = TestEnv::new();
+    let state = env.tmp.path().join("crash-state");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_helper_worker",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("NEKTON_CRASH_STATE", &state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the job runs.
+    let t = Instant::now();
+    while marker_processes("5151").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the helper's job never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the helper exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jobs = state.join("jobs");
+    assert_eq!(std::fs::read_dir(&jobs).unwrap().count(), 1);
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup code runs in the worker.
+    child.wait().unwrap();
+    let t = Instant::now();
+    while !marker_processes("5151").is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the job outlived its worker: {:?}",
+            marker_processes("5151")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(host_mounts_under(&state).is_empty());
+    // Its job directory is left; the next backend on that state dir removes it.
+    assert_eq!(std::fs::read_dir(&jobs).unwrap().count(), 1);
+    let _next = TestEnv::with_state_dir(state.clone());
+    assert_eq!(std::fs::read_dir(&jobs).unwrap().count(), 0);
+}

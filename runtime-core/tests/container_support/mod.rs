@@ -78,14 +78,30 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// A fresh image store, and a backend on `state_dir` (kept when the env is dropped).
+    pub fn with_state_dir(state_dir: PathBuf) -> Self {
+        Self::build(Some(state_dir))
+    }
+
+    fn build(state_dir: Option<PathBuf>) -> Self {
         require_root();
+        // Beside the given state dir (a killed helper process cannot remove its temp dir; the
+        // parent test's does), else in /tmp (short paths: overlayfs options are ≤ 255 bytes).
+        let parent = state_dir
+            .as_ref()
+            .and_then(|s| s.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         let tmp = tempfile::Builder::new()
             .prefix("nkc")
-            .tempdir_in("/tmp")
+            .tempdir_in(parent)
             .unwrap();
         let store = ImageStore::open(tmp.path().join("s"), StoreLimits::default()).unwrap();
         let images = ImageService::new(Arc::new(store), RegistryOptions::default()).unwrap();
-        let state_dir = tmp.path().join("c");
+        let state_dir = state_dir.unwrap_or_else(|| tmp.path().join("c"));
         let backend = ContainerBackend::new(
             ContainerConfig {
                 state_dir: state_dir.clone(),
