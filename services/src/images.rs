@@ -73,6 +73,13 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
     let root = store_dir(state_dir);
     let store = ImageStore::open(&root, StoreLimits::default())
         .with_context(|| format!("opening the image store at {}", root.display()))?;
+    // Import uploads a crashed process left behind (the API streams them there).
+    let uploads = root.join("uploads");
+    if uploads.exists()
+        && let Err(e) = std::fs::remove_dir_all(&uploads)
+    {
+        tracing::warn!(dir = %uploads.display(), error = %e, "cannot remove old image uploads");
+    }
     let images = ImageService::new(Arc::new(store), registry).context("starting image pulls")?;
     let config = ContainerConfig {
         state_dir: container_dir(state_dir),
