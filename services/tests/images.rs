@@ -704,3 +704,64 @@ async fn image_job_specs_are_validated() {
         "a rejected request stores nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_credentials_come_from_a_docker_config_json() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    // bcrypt (cost 4) of "s3cret-pw".
+    let htpasswd = tmp.path().join("htpasswd");
+    fs::write(
+        &htpasswd,
+        "tester:$2b$04$kp9PwXIvRQkV4xurPsvcoeB7pOpnhB4ZNRAjhuglY4Iy6flp4kXFi\n",
+    )
+    .unwrap();
+    let registry = Registry::start_with(
+        tmp.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: nekton-test\n    path: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let host = registry.host();
+    let pusher = Pusher::with_basic_auth(&host, "tester", "s3cret-pw").await;
+    let layers = [Layer::gzip(&busybox_rootfs_tar())];
+    let config = config_json(host_arch(), &layers, &["sh"]);
+    pusher
+        .image("private", "1", &layers, &config, media_types::OCI_CONFIG)
+        .await;
+    let auth = tmp.path().join("config.json");
+    fs::write(
+        &auth,
+        serde_json::to_vec(&json!({"auths": {host.clone(): {
+            "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "tester:s3cret-pw")
+        }}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let reference = format!("{host}/private:1");
+
+    // Without credentials the registry refuses; with the config.json the pull works.
+    let anon = {
+        let host = host.clone();
+        Harness::start_with(move |o| o.images.insecure_registries = vec![host]).await
+    };
+    let err = anon.client.pull_image(&reference, false).await.unwrap_err();
+    assert!(err.to_string().contains("registry"), "{err:#}");
+    let h = Harness::start_with(|o| {
+        o.images.insecure_registries = vec![host.clone()];
+        o.images.registry_auth = Some(auth.clone());
+    })
+    .await;
+    let pulled = h.client.pull_image(&reference, false).await.unwrap();
+    assert_eq!(pulled.image.layers.len(), 1);
+
+    // A malformed credentials file stops the worker from starting, naming the file.
+    fs::write(&auth, b"{\"auths\": {\"x\": {}}}").unwrap();
+    let opts = ImageOptions {
+        registry_auth: Some(auth.clone()),
+        ..Default::default()
+    };
+    let err = nekton::images::start(tmp.path(), &opts).unwrap_err();
+    assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+}
