@@ -392,6 +392,34 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not stored"));
 
+    // An OCI layout directory imported with the CLI (tarred on the fly) runs without a registry.
+    let layout = tmp.path().join("layout");
+    write_wasm_layout(&layout, &common::guests::hello());
+    let out = Command::new(BIN)
+        .args([
+            "image",
+            "import",
+            "--server",
+            &server,
+            "--reference",
+            "offline/hello:1",
+        ])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/offline/hello:1"));
+    let out = Command::new(BIN)
+        .args(["run", "--server", &server, "offline/hello:1"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(out.status.code(), Some(0));
+
     // An unreachable registry: a failed command with the reason.
     let out = Command::new(BIN)
         .args([
@@ -405,4 +433,30 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Writes an OCI image layout directory holding one Wasm artifact image.
+fn write_wasm_layout(dir: &std::path::Path, module: &[u8]) {
+    let sha = image_support::sha;
+    let config = br#"{"architecture":"wasm","os":"wasip1"}"#.to_vec();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_MANIFEST,
+        "config": {"mediaType": media_types::WASM_CONFIG_V0, "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": media_types::WASM_LAYER, "digest": sha(module), "size": module.len()}],
+    }))
+    .unwrap();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for blob in [&config[..], module, &manifest[..]] {
+        let digest = sha(blob);
+        std::fs::write(blobs.join(digest.strip_prefix("sha256:").unwrap()), blob).unwrap();
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": [{"mediaType": media_types::OCI_MANIFEST, "digest": sha(&manifest), "size": manifest.len()}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
