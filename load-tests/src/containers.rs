@@ -481,6 +481,8 @@ fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, path, std::io::empty())?;
         Ok(())
     };
@@ -492,6 +494,8 @@ fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
     h.set_mode(0o755);
     h.set_size(busybox.len() as u64);
     h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
     b.append_data(&mut h, "bin/busybox", busybox)?;
     for applet in ["true", "sh"] {
         let mut h = tar::Header::new_ustar();
@@ -499,6 +503,8 @@ fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
         h.set_mode(0o777);
         h.set_size(0);
         h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
     Ok(b.into_inner()?)
