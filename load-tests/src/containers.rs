@@ -381,6 +381,8 @@ async fn direct(
             memory_bytes: 256 << 20,
             fuel: None,
             output_bytes: 1 << 20,
+            pids: None,
+            disk_bytes: None,
         },
         container: ContainerOptions::default(),
     };

@@ -60,6 +60,12 @@ pub struct Limits {
     /// Bytes kept per stream (stdout and stderr each); past it the job is stopped with
     /// `output_limit` and the stream is marked truncated.
     pub output_bytes: u64,
+    /// Containers: the most processes and threads the job may have at once (the cgroup's pids
+    /// limit); `None` = the backend's default. Wasm ignores it.
+    pub pids: Option<u64>,
+    /// Containers: the size of the writable layer (the per-job tmpfs); `None` = the backend's
+    /// `scratch_bytes`. Wasm ignores it.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Everything a backend needs to run one job.

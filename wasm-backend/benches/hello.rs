@@ -77,6 +77,8 @@ fn main() {
             memory_bytes: 64 << 20,
             fuel: Some(1_000_000),
             output_bytes: 1 << 20,
+            pids: None,
+            disk_bytes: None,
         },
         container: Default::default(),
     };

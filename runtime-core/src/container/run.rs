@@ -738,6 +738,8 @@ mod tests {
                 memory_bytes: 0,
                 fuel: None,
                 output_bytes: 10,
+                pids: None,
+                disk_bytes: None,
             },
             container: ContainerOptions::default(),
         }

@@ -200,6 +200,8 @@ pub fn request(image: &str, cmd: &[&str]) -> ExecRequest {
             memory_bytes: 256 << 20,
             fuel: None,
             output_bytes: 1 << 20,
+            pids: None,
+            disk_bytes: None,
         },
         container: ContainerOptions::default(),
     }

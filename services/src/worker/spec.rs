@@ -75,6 +75,8 @@ pub fn exec_request(job: &Claimed) -> Result<ExecRequest, String> {
             output_bytes: limits
                 .output_bytes
                 .ok_or("stored spec lacks output_bytes")?,
+            pids: limits.pids,
+            disk_bytes: limits.disk_bytes,
         },
         container: ContainerOptions {
             entrypoint: spec.entrypoint,

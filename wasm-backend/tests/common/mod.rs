@@ -94,6 +94,8 @@ pub fn limits() -> Limits {
         memory_bytes: 64 << 20,
         fuel: None,
         output_bytes: 1 << 20,
+        pids: None,
+        disk_bytes: None,
     }
 }
 
