@@ -98,6 +98,20 @@ pub struct ContainerOptions {
     /// `uid[:gid]`, or a user name resolved in the image's `/etc/passwd` (and group in
     /// `/etc/group`).
     pub user: Option<String>,
+    /// The job's network. Default [`NetworkMode::None`]: a network namespace with only `lo`.
+    pub network: NetworkMode,
+}
+
+/// A container job's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Its own network namespace with only loopback (`lo`, up). The default.
+    #[default]
+    None,
+    /// Loopback plus `eth0`: a veth on the worker host's bridge with an address from the host's
+    /// job subnet, a default route via the bridge, egress NAT, and no way to reach other jobs,
+    /// the host's own addresses or 169.254.0.0/16 (unless the operator allows a destination).
+    Bridge,
 }
 
 /// Why a job ended. The strings are the API's `outcome.reason` values.
@@ -215,6 +229,11 @@ pub struct Usage {
     pub fuel_consumed: Option<u64>,
     /// Wasm only: the largest linear memory the guest reached.
     pub wasm_memory_peak_bytes: Option<u64>,
+    /// Bridge-networked containers: bytes the job received on its interface (link-level, so
+    /// Ethernet/IP/TCP headers included).
+    pub net_rx_bytes: Option<u64>,
+    /// Bridge-networked containers: bytes the job sent on its interface (link-level).
+    pub net_tx_bytes: Option<u64>,
 }
 
 /// What a backend returns when a job ends, whatever the reason.

@@ -10,7 +10,7 @@ use runtime_core::{
 };
 use uuid::Uuid;
 
-use crate::api::types::{Encoding, JobSpec, JobState, RuntimeKind, UsageView};
+use crate::api::types::{Encoding, JobSpec, JobState, NetworkMode, RuntimeKind, UsageView};
 use crate::store::queue::{Claimed, Completion};
 
 /// Decodes a text field according to its encoding.
@@ -82,6 +82,10 @@ pub fn exec_request(job: &Claimed) -> Result<ExecRequest, String> {
             entrypoint: spec.entrypoint,
             workdir: spec.workdir,
             user: spec.user,
+            network: match spec.network.unwrap_or_default() {
+                NetworkMode::None => runtime_core::NetworkMode::None,
+                NetworkMode::Bridge => runtime_core::NetworkMode::Bridge,
+            },
         },
     })
 }
@@ -117,8 +121,8 @@ pub fn usage_view(queue_wait: Duration, report: &ExecReport, output: OutputStats
         stderr_truncated: output.stderr_truncated,
         fuel_consumed: u.fuel_consumed,
         wasm_memory_peak_bytes: u.wasm_memory_peak_bytes,
-        net_rx_bytes: None,
-        net_tx_bytes: None,
+        net_rx_bytes: u.net_rx_bytes,
+        net_tx_bytes: u.net_tx_bytes,
     }
 }
 
