@@ -653,6 +653,7 @@ async fn new_cleans_a_crashed_predecessors_job_dirs() {
             state_dir: env.state_dir.clone(),
             scratch_bytes: 1 << 20,
             shm_bytes: 1 << 20,
+            ..Default::default()
         },
         env.images.clone(),
     )

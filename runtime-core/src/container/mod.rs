@@ -115,6 +115,7 @@
 
 mod rootfs;
 mod run;
+mod seccomp;
 mod spawn;
 mod sys;
 mod users;
@@ -135,6 +136,9 @@ pub struct ContainerConfig {
     pub scratch_bytes: u64,
     /// Size of /dev/shm. Default 64 MiB.
     pub shm_bytes: u64,
+    /// `RLIMIT_NOFILE` hard limit of each job (the soft limit is this, at most 1024, so
+    /// `select()` users keep working). Default 4096.
+    pub max_open_files: u64,
 }
 
 impl Default for ContainerConfig {
@@ -143,6 +147,7 @@ impl Default for ContainerConfig {
             state_dir: PathBuf::from("/var/lib/nekton/containers"),
             scratch_bytes: 1 << 30,
             shm_bytes: 64 << 20,
+            max_open_files: 4096,
         }
     }
 }
@@ -190,6 +195,8 @@ pub(crate) struct Shared {
     pub seq: AtomicU64,
     pub worker_pid: libc::pid_t,
     pub cap_last: u32,
+    /// The compiled seccomp profile (shared by every job of this backend).
+    pub seccomp: std::sync::Arc<seccomp::Filters>,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -374,6 +381,18 @@ impl ContainerBackend {
                 .map_err(state_err(d))?;
         }
         let cap_last = check_prerequisites(&jobs_dir)?;
+        if config.max_open_files < 64 {
+            return Err(prerequisite(
+                "max_open_files must be at least 64 (a job needs descriptors to run at all)",
+            ));
+        }
+        let seccomp = seccomp::Filters::compile().map_err(prerequisite)?;
+        tracing::info!(
+            profile = %seccomp.name,
+            version = seccomp.version,
+            instructions = seccomp.instructions(),
+            "container seccomp profile compiled"
+        );
         remove_stale_job_dirs(&jobs_dir).map_err(state_err(&jobs_dir))?;
         let pid = std::process::id();
         let start = start_time(&pid.to_string()).unwrap_or(0);
@@ -388,6 +407,7 @@ impl ContainerBackend {
                 seq: AtomicU64::new(0),
                 worker_pid: pid as libc::pid_t,
                 cap_last,
+                seccomp: std::sync::Arc::new(seccomp),
             },
         })
     }

@@ -534,6 +534,11 @@ async fn run_planned(
         cpu_secs,
         cap_keep: super::CAP_KEEP,
         cap_last: shared.cap_last,
+        seccomp: shared.seccomp.clone(),
+        nofile: (
+            shared.config.max_open_files.min(1024),
+            shared.config.max_open_files,
+        ),
     });
     apply_memory_limit(request.limits.memory_bytes);
 

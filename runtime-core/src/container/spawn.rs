@@ -98,6 +98,10 @@ pub(crate) struct ChildSpec {
     /// Capabilities kept in the bounding set (and effective/permitted for uid 0), as a bit mask.
     pub cap_keep: u64,
     pub cap_last: u32,
+    /// The seccomp profile, compiled once per backend; P3 installs it last before `execve`.
+    pub seccomp: std::sync::Arc<super::seccomp::Filters>,
+    /// `RLIMIT_NOFILE` of the job: (soft, hard).
+    pub nofile: (u64, u64),
 }
 
 /// What the spawner hands back: P1's pid and a pidfd for it.
@@ -562,6 +566,23 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     // Memory limit: enforced by the job's cgroup (see `apply_memory_limit` in the worker), not
     // here; an rlimit on address space would break ordinary programs.
 
+    // No core dumps (a core of a setuid-less job is harmless, but it costs disk and time, and
+    // `core_pattern` is the host's); a bounded descriptor table. Set while still root: raising
+    // the hard NOFILE limit above the worker's needs CAP_SYS_RESOURCE.
+    for (resource, what, (cur, max)) in [
+        (libc::RLIMIT_CORE, "setrlimit(RLIMIT_CORE)", (0, 0)),
+        (libc::RLIMIT_NOFILE, "setrlimit(RLIMIT_NOFILE)", spec.nofile),
+    ] {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: `lim` is a valid rlimit.
+        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+            return Err(internal(what)(Errno::last()));
+        }
+    }
+
     // Capabilities: bounding set first (needs CAP_SETPCAP, which we still have as root).
     for cap in 0..=spec.cap_last {
         if spec.cap_keep & (1u64 << cap) == 0 {
@@ -603,10 +624,14 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(internal("PR_SET_NO_NEW_PRIVS")(Errno::last()));
     }
-    // seccomp is installed here (issue 4)
-
     // Every descriptor but 0-2 is closed at exec (the error pipe must stay open until then).
     sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC).map_err(internal("close_range"))?;
+    // Last: the seccomp filters (after no_new_privs, which unprivileged seccomp requires, and
+    // after every setup call the profile denies). From here on only `execve`, the `lstat` of a
+    // failed candidate, `write` to the error pipe and `_exit` run — all allowed.
+    spec.seccomp
+        .install()
+        .map_err(internal("installing the seccomp filters"))?;
     Ok(())
 }
 

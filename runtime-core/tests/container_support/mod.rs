@@ -107,6 +107,7 @@ impl TestEnv {
                 state_dir: state_dir.clone(),
                 scratch_bytes: 64 << 20,
                 shm_bytes: 8 << 20,
+                ..Default::default()
             },
             images.clone(),
         )
