@@ -418,6 +418,15 @@ fn write_input(workdir: BorrowedFd<'_>, f: &FileSpec, owner: (u32, u32)) -> Resu
     )
 }
 
+/// `nr_inodes` of a job tmpfs of `size` bytes: one inode per 4 KiB page (at least 1024). A
+/// non-empty file needs a page anyway, so this only bounds what costs no pages — empty files,
+/// directories, symlinks — whose inodes would otherwise be limited by nothing but kernel memory
+/// (an inode flood ends in `ENOSPC` instead).
+fn inodes_for(size: &CStr) -> CString {
+    let bytes: u64 = size.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    CString::new((bytes / 4096).max(1024).to_string()).unwrap_or_default()
+}
+
 /// Builds the root filesystem and pivots into it. Returns what P3 needs.
 pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     // 1. The job's scratch tmpfs, on the (empty) host directory the worker created. It lives in
@@ -428,10 +437,12 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         Mode::empty(),
     )
     .map_err(internal("opening the job directory"))?;
+    let scratch_inodes = inodes_for(&spec.scratch_size);
     let scratch = new_mount(
         c"tmpfs",
         &[
             (c"size", Some(&spec.scratch_size)),
+            (c"nr_inodes", Some(&scratch_inodes)),
             (c"mode", Some(c"0700")),
         ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
@@ -571,9 +582,14 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     )?;
     attach(&pts, &pts_dir, "/dev/pts")?;
     let shm_dir = mount_target_dir(devfd, c"shm", 0o1777)?;
+    let shm_inodes = inodes_for(&spec.shm_size);
     let shm = new_mount(
         c"tmpfs",
-        &[(c"size", Some(&spec.shm_size)), (c"mode", Some(c"1777"))],
+        &[
+            (c"size", Some(&spec.shm_size)),
+            (c"nr_inodes", Some(&shm_inodes)),
+            (c"mode", Some(c"1777")),
+        ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
     )?;
     attach(&shm, &shm_dir, "/dev/shm")?;
