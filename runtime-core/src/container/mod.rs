@@ -113,6 +113,7 @@
 //!   per process by `RLIMIT_CPU` (soft = limit rounded up to whole seconds → SIGXCPU, hard = +1 s
 //!   → SIGKILL); a job that forks can use more in total until cgroups arrive.
 
+mod cgroup;
 mod rootfs;
 mod run;
 mod seccomp;
@@ -123,6 +124,8 @@ mod users;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
+
+pub use cgroup::{CgroupVersion, Preflight};
 
 use crate::image::ImageService;
 use crate::{Backend, ExecReport, ExecRequest, JobIo, Program};
@@ -139,6 +142,13 @@ pub struct ContainerConfig {
     /// `RLIMIT_NOFILE` hard limit of each job (the soft limit is this, at most 1024, so
     /// `select()` users keep working). Default 4096.
     pub max_open_files: u64,
+    /// Where job cgroups are created: a path from the root of each cgroup hierarchy (jobs go
+    /// to `<parent>/nekton-jobs/<job>`). `None` (default): below the worker's own cgroup.
+    pub cgroup_parent: Option<String>,
+    /// CPU quota of each job in thousandths of a core (1000 = one core, the default); 0 = none.
+    pub cpu_millicores: u64,
+    /// Most processes/threads of a job when its `Limits::pids` is `None`. Default 256.
+    pub default_pids: u64,
 }
 
 impl Default for ContainerConfig {
@@ -148,6 +158,9 @@ impl Default for ContainerConfig {
             scratch_bytes: 1 << 30,
             shm_bytes: 64 << 20,
             max_open_files: 4096,
+            cgroup_parent: None,
+            cpu_millicores: 1000,
+            default_pids: 256,
         }
     }
 }
@@ -195,6 +208,7 @@ pub(crate) struct Shared {
     pub seq: AtomicU64,
     pub worker_pid: libc::pid_t,
     pub cap_last: u32,
+    pub cgroups: cgroup::Cgroups,
     /// The compiled seccomp profile (shared by every job of this backend).
     pub seccomp: std::sync::Arc<seccomp::Filters>,
 }
@@ -314,6 +328,18 @@ fn rustix_cwd() -> std::os::fd::BorrowedFd<'static> {
 /// Removes the job directories of dead processes (a crashed predecessor). Their mounts lived
 /// in the jobs' own mount namespaces, which died with the jobs, so they are empty directories;
 /// one that is a mount point in *our* namespace is left alone (and logged).
+/// Whether the process that named a job directory or cgroup `<pid>.<start time>.…` still runs.
+fn owner_alive(name: &str) -> bool {
+    let mut parts = name.splitn(3, '.');
+    match (parts.next(), parts.next()) {
+        (Some(pid), Some(start)) => {
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && start_time(pid).is_some_and(|t| Some(t) == start.parse().ok())
+        }
+        _ => false,
+    }
+}
+
 fn remove_stale_job_dirs(jobs_dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let parent_dev = std::fs::metadata(jobs_dir)?.dev();
@@ -321,15 +347,7 @@ fn remove_stale_job_dirs(jobs_dir: &std::path::Path) -> std::io::Result<()> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let mut parts = name.splitn(3, '.');
-        let live = match (parts.next(), parts.next()) {
-            (Some(pid), Some(start)) => {
-                pid.bytes().all(|b| b.is_ascii_digit())
-                    && start_time(pid).is_some_and(|t| Some(t) == start.parse().ok())
-            }
-            _ => false,
-        };
-        if live {
+        if owner_alive(&name) {
             continue;
         }
         let path = entry.path();
@@ -394,6 +412,15 @@ impl ContainerBackend {
             "container seccomp profile compiled"
         );
         remove_stale_job_dirs(&jobs_dir).map_err(state_err(&jobs_dir))?;
+        // The host preflight: what can be enforced here (jobs needing the rest are refused).
+        let cgroups =
+            cgroup::Cgroups::detect(config.cgroup_parent.as_deref(), config.cpu_millicores);
+        if cgroups.preflight.problems.is_empty() {
+            tracing::info!(preflight = %cgroups.preflight, "container host preflight");
+        } else {
+            tracing::warn!(preflight = %cgroups.preflight, "container host preflight: some limits cannot be enforced");
+        }
+        cgroups.remove_stale(owner_alive);
         let pid = std::process::id();
         let start = start_time(&pid.to_string()).unwrap_or(0);
         let spawner = spawn::Spawner::start().map_err(ContainerError::Spawner)?;
@@ -407,9 +434,18 @@ impl ContainerBackend {
                 seq: AtomicU64::new(0),
                 worker_pid: pid as libc::pid_t,
                 cap_last,
+                cgroups,
                 seccomp: std::sync::Arc::new(seccomp),
             },
         })
+    }
+}
+
+impl ContainerBackend {
+    /// What this host can enforce (cgroup version, controllers, swap, seccomp), found by
+    /// [`new`](Self::new).
+    pub fn preflight(&self) -> &Preflight {
+        &self.shared.cgroups.preflight
     }
 }
 

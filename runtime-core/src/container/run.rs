@@ -14,6 +14,7 @@ use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::cgroup::JobCgroup;
 use super::spawn::{
     ChildFds, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_NOT_FOUND, ERR_SPEC, FileSpec, STATUS_LEN,
     Spawned,
@@ -271,6 +272,7 @@ struct Guard {
     control: Option<OwnedFd>,
     p1: Option<libc::pid_t>,
     job_dir: Option<PathBuf>,
+    cgroup: Option<std::sync::Arc<JobCgroup>>,
 }
 
 impl Guard {
@@ -285,6 +287,7 @@ impl Guard {
         self.control = None;
         self.p1 = None;
         self.job_dir = None;
+        self.cgroup = None;
     }
 }
 
@@ -293,7 +296,8 @@ impl Drop for Guard {
         self.control = None;
         let p1 = self.p1.take();
         let dir = self.job_dir.take();
-        if p1.is_none() && dir.is_none() {
+        let cgroup = self.cgroup.take();
+        if p1.is_none() && dir.is_none() && cgroup.is_none() {
             return;
         }
         let _ = std::thread::Builder::new()
@@ -304,6 +308,11 @@ impl Drop for Guard {
                 }
                 if let Some(d) = dir {
                     let _ = std::fs::remove_dir(d);
+                }
+                if let Some(cg) = cgroup
+                    && let Err(e) = cg.remove_blocking()
+                {
+                    tracing::warn!(error = %e, "cannot remove an abandoned job's cgroup");
                 }
             });
     }
@@ -396,6 +405,17 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
             );
         }
     };
+    // Limits this host cannot enforce refuse the job before anything is pulled.
+    if let Some(why) = shared.cgroups.refuse(&request.limits) {
+        return fail(OutcomeReason::SpecError, why, t0);
+    }
+    if request.limits.pids == Some(0) || request.limits.disk_bytes == Some(0) {
+        return fail(
+            OutcomeReason::SpecError,
+            "limits.pids and limits.disk_bytes must be at least 1 when given",
+            t0,
+        );
+    }
     let pulled = tokio::select! {
         r = shared.images.pull(&reference, PullPolicy::IfNotPresent, None) => r,
         _ = io.cancel.cancelled() => {
@@ -447,9 +467,8 @@ async fn run_planned(
     let seq = shared
         .seq
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let job_dir = shared
-        .jobs_dir
-        .join(job_dir_name(&shared.tag, seq, &request.job_id));
+    let dir_name = job_dir_name(&shared.tag, seq, &request.job_id);
+    let job_dir = shared.jobs_dir.join(&dir_name);
     let (upper, work, empty) = match (
         check_fsconfig_path(&job_dir.join("upper")),
         check_fsconfig_path(&job_dir.join("work")),
@@ -510,7 +529,7 @@ async fn run_planned(
             t0,
         );
     };
-    let spec = Box::new(ChildSpec {
+    let mut spec = Box::new(ChildSpec {
         worker_pid: shared.worker_pid,
         fds,
         job_dir: job_dir_c,
@@ -518,7 +537,14 @@ async fn run_planned(
         work,
         lowerdirs,
         empty_lower,
-        scratch_size: CString::new(shared.config.scratch_bytes.to_string()).unwrap_or_default(),
+        scratch_size: CString::new(
+            request
+                .limits
+                .disk_bytes
+                .unwrap_or(shared.config.scratch_bytes)
+                .to_string(),
+        )
+        .unwrap_or_default(),
         shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
         hostname: format!("{}\n", plan.hostname).into_bytes(),
         hosts: hosts.into_bytes(),
@@ -534,21 +560,37 @@ async fn run_planned(
         cpu_secs,
         cap_keep: super::CAP_KEEP,
         cap_last: shared.cap_last,
+        cgroup_procs: Vec::new(),
         seccomp: shared.seccomp.clone(),
         nofile: (
             shared.config.max_open_files.min(1024),
             shared.config.max_open_files,
         ),
     });
-    apply_memory_limit(request.limits.memory_bytes);
 
+    // The job's cgroup (memory with swap off, CPU quota, pids): P1 puts P2 into it.
+    let pids = request.limits.pids.unwrap_or(shared.config.default_pids);
+    // Named like the job directory, with a process-wide sequence: several backends of one
+    // process share the cgroup parent.
+    let cgroup_name = job_dir_name(
+        &shared.tag,
+        super::cgroup::NEXT_NAME.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        &request.job_id,
+    );
+    let cgroup = match shared.cgroups.create(&cgroup_name, &request.limits, pids) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => return internal(e),
+    };
+    spec.cgroup_procs = cgroup.procs.clone();
     if let Err(e) = std::fs::DirBuilder::new().mode_0700().create(&job_dir) {
+        let _ = cgroup.remove().await;
         return internal(format!("creating {}: {e}", job_dir.display()));
     }
     let mut guard = Guard {
         control: Some(ctl_w),
         p1: None,
         job_dir: Some(job_dir.clone()),
+        cgroup: Some(cgroup.clone()),
     };
     let spawned: Spawned = match shared.spawner.spawn(spec).await {
         Ok(s) => s,
@@ -627,6 +669,16 @@ async fn run_planned(
                     let detail = e.map(|e| e.to_string()).unwrap_or_else(|| "output limit exceeded".into());
                     killed = Some((OutcomeReason::OutputLimit, detail));
                 }
+                used = cgroup.watch_cpu(request.limits.cpu_time, shared.config.cpu_millicores) => {
+                    killed = Some((
+                        OutcomeReason::CpuTimeout,
+                        format!(
+                            "CPU time limit of {:?} exceeded: the job's processes used {used:?} \
+                             in total",
+                            request.limits.cpu_time.unwrap_or_default()
+                        ),
+                    ));
+                }
             }
         }
         if killed.is_some() {
@@ -645,7 +697,13 @@ async fn run_planned(
     let _ = status_rx.read_to_end(&mut status_buf).await;
     let status = parse_status(&status_buf);
     let _ = std::fs::remove_dir(&job_dir);
+    // Every process of the job is gone (P1 reaped): read the bill, then kill anything that
+    // escaped the pid namespace (none should) and remove the cgroup.
+    let cg_usage = cgroup.usage();
     guard.disarm();
+    if let Err(e) = cgroup.remove().await {
+        tracing::warn!(job = %request.job_id, error = %e, "cannot remove the job's cgroup");
+    }
 
     let exec_at = exec_at.unwrap_or(end);
     let mut usage = Usage {
@@ -654,13 +712,19 @@ async fn run_planned(
         ..Usage::default()
     };
     if let Some(s) = &status {
+        // Fallback only: the cgroup's figures cover every process of the job. ru_maxrss is
+        // never used: it survives execve (the kernel folds the old mm's high-water mark into
+        // the process's maxrss), so it would report the RSS of the worker's fork image.
         usage.cpu_user = s.user;
         usage.cpu_system = s.system;
-        // `memory_peak_bytes` stays None: ru_maxrss survives execve (the kernel folds the old
-        // mm's high-water mark into the process's maxrss), so it would report the RSS of the
-        // worker's fork image, not the job's. The job's cgroup (memory.peak) will provide it.
         let _ = s.maxrss_kib;
     }
+    if let (Some(u), Some(sy)) = (cg_usage.cpu_user, cg_usage.cpu_system) {
+        usage.cpu_user = u;
+        usage.cpu_system = sy;
+    }
+    usage.memory_peak_bytes = cg_usage.memory_peak;
+    usage.pids_peak = cg_usage.pids_peak;
     let mut outcome = if let Some((reason, detail)) = killed {
         Outcome::with_reason(reason, detail)
     } else if !err_msg.is_empty() {
@@ -703,13 +767,17 @@ async fn run_planned(
             outcome.exit_code = Some(s.value);
         }
     }
+    // An OOM kill of any process of the job (the main one or a child) is the verdict, whatever
+    // followed it — except a cancel, which the user asked for.
+    if cg_usage.oom_kills > 0 && outcome.reason != OutcomeReason::Cancelled {
+        outcome.reason = OutcomeReason::MemoryLimit;
+        outcome.detail = Some(format!(
+            "memory limit of {} bytes exceeded: the kernel OOM-killed {} process(es) of the job",
+            request.limits.memory_bytes, cg_usage.oom_kills
+        ));
+    }
     report(outcome, usage)
 }
-
-/// Hook for the memory limit. Enforcing it needs the job's cgroup (a separate issue): until
-/// then this does nothing and the limit is NOT enforced for containers (nor is
-/// `memory_peak_bytes` reported: see where the status is parsed).
-fn apply_memory_limit(_bytes: u64) {}
 
 trait DirBuilderExt2 {
     fn mode_0700(&mut self) -> &mut Self;

@@ -1,0 +1,402 @@
+//! Container limits and accounting against the real kernel's cgroups (this machine: the hybrid
+//! layout, memory/cpu/cpuacct/pids on v1): fork bombs, memory bombs, CPU across processes, the
+//! usage bill, the cgroup's removal and the cleanup of a crashed predecessor's cgroups. The v2
+//! code path is unit-tested against a fake cgroup2 tree (`src/container/cgroup/tests.rs`).
+//! Root only; a missing prerequisite (root, gcc for the test program) fails, never skips.
+
+mod container_support;
+mod image_support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use container_support::*;
+use image_support::TarBuilder;
+use runtime_core::OutcomeReason;
+
+/// A static test program: `alloc MIB [HOLD_MS]` allocates and touches MIB MiB, holds it, exits 0.
+const ALLOC_C: &str = r#"
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long mib = argc > 1 ? atol(argv[1]) : 1;
+    long hold = argc > 2 ? atol(argv[2]) : 0;
+    for (long i = 0; i < mib; i++) {
+        char *p = malloc(1 << 20);
+        if (!p) return 3;
+        memset(p, 1, 1 << 20);
+    }
+    if (hold) usleep(hold * 1000);
+    return 0;
+}
+"#;
+
+fn compile_alloc() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("alloc.c");
+    std::fs::write(&src, ALLOC_C).unwrap();
+    let bin = dir.path().join("alloc");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("gcc is needed to build the test program (apt-get install gcc): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "gcc -static failed (install gcc and libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(bin).unwrap()
+}
+
+async fn image(env: &TestEnv, name: &str) -> String {
+    let alloc = compile_alloc();
+    let layer = TarBuilder::new().file("bin/alloc", &alloc, 0o755).finish();
+    env.busybox(name, &[layer], default_config()).await
+}
+
+/// The directories job cgroups are created in (`kind=path` in the preflight).
+fn cgroup_parents(env: &TestEnv) -> Vec<PathBuf> {
+    env.backend
+        .preflight()
+        .parents
+        .iter()
+        .filter_map(|p| p.split_once('=').map(|(_, d)| PathBuf::from(d)))
+        .collect()
+}
+
+/// Job cgroups (in any hierarchy) whose name ends with `-<job id>`.
+fn job_cgroups(env: &TestEnv, job_id: &str) -> Vec<PathBuf> {
+    let suffix = format!("-{job_id}");
+    let mut out = Vec::new();
+    for parent in cgroup_parents(env) {
+        for e in std::fs::read_dir(&parent).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn with_id(mut r: runtime_core::ExecRequest, id: &str) -> runtime_core::ExecRequest {
+    r.job_id = id.to_string();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_finds_the_controllers() {
+    let env = TestEnv::new();
+    let p = env.backend.preflight();
+    eprintln!("preflight: {p}");
+    assert!(p.version.is_some(), "{p}");
+    assert!(p.memory && p.pids && p.cpu_accounting && p.cpu_quota, "{p}");
+    assert!(p.memory_peak && p.pids_peak, "{p}");
+    assert!(p.swap_limit || !p.host_swap, "{p}");
+    // Parents are below this process's own cgroup, in `nekton-jobs`.
+    assert!(!cgroup_parents(&env).is_empty());
+    for d in cgroup_parents(&env) {
+        assert!(d.ends_with("nekton-jobs"), "{}", d.display());
+        assert!(d.is_dir(), "{}", d.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
+    let env = TestEnv::new();
+    let img = image(&env, "bomb").await;
+    let mut bomb = with_id(sh(&img, "b(){ b | b & }; b; sleep 1000"), "forkbomb");
+    bomb.limits.pids = Some(32);
+    bomb.limits.wall_time = Duration::from_secs(3);
+    let backend = env.backend.clone();
+    let t0 = Instant::now();
+    let bomb =
+        tokio::spawn(async move { run_with(backend.as_ref(), bomb, Default::default()).await });
+    // An honest job while the bomb runs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let honest = run(&env, sh(&img, "echo honest; alloc 8")).await;
+    honest.assert_exited(0);
+    assert_eq!(honest.out(), "honest\n");
+    let ran = bomb.await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::WallTimeout,
+        "{ran:?}"
+    );
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert_eq!(
+        ran.report.usage.pids_peak,
+        Some(32),
+        "{:?}",
+        ran.report.usage
+    );
+    assert!(job_cgroups(&env, "forkbomb").is_empty());
+    // The backend keeps working.
+    run(&env, sh(&img, "true")).await.assert_exited(0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pids_limit_makes_fork_fail() {
+    let env = TestEnv::new();
+    let img = image(&env, "pids").await;
+    let mut r = sh(
+        &img,
+        "n=0; for i in $(seq 1 20); do sleep 5 & if [ $? = 0 ]; then n=$((n+1)); fi; done; \
+         echo started; kill $(jobs -p) 2>/dev/null; exit 0",
+    );
+    r.limits.pids = Some(8);
+    let ran = run(&env, r).await;
+    assert!(
+        ran.err().contains("fork") || ran.err().contains("Resource temporarily unavailable"),
+        "{ran:?}\n{}",
+        ran.err()
+    );
+    assert_eq!(
+        ran.report.usage.pids_peak,
+        Some(8),
+        "{:?}",
+        ran.report.usage
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bombs_end_as_memory_limit() {
+    let env = TestEnv::new();
+    let img = image(&env, "membomb").await;
+    // The main process allocates 1 GiB under 64 MiB.
+    let mut r = with_id(request(&img, &["1024"]), "membomb-main");
+    r.container.entrypoint = Some(vec!["alloc".into()]);
+    r.limits.memory_bytes = 64 << 20;
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{ran:?}"
+    );
+    let detail = ran.report.outcome.detail.clone().unwrap_or_default();
+    assert!(detail.contains(&(64u64 << 20).to_string()), "{detail}");
+    let peak = ran.report.usage.memory_peak_bytes.unwrap();
+    assert!(peak <= 64 << 20 && peak > 48 << 20, "peak {peak}");
+    assert!(job_cgroups(&env, "membomb-main").is_empty());
+
+    // A child is OOM-killed, the main process carries on and exits 0: still memory_limit.
+    let mut r = sh(&img, "alloc 1024; echo child status $?");
+    r.limits.memory_bytes = 64 << 20;
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{ran:?}"
+    );
+    assert_eq!(ran.out(), "child status 137\n");
+    assert_eq!(ran.report.outcome.exit_code, Some(0));
+
+    // tmpfs (the writable layer and /dev/shm) is memory too.
+    let mut r = sh(&img, "head -c 100000000 /dev/zero > /big; echo wrote $?");
+    r.limits.memory_bytes = 32 << 20;
+    r.limits.disk_bytes = Some(200 << 20);
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{ran:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_peak_is_the_jobs() {
+    let env = TestEnv::new();
+    let img = image(&env, "peak").await;
+    let mut r = request(&img, &["40", "100"]);
+    r.container.entrypoint = Some(vec!["alloc".into()]);
+    let ran = run(&env, r).await;
+    ran.assert_exited(0);
+    let peak = ran.report.usage.memory_peak_bytes.unwrap() as f64;
+    let want = (40u64 << 20) as f64;
+    eprintln!("40 MiB job: peak {:.2} MiB", peak / (1u64 << 20) as f64);
+    assert!((peak - want).abs() <= want * 0.10, "peak {peak} vs {want}");
+    assert!(
+        ran.report.usage.pids_peak.unwrap() >= 2,
+        "{:?}",
+        ran.report.usage
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_time_counts_every_process() {
+    let env = TestEnv::new();
+    let img = image(&env, "cpu").await;
+    // One busy loop.
+    let mut r = sh(&img, "while :; do :; done");
+    r.limits.cpu_time = Some(Duration::from_millis(500));
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::CpuTimeout,
+        "{ran:?}"
+    );
+    let cpu = ran.report.usage.cpu_user + ran.report.usage.cpu_system;
+    assert!(
+        cpu >= Duration::from_millis(400) && cpu <= Duration::from_millis(600),
+        "cpu {cpu:?}"
+    );
+    // Three busy children, none reaching the limit alone (RLIMIT_CPU would not fire).
+    let mut r = sh(
+        &img,
+        "for i in 1 2 3; do (while :; do :; done) & done; wait",
+    );
+    r.limits.cpu_time = Some(Duration::from_millis(600));
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::CpuTimeout,
+        "{ran:?}"
+    );
+    let cpu = ran.report.usage.cpu_user + ran.report.usage.cpu_system;
+    assert!(
+        cpu >= Duration::from_millis(500) && cpu <= Duration::from_millis(700),
+        "cpu {cpu:?}"
+    );
+    // The CPU quota (one core by default) holds the three loops to one core: the limit took
+    // about 600 ms of wall time, not 200 ms.
+    assert!(
+        ran.report.usage.wall >= Duration::from_millis(450),
+        "{:?}",
+        ran.report.usage
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wall_timeout_and_daemons_leave_nothing() {
+    let env = TestEnv::new();
+    let img = image(&env, "wall").await;
+    let mut r = with_id(sh(&img, "sleep 1000"), "wall-sleep");
+    r.limits.wall_time = Duration::from_millis(1000);
+    let t0 = Instant::now();
+    let ran = run(&env, r).await;
+    assert_eq!(
+        ran.report.outcome.reason,
+        OutcomeReason::WallTimeout,
+        "{ran:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(job_cgroups(&env, "wall-sleep").is_empty());
+
+    // A double-forked daemon: the cgroup is empty and gone when run() returns.
+    let ran = run(
+        &env,
+        with_id(sh(&img, "(setsid sleep 1000 &) ; exit 0"), "daemon-job"),
+    )
+    .await;
+    ran.assert_exited(0);
+    assert!(job_cgroups(&env, "daemon-job").is_empty());
+    assert!(processes_under(&env.state_dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_sees_its_cgroup_as_root_and_it_is_removed() {
+    let env = TestEnv::new();
+    let img = image(&env, "cgns").await;
+    let backend = env.backend.clone();
+    let job = tokio::spawn(async move {
+        run_with(
+            backend.as_ref(),
+            with_id(sh(&img, "cat /proc/self/cgroup; sleep 2"), "cgroup-visible"),
+            Default::default(),
+        )
+        .await
+    });
+    // While it runs, its cgroup exists in every hierarchy used, with the limits applied.
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = job_cgroups(&env, "cgroup-visible");
+        if found.len() == cgroup_parents(&env).len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), cgroup_parents(&env).len(), "{found:?}");
+    let file = |name: &str| {
+        found
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+    };
+    let mem = file("memory.limit_in_bytes").or_else(|| file("memory.max"));
+    assert_eq!(mem.as_deref(), Some((256u64 << 20).to_string().as_str()));
+    assert_eq!(file("pids.max").as_deref(), Some("256"));
+    if let Some(swap) = file("memory.memsw.limit_in_bytes") {
+        assert_eq!(swap, (256u64 << 20).to_string());
+    }
+    let ran = job.await.unwrap();
+    ran.assert_exited(0);
+    for line in ran.out().lines() {
+        assert!(
+            line.ends_with(":/"),
+            "the job sees a host cgroup path: {line}"
+        );
+    }
+    assert!(job_cgroups(&env, "cgroup-visible").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_bytes_caps_the_writable_layer() {
+    let env = TestEnv::new();
+    let img = image(&env, "disk").await;
+    let mut r = sh(&img, "head -c 3000000 /dev/zero > /big; echo status $?");
+    r.limits.disk_bytes = Some(1 << 20);
+    let ran = run(&env, r).await;
+    ran.assert_exited(0);
+    assert_eq!(ran.out(), "status 1\n", "{}", ran.err());
+    // busybox words ENOSPC on stdout as "I/O error".
+    assert!(ran.err().contains("head:"), "{}", ran.err());
+    let mut r = sh(&img, "head -c 3000000 /dev/zero > /big; echo status $?");
+    r.limits.disk_bytes = Some(8 << 20);
+    run(&env, r).await.assert_exited(0);
+}
+
+fn spawn_sleeper() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("spawn sleep")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_removes_a_crashed_predecessors_cgroups() {
+    let env = TestEnv::new();
+    // A predecessor's job cgroup (a dead pid) with a process still in it, in every hierarchy.
+    let mut sleeper = spawn_sleeper();
+    let name = "999999999.1.0-stale-job";
+    let dirs: Vec<PathBuf> = cgroup_parents(&env).iter().map(|p| p.join(name)).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    }
+    let _second = runtime_core::container::ContainerBackend::new(
+        runtime_core::container::ContainerConfig {
+            state_dir: env.state_dir.clone(),
+            ..Default::default()
+        },
+        env.images.clone(),
+    )
+    .unwrap();
+    for d in &dirs {
+        assert!(!Path::new(d).exists(), "{} left behind", d.display());
+    }
+    let status = sleeper.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+}
