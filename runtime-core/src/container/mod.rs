@@ -6,7 +6,7 @@
 //! ```text
 //! worker process
 //!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
-//!                                          │ unshare(mnt, uts, ipc, net, cgroup, pid); / rprivate
+//!                                          │ unshare(mnt, uts, ipc, net, pid); / rprivate
 //!                                          └─ fork ──► P2 = PID 1 "nekton-init" (PDEATHSIG=SIGKILL,
 //!                                                │      non-dumpable): builds the rootfs, pivots
 //!                                                └─ fork ──► P3 = the job (setsid, user, caps,
@@ -107,11 +107,19 @@
 //!   worker and holds its memory image). P1 is outside the job's pid namespace.
 //! - Only descriptors 0–2 survive `execve`; the runtime never execs its own binary in the
 //!   container (CVE-2019-5736).
-//! - **Not enforced yet**: memory (needs the job's cgroup — `run::apply_memory_limit` is the
-//!   hook), pids, seccomp (issue 4). `Usage::memory_peak_bytes` is not reported: `ru_maxrss`
-//!   survives `execve` and would show the worker's fork image, not the job. CPU time is limited
-//!   per process by `RLIMIT_CPU` (soft = limit rounded up to whole seconds → SIGXCPU, hard = +1 s
-//!   → SIGKILL); a job that forks can use more in total until cgroups arrive.
+//! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each
+//!   hierarchy (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). P1 writes the pid
+//!   of P2 — blocked on the lifeline until then — into each `cgroup.procs`, so P2 and every
+//!   process of the job are born inside; P2 then unshares the cgroup namespace (the job sees
+//!   `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids (`Limits::pids` or
+//!   `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is enforced on the
+//!   whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
+//!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes
+//!   the verdict `memory_limit` (unless cancelled). The bill (CPU user/system, `memory.peak` /
+//!   `max_usage_in_bytes`, `pids.peak`) is read after P1 is reaped, then the cgroup is emptied
+//!   (`cgroup.kill`, or freeze + SIGKILL + thaw on v1) and removed. The writable layer (tmpfs)
+//!   and /dev/shm are charged to the job's memory. A job whose limits this host cannot enforce
+//!   (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
 mod rootfs;
@@ -149,6 +157,10 @@ pub struct ContainerConfig {
     pub cpu_millicores: u64,
     /// Most processes/threads of a job when its `Limits::pids` is `None`. Default 256.
     pub default_pids: u64,
+    /// Per-job cgroups (default `true`). `false` is for measurements only (the benchmark's
+    /// "without limits" runtime): jobs then run with no memory, pids or CPU-quota enforcement
+    /// and no cgroup bill.
+    pub cgroups: bool,
 }
 
 impl Default for ContainerConfig {
@@ -161,6 +173,7 @@ impl Default for ContainerConfig {
             cgroup_parent: None,
             cpu_millicores: 1000,
             default_pids: 256,
+            cgroups: true,
         }
     }
 }
@@ -199,6 +212,8 @@ pub(crate) const CAP_KEEP: u64 = (1 << 0) // CHOWN
     | (1 << 31); // SETFCAP
 
 pub(crate) struct Shared {
+    /// Bridge networking, or why a `bridge` job cannot have it.
+    pub network: Result<std::sync::Arc<net::Network>, String>,
     pub config: ContainerConfig,
     pub images: ImageService,
     pub spawner: spawn::Spawner,
@@ -208,9 +223,9 @@ pub(crate) struct Shared {
     pub seq: AtomicU64,
     pub worker_pid: libc::pid_t,
     pub cap_last: u32,
-    pub cgroups: cgroup::Cgroups,
     /// The compiled seccomp profile (shared by every job of this backend).
     pub seccomp: std::sync::Arc<seccomp::Filters>,
+    pub cgroups: cgroup::Cgroups,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -413,8 +428,11 @@ impl ContainerBackend {
         );
         remove_stale_job_dirs(&jobs_dir).map_err(state_err(&jobs_dir))?;
         // The host preflight: what can be enforced here (jobs needing the rest are refused).
-        let cgroups =
-            cgroup::Cgroups::detect(config.cgroup_parent.as_deref(), config.cpu_millicores);
+        let cgroups = if config.cgroups {
+            cgroup::Cgroups::detect(config.cgroup_parent.as_deref(), config.cpu_millicores)
+        } else {
+            cgroup::Cgroups::disabled()
+        };
         if cgroups.preflight.problems.is_empty() {
             tracing::info!(preflight = %cgroups.preflight, "container host preflight");
         } else {
@@ -426,6 +444,7 @@ impl ContainerBackend {
         let spawner = spawn::Spawner::start().map_err(ContainerError::Spawner)?;
         Ok(Self {
             shared: Shared {
+                network: Err("bridge networking is not enabled on this worker".into()),
                 config,
                 images,
                 spawner,
@@ -434,8 +453,8 @@ impl ContainerBackend {
                 seq: AtomicU64::new(0),
                 worker_pid: pid as libc::pid_t,
                 cap_last,
-                cgroups,
                 seccomp: std::sync::Arc::new(seccomp),
+                cgroups,
             },
         })
     }
@@ -461,5 +480,40 @@ impl Backend for ContainerBackend {
 
     async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {
         run::run(&self.shared, request, io).await
+    }
+}
+
+// Bridge networking (`NetworkMode::Bridge`): see the `net` module docs.
+mod net;
+
+pub use net::{Allowed, BridgeConfig, CleanupReport, Ipv4Net, cleanup as cleanup_network};
+
+impl ContainerBackend {
+    /// Enables `network: bridge` jobs: prepares the host's bridge, nftables table and address
+    /// leases (see [`BridgeConfig`]) and cleans what a crashed worker left. On failure, bridge
+    /// jobs end with `spec_error` and the returned reason; other jobs are unaffected.
+    pub fn enable_bridge(&mut self, config: BridgeConfig) -> Result<(), String> {
+        let pid = std::process::id();
+        let owner = format!("{pid} {}", start_time(&pid.to_string()).unwrap_or(0));
+        match net::Network::new(config, owner) {
+            Ok(n) => {
+                self.shared.network = Ok(n);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("bridge networking is unavailable on this worker: {e}");
+                self.shared.network = Err(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Waits until the addresses of finished bridge jobs are free again (their conntrack entries
+    /// flushed and leases removed: the last step of a job's network teardown runs in the
+    /// background so it does not delay the job's report).
+    pub async fn settle_network(&self) {
+        if let Ok(n) = &self.shared.network {
+            n.settle().await;
+        }
     }
 }

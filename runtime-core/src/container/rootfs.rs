@@ -511,6 +511,18 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         ERR_IMAGE,
         "/etc/hosts",
     )?;
+    if let Some(resolv) = &spec.resolv_conf {
+        write_leaf(
+            etc.as_fd(),
+            c"resolv.conf",
+            resolv,
+            0o644,
+            (0, 0),
+            true,
+            ERR_IMAGE,
+            "/etc/resolv.conf",
+        )?;
+    }
     drop(etc);
     let workdir = open_dir_in_root(
         root,

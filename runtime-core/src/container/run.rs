@@ -21,8 +21,8 @@ use super::spawn::{
 };
 use crate::image::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
 use crate::{
-    ExecReport, ExecRequest, JobIo, Outcome, OutcomeReason, OutputLimitExceeded, OutputSink,
-    Program, Stream, Usage,
+    ExecReport, ExecRequest, JobIo, NetworkMode, Outcome, OutcomeReason, OutputLimitExceeded,
+    OutputSink, Program, Stream, Usage,
 };
 
 /// `PATH` when neither the image nor the job sets one (Docker's default).
@@ -518,10 +518,30 @@ async fn run_planned(
         .cpu_time
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
         .map(|s| s.max(1));
-    let hosts = format!(
+    // Bridge jobs: a network namespace with eth0 on the bridge, complete before the fork.
+    let attachment = match (request.container.network, &shared.network) {
+        (NetworkMode::None, _) => None,
+        (NetworkMode::Bridge, Err(reason)) => {
+            return fail(OutcomeReason::SpecError, reason.clone(), t0);
+        }
+        (NetworkMode::Bridge, Ok(net)) => match net.attach().await {
+            Ok(a) => Some((a, net.resolv_conf().to_vec())),
+            Err(e) => return internal(format!("bridge network setup: {e}")),
+        },
+    };
+    let mut hosts = format!(
         "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n",
         h = plan.hostname
     );
+    let mut netns = None;
+    if let Some((a, _)) = &attachment {
+        hosts.push_str(&format!("{}\t{}\n", a.addr, plan.hostname));
+        match a.netns().map(|fd| fd.try_clone()) {
+            Some(Ok(fd)) => netns = Some(fd),
+            Some(Err(e)) => return internal(format!("duplicating the network namespace: {e}")),
+            None => return internal("the job's network namespace is missing".into()),
+        }
+    }
     let Ok(workdir_c) = CString::new(plan.workdir.clone()) else {
         return fail(
             OutcomeReason::SpecError,
@@ -548,6 +568,8 @@ async fn run_planned(
         shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
         hostname: format!("{}\n", plan.hostname).into_bytes(),
         hosts: hosts.into_bytes(),
+        resolv_conf: attachment.as_ref().map(|(_, r)| r.clone()),
+        netns,
         user: plan.user,
         user_from_job: plan.user_from_job,
         workdir: workdir_c,
@@ -560,12 +582,12 @@ async fn run_planned(
         cpu_secs,
         cap_keep: super::CAP_KEEP,
         cap_last: shared.cap_last,
-        cgroup_procs: Vec::new(),
         seccomp: shared.seccomp.clone(),
         nofile: (
             shared.config.max_open_files.min(1024),
             shared.config.max_open_files,
         ),
+        cgroup_procs: Vec::new(),
     });
 
     // The job's cgroup (memory with swap off, CPU quota, pids): P1 puts P2 into it.
@@ -693,6 +715,11 @@ async fn run_planned(
         (killed, err_msg, exec_at, end)
     };
     let (((), ()), (killed, err_msg, exec_at, end)) = tokio::join!(readers, control);
+    // Every process of the job is gone: its traffic counters, then its veth and address.
+    let (net_rx_bytes, net_tx_bytes) = match attachment {
+        Some((a, _)) => a.teardown().await,
+        None => (None, None),
+    };
     let mut status_buf = Vec::new();
     let _ = status_rx.read_to_end(&mut status_buf).await;
     let status = parse_status(&status_buf);
@@ -709,6 +736,8 @@ async fn run_planned(
     let mut usage = Usage {
         setup: exec_at.saturating_duration_since(t0),
         wall: end.saturating_duration_since(exec_at),
+        net_rx_bytes,
+        net_tx_bytes,
         ..Usage::default()
     };
     if let Some(s) = &status {

@@ -79,6 +79,11 @@ pub(crate) struct ChildSpec {
     /// `/etc/hostname` content: the hostname and a newline.
     pub hostname: Vec<u8>,
     pub hosts: Vec<u8>,
+    /// `/etc/resolv.conf` content (bridge jobs); `None` leaves the image's file.
+    pub resolv_conf: Option<Vec<u8>>,
+    /// A network namespace prepared by the worker (bridge jobs: `eth0` configured); P1 joins it
+    /// instead of creating an empty one.
+    pub netns: Option<OwnedFd>,
     /// `uid[:gid]` or `name[:group]`; empty = root.
     pub user: String,
     /// Whether `user` came from the job (a lookup failure is then the job's spec error) or from
@@ -98,13 +103,13 @@ pub(crate) struct ChildSpec {
     /// Capabilities kept in the bounding set (and effective/permitted for uid 0), as a bit mask.
     pub cap_keep: u64,
     pub cap_last: u32,
-    /// `cgroup.procs` of each directory of the job's cgroup: P1 writes P2's pid into each
-    /// before P2 goes on, so every process of the job is born in the cgroup.
-    pub cgroup_procs: Vec<CString>,
     /// The seccomp profile, compiled once per backend; P3 installs it last before `execve`.
     pub seccomp: std::sync::Arc<super::seccomp::Filters>,
     /// `RLIMIT_NOFILE` of the job: (soft, hard).
     pub nofile: (u64, u64),
+    /// `cgroup.procs` of each directory of the job's cgroup: P1 writes P2's pid into each
+    /// before P2 goes on, so every process of the job is born in the cgroup.
+    pub cgroup_procs: Vec<CString>,
 }
 
 /// What the spawner hands back: P1's pid and a pidfd for it.
@@ -322,6 +327,16 @@ fn p1_main(spec: &ChildSpec) -> ! {
     if unsafe { libc::getppid() } != spec.worker_pid {
         exit(1);
     }
+    // Before the descriptors are rearranged (that closes the namespace's descriptor).
+    if let Some(ns) = &spec.netns {
+        // SAFETY: setns with a descriptor this process holds.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            fail_early(
+                spec,
+                os(ERR_INTERNAL, "joining the job's network namespace")(Errno::last()),
+            );
+        }
+    }
     if let Err(e) = rearrange_fds(spec) {
         fail(ChildError::new(
             ERR_INTERNAL,
@@ -334,12 +349,21 @@ fn p1_main(spec: &ChildSpec) -> ! {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWPID;
+    // A prepared network namespace was joined above.
+    let flags = if spec.netns.is_some() {
+        flags & !libc::CLONE_NEWNET
+    } else {
+        flags
+    };
     // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
     if unsafe { libc::unshare(flags) } != 0 {
         fail(os(
             ERR_INTERNAL,
             "unshare(mount, uts, ipc, net, pid namespaces)",
         )(Errno::last()));
+    }
+    if let Err(e) = loopback_up() {
+        fail(os(ERR_INTERNAL, "bringing up the job's loopback interface")(e));
     }
     if let Err(e) = sys::make_rprivate() {
         fail(os(
@@ -414,6 +438,42 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         }
     }
     Ok(())
+}
+
+/// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
+fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
+    let mut msg = Vec::with_capacity(err.msg.len() + 1);
+    msg.push(err.kind);
+    msg.extend_from_slice(err.msg.as_bytes());
+    // The error pipe is still at its original number here.
+    write_all_raw(spec.fds.err_w.as_raw_fd(), &msg);
+    exit(127)
+}
+
+/// `ip link set lo up` in the current network namespace (child code: one socket, two ioctls).
+fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a zeroed ifreq is valid; the name fits (with its NUL) in IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = Errno::last();
+    close(fd);
+    if r != 0 { Err(err) } else { Ok(()) }
 }
 
 fn p1_supervise(p2: libc::pid_t) -> ! {

@@ -1,0 +1,1040 @@
+//! Bridge networking for container jobs (`NetworkMode::Bridge`).
+//!
+//! # Shape
+//!
+//! ```text
+//!  host netns                                        job netns (one per job)
+//!  ┌───────────────────────────────────────────┐     ┌──────────────────────────┐
+//!  │ nekton0 (bridge, 10.88.0.1/16)            │     │ lo (up)                  │
+//!  │   └─ nk0a580002 (veth, port isolated) ◀───┼─────┼─▶ eth0 10.88.0.2/16      │
+//!  │ table inet nekton: forward/input/nat      │     │   default via 10.88.0.1  │
+//!  └───────────────────────────────────────────┘     └──────────────────────────┘
+//! ```
+//!
+//! - [`Network::new`] (once per worker): checks `nft` and `conntrack`, sets
+//!   `net.ipv4.ip_forward=1`, creates the bridge with the gateway address if missing, installs the
+//!   `inet <table>` nftables table (one atomic transaction through `nft -j`, see [`nft`]) and
+//!   cleans what a crashed worker left: leases of dead owners, their veths and conntrack entries.
+//! - [`Network::attach`] (per bridge job, before the fork): leases an address ([`lease`]), creates
+//!   the job's network namespace on a short-lived thread (which also opens a netlink socket inside
+//!   it), creates the veth pair with its peer *directly in that namespace* as `eth0`, isolates the
+//!   bridge port, and configures `eth0` (up, address, default route) through the in-namespace
+//!   socket. P1 then `setns`es into the prepared namespace instead of unsharing a new one, so the
+//!   network is complete before any code of the job runs and `none` jobs pay nothing.
+//! - [`Attachment::teardown`] (per job, whatever the outcome): reads the veth's counters (the
+//!   bill's `net_rx_bytes`/`net_tx_bytes`), deletes the veth (the peer goes with it), drops the
+//!   namespace; a background thread then flushes the address's conntrack entries and only then
+//!   removes the lease, so the address is never handed out with state of the previous job.
+//!   Dropping an [`Attachment`] without `teardown` (an aborted job) does the same in the
+//!   background.
+//!
+//! # Isolation
+//!
+//! Port isolation (`IFLA_BRPORT_ISOLATED`) stops frames between job ports on the bridge itself,
+//! independent of `br_netfilter`; the table drops what is routed: job → job through the host,
+//! job → any address of the host (input chain: the API, PostgreSQL, a metadata address bound on
+//! the host), job → 169.254.0.0/16, IPv6; and anything from outside to a job that is not a reply.
+//! [`BridgeConfig::allow`] lists the destinations (CIDR, optional port) an operator opens.
+
+pub(crate) mod lease;
+pub(crate) mod nft;
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{
+    InfoBridgePort, InfoData, InfoVeth, LinkAttribute, LinkMessage,
+};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+/// An IPv4 network: an address and a prefix length (`10.88.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        u32::from(a) & self.mask() == u32::from(self.network())
+    }
+
+    /// Usable host numbers (1..=count); 0 for /31 and /32.
+    pub(crate) fn host_count(&self) -> u32 {
+        if self.prefix >= 31 {
+            0
+        } else {
+            (1u32 << (32 - u32::from(self.prefix))) - 2
+        }
+    }
+
+    /// Host number `n` of the network (1 = the first host).
+    pub(crate) fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | n)
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IPv4 network (like 10.88.0.0/16)"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("`{s}`: the prefix length must be 0..=32"))?;
+        let net = Ipv4Net { addr, prefix };
+        Ok(Ipv4Net {
+            addr: net.network(),
+            prefix,
+        })
+    }
+}
+
+/// A destination the operator opens to bridge jobs: a network, and optionally one port (TCP and
+/// UDP). Written `CIDR` or `CIDR:PORT` (`10.0.0.53/32:53`, `192.0.2.10:443`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    pub net: Ipv4Net,
+    pub port: Option<u16>,
+}
+
+impl std::str::FromStr for Allowed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (net, port) = match s.rsplit_once(':') {
+            Some((n, p)) => (
+                n,
+                Some(
+                    p.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| format!("`{s}`: the port must be 1..=65535"))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        Ok(Allowed {
+            net: net.parse()?,
+            port,
+        })
+    }
+}
+
+/// Configuration of bridge networking on a worker host. Every worker of a host must use the same
+/// values (they share the bridge, the table and the lease directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    /// The bridge's name (≤ 15 characters). Default `nekton0`.
+    pub bridge: String,
+    /// The job subnet; its first host address is the bridge's (the jobs' gateway). Default
+    /// `10.88.0.0/16`.
+    pub subnet: Ipv4Net,
+    /// DNS servers written to each job's `/etc/resolv.conf`. Empty (the default): the host's
+    /// IPv4 resolvers from `/etc/resolv.conf` (loopback ones such as systemd-resolved's
+    /// 127.0.0.53 are unreachable from a job; then `/run/systemd/resolve/resolv.conf` is used, or
+    /// the start fails asking for servers). A server on one of the host's own addresses must
+    /// also be in `allow`.
+    pub dns: Vec<Ipv4Addr>,
+    /// Destinations opened to jobs despite the isolation rules (host addresses, 169.254/16).
+    pub allow: Vec<Allowed>,
+    /// The nftables table (`inet <table>`) nekton owns. Default `nekton`.
+    pub table: String,
+    /// Lease directory, shared by the workers of the host. Default `/run/nekton/net/<bridge>`.
+    pub lease_dir: Option<PathBuf>,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            bridge: "nekton0".into(),
+            subnet: Ipv4Net {
+                addr: Ipv4Addr::new(10, 88, 0, 0),
+                prefix: 16,
+            },
+            dns: Vec::new(),
+            allow: Vec::new(),
+            table: "nekton".into(),
+            lease_dir: None,
+        }
+    }
+}
+
+impl BridgeConfig {
+    fn lease_dir(&self) -> PathBuf {
+        self.lease_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/nekton/net").join(&self.bridge))
+    }
+
+    fn gateway(&self) -> Ipv4Addr {
+        self.subnet.host(1)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !name_ok(&self.bridge, 15) {
+            return Err(format!(
+                "bridge name `{}`: use 1-15 characters of [A-Za-z0-9_-]",
+                self.bridge
+            ));
+        }
+        if !name_ok(&self.table, 64) || self.table.contains('-') {
+            return Err(format!(
+                "nftables table name `{}`: use 1-64 characters of [A-Za-z0-9_]",
+                self.table
+            ));
+        }
+        if self.subnet.prefix < 8 || self.subnet.prefix > 29 {
+            return Err(format!(
+                "job subnet {}: the prefix length must be 8..=29",
+                self.subnet
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host end of a job's veth: `nk` + the job address in hex (unique per host, ≤ 15 chars).
+pub(crate) fn veth_name(addr: Ipv4Addr) -> String {
+    format!("nk{:08x}", u32::from(addr))
+}
+
+/// The job address a nekton veth name stands for.
+fn veth_addr(name: &str) -> Option<Ipv4Addr> {
+    let hex = name.strip_prefix("nk")?;
+    if hex.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok().map(Ipv4Addr::from)
+}
+
+fn nl_code(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// The IPv4 nameservers of a resolv.conf text: (usable, loopback).
+fn nameservers(text: &str) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let mut usable = Vec::new();
+    let mut loopback = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if it.next() != Some("nameserver") {
+            continue;
+        }
+        if let Some(a) = it.next().and_then(|a| a.parse::<Ipv4Addr>().ok()) {
+            if a.is_loopback() || a.is_unspecified() {
+                loopback.push(a);
+            } else {
+                usable.push(a);
+            }
+        }
+    }
+    (usable, loopback)
+}
+
+/// The jobs' `/etc/resolv.conf`.
+fn resolv_conf(configured: &[Ipv4Addr]) -> Result<Vec<u8>, String> {
+    let servers = if !configured.is_empty() {
+        configured.to_vec()
+    } else {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let (usable, loopback) = nameservers(&host);
+        if !usable.is_empty() {
+            usable
+        } else {
+            let resolved = std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+                .map(|t| nameservers(&t).0)
+                .unwrap_or_default();
+            if resolved.is_empty() {
+                return Err(format!(
+                    "no DNS server for bridge jobs: the host's /etc/resolv.conf lists {} — {} \
+                     unreachable from a job's network namespace{}; give DNS servers explicitly \
+                     (nekton: --network-dns)",
+                    if loopback.is_empty() {
+                        "no IPv4 nameserver".to_string()
+                    } else {
+                        format!("{loopback:?}")
+                    },
+                    if loopback.is_empty() {
+                        "nothing"
+                    } else {
+                        "loopback addresses (systemd-resolved's stub?) are"
+                    },
+                    if loopback.is_empty() {
+                        ""
+                    } else {
+                        ", and /run/systemd/resolve/resolv.conf has no upstream server"
+                    }
+                ));
+            }
+            resolved
+        }
+    };
+    let mut out = String::from("# written by nekton for this job\n");
+    for s in servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    Ok(out.into_bytes())
+}
+
+fn conntrack_flush(args: &[&str]) {
+    match std::process::Command::new("conntrack")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+    {
+        // Exit status 1 with "0 flow entries have been deleted" is the normal "nothing to do".
+        Ok(out) if out.status.success() || out.status.code() == Some(1) => {}
+        Ok(out) => tracing::warn!(
+            ?args,
+            status = %out.status,
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "conntrack flush failed"
+        ),
+        Err(e) => tracing::warn!(?args, error = %e, "cannot run conntrack"),
+    }
+}
+
+/// Flushes the conntrack entries of a job address (both directions).
+fn flush_address(addr: Ipv4Addr) {
+    let a = addr.to_string();
+    conntrack_flush(&["-D", "-s", &a]);
+    conntrack_flush(&["-D", "-d", &a]);
+}
+
+fn owner_alive(owner: Option<(u32, u64)>) -> bool {
+    owner.is_some_and(|(pid, start)| super::start_time(&pid.to_string()) == Some(start))
+}
+
+/// A runtime of its own drives the netlink connections, so job tasks on any runtime can use them.
+fn net_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("nekton-net")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the network runtime: {e}"))
+}
+
+/// Runs `f` to completion on `rt` from a fresh thread (callable from inside another runtime).
+fn block_on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(f))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+async fn link_by_name(
+    h: &rtnetlink::Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    match h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(m) => Ok(m),
+        Err(e) if nl_code(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn all_links(h: &rtnetlink::Handle) -> Result<Vec<(u32, String)>, rtnetlink::Error> {
+    let links: Vec<LinkMessage> = h.link().get().execute().try_collect().await?;
+    Ok(links
+        .into_iter()
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some((m.header.index, n.clone())),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+async fn delete_link(h: &rtnetlink::Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    match h.link().del(index).execute().await {
+        Err(e) if nl_code(&e) == Some(libc::ENODEV) => Ok(()),
+        r => r,
+    }
+}
+
+/// Creates the bridge (if missing), gives it the gateway address, brings it up. Returns its
+/// index.
+async fn ensure_bridge(h: &rtnetlink::Handle, cfg: &BridgeConfig) -> Result<u32, String> {
+    let nl = |what: &str| {
+        let what = what.to_string();
+        move |e: rtnetlink::Error| format!("{what}: {e}")
+    };
+    let bridge = match link_by_name(h, &cfg.bridge)
+        .await
+        .map_err(nl("looking up the bridge"))?
+    {
+        Some(m) => m,
+        None => {
+            match h
+                .link()
+                .add(LinkBridge::new(&cfg.bridge).build())
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if nl_code(&e) == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "creating bridge {}: {e} (is the `bridge` kernel module available? \
+                         `modprobe bridge`)",
+                        cfg.bridge
+                    ));
+                }
+            }
+            link_by_name(h, &cfg.bridge)
+                .await
+                .map_err(nl("looking up the new bridge"))?
+                .ok_or_else(|| format!("bridge {} vanished after its creation", cfg.bridge))?
+        }
+    };
+    let is_bridge = bridge.attributes.iter().any(|a| {
+        matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| matches!(i,
+            rtnetlink::packet_route::link::LinkInfo::Kind(rtnetlink::packet_route::link::InfoKind::Bridge))))
+    });
+    if !is_bridge {
+        return Err(format!(
+            "interface {} exists and is not a bridge: choose another bridge name",
+            cfg.bridge
+        ));
+    }
+    let index = bridge.header.index;
+    // The job subnet must not be routed elsewhere (another bridge, a VPN, Docker): replies to
+    // the jobs would go there.
+    let routes: Vec<_> = h
+        .route()
+        .get(rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing routes"))?;
+    for r in &routes {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let dst = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+            _ => None,
+        });
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        let Some(dst) = dst else { continue };
+        let route = Ipv4Net {
+            addr: dst,
+            prefix: r.header.destination_prefix_length,
+        };
+        let overlaps = route.contains(cfg.subnet.network()) || cfg.subnet.contains(route.network());
+        if overlaps && r.header.table == 254 && oif.is_some_and(|o| o != index) {
+            return Err(format!(
+                "the job subnet {} overlaps the route to {route} through interface #{} —                  choose another subnet (--network-subnet), or remove that interface/route",
+                cfg.subnet,
+                oif.unwrap_or(0)
+            ));
+        }
+    }
+    let gw = cfg.gateway();
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing the bridge's addresses"))?;
+    let has = addrs.iter().any(|m| {
+        m.header.prefix_len == cfg.subnet.prefix
+            && m.attributes.iter().any(|a| {
+                matches!(a, rtnetlink::packet_route::address::AddressAttribute::Local(std::net::IpAddr::V4(v)) if *v == gw)
+            })
+    });
+    if !has {
+        match h
+            .address()
+            .add(index, gw.into(), cfg.subnet.prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if nl_code(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(format!(
+                    "adding {gw}/{} to the bridge: {e}",
+                    cfg.subnet.prefix
+                ));
+            }
+        }
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl("bringing the bridge up"))?;
+    Ok(index)
+}
+
+/// The host's bridge networking, shared by the jobs of one backend. See the [module docs](self).
+pub(crate) struct Network {
+    config: BridgeConfig,
+    rt: Option<tokio::runtime::Runtime>,
+    handle: rtnetlink::Handle,
+    bridge_index: u32,
+    leases: lease::Leases,
+    resolv_conf: Vec<u8>,
+    /// Addresses leased and not yet released (teardown runs partly in the background).
+    pending: tokio::sync::watch::Sender<usize>,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_tools() -> Result<(), String> {
+    for (tool, pkg) in [("nft", "nftables"), ("conntrack", "conntrack")] {
+        let ok = std::process::Command::new(tool)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "`{tool}` is not installed: bridge networking needs it (Debian: apt-get install \
+                 {pkg})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Network {
+    /// Prepares the host (see the module docs). `owner` is `<pid> <start time>` of this process.
+    pub fn new(config: BridgeConfig, owner: String) -> Result<Arc<Self>, String> {
+        config.validate()?;
+        check_tools()?;
+        let resolv_conf = resolv_conf(&config.dns)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
+            format!(
+                "cannot enable IPv4 forwarding ({e}): set net.ipv4.ip_forward=1 (sysctl) — bridge \
+                 jobs need it for egress"
+            )
+        })?;
+        let leases = lease::Leases::new(&config.lease_dir(), config.subnet, owner)
+            .map_err(|e| format!("lease directory {}: {e}", config.lease_dir().display()))?;
+        let rt = net_runtime()?;
+        let (handle, bridge_index) = block_on(&rt, async {
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(|e| format!("opening a netlink socket: {e}"))?;
+            tokio::spawn(conn);
+            let index = ensure_bridge(&handle, &config).await?;
+            Ok::<_, String>((handle, index))
+        })?;
+        nft::install(&config)?;
+        let (pending, _) = tokio::sync::watch::channel(0usize);
+        let net = Self {
+            config,
+            rt: Some(rt),
+            handle,
+            bridge_index,
+            leases,
+            resolv_conf,
+            pending,
+        };
+        net.remove_stale()?;
+        Ok(Arc::new(net))
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+
+    /// Removes what dead owners left: their leases (after deleting their veth and flushing their
+    /// conntrack entries) and nekton veths in the subnet that no lease accounts for.
+    fn remove_stale(&self) -> Result<(), String> {
+        let leases = self
+            .leases
+            .list()
+            .map_err(|e| format!("reading {}: {e}", self.leases.dir().display()))?;
+        let h = self.handle.clone();
+        let subnet = self.config.subnet;
+        let (stale, live): (Vec<_>, Vec<_>) = leases
+            .into_iter()
+            .partition(|(_, _, owner)| !owner_alive(*owner));
+        let live: Vec<Ipv4Addr> = live.into_iter().map(|(a, _, _)| a).collect();
+        let removed = block_on(self.rt(), async move {
+            let mut removed = Vec::new();
+            for (index, name) in all_links(&h)
+                .await
+                .map_err(|e| format!("listing links: {e}"))?
+            {
+                let Some(addr) = veth_addr(&name) else {
+                    continue;
+                };
+                if subnet.contains(addr) && !live.contains(&addr) {
+                    delete_link(&h, index)
+                        .await
+                        .map_err(|e| format!("deleting stale veth {name}: {e}"))?;
+                    removed.push(name);
+                }
+            }
+            Ok::<_, String>(removed)
+        })?;
+        for name in &removed {
+            tracing::info!(veth = %name, "removed a stale job veth");
+        }
+        for (addr, path, _) in stale {
+            flush_address(addr);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(%addr, "released a stale address lease"),
+                Err(e) => {
+                    return Err(format!("removing stale lease {}: {e}", path.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every address released so far is free again (its conntrack entries flushed
+    /// and its lease removed).
+    pub async fn settle(&self) {
+        let mut rx = self.pending.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// The jobs' `/etc/resolv.conf`.
+    pub fn resolv_conf(&self) -> &[u8] {
+        &self.resolv_conf
+    }
+
+    /// Prepares a job's network namespace with `eth0` on the bridge. The namespace descriptor
+    /// goes to P1 (`setns`).
+    pub async fn attach(self: &Arc<Self>) -> Result<Attachment, String> {
+        let lease = self
+            .leases
+            .acquire()
+            .map_err(|e| format!("leasing a job address: {e}"))?;
+        self.pending.send_modify(|n| *n += 1);
+        let addr = lease.addr;
+        let mut att = Attachment {
+            net: self.clone(),
+            lease: Some(lease),
+            name: veth_name(addr),
+            host_index: None,
+            netns: None,
+            addr,
+        };
+        // The namespace, and a netlink socket inside it, from a short-lived thread (a thread's
+        // network namespace is its own; the socket stays in the namespace it was made in).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let rt = self.rt().handle().clone();
+        std::thread::Builder::new()
+            .name("nekton-netns".into())
+            .spawn(move || {
+                let _ = tx.send(new_netns(&rt));
+            })
+            .map_err(|e| format!("starting a thread: {e}"))?;
+        let (nsfd, conn, ns) = rx
+            .await
+            .map_err(|_| "the namespace thread ended without an answer".to_string())??;
+        let ns_raw = nsfd.as_raw_fd();
+        att.netns = Some(nsfd);
+        self.rt().spawn(conn);
+
+        let h = &self.handle;
+        let peer = LinkMessageBuilder::<LinkUnspec>::default()
+            .name("eth0".to_string())
+            .setns_by_fd(ns_raw)
+            .build();
+        h.link()
+            .add(
+                LinkVeth::new(&att.name, "eth0")
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .controller(self.bridge_index)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| format!("creating veth {}: {e}", att.name))?;
+        let host = link_by_name(h, &att.name)
+            .await
+            .map_err(|e| format!("looking up veth {}: {e}", att.name))?
+            .ok_or_else(|| format!("veth {} vanished after its creation", att.name))?;
+        att.host_index = Some(host.header.index);
+        h.link()
+            .set_port(
+                LinkBridgePort::new(host.header.index)
+                    .append_info_data(InfoBridgePort::Isolated(true))
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| format!("isolating bridge port {}: {e}", att.name))?;
+
+        let eth0 = link_by_name(&ns, "eth0")
+            .await
+            .map_err(|e| format!("looking up eth0 in the job namespace: {e}"))?
+            .ok_or_else(|| "eth0 is missing from the job namespace".to_string())?
+            .header
+            .index;
+        ns.link()
+            .set(LinkUnspec::new_with_index(eth0).up().build())
+            .execute()
+            .await
+            .map_err(|e| format!("bringing the job's eth0 up: {e}"))?;
+        ns.address()
+            .add(eth0, addr.into(), self.config.subnet.prefix)
+            .execute()
+            .await
+            .map_err(|e| format!("adding {addr} to the job's eth0: {e}"))?;
+        ns.route()
+            .add(
+                rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(self.config.gateway())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| format!("adding the job's default route: {e}"))?;
+        Ok(att)
+    }
+}
+
+type NsConn = (
+    OwnedFd,
+    rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>,
+    rtnetlink::Handle,
+);
+
+/// On a fresh thread: a new network namespace, its descriptor, and a netlink connection in it
+/// (registered with the network runtime `rt`).
+fn new_netns(rt: &tokio::runtime::Handle) -> Result<NsConn, String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("creating a network namespace: {}", e.desc()))?;
+    let fd = nix::fcntl::open(
+        "/proc/thread-self/ns/net",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening the new network namespace: {}", e.desc()))?;
+    // Jobs get no IPv6 address: no autoconfiguration chatter on eth0 either (best effort; /proc
+    // /sys/net is the opener's namespace).
+    let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    let _guard = rt.enter();
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| format!("opening a netlink socket in the job namespace: {e}"))?;
+    Ok((fd, conn, handle))
+}
+
+/// A job's place on the bridge. Release with [`teardown`](Self::teardown); dropping it releases
+/// in the background.
+pub(crate) struct Attachment {
+    net: Arc<Network>,
+    lease: Option<lease::Lease>,
+    name: String,
+    host_index: Option<u32>,
+    netns: Option<OwnedFd>,
+    pub addr: Ipv4Addr,
+}
+
+impl Attachment {
+    /// The job's network namespace (for P1's `setns`).
+    pub fn netns(&self) -> Option<&OwnedFd> {
+        self.netns.as_ref()
+    }
+
+    /// Reads the job's traffic counters and deletes its veth; the conntrack flush and the lease
+    /// release finish in the background. Returns (`rx`, `tx`) from the job's point of view.
+    pub async fn teardown(mut self) -> (Option<u64>, Option<u64>) {
+        let mut counters = (None, None);
+        if let Some(index) = self.host_index.take() {
+            let h = self.net.handle.clone();
+            if let Ok(Some(m)) = h.link().get().match_index(index).execute().try_next().await {
+                for a in &m.attributes {
+                    if let LinkAttribute::Stats64(s) = a {
+                        // The host end sends what the job receives.
+                        counters = (Some(s.tx_bytes), Some(s.rx_bytes));
+                    }
+                }
+            }
+            if let Err(e) = delete_link(&h, index).await {
+                tracing::warn!(veth = %self.name, error = %e, "cannot delete a job veth");
+            }
+        }
+        self.release();
+        counters
+    }
+
+    /// Drops the namespace; flushes conntrack and removes the lease on a background thread.
+    fn release(&mut self) {
+        self.netns = None;
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let net = self.net.clone();
+        let addr = self.addr;
+        let done = move || {
+            flush_address(addr);
+            drop(lease);
+            net.pending.send_modify(|n| *n = n.saturating_sub(1));
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("nekton-net-release".into())
+            .spawn(done)
+        {
+            // The lease stays (the next start of a worker frees it).
+            tracing::warn!(error = %e, %addr, "cannot start the release thread");
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        // Not torn down (setup failed, or the job's future was dropped): delete the veth by name
+        // (it may exist without a known index), then release.
+        let net = self.net.clone();
+        let name = self.name.clone();
+        let netns = self.netns.take();
+        let lease = self.lease.take();
+        let addr = self.addr;
+        self.net.rt().spawn(async move {
+            if let Ok(Some(m)) = link_by_name(&net.handle, &name).await {
+                let _ = delete_link(&net.handle, m.header.index).await;
+            }
+            drop(netns);
+            let mut rest = Attachment {
+                net,
+                lease,
+                name,
+                host_index: None,
+                netns: None,
+                addr,
+            };
+            rest.release();
+        });
+    }
+}
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    pub table_removed: bool,
+    pub bridge_removed: bool,
+    pub veths_removed: Vec<String>,
+    pub leases_removed: usize,
+}
+
+/// Removes nekton's bridge networking from the host: the nftables table (only `inet <table>`),
+/// every nekton veth in the subnet, the bridge, the conntrack entries of the subnet and the
+/// lease directory. Refuses while a live process holds a lease (stop the workers first).
+pub fn cleanup(config: &BridgeConfig) -> Result<CleanupReport, String> {
+    config.validate()?;
+    let dir = config.lease_dir();
+    let mut report = CleanupReport::default();
+    if dir.exists() {
+        let leases = lease::Leases::new(&dir, config.subnet, String::new())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let list = leases
+            .list()
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let me = std::process::id();
+        if let Some((addr, _, Some((pid, _)))) = list
+            .iter()
+            .find(|(_, _, owner)| owner_alive(*owner) && owner.is_some_and(|(p, _)| p != me))
+        {
+            return Err(format!(
+                "process {pid} (a running worker) holds job address {addr}: stop the workers of \
+                 this host before cleaning their network"
+            ));
+        }
+        report.leases_removed = list.len();
+    }
+    report.table_removed = nft::remove(&config.table)?;
+    let rt = net_runtime()?;
+    let cfg = config.clone();
+    let (veths, bridge) = block_on(&rt, async move {
+        let (conn, h, _) =
+            rtnetlink::new_connection().map_err(|e| format!("opening a netlink socket: {e}"))?;
+        tokio::spawn(conn);
+        let mut veths = Vec::new();
+        let mut bridge = false;
+        for (index, name) in all_links(&h)
+            .await
+            .map_err(|e| format!("listing links: {e}"))?
+        {
+            if veth_addr(&name).is_some_and(|a| cfg.subnet.contains(a)) {
+                delete_link(&h, index)
+                    .await
+                    .map_err(|e| format!("deleting {name}: {e}"))?;
+                veths.push(name);
+            } else if name == cfg.bridge {
+                delete_link(&h, index)
+                    .await
+                    .map_err(|e| format!("deleting bridge {name}: {e}"))?;
+                bridge = true;
+            }
+        }
+        Ok::<_, String>((veths, bridge))
+    })?;
+    rt.shutdown_background();
+    report.veths_removed = veths;
+    report.bridge_removed = bridge;
+    let net = config.subnet.network().to_string();
+    let mask = Ipv4Addr::from(if config.subnet.prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(config.subnet.prefix))
+    })
+    .to_string();
+    conntrack_flush(&["-D", "-s", &net, "--mask-src", &mask]);
+    conntrack_flush(&["-D", "-d", &net, "--mask-dst", &mask]);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_networks_and_destinations() {
+        let n: Ipv4Net = "10.88.3.4/16".parse().unwrap();
+        assert_eq!(n.to_string(), "10.88.0.0/16");
+        assert_eq!(n.host(1), Ipv4Addr::new(10, 88, 0, 1));
+        assert_eq!(n.host_count(), 65534);
+        assert!(n.contains(Ipv4Addr::new(10, 88, 255, 1)));
+        assert!(!n.contains(Ipv4Addr::new(10, 89, 0, 1)));
+        assert!("10.0.0.0/33".parse::<Ipv4Net>().is_err());
+        assert!("x".parse::<Ipv4Net>().is_err());
+        let a: Allowed = "192.0.2.10:443".parse().unwrap();
+        assert_eq!(a.net.prefix, 32);
+        assert_eq!(a.port, Some(443));
+        let a: Allowed = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(a.port, None);
+        assert!("10.0.0.0/8:0".parse::<Allowed>().is_err());
+    }
+
+    #[test]
+    fn veth_names_round_trip() {
+        let a = Ipv4Addr::new(10, 88, 0, 2);
+        assert_eq!(veth_name(a), "nk0a580002");
+        assert_eq!(veth_addr("nk0a580002"), Some(a));
+        assert_eq!(veth_addr("nkx"), None);
+        assert_eq!(veth_addr("eth0"), None);
+    }
+
+    #[test]
+    fn resolvers_skip_loopback() {
+        let (u, l) =
+            nameservers("# x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n");
+        assert_eq!(u, vec![Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(l, vec![Ipv4Addr::new(127, 0, 0, 53)]);
+        let conf = resolv_conf(&[Ipv4Addr::new(198, 51, 100, 2)]).unwrap();
+        assert!(
+            String::from_utf8(conf)
+                .unwrap()
+                .contains("nameserver 198.51.100.2\n")
+        );
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let mut c = BridgeConfig::default();
+        assert!(c.validate().is_ok());
+        c.bridge = "a-very-long-bridge-name".into();
+        assert!(c.validate().is_err());
+        c = BridgeConfig {
+            table: "bad name".into(),
+            ..BridgeConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c = BridgeConfig {
+            subnet: "10.0.0.0/31".parse().unwrap(),
+            ..BridgeConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn ruleset_matches_only_the_bridge() {
+        let cfg = BridgeConfig {
+            allow: vec!["10.0.0.53:53".parse().unwrap()],
+            ..BridgeConfig::default()
+        };
+        let doc = nft::ruleset(&cfg, true).to_string();
+        assert!(
+            doc.starts_with(
+                r#"{"nftables":[{"delete":{"table":{"family":"inet","name":"nekton"}}}"#
+            )
+        );
+        assert!(doc.contains(r#""masquerade":null"#));
+        assert!(doc.contains(r#""addr":"169.254.0.0","len":16"#));
+        assert!(doc.contains(r#""addr":"10.0.0.53","len":32"#));
+    }
+}
