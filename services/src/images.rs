@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use base64::Engine as _;
 use runtime_core::Backend;
-use runtime_core::container::{ContainerBackend, ContainerConfig};
+use runtime_core::container::{BridgeConfig, ContainerBackend, ContainerConfig};
 use runtime_core::image::{
     Credentials, ImageError, ImageRef, ImageService, ImageStore, RegistryOptions, StoreLimits,
 };
@@ -27,6 +27,8 @@ pub struct ImageOptions {
     pub allowed_registries: Option<Vec<String>>,
     /// A Docker-style `config.json` with an `auths` map.
     pub registry_auth: Option<PathBuf>,
+    /// Bridge networking for container jobs; `None`: bridge jobs end with `spec_error`.
+    pub network: Option<BridgeConfig>,
 }
 
 /// The image side of a worker process: its image service, and the container backend or the
@@ -86,7 +88,24 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
         ..ContainerConfig::default()
     };
     let container = match ContainerBackend::new(config, images.clone()) {
-        Ok(b) => Ok(Arc::new(b) as Arc<dyn Backend>),
+        Ok(mut b) => {
+            if let Some(net) = &options.network {
+                match b.enable_bridge(net.clone()) {
+                    Ok(()) => tracing::info!(
+                        bridge = %net.bridge,
+                        subnet = %net.subnet,
+                        table = %net.table,
+                        "bridge networking ready"
+                    ),
+                    Err(reason) => tracing::warn!(
+                        reason,
+                        "bridge networking unavailable; `network: bridge` jobs will fail with \
+                         this reason"
+                    ),
+                }
+            }
+            Ok(Arc::new(b) as Arc<dyn Backend>)
+        }
         Err(e) => {
             let reason = format!("this worker cannot run container jobs: {e}");
             tracing::warn!(

@@ -157,6 +157,101 @@ struct ImageArgs {
         value_name = "FILE"
     )]
     registry_auth: Option<PathBuf>,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+/// Bridge networking of container jobs (`network: bridge`) on this worker host.
+#[derive(Args, Clone)]
+struct NetworkArgs {
+    /// Do not set up bridge networking: `network: bridge` jobs end with `spec_error`.
+    #[arg(long, env = "NEKTON_NO_BRIDGE_NETWORK")]
+    no_bridge_network: bool,
+    /// The host bridge the jobs' veths join (≤ 15 characters).
+    #[arg(long, env = "NEKTON_NETWORK_BRIDGE", default_value = "nekton0")]
+    network_bridge: String,
+    /// The job subnet; its first address is the bridge's (the jobs' gateway).
+    #[arg(long, env = "NEKTON_NETWORK_SUBNET", default_value = "10.88.0.0/16", value_parser = parse_net)]
+    network_subnet: runtime_core::container::Ipv4Net,
+    /// DNS servers for the jobs' /etc/resolv.conf (repeatable; env: comma-separated). Default:
+    /// the host's (non-loopback) resolvers.
+    #[arg(
+        long = "network-dns",
+        env = "NEKTON_NETWORK_DNS",
+        value_name = "IPV4",
+        value_delimiter = ','
+    )]
+    network_dns: Vec<std::net::Ipv4Addr>,
+    /// A destination jobs may reach despite the isolation rules (host addresses, 169.254/16):
+    /// `CIDR` or `CIDR:PORT` (repeatable; env: comma-separated).
+    #[arg(long = "network-allow", env = "NEKTON_NETWORK_ALLOW", value_name = "CIDR[:PORT]", value_delimiter = ',', value_parser = parse_allowed)]
+    network_allow: Vec<runtime_core::container::Allowed>,
+    /// The nftables table nekton owns (`inet <name>`).
+    #[arg(long, env = "NEKTON_NETWORK_TABLE", default_value = "nekton")]
+    network_table: String,
+    /// Remove nekton's bridge, nftables table, job veths, conntrack entries and address leases
+    /// from this host, then exit (stop the host's workers first).
+    #[arg(long)]
+    cleanup_network: bool,
+}
+
+fn parse_net(s: &str) -> Result<runtime_core::container::Ipv4Net, String> {
+    s.parse()
+}
+
+fn parse_allowed(s: &str) -> Result<runtime_core::container::Allowed, String> {
+    s.parse()
+}
+
+impl Default for NetworkArgs {
+    fn default() -> Self {
+        Self {
+            no_bridge_network: true,
+            network_bridge: String::new(),
+            network_subnet: runtime_core::container::BridgeConfig::default().subnet,
+            network_dns: Vec::new(),
+            network_allow: Vec::new(),
+            network_table: String::new(),
+            cleanup_network: false,
+        }
+    }
+}
+
+impl NetworkArgs {
+    fn config(&self) -> runtime_core::container::BridgeConfig {
+        runtime_core::container::BridgeConfig {
+            bridge: self.network_bridge.clone(),
+            subnet: self.network_subnet,
+            dns: self.network_dns.clone(),
+            allow: self.network_allow.clone(),
+            table: self.network_table.clone(),
+            lease_dir: None,
+        }
+    }
+
+    /// `--cleanup-network`: removes nekton's network from the host and reports what went.
+    fn cleanup(&self) -> anyhow::Result<()> {
+        let report = runtime_core::container::cleanup_network(&self.config())
+            .map_err(|e| anyhow::anyhow!("cleaning the bridge network: {e}"))?;
+        println!(
+            "table inet {}: {}; bridge {}: {}; job veths removed: {}; address leases removed: {}",
+            self.network_table,
+            if report.table_removed {
+                "removed"
+            } else {
+                "absent"
+            },
+            self.network_bridge,
+            if report.bridge_removed {
+                "removed"
+            } else {
+                "absent"
+            },
+            report.veths_removed.len(),
+            report.leases_removed
+        );
+        Ok(())
+    }
 }
 
 impl ImageArgs {
@@ -172,6 +267,7 @@ impl ImageArgs {
             insecure_registries: clean(&self.insecure_registries),
             allowed_registries: (!allowed.is_empty()).then_some(allowed),
             registry_auth: self.registry_auth.clone(),
+            network: (!self.network.no_bridge_network).then(|| self.network.config()),
         }
     }
 }
@@ -281,6 +377,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             exit_after_demo,
         } => {
             init_tracing(common.log_json);
+            if images.network.cleanup_network {
+                images.network.cleanup()?;
+                return Ok(0);
+            }
             let db = Database::open(
                 common.database_url.as_deref(),
                 &common.state_dir(),
@@ -313,6 +413,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             images,
         } => {
             init_tracing(common.log_json);
+            if images.network.cleanup_network {
+                images.network.cleanup()?;
+                return Ok(0);
+            }
             let db = Database::open(
                 Some(common.require_url("worker")?),
                 &common.state_dir(),

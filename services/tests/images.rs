@@ -654,7 +654,6 @@ async fn image_job_specs_are_validated() {
             "workdir",
         ),
         (json!({"image": "busybox", "user": "root:"}), "user"),
-        (json!({"image": "busybox", "network": "bridge"}), "network"),
         (
             json!({"image": "busybox", "limits": {"fuel": 5}}),
             "limits.fuel",
@@ -684,20 +683,6 @@ async fn image_job_specs_are_validated() {
             "{body}: {err}"
         );
     }
-    let resp = h
-        .http
-        .post(format!("{}/v1/jobs", h.base))
-        .json(&json!({"image": "busybox", "network": "bridge"}))
-        .send()
-        .await
-        .unwrap();
-    let err: Value = resp.json().await.unwrap();
-    assert!(
-        err["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("bridge networking is not available yet")
-    );
     assert_eq!(
         h.count("jobs").await,
         0,

@@ -312,14 +312,9 @@ fn check_module_fields(spec: &JobSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The container-side fields of an image job: entrypoint, workdir, user, network.
+/// The container-side fields of an image job: entrypoint, workdir, user (any `network` is
+/// accepted: a worker without bridge networking ends a bridge job with the reason).
 fn check_image_fields(spec: &JobSpec) -> Result<(), ApiError> {
-    if spec.network == Some(NetworkMode::Bridge) {
-        return Err(ApiError::invalid(
-            "network",
-            "bridge networking is not available yet; omit `network` (or use `none`)",
-        ));
-    }
     if let Some(entrypoint) = &spec.entrypoint {
         if entrypoint.len() > MAX_ARGS {
             return Err(ApiError::invalid(
@@ -575,14 +570,6 @@ mod tests {
                 },
                 "user",
                 "uid[:gid]",
-            ),
-            (
-                JobSpec {
-                    network: Some(NetworkMode::Bridge),
-                    ..image_spec()
-                },
-                "network",
-                "not available yet",
             ),
             (
                 JobSpec {
