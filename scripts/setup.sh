@@ -17,6 +17,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 # The container benchmark (load-tests containers) runs crun and runc side by side with nekton.
 command -v crun >/dev/null 2>&1 || need_apt+=(crun)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+# Bridge networking of container jobs: the nft JSON interface and conntrack flushes.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}" >&2
