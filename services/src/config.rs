@@ -19,11 +19,19 @@ pub struct LimitPolicy {
     pub max_max_attempts: u32,
     /// Largest accepted Wasm module upload.
     pub max_module_bytes: usize,
+    /// Containers: processes/threads per job (the cgroup's pids limit).
+    pub default_pids: u64,
+    pub max_pids: u64,
+    /// Containers: size of the writable layer (a tmpfs; its pages also count against
+    /// `memory_bytes`).
+    pub default_disk_bytes: u64,
+    pub max_disk_bytes: u64,
 }
 
 impl Default for LimitPolicy {
     /// wall 60 s (max 24 h), memory 256 MiB (max 4 GiB), no default fuel, output 16 MiB per stream
-    /// (max 1 GiB), 3 attempts (max 10), modules up to 64 MiB.
+    /// (max 1 GiB), 3 attempts (max 10), modules up to 64 MiB; containers: 256 pids (max 4096),
+    /// a 1 GiB writable layer (max 4 GiB).
     fn default() -> Self {
         Self {
             default_wall_time_ms: 60_000,
@@ -37,6 +45,10 @@ impl Default for LimitPolicy {
             default_max_attempts: 3,
             max_max_attempts: 10,
             max_module_bytes: 64 << 20,
+            default_pids: 256,
+            max_pids: 4096,
+            default_disk_bytes: 1 << 30,
+            max_disk_bytes: 4 << 30,
         }
     }
 }

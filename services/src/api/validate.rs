@@ -251,6 +251,13 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
         Some(policy.max_memory_bytes),
     )?;
     check_max("limits.fuel", limits.fuel, 1, policy.max_fuel)?;
+    check_max("limits.pids", limits.pids, 1, Some(policy.max_pids))?;
+    check_max(
+        "limits.disk_bytes",
+        limits.disk_bytes,
+        1 << 20,
+        Some(policy.max_disk_bytes),
+    )?;
     check_max(
         "limits.output_bytes",
         limits.output_bytes,
@@ -268,6 +275,10 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
         .get_or_insert(policy.default_output_bytes);
     if limits.fuel.is_none() {
         limits.fuel = policy.default_fuel;
+    }
+    if is_image {
+        limits.pids.get_or_insert(policy.default_pids);
+        limits.disk_bytes.get_or_insert(policy.default_disk_bytes);
     }
     spec.runtime.get_or_insert(if is_image {
         RuntimeKind::Auto
@@ -374,18 +385,6 @@ fn check_image_limits(limits: &LimitsSpec, runtime: Option<RuntimeKind>) -> Resu
         ));
     }
     check_max("limits.cpu_time_ms", limits.cpu_time_ms, 1, None)?;
-    if limits.pids.is_some() {
-        return Err(ApiError::invalid(
-            "limits.pids",
-            "a per-job pids limit is not available yet; omit `limits.pids` (containers get the worker's default)",
-        ));
-    }
-    if limits.disk_bytes.is_some() {
-        return Err(ApiError::invalid(
-            "limits.disk_bytes",
-            "a per-job disk limit is not available yet; omit `limits.disk_bytes` (containers get the worker's scratch size)",
-        ));
-    }
     Ok(())
 }
 
@@ -524,6 +523,48 @@ mod tests {
             image: Some("busybox".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn container_pids_and_disk_get_defaults_and_maxima() {
+        let policy = LimitPolicy::default();
+        let r = resolve(image_spec(), &policy).unwrap();
+        let l = r.limits.unwrap();
+        assert_eq!(l.pids, Some(policy.default_pids));
+        assert_eq!(l.disk_bytes, Some(policy.default_disk_bytes));
+        let with = |pids, disk_bytes| JobSpec {
+            limits: Some(LimitsSpec {
+                pids,
+                disk_bytes,
+                ..Default::default()
+            }),
+            ..image_spec()
+        };
+        let l = resolve(with(Some(16), Some(8 << 20)), &policy)
+            .unwrap()
+            .limits
+            .unwrap();
+        assert_eq!((l.pids, l.disk_bytes), (Some(16), Some(8 << 20)));
+        for (spec, field) in [
+            (with(Some(0), None), "limits.pids"),
+            (with(Some(policy.max_pids + 1), None), "limits.pids"),
+            (with(None, Some(4096)), "limits.disk_bytes"),
+            (with(None, Some(policy.max_disk_bytes + 1)), "limits.disk_bytes"),
+        ] {
+            let e = resolve(spec, &policy).unwrap_err();
+            assert!(format!("{e:?}").contains(field), "{e:?}");
+        }
+        // Wasm modules get neither.
+        let wasm = resolve(
+            JobSpec {
+                module: Some(format!("sha256:{}", "0".repeat(64))),
+                ..Default::default()
+            },
+            &policy,
+        )
+        .unwrap();
+        let l = wasm.limits.unwrap();
+        assert_eq!((l.pids, l.disk_bytes), (None, None));
     }
 
     #[test]
