@@ -6,6 +6,9 @@
 //! - `nekton (runtime-core)` — `ContainerBackend::run` called directly: image lookup in the
 //!   store, overlayfs + per-job tmpfs upper, every namespace, fresh /proc, /sys, /dev, masked
 //!   paths, pivot_root, tiny init, the job, teardown;
+//! - `nekton (runtime-core) without limits` — the same with `ContainerConfig::cgroups = false`
+//!   (no per-job cgroup: no memory/pids/CPU-quota enforcement, no cgroup bill), to price the
+//!   limits and accounting side by side (target: with ≤ 1.3 × without);
 //! - `nekton (API)` — a full round trip through the server: `POST /v1/jobs` with the image (already
 //!   in the server's store) → `exit` event on the job's SSE log stream.
 //!
@@ -134,9 +137,18 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             state_dir: base.join("containers"),
             ..ContainerConfig::default()
         },
-        images,
+        images.clone(),
     )
     .context("starting the container backend")?;
+    let unlimited = ContainerBackend::new(
+        ContainerConfig {
+            state_dir: base.join("containers-unlimited"),
+            cgroups: false,
+            ..ContainerConfig::default()
+        },
+        images,
+    )
+    .context("starting the container backend without cgroups")?;
 
     // nekton, through the API: the image goes into the server's store first.
     let url = ctx
@@ -182,11 +194,15 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             samples: Vec::new(),
         },
         Runtime {
-            label: "nekton runtime-core: start → exit",
+            label: "nekton runtime-core with limits (cgroup): start → exit",
             samples: Vec::new(),
         },
         Runtime {
             label: "nekton API: submit → exit event",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "nekton runtime-core without limits (no cgroup)",
             samples: Vec::new(),
         },
     ];
@@ -243,8 +259,10 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         )
         .await?;
         record(2, d);
-        let (d, report) = direct(&backend, i).await?;
+        let (d, report) = direct(&backend, i, true).await?;
         record(3, d);
+        let (d, _) = direct(&unlimited, i, false).await?;
+        record(5, d);
         let (d, job_id) = round_trip(ctx, &spec).await?;
         record(4, d);
         if measured {
@@ -302,6 +320,14 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             Some(n <= c),
         ),
         _ => Verdict::new("container /bin/true vs crun", "no samples", None),
+    });
+    verdicts.push(match (p50(3), p50(5)) {
+        (Some(w), Some(wo)) => Verdict::new(
+            "container /bin/true: with limits + accounting p50 ≤ 1.3 × without",
+            format!("{} ms vs 1.3 × {} ms", num(w), num(wo)),
+            Some(w <= 1.3 * wo),
+        ),
+        _ => Verdict::new("container limits overhead", "no samples", None),
     });
     verdicts.push(match (p50(4), p50(1)) {
         (Some(n), Some(c)) => Verdict::new(
@@ -362,9 +388,11 @@ async fn command(program: &str, args: &[&std::ffi::OsStr]) -> Result<Duration> {
     Ok(d)
 }
 
+/// One `/bin/true` job; `limited` also sets a CPU limit (the cgroup CPU watcher runs).
 async fn direct(
     backend: &ContainerBackend,
     i: usize,
+    limited: bool,
 ) -> Result<(Duration, runtime_core::ExecReport)> {
     let request = ExecRequest {
         job_id: format!("bench-{i}"),
@@ -377,11 +405,11 @@ async fn direct(
         files: vec![],
         limits: Limits {
             wall_time: Duration::from_secs(30),
-            cpu_time: None,
+            cpu_time: limited.then_some(Duration::from_secs(10)),
             memory_bytes: 256 << 20,
             fuel: None,
             output_bytes: 1 << 20,
-            pids: None,
+            pids: limited.then_some(64),
             disk_bytes: None,
         },
         container: ContainerOptions::default(),
