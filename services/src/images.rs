@@ -27,6 +27,9 @@ pub struct ImageOptions {
     pub allowed_registries: Option<Vec<String>>,
     /// A Docker-style `config.json` with an `auths` map.
     pub registry_auth: Option<PathBuf>,
+    /// Where container jobs' cgroups go (`ContainerConfig::cgroup_parent`); `None`: below the
+    /// worker's own cgroup.
+    pub cgroup_parent: Option<String>,
     /// Bridge networking for container jobs; `None`: bridge jobs end with `spec_error`.
     pub network: Option<BridgeConfig>,
 }
@@ -85,6 +88,7 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
     let images = ImageService::new(Arc::new(store), registry).context("starting image pulls")?;
     let config = ContainerConfig {
         state_dir: container_dir(state_dir),
+        cgroup_parent: options.cgroup_parent.clone(),
         ..ContainerConfig::default()
     };
     let container = match ContainerBackend::new(config, images.clone()) {

@@ -157,6 +157,10 @@ struct ImageArgs {
         value_name = "FILE"
     )]
     registry_auth: Option<PathBuf>,
+    /// Where container jobs' cgroups go: a path from the root of each cgroup hierarchy (jobs
+    /// use `<path>/nekton-jobs/<job>`). Default: below the worker's own cgroup.
+    #[arg(long = "cgroup-parent", env = "NEKTON_CGROUP_PARENT", value_name = "PATH")]
+    cgroup_parent: Option<String>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -267,6 +271,7 @@ impl ImageArgs {
             insecure_registries: clean(&self.insecure_registries),
             allowed_registries: (!allowed.is_empty()).then_some(allowed),
             registry_auth: self.registry_auth.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
             network: (!self.network.no_bridge_network).then(|| self.network.config()),
         }
     }
