@@ -460,3 +460,48 @@ fn write_wasm_layout(dir: &std::path::Path, module: &[u8]) {
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_limits_take_effect_and_the_bill_is_complete() {
+    use nekton::api::types::LimitsSpec;
+    let env = Env::start().await;
+    let image = env.push("limits", &[]).await;
+    let limits = |disk_bytes: u64, memory_bytes: u64| {
+        Some(LimitsSpec {
+            pids: Some(16),
+            disk_bytes: Some(disk_bytes),
+            memory_bytes: Some(memory_bytes),
+            cpu_time_ms: Some(10_000),
+            ..Default::default()
+        })
+    };
+    // disk_bytes sizes the writable layer: 20 MB do not fit in 8 MiB.
+    let mut spec = sh(
+        &image,
+        "busybox head -c 20000000 /dev/zero > /big; echo status $?",
+    );
+    spec.limits = limits(8 << 20, 128 << 20);
+    let job = env.run(spec).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.outcome);
+    assert_eq!(env.output(&job, StdStream::Stdout).await, "status 1\n");
+    let u = job.usage.as_ref().unwrap();
+    // The container bill: cgroup CPU, peak memory (the 8 MiB tmpfs is charged to the job), pids.
+    assert!(
+        u.cpu_user_ms.is_some() && u.cpu_system_ms.is_some(),
+        "{u:?}"
+    );
+    let peak = u
+        .memory_peak_bytes
+        .expect("memory_peak_bytes for a container job");
+    assert!(peak >= 8 << 20 && peak < 128 << 20, "{u:?}");
+    let pids = u.pids_peak.expect("pids_peak for a container job");
+    assert!((2..=16).contains(&pids), "{u:?}");
+
+    // The writable layer is memory: filling it past memory_bytes ends as memory_limit.
+    let mut spec = sh(&image, "busybox head -c 100000000 /dev/zero > /big");
+    spec.limits = limits(200 << 20, 32 << 20);
+    let job = env.run(spec).await;
+    assert_eq!(job.state, JobState::Failed);
+    let o = job.outcome.as_ref().unwrap();
+    assert_eq!(o.reason.as_str(), "memory_limit", "{o:?}");
+}
