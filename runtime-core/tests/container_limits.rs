@@ -258,9 +258,12 @@ async fn cpu_time_counts_every_process() {
         "{ran:?}"
     );
     let cpu = ran.report.usage.cpu_user + ran.report.usage.cpu_system;
+    // Three processes on two cores can spend up to a CFS period (100 ms) of quota between two
+    // looks of the watcher: a wider upper bound than the single loop's.
     assert!(
-        cpu >= Duration::from_millis(500) && cpu <= Duration::from_millis(700),
-        "cpu {cpu:?}"
+        cpu >= Duration::from_millis(600) && cpu <= Duration::from_millis(850),
+        "cpu {cpu:?}: {:?}",
+        ran.report
     );
     // The CPU quota (one core by default) holds the three loops to one core: the limit took
     // about 600 ms of wall time, not 200 ms.

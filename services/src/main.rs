@@ -159,7 +159,11 @@ struct ImageArgs {
     registry_auth: Option<PathBuf>,
     /// Where container jobs' cgroups go: a path from the root of each cgroup hierarchy (jobs
     /// use `<path>/nekton-jobs/<job>`). Default: below the worker's own cgroup.
-    #[arg(long = "cgroup-parent", env = "NEKTON_CGROUP_PARENT", value_name = "PATH")]
+    #[arg(
+        long = "cgroup-parent",
+        env = "NEKTON_CGROUP_PARENT",
+        value_name = "PATH"
+    )]
     cgroup_parent: Option<String>,
     #[command(flatten)]
     network: NetworkArgs,

@@ -549,7 +549,10 @@ mod tests {
             (with(Some(0), None), "limits.pids"),
             (with(Some(policy.max_pids + 1), None), "limits.pids"),
             (with(None, Some(4096)), "limits.disk_bytes"),
-            (with(None, Some(policy.max_disk_bytes + 1)), "limits.disk_bytes"),
+            (
+                with(None, Some(policy.max_disk_bytes + 1)),
+                "limits.disk_bytes",
+            ),
         ] {
             let e = resolve(spec, &policy).unwrap_err();
             assert!(format!("{e:?}").contains(field), "{e:?}");
