@@ -302,10 +302,12 @@ impl NetEnv {
     }
 
     /// Conntrack entries of job addresses (either direction; the gateway's own IGMP is not a
-    /// job's).
+    /// job's), except TCP `TIME_WAIT` ones, which nekton keeps on purpose until they expire
+    /// (see `flush_address`).
     fn conntrack_entries(&self) -> Vec<String> {
         tool("conntrack", &["-L"])
             .lines()
+            .filter(|l| !l.contains(" TIME_WAIT "))
             .filter(|l| {
                 l.split_whitespace().any(|t| {
                     t.split_once('=')

@@ -22,11 +22,14 @@
 //!   socket. P1 then `setns`es into the prepared namespace instead of unsharing a new one, so the
 //!   network is complete before any code of the job runs and `none` jobs pay nothing.
 //! - [`Attachment::teardown`] (per job, whatever the outcome): reads the veth's counters (the
-//!   bill's `net_rx_bytes`/`net_tx_bytes`), deletes the veth (the peer goes with it), drops the
-//!   namespace; a background thread then flushes the address's conntrack entries and only then
-//!   removes the lease, so the address is never handed out with state of the previous job.
-//!   Dropping an [`Attachment`] without `teardown` (an aborted job) does the same in the
-//!   background.
+//!   bill's `net_rx_bytes`/`net_tx_bytes`); then, in the background, drops the namespace (the
+//!   kernel destroys it and the veth pair with it in its batched namespace cleanup; an explicit
+//!   veth delete would hold the RTNL lock through RCU grace periods — 10-30 ms here — and stall
+//!   the next job's setup), waits until the veth is gone (deleting it after 5 s if not), flushes
+//!   the address's conntrack entries (except TCP `TIME_WAIT`, see `flush_address`) and only then
+//!   removes the lease, so the address is never handed out while anything of the previous job
+//!   is left. Dropping an [`Attachment`] without `teardown` (an aborted job) does the same.
+//!   [`Network::settle`] waits for all of it.
 //!
 //! # Isolation
 //!
@@ -43,12 +46,16 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoVeth, LinkAttribute, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+/// How long a finished job's veth may take to vanish with its namespace before it is deleted.
+const VETH_GONE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An IPv4 network: an address and a prefix length (`10.88.0.0/16`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,10 +337,29 @@ fn conntrack_flush(args: &[&str]) {
     }
 }
 
-/// Flushes the conntrack entries of a job address (both directions).
+/// Flushes the conntrack entries of a job address — except TCP connections in `TIME_WAIT`, on
+/// purpose: those expire by themselves within 120 s, and while they exist MASQUERADE does not
+/// hand their public port to a new connection; flushed, the next job could be given the same
+/// port towards the same server, whose side of the old connection is still in `TIME_WAIT` and
+/// answers the new SYN with an ACK, stalling the connect (seen in the 100-jobs test).
 fn flush_address(addr: Ipv4Addr) {
     let a = addr.to_string();
-    conntrack_flush(&["-D", "-s", &a]);
+    for state in [
+        "SYN_SENT",
+        "SYN_RECV",
+        "ESTABLISHED",
+        "FIN_WAIT",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "CLOSE",
+        "SYN_SENT2",
+    ] {
+        conntrack_flush(&["-D", "-s", &a, "-p", "tcp", "--state", state]);
+    }
+    for proto in ["udp", "icmp", "sctp", "dccp", "udplite", "gre"] {
+        conntrack_flush(&["-D", "-s", &a, "-p", proto]);
+    }
+    // Connections the host opened to the job (no NAT port involved).
     conntrack_flush(&["-D", "-d", &a]);
 }
 
@@ -804,78 +830,82 @@ impl Attachment {
         self.netns.as_ref()
     }
 
-    /// Reads the job's traffic counters and deletes its veth; the conntrack flush and the lease
-    /// release finish in the background. Returns (`rx`, `tx`) from the job's point of view.
+    /// Reads the job's traffic counters, then releases everything in the background (see
+    /// `release`). Returns (`rx`, `tx`) from the job's point of view.
     pub async fn teardown(mut self) -> (Option<u64>, Option<u64>) {
         let mut counters = (None, None);
-        if let Some(index) = self.host_index.take() {
-            let h = self.net.handle.clone();
-            if let Ok(Some(m)) = h.link().get().match_index(index).execute().try_next().await {
-                for a in &m.attributes {
-                    if let LinkAttribute::Stats64(s) = a {
-                        // The host end sends what the job receives.
-                        counters = (Some(s.tx_bytes), Some(s.rx_bytes));
-                    }
+        if let Some(index) = self.host_index
+            && let Ok(Some(m)) = self
+                .net
+                .handle
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_next()
+                .await
+        {
+            for a in &m.attributes {
+                if let LinkAttribute::Stats64(s) = a {
+                    // The host end sends what the job receives.
+                    counters = (Some(s.tx_bytes), Some(s.rx_bytes));
                 }
-            }
-            if let Err(e) = delete_link(&h, index).await {
-                tracing::warn!(veth = %self.name, error = %e, "cannot delete a job veth");
             }
         }
         self.release();
         counters
     }
 
-    /// Drops the namespace; flushes conntrack and removes the lease on a background thread.
+    /// In the background, in this order: drops the job's network namespace — the kernel then
+    /// destroys it with its `eth0`, and with that the host end, in its batched namespace
+    /// cleanup — and waits until the veth is gone (deleting it explicitly only if it is still
+    /// there after [`VETH_GONE_TIMEOUT`]: an explicit delete holds the RTNL lock through RCU
+    /// grace periods, 10-30 ms here, and stalls the next job's setup); then flushes the
+    /// address's conntrack entries and removes the lease. Until then the address is not handed
+    /// out; [`Network::settle`] waits for all of it.
     fn release(&mut self) {
-        self.netns = None;
         let Some(lease) = self.lease.take() else {
             return;
         };
         let net = self.net.clone();
+        let name = std::mem::take(&mut self.name);
+        let netns = self.netns.take();
         let addr = self.addr;
-        let done = move || {
-            flush_address(addr);
-            drop(lease);
-            net.pending.send_modify(|n| *n = n.saturating_sub(1));
-        };
-        if let Err(e) = std::thread::Builder::new()
-            .name("nekton-net-release".into())
-            .spawn(done)
-        {
-            // The lease stays (the next start of a worker frees it).
-            tracing::warn!(error = %e, %addr, "cannot start the release thread");
-        }
+        self.host_index = None;
+        self.net.rt().spawn(async move {
+            drop(netns);
+            let h = &net.handle;
+            let deadline = tokio::time::Instant::now() + VETH_GONE_TIMEOUT;
+            loop {
+                match link_by_name(h, &name).await {
+                    Ok(None) => break,
+                    Ok(Some(m)) if tokio::time::Instant::now() >= deadline => {
+                        if let Err(e) = delete_link(h, m.header.index).await {
+                            tracing::warn!(veth = %name, error = %e, "cannot delete a job veth");
+                        }
+                        break;
+                    }
+                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(e) => {
+                        tracing::warn!(veth = %name, error = %e, "cannot look up a job veth");
+                        break;
+                    }
+                }
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                flush_address(addr);
+                drop(lease);
+                net.pending.send_modify(|n| *n = n.saturating_sub(1));
+            })
+            .await;
+        });
     }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        if self.lease.is_none() {
-            return;
-        }
-        // Not torn down (setup failed, or the job's future was dropped): delete the veth by name
-        // (it may exist without a known index), then release.
-        let net = self.net.clone();
-        let name = self.name.clone();
-        let netns = self.netns.take();
-        let lease = self.lease.take();
-        let addr = self.addr;
-        self.net.rt().spawn(async move {
-            if let Ok(Some(m)) = link_by_name(&net.handle, &name).await {
-                let _ = delete_link(&net.handle, m.header.index).await;
-            }
-            drop(netns);
-            let mut rest = Attachment {
-                net,
-                lease,
-                name,
-                host_index: None,
-                netns: None,
-                addr,
-            };
-            rest.release();
-        });
+        // Not torn down (setup failed, or the job's future was dropped): release now.
+        self.release();
     }
 }
 
