@@ -9,6 +9,10 @@
 //! - `nekton (runtime-core) without limits` — the same with `ContainerConfig::cgroups = false`
 //!   (no per-job cgroup: no memory/pids/CPU-quota enforcement, no cgroup bill), to price the
 //!   limits and accounting side by side (target: with ≤ 1.3 × without);
+//! - `nekton (runtime-core) network bridge` — the job with limits and `network: bridge` (a netns
+//!   prepared by the worker with a veth on a benchmark bridge, address, route; counters read and
+//!   the rest released in the background at the end), to price bridge setup + teardown against
+//!   `network: none` (target: ≤ +10 ms);
 //! - `nekton (API)` — a full round trip through the server: `POST /v1/jobs` with the image (already
 //!   in the server's store) → `exit` event on the job's SSE log stream.
 //!
@@ -30,10 +34,11 @@ use anyhow::{Context as _, Result, bail};
 use futures::StreamExt as _;
 use nekton::api::types::{JobSpec, JobState, LimitsSpec};
 use nekton::cli::LogStreamEvent;
-use runtime_core::container::{ContainerBackend, ContainerConfig};
+use runtime_core::container::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
 use runtime_core::image::{ImageService, ImageStore, RegistryOptions, StoreLimits};
 use runtime_core::{
-    Backend, CancellationToken, ContainerOptions, ExecRequest, JobIo, Limits, OutputSink, Program,
+    Backend, CancellationToken, ContainerOptions, ExecRequest, JobIo, Limits, NetworkMode,
+    OutputSink, Program,
 };
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -132,7 +137,7 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         .import(&layout, Some(REFERENCE), None)
         .await
         .context("importing the busybox image into the benchmark's store")?;
-    let backend = ContainerBackend::new(
+    let mut backend = ContainerBackend::new(
         ContainerConfig {
             state_dir: base.join("containers"),
             ..ContainerConfig::default()
@@ -140,6 +145,22 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         images.clone(),
     )
     .context("starting the container backend")?;
+    // Bridge networking on a bridge, subnet, table and lease dir of the benchmark's own (a
+    // running nekton's `nekton0` is not touched); /bin/true sends nothing, the DNS server is a
+    // documentation address.
+    let bridge = BridgeConfig {
+        bridge: format!("nkbench{}", std::process::id() % 100_000),
+        subnet: "10.215.0.0/24".parse().map_err(anyhow::Error::msg)?,
+        dns: vec![std::net::Ipv4Addr::new(192, 0, 2, 53)],
+        table: "nekton_bench".into(),
+        lease_dir: Some(base.join("leases")),
+        ..BridgeConfig::default()
+    };
+    backend
+        .enable_bridge(bridge.clone())
+        .map_err(anyhow::Error::msg)
+        .context("bridge networking (root, nftables, conntrack; scripts/setup.sh)")?;
+    let _cleanup = scopeguard_net(bridge);
     let unlimited = ContainerBackend::new(
         ContainerConfig {
             state_dir: base.join("containers-unlimited"),
@@ -205,6 +226,10 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             label: "nekton runtime-core without limits (no cgroup)",
             samples: Vec::new(),
         },
+        Runtime {
+            label: "nekton runtime-core with limits, network bridge",
+            samples: Vec::new(),
+        },
     ];
     let mut setup = Vec::new();
     let mut job_wall = Vec::new();
@@ -259,10 +284,12 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         )
         .await?;
         record(2, d);
-        let (d, report) = direct(&backend, i, true).await?;
+        let (d, report) = direct(&backend, i, true, NetworkMode::None).await?;
         record(3, d);
-        let (d, _) = direct(&unlimited, i, false).await?;
+        let (d, _) = direct(&unlimited, i, false, NetworkMode::None).await?;
         record(5, d);
+        let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
+        record(6, d);
         let (d, job_id) = round_trip(ctx, &spec).await?;
         record(4, d);
         if measured {
@@ -329,6 +356,14 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         ),
         _ => Verdict::new("container limits overhead", "no samples", None),
     });
+    verdicts.push(match (p50(6), p50(3)) {
+        (Some(b), Some(n)) => Verdict::new(
+            "container /bin/true: network bridge adds ≤ 10 ms (p50) to network none",
+            format!("{} ms vs {} ms: +{} ms", num(b), num(n), num(b - n)),
+            Some(b - n <= 10.0),
+        ),
+        _ => Verdict::new("container bridge overhead", "no samples", None),
+    });
     verdicts.push(match (p50(4), p50(1)) {
         (Some(n), Some(c)) => Verdict::new(
             "container job API round trip p50 ≤ 2 × crun's",
@@ -355,6 +390,19 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         verdicts,
         json,
     })
+}
+
+/// Removes the benchmark's bridge network when the benchmark ends (also on an error).
+fn scopeguard_net(config: BridgeConfig) -> impl Drop {
+    struct Guard(BridgeConfig);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Err(e) = cleanup_network(&self.0) {
+                eprintln!("containers: removing the benchmark's bridge network: {e}");
+            }
+        }
+    }
+    Guard(config)
 }
 
 fn which(tool: &str) -> Result<PathBuf> {
@@ -393,6 +441,7 @@ async fn direct(
     backend: &ContainerBackend,
     i: usize,
     limited: bool,
+    network: NetworkMode,
 ) -> Result<(Duration, runtime_core::ExecReport)> {
     let request = ExecRequest {
         job_id: format!("bench-{i}"),
@@ -412,7 +461,10 @@ async fn direct(
             pids: limited.then_some(64),
             disk_bytes: None,
         },
-        container: ContainerOptions::default(),
+        container: ContainerOptions {
+            network,
+            ..ContainerOptions::default()
+        },
     };
     let (sink, mut rx) = OutputSink::channel(1 << 20, 16);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
