@@ -10,6 +10,8 @@ have_pg_binaries() {
 }
 have_pg_binaries || need_apt+=(postgresql)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# The hostile-job tests compile small C probes with `gcc -static` (needs libc.a).
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || compgen -G "/usr/lib/*/libc.a" >/dev/null 2>&1 || need_apt+=(libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # The image tests run a real OCI registry on 127.0.0.1 and build images from a static busybox.
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
