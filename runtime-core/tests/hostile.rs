@@ -797,3 +797,66 @@ async fn many_threads_work_and_clone3_falls_back() {
     ran.assert_exited(0);
     assert_eq!(ran.out(), "threads=50\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fork_and_thread_bombs_stop_at_the_pids_limit() {
+    let mut s = Suite::new().await;
+    // Forks and threads as fast as it can, forever: held at the pids limit, stopped at the wall
+    // limit; the honest job beside it runs normally.
+    let mut r = s.probe(&["bomb"]);
+    r.limits.pids = Some(64);
+    r.limits.wall_time = Duration::from_secs(2);
+    let t = Instant::now();
+    let ran = s.hostile(r).await;
+    assert_reason(&ran, OutcomeReason::WallTimeout);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(
+        ran.report.usage.pids_peak,
+        Some(64),
+        "{:?}",
+        ran.report.usage
+    );
+    // A shell fork bomb too.
+    let mut r = s.sh("b(){ b | b & }; b; sleep 1000");
+    r.limits.pids = Some(32);
+    r.limits.wall_time = Duration::from_secs(2);
+    let ran = s.hostile(r).await;
+    assert_reason(&ran, OutcomeReason::WallTimeout);
+    assert_eq!(
+        ran.report.usage.pids_peak,
+        Some(32),
+        "{:?}",
+        ran.report.usage
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bombs_end_as_memory_limit() {
+    let mut s = Suite::new().await;
+    let limit: u64 = 64 << 20;
+    // Heap, private and shared anonymous memory, by the main process or a child.
+    for args in [
+        &["alloc", "1024"][..],
+        &["mmap", "1024"],
+        &["shmem", "1024"],
+    ] {
+        let mut r = s.probe(args);
+        r.limits.memory_bytes = limit;
+        let ran = s.hostile(r).await;
+        assert_reason(&ran, OutcomeReason::MemoryLimit);
+        assert_eq!(ran.out(), "", "{args:?}");
+        let peak = ran.report.usage.memory_peak_bytes.unwrap();
+        assert!(peak <= limit, "{args:?}: peak {peak}");
+    }
+    let mut r = s.sh("/probe/probe alloc 1024; echo child=$?");
+    r.limits.memory_bytes = limit;
+    let ran = s.hostile(r).await;
+    assert_reason(&ran, OutcomeReason::MemoryLimit);
+    assert_eq!(ran.out(), "child=137\n");
+    // The writable layer is tmpfs: writing to it is memory too.
+    let mut r = s.sh("head -c 200000000 /dev/zero > /big; echo wrote=$?");
+    r.limits.memory_bytes = limit;
+    r.limits.disk_bytes = Some(512 << 20);
+    let ran = s.hostile(r).await;
+    assert_reason(&ran, OutcomeReason::MemoryLimit);
+}

@@ -281,9 +281,29 @@ static _Noreturn void bomb(void) {
     }
 }
 
+/* `alloc|mmap|shmem N`: N MiB of heap, private anonymous or shared anonymous memory, touched
+ * page by page. Under a smaller memory limit this never prints. */
+static int memory(const char *kind, long mib) {
+    size_t len = (size_t)mib << 20;
+    char *p;
+    if (!strcmp(kind, "alloc"))
+        p = malloc(len);
+    else
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 (!strcmp(kind, "shmem") ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
+    if (!p || p == MAP_FAILED) {
+        printf("%s=%s\n", kind, strerrorname_np(errno));
+        return 1;
+    }
+    for (size_t i = 0; i < len; i += 4096)
+        p[i] = 1;
+    printf("%s=%ld MiB touched\n", kind, mib);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: probe syscalls|ptrace|sockets|nodes|ids|fds|connect H P|abstract N|int80|threads N|bomb\n");
+        fprintf(stderr, "usage: probe syscalls|ptrace|sockets|nodes|ids|fds|connect H P|abstract N|int80|threads N|bomb|alloc N|mmap N|shmem N\n");
         return 2;
     }
     const char *c = argv[1];
@@ -298,6 +318,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "int80")) return int80();
     if (!strcmp(c, "threads") && argc == 3) return threads(atoi(argv[2]));
     if (!strcmp(c, "bomb")) bomb();
+    if ((!strcmp(c, "alloc") || !strcmp(c, "mmap") || !strcmp(c, "shmem")) && argc == 3)
+        return memory(c, atol(argv[2]));
     fprintf(stderr, "probe: unknown command %s\n", c);
     return 2;
 }
