@@ -38,9 +38,10 @@
 //!   exec), `setsid`, puts the stdin memfd (sealed, offset 0: a job reading stdin sees EOF, never
 //!   blocks) and the stdout/stderr pipes on 0/1/2, `chdir`s to the working directory (after
 //!   `pivot_root`: it cannot resolve outside the root, and no host descriptor is open —
-//!   CVE-2024-21626), sets `RLIMIT_CPU`, drops capabilities, sets groups/gid/uid, sets
-//!   `no_new_privs`, (seccomp: issue 4), marks every fd ≥ 3 close-on-exec and `execve`s `argv[0]`
-//!   looked up in the container's `PATH`. The error pipe is close-on-exec: the worker reads EOF
+//!   CVE-2024-21626), sets `RLIMIT_CPU`, `RLIMIT_CORE` 0 and `RLIMIT_NOFILE`, drops
+//!   capabilities, sets groups/gid/uid, sets `no_new_privs`, marks every fd ≥ 3 close-on-exec,
+//!   installs the seccomp filters (last) and `execve`s `argv[0]` looked up in the container's
+//!   `PATH`. The error pipe is close-on-exec: the worker reads EOF
 //!   with no message ⇒ the job's program is running (the start of its wall time).
 //!
 //! # Mount sequence (in P2, inside the job's private mount namespace)
@@ -107,6 +108,25 @@
 //!   worker and holds its memory image). P1 is outside the job's pid namespace.
 //! - Only descriptors 0–2 survive `execve`; the runtime never execs its own binary in the
 //!   container (CVE-2019-5736).
+//! - **seccomp** ([`seccomp`] module): an allowlist kept as the reviewed data file
+//!   `seccomp/profile.json` (versioned; a comment on every group; a `deny` list with the reason
+//!   for each deliberate omission), in the spirit of Docker's default, tighter: `io_uring_*`,
+//!   `keyctl`/`add_key`/`request_key`, `bpf`, `userfaultfd`, `perf_event_open`, the mount family
+//!   (`mount`, `umount2`, `fsopen`, `fsmount`, `move_mount`, `open_tree`, `pivot_root`, …),
+//!   `open_by_handle_at`, `kexec_*`, module calls, `ptrace` and `process_vm_*`, `setns`, swap,
+//!   `reboot`, `acct`, clock setting fail with `EPERM`; `clone` and `unshare` only without
+//!   namespace flags (masked argument check: no `unshare -U`); `socket` without `AF_VSOCK`;
+//!   `clone3` and syscalls newer than the profile fail with `ENOSYS` (libc falls back to the
+//!   checked `clone`); another ABI (i386 `int 0x80`, x32) kills the process (`SIGSYS`). Compiled
+//!   with `seccompiler` once per backend (x86_64 and aarch64 tables are checked by unit tests;
+//!   another architecture refuses to start the backend) and installed by P3 after
+//!   `no_new_privs` and the capability drop, as the last step before `execve`. Not Docker's:
+//!   `ptrace` (the init is a fork of the worker), 32-bit syscalls, `unshare` of namespaces.
+//! - rlimits: `RLIMIT_CORE` 0, `RLIMIT_NOFILE` `min(1024, max_open_files)` /
+//!   `max_open_files` (default 4096). `RLIMIT_NPROC` is not used: it counts per uid across the
+//!   host (the job's root is the host's root); the pids cgroup bounds processes.
+//! - The writable layer and `/dev/shm` tmpfs have `nr_inodes` = size / 4 KiB (at least 1024),
+//!   `/dev` 64: an inode flood ends in `ENOSPC`.
 //! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each
 //!   hierarchy (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). P1 writes the pid
 //!   of P2 — blocked on the lifeline until then — into each `cgroup.procs`, so P2 and every
