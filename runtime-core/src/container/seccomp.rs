@@ -281,7 +281,7 @@ mod tests {
                 };
                 // SAFETY: `ts` is a valid timespec.
                 unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-                ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+                ts.tv_sec * 1_000_000_000 + ts.tv_nsec
             };
             let errno = |r: libc::c_long| if r < 0 { Errno::last() as i64 } else { 0 };
             let mut out = [0i64; 6];
