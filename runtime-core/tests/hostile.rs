@@ -245,11 +245,14 @@ async fn forbidden_syscalls_fail_with_the_profiles_errno() {
         ("personality_read_implies_exec", "EPERM"),
         ("socket_vsock", "EPERM"),
         ("syscall_463", "ENOSYS"),
-        ("x32_getpid", "EPERM"),
         ("fork", "OK"),
         ("chroot", "OK"),
         ("mmap", "OK"),
     ]);
+    let mut want = want;
+    if cfg!(target_arch = "x86_64") {
+        want.insert("x32_getpid".into(), "EPERM".into());
+    }
     assert_eq!(results(&ran.out()), want, "stderr: {}", ran.err());
 
     // The same as an unprivileged user, and the tools a job would reach for.
@@ -277,6 +280,8 @@ async fn forbidden_syscalls_fail_with_the_profiles_errno() {
     );
 }
 
+/// x86_64 only: `int 0x80` is the i386 ABI.
+#[cfg(target_arch = "x86_64")]
 #[tokio::test(flavor = "multi_thread")]
 async fn syscalls_of_another_abi_kill_the_job() {
     let mut s = Suite::new().await;
@@ -852,7 +857,14 @@ async fn memory_bombs_end_as_memory_limit() {
     r.limits.memory_bytes = limit;
     let ran = s.hostile(r).await;
     assert_reason(&ran, OutcomeReason::MemoryLimit);
-    assert_eq!(ran.out(), "child=137\n");
+    // Usually the child alone is killed and the shell reports it; under heavy load the kernel
+    // may pick the shell as a second victim before the first one's memory is freed. Either way
+    // the record says memory_limit.
+    assert!(
+        ["child=137\n", ""].contains(&ran.out().as_str()),
+        "{}",
+        ran.out()
+    );
     // The writable layer is tmpfs: writing to it is memory too.
     let mut r = s.sh("head -c 200000000 /dev/zero > /big; echo wrote=$?");
     r.limits.memory_bytes = limit;
