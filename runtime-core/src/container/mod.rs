@@ -439,6 +439,7 @@ impl ContainerBackend {
                 "max_open_files must be at least 64 (a job needs descriptors to run at all)",
             ));
         }
+        seccomp::Filters::kernel_support().map_err(prerequisite)?;
         let seccomp = seccomp::Filters::compile().map_err(prerequisite)?;
         tracing::info!(
             profile = %seccomp.name,

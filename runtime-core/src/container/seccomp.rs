@@ -18,6 +18,13 @@
 //!
 //! `deny` lists what is deliberately not allowed, with reasons; it is validated (known names,
 //! never also allowed) but not installed — the allowlist already refuses it.
+//!
+//! Cost: installing the three filters (~1,900 BPF instructions on x86_64) takes ≈ 0.9–1 ms per
+//! job on the project's 2-core machine (`installed_filters_answer_as_the_profile_says` prints
+//! it). It grows linearly with the program's length: on attach the kernel evaluates the filter
+//! once per syscall number to build its allow cache, and seccompiler emits a linear chain. A
+//! binary-search layout would cut that to tens of µs; allowed syscalls themselves then cost
+//! nothing extra (cached).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -213,6 +220,30 @@ impl Filters {
             version: profile.version,
             programs: vec![allow, enosys, newer],
         })
+    }
+
+    /// Whether this kernel has seccomp filters with the actions the profile uses
+    /// (`CONFIG_SECCOMP_FILTER`); the backend refuses to start without them.
+    pub fn kernel_support() -> Result<(), String> {
+        for action in [libc::SECCOMP_RET_ERRNO, libc::SECCOMP_RET_KILL_PROCESS] {
+            // SAFETY: SECCOMP_GET_ACTION_AVAIL reads one u32 from a valid pointer.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_GET_ACTION_AVAIL,
+                    0 as libc::c_ulong,
+                    &action as *const u32,
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "the kernel cannot install seccomp filters ({}): container jobs cannot be \
+                     confined; use a kernel built with CONFIG_SECCOMP_FILTER",
+                    Errno::last().desc()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Total BPF instructions of the installed programs.
