@@ -493,7 +493,7 @@ async fn container_limits_take_effect_and_the_bill_is_complete() {
     let peak = u
         .memory_peak_bytes
         .expect("memory_peak_bytes for a container job");
-    assert!(peak >= 8 << 20 && peak < 128 << 20, "{u:?}");
+    assert!((8 << 20..128 << 20).contains(&peak), "{u:?}");
     let pids = u.pids_peak.expect("pids_peak for a container job");
     assert!((2..=16).contains(&pids), "{u:?}");
 
