@@ -117,10 +117,13 @@
 //!   `reboot`, `acct`, clock setting fail with `EPERM`; `clone` and `unshare` only without
 //!   namespace flags (masked argument check: no `unshare -U`); `socket` without `AF_VSOCK`;
 //!   `clone3` and syscalls newer than the profile fail with `ENOSYS` (libc falls back to the
-//!   checked `clone`); another ABI (i386 `int 0x80`, x32) kills the process (`SIGSYS`). Compiled
-//!   with `seccompiler` once per backend (x86_64 and aarch64 tables are checked by unit tests;
-//!   another architecture refuses to start the backend) and installed by P3 after
-//!   `no_new_privs` and the capability drop, as the last step before `execve`. Not Docker's:
+//!   checked `clone`); another ABI (i386 `int 0x80`) kills the process (`SIGSYS`), x32
+//!   numbers fail with `EPERM`. Parsed and checked with `seccompiler` once per backend (x86_64
+//!   and aarch64 tables are checked by unit tests; another architecture refuses to start the
+//!   backend) and generated as one BPF program with a binary search on the syscall number,
+//!   checked by the tests to decide exactly as seccompiler's three linear filters; installed by
+//!   P3 after `no_new_privs` and the capability drop, as the last step before `execve`
+//!   (≈ 60–70 µs, was ≈ 0.9–1 ms with seccompiler's filters). Not Docker's:
 //!   `ptrace` (the init is a fork of the worker), 32-bit syscalls, `unshare` of namespaces.
 //! - rlimits: `RLIMIT_CORE` 0, `RLIMIT_NOFILE` `min(1024, max_open_files)` /
 //!   `max_open_files` (default 4096). `RLIMIT_NPROC` is not used: it counts per uid across the
