@@ -368,12 +368,34 @@ fn owner_alive(owner: Option<(u32, u64)>) -> bool {
 }
 
 /// A runtime of its own drives the netlink connections, so job tasks on any runtime can use them.
-fn net_runtime() -> Result<tokio::runtime::Runtime, String> {
+/// Dropped with `shutdown_background`, so dropping it inside an async context (an error path of
+/// [`Network::new`] called from a task) cannot panic.
+struct NetRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for NetRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl Drop for NetRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn net_runtime() -> Result<NetRuntime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("nekton-net")
         .enable_all()
         .build()
+        .map(|rt| NetRuntime(Some(rt)))
         .map_err(|e| format!("starting the network runtime: {e}"))
 }
 
@@ -549,21 +571,13 @@ async fn ensure_bridge(h: &rtnetlink::Handle, cfg: &BridgeConfig) -> Result<u32,
 /// The host's bridge networking, shared by the jobs of one backend. See the [module docs](self).
 pub(crate) struct Network {
     config: BridgeConfig,
-    rt: Option<tokio::runtime::Runtime>,
+    rt: NetRuntime,
     handle: rtnetlink::Handle,
     bridge_index: u32,
     leases: lease::Leases,
     resolv_conf: Vec<u8>,
     /// Addresses leased and not yet released (teardown runs partly in the background).
     pending: tokio::sync::watch::Sender<usize>,
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl std::fmt::Debug for Network {
@@ -618,7 +632,7 @@ impl Network {
         let (pending, _) = tokio::sync::watch::channel(0usize);
         let net = Self {
             config,
-            rt: Some(rt),
+            rt,
             handle,
             bridge_index,
             leases,
@@ -630,9 +644,7 @@ impl Network {
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
-        self.rt
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("taken only in drop"))
+        &self.rt
     }
 
     /// Removes what dead owners left: their leases (after deleting their veth and flushing their
@@ -970,7 +982,7 @@ pub fn cleanup(config: &BridgeConfig) -> Result<CleanupReport, String> {
         }
         Ok::<_, String>((veths, bridge))
     })?;
-    rt.shutdown_background();
+    drop(rt);
     report.veths_removed = veths;
     report.bridge_removed = bridge;
     let net = config.subnet.network().to_string();
