@@ -60,6 +60,10 @@ pub struct ContainersArgs {
     /// Where to find busybox (a static one: the image must not need a loader).
     #[arg(long, default_value = "/bin/busybox")]
     pub busybox: PathBuf,
+    /// Leave out the `network: bridge` runtime (its background netns/veth release competes with
+    /// the other runtimes for the CPU, which is what its p90 shows).
+    #[arg(long)]
+    pub skip_bridge: bool,
 }
 
 /// Enters a private mount namespace and detaches the empty cgroup2 mount of a hybrid layout so
@@ -156,11 +160,15 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         lease_dir: Some(base.join("leases")),
         ..BridgeConfig::default()
     };
-    backend
-        .enable_bridge(bridge.clone())
-        .map_err(anyhow::Error::msg)
-        .context("bridge networking (root, nftables, conntrack; scripts/setup.sh)")?;
-    let _cleanup = scopeguard_net(bridge);
+    let _cleanup = if args.skip_bridge {
+        None
+    } else {
+        backend
+            .enable_bridge(bridge.clone())
+            .map_err(anyhow::Error::msg)
+            .context("bridge networking (root, nftables, conntrack; scripts/setup.sh)")?;
+        Some(scopeguard_net(bridge))
+    };
     let unlimited = ContainerBackend::new(
         ContainerConfig {
             state_dir: base.join("containers-unlimited"),
@@ -288,8 +296,10 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         record(3, d);
         let (d, _) = direct(&unlimited, i, false, NetworkMode::None).await?;
         record(5, d);
-        let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
-        record(6, d);
+        if !args.skip_bridge {
+            let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
+            record(6, d);
+        }
         let (d, job_id) = round_trip(ctx, &spec).await?;
         record(4, d);
         if measured {
