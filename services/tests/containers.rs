@@ -297,6 +297,8 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
                 &format!("127.0.0.1:{port}"),
                 "--insecure-registry",
                 &host,
+                // Tests never touch the host's networking unless they are about it.
+                "--no-bridge-network",
             ])
             .arg("--state-dir")
             .arg(&state)

@@ -233,6 +233,8 @@ fn serve_demo_runs_on_the_embedded_database() {
             "serve",
             "--demo",
             "--exit-after-demo",
+            // Tests never touch the host's networking unless they are about it.
+            "--no-bridge-network",
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
