@@ -449,8 +449,23 @@ async fn delete_link(h: &rtnetlink::Handle, index: u32) -> Result<(), rtnetlink:
     }
 }
 
-/// Creates the bridge (if missing), gives it the gateway address, brings it up. Returns its
-/// index.
+/// The bridge's own MAC address: fixed (locally administered, derived from the bridge's name).
+///
+/// A Linux bridge whose address was never set takes the lowest MAC of its ports, so it changes
+/// whenever a job's veth with a lower MAC joins or the lowest one leaves. A running job keeps the
+/// gateway's old MAC in its neighbour cache (REACHABLE), and its frames to that MAC no longer
+/// reach the bridge's IP stack: every connection of the job stalls mid-flight (seen as a fetch
+/// hanging after its handshake in the 100-jobs test). An address set explicitly
+/// (`addr_assign_type = set`) never follows the ports.
+fn bridge_mac(bridge: &str) -> [u8; 6] {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(bridge.as_bytes());
+    // 0x02: locally administered, unicast.
+    [0x02, 0x6e, h[0], h[1], h[2], h[3]]
+}
+
+/// Creates the bridge (if missing), gives it the gateway address and its fixed MAC
+/// ([`bridge_mac`]), brings it up. Returns its index.
 async fn ensure_bridge(h: &rtnetlink::Handle, cfg: &BridgeConfig) -> Result<u32, String> {
     let nl = |what: &str| {
         let what = what.to_string();
@@ -561,10 +576,15 @@ async fn ensure_bridge(h: &rtnetlink::Handle, cfg: &BridgeConfig) -> Result<u32,
         }
     }
     h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(bridge_mac(&cfg.bridge).to_vec())
+                .up()
+                .build(),
+        )
         .execute()
         .await
-        .map_err(nl("bringing the bridge up"))?;
+        .map_err(nl("setting the bridge's MAC address and bringing it up"))?;
     Ok(index)
 }
 
