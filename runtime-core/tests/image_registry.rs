@@ -76,10 +76,6 @@ fn recorder() -> (runtime_core::image::ProgressFn, Arc<Mutex<Vec<PullEvent>>>) {
     )
 }
 
-fn host_arch() -> String {
-    Platform::host().architecture
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_a_busybox_image_once() {
     let env = env();
@@ -323,23 +319,9 @@ async fn multi_arch_index_picks_this_platform() {
         if let Some(v) = variant {
             platform["variant"] = json!(v);
         }
-        entries.push(json!({
-            "mediaType": media_types::OCI_MANIFEST,
-            "digest": pushed.manifest,
-            "size": pushed.manifest_size,
-            "platform": platform,
-        }));
+        entries.push((platform, pushed));
     }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::OCI_INDEX,
-        "manifests": entries,
-    }))
-    .unwrap();
-    let index_digest = env
-        .pusher
-        .manifest("multi", "1", &index, media_types::OCI_INDEX)
-        .await;
+    let index_digest = env.pusher.index("multi", "1", &entries).await;
 
     let svc = env.service("store");
     let reference = env.reference("multi:1");
@@ -393,7 +375,7 @@ async fn multi_arch_index_picks_this_platform() {
     assert!(err.to_string().contains("linux/arm64/v8"), "{err}");
 
     // A single-platform manifest for another architecture is refused, not run.
-    let arm_manifest = entries[0]["digest"].as_str().unwrap().to_string();
+    let arm_manifest = entries[0].1.manifest.clone();
     let err = svc
         .pull(
             &format!("{}/multi@{arm_manifest}", env.registry.host()),
@@ -721,22 +703,9 @@ async fn plain_http_only_for_registries_listed_as_insecure() {
 async fn basic_auth_credentials_from_config() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    // bcrypt (cost 4) of "s3cret-pw".
-    let htpasswd = tmp.path().join("htpasswd");
-    fs::write(
-        &htpasswd,
-        "tester:$2b$04$kp9PwXIvRQkV4xurPsvcoeB7pOpnhB4ZNRAjhuglY4Iy6flp4kXFi\n",
-    )
-    .unwrap();
-    let registry = Registry::start_with(
-        tmp.path(),
-        &format!(
-            "auth:\n  htpasswd:\n    realm: nekton-test\n    path: {}\n",
-            htpasswd.display()
-        ),
-    );
+    let registry = Registry::start_with_test_user(tmp.path());
     let host = registry.host();
-    let pusher = Pusher::with_basic_auth(&host, "tester", "s3cret-pw").await;
+    let pusher = Pusher::with_basic_auth(&host, TEST_USER, TEST_PASSWORD).await;
     let layer = Layer::gzip(&busybox_rootfs_tar());
     let config = config_json("amd64", std::slice::from_ref(&layer), &["sh"]);
     pusher
@@ -765,7 +734,7 @@ async fn basic_auth_credentials_from_config() {
     let wrong = open(
         "wrong",
         Some(Credentials::Basic {
-            username: "tester".into(),
+            username: TEST_USER.into(),
             password: "not-it".into(),
         }),
     );
@@ -781,8 +750,8 @@ async fn basic_auth_credentials_from_config() {
     let authed = open(
         "authed",
         Some(Credentials::Basic {
-            username: "tester".into(),
-            password: "s3cret-pw".into(),
+            username: TEST_USER.into(),
+            password: TEST_PASSWORD.into(),
         }),
     );
     let record = authed
@@ -791,6 +760,6 @@ async fn basic_auth_credentials_from_config() {
         .unwrap()
         .record;
     assert_eq!(record.layers.len(), 1);
-    assert!(!format!("{:?}", authed.options()).contains("s3cret-pw"));
-    assert!(!registry.log().contains("s3cret-pw"));
+    assert!(!format!("{:?}", authed.options()).contains(TEST_PASSWORD));
+    assert!(!registry.log().contains(TEST_PASSWORD));
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::Harness;
 use image_support::{
-    Layer, Pusher, Registry, TarBuilder, busybox_rootfs_tar, config_json, require_root,
+    Layer, Pusher, Registry, TarBuilder, busybox_rootfs_tar, config_json, host_arch, require_root,
 };
 use nekton::api::types::{Encoding, InputFileSpec, Job, JobSpec, JobState};
 use nekton::cli::StdStream;
@@ -28,14 +28,6 @@ struct Env {
     pusher: Pusher,
     h: Harness,
     _tmp: tempfile::TempDir,
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 impl Env {
@@ -62,7 +54,7 @@ impl Env {
     async fn push(&self, repo: &str, extra: &[Vec<u8>]) -> String {
         let mut layers = vec![Layer::gzip(&busybox_rootfs_tar())];
         layers.extend(extra.iter().map(|t| Layer::gzip(t)));
-        let config = config_json(host_arch(), &layers, &["sh"]);
+        let config = config_json(&host_arch(), &layers, &["sh"]);
         self.pusher
             .image(repo, "1", &layers, &config, media_types::OCI_CONFIG)
             .await;
@@ -218,22 +210,9 @@ async fn a_multi_arch_index_runs_this_hosts_image() {
             .pusher
             .image("multi", "@", &layers, &config, media_types::OCI_CONFIG)
             .await;
-        entries.push(json!({
-            "mediaType": media_types::OCI_MANIFEST,
-            "digest": pushed.manifest,
-            "size": pushed.manifest_size,
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
+        entries.push((json!({"architecture": arch, "os": "linux"}), pushed));
     }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::OCI_INDEX,
-        "manifests": entries,
-    }))
-    .unwrap();
-    env.pusher
-        .manifest("multi", "1", &index, media_types::OCI_INDEX)
-        .await;
+    env.pusher.index("multi", "1", &entries).await;
     let job = env.run(sh(&env.reference("multi:1"), "cat /arch")).await;
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.outcome);
     assert_eq!(env.output(&job, StdStream::Stdout).await, host_arch());
@@ -277,7 +256,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     rt.block_on(async {
         let pusher = Pusher::new(&host);
         let layers = [Layer::gzip(&busybox_rootfs_tar())];
-        let config = config_json(host_arch(), &layers, &["sh"]);
+        let config = config_json(&host_arch(), &layers, &["sh"]);
         pusher
             .image("busybox", "1", &layers, &config, media_types::OCI_CONFIG)
             .await;

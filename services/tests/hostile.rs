@@ -12,20 +12,14 @@ mod probe_support;
 use std::time::Duration;
 
 use common::Harness;
-use image_support::{Layer, Pusher, Registry, busybox_rootfs_tar, config_json, require_root};
+use image_support::{
+    Layer, Pusher, Registry, busybox_rootfs_tar, config_json, host_arch, require_root,
+};
 use nekton::api::types::{Job, JobSpec, JobState, LimitsSpec};
 use nekton::cli::StdStream;
 use runtime_core::image::media_types;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
 
 fn sh(image: &str, script: &str, limits: Option<LimitsSpec>) -> JobSpec {
     JobSpec {
@@ -57,7 +51,7 @@ async fn hostile_jobs_get_the_right_records_and_the_worker_keeps_working() {
         Layer::gzip(&busybox_rootfs_tar()),
         Layer::gzip(&probe_support::probes_layer()),
     ];
-    let config = config_json(host_arch(), &layers, &["sh"]);
+    let config = config_json(&host_arch(), &layers, &["sh"]);
     pusher
         .image("hostile", "1", &layers, &config, media_types::OCI_CONFIG)
         .await;

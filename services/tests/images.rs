@@ -15,8 +15,8 @@ use common::{Harness, guests};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use image_support::{
-    Layer, Pushed, Pusher, Registry, TarBuilder, busybox_rootfs_tar, config_json, require_root,
-    sha, tree,
+    Layer, Pushed, Pusher, Registry, TEST_PASSWORD, TEST_USER, TarBuilder, busybox_rootfs_tar,
+    config_json, host_arch, require_root, sha, tree,
 };
 use nekton::api::types::{
     ImageKindView, ImageList, ImportResult, Job, JobSpec, JobState, LimitsSpec, PullResult,
@@ -79,7 +79,7 @@ impl Env {
 
     async fn push_busybox(&self, repo: &str, tag: &str) -> Pushed {
         let layers = [Layer::gzip(&busybox_rootfs_tar())];
-        let config = config_json(host_arch(), &layers, &["sh"]);
+        let config = config_json(&host_arch(), &layers, &["sh"]);
         self.pusher
             .image(repo, tag, &layers, &config, media_types::OCI_CONFIG)
             .await
@@ -110,14 +110,6 @@ impl Env {
             .await
             .unwrap();
         String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
     }
 }
 
@@ -456,7 +448,7 @@ async fn malicious_images_end_in_image_error_and_write_nothing_outside_the_store
     let mut ids = Vec::new();
     for (repo, tar) in &cases {
         let layers = [Layer::gzip(&busybox_rootfs_tar()), Layer::gzip(tar)];
-        let config = config_json(host_arch(), &layers, &["sh"]);
+        let config = config_json(&host_arch(), &layers, &["sh"]);
         env.pusher
             .image(repo, "1", &layers, &config, media_types::OCI_CONFIG)
             .await;
@@ -506,23 +498,9 @@ async fn a_multi_arch_index_resolves_to_this_hosts_manifest() {
         if arch == host_arch() {
             ours = pushed.manifest.clone();
         }
-        entries.push(json!({
-            "mediaType": media_types::OCI_MANIFEST,
-            "digest": pushed.manifest,
-            "size": pushed.manifest_size,
-            "platform": {"architecture": arch, "os": "linux"},
-        }));
+        entries.push((json!({"architecture": arch, "os": "linux"}), pushed));
     }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::OCI_INDEX,
-        "manifests": entries,
-    }))
-    .unwrap();
-    let index_digest = env
-        .pusher
-        .manifest("multi", "1", &index, media_types::OCI_INDEX)
-        .await;
+    let index_digest = env.pusher.index("multi", "1", &entries).await;
     let pulled = env
         .h
         .client
@@ -694,24 +672,11 @@ async fn image_job_specs_are_validated() {
 async fn registry_credentials_come_from_a_docker_config_json() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    // bcrypt (cost 4) of "s3cret-pw".
-    let htpasswd = tmp.path().join("htpasswd");
-    fs::write(
-        &htpasswd,
-        "tester:$2b$04$kp9PwXIvRQkV4xurPsvcoeB7pOpnhB4ZNRAjhuglY4Iy6flp4kXFi\n",
-    )
-    .unwrap();
-    let registry = Registry::start_with(
-        tmp.path(),
-        &format!(
-            "auth:\n  htpasswd:\n    realm: nekton-test\n    path: {}\n",
-            htpasswd.display()
-        ),
-    );
+    let registry = Registry::start_with_test_user(tmp.path());
     let host = registry.host();
-    let pusher = Pusher::with_basic_auth(&host, "tester", "s3cret-pw").await;
+    let pusher = Pusher::with_basic_auth(&host, TEST_USER, TEST_PASSWORD).await;
     let layers = [Layer::gzip(&busybox_rootfs_tar())];
-    let config = config_json(host_arch(), &layers, &["sh"]);
+    let config = config_json(&host_arch(), &layers, &["sh"]);
     pusher
         .image("private", "1", &layers, &config, media_types::OCI_CONFIG)
         .await;
@@ -719,7 +684,7 @@ async fn registry_credentials_come_from_a_docker_config_json() {
     fs::write(
         &auth,
         serde_json::to_vec(&json!({"auths": {host.clone(): {
-            "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "tester:s3cret-pw")
+            "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{TEST_USER}:{TEST_PASSWORD}"))
         }}}))
         .unwrap(),
     )

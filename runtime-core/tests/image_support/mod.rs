@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use runtime_core::image::{Digest, media_types};
+use runtime_core::image::{Digest, Platform, media_types};
 use serde_json::json;
 use tar::{EntryType, Header};
 
@@ -211,6 +211,15 @@ pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
+/// The account of [`Registry::start_with_test_user`].
+pub const TEST_USER: &str = "tester";
+pub const TEST_PASSWORD: &str = "s3cret-pw";
+
+/// This host's architecture as OCI names it (`amd64`, `arm64`): what pulls resolve an index to.
+pub fn host_arch() -> String {
+    Platform::host().architecture
+}
+
 /// Debian's `docker-registry`, bound to 127.0.0.1 on a free port, storing into a temp dir.
 /// Killed (by its pid) when dropped.
 pub struct Registry {
@@ -223,6 +232,24 @@ pub struct Registry {
 impl Registry {
     pub fn start(base: &Path) -> Self {
         Self::start_with(base, "")
+    }
+
+    /// With basic auth: the only account is [`TEST_USER`] / [`TEST_PASSWORD`] (htpasswd).
+    pub fn start_with_test_user(base: &Path) -> Self {
+        // bcrypt (cost 4) of TEST_PASSWORD.
+        let htpasswd = base.join("htpasswd");
+        fs::write(
+            &htpasswd,
+            format!("{TEST_USER}:$2b$04$kp9PwXIvRQkV4xurPsvcoeB7pOpnhB4ZNRAjhuglY4Iy6flp4kXFi\n"),
+        )
+        .unwrap();
+        Self::start_with(
+            base,
+            &format!(
+                "auth:\n  htpasswd:\n    realm: nekton-test\n    path: {}\n",
+                htpasswd.display()
+            ),
+        )
     }
 
     /// With extra top-level YAML (e.g. an `auth:` section).
@@ -456,6 +483,35 @@ impl Pusher {
             .await
             .unwrap_or_else(|e| panic!("push manifest {repo}:{tag_or_digest}: {e}"));
         sha(body)
+    }
+
+    /// Pushes an OCI image index of `manifests` (each a pushed image and its `platform` object)
+    /// as `repo:tag`; returns the index's digest.
+    pub async fn index(
+        &self,
+        repo: &str,
+        tag: &str,
+        manifests: &[(serde_json::Value, Pushed)],
+    ) -> String {
+        let entries: Vec<_> = manifests
+            .iter()
+            .map(|(platform, pushed)| {
+                json!({
+                    "mediaType": media_types::OCI_MANIFEST,
+                    "digest": pushed.manifest,
+                    "size": pushed.manifest_size,
+                    "platform": platform,
+                })
+            })
+            .collect();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_INDEX,
+            "manifests": entries,
+        }))
+        .unwrap();
+        self.manifest(repo, tag, &index, media_types::OCI_INDEX)
+            .await
     }
 
     /// Pushes an image manifest with its config and layers; tagged `tag` (or only by digest if
