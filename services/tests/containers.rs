@@ -240,16 +240,7 @@ impl Drop for Proc {
 #[test]
 fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     require_root();
-    let tmp = tempfile::Builder::new()
-        .prefix("nekton-containers-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    // PostgreSQL's own account (nekton runs it unprivileged) must be able to reach the state dir.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let tmp = common::serve_state_dir("nekton-containers-");
     let registry = Registry::start(tmp.path());
     let host = registry.host();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -261,11 +252,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
             .image("busybox", "1", &layers, &config, media_types::OCI_CONFIG)
             .await;
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let server = format!("http://127.0.0.1:{port}");
     let state = tmp.path().join("state");
     let _serve = Proc(

@@ -213,21 +213,8 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
 #[test]
 fn serve_demo_runs_on_the_embedded_database() {
     // The README's first command, minus the wait: a fresh state dir, no database URL.
-    let state = tempfile::Builder::new()
-        .prefix("nekton-demo-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    // PostgreSQL's own account (nekton runs it unprivileged) must be able to reach the state dir.
-    std::fs::set_permissions(
-        state.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let state = common::serve_state_dir("nekton-demo-");
+    let port = common::free_port();
     let out = Command::new(BIN)
         .args([
             "serve",

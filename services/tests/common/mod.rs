@@ -163,3 +163,27 @@ impl Drop for Harness {
         }
     }
 }
+
+/// A temp dir under /tmp for a `nekton serve` state dir on the embedded PostgreSQL: mode 0755,
+/// because PostgreSQL's own account (nekton runs it unprivileged) must reach it.
+pub fn serve_state_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
