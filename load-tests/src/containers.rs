@@ -31,11 +31,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use container_backend::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
 use futures::StreamExt as _;
+use image_store::{ImageService, ImageStore, RegistryOptions, StoreLimits};
 use nekton::api::types::{JobSpec, JobState, LimitsSpec};
 use nekton::cli::LogStreamEvent;
-use runtime_core::container::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
-use runtime_core::image::{ImageService, ImageStore, RegistryOptions, StoreLimits};
 use runtime_core::{
     Backend, CancellationToken, ContainerOptions, ExecRequest, JobIo, Limits, NetworkMode,
     OutputSink, Program,

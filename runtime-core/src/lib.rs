@@ -3,8 +3,8 @@
 //! A worker turns a claimed job into an [`ExecRequest`], hands it to a [`Backend`] together with a
 //! [`JobIo`] (where output goes, and the cancellation signal), and gets back an [`ExecReport`]:
 //! the [`Outcome`] (why the job ended) and its [`Usage`] (the bill). The worker never knows which
-//! backend it drives: the Wasm backend (`wasm-backend`) and the Linux container backend (here, later)
-//! implement the same trait and are checked by the same job-semantics tests.
+//! backend it drives: the Wasm backend (`wasm-backend`) and the Linux container backend
+//! (`container-backend`) implement the same trait.
 //!
 //! Invariants:
 //! - This crate knows nothing about HTTP, SQL or serde: it is the sandbox side of the service.
@@ -13,9 +13,7 @@
 //! - Output is bounded: [`OutputSink`] enforces the per-stream byte cap and counts bytes, so every
 //!   backend truncates and reports the same way.
 
-pub mod container;
 pub mod cputime;
-pub mod image;
 pub mod output;
 
 use std::time::Duration;

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use runtime_core::Backend;
-use runtime_core::container::{BridgeConfig, ContainerBackend, ContainerConfig};
-use runtime_core::image::{
+use container_backend::{BridgeConfig, ContainerBackend, ContainerConfig};
+use image_store::{
     Credentials, ImageError, ImageRef, ImageService, ImageStore, RegistryOptions, StoreLimits,
 };
+use runtime_core::Backend;
 
 /// How a worker process reaches registries.
 #[derive(Debug, Clone, Default)]

@@ -180,7 +180,7 @@ struct NetworkArgs {
     network_bridge: String,
     /// The job subnet; its first address is the bridge's (the jobs' gateway).
     #[arg(long, env = "NEKTON_NETWORK_SUBNET", default_value = "10.88.0.0/16", value_parser = parse_net)]
-    network_subnet: runtime_core::container::Ipv4Net,
+    network_subnet: container_backend::Ipv4Net,
     /// DNS servers for the jobs' /etc/resolv.conf (repeatable; env: comma-separated). Default:
     /// the host's (non-loopback) resolvers.
     #[arg(
@@ -193,7 +193,7 @@ struct NetworkArgs {
     /// A destination jobs may reach despite the isolation rules (host addresses, 169.254/16):
     /// `CIDR` or `CIDR:PORT` (repeatable; env: comma-separated).
     #[arg(long = "network-allow", env = "NEKTON_NETWORK_ALLOW", value_name = "CIDR[:PORT]", value_delimiter = ',', value_parser = parse_allowed)]
-    network_allow: Vec<runtime_core::container::Allowed>,
+    network_allow: Vec<container_backend::Allowed>,
     /// The nftables table nekton owns (`inet <name>`).
     #[arg(long, env = "NEKTON_NETWORK_TABLE", default_value = "nekton")]
     network_table: String,
@@ -203,11 +203,11 @@ struct NetworkArgs {
     cleanup_network: bool,
 }
 
-fn parse_net(s: &str) -> Result<runtime_core::container::Ipv4Net, String> {
+fn parse_net(s: &str) -> Result<container_backend::Ipv4Net, String> {
     s.parse()
 }
 
-fn parse_allowed(s: &str) -> Result<runtime_core::container::Allowed, String> {
+fn parse_allowed(s: &str) -> Result<container_backend::Allowed, String> {
     s.parse()
 }
 
@@ -216,7 +216,7 @@ impl Default for NetworkArgs {
         Self {
             no_bridge_network: true,
             network_bridge: String::new(),
-            network_subnet: runtime_core::container::BridgeConfig::default().subnet,
+            network_subnet: container_backend::BridgeConfig::default().subnet,
             network_dns: Vec::new(),
             network_allow: Vec::new(),
             network_table: String::new(),
@@ -226,8 +226,8 @@ impl Default for NetworkArgs {
 }
 
 impl NetworkArgs {
-    fn config(&self) -> runtime_core::container::BridgeConfig {
-        runtime_core::container::BridgeConfig {
+    fn config(&self) -> container_backend::BridgeConfig {
+        container_backend::BridgeConfig {
             bridge: self.network_bridge.clone(),
             subnet: self.network_subnet,
             dns: self.network_dns.clone(),
@@ -239,7 +239,7 @@ impl NetworkArgs {
 
     /// `--cleanup-network`: removes nekton's network from the host and reports what went.
     fn cleanup(&self) -> anyhow::Result<()> {
-        let report = runtime_core::container::cleanup_network(&self.config())
+        let report = container_backend::cleanup_network(&self.config())
             .map_err(|e| anyhow::anyhow!("cleaning the bridge network: {e}"))?;
         println!(
             "table inet {}: {}; bridge {}: {}; job veths removed: {}; address leases removed: {}",

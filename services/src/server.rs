@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::pg::{EmbeddedOptions, EmbeddedPostgres};
 use crate::worker::route::ImageModuleStore;
 use crate::worker::{PgModuleStore, Worker, WorkerConfig};
-use runtime_core::image::ImageStore;
+use image_store::ImageStore;
 
 /// Where a process keeps its state when none is given: `$NEKTON_STATE_DIR` is read by clap;
 /// this is the fallback — `/var/lib/nekton` for root (PostgreSQL's account must be able to reach

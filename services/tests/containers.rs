@@ -4,7 +4,7 @@
 //! Root only (namespaces, overlayfs, cgroups); a missing prerequisite fails with its name.
 
 mod common;
-#[path = "../../runtime-core/tests/image_support/mod.rs"]
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 
 use std::process::{Child, Command, Stdio};
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::Harness;
+use image_store::media_types;
 use image_support::{
     Layer, Pusher, Registry, TarBuilder, busybox_rootfs_tar, config_json, host_arch, require_root,
 };
 use nekton::api::types::{Encoding, InputFileSpec, Job, JobSpec, JobState};
 use nekton::cli::StdStream;
-use runtime_core::image::media_types;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -1,23 +1,23 @@
 //! Hostile container jobs through the API, where the stored record matters: several at once
 //! beside an honest job, each with the verdict, exit/signal and usage the record must show; then
-//! the worker still takes jobs. The full suite is `runtime-core/tests/hostile.rs`; the C probes
-//! come from `runtime-core/tests/hostile/*.c`. Root only; a missing prerequisite fails.
+//! the worker still takes jobs. The full suite is `container-backend/tests/hostile.rs`; the C probes
+//! come from `container-backend/tests/hostile/*.c`. Root only; a missing prerequisite fails.
 
 mod common;
-#[path = "../../runtime-core/tests/image_support/mod.rs"]
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
-#[path = "../../runtime-core/tests/probe_support/mod.rs"]
+#[path = "../../container-backend/tests/probe_support/mod.rs"]
 mod probe_support;
 
 use std::time::Duration;
 
 use common::Harness;
+use image_store::media_types;
 use image_support::{
     Layer, Pusher, Registry, busybox_rootfs_tar, config_json, host_arch, require_root,
 };
 use nekton::api::types::{Job, JobSpec, JobState, LimitsSpec};
 use nekton::cli::StdStream;
-use runtime_core::image::media_types;
 
 const WAIT: Duration = Duration::from_secs(120);
 

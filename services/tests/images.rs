@@ -4,7 +4,7 @@
 //! owners and makes whiteout devices); a missing prerequisite fails with its name.
 
 mod common;
-#[path = "../../runtime-core/tests/image_support/mod.rs"]
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 
 use std::fs;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::{Harness, guests};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use image_store::media_types;
 use image_support::{
     Layer, Pushed, Pusher, Registry, TEST_PASSWORD, TEST_USER, TarBuilder, busybox_rootfs_tar,
     config_json, host_arch, require_root, sha, tree,
@@ -24,7 +25,6 @@ use nekton::api::types::{
 };
 use nekton::cli::StdStream;
 use nekton::images::ImageOptions;
-use runtime_core::image::media_types;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -20,7 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use runtime_core::image::{
+use image_store::{
     ImageError, ImageKind, ImageRecord, ImageRef, ImageService, PullEvent, PullOutcome, PullPolicy,
 };
 use serde::Deserialize;
@@ -213,7 +213,7 @@ pub async fn pull(
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let progress_tx = tx.clone();
-    let progress: runtime_core::image::ProgressFn = Arc::new(move |ev: &PullEvent| {
+    let progress: image_store::ProgressFn = Arc::new(move |ev: &PullEvent| {
         if let Some(event) = progress_event(ev) {
             let _ = progress_tx.send(event);
         }
@@ -250,7 +250,7 @@ fn json_event<T: serde::Serialize>(name: &str, payload: &T) -> Event {
 }
 
 fn progress_event(ev: &PullEvent) -> Option<Event> {
-    let blob = |digest: &runtime_core::image::Digest, done: u64, total: u64| PullBlob {
+    let blob = |digest: &image_store::Digest, done: u64, total: u64| PullBlob {
         digest: digest.to_string(),
         done,
         total,

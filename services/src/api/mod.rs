@@ -25,7 +25,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Json, Router};
-use runtime_core::image::ImageService;
+use image_store::ImageService;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use utoipa::OpenApi;

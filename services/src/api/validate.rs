@@ -84,7 +84,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
             ));
         }
         (None, Some(image)) => {
-            let parsed = runtime_core::image::ImageRef::parse(image)
+            let parsed = image_store::ImageRef::parse(image)
                 .map_err(|e| ApiError::invalid("image", e.to_string()))?;
             spec.image = Some(parsed.to_string());
             true

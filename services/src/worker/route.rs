@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime_core::image::{Digest, ImageKind, ImageStore, PullPolicy};
+use image_store::{Digest, ImageKind, ImageStore, PullPolicy};
 use runtime_core::{Backend, ExecRequest, Outcome, OutcomeReason, Program};
 use tokio_util::sync::CancellationToken;
 
@@ -200,7 +200,7 @@ impl runtime_core::ModuleStore for ImageModuleStore {
                 .map_err(|e| format!("reading module {digest} from the image store: {e}"))?;
             match read {
                 Ok(bytes) => return Ok(bytes),
-                Err(e @ runtime_core::image::ImageError::TooLarge { .. }) => {
+                Err(e @ image_store::ImageError::TooLarge { .. }) => {
                     return Err(e.to_string());
                 }
                 // Collected in between, or unreadable: PostgreSQL may still have it.

@@ -192,7 +192,7 @@ impl ImageError {
 /// Renders bytes from an image (an entry name, a link target) for an error message: lossy UTF-8,
 /// control characters escaped (an image must not be able to inject terminal escapes into logs),
 /// truncated to a readable length.
-pub(crate) fn display_bytes(bytes: &[u8]) -> String {
+pub fn display_bytes(bytes: &[u8]) -> String {
     const MAX: usize = 300;
     let lossy = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(lossy.len().min(MAX + 8));

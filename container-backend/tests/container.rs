@@ -2,6 +2,7 @@
 //! limits, leftovers. Root only; a missing prerequisite fails (never skips).
 
 mod container_support;
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 
 use std::path::Path;
@@ -648,8 +649,8 @@ async fn new_cleans_a_crashed_predecessors_job_dirs() {
             .unwrap()
     ));
     std::fs::create_dir(&live).unwrap();
-    let _second = runtime_core::container::ContainerBackend::new(
-        runtime_core::container::ContainerConfig {
+    let _second = container_backend::ContainerBackend::new(
+        container_backend::ContainerConfig {
             state_dir: env.state_dir.clone(),
             scratch_bytes: 1 << 20,
             shm_bytes: 1 << 20,

@@ -7,6 +7,7 @@
 //! Root only; a missing prerequisite fails (never skips).
 
 mod container_support;
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 mod probe_support;
 

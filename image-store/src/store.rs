@@ -1,4 +1,4 @@
-//! The content-addressed image store (layout and rules in the module docs of [`crate::image`]).
+//! The content-addressed image store (layout and rules in the module docs of [`crate`]).
 //!
 //! The store is shared by every job on a host. It is safe to use from many threads and tasks of one
 //! process; two processes may share a root for reading, but only one should pull or collect garbage

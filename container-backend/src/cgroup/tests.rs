@@ -1,6 +1,6 @@
 //! The v2 code path against a fake cgroup2 tree laid out like a real one (the machine this
 //! project runs on is hybrid: its v1 path is covered by the kernel tests in
-//! `runtime-core/tests/container_limits.rs`).
+//! `container-backend/tests/container_limits.rs`).
 
 use super::*;
 

@@ -51,7 +51,7 @@
 //!    leak a host mount; the worker `rmdir`s the directory afterwards. Inside: `upper/`, `work/`,
 //!    `rootfs/`.
 //! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
-//!    one `lowerdir+` per layer (top first, [`ImageStore::lowerdirs`](crate::image::ImageStore)),
+//!    one `lowerdir+` per layer (top first, [`ImageStore::lowerdirs`](image_store::ImageStore)),
 //!    so the page-sized `mount(2)` data limit never applies (each `fsconfig` string is ≤ 255
 //!    bytes, checked by the worker). An image without layers gets an empty lower dir.
 //! 3. With the overlay root open as a descriptor, *before anything is mounted inside it*: the
@@ -85,7 +85,7 @@
 //!   removes those of processes that no longer exist (a crashed predecessor; it must not share
 //!   its `state_dir` with another live worker of a different pid namespace), skipping any that
 //!   is a mount point in our namespace.
-//! - Output goes through the job's [`OutputSink`](crate::OutputSink) live; past the cap the job
+//! - Output goes through the job's [`OutputSink`](runtime_core::OutputSink) live; past the cap the job
 //!   is killed with `output_limit`; bytes are bytes.
 //! - Verdicts: the kill reason if the worker killed the job (cancel, wall time, output limit);
 //!   else a setup failure reported on the error pipe (`spec_error` for the job's fault — command
@@ -158,8 +158,8 @@ use std::sync::atomic::AtomicU64;
 
 pub use cgroup::{CgroupVersion, Preflight};
 
-use crate::image::ImageService;
-use crate::{Backend, ExecReport, ExecRequest, JobIo, Program};
+use image_store::ImageService;
+use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, Program};
 
 /// Configuration of a [`ContainerBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime_core::container::{ContainerBackend, ContainerConfig};
-use runtime_core::image::{ImageService, ImageStore, RegistryOptions, StoreLimits, media_types};
+use container_backend::{ContainerBackend, ContainerConfig};
+use image_store::{ImageService, ImageStore, RegistryOptions, StoreLimits, media_types};
 use runtime_core::{
     Backend, CancellationToken, ContainerOptions, ExecReport, ExecRequest, InputFile, JobIo,
     Limits, OutputSink, Program, Stream,

@@ -5,6 +5,7 @@
 //! Root only; a missing prerequisite (root, gcc for the test program) fails, never skips.
 
 mod container_support;
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 
 use std::path::{Path, PathBuf};
@@ -386,8 +387,8 @@ async fn new_removes_a_crashed_predecessors_cgroups() {
         std::fs::create_dir(d).unwrap();
         std::fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
     }
-    let _second = runtime_core::container::ContainerBackend::new(
-        runtime_core::container::ContainerConfig {
+    let _second = container_backend::ContainerBackend::new(
+        container_backend::ContainerConfig {
             state_dir: env.state_dir.clone(),
             ..Default::default()
         },

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use image_support::*;
-use runtime_core::image::{
+use image_store::{
     Credentials, ImageError, ImageKind, ImageRecord, ImageService, ImageStore, Platform, PullEvent,
     PullPolicy, RegistryOptions, StoreLimits, media_types,
 };
+use image_support::*;
 use serde_json::json;
 
 struct Env {
@@ -67,7 +67,7 @@ impl Env {
     }
 }
 
-fn recorder() -> (runtime_core::image::ProgressFn, Arc<Mutex<Vec<PullEvent>>>) {
+fn recorder() -> (image_store::ProgressFn, Arc<Mutex<Vec<PullEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     (

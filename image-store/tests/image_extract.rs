@@ -8,8 +8,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use image_store::{Digest, ExtractError, ImageError, ImageStore, LayerInfo, StoreLimits};
 use image_support::*;
-use runtime_core::image::{Digest, ExtractError, ImageError, ImageStore, LayerInfo, StoreLimits};
 
 struct Fixture {
     tmp: tempfile::TempDir,

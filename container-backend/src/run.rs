@@ -19,8 +19,8 @@ use super::spawn::{
     ChildFds, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_NOT_FOUND, ERR_SPEC, FileSpec, STATUS_LEN,
     Spawned,
 };
-use crate::image::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
-use crate::{
+use image_store::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
+use runtime_core::{
     ExecReport, ExecRequest, JobIo, NetworkMode, Outcome, OutcomeReason, OutputLimitExceeded,
     OutputSink, Program, Stream, Usage,
 };
@@ -367,7 +367,7 @@ fn parse_status(b: &[u8]) -> Option<Status> {
 
 fn setup_error(msg: &[u8]) -> Outcome {
     let (kind, text) = msg.split_first().unwrap_or((&ERR_INTERNAL, &[]));
-    let text = crate::image::display_bytes(text);
+    let text = image_store::display_bytes(text);
     let reason = match *kind {
         ERR_SPEC | ERR_NOT_FOUND => OutcomeReason::SpecError,
         ERR_IMAGE => OutcomeReason::ImageError,
@@ -822,7 +822,7 @@ impl DirBuilderExt2 for std::fs::DirBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ContainerOptions, InputFile, Limits};
+    use runtime_core::{ContainerOptions, InputFile, Limits};
 
     fn request() -> ExecRequest {
         ExecRequest {

@@ -7,10 +7,10 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use image_support::*;
-use runtime_core::image::{
+use image_store::{
     ImageError, ImageService, ImageStore, Platform, RegistryOptions, StoreLimits, media_types,
 };
+use image_support::*;
 use serde_json::{Value, json};
 
 struct Built {

@@ -51,7 +51,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, Hierarchy, MaxValue, Subsystem};
 
-use crate::Limits;
+use runtime_core::Limits;
 
 /// The directory below the parent that holds the job cgroups.
 pub const JOBS_DIR: &str = "nekton-jobs";

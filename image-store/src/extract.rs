@@ -1,5 +1,5 @@
 //! Safe extraction of one image layer into a directory (the security core; the rules are in the
-//! module docs of [`crate::image`]).
+//! module docs of [`crate`]).
 //!
 //! Nothing here ever turns an entry path into a host path: the layer root is a directory fd and
 //! every operation is relative to a directory fd obtained by walking the entry's components one at

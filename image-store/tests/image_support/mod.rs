@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use image_store::{Digest, Platform, media_types};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use runtime_core::image::{Digest, Platform, media_types};
 use serde_json::json;
 use tar::{EntryType, Header};
 
@@ -431,7 +431,7 @@ impl Pusher {
     }
 
     pub fn new(host: &str) -> Self {
-        runtime_core::image::install_crypto_provider();
+        image_store::install_crypto_provider();
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::Http,
             ..Default::default()

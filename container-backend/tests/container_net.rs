@@ -6,6 +6,7 @@
 //! (`ip`, `nft`, `conntrack`) fails with its name, never skips.
 
 mod container_support;
+#[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,8 +15,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use container_backend::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
 use container_support::*;
-use runtime_core::container::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
 use runtime_core::{
     Backend, CancellationToken, ExecRequest, JobIo, NetworkMode, OutcomeReason, OutputSink, Stream,
 };

@@ -15,15 +15,15 @@ fn build_dir() -> &'static Path {
             .prefix("nkprobe")
             .tempdir()
             .unwrap();
-        // From runtime-core's tests and from other crates' tests that include this module.
+        // From container-backend's tests and from other crates' tests that include this module.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let src = [
             manifest.join("tests/hostile"),
-            manifest.join("../runtime-core/tests/hostile"),
+            manifest.join("../container-backend/tests/hostile"),
         ]
         .into_iter()
         .find(|p| p.is_dir())
-        .expect("runtime-core/tests/hostile (the probe sources) not found");
+        .expect("container-backend/tests/hostile (the probe sources) not found");
         let mut built = Vec::new();
         for e in std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
             let path = e.unwrap().path();
