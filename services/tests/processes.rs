@@ -172,8 +172,17 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
 
     let spin = dir.path().join("spin.wasm");
     std::fs::write(&spin, guests::spin()).unwrap();
+    // A bare number is refused with a hint (2 ms and 2 s are both plausible readings).
     let out = Command::new(BIN)
         .args(["run", "--server", &h.base, "--wall-time", "300"])
+        .arg(&spin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("300s or 300ms"), "{err}");
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base, "--wall-time", "300ms"])
         .arg(&spin)
         .output()
         .unwrap();
@@ -191,6 +200,51 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
         .unwrap();
     assert!(ls.status.success());
     assert!(String::from_utf8_lossy(&ls.stdout).lines().count() >= 3);
+
+    // A reader that goes away (`nekton jobs ls --json | head -1`) ends the command quietly
+    // with 0: the read end is closed before nekton writes, so its first write fails with EPIPE.
+    for flags in [
+        &["jobs", "ls", "--json"][..],
+        &["jobs", "ls"][..],
+        &["openapi"][..],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(flags)
+            .args(["--server", &h.base])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {err}");
+        assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    }
+    // `--server` goes before the subcommand too; `-q` prints ids only.
+    let q = Command::new(BIN)
+        .args(["--server", &h.base, "jobs", "ls", "-q"])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let ids = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(ids.lines().count() >= 3, "{ids}");
+    for line in ids.lines() {
+        line.parse::<uuid::Uuid>()
+            .unwrap_or_else(|e| panic!("{line:?} is not an id: {e}"));
+    }
+    // `jobs wait` on finished jobs prints each one's result and exits with the first failure's
+    // code (the spinning job above timed out: 124).
+    let first = ids.lines().next().unwrap_or_default().to_string();
+    let wait = Command::new(BIN)
+        .args(["jobs", "wait", "--server", &h.base])
+        .args(ids.lines())
+        .output()
+        .unwrap();
+    let waited = String::from_utf8_lossy(&wait.stdout);
+    assert_eq!(waited.lines().count(), ids.lines().count(), "{waited}");
+    assert!(waited.starts_with(&first), "{waited}");
+    assert_eq!(wait.status.code(), Some(124), "{waited}");
     let digest = h.push(guests::hello()).await;
     let jsonl = dir.path().join("jobs.jsonl");
     std::fs::write(
