@@ -299,3 +299,123 @@ fn serve_demo_runs_on_the_embedded_database() {
         "the embedded PostgreSQL was not stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarts_its_embedded_postgres_after_a_crash() {
+    // `nekton serve` on a fresh state dir; then its PostgreSQL is killed with SIGKILL.
+    let state = common::serve_state_dir("nekton-heal-");
+    let port = common::free_port();
+    let log_path = state.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--no-bridge-network", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("NEKTON_DATABASE_URL")
+        .env("NEKTON_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let serve = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = nekton::cli::Client::new(&base).unwrap();
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let start = Instant::now();
+    let digest = loop {
+        match client.push_module(guests::hello()).await {
+            Ok(m) => break m.digest,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "serve did not come up: {e:#}\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let spec = Harness::spec(&digest);
+    let before = client.submit(&spec, Some("before-crash")).await.unwrap();
+
+    let pid_file = state.path().join("postgres/data/postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster.pid names the server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+
+    // New work is accepted and runs again, with nobody's help.
+    let after = loop {
+        match client.submit(&spec, Some("after-crash")).await {
+            Ok(job) => break job,
+            Err(e) => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "serve never accepted a job after its database was killed: {e:#}\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let finished = loop {
+        match client.get_job(after.id).await {
+            Ok(job) if job.state.is_terminal() => break job,
+            _ => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "the job submitted after the crash did not finish\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let healed = killed.elapsed();
+    assert_eq!(finished.state, JobState::Succeeded, "{finished:?}");
+    assert!(
+        healed <= Duration::from_secs(10),
+        "a job ran again {healed:?} after the crash (the bound is 10 s)"
+    );
+    eprintln!("serve healed: kill -9 of PostgreSQL → a new job succeeded in {healed:?}");
+    // Nothing accepted before the crash is lost.
+    let before = client.get_job(before.id).await.unwrap();
+    assert!(
+        before.state == JobState::Succeeded || !before.state.is_terminal(),
+        "{before:?}"
+    );
+    let log = log_text();
+    assert!(log.contains("exited unexpectedly"), "{log}");
+    assert!(log.contains("running again"), "{log}");
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster.pid names the new server");
+    assert_ne!(new_pid, pid);
+
+    // A clean stop still stops the (new) server.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut serve = serve;
+    let status = serve.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", log_text());
+    assert!(
+        !pid_file.exists(),
+        "the restarted PostgreSQL was not stopped"
+    );
+}
