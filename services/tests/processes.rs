@@ -419,3 +419,107 @@ async fn serve_restarts_its_embedded_postgres_after_a_crash() {
         "the restarted PostgreSQL was not stopped"
     );
 }
+
+/// The files in `examples/`, run the way README.md and examples/README.md say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_run_as_the_readme_says() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let h = Harness::start().await;
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base])
+        .arg(examples.join("hello.wat"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from a nekton Wasm job!\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let mut child = Command::new(BIN)
+        .args(["run", "-i", "--server", &h.base])
+        .arg(examples.join("echo.wat"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let push = Command::new(BIN)
+        .args(["module", "push", "--server", &h.base])
+        .arg(examples.join("echo.wat"))
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let digest = String::from_utf8_lossy(&push.stdout).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let batch = Command::new(BIN)
+        .args([
+            "batch",
+            "submit",
+            "--server",
+            &h.base,
+            "--wait",
+            "--defaults",
+        ])
+        .arg(format!("{{\"module\":\"{digest}\"}}"))
+        .arg(examples.join("batch.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        batch.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&batch.stderr)
+    );
+    let ls = Command::new(BIN)
+        .args([
+            "jobs",
+            "ls",
+            "--server",
+            &h.base,
+            "--label",
+            "example=batch",
+        ])
+        .args(["--format", "{{.labels.n}} {{.state}}"])
+        .output()
+        .unwrap();
+    let mut rows: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    assert_eq!(rows, ["1 succeeded", "2 succeeded", "3 succeeded"]);
+
+    // The container example is a valid job spec (submitted to an API without workers here: no
+    // test pulls from a public registry), stored with its image normalised.
+    let api_only = Harness::start_with(|o| o.worker_slots = None).await;
+    let body = std::fs::read(examples.join("container-job.json")).unwrap();
+    let resp = api_only
+        .http
+        .post(format!("{}/v1/jobs", api_only.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let job: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(job["state"], "queued", "{job}");
+    let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    api_only.client.cancel(id).await.unwrap();
+}

@@ -330,7 +330,8 @@ pub struct ModuleArgs {
 pub enum ModuleCommand {
     /// Upload a Wasm module and print its digest (use it as `nekton run sha256:...`).
     Push {
-        #[arg(value_name = "FILE.wasm")]
+        /// A binary module (`.wasm`) or WebAssembly text (`.wat`, assembled before upload).
+        #[arg(value_name = "FILE.wasm|FILE.wat")]
         file: PathBuf,
     },
 }
@@ -405,11 +406,31 @@ fn classify_program(program: &str) -> Result<Program> {
     let looks_like_path = program.starts_with('/')
         || program.starts_with("./")
         || program.starts_with("../")
-        || program.to_ascii_lowercase().ends_with(".wasm");
+        || program.to_ascii_lowercase().ends_with(".wasm")
+        || program.to_ascii_lowercase().ends_with(".wat");
     if looks_like_path {
         return Ok(Program::LocalModule(PathBuf::from(program)));
     }
     Ok(Program::Image(program.to_string()))
+}
+
+/// Reads a local module: a binary `.wasm`, or WebAssembly text (a `.wat` file, or any file that
+/// is not binary Wasm) assembled here, so examples and quick tests need no toolchain.
+async fn read_local_module(path: &Path) -> Result<Vec<u8>> {
+    let bytes = read_local_file(path, "the Wasm module").await?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    let is_text = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+    if !is_text {
+        // Let the server say what is wrong with it (it validates every upload).
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(|b| b.into_owned())
+        .map_err(|e| anyhow::anyhow!("{} is not valid WebAssembly text: {e}", path.display()))
 }
 
 /// An existing regular file that starts with the Wasm magic `\0asm`.
@@ -440,7 +461,7 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
         Program::Digest(d) => spec.module = Some(d),
         Program::Image(i) => spec.image = Some(i),
         Program::LocalModule(path) => {
-            let wasm = read_local_file(&path, "the Wasm module").await?;
+            let wasm = read_local_module(&path).await?;
             let module = client
                 .push_module(wasm)
                 .await
@@ -1208,7 +1229,7 @@ async fn module(args: ModuleArgs, server: &ServerArgs) -> Result<i32> {
     let client = server.client()?;
     match args.command {
         ModuleCommand::Push { file } => {
-            let wasm = read_local_file(&file, "the Wasm module").await?;
+            let wasm = read_local_module(&file).await?;
             let module = client
                 .push_module(wasm)
                 .await
@@ -1578,6 +1599,10 @@ mod tests {
         assert_eq!(
             classify_program("./prog").unwrap(),
             Program::LocalModule("./prog".into())
+        );
+        assert_eq!(
+            classify_program("examples/hello.wat").unwrap(),
+            Program::LocalModule("examples/hello.wat".into())
         );
         assert_eq!(
             classify_program("alpine:3.20").unwrap(),
