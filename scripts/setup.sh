@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what nekton needs to build, run and test on a Debian/Ubuntu machine. Idempotent: it
-# installs only what is missing. Run as root (or with sudo available).
+# Installs what nekton needs to build and run on a Debian/Ubuntu machine (scripts/demo.sh). The
+# test command adds its own tools (scripts/setup-test.sh). Idempotent: it installs only what is
+# missing. Run as root (or with sudo available).
 set -euo pipefail
 
 need_apt=()
@@ -9,17 +10,11 @@ have_pg_binaries() {
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null 2>&1
 }
 have_pg_binaries || need_apt+=(postgresql)
+# Rust links through the system C compiler.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
-# The hostile-job tests compile small C probes with `gcc -static` (needs libc.a).
-[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || compgen -G "/usr/lib/*/libc.a" >/dev/null 2>&1 || need_apt+=(libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-# The image tests run a real OCI registry on 127.0.0.1 and build images from a static busybox.
-command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
-dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
-# The container benchmark (load-tests containers) runs crun and runc side by side with nekton.
-command -v crun >/dev/null 2>&1 || need_apt+=(crun)
-command -v runc >/dev/null 2>&1 || need_apt+=(runc)
-# Bridge networking of container jobs: the nft JSON interface and conntrack flushes.
+# Bridge networking of container jobs (on by default in `serve` as root): the nft JSON interface
+# and conntrack flushes.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 

@@ -18,6 +18,9 @@ use nekton::server::{self, Database, ProcessOptions};
     about = "Sandboxed job execution: a job API, workers, and their CLI"
 )]
 struct Cli {
+    /// Where the API server is (client commands; before or after the subcommand).
+    #[command(flatten)]
+    server: nekton::cli::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +68,13 @@ enum Command {
     },
     /// Print the OpenAPI document of the v1 API.
     Openapi,
+    /// Print a shell completion script: `nekton completions bash > /etc/bash_completion.d/nekton`,
+    /// `nekton completions zsh > "${fpath[1]}/_nekton"`, `nekton completions fish >
+    /// ~/.config/fish/completions/nekton.fish`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(nekton::cli::ClientCommand),
 }
@@ -316,8 +326,10 @@ impl ServiceArgs {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEKTON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -443,10 +455,17 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Openapi => {
-            println!("{}", nekton::api::openapi().to_pretty_json()?);
+            nekton::outln!("{}", nekton::api::openapi().to_pretty_json()?)?;
             Ok(0)
         }
-        Command::Client(cmd) => Ok(nekton::cli::execute_or_report(cmd).await),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nekton", &mut script);
+            nekton::out!("{}", String::from_utf8_lossy(&script))?;
+            Ok(0)
+        }
+        Command::Client(cmd) => Ok(nekton::cli::execute_or_report(cmd, &cli.server).await),
     }
 }
 
@@ -455,6 +474,7 @@ async fn main() {
     let cli = Cli::parse();
     let code = match main_inner(cli).await {
         Ok(code) => code,
+        Err(e) if nekton::cli::is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("nekton: {e:#}");
             1

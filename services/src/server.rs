@@ -19,7 +19,8 @@ use crate::api::{self, AppState};
 use crate::config::{LimitPolicy, QueueTiming};
 use crate::images::{self, ImageOptions};
 use crate::metrics::Metrics;
-use crate::pg::{EmbeddedOptions, EmbeddedPostgres};
+use crate::pg::EmbeddedOptions;
+use crate::pg::supervisor::Supervisor;
 use crate::worker::route::ImageModuleStore;
 use crate::worker::{PgModuleStore, Worker, WorkerConfig};
 use image_store::ImageStore;
@@ -57,7 +58,8 @@ pub async fn pool_from_options(
 /// The database of a process: either the given URL, or the embedded server in `state_dir`.
 pub struct Database {
     pub pool: PgPool,
-    pub embedded: Option<EmbeddedPostgres>,
+    /// The embedded server, restarted if it dies (see [`crate::pg::supervisor`]).
+    pub embedded: Option<Supervisor>,
 }
 
 impl Database {
@@ -75,12 +77,12 @@ impl Database {
             }
             None => {
                 let root = state_dir.join("postgres");
-                let pg = EmbeddedPostgres::start(&root, EmbeddedOptions::default())
+                let pg = Supervisor::start(root, EmbeddedOptions::default())
                     .await
                     .context("starting the embedded PostgreSQL (pass --database-url to use your own server)")?;
                 pg.create_database_if_missing("nekton").await?;
                 (
-                    pool_from_options(pg.connect_options("nekton"), max_connections).await?,
+                    pool_from_options(pg.connect_options("nekton").await, max_connections).await?,
                     Some(pg),
                 )
             }

@@ -172,8 +172,17 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
 
     let spin = dir.path().join("spin.wasm");
     std::fs::write(&spin, guests::spin()).unwrap();
+    // A bare number is refused with a hint (2 ms and 2 s are both plausible readings).
     let out = Command::new(BIN)
         .args(["run", "--server", &h.base, "--wall-time", "300"])
+        .arg(&spin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("300s or 300ms"), "{err}");
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base, "--wall-time", "300ms"])
         .arg(&spin)
         .output()
         .unwrap();
@@ -191,6 +200,51 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
         .unwrap();
     assert!(ls.status.success());
     assert!(String::from_utf8_lossy(&ls.stdout).lines().count() >= 3);
+
+    // A reader that goes away (`nekton jobs ls --json | head -1`) ends the command quietly
+    // with 0: the read end is closed before nekton writes, so its first write fails with EPIPE.
+    for flags in [
+        &["jobs", "ls", "--json"][..],
+        &["jobs", "ls"][..],
+        &["openapi"][..],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(flags)
+            .args(["--server", &h.base])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {err}");
+        assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    }
+    // `--server` goes before the subcommand too; `-q` prints ids only.
+    let q = Command::new(BIN)
+        .args(["--server", &h.base, "jobs", "ls", "-q"])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let ids = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(ids.lines().count() >= 3, "{ids}");
+    for line in ids.lines() {
+        line.parse::<uuid::Uuid>()
+            .unwrap_or_else(|e| panic!("{line:?} is not an id: {e}"));
+    }
+    // `jobs wait` on finished jobs prints each one's result and exits with the first failure's
+    // code (the spinning job above timed out: 124).
+    let first = ids.lines().next().unwrap_or_default().to_string();
+    let wait = Command::new(BIN)
+        .args(["jobs", "wait", "--server", &h.base])
+        .args(ids.lines())
+        .output()
+        .unwrap();
+    let waited = String::from_utf8_lossy(&wait.stdout);
+    assert_eq!(waited.lines().count(), ids.lines().count(), "{waited}");
+    assert!(waited.starts_with(&first), "{waited}");
+    assert_eq!(wait.status.code(), Some(124), "{waited}");
     let digest = h.push(guests::hello()).await;
     let jsonl = dir.path().join("jobs.jsonl");
     std::fs::write(
@@ -244,4 +298,228 @@ fn serve_demo_runs_on_the_embedded_database() {
         !pid_file.exists(),
         "the embedded PostgreSQL was not stopped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarts_its_embedded_postgres_after_a_crash() {
+    // `nekton serve` on a fresh state dir; then its PostgreSQL is killed with SIGKILL.
+    let state = common::serve_state_dir("nekton-heal-");
+    let port = common::free_port();
+    let log_path = state.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--no-bridge-network", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("NEKTON_DATABASE_URL")
+        .env("NEKTON_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let serve = Proc(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = nekton::cli::Client::new(&base).unwrap();
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let start = Instant::now();
+    let digest = loop {
+        match client.push_module(guests::hello()).await {
+            Ok(m) => break m.digest,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "serve did not come up: {e:#}\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let spec = Harness::spec(&digest);
+    let before = client.submit(&spec, Some("before-crash")).await.unwrap();
+
+    let pid_file = state.path().join("postgres/data/postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster.pid names the server");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+
+    // New work is accepted and runs again, with nobody's help.
+    let after = loop {
+        match client.submit(&spec, Some("after-crash")).await {
+            Ok(job) => break job,
+            Err(e) => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "serve never accepted a job after its database was killed: {e:#}\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let finished = loop {
+        match client.get_job(after.id).await {
+            Ok(job) if job.state.is_terminal() => break job,
+            _ => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "the job submitted after the crash did not finish\n{}",
+                    log_text()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let healed = killed.elapsed();
+    assert_eq!(finished.state, JobState::Succeeded, "{finished:?}");
+    assert!(
+        healed <= Duration::from_secs(10),
+        "a job ran again {healed:?} after the crash (the bound is 10 s)"
+    );
+    eprintln!("serve healed: kill -9 of PostgreSQL → a new job succeeded in {healed:?}");
+    // Nothing accepted before the crash is lost.
+    let before = client.get_job(before.id).await.unwrap();
+    assert!(
+        before.state == JobState::Succeeded || !before.state.is_terminal(),
+        "{before:?}"
+    );
+    let log = log_text();
+    assert!(log.contains("exited unexpectedly"), "{log}");
+    assert!(log.contains("running again"), "{log}");
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster.pid names the new server");
+    assert_ne!(new_pid, pid);
+
+    // A clean stop still stops the (new) server.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut serve = serve;
+    let status = serve.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", log_text());
+    assert!(
+        !pid_file.exists(),
+        "the restarted PostgreSQL was not stopped"
+    );
+}
+
+/// The files in `examples/`, run the way README.md and examples/README.md say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_run_as_the_readme_says() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let h = Harness::start().await;
+    let out = Command::new(BIN)
+        .args(["run", "--server", &h.base])
+        .arg(examples.join("hello.wat"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello from a nekton Wasm job!\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let mut child = Command::new(BIN)
+        .args(["run", "-i", "--server", &h.base])
+        .arg(examples.join("echo.wat"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let push = Command::new(BIN)
+        .args(["module", "push", "--server", &h.base])
+        .arg(examples.join("echo.wat"))
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let digest = String::from_utf8_lossy(&push.stdout).trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let batch = Command::new(BIN)
+        .args([
+            "batch",
+            "submit",
+            "--server",
+            &h.base,
+            "--wait",
+            "--defaults",
+        ])
+        .arg(format!("{{\"module\":\"{digest}\"}}"))
+        .arg(examples.join("batch.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        batch.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&batch.stderr)
+    );
+    let ls = Command::new(BIN)
+        .args([
+            "jobs",
+            "ls",
+            "--server",
+            &h.base,
+            "--label",
+            "example=batch",
+        ])
+        .args(["--format", "{{.labels.n}} {{.state}}"])
+        .output()
+        .unwrap();
+    let mut rows: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    assert_eq!(rows, ["1 succeeded", "2 succeeded", "3 succeeded"]);
+
+    // The container example is a valid job spec (submitted to an API without workers here: no
+    // test pulls from a public registry), stored with its image normalised.
+    let api_only = Harness::start_with(|o| o.worker_slots = None).await;
+    let body = std::fs::read(examples.join("container-job.json")).unwrap();
+    let resp = api_only
+        .http
+        .post(format!("{}/v1/jobs", api_only.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    let job: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(job["state"], "queued", "{job}");
+    let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    api_only.client.cancel(id).await.unwrap();
 }

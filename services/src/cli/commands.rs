@@ -99,9 +99,6 @@ pub enum ClientCommand {
 /// `nekton run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-
     /// What to run: a local Wasm file (an existing file that starts with the Wasm magic
     /// `\0asm`, or a path ending in `.wasm` or starting with `/`, `./` or `../`; it is uploaded
     /// first), an uploaded module's digest `sha256:<hex>`, or else an OCI image reference such as
@@ -124,6 +121,12 @@ pub struct RunArgs {
     #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
+    /// Read environment variables from a file (repeatable; `-e` wins over the files): one
+    /// `NAME=VALUE` per line, `NAME` alone copies it from this shell, blank lines and lines
+    /// starting with `#` are skipped (Docker's `--env-file` format).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
     /// Send this process's standard input (read to its end) as the job's stdin.
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -133,12 +136,12 @@ pub struct RunArgs {
     #[arg(long = "file", value_name = "LOCAL[:GUESTPATH]", value_parser = parse_file_arg)]
     pub files: Vec<FileArg>,
 
-    /// Wall-clock limit: milliseconds, or a number with ms, s, m or h (e.g. 1500, 2s, 5m).
-    #[arg(long, value_name = "MS", value_parser = parse_duration_ms)]
+    /// Wall-clock limit: a number with its unit, ms, s, m or h (e.g. 1500ms, 2s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub wall_time: Option<u64>,
 
-    /// CPU-time limit (containers): milliseconds, or a number with ms, s, m or h.
-    #[arg(long, value_name = "MS", value_parser = parse_duration_ms)]
+    /// CPU-time limit (containers): a number with its unit, ms, s, m or h (e.g. 500ms, 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub cpu_time: Option<u64>,
 
     /// Memory limit: bytes, or a number with K, M, G or T (binary: 64M = 64 MiB).
@@ -213,8 +216,6 @@ pub struct FileArg {
 /// `nekton jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: JobsCommand,
 }
@@ -242,15 +243,31 @@ pub enum JobsCommand {
         /// Follow the pages to the end and list every matching job.
         #[arg(long)]
         all: bool,
-        /// Print the jobs as JSON (one array) instead of a table.
-        #[arg(long)]
+        /// Print the jobs as JSON (one array) instead of a table (same as `--format json`).
+        #[arg(long, conflicts_with_all = ["format", "quiet"])]
         json: bool,
+        /// Print only the jobs' ids, one per line.
+        #[arg(short = 'q', long, conflicts_with = "format")]
+        quiet: bool,
+        /// `table` (the default), `json`, or a template such as `'{{.id}} {{.state}}'` applied to
+        /// each job's JSON fields (nested with dots: `{{.outcome.reason}}`).
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: Option<Format>,
     },
-    /// Print a job as JSON.
+    /// Print jobs: as JSON by default.
     Get {
-        /// The job's id (as printed by `nekton run -d` or `nekton jobs ls`).
-        #[arg(value_name = "ID")]
-        id: Uuid,
+        /// The jobs' ids (as printed by `nekton run -d` or `nekton jobs ls`).
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<Uuid>,
+        /// `json` (the default), `table`, or a template such as `'{{.id}} {{.state}}'`.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: Option<Format>,
+    },
+    /// Wait until the jobs have finished; print `ID STATE RESULT` for each as it ends. Exits 0
+    /// when all succeeded, else with the first unsuccessful job's code (as `nekton run` would).
+    Wait {
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<Uuid>,
     },
     /// Cancel a job: a queued job at once, a running one within a second.
     Cancel {
@@ -275,8 +292,6 @@ pub enum JobsCommand {
 /// `nekton batch`.
 #[derive(Debug, Args)]
 pub struct BatchArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: BatchCommand,
 }
@@ -307,8 +322,6 @@ pub enum BatchCommand {
 /// `nekton module`.
 #[derive(Debug, Args)]
 pub struct ModuleArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: ModuleCommand,
 }
@@ -317,36 +330,47 @@ pub struct ModuleArgs {
 pub enum ModuleCommand {
     /// Upload a Wasm module and print its digest (use it as `nekton run sha256:...`).
     Push {
-        #[arg(value_name = "FILE.wasm")]
+        /// A binary module (`.wasm`) or WebAssembly text (`.wat`, assembled before upload).
+        #[arg(value_name = "FILE.wasm|FILE.wat")]
         file: PathBuf,
     },
 }
 
 /// Runs a client command; returns the process exit code.
-pub async fn execute(cmd: ClientCommand) -> Result<i32> {
+pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
     match cmd {
-        ClientCommand::Run(args) => run(args).await,
-        ClientCommand::Jobs(args) => jobs(args).await,
-        ClientCommand::Batch(args) => batch(args).await,
-        ClientCommand::Module(args) => module(args).await,
-        ClientCommand::Image(args) => super::image::image(args).await,
+        ClientCommand::Run(args) => run(args, server).await,
+        ClientCommand::Jobs(args) => jobs(args, server).await,
+        ClientCommand::Batch(args) => batch(args, server).await,
+        ClientCommand::Module(args) => module(args, server).await,
+        ClientCommand::Image(args) => super::image::image(args, server).await,
     }
 }
 
 /// Runs a client command; on error prints `nekton: <error chain>` to stderr and returns 125 for
 /// `run` (so it never collides with the job's own exit codes) and 1 for the other commands.
-pub async fn execute_or_report(cmd: ClientCommand) -> i32 {
+pub async fn execute_or_report(cmd: ClientCommand, server: &ServerArgs) -> i32 {
     let failure_code = match cmd {
         ClientCommand::Run(_) => EXIT_SERVICE_ERROR,
         _ => 1,
     };
-    match execute(cmd).await {
+    match execute(cmd, server).await {
         Ok(code) => code,
+        // The reader went away (`nekton jobs ls | head -1`): what it wanted was printed.
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("nekton: {e:#}");
             failure_code
         }
     }
+}
+
+/// True when the error is a write to a closed pipe or socket on our stdout.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,11 +406,31 @@ fn classify_program(program: &str) -> Result<Program> {
     let looks_like_path = program.starts_with('/')
         || program.starts_with("./")
         || program.starts_with("../")
-        || program.to_ascii_lowercase().ends_with(".wasm");
+        || program.to_ascii_lowercase().ends_with(".wasm")
+        || program.to_ascii_lowercase().ends_with(".wat");
     if looks_like_path {
         return Ok(Program::LocalModule(PathBuf::from(program)));
     }
     Ok(Program::Image(program.to_string()))
+}
+
+/// Reads a local module: a binary `.wasm`, or WebAssembly text (a `.wat` file, or any file that
+/// is not binary Wasm) assembled here, so examples and quick tests need no toolchain.
+async fn read_local_module(path: &Path) -> Result<Vec<u8>> {
+    let bytes = read_local_file(path, "the Wasm module").await?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    let is_text = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+    if !is_text {
+        // Let the server say what is wrong with it (it validates every upload).
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(|b| b.into_owned())
+        .map_err(|e| anyhow::anyhow!("{} is not valid WebAssembly text: {e}", path.display()))
 }
 
 /// An existing regular file that starts with the Wasm magic `\0asm`.
@@ -417,7 +461,7 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
         Program::Digest(d) => spec.module = Some(d),
         Program::Image(i) => spec.image = Some(i),
         Program::LocalModule(path) => {
-            let wasm = read_local_file(&path, "the Wasm module").await?;
+            let wasm = read_local_module(&path).await?;
             let module = client
                 .push_module(wasm)
                 .await
@@ -426,7 +470,17 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
         }
     }
     spec.args = args.args.clone();
-    spec.env = args.env.iter().cloned().collect();
+    for path in &args.env_files {
+        let text = read_local_file(path, "the env file").await?;
+        let text = String::from_utf8(text)
+            .with_context(|| format!("the env file {} is not UTF-8 text", path.display()))?;
+        for (name, value) in parse_env_file(&text)
+            .map_err(|e| anyhow::anyhow!("the env file {}: {e}", path.display()))?
+        {
+            spec.env.insert(name, value);
+        }
+    }
+    spec.env.extend(args.env.iter().cloned());
     spec.labels = args.labels.iter().cloned().collect();
     if args.interactive {
         let mut input = Vec::new();
@@ -501,15 +555,15 @@ fn file_mode(_path: &Path) -> Option<u32> {
     None
 }
 
-async fn run(args: RunArgs) -> Result<i32> {
-    let client = args.server.client()?;
+async fn run(args: RunArgs, server: &ServerArgs) -> Result<i32> {
+    let client = server.client()?;
     let spec = build_run_spec(&args, &client).await?;
     let job = client
         .submit(&spec, args.idempotency_key.as_deref())
         .await
         .context("submitting the job failed")?;
     if args.detach {
-        println!("{}", job.id);
+        crate::outln!("{}", job.id)?;
         return Ok(0);
     }
     follow_job(&client, job.id).await
@@ -701,8 +755,8 @@ fn describe_outcome(id: Uuid, state: JobState, outcome: Option<&OutcomeView>) ->
 // ---------------------------------------------------------------------------------------------
 // jobs
 
-async fn jobs(args: JobsArgs) -> Result<i32> {
-    let client = args.server.client()?;
+async fn jobs(args: JobsArgs, server: &ServerArgs) -> Result<i32> {
+    let client = server.client()?;
     match args.command {
         JobsCommand::Ls {
             state,
@@ -712,6 +766,8 @@ async fn jobs(args: JobsArgs) -> Result<i32> {
             cursor,
             all,
             json,
+            quiet,
+            format,
         } => {
             let filter = JobFilter {
                 state,
@@ -726,24 +782,35 @@ async fn jobs(args: JobsArgs) -> Result<i32> {
                 let page = client.list_jobs(&filter).await?;
                 (page.jobs, page.next_cursor)
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
-            } else {
-                print!("{}", jobs_table(&jobs));
-            }
+            let format = match (json, quiet, format) {
+                (true, _, _) => Format::Json,
+                (_, true, _) => Format::Template("{{.id}}".into()),
+                (_, _, f) => f.unwrap_or(Format::Table),
+            };
+            print_jobs(&jobs, &format)?;
             if let Some(next) = next {
                 eprintln!("(more jobs: add --cursor {next} for the next page, or --all for all)");
             }
             Ok(0)
         }
-        JobsCommand::Get { id } => {
-            let job = client.get_job(id).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+        JobsCommand::Get { ids, format } => {
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.push(client.get_job(id).await?);
+            }
+            match format.unwrap_or(Format::Json) {
+                // One job prints as an object (as before), several as an array.
+                Format::Json if jobs.len() == 1 => {
+                    crate::outln!("{}", serde_json::to_string_pretty(&jobs[0])?)?
+                }
+                format => print_jobs(&jobs, &format)?,
+            }
             Ok(0)
         }
+        JobsCommand::Wait { ids } => wait_for_jobs(&client, &ids).await,
         JobsCommand::Cancel { id } => {
             let job = client.cancel(id).await?;
-            println!("{} {}", job.id, job.state.as_str());
+            crate::outln!("{} {}", job.id, job.state.as_str())?;
             Ok(0)
         }
         JobsCommand::Logs { id, follow, stream } => {
@@ -766,6 +833,101 @@ async fn jobs(args: JobsArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// How `jobs ls|get` print jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    /// `{{.field}}` / `{{.a.b}}` replaced by the job's JSON values; one line per job.
+    Template(String),
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    match s {
+        "table" => Ok(Format::Table),
+        "json" => Ok(Format::Json),
+        t if t.contains("{{") => {
+            // Check the template's shape now, so a typo fails before any request.
+            render_template(t, &serde_json::json!({})).map(|_| Format::Template(t.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not a format; use table, json, or a template such as '{{{{.id}}}} {{{{.state}}}}'"
+        )),
+    }
+}
+
+/// Renders `{{.a.b}}` placeholders from `value`. A placeholder naming no field renders empty
+/// (a job that has not finished has no `outcome`); a malformed one is an error.
+fn render_template(template: &str, value: &serde_json::Value) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed `{{{{` in the template {template:?}"))?;
+        let path = after[..end].trim();
+        let fields = path.strip_prefix('.').ok_or_else(|| {
+            format!("template placeholders name a field with a leading dot, like {{{{.id}}}}: got {{{{{path}}}}}")
+        })?;
+        let mut v = value;
+        if !fields.is_empty() {
+            for f in fields.split('.') {
+                v = v.get(f).unwrap_or(&serde_json::Value::Null);
+            }
+        }
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) => out.push_str(s),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
+}
+
+fn print_jobs(jobs: &[Job], format: &Format) -> Result<()> {
+    match format {
+        Format::Table => crate::out!("{}", jobs_table(jobs))?,
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(jobs)?)?,
+        Format::Template(t) => {
+            let mut text = String::new();
+            for job in jobs {
+                let line = render_template(t, &serde_json::to_value(job)?)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                text.push_str(&line);
+                text.push('\n');
+            }
+            crate::out!("{text}")?
+        }
+    }
+    Ok(())
+}
+
+/// `jobs wait`: polls each job until it is final (a cheap GET; no log bytes are transferred).
+async fn wait_for_jobs(client: &Client, ids: &[Uuid]) -> Result<i32> {
+    let mut first_failure = None;
+    for &id in ids {
+        let mut delay = Duration::from_millis(50);
+        let job = loop {
+            let job = client.get_job(id).await?;
+            if job.state.is_terminal() {
+                break job;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        };
+        let code = exit_code_for(job.state, job.outcome.as_ref());
+        crate::outln!("{} {} {}", job.id, job.state.as_str(), result_cell(&job))?;
+        if code != 0 && first_failure.is_none() {
+            first_failure = Some(code);
+        }
+    }
+    Ok(first_failure.unwrap_or(0))
 }
 
 /// `jobs logs -f`: copies the live output until the job ends; exit code 0 (the job's own result
@@ -949,8 +1111,8 @@ fn parse_defaults(arg: &str) -> Result<serde_json::Map<String, serde_json::Value
     }
 }
 
-async fn batch(args: BatchArgs) -> Result<i32> {
-    let client = args.server.client()?;
+async fn batch(args: BatchArgs, server: &ServerArgs) -> Result<i32> {
+    let client = server.client()?;
     match args.command {
         BatchCommand::Submit {
             file,
@@ -986,10 +1148,10 @@ async fn batch(args: BatchArgs) -> Result<i32> {
                 .submit_batch(&spec)
                 .await
                 .context("submitting the batch failed")?;
-            println!("{}", created.id);
+            crate::outln!("{}", created.id)?;
             if verbose {
                 for ((line, _), job_id) in jobs.iter().zip(&created.job_ids) {
-                    println!("{job_id}\tline {line}");
+                    crate::outln!("{job_id}\tline {line}")?;
                 }
             }
             if wait {
@@ -1063,16 +1225,16 @@ async fn wait_for_batch(client: &Client, id: Uuid, total: u64) -> Result<i32> {
 // ---------------------------------------------------------------------------------------------
 // module
 
-async fn module(args: ModuleArgs) -> Result<i32> {
-    let client = args.server.client()?;
+async fn module(args: ModuleArgs, server: &ServerArgs) -> Result<i32> {
+    let client = server.client()?;
     match args.command {
         ModuleCommand::Push { file } => {
-            let wasm = read_local_file(&file, "the Wasm module").await?;
+            let wasm = read_local_module(&file).await?;
             let module = client
                 .push_module(wasm)
                 .await
                 .with_context(|| format!("uploading {} failed", file.display()))?;
-            println!("{}", module.digest);
+            crate::outln!("{}", module.digest)?;
             Ok(0)
         }
     }
@@ -1104,6 +1266,19 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
             "{s:?} has no `=` and is not set in this environment (or is not UTF-8); write NAME=VALUE"
         )),
     }
+}
+
+/// The lines of an `--env-file`, each as `-e` would read it; errors name the line.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        vars.push(parse_env(line).map_err(|e| format!("line {}: {e}", i + 1))?);
+    }
+    Ok(vars)
 }
 
 /// `--file LOCAL[:GUESTPATH]`; the guest path defaults to the local file's name.
@@ -1187,28 +1362,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     })
 }
 
-/// A duration in milliseconds: `1500`, `1500ms`, `2s`, `1.5m`, `1h`.
+/// A duration with its unit, in milliseconds: `1500ms`, `2s`, `1.5m`, `1h`. A bare number is
+/// refused: `2` could mean 2 ms or 2 s, and a job limited to 2 ms by mistake fails confusingly.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (number, suffix) = split_number(t);
+    let hint = "write a number with a unit: ms, s, m or h (e.g. 1500ms, 2s, 5m)";
     let multiplier: u64 = match suffix.to_ascii_lowercase().as_str() {
-        "" | "ms" => 1,
+        "" if !number.is_empty() => {
+            return Err(format!(
+                "{s:?} has no unit; {hint} — did you mean {number}s or {number}ms?"
+            ));
+        }
+        "ms" => 1,
         "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration; write milliseconds or a number with ms, s, m or h \
-                 (e.g. 1500, 2s, 5m)"
-            ));
-        }
+        _ => return Err(format!("{s:?} is not a duration; {hint}")),
     };
-    scale(number, multiplier).ok_or_else(|| {
-        format!(
-            "{s:?} is not a duration; write milliseconds or a number with ms, s, m or h \
-             (e.g. 1500, 2s, 5m)"
-        )
-    })
+    scale(number, multiplier).ok_or_else(|| format!("{s:?} is not a duration; {hint}"))
 }
 
 /// A plain count; `_` separators allowed (`1_000_000`).
@@ -1359,7 +1531,12 @@ mod tests {
 
     #[test]
     fn durations_and_counts() {
-        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        let bare = parse_duration_ms("1500").unwrap_err();
+        assert!(
+            bare.contains("no unit") && bare.contains("1500s or 1500ms"),
+            "{bare}"
+        );
+        assert!(parse_duration_ms("").is_err());
         assert_eq!(parse_duration_ms("1500ms"), Ok(1500));
         assert_eq!(parse_duration_ms("2s"), Ok(2000));
         assert_eq!(parse_duration_ms("0.5s"), Ok(500));
@@ -1422,6 +1599,10 @@ mod tests {
         assert_eq!(
             classify_program("./prog").unwrap(),
             Program::LocalModule("./prog".into())
+        );
+        assert_eq!(
+            classify_program("examples/hello.wat").unwrap(),
+            Program::LocalModule("examples/hello.wat".into())
         );
         assert_eq!(
             classify_program("alpine:3.20").unwrap(),
@@ -1494,14 +1675,20 @@ mod tests {
 
     #[derive(Debug, Parser)]
     struct TestCli {
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(subcommand)]
         cmd: ClientCommand,
     }
 
-    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+    fn parse_with_server(args: &[&str]) -> Result<(ClientCommand, ServerArgs), clap::Error> {
         let m = TestCli::command()
             .try_get_matches_from(std::iter::once("nekton").chain(args.iter().copied()))?;
-        TestCli::from_arg_matches(&m).map(|c| c.cmd)
+        TestCli::from_arg_matches(&m).map(|c| (c.cmd, c.server))
+    }
+
+    fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
+        parse_with_server(args).map(|(cmd, _)| cmd)
     }
 
     #[test]
@@ -1511,7 +1698,7 @@ mod tests {
 
     #[test]
     fn run_arguments() {
-        let cmd = parse(&[
+        let (cmd, server) = parse_with_server(&[
             "run",
             "-e",
             "A=1",
@@ -1537,7 +1724,7 @@ mod tests {
         assert_eq!(r.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(r.memory, Some(64 << 20));
         assert_eq!(r.priority, Some(-5));
-        assert_eq!(r.server.server, "http://x:1");
+        assert_eq!(server.server, "http://x:1");
 
         let ClientCommand::Run(r) = parse(&["run", "alpine", "sh", "-c", "echo hi"]).unwrap()
         else {
@@ -1618,6 +1805,79 @@ mod tests {
             .is_ok()
         );
         assert!(parse(&["jobs", "get", "not-a-uuid"]).is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let vars = parse_env_file("# comment\n\nA=1\n  B=x=y\nC=\n").unwrap();
+        assert_eq!(
+            vars,
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "x=y".to_string()),
+                ("C".to_string(), String::new()),
+            ]
+        );
+        let err = parse_env_file("A=1\nNEKTON_SURELY_UNSET_VARIABLE_42\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn formats_and_templates() {
+        assert_eq!(parse_format("json"), Ok(Format::Json));
+        assert_eq!(parse_format("table"), Ok(Format::Table));
+        assert!(parse_format("yaml").unwrap_err().contains("template"));
+        assert!(parse_format("{{.id").unwrap_err().contains("unclosed"));
+        assert!(parse_format("{{id}}").unwrap_err().contains("leading dot"));
+        let v = serde_json::json!({"id": "j1", "state": "failed", "attempt": 2,
+            "outcome": {"reason": "exited", "exit_code": 3}, "usage": null});
+        assert_eq!(
+            render_template(
+                "{{.id}} {{ .state }}\\t{{.outcome.reason}}/{{.outcome.exit_code}}",
+                &v
+            ),
+            Ok("j1 failed\texited/3".to_string())
+        );
+        assert_eq!(
+            render_template("{{.usage.wall_ms}}|{{.nope}}", &v),
+            Ok("|".into())
+        );
+        let ClientCommand::Jobs(JobsArgs {
+            command: JobsCommand::Ls { quiet, .. },
+        }) = parse(&["jobs", "ls", "-q"]).unwrap()
+        else {
+            panic!("not jobs ls")
+        };
+        assert!(quiet);
+        assert!(parse(&["jobs", "ls", "-q", "--format", "json"]).is_err());
+        assert!(parse(&["jobs", "wait"]).is_err(), "wait needs an id");
+        let ClientCommand::Jobs(JobsArgs {
+            command: JobsCommand::Wait { ids },
+        }) = parse(&[
+            "jobs",
+            "wait",
+            &Uuid::nil().to_string(),
+            &Uuid::max().to_string(),
+        ])
+        .unwrap()
+        else {
+            panic!("not jobs wait")
+        };
+        assert_eq!(ids.len(), 2);
+    }
+
+    #[test]
+    fn server_flag_goes_before_or_after_the_subcommand() {
+        for args in [
+            &["--server", "http://h:1", "jobs", "ls"][..],
+            &["jobs", "--server", "http://h:1", "ls"][..],
+            &["jobs", "ls", "--server", "http://h:1"][..],
+            &["--server", "http://h:1", "image", "ls"][..],
+            &["batch", "submit", "x.jsonl", "--server", "http://h:1"][..],
+        ] {
+            let (_, server) = parse_with_server(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(server.server, "http://h:1", "{args:?}");
+        }
     }
 
     #[test]

@@ -17,8 +17,6 @@ use crate::api::types::{Image, ImageKindView, PullResult};
 /// `nekton image`.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
     #[command(subcommand)]
     pub command: ImageCommand,
 }
@@ -63,8 +61,8 @@ pub enum ImageCommand {
 }
 
 /// Runs `nekton image ...`; returns the exit code.
-pub async fn image(args: ImageArgs) -> Result<i32> {
-    let client = args.server.client()?;
+pub async fn image(args: ImageArgs, server: &ServerArgs) -> Result<i32> {
+    let client = server.client()?;
     match args.command {
         ImageCommand::Pull {
             reference,
@@ -86,21 +84,21 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
                     result.stats.blobs_cached
                 )
             };
-            println!(
+            crate::outln!(
                 "{} {} ({}, {})",
                 result.image.reference,
                 result.image.manifest_digest,
                 describe_kind(&result.image),
                 how
-            );
+            )?;
             Ok(0)
         }
         ImageCommand::Ls { json } => {
             let list = client.list_images().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list.images)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&list.images)?)?;
             } else {
-                print!("{}", images_table(&list.images));
+                crate::out!("{}", images_table(&list.images))?;
             }
             Ok(0)
         }
@@ -108,7 +106,7 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
             let mut failed = false;
             for r in &references {
                 match client.delete_image(r).await {
-                    Ok(image) => println!("removed {}", image.reference),
+                    Ok(image) => crate::outln!("removed {}", image.reference)?,
                     Err(e) => {
                         eprintln!("nekton: {r}: {e:#}");
                         failed = true;
@@ -116,7 +114,9 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
                 }
             }
             match client.gc_images().await {
-                Ok(gc) if gc.freed_bytes > 0 => println!("freed {}", human_bytes(gc.freed_bytes)),
+                Ok(gc) if gc.freed_bytes > 0 => {
+                    crate::outln!("freed {}", human_bytes(gc.freed_bytes))?
+                }
                 Ok(_) => {}
                 Err(e) => eprintln!("nekton: garbage collection after removal failed: {e:#}"),
             }
@@ -129,23 +129,23 @@ pub async fn image(args: ImageArgs) -> Result<i32> {
                 .await
                 .with_context(|| format!("importing {} failed", path.display()))?;
             for image in &result.images {
-                println!(
+                crate::outln!(
                     "imported {} {} ({})",
                     image.reference,
                     image.manifest_digest,
                     describe_kind(image)
-                );
+                )?;
             }
             Ok(0)
         }
         ImageCommand::Gc => {
             let gc = client.gc_images().await?;
-            println!(
+            crate::outln!(
                 "removed {} blobs and {} layers, freed {}",
                 gc.removed_blobs.len(),
                 gc.removed_layers.len(),
                 human_bytes(gc.freed_bytes)
-            );
+            )?;
             Ok(0)
         }
     }

@@ -14,6 +14,26 @@
 //! // in main: Command::Client(cmd) => std::process::exit(nekton::cli::execute_or_report(cmd).await),
 //! ```
 
+/// `println!` that returns the write error instead of panicking, so a closed pipe
+/// (`nekton jobs ls | head -1`) ends the command quietly (see [`commands::is_broken_pipe`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        writeln!(::std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write error instead of panicking (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut out = ::std::io::stdout().lock();
+        write!(out, $($arg)*).and_then(|()| out.flush())
+    }};
+}
+
 pub mod client;
 pub mod commands;
 pub mod image;
@@ -24,5 +44,5 @@ pub use client::{
 };
 pub use commands::{
     BatchArgs, BatchCommand, ClientCommand, JobsArgs, JobsCommand, ModuleArgs, ModuleCommand,
-    RunArgs, ServerArgs, execute, execute_or_report, exit_code_for,
+    RunArgs, ServerArgs, execute, execute_or_report, exit_code_for, is_broken_pipe,
 };

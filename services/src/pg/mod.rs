@@ -23,6 +23,7 @@ mod account;
 mod binaries;
 mod error;
 mod process;
+pub mod supervisor;
 
 #[cfg(test)]
 mod tests;
@@ -283,6 +284,13 @@ impl EmbeddedPostgres {
                 None => tracing::error!(pid, "embedded PostgreSQL could not be stopped"),
             }
         }
+    }
+
+    /// A future (not borrowing `self`) that resolves when the server process exits, for whatever
+    /// reason, saying how it ended ("exit code 0", "killed by SIGKILL"). [`supervisor`] uses it
+    /// to notice a crash.
+    pub fn exit_watcher(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.child.exit_watcher()
     }
 
     /// Immediate shutdown (SIGQUIT) from synchronous code, blocking up to ~10 s. For exit paths

@@ -169,6 +169,21 @@ impl Supervised {
         }
     }
 
+    /// A future, independent of `self`, that resolves with how the child ended.
+    pub(crate) fn exit_watcher(
+        &self,
+    ) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.exit_rx.clone();
+        async move {
+            match rx.wait_for(Option::is_some).await {
+                Ok(v) => v
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_string(), |e| e.description.clone()),
+                Err(_) => "its supervising thread ended".to_string(),
+            }
+        }
+    }
+
     /// Waits at most `timeout` for the child to end.
     pub(crate) async fn wait_timeout(&self, timeout: Duration) -> Option<Exited> {
         tokio::time::timeout(timeout, self.wait()).await.ok()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What the test command needs beyond scripts/setup.sh (sourced by scripts/test.sh). Idempotent.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+need_apt=()
+# The hostile-job tests compile small C probes with `gcc -static` (needs libc.a).
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || compgen -G "/usr/lib/*/libc.a" >/dev/null 2>&1 || need_apt+=(libc6-dev)
+# The image tests run a real OCI registry on 127.0.0.1 and build images from a static busybox.
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# The container benchmark (load-tests containers) runs crun and runc side by side with nekton.
+command -v crun >/dev/null 2>&1 || need_apt+=(crun)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+# scripts/check-image.sh packs the image with umoci; scripts/check-deploy.sh needs Python's venv.
+command -v umoci >/dev/null 2>&1 || need_apt+=(umoci)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+
+if ((${#need_apt[@]})); then
+    echo "setup-test: installing ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
