@@ -1,4 +1,4 @@
--- nekton's job queue. See ARCHITECTURE.md ("The queue") and shared/design/queue.md.
+-- nekton's job queue. See ARCHITECTURE.md and docs/queue.md for the rules this schema keeps.
 -- The hot row (jobs) is narrow and holds only the state machine; everything written once lives in
 -- its own table.
 

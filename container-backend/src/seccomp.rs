@@ -1166,7 +1166,7 @@ mod tests {
             .iter()
             .flat_map(|g| g.names.iter().map(String::as_str))
             .collect();
-        // What the design (sandbox.md) and issue 4 require to be refused outright.
+        // What docs/sandbox.md requires to be refused outright.
         for must in [
             "io_uring_setup",
             "io_uring_enter",

@@ -1,4 +1,4 @@
-//! The hostile-job suite (sandbox.md, "Hostile jobs the service must survive"), against the
+//! The hostile-job suite (docs/sandbox.md, "Testing the walls"), against the
 //! container backend and the real kernel. Each hostile job runs beside an honest job; after
 //! it, the honest job's verdict and output, the host (a sentinel process, a secret file,
 //! `core_pattern`, the hostname) and the state dir (no job dirs, mounts or processes) are

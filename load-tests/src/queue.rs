@@ -1,5 +1,5 @@
 //! `queue`: the queue alone, with no HTTP and no sandbox — the reference figure
-//! `shared/design/queue.md` asks for beside the end-to-end one. Jobs are inserted straight into the
+//! docs/queue.md asks for beside the end-to-end one. Jobs are inserted straight into the
 //! server's database on a queue of their own (the server's worker does not take from it), then
 //! several loops claim and complete them with the service's own statements
 //! (`nekton::store::queue::{claim, complete}`), optionally storing a one-chunk log per job

@@ -1,4 +1,4 @@
-//! The PostgreSQL queue's rules (shared/design/queue.md), exercised directly against a real
+//! The PostgreSQL queue's rules (docs/queue.md), exercised directly against a real
 //! database: claims, fencing, rescue, retries, cancel flags, retention.
 
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! after the other on a single-threaded tokio runtime — each with a fresh output sink, a fresh
 //! `Store` and instance, live stdout — and prints the mean, p50 and p99 latency per job in
 //! microseconds and the resulting jobs per second on one core. The design target
-//! (`shared/design/sandbox.md`) is 33–100 µs per job.
+//! (docs/sandbox.md) is 33–100 µs per job.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! ([`jobs`]), the worker's queue operations ([`queue`]), log chunks ([`logs`]) and modules
 //! ([`modules`]).
 //!
-//! Invariants (see shared/design/queue.md):
+//! Invariants (the reasons are in docs/queue.md):
 //! - The `jobs` row holds only the state machine; specs, leases, attempt results and log chunks
 //!   live in their own tables.
 //! - Every write a worker makes is fenced by `(job, attempt, worker, state = 'running')`.
@@ -21,7 +21,40 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Applies any pending migration.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    accept_comment_rewrites(pool).await?;
     MIGRATOR.run(pool).await
+}
+
+/// Migrations whose text changed after release in comments only, with the SHA-384 they had then.
+/// sqlx refuses a database whose recorded checksum differs from the file's; for these versions
+/// the recorded old checksum is replaced by the new one first (nothing else about them changed).
+const COMMENT_ONLY_REWRITES: &[(i64, &str)] = &[(
+    // 0001: its first line named a design page that lived outside the repository.
+    1,
+    "669df24ddc2434be27fbceed2f1a10f1450bf9309f1ccdc7392a69da1e50b85fa5dff816b6fb81dd1c63b2843f2b2212",
+)];
+
+async fn accept_comment_rewrites(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(());
+    }
+    for (version, old) in COMMENT_ONLY_REWRITES {
+        let Some(current) = MIGRATOR.iter().find(|m| m.version == *version) else {
+            continue;
+        };
+        sqlx::query(
+            "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = decode($3, 'hex')",
+        )
+        .bind(current.checksum.as_ref())
+        .bind(version)
+        .bind(old)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 /// NOTIFY channel: a job became claimable; payload = queue name.
@@ -41,4 +74,46 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database migrated by a release whose 0001 had the old comment still migrates, and ends
+    /// with the current checksum; an unknown checksum is still refused.
+    #[tokio::test]
+    async fn a_database_migrated_before_a_comment_rewrite_still_migrates() {
+        let db = crate::testing::TestDb::new().await;
+        migrate(&db.pool).await.expect("fresh database");
+        let (version, old) = COMMENT_ONLY_REWRITES[0];
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = decode($1, 'hex') WHERE version = $2")
+            .bind(old)
+            .bind(version)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        migrate(&db.pool)
+            .await
+            .expect("a database with the old checksum migrates");
+        let now: Vec<u8> =
+            sqlx::query_scalar("SELECT checksum FROM _sqlx_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let current = MIGRATOR.iter().find(|m| m.version == version).unwrap();
+        assert_eq!(now, current.checksum.as_ref());
+        assert_ne!(hex::encode(&now), old, "the file did change");
+
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = $1")
+            .bind(version)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(
+            migrate(&db.pool).await.is_err(),
+            "any other modification is still refused"
+        );
+    }
 }
