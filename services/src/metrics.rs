@@ -111,6 +111,13 @@ impl Metrics {
         self.job_wall_seconds.observe(wall_ms as f64 / 1000.0);
     }
 
+    /// The Prometheus text exposition (format 0.0.4), for clients that do not ask for
+    /// OpenMetrics: `curl`, `promtool check metrics`, older scrapers. Same families and samples;
+    /// a counter's HELP and TYPE name its `_total` sample, as that format requires.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -118,5 +125,86 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// Rewrites an OpenMetrics exposition as Prometheus text format 0.0.4: counter families are named
+/// by their `_total` sample in HELP and TYPE, `# UNIT` and `# EOF` are dropped. Families of other
+/// types keep their names.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let shown = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some((help_name, text)) = pending_help.take()
+                && help_name == name
+            {
+                out.push_str(&format!("# HELP {shown} {text}\n"));
+            }
+            let kind = match kind {
+                "counter" | "gauge" | "histogram" | "summary" => kind,
+                _ => "untyped",
+            };
+            out.push_str(&format!("# TYPE {shown} {kind}\n"));
+            continue;
+        }
+        if let Some((name, text)) = pending_help.take() {
+            out.push_str(&format!("# HELP {name} {text}\n"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_by_their_total_sample() {
+        let m = Metrics::new();
+        m.jobs_submitted.inc();
+        m.job_finished("succeeded", "exited");
+        m.observe_job_wall(3);
+        let text = m.encode_text();
+        assert!(
+            text.contains("# HELP nekton_jobs_submitted_total Jobs accepted"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE nekton_jobs_submitted_total counter\nnekton_jobs_submitted_total 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE nekton_jobs_running gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE nekton_job_wall_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(text.contains("nekton_job_wall_seconds_count 1\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            m.encode().ends_with("# EOF\n"),
+            "OpenMetrics keeps its terminator"
+        );
     }
 }
