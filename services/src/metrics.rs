@@ -20,6 +20,18 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// All metrics of a process. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -31,6 +43,11 @@ pub struct Metrics {
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
     pub http_responses: Family<RequestLabels, Counter>,
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    pub queue_oldest_age_seconds: Family<QueueLabels, GaugeF64>,
+    pub table_dead_tuple_ratio: Family<TableLabels, GaugeF64>,
+    /// Serialises scrape-time refreshes of the database figures.
+    refresh: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Metrics {
@@ -86,8 +103,30 @@ impl Metrics {
             "HTTP responses by status",
             http_responses.clone(),
         );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Jobs waiting (queued or scheduled) per queue, read from the database at scrape time",
+            queue_depth.clone(),
+        );
+        let queue_oldest_age_seconds = Family::<QueueLabels, GaugeF64>::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Seconds since the oldest waiting job of each queue was submitted",
+            queue_oldest_age_seconds.clone(),
+        );
+        let table_dead_tuple_ratio = Family::<TableLabels, GaugeF64>::default();
+        registry.register(
+            "table_dead_tuple_ratio",
+            "Dead tuples over all tuples of the queue's hot tables (PostgreSQL statistics)",
+            table_dead_tuple_ratio.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            queue_depth,
+            queue_oldest_age_seconds,
+            table_dead_tuple_ratio,
+            refresh: Arc::new(tokio::sync::Mutex::new(())),
             jobs_submitted,
             jobs_finished,
             jobs_running,
@@ -109,6 +148,30 @@ impl Metrics {
 
     pub fn observe_job_wall(&self, wall_ms: u64) {
         self.job_wall_seconds.observe(wall_ms as f64 / 1000.0);
+    }
+
+    /// Reads the database-wide figures (queue depth and age, dead tuples) into their gauges. A
+    /// queue that has emptied drops out of the series. Errors leave the previous values and are
+    /// returned for the caller to log.
+    pub async fn refresh_from_db(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.refresh.lock().await;
+        let queues = crate::store::stats::queue_stats(pool).await?;
+        let tables = crate::store::stats::dead_tuple_ratios(pool).await?;
+        self.queue_depth.clear();
+        self.queue_oldest_age_seconds.clear();
+        for q in queues {
+            let labels = QueueLabels { queue: q.queue };
+            self.queue_depth.get_or_create(&labels).set(q.depth);
+            self.queue_oldest_age_seconds
+                .get_or_create(&labels)
+                .set(q.oldest_age_seconds);
+        }
+        for (table, ratio) in tables {
+            self.table_dead_tuple_ratio
+                .get_or_create(&TableLabels { table })
+                .set(ratio);
+        }
+        Ok(())
     }
 
     /// The Prometheus text exposition (format 0.0.4), for clients that do not ask for

@@ -83,6 +83,12 @@ async fn exposed_metrics_match_the_catalogue_and_pass_promtool() {
         Duration::from_secs(30),
     )
     .await;
+    // Three jobs wait on a queue no worker takes.
+    for _ in 0..3 {
+        let mut spec = Harness::spec(&hello);
+        spec.queue = Some("nobody".into());
+        h.submit(&spec).await;
+    }
     let resp = h
         .http
         .get(format!("{}/metrics", h.base))
@@ -94,6 +100,19 @@ async fn exposed_metrics_match_the_catalogue_and_pass_promtool() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = resp.text().await.unwrap();
+
+    assert!(
+        text.contains("nekton_queue_depth{queue=\"nobody\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("nekton_queue_depth{queue=\"default\"}"),
+        "the default queue is empty: {text}"
+    );
+    assert!(
+        text.contains("nekton_table_dead_tuple_ratio{table=\"jobs\"}"),
+        "{text}"
+    );
 
     let documented = catalogue();
     let found = exposed(&text);

@@ -17,17 +17,28 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, body = String), (status = 503, body = super::types::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the database does not answer",
-            )
-        })?;
+    // Bounded: a load balancer must learn of a lost database in about a second, not after the
+    // pool's acquire timeout.
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database does not answer",
+        )
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        sqlx::query("SELECT 1").execute(&state.pool),
+    )
+    .await
+    .map_err(|_| {
+        tracing::warn!("readiness check: the database did not answer within 1 s");
+        unavailable()
+    })?
+    .map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        unavailable()
+    })?;
     Ok("ready")
 }
 
@@ -35,6 +46,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 /// Prometheus text format 0.0.4 (curl, promtool). The catalogue is docs/metrics.md.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    // The database figures are read now, bounded so a slow database cannot hang a scrape.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.metrics.refresh_from_db(&state.pool),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading queue figures for /metrics failed"),
+        Err(_) => tracing::warn!(
+            "reading queue figures for /metrics took over 2 s; served the previous values"
+        ),
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

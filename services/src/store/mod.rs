@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod logs;
 pub mod modules;
 pub mod queue;
+pub mod stats;
 
 use sqlx::PgPool;
 

@@ -1,0 +1,51 @@
+//! Figures about the queue itself, read at scrape time for `/metrics` (docs/metrics.md).
+
+use sqlx::PgPool;
+
+/// Jobs waiting in one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStat {
+    pub queue: String,
+    /// Jobs `queued` or `scheduled` (waiting for a retry's backoff).
+    pub depth: i64,
+    /// Seconds since the oldest waiting job was submitted.
+    pub oldest_age_seconds: f64,
+}
+
+/// Depth and oldest age per queue with waiting jobs. Reads the claim's partial index only
+/// (`jobs_claimable` covers exactly the waiting rows), so its cost follows the backlog, not the
+/// table.
+pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStat>, sqlx::Error> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT queue, count(*), \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
+         FROM jobs WHERE state IN ('queued', 'scheduled') GROUP BY queue",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue, depth, oldest_age_seconds)| QueueStat {
+            queue,
+            depth,
+            oldest_age_seconds,
+        })
+        .collect())
+}
+
+/// The queue's hot tables.
+pub const HOT_TABLES: [&str; 5] = ["jobs", "leases", "job_attempts", "job_specs", "log_chunks"];
+
+/// Dead tuples as a fraction of all tuples, per hot table, from PostgreSQL's statistics (which
+/// lag by up to a few seconds). A ratio that stays high means VACUUM is not keeping up — or a
+/// long transaction holds it back — and claims will slow down.
+pub async fn dead_tuple_ratios(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT relname::text, CASE WHEN n_live_tup + n_dead_tup = 0 THEN 0 \
+                ELSE n_dead_tup::float8 / (n_live_tup + n_dead_tup) END \
+         FROM pg_stat_user_tables WHERE relname = ANY($1)",
+    )
+    .bind(&HOT_TABLES[..])
+    .fetch_all(pool)
+    .await
+}
