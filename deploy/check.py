@@ -50,6 +50,23 @@ def grace_flag(args):
     return 30  # the binary's default
 
 
+def check_dashboard():
+    """Every metric a Grafana panel queries is one docs/metrics.md catalogues (and the server
+    exposes: services/tests/metrics.rs checks that side)."""
+    import json
+    dash_path = ROOT.parent / "grafana" / "nekton-dashboard.json"
+    catalogue = (ROOT.parent.parent / "docs" / "metrics.md").read_text()
+    known = set(re.findall(r"^\| `(nekton_[a-z_]+)`", catalogue, re.M))
+    dash = json.loads(dash_path.read_text())
+    for panel in dash.get("panels", []):
+        for target in panel.get("targets", []):
+            for name in re.findall(r"nekton_[a-z_]+", target.get("expr", "")):
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                if name not in known and base not in known:
+                    problem(f"grafana/nekton-dashboard.json: panel {panel.get('title')!r} queries "
+                            f"{name}, which docs/metrics.md does not list")
+
+
 def main():
     objs = load()
     workloads = by_kind(objs, "Deployment") + by_kind(objs, "DaemonSet") + by_kind(objs, "Job")
@@ -114,6 +131,7 @@ def main():
                 problem(f"{f}: ServiceMonitor endpoint port {ep.get('port')!r} is not one of {sorted(ports)}")
             if ep.get("path", "/metrics") != "/metrics":
                 problem(f"{f}: nekton serves metrics at /metrics, not {ep.get('path')}")
+    check_dashboard()
     print(f"deploy/check.py: {len(objs)} objects, {len(problems)} problems")
     return len(problems)
 
