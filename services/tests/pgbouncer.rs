@@ -111,11 +111,11 @@ async fn api_and_worker_run_through_pgbouncer_in_session_mode() {
     let mut exited = false;
     while let Some(ev) = futures::StreamExt::next(&mut events).await {
         match ev.unwrap() {
-            LogStreamEvent::Log { bytes, stream, .. }
-                if stream == nekton::cli::StdStream::Stdout =>
-            {
-                stdout.extend_from_slice(&bytes)
-            }
+            LogStreamEvent::Log {
+                bytes,
+                stream: nekton::cli::StdStream::Stdout,
+                ..
+            } => stdout.extend_from_slice(&bytes),
             LogStreamEvent::Exit { .. } => {
                 exited = true;
                 break;
