@@ -46,6 +46,7 @@ mod queue;
 mod server;
 mod stats;
 mod throughput;
+mod watchers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,6 +119,8 @@ enum Command {
     All(AllArgs),
     /// /bin/true containers: nekton (direct and through the API) vs crun vs runc. Root only.
     Containers(containers::ContainersArgs),
+    /// Thousands of SSE clients following live jobs: latency, RSS per client, descriptors.
+    Watchers(watchers::WatchersArgs),
 }
 
 #[derive(Args)]
@@ -191,6 +194,7 @@ enum Bench<'a> {
     Logs(&'a logs::LogsArgs),
     Queue(&'a queue::QueueArgs),
     Containers(&'a containers::ContainersArgs),
+    Watchers(&'a watchers::WatchersArgs),
 }
 
 impl Bench<'_> {
@@ -201,6 +205,7 @@ impl Bench<'_> {
             Bench::Logs(_) => "logs",
             Bench::Queue(_) => "queue",
             Bench::Containers(_) => "containers",
+            Bench::Watchers(_) => "watchers",
         }
     }
 
@@ -211,6 +216,7 @@ impl Bench<'_> {
             Bench::Logs(a) => logs::run(ctx, a).await,
             Bench::Queue(a) => queue::run(ctx, a).await,
             Bench::Containers(a) => containers::run(ctx, a).await,
+            Bench::Watchers(a) => watchers::run(ctx, a).await,
         }
     }
 }
@@ -222,6 +228,7 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Logs(a) => vec![Bench::Logs(a)],
         Command::Queue(a) => vec![Bench::Queue(a)],
         Command::Containers(a) => vec![Bench::Containers(a)],
+        Command::Watchers(a) => vec![Bench::Watchers(a)],
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -450,6 +457,13 @@ fn main() {
     // `rustls-tls-no-provider`); the load tests speak plain HTTP, yet building a client needs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // `watchers` opens thousands of connections: lift the soft descriptor limit to the hard one.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
     // Before any thread exists: the container benchmark needs its own mount namespace.
     if matches!(cli.command, Command::Containers(_))
         && let Err(e) = containers::prepare_namespace()

@@ -469,8 +469,22 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// Lifts the soft limit on open descriptors to the hard one: every SSE client, database
+/// connection and job pipe is a descriptor, and distributions still default the soft limit to
+/// 1024 (Go and nginx do the same at start). Container jobs set their own limits.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("nekton: cannot raise the open-files limit from {soft} to {hard}: {e}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    raise_open_files_limit();
     let cli = Cli::parse();
     let code = match main_inner(cli).await {
         Ok(code) => code,
