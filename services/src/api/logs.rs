@@ -30,6 +30,8 @@ use crate::store::logs::{self, StoredChunk};
 
 /// Chunks read per query.
 const PAGE: i64 = 256;
+/// The `retry:` sent to SSE clients: how long an EventSource waits before reconnecting.
+const RECONNECT: Duration = Duration::from_secs(1);
 /// Streams re-check the database this often even without a notification.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -77,6 +79,7 @@ pub struct LogParams {
         LogParams),
     responses(
         (status = 200, description = "SSE stream (text/event-stream) or raw output (application/octet-stream)", body = String),
+        (status = 204, description = "SSE resume after the final `exit` event of a finished job: nothing more will come"),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
     ))]
@@ -130,9 +133,19 @@ pub async fn logs(
             .with_field("Last-Event-ID")
         })?),
     };
+    // A client resuming after the final `exit` event has everything: 204 tells an EventSource
+    // to stop reconnecting (the SSE specification's way to end a stream for good).
+    if resume == Some(Position::End) && job.state.is_terminal() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(follow(state, id, resume, tx));
-    let events = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
+    // First, how soon a browser's EventSource should reconnect after a dropped connection.
+    let retry = tokio_stream::once(Event::default().retry(RECONNECT));
+    let events = tokio_stream::StreamExt::map(
+        tokio_stream::StreamExt::chain(retry, ReceiverStream::new(rx)),
+        Ok::<_, Infallible>,
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
