@@ -145,6 +145,7 @@
 //!   (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
+mod protocol;
 mod rootfs;
 mod run;
 mod seccomp;

@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::cgroup::JobCgroup;
-use super::spawn::{
-    ChildFds, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_NOT_FOUND, ERR_SPEC, FileSpec, STATUS_LEN,
-    Spawned,
-};
+use super::protocol::{self, CONTROL_KILL, ErrorKind, ErrorReportError};
+use super::spawn::{ChildFds, ChildSpec, FileSpec, Spawned};
 use image_store::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
 use runtime_core::{
     ExecReport, ExecRequest, JobIo, NetworkMode, Outcome, OutcomeReason, OutputLimitExceeded,
@@ -279,7 +277,7 @@ impl Guard {
     fn kill(&mut self) {
         if let Some(fd) = &self.control {
             // A byte (or the close below) tells P1 to SIGKILL the container's init.
-            let _ = nix::unistd::write(fd, b"k");
+            let _ = nix::unistd::write(fd, &[CONTROL_KILL]);
         }
     }
 
@@ -351,34 +349,42 @@ struct Status {
 }
 
 fn parse_status(b: &[u8]) -> Option<Status> {
-    if b.len() < STATUS_LEN {
-        return None;
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    let s = protocol::Status::decode(b).ok()?;
+    let (signaled, value) = s.signaled_value();
     Some(Status {
-        signaled: u32_at(0) == 2,
-        value: u32_at(4) as i32,
-        user: Duration::from_micros(u64_at(8)),
-        system: Duration::from_micros(u64_at(16)),
-        maxrss_kib: u64_at(24),
+        signaled,
+        value,
+        user: s.user,
+        system: s.system,
+        maxrss_kib: s.maxrss_kib,
     })
 }
 
 fn setup_error(msg: &[u8]) -> Outcome {
-    let (kind, text) = msg.split_first().unwrap_or((&ERR_INTERNAL, &[]));
-    let text = image_store::display_bytes(text);
-    let reason = match *kind {
-        ERR_SPEC | ERR_NOT_FOUND => OutcomeReason::SpecError,
-        ERR_IMAGE => OutcomeReason::ImageError,
-        _ => OutcomeReason::InternalError,
-    };
-    let text = if *kind == ERR_INTERNAL {
-        format!("container setup failed: {text}")
-    } else {
-        text
-    };
-    Outcome::with_reason(reason, text)
+    match protocol::decode_error(msg) {
+        Ok(Some((kind, text))) => {
+            let (reason, text) = match kind {
+                ErrorKind::Spec | ErrorKind::NotFound => (OutcomeReason::SpecError, text),
+                ErrorKind::Image => (OutcomeReason::ImageError, text),
+                ErrorKind::Internal => (
+                    OutcomeReason::InternalError,
+                    format!("container setup failed: {text}"),
+                ),
+            };
+            Outcome::with_reason(reason, text)
+        }
+        Ok(None) => Outcome::with_reason(
+            OutcomeReason::InternalError,
+            "container setup failed: an empty error report",
+        ),
+        Err(ErrorReportError::UnknownKind(b)) => Outcome::with_reason(
+            OutcomeReason::InternalError,
+            format!(
+                "container setup failed: an error report of unknown kind {b:#04x}: {}",
+                image_store::display_bytes(msg.get(1..).unwrap_or_default())
+            ),
+        ),
+    }
 }
 
 fn check_fsconfig_path(p: &Path) -> Result<CString, String> {

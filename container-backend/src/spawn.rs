@@ -5,7 +5,10 @@
 //! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
 //! parent's objects, and never takes a lock another worker thread may hold (no `std::env`, no
 //! stdout/stderr printing, no tracing). It may allocate: the fork is glibc's `fork()`, whose
-//! atfork handlers leave malloc usable in the child.
+//! atfork handlers leave malloc usable in the child — which holds only while no
+//! `#[global_allocator]` replaces glibc malloc (see "The after-fork allocation rule" in
+//! [`super::protocol`], enforced by a test). What crosses a process boundary (descriptor
+//! numbers, pipe bytes, the error report, the status record) is defined in [`super::protocol`].
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -13,25 +16,13 @@ use std::sync::mpsc;
 
 use nix::errno::Errno;
 
+use super::protocol::{
+    self, ChildError, ErrorKind, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_STATUS, FD_STDERR, FD_STDIN,
+    FD_STDOUT, LIFELINE_GO, os,
+};
 use super::rootfs;
 use super::sys;
 use super::users::ResolvedUser;
-
-/// Descriptor numbers in P1/P2/P3 after [`p1_main`] rearranged them (everything else is closed).
-pub(crate) const FD_STATUS: RawFd = 3;
-pub(crate) const FD_STDOUT: RawFd = 4;
-pub(crate) const FD_STDERR: RawFd = 5;
-pub(crate) const FD_STDIN: RawFd = 6;
-pub(crate) const FD_ERR: RawFd = 7;
-pub(crate) const FD_CONTROL: RawFd = 8;
-const FD_FIRST_FREE: RawFd = 9;
-
-/// Kinds of setup failure, first byte of a message on the error pipe.
-pub(crate) const ERR_SPEC: u8 = b'S';
-pub(crate) const ERR_IMAGE: u8 = b'I';
-pub(crate) const ERR_INTERNAL: u8 = b'X';
-/// `execve` found no such file: the worker words it as a spec error naming the command.
-pub(crate) const ERR_NOT_FOUND: u8 = b'N';
 
 /// Signals the init forwards to the job (everything else it receives is SIGCHLD).
 const FORWARDED: [libc::c_int; 6] = [
@@ -202,26 +193,6 @@ fn spawn_p1(spec: &ChildSpec) -> Result<Spawned, Errno> {
 // ---------------------------------------------------------------------------------------------
 // Child side.
 
-/// An error of the container setup, reported on the error pipe.
-pub(crate) struct ChildError {
-    pub kind: u8,
-    pub msg: String,
-}
-
-impl ChildError {
-    pub fn new(kind: u8, msg: impl Into<String>) -> Self {
-        Self {
-            kind,
-            msg: msg.into(),
-        }
-    }
-}
-
-/// `map_err` helper: `what: <errno text>`.
-pub(crate) fn os(kind: u8, what: impl std::fmt::Display) -> impl FnOnce(Errno) -> ChildError {
-    move |e| ChildError::new(kind, format!("{what}: {}", e.desc()))
-}
-
 fn exit(code: libc::c_int) -> ! {
     // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
     // destructors, which is what a forked child must do.
@@ -244,11 +215,7 @@ fn write_all_raw(fd: RawFd, mut buf: &[u8]) {
 
 /// Reports `err` on the error pipe and exits with 127.
 fn fail(err: ChildError) -> ! {
-    let mut msg = Vec::with_capacity(err.msg.len().min(2000) + 1);
-    msg.push(err.kind);
-    let text = err.msg.as_bytes();
-    msg.extend_from_slice(&text[..text.len().min(2000)]);
-    write_all_raw(FD_ERR, &msg);
+    write_all_raw(FD_ERR, &protocol::encode_error(&err));
     exit(127)
 }
 
@@ -333,13 +300,13 @@ fn p1_main(spec: &ChildSpec) -> ! {
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             fail_early(
                 spec,
-                os(ERR_INTERNAL, "joining the job's network namespace")(Errno::last()),
+                os(ErrorKind::Internal, "joining the job's network namespace")(Errno::last()),
             );
         }
     }
     if let Err(e) = rearrange_fds(spec) {
         fail(ChildError::new(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             format!("container setup: moving descriptors: {}", e.desc()),
         ));
     }
@@ -358,16 +325,19 @@ fn p1_main(spec: &ChildSpec) -> ! {
     // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
     if unsafe { libc::unshare(flags) } != 0 {
         fail(os(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             "unshare(mount, uts, ipc, net, pid namespaces)",
         )(Errno::last()));
     }
     if let Err(e) = loopback_up() {
-        fail(os(ERR_INTERNAL, "bringing up the job's loopback interface")(e));
+        fail(os(
+            ErrorKind::Internal,
+            "bringing up the job's loopback interface",
+        )(e));
     }
     if let Err(e) = sys::make_rprivate() {
         fail(os(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             "making / private in the job's mount namespace",
         )(e));
     }
@@ -376,12 +346,14 @@ fn p1_main(spec: &ChildSpec) -> ! {
     let mut life = [0 as RawFd; 2];
     // SAFETY: `life` has room for the two descriptors.
     if unsafe { libc::pipe2(life.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        fail(os(ERR_INTERNAL, "pipe")(Errno::last()));
+        fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
     }
     // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in _exit.
     let p2 = unsafe { libc::fork() };
     if p2 < 0 {
-        fail(os(ERR_INTERNAL, "fork of the container init")(Errno::last()));
+        fail(os(ErrorKind::Internal, "fork of the container init")(
+            Errno::last(),
+        ));
     }
     if p2 == 0 {
         close(life[1]);
@@ -396,7 +368,7 @@ fn p1_main(spec: &ChildSpec) -> ! {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
         fail(e);
     }
-    write_all_raw(life[1], b"g");
+    write_all_raw(life[1], &[LIFELINE_GO]);
     for fd in [FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR] {
         close(fd);
     }
@@ -422,7 +394,7 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(os(
-                ERR_INTERNAL,
+                ErrorKind::Internal,
                 format!("joining the job's cgroup: open {}", path.to_string_lossy()),
             )(Errno::last()));
         }
@@ -432,7 +404,7 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         close(fd);
         if r != text.len() as isize {
             return Err(os(
-                ERR_INTERNAL,
+                ErrorKind::Internal,
                 format!("joining the job's cgroup: write {}", path.to_string_lossy()),
             )(err));
         }
@@ -442,11 +414,8 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
 
 /// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
 fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
-    let mut msg = Vec::with_capacity(err.msg.len() + 1);
-    msg.push(err.kind);
-    msg.extend_from_slice(err.msg.as_bytes());
     // The error pipe is still at its original number here.
-    write_all_raw(spec.fds.err_w.as_raw_fd(), &msg);
+    write_all_raw(spec.fds.err_w.as_raw_fd(), &protocol::encode_error(&err));
     exit(127)
 }
 
@@ -536,7 +505,7 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         let mut b = 0u8;
         // SAFETY: reading one byte into a local.
         let r = unsafe { libc::read(lifeline, (&mut b as *mut u8).cast(), 1) };
-        if r == 1 && b == b'g' {
+        if r == 1 && b == LIFELINE_GO {
             break;
         }
         if r < 0 && Errno::last() == Errno::EINTR {
@@ -547,7 +516,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     // A cgroup namespace rooted at the job's cgroup: the job sees its cgroup as `/`.
     // SAFETY: unshare with a namespace flag only affects this (single-threaded) process.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-        fail(os(ERR_INTERNAL, "unshare(cgroup namespace)")(Errno::last()));
+        fail(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
+            Errno::last(),
+        ));
     }
     // Stays open (CLOEXEC) so P1's death stays observable; P3 closes it with everything else.
     // SAFETY: plain prctl calls with integer arguments / a static string.
@@ -576,7 +547,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
     let p3 = unsafe { libc::fork() };
     if p3 < 0 {
-        fail(os(ERR_INTERNAL, "fork of the job process")(Errno::last()));
+        fail(os(ErrorKind::Internal, "fork of the job process")(
+            Errno::last(),
+        ));
     }
     if p3 == 0 {
         p3_main(spec, &prepared);
@@ -586,10 +559,6 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     }
     init_loop(p3, &set)
 }
-
-/// The status record P2 writes when the job's process has exited (little endian):
-/// kind (1 = exited, 2 = signaled) u32, value i32, user µs u64, system µs u64, maxrss KiB u64.
-pub(crate) const STATUS_LEN: usize = 32;
 
 fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
     loop {
@@ -614,25 +583,16 @@ fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
 }
 
 fn report_and_exit(status: libc::c_int) -> ! {
-    let (kind, value) = if libc::WIFSIGNALED(status) {
-        (2u32, libc::WTERMSIG(status))
-    } else {
-        (1u32, libc::WEXITSTATUS(status))
-    };
-    // SAFETY: getrusage fills the zeroed struct.
+    // SAFETY: getrusage fills the zeroed struct (RUSAGE_CHILDREN cannot fail).
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
         ru
     };
-    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
-    let mut msg = [0u8; STATUS_LEN];
-    msg[0..4].copy_from_slice(&kind.to_le_bytes());
-    msg[4..8].copy_from_slice(&value.to_le_bytes());
-    msg[8..16].copy_from_slice(&us(ru.ru_utime).to_le_bytes());
-    msg[16..24].copy_from_slice(&us(ru.ru_stime).to_le_bytes());
-    msg[24..32].copy_from_slice(&(ru.ru_maxrss as u64).to_le_bytes());
-    write_all_raw(FD_STATUS, &msg);
+    write_all_raw(
+        FD_STATUS,
+        &protocol::Status::from_wait(status, &ru).encode(),
+    );
     // PID 1 exiting makes the kernel kill every remaining process of the namespace.
     exit(0)
 }
@@ -652,7 +612,7 @@ fn p3_main(spec: &ChildSpec, prepared: &Prepared) -> ! {
 }
 
 fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
-    let internal = |what: &'static str| os(ERR_INTERNAL, what);
+    let internal = |what: &'static str| os(ErrorKind::Internal, what);
     reset_signals();
     nix::unistd::setsid().map_err(internal("setsid"))?;
     for (from, to) in [(FD_STDIN, 0), (FD_STDOUT, 1), (FD_STDERR, 2)] {
@@ -667,7 +627,7 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
         libc::umask(0o022);
     }
     nix::unistd::chdir(spec.workdir.as_c_str()).map_err(os(
-        ERR_SPEC,
+        ErrorKind::Spec,
         format!("working directory `{}`", spec.workdir.to_string_lossy()),
     ))?;
     if let Some(secs) = spec.cpu_secs {
@@ -777,7 +737,7 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
                 // A file that exists but "does not": its interpreter or loader is missing.
                 if exists(path) {
                     fail(ChildError::new(
-                        ERR_SPEC,
+                        ErrorKind::Spec,
                         format!(
                             "exec `{}`: the file exists but its interpreter or dynamic loader \
                              is missing from the image",
@@ -790,19 +750,19 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
                 denied.get_or_insert((path.as_c_str(), e));
             }
             _ => fail(ChildError::new(
-                ERR_SPEC,
+                ErrorKind::Spec,
                 format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
             )),
         }
     }
     if let Some((path, e)) = denied {
         fail(ChildError::new(
-            ERR_SPEC,
+            ErrorKind::Spec,
             format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
         ));
     }
     fail(ChildError::new(
-        ERR_NOT_FOUND,
+        ErrorKind::NotFound,
         format!("`{name}`: no such file in the image"),
     ))
 }
