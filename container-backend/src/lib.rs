@@ -152,6 +152,7 @@ mod seccomp;
 mod spawn;
 mod sys;
 mod users;
+mod verdict;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
