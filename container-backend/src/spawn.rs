@@ -9,6 +9,8 @@
 //! `#[global_allocator]` replaces glibc malloc (see "The after-fork allocation rule" in
 //! [`super::protocol`], enforced by a test). What crosses a process boundary (descriptor
 //! numbers, pipe bytes, the error report, the status record) is defined in [`super::protocol`].
+//! Every `prctl` and `setrlimit` result is checked: a failure is a [`ChildError`] naming the
+//! step, reported on the error pipe.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -240,17 +242,28 @@ fn reset_signals() {
     }
 }
 
-fn set_pdeathsig() {
-    // SAFETY: plain prctl with integer arguments.
-    unsafe {
+/// `prctl(option, arg2, 0, 0, 0)`, its failure an internal error naming `step` (child code).
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, step: &'static str) -> Result<(), ChildError> {
+    // SAFETY: prctl with integer arguments (the options used here take no pointer in arg2
+    // except PR_SET_NAME, whose callers pass a pointer to a NUL-terminated static string).
+    if unsafe {
         libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
         )
-    };
+    } != 0
+    {
+        return Err(os(ErrorKind::Internal, step)(Errno::last()));
+    }
+    Ok(())
+}
+
+/// SIGKILL when the parent (P1: the spawner thread; P2: P1) ends.
+fn set_pdeathsig(step: &'static str) -> Result<(), ChildError> {
+    prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, step)
 }
 
 /// Moves the descriptors of `spec.fds` to their fixed numbers and closes everything else: the
@@ -289,7 +302,11 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
 /// it when the worker writes to (or closes) the control pipe.
 fn p1_main(spec: &ChildSpec) -> ! {
     reset_signals();
-    set_pdeathsig();
+    // The descriptors are not rearranged yet: the error goes to the error pipe's original
+    // number.
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's supervisor") {
+        fail_early(spec, e);
+    }
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != spec.worker_pid {
         exit(1);
@@ -498,7 +515,9 @@ fn p1_supervise(p2: libc::pid_t) -> ! {
 
 /// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
 fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
-    set_pdeathsig();
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
+        fail(e);
+    }
     // Wait until P1 has put us into the job's cgroup ("g"); EOF means P1 died (before or after
     // PDEATHSIG was armed): nobody supervises us.
     loop {
@@ -521,13 +540,23 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         ));
     }
     // Stays open (CLOEXEC) so P1's death stays observable; P3 closes it with everything else.
-    // SAFETY: plain prctl calls with integer arguments / a static string.
-    unsafe {
-        // The job must not ptrace this fork of the worker or read its memory.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::prctl(libc::PR_SET_NAME, c"nekton-init".as_ptr(), 0, 0, 0);
-        libc::umask(0);
+    // The job must not ptrace this fork of the worker or read its memory.
+    if let Err(e) = prctl(
+        libc::PR_SET_DUMPABLE,
+        0,
+        "prctl(PR_SET_DUMPABLE, 0) of the container's init",
+    ) {
+        fail(e);
     }
+    if let Err(e) = prctl(
+        libc::PR_SET_NAME,
+        c"nekton-init".as_ptr() as libc::c_ulong,
+        "prctl(PR_SET_NAME) of the container's init",
+    ) {
+        fail(e);
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
     let prepared = match rootfs::build(spec) {
         Ok(p) => p,
         Err(e) => fail(e),
@@ -663,24 +692,20 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     // Capabilities: bounding set first (needs CAP_SETPCAP, which we still have as root).
     for cap in 0..=spec.cap_last {
         if spec.cap_keep & (1u64 << cap) == 0 {
-            // SAFETY: prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-                return Err(internal("dropping a capability from the bounding set")(
-                    Errno::last(),
-                ));
-            }
+            prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                "dropping a capability from the bounding set",
+            )?;
         }
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    // Ambient capabilities would survive the uid change; PR_CAP_AMBIENT_CLEAR_ALL takes its
+    // sub-command in arg2.
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+    )?;
     let u = &prepared.user;
     let groups: Vec<libc::gid_t> = u.groups.clone();
     // SAFETY: `groups` is valid for its length.
@@ -697,10 +722,7 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     }
     let caps = if u.uid == 0 { spec.cap_keep } else { 0 };
     sys::capset_self(caps).map_err(internal("capset"))?;
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(internal("PR_SET_NO_NEW_PRIVS")(Errno::last()));
-    }
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")?;
     // Every descriptor but 0-2 is closed at exec (the error pipe must stay open until then).
     sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC).map_err(internal("close_range"))?;
     // Last: the seccomp filters (after no_new_privs, which unprivileged seccomp requires, and
@@ -769,4 +791,42 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
 
 fn exists(path: &CStr) -> bool {
     nix::sys::stat::lstat(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing `prctl` is an internal `ChildError` naming the step and the kernel's reason
+    /// (in the children it is then reported on the error pipe: see `fail`).
+    #[test]
+    fn a_failed_prctl_is_an_internal_error_naming_the_step() {
+        // 65 is no signal: the kernel answers EINVAL and changes nothing.
+        let e = prctl(
+            libc::PR_SET_PDEATHSIG,
+            65,
+            "prctl(PR_SET_PDEATHSIG) of the test",
+        )
+        .expect_err("an invalid signal must fail");
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert_eq!(
+            e.msg,
+            format!(
+                "prctl(PR_SET_PDEATHSIG) of the test: {}",
+                Errno::EINVAL.desc()
+            )
+        );
+        // A valid call succeeds (the test thread's own death signal is "none" already).
+        prctl(libc::PR_SET_PDEATHSIG, 0, "clearing the death signal").unwrap();
+        // PR_SET_NAME through the same helper: the pointer reaches the kernel intact.
+        let name = c"nekton-test";
+        prctl(
+            libc::PR_SET_NAME,
+            name.as_ptr() as libc::c_ulong,
+            "prctl(PR_SET_NAME)",
+        )
+        .unwrap();
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        assert_eq!(comm.trim_end(), "nekton-test");
+    }
 }
