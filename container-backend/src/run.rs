@@ -411,6 +411,16 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
 struct Launched {
     /// Kills and reaps the container if the job's future is dropped.
     guard: Guard,
+    running: Running,
+    /// The status pipe ([`super::protocol::FD_STATUS`]).
+    status: pipe::Receiver,
+    cgroup: std::sync::Arc<JobCgroup>,
+    attachment: Option<super::net::Attachment>,
+    job_dir: PathBuf,
+}
+
+/// What [`supervise`] watches and consumes.
+struct Running {
     p1: libc::pid_t,
     /// P1's pidfd: readable once P1 — and with it every process of the job — is gone.
     pidfd: AsyncFd<OwnedFd>,
@@ -418,11 +428,6 @@ struct Launched {
     stderr: pipe::Receiver,
     /// The error pipe ([`super::protocol::FD_ERR`] in the children).
     errors: pipe::Receiver,
-    /// The status pipe ([`super::protocol::FD_STATUS`]).
-    status: pipe::Receiver,
-    cgroup: std::sync::Arc<JobCgroup>,
-    attachment: Option<super::net::Attachment>,
-    job_dir: PathBuf,
 }
 
 /// What supervising the container observed.
@@ -447,11 +452,7 @@ async fn run_planned(
 ) -> ExecReport {
     let Launched {
         mut guard,
-        p1,
-        pidfd,
-        stdout,
-        stderr,
-        errors,
+        running,
         mut status,
         cgroup,
         attachment,
@@ -460,10 +461,7 @@ async fn run_planned(
         Ok(l) => l,
         Err(report) => return report,
     };
-    let supervised = supervise(
-        shared, request, io, &mut guard, p1, pidfd, stdout, stderr, errors, &cgroup,
-    )
-    .await;
+    let supervised = supervise(shared, request, io, &mut guard, running, &cgroup).await;
     // Every process of the job is gone: its traffic counters, then its veth and address.
     let (net_rx_bytes, net_tx_bytes) = match attachment {
         Some(a) => a.teardown().await,
@@ -718,11 +716,13 @@ async fn launch(
     };
     Ok(Launched {
         guard,
-        p1: spawned.pid,
-        pidfd,
-        stdout: out_rx,
-        stderr: err_rx,
-        errors: errp_rx,
+        running: Running {
+            p1: spawned.pid,
+            pidfd,
+            stdout: out_rx,
+            stderr: err_rx,
+            errors: errp_rx,
+        },
         status: status_rx,
         cgroup,
         attachment: attachment.map(|(a, _)| a),
@@ -732,19 +732,21 @@ async fn launch(
 
 /// Pumps the job's output and waits for the container to end, killing it when a limit fires
 /// (cancel, setup timeout, wall time, output limit, the cgroup's CPU time); reaps P1.
-#[allow(clippy::too_many_arguments)]
 async fn supervise(
     shared: &Shared,
     request: &ExecRequest,
     io: &JobIo,
     guard: &mut Guard,
-    p1: libc::pid_t,
-    pidfd: AsyncFd<OwnedFd>,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    mut errors: pipe::Receiver,
+    running: Running,
     cgroup: &JobCgroup,
 ) -> Supervised {
+    let Running {
+        p1,
+        pidfd,
+        stdout,
+        stderr,
+        mut errors,
+    } = running;
     let limit = Limit::default();
     let readers = async {
         tokio::join!(
