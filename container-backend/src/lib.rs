@@ -145,12 +145,14 @@
 //!   (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
+mod protocol;
 mod rootfs;
 mod run;
 mod seccomp;
 mod spawn;
 mod sys;
 mod users;
+mod verdict;
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;

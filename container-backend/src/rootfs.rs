@@ -9,9 +9,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-use super::spawn::{
-    ChildError, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_SPEC, FileSpec, Prepared, os,
-};
+use super::protocol::{ChildError, ErrorKind, os};
+use super::spawn::{ChildSpec, FileSpec, Prepared};
 use super::sys::{self, RESOLVE_CONTAINED, RESOLVE_TARGET};
 use super::users;
 
@@ -63,7 +62,7 @@ const MAX_USER_DB: usize = 1 << 20;
 type Result<T> = std::result::Result<T, ChildError>;
 
 fn internal(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> ChildError {
-    os(ERR_INTERNAL, what)
+    os(ErrorKind::Internal, what)
 }
 
 /// A filesystem mount made with the new mount API: `fsopen`, string options, flags, create,
@@ -123,11 +122,11 @@ fn refuse_image_path(path: &CStr, e: Errno) -> ChildError {
     let p = path.to_string_lossy();
     match e {
         Errno::ELOOP | Errno::EXDEV => ChildError::new(
-            ERR_IMAGE,
+            ErrorKind::Image,
             format!("the image has a symlink at or above /{p}, where the runtime mounts; refused"),
         ),
         Errno::ENOTDIR => ChildError::new(
-            ERR_IMAGE,
+            ErrorKind::Image,
             format!("/{p} in the image is not a directory (the runtime mounts there)"),
         ),
         e => internal(format!("opening /{p}"))(e),
@@ -184,7 +183,7 @@ fn read_image_file(root: BorrowedFd<'_>, path: &CStr) -> Result<Option<Vec<u8>>>
                 out.extend_from_slice(&buf[..n]);
                 if out.len() > MAX_USER_DB {
                     return Err(ChildError::new(
-                        ERR_IMAGE,
+                        ErrorKind::Image,
                         format!(
                             "{} in the image is larger than {MAX_USER_DB} bytes",
                             path.to_string_lossy()
@@ -207,7 +206,7 @@ fn open_dir_in_root(
     root: BorrowedFd<'_>,
     components: &[CString],
     owner: (u32, u32),
-    kind: u8,
+    kind: ErrorKind,
     what: &str,
 ) -> Result<OwnedFd> {
     let mut cur = sys::openat2(
@@ -316,7 +315,7 @@ fn write_leaf(
     mode: u32,
     owner: (u32, u32),
     replace_symlink: bool,
-    kind: u8,
+    kind: ErrorKind,
     what: &str,
 ) -> Result<()> {
     let flags = OFlag::O_WRONLY
@@ -399,22 +398,29 @@ fn write_input(workdir: BorrowedFd<'_>, f: &FileSpec, owner: (u32, u32)) -> Resu
         };
         cur = Some(fd.map_err(|e| match e {
             Errno::ELOOP | Errno::EXDEV => ChildError::new(
-                ERR_SPEC,
+                ErrorKind::Spec,
                 format!(
                     "{what}: `{}` is a symlink in the image; refusing to write through it",
                     comp.to_string_lossy()
                 ),
             ),
             Errno::ENOTDIR | Errno::EEXIST => ChildError::new(
-                ERR_SPEC,
+                ErrorKind::Spec,
                 format!("{what}: `{}` is not a directory", comp.to_string_lossy()),
             ),
-            e => os(ERR_SPEC, what.clone())(e),
+            e => os(ErrorKind::Spec, what.clone())(e),
         })?);
     }
     let dir = cur.as_ref().map(|c| c.as_fd()).unwrap_or(workdir);
     write_leaf(
-        dir, &f.leaf, &f.content, f.mode, owner, false, ERR_SPEC, &what,
+        dir,
+        &f.leaf,
+        &f.content,
+        f.mode,
+        owner,
+        false,
+        ErrorKind::Spec,
+        &what,
     )
 }
 
@@ -490,7 +496,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     //    /etc/hosts -> /proc/sys/kernel/core_pattern) can only reach the image's own files.
     let user = resolve_user(spec, root)?;
     let owner = (user.uid, user.gid);
-    let etc = open_dir_in_root(root, &[c"etc".to_owned()], (0, 0), ERR_IMAGE, "/etc")?;
+    let etc = open_dir_in_root(root, &[c"etc".to_owned()], (0, 0), ErrorKind::Image, "/etc")?;
     write_leaf(
         etc.as_fd(),
         c"hostname",
@@ -498,7 +504,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         0o644,
         (0, 0),
         true,
-        ERR_IMAGE,
+        ErrorKind::Image,
         "/etc/hostname",
     )?;
     write_leaf(
@@ -508,7 +514,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         0o644,
         (0, 0),
         true,
-        ERR_IMAGE,
+        ErrorKind::Image,
         "/etc/hosts",
     )?;
     if let Some(resolv) = &spec.resolv_conf {
@@ -519,7 +525,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             0o644,
             (0, 0),
             true,
-            ERR_IMAGE,
+            ErrorKind::Image,
             "/etc/resolv.conf",
         )?;
     }
@@ -528,7 +534,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         root,
         &spec.workdir_components,
         owner,
-        ERR_SPEC,
+        ErrorKind::Spec,
         &format!("working directory `{}`", spec.workdir.to_string_lossy()),
     )?;
     for f in &spec.files {
@@ -692,9 +698,9 @@ fn resolve_user(spec: &ChildSpec, root: BorrowedFd<'_>) -> Result<users::Resolve
     users::resolve(&spec.user, passwd.as_deref(), group.as_deref()).map_err(|msg| {
         ChildError::new(
             if spec.user_from_job {
-                ERR_SPEC
+                ErrorKind::Spec
             } else {
-                ERR_IMAGE
+                ErrorKind::Image
             },
             msg,
         )

@@ -15,10 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::cgroup::JobCgroup;
-use super::spawn::{
-    ChildFds, ChildSpec, ERR_IMAGE, ERR_INTERNAL, ERR_NOT_FOUND, ERR_SPEC, FileSpec, STATUS_LEN,
-    Spawned,
-};
+use super::protocol::{CONTROL_KILL, Status};
+use super::spawn::{ChildFds, ChildSpec, FileSpec, Spawned};
+use super::verdict::{Facts, Stopped, verdict};
 use image_store::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
 use runtime_core::{
     ExecReport, ExecRequest, JobIo, NetworkMode, Outcome, OutcomeReason, OutputLimitExceeded,
@@ -279,7 +278,7 @@ impl Guard {
     fn kill(&mut self) {
         if let Some(fd) = &self.control {
             // A byte (or the close below) tells P1 to SIGKILL the container's init.
-            let _ = nix::unistd::write(fd, b"k");
+            let _ = nix::unistd::write(fd, &[CONTROL_KILL]);
         }
     }
 
@@ -340,45 +339,6 @@ async fn pump(mut rx: pipe::Receiver, stream: Stream, sink: &OutputSink, limit: 
             Err(_) => break,
         }
     }
-}
-
-struct Status {
-    signaled: bool,
-    value: i32,
-    user: Duration,
-    system: Duration,
-    maxrss_kib: u64,
-}
-
-fn parse_status(b: &[u8]) -> Option<Status> {
-    if b.len() < STATUS_LEN {
-        return None;
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-    Some(Status {
-        signaled: u32_at(0) == 2,
-        value: u32_at(4) as i32,
-        user: Duration::from_micros(u64_at(8)),
-        system: Duration::from_micros(u64_at(16)),
-        maxrss_kib: u64_at(24),
-    })
-}
-
-fn setup_error(msg: &[u8]) -> Outcome {
-    let (kind, text) = msg.split_first().unwrap_or((&ERR_INTERNAL, &[]));
-    let text = image_store::display_bytes(text);
-    let reason = match *kind {
-        ERR_SPEC | ERR_NOT_FOUND => OutcomeReason::SpecError,
-        ERR_IMAGE => OutcomeReason::ImageError,
-        _ => OutcomeReason::InternalError,
-    };
-    let text = if *kind == ERR_INTERNAL {
-        format!("container setup failed: {text}")
-    } else {
-        text
-    };
-    Outcome::with_reason(reason, text)
 }
 
 fn check_fsconfig_path(p: &Path) -> Result<CString, String> {
@@ -447,6 +407,41 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
     report
 }
 
+/// A started container: P1 forked, the worker's ends of its pipes registered with the runtime.
+struct Launched {
+    /// Kills and reaps the container if the job's future is dropped.
+    guard: Guard,
+    running: Running,
+    /// The status pipe ([`super::protocol::FD_STATUS`]).
+    status: pipe::Receiver,
+    cgroup: std::sync::Arc<JobCgroup>,
+    attachment: Option<super::net::Attachment>,
+    job_dir: PathBuf,
+}
+
+/// What [`supervise`] watches and consumes.
+struct Running {
+    p1: libc::pid_t,
+    /// P1's pidfd: readable once P1 — and with it every process of the job — is gone.
+    pidfd: AsyncFd<OwnedFd>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    /// The error pipe ([`super::protocol::FD_ERR`] in the children).
+    errors: pipe::Receiver,
+}
+
+/// What supervising the container observed.
+struct Supervised {
+    stopped: Option<Stopped>,
+    /// The error pipe's content (empty: the job's program was executed).
+    error_report: Vec<u8>,
+    /// When the error pipe closed without a message (`execve` succeeded).
+    exec_at: Option<Instant>,
+    /// When P1 ended (every process of the job gone).
+    end: Instant,
+}
+
+/// Runs a planned job: [`launch`], [`supervise`], then the bill and the [`verdict`].
 async fn run_planned(
     shared: &Shared,
     request: &ExecRequest,
@@ -455,13 +450,83 @@ async fn run_planned(
     io: &JobIo,
     t0: Instant,
 ) -> ExecReport {
+    let Launched {
+        mut guard,
+        running,
+        mut status,
+        cgroup,
+        attachment,
+        job_dir,
+    } = match launch(shared, request, record, plan, t0).await {
+        Ok(l) => l,
+        Err(report) => return report,
+    };
+    let supervised = supervise(shared, request, io, &mut guard, running, &cgroup).await;
+    // Every process of the job is gone: its traffic counters, then its veth and address.
+    let (net_rx_bytes, net_tx_bytes) = match attachment {
+        Some(a) => a.teardown().await,
+        None => (None, None),
+    };
+    let mut status_buf = Vec::new();
+    let _ = status.read_to_end(&mut status_buf).await;
+    let status = Status::decode(&status_buf);
+    let _ = std::fs::remove_dir(&job_dir);
+    // Every process of the job is gone (P1 reaped): read the bill, then kill anything that
+    // escaped the pid namespace (none should) and remove the cgroup.
+    let cg_usage = cgroup.usage();
+    guard.disarm();
+    if let Err(e) = cgroup.remove().await {
+        tracing::warn!(job = %request.job_id, error = %e, "cannot remove the job's cgroup");
+    }
+
+    let exec_at = supervised.exec_at.unwrap_or(supervised.end);
+    let mut usage = Usage {
+        setup: exec_at.saturating_duration_since(t0),
+        wall: supervised.end.saturating_duration_since(exec_at),
+        net_rx_bytes,
+        net_tx_bytes,
+        ..Usage::default()
+    };
+    if let Ok(s) = &status {
+        // Fallback only: the cgroup's figures cover every process of the job. ru_maxrss is
+        // never used: it survives execve (the kernel folds the old mm's high-water mark into
+        // the process's maxrss), so it would report the RSS of the worker's fork image.
+        usage.cpu_user = s.user;
+        usage.cpu_system = s.system;
+    }
+    if let (Some(u), Some(sy)) = (cg_usage.cpu_user, cg_usage.cpu_system) {
+        usage.cpu_user = u;
+        usage.cpu_system = sy;
+    }
+    usage.memory_peak_bytes = cg_usage.memory_peak;
+    usage.pids_peak = cg_usage.pids_peak;
+    let outcome = verdict(&Facts {
+        stopped: supervised.stopped,
+        error_report: &supervised.error_report,
+        status,
+        cpu_limit: request.limits.cpu_time,
+        memory_limit: request.limits.memory_bytes,
+        oom_kills: cg_usage.oom_kills,
+    });
+    report(outcome, usage)
+}
+
+/// Prepares everything the children need (paths, pipes, the network namespace, the cgroup, the
+/// job directory) and forks P1. An error is the job's report.
+async fn launch(
+    shared: &Shared,
+    request: &ExecRequest,
+    record: &ImageRecord,
+    plan: Plan,
+    t0: Instant,
+) -> Result<Launched, ExecReport> {
     let internal = |what: String| fail(OutcomeReason::InternalError, what, t0);
     let store = shared.images.store();
     let mut lowerdirs = Vec::new();
     for l in store.lowerdirs(record) {
         match check_fsconfig_path(&l) {
             Ok(c) => lowerdirs.push(c),
-            Err(e) => return internal(e),
+            Err(e) => return Err(internal(e)),
         }
     }
     let seq = shared
@@ -475,14 +540,14 @@ async fn run_planned(
         check_fsconfig_path(&job_dir.join("empty")),
     ) {
         (Ok(u), Ok(w), Ok(e)) => (u, w, e),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(internal(e)),
     };
     let empty_lower = lowerdirs.is_empty();
     if empty_lower {
         lowerdirs.push(empty);
     }
     let Ok(job_dir_c) = CString::new(job_dir.as_os_str().as_encoded_bytes()) else {
-        return internal("job directory path contains a NUL byte".into());
+        return Err(internal("job directory path contains a NUL byte".into()));
     };
 
     let prepared = (|| -> std::io::Result<_> {
@@ -511,7 +576,7 @@ async fn run_planned(
     })();
     let ((status_r, out_r, err_r, errp_r, ctl_w), fds) = match prepared {
         Ok(p) => p,
-        Err(e) => return internal(format!("creating the job's pipes: {e}")),
+        Err(e) => return Err(internal(format!("creating the job's pipes: {e}"))),
     };
     let cpu_secs = request
         .limits
@@ -522,11 +587,11 @@ async fn run_planned(
     let attachment = match (request.container.network, &shared.network) {
         (NetworkMode::None, _) => None,
         (NetworkMode::Bridge, Err(reason)) => {
-            return fail(OutcomeReason::SpecError, reason.clone(), t0);
+            return Err(fail(OutcomeReason::SpecError, reason.clone(), t0));
         }
         (NetworkMode::Bridge, Ok(net)) => match net.attach().await {
             Ok(a) => Some((a, net.resolv_conf().to_vec())),
-            Err(e) => return internal(format!("bridge network setup: {e}")),
+            Err(e) => return Err(internal(format!("bridge network setup: {e}"))),
         },
     };
     let mut hosts = format!(
@@ -538,16 +603,18 @@ async fn run_planned(
         hosts.push_str(&format!("{}\t{}\n", a.addr, plan.hostname));
         match a.netns().map(|fd| fd.try_clone()) {
             Some(Ok(fd)) => netns = Some(fd),
-            Some(Err(e)) => return internal(format!("duplicating the network namespace: {e}")),
-            None => return internal("the job's network namespace is missing".into()),
+            Some(Err(e)) => {
+                return Err(internal(format!("duplicating the network namespace: {e}")));
+            }
+            None => return Err(internal("the job's network namespace is missing".into())),
         }
     }
     let Ok(workdir_c) = CString::new(plan.workdir.clone()) else {
-        return fail(
+        return Err(fail(
             OutcomeReason::SpecError,
             "working directory contains a NUL byte",
             t0,
-        );
+        ));
     };
     let mut spec = Box::new(ChildSpec {
         worker_pid: shared.worker_pid,
@@ -601,12 +668,12 @@ async fn run_planned(
     );
     let cgroup = match shared.cgroups.create(&cgroup_name, &request.limits, pids) {
         Ok(c) => std::sync::Arc::new(c),
-        Err(e) => return internal(e),
+        Err(e) => return Err(internal(e)),
     };
     spec.cgroup_procs = cgroup.procs.clone();
     if let Err(e) = std::fs::DirBuilder::new().mode_0700().create(&job_dir) {
         let _ = cgroup.remove().await;
-        return internal(format!("creating {}: {e}", job_dir.display()));
+        return Err(internal(format!("creating {}: {e}", job_dir.display())));
     }
     let mut guard = Guard {
         control: Some(ctl_w),
@@ -616,17 +683,24 @@ async fn run_planned(
     };
     let spawned: Spawned = match shared.spawner.spawn(spec).await {
         Ok(s) => s,
-        Err(e) => return internal(format!("fork of the container process: {}", e.desc())),
+        Err(e) => {
+            return Err(internal(format!(
+                "fork of the container process: {}",
+                e.desc()
+            )));
+        }
     };
     guard.p1 = Some(spawned.pid);
 
     let wrap = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd);
-    let (out_rx, err_rx, mut errp_rx, mut status_rx) =
+    let (out_rx, err_rx, errp_rx, status_rx) =
         match (wrap(out_r), wrap(err_r), wrap(errp_r), wrap(status_r)) {
             (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
             _ => {
                 guard.kill();
-                return internal("registering the job's pipes with the runtime".into());
+                return Err(internal(
+                    "registering the job's pipes with the runtime".into(),
+                ));
             }
         };
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open (same description) until the
@@ -637,175 +711,112 @@ async fn run_planned(
         Ok(p) => p,
         Err(e) => {
             guard.kill();
-            return internal(format!("registering the container pidfd: {e}"));
+            return Err(internal(format!("registering the container pidfd: {e}")));
         }
     };
+    Ok(Launched {
+        guard,
+        running: Running {
+            p1: spawned.pid,
+            pidfd,
+            stdout: out_rx,
+            stderr: err_rx,
+            errors: errp_rx,
+        },
+        status: status_rx,
+        cgroup,
+        attachment: attachment.map(|(a, _)| a),
+        job_dir,
+    })
+}
 
+/// Pumps the job's output and waits for the container to end, killing it when a limit fires
+/// (cancel, setup timeout, wall time, output limit, the cgroup's CPU time); reaps P1.
+async fn supervise(
+    shared: &Shared,
+    request: &ExecRequest,
+    io: &JobIo,
+    guard: &mut Guard,
+    running: Running,
+    cgroup: &JobCgroup,
+) -> Supervised {
+    let Running {
+        p1,
+        pidfd,
+        stdout,
+        stderr,
+        mut errors,
+    } = running;
     let limit = Limit::default();
     let readers = async {
         tokio::join!(
-            pump(out_rx, Stream::Stdout, &io.output, &limit),
-            pump(err_rx, Stream::Stderr, &io.output, &limit)
+            pump(stdout, Stream::Stdout, &io.output, &limit),
+            pump(stderr, Stream::Stderr, &io.output, &limit)
         )
     };
     let wall = request.limits.wall_time;
     let control = async {
-        let mut killed: Option<(OutcomeReason, String)> = None;
+        let mut stopped: Option<Stopped> = None;
         let mut err_msg = Vec::new();
         let mut exec_at: Option<Instant> = None;
         // Phase 1: setup, until the error pipe closes (execve closed it, or the job died).
         tokio::select! {
-            _ = errp_rx.read_to_end(&mut err_msg) => {
+            _ = errors.read_to_end(&mut err_msg) => {
                 if err_msg.is_empty() {
                     exec_at = Some(Instant::now());
                 }
             }
             _ = io.cancel.cancelled() => {
-                killed = Some((OutcomeReason::Cancelled, "cancelled".into()));
+                stopped = Some(Stopped::Cancelled);
             }
             _ = tokio::time::sleep(SETUP_TIMEOUT) => {
-                killed = Some((
-                    OutcomeReason::InternalError,
-                    format!("container setup took longer than {}s", SETUP_TIMEOUT.as_secs()),
-                ));
+                stopped = Some(Stopped::SetupTimeout(SETUP_TIMEOUT));
             }
         }
         // Phase 2: the job runs.
-        if killed.is_none()
+        if stopped.is_none()
             && let Some(start) = exec_at
         {
             let deadline = tokio::time::Instant::from_std(start + wall);
             tokio::select! {
                 _ = pidfd.readable() => {}
                 _ = io.cancel.cancelled() => {
-                    killed = Some((OutcomeReason::Cancelled, "cancelled".into()));
+                    stopped = Some(Stopped::Cancelled);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    killed = Some((
-                        OutcomeReason::WallTimeout,
-                        format!("wall time limit of {:?} exceeded", wall),
-                    ));
+                    stopped = Some(Stopped::WallTimeout(wall));
                 }
                 _ = limit.hit.cancelled() => {
                     let e = limit.first.lock().unwrap_or_else(|p| p.into_inner()).take();
                     let detail = e.map(|e| e.to_string()).unwrap_or_else(|| "output limit exceeded".into());
-                    killed = Some((OutcomeReason::OutputLimit, detail));
+                    stopped = Some(Stopped::OutputLimit(detail));
                 }
                 used = cgroup.watch_cpu(request.limits.cpu_time, shared.config.cpu_millicores) => {
-                    killed = Some((
-                        OutcomeReason::CpuTimeout,
-                        format!(
-                            "CPU time limit of {:?} exceeded: the job's processes used {used:?} \
-                             in total",
-                            request.limits.cpu_time.unwrap_or_default()
-                        ),
-                    ));
+                    stopped = Some(Stopped::CpuLimit {
+                        limit: request.limits.cpu_time.unwrap_or_default(),
+                        used,
+                    });
                 }
             }
         }
-        if killed.is_some() {
+        if stopped.is_some() {
             guard.kill();
         }
         // Phase 3: P1 exits only after the container's init — and with it every process of the
         // job — is gone.
         let _ = pidfd.readable().await;
         let end = Instant::now();
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p1), None);
         guard.p1 = None;
-        (killed, err_msg, exec_at, end)
-    };
-    let (((), ()), (killed, err_msg, exec_at, end)) = tokio::join!(readers, control);
-    // Every process of the job is gone: its traffic counters, then its veth and address.
-    let (net_rx_bytes, net_tx_bytes) = match attachment {
-        Some((a, _)) => a.teardown().await,
-        None => (None, None),
-    };
-    let mut status_buf = Vec::new();
-    let _ = status_rx.read_to_end(&mut status_buf).await;
-    let status = parse_status(&status_buf);
-    let _ = std::fs::remove_dir(&job_dir);
-    // Every process of the job is gone (P1 reaped): read the bill, then kill anything that
-    // escaped the pid namespace (none should) and remove the cgroup.
-    let cg_usage = cgroup.usage();
-    guard.disarm();
-    if let Err(e) = cgroup.remove().await {
-        tracing::warn!(job = %request.job_id, error = %e, "cannot remove the job's cgroup");
-    }
-
-    let exec_at = exec_at.unwrap_or(end);
-    let mut usage = Usage {
-        setup: exec_at.saturating_duration_since(t0),
-        wall: end.saturating_duration_since(exec_at),
-        net_rx_bytes,
-        net_tx_bytes,
-        ..Usage::default()
-    };
-    if let Some(s) = &status {
-        // Fallback only: the cgroup's figures cover every process of the job. ru_maxrss is
-        // never used: it survives execve (the kernel folds the old mm's high-water mark into
-        // the process's maxrss), so it would report the RSS of the worker's fork image.
-        usage.cpu_user = s.user;
-        usage.cpu_system = s.system;
-        let _ = s.maxrss_kib;
-    }
-    if let (Some(u), Some(sy)) = (cg_usage.cpu_user, cg_usage.cpu_system) {
-        usage.cpu_user = u;
-        usage.cpu_system = sy;
-    }
-    usage.memory_peak_bytes = cg_usage.memory_peak;
-    usage.pids_peak = cg_usage.pids_peak;
-    let mut outcome = if let Some((reason, detail)) = killed {
-        Outcome::with_reason(reason, detail)
-    } else if !err_msg.is_empty() {
-        setup_error(&err_msg)
-    } else if let Some(s) = &status {
-        let cpu = s.user + s.system;
-        match (s.signaled, request.limits.cpu_time) {
-            // SIGXCPU comes from RLIMIT_CPU's soft limit, SIGKILL from its hard limit (one second
-            // later); the rusage total can trail the kernel's tick-based check by a few ms.
-            (true, Some(limit))
-                if s.value == libc::SIGXCPU
-                    || (s.value == libc::SIGKILL && cpu >= limit.mul_f64(0.95)) =>
-            {
-                Outcome::with_reason(
-                    OutcomeReason::CpuTimeout,
-                    format!("CPU time limit of {limit:?} exceeded"),
-                )
-            }
-            (true, _) => Outcome {
-                reason: OutcomeReason::Signaled,
-                exit_code: None,
-                signal: Some(s.value),
-                detail: None,
-            },
-            (false, _) => Outcome::exited(s.value),
+        Supervised {
+            stopped,
+            error_report: err_msg,
+            exec_at,
+            end,
         }
-    } else {
-        Outcome::with_reason(
-            OutcomeReason::InternalError,
-            "the container's init ended without reporting the job's status",
-        )
     };
-    if outcome.exit_code.is_none()
-        && outcome.signal.is_none()
-        && let Some(s) = &status
-    {
-        if s.signaled {
-            outcome.signal = Some(s.value);
-        } else if outcome.reason != OutcomeReason::SpecError {
-            outcome.exit_code = Some(s.value);
-        }
-    }
-    // An OOM kill of any process of the job (the main one or a child) is the verdict, whatever
-    // followed it — except a cancel, which the user asked for.
-    if cg_usage.oom_kills > 0 && outcome.reason != OutcomeReason::Cancelled {
-        outcome.reason = OutcomeReason::MemoryLimit;
-        outcome.detail = Some(format!(
-            "memory limit of {} bytes exceeded: the kernel OOM-killed {} process(es) of the job",
-            request.limits.memory_bytes, cg_usage.oom_kills
-        ));
-    }
-    report(outcome, usage)
+    let (((), ()), supervised) = tokio::join!(readers, control);
+    supervised
 }
 
 trait DirBuilderExt2 {

@@ -5,7 +5,12 @@
 //! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
 //! parent's objects, and never takes a lock another worker thread may hold (no `std::env`, no
 //! stdout/stderr printing, no tracing). It may allocate: the fork is glibc's `fork()`, whose
-//! atfork handlers leave malloc usable in the child.
+//! atfork handlers leave malloc usable in the child — which holds only while no
+//! `#[global_allocator]` replaces glibc malloc (see "The after-fork allocation rule" in
+//! [`super::protocol`], enforced by a test). What crosses a process boundary (descriptor
+//! numbers, pipe bytes, the error report, the status record) is defined in [`super::protocol`].
+//! Every `prctl` and `setrlimit` result is checked: a failure is a [`ChildError`] naming the
+//! step, reported on the error pipe.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -13,25 +18,13 @@ use std::sync::mpsc;
 
 use nix::errno::Errno;
 
+use super::protocol::{
+    self, ChildError, ErrorKind, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_STATUS, FD_STDERR, FD_STDIN,
+    FD_STDOUT, LIFELINE_GO, os,
+};
 use super::rootfs;
 use super::sys;
 use super::users::ResolvedUser;
-
-/// Descriptor numbers in P1/P2/P3 after [`p1_main`] rearranged them (everything else is closed).
-pub(crate) const FD_STATUS: RawFd = 3;
-pub(crate) const FD_STDOUT: RawFd = 4;
-pub(crate) const FD_STDERR: RawFd = 5;
-pub(crate) const FD_STDIN: RawFd = 6;
-pub(crate) const FD_ERR: RawFd = 7;
-pub(crate) const FD_CONTROL: RawFd = 8;
-const FD_FIRST_FREE: RawFd = 9;
-
-/// Kinds of setup failure, first byte of a message on the error pipe.
-pub(crate) const ERR_SPEC: u8 = b'S';
-pub(crate) const ERR_IMAGE: u8 = b'I';
-pub(crate) const ERR_INTERNAL: u8 = b'X';
-/// `execve` found no such file: the worker words it as a spec error naming the command.
-pub(crate) const ERR_NOT_FOUND: u8 = b'N';
 
 /// Signals the init forwards to the job (everything else it receives is SIGCHLD).
 const FORWARDED: [libc::c_int; 6] = [
@@ -202,26 +195,6 @@ fn spawn_p1(spec: &ChildSpec) -> Result<Spawned, Errno> {
 // ---------------------------------------------------------------------------------------------
 // Child side.
 
-/// An error of the container setup, reported on the error pipe.
-pub(crate) struct ChildError {
-    pub kind: u8,
-    pub msg: String,
-}
-
-impl ChildError {
-    pub fn new(kind: u8, msg: impl Into<String>) -> Self {
-        Self {
-            kind,
-            msg: msg.into(),
-        }
-    }
-}
-
-/// `map_err` helper: `what: <errno text>`.
-pub(crate) fn os(kind: u8, what: impl std::fmt::Display) -> impl FnOnce(Errno) -> ChildError {
-    move |e| ChildError::new(kind, format!("{what}: {}", e.desc()))
-}
-
 fn exit(code: libc::c_int) -> ! {
     // SAFETY: `_exit` ends the process without running the parent's atexit handlers or
     // destructors, which is what a forked child must do.
@@ -244,11 +217,7 @@ fn write_all_raw(fd: RawFd, mut buf: &[u8]) {
 
 /// Reports `err` on the error pipe and exits with 127.
 fn fail(err: ChildError) -> ! {
-    let mut msg = Vec::with_capacity(err.msg.len().min(2000) + 1);
-    msg.push(err.kind);
-    let text = err.msg.as_bytes();
-    msg.extend_from_slice(&text[..text.len().min(2000)]);
-    write_all_raw(FD_ERR, &msg);
+    write_all_raw(FD_ERR, &protocol::encode_error(&err));
     exit(127)
 }
 
@@ -273,17 +242,28 @@ fn reset_signals() {
     }
 }
 
-fn set_pdeathsig() {
-    // SAFETY: plain prctl with integer arguments.
-    unsafe {
+/// `prctl(option, arg2, 0, 0, 0)`, its failure an internal error naming `step` (child code).
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, step: &'static str) -> Result<(), ChildError> {
+    // SAFETY: prctl with integer arguments (the options used here take no pointer in arg2
+    // except PR_SET_NAME, whose callers pass a pointer to a NUL-terminated static string).
+    if unsafe {
         libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
         )
-    };
+    } != 0
+    {
+        return Err(os(ErrorKind::Internal, step)(Errno::last()));
+    }
+    Ok(())
+}
+
+/// SIGKILL when the parent (P1: the spawner thread; P2: P1) ends.
+fn set_pdeathsig(step: &'static str) -> Result<(), ChildError> {
+    prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, step)
 }
 
 /// Moves the descriptors of `spec.fds` to their fixed numbers and closes everything else: the
@@ -322,7 +302,11 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
 /// it when the worker writes to (or closes) the control pipe.
 fn p1_main(spec: &ChildSpec) -> ! {
     reset_signals();
-    set_pdeathsig();
+    // The descriptors are not rearranged yet: the error goes to the error pipe's original
+    // number.
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's supervisor") {
+        fail_early(spec, e);
+    }
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != spec.worker_pid {
         exit(1);
@@ -333,13 +317,13 @@ fn p1_main(spec: &ChildSpec) -> ! {
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             fail_early(
                 spec,
-                os(ERR_INTERNAL, "joining the job's network namespace")(Errno::last()),
+                os(ErrorKind::Internal, "joining the job's network namespace")(Errno::last()),
             );
         }
     }
     if let Err(e) = rearrange_fds(spec) {
         fail(ChildError::new(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             format!("container setup: moving descriptors: {}", e.desc()),
         ));
     }
@@ -358,16 +342,19 @@ fn p1_main(spec: &ChildSpec) -> ! {
     // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
     if unsafe { libc::unshare(flags) } != 0 {
         fail(os(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             "unshare(mount, uts, ipc, net, pid namespaces)",
         )(Errno::last()));
     }
     if let Err(e) = loopback_up() {
-        fail(os(ERR_INTERNAL, "bringing up the job's loopback interface")(e));
+        fail(os(
+            ErrorKind::Internal,
+            "bringing up the job's loopback interface",
+        )(e));
     }
     if let Err(e) = sys::make_rprivate() {
         fail(os(
-            ERR_INTERNAL,
+            ErrorKind::Internal,
             "making / private in the job's mount namespace",
         )(e));
     }
@@ -376,12 +363,14 @@ fn p1_main(spec: &ChildSpec) -> ! {
     let mut life = [0 as RawFd; 2];
     // SAFETY: `life` has room for the two descriptors.
     if unsafe { libc::pipe2(life.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        fail(os(ERR_INTERNAL, "pipe")(Errno::last()));
+        fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
     }
     // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in _exit.
     let p2 = unsafe { libc::fork() };
     if p2 < 0 {
-        fail(os(ERR_INTERNAL, "fork of the container init")(Errno::last()));
+        fail(os(ErrorKind::Internal, "fork of the container init")(
+            Errno::last(),
+        ));
     }
     if p2 == 0 {
         close(life[1]);
@@ -396,7 +385,7 @@ fn p1_main(spec: &ChildSpec) -> ! {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
         fail(e);
     }
-    write_all_raw(life[1], b"g");
+    write_all_raw(life[1], &[LIFELINE_GO]);
     for fd in [FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR] {
         close(fd);
     }
@@ -422,7 +411,7 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(os(
-                ERR_INTERNAL,
+                ErrorKind::Internal,
                 format!("joining the job's cgroup: open {}", path.to_string_lossy()),
             )(Errno::last()));
         }
@@ -432,7 +421,7 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         close(fd);
         if r != text.len() as isize {
             return Err(os(
-                ERR_INTERNAL,
+                ErrorKind::Internal,
                 format!("joining the job's cgroup: write {}", path.to_string_lossy()),
             )(err));
         }
@@ -442,11 +431,8 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
 
 /// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
 fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
-    let mut msg = Vec::with_capacity(err.msg.len() + 1);
-    msg.push(err.kind);
-    msg.extend_from_slice(err.msg.as_bytes());
     // The error pipe is still at its original number here.
-    write_all_raw(spec.fds.err_w.as_raw_fd(), &msg);
+    write_all_raw(spec.fds.err_w.as_raw_fd(), &protocol::encode_error(&err));
     exit(127)
 }
 
@@ -529,14 +515,16 @@ fn p1_supervise(p2: libc::pid_t) -> ! {
 
 /// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
 fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
-    set_pdeathsig();
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
+        fail(e);
+    }
     // Wait until P1 has put us into the job's cgroup ("g"); EOF means P1 died (before or after
     // PDEATHSIG was armed): nobody supervises us.
     loop {
         let mut b = 0u8;
         // SAFETY: reading one byte into a local.
         let r = unsafe { libc::read(lifeline, (&mut b as *mut u8).cast(), 1) };
-        if r == 1 && b == b'g' {
+        if r == 1 && b == LIFELINE_GO {
             break;
         }
         if r < 0 && Errno::last() == Errno::EINTR {
@@ -547,16 +535,28 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     // A cgroup namespace rooted at the job's cgroup: the job sees its cgroup as `/`.
     // SAFETY: unshare with a namespace flag only affects this (single-threaded) process.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-        fail(os(ERR_INTERNAL, "unshare(cgroup namespace)")(Errno::last()));
+        fail(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
+            Errno::last(),
+        ));
     }
     // Stays open (CLOEXEC) so P1's death stays observable; P3 closes it with everything else.
-    // SAFETY: plain prctl calls with integer arguments / a static string.
-    unsafe {
-        // The job must not ptrace this fork of the worker or read its memory.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::prctl(libc::PR_SET_NAME, c"nekton-init".as_ptr(), 0, 0, 0);
-        libc::umask(0);
+    // The job must not ptrace this fork of the worker or read its memory.
+    if let Err(e) = prctl(
+        libc::PR_SET_DUMPABLE,
+        0,
+        "prctl(PR_SET_DUMPABLE, 0) of the container's init",
+    ) {
+        fail(e);
     }
+    if let Err(e) = prctl(
+        libc::PR_SET_NAME,
+        c"nekton-init".as_ptr() as libc::c_ulong,
+        "prctl(PR_SET_NAME) of the container's init",
+    ) {
+        fail(e);
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
     let prepared = match rootfs::build(spec) {
         Ok(p) => p,
         Err(e) => fail(e),
@@ -576,7 +576,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
     let p3 = unsafe { libc::fork() };
     if p3 < 0 {
-        fail(os(ERR_INTERNAL, "fork of the job process")(Errno::last()));
+        fail(os(ErrorKind::Internal, "fork of the job process")(
+            Errno::last(),
+        ));
     }
     if p3 == 0 {
         p3_main(spec, &prepared);
@@ -586,10 +588,6 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     }
     init_loop(p3, &set)
 }
-
-/// The status record P2 writes when the job's process has exited (little endian):
-/// kind (1 = exited, 2 = signaled) u32, value i32, user µs u64, system µs u64, maxrss KiB u64.
-pub(crate) const STATUS_LEN: usize = 32;
 
 fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
     loop {
@@ -614,25 +612,16 @@ fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
 }
 
 fn report_and_exit(status: libc::c_int) -> ! {
-    let (kind, value) = if libc::WIFSIGNALED(status) {
-        (2u32, libc::WTERMSIG(status))
-    } else {
-        (1u32, libc::WEXITSTATUS(status))
-    };
-    // SAFETY: getrusage fills the zeroed struct.
+    // SAFETY: getrusage fills the zeroed struct (RUSAGE_CHILDREN cannot fail).
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
         ru
     };
-    let us = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
-    let mut msg = [0u8; STATUS_LEN];
-    msg[0..4].copy_from_slice(&kind.to_le_bytes());
-    msg[4..8].copy_from_slice(&value.to_le_bytes());
-    msg[8..16].copy_from_slice(&us(ru.ru_utime).to_le_bytes());
-    msg[16..24].copy_from_slice(&us(ru.ru_stime).to_le_bytes());
-    msg[24..32].copy_from_slice(&(ru.ru_maxrss as u64).to_le_bytes());
-    write_all_raw(FD_STATUS, &msg);
+    write_all_raw(
+        FD_STATUS,
+        &protocol::Status::from_wait(status, &ru).encode(),
+    );
     // PID 1 exiting makes the kernel kill every remaining process of the namespace.
     exit(0)
 }
@@ -652,7 +641,7 @@ fn p3_main(spec: &ChildSpec, prepared: &Prepared) -> ! {
 }
 
 fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
-    let internal = |what: &'static str| os(ERR_INTERNAL, what);
+    let internal = |what: &'static str| os(ErrorKind::Internal, what);
     reset_signals();
     nix::unistd::setsid().map_err(internal("setsid"))?;
     for (from, to) in [(FD_STDIN, 0), (FD_STDOUT, 1), (FD_STDERR, 2)] {
@@ -667,7 +656,7 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
         libc::umask(0o022);
     }
     nix::unistd::chdir(spec.workdir.as_c_str()).map_err(os(
-        ERR_SPEC,
+        ErrorKind::Spec,
         format!("working directory `{}`", spec.workdir.to_string_lossy()),
     ))?;
     if let Some(secs) = spec.cpu_secs {
@@ -703,24 +692,20 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     // Capabilities: bounding set first (needs CAP_SETPCAP, which we still have as root).
     for cap in 0..=spec.cap_last {
         if spec.cap_keep & (1u64 << cap) == 0 {
-            // SAFETY: prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-                return Err(internal("dropping a capability from the bounding set")(
-                    Errno::last(),
-                ));
-            }
+            prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                "dropping a capability from the bounding set",
+            )?;
         }
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    // Ambient capabilities would survive the uid change; PR_CAP_AMBIENT_CLEAR_ALL takes its
+    // sub-command in arg2.
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+    )?;
     let u = &prepared.user;
     let groups: Vec<libc::gid_t> = u.groups.clone();
     // SAFETY: `groups` is valid for its length.
@@ -737,10 +722,7 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     }
     let caps = if u.uid == 0 { spec.cap_keep } else { 0 };
     sys::capset_self(caps).map_err(internal("capset"))?;
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(internal("PR_SET_NO_NEW_PRIVS")(Errno::last()));
-    }
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")?;
     // Every descriptor but 0-2 is closed at exec (the error pipe must stay open until then).
     sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC).map_err(internal("close_range"))?;
     // Last: the seccomp filters (after no_new_privs, which unprivileged seccomp requires, and
@@ -777,7 +759,7 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
                 // A file that exists but "does not": its interpreter or loader is missing.
                 if exists(path) {
                     fail(ChildError::new(
-                        ERR_SPEC,
+                        ErrorKind::Spec,
                         format!(
                             "exec `{}`: the file exists but its interpreter or dynamic loader \
                              is missing from the image",
@@ -790,23 +772,61 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
                 denied.get_or_insert((path.as_c_str(), e));
             }
             _ => fail(ChildError::new(
-                ERR_SPEC,
+                ErrorKind::Spec,
                 format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
             )),
         }
     }
     if let Some((path, e)) = denied {
         fail(ChildError::new(
-            ERR_SPEC,
+            ErrorKind::Spec,
             format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
         ));
     }
     fail(ChildError::new(
-        ERR_NOT_FOUND,
+        ErrorKind::NotFound,
         format!("`{name}`: no such file in the image"),
     ))
 }
 
 fn exists(path: &CStr) -> bool {
     nix::sys::stat::lstat(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing `prctl` is an internal `ChildError` naming the step and the kernel's reason
+    /// (in the children it is then reported on the error pipe: see `fail`).
+    #[test]
+    fn a_failed_prctl_is_an_internal_error_naming_the_step() {
+        // 65 is no signal: the kernel answers EINVAL and changes nothing.
+        let e = prctl(
+            libc::PR_SET_PDEATHSIG,
+            65,
+            "prctl(PR_SET_PDEATHSIG) of the test",
+        )
+        .expect_err("an invalid signal must fail");
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert_eq!(
+            e.msg,
+            format!(
+                "prctl(PR_SET_PDEATHSIG) of the test: {}",
+                Errno::EINVAL.desc()
+            )
+        );
+        // A valid call succeeds (the test thread's own death signal is "none" already).
+        prctl(libc::PR_SET_PDEATHSIG, 0, "clearing the death signal").unwrap();
+        // PR_SET_NAME through the same helper: the pointer reaches the kernel intact.
+        let name = c"nekton-test";
+        prctl(
+            libc::PR_SET_NAME,
+            name.as_ptr() as libc::c_ulong,
+            "prctl(PR_SET_NAME)",
+        )
+        .unwrap();
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        assert_eq!(comm.trim_end(), "nekton-test");
+    }
 }
