@@ -34,13 +34,18 @@
 //! `linkat` without `AT_SYMLINK_FOLLOW`). So:
 //! - **Paths**: absolute entry paths and any `..` component are refused (not stripped); so are
 //!   paths longer than 4096 bytes or deeper than 256 components.
-//! - **Symlinks**: stored as symlinks, never followed by the store. A symlink whose target, resolved
-//!   lexically from the link's own directory inside the layer, climbs above the layer root is
-//!   refused. *Absolute* targets are kept (Alpine's `/bin/sh -> /bin/busybox` is absolute): they are
-//!   resolved from the layer root, so they do not escape — the contract with the runtime is that it
-//!   only ever resolves paths inside the container's root (after `pivot_root`, or with
-//!   `RESOLVE_IN_ROOT`), never on the host. Any entry that would be written *through* a symlink
-//!   (e.g. `evil -> /etc` then `evil/passwd`) is refused, whatever the symlink's target.
+//! - **Symlinks**: stored as symlinks with their exact target, never followed by the store,
+//!   whatever they point at. That includes absolute targets (Alpine's `/bin/sh -> /bin/busybox`,
+//!   distroless's `/var/run -> /run`) and relative targets that climb above the layer root
+//!   (Debian's `usr/share/doc/x/changelog.gz -> ../../../../../../../var/…`): Docker and containerd
+//!   keep both, and refusing them made real images fail. It is safe because a symlink is only data
+//!   until something resolves it, and nothing resolves these on the host: extraction works through
+//!   directory fds and never follows a link (see above), and the runtime resolves paths only
+//!   inside the container's root — after `pivot_root`, or with `openat2(RESOLVE_IN_ROOT)` before
+//!   it — where `..` at `/` stays at `/`, exactly as for an absolute target. What stays refused:
+//!   any entry that would be written *through* a symlink (e.g. `evil -> /etc` then `evil/passwd`,
+//!   or `a/up -> ../../..` then `a/up/x`), whatever the symlink's target; hardlinks out of the
+//!   layer, `..` entry names and devices (below).
 //! - **Reserved paths**: `proc`, `sys` and `dev` at the layer root must be directories if present
 //!   (the runtime mounts over them; a symlink there is how runc CVE-2019-16884/2019-19921 started).
 //! - **Hardlinks**: the target must be a relative, `..`-free path to a *regular file already

@@ -303,15 +303,16 @@ fn refuses_writing_through_an_absolute_symlink() {
 }
 
 #[test]
-fn refuses_relative_symlinks_that_escape_and_writes_through_any_symlink() {
+fn keeps_relative_symlinks_that_climb_but_refuses_writes_through_any_symlink() {
     let f = fixture();
+    // The link is data and is kept; what is refused is writing through it.
     let tar = TarBuilder::new()
         .dir("a/", 0o755)
         .symlink("a/up", "../../../../sentinel")
         .file("a/up/pwned", b"evil", 0o644)
         .finish();
-    let msg = f.refused(&tar, "a/up");
-    assert!(msg.contains("escapes the layer root"), "{msg}");
+    let msg = f.refused(&tar, "a/up/pwned");
+    assert!(msg.contains("`a/up` is a symlink"), "{msg}");
     // A symlink that stays inside is kept, but nothing is written through it either.
     let tar = TarBuilder::new()
         .dir("a/", 0o755)
@@ -319,6 +320,39 @@ fn refuses_relative_symlinks_that_escape_and_writes_through_any_symlink() {
         .file("link/x", b"x", 0o644)
         .finish();
     f.refused(&tar, "link/x");
+    // Nor through a link to the layer root's parent, nor by hardlinking via one.
+    let tar = TarBuilder::new()
+        .symlink("up", "..")
+        .file("up/sentinel/keep", b"evil", 0o644)
+        .finish();
+    let msg = f.refused(&tar, "up/sentinel/keep");
+    assert!(msg.contains("`up` is a symlink"), "{msg}");
+    let tar = TarBuilder::new()
+        .symlink("up", "../..")
+        .hardlink("passwd", "up/etc/passwd")
+        .finish();
+    let msg = f.refused(&tar, "passwd");
+    assert!(msg.contains("symlink"), "{msg}");
+}
+
+#[test]
+fn keeps_symlinks_of_real_images_with_their_exact_targets() {
+    let f = fixture();
+    let mut t = TarBuilder::new();
+    t.dir("./", 0o755);
+    let tar = add_real_world_links(&mut t).finish();
+    let (root, info) = f.unpack_ok(&tar);
+    assert_eq!(
+        info.entries as usize,
+        1 + REAL_WORLD_FILES.len() + REAL_WORLD_LINKS.len()
+    );
+    assert_real_world_links(&root);
+    // Links that stay inside the layer resolve there on the host too.
+    assert_eq!(
+        fs::read(root.join("etc/ssl/cert.pem")).unwrap(),
+        b"certificates\n"
+    );
+    f.assert_untouched();
 }
 
 #[test]

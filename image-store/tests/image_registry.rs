@@ -590,6 +590,49 @@ async fn gc_removes_only_unreferenced_and_unleased_layers() {
         .unwrap();
 }
 
+/// Real images (Debian, Alpine, distroless) ship symlinks with absolute targets and relative ones
+/// that climb above the layer root: they are kept as links with their exact targets, and resolve
+/// inside the root once the process is confined to it (`chroot` here, `pivot_root` in the runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_images_whose_symlinks_climb_above_the_root() {
+    let env = env();
+    let busybox = fs::read("/bin/busybox").expect("/bin/busybox (Debian's busybox-static)");
+    let mut t = TarBuilder::new();
+    t.dir("bin/", 0o755).file("bin/busybox", &busybox, 0o755);
+    let layer = Layer::gzip(&add_real_world_links(&mut t).finish());
+    let config = config_json(&host_arch(), std::slice::from_ref(&layer), &["sh"]);
+    env.pusher
+        .image("links", "1", &[layer], &config, media_types::OCI_CONFIG)
+        .await;
+    let svc = env.service("store");
+    let record = svc
+        .pull(&env.reference("links:1"), PullPolicy::IfNotPresent, None)
+        .await
+        .unwrap_or_else(|e| panic!("image with real-world symlinks refused: {e}"))
+        .record;
+    let root = svc.store().layer_rootfs(&record.layers[0].digest);
+    assert_real_world_links(&root);
+    // Confined to the layer, `..` at `/` stays at `/`: the far-climbing links land inside it.
+    let cat = |path: &str| {
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/busybox", "cat", path])
+            .output()
+            .expect("chroot (coreutils) runs");
+        assert!(
+            out.status.success(),
+            "cat {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(cat("/usr/share/doc/libc6/changelog.gz"), b"changelog\n");
+    assert_eq!(cat("/etc/os-release"), b"12.5\n");
+    assert_eq!(cat("/usr/share/doc/far/up/etc/debian_version"), b"12.5\n");
+    assert_eq!(cat("/up/up/etc/ssl/cert.pem"), b"certificates\n");
+    assert_eq!(tree(&svc.store().root().join("tmp")), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
     let env = env();
@@ -609,6 +652,14 @@ async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
                 .file("evil/pwned", b"x", 0o644)
                 .finish(),
             "evil/pwned",
+        ),
+        (
+            "climbing-symlink",
+            TarBuilder::new()
+                .symlink("up", "../../../../../../../../../..")
+                .file("up/etc/cron.d/pwned", b"x", 0o644)
+                .finish(),
+            "up/etc/cron.d/pwned",
         ),
         (
             "hardlink",

@@ -584,3 +584,67 @@ pub fn busybox_rootfs_tar() -> Vec<u8> {
         .dir("dev/", 0o755);
     t.finish()
 }
+
+/// Symlinks as real images ship them, `(link, exact target)`: absolute targets, relative targets
+/// inside the layer, and relative targets that climb above the layer root (Docker and containerd
+/// keep those: `..` at the container's `/` stays at `/`). Parent directories are implicit.
+pub const REAL_WORLD_LINKS: &[(&str, &str)] = &[
+    // Debian: alternatives (absolute, chained), usrmerge, os-release, mtab into /proc, doc
+    // changelogs pointing far above the root.
+    ("etc/alternatives/awk", "/usr/bin/mawk"),
+    ("usr/bin/awk", "/etc/alternatives/awk"),
+    ("lib64", "usr/lib64"),
+    ("etc/os-release", "../usr/lib/os-release"),
+    ("usr/lib/os-release", "../../etc/debian_version"),
+    ("etc/mtab", "../proc/self/mounts"),
+    ("etc/localtime", "/usr/share/zoneinfo/Etc/UTC"),
+    (
+        "usr/share/doc/libc6/changelog.gz",
+        "../../../../../../../var/lib/nekton-test/changelog",
+    ),
+    (
+        "usr/share/doc/far/up",
+        "../../../../../../../../../../../../..",
+    ),
+    // Alpine: busybox applets (absolute), libraries one level up.
+    ("sbin/init", "/bin/busybox"),
+    ("usr/lib/libcrypto.so.3", "../../lib/libcrypto.so.3"),
+    ("etc/ssl/cert.pem", "certs/ca-certificates.crt"),
+    // distroless: /var/run and /var/lock into /run.
+    ("var/run", "/run"),
+    ("var/lock", "../run/lock"),
+    // The layer root's parent, directly.
+    ("up", ".."),
+];
+
+/// Files the links of [`REAL_WORLD_LINKS`] resolve to, `(path, contents)`.
+pub const REAL_WORLD_FILES: &[(&str, &[u8])] = &[
+    ("etc/debian_version", b"12.5\n"),
+    ("var/lib/nekton-test/changelog", b"changelog\n"),
+    ("etc/ssl/certs/ca-certificates.crt", b"certificates\n"),
+];
+
+/// Adds [`REAL_WORLD_FILES`] and [`REAL_WORLD_LINKS`] to `t`.
+pub fn add_real_world_links(t: &mut TarBuilder) -> &mut TarBuilder {
+    for (path, data) in REAL_WORLD_FILES {
+        t.file(path, data, 0o644);
+    }
+    for (link, target) in REAL_WORLD_LINKS {
+        t.symlink(link, target);
+    }
+    t
+}
+
+/// Asserts that every link of [`REAL_WORLD_LINKS`] is in `root` as a symlink with its exact target.
+pub fn assert_real_world_links(root: &Path) {
+    for (link, target) in REAL_WORLD_LINKS {
+        let path = root.join(link);
+        let m = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert!(m.file_type().is_symlink(), "{link} is not a symlink");
+        assert_eq!(
+            fs::read_link(&path).unwrap(),
+            Path::new(target),
+            "target of {link}"
+        );
+    }
+}
