@@ -60,7 +60,16 @@
 //!   (which would let an image forge overlayfs metadata such as `trusted.overlay.redirect`) and every
 //!   other namespace are dropped and counted.
 //! - **Size caps**: bytes written, entry count, bytes of the uncompressed stream and of each entry's
-//!   extension headers are all capped, so decompression bombs stop at the cap.
+//!   extension headers are all capped per layer (`StoreLimits::extract`), so decompression bombs
+//!   stop at the cap. File bytes are also charged, as they are written, to two shared caps: the
+//!   pull's (`StoreLimits::max_image_unpacked_bytes`: every layer of the image, those already in
+//!   the store included) and the store's (`StoreLimits::max_store_unpacked_bytes`: every extracted
+//!   layer in the store; `gc` gives removed layers' bytes back, and [`ImageStore::open`] counts
+//!   what is there). So a 4 MiB layer that expands to 4 GiB stops at the smallest cap, whichever
+//!   it is; the error names that cap and the option that raises it, and nothing is left in
+//!   `tmp/` or `layers/`. When one layer of a pull fails (or the pull is dropped, e.g. on a
+//!   timeout) the pull's other extractions stop at their next write and its downloads at once,
+//!   and a failed pull returns only after they have cleaned up.
 //! - **Whiteouts**: `.wh.<name>` becomes an overlayfs whiteout (a 0/0 character device made with
 //!   `mknodat` by the store itself — the only device node ever created) and `.wh..wh..opq` sets
 //!   `trusted.overlay.opaque=y` on its directory; both are also listed in `layer.json` so a backend

@@ -521,3 +521,101 @@ fn file_modes_are_not_subject_to_umask_and_root_is_0755() {
         0o755
     );
 }
+
+/// Snapshot of what a store holds: its layers, blobs and temp entries.
+fn store_state(store: &ImageStore) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        tree(&store.root().join("layers")),
+        tree(&store.root().join("blobs")),
+        tree(&store.root().join("tmp")),
+    )
+}
+
+/// Unpacks a stored blob, expects a size cap error naming `option`, and checks the store did not
+/// change (the blob itself was put there by the test before the snapshot).
+fn refused_at_cap(f: &Fixture, blob: &[u8], option: &str) {
+    let d = f.store.put_blob(blob).unwrap();
+    let before = store_state(&f.store);
+    let used = f.store.unpacked_bytes();
+    let err = f.store.unpack_layer(&d).expect_err("bomb accepted");
+    assert!(
+        matches!(
+            &err,
+            ImageError::Layer {
+                source: ExtractError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_content_error(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(option),
+        "the error names the option to raise: {msg}"
+    );
+    assert!(!f.store.has_layer(&d));
+    assert_eq!(
+        store_state(&f.store),
+        before,
+        "store changed by a refused layer"
+    );
+    assert_eq!(f.store.unpacked_bytes(), used, "refused bytes stay charged");
+    f.assert_untouched();
+}
+
+#[test]
+fn a_4_gib_gzip_bomb_stops_at_the_layer_cap() {
+    let mut limits = StoreLimits::default();
+    limits.extract.max_bytes = 4 << 20;
+    let f = fixture_with(limits);
+    // 4096 files of 1 MiB: every header is fine, the total is not (caught while streaming).
+    let bomb = gzip_bomb(4096, 0, 1 << 20);
+    assert!(bomb.len() < 6 << 20, "a ~4 MiB bomb: {}", bomb.len());
+    let started = std::time::Instant::now();
+    refused_at_cap(&f, &bomb, "`StoreLimits.extract.max_bytes`");
+    // One 4 GiB file: refused from its header, before any byte.
+    refused_at_cap(
+        &f,
+        &gzip_bomb(0, 4096, 1 << 20),
+        "`StoreLimits.extract.max_bytes`",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped at the cap, not after 4 GiB: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn extraction_is_capped_per_store_and_gc_gives_the_bytes_back() {
+    let limits = StoreLimits {
+        max_store_unpacked_bytes: 5 << 20,
+        ..StoreLimits::default()
+    };
+    let f = fixture_with(limits.clone());
+    let two_mib = |name: &str| TarBuilder::new().zeros(name, 2 << 20).finish();
+    let (_, a) = f.unpack_ok(&two_mib("a"));
+    let (_, b) = f.unpack_ok(&two_mib("b"));
+    assert_eq!(a.unpacked_bytes + b.unpacked_bytes, 4 << 20);
+    assert_eq!(f.store.unpacked_bytes(), 4 << 20);
+
+    // 1 MiB left: a 4 GiB bomb stops while streaming, as 1 MiB files or as one 4 GiB file.
+    let option = "`StoreLimits.max_store_unpacked_bytes`";
+    refused_at_cap(&f, &gzip_bomb(4096, 0, 1 << 20), option);
+    refused_at_cap(&f, &gzip_bomb(0, 4096, 1 << 20), option);
+    // So does an honest layer that does not fit.
+    refused_at_cap(&f, &gzip(&two_mib("c")), option);
+
+    // A store opened again counts what is there.
+    let reopened = ImageStore::open(f.store.root(), limits).unwrap();
+    assert_eq!(reopened.unpacked_bytes(), 4 << 20);
+    drop(reopened);
+
+    // gc removes the unreferenced layers and gives their bytes back: the layer fits now.
+    let report = f.store.gc().unwrap();
+    assert_eq!(report.removed_layers.len(), 2, "{report:?}");
+    assert_eq!(f.store.unpacked_bytes(), 0);
+    let (_, c) = f.unpack_ok(&gzip(&two_mib("c")));
+    assert_eq!(f.store.unpacked_bytes(), c.unpacked_bytes);
+}

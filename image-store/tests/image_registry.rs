@@ -709,6 +709,84 @@ async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
     assert_eq!(tree(&svc.store().root().join("tmp")), Vec::<String>::new());
 }
 
+/// A gzip bomb (~4 MiB expanding to 4 GiB) in a pulled image stops at the per-image extraction
+/// cap while it streams, counting the image's layers that were already in the store; the pull is
+/// an image error naming the option, and the store is as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_stop_at_the_per_image_extraction_cap() {
+    let env = env();
+    let limits = StoreLimits {
+        max_image_unpacked_bytes: 3 << 20,
+        ..StoreLimits::default()
+    };
+    let store = ImageStore::open(env.tmp.path().join("store"), limits).unwrap();
+    let svc = ImageService::new(Arc::new(store), env.options()).unwrap();
+    let base = Layer::gzip(&TarBuilder::new().zeros("base", 2 << 20).finish());
+    let bomb = Layer {
+        blob: gzip_bomb(4096, 0, 1 << 20),
+        media_type: media_types::OCI_LAYER_GZIP.into(),
+        // Hashing 4 GiB would make the test slow; extraction stops long before the diff_id
+        // could be compared, so any well-formed digest does.
+        diff_id: format!("sha256:{}", "0".repeat(64)),
+    };
+    assert!(
+        bomb.blob.len() < 6 << 20,
+        "a ~4 MiB bomb: {}",
+        bomb.blob.len()
+    );
+    let arch = host_arch();
+    for (repo, layers) in [
+        ("base", vec![base.clone()]),
+        ("bomb", vec![bomb.clone()]),
+        ("based-bomb", vec![base.clone(), bomb.clone()]),
+    ] {
+        let config = config_json(&arch, &layers, &["sh"]);
+        env.pusher
+            .image(repo, "1", &layers, &config, media_types::OCI_CONFIG)
+            .await;
+    }
+    svc.pull(&env.reference("base:1"), PullPolicy::IfNotPresent, None)
+        .await
+        .unwrap();
+    let store = svc.store();
+    let layers_before = tree(&store.root().join("layers"));
+    assert_eq!(store.unpacked_bytes(), 2 << 20);
+
+    let started = std::time::Instant::now();
+    for repo in ["bomb", "based-bomb"] {
+        let reference = env.reference(&format!("{repo}:1"));
+        let err = svc
+            .pull(&reference, PullPolicy::IfNotPresent, None)
+            .await
+            .expect_err("bomb pulled");
+        assert!(
+            matches!(
+                &err,
+                ImageError::Layer {
+                    source: image_store::ExtractError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{repo}: {err}"
+        );
+        assert!(err.is_content_error());
+        assert!(
+            err.to_string()
+                .contains("`StoreLimits.max_image_unpacked_bytes`"),
+            "{repo}: the error names the option: {err}"
+        );
+        assert!(store.get(&reference).unwrap().is_none());
+        assert_eq!(tree(&store.root().join("layers")), layers_before, "{repo}");
+        assert_eq!(tree(&store.root().join("tmp")), Vec::<String>::new());
+        assert_eq!(store.unpacked_bytes(), 2 << 20, "{repo}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "stopped at the cap, not after 4 GiB: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_only_for_registries_listed_as_insecure() {
     let env = env();

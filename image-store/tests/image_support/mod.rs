@@ -648,3 +648,48 @@ pub fn assert_real_world_links(root: &Path) {
         );
     }
 }
+
+/// A gzip layer that expands to `files` tar entries `bomb/<i>` of `file_len` zero bytes each
+/// (`files == 0`: one entry `bomb` declaring `repeat * file_len` bytes, followed by that many
+/// zeros). Built from concatenated gzip members — one compressed run of `file_len` zeros reused —
+/// so 4 GiB of expansion costs about 4 MiB and nothing of that size is ever in memory. No
+/// end-of-archive blocks: extraction is meant to stop at a cap long before.
+pub fn gzip_bomb(files: usize, repeat: usize, file_len: u64) -> Vec<u8> {
+    assert_eq!(file_len % 512, 0, "tar data comes in 512-byte blocks");
+    let zeros = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0u8; 64 << 10];
+        let mut left = file_len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            e.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        e.finish().unwrap()
+    };
+    let header = |path: &str, size: u64| {
+        let mut h = Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_cksum();
+        gzip(h.as_bytes())
+    };
+    let mut out = Vec::new();
+    if files == 0 {
+        out.extend(header("bomb", repeat as u64 * file_len));
+        for _ in 0..repeat {
+            out.extend_from_slice(&zeros);
+        }
+    } else {
+        for i in 0..files {
+            out.extend(header(&format!("bomb/{i}"), file_len));
+            out.extend_from_slice(&zeros);
+        }
+    }
+    out
+}
