@@ -619,3 +619,190 @@ fn extraction_is_capped_per_store_and_gc_gives_the_bytes_back() {
     let (_, c) = f.unpack_ok(&gzip(&two_mib("c")));
     assert_eq!(f.store.unpacked_bytes(), c.unpacked_bytes);
 }
+
+#[test]
+fn refuses_traversal_smuggled_in_pax_and_gnu_long_names() {
+    let f = fixture();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"../../etc/cron.d/x")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "../../etc/cron.d/x",
+            "`..`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"/etc/cron.d/x")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "/etc/cron.d/x",
+            "absolute",
+        ),
+        (
+            TarBuilder::new()
+                .gnu_long(b'L', b"a/../../../x")
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "a/../../../x",
+            "`..`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"a\0b")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "a\\u{0}b",
+            "NUL",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("linkpath", b"/etc/passwd")])
+                .hardlink("passwd", "ok")
+                .finish(),
+            "passwd",
+            "hardlink target `/etc/passwd`",
+        ),
+        (
+            TarBuilder::new()
+                .gnu_long(b'K', b"../../../../etc/shadow")
+                .hardlink("shadow", "ok")
+                .finish(),
+            "shadow",
+            "hardlink target `../../../../etc/shadow`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("linkpath", "a/".repeat(2100).as_bytes())])
+                .symlink("long", "ok")
+                .finish(),
+            "long",
+            "over-long",
+        ),
+    ];
+    let passwd = meta(Path::new("/etc/passwd"));
+    for (tar, entry, why) in cases {
+        let msg = f.refused(&tar, entry);
+        assert!(msg.contains(why), "{entry}: {msg}");
+    }
+    assert_eq!(meta(Path::new("/etc/passwd")).nlink(), passwd.nlink());
+}
+
+#[test]
+fn pax_owner_overflow_is_refused_not_truncated_to_root() {
+    let f = fixture();
+    // 2^32 would be uid 0 if truncated to 32 bits.
+    let tar = TarBuilder::new()
+        .pax(&[("uid", b"4294967296")])
+        .file("x", b"x", 0o4755)
+        .finish();
+    let msg = f.refused(&tar, "x");
+    assert!(msg.contains("uid out of range"), "{msg}");
+    let tar = TarBuilder::new()
+        .pax(&[("gid", b"4294967296")])
+        .file("x", b"x", 0o2755)
+        .finish();
+    let msg = f.refused(&tar, "x");
+    assert!(msg.contains("gid out of range"), "{msg}");
+    // PAX owners in range apply.
+    let tar = TarBuilder::new()
+        .pax(&[("uid", b"70000"), ("gid", b"70001")])
+        .file("x", b"x", 0o644)
+        .finish();
+    let (root, _) = f.unpack_ok(&tar);
+    let m = meta(&root.join("x"));
+    assert_eq!((m.uid(), m.gid()), (70000, 70001));
+}
+
+#[test]
+fn caps_extension_headers_that_pass_the_cap_only_together() {
+    let f = fixture();
+    // Each record is under the 1 MiB cap; the three before one entry are not.
+    let comment = vec![b'c'; 700 << 10];
+    let long = "d/".repeat(350 << 9);
+    let tar = TarBuilder::new()
+        .pax(&[("comment", &comment)])
+        .gnu_long(b'L', long.as_bytes())
+        .gnu_long(b'K', long.as_bytes())
+        .file("x", b"x", 0o644)
+        .finish();
+    let (d, r) = f.unpack(&tar);
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ImageError::Layer {
+                source: ExtractError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`StoreLimits.extract.max_metadata_bytes`"),
+        "{err}"
+    );
+    assert!(!f.store.has_layer(&d));
+    f.assert_untouched();
+}
+
+/// A zstd frame holding `data` in one raw block, declaring a window of 2^`window_log` bytes.
+fn zstd_frame(window_log: u8, data: &[u8]) -> Vec<u8> {
+    assert!((10..=41).contains(&window_log) && data.len() < 128 << 10);
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd];
+    out.push(0x00); // no content size, not single-segment, no checksum: a window descriptor
+    out.push((window_log - 10) << 3);
+    let block = ((data.len() as u32) << 3) | 1; // raw, last
+    out.extend_from_slice(&block.to_le_bytes()[..3]);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn refuses_compression_headers_that_ask_for_unbounded_memory() {
+    let f = fixture();
+    let tar = TarBuilder::new().file("x", b"x", 0o644).finish();
+    // zstd: a frame may demand a 2 GiB window; the decoder keeps its default 128 MiB ceiling.
+    let (_, info) = f.unpack_ok(&zstd_frame(20, &tar));
+    assert_eq!(
+        info.diff_id.to_string(),
+        sha(&tar),
+        "the crafted frame is valid"
+    );
+    // gzip: flate2 caps header fields (64 KiB) instead of reading a 1 MiB file name.
+    for (blob, why) in [
+        (zstd_frame(31, &tar), "too much memory"),
+        (
+            gzip_with_name(&vec![b'n'; 1 << 20], &tar),
+            "header field too long",
+        ),
+    ] {
+        let (d, r) = f.unpack(&blob);
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ImageError::Layer {
+                    source: ExtractError::Malformed { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(!f.store.has_layer(&d));
+    }
+    f.assert_untouched();
+}
+
+/// A gzip member whose header carries `name` as its FNAME field (gzip has no limit on it).
+fn gzip_with_name(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3];
+    out.extend_from_slice(name);
+    out.push(0);
+    // The deflate stream and trailer of a normal member (after its 10-byte header, no FNAME).
+    out.extend_from_slice(&gzip(data)[10..]);
+    out
+}

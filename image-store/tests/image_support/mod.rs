@@ -129,6 +129,19 @@ impl TarBuilder {
         self.push(h, &[])
     }
 
+    /// A GNU long name (`'L'`) or long link name (`'K'`) entry applying to the next entry.
+    pub fn gnu_long(&mut self, kind: u8, value: &[u8]) -> &mut Self {
+        let kind = match kind {
+            b'L' => EntryType::GNULongName,
+            b'K' => EntryType::GNULongLink,
+            other => panic!("not a GNU long entry type: {}", other as char),
+        };
+        let mut data = value.to_vec();
+        data.push(0);
+        let h = Self::header("././@LongLink", kind, data.len() as u64, 0o644, None);
+        self.push(h, &data)
+    }
+
     /// A PAX extended header applying to the next entry.
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         let mut data = Vec::new();
