@@ -34,13 +34,18 @@
 //! `linkat` without `AT_SYMLINK_FOLLOW`). So:
 //! - **Paths**: absolute entry paths and any `..` component are refused (not stripped); so are
 //!   paths longer than 4096 bytes or deeper than 256 components.
-//! - **Symlinks**: stored as symlinks, never followed by the store. A symlink whose target, resolved
-//!   lexically from the link's own directory inside the layer, climbs above the layer root is
-//!   refused. *Absolute* targets are kept (Alpine's `/bin/sh -> /bin/busybox` is absolute): they are
-//!   resolved from the layer root, so they do not escape — the contract with the runtime is that it
-//!   only ever resolves paths inside the container's root (after `pivot_root`, or with
-//!   `RESOLVE_IN_ROOT`), never on the host. Any entry that would be written *through* a symlink
-//!   (e.g. `evil -> /etc` then `evil/passwd`) is refused, whatever the symlink's target.
+//! - **Symlinks**: stored as symlinks with their exact target, never followed by the store,
+//!   whatever they point at. That includes absolute targets (Alpine's `/bin/sh -> /bin/busybox`,
+//!   distroless's `/var/run -> /run`) and relative targets that climb above the layer root
+//!   (Debian's `usr/share/doc/x/changelog.gz -> ../../../../../../../var/…`): Docker and containerd
+//!   keep both, and refusing them made real images fail. It is safe because a symlink is only data
+//!   until something resolves it, and nothing resolves these on the host: extraction works through
+//!   directory fds and never follows a link (see above), and the runtime resolves paths only
+//!   inside the container's root — after `pivot_root`, or with `openat2(RESOLVE_IN_ROOT)` before
+//!   it — where `..` at `/` stays at `/`, exactly as for an absolute target. What stays refused:
+//!   any entry that would be written *through* a symlink (e.g. `evil -> /etc` then `evil/passwd`,
+//!   or `a/up -> ../../..` then `a/up/x`), whatever the symlink's target; hardlinks out of the
+//!   layer, `..` entry names and devices (below).
 //! - **Reserved paths**: `proc`, `sys` and `dev` at the layer root must be directories if present
 //!   (the runtime mounts over them; a symlink there is how runc CVE-2019-16884/2019-19921 started).
 //! - **Hardlinks**: the target must be a relative, `..`-free path to a *regular file already
@@ -55,7 +60,16 @@
 //!   (which would let an image forge overlayfs metadata such as `trusted.overlay.redirect`) and every
 //!   other namespace are dropped and counted.
 //! - **Size caps**: bytes written, entry count, bytes of the uncompressed stream and of each entry's
-//!   extension headers are all capped, so decompression bombs stop at the cap.
+//!   extension headers are all capped per layer (`StoreLimits::extract`), so decompression bombs
+//!   stop at the cap. File bytes are also charged, as they are written, to two shared caps: the
+//!   pull's (`StoreLimits::max_image_unpacked_bytes`: every layer of the image, those already in
+//!   the store included) and the store's (`StoreLimits::max_store_unpacked_bytes`: every extracted
+//!   layer in the store; `gc` gives removed layers' bytes back, and [`ImageStore::open`] counts
+//!   what is there). So a 4 MiB layer that expands to 4 GiB stops at the smallest cap, whichever
+//!   it is; the error names that cap and the option that raises it, and nothing is left in
+//!   `tmp/` or `layers/`. When one layer of a pull fails (or the pull is dropped, e.g. on a
+//!   timeout) the pull's other extractions stop at their next write and its downloads at once,
+//!   and a failed pull returns only after they have cleaned up.
 //! - **Whiteouts**: `.wh.<name>` becomes an overlayfs whiteout (a 0/0 character device made with
 //!   `mknodat` by the store itself — the only device node ever created) and `.wh..wh..opq` sets
 //!   `trusted.overlay.opaque=y` on its directory; both are also listed in `layer.json` so a backend

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 
+use super::extract::ByteBudget;
 use super::media::{LayerFormat, Platform, is_manifest, is_wasm_config, media_types};
 use super::oci::{Descriptor, Document, parse_config, parse_document};
 use super::store::{
@@ -238,6 +239,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ImageError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Stops the extractions charging `0` when dropped (see `materialize`).
+struct AbortOnDrop<'a>(&'a ByteBudget);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Where manifests and blobs come from: a registry or an OCI layout.
@@ -667,9 +677,12 @@ impl Inner {
     }
 
     /// Extracts a stored layer blob once.
+    /// Extracts a stored layer blob once, charging its bytes to `image` (the pull's cap) whether it
+    /// is extracted now or was already in the store.
     async fn unpack(
         &self,
         digest: &Digest,
+        image: &ByteBudget,
         progress: &Progress,
         stats: &Stats,
     ) -> Result<LayerInfo, ImageError> {
@@ -679,12 +692,20 @@ impl Inner {
             let store = self.store.clone();
             let d = digest.clone();
             if store.has_layer(digest) {
-                return blocking(move || store.layer_info(&d)).await;
+                let info = blocking(move || store.layer_info(&d)).await?;
+                if !image.try_charge(info.unpacked_bytes) {
+                    return Err(ImageError::Layer {
+                        layer: digest.to_string(),
+                        source: image.exceeded("(already extracted)"),
+                    });
+                }
+                return Ok(info);
             }
             progress.emit(&PullEvent::Extracting {
                 digest: digest.clone(),
             });
-            let info = blocking(move || store.unpack_layer(&d)).await?;
+            let budget = image.clone();
+            let info = blocking(move || store.unpack_layer_within(&d, Some(&budget))).await?;
             stats.extracted.fetch_add(1, Ordering::Relaxed);
             progress.emit(&PullEvent::Extracted {
                 digest: digest.clone(),
@@ -903,37 +924,74 @@ impl Inner {
         }
         let concurrency = self.options.max_concurrent_downloads.max(1);
         let diff_ids = &diff_ids;
-        let mut done: Vec<(usize, Option<LayerInfo>)> =
-            futures::stream::iter(manifest.layers.clone().into_iter().enumerate())
-                .map(|(i, desc)| async move {
-                    let desc = &desc;
-                    self.ensure_blob(
+        let image_budget = &ByteBudget::new(
+            limits.max_image_unpacked_bytes,
+            "the extracted layers of this image together (a per-image cap: raise \
+             `StoreLimits.max_image_unpacked_bytes`)",
+        );
+        // When one layer fails, or the pull is dropped (a timeout), the others stop: downloads
+        // at once, extractions at their next write (they run on blocking threads, which a
+        // dropped future would not stop). On failure the pull also waits for them to have
+        // cleaned up, so it never returns with its temp files still in the store.
+        let _abort_on_drop = AbortOnDrop(image_budget);
+        let (abort_tx, abort_rx) = tokio::sync::watch::channel(false);
+        let abandoned = || ImageError::Internal("abandoned: another layer failed".to_string());
+        let abort_rx = &abort_rx;
+        let mut layers = futures::stream::iter(manifest.layers.clone().into_iter().enumerate())
+            .map(|(i, desc)| async move {
+                let desc = &desc;
+                if image_budget.is_aborted() {
+                    return Err(abandoned());
+                }
+                let mut aborted = abort_rx.clone();
+                let what = format!("layer {}", desc.digest);
+                tokio::select! {
+                    r = self.ensure_blob(
                         source,
                         desc,
-                        &format!("layer {}", desc.digest),
+                        &what,
                         limits.max_blob_bytes,
                         progress,
                         stats,
-                    )
+                    ) => r?,
+                    _ = aborted.wait_for(|a| *a) => return Err(abandoned()),
+                }
+                if wasm {
+                    return Ok((i, None));
+                }
+                let info = self
+                    .unpack(&desc.digest, image_budget, progress, stats)
                     .await?;
-                    if wasm {
-                        return Ok((i, None));
+                if let Some(expected) = diff_ids.get(i)
+                    && expected != &info.diff_id
+                {
+                    return Err(ImageError::DigestMismatch {
+                        what: format!("uncompressed layer {} (diff_id)", desc.digest),
+                        expected: expected.to_string(),
+                        actual: info.diff_id.to_string(),
+                    });
+                }
+                Ok((i, Some(info)))
+            })
+            .buffer_unordered(concurrency);
+        let mut done: Vec<(usize, Option<LayerInfo>)> = Vec::new();
+        let mut failed = None;
+        while let Some(result) = layers.next().await {
+            match result {
+                Ok(layer) => done.push(layer),
+                Err(e) => {
+                    if failed.is_none() {
+                        image_budget.abort();
+                        let _ = abort_tx.send(true);
+                        failed = Some(e);
                     }
-                    let info = self.unpack(&desc.digest, progress, stats).await?;
-                    if let Some(expected) = diff_ids.get(i)
-                        && expected != &info.diff_id
-                    {
-                        return Err(ImageError::DigestMismatch {
-                            what: format!("uncompressed layer {} (diff_id)", desc.digest),
-                            expected: expected.to_string(),
-                            actual: info.diff_id.to_string(),
-                        });
-                    }
-                    Ok((i, Some(info)))
-                })
-                .buffer_unordered(concurrency)
-                .try_collect()
-                .await?;
+                }
+            }
+        }
+        drop(layers);
+        if let Some(e) = failed {
+            return Err(e);
+        }
         done.sort_by_key(|(i, _)| *i);
 
         let unpacked: u64 = done
@@ -943,7 +1001,10 @@ impl Inner {
             .sum();
         if unpacked > limits.max_image_unpacked_bytes {
             return Err(ImageError::TooLarge {
-                what: format!("{image} ({unpacked} bytes extracted)"),
+                what: format!(
+                    "{image} ({unpacked} bytes extracted; a per-image cap: raise \
+                     `StoreLimits.max_image_unpacked_bytes`)"
+                ),
                 limit: limits.max_image_unpacked_bytes,
             });
         }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWrite;
 
-use super::extract::{ExtractOptions, SkippedEntry, extract_layer};
+use super::extract::{ByteBudget, ExtractOptions, SkippedEntry, extract_layer_budgeted};
 use super::media::{LayerFormat, Platform, layer_format};
 use super::{Digest, ImageError, ImageRef};
 
@@ -38,8 +38,12 @@ pub struct StoreLimits {
     pub max_layers: usize,
     /// All blobs of one image together. Default 16 GiB.
     pub max_image_bytes: u64,
-    /// All extracted layers of one image together. Default 32 GiB.
+    /// All extracted layers of one image together (file contents), enforced while extracting: a
+    /// pull stops at the cap, not after it. Default 32 GiB.
     pub max_image_unpacked_bytes: u64,
+    /// All extracted layers in the store together (file contents), enforced while extracting.
+    /// `gc` gives the bytes of removed layers back. Default: no cap (`u64::MAX`).
+    pub max_store_unpacked_bytes: u64,
     /// Per-layer extraction caps and policy.
     pub extract: ExtractOptions,
 }
@@ -52,6 +56,7 @@ impl Default for StoreLimits {
             max_layers: 128,
             max_image_bytes: 16 << 30,
             max_image_unpacked_bytes: 32 << 30,
+            max_store_unpacked_bytes: u64::MAX,
             extract: ExtractOptions::default(),
         }
     }
@@ -214,6 +219,9 @@ pub struct ImageStore {
     limits: StoreLimits,
     pins: Arc<Mutex<HashMap<Digest, usize>>>,
     seq: AtomicU64,
+    /// File bytes of every extracted layer in the store (and of extractions under way), against
+    /// `limits.max_store_unpacked_bytes`.
+    unpacked: ByteBudget,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -311,15 +319,34 @@ impl ImageStore {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o700))
                 .map_err(ImageError::io_at("chmod", &p))?;
         }
+        let unpacked = ByteBudget::new(
+            limits.max_store_unpacked_bytes,
+            "the extracted layers of all images in the store together (a per-store cap: raise \
+             `StoreLimits.max_store_unpacked_bytes`, or remove images and collect garbage)",
+        );
         let store = Self {
             root,
             limits,
             pins: Arc::default(),
             seq: AtomicU64::new(0),
+            unpacked,
         };
         for p in store.stale_temp_entries()? {
             remove_any(&p);
         }
+        // What the layers already here take (a store can be over a cap lowered since: then it
+        // takes no new layer until gc frees enough).
+        let layers = store.root.join("layers");
+        let mut used: u64 = 0;
+        for entry in fs::read_dir(&layers).map_err(ImageError::io_at("list", &layers))? {
+            let entry = entry.map_err(ImageError::io_at("list", &layers))?;
+            if let Some(d) = entry.file_name().to_str().and_then(Digest::from_hex)
+                && let Ok(info) = store.layer_info(&d)
+            {
+                used = used.saturating_add(info.unpacked_bytes);
+            }
+        }
+        store.unpacked.add(used);
         Ok(store)
     }
 
@@ -329,6 +356,12 @@ impl ImageStore {
 
     pub fn limits(&self) -> &StoreLimits {
         &self.limits
+    }
+
+    /// File bytes of all extracted layers in the store (and of extractions under way): what
+    /// `StoreLimits::max_store_unpacked_bytes` caps.
+    pub fn unpacked_bytes(&self) -> u64 {
+        self.unpacked.used()
     }
 
     // ---- blobs ----
@@ -515,6 +548,15 @@ impl ImageStore {
     /// Extracts the layer blob `digest` (already in the store) into `layers/<hex>` — once: an
     /// already extracted layer is returned as is. Blocking; call it from a blocking thread.
     pub fn unpack_layer(&self, digest: &Digest) -> Result<LayerInfo, ImageError> {
+        self.unpack_layer_within(digest, None)
+    }
+
+    /// [`Self::unpack_layer`], also charging the bytes written to `image` (the pull's cap).
+    pub(crate) fn unpack_layer_within(
+        &self,
+        digest: &Digest,
+        image: Option<&ByteBudget>,
+    ) -> Result<LayerInfo, ImageError> {
         if self.has_layer(digest) {
             return self.layer_info(digest);
         }
@@ -527,15 +569,23 @@ impl ImageStore {
         let rootfs = work.path().join("rootfs");
         fs::create_dir(work.path()).map_err(ImageError::io_at("create", work.path()))?;
         fs::create_dir(&rootfs).map_err(ImageError::io_at("create", &rootfs))?;
-        let summary = extract_layer(
+        let mut budgets = vec![&self.unpacked];
+        budgets.extend(image);
+        let summary = extract_layer_budgeted(
             BufReader::with_capacity(256 * 1024, blob),
             &rootfs,
             &self.limits.extract,
+            &budgets,
         )
         .map_err(|source| ImageError::Layer {
             layer: digest.to_string(),
             source,
         })?;
+        // Charged to the store until the layer is in place (or given back below).
+        let mut charge = StoreCharge {
+            budget: &self.unpacked,
+            bytes: summary.bytes,
+        };
         let info = LayerInfo {
             digest: digest.clone(),
             diff_id: summary.diff_id,
@@ -559,8 +609,12 @@ impl ImageStore {
             .map_err(|e| ImageError::io("syncfs", work.path(), e.into()))?;
         let dest = self.layer_dir(digest);
         match fs::rename(work.path(), &dest) {
-            Ok(()) => work.disarm(),
-            // Someone else extracted it meanwhile: theirs is as good as ours (same blob).
+            Ok(()) => {
+                work.disarm();
+                charge.bytes = 0;
+            }
+            // Someone else extracted it meanwhile: theirs is as good as ours (same blob), and
+            // already charged.
             Err(_) if self.has_layer(digest) => return self.layer_info(digest),
             Err(e) => return Err(ImageError::io("rename", &dest, e)),
         }
@@ -741,10 +795,12 @@ impl ImageStore {
                 if keep.contains(&digest) {
                     continue;
                 }
-                report.freed_bytes += self
+                let unpacked = self
                     .layer_info(&digest)
                     .map(|i| i.unpacked_bytes)
                     .unwrap_or(0);
+                report.freed_bytes += unpacked;
+                self.unpacked.release(unpacked);
                 // Renamed out of sight now, deleted after the lock is released.
                 let dest = self.temp_path("trash");
                 fs::rename(entry.path(), &dest)
@@ -812,6 +868,18 @@ impl ImageStore {
             fsync_dir(parent)?;
         }
         Ok(())
+    }
+}
+
+/// Bytes charged to the store's budget for a layer not yet in place; given back on drop.
+struct StoreCharge<'a> {
+    budget: &'a ByteBudget,
+    bytes: u64,
+}
+
+impl Drop for StoreCharge<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
     }
 }
 

@@ -303,15 +303,16 @@ fn refuses_writing_through_an_absolute_symlink() {
 }
 
 #[test]
-fn refuses_relative_symlinks_that_escape_and_writes_through_any_symlink() {
+fn keeps_relative_symlinks_that_climb_but_refuses_writes_through_any_symlink() {
     let f = fixture();
+    // The link is data and is kept; what is refused is writing through it.
     let tar = TarBuilder::new()
         .dir("a/", 0o755)
         .symlink("a/up", "../../../../sentinel")
         .file("a/up/pwned", b"evil", 0o644)
         .finish();
-    let msg = f.refused(&tar, "a/up");
-    assert!(msg.contains("escapes the layer root"), "{msg}");
+    let msg = f.refused(&tar, "a/up/pwned");
+    assert!(msg.contains("`a/up` is a symlink"), "{msg}");
     // A symlink that stays inside is kept, but nothing is written through it either.
     let tar = TarBuilder::new()
         .dir("a/", 0o755)
@@ -319,6 +320,39 @@ fn refuses_relative_symlinks_that_escape_and_writes_through_any_symlink() {
         .file("link/x", b"x", 0o644)
         .finish();
     f.refused(&tar, "link/x");
+    // Nor through a link to the layer root's parent, nor by hardlinking via one.
+    let tar = TarBuilder::new()
+        .symlink("up", "..")
+        .file("up/sentinel/keep", b"evil", 0o644)
+        .finish();
+    let msg = f.refused(&tar, "up/sentinel/keep");
+    assert!(msg.contains("`up` is a symlink"), "{msg}");
+    let tar = TarBuilder::new()
+        .symlink("up", "../..")
+        .hardlink("passwd", "up/etc/passwd")
+        .finish();
+    let msg = f.refused(&tar, "passwd");
+    assert!(msg.contains("symlink"), "{msg}");
+}
+
+#[test]
+fn keeps_symlinks_of_real_images_with_their_exact_targets() {
+    let f = fixture();
+    let mut t = TarBuilder::new();
+    t.dir("./", 0o755);
+    let tar = add_real_world_links(&mut t).finish();
+    let (root, info) = f.unpack_ok(&tar);
+    assert_eq!(
+        info.entries as usize,
+        1 + REAL_WORLD_FILES.len() + REAL_WORLD_LINKS.len()
+    );
+    assert_real_world_links(&root);
+    // Links that stay inside the layer resolve there on the host too.
+    assert_eq!(
+        fs::read(root.join("etc/ssl/cert.pem")).unwrap(),
+        b"certificates\n"
+    );
+    f.assert_untouched();
 }
 
 #[test]
@@ -486,4 +520,289 @@ fn file_modes_are_not_subject_to_umask_and_root_is_0755() {
         fs::metadata(&root).unwrap().permissions().mode() & 0o777,
         0o755
     );
+}
+
+/// Snapshot of what a store holds: its layers, blobs and temp entries.
+fn store_state(store: &ImageStore) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        tree(&store.root().join("layers")),
+        tree(&store.root().join("blobs")),
+        tree(&store.root().join("tmp")),
+    )
+}
+
+/// Unpacks a stored blob, expects a size cap error naming `option`, and checks the store did not
+/// change (the blob itself was put there by the test before the snapshot).
+fn refused_at_cap(f: &Fixture, blob: &[u8], option: &str) {
+    let d = f.store.put_blob(blob).unwrap();
+    let before = store_state(&f.store);
+    let used = f.store.unpacked_bytes();
+    let err = f.store.unpack_layer(&d).expect_err("bomb accepted");
+    assert!(
+        matches!(
+            &err,
+            ImageError::Layer {
+                source: ExtractError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_content_error(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(option),
+        "the error names the option to raise: {msg}"
+    );
+    assert!(!f.store.has_layer(&d));
+    assert_eq!(
+        store_state(&f.store),
+        before,
+        "store changed by a refused layer"
+    );
+    assert_eq!(f.store.unpacked_bytes(), used, "refused bytes stay charged");
+    f.assert_untouched();
+}
+
+#[test]
+fn a_4_gib_gzip_bomb_stops_at_the_layer_cap() {
+    let mut limits = StoreLimits::default();
+    limits.extract.max_bytes = 4 << 20;
+    let f = fixture_with(limits);
+    // 4096 files of 1 MiB: every header is fine, the total is not (caught while streaming).
+    let bomb = gzip_bomb(4096, 0, 1 << 20);
+    assert!(bomb.len() < 6 << 20, "a ~4 MiB bomb: {}", bomb.len());
+    let started = std::time::Instant::now();
+    refused_at_cap(&f, &bomb, "`StoreLimits.extract.max_bytes`");
+    // One 4 GiB file: refused from its header, before any byte.
+    refused_at_cap(
+        &f,
+        &gzip_bomb(0, 4096, 1 << 20),
+        "`StoreLimits.extract.max_bytes`",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped at the cap, not after 4 GiB: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn extraction_is_capped_per_store_and_gc_gives_the_bytes_back() {
+    let limits = StoreLimits {
+        max_store_unpacked_bytes: 5 << 20,
+        ..StoreLimits::default()
+    };
+    let f = fixture_with(limits.clone());
+    let two_mib = |name: &str| TarBuilder::new().zeros(name, 2 << 20).finish();
+    let (_, a) = f.unpack_ok(&two_mib("a"));
+    let (_, b) = f.unpack_ok(&two_mib("b"));
+    assert_eq!(a.unpacked_bytes + b.unpacked_bytes, 4 << 20);
+    assert_eq!(f.store.unpacked_bytes(), 4 << 20);
+
+    // 1 MiB left: a 4 GiB bomb stops while streaming, as 1 MiB files or as one 4 GiB file.
+    let option = "`StoreLimits.max_store_unpacked_bytes`";
+    refused_at_cap(&f, &gzip_bomb(4096, 0, 1 << 20), option);
+    refused_at_cap(&f, &gzip_bomb(0, 4096, 1 << 20), option);
+    // So does an honest layer that does not fit.
+    refused_at_cap(&f, &gzip(&two_mib("c")), option);
+
+    // A store opened again counts what is there.
+    let reopened = ImageStore::open(f.store.root(), limits).unwrap();
+    assert_eq!(reopened.unpacked_bytes(), 4 << 20);
+    drop(reopened);
+
+    // gc removes the unreferenced layers and gives their bytes back: the layer fits now.
+    let report = f.store.gc().unwrap();
+    assert_eq!(report.removed_layers.len(), 2, "{report:?}");
+    assert_eq!(f.store.unpacked_bytes(), 0);
+    let (_, c) = f.unpack_ok(&gzip(&two_mib("c")));
+    assert_eq!(f.store.unpacked_bytes(), c.unpacked_bytes);
+}
+
+#[test]
+fn refuses_traversal_smuggled_in_pax_and_gnu_long_names() {
+    let f = fixture();
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"../../etc/cron.d/x")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "../../etc/cron.d/x",
+            "`..`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"/etc/cron.d/x")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "/etc/cron.d/x",
+            "absolute",
+        ),
+        (
+            TarBuilder::new()
+                .gnu_long(b'L', b"a/../../../x")
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "a/../../../x",
+            "`..`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("path", b"a\0b")])
+                .file("ok", b"x", 0o644)
+                .finish(),
+            "a\\u{0}b",
+            "NUL",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("linkpath", b"/etc/passwd")])
+                .hardlink("passwd", "ok")
+                .finish(),
+            "passwd",
+            "hardlink target `/etc/passwd`",
+        ),
+        (
+            TarBuilder::new()
+                .gnu_long(b'K', b"../../../../etc/shadow")
+                .hardlink("shadow", "ok")
+                .finish(),
+            "shadow",
+            "hardlink target `../../../../etc/shadow`",
+        ),
+        (
+            TarBuilder::new()
+                .pax(&[("linkpath", "a/".repeat(2100).as_bytes())])
+                .symlink("long", "ok")
+                .finish(),
+            "long",
+            "over-long",
+        ),
+    ];
+    let passwd = meta(Path::new("/etc/passwd"));
+    for (tar, entry, why) in cases {
+        let msg = f.refused(&tar, entry);
+        assert!(msg.contains(why), "{entry}: {msg}");
+    }
+    assert_eq!(meta(Path::new("/etc/passwd")).nlink(), passwd.nlink());
+}
+
+#[test]
+fn pax_owner_overflow_is_refused_not_truncated_to_root() {
+    let f = fixture();
+    // 2^32 would be uid 0 if truncated to 32 bits.
+    let tar = TarBuilder::new()
+        .pax(&[("uid", b"4294967296")])
+        .file("x", b"x", 0o4755)
+        .finish();
+    let msg = f.refused(&tar, "x");
+    assert!(msg.contains("uid out of range"), "{msg}");
+    let tar = TarBuilder::new()
+        .pax(&[("gid", b"4294967296")])
+        .file("x", b"x", 0o2755)
+        .finish();
+    let msg = f.refused(&tar, "x");
+    assert!(msg.contains("gid out of range"), "{msg}");
+    // PAX owners in range apply.
+    let tar = TarBuilder::new()
+        .pax(&[("uid", b"70000"), ("gid", b"70001")])
+        .file("x", b"x", 0o644)
+        .finish();
+    let (root, _) = f.unpack_ok(&tar);
+    let m = meta(&root.join("x"));
+    assert_eq!((m.uid(), m.gid()), (70000, 70001));
+}
+
+#[test]
+fn caps_extension_headers_that_pass_the_cap_only_together() {
+    let f = fixture();
+    // Each record is under the 1 MiB cap; the three before one entry are not.
+    let comment = vec![b'c'; 700 << 10];
+    let long = "d/".repeat(350 << 9);
+    let tar = TarBuilder::new()
+        .pax(&[("comment", &comment)])
+        .gnu_long(b'L', long.as_bytes())
+        .gnu_long(b'K', long.as_bytes())
+        .file("x", b"x", 0o644)
+        .finish();
+    let (d, r) = f.unpack(&tar);
+    let err = r.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ImageError::Layer {
+                source: ExtractError::TooLarge { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`StoreLimits.extract.max_metadata_bytes`"),
+        "{err}"
+    );
+    assert!(!f.store.has_layer(&d));
+    f.assert_untouched();
+}
+
+/// A zstd frame holding `data` in one raw block, declaring a window of 2^`window_log` bytes.
+fn zstd_frame(window_log: u8, data: &[u8]) -> Vec<u8> {
+    assert!((10..=41).contains(&window_log) && data.len() < 128 << 10);
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd];
+    out.push(0x00); // no content size, not single-segment, no checksum: a window descriptor
+    out.push((window_log - 10) << 3);
+    let block = ((data.len() as u32) << 3) | 1; // raw, last
+    out.extend_from_slice(&block.to_le_bytes()[..3]);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn refuses_compression_headers_that_ask_for_unbounded_memory() {
+    let f = fixture();
+    let tar = TarBuilder::new().file("x", b"x", 0o644).finish();
+    // zstd: a frame may demand a 2 GiB window; the decoder keeps its default 128 MiB ceiling.
+    let (_, info) = f.unpack_ok(&zstd_frame(20, &tar));
+    assert_eq!(
+        info.diff_id.to_string(),
+        sha(&tar),
+        "the crafted frame is valid"
+    );
+    // gzip: flate2 caps header fields (64 KiB) instead of reading a 1 MiB file name.
+    for (blob, why) in [
+        (zstd_frame(31, &tar), "too much memory"),
+        (
+            gzip_with_name(&vec![b'n'; 1 << 20], &tar),
+            "header field too long",
+        ),
+    ] {
+        let (d, r) = f.unpack(&blob);
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ImageError::Layer {
+                    source: ExtractError::Malformed { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(!f.store.has_layer(&d));
+    }
+    f.assert_untouched();
+}
+
+/// A gzip member whose header carries `name` as its FNAME field (gzip has no limit on it).
+fn gzip_with_name(name: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0x08, 0, 0, 0, 0, 0, 3];
+    out.extend_from_slice(name);
+    out.push(0);
+    // The deflate stream and trailer of a normal member (after its 10-byte header, no FNAME).
+    out.extend_from_slice(&gzip(data)[10..]);
+    out
 }

@@ -590,6 +590,49 @@ async fn gc_removes_only_unreferenced_and_unleased_layers() {
         .unwrap();
 }
 
+/// Real images (Debian, Alpine, distroless) ship symlinks with absolute targets and relative ones
+/// that climb above the layer root: they are kept as links with their exact targets, and resolve
+/// inside the root once the process is confined to it (`chroot` here, `pivot_root` in the runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_images_whose_symlinks_climb_above_the_root() {
+    let env = env();
+    let busybox = fs::read("/bin/busybox").expect("/bin/busybox (Debian's busybox-static)");
+    let mut t = TarBuilder::new();
+    t.dir("bin/", 0o755).file("bin/busybox", &busybox, 0o755);
+    let layer = Layer::gzip(&add_real_world_links(&mut t).finish());
+    let config = config_json(&host_arch(), std::slice::from_ref(&layer), &["sh"]);
+    env.pusher
+        .image("links", "1", &[layer], &config, media_types::OCI_CONFIG)
+        .await;
+    let svc = env.service("store");
+    let record = svc
+        .pull(&env.reference("links:1"), PullPolicy::IfNotPresent, None)
+        .await
+        .unwrap_or_else(|e| panic!("image with real-world symlinks refused: {e}"))
+        .record;
+    let root = svc.store().layer_rootfs(&record.layers[0].digest);
+    assert_real_world_links(&root);
+    // Confined to the layer, `..` at `/` stays at `/`: the far-climbing links land inside it.
+    let cat = |path: &str| {
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/busybox", "cat", path])
+            .output()
+            .expect("chroot (coreutils) runs");
+        assert!(
+            out.status.success(),
+            "cat {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(cat("/usr/share/doc/libc6/changelog.gz"), b"changelog\n");
+    assert_eq!(cat("/etc/os-release"), b"12.5\n");
+    assert_eq!(cat("/usr/share/doc/far/up/etc/debian_version"), b"12.5\n");
+    assert_eq!(cat("/up/up/etc/ssl/cert.pem"), b"certificates\n");
+    assert_eq!(tree(&svc.store().root().join("tmp")), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
     let env = env();
@@ -609,6 +652,14 @@ async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
                 .file("evil/pwned", b"x", 0o644)
                 .finish(),
             "evil/pwned",
+        ),
+        (
+            "climbing-symlink",
+            TarBuilder::new()
+                .symlink("up", "../../../../../../../../../..")
+                .file("up/etc/cron.d/pwned", b"x", 0o644)
+                .finish(),
+            "up/etc/cron.d/pwned",
         ),
         (
             "hardlink",
@@ -656,6 +707,84 @@ async fn malicious_images_are_refused_and_write_nothing_outside_the_store() {
     assert_eq!(fs::metadata("/etc/passwd").unwrap().nlink(), passwd.nlink());
     assert!(!env.tmp.path().join("x").exists());
     assert_eq!(tree(&svc.store().root().join("tmp")), Vec::<String>::new());
+}
+
+/// A gzip bomb (~4 MiB expanding to 4 GiB) in a pulled image stops at the per-image extraction
+/// cap while it streams, counting the image's layers that were already in the store; the pull is
+/// an image error naming the option, and the store is as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_stop_at_the_per_image_extraction_cap() {
+    let env = env();
+    let limits = StoreLimits {
+        max_image_unpacked_bytes: 3 << 20,
+        ..StoreLimits::default()
+    };
+    let store = ImageStore::open(env.tmp.path().join("store"), limits).unwrap();
+    let svc = ImageService::new(Arc::new(store), env.options()).unwrap();
+    let base = Layer::gzip(&TarBuilder::new().zeros("base", 2 << 20).finish());
+    let bomb = Layer {
+        blob: gzip_bomb(4096, 0, 1 << 20),
+        media_type: media_types::OCI_LAYER_GZIP.into(),
+        // Hashing 4 GiB would make the test slow; extraction stops long before the diff_id
+        // could be compared, so any well-formed digest does.
+        diff_id: format!("sha256:{}", "0".repeat(64)),
+    };
+    assert!(
+        bomb.blob.len() < 6 << 20,
+        "a ~4 MiB bomb: {}",
+        bomb.blob.len()
+    );
+    let arch = host_arch();
+    for (repo, layers) in [
+        ("base", vec![base.clone()]),
+        ("bomb", vec![bomb.clone()]),
+        ("based-bomb", vec![base.clone(), bomb.clone()]),
+    ] {
+        let config = config_json(&arch, &layers, &["sh"]);
+        env.pusher
+            .image(repo, "1", &layers, &config, media_types::OCI_CONFIG)
+            .await;
+    }
+    svc.pull(&env.reference("base:1"), PullPolicy::IfNotPresent, None)
+        .await
+        .unwrap();
+    let store = svc.store();
+    let layers_before = tree(&store.root().join("layers"));
+    assert_eq!(store.unpacked_bytes(), 2 << 20);
+
+    let started = std::time::Instant::now();
+    for repo in ["bomb", "based-bomb"] {
+        let reference = env.reference(&format!("{repo}:1"));
+        let err = svc
+            .pull(&reference, PullPolicy::IfNotPresent, None)
+            .await
+            .expect_err("bomb pulled");
+        assert!(
+            matches!(
+                &err,
+                ImageError::Layer {
+                    source: image_store::ExtractError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{repo}: {err}"
+        );
+        assert!(err.is_content_error());
+        assert!(
+            err.to_string()
+                .contains("`StoreLimits.max_image_unpacked_bytes`"),
+            "{repo}: the error names the option: {err}"
+        );
+        assert!(store.get(&reference).unwrap().is_none());
+        assert_eq!(tree(&store.root().join("layers")), layers_before, "{repo}");
+        assert_eq!(tree(&store.root().join("tmp")), Vec::<String>::new());
+        assert_eq!(store.unpacked_bytes(), 2 << 20, "{repo}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "stopped at the cap, not after 4 GiB: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

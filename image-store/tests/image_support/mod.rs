@@ -129,6 +129,19 @@ impl TarBuilder {
         self.push(h, &[])
     }
 
+    /// A GNU long name (`'L'`) or long link name (`'K'`) entry applying to the next entry.
+    pub fn gnu_long(&mut self, kind: u8, value: &[u8]) -> &mut Self {
+        let kind = match kind {
+            b'L' => EntryType::GNULongName,
+            b'K' => EntryType::GNULongLink,
+            other => panic!("not a GNU long entry type: {}", other as char),
+        };
+        let mut data = value.to_vec();
+        data.push(0);
+        let h = Self::header("././@LongLink", kind, data.len() as u64, 0o644, None);
+        self.push(h, &data)
+    }
+
     /// A PAX extended header applying to the next entry.
     pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         let mut data = Vec::new();
@@ -583,4 +596,113 @@ pub fn busybox_rootfs_tar() -> Vec<u8> {
         .dir("sys/", 0o555)
         .dir("dev/", 0o755);
     t.finish()
+}
+
+/// Symlinks as real images ship them, `(link, exact target)`: absolute targets, relative targets
+/// inside the layer, and relative targets that climb above the layer root (Docker and containerd
+/// keep those: `..` at the container's `/` stays at `/`). Parent directories are implicit.
+pub const REAL_WORLD_LINKS: &[(&str, &str)] = &[
+    // Debian: alternatives (absolute, chained), usrmerge, os-release, mtab into /proc, doc
+    // changelogs pointing far above the root.
+    ("etc/alternatives/awk", "/usr/bin/mawk"),
+    ("usr/bin/awk", "/etc/alternatives/awk"),
+    ("lib64", "usr/lib64"),
+    ("etc/os-release", "../usr/lib/os-release"),
+    ("usr/lib/os-release", "../../etc/debian_version"),
+    ("etc/mtab", "../proc/self/mounts"),
+    ("etc/localtime", "/usr/share/zoneinfo/Etc/UTC"),
+    (
+        "usr/share/doc/libc6/changelog.gz",
+        "../../../../../../../var/lib/nekton-test/changelog",
+    ),
+    (
+        "usr/share/doc/far/up",
+        "../../../../../../../../../../../../..",
+    ),
+    // Alpine: busybox applets (absolute), libraries one level up.
+    ("sbin/init", "/bin/busybox"),
+    ("usr/lib/libcrypto.so.3", "../../lib/libcrypto.so.3"),
+    ("etc/ssl/cert.pem", "certs/ca-certificates.crt"),
+    // distroless: /var/run and /var/lock into /run.
+    ("var/run", "/run"),
+    ("var/lock", "../run/lock"),
+    // The layer root's parent, directly.
+    ("up", ".."),
+];
+
+/// Files the links of [`REAL_WORLD_LINKS`] resolve to, `(path, contents)`.
+pub const REAL_WORLD_FILES: &[(&str, &[u8])] = &[
+    ("etc/debian_version", b"12.5\n"),
+    ("var/lib/nekton-test/changelog", b"changelog\n"),
+    ("etc/ssl/certs/ca-certificates.crt", b"certificates\n"),
+];
+
+/// Adds [`REAL_WORLD_FILES`] and [`REAL_WORLD_LINKS`] to `t`.
+pub fn add_real_world_links(t: &mut TarBuilder) -> &mut TarBuilder {
+    for (path, data) in REAL_WORLD_FILES {
+        t.file(path, data, 0o644);
+    }
+    for (link, target) in REAL_WORLD_LINKS {
+        t.symlink(link, target);
+    }
+    t
+}
+
+/// Asserts that every link of [`REAL_WORLD_LINKS`] is in `root` as a symlink with its exact target.
+pub fn assert_real_world_links(root: &Path) {
+    for (link, target) in REAL_WORLD_LINKS {
+        let path = root.join(link);
+        let m = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert!(m.file_type().is_symlink(), "{link} is not a symlink");
+        assert_eq!(
+            fs::read_link(&path).unwrap(),
+            Path::new(target),
+            "target of {link}"
+        );
+    }
+}
+
+/// A gzip layer that expands to `files` tar entries `bomb/<i>` of `file_len` zero bytes each
+/// (`files == 0`: one entry `bomb` declaring `repeat * file_len` bytes, followed by that many
+/// zeros). Built from concatenated gzip members — one compressed run of `file_len` zeros reused —
+/// so 4 GiB of expansion costs about 4 MiB and nothing of that size is ever in memory. No
+/// end-of-archive blocks: extraction is meant to stop at a cap long before.
+pub fn gzip_bomb(files: usize, repeat: usize, file_len: u64) -> Vec<u8> {
+    assert_eq!(file_len % 512, 0, "tar data comes in 512-byte blocks");
+    let zeros = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0u8; 64 << 10];
+        let mut left = file_len;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            e.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        e.finish().unwrap()
+    };
+    let header = |path: &str, size: u64| {
+        let mut h = Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h.set_cksum();
+        gzip(h.as_bytes())
+    };
+    let mut out = Vec::new();
+    if files == 0 {
+        out.extend(header("bomb", repeat as u64 * file_len));
+        for _ in 0..repeat {
+            out.extend_from_slice(&zeros);
+        }
+    } else {
+        for i in 0..files {
+            out.extend(header(&format!("bomb/{i}"), file_len));
+            out.extend_from_slice(&zeros);
+        }
+    }
+    out
 }
