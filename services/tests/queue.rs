@@ -56,11 +56,11 @@ fn done(id: Uuid, attempt: i32, state: JobState) -> Completion {
         attempt,
         state,
         retry_after: None,
-        reason: "exited".into(),
+        reason: nekton::model::OutcomeReason::Exited,
         exit_code: Some(0),
         signal: None,
         detail: None,
-        usage: serde_json::json!({}),
+        usage: nekton::model::Usage::default(),
     }
 }
 

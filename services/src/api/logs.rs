@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
 use crate::store::jobs as store_jobs;
@@ -87,8 +87,13 @@ pub async fn logs(
     params: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let Query(params) = params
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            e.body_text(),
+        )
+    })?;
     let stream = match params.stream.as_deref() {
         None => None,
         Some("stdout") => Some(1i16),
@@ -96,7 +101,7 @@ pub async fn logs(
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("unknown stream `{other}`; use stdout or stderr"),
             )
             .with_field("stream"));
@@ -115,7 +120,7 @@ pub async fn logs(
     if stream.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "`stream` applies to the plain log; SSE carries both streams",
         ));
     }
@@ -124,7 +129,7 @@ pub async fn logs(
         Some(raw) => Some(Position::parse(raw).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 format!("Last-Event-ID `{raw}` is not an id this stream sent"),
             )
             .with_field("Last-Event-ID")

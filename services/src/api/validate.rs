@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::types::{JobSpec, LimitsSpec, NetworkMode, RuntimeKind};
 use crate::config::LimitPolicy;
-use crate::worker::spec::decode;
+use crate::model::decode;
 
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_LABELS: usize = 64;

@@ -19,7 +19,8 @@ pub const FLUSH_BYTES: usize = 64 * 1024;
 /// Messages to the writer.
 pub enum WriterMsg {
     Chunk(NewChunk),
-    Complete(Completion),
+    /// Boxed: a completion (with its usage bill) is several times the size of a chunk.
+    Complete(Box<Completion>),
 }
 
 /// Runs until every sender is dropped and everything pending is flushed.
@@ -52,7 +53,7 @@ pub async fn run(
                     pending_bytes
                 }
                 WriterMsg::Complete(c) => {
-                    completions.push(c);
+                    completions.push(*c);
                     pending_bytes
                 }
             };
