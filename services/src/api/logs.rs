@@ -25,6 +25,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
+use crate::model::OutputStream;
 use crate::store::jobs as store_jobs;
 use crate::store::logs::{self, StoredChunk};
 
@@ -94,11 +95,14 @@ pub async fn logs(
             e.body_text(),
         )
     })?;
-    let stream = match params.stream.as_deref() {
+    let stream = match params
+        .stream
+        .as_deref()
+        .map(|n| (n, OutputStream::parse(n)))
+    {
         None => None,
-        Some("stdout") => Some(1i16),
-        Some("stderr") => Some(2i16),
-        Some(other) => {
+        Some((_, Some(stream))) => Some(stream),
+        Some((other, None)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidQuery,
@@ -144,7 +148,7 @@ pub async fn logs(
 }
 
 fn log_event(c: &StoredChunk) -> Event {
-    let stream = if c.stream == 2 { "stderr" } else { "stdout" };
+    let stream = c.stream.as_str();
     let payload = match std::str::from_utf8(&c.data) {
         Ok(text) => LogEvent {
             stream: stream.into(),
@@ -276,7 +280,7 @@ fn exit_event(job: &Job) -> Event {
 }
 
 /// The stored output of the job's latest attempt, streamed page by page.
-fn plain(state: AppState, job: Job, stream: Option<i16>) -> Response {
+fn plain(state: AppState, job: Job, stream: Option<OutputStream>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut after = 0;

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
-use crate::model::{JobState, OutcomeReason, Usage};
+use crate::model::{JobState, OutcomeReason, OutputStream, Usage};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -213,7 +213,7 @@ pub struct NewChunk {
     pub job_id: Uuid,
     pub attempt: i32,
     pub seq: i32,
-    pub stream: i16,
+    pub stream: OutputStream,
     pub data: Vec<u8>,
 }
 
@@ -230,7 +230,7 @@ pub async fn insert_chunks(
     let ids: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
     let attempts: Vec<i32> = chunks.iter().map(|c| c.attempt).collect();
     let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
-    let streams: Vec<i16> = chunks.iter().map(|c| c.stream).collect();
+    let streams: Vec<i16> = chunks.iter().map(|c| c.stream.as_fd()).collect();
     let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
     let row = sqlx::query(
         "WITH input AS ( \

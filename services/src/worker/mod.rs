@@ -405,7 +405,7 @@ async fn pump_output(
             job_id: job,
             attempt,
             seq,
-            stream: stream.as_fd(),
+            stream,
             data,
         };
         if writer.send(WriterMsg::Chunk(chunk)).await.is_err() {
