@@ -207,3 +207,92 @@ impl runtime_core::ModuleStore for ImageModuleStore {
         self.pg.load(digest).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module source with nothing in it (routing never loads modules).
+    struct EmptyModules;
+
+    #[async_trait::async_trait]
+    impl runtime_core::ModuleStore for EmptyModules {
+        async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no module {digest}"))
+        }
+    }
+
+    fn request(program: Program) -> ExecRequest {
+        ExecRequest {
+            job_id: "route-test".into(),
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+            files: Vec::new(),
+            limits: runtime_core::Limits {
+                wall_time: Duration::from_secs(1),
+                cpu_time: None,
+                memory_bytes: 64 << 20,
+                fuel: None,
+                output_bytes: 1024,
+                pids: None,
+                disk_bytes: None,
+            },
+            container: Default::default(),
+        }
+    }
+
+    fn module() -> Program {
+        Program::WasmModule {
+            digest: format!("sha256:{}", "a".repeat(64)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_goes_to_the_backend_that_accepts_it() {
+        let wasm: Arc<dyn Backend> = Arc::new(
+            wasm_backend::WasmBackend::new(
+                wasm_backend::WasmConfig::default(),
+                Arc::new(EmptyModules),
+            )
+            .expect("the Wasm backend starts"),
+        );
+        let cancel = CancellationToken::new();
+
+        let mut req = request(module());
+        let routed = route(
+            &mut req,
+            RuntimeKind::Auto,
+            std::slice::from_ref(&wasm),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("not routed: {:?}", e.outcome));
+        assert_eq!(routed.backend.name(), "wasm");
+        assert_eq!(req.program, module());
+
+        // The same list without a backend accepting modules: spec_error, program untouched.
+        let mut req = request(module());
+        let Err(not) = route(&mut req, RuntimeKind::Auto, &[], None, &cancel).await else {
+            panic!("routed without a backend");
+        };
+        assert_eq!(not.outcome.reason, OutcomeReason::SpecError);
+        assert_eq!(
+            not.outcome.detail.as_deref(),
+            Some("no backend on this worker runs Wasm modules")
+        );
+
+        // An image on a worker without an image store is never offered to a backend.
+        let image = Program::Image {
+            reference: "127.0.0.1:1/x:1".into(),
+        };
+        let mut req = request(image.clone());
+        let Err(not) = route(&mut req, RuntimeKind::Auto, &[wasm], None, &cancel).await else {
+            panic!("an image was routed without an image store");
+        };
+        assert_eq!(not.outcome.reason, OutcomeReason::ImageError);
+        assert_eq!(req.program, image);
+    }
+}
