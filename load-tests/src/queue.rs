@@ -68,7 +68,7 @@ async fn worker_loop(
     deadline: Instant,
 ) -> Result<LoopStats> {
     let worker = Uuid::now_v7();
-    let usage = serde_json::to_value(UsageView {
+    let usage = UsageView {
         queue_wait_ms: Some(1),
         setup_ms: Some(0),
         wall_ms: Some(1),
@@ -79,7 +79,7 @@ async fn worker_loop(
         fuel_consumed: Some(10),
         wasm_memory_peak_bytes: Some(65536),
         ..Default::default()
-    })?;
+    };
     let mut s = LoopStats::default();
     loop {
         if Instant::now() > deadline {
@@ -98,7 +98,7 @@ async fn worker_loop(
                     job_id,
                     attempt,
                     seq: 1,
-                    stream: 1,
+                    stream: runtime_core::Stream::Stdout,
                     data: guests::HELLO_OUTPUT.to_vec(),
                 })
                 .collect();
@@ -115,7 +115,7 @@ async fn worker_loop(
                 attempt,
                 state: JobState::Succeeded,
                 retry_after: None,
-                reason: "exited".into(),
+                reason: runtime_core::OutcomeReason::Exited,
                 exit_code: Some(0),
                 signal: None,
                 detail: None,

@@ -41,6 +41,21 @@ impl Stream {
             _ => None,
         }
     }
+
+    /// Parses the name [`Stream::as_str`] gives (`stdout` or `stderr`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Bytes a job wrote to one stream, in order.
@@ -178,6 +193,17 @@ impl OutputSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_names_and_fds_round_trip() {
+        for s in [Stream::Stdout, Stream::Stderr] {
+            assert_eq!(Stream::parse(s.as_str()), Some(s));
+            assert_eq!(Stream::parse(&s.to_string()), Some(s));
+            assert_eq!(Stream::from_fd(s.as_fd()), Some(s));
+        }
+        assert_eq!(Stream::parse("stdin"), None);
+        assert_eq!(Stream::from_fd(0), None);
+    }
 
     #[tokio::test]
     async fn keeps_bytes_in_order_up_to_the_cap_and_flags_truncation() {

@@ -2,6 +2,7 @@
 //! builds the `nekton` binary. See ARCHITECTURE.md for the code map.
 //!
 //! - [`api`]: the v1 HTTP API (axum), its wire types and the OpenAPI document.
+//! - [`model`]: the job model shared by all of them (states, outcome, usage, the resolved job).
 //! - [`store`]: everything that touches PostgreSQL — migrations, job records, the queue, logs.
 //! - [`worker`]: claims jobs and runs them on a `runtime_core::Backend`.
 //! - [`images`]: a worker host's registry configuration, image service and container backend.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod images;
 pub mod metrics;
+pub mod model;
 pub mod pg;
 pub mod server;
 pub mod store;

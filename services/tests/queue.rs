@@ -56,11 +56,11 @@ fn done(id: Uuid, attempt: i32, state: JobState) -> Completion {
         attempt,
         state,
         retry_after: None,
-        reason: "exited".into(),
+        reason: nekton::model::OutcomeReason::Exited,
         exit_code: Some(0),
         signal: None,
         detail: None,
-        usage: serde_json::json!({}),
+        usage: nekton::model::Usage::default(),
     }
 }
 
@@ -126,7 +126,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
         job_id: id,
         attempt,
         seq,
-        stream: 1,
+        stream: nekton::model::OutputStream::Stdout,
         data: b"x".to_vec(),
     };
     assert_eq!(
@@ -315,7 +315,7 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
                 job_id: id,
                 attempt: 1,
                 seq: 1,
-                stream: 1,
+                stream: nekton::model::OutputStream::Stdout,
                 data: b"x".to_vec(),
             }],
         )

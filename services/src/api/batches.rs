@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
-use super::error::{ApiError, parse_json};
+use super::error::{ApiError, ErrorCode, parse_json};
 use super::jobs::{idempotency_key, parse_id, prepare};
 use super::types::{Batch, BatchCreated, BatchSpec, ErrorBody, JobSpec};
 use super::validate::{MAX_LABELS, canonical_hash};
@@ -132,7 +132,7 @@ pub async fn submit(
         BatchSubmitted::Replayed { id, job_ids } => Ok((StatusCode::OK, Json(BatchCreated { id, job_ids }))),
         BatchSubmitted::KeyConflict { existing } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             format!("this Idempotency-Key was already used for batch {existing} with a different request; use a new key"),
         )
         .with_field("Idempotency-Key")),

@@ -8,16 +8,80 @@ use axum::response::{IntoResponse, Response};
 use super::types::{ErrorBody, ErrorDetail};
 use crate::store::StoreError;
 
+/// The stable machine-readable codes of API errors (`error.code`). The OpenAPI document lists
+/// them as an enum generated from [`ErrorCode::ALL`].
+macro_rules! error_codes {
+    ($($variant:ident => $text:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    AlreadyFinished => "already_finished",
+    BadRequest => "bad_request",
+    IdempotencyKeyReused => "idempotency_key_reused",
+    ImageNotInRegistry => "image_not_in_registry",
+    ImagesUnavailable => "images_unavailable",
+    InternalError => "internal_error",
+    InvalidHeader => "invalid_header",
+    InvalidId => "invalid_id",
+    InvalidImage => "invalid_image",
+    InvalidJson => "invalid_json",
+    InvalidLayout => "invalid_layout",
+    InvalidModule => "invalid_module",
+    InvalidQuery => "invalid_query",
+    InvalidReference => "invalid_reference",
+    MethodNotAllowed => "method_not_allowed",
+    ModuleNotFound => "module_not_found",
+    NotFound => "not_found",
+    PayloadTooLarge => "payload_too_large",
+    RegistryError => "registry_error",
+    RegistryNotAllowed => "registry_not_allowed",
+    StorageFull => "storage_full",
+    Unavailable => "unavailable",
+    ValidationFailed => "validation_failed",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The OpenAPI schema of `error.code`: a string enum of every [`ErrorCode`].
+pub(crate) fn error_code_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+        .description(Some(
+            "Stable machine-readable code, e.g. `invalid_json`, `validation_failed`, `not_found`.",
+        ))
+        .build()
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -30,20 +94,20 @@ impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "validation_failed",
+            code: ErrorCode::ValidationFailed,
             message: message.into(),
             field: Some(field.into()),
         }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what)
     }
 
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "the server failed to handle this request; it was logged — retry later",
         )
     }
@@ -55,7 +119,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Db(sqlx::Error::PoolTimedOut) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the database is busy or unreachable; retry later",
             ),
             _ => ApiError::internal(),
@@ -67,7 +131,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.code.as_str().to_string(),
                 message: self.message,
                 field: self.field,
             },
@@ -82,7 +146,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     if body.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the request body is empty; send a JSON object",
         ));
     }
@@ -102,17 +166,37 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                 | serde_json::error::Category::Eof
                 | serde_json::error::Category::Io => Err(ApiError {
                     status: StatusCode::BAD_REQUEST,
-                    code: "invalid_json",
+                    code: ErrorCode::InvalidJson,
                     message: format!("the request body is not valid JSON: {inner}"),
                     field,
                 }),
                 serde_json::error::Category::Data => Err(ApiError {
                     status: StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "validation_failed",
+                    code: ErrorCode::ValidationFailed,
                     message: format!("{inner}"),
                     field,
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_schema_lists_every_code() {
+        let schema = serde_json::to_value(error_code_schema()).unwrap();
+        let values: Vec<&str> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(values, expected);
+        assert!(values.contains(&"validation_failed"));
+        assert!(values.contains(&"image_not_in_registry"));
     }
 }

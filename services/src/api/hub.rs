@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::model::parse_ids;
 use crate::store::{CHANNEL_LOGS, CHANNEL_STATE};
-use crate::worker::spec::parse_ids;
 
 #[derive(Default)]
 struct Inner {

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 
-use super::error::{ApiError, parse_json};
+use super::error::{ApiError, ErrorCode, parse_json};
 use super::types::{
     ErrorBody, ErrorDetail, GcResult, Image, ImageKindView, ImageLayer, ImageList, ImportResult,
     PullBlob, PullPolicyView, PullRequest, PullResolvedEvent, PullResult, PullStatsView,
@@ -42,7 +42,7 @@ fn service(state: &AppState) -> Result<&ImageService, ApiError> {
     state.images.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "images_unavailable",
+            ErrorCode::ImagesUnavailable,
             "images live on worker hosts and this process runs no worker; call a node started \
              with `nekton serve` (API and worker in one process)",
         )
@@ -102,36 +102,42 @@ pub fn image_api_error(e: &ImageError, images: &ImageService) -> ApiError {
     match e {
         ImageError::InvalidReference { .. } | ImageError::InvalidDigest(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_reference",
+            ErrorCode::InvalidReference,
             message,
         )
         .with_field("reference"),
-        ImageError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        ImageError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+        }
         ImageError::RegistryNotAllowed { .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "registry_not_allowed",
+            ErrorCode::RegistryNotAllowed,
             format!("{message}; this service only pulls from the registries its operator allowed"),
         )
         .with_field("reference"),
         ImageError::Registry { message: m, .. } if registry_says_unknown(m) => ApiError::new(
             StatusCode::NOT_FOUND,
-            "image_not_in_registry",
+            ErrorCode::ImageNotInRegistry,
             format!("{message}; check the repository name and tag"),
         ),
         ImageError::Registry { .. } => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "registry_error", message)
+            ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::RegistryError, message)
         }
-        ImageError::Import { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_layout", message)
-        }
-        e if e.is_content_error() => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", message)
-        }
+        ImageError::Import { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidLayout,
+            message,
+        ),
+        e if e.is_content_error() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidImage,
+            message,
+        ),
         _ => {
             tracing::error!(error = %e, "image store failure while handling a request");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 format!("the worker's image store failed: {message}"),
             )
         }
@@ -152,7 +158,7 @@ fn parse_reference(reference: &str) -> Result<ImageRef, ApiError> {
     ImageRef::parse(reference).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_reference",
+            ErrorCode::InvalidReference,
             e.to_string(),
         )
         .with_field("reference")
@@ -393,7 +399,7 @@ pub async fn import(
     let Query(params) = params.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("{}; the only parameter is `reference`", e.body_text()),
         )
     })?;
@@ -424,7 +430,7 @@ pub async fn import(
         let chunk = chunk.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("could not read the upload: {e}"),
             )
         })?;
@@ -432,7 +438,7 @@ pub async fn import(
         if received > cap {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("the upload is larger than this host accepts ({cap} bytes)"),
             ));
         }
@@ -440,7 +446,7 @@ pub async fn import(
             tracing::error!(error = %e, "writing an image upload failed");
             ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
-                "storage_full",
+                ErrorCode::StorageFull,
                 format!("the worker host could not store the upload: {e}"),
             )
         })?;
@@ -450,7 +456,7 @@ pub async fn import(
     if received == 0 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request body is empty; send a tar of an OCI image layout",
         ));
     }

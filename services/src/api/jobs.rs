@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::error::{ApiError, parse_json};
+use super::error::{ApiError, ErrorCode, parse_json};
 use super::types::{ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
 use super::{AppState, Body};
@@ -29,7 +29,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 "Idempotency-Key must be 1–255 visible ASCII characters",
             )
             .with_field("Idempotency-Key")
@@ -61,7 +61,7 @@ pub async fn prepare(
     {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "module_not_found",
+            ErrorCode::ModuleNotFound,
             format!("no module {program} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
         )
         .with_field("module"));
@@ -76,7 +76,12 @@ pub async fn prepare(
         max_attempts: resolved.max_attempts.unwrap_or(1) as i32,
         labels: serde_json::to_value(&resolved.labels).unwrap_or_default(),
         program,
-        spec: serde_json::to_value(&resolved).map_err(|_| ApiError::internal())?,
+        spec: crate::model::ResolvedJob::try_from(resolved.clone())
+            .map_err(|e| {
+                tracing::error!(error = %e, "a resolved spec did not convert to the job model");
+                ApiError::internal()
+            })?
+            .to_stored(),
         spec_hash,
         idempotency_key,
     })
@@ -113,7 +118,7 @@ pub async fn submit(
         Submitted::Replayed(job) => Ok((StatusCode::OK, Json(*job))),
         Submitted::KeyConflict { existing } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             format!("this Idempotency-Key was already used for job {existing} with a different request; use a new key for a new job"),
         )
         .with_field("Idempotency-Key")),
@@ -140,7 +145,7 @@ pub fn parse_id(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_id",
+            ErrorCode::InvalidId,
             format!("`{s}` is not a job id (a UUID)"),
         )
     })
@@ -168,13 +173,18 @@ pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let Query(p) = params
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let Query(p) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            e.body_text(),
+        )
+    })?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "limit must be between 1 and 500",
         )
         .with_field("limit"));
@@ -184,7 +194,7 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             JobState::parse(s).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("unknown state `{s}`; use queued, scheduled, running, succeeded, failed, cancelled or error"))
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, format!("unknown state `{s}`; use queued, scheduled, running, succeeded, failed, cancelled or error"))
                     .with_field("state")
             })
         })
@@ -196,7 +206,7 @@ pub async fn list(
             let (k, v) = l.split_once('=').ok_or_else(|| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "label filter must look like `key=value`",
                 )
                 .with_field("label")
@@ -211,7 +221,7 @@ pub async fn list(
             Uuid::parse_str(c).map_err(|_| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "cursor is not one this API returned; pass `next_cursor` as is",
                 )
                 .with_field("cursor")
@@ -252,7 +262,7 @@ pub async fn cancel(
         CancelResult::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
         CancelResult::AlreadyFinished(s) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "already_finished",
+            ErrorCode::AlreadyFinished,
             format!(
                 "job {id} already finished ({}); there is nothing to cancel",
                 s.as_str()

@@ -22,9 +22,10 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
+use crate::model::OutputStream;
 use crate::store::jobs as store_jobs;
 use crate::store::logs::{self, StoredChunk};
 
@@ -90,16 +91,24 @@ pub async fn logs(
     params: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let Query(params) = params
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let stream = match params.stream.as_deref() {
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            e.body_text(),
+        )
+    })?;
+    let stream = match params
+        .stream
+        .as_deref()
+        .map(|n| (n, OutputStream::parse(n)))
+    {
         None => None,
-        Some("stdout") => Some(1i16),
-        Some("stderr") => Some(2i16),
-        Some(other) => {
+        Some((_, Some(stream))) => Some(stream),
+        Some((other, None)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("unknown stream `{other}`; use stdout or stderr"),
             )
             .with_field("stream"));
@@ -118,7 +127,7 @@ pub async fn logs(
     if stream.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "`stream` applies to the plain log; SSE carries both streams",
         ));
     }
@@ -127,7 +136,7 @@ pub async fn logs(
         Some(raw) => Some(Position::parse(raw).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_header",
+                ErrorCode::InvalidHeader,
                 format!("Last-Event-ID `{raw}` is not an id this stream sent"),
             )
             .with_field("Last-Event-ID")
@@ -152,7 +161,7 @@ pub async fn logs(
 }
 
 fn log_event(c: &StoredChunk) -> Event {
-    let stream = if c.stream == 2 { "stderr" } else { "stdout" };
+    let stream = c.stream.as_str();
     let payload = match std::str::from_utf8(&c.data) {
         Ok(text) => LogEvent {
             stream: stream.into(),
@@ -284,7 +293,7 @@ fn exit_event(job: &Job) -> Event {
 }
 
 /// The stored output of the job's latest attempt, streamed page by page.
-fn plain(state: AppState, job: Job, stream: Option<i16>) -> Response {
+fn plain(state: AppState, job: Job, stream: Option<OutputStream>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut after = 0;

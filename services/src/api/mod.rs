@@ -35,7 +35,7 @@ use utoipa_axum::routes;
 use crate::config::{DEFAULT_TENANT, LimitPolicy};
 use crate::metrics::Metrics;
 use crate::store::CHANNEL_JOBS;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// Largest JSON body (jobs and batches carry input files).
 pub const MAX_JSON_BODY: usize = 16 << 20;
@@ -158,7 +158,7 @@ impl Body {
         if self.0.len() > MAX_JSON_BODY {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!(
                     "JSON bodies are limited to {MAX_JSON_BODY} bytes; send fewer or smaller files, or split the batch"
                 ),
@@ -179,13 +179,13 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 if status == StatusCode::PAYLOAD_TOO_LARGE {
                     Err(ApiError::new(
                         status,
-                        "payload_too_large",
+                        ErrorCode::PayloadTooLarge,
                         "the request body is larger than this endpoint accepts (16 MiB for JSON, the module limit for uploads); send less",
                     ))
                 } else {
                     Err(ApiError::new(
                         status,
-                        "bad_request",
+                        ErrorCode::BadRequest,
                         format!("could not read the request body: {}", rejection.body_text()),
                     ))
                 }
@@ -259,7 +259,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not accept that method; see /openapi.json",
             )
             .into_response()

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::types::{ErrorBody, Module};
 use super::{AppState, Body};
 use crate::store::modules;
@@ -27,15 +27,20 @@ pub async fn upload(
     if bytes.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "the module is {} bytes; this server accepts modules up to {max} bytes",
                 bytes.len()
             ),
         ));
     }
-    wasm_backend::validate_module(&bytes, max)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_module", e))?;
+    wasm_backend::validate_module(&bytes, max).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidModule,
+            e,
+        )
+    })?;
     let digest = wasm_backend::module_digest(&bytes);
     let (module, created) = modules::put(&state.pool, state.tenant(), &digest, &bytes).await?;
     Ok((

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = String)))]
@@ -22,7 +22,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     let unavailable = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the database does not answer",
         )
     };

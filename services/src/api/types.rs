@@ -9,38 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// How a text field's content is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Encoding {
-    /// The content is the text itself, stored as UTF-8 bytes.
-    #[default]
-    Utf8,
-    /// The content is standard base64 (with padding) of arbitrary bytes.
-    Base64,
-}
-
-/// Which backend runs the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    /// Wasm modules and Wasm images go to the Wasm backend, other images to containers.
-    #[default]
-    Auto,
-    Container,
-    Wasm,
-}
-
-/// Network access for the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// No network at all (containers: loopback only). The default.
-    #[default]
-    None,
-    /// Egress through the host's bridge with NAT (container jobs).
-    Bridge,
-}
+pub use crate::model::{
+    Batch, Encoding, Job, JobState, Module, NetworkMode, OutcomeView, RuntimeKind,
+    Usage as UsageView,
+};
 
 /// A file placed in the job's sandbox before it starts. For Wasm jobs the files appear below the
 /// preopened directory `/data`.
@@ -147,119 +119,6 @@ pub struct JobSpec {
     pub queue: Option<String>,
 }
 
-/// The states of a job; see ARCHITECTURE.md for the diagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "job_state", rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Scheduled,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Error,
-}
-
-impl JobState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Error
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Scheduled => "scheduled",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::Error => "error",
-        }
-    }
-
-    pub const ALL: [JobState; 7] = [
-        Self::Queued,
-        Self::Scheduled,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-        Self::Error,
-    ];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OutcomeView {
-    /// `exited`, `signaled`, `wall_timeout`, `cpu_timeout`, `memory_limit`, `output_limit`,
-    /// `cancelled`, `image_error`, `spec_error`, `worker_lost` or `internal_error`.
-    pub reason: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Human-readable detail: the trap, the limit that fired, the error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-/// The resource bill of a job's last attempt. Fields a backend cannot measure are null.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct UsageView {
-    /// From becoming runnable to being claimed by a worker.
-    pub queue_wait_ms: Option<u64>,
-    /// Preparing the sandbox (module compile/load, image, rootfs).
-    pub setup_ms: Option<u64>,
-    pub wall_ms: Option<u64>,
-    pub cpu_user_ms: Option<u64>,
-    pub cpu_system_ms: Option<u64>,
-    pub memory_peak_bytes: Option<u64>,
-    pub pids_peak: Option<u64>,
-    /// Bytes kept of each stream, and whether more was written than kept.
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    /// Wasm only: fuel (≈ instructions) the job consumed.
-    pub fuel_consumed: Option<u64>,
-    /// Wasm only: the largest linear memory the job reached.
-    pub wasm_memory_peak_bytes: Option<u64>,
-    pub net_rx_bytes: Option<u64>,
-    pub net_tx_bytes: Option<u64>,
-}
-
-/// A job record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Job {
-    /// UUIDv7: ordered by creation time.
-    pub id: Uuid,
-    pub state: JobState,
-    /// The current (or last) attempt; 0 while it has never run.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub queue: String,
-    pub priority: i16,
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_id: Option<Uuid>,
-    /// The module digest or image reference the job runs.
-    pub program: String,
-    pub cancel_requested: bool,
-    pub created_at: DateTime<Utc>,
-    /// When the current (or last) attempt started.
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Set once the job is finished (or an attempt was lost).
-    pub outcome: Option<OutcomeView>,
-    pub usage: Option<UsageView>,
-}
-
 /// One page of jobs, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
@@ -292,28 +151,6 @@ pub struct BatchCreated {
     pub job_ids: Vec<Uuid>,
 }
 
-/// A batch and its jobs counted by state.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Batch {
-    pub id: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub total: i64,
-    pub labels: BTreeMap<String, String>,
-    /// Every state, with 0 where no job is in it.
-    pub counts: BTreeMap<String, i64>,
-    /// True when every job has reached a final state.
-    pub finished: bool,
-}
-
-/// A stored Wasm module.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Module {
-    /// `sha256:<hex>` of the module's bytes: pass as the job's `module`.
-    pub digest: String,
-    pub size_bytes: i64,
-    pub created_at: DateTime<Utc>,
-}
-
 /// The one error shape of the API.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -322,7 +159,10 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `invalid_json`, `validation_failed`, `not_found`.
+    /// Stable machine-readable code, e.g. `invalid_json`, `validation_failed`, `not_found`: one
+    /// of the enum's values (a string on the wire; the CLI adds `http_<status>` for non-API
+    /// answers).
+    #[schema(schema_with = super::error::error_code_schema)]
     pub code: String,
     /// What went wrong and how to fix it.
     pub message: String,
@@ -488,4 +328,65 @@ pub struct GcResult {
     pub removed_blobs: Vec<String>,
     pub removed_layers: Vec<String>,
     pub freed_bytes: u64,
+}
+
+/// The edge between the wire and the model: a spec after [`resolve`](super::validate::resolve)
+/// (defaults and limits filled in) becomes the job a worker runs. Fails only on a spec that did
+/// not go through resolution (a missing limit, bad base64, neither or both of module and image).
+impl TryFrom<JobSpec> for crate::model::ResolvedJob {
+    type Error = crate::model::SpecError;
+
+    fn try_from(spec: JobSpec) -> Result<Self, Self::Error> {
+        use crate::model::{ProgramRef, ResolvedFile, ResolvedLimits, SpecError, decode};
+        let program = match (spec.module, spec.image) {
+            (Some(digest), None) => ProgramRef::Module { digest },
+            (None, Some(reference)) => ProgramRef::Image { reference },
+            _ => {
+                return Err(SpecError(
+                    "the spec names neither exactly one module nor one image".into(),
+                ));
+            }
+        };
+        let limits = spec.limits.unwrap_or_default();
+        let missing = |field: &str| SpecError(format!("the resolved spec lacks limits.{field}"));
+        let stdin = match &spec.stdin {
+            Some(s) => {
+                decode(s, spec.stdin_encoding).map_err(|e| SpecError(format!("stdin: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        let files = spec
+            .files
+            .into_iter()
+            .map(|f| {
+                Ok(ResolvedFile {
+                    content: decode(&f.content, f.encoding)
+                        .map_err(|e| SpecError(format!("file {}: {e}", f.path)))?,
+                    path: f.path,
+                    mode: f.mode,
+                })
+            })
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        Ok(Self {
+            program,
+            runtime: spec.runtime.unwrap_or_default(),
+            entrypoint: spec.entrypoint,
+            args: spec.args,
+            env: spec.env,
+            workdir: spec.workdir,
+            user: spec.user,
+            stdin,
+            files,
+            limits: ResolvedLimits {
+                wall_time_ms: limits.wall_time_ms.ok_or_else(|| missing("wall_time_ms"))?,
+                cpu_time_ms: limits.cpu_time_ms,
+                memory_bytes: limits.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
+                fuel: limits.fuel,
+                output_bytes: limits.output_bytes.ok_or_else(|| missing("output_bytes"))?,
+                pids: limits.pids,
+                disk_bytes: limits.disk_bytes,
+            },
+            network: spec.network.unwrap_or_default(),
+        })
+    }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::types::{JobSpec, LimitsSpec, NetworkMode, RuntimeKind};
 use crate::config::LimitPolicy;
-use crate::worker::spec::decode;
+use crate::model::decode;
 
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_LABELS: usize = 64;
@@ -430,6 +430,45 @@ mod tests {
             module: Some(format!("sha256:{}", "a".repeat(64))),
             ..Default::default()
         }
+    }
+
+    /// The edge conversion: a resolved wire spec becomes the model's job, stored as version 1,
+    /// and reads back identically; the previous storage (the resolved wire spec itself) reads
+    /// back to the same job.
+    #[test]
+    fn resolved_specs_convert_to_the_stored_job() {
+        use crate::api::types::{Encoding, InputFileSpec};
+        use crate::model::{ProgramRef, ResolvedJob};
+        let policy = LimitPolicy::default();
+        let spec = JobSpec {
+            image: Some("127.0.0.1:5000/tools:1".into()),
+            args: vec!["-c".into(), "cat".into()],
+            stdin: Some("aGk=".into()),
+            stdin_encoding: Some(Encoding::Base64),
+            files: vec![InputFileSpec {
+                path: "in/a.txt".into(),
+                content: "text".into(),
+                encoding: None,
+                mode: Some(0o600),
+            }],
+            ..Default::default()
+        };
+        let resolved = resolve(spec, &policy).unwrap();
+        let job = ResolvedJob::try_from(resolved.clone()).unwrap();
+        assert_eq!(
+            job.program,
+            ProgramRef::Image {
+                reference: "127.0.0.1:5000/tools:1".into()
+            }
+        );
+        assert_eq!(job.stdin, b"hi");
+        assert_eq!(job.files[0].content, b"text");
+        assert_eq!(job.limits.wall_time_ms, policy.default_wall_time_ms);
+        let stored = job.to_stored();
+        assert_eq!(stored["v"], 1);
+        assert_eq!(ResolvedJob::from_stored(&stored).unwrap(), job);
+        let previous = serde_json::to_value(&resolved).unwrap();
+        assert_eq!(ResolvedJob::from_stored(&previous).unwrap(), job);
     }
 
     #[test]

@@ -120,37 +120,8 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// One of a job's two output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StdStream {
-    Stdout,
-    Stderr,
-}
-
-impl StdStream {
-    /// The wire name: `stdout` or `stderr`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stdout => "stdout",
-            Self::Stderr => "stderr",
-        }
-    }
-
-    /// Parses the wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "stdout" => Some(Self::Stdout),
-            "stderr" => Some(Self::Stderr),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for StdStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// One of a job's two output streams (the model's one stream type).
+pub use crate::model::OutputStream as StdStream;
 
 /// Decodes the payload of an SSE `log` event into the stream it belongs to and its raw bytes.
 pub fn decode_log_event(ev: &LogEvent) -> Result<(StdStream, Vec<u8>)> {

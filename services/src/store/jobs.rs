@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
-use crate::api::types::{Batch, Job, JobState, OutcomeView, UsageView};
+use crate::model::{Batch, Job, JobState, OutcomeView, Usage};
 
 /// A validated job ready to be stored.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
     });
     let usage: Option<serde_json::Value> = row.try_get("usage")?;
     let usage = usage
-        .map(serde_json::from_value::<UsageView>)
+        .map(serde_json::from_value::<Usage>)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("job usage: {e}")))?;
     Ok(Job {

@@ -5,14 +5,15 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::model::OutputStream;
 
 /// One stored chunk of output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChunk {
     pub attempt: i32,
     pub seq: i32,
-    /// 1 stdout, 2 stderr.
-    pub stream: i16,
+    /// Stored as its fd number (1 stdout, 2 stderr).
+    pub stream: OutputStream,
     pub data: Vec<u8>,
 }
 
@@ -20,7 +21,12 @@ fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredChunk, StoreError> 
     Ok(StoredChunk {
         attempt: r.try_get("attempt")?,
         seq: r.try_get("seq")?,
-        stream: r.try_get("stream")?,
+        stream: {
+            let fd: i16 = r.try_get("stream")?;
+            OutputStream::from_fd(fd).ok_or_else(|| {
+                StoreError::Corrupt(format!("log chunk with stream {fd} (expected 1 or 2)"))
+            })?
+        },
         data: r.try_get("data")?,
     })
 }
@@ -51,7 +57,7 @@ pub async fn attempt_chunks_after(
     job: Uuid,
     attempt: i32,
     after_seq: i32,
-    stream: Option<i16>,
+    stream: Option<OutputStream>,
     limit: i64,
 ) -> Result<Vec<StoredChunk>, StoreError> {
     let rows = sqlx::query(
@@ -62,7 +68,7 @@ pub async fn attempt_chunks_after(
     .bind(job)
     .bind(attempt)
     .bind(after_seq)
-    .bind(stream)
+    .bind(stream.map(OutputStream::as_fd))
     .bind(limit)
     .fetch_all(pool)
     .await?;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use super::StoreError;
-use crate::api::types::Module;
+use crate::model::Module;
 
 /// Stores a module unless the tenant already has it. Returns the record and whether it was new.
 pub async fn put(

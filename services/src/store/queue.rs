@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
-use crate::api::types::JobState;
+use crate::model::{JobState, OutcomeReason, OutputStream, Usage};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -130,12 +130,12 @@ pub struct Completion {
     pub state: JobState,
     /// For `scheduled`: how long until the retry may run.
     pub retry_after: Option<Duration>,
-    pub reason: String,
+    pub reason: OutcomeReason,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub detail: Option<String>,
-    /// The usage bill (a `UsageView` as JSON).
-    pub usage: serde_json::Value,
+    /// The usage bill (stored as JSON).
+    pub usage: Usage,
 }
 
 /// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes).
@@ -158,7 +158,11 @@ pub async fn complete(
         let codes: Vec<Option<i32>> = part.iter().map(|c| c.exit_code).collect();
         let signals: Vec<Option<i32>> = part.iter().map(|c| c.signal).collect();
         let details: Vec<Option<&str>> = part.iter().map(|c| c.detail.as_deref()).collect();
-        let usages: Vec<String> = part.iter().map(|c| c.usage.to_string()).collect();
+        let usages: Vec<String> = part
+            .iter()
+            .map(|c| serde_json::to_string(&c.usage))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
         let row = sqlx::query(
             "WITH input AS ( \
                  SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
@@ -209,7 +213,7 @@ pub struct NewChunk {
     pub job_id: Uuid,
     pub attempt: i32,
     pub seq: i32,
-    pub stream: i16,
+    pub stream: OutputStream,
     pub data: Vec<u8>,
 }
 
@@ -226,7 +230,7 @@ pub async fn insert_chunks(
     let ids: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
     let attempts: Vec<i32> = chunks.iter().map(|c| c.attempt).collect();
     let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
-    let streams: Vec<i16> = chunks.iter().map(|c| c.stream).collect();
+    let streams: Vec<i16> = chunks.iter().map(|c| c.stream.as_fd()).collect();
     let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
     let row = sqlx::query(
         "WITH input AS ( \

@@ -114,9 +114,12 @@ impl Worker {
         }
     }
 
-    /// Lets the worker run image jobs: pulls through `host.images`, containers on
-    /// `host.container`.
+    /// Lets the worker run image jobs: pulls through `host.images`; the container backend (when
+    /// it could start) joins the list of backends, chosen by `accepts` like every other.
     pub fn with_images(mut self, host: ImageHost) -> Self {
+        if let Ok(container) = &host.container {
+            self.backends.push(container.clone());
+        }
         self.images = Some(host);
         self
     }
@@ -277,16 +280,17 @@ async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
         slot_freed,
         metrics,
     } = ctx;
-    let finished = match spec::exec_request(&job) {
-        Err(detail) => Some((
+    let finished = match spec::resolved_job(&job) {
+        Err(e) => Some((
             ExecReport {
-                outcome: Outcome::with_reason(OutcomeReason::SpecError, detail),
+                outcome: Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
                 usage: Usage::default(),
             },
             OutputStats::default(),
         )),
-        Ok(mut request) => {
-            let runtime = spec::runtime_of(&job);
+        Ok(resolved) => {
+            let runtime = resolved.runtime;
+            let mut request = spec::exec_request(&job, resolved);
             match route::route(
                 &mut request,
                 runtime,
@@ -356,9 +360,9 @@ async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
     });
     if let Some(c) = completion {
         if c.state.is_terminal() {
-            metrics.observe_job_wall(c.usage.get("wall_ms").and_then(|v| v.as_u64()).unwrap_or(0));
+            metrics.observe_job_wall(c.usage.wall_ms.unwrap_or(0));
         }
-        let _ = writer.send(WriterMsg::Complete(c)).await;
+        let _ = writer.send(WriterMsg::Complete(Box::new(c))).await;
         lock(&running).remove(&job.id);
     } else if entry.cause() == Some(StopCause::LeaseLost) {
         lock(&running).remove(&job.id);
@@ -401,7 +405,7 @@ async fn pump_output(
             job_id: job,
             attempt,
             seq,
-            stream: stream.as_fd(),
+            stream,
             data,
         };
         if writer.send(WriterMsg::Chunk(chunk)).await.is_err() {
@@ -433,7 +437,7 @@ async fn listen(pool: PgPool, running: RunningMap, wake: Arc<Notify>, stop: Canc
             };
             match n {
                 Ok(Some(n)) if n.channel() == CHANNEL_CANCEL => {
-                    for id in spec::parse_ids(n.payload()) {
+                    for id in crate::model::parse_ids(n.payload()) {
                         tracing::debug!(job = %id, "cancel notification");
                         if let Some(e) = lock(&running).get(&id) {
                             e.stop(StopCause::Cancel);

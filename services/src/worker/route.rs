@@ -1,8 +1,13 @@
-//! Which backend runs a job. Modules go to the Wasm backend. Images are pulled first
-//! (`IfNotPresent`: a stored image is used without contacting the registry, and concurrent jobs
-//! on one new image share one pull) and routed by what the image is: a Wasm artifact runs on the
-//! Wasm backend (its module blob is served from the image store, see [`ImageModuleStore`]), any
-//! other image on the container backend.
+//! Which backend runs a job, in two steps. First the job's program is resolved to a concrete
+//! [`Program`]: a module stays `Program::WasmModule`; an image is pulled (`IfNotPresent`: a
+//! stored image is used without contacting the registry, and concurrent jobs on one new image
+//! share one pull) and becomes `Program::WasmModule` when it is a Wasm artifact (its module blob
+//! is served from the image store, see [`ImageModuleStore`]) or `Program::Image` with the
+//! normalised reference when it is a container image. Then the backend is always the first of the
+//! worker's one list that [`Backend::accepts`] the program — the container backend is just an
+//! entry of that list when it could start on this host (see `Worker::with_images`). No backend
+//! accepting the program ends the job `spec_error` (for images: with the reason the container
+//! backend could not start).
 //!
 //! A pull failure ends the job `image_error` with the error's text (never retried: a bad image
 //! stays bad); an image of the wrong kind for the job's `runtime` ends it `spec_error`.
@@ -15,8 +20,8 @@ use runtime_core::{Backend, ExecRequest, Outcome, OutcomeReason, Program};
 use tokio_util::sync::CancellationToken;
 
 use super::PgModuleStore;
-use crate::api::types::RuntimeKind;
 use crate::images::{ImageHost, describe_image_error};
+use crate::model::RuntimeKind;
 
 /// The backend chosen for a job, and the time spent getting its image.
 pub struct Routed {
@@ -38,8 +43,8 @@ fn fail(reason: OutcomeReason, detail: impl Into<String>, setup: Duration) -> No
 }
 
 /// Picks the backend for `request`, pulling its image if it names one. May rewrite
-/// `request.program` (a Wasm image becomes the module it carries) and the image reference (to the
-/// normalised one that was pulled).
+/// `request.program` (a Wasm image becomes the module it carries, a container image's reference
+/// the normalised one that was pulled).
 pub async fn route(
     request: &mut ExecRequest,
     runtime: RuntimeKind,
@@ -47,24 +52,35 @@ pub async fn route(
     images: Option<&ImageHost>,
     cancel: &CancellationToken,
 ) -> Result<Routed, NotRouted> {
+    let started = Instant::now();
+    let program = resolve_program(request, runtime, images, cancel, started).await?;
+    let setup = started.elapsed();
+    let Some(backend) = backends.iter().find(|b| b.accepts(&program)) else {
+        let detail = match (&program, images.map(|h| &h.container)) {
+            (Program::Image { .. }, Some(Err(reason))) => reason.clone(),
+            (Program::Image { .. }, _) => "no backend on this worker runs container images".into(),
+            (Program::WasmModule { .. }, _) => "no backend on this worker runs Wasm modules".into(),
+        };
+        return Err(fail(OutcomeReason::SpecError, detail, setup));
+    };
+    request.program = program;
+    Ok(Routed {
+        backend: backend.clone(),
+        setup,
+    })
+}
+
+/// The concrete program a job runs: its module, or what its (pulled) image turned out to be.
+async fn resolve_program(
+    request: &ExecRequest,
+    runtime: RuntimeKind,
+    images: Option<&ImageHost>,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> Result<Program, NotRouted> {
     let reference = match &request.program {
         Program::Image { reference } => reference.clone(),
-        Program::WasmModule { .. } => {
-            return backends
-                .iter()
-                .find(|b| b.accepts(&request.program))
-                .map(|b| Routed {
-                    backend: b.clone(),
-                    setup: Duration::ZERO,
-                })
-                .ok_or_else(|| {
-                    fail(
-                        OutcomeReason::SpecError,
-                        "no backend on this worker runs Wasm modules",
-                        Duration::ZERO,
-                    )
-                });
-        }
+        Program::WasmModule { .. } => return Ok(request.program.clone()),
     };
     let Some(host) = images else {
         return Err(fail(
@@ -73,7 +89,6 @@ pub async fn route(
             Duration::ZERO,
         ));
     };
-    let started = Instant::now();
     let pulled = tokio::select! {
         r = host.images.pull(&reference, PullPolicy::IfNotPresent, None) => r,
         () = cancel.cancelled() => {
@@ -136,20 +151,9 @@ pub async fn route(
                     setup,
                 ));
             };
-            request.program = Program::WasmModule {
+            Ok(Program::WasmModule {
                 digest: module.digest.to_string(),
-            };
-            match backends.iter().find(|b| b.accepts(&request.program)) {
-                Some(b) => Ok(Routed {
-                    backend: b.clone(),
-                    setup,
-                }),
-                None => Err(fail(
-                    OutcomeReason::SpecError,
-                    "no backend on this worker runs Wasm modules",
-                    setup,
-                )),
-            }
+            })
         }
         ImageKind::Container => {
             if runtime == RuntimeKind::Wasm {
@@ -163,18 +167,9 @@ pub async fn route(
                     setup,
                 ));
             }
-            match &host.container {
-                Ok(backend) => {
-                    request.program = Program::Image {
-                        reference: record.reference.clone(),
-                    };
-                    Ok(Routed {
-                        backend: backend.clone(),
-                        setup,
-                    })
-                }
-                Err(reason) => Err(fail(OutcomeReason::SpecError, reason.clone(), setup)),
-            }
+            Ok(Program::Image {
+                reference: record.reference.clone(),
+            })
         }
     }
 }
@@ -210,5 +205,94 @@ impl runtime_core::ModuleStore for ImageModuleStore {
             }
         }
         self.pg.load(digest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module source with nothing in it (routing never loads modules).
+    struct EmptyModules;
+
+    #[async_trait::async_trait]
+    impl runtime_core::ModuleStore for EmptyModules {
+        async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no module {digest}"))
+        }
+    }
+
+    fn request(program: Program) -> ExecRequest {
+        ExecRequest {
+            job_id: "route-test".into(),
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+            files: Vec::new(),
+            limits: runtime_core::Limits {
+                wall_time: Duration::from_secs(1),
+                cpu_time: None,
+                memory_bytes: 64 << 20,
+                fuel: None,
+                output_bytes: 1024,
+                pids: None,
+                disk_bytes: None,
+            },
+            container: Default::default(),
+        }
+    }
+
+    fn module() -> Program {
+        Program::WasmModule {
+            digest: format!("sha256:{}", "a".repeat(64)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_program_goes_to_the_backend_that_accepts_it() {
+        let wasm: Arc<dyn Backend> = Arc::new(
+            wasm_backend::WasmBackend::new(
+                wasm_backend::WasmConfig::default(),
+                Arc::new(EmptyModules),
+            )
+            .expect("the Wasm backend starts"),
+        );
+        let cancel = CancellationToken::new();
+
+        let mut req = request(module());
+        let routed = route(
+            &mut req,
+            RuntimeKind::Auto,
+            std::slice::from_ref(&wasm),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("not routed: {:?}", e.outcome));
+        assert_eq!(routed.backend.name(), "wasm");
+        assert_eq!(req.program, module());
+
+        // The same list without a backend accepting modules: spec_error, program untouched.
+        let mut req = request(module());
+        let Err(not) = route(&mut req, RuntimeKind::Auto, &[], None, &cancel).await else {
+            panic!("routed without a backend");
+        };
+        assert_eq!(not.outcome.reason, OutcomeReason::SpecError);
+        assert_eq!(
+            not.outcome.detail.as_deref(),
+            Some("no backend on this worker runs Wasm modules")
+        );
+
+        // An image on a worker without an image store is never offered to a backend.
+        let image = Program::Image {
+            reference: "127.0.0.1:1/x:1".into(),
+        };
+        let mut req = request(image.clone());
+        let Err(not) = route(&mut req, RuntimeKind::Auto, &[wasm], None, &cancel).await else {
+            panic!("an image was routed without an image store");
+        };
+        assert_eq!(not.outcome.reason, OutcomeReason::ImageError);
+        assert_eq!(req.program, image);
     }
 }

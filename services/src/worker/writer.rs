@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -19,9 +19,8 @@ pub const FLUSH_BYTES: usize = 64 * 1024;
 /// Messages to the writer.
 pub enum WriterMsg {
     Chunk(NewChunk),
-    Complete(Completion),
-    /// Replies once everything sent before it is stored (or given up on).
-    Barrier(oneshot::Sender<()>),
+    /// Boxed: a completion (with its usage bill) is several times the size of a chunk.
+    Complete(Box<Completion>),
 }
 
 /// Runs until every sender is dropped and everything pending is flushed.
@@ -35,10 +34,9 @@ pub async fn run(
     let mut chunks: Vec<NewChunk> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut completions: Vec<Completion> = Vec::new();
-    let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut deadline: Option<Instant> = None;
     let mut open = true;
-    while open || !chunks.is_empty() || !completions.is_empty() || !barriers.is_empty() {
+    while open || !chunks.is_empty() || !completions.is_empty() {
         if open {
             // Wait for a message, or for the tick when output is pending.
             let received = match deadline {
@@ -55,11 +53,7 @@ pub async fn run(
                     pending_bytes
                 }
                 WriterMsg::Complete(c) => {
-                    completions.push(c);
-                    pending_bytes
-                }
-                WriterMsg::Barrier(tx) => {
-                    barriers.push(tx);
+                    completions.push(*c);
                     pending_bytes
                 }
             };
@@ -81,11 +75,7 @@ pub async fn run(
             }
         }
         let due = deadline.is_some_and(|d| Instant::now() >= d);
-        let flush_now = !open
-            || !completions.is_empty()
-            || !barriers.is_empty()
-            || pending_bytes >= FLUSH_BYTES
-            || due;
+        let flush_now = !open || !completions.is_empty() || pending_bytes >= FLUSH_BYTES || due;
         if !flush_now {
             continue;
         }
@@ -123,7 +113,7 @@ pub async fn run(
                         }
                         for c in &completions {
                             if applied.contains(&c.job_id) {
-                                metrics.job_finished(c.state.as_str(), &c.reason);
+                                metrics.job_finished(c.state.as_str(), c.reason.as_str());
                             }
                         }
                         break;
@@ -136,9 +126,6 @@ pub async fn run(
                 }
             }
             completions.clear();
-        }
-        for b in barriers.drain(..) {
-            let _ = b.send(());
         }
     }
 }

@@ -1,0 +1,251 @@
+//! The job model shared by the API, the store and the worker, owned by none of them: job states,
+//! the typed outcome reason and usage bill, the job and batch records, and the [`ResolvedJob`] a
+//! worker runs (with its versioned storage format in `job_specs.spec`).
+//!
+//! Layering inside `services`: `api` → `store` → `model`, `worker` → `store` → `model`. `store`
+//! and `worker` never import `api`, and `api` never imports `worker` (tests/structure.rs checks
+//! it). The API's request types (`api::types::JobSpec`, ...) convert to the model at the edge.
+
+mod resolved;
+
+pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
+pub use runtime_core::OutcomeReason;
+/// The one output-stream type: what a backend writes, what the queue stores (as its fd number,
+/// 1 or 2, in `job_logs.stream`), what the API names (`stdout`/`stderr`) and the CLI selects.
+pub use runtime_core::Stream as OutputStream;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// How a text field's content is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The content is the text itself, stored as UTF-8 bytes.
+    #[default]
+    Utf8,
+    /// The content is standard base64 (with padding) of arbitrary bytes.
+    Base64,
+}
+
+/// Which backend runs the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Wasm modules and Wasm images go to the Wasm backend, other images to containers.
+    #[default]
+    Auto,
+    Container,
+    Wasm,
+}
+
+/// Network access for the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// No network at all (containers: loopback only). The default.
+    #[default]
+    None,
+    /// Egress through the host's bridge with NAT (container jobs).
+    Bridge,
+}
+
+/// The states of a job; see ARCHITECTURE.md for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "job_state", rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Scheduled,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Error,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Error
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Error => "error",
+        }
+    }
+
+    pub const ALL: [JobState; 7] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Error,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeView {
+    /// Why the job ended: one of [`OutcomeReason::ALL`] (`exited`, `signaled`, `wall_timeout`,
+    /// `cpu_timeout`, `memory_limit`, `output_limit`, `cancelled`, `image_error`, `spec_error`,
+    /// `worker_lost`, `internal_error`). A string on the wire (clients compare it as text); the
+    /// OpenAPI document lists the values as an enum generated from the typed reason.
+    #[schema(schema_with = outcome_reason_schema)]
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Human-readable detail: the trap, the limit that fired, the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The resource bill of a job's last attempt. Fields a backend cannot measure are null. Stored as
+/// JSON in `job_attempts.usage` and sent as is (`UsageView` in the API).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = UsageView)]
+pub struct Usage {
+    /// From becoming runnable to being claimed by a worker.
+    pub queue_wait_ms: Option<u64>,
+    /// Preparing the sandbox (module compile/load, image, rootfs).
+    pub setup_ms: Option<u64>,
+    pub wall_ms: Option<u64>,
+    pub cpu_user_ms: Option<u64>,
+    pub cpu_system_ms: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    pub pids_peak: Option<u64>,
+    /// Bytes kept of each stream, and whether more was written than kept.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Wasm only: fuel (≈ instructions) the job consumed.
+    pub fuel_consumed: Option<u64>,
+    /// Wasm only: the largest linear memory the job reached.
+    pub wasm_memory_peak_bytes: Option<u64>,
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}
+
+/// A job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// UUIDv7: ordered by creation time.
+    pub id: Uuid,
+    pub state: JobState,
+    /// The current (or last) attempt; 0 while it has never run.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub queue: String,
+    pub priority: i16,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    /// The module digest or image reference the job runs.
+    pub program: String,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    /// When the current (or last) attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Set once the job is finished (or an attempt was lost).
+    pub outcome: Option<OutcomeView>,
+    pub usage: Option<Usage>,
+}
+
+/// A batch and its jobs counted by state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Batch {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub total: i64,
+    pub labels: BTreeMap<String, String>,
+    /// Every state, with 0 where no job is in it.
+    pub counts: BTreeMap<String, i64>,
+    /// True when every job has reached a final state.
+    pub finished: bool,
+}
+
+/// The OpenAPI schema of `outcome.reason`: a string enum of every [`OutcomeReason`].
+fn outcome_reason_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(OutcomeReason::ALL.iter().map(|r| r.as_str())))
+        .description(Some(
+            "Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's \
+             failures) are retried.",
+        ))
+        .build()
+}
+
+/// A stored Wasm module.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Module {
+    /// `sha256:<hex>` of the module's bytes: pass as the job's `module`.
+    pub digest: String,
+    pub size_bytes: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Decodes a text field according to its encoding.
+pub fn decode(content: &str, encoding: Option<Encoding>) -> Result<Vec<u8>, String> {
+    match encoding.unwrap_or_default() {
+        Encoding::Utf8 => Ok(content.as_bytes().to_vec()),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .map_err(|e| format!("invalid base64: {e}")),
+    }
+}
+
+/// Job ids in NOTIFY payloads are comma-separated; anything that is not a UUID is skipped.
+pub fn parse_ids(payload: &str) -> impl Iterator<Item = Uuid> + '_ {
+    payload
+        .split(',')
+        .filter_map(|s| Uuid::parse_str(s.trim()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_payload_ids() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let ids: Vec<Uuid> = parse_ids(&format!("{a},{b},garbage")).collect();
+        assert_eq!(ids, vec![a, b]);
+    }
+
+    #[test]
+    fn reason_schema_lists_every_reason() {
+        let schema = serde_json::to_value(outcome_reason_schema()).unwrap();
+        let values: Vec<&str> = schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = OutcomeReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(values, expected);
+    }
+}
