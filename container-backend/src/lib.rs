@@ -81,10 +81,12 @@
 //! - No host path is ever built from image or job data: host paths are the state dir (the job
 //!   directory name keeps only `[A-Za-z0-9_-]` of the job id) and the store's digest-named layer
 //!   dirs; everything inside the container is resolved from descriptors with `openat2`.
-//! - Job directories are named `<pid>.<process start time>.<seq>-<job id>`. [`ContainerBackend::new`]
-//!   removes those of processes that no longer exist (a crashed predecessor; it must not share
-//!   its `state_dir` with another live worker of a different pid namespace), skipping any that
-//!   is a mount point in our namespace.
+//! - Job directories (and job cgroups) are named `<owner>.<seq>-<job id>`, `<owner>` being the
+//!   worker's [`Owner`](runtime_core::owner::Owner) `<pid>.<process start time>` — the names
+//!   earlier versions wrote, so their leftovers are read the same way. [`ContainerBackend::new`]
+//!   removes those whose owner is not alive (a crashed predecessor, also one whose pid a live
+//!   process now has; it must not share its `state_dir` with another live worker of a different
+//!   pid namespace), skipping any that is a mount point in our namespace.
 //! - Output goes through the job's [`OutputSink`](runtime_core::OutputSink) live; past the cap the job
 //!   is killed with `output_limit`; bytes are bytes.
 //! - Verdicts: the kill reason if the worker killed the job (cancel, wall time, output limit);
