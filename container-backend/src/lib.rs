@@ -81,10 +81,12 @@
 //! - No host path is ever built from image or job data: host paths are the state dir (the job
 //!   directory name keeps only `[A-Za-z0-9_-]` of the job id) and the store's digest-named layer
 //!   dirs; everything inside the container is resolved from descriptors with `openat2`.
-//! - Job directories are named `<pid>.<process start time>.<seq>-<job id>`. [`ContainerBackend::new`]
-//!   removes those of processes that no longer exist (a crashed predecessor; it must not share
-//!   its `state_dir` with another live worker of a different pid namespace), skipping any that
-//!   is a mount point in our namespace.
+//! - Job directories (and job cgroups) are named `<owner>.<seq>-<job id>`, `<owner>` being the
+//!   worker's [`Owner`](runtime_core::owner::Owner) `<pid>.<process start time>` — the names
+//!   earlier versions wrote, so their leftovers are read the same way. [`ContainerBackend::new`]
+//!   removes those whose owner is not alive (a crashed predecessor, also one whose pid a live
+//!   process now has; it must not share its `state_dir` with another live worker of a different
+//!   pid namespace), skipping any that is a mount point in our namespace.
 //! - Output goes through the job's [`OutputSink`](runtime_core::OutputSink) live; past the cap the job
 //!   is killed with `output_limit`; bytes are bytes.
 //! - Verdicts: the kill reason if the worker killed the job (cancel, wall time, output limit);
@@ -161,6 +163,7 @@ use std::sync::atomic::AtomicU64;
 pub use cgroup::{CgroupVersion, Preflight};
 
 use image_store::ImageService;
+use runtime_core::owner::Owner;
 use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, Program};
 
 /// Configuration of a [`ContainerBackend`].
@@ -270,14 +273,6 @@ fn prerequisite(msg: impl Into<String>) -> ContainerError {
     ContainerError::Prerequisite(msg.into())
 }
 
-/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), in clock ticks since boot.
-fn start_time(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 fn check_prerequisites(state_dir: &std::path::Path) -> Result<u32, ContainerError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(prerequisite(
@@ -368,16 +363,11 @@ fn rustix_cwd() -> std::os::fd::BorrowedFd<'static> {
 /// Removes the job directories of dead processes (a crashed predecessor). Their mounts lived
 /// in the jobs' own mount namespaces, which died with the jobs, so they are empty directories;
 /// one that is a mount point in *our* namespace is left alone (and logged).
-/// Whether the process that named a job directory or cgroup `<pid>.<start time>.…` still runs.
+/// Whether the process that named a job directory or cgroup `<owner>.…` still runs, `<owner>`
+/// being [`Owner`]'s text form `<pid>.<start time>` (the same names the previous version wrote,
+/// so its leftovers are judged the same way). Names without an owner are nobody's: stale.
 fn owner_alive(name: &str) -> bool {
-    let mut parts = name.splitn(3, '.');
-    match (parts.next(), parts.next()) {
-        (Some(pid), Some(start)) => {
-            pid.bytes().all(|b| b.is_ascii_digit())
-                && start_time(pid).is_some_and(|t| Some(t) == start.parse().ok())
-        }
-        _ => false,
-    }
+    Owner::parse_prefix(name).is_some_and(|(owner, _)| owner.is_alive())
 }
 
 fn remove_stale_job_dirs(jobs_dir: &std::path::Path) -> std::io::Result<()> {
@@ -413,6 +403,41 @@ fn remove_stale_job_dirs(jobs_dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod stale_job_dir_tests {
+    use super::*;
+
+    #[test]
+    fn job_dirs_of_dead_or_recycled_owners_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jobs = tmp.path();
+        let me = Owner::current().expect("procfs");
+        let live = format!("{me}.7-live");
+        // This pid with another start time: a predecessor whose pid this process was given.
+        let recycled = format!("{}.{}.8-recycled", me.pid(), me.start_time() + 1);
+        for name in [
+            live.as_str(),
+            &recycled,
+            "999999999.1.0-dead",
+            "0.1.0-pid0",
+            "junk",
+        ] {
+            std::fs::create_dir_all(jobs.join(name).join("upper/x")).unwrap();
+        }
+        std::fs::write(
+            jobs.join(format!("{}.{}.9-file", me.pid(), me.start_time() + 1)),
+            b"",
+        )
+        .unwrap();
+        remove_stale_job_dirs(jobs).unwrap();
+        let left: Vec<String> = std::fs::read_dir(jobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [live]);
+    }
+}
+
 impl ContainerBackend {
     /// Checks prerequisites (root/CAP_SYS_ADMIN, overlayfs in /proc/filesystems, ...) with an
     /// error naming what is missing and how to fix it; creates `state_dir`; removes leftovers of a
@@ -439,6 +464,8 @@ impl ContainerBackend {
                 .map_err(state_err(d))?;
         }
         let cap_last = check_prerequisites(&jobs_dir)?;
+        // Before any cleanup: without procfs every owner would look dead.
+        let me = Owner::current().map_err(|e| prerequisite(e.to_string()))?;
         if config.max_open_files < 64 {
             return Err(prerequisite(
                 "max_open_files must be at least 64 (a job needs descriptors to run at all)",
@@ -465,8 +492,6 @@ impl ContainerBackend {
             tracing::warn!(preflight = %cgroups.preflight, "container host preflight: some limits cannot be enforced");
         }
         cgroups.remove_stale(owner_alive);
-        let pid = std::process::id();
-        let start = start_time(&pid.to_string()).unwrap_or(0);
         let spawner = spawn::Spawner::start().map_err(ContainerError::Spawner)?;
         Ok(Self {
             shared: Shared {
@@ -475,9 +500,9 @@ impl ContainerBackend {
                 images,
                 spawner,
                 jobs_dir,
-                tag: format!("{pid}.{start}"),
+                tag: me.to_string(),
                 seq: AtomicU64::new(0),
-                worker_pid: pid as libc::pid_t,
+                worker_pid: me.pid() as libc::pid_t,
                 cap_last,
                 seccomp: std::sync::Arc::new(seccomp),
                 cgroups,
@@ -519,9 +544,10 @@ impl ContainerBackend {
     /// leases (see [`BridgeConfig`]) and cleans what a crashed worker left. On failure, bridge
     /// jobs end with `spec_error` and the returned reason; other jobs are unaffected.
     pub fn enable_bridge(&mut self, config: BridgeConfig) -> Result<(), String> {
-        let pid = std::process::id();
-        let owner = format!("{pid} {}", start_time(&pid.to_string()).unwrap_or(0));
-        match net::Network::new(config, owner) {
+        let network = Owner::current()
+            .map_err(|e| e.to_string())
+            .and_then(|owner| net::Network::new(config, owner));
+        match network {
             Ok(n) => {
                 self.shared.network = Ok(n);
                 Ok(())

@@ -722,9 +722,25 @@ async fn a_crashed_workers_leftovers_are_removed_at_the_next_start() {
 }
 
 fn start_time() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    runtime_core::owner::Owner::current()
+        .expect("procfs")
+        .start_time()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_of_a_recycled_pid_is_removed_at_start() {
+    let _s = SERIAL.lock().await;
+    let net = NetEnv::new().await;
+    // This process's pid with another start time: the lease of a crashed predecessor whose pid
+    // this process was given (a restarted worker in a container is often pid 1 again).
+    let lease_dir = net.cfg.lease_dir.clone().unwrap();
+    std::fs::write(
+        lease_dir.join("10.213.0.80"),
+        format!("{} {}\n", pid(), start_time() + 1),
+    )
+    .unwrap();
+    let _second = bridge_backend(&net.env, &net.cfg);
+    assert_eq!(net.leases(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,7 @@
 //! <root>/layers/<hex>/rootfs/        an extracted layer (hex = the layer blob's digest): overlay lower dir
 //! <root>/layers/<hex>/layer.json     what extraction found: diff_id, whiteouts, opaque dirs, skipped entries
 //! <root>/images/<sha256(ref)>.json   one record per normalised reference
-//! <root>/tmp/                        work in progress (<pid>.<n>.<what>); renamed into place when complete
+//! <root>/tmp/                        work in progress (<pid>.<start time>.<n>.<what>, see store); renamed into place when complete
 //! ```
 //! Every write is a temp file or directory renamed into place, so a reader (or a crash) never sees
 //! half a blob, half a layer or half a record.

@@ -2,8 +2,25 @@
 //!
 //! The store is shared by every job on a host. It is safe to use from many threads and tasks of one
 //! process; two processes may share a root for reading, but only one should pull or collect garbage
-//! (temp entries are named by pid, so a second process never deletes the first one's work, but
-//! `gc` only knows the leases of its own process).
+//! (temp entries are named by their owner, so a second process never deletes the first one's work,
+//! but `gc` only knows the leases of its own process).
+//!
+//! # Temp entries and their owners
+//!
+//! Work in progress lives in `tmp/<owner>.<n>.<what>`, `<owner>` being the writing process's
+//! [`Owner`] (`<pid>.<start time>`). [`ImageStore::open`] and `gc` remove the entries whose owner
+//! is not [alive](Owner::is_alive): a dead pid, and also a live pid with another start time (a
+//! recycled pid — a restarted worker in a container is often pid 1 again — whose predecessor's
+//! entries a pid-only check would keep).
+//!
+//! Names written by versions before the shared owner helper, `<pid>.<hex tag>.<n>.<what>` (the
+//! tag is the hex nanoseconds since the epoch at which that process named its first entry), are
+//! still cleaned, without deleting the work of an old-version process that still runs beside
+//! this one during an upgrade: such an entry is kept only while its pid runs *and* that process
+//! started no later than the tag (plus 2 s: the boot time in `/proc/stat` is in whole seconds). A
+//! process that took the pid over started after the tag, so its predecessor's entries go. (A new
+//! name never passes this rule: its start time read as nanoseconds is in 1970.) Any other name is
+//! nobody's and is removed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -15,8 +32,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use runtime_core::owner::Owner;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWrite;
@@ -222,6 +240,8 @@ pub struct ImageStore {
     /// File bytes of every extracted layer in the store (and of extractions under way), against
     /// `limits.max_store_unpacked_bytes`.
     unpacked: ByteBudget,
+    /// This process: the first part of its temp names.
+    owner: Owner,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -277,26 +297,24 @@ fn fsync_dir(path: &Path) -> Result<(), ImageError> {
         .map_err(ImageError::io_at("fsync", path))
 }
 
-/// Distinguishes this process from an earlier one with the same pid.
-fn process_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        format!("{:x}", nanos as u64)
-    })
-}
-
-fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
+/// Whether a temp entry named by a version before [`Owner`] (`<pid>.<hex tag>.…`) may still be
+/// work in progress: its pid runs and that process started no later than the tag (see the module
+/// docs).
+fn legacy_owner_alive(pid: &str, tag: &str) -> bool {
+    // `from_str` and `from_str_radix` accept a leading `+`; the names never had one.
+    if !pid.bytes().all(|b| b.is_ascii_digit()) || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return false;
     }
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
+    let (Ok(pid), Ok(tag_nanos)) = (pid.parse::<u32>(), u64::from_str_radix(tag, 16)) else {
+        return false;
+    };
+    let Some(owner) = Owner::of(pid) else {
+        return false;
+    };
+    let tag_time = UNIX_EPOCH + Duration::from_nanos(tag_nanos);
+    owner
+        .started_at()
+        .is_ok_and(|started| started <= tag_time + Duration::from_secs(2))
 }
 
 impl ImageStore {
@@ -324,12 +342,15 @@ impl ImageStore {
             "the extracted layers of all images in the store together (a per-store cap: raise \
              `StoreLimits.max_store_unpacked_bytes`, or remove images and collect garbage)",
         );
+        // Before any cleanup: without procfs every owner would look dead.
+        let owner = Owner::current().map_err(|e| ImageError::io("identify", &root, e))?;
         let store = Self {
             root,
             limits,
             pins: Arc::default(),
             seq: AtomicU64::new(0),
             unpacked,
+            owner,
         };
         for p in store.stale_temp_entries()? {
             remove_any(&p);
@@ -824,31 +845,26 @@ impl ImageStore {
 
     pub(crate) fn temp_path(&self, what: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.root.join("tmp").join(format!(
-            "{}.{}.{n}.{what}",
-            std::process::id(),
-            process_tag()
-        ))
+        self.root
+            .join("tmp")
+            .join(format!("{}.{n}.{what}", self.owner))
     }
 
-    /// Temp entries left by processes that are gone: their pid is dead, or it is our pid but an
-    /// earlier incarnation (a restarted worker is often PID 1 again). Names we do not understand
-    /// are not ours to keep either.
+    /// Temp entries left by processes that are gone: their owner is not alive (a dead pid, or a
+    /// recycled one: a restarted worker is often PID 1 again). Names of earlier versions follow
+    /// the rule in the module docs; names we do not understand are not ours to keep either.
     fn stale_temp_entries(&self) -> Result<Vec<PathBuf>, ImageError> {
         let tmp = self.root.join("tmp");
-        let me = std::process::id() as i32;
         let mut out = Vec::new();
         for entry in fs::read_dir(&tmp).map_err(ImageError::io_at("list", &tmp))? {
             let entry = entry.map_err(ImageError::io_at("list", &tmp))?;
             let name = entry.file_name();
-            let mut fields = name.to_str().unwrap_or("").split('.');
-            let pid = fields.next().and_then(|p| p.parse::<i32>().ok());
-            let tag = fields.next();
-            let live = match pid {
-                Some(pid) if pid == me => tag == Some(process_tag()),
-                Some(pid) => pid_alive(pid),
-                None => false,
-            };
+            let name = name.to_str().unwrap_or("");
+            let live = Owner::parse_prefix(name).is_some_and(|(owner, _)| owner.is_alive())
+                || match name.split('.').collect::<Vec<_>>()[..] {
+                    [pid, tag, _, ..] => legacy_owner_alive(pid, tag),
+                    _ => false,
+                };
             if !live {
                 out.push(entry.path());
             }
@@ -1371,5 +1387,72 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn temp_entries_of_a_recycled_pid_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let store = ImageStore::open(&root, StoreLimits::default()).unwrap();
+        let me = Owner::current().unwrap();
+        let mine = store.temp_path("layer");
+        assert!(
+            mine.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{me}.")),
+            "{mine:?} is named by its owner"
+        );
+        fs::create_dir(&mine).unwrap();
+        // Our pid (alive) with another start time: a predecessor that had our pid.
+        let recycled = root.join(format!("tmp/{}.{}.1.layer", me.pid(), me.start_time() + 1));
+        fs::create_dir_all(recycled.join("usr/bin")).unwrap();
+        fs::write(
+            root.join(format!("tmp/{}.{}.2.file", me.pid(), me.start_time() + 1)),
+            b"x",
+        )
+        .unwrap();
+        // Old-format names (`<pid>.<hex nanos tag>.…`): one tagged an hour before this process
+        // started is a recycled pid's; one tagged now is a live old-version process's work.
+        let hex_nanos = |t: SystemTime| {
+            format!(
+                "{:x}",
+                t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+            )
+        };
+        let started = me.started_at().unwrap();
+        let old_recycled = root.join(format!(
+            "tmp/{}.{}.3.layer",
+            me.pid(),
+            hex_nanos(started - Duration::from_secs(3600))
+        ));
+        let old_live = root.join(format!(
+            "tmp/{}.{}.4.layer",
+            me.pid(),
+            hex_nanos(SystemTime::now())
+        ));
+        let old_dead = root.join(format!(
+            "tmp/999999999.{}.5.layer",
+            hex_nanos(SystemTime::now())
+        ));
+        for d in [&old_recycled, &old_live, &old_dead] {
+            fs::create_dir(d).unwrap();
+        }
+        let report = store.gc().unwrap();
+        assert_eq!(report.removed_temp, 4, "{report:?}");
+        let mut left: Vec<_> = fs::read_dir(root.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        left.sort();
+        let mut want = vec![mine.clone(), old_live.clone()];
+        want.sort();
+        assert_eq!(left, want);
+        // The same at open.
+        fs::create_dir(&recycled).unwrap();
+        drop(ImageStore::open(&root, StoreLimits::default()).unwrap());
+        assert!(!recycled.exists());
+        assert!(mine.exists() && old_live.exists());
     }
 }

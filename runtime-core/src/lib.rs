@@ -15,6 +15,7 @@
 
 pub mod cputime;
 pub mod output;
+pub mod owner;
 
 use std::time::Duration;
 

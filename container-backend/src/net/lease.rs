@@ -1,8 +1,12 @@
 //! The per-host address allocator: one lease file per address, created with `O_EXCL` in a
 //! directory every worker of the host shares (by default `/run/nekton/net/<bridge>`, a tmpfs
 //! that a reboot empties together with the bridge). The file holds the owner's
-//! `<pid> <process start time>`; a worker that starts removes the leases of owners that no longer
-//! exist (a crashed predecessor), after deleting their veth and flushing their conntrack entries.
+//! `<pid> <process start time>` (an [`Owner`], written with a space as the versions before the
+//! shared owner helper did: workers of both versions may share the directory during an upgrade,
+//! and each must read the other's leases as live); a worker that starts removes the leases of
+//! owners that are not [alive](Owner::is_alive) (a crashed predecessor, or a recycled pid), after
+//! deleting their veth and flushing their conntrack entries. A lease file that does not parse has
+//! no owner and is stale.
 //!
 //! `O_EXCL` makes the allocation safe across threads and processes: two workers can never hold
 //! the same address, and an address is free again only when its lease file is removed — which a
@@ -13,6 +17,8 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use runtime_core::owner::Owner;
 
 use super::Ipv4Net;
 
@@ -28,8 +34,8 @@ pub(crate) struct Leases {
     cursor: AtomicU32,
 }
 
-/// A lease file: its address, path and owner (`<pid>`, `<start time>`) if readable.
-pub(crate) type LeaseEntry = (Ipv4Addr, PathBuf, Option<(u32, u64)>);
+/// A lease file: its address, path and owner if readable.
+pub(crate) type LeaseEntry = (Ipv4Addr, PathBuf, Option<Owner>);
 
 /// One leased address. Dropping it removes the lease file.
 #[derive(Debug)]
@@ -48,12 +54,18 @@ impl Drop for Lease {
     }
 }
 
+/// What a lease file holds for `owner`: `<pid> <start time>` (the on-disk format, see the
+/// module docs).
+pub(crate) fn owner_text(owner: Owner) -> String {
+    format!("{} {}", owner.pid(), owner.start_time())
+}
+
 /// The owner recorded in a lease file, if it parses.
-pub(crate) fn parse_owner(text: &str) -> Option<(u32, u64)> {
+pub(crate) fn parse_owner(text: &str) -> Option<Owner> {
     let mut it = text.split_whitespace();
-    let pid = it.next()?.parse().ok()?;
-    let start = it.next()?.parse().ok()?;
-    Some((pid, start))
+    let pid = it.next()?;
+    let start = it.next()?;
+    format!("{pid}.{start}").parse().ok()
 }
 
 impl Leases {
@@ -169,5 +181,39 @@ mod tests {
         assert!(listed.iter().all(|(_, _, o)| o.is_some()));
         let freed = held.pop().unwrap().addr;
         assert_eq!(b.acquire().unwrap().addr, freed);
+    }
+
+    #[test]
+    fn lease_owners_are_pid_and_start_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let subnet: Ipv4Net = "10.1.3.0/29".parse().unwrap();
+        let me = Owner::current().expect("procfs");
+        let leases = Leases::new(tmp.path(), subnet, owner_text(me)).unwrap();
+        let held = leases.acquire().unwrap();
+        // The on-disk format of the previous version: `<pid> <start time>\n`.
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(held.addr.to_string())).unwrap(),
+            format!("{} {}\n", me.pid(), me.start_time())
+        );
+        let others: Vec<String> = (2..=6)
+            .map(|n| format!("10.1.3.{n}"))
+            .filter(|a| *a != held.addr.to_string())
+            .collect();
+        // Our pid, another start time: a predecessor whose pid we were given (pid reuse).
+        let recycled = Owner::new(me.pid(), me.start_time() + 1);
+        std::fs::write(tmp.path().join(&others[0]), owner_text(recycled)).unwrap();
+        std::fs::write(tmp.path().join(&others[1]), "garbage\n").unwrap();
+        let listed = leases.list().unwrap();
+        assert_eq!(listed.len(), 3);
+        let owners: Vec<_> = listed.iter().map(|(a, _, o)| (a.to_string(), *o)).collect();
+        assert!(owners.contains(&(held.addr.to_string(), Some(me))));
+        assert!(owners.contains(&(others[0].clone(), Some(recycled))));
+        assert!(owners.contains(&(others[1].clone(), None)));
+        let live: Vec<_> = listed
+            .iter()
+            .filter(|(_, _, o)| super::super::owner_alive(*o))
+            .map(|(a, _, _)| *a)
+            .collect();
+        assert_eq!(live, vec![held.addr], "only our own lease has a live owner");
     }
 }

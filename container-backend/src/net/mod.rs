@@ -53,6 +53,7 @@ use rtnetlink::packet_route::link::{
     InfoBridgePort, InfoData, InfoVeth, LinkAttribute, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use runtime_core::owner::Owner;
 
 /// How long a finished job's veth may take to vanish with its namespace before it is deleted.
 const VETH_GONE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -363,8 +364,8 @@ fn flush_address(addr: Ipv4Addr) {
     conntrack_flush(&["-D", "-d", &a]);
 }
 
-fn owner_alive(owner: Option<(u32, u64)>) -> bool {
-    owner.is_some_and(|(pid, start)| super::start_time(&pid.to_string()) == Some(start))
+fn owner_alive(owner: Option<Owner>) -> bool {
+    owner.is_some_and(|o| o.is_alive())
 }
 
 /// A runtime of its own drives the netlink connections, so job tasks on any runtime can use them.
@@ -627,8 +628,8 @@ fn check_tools() -> Result<(), String> {
 }
 
 impl Network {
-    /// Prepares the host (see the module docs). `owner` is `<pid> <start time>` of this process.
-    pub fn new(config: BridgeConfig, owner: String) -> Result<Arc<Self>, String> {
+    /// Prepares the host (see the module docs). `owner` is this process.
+    pub fn new(config: BridgeConfig, owner: Owner) -> Result<Arc<Self>, String> {
         config.validate()?;
         check_tools()?;
         let resolv_conf = resolv_conf(&config.dns)?;
@@ -638,8 +639,9 @@ impl Network {
                  jobs need it for egress"
             )
         })?;
-        let leases = lease::Leases::new(&config.lease_dir(), config.subnet, owner)
-            .map_err(|e| format!("lease directory {}: {e}", config.lease_dir().display()))?;
+        let leases =
+            lease::Leases::new(&config.lease_dir(), config.subnet, lease::owner_text(owner))
+                .map_err(|e| format!("lease directory {}: {e}", config.lease_dir().display()))?;
         let rt = net_runtime()?;
         let (handle, bridge_index) = block_on(&rt, async {
             let (conn, handle, _) = rtnetlink::new_connection()
@@ -964,10 +966,11 @@ pub fn cleanup(config: &BridgeConfig) -> Result<CleanupReport, String> {
             .list()
             .map_err(|e| format!("reading {}: {e}", dir.display()))?;
         let me = std::process::id();
-        if let Some((addr, _, Some((pid, _)))) = list
+        if let Some((addr, _, Some(owner))) = list
             .iter()
-            .find(|(_, _, owner)| owner_alive(*owner) && owner.is_some_and(|(p, _)| p != me))
+            .find(|(_, _, owner)| owner_alive(*owner) && owner.is_some_and(|o| o.pid() != me))
         {
+            let pid = owner.pid();
             return Err(format!(
                 "process {pid} (a running worker) holds job address {addr}: stop the workers of \
                  this host before cleaning their network"

@@ -699,24 +699,28 @@ fn postgres_command(
 /// Stops a server that an earlier process left running on this data root (its postmaster.pid
 /// names a live postmaster in this data directory), and removes lock files whose pid was
 /// recycled by an unrelated process (PostgreSQL would refuse to start over those). Lock files of
-/// dead processes are left for PostgreSQL, which replaces them itself.
+/// dead processes are left for PostgreSQL, which replaces them itself. A process is named by its
+/// [`Owner`](runtime_core::owner::Owner) (pid and start time), so neither the checks nor the
+/// signals can reach a process that took the pid over meanwhile.
 async fn stop_stale_server(layout: &Layout, timeout: Duration) -> Result<(), PgError> {
     let pid_file = layout.data.join("postmaster.pid");
-    if let Some(pid) = lock_file_pid(&pid_file) {
-        if process::is_postmaster_of(pid, &layout.data) {
+    if let Some((pid, started)) = lock_file_owner(&pid_file)
+        && let Some(owner) = process::owner_of(pid)
+    {
+        if process::is_postmaster_of(owner, started, &layout.data) {
             tracing::warn!(pid, data_dir = %layout.data.display(),
                 "a PostgreSQL server from an earlier run is still running; stopping it");
-            stop_foreign(pid, &layout.data, timeout).await?;
-        } else if process::is_alive(pid) {
+            stop_foreign(owner, &layout.data, timeout).await?;
+        } else {
             tracing::warn!(pid, file = %pid_file.display(),
                 "removing a stale postmaster.pid whose pid now belongs to another process");
             remove_if_exists(&pid_file)?;
         }
     }
     let socket_lock = PathBuf::from(format!("{}.lock", layout.socket().display()));
-    if let Some(pid) = lock_file_pid(&socket_lock)
-        && process::is_alive(pid)
-        && !process::is_postmaster_of(pid, &layout.data)
+    if let Some((pid, started)) = lock_file_owner(&socket_lock)
+        && let Some(owner) = process::owner_of(pid)
+        && !process::is_postmaster_of(owner, started, &layout.data)
     {
         tracing::warn!(pid, file = %socket_lock.display(),
             "removing a stale socket lock file whose pid now belongs to another process");
@@ -726,14 +730,23 @@ async fn stop_stale_server(layout: &Layout, timeout: Duration) -> Result<(), PgE
     Ok(())
 }
 
-/// SIGINT, then SIGQUIT, then SIGKILL a postmaster that is not our child.
-async fn stop_foreign(pid: i32, data_dir: &Path, timeout: Duration) -> Result<(), PgError> {
+/// SIGINT, then SIGQUIT, then SIGKILL a postmaster that is not our child; no signal is sent
+/// once `owner` is gone (its pid may be someone else's by then).
+async fn stop_foreign(
+    owner: runtime_core::owner::Owner,
+    data_dir: &Path,
+    timeout: Duration,
+) -> Result<(), PgError> {
+    let pid = owner.pid() as i32;
     let steps = [
         (Signal::SIGINT, timeout),
         (Signal::SIGQUIT, Duration::from_secs(5)),
         (Signal::SIGKILL, Duration::from_secs(5)),
     ];
     for (signal, wait) in steps {
+        if !owner.is_alive() {
+            return Ok(());
+        }
         match kill(Pid::from_raw(pid), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => {
@@ -744,7 +757,7 @@ async fn stop_foreign(pid: i32, data_dir: &Path, timeout: Duration) -> Result<()
                 });
             }
         }
-        if process::wait_gone(pid, wait).await {
+        if process::wait_owner_gone(owner, wait).await {
             return Ok(());
         }
     }
@@ -755,11 +768,21 @@ async fn stop_foreign(pid: i32, data_dir: &Path, timeout: Duration) -> Result<()
     })
 }
 
-fn lock_file_pid(path: &Path) -> Option<i32> {
+/// The pid in a PostgreSQL lock file (`postmaster.pid`, `.s.PGSQL.<port>.lock`: line 1) and the
+/// start time it records (line 3, seconds since the epoch), if present.
+fn lock_file_owner(path: &Path) -> Option<(i32, Option<std::time::SystemTime>)> {
     let text = std::fs::read_to_string(path).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
     // postmaster.pid of a standalone backend holds the negated pid.
-    Some(pid.abs()).filter(|p| *p > 0)
+    let pid = Some(pid.unsigned_abs())
+        .filter(|p| *p > 0)
+        .and_then(|p| i32::try_from(p).ok())?;
+    let started = lines
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s));
+    Some((pid, started))
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), PgError> {

@@ -14,12 +14,13 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
+use runtime_core::owner::Owner;
 use tokio::sync::{oneshot, watch};
 
 /// How a supervised child ended.
@@ -233,25 +234,32 @@ impl Drop for Supervised {
 }
 
 /// Whether `pid` names a live (not zombie) process.
+#[cfg(test)]
 pub(crate) fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name, which may contain spaces.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
+    owner_of(pid).is_some()
 }
 
-/// Whether `pid` is a live postmaster whose working directory is `data_dir` (postgres changes
-/// into its data directory at startup, so this tells it from a recycled pid).
-pub(crate) fn is_postmaster_of(pid: i32, data_dir: &Path) -> bool {
-    if pid <= 0 || !is_alive(pid) {
+/// The identity (pid and start time) of the live, not zombie, process `pid`.
+pub(crate) fn owner_of(pid: i32) -> Option<Owner> {
+    u32::try_from(pid).ok().and_then(Owner::of)
+}
+
+/// Whether `owner` is a live postmaster whose working directory is `data_dir` (postgres changes
+/// into its data directory at startup, so this tells it from a recycled pid). `started` is the
+/// start time the lock file records (line 3, whole seconds since the epoch): a process that
+/// started later than that (2 s of slack for rounding) took a recycled pid.
+pub(crate) fn is_postmaster_of(owner: Owner, started: Option<SystemTime>, data_dir: &Path) -> bool {
+    if !owner.is_alive() {
         return false;
     }
+    if let Some(recorded) = started
+        && owner
+            .started_at()
+            .is_ok_and(|t| t > recorded + Duration::from_secs(2))
+    {
+        return false;
+    }
+    let pid = owner.pid();
     match std::fs::read_link(format!("/proc/{pid}/cwd")) {
         Ok(cwd) => {
             let want = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
@@ -268,7 +276,23 @@ pub(crate) fn is_postmaster_of(pid: i32, data_dir: &Path) -> bool {
     }
 }
 
+/// Polls until the process `owner` names is gone (a later process on the same pid does not
+/// count) or `timeout` passes. Returns whether it is gone.
+pub(crate) async fn wait_owner_gone(owner: Owner, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !owner.is_alive() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls until `pid` is gone or `timeout` passes. Returns whether it is gone.
+#[cfg(test)]
 pub(crate) async fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

@@ -225,6 +225,71 @@ async fn stale_pid_files_do_not_block_a_start() {
 }
 
 #[tokio::test]
+async fn a_pid_file_naming_a_later_process_in_the_data_dir_is_not_a_server() {
+    let dir = temp_root();
+    let pg = EmbeddedPostgres::start(dir.path(), EmbeddedOptions::for_tests())
+        .await
+        .expect("start");
+    let pid_file = pg.data_dir().join("postmaster.pid");
+    let stale = std::fs::read_to_string(&pid_file).expect("read postmaster.pid");
+    let owner = std::fs::metadata(&pid_file).expect("pid file").uid();
+    let data_dir = pg.data_dir().to_path_buf();
+    let dead_pid = pg.pid();
+    pg.stop().await;
+    // A process that took the dead server's pid over and happens to work in the data directory
+    // (the cwd check alone would take it for the server and signal it): it started after the
+    // time the pid file records, so it is not the server.
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(&data_dir)
+        .spawn()
+        .expect("spawn sleep (coreutils)");
+    let mut lines: Vec<String> = stale.lines().map(str::to_string).collect();
+    lines[0] = other.id().to_string();
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 3600;
+    lines[2] = hour_ago.to_string();
+    std::fs::write(&pid_file, lines.join("\n") + "\n").expect("write postmaster.pid");
+    std::os::unix::fs::lchown(&pid_file, Some(owner), None).expect("chown");
+    assert_ne!(other.id() as i32, dead_pid);
+    let pg = EmbeddedPostgres::start(dir.path(), EmbeddedOptions::for_tests())
+        .await
+        .expect("start over a pid file naming a later process");
+    assert_eq!(select_one(&pg).await, 1);
+    assert!(
+        other.try_wait().expect("try_wait").is_none(),
+        "the unrelated process was not signalled"
+    );
+    pg.stop().await;
+    other.kill().expect("kill sleep");
+    other.wait().expect("reap sleep");
+}
+
+#[test]
+fn lock_files_name_pid_and_start_time() {
+    let dir = temp_root();
+    let path = dir.path().join("postmaster.pid");
+    std::fs::write(&path, "4242\n/data\n1700000000\n5432\n/run\n").expect("write");
+    assert_eq!(
+        lock_file_owner(&path),
+        Some((
+            4242,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        ))
+    );
+    // A standalone backend's negated pid; no start time line.
+    std::fs::write(&path, "-4242\n/data\n").expect("write");
+    assert_eq!(lock_file_owner(&path), Some((4242, None)));
+    for bad in ["", "0\n", "x\n", "-2147483648\n"] {
+        std::fs::write(&path, bad).expect("write");
+        assert_eq!(lock_file_owner(&path), None, "{bad:?}");
+    }
+}
+
+#[tokio::test]
 async fn drop_stops_the_server() {
     let dir = temp_root();
     let pg = EmbeddedPostgres::start(dir.path(), EmbeddedOptions::for_tests())
