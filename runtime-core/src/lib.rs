@@ -13,6 +13,8 @@
 //! - Output is bounded: [`OutputSink`] enforces the per-stream byte cap and counts bytes, so every
 //!   backend truncates and reports the same way.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod cputime;
 pub mod output;
 pub mod owner;
