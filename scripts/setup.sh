@@ -22,6 +22,8 @@ command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 # Bridge networking of container jobs: the nft JSON interface and conntrack flushes.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+# scripts/test.sh lists the root-tier test targets from `cargo metadata` with jq.
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}" >&2

@@ -9,16 +9,47 @@ source scripts/setup.sh
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy" >&2
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test" >&2
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+# Two test tiers (see services/tests/common/mod.rs):
+# - default: everything a plain `cargo test` runs as any user (unit tests, API handler tests, the
+#   Wasm backend, the queue, whole processes);
+# - root: the `[[test]]` targets with `required-features = ["root-tests"]` (kernel, cgroups,
+#   nft, a local registry), listed from the Cargo.toml files so a new one is never forgotten.
+# Both always run here; each tier's wall time (build included) is printed at the end.
+root_targets=()
+while read -r t; do root_targets+=(--test "$t"); done < <(
+    cargo metadata --no-deps --format-version 1 --locked |
+        jq -r '.packages[].targets[] | select((.["required-features"] // []) | index("root-tests")) | .name' |
+        sort -u
+)
+if ((${#root_targets[@]} == 0)); then
+    echo "test.sh: found no root-tier test targets (required-features = [\"root-tests\"]); is jq installed and the workspace intact?" >&2
+    exit 1
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
+status=0
+times=()
+run_tier() {
+    local name=$1
+    shift
+    echo "== cargo test: $name tier" >&2
+    local start=$SECONDS
+    set +e
+    cargo test --workspace --locked "$@" 2>&1 | tee -a "$log"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    times+=("$name tier: $((SECONDS - start)) s (exit $rc)")
+    ((rc == 0)) || status=$rc
+}
+run_tier default "$@"
+run_tier root --all-features "${root_targets[@]}" "$@"
+
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
 failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")
+for t in "${times[@]}"; do echo "$t"; done
 echo "tests: $passed passed, $failed failed"
 exit "$status"
