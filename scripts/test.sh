@@ -14,17 +14,22 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 # Two test tiers (see services/tests/common/mod.rs):
 # - default: everything a plain `cargo test` runs as any user (unit tests, API handler tests, the
 #   Wasm backend, the queue, whole processes);
-# - root: the `[[test]]` targets with `required-features = ["root-tests"]` (kernel, cgroups,
-#   nft, a local registry), listed from the Cargo.toml files so a new one is never forgotten.
+# - root: in each crate with a `root-tests` feature, the `[[test]]` targets that require it
+#   (kernel, cgroups, nft, a local registry) and the crate's unit tests again with the feature on
+#   (the few root-only unit tests are `ignore`d without it). Crates and targets come from
+#   `cargo metadata`, so a new root-only test file needs only its `[[test]]` entry.
 # Both always run here; each tier's wall time (build included) is printed at the end.
-root_targets=()
-while read -r t; do root_targets+=(--test "$t"); done < <(
-    cargo metadata --no-deps --format-version 1 --locked |
-        jq -r '.packages[].targets[] | select((.["required-features"] // []) | index("root-tests")) | .name' |
+metadata=$(cargo metadata --no-deps --format-version 1 --locked)
+root_args=()
+while read -r p; do root_args+=(-p "$p"); done < <(
+    jq -r '.packages[] | select(.features | has("root-tests")) | .name' <<<"$metadata" | sort -u
+)
+while read -r t; do root_args+=(--test "$t"); done < <(
+    jq -r '.packages[].targets[] | select((.["required-features"] // []) | index("root-tests")) | .name' <<<"$metadata" |
         sort -u
 )
-if ((${#root_targets[@]} == 0)); then
-    echo "test.sh: found no root-tier test targets (required-features = [\"root-tests\"]); is jq installed and the workspace intact?" >&2
+if ! printf '%s\n' "${root_args[@]}" | grep -qx -- --test; then
+    echo "test.sh: found no root-tier test targets (required-features = [\"root-tests\"]) in cargo metadata" >&2
     exit 1
 fi
 
@@ -38,14 +43,14 @@ run_tier() {
     echo "== cargo test: $name tier" >&2
     local start=$SECONDS
     set +e
-    cargo test --workspace --locked "$@" 2>&1 | tee -a "$log"
+    cargo test --locked "$@" 2>&1 | tee -a "$log"
     local rc=${PIPESTATUS[0]}
     set -e
     times+=("$name tier: $((SECONDS - start)) s (exit $rc)")
     ((rc == 0)) || status=$rc
 }
-run_tier default "$@"
-run_tier root --all-features "${root_targets[@]}" "$@"
+run_tier default --workspace "$@"
+run_tier root --features root-tests --lib "${root_args[@]}" "$@"
 
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
