@@ -18,7 +18,8 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 #   (kernel, cgroups, nft, a local registry) and the crate's unit tests again with the feature on
 #   (the few root-only unit tests are `ignore`d without it). Crates and targets come from
 #   `cargo metadata`, so a new root-only test file needs only its `[[test]]` entry.
-# Both always run here; each tier's wall time (build included) is printed at the end.
+# Both always run here, each to the end (--no-fail-fast: one failing test binary does not hide the
+# others); each tier's wall time (build included) is printed at the end.
 metadata=$(cargo metadata --no-deps --format-version 1 --locked)
 root_args=()
 while read -r p; do root_args+=(-p "$p"); done < <(
@@ -43,7 +44,7 @@ run_tier() {
     echo "== cargo test: $name tier" >&2
     local start=$SECONDS
     set +e
-    cargo test --locked "$@" 2>&1 | tee -a "$log"
+    cargo test --locked --no-fail-fast "$@" 2>&1 | tee -a "$log"
     local rc=${PIPESTATUS[0]}
     set -e
     times+=("$name tier: $((SECONDS - start)) s (exit $rc)")
