@@ -15,9 +15,11 @@
 //!   crate's Cargo.toml: `container-backend` (`container`, `container_limits`, `container_net`,
 //!   `hostile`), `image-store` (`image_extract`, `image_import`, `image_registry`) and this
 //!   crate (`images`, `containers`, `hostile`). They need root, namespaces, cgroups, nft,
-//!   `gcc -static` or Debian's `docker-registry`. Run them with `--all-features` (or
-//!   `--features root-tests` on one crate); as elsewhere, a missing prerequisite fails with its
-//!   name, it never skips.
+//!   `gcc -static` or Debian's `docker-registry` — plus two unit tests of the embedded
+//!   PostgreSQL (`pg::tests::runs_as_unprivileged_user_when_root`,
+//!   `unreachable_data_root_names_the_fix`), which are `ignore`d, with that reason, unless the
+//!   feature is on. Run them as root with `--all-features` (or `-p CRATE --features root-tests`);
+//!   as elsewhere, a missing prerequisite fails with its name, it never skips.
 //!
 //! `scripts/test.sh` (CI, as root) always runs both tiers and prints each one's wall time; it
 //! finds the root targets with `cargo metadata`, so a new root-only test file needs only its
