@@ -17,6 +17,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # and conntrack flushes.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
+# scripts/test.sh lists the root-tier test targets from `cargo metadata` with jq.
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}" >&2

@@ -1,4 +1,6 @@
 //! The HTTP API end to end: real PostgreSQL, the real worker and Wasm backend, over a real socket.
+//! Request checks that need neither a worker nor a socket (4xx shapes, `field` paths) live in
+//! `tests/api_handlers.rs`, which drives the router directly.
 
 mod common;
 
@@ -266,127 +268,6 @@ async fn cancel_running_and_queued_jobs() {
         .await
         .unwrap();
     assert_eq!(res.status(), 409);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
-    let h = Harness::start().await;
-    let hello = h.push(guests::hello()).await;
-    let url = format!("{}/v1/jobs", h.base);
-    let post = |body: Vec<u8>| {
-        h.http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-
-    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
-        (b"{not json".to_vec(), 400, "invalid_json", None),
-        (b"".to_vec(), 400, "invalid_json", None),
-        (
-            json!({"module": hello, "bogus": 1})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation_failed",
-            None,
-        ),
-        (
-            json!({"module": hello, "limits": {"wall_time_ms": -5}})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation_failed",
-            Some("limits.wall_time_ms"),
-        ),
-        (
-            json!({"module": hello, "limits": {"memory_bytes": 1u64 << 50}})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation_failed",
-            Some("limits.memory_bytes"),
-        ),
-        (
-            json!({"module": format!("sha256:{}", "0".repeat(64))})
-                .to_string()
-                .into_bytes(),
-            422,
-            "module_not_found",
-            Some("module"),
-        ),
-        (
-            json!({"module": "not-a-digest"}).to_string().into_bytes(),
-            422,
-            "validation_failed",
-            Some("module"),
-        ),
-        (
-            json!({"args": ["x"]}).to_string().into_bytes(),
-            422,
-            "validation_failed",
-            Some("module"),
-        ),
-        (
-            json!({"module": hello, "files": [{"path": "../x", "content": ""}]})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation_failed",
-            Some("files[0].path"),
-        ),
-        (
-            json!({"module": hello, "env": "nope"})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation_failed",
-            Some("env"),
-        ),
-    ];
-    for (body, status, code, field) in cases {
-        let shown = String::from_utf8_lossy(&body).to_string();
-        let res = post(body).await.unwrap();
-        assert_eq!(res.status().as_u16(), status, "{shown}");
-        let err: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(err["error"]["code"], code, "{shown}: {err}");
-        assert!(
-            err["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.len() > 10),
-            "{err}"
-        );
-        if let Some(f) = field {
-            assert_eq!(err["error"]["field"], f, "{shown}: {err}");
-        }
-    }
-    // 100 MB: refused with 413 before anything is stored.
-    let res = post(vec![b' '; 100 << 20]).await.unwrap();
-    assert_eq!(res.status(), 413);
-    let err: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(err["error"]["code"], "payload_too_large");
-    // Unknown endpoints and ids answer in the same shape.
-    let res = h
-        .http
-        .get(format!("{}/v1/jobs/{}", h.base, uuid::Uuid::now_v7()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(
-        res.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "not_found"
-    );
-    let res = h
-        .http
-        .get(format!("{}/v1/nope", h.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(h.count("jobs").await, 0);
-    assert_eq!(h.count("job_specs").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,10 @@ async fn durable_defaults_start_too() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "root tier: checks the behaviour as root; run with --features root-tests as root (scripts/test.sh does)"
+)]
 async fn runs_as_unprivileged_user_when_root() {
     require_root("runs_as_unprivileged_user_when_root");
     let dir = temp_root();
@@ -415,6 +419,10 @@ async fn long_data_root_is_refused_clearly() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "root-tests"),
+    ignore = "root tier: checks the behaviour as root; run with --features root-tests as root (scripts/test.sh does)"
+)]
 async fn unreachable_data_root_names_the_fix() {
     require_root("unreachable_data_root_names_the_fix");
     let dir = temp_root();

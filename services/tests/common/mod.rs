@@ -1,6 +1,29 @@
 //! Shared integration-test harness: a fresh database (embedded PostgreSQL unless
 //! NEKTON_TEST_DATABASE_URL is set), the API and a worker in this process on 127.0.0.1:0, and
 //! clients for them.
+//!
+//! # Test tiers
+//!
+//! The workspace's tests come in two tiers, split with one Cargo feature per crate rather than a
+//! separate test crate, so that test files stay next to the code they test and keep their names:
+//!
+//! - **default** — what a plain `cargo test` runs, as any user, with no registry and no particular
+//!   kernel: unit tests, the Wasm backend suites, the queue (`queue`), the API through the router
+//!   (`api_handlers`) and end to end (`api`), whole processes (`processes`). The embedded
+//!   PostgreSQL runs as the current user when that is not root.
+//! - **root** — every `[[test]]` target declared with `required-features = ["root-tests"]` in its
+//!   crate's Cargo.toml: `container-backend` (`container`, `container_limits`, `container_net`,
+//!   `hostile`), `image-store` (`image_extract`, `image_import`, `image_registry`) and this
+//!   crate (`images`, `containers`, `hostile`). They need root, namespaces, cgroups, nft,
+//!   `gcc -static` or Debian's `docker-registry` — plus two unit tests of the embedded
+//!   PostgreSQL (`pg::tests::runs_as_unprivileged_user_when_root`,
+//!   `unreachable_data_root_names_the_fix`), which are `ignore`d, with that reason, unless the
+//!   feature is on. Run them as root with `--all-features` (or `-p CRATE --features root-tests`);
+//!   as elsewhere, a missing prerequisite fails with its name, it never skips.
+//!
+//! `scripts/test.sh` (CI, as root) always runs both tiers and prints each one's wall time; it
+//! finds the root targets with `cargo metadata`, so a new root-only test file needs only its
+//! `[[test]]` entry.
 
 #![allow(dead_code)]
 

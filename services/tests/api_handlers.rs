@@ -1,0 +1,479 @@
+//! The API's handlers without sockets: each request goes through the real router
+//! ([`nekton::api::app`]) with `tower::ServiceExt::oneshot`, on a fresh real PostgreSQL database
+//! ([`nekton::testing::TestDb`], migrated), with no worker and no TCP listener. This is where
+//! table-driven request checks live (status, error code, message and `field` path, and that a
+//! refused request stores nothing): they need the router and the database, not a running
+//! service, so they run in the default (no-root) test tier and take milliseconds each.
+//! End-to-end behaviour (jobs that run, SSE over a socket) stays in `tests/api.rs`.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::guests;
+use nekton::api::{AppState, app};
+use nekton::config::LimitPolicy;
+use nekton::metrics::Metrics;
+use nekton::testing::TestDb;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tower::ServiceExt as _;
+
+/// The router on a fresh migrated database; no worker, no listener, no image service.
+struct Api {
+    db: TestDb,
+    router: Router,
+}
+
+impl Api {
+    async fn new() -> Self {
+        Self::with_policy(LimitPolicy::default()).await
+    }
+
+    async fn with_policy(policy: LimitPolicy) -> Self {
+        let db = TestDb::new().await;
+        nekton::store::migrate(&db.pool)
+            .await
+            .expect("migrations apply");
+        let state = AppState::new(
+            db.pool.clone(),
+            policy,
+            Metrics::new(),
+            Arc::new(Notify::new()),
+        );
+        Api {
+            router: app(state),
+            db,
+        }
+    }
+
+    /// Sends one request through the router; returns the status and the body (JSON, or
+    /// `Value::Null` for an empty body).
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(Body::from(body)).expect("request");
+        let res = self
+            .router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 64 << 20)
+            .await
+            .expect("response body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    async fn post_json(&self, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.call(Method::POST, uri, Some("application/json"), body)
+            .await
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, uri, None, Vec::new()).await
+    }
+
+    /// Uploads a module through the router; returns its digest.
+    async fn push(&self, wasm: Vec<u8>) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/v1/modules", Some("application/wasm"), wasm)
+            .await;
+        assert!(status.is_success(), "module upload: {status} {body}");
+        body["digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("module upload answered no digest: {body}"))
+            .to_string()
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count")
+    }
+}
+
+/// Asserts the API's error shape: `{"error": {"code", "message", "field"?}}` with a message that
+/// says something, the given code, and (when given) the given field path.
+fn assert_error(
+    (status, err): &(StatusCode, Value),
+    want_status: u16,
+    code: &str,
+    field: Option<&str>,
+    shown: &str,
+) {
+    assert_eq!(status.as_u16(), want_status, "{shown}: {err}");
+    assert_eq!(err["error"]["code"], code, "{shown}: {err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.len() > 10),
+        "{shown}: {err}"
+    );
+    if let Some(f) = field {
+        assert_eq!(err["error"]["field"], f, "{shown}: {err}");
+    }
+}
+
+// Moved from `tests/api.rs` (where it started the API and a worker on a socket): every
+// assertion is kept, sent through the router instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+
+    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (b"{not json".to_vec(), 400, "invalid_json", None),
+        (b"".to_vec(), 400, "invalid_json", None),
+        (
+            json!({"module": hello, "bogus": 1})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            None,
+        ),
+        (
+            json!({"module": hello, "limits": {"wall_time_ms": -5}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("limits.wall_time_ms"),
+        ),
+        (
+            json!({"module": hello, "limits": {"memory_bytes": 1u64 << 50}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("limits.memory_bytes"),
+        ),
+        (
+            json!({"module": format!("sha256:{}", "0".repeat(64))})
+                .to_string()
+                .into_bytes(),
+            422,
+            "module_not_found",
+            Some("module"),
+        ),
+        (
+            json!({"module": "not-a-digest"}).to_string().into_bytes(),
+            422,
+            "validation_failed",
+            Some("module"),
+        ),
+        (
+            json!({"args": ["x"]}).to_string().into_bytes(),
+            422,
+            "validation_failed",
+            Some("module"),
+        ),
+        (
+            json!({"module": hello, "files": [{"path": "../x", "content": ""}]})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("files[0].path"),
+        ),
+        (
+            json!({"module": hello, "env": "nope"})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("env"),
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let shown = String::from_utf8_lossy(&body).to_string();
+        let res = h.post_json("/v1/jobs", body).await;
+        assert_error(&res, status, code, field, &shown);
+    }
+    // 100 MB: refused with 413 before anything is stored.
+    let (status, err) = h.post_json("/v1/jobs", vec![b' '; 100 << 20]).await;
+    assert_eq!(status, 413);
+    assert_eq!(err["error"]["code"], "payload_too_large");
+    // Unknown endpoints and ids answer in the same shape.
+    let (status, err) = h.get(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+    let (status, _) = h.get("/v1/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(h.count("jobs").await, 0);
+    assert_eq!(h.count("job_specs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_ids_and_methods_answer_in_the_error_shape() {
+    let h = Api::new().await;
+    let id = uuid::Uuid::now_v7();
+    let cases = [
+        (Method::GET, "/v1/nope".to_string(), 404, "not_found"),
+        (Method::GET, format!("/v1/jobs/{id}"), 404, "not_found"),
+        (Method::GET, format!("/v1/batches/{id}"), 404, "not_found"),
+        (
+            Method::POST,
+            format!("/v1/jobs/{id}/cancel"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/jobs/not-a-uuid".to_string(),
+            400,
+            "invalid_id",
+        ),
+        (
+            Method::DELETE,
+            "/v1/modules".to_string(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::PUT,
+            "/v1/jobs".to_string(),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, uri, status, code) in cases {
+        let shown = format!("{method} {uri}");
+        let res = h.call(method, &uri, None, Vec::new()).await;
+        assert_error(&res, status, code, None, &shown);
+        // Not-found errors name what was not found.
+        if status == 404 && uri.contains(&id.to_string()) {
+            assert!(
+                res.1["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&id.to_string())),
+                "{shown}: {}",
+                res.1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_query_errors_name_the_parameter() {
+    let h = Api::new().await;
+    let cases = [
+        ("/v1/jobs?limit=0", Some("limit")),
+        ("/v1/jobs?limit=501", Some("limit")),
+        ("/v1/jobs?state=melted", Some("state")),
+        ("/v1/jobs?label=novalue", Some("label")),
+        ("/v1/jobs?cursor=xyz", Some("cursor")),
+        ("/v1/jobs?limit=ten", None),
+        ("/v1/jobs?bogus=1", None),
+    ];
+    for (uri, field) in cases {
+        let res = h.get(uri).await;
+        assert_error(&res, 400, "invalid_query", field, uri);
+    }
+    // A valid query on an empty database is an empty page.
+    let (status, page) = h.get("/v1/jobs?limit=500&state=queued").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["jobs"], json!([]), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_uploads_are_checked_and_stored_once() {
+    let h = Api::with_policy(LimitPolicy {
+        max_module_bytes: 4096,
+        ..LimitPolicy::default()
+    })
+    .await;
+    // Not Wasm: 422 invalid_module, nothing stored.
+    let res = h
+        .call(
+            Method::POST,
+            "/v1/modules",
+            Some("application/wasm"),
+            b"definitely not wasm".to_vec(),
+        )
+        .await;
+    assert_error(&res, 422, "invalid_module", None, "garbage module");
+    // Over this server's module limit (but under the JSON body limit): the handler's 413,
+    // which names both sizes.
+    let res = h
+        .call(
+            Method::POST,
+            "/v1/modules",
+            Some("application/wasm"),
+            vec![0u8; 5000],
+        )
+        .await;
+    assert_error(&res, 413, "payload_too_large", None, "oversize module");
+    let message = res.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("5000") && message.contains("4096"),
+        "{message}"
+    );
+    assert_eq!(h.count("modules").await, 0);
+    // A valid module: 201 with its digest, then 200 with the same digest for the same bytes.
+    let wasm = guests::hello();
+    let (status, first) = h
+        .call(
+            Method::POST,
+            "/v1/modules",
+            Some("application/wasm"),
+            wasm.clone(),
+        )
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = h
+        .call(Method::POST, "/v1/modules", Some("application/wasm"), wasm)
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(first["digest"], again["digest"]);
+    assert!(
+        first["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:") && d.len() == 7 + 64),
+        "{first}"
+    );
+    assert_eq!(h.count("modules").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_errors_name_the_job_and_its_field_and_store_nothing() {
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (json!({"jobs": []}), 422, "validation_failed", Some("jobs")),
+        (
+            json!({"jobs": [{"module": hello}, {"module": hello, "limits": {"wall_time_ms": -1}}]}),
+            422,
+            "validation_failed",
+            Some("jobs[1].limits.wall_time_ms"),
+        ),
+        (
+            json!({"jobs": [{"module": hello}, {"module": hello}, {"module": missing}]}),
+            422,
+            "module_not_found",
+            Some("jobs[2].module"),
+        ),
+        (
+            json!({"jobs": [{"module": hello, "files": [{"path": "/abs", "content": ""}]}]}),
+            422,
+            "validation_failed",
+            Some("jobs[0].files[0].path"),
+        ),
+        (
+            json!({"defaults": {"module": hello}, "jobs": [{"args": ["a"]}, {"bogus": true}]}),
+            422,
+            "validation_failed",
+            None,
+        ),
+        (
+            json!({"jobs": [{"module": hello}], "surprise": 1}),
+            422,
+            "validation_failed",
+            None,
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let shown = body.to_string();
+        let res = h.post_json("/v1/batches", shown.clone().into_bytes()).await;
+        assert_error(&res, status, code, field, &shown);
+        // Batch errors say which job is to blame.
+        if field.is_some_and(|f| f.starts_with("jobs[")) {
+            let message = res.1["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with("job "), "{shown}: {message}");
+        }
+    }
+    let res = h
+        .post_json("/v1/batches", br#"{"jobs": [{"module"#.to_vec())
+        .await;
+    assert_error(&res, 400, "invalid_json", None, "truncated batch");
+    assert_eq!(h.count("jobs").await, 0);
+    assert_eq!(h.count("job_specs").await, 0);
+    assert_eq!(h.count("batches").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_idempotency_key_is_a_400_naming_the_header() {
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/jobs")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k".repeat(256))
+        .body(Body::from(json!({ "module": hello }).to_string()))
+        .expect("request");
+    let res = h.router.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let body: Value = serde_json::from_slice(
+        &axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body"),
+    )
+    .expect("JSON error body");
+    assert_error(
+        &(status, body),
+        400,
+        "invalid_header",
+        Some("Idempotency-Key"),
+        "256-byte key",
+    );
+    assert_eq!(h.count("jobs").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_endpoints_without_a_worker_answer_503() {
+    // An API-only process has no image store: its image endpoints say so, in the error shape.
+    let h = Api::new().await;
+    let res = h.get("/v1/images").await;
+    assert_error(&res, 503, "images_unavailable", None, "GET /v1/images");
+    let message = res.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nekton serve"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_job_is_stored_queued_without_a_worker() {
+    // The success path through the router: 201, the job queued in the database, readable back.
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    let (status, job) = h
+        .post_json(
+            "/v1/jobs",
+            json!({"module": hello, "args": ["a"]})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["state"], "queued", "{job}");
+    let id = job["id"].as_str().expect("job id").to_string();
+    let (status, again) = h.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["state"], "queued");
+    assert_eq!(h.count("jobs").await, 1);
+}
