@@ -106,6 +106,10 @@ struct ServiceArgs {
     /// Default output kept per stream, in bytes.
     #[arg(long, env = "NEKTON_DEFAULT_OUTPUT_BYTES", default_value_t = LimitPolicy::default().default_output_bytes)]
     default_output_bytes: u64,
+    /// Largest Wasm module accepted, in bytes: uploads past it get 413, and workers refuse to load
+    /// larger modules.
+    #[arg(long, env = "NEKTON_MAX_MODULE_BYTES", default_value_t = LimitPolicy::default().max_module_bytes)]
+    max_module_bytes: usize,
     /// Fuel budget of a Wasm job that sets none (default: none, fuel is still counted).
     #[arg(long, env = "NEKTON_DEFAULT_FUEL")]
     default_fuel: Option<u64>,
@@ -300,6 +304,7 @@ impl ServiceArgs {
             max_memory_bytes: self.max_memory_bytes,
             default_output_bytes: self.default_output_bytes,
             default_fuel: self.default_fuel,
+            max_module_bytes: self.max_module_bytes,
             ..LimitPolicy::default()
         }
     }

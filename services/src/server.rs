@@ -187,19 +187,23 @@ impl Running {
 }
 
 /// The Wasm backend of a worker, caching compiled modules under `state_dir/wasm-cache`. Modules
-/// come from the image store (Wasm images) when given, else from PostgreSQL (uploads).
+/// come from the image store (Wasm images) when given, else from PostgreSQL (uploads); none
+/// larger than `max_module_bytes` (the operator's `--max-module-bytes`).
 pub fn wasm_backend(
     pool: &PgPool,
     state_dir: &Path,
     images: Option<Arc<ImageStore>>,
+    max_module_bytes: usize,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     let config = wasm_backend::WasmConfig {
         cache_dir: state_dir.join("wasm-cache"),
+        max_module_bytes,
         ..Default::default()
     };
     let modules = ImageModuleStore {
         images,
         pg: PgModuleStore { pool: pool.clone() },
+        max_module_bytes: u64::try_from(max_module_bytes).unwrap_or(u64::MAX),
     };
     let backend = wasm_backend::WasmBackend::new(config, Arc::new(modules))
         .context("starting the Wasm backend")?;
@@ -223,7 +227,12 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         exec = Some(rt);
         let host = images::start(&options.state_dir, &options.images)?;
         image_service = Some(host.images.clone());
-        let backend = wasm_backend(&pool, &options.state_dir, Some(host.images.store().clone()))?;
+        let backend = wasm_backend(
+            &pool,
+            &options.state_dir,
+            Some(host.images.store().clone()),
+            options.policy.max_module_bytes,
+        )?;
         let config = WorkerConfig {
             id: Uuid::now_v7(),
             queues: options.queues.clone(),

@@ -78,7 +78,10 @@ fn main() {
             fuel: Some(1_000_000),
             output_bytes: 1 << 20,
             pids: None,
-            disk_bytes: None,
+            // NEKTON_BENCH_DISK_BYTES=<n>: jobs with a disk cap (a tmpfs per job when root).
+            disk_bytes: std::env::var("NEKTON_BENCH_DISK_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         },
         container: Default::default(),
     };
@@ -127,8 +130,9 @@ fn main() {
     latencies.sort();
     let mean = total / jobs.max(1) as u32;
     println!(
-        "wasm hello-world: {jobs} jobs, pooling allocator: {}, failures: {failures}",
-        backend.uses_pooling_allocator()
+        "wasm hello-world: {jobs} jobs, pooling allocator: {}, disk_bytes: {:?}, failures: {failures}",
+        backend.uses_pooling_allocator(),
+        request.limits.disk_bytes
     );
     println!(
         "per job: mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs; {:.0} jobs/s on one thread",

@@ -10,8 +10,9 @@
 //!   digest, bounded in size, compiled on a blocking thread under a time limit, and the compiled
 //!   artifact is cached on disk (`cache_dir/<engine hash>/<digest hex>.cwasm`) and in memory as a
 //!   ready-to-instantiate [`wasmtime::InstancePre`]. Repeat jobs only create a `Store` and instantiate.
-//! - Each job gets a fresh `Store` with WASI preview 1 (args, env, stdin, and its input files in a
-//!   per-job directory preopened read-only at `/data`), stdout/stderr streamed live through the job's
+//! - Each job gets a fresh `Store` with WASI preview 1 (args, env, stdin, and a per-job directory
+//!   holding its input files preopened read-write at `/`, a tmpfs capped at `limits.disk_bytes`
+//!   when the worker may mount; see `wasi_io`), stdout/stderr streamed live through the job's
 //!   [`OutputSink`](runtime_core::OutputSink), and its limits: linear memory and tables
 //!   ([`ResourceLimiter`](wasmtime::ResourceLimiter)), wall time (epoch deadline + a timer), a fuel
 //!   budget (deterministic CPU), the output cap, and cancellation.
@@ -45,8 +46,8 @@ pub struct WasmConfig {
     /// there: cached artifacts are loaded as trusted native code.
     /// Default: `$TMPDIR/nekton-wasm-cache`.
     pub cache_dir: PathBuf,
-    /// Where per-job input directories are created (one fresh directory per job with input files,
-    /// removed when the job ends). `None` means the system temporary directory. Default: `None`.
+    /// Where per-job directories are created (one fresh directory per job, preopened at the
+    /// guest's `/`, removed when the job ends). `None` means the system temporary directory. Default: `None`.
     pub scratch_dir: Option<PathBuf>,
     /// Largest module accepted from the module store, in bytes. Default: 64 MiB.
     pub max_module_bytes: usize,

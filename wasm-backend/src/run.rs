@@ -12,7 +12,17 @@
 //!   guards get polled even while the guest spins.
 //!
 //! Dropping the guest future unwinds the guest; the `Store`, and with it every WASI handle, is
-//! dropped before the input directory is removed.
+//! dropped before the job's directory is unmounted and removed.
+//!
+//! # The process model
+//!
+//! What the guest sees is exactly what the job says, nothing injected: `argv` is
+//! [`PROGRAM_NAME`] then `args`; the environment is exactly `env` (the worker's own is never
+//! inherited); stdin is the job's `stdin` bytes then end-of-file; one read-write preopen, the
+//! job's directory, at `/` (fd 3; see [`crate::wasi_io`]); clocks and `random_get` are
+//! wasmtime-wasi's (the host's real-time and monotonic clocks, a CSPRNG). `proc_exit(n)` ends the
+//! job as `exited` with code `n`, returning from `_start` as code 0, and a trap as `signaled`
+//! with the trap in `detail` (see [`crate::classify`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +42,7 @@ use crate::WasmError;
 use crate::cache::{ModuleCache, Prepared};
 use crate::classify::{JobFacts, Stage, classify, render_error};
 use crate::limits::{JobLimiter, Stop};
-use crate::wasi_io::{InputDirError, SinkOutput, prepare_input_dir};
+use crate::wasi_io::{InputDirError, JobDir, SinkOutput, prepare_job_dir};
 
 /// `argv[0]` as the guest sees it.
 const PROGRAM_NAME: &str = "main.wasm";
@@ -41,8 +51,8 @@ const PROGRAM_NAME: &str = "main.wasm";
 /// between calls, so this also bounds how stale `fuel_consumed` can be for a guest stopped in the
 /// middle of a loop (by the wall clock or a cancel): at most this many units are missing.
 const FUEL_SLICE: u64 = 1_000_000;
-/// Where the job's input files appear in the guest.
-const INPUT_DIR_GUEST_PATH: &str = "/data";
+/// Where the job's directory (its input files, and whatever it writes) appears in the guest.
+const JOB_DIR_GUEST_PATH: &str = "/";
 
 /// The per-`Store` state of one job.
 pub(crate) struct JobState {
@@ -139,7 +149,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
         Some(Ok(prepared)) => prepared,
     };
-    let input_dir = match write_input_files(shared, files).await {
+    let job_dir = match make_job_dir(shared, files, limits.disk_bytes).await {
         Ok(dir) => dir,
         Err(outcome) => {
             usage.setup = prep_start.elapsed();
@@ -170,7 +180,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
                 env,
                 stdin,
                 limits,
-                input_dir: input_dir.as_ref().map(|d| d.path()),
+                job_dir: job_dir.path(),
             };
             let outcome = execute(shared, &prepared, job, &io, prep, &mut usage).await;
             drop(permit);
@@ -178,12 +188,10 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
     };
 
-    if let Some(dir) = input_dir {
-        // Removing many files is blocking work. If this task is dropped instead, the blocking
-        // task still runs, or `TempDir`'s own `Drop` removes the directory inline.
-        if let Err(join) = tokio::task::spawn_blocking(move || drop(dir)).await {
-            tracing::warn!(job_id, error = %join, "removing a wasm job's input directory failed");
-        }
+    // Unmounting and removing many files is blocking work. If this task is dropped instead, the
+    // blocking task still runs, or `JobDir`'s own `Drop` cleans up inline.
+    if let Err(join) = tokio::task::spawn_blocking(move || drop(job_dir)).await {
+        tracing::warn!(job_id, error = %join, "removing a wasm job's directory failed");
     }
     if !outcome.is_success() {
         tracing::debug!(
@@ -197,19 +205,18 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
     report(outcome, usage)
 }
 
-/// Writes the job's input files into a fresh directory, if it has any.
-async fn write_input_files(
+/// Creates the job's directory (capped at `disk_bytes` where possible) holding its input files.
+async fn make_job_dir(
     shared: &Shared,
     files: Vec<runtime_core::InputFile>,
-) -> Result<Option<tempfile::TempDir>, Outcome> {
-    if files.is_empty() {
-        return Ok(None);
-    }
+    disk_bytes: Option<u64>,
+) -> Result<JobDir, Outcome> {
     let root = shared.config.scratch_dir.clone();
     let written =
-        tokio::task::spawn_blocking(move || prepare_input_dir(root.as_deref(), &files)).await;
+        tokio::task::spawn_blocking(move || prepare_job_dir(root.as_deref(), &files, disk_bytes))
+            .await;
     match written {
-        Ok(Ok(dir)) => Ok(Some(dir)),
+        Ok(Ok(dir)) => Ok(dir),
         Ok(Err(e @ InputDirError::BadFile { .. })) => Err(Outcome::with_reason(
             OutcomeReason::SpecError,
             e.to_string(),
@@ -231,7 +238,7 @@ struct Job<'a> {
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
     limits: runtime_core::Limits,
-    input_dir: Option<&'a std::path::Path>,
+    job_dir: &'a std::path::Path,
 }
 
 enum Ended {
@@ -309,10 +316,8 @@ async fn execute(
         .stdin(MemoryInputPipe::new(job.stdin))
         .stdout(SinkOutput::new(io.output.clone(), Stream::Stdout))
         .stderr(SinkOutput::new(io.output.clone(), Stream::Stderr));
-    if let Some(dir) = job.input_dir
-        && let Err(e) = wasi.preopened_dir(dir, INPUT_DIR_GUEST_PATH, FsPerms::ReadOnly)
-    {
-        let detail = format!("cannot preopen the input directory: {}", render_error(&e));
+    if let Err(e) = wasi.preopened_dir(job.job_dir, JOB_DIR_GUEST_PATH, FsPerms::ReadWrite) {
+        let detail = format!("cannot preopen the job's directory: {}", render_error(&e));
         return internal(usage, detail);
     }
 

@@ -1,5 +1,32 @@
 //! The guest's I/O: stdout/stderr streamed live into the job's [`OutputSink`], and the per-job
-//! input directory preopened at `/data`.
+//! root directory preopened read-write at the guest's `/`.
+//!
+//! # The job's filesystem
+//!
+//! WASI programs (and the official wasi-testsuite, which runtimes run with `--dir <root>::/`)
+//! expect one read-write directory preopened as `/`. Every job gets exactly that: a fresh host
+//! directory holding its `files` (empty when there are none), preopened as the first and only
+//! preopen (fd 3). wasmtime-wasi resolves every guest path inside it with cap-std, so `..`,
+//! absolute paths and symlinks (even ones the guest creates itself) cannot reach the host. The
+//! directory is removed when the job ends: nothing a job wrote outlives it.
+//!
+//! ## The size cap (`limits.disk_bytes`)
+//!
+//! wasmtime-wasi has no hook to count or refuse writes, and cap-std offers no quota, so the cap
+//! is the kernel's: when the job has a `disk_bytes` limit, its directory is a tmpfs mounted with
+//! `size=<disk_bytes>` (`nosuid,nodev,noexec`, mode 0700). Writes past it fail with `ENOSPC`
+//! inside the guest (errno 51, `nospc`), the job's own input files count against it, and the
+//! mount is detached (`umount2(MNT_DETACH)`) when the job ends, before the directory is removed.
+//! Alternatives weighed: a wrapper filesystem in the WASI host (would need to re-implement
+//! wasmtime-wasi's preview-1 filesystem to see every write, fallocate and truncate), a loop
+//! device or an XFS project quota (far costlier per job, and need a particular host
+//! filesystem). A tmpfs costs one `mount` and one `umount` per job (tens of µs, measured in
+//! `benches/hello.rs`), and its pages are RAM: a job holds up to `disk_bytes` of memory besides
+//! its linear memory.
+//!
+//! Mounting needs `CAP_SYS_ADMIN` (the worker runs as root in production). Without it (a
+//! developer running the worker as a plain user) the directory is a plain directory on the
+//! scratch filesystem and **the cap is not enforced**; the backend logs that once, at `warn`.
 //!
 //! WASI preview 1 writes go through a preview 2 [`OutputStream`]: `check_write` (a permit),
 //! `write` (must not block), `flush`, and `ready` (wait until the stream can take more). Here
@@ -213,13 +240,103 @@ fn sanitize(path: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
+/// A job's root directory (see the [module docs](self)): removed, and first unmounted when it is a
+/// capped tmpfs, on drop.
+pub(crate) struct JobDir {
+    /// True when `dir` is a tmpfs mount point this value must detach.
+    mounted: bool,
+    /// Declared after `mounted` and dropped after [`JobDir::drop`] ran: the mount is gone by the
+    /// time `TempDir` removes the (then empty) mount point.
+    dir: tempfile::TempDir,
+}
+
+impl JobDir {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// True if writes are capped (the directory is a tmpfs of the job's `disk_bytes`).
+    #[cfg(test)]
+    pub(crate) fn is_capped(&self) -> bool {
+        self.mounted
+    }
+}
+
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        if let Err(e) = umount_detach(self.dir.path()) {
+            tracing::warn!(path = %self.dir.path().display(), error = %e,
+                "cannot unmount a wasm job's directory; it stays mounted until the host reboots");
+        }
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
+}
+
+fn umount_detach(path: &Path) -> io::Result<()> {
+    let target = c_path(path)?;
+    // SAFETY: `target` is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Mounts a tmpfs of `size` bytes on `path`. `Ok(false)`: not permitted (no `CAP_SYS_ADMIN`).
+fn mount_tmpfs(path: &Path, size: u64) -> io::Result<bool> {
+    let target = c_path(path)?;
+    let options = std::ffi::CString::new(format!("size={size},mode=0700"))
+        .map_err(|_| io::Error::other("tmpfs options contain a NUL byte"))?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; tmpfs takes
+    // its options as such a string.
+    let rc = unsafe {
+        libc::mount(
+            c"nekton-wasm-job".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Warns once per process that disk caps are not enforced.
+fn warn_uncapped(e: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            reason = e,
+            "cannot mount a tmpfs for wasm jobs (needs CAP_SYS_ADMIN): limits.disk_bytes is not \
+             enforced for wasm jobs on this worker"
+        );
+    });
+}
+
 /// Creates a fresh directory under `root` (the system temp dir when `None`) holding the job's input
-/// files. Blocking: call it on a blocking thread. The directory is removed when the returned
-/// handle is dropped.
-pub(crate) fn prepare_input_dir(
+/// files, a tmpfs of `disk_bytes` when given and mounting is permitted. Blocking: call it on a
+/// blocking thread. The directory is removed when the returned handle is dropped.
+pub(crate) fn prepare_job_dir(
     root: Option<&Path>,
     files: &[InputFile],
-) -> Result<tempfile::TempDir, InputDirError> {
+    disk_bytes: Option<u64>,
+) -> Result<JobDir, InputDirError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     let mut builder = tempfile::Builder::new();
@@ -229,6 +346,20 @@ pub(crate) fn prepare_input_dir(
         None => builder.tempdir(),
     }
     .map_err(|e| InputDirError::Host(format!("cannot create a job directory: {e}")))?;
+    let mut mounted = false;
+    if let Some(size) = disk_bytes {
+        match mount_tmpfs(dir.path(), size) {
+            Ok(true) => mounted = true,
+            Ok(false) => warn_uncapped("mount(2) was refused with EPERM/EACCES"),
+            Err(e) => {
+                return Err(InputDirError::Host(format!(
+                    "cannot mount a {size}-byte tmpfs on {}: {e}",
+                    dir.path().display()
+                )));
+            }
+        }
+    }
+    let dir = JobDir { mounted, dir };
 
     for file in files {
         let bad = |reason: String| InputDirError::BadFile {
@@ -250,7 +381,12 @@ pub(crate) fn prepare_input_dir(
             )
         };
         let fail = |e: io::Error| {
-            if job_fault(&e) {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                bad(format!(
+                    "does not fit: the job's files exceed its limits.disk_bytes ({} bytes)",
+                    disk_bytes.unwrap_or_default()
+                ))
+            } else if job_fault(&e) {
                 bad(format!("cannot be created: {e}"))
             } else {
                 InputDirError::Host(format!("cannot write {:?}: {e}", file.path))
@@ -307,7 +443,7 @@ mod tests {
                 mode: None,
             },
         ];
-        let dir = prepare_input_dir(Some(root.path()), &files).unwrap();
+        let dir = prepare_job_dir(Some(root.path()), &files, None).unwrap();
         let path = dir.path().to_path_buf();
         assert_eq!(std::fs::read(path.join("in/data.txt")).unwrap(), b"hi");
         let mode = std::fs::metadata(path.join("in/data.txt"))
@@ -338,8 +474,55 @@ mod tests {
             },
         ];
         assert!(matches!(
-            prepare_input_dir(Some(root.path()), &clash),
+            prepare_job_dir(Some(root.path()), &clash, None),
             Err(InputDirError::BadFile { .. })
         ));
+    }
+
+    /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
+    #[test]
+    fn a_disk_cap_is_a_tmpfs_that_refuses_writes_past_it_and_is_unmounted_on_drop() {
+        assert!(
+            is_root(),
+            "this test needs root (CAP_SYS_ADMIN) to mount a tmpfs; run it as root"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let files = vec![InputFile {
+            path: "in/a".into(),
+            content: vec![1; 8192],
+            mode: None,
+        }];
+        let dir = prepare_job_dir(Some(root.path()), &files, Some(64 << 10)).unwrap();
+        assert!(dir.is_capped());
+        let path = dir.path().to_path_buf();
+        assert_eq!(std::fs::read(path.join("in/a")).unwrap().len(), 8192);
+        let err = std::fs::write(path.join("big"), vec![0u8; 128 << 10]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(mounts.contains(path.to_str().unwrap()), "not mounted");
+        drop(dir);
+        assert!(!path.exists());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(path.to_str().unwrap()), "still mounted");
+
+        // Input files past the cap are the job's fault.
+        let too_big = vec![InputFile {
+            path: "x".into(),
+            content: vec![1; 256 << 10],
+            mode: None,
+        }];
+        let e = prepare_job_dir(Some(root.path()), &too_big, Some(64 << 10))
+            .err()
+            .expect("must not fit");
+        assert!(
+            matches!(&e, InputDirError::BadFile { reason, .. } if reason.contains("disk_bytes")),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
     }
 }

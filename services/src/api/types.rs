@@ -52,7 +52,8 @@ pub struct LimitsSpec {
     /// Maximum number of processes (containers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
-    /// Writable-layer size in bytes (containers).
+    /// Disk size in bytes: a container's writable layer; a Wasm job's directory at `/` (writes
+    /// past it fail with ENOSPC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
 }

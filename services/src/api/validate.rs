@@ -232,12 +232,6 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
             "pids applies to container jobs; Wasm jobs cannot create processes",
         ));
     }
-    if !is_image && limits.disk_bytes.is_some() {
-        return Err(ApiError::invalid(
-            "limits.disk_bytes",
-            "disk_bytes applies to container jobs",
-        ));
-    }
     check_max(
         "limits.wall_time_ms",
         limits.wall_time_ms,
@@ -278,8 +272,9 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
     }
     if is_image {
         limits.pids.get_or_insert(policy.default_pids);
-        limits.disk_bytes.get_or_insert(policy.default_disk_bytes);
     }
+    // Containers: the writable layer; Wasm: the directory preopened at `/`.
+    limits.disk_bytes.get_or_insert(policy.default_disk_bytes);
     spec.runtime.get_or_insert(if is_image {
         RuntimeKind::Auto
     } else {
@@ -596,17 +591,28 @@ mod tests {
             let e = resolve(spec, &policy).unwrap_err();
             assert!(format!("{e:?}").contains(field), "{e:?}");
         }
-        // Wasm modules get neither.
-        let wasm = resolve(
-            JobSpec {
-                module: Some(format!("sha256:{}", "0".repeat(64))),
+        // Wasm modules get no pids limit, but a disk limit (their directory at `/`), checked
+        // against the same maximum.
+        let wasm_spec = |disk_bytes| JobSpec {
+            module: Some(format!("sha256:{}", "0".repeat(64))),
+            limits: Some(LimitsSpec {
+                disk_bytes,
                 ..Default::default()
-            },
-            &policy,
-        )
-        .unwrap();
-        let l = wasm.limits.unwrap();
-        assert_eq!((l.pids, l.disk_bytes), (None, None));
+            }),
+            ..Default::default()
+        };
+        let l = resolve(wasm_spec(None), &policy).unwrap().limits.unwrap();
+        assert_eq!(
+            (l.pids, l.disk_bytes),
+            (None, Some(policy.default_disk_bytes))
+        );
+        let l = resolve(wasm_spec(Some(8 << 20)), &policy)
+            .unwrap()
+            .limits
+            .unwrap();
+        assert_eq!(l.disk_bytes, Some(8 << 20));
+        let e = resolve(wasm_spec(Some(policy.max_disk_bytes + 1)), &policy).unwrap_err();
+        assert!(format!("{e:?}").contains("limits.disk_bytes"), "{e:?}");
     }
 
     #[test]

@@ -180,6 +180,8 @@ async fn resolve_program(
 pub struct ImageModuleStore {
     pub images: Option<Arc<ImageStore>>,
     pub pg: PgModuleStore,
+    /// Largest module read from the image store (the operator's `--max-module-bytes`).
+    pub max_module_bytes: u64,
 }
 
 #[async_trait::async_trait]
@@ -189,7 +191,7 @@ impl runtime_core::ModuleStore for ImageModuleStore {
             && store.has_blob(&d)
         {
             let store = store.clone();
-            let max = wasm_backend::WasmConfig::default().max_module_bytes as u64;
+            let max = self.max_module_bytes;
             let read = tokio::task::spawn_blocking(move || store.read_blob(&d, max))
                 .await
                 .map_err(|e| format!("reading module {digest} from the image store: {e}"))?;
