@@ -27,3 +27,8 @@ if ((${#need_apt[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
+
+# services/tests/wasi_testsuite.rs builds the wasi-testsuite's Rust tests for wasm32-wasip1.
+if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+fi
