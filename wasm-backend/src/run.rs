@@ -188,9 +188,15 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
     };
 
-    // Unmounting and removing many files is blocking work. If this task is dropped instead, the
-    // blocking task still runs, or `JobDir`'s own `Drop` cleans up inline.
-    if let Err(join) = tokio::task::spawn_blocking(move || drop(job_dir)).await {
+    // A capped directory goes with one `umount2(MNT_DETACH)` and one `rmdir`: inline (a hop to a
+    // blocking thread would cost more than the work). An uncapped one may hold anything the job
+    // wrote: removing it is blocking work. If this task is dropped instead, the blocking task
+    // still runs, or `JobDir`'s own `Drop` cleans up inline.
+    if job_dir.is_capped() || std::fs::remove_dir(job_dir.path()).is_ok() {
+        // Capped, or uncapped and empty (removed by that one `rmdir`; the handle's own removal
+        // then finds nothing).
+        drop(job_dir);
+    } else if let Err(join) = tokio::task::spawn_blocking(move || drop(job_dir)).await {
         tracing::warn!(job_id, error = %join, "removing a wasm job's directory failed");
     }
     if !outcome.is_success() {
@@ -212,9 +218,13 @@ async fn make_job_dir(
     disk_bytes: Option<u64>,
 ) -> Result<JobDir, Outcome> {
     let root = shared.config.scratch_dir.clone();
-    let written =
+    // Without files the work is one mkdir (and one mount): inline. Writing files is blocking work.
+    let written = if files.is_empty() {
+        Ok(prepare_job_dir(root.as_deref(), &files, disk_bytes))
+    } else {
         tokio::task::spawn_blocking(move || prepare_job_dir(root.as_deref(), &files, disk_bytes))
-            .await;
+            .await
+    };
     match written {
         Ok(Ok(dir)) => Ok(dir),
         Ok(Err(e @ InputDirError::BadFile { .. })) => Err(Outcome::with_reason(
