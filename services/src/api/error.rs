@@ -78,6 +78,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (503s the client should simply retry).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -87,6 +89,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -97,6 +100,7 @@ impl ApiError {
             code: ErrorCode::ValidationFailed,
             message: message.into(),
             field: Some(field.into()),
+            retry_after: None,
         }
     }
 
@@ -113,16 +117,37 @@ impl ApiError {
     }
 }
 
+/// True when the database could not be reached or went away mid-request (the request can be
+/// retried as it is): pool timeouts, connection I/O errors, and PostgreSQL's connection-exception
+/// (class 08), shutdown (57P01–57P03) and too-many-connections (53300) states.
+pub(crate) fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store error while handling a request");
         match e {
-            StoreError::Db(sqlx::Error::PoolTimedOut) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Unavailable,
-                "the database is busy or unreachable; retry later",
-            ),
-            _ => ApiError::internal(),
+            StoreError::Db(ref db) if database_unavailable(db) => {
+                tracing::warn!(error = %e, "the database is unavailable; answering 503");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::Unavailable,
+                        "the database is busy or unreachable; retry later (nothing was stored)",
+                    )
+                }
+            }
+            _ => {
+                tracing::error!(error = %e, "store error while handling a request");
+                ApiError::internal()
+            }
         }
     }
 }
@@ -136,7 +161,14 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 
@@ -169,12 +201,14 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                     code: ErrorCode::InvalidJson,
                     message: format!("the request body is not valid JSON: {inner}"),
                     field,
+                    retry_after: None,
                 }),
                 serde_json::error::Category::Data => Err(ApiError {
                     status: StatusCode::UNPROCESSABLE_ENTITY,
                     code: ErrorCode::ValidationFailed,
                     message: format!("{inner}"),
                     field,
+                    retry_after: None,
                 }),
             }
         }
@@ -184,6 +218,68 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lost database answers 503 with `Retry-After`, whichever way the loss shows; other
+    /// database errors stay 500.
+    #[tokio::test]
+    async fn a_lost_database_is_a_503_with_retry_after() {
+        // A server that is not there: a Unix socket directory with no socket (nothing leaves the
+        // machine).
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .socket(dir.path())
+            .username("nobody")
+            .database("none");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(300))
+            .connect_lazy_with(options);
+        let err = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
+        assert!(database_unavailable(&err), "{err:?}");
+        let response = ApiError::from(StoreError::Db(err)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            assert!(database_unavailable(&e), "{e:?}");
+        }
+        assert!(!database_unavailable(&sqlx::Error::RowNotFound));
+        let response = ApiError::from(StoreError::Db(sqlx::Error::RowNotFound)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
+    }
+
+    /// A backend the server terminates mid-session (what a crash or a fast shutdown does to every
+    /// connection) is recognised too.
+    #[tokio::test]
+    async fn a_terminated_connection_is_unavailable_not_internal() {
+        use sqlx::Connection as _;
+        let db = crate::testing::TestDb::new().await;
+        let mut conn = db.connect().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let _: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let err = sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(database_unavailable(&err), "{err:?}");
+        let _ = conn.close().await;
+    }
 
     #[test]
     fn error_code_schema_lists_every_code() {
