@@ -32,6 +32,8 @@ pub struct ImageOptions {
     pub cgroup_parent: Option<String>,
     /// Bridge networking for container jobs; `None`: bridge jobs end with `spec_error`.
     pub network: Option<BridgeConfig>,
+    /// Size caps of the image store (`--image-max-*` flags).
+    pub store_limits: StoreLimits,
 }
 
 /// The image side of a worker process: its image service, and the container backend or the
@@ -76,7 +78,7 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
         ..RegistryOptions::default()
     };
     let root = store_dir(state_dir);
-    let store = ImageStore::open(&root, StoreLimits::default())
+    let store = ImageStore::open(&root, options.store_limits.clone())
         .with_context(|| format!("opening the image store at {}", root.display()))?;
     // Import uploads a crashed process left behind (the API streams them there).
     let uploads = root.join("uploads");

@@ -179,6 +179,17 @@ struct ImageArgs {
         value_name = "PATH"
     )]
     cgroup_parent: Option<String>,
+    /// Largest extracted size of one image layer (file contents), e.g. 8G. A pull past it fails
+    /// with `image_error`, nothing stored. Default 8 GiB.
+    #[arg(long, env = "NEKTON_IMAGE_MAX_LAYER_BYTES", value_name = "BYTES", value_parser = nekton::cli::commands::parse_size)]
+    image_max_layer_bytes: Option<u64>,
+    /// Largest extracted size of one image (all its layers). Default 32 GiB.
+    #[arg(long, env = "NEKTON_IMAGE_MAX_IMAGE_BYTES", value_name = "BYTES", value_parser = nekton::cli::commands::parse_size)]
+    image_max_image_bytes: Option<u64>,
+    /// Largest extracted size of all images in this worker's store together (gc frees space).
+    /// Default: no cap.
+    #[arg(long, env = "NEKTON_IMAGE_MAX_STORE_BYTES", value_name = "BYTES", value_parser = nekton::cli::commands::parse_size)]
+    image_max_store_bytes: Option<u64>,
     #[command(flatten)]
     network: NetworkArgs,
 }
@@ -277,6 +288,20 @@ impl NetworkArgs {
 }
 
 impl ImageArgs {
+    fn store_limits(&self) -> image_store::StoreLimits {
+        let mut limits = image_store::StoreLimits::default();
+        if let Some(b) = self.image_max_layer_bytes {
+            limits.extract.max_bytes = b;
+        }
+        if let Some(b) = self.image_max_image_bytes {
+            limits.max_image_unpacked_bytes = b;
+        }
+        if let Some(b) = self.image_max_store_bytes {
+            limits.max_store_unpacked_bytes = b;
+        }
+        limits
+    }
+
     fn options(&self) -> ImageOptions {
         let clean = |v: &[String]| -> Vec<String> {
             v.iter()
@@ -290,6 +315,7 @@ impl ImageArgs {
             allowed_registries: (!allowed.is_empty()).then_some(allowed),
             registry_auth: self.registry_auth.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
+            store_limits: self.store_limits(),
             network: (!self.network.no_bridge_network).then(|| self.network.config()),
         }
     }

@@ -690,6 +690,7 @@ async fn registry_credentials_come_from_a_docker_config_json() {
     )
     .unwrap();
     let reference = format!("{host}/private:1");
+    let good_config = fs::read(&auth).unwrap();
 
     // Without credentials the registry refuses; with the config.json the pull works.
     let anon = {
@@ -714,4 +715,27 @@ async fn registry_credentials_come_from_a_docker_config_json() {
     };
     let err = nekton::images::start(tmp.path(), &opts).unwrap_err();
     assert!(format!("{err:#}").contains("config.json"), "{err:#}");
+
+    // The store's size caps (`--image-max-*`) reach the store: a store capped below this image's
+    // extracted size refuses the pull, naming the cap, and a store without that cap takes it.
+    fs::write(&auth, &good_config).unwrap();
+    let capped = {
+        let host = host.clone();
+        let auth = auth.clone();
+        Harness::start_with(move |o| {
+            o.images.insecure_registries = vec![host];
+            o.images.registry_auth = Some(auth);
+            o.images.store_limits.max_store_unpacked_bytes = 1;
+        })
+        .await
+    };
+    let err = capped
+        .client
+        .pull_image(&reference, false)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("max_store_unpacked_bytes"),
+        "{err:#}"
+    );
 }
