@@ -223,3 +223,41 @@ pub fn guest(body: &str, data: &str) -> Vec<u8> {
 "#
     ))
 }
+
+/// Bytes as a WAT string literal.
+pub fn wat_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// Opens `path` relative to the first preopen (fd 3: the job's input directory) and copies it to
+/// stdout; exits with 20 + errno if the open fails.
+pub fn cat_input(path: &str) -> Vec<u8> {
+    wat(&format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 512) "{path}")
+  (func (export "_start") (local $err i32) (local $fd i32)
+    (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
+      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 2000)))
+    (if (local.get $err) (then (call $proc_exit (i32.add (i32.const 20) (local.get $err)))))
+    (local.set $fd (i32.load (i32.const 2000)))
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 4096))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (if (call $fd_read (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable)))
+      (if (i32.load (i32.const 8))
+        (then
+          (i32.store (i32.const 4) (i32.load (i32.const 8)))
+          (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 12)))
+          (br $again))))))
+"#,
+        path = wat_string(path.as_bytes()),
+        len = path.len()
+    ))
+}
