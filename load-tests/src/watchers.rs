@@ -226,14 +226,10 @@ pub async fn run(ctx: &Ctx, args: &WatchersArgs) -> Result<Section> {
     // connections close and the server's descriptor count can come back down.
     let watch_client = nekton::cli::Client::new(ctx.client.base_url().as_str())?;
     let start = Instant::now();
-    let listen_during = Arc::new(tokio::sync::Mutex::new(None));
-    let probe = {
-        let listen_during = listen_during.clone();
-        let wait = Duration::from_millis(run_ms / 2);
-        async move {
-            tokio::time::sleep(wait).await;
-            *listen_during.lock().await = listening_connections(ctx).await;
-        }
+    // Halfway through the jobs, with every client attached.
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(run_ms / 2)).await;
+        listening_connections(ctx).await
     };
     let watchers = futures::stream::iter((0..args.watchers).map(|i| {
         let job = jobs[i % jobs.len()];
@@ -242,12 +238,12 @@ pub async fn run(ctx: &Ctx, args: &WatchersArgs) -> Result<Section> {
     }))
     .buffer_unordered(args.watchers)
     .collect::<Vec<Seen>>();
-    let (seen, ()) = tokio::time::timeout(timeout, futures::future::join(watchers, probe))
-        .await
-        .with_context(|| format!("the watchers did not all finish within {timeout:?}"))?;
+    let (seen, listen_during) =
+        tokio::time::timeout(timeout, futures::future::join(watchers, probe))
+            .await
+            .with_context(|| format!("the watchers did not all finish within {timeout:?}"))?;
     let elapsed = start.elapsed();
     drop(watch_client);
-    let listen_during = *listen_during.lock().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sampling.store(true, Ordering::Relaxed);
     let _ = sampler.await;
