@@ -29,8 +29,8 @@ pub fn demo_module() -> anyhow::Result<Vec<u8>> {
 
 /// Uploads the demo module, runs it as a job through the API at `server`, prints its output and
 /// record. Returns an error unless the job succeeded.
-pub async fn run_demo(server: &str) -> anyhow::Result<()> {
-    let client = Client::new(server)?;
+pub async fn run_demo(server: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let client = Client::with_token(server, token)?;
     let module = client.push_module(demo_module()?).await?;
     let spec = JobSpec {
         module: Some(module.digest.clone()),

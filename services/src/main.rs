@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use nekton::api::auth::AuthMode;
 use nekton::config::{LimitPolicy, QueueTiming};
 use nekton::images::ImageOptions;
 use nekton::server::{self, Database, ProcessOptions};
@@ -35,6 +36,8 @@ enum Command {
         #[arg(long, env = "NEKTON_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[command(flatten)]
+        access: AccessArgs,
+        #[command(flatten)]
         worker: WorkerArgs,
         #[command(flatten)]
         images: ImageArgs,
@@ -51,6 +54,8 @@ enum Command {
         common: ServiceArgs,
         #[arg(long, env = "NEKTON_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run only a worker (needs --database-url shared with the API).
     Worker {
@@ -77,6 +82,30 @@ enum Command {
     },
     #[command(flatten)]
     Client(nekton::cli::ClientCommand),
+}
+
+/// Who may use the API.
+#[derive(Args, Clone)]
+struct AccessArgs {
+    /// `on`: every /v1 request needs a token (the first start writes an admin token to
+    /// <state-dir>/admin.token). `off`: no tokens, everyone acts as the default tenant with every
+    /// scope — refused unless every listen address is loopback.
+    #[arg(long, env = "NEKTON_AUTH", default_value = "on", value_parser = ["on", "off"])]
+    auth: String,
+    /// Also serve /metrics on this address without a token (for a Prometheus scraper); on the
+    /// API address /metrics needs an admin token.
+    #[arg(long, env = "NEKTON_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl AccessArgs {
+    fn mode(&self) -> AuthMode {
+        if self.auth == "off" {
+            AuthMode::Off
+        } else {
+            AuthMode::On
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -371,12 +400,14 @@ fn init_tracing(json: bool) {
 
 fn options(
     common: &ServiceArgs,
-    api: Option<SocketAddr>,
+    api: Option<(SocketAddr, &AccessArgs)>,
     worker: Option<&WorkerArgs>,
     images: &ImageArgs,
 ) -> ProcessOptions {
     ProcessOptions {
-        api,
+        auth: api.map_or(AuthMode::On, |(_, a)| a.mode()),
+        metrics_listen: api.and_then(|(_, a)| a.metrics_listen),
+        api: api.map(|(addr, _)| addr),
         worker_slots: worker.map(|w| w.slots.max(1)),
         queues: worker
             .map(|w| w.queues.clone())
@@ -394,11 +425,20 @@ async fn serve_until_signal(
     opts: ProcessOptions,
     demo: Option<bool>,
 ) -> anyhow::Result<()> {
+    let state_dir = opts.state_dir.clone();
     let mut running = server::start(db.pool.clone(), opts).await?;
     let stop = running.stop_token();
     let mut result = Ok(());
+    if let (Some(_), Some(addr)) = (&running.admin_token, running.api_addr) {
+        let path = server::admin_token_path(&state_dir);
+        eprintln!(
+            "nekton: API on http://{addr}; admin token in {} (the CLI on this machine reads it; `nekton token create` makes tokens for others)",
+            path.display()
+        );
+    }
     if let (Some(exit_after), Some(addr)) = (demo, running.api_addr) {
-        let outcome = nekton::demo::run_demo(&format!("http://{addr}")).await;
+        let outcome =
+            nekton::demo::run_demo(&format!("http://{addr}"), running.admin_token.as_deref()).await;
         if let Err(e) = &outcome {
             eprintln!("demo failed: {e:#}");
         }
@@ -423,6 +463,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve {
             common,
             listen,
+            access,
             worker,
             images,
             demo,
@@ -433,30 +474,37 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 images.network.cleanup()?;
                 return Ok(0);
             }
+            let opts = options(&common, Some((listen, &access)), Some(&worker), &images);
+            server::check_auth_mode(&opts)?;
             let db = Database::open(
                 common.database_url.as_deref(),
                 &common.state_dir(),
                 common.db_connections,
             )
             .await?;
-            let opts = options(&common, Some(listen), Some(&worker), &images);
             serve_until_signal(db, opts, demo.then_some(exit_after_demo)).await?;
             Ok(0)
         }
-        Command::Api { common, listen } => {
+        Command::Api {
+            common,
+            listen,
+            access,
+        } => {
             init_tracing(common.log_json);
+            let opts = options(
+                &common,
+                Some((listen, &access)),
+                None,
+                &ImageArgs::default(),
+            );
+            server::check_auth_mode(&opts)?;
             let db = Database::open(
                 Some(common.require_url("api")?),
                 &common.state_dir(),
                 common.db_connections,
             )
             .await?;
-            serve_until_signal(
-                db,
-                options(&common, Some(listen), None, &ImageArgs::default()),
-                None,
-            )
-            .await?;
+            serve_until_signal(db, opts, None).await?;
             Ok(0)
         }
         Command::Worker {

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::api::auth::AuthMode;
 use crate::api::{self, AppState};
 use crate::config::{LimitPolicy, QueueTiming};
 use crate::images::{self, ImageOptions};
@@ -115,6 +116,79 @@ pub struct ProcessOptions {
     pub shutdown_grace: Duration,
     /// Registries, credentials (used by a process that runs a worker).
     pub images: ImageOptions,
+    /// Whether API requests need a token (`--auth off` only on loopback addresses).
+    pub auth: AuthMode,
+    /// Also serve `/metrics` here, without a token (for a scraper on a private address).
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Refuses `--auth off` unless every listen address is loopback: without tokens, anyone who can
+/// reach the API could run code on the workers.
+pub fn check_auth_mode(options: &ProcessOptions) -> anyhow::Result<()> {
+    if options.auth == AuthMode::Off {
+        for addr in options.api.iter().chain(options.metrics_listen.iter()) {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "refusing to start with --auth off on {addr}: without tokens anyone who can reach that address \
+                     could run jobs and read every job's output; listen on a loopback address (127.0.0.1) or leave auth on"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The admin token file in a state directory.
+pub fn admin_token_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.token")
+}
+
+/// Makes sure `<state_dir>/admin.token` holds a live admin token: on the first start (or when the
+/// file is missing or its token was revoked) a new token of the default tenant with every scope
+/// is created and written there (mode 0600). Returns the token.
+pub async fn bootstrap_admin_token(pool: &PgPool, state_dir: &Path) -> anyhow::Result<String> {
+    use crate::model::auth::{Scopes, hash_token, looks_like_token, new_token};
+    use crate::store::tenants;
+    let path = admin_token_path(state_dir);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if looks_like_token(existing) && tenants::token_is_live(pool, &hash_token(existing)).await?
+        {
+            return Ok(existing.to_string());
+        }
+        tracing::warn!(path = %path.display(), "the admin token file holds no live token; writing a new one");
+    }
+    let secret = new_token().context("drawing a token from the system's random generator")?;
+    tenants::create_token(
+        pool,
+        &tenants::Actor::default(),
+        crate::config::DEFAULT_TENANT,
+        "admin (written to admin.token at first start)",
+        Scopes::all(),
+        None,
+        &secret,
+    )
+    .await?
+    .context("the default tenant is missing from the database")?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let tmp = state_dir.join(format!(".admin.token.{}", std::process::id()));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        writeln!(f, "{}", secret.token).with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().ok();
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "wrote a new admin token");
+    Ok(secret.token)
 }
 
 /// The runtime sandboxes run on (one thread per core), apart from the service's own I/O.
@@ -153,6 +227,10 @@ impl Drop for ExecRuntime {
 pub struct Running {
     /// Where the API listens (useful with port 0).
     pub api_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served without a token, if asked.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The admin token in `<state_dir>/admin.token` (an API process with auth on).
+    pub admin_token: Option<String>,
     pub worker_id: Option<Uuid>,
     stop: CancellationToken,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
@@ -212,11 +290,14 @@ pub fn wasm_backend(
 
 /// Starts the API and/or a worker on `pool`.
 pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
+    check_auth_mode(&options)?;
     let stop = CancellationToken::new();
     let metrics = Metrics::new();
     let local_wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_addr = None;
+    let mut metrics_addr = None;
+    let mut admin_token = None;
     let mut worker_id = None;
     let mut exec = None;
     let mut image_service = None;
@@ -265,7 +346,30 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             metrics.clone(),
             local_wake.clone(),
         )
-        .with_images(image_service.clone());
+        .with_images(image_service.clone())
+        .with_auth(options.auth);
+        if options.auth == AuthMode::On {
+            admin_token = Some(bootstrap_admin_token(&pool, &options.state_dir).await?);
+        }
+        if let Some(addr) = options.metrics_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?;
+            metrics_addr = Some(listener.local_addr()?);
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(api::system::metrics_unauthenticated),
+                )
+                .with_state(state.clone());
+            let token = stop.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+                    .context("serving /metrics")
+            });
+        }
         let hub_stop = stop.clone();
         tasks.spawn(state.hub.clone().run(pool.clone(), hub_stop).then_ok());
         let app = api::app(state);
@@ -291,6 +395,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     }
     Ok(Running {
         api_addr,
+        metrics_addr,
+        admin_token,
         worker_id,
         stop,
         tasks,

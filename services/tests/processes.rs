@@ -138,6 +138,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     let exit7 = dir.path().join("exit7.wasm");
     std::fs::write(&exit7, guests::exit_with(7)).unwrap();
     let out = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "--server", &h.base])
         .arg(&exit7)
         .output()
@@ -153,6 +154,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     let cat = dir.path().join("cat.wasm");
     std::fs::write(&cat, guests::cat()).unwrap();
     let mut child = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "-i", "--server", &h.base])
         .arg(&cat)
         .stdin(Stdio::piped())
@@ -174,6 +176,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     std::fs::write(&spin, guests::spin()).unwrap();
     // A bare number is refused with a hint (2 ms and 2 s are both plausible readings).
     let out = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "--server", &h.base, "--wall-time", "300"])
         .arg(&spin)
         .output()
@@ -182,6 +185,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("300s or 300ms"), "{err}");
     let out = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "--server", &h.base, "--wall-time", "300ms"])
         .arg(&spin)
         .output()
@@ -195,6 +199,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
 
     // jobs ls shows them; batch submit runs a JSONL file.
     let ls = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["jobs", "ls", "--server", &h.base])
         .output()
         .unwrap();
@@ -209,6 +214,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
         &["openapi"][..],
     ] {
         let mut child = Command::new(BIN)
+            .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
             .args(flags)
             .args(["--server", &h.base])
             .stdout(Stdio::piped())
@@ -223,6 +229,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     }
     // `--server` goes before the subcommand too; `-q` prints ids only.
     let q = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["--server", &h.base, "jobs", "ls", "-q"])
         .output()
         .unwrap();
@@ -237,6 +244,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     // code (the spinning job above timed out: 124).
     let first = ids.lines().next().unwrap_or_default().to_string();
     let wait = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["jobs", "wait", "--server", &h.base])
         .args(ids.lines())
         .output()
@@ -253,6 +261,7 @@ async fn cli_run_prints_output_and_exits_with_the_jobs_code() {
     )
     .unwrap();
     let out = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["batch", "submit", "--server", &h.base, "--wait"])
         .arg(&jsonl)
         .output()
@@ -424,6 +433,7 @@ async fn examples_run_as_the_readme_says() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let h = Harness::start().await;
     let out = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "--server", &h.base])
         .arg(examples.join("hello.wat"))
         .output()
@@ -437,6 +447,7 @@ async fn examples_run_as_the_readme_says() {
     assert_eq!(out.status.code(), Some(0));
 
     let mut child = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["run", "-i", "--server", &h.base])
         .arg(examples.join("echo.wat"))
         .stdin(Stdio::piped())
@@ -449,6 +460,7 @@ async fn examples_run_as_the_readme_says() {
     assert_eq!(out.status.code(), Some(0));
 
     let push = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["module", "push", "--server", &h.base])
         .arg(examples.join("echo.wat"))
         .output()

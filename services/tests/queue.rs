@@ -36,7 +36,11 @@ fn new_job(queue: &str, priority: i16, max_attempts: i32) -> NewJob {
 }
 
 async fn insert(pool: &PgPool, job: NewJob) -> Uuid {
-    match jobs::submit(pool, TENANT, job, true).await.unwrap() {
+    let tenant = nekton::store::tenants::get_tenant(pool, TENANT)
+        .await
+        .unwrap()
+        .expect("the default tenant exists");
+    match jobs::submit(pool, &tenant, job, true).await.unwrap() {
         Submitted::Created(j) => j.id,
         other => panic!("not created: {other:?}"),
     }

@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, parse_json};
 use super::jobs::{idempotency_key, parse_id, prepare};
 use super::types::{Batch, BatchCreated, BatchSpec, ErrorBody, JobSpec};
 use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body};
+use crate::model::auth::Scope;
 use crate::store::jobs::{self as store_jobs, BatchSubmitted, NewBatch};
 
 /// Most jobs in one batch.
@@ -60,9 +62,11 @@ pub fn merge_defaults(
     ))]
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
+    caller.require(Scope::JobsWrite)?;
     let body = body.json_sized()?;
     let spec: BatchSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
@@ -106,9 +110,16 @@ pub async fn submit(
                 .entry(k.clone())
                 .or_insert_with(|| v.clone());
         }
-        let job = prepare(&state, job_spec, Uuid::now_v7(), None, &mut known_modules)
-            .await
-            .map_err(at)?;
+        let job = prepare(
+            &state,
+            &caller,
+            job_spec,
+            Uuid::now_v7(),
+            None,
+            &mut known_modules,
+        )
+        .await
+        .map_err(at)?;
         if !queues.contains(&job.queue) {
             queues.push(job.queue.clone());
         }
@@ -123,13 +134,15 @@ pub async fn submit(
         jobs,
         notify_queues: queues,
     };
-    match store_jobs::submit_batch(&state.pool, state.tenant(), &batch).await? {
+    let tenant = state.tenants.of(&state.pool, &caller).await?;
+    match store_jobs::submit_batch(&state.pool, &tenant, &batch).await? {
         BatchSubmitted::Created { id, job_ids } => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc_by(job_ids.len() as u64);
             Ok((StatusCode::CREATED, Json(BatchCreated { id, job_ids })))
         }
         BatchSubmitted::Replayed { id, job_ids } => Ok((StatusCode::OK, Json(BatchCreated { id, job_ids }))),
+        BatchSubmitted::Refused(r) => Err(super::jobs::refused(r)),
         BatchSubmitted::KeyConflict { existing } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::IdempotencyKeyReused,
@@ -145,10 +158,12 @@ pub async fn submit(
     responses((status = 200, body = Batch), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Batch>, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
-    let batch = store_jobs::batch(&state.pool, state.tenant(), id)
+    let batch = store_jobs::batch(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no batch {id}")))?;
     Ok(Json(batch))
@@ -162,19 +177,22 @@ pub async fn get(
     responses((status = 200, description = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
-    if store_jobs::batch(&state.pool, state.tenant(), id)
+    if store_jobs::batch(&state.pool, caller.tenant(), id)
         .await?
         .is_none()
     {
         return Err(ApiError::not_found(format!("no batch {id}")));
     }
     let (tx, rx) = mpsc::channel::<Event>(256);
+    let tenant = caller.tenant().to_string();
     tokio::spawn(async move {
         state.metrics.sse_clients.inc();
-        if let Err(e) = follow_batch(&state, id, &tx).await {
+        if let Err(e) = follow_batch(&state, &tenant, id, &tx).await {
             tracing::warn!(batch = %id, error = %e, "batch stream ended early");
         }
         state.metrics.sse_clients.dec();
@@ -187,6 +205,7 @@ pub async fn events(
 
 async fn follow_batch(
     state: &AppState,
+    tenant: &str,
     id: Uuid,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), crate::store::StoreError> {
@@ -194,7 +213,7 @@ async fn follow_batch(
     let mut any_state = state.hub.watch_any_state();
     loop {
         any_state.borrow_and_update();
-        for job in store_jobs::finished_batch_jobs(&state.pool, state.tenant(), id).await? {
+        for job in store_jobs::finished_batch_jobs(&state.pool, tenant, id).await? {
             if seen.insert(job.id) {
                 let ev = Event::default()
                     .event("job")
@@ -205,7 +224,7 @@ async fn follow_batch(
                 }
             }
         }
-        let Some(batch) = store_jobs::batch(&state.pool, state.tenant(), id).await? else {
+        let Some(batch) = store_jobs::batch(&state.pool, tenant, id).await? else {
             return Ok(());
         };
         if batch.finished {

@@ -32,6 +32,8 @@ macro_rules! error_codes {
 error_codes! {
     AlreadyFinished => "already_finished",
     BadRequest => "bad_request",
+    Conflict => "conflict",
+    Forbidden => "forbidden",
     IdempotencyKeyReused => "idempotency_key_reused",
     ImageNotInRegistry => "image_not_in_registry",
     ImagesUnavailable => "images_unavailable",
@@ -48,9 +50,12 @@ error_codes! {
     ModuleNotFound => "module_not_found",
     NotFound => "not_found",
     PayloadTooLarge => "payload_too_large",
+    QuotaExceeded => "quota_exceeded",
+    RateLimited => "rate_limited",
     RegistryError => "registry_error",
     RegistryNotAllowed => "registry_not_allowed",
     StorageFull => "storage_full",
+    Unauthorized => "unauthorized",
     Unavailable => "unavailable",
     ValidationFailed => "validation_failed",
 }
@@ -78,8 +83,10 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds for a `Retry-After` header (503s the client should simply retry).
+    /// Seconds for a `Retry-After` header (503s the client should simply retry, 429s).
     pub retry_after: Option<u32>,
+    /// Send `WWW-Authenticate: Bearer` (401s).
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -90,7 +97,20 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            challenge: false,
         }
+    }
+
+    /// Adds `WWW-Authenticate: Bearer` (a 401).
+    pub fn with_challenge(mut self) -> Self {
+        self.challenge = true;
+        self
+    }
+
+    /// Adds `Retry-After` (seconds).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// 422: the request is well-formed JSON but a value is not acceptable.
@@ -101,6 +121,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.into()),
             retry_after: None,
+            challenge: false,
         }
     }
 
@@ -168,6 +189,12 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from(secs),
             );
         }
+        if self.challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"nekton\""),
+            );
+        }
         response
     }
 }
@@ -202,6 +229,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                     message: format!("the request body is not valid JSON: {inner}"),
                     field,
                     retry_after: None,
+                    challenge: false,
                 }),
                 serde_json::error::Category::Data => Err(ApiError {
                     status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -209,6 +237,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
                     message: format!("{inner}"),
                     field,
                     retry_after: None,
+                    challenge: false,
                 }),
             }
         }

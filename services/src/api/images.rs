@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, parse_json};
 use super::types::{
     ErrorBody, ErrorDetail, GcResult, Image, ImageKindView, ImageLayer, ImageList, ImportResult,
@@ -34,6 +35,7 @@ use super::types::{
 };
 use super::{AppState, Body};
 use crate::images::describe_image_error;
+use crate::model::auth::Scope;
 
 /// Bytes an import upload may carry beyond the largest image the store accepts (layout files).
 const IMPORT_SLACK: u64 = 64 << 20;
@@ -190,9 +192,11 @@ fn wants_sse(headers: &HeaderMap) -> bool {
     ))]
 pub async fn pull(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::ImagesWrite)?;
     let images = service(&state)?.clone();
     let req: PullRequest = parse_json(&body.json_sized()?)?;
     let image = parse_reference(&req.reference)?;
@@ -296,7 +300,11 @@ fn progress_event(ev: &PullEvent) -> Option<Event> {
 /// List the images in the worker host's store, sorted by reference.
 #[utoipa::path(get, path = "/v1/images", tag = "images",
     responses((status = 200, body = ImageList), (status = 503, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<ImageList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ImageList>, ApiError> {
+    caller.require(Scope::ImagesWrite)?;
     let images = service(&state)?.clone();
     let store = images.store().clone();
     let records = tokio::task::spawn_blocking(move || store.list())
@@ -319,8 +327,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ImageList>, ApiE
     ))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(reference): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
+    caller.require(Scope::ImagesWrite)?;
     let images = service(&state)?.clone();
     let image = parse_reference(&reference)?;
     let store = images.store().clone();
@@ -349,8 +359,10 @@ pub async fn get(
     ))]
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(reference): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
+    caller.require(Scope::Admin)?;
     let images = service(&state)?.clone();
     let image = parse_reference(&reference)?;
     let store = images.store().clone();
@@ -392,9 +404,11 @@ pub struct ImportParams {
     ))]
 pub async fn import(
     State(state): State<AppState>,
+    caller: Caller,
     params: Result<Query<ImportParams>, QueryRejection>,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ImportResult>), ApiError> {
+    caller.require(Scope::ImagesWrite)?;
     let images = service(&state)?.clone();
     let Query(params) = params.map_err(|e| {
         ApiError::new(
@@ -476,7 +490,8 @@ pub async fn import(
 /// Delete blobs and extracted layers no stored image refers to (and none a running job uses).
 #[utoipa::path(post, path = "/v1/images/gc", tag = "images",
     responses((status = 200, body = GcResult), (status = 503, body = ErrorBody)))]
-pub async fn gc(State(state): State<AppState>) -> Result<Json<GcResult>, ApiError> {
+pub async fn gc(State(state): State<AppState>, caller: Caller) -> Result<Json<GcResult>, ApiError> {
+    caller.require(Scope::Admin)?;
     let images = service(&state)?.clone();
     let report = images
         .gc()

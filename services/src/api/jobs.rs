@@ -10,12 +10,17 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, parse_json};
 use super::types::{ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
 use super::{AppState, Body};
+use crate::config::LimitPolicy;
+use crate::model::auth::Scope;
+use crate::model::tenancy::Tenant;
 use crate::store::jobs::{self as store_jobs, CancelResult, ListFilter, NewJob, Submitted};
 use crate::store::modules;
+use crate::store::tenants::Refused;
 
 /// Reads and checks the `Idempotency-Key` header.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -42,13 +47,16 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// `known_modules` remembers digests already found to exist (a batch checks each once).
 pub async fn prepare(
     state: &AppState,
+    caller: &Caller,
     spec: JobSpec,
     id: Uuid,
     idempotency_key: Option<String>,
     known_modules: &mut HashSet<String>,
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
-    let resolved = resolve(spec, &state.policy)?;
+    let tenant = state.tenants.of(&state.pool, caller).await?;
+    check_tenant_limits(&spec, &tenant)?;
+    let resolved = resolve(spec, &tenant_policy(&state.policy, &tenant))?;
     let is_module = resolved.module.is_some();
     let program = resolved
         .module
@@ -57,7 +65,7 @@ pub async fn prepare(
         .unwrap_or_default();
     if is_module
         && !known_modules.contains(&program)
-        && !modules::exists(&state.pool, state.tenant(), &program).await?
+        && !modules::exists(&state.pool, caller.tenant(), &program).await?
     {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -87,6 +95,94 @@ pub async fn prepare(
     })
 }
 
+/// The operator's limit policy narrowed to a tenant's maxima: a job asking for more than the
+/// tenant may have is refused (422, naming the maximum), and defaults above a maximum come down
+/// to it.
+pub fn tenant_policy<'a>(
+    policy: &'a LimitPolicy,
+    tenant: &Tenant,
+) -> std::borrow::Cow<'a, LimitPolicy> {
+    if tenant.max_memory_bytes.is_none()
+        && tenant.max_wall_time_ms.is_none()
+        && tenant.max_output_bytes.is_none()
+    {
+        return std::borrow::Cow::Borrowed(policy);
+    }
+    let mut p = policy.clone();
+    let cap = |max: &mut u64, default: &mut u64, tenant: Option<i64>| {
+        if let Some(t) = tenant {
+            let t = u64::try_from(t).unwrap_or(0);
+            *max = (*max).min(t);
+            *default = (*default).min(*max);
+        }
+    };
+    cap(
+        &mut p.max_memory_bytes,
+        &mut p.default_memory_bytes,
+        tenant.max_memory_bytes,
+    );
+    cap(
+        &mut p.max_wall_time_ms,
+        &mut p.default_wall_time_ms,
+        tenant.max_wall_time_ms,
+    );
+    cap(
+        &mut p.max_output_bytes,
+        &mut p.default_output_bytes,
+        tenant.max_output_bytes,
+    );
+    std::borrow::Cow::Owned(p)
+}
+
+/// The tenant's rules that are not limits with defaults: CPU time (containers only, so it has
+/// no default here: a Wasm image would refuse it; the wall-time maximum bounds such jobs) and
+/// bridge networking.
+fn check_tenant_limits(spec: &JobSpec, tenant: &Tenant) -> Result<(), ApiError> {
+    if let (Some(max), Some(asked)) = (
+        tenant.max_cpu_time_ms,
+        spec.limits.as_ref().and_then(|l| l.cpu_time_ms),
+    ) && asked > u64::try_from(max).unwrap_or(0)
+    {
+        return Err(ApiError::invalid(
+            "limits.cpu_time_ms",
+            format!(
+                "this tenant's jobs may have at most {max} ms of CPU time; ask for less (or ask the operator to raise the tenant's max_cpu_time_ms)"
+            ),
+        ));
+    }
+    if spec.network == Some(crate::model::NetworkMode::Bridge) && !tenant.allow_bridge {
+        return Err(ApiError::invalid(
+            "network",
+            "this tenant's jobs may not use bridge networking (the operator set allow_bridge = false); use `network: none`",
+        ));
+    }
+    Ok(())
+}
+
+/// A quota refusal as an API error: 429 (with Retry-After) for a spent rate or a full queue,
+/// 422 for a request that can never fit.
+pub fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::Rate { retry_after, rate } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("this tenant may submit {rate} jobs per second; retry after the Retry-After header's seconds (nothing was stored)"),
+        )
+        .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u32),
+        Refused::QueueFull { max, waiting, adding } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::QuotaExceeded,
+            format!("this tenant may have {max} jobs waiting; {waiting} wait now and this request adds {adding} (nothing was stored); retry when some have started"),
+        )
+        .with_retry_after(1),
+        Refused::LargerThanBurst { burst, adding } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::QuotaExceeded,
+            format!("this request adds {adding} jobs but the tenant may submit at most {burst} at once; split it"),
+        ),
+    }
+}
+
 /// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     request_body = JobSpec,
@@ -97,25 +193,38 @@ pub async fn prepare(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Invalid spec, unknown module, or Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 429, description = "The tenant's submit rate or waiting-jobs quota is spent; retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    caller.require(Scope::JobsWrite)?;
     let body = body.json_sized()?;
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
-    let job = prepare(&state, spec, Uuid::now_v7(), key, &mut HashSet::new()).await?;
+    let job = prepare(
+        &state,
+        &caller,
+        spec,
+        Uuid::now_v7(),
+        key,
+        &mut HashSet::new(),
+    )
+    .await?;
     let queue = job.queue.clone();
     let notify = state.notifier.notify_now(&queue);
-    match store_jobs::submit(&state.pool, state.tenant(), job, notify).await? {
+    let tenant = state.tenants.of(&state.pool, &caller).await?;
+    match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
         Submitted::Created(job) => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc();
             Ok((StatusCode::CREATED, Json(*job)))
         }
         Submitted::Replayed(job) => Ok((StatusCode::OK, Json(*job))),
+        Submitted::Refused(r) => Err(refused(r)),
         Submitted::KeyConflict { existing } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::IdempotencyKeyReused,
@@ -131,10 +240,12 @@ pub async fn submit(
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
-    let job = store_jobs::get(&state.pool, state.tenant(), id)
+    let job = store_jobs::get(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(job))
@@ -171,8 +282,10 @@ pub struct ListParams {
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let Query(p) = params.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -235,7 +348,7 @@ pub async fn list(
         before,
         limit,
     };
-    let jobs = store_jobs::list(&state.pool, state.tenant(), &filter).await?;
+    let jobs = store_jobs::list(&state.pool, caller.tenant(), &filter).await?;
     let next_cursor = if jobs.len() as i64 == limit {
         jobs.last().map(|j| j.id.to_string())
     } else {
@@ -255,10 +368,12 @@ pub async fn list(
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
+    caller.require(Scope::JobsWrite)?;
     let id = parse_id(&id)?;
-    match store_jobs::cancel(&state.pool, state.tenant(), id).await? {
+    match store_jobs::cancel(&state.pool, caller.tenant(), id).await? {
         CancelResult::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
         CancelResult::AlreadyFinished(s) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -269,7 +384,7 @@ pub async fn cancel(
             ),
         )),
         CancelResult::CancelledNow | CancelResult::Requested => {
-            let job = store_jobs::get(&state.pool, state.tenant(), id)
+            let job = store_jobs::get(&state.pool, caller.tenant(), id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
             Ok(Json(job))

@@ -22,10 +22,12 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
 use crate::model::OutputStream;
+use crate::model::auth::Scope;
 use crate::store::jobs as store_jobs;
 use crate::store::logs::{self, StoredChunk};
 
@@ -86,10 +88,12 @@ pub struct LogParams {
     ))]
 pub async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     params: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
     let Query(params) = params.map_err(|e| {
         ApiError::new(
@@ -114,7 +118,7 @@ pub async fn logs(
             .with_field("stream"));
         }
     };
-    let job = store_jobs::get(&state.pool, state.tenant(), id)
+    let job = store_jobs::get(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let wants_sse = headers
@@ -148,7 +152,7 @@ pub async fn logs(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(follow(state, id, resume, tx));
+    tokio::spawn(follow(state, caller.tenant().to_string(), id, resume, tx));
     // First, how soon a browser's EventSource should reconnect after a dropped connection.
     let retry = tokio_stream::once(Event::default().retry(RECONNECT));
     let events = tokio_stream::StreamExt::map(
@@ -193,9 +197,15 @@ fn json_event<T: serde::Serialize>(name: &str, id: String, payload: &T) -> Event
 }
 
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
-async fn follow(state: AppState, id: Uuid, resume: Option<Position>, tx: mpsc::Sender<Event>) {
+async fn follow(
+    state: AppState,
+    tenant: String,
+    id: Uuid,
+    resume: Option<Position>,
+    tx: mpsc::Sender<Event>,
+) {
     state.metrics.sse_clients.inc();
-    if let Err(e) = follow_inner(&state, id, resume, &tx).await {
+    if let Err(e) = follow_inner(&state, &tenant, id, resume, &tx).await {
         tracing::warn!(job = %id, error = %e, "log stream ended early");
     }
     state.metrics.sse_clients.dec();
@@ -203,6 +213,7 @@ async fn follow(state: AppState, id: Uuid, resume: Option<Position>, tx: mpsc::S
 
 async fn follow_inner(
     state: &AppState,
+    tenant: &str,
     id: Uuid,
     resume: Option<Position>,
     tx: &mpsc::Sender<Event>,
@@ -244,7 +255,7 @@ async fn follow_inner(
         if chunks.len() as i64 == PAGE {
             continue;
         }
-        let Some(job) = store_jobs::get(&state.pool, state.tenant(), id).await? else {
+        let Some(job) = store_jobs::get(&state.pool, tenant, id).await? else {
             return Ok(());
         };
         if job.state.is_terminal() {

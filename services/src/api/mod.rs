@@ -5,6 +5,7 @@
 //! nothing; handlers never hold a database transaction across an await on anything but the
 //! database.
 
+pub mod auth;
 pub mod batches;
 pub mod error;
 pub mod hub;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod logs;
 pub mod modules;
 pub mod system;
+pub mod tenants;
 pub mod types;
 pub mod validate;
 
@@ -32,7 +34,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{DEFAULT_TENANT, LimitPolicy};
+use crate::config::LimitPolicy;
 use crate::metrics::Metrics;
 use crate::store::CHANNEL_JOBS;
 use error::{ApiError, ErrorCode};
@@ -53,6 +55,10 @@ pub struct AppState {
     /// The image store of this process's worker (None: an API-only process, whose image
     /// endpoints answer 503).
     pub images: Option<ImageService>,
+    /// Token lookups (and whether tokens are required at all).
+    pub auth: Arc<auth::Authenticator>,
+    /// Tenants' quotas, cached for a second.
+    pub tenants: Arc<tenants::TenantCache>,
 }
 
 impl AppState {
@@ -70,18 +76,21 @@ impl AppState {
             hub: hub::Hub::default(),
             local_wake,
             images: None,
+            auth: Arc::new(auth::Authenticator::new(auth::AuthMode::On)),
+            tenants: Arc::new(tenants::TenantCache::default()),
         }
+    }
+
+    /// Sets whether requests need a token (the default: they do).
+    pub fn with_auth(mut self, mode: auth::AuthMode) -> Self {
+        self.auth = Arc::new(auth::Authenticator::new(mode));
+        self
     }
 
     /// Serves the image endpoints from `images` (the worker's image service in this process).
     pub fn with_images(mut self, images: Option<ImageService>) -> Self {
         self.images = images;
         self
-    }
-
-    /// The tenant of a request (one default tenant until authentication arrives).
-    pub fn tenant(&self) -> &'static str {
-        DEFAULT_TENANT
     }
 }
 
@@ -207,10 +216,35 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         (name = "batches", description = "Many jobs at once"),
         (name = "modules", description = "Wasm modules"),
         (name = "images", description = "OCI images on worker hosts: pull (with SSE progress), list, inspect, delete, import, gc. Images live on worker hosts: these endpoints are served by processes that run both the API and a worker (`nekton serve`); an API-only process (`nekton api`) answers 503"),
+        (name = "admin", description = "Tenants, tokens, quotas, the audit log and usage"),
         (name = "system", description = "Health, readiness, metrics")
-    )
+    ),
+    security(("bearer" = [])),
+    modifiers(&BearerScheme)
 )]
 struct ApiDoc;
+
+/// Declares the bearer-token security scheme every `/v1` endpoint uses.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("nk_<32 letters or digits>")
+                    .description(Some(
+                        "An API token: `Authorization: Bearer nk_...`. The first start of a server writes an admin token to <state-dir>/admin.token; `nekton token create` makes more.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -232,6 +266,13 @@ fn routes() -> OpenApiRouter<AppState> {
                 // The upload is streamed to disk and capped by the handler itself.
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::update_tenant))
+        .routes(routes!(tenants::create_token, tenants::list_tokens))
+        .routes(routes!(tenants::revoke_token))
+        .routes(routes!(tenants::audit))
+        .routes(routes!(tenants::usage))
+        .routes(routes!(tenants::me))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
@@ -264,6 +305,11 @@ pub fn app(state: AppState) -> Router {
             )
             .into_response()
         })
+        // Inside the response counter, so 401s are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: axum::middleware::Next| {
                 let metrics = metrics.clone();

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::types::{ErrorBody, Module};
 use super::{AppState, Body};
+use crate::model::auth::Scope;
 use crate::store::modules;
 
 /// Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
@@ -21,8 +23,10 @@ use crate::store::modules;
     ))]
 pub async fn upload(
     State(state): State<AppState>,
+    caller: Caller,
     Body(bytes): Body,
 ) -> Result<(StatusCode, Json<Module>), ApiError> {
+    caller.require(Scope::ModulesWrite)?;
     let max = state.policy.max_module_bytes;
     if bytes.len() > max {
         return Err(ApiError::new(
@@ -42,7 +46,7 @@ pub async fn upload(
         )
     })?;
     let digest = wasm_backend::module_digest(&bytes);
-    let (module, created) = modules::put(&state.pool, state.tenant(), &digest, &bytes).await?;
+    let (module, created) = modules::put(&state.pool, caller.tenant(), &digest, &bytes).await?;
     Ok((
         if created {
             StatusCode::CREATED

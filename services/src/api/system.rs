@@ -5,16 +5,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
+use crate::model::auth::Scope;
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "system",
+#[utoipa::path(get, path = "/readyz", tag = "system", security(()),
     responses((status = 200, body = String), (status = 503, body = super::types::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     // Bounded: a load balancer must learn of a lost database in about a second, not after the
@@ -42,10 +44,26 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     Ok("ready")
 }
 
-/// Prometheus metrics: OpenMetrics text when the client accepts it (Prometheus does), else the
-/// Prometheus text format 0.0.4 (curl, promtool). The catalogue is docs/metrics.md.
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+/// Prometheus metrics (a token with the admin scope; or without a token on the separate
+/// `--metrics-listen` address): OpenMetrics text when the client accepts it (Prometheus does),
+/// else the Prometheus text format 0.0.4 (curl, promtool). The catalogue is docs/metrics.md.
+#[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = ["admin"])),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = super::types::ErrorBody),
+        (status = 403, body = super::types::ErrorBody)))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Admin)?;
+    Ok(metrics_unauthenticated(State(state), headers).await)
+}
+
+/// `/metrics` as served on the metrics-only listener (no token: that address is the operator's).
+pub async fn metrics_unauthenticated(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     // The database figures are read now, bounded so a slow database cannot hang a scrape.
     match tokio::time::timeout(
         std::time::Duration::from_secs(2),

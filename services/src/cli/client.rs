@@ -206,8 +206,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`; a path prefix is kept).
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`; a path prefix is kept),
+    /// without a token.
     pub fn new(base_url: &str) -> Result<Self> {
+        Self::with_token(base_url, None)
+    }
+
+    /// A client that sends `Authorization: Bearer <token>` on every request.
+    pub fn with_token(base_url: &str, token: Option<&str>) -> Result<Self> {
         let trimmed = base_url.trim();
         let mut base = Url::parse(trimmed).with_context(|| {
             format!(
@@ -235,7 +241,16 @@ impl Client {
         base.set_query(None);
         base.set_fragment(None);
         install_crypto_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .context("the API token holds characters an HTTP header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("nekton-cli/", env!("CARGO_PKG_VERSION")))

@@ -69,12 +69,59 @@ pub struct ServerArgs {
         global = true
     )]
     pub server: String,
+    /// API token (`nk_...`). Without it: the token `nekton login` saved for this server, else, for
+    /// a server on this machine, the admin token its first start wrote to
+    /// `<state-dir>/admin.token`.
+    #[arg(
+        long = "token",
+        env = "NEKTON_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 impl ServerArgs {
-    /// A client for the chosen server.
+    /// A client for the chosen server, with the token [`ServerArgs::token`] finds.
     pub fn client(&self) -> Result<Client> {
-        Client::new(&self.server)
+        let token = self.find_token();
+        Client::with_token(&self.server, token.as_deref())
+    }
+
+    /// The token to send: `--token`/`NEKTON_TOKEN`, the one saved by `nekton login` for this
+    /// server, or a local server's `<state-dir>/admin.token` (readable by its owner only).
+    pub fn find_token(&self) -> Option<String> {
+        if let Some(t) = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Some(t.to_string());
+        }
+        if let Some(t) = super::credentials::load(&self.server) {
+            return Some(t);
+        }
+        let local = reqwest::Url::parse(self.server.trim())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .is_some_and(|h| {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+                    || h == "[::1]"
+            });
+        if !local {
+            return None;
+        }
+        let dir = std::env::var_os("NEKTON_STATE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(crate::server::default_state_dir);
+        std::fs::read_to_string(crate::server::admin_token_path(&dir))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
     }
 }
 

@@ -36,6 +36,7 @@ macro_rules! out {
 
 pub mod client;
 pub mod commands;
+pub mod credentials;
 pub mod image;
 
 pub use client::{

@@ -6,7 +6,9 @@
 //! and `worker` never import `api`, and `api` never imports `worker` (tests/structure.rs checks
 //! it). The API's request types (`api::types::JobSpec`, ...) convert to the model at the edge.
 
+pub mod auth;
 mod resolved;
+pub mod tenancy;
 
 pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
 pub use runtime_core::OutcomeReason;

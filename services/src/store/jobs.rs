@@ -8,6 +8,7 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
+use crate::model::tenancy::Tenant;
 use crate::model::{Batch, Job, JobState, OutcomeView, Usage};
 
 /// A validated job ready to be stored.
@@ -37,6 +38,8 @@ pub enum Submitted {
     KeyConflict {
         existing: Uuid,
     },
+    /// The tenant's quotas refused it; nothing was stored.
+    Refused(super::tenants::Refused),
 }
 
 const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
@@ -87,10 +90,11 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
 /// `notify_queue`: send the wake-up NOTIFY inside the insert transaction.
 pub async fn submit(
     pool: &PgPool,
-    tenant: &str,
+    tenant_quota: &Tenant,
     job: NewJob,
     notify_queue: bool,
 ) -> Result<Submitted, StoreError> {
+    let tenant = tenant_quota.id.as_str();
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts, idempotency_key) \
@@ -123,6 +127,10 @@ pub async fn submit(
         })?;
         return Ok(Submitted::Replayed(Box::new(existing)));
     }
+    if let Err(r) = super::tenants::admit(&mut tx, tenant_quota, 1).await? {
+        tx.rollback().await?;
+        return Ok(Submitted::Refused(r));
+    }
     sqlx::query(
         "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -150,9 +158,19 @@ pub async fn submit(
 /// What a batch submission did.
 #[derive(Debug)]
 pub enum BatchSubmitted {
-    Created { id: Uuid, job_ids: Vec<Uuid> },
-    Replayed { id: Uuid, job_ids: Vec<Uuid> },
-    KeyConflict { existing: Uuid },
+    Created {
+        id: Uuid,
+        job_ids: Vec<Uuid>,
+    },
+    Replayed {
+        id: Uuid,
+        job_ids: Vec<Uuid>,
+    },
+    KeyConflict {
+        existing: Uuid,
+    },
+    /// The tenant's quotas refused it; nothing was stored.
+    Refused(super::tenants::Refused),
 }
 
 /// A validated batch ready to be stored.
@@ -171,9 +189,10 @@ pub struct NewBatch {
 /// Stores a batch and all its jobs in one transaction (all or nothing).
 pub async fn submit_batch(
     pool: &PgPool,
-    tenant: &str,
+    tenant_quota: &Tenant,
     batch: &NewBatch,
 ) -> Result<BatchSubmitted, StoreError> {
+    let tenant = tenant_quota.id.as_str();
     let NewBatch {
         id: batch_id,
         labels,
@@ -229,6 +248,10 @@ pub async fn submit_batch(
     .bind(&attempts)
     .execute(&mut *tx)
     .await?;
+    if let Err(r) = super::tenants::admit(&mut tx, tenant_quota, ids.len() as i64).await? {
+        tx.rollback().await?;
+        return Ok(BatchSubmitted::Refused(r));
+    }
     let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_string()).collect();
     let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.spec_hash.clone()).collect();
     let programs: Vec<&str> = jobs.iter().map(|j| j.program.as_str()).collect();

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod modules;
 pub mod queue;
 pub mod stats;
+pub mod tenants;
 
 use sqlx::PgPool;
 

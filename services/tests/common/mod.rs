@@ -43,8 +43,26 @@ pub struct Harness {
     pub running: Option<Running>,
     pub base: String,
     pub client: Client,
+    /// An HTTP client that sends the admin token (the default tenant, every scope).
     pub http: reqwest::Client,
+    /// The admin token the server wrote to its state dir (None with `--auth off`).
+    pub admin_token: Option<String>,
     pub state_dir: tempfile::TempDir,
+}
+
+/// A raw HTTP client that sends `Authorization: Bearer <token>` when given.
+pub fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).expect("token header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
 }
 
 pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
@@ -57,6 +75,8 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         timing: QueueTiming::default(),
         shutdown_grace: Duration::from_secs(5),
         images: Default::default(),
+        auth: nekton::api::auth::AuthMode::On,
+        metrics_listen: None,
     }
 }
 
@@ -84,15 +104,51 @@ impl Harness {
             .await
             .expect("service starts");
         let base = format!("http://{}", running.api_addr.expect("api address"));
-        let client = Client::new(&base).expect("client");
+        let admin_token = running.admin_token.clone();
+        let client = Client::with_token(&base, admin_token.as_deref()).expect("client");
         Harness {
             db,
             running: Some(running),
             base,
             client,
-            http: reqwest::Client::new(),
+            http: http_client(admin_token.as_deref()),
+            admin_token,
             state_dir,
         }
+    }
+
+    /// Creates tenant `name` (unless it exists) and a token of it with `scopes`; returns the token.
+    pub async fn tenant_token(&self, name: &str, scopes: &[&str]) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/tenants", self.base))
+            .json(&serde_json::json!({ "id": name }))
+            .send()
+            .await
+            .expect("create tenant");
+        assert!(
+            r.status() == 201 || r.status() == 409,
+            "creating tenant {name}: {}",
+            r.status()
+        );
+        let r = self
+            .http
+            .post(format!("{}/v1/tokens", self.base))
+            .json(&serde_json::json!({ "tenant": name, "scopes": scopes }))
+            .send()
+            .await
+            .expect("create token");
+        assert_eq!(r.status(), 201, "creating a token of {name}");
+        let body: serde_json::Value = r.json().await.expect("token JSON");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// A typed client and a raw HTTP client that send `token`.
+    pub fn clients_for(&self, token: &str) -> (Client, reqwest::Client) {
+        (
+            Client::with_token(&self.base, Some(token)).expect("client"),
+            http_client(Some(token)),
+        )
     }
 
     pub async fn stop(&mut self) {

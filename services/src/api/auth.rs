@@ -1,0 +1,249 @@
+//! Authentication: who is calling, for which tenant, with which scopes.
+//!
+//! Every `/v1` request passes [`authenticate`] (a router layer, so a handler cannot forget it):
+//! `Authorization: Bearer nk_...` is hashed and looked up; the result, a [`Caller`], goes into the
+//! request's extensions, where handlers take it as an extractor. A missing, malformed, unknown,
+//! revoked or expired token is a 401 with `WWW-Authenticate: Bearer`. A scope a handler needs and
+//! the token lacks is a 403 ([`Caller::require`]); another tenant's object is a 404 because every
+//! store query is filtered by the caller's tenant.
+//!
+//! Lookups are cached per process for at most [`CACHE_TTL`] (1 s), so a revoked or expired token
+//! stops working within a second everywhere; the cache keys are the tokens' SHA-256 hashes, and
+//! the stored hash is compared with the presented one in constant time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq as _;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode};
+use crate::config::DEFAULT_TENANT;
+use crate::model::auth::{Scope, Scopes, hash_token, looks_like_token};
+use crate::store::tenants::{self, Actor};
+
+/// How long a token lookup is trusted (a revocation takes effect within this).
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Cached lookups kept per process (the cache is emptied when it fills).
+const CACHE_MAX: usize = 50_000;
+
+/// Whether requests must carry a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every `/v1` request needs a token (the default).
+    On,
+    /// No tokens: every request acts as the default tenant with every scope. Allowed only when
+    /// every listen address is loopback.
+    Off,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    tenant: Arc<str>,
+    token: Option<Uuid>,
+    scopes: Scopes,
+}
+
+impl Caller {
+    /// The caller when authentication is off.
+    pub fn anonymous_default() -> Caller {
+        Caller {
+            tenant: Arc::from(DEFAULT_TENANT),
+            token: None,
+            scopes: Scopes::all(),
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    pub fn token(&self) -> Option<Uuid> {
+        self.token
+    }
+
+    pub fn scopes(&self) -> Scopes {
+        self.scopes
+    }
+
+    /// 403 unless the token has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                format!(
+                    "this token lacks the {scope} scope; create one with it (`nekton token create --scope {scope}`)"
+                ),
+            ))
+        }
+    }
+
+    /// Who to record in the audit log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            tenant: Some(self.tenant.to_string()),
+            token: self.token,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a handler needs a caller but the route is not authenticated");
+            ApiError::internal()
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    at: Instant,
+    /// `None`: no such token (or revoked).
+    found: Option<Found>,
+}
+
+#[derive(Clone)]
+struct Found {
+    hash: [u8; 32],
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Token lookups with a short cache.
+pub struct Authenticator {
+    mode: AuthMode,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+impl Authenticator {
+    pub fn new(mode: AuthMode) -> Self {
+        Self {
+            mode,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The caller a request's headers identify.
+    pub async fn caller(
+        &self,
+        pool: &PgPool,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        if self.mode == AuthMode::Off {
+            return Ok(Caller::anonymous_default());
+        }
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "this endpoint needs an API token: send `Authorization: Bearer nk_...` (the server's first start wrote an admin token to <state-dir>/admin.token; `nekton token create` makes more)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                unauthorized("the Authorization header must be `Bearer nk_...` (an API token)")
+            })?;
+        if !looks_like_token(token) {
+            return Err(unauthorized(
+                "that is not an API token (they are `nk_` and 32 letters or digits)",
+            ));
+        }
+        let hash = hash_token(token);
+        let now = Instant::now();
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache
+                .get(&hash)
+                .filter(|c| now.duration_since(c.at) < CACHE_TTL)
+                .cloned()
+        };
+        let found = match cached {
+            Some(c) => c.found,
+            None => {
+                let found = tenants::lookup_token(pool, &hash).await?.map(|t| Found {
+                    hash: t.secret_hash,
+                    caller: Caller {
+                        tenant: Arc::from(t.tenant_id.as_str()),
+                        token: Some(t.id),
+                        scopes: Scopes::from_names(&t.scopes),
+                    },
+                    expires_at: t.expires_at,
+                });
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    hash,
+                    Cached {
+                        at: now,
+                        found: found.clone(),
+                    },
+                );
+                found
+            }
+        };
+        let Some(found) = found else {
+            return Err(unauthorized(
+                "this API token is unknown or was revoked; ask an admin for a new one",
+            ));
+        };
+        if !bool::from(found.hash.ct_eq(&hash)) {
+            return Err(unauthorized("this API token is unknown or was revoked"));
+        }
+        if found.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(unauthorized(
+                "this API token has expired; ask an admin for a new one",
+            ));
+        }
+        Ok(found.caller)
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_challenge()
+}
+
+/// True for the paths that need a token: every `/v1` endpoint and `/metrics` (the health probes
+/// and the OpenAPI document stay open).
+pub fn needs_token(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/v1" || path == "/metrics"
+}
+
+/// The router layer: authenticates [`needs_token`] paths and stores the [`Caller`] in the request.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !needs_token(req.uri().path()) {
+        return next.run(req).await;
+    }
+    match state.auth.caller(&state.pool, req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
