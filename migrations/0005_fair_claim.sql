@@ -18,8 +18,8 @@ DROP INDEX jobs_tenant_waiting;
 CREATE INDEX jobs_tenant_running ON jobs (tenant_id) WHERE state = 'running';
 
 -- Claims up to p_limit jobs of queue p_queue for worker p_worker, each with a lease of
--- p_lease_ms, and returns them with their specs. Called as one statement by
--- services/src/store/queue.rs::claim. It runs two statements on purpose:
+-- p_lease_ms, and returns them with their specs, highest priority first. Called as one statement
+-- by services/src/store/queue.rs::claim. It runs three statements on purpose:
 --
 -- 1. Find the tenants with claimable jobs in the queue (a loose index scan: one descent per
 --    tenant, however long any tenant's backlog) with their weight and max_running, and take a
@@ -27,15 +27,22 @@ CREATE INDEX jobs_tenant_running ON jobs (tenant_id) WHERE state = 'running';
 --    (so two claims never wait on each other in a cycle). Paused tenants (max_running 0) and
 --    tenants already at their cap are left out without a lock.
 -- 2. With a snapshot taken after those locks (every statement of a VOLATILE function gets a new
---    one), count each tenant's running jobs, share the free slots by weight — the k-th extra job
---    of tenant t is tagged (running_t + k) / weight_t and the p_limit smallest tags win, i.e.
---    least-served first — and claim them: per tenant an ordered pick (priority DESC, run_at, id)
---    with FOR UPDATE SKIP LOCKED, then `running`, attempt + 1, a lease.
+--    one), count each tenant's running jobs and share the free slots by weight — the k-th extra
+--    job of tenant t is tagged (running_t + k) / weight_t and the p_limit smallest tags win, i.e.
+--    least-served first — then lock each tenant's share: an ordered pick (priority DESC, run_at,
+--    id) with FOR UPDATE SKIP LOCKED.
+-- 3. Move the locked jobs to `running` with attempt + 1, write their leases, return their specs.
 --
 -- Why not one statement: a statement's snapshot is taken when it starts, so a lock taken inside
 -- it cannot make a concurrent claim's commit visible to its own count of running jobs — two
 -- workers would both see 1 of 2 running and both take 1 more. The lock must come first, then
 -- the count, in a later statement.
+--
+-- Settings: no JIT (worst-case cost estimates crossed its threshold: milliseconds of compiling
+-- per call); one generic plan per connection (no planning per call); and only index paths, so
+-- that a plan made while `jobs` was empty cannot be a sequential scan kept once it has grown.
+-- Every read below is an index probe that stops at its LIMIT (LATERAL ... LIMIT, never a join
+-- over the queue's jobs).
 CREATE FUNCTION nekton_claim(p_queue text, p_limit integer, p_worker uuid, p_lease_ms bigint)
 RETURNS TABLE (id uuid, attempt integer, max_attempts integer, wait_ms bigint, spec jsonb)
 LANGUAGE plpgsql VOLATILE

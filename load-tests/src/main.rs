@@ -577,6 +577,30 @@ mod tests {
         assert_eq!(plan(&cli.command).len(), 4);
         let cli = Cli::try_parse_from(["load-tests", "logs", "--log-mib", "1"]).unwrap();
         assert_eq!(plan(&cli.command).len(), 1);
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "fairness",
+            "--backlog-jobs",
+            "1000",
+            "--token",
+            "nk_x",
+        ])
+        .unwrap();
+        assert_eq!(plan(&cli.command).len(), 1);
+        assert_eq!(cli.global.token.as_deref(), Some("nk_x"));
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "auth-overhead",
+            "--rounds",
+            "1",
+            "--throughput-jobs",
+            "2000",
+        ])
+        .unwrap();
+        assert!(
+            plan(&cli.command).is_empty(),
+            "auth-overhead starts its own servers"
+        );
     }
 
     #[test]
