@@ -146,11 +146,13 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 3. Claim the locked jobs.
+    -- 3. Claim the locked jobs. No state condition here: the rows are locked since the pick
+    -- checked it, and a condition matching jobs_tenant_claimable's predicate would let a plan
+    -- made while the table was empty read that whole index instead of the primary key.
     RETURN QUERY
     WITH claimed AS (
         UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = p_worker, started_at = now()
-        WHERE j.id = ANY (v_ids) AND j.state IN ('queued', 'scheduled')
+        WHERE j.id = ANY (v_ids)
         RETURNING j.id, j.attempt, j.max_attempts,
             (extract(epoch FROM (now() - j.run_at)) * 1000)::bigint AS wait_ms
     ), lease AS (
@@ -160,7 +162,8 @@ BEGIN
             expires_at = EXCLUDED.expires_at
     )
     SELECT c.id, c.attempt, c.max_attempts, c.wait_ms, s.spec
-    FROM claimed c JOIN job_specs s ON s.job_id = c.id
+    FROM claimed c CROSS JOIN LATERAL (
+        SELECT js.spec FROM job_specs js WHERE js.job_id = c.id LIMIT 1) s
     ORDER BY array_position(v_ids, c.id);
 END
 $$;
