@@ -317,9 +317,10 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             eprintln!("load-tests: auth-overhead failed: {e:#}");
         }
         let line = format!(
-            "started by the benchmark ({} build): {} serve {}, in turn with and without --auth=off",
+            "started by the benchmark ({} build): {} serve{}{}, in turn with and without --auth=off",
             profile_of(&nekton),
             nekton.display(),
+            if g.serve_args.is_empty() { "" } else { " " },
             g.serve_args.join(" ")
         );
         let db_line = "embedded, one per server (nekton serve's own)".to_string();
