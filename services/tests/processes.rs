@@ -330,10 +330,15 @@ async fn serve_restarts_its_embedded_postgres_after_a_crash() {
         .unwrap();
     let serve = Proc(child);
     let base = format!("http://127.0.0.1:{port}");
-    let client = nekton::cli::Client::new(&base).unwrap();
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let start = Instant::now();
+    // The first start writes the admin token into the state dir; the client reads it from there.
+    let token_path = nekton::server::admin_token_path(state.path());
+    let mut client = nekton::cli::Client::new(&base).unwrap();
     let digest = loop {
+        if let Ok(token) = std::fs::read_to_string(&token_path) {
+            client = nekton::cli::Client::with_token(&base, Some(token.trim())).unwrap();
+        }
         match client.push_module(guests::hello()).await {
             Ok(m) => break m.digest,
             Err(e) => {
@@ -473,6 +478,7 @@ async fn examples_run_as_the_readme_says() {
     let digest = String::from_utf8_lossy(&push.stdout).trim().to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
     let batch = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args([
             "batch",
             "submit",
@@ -492,6 +498,7 @@ async fn examples_run_as_the_readme_says() {
         String::from_utf8_lossy(&batch.stderr)
     );
     let ls = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args([
             "jobs",
             "ls",
