@@ -512,13 +512,15 @@ pub async fn usage(
     Ok(report)
 }
 
-/// Usage of every tenant since the start of the current hour's rollups, for `/metrics`
-/// (cumulative counters per tenant and outcome).
+/// Usage of every tenant since it began, for `/metrics` (cumulative counters per tenant and
+/// outcome).
 pub async fn usage_counters(
     pool: &PgPool,
 ) -> Result<Vec<(String, String, UsageTotals)>, StoreError> {
     let rows = sqlx::query(
         "SELECT tenant_id, outcome, sum(attempts)::bigint AS attempts, sum(cpu_ms)::bigint AS cpu, \
+             sum(jobs_succeeded)::bigint AS s, sum(jobs_failed)::bigint AS f, \
+             sum(jobs_cancelled)::bigint AS c, sum(jobs_error)::bigint AS e, \
              sum(memory_byte_ms)::float8 AS mem, sum(wall_ms)::bigint AS wall, \
              sum(output_bytes)::bigint AS out, sum(net_rx_bytes)::bigint AS rx, sum(net_tx_bytes)::bigint AS tx \
          FROM usage_hourly GROUP BY tenant_id, outcome",
@@ -532,13 +534,16 @@ pub async fn usage_counters(
                 r.try_get("outcome")?,
                 UsageTotals {
                     attempts: r.try_get("attempts")?,
+                    jobs_succeeded: r.try_get("s")?,
+                    jobs_failed: r.try_get("f")?,
+                    jobs_cancelled: r.try_get("c")?,
+                    jobs_error: r.try_get("e")?,
                     cpu_seconds: r.try_get::<i64, _>("cpu")? as f64 / 1000.0,
                     memory_byte_seconds: r.try_get::<f64, _>("mem")? / 1000.0,
                     wall_seconds: r.try_get::<i64, _>("wall")? as f64 / 1000.0,
                     output_bytes: r.try_get("out")?,
                     network_rx_bytes: r.try_get("rx")?,
                     network_tx_bytes: r.try_get("tx")?,
-                    ..Default::default()
                 },
             ))
         })
