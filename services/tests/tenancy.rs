@@ -63,6 +63,9 @@ async fn send(
 }
 
 /// One row of the matrix: an endpoint with the caller's own objects in its path or body.
+/// An admin endpoint: method, OpenAPI path, concrete path, body, the admin's status.
+type AdminRow = (Method, &'static str, String, Option<Vec<u8>>, u16);
+
 struct Row {
     method: Method,
     /// The path as the OpenAPI document names it (for the coverage check).
@@ -79,8 +82,8 @@ struct Row {
     /// What another tenant gets: 404 for an object of `a`; for listings and creations, the
     /// status it gets for its own (empty) view.
     other: u16,
-    /// Builds a fresh body for each call (bodies that create objects).
-    fresh: Option<fn() -> (&'static str, Vec<u8>)>,
+    /// The body is a job (or batch) of a's module, built for each call.
+    fresh: bool,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +220,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -228,7 +231,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -239,7 +242,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -250,7 +253,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -261,7 +264,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -272,7 +275,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -283,7 +286,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -294,7 +297,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -305,7 +308,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::POST,
@@ -317,7 +320,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             own: 201,
             // b cannot run a's module: it is not b's (and b learns nothing of it).
             other: 422,
-            fresh: Some(|| ("application/json", Vec::new())),
+            fresh: true,
         },
         Row {
             method: Method::POST,
@@ -328,7 +331,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:write",
             own: 201,
             other: 422,
-            fresh: Some(|| ("application/json", Vec::new())),
+            fresh: true,
         },
         Row {
             method: Method::POST,
@@ -339,7 +342,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "modules:write",
             own: 200,
             other: 201,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -350,7 +353,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:read",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -361,7 +364,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::GET,
@@ -372,7 +375,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "images:write",
             own: 200,
             other: 200,
-            fresh: None,
+            fresh: false,
         },
         // No image of that name on this host: the owner passes authentication and gets the
         // image store's 404.
@@ -385,7 +388,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "images:write",
             own: 404,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::POST,
@@ -400,7 +403,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "images:write",
             own: 502,
             other: 502,
-            fresh: None,
+            fresh: false,
         },
         Row {
             method: Method::POST,
@@ -411,7 +414,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "images:write",
             own: 422,
             other: 422,
-            fresh: None,
+            fresh: false,
         },
         // The last job of a's: cancelling it last keeps it queued for the rows above.
         Row {
@@ -423,11 +426,11 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             scope: "jobs:write",
             own: 200,
             other: 404,
-            fresh: None,
+            fresh: false,
         },
     ];
     // Admin endpoints: no tenant owns them; a tenant token without admin gets 403.
-    let admin_rows: Vec<(Method, &str, String, Option<Vec<u8>>, u16)> = vec![
+    let admin_rows: Vec<AdminRow> = vec![
         (Method::GET, "/v1/tenants", "/v1/tenants".into(), None, 200),
         (
             Method::POST,
@@ -523,7 +526,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
     let no_token = http_client(None);
     let http = |tok: &str| http_client(Some(tok));
     let body_for = |row: &Row| -> Option<(&'static str, Vec<u8>)> {
-        if row.fresh.is_some() {
+        if row.fresh {
             return Some(match row.template {
                 "/v1/jobs" => (
                     "application/json",

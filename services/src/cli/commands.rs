@@ -141,6 +141,20 @@ pub enum ClientCommand {
     Module(ModuleArgs),
     /// Pull, list, remove and import images on the server's worker host.
     Image(super::image::ImageArgs),
+    /// Create, list and change tenants and their quotas (admin).
+    Tenant(super::admin::TenantArgs),
+    /// Create, list and revoke API tokens (admin).
+    Token(super::admin::TokenArgs),
+    /// Save a token for --server (checked first), so later commands send it.
+    Login(super::admin::LoginArgs),
+    /// Forget the token saved for --server.
+    Logout,
+    /// Show your tenant and your token's scopes.
+    Whoami,
+    /// Your tenant's usage: jobs by outcome, CPU-seconds, memory byte-seconds, output bytes.
+    Usage(super::admin::UsageArgs),
+    /// The audit log: token, tenant and quota changes, cancels (admin).
+    Audit(super::admin::AuditArgs),
 }
 
 /// `nekton run`.
@@ -391,6 +405,13 @@ pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
         ClientCommand::Batch(args) => batch(args, server).await,
         ClientCommand::Module(args) => module(args, server).await,
         ClientCommand::Image(args) => super::image::image(args, server).await,
+        ClientCommand::Tenant(args) => super::admin::tenant(args, server).await,
+        ClientCommand::Token(args) => super::admin::token(args, server).await,
+        ClientCommand::Login(args) => super::admin::login(args, server).await,
+        ClientCommand::Logout => super::admin::logout(server).await,
+        ClientCommand::Whoami => super::admin::whoami(server).await,
+        ClientCommand::Usage(args) => super::admin::usage(args, server).await,
+        ClientCommand::Audit(args) => super::admin::audit(args, server).await,
     }
 }
 

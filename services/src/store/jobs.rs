@@ -342,7 +342,13 @@ pub enum CancelResult {
 }
 
 /// Cancels a job: queued → cancelled at once; running → flag + NOTIFY to its worker.
-pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> Result<CancelResult, StoreError> {
+/// The cancel is recorded in the audit log as `job.cancel` by `actor`.
+pub async fn cancel(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    actor: &super::tenants::Actor,
+) -> Result<CancelResult, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<JobState> =
         sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
@@ -387,6 +393,16 @@ pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> Result<CancelResul
             CancelResult::CancelledNow
         }
     };
+    if matches!(result, CancelResult::Requested | CancelResult::CancelledNow) {
+        super::tenants::audit(
+            &mut tx,
+            actor,
+            "job.cancel",
+            &id.to_string(),
+            serde_json::json!({ "tenant": tenant, "was": state.as_str() }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(result)
 }
