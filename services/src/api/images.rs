@@ -395,7 +395,8 @@ pub struct ImportParams {
 /// the store's image size cap) and every blob is verified as in a pull.
 #[utoipa::path(post, path = "/v1/images/import", tag = "images",
     params(ImportParams),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar of an OCI image layout"),
+    request_body(description = "A tar of an OCI image layout; `application/octet-stream` is accepted too",
+        content((super::types::BinaryBody = "application/x-tar"), (super::types::BinaryBody = "application/octet-stream"))),
     responses(
         (status = 201, description = "Imported", body = ImportResult),
         (status = 413, body = ErrorBody),
