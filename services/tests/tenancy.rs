@@ -1092,3 +1092,38 @@ async fn usage_is_metered_per_tenant() {
         .unwrap_or_else(|| panic!("no per-tenant attempts series:\n{text}"));
     assert!(line.ends_with(" 3"), "{line}");
 }
+
+/// An API replica with a read-only state takes its admin token from the operator: two replicas
+/// on one database both accept it (the second start adopts nothing new), and no admin.token file
+/// is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_token_from_the_operator_is_adopted_by_every_replica() {
+    let token = nekton::model::auth::new_token().unwrap().token;
+    let t = token.clone();
+    let h = Harness::start_with(move |o| o.bootstrap_token = Some(t)).await;
+    assert_eq!(h.admin_token.as_deref(), Some(token.as_str()));
+    assert!(!nekton::server::admin_token_path(h.state_dir.path()).exists());
+    nekton::server::adopt_admin_token(&h.db.pool, &token)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the second adoption stored another token");
+    let me: Value = http_client(Some(&token))
+        .get(format!("{}/v1/me", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["tenant"], "default");
+    assert_eq!(me["scopes"].as_array().unwrap().len(), 5, "{me}");
+    // Not a token: refused with the fix in the message.
+    let err = nekton::server::adopt_admin_token(&h.db.pool, "secret")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nk_"), "{err}");
+}

@@ -183,6 +183,46 @@ pub async fn revoke_token(
     Ok(Some(info))
 }
 
+/// Stores a token the operator chose (by its hash) unless one with that hash exists. Returns
+/// whether it was new.
+pub async fn adopt_token(
+    pool: &PgPool,
+    hash: &[u8; 32],
+    hint: &str,
+    tenant: &str,
+    name: &str,
+    scopes: Scopes,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO api_tokens (id, tenant_id, name, secret_hash, hint, scopes) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (secret_hash) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(name)
+    .bind(&hash[..])
+    .bind(hint)
+    .bind(scopes.names())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        audit(
+            &mut tx,
+            &Actor::default(),
+            "token.create",
+            &id.to_string(),
+            serde_json::json!({ "tenant": tenant, "name": name, "scopes": scopes.names() }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
 /// True if a live token has this hash.
 pub async fn token_is_live(pool: &PgPool, hash: &[u8; 32]) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar(
