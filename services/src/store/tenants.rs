@@ -589,3 +589,36 @@ pub async fn usage_counters(
         })
         .collect()
 }
+
+/// Remembers that `tenant` pulled, imported or ran `references` (normalised image references).
+pub async fn record_images(
+    conn: &mut PgConnection,
+    tenant: &str,
+    references: &[String],
+) -> Result<(), StoreError> {
+    if references.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tenant_images (tenant_id, reference) SELECT $1, r FROM UNNEST($2::text[]) AS r \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(references)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The image references `tenant` pulled, imported or ran.
+pub async fn tenant_images(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let refs: Vec<String> =
+        sqlx::query_scalar("SELECT reference FROM tenant_images WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    Ok(refs.into_iter().collect())
+}
