@@ -188,6 +188,19 @@ fn pretty(v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// A record's `scopes` array, joined.
+fn scope_list(v: &Value, sep: &str) -> String {
+    v["scopes"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(sep)
+        })
+        .unwrap_or_default()
+}
+
 fn opt(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".into(),
@@ -294,14 +307,7 @@ pub async fn token(args: TokenArgs, server: &ServerArgs) -> Result<i32> {
                 "nekton: token {} of tenant {} with {}; it is not shown again",
                 opt(&created, "id"),
                 opt(&created, "tenant"),
-                created["scopes"]
-                    .as_array()
-                    .map(|s| s
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
+                scope_list(&created, ", ")
             );
         }
         TokenCommand::Ls { tenant, json } => {
@@ -333,15 +339,7 @@ pub async fn token(args: TokenArgs, server: &ServerArgs) -> Result<i32> {
                     } else {
                         "live"
                     };
-                    let scopes = t["scopes"]
-                        .as_array()
-                        .map(|s| {
-                            s.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        })
-                        .unwrap_or_default();
+                    let scopes = scope_list(t, ",");
                     crate::outln!(
                         "{:<36} {:<16} {:<8} {:<44} {:<20} {}",
                         opt(t, "id"),
@@ -392,14 +390,7 @@ pub async fn login(args: LoginArgs, server: &ServerArgs) -> Result<i32> {
         "nekton: logged in to {} as tenant {} ({}); token saved in {}",
         server.server,
         opt(&me, "tenant"),
-        me["scopes"]
-            .as_array()
-            .map(|s| s
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
+        scope_list(&me, ", "),
         path.display()
     );
     Ok(0)
