@@ -213,7 +213,8 @@ impl WorkerArgs {
             ..Default::default()
         };
         if let Some(ms) = self.webhook_retry_first_ms {
-            w.retry = nekton::webhooks::schedule::RetrySchedule::quick(Duration::from_millis(ms.max(1)));
+            w.retry =
+                nekton::webhooks::schedule::RetrySchedule::quick(Duration::from_millis(ms.max(1)));
         }
         if let Some(ms) = self.webhook_lease_ms {
             w.lease = Duration::from_millis(ms.max(1));

@@ -247,7 +247,9 @@ pub async fn redeliver(
         Redelivered::InFlight => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
-            format!("delivery {delivery} is being attempted right now; look at its log again in a moment"),
+            format!(
+                "delivery {delivery} is being attempted right now; look at its log again in a moment"
+            ),
         )),
         Redelivered::NotFound => Err(ApiError::not_found(format!(
             "webhook {id} has no delivery {delivery}; see GET /v1/webhooks/{id}/deliveries"

@@ -542,7 +542,11 @@ impl Client {
     /// `POST /v1/webhooks`: creates an endpoint; the answer holds its secret (shown once).
     pub async fn create_webhook(&self, new: &NewWebhook) -> Result<CreatedWebhook> {
         let url = self.url("v1/webhooks")?;
-        let req = self.http.post(url.clone()).timeout(REQUEST_TIMEOUT).json(new);
+        let req = self
+            .http
+            .post(url.clone())
+            .timeout(REQUEST_TIMEOUT)
+            .json(new);
         self.send_json(req, &url).await
     }
 

@@ -133,7 +133,9 @@ pub async fn webhook(args: WebhookArgs, server: &ServerArgs) -> Result<i32> {
             } else {
                 crate::out!("{}", deliveries_table(&page.deliveries))?;
                 if let Some(c) = page.next_cursor {
-                    eprintln!("nekton: older deliveries exist (next cursor {c}); use --json and the API to page");
+                    eprintln!(
+                        "nekton: older deliveries exist (next cursor {c}); use --json and the API to page"
+                    );
                 }
             }
             Ok(0)
@@ -226,7 +228,11 @@ mod tests {
             parse_event("batch.completed"),
             Ok(WebhookEvent::BatchCompleted)
         );
-        assert!(parse_event("job.done").unwrap_err().contains("job.completed"));
+        assert!(
+            parse_event("job.done")
+                .unwrap_err()
+                .contains("job.completed")
+        );
     }
 
     #[test]

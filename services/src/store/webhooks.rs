@@ -15,9 +15,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::tenants::{Actor, audit};
-use crate::model::webhooks::{
-    Delivery, DeliveryAttempt, DeliveryState, Webhook, WebhookEvent,
-};
+use crate::model::webhooks::{Delivery, DeliveryAttempt, DeliveryState, Webhook, WebhookEvent};
 
 /// Live endpoints a tenant may have.
 pub const MAX_WEBHOOKS_PER_TENANT: i64 = 50;

@@ -151,7 +151,10 @@ impl Resolve for PolicyResolver {
 }
 
 /// The HTTP client of deliveries: the policy resolver, no redirects, no proxy, timeouts.
-pub fn client(options: &WebhookOptions, policy: Arc<AddressPolicy>) -> anyhow::Result<reqwest::Client> {
+pub fn client(
+    options: &WebhookOptions,
+    policy: Arc<AddressPolicy>,
+) -> anyhow::Result<reqwest::Client> {
     // reqwest is built with rustls but without a default crypto provider (see cli::client).
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -245,7 +248,9 @@ pub async fn send(
             } else {
                 Sent {
                     status: code,
-                    error: Some(format!("the endpoint answered {status}; only 2xx counts as delivered")),
+                    error: Some(format!(
+                        "the endpoint answered {status}; only 2xx counts as delivered"
+                    )),
                 }
             }
         }
@@ -411,8 +416,13 @@ pub async fn run(
     let left: Vec<(Uuid, i32)> = lock(&held).drain().collect();
     if !left.is_empty() {
         match store::release(&pool, &left).await {
-            Ok(n) => tracing::info!(released = n, "webhook attempts stopped by shutdown were given back"),
-            Err(e) => tracing::warn!(error = %e, "giving back webhook claims failed; they are retried when their lease ends"),
+            Ok(n) => tracing::info!(
+                released = n,
+                "webhook attempts stopped by shutdown were given back"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "giving back webhook claims failed; they are retried when their lease ends")
+            }
         }
     }
     tracing::info!("webhook delivery stopped");
@@ -442,7 +452,9 @@ mod tests {
             .expect("127.0.0.1 is allowed");
         assert!(!addrs.is_empty());
         assert!(
-            addrs.iter().all(|a| a.ip() == std::net::IpAddr::from([127, 0, 0, 1])),
+            addrs
+                .iter()
+                .all(|a| a.ip() == std::net::IpAddr::from([127, 0, 0, 1])),
             "only checked addresses are handed to the client: {addrs:?}"
         );
     }
@@ -457,7 +469,13 @@ mod tests {
             refusals: vec![r],
         }
         .to_string();
-        assert!(text.starts_with("refused: 169.254.169.254 is a cloud metadata address"), "{text}");
-        assert!(text.contains("--webhook-allow 169.254.169.254/32"), "{text}");
+        assert!(
+            text.starts_with("refused: 169.254.169.254 is a cloud metadata address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--webhook-allow 169.254.169.254/32"),
+            "{text}"
+        );
     }
 }

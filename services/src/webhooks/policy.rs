@@ -268,7 +268,9 @@ pub fn check_url(s: &str) -> Result<reqwest::Url, String> {
         return Err("port 0 cannot be connected to; give the endpoint's port".to_string());
     }
     if url.fragment().is_some() {
-        return Err("the URL has a #fragment, which is never sent to a server; remove it".to_string());
+        return Err(
+            "the URL has a #fragment, which is never sent to a server; remove it".to_string(),
+        );
     }
     Ok(url)
 }
@@ -458,7 +460,10 @@ mod tests {
     #[test]
     fn literal_hosts_are_recognised_in_every_spelling() {
         let ip = |s: &str| literal_ip(&check_url(s).unwrap());
-        assert_eq!(ip("http://127.0.0.1:9/"), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            ip("http://127.0.0.1:9/"),
+            Some("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(ip("http://2130706433/"), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(ip("http://0x7f.1/"), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(ip("http://[::1]:80/"), Some("::1".parse().unwrap()));

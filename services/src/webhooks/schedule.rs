@@ -157,6 +157,9 @@ mod tests {
         let day = Duration::from_secs(24 * 3600);
         assert!(s.next(30, day - Duration::from_secs(1), 0.5).is_some());
         assert!(s.next(30, day, 0.5).is_none());
-        assert!(s.next(1, day, 0.5).is_none(), "the window is time, not a count");
+        assert!(
+            s.next(1, day, 0.5).is_none(),
+            "the window is time, not a count"
+        );
     }
 }

@@ -25,9 +25,9 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
     let b64 = secret.strip_prefix(SECRET_PREFIX).ok_or_else(|| {
         format!("the endpoint's stored secret does not start with {SECRET_PREFIX}")
     })?;
-    let key = STANDARD
-        .decode(b64)
-        .map_err(|e| format!("the endpoint's stored secret is not base64 after {SECRET_PREFIX}: {e}"))?;
+    let key = STANDARD.decode(b64).map_err(|e| {
+        format!("the endpoint's stored secret is not base64 after {SECRET_PREFIX}: {e}")
+    })?;
     if key.is_empty() {
         return Err("the endpoint's stored secret is empty".to_string());
     }
@@ -44,7 +44,10 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Result<String,
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+    Ok(format!(
+        "v1,{}",
+        STANDARD.encode(mac.finalize().into_bytes())
+    ))
 }
 
 #[cfg(test)]
