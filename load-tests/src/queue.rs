@@ -175,7 +175,11 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
             jobs,
             notify_queues: Vec::new(),
         };
-        submit_batch(pool, nekton::config::DEFAULT_TENANT, &batch)
+        let tenant = nekton::store::tenants::get_tenant(pool, nekton::config::DEFAULT_TENANT)
+            .await
+            .context("reading the default tenant")?
+            .context("the default tenant is missing (are the migrations applied?)")?;
+        submit_batch(pool, &tenant, &batch)
             .await
             .context("inserting queue-only jobs")?;
         left -= n;

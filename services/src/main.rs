@@ -96,6 +96,15 @@ struct AccessArgs {
     /// API address /metrics needs an admin token.
     #[arg(long, env = "NEKTON_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// An admin token (`nk_...`) to accept instead of writing a new one to
+    /// <state-dir>/admin.token: for API replicas with a read-only state, fed from a secret.
+    #[arg(
+        long,
+        env = "NEKTON_BOOTSTRAP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    bootstrap_token: Option<String>,
 }
 
 impl AccessArgs {
@@ -466,6 +475,7 @@ fn options(
     ProcessOptions {
         auth: api.map_or(AuthMode::On, |(_, a)| a.mode()),
         metrics_listen: api.and_then(|(_, a)| a.metrics_listen),
+        bootstrap_token: api.and_then(|(_, a)| a.bootstrap_token.clone()),
         api: api.map(|(addr, _)| addr),
         worker_slots: worker.map(|w| w.slots.max(1)),
         queues: worker

@@ -26,6 +26,9 @@ use tower::ServiceExt as _;
 struct Api {
     db: TestDb,
     router: Router,
+    /// The admin token (what a server's first start writes to admin.token).
+    token: String,
+    _state_dir: tempfile::TempDir,
 }
 
 impl Api {
@@ -44,9 +47,15 @@ impl Api {
             Metrics::new(),
             Arc::new(Notify::new()),
         );
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let token = nekton::server::bootstrap_admin_token(&db.pool, state_dir.path())
+            .await
+            .expect("admin token");
         Api {
             router: app(state),
             db,
+            token,
+            _state_dir: state_dir,
         }
     }
 
@@ -59,7 +68,10 @@ impl Api {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.token));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -423,6 +435,7 @@ async fn bad_idempotency_key_is_a_400_naming_the_header() {
     let req = Request::builder()
         .method(Method::POST)
         .uri("/v1/jobs")
+        .header("authorization", format!("Bearer {}", h.token))
         .header("content-type", "application/json")
         .header("idempotency-key", "k".repeat(256))
         .body(Body::from(json!({ "module": hello }).to_string()))

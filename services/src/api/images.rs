@@ -36,6 +36,7 @@ use super::types::{
 use super::{AppState, Body};
 use crate::images::describe_image_error;
 use crate::model::auth::Scope;
+use crate::store::tenants as store_tenants;
 
 /// Bytes an import upload may carry beyond the largest image the store accepts (layout files).
 const IMPORT_SLACK: u64 = 64 << 20;
@@ -213,6 +214,15 @@ pub async fn pull(
         PullPolicyView::Always => PullPolicy::Always,
     };
     let reference = image.to_string();
+    {
+        let mut conn = state
+            .pool
+            .acquire()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        store_tenants::record_images(&mut conn, caller.tenant(), std::slice::from_ref(&reference))
+            .await?;
+    }
     if !wants_sse(&headers) {
         let outcome = images
             .pull(&reference, policy, None)
@@ -311,8 +321,18 @@ pub async fn list(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(|e| image_api_error(&e, &images))?;
+    // A worker host's store is shared: a tenant sees the images it pulled, imported or ran.
+    let mine = if caller.scopes().contains(Scope::Admin) {
+        None
+    } else {
+        Some(store_tenants::tenant_images(&state.pool, caller.tenant()).await?)
+    };
     Ok(Json(ImageList {
-        images: records.iter().map(image_view).collect(),
+        images: records
+            .iter()
+            .filter(|r| mine.as_ref().is_none_or(|m| m.contains(&r.reference)))
+            .map(image_view)
+            .collect(),
     }))
 }
 
@@ -339,9 +359,13 @@ pub async fn get(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(|e| image_api_error(&e, &images))?;
+    let visible = caller.scopes().contains(Scope::Admin)
+        || store_tenants::tenant_images(&state.pool, caller.tenant())
+            .await?
+            .contains(&image.to_string());
     match record {
-        Some(r) => Ok(Json(image_view(&r))),
-        None => Err(ApiError::not_found(format!(
+        Some(r) if visible => Ok(Json(image_view(&r))),
+        _ => Err(ApiError::not_found(format!(
             "image {image} is not stored on this host; pull it with POST /v1/images/pull"
         ))),
     }
@@ -395,7 +419,8 @@ pub struct ImportParams {
 /// the store's image size cap) and every blob is verified as in a pull.
 #[utoipa::path(post, path = "/v1/images/import", tag = "images",
     params(ImportParams),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar of an OCI image layout"),
+    request_body(description = "A tar of an OCI image layout; `application/octet-stream` is accepted too",
+        content((super::types::BinaryBody = "application/x-tar"), (super::types::BinaryBody = "application/octet-stream"))),
     responses(
         (status = 201, description = "Imported", body = ImportResult),
         (status = 413, body = ErrorBody),
@@ -479,6 +504,15 @@ pub async fn import(
         .await
         .map_err(|e| image_api_error(&e, &images))?;
     drop(temp);
+    let references: Vec<String> = records.iter().map(|r| r.reference.clone()).collect();
+    {
+        let mut conn = state
+            .pool
+            .acquire()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        store_tenants::record_images(&mut conn, caller.tenant(), &references).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(ImportResult {

@@ -373,7 +373,7 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let id = parse_id(&id)?;
-    match store_jobs::cancel(&state.pool, caller.tenant(), id).await? {
+    match store_jobs::cancel(&state.pool, caller.tenant(), id, &caller.actor()).await? {
         CancelResult::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
         CancelResult::AlreadyFinished(s) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -71,38 +71,84 @@ fn double<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Ok(Some(Option::deserialize(d)?))
 }
 
-/// Settings of a tenant. In a PATCH, an absent field is left as it is and `null` removes a quota.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettings {
-    /// Share of the workers when several tenants have work (1–1000).
-    pub weight: Option<i32>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 0)]
-    pub max_running: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 0)]
-    pub max_queued: Option<Option<i32>>,
-    /// Submissions per second.
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<f64>)]
-    pub submit_rate: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 1)]
-    pub submit_burst: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_memory_bytes: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_wall_time_ms: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_cpu_time_ms: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 0)]
-    pub max_output_bytes: Option<Option<i64>>,
-    pub allow_bridge: Option<bool>,
+/// Declares a struct with the tenant settings fields (and any extra fields first), so the
+/// creation body can list `id` beside them without `flatten` (whose schema would be an `allOf`
+/// of two closed objects that nothing satisfies).
+macro_rules! tenant_settings {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $extra:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $extra: $ty,)*
+            /// Share of the workers when several tenants have work (1–1000).
+            pub weight: Option<i32>,
+            /// Jobs running at once (null: no cap).
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 0)]
+            pub max_running: Option<Option<i32>>,
+            /// Jobs waiting (queued or scheduled for a retry) at once.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 0)]
+            pub max_queued: Option<Option<i32>>,
+            /// Submissions per second.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<f64>)]
+            pub submit_rate: Option<Option<f64>>,
+            /// Submissions allowed at once above the rate.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 1)]
+            pub submit_burst: Option<Option<i32>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_memory_bytes: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_wall_time_ms: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_cpu_time_ms: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 0)]
+            pub max_output_bytes: Option<Option<i64>>,
+            /// Whether jobs may use `network: bridge`.
+            pub allow_bridge: Option<bool>,
+        }
+    };
+}
+
+tenant_settings! {
+    /// Settings of a tenant. In a PATCH, an absent field is left as it is and `null` removes a
+    /// quota.
+    TenantSettings {}
+}
+
+tenant_settings! {
+    /// A new tenant: its name and, optionally, its settings.
+    NewTenant {
+        /// 1–63 characters of a-z, 0-9, `-`, `_`.
+        id: String,
+    }
+}
+
+impl NewTenant {
+    fn split(self) -> (String, TenantSettings) {
+        (
+            self.id,
+            TenantSettings {
+                weight: self.weight,
+                max_running: self.max_running,
+                max_queued: self.max_queued,
+                submit_rate: self.submit_rate,
+                submit_burst: self.submit_burst,
+                max_memory_bytes: self.max_memory_bytes,
+                max_wall_time_ms: self.max_wall_time_ms,
+                max_cpu_time_ms: self.max_cpu_time_ms,
+                max_output_bytes: self.max_output_bytes,
+                allow_bridge: self.allow_bridge,
+            },
+        )
+    }
 }
 
 impl TenantSettings {
@@ -150,16 +196,6 @@ impl TenantSettings {
     }
 }
 
-/// A new tenant: its name and, optionally, its settings.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    /// 1–63 characters of a-z, 0-9, `-`, `_`.
-    pub id: String,
-    #[serde(flatten)]
-    pub settings: TenantSettings,
-}
-
 /// Create a tenant (admin).
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = NewTenant,
     security(("bearer" = ["admin"])),
@@ -172,16 +208,16 @@ pub async fn create_tenant(
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     caller.require(Scope::Admin)?;
     let new: NewTenant = parse_json(&body.json_sized()?)?;
-    check_tenant_name(&new.id).map_err(|m| ApiError::invalid("id", m))?;
-    let patch = new.settings.into_patch()?;
-    match store::create_tenant(&state.pool, &caller.actor(), &new.id, &patch).await? {
+    let (id, settings) = new.split();
+    check_tenant_name(&id).map_err(|m| ApiError::invalid("id", m))?;
+    let patch = settings.into_patch()?;
+    match store::create_tenant(&state.pool, &caller.actor(), &id, &patch).await? {
         TenantCreated::Created(t) => Ok((StatusCode::CREATED, Json(t))),
         TenantCreated::Exists => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
             format!(
-                "tenant {} exists; change it with PATCH /v1/tenants/{} (`nekton tenant set`)",
-                new.id, new.id
+                "tenant {id} exists; change it with PATCH /v1/tenants/{id} (`nekton tenant set`)"
             ),
         )),
     }

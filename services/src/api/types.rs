@@ -408,3 +408,8 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
         })
     }
 }
+
+/// A binary request body (a Wasm module, a tar): the raw bytes, not JSON.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BinaryBody(pub Vec<u8>);

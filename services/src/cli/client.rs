@@ -599,6 +599,24 @@ impl Client {
         }
     }
 
+    /// Any JSON endpoint: `method path` with an optional JSON body; the answer as JSON.
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = self.url(path)?;
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.send_json(req, &url).await
+    }
+
     async fn send_json<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

@@ -144,6 +144,20 @@ pub enum ClientCommand {
     /// Manage the tenant's webhook endpoints (job and batch completion events) and see their
     /// deliveries.
     Webhook(super::webhook::WebhookArgs),
+    /// Create, list and change tenants and their quotas (admin).
+    Tenant(super::admin::TenantArgs),
+    /// Create, list and revoke API tokens (admin).
+    Token(super::admin::TokenArgs),
+    /// Save a token for --server (checked first), so later commands send it.
+    Login(super::admin::LoginArgs),
+    /// Forget the token saved for --server.
+    Logout,
+    /// Show your tenant and your token's scopes.
+    Whoami,
+    /// Your tenant's usage: jobs by outcome, CPU-seconds, memory byte-seconds, output bytes.
+    Usage(super::admin::UsageArgs),
+    /// The audit log: token, tenant and quota changes, cancels (admin).
+    Audit(super::admin::AuditArgs),
 }
 
 /// `nekton run`.
@@ -395,6 +409,13 @@ pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
         ClientCommand::Module(args) => module(args, server).await,
         ClientCommand::Image(args) => super::image::image(args, server).await,
         ClientCommand::Webhook(args) => super::webhook::webhook(args, server).await,
+        ClientCommand::Tenant(args) => super::admin::tenant(args, server).await,
+        ClientCommand::Token(args) => super::admin::token(args, server).await,
+        ClientCommand::Login(args) => super::admin::login(args, server).await,
+        ClientCommand::Logout => super::admin::logout(server).await,
+        ClientCommand::Whoami => super::admin::whoami(server).await,
+        ClientCommand::Usage(args) => super::admin::usage(args, server).await,
+        ClientCommand::Audit(args) => super::admin::audit(args, server).await,
     }
 }
 

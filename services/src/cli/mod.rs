@@ -35,6 +35,7 @@ macro_rules! out {
     }};
 }
 
+pub mod admin;
 pub mod client;
 pub mod commands;
 pub mod credentials;

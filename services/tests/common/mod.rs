@@ -78,6 +78,7 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         auth: nekton::api::auth::AuthMode::On,
         metrics_listen: None,
         webhooks: Default::default(),
+        bootstrap_token: None,
     }
 }
 
