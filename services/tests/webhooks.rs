@@ -741,7 +741,10 @@ async fn every_path_into_a_final_state_writes_one_event_in_the_same_transaction(
         .await
         .unwrap()
         .unwrap();
-    let cancelled = nekton::store::jobs::cancel(pool, &t1.id, b).await.unwrap();
+    let cancelled =
+        nekton::store::jobs::cancel(pool, &t1.id, b, &nekton::store::tenants::Actor::default())
+            .await
+            .unwrap();
     assert_eq!(cancelled, nekton::store::jobs::CancelResult::CancelledNow);
     assert_eq!(events(b).await, 1);
     let payload: Value = sqlx::query_scalar(
