@@ -920,3 +920,90 @@ async fn killing_workers_between_completion_and_delivery_loses_nothing() {
     assert_eq!(d.attempts[1].status, Some(200));
     assert_eq!(rx.received().len(), 2);
 }
+
+/// `nekton webhook create|ls|deliveries|redeliver|rm` against the in-process server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_shows_redelivers_and_removes_webhooks() {
+    let h = Harness::start_with(|o| o.webhooks = quick(&["127.0.0.1/32"])).await;
+    let token = h.tenant_token("cli", WRITER).await;
+    let (client, http) = h.clients_for(&token);
+    let rx = Receiver::start(vec![Reply::Status(503)]).await;
+    let nekton = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--server", &h.base, "--token", &token])
+            .args(args)
+            .env_remove("NEKTON_TOKEN")
+            .output()
+            .unwrap_or_else(|e| panic!("running {BIN}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "nekton {args:?}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let url = rx.url();
+    let created = nekton(&["webhook", "create", &url, "--event", "job.completed"]);
+    let field = |name: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {created}"))
+    };
+    let id = field("id:");
+    let secret = field("secret:");
+    assert!(secret.starts_with("whsec_"), "{created}");
+    assert_eq!(field("events:"), "job.completed");
+    let listed = nekton(&["webhook", "ls"]);
+    assert!(listed.contains(&id) && listed.contains(&url), "{listed}");
+    assert!(
+        !listed.contains(&secret),
+        "ls never shows the secret: {listed}"
+    );
+
+    let digest = client.push_module(guests::hello()).await.unwrap().digest;
+    client.submit(&Harness::spec(&digest), None).await.unwrap();
+    let got = rx.wait_for(2, Duration::from_secs(30)).await;
+    assert!(
+        signature_verifies(&secret, &got[1]),
+        "the printed secret verifies"
+    );
+    let hook: Uuid = id.parse().unwrap();
+    let page = wait_log(
+        &http,
+        &h.base,
+        hook,
+        Duration::from_secs(10),
+        "delivered",
+        |p| {
+            p.deliveries
+                .first()
+                .is_some_and(|d| d.state == DeliveryState::Delivered)
+        },
+    )
+    .await;
+    let delivery = page.deliveries[0].id.to_string();
+    let shown = nekton(&["webhook", "deliveries", &id]);
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with(&delivery))
+        .unwrap_or_else(|| panic!("no row for {delivery}: {shown}"));
+    assert!(
+        row.contains("job.completed") && row.contains("delivered") && row.contains("200"),
+        "{shown}"
+    );
+    let json: Value = serde_json::from_str(&nekton(&["webhook", "deliveries", &id, "--json"]))
+        .expect("--json prints JSON");
+    assert_eq!(json["deliveries"][0]["attempts"][0]["status"], 503);
+
+    let redelivered = nekton(&["webhook", "redeliver", &id, &delivery]);
+    assert!(redelivered.contains("queued again"), "{redelivered}");
+    rx.wait_for(3, Duration::from_secs(10)).await;
+
+    let removed = nekton(&["webhook", "rm", &id]);
+    assert!(removed.contains("deleted"), "{removed}");
+    assert!(!nekton(&["webhook", "ls"]).contains(&id));
+}

@@ -126,7 +126,7 @@ pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Webhook
 }
 
 /// Deletes an endpoint (audited as `webhook.delete`): no new events are written for it, and its
-/// waiting deliveries end `failed`. `None`: the tenant has no such live endpoint.
+/// undelivered events end `failed`. `None`: the tenant has no such live endpoint.
 pub async fn delete(
     pool: &PgPool,
     actor: &Actor,
@@ -145,10 +145,12 @@ pub async fn delete(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let webhook = webhook_from_row(&row)?;
+    // Waiting deliveries end here; one under way is failed too (its result, fenced by the
+    // state, is then not recorded), so no attempt ever goes to a deleted endpoint again.
     let dropped = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'failed', \
              last_error = 'the endpoint was deleted before this event was delivered' \
-         WHERE webhook_id = $1 AND state = 'pending'",
+         WHERE webhook_id = $1 AND state IN ('pending', 'delivering')",
     )
     .bind(id)
     .execute(&mut *tx)
