@@ -22,6 +22,7 @@ use crate::images::{self, ImageOptions};
 use crate::metrics::Metrics;
 use crate::pg::EmbeddedOptions;
 use crate::pg::supervisor::Supervisor;
+use crate::webhooks::WebhookOptions;
 use crate::worker::route::ImageModuleStore;
 use crate::worker::{PgModuleStore, Worker, WorkerConfig};
 use image_store::ImageStore;
@@ -120,6 +121,9 @@ pub struct ProcessOptions {
     pub auth: AuthMode,
     /// Also serve `/metrics` here, without a token (for a scraper on a private address).
     pub metrics_listen: Option<SocketAddr>,
+    /// Webhook delivery (run by a process that runs a worker): the address policy's extra
+    /// ranges, retries, timeouts.
+    pub webhooks: WebhookOptions,
     /// An admin token the operator hands in (e.g. from a Secret): made valid at start instead of
     /// writing `<state_dir>/admin.token`.
     pub bootstrap_token: Option<String>,
@@ -340,6 +344,13 @@ pub fn wasm_backend(
 /// Starts the API and/or a worker on `pool`.
 pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
     check_auth_mode(&options)?;
+    if options.worker_slots.is_some() {
+        options
+            .webhooks
+            .check()
+            .map_err(anyhow::Error::msg)
+            .context("checking the webhook settings")?;
+    }
     let stop = CancellationToken::new();
     let metrics = Metrics::new();
     let local_wake = Arc::new(Notify::new());
@@ -382,6 +393,14 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         .with_images(host);
         let token = stop.clone();
         tasks.spawn(async move { worker.run(token).await });
+        // Webhook deliveries go out from worker processes (the API may be on a host with no
+        // business reaching tenants' endpoints).
+        tasks.spawn(crate::webhooks::delivery::run(
+            pool.clone(),
+            options.webhooks.clone(),
+            options.timing.retention,
+            stop.clone(),
+        ));
     }
 
     if let Some(addr) = options.api {

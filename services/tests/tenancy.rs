@@ -88,7 +88,9 @@ struct Row {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_by_tenant_token_and_scope() {
-    let h = Harness::start().await;
+    // The webhook delivery loop looks at its outbox once, at start: a's deliveries stay pending
+    // (and its endpoint is never contacted), so redelivering one always finds it waiting.
+    let h = Harness::start_with(|o| o.webhooks.poll = Duration::from_secs(3600)).await;
     let admin = h.admin_token.clone().expect("admin token");
     let a = h.tenant_token("a", &ALL_BUT_ADMIN).await;
     let b = h.tenant_token("b", &ALL_BUT_ADMIN).await;
@@ -134,6 +136,17 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
     // worker serves), a batch, an idempotency key.
     let (a_client, a_http) = h.clients_for(&t.a);
     let digest = a_client.push_module(guests::hello()).await.unwrap().digest;
+    // A webhook endpoint of a's (127.0.0.1:1: nothing listens, and nothing is sent), created
+    // before a's first job so that job's end writes a delivery.
+    let r = a_http
+        .post(format!("{}/v1/webhooks", h.base))
+        .json(&json!({ "url": "http://127.0.0.1:1/hook", "events": ["job.completed"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hook: Value = r.json().await.unwrap();
+    let hook_id = hook["id"].as_str().unwrap().to_string();
     let done = a_client
         .submit(&Harness::spec(&digest), Some("key-1"))
         .await
@@ -151,6 +164,15 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
     };
     let out = a_client.plain_log_bytes(done.id, None).await.unwrap();
     assert!(!out.is_empty(), "the hello job printed nothing");
+    // Written with the job's completion.
+    let delivery_id: Uuid = sqlx::query_scalar(
+        "SELECT id FROM webhook_deliveries WHERE webhook_id = $1::uuid AND payload->'data'->>'id' = $2",
+    )
+    .bind(&hook_id)
+    .bind(done.id.to_string())
+    .fetch_one(&h.db.pool)
+    .await
+    .expect("the finished job's webhook delivery");
     let parked = |queue: &str| {
         json!({ "module": digest, "queue": queue, "labels": { "owner": "a" } })
             .to_string()
@@ -416,6 +438,76 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             other: 422,
             fresh: false,
         },
+        Row {
+            method: Method::GET,
+            template: "/v1/webhooks",
+            path: "/v1/webhooks".into(),
+            body: None,
+            sse: false,
+            scope: "jobs:read",
+            own: 200,
+            other: 200,
+            fresh: false,
+        },
+        Row {
+            method: Method::POST,
+            template: "/v1/webhooks",
+            path: "/v1/webhooks".into(),
+            body: Some((
+                "application/json",
+                br#"{"url":"http://127.0.0.1:1/other"}"#.to_vec(),
+            )),
+            sse: false,
+            scope: "jobs:write",
+            own: 201,
+            other: 201,
+            fresh: false,
+        },
+        Row {
+            method: Method::GET,
+            template: "/v1/webhooks/{id}",
+            path: format!("/v1/webhooks/{hook_id}"),
+            body: None,
+            sse: false,
+            scope: "jobs:read",
+            own: 200,
+            other: 404,
+            fresh: false,
+        },
+        Row {
+            method: Method::GET,
+            template: "/v1/webhooks/{id}/deliveries",
+            path: format!("/v1/webhooks/{hook_id}/deliveries"),
+            body: None,
+            sse: false,
+            scope: "jobs:read",
+            own: 200,
+            other: 404,
+            fresh: false,
+        },
+        Row {
+            method: Method::POST,
+            template: "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            path: format!("/v1/webhooks/{hook_id}/deliveries/{delivery_id}/redeliver"),
+            body: None,
+            sse: false,
+            scope: "jobs:write",
+            own: 202,
+            other: 404,
+            fresh: false,
+        },
+        // Deleting a's endpoint comes after the rows that need it.
+        Row {
+            method: Method::DELETE,
+            template: "/v1/webhooks/{id}",
+            path: format!("/v1/webhooks/{hook_id}"),
+            body: None,
+            sse: false,
+            scope: "jobs:write",
+            own: 200,
+            other: 404,
+            fresh: false,
+        },
         // The last job of a's: cancelling it last keeps it queued for the rows above.
         Row {
             method: Method::POST,
@@ -522,6 +614,8 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
         queued_id.clone(),
         batch_id.clone(),
         digest.clone(),
+        hook_id.clone(),
+        delivery_id.to_string(),
     ];
     let no_token = http_client(None);
     let http = |tok: &str| http_client(Some(tok));

@@ -17,6 +17,7 @@ pub mod system;
 pub mod tenants;
 pub mod types;
 pub mod validate;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -216,6 +217,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         (name = "batches", description = "Many jobs at once"),
         (name = "modules", description = "Wasm modules"),
         (name = "images", description = "OCI images on worker hosts: pull (with SSE progress), list, inspect, delete, import, gc. Images live on worker hosts: these endpoints are served by processes that run both the API and a worker (`nekton serve`); an API-only process (`nekton api`) answers 503"),
+        (name = "webhooks", description = "Job and batch completion events POSTed to the tenant's endpoints, signed per Standard Webhooks, retried for at least 24 h; delivery logs and redelivery"),
         (name = "admin", description = "Tenants, tokens, quotas, the audit log and usage"),
         (name = "system", description = "Health, readiness, metrics")
     ),
@@ -266,6 +268,10 @@ fn routes() -> OpenApiRouter<AppState> {
                 // The upload is streamed to disk and capped by the handler itself.
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
         .routes(routes!(tenants::create_token, tenants::list_tokens))
