@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Property-based run of the API against its own OpenAPI document (Schemathesis): a fresh
-# `nekton serve` on loopback with its admin token; every generated request must get an answer
-# that is not a 5xx. Also checks that the document declares the bearer security scheme.
+# The API against its own OpenAPI document: the document is valid OpenAPI 3.1
+# (openapi-spec-validator) and declares the bearer security scheme; then a property-based run
+# (Schemathesis) against a fresh `nekton serve` on loopback with its admin token, where every
+# generated request must get an answer that is not a 5xx.
 # Installs its pinned tools into a venv outside the clone; idempotent.
 #
 # Network rule: the server only ever talks to loopback here. Image pulls are limited to the
@@ -17,6 +18,7 @@ if [ ! -x "$venv/bin/schemathesis" ] || ! cmp -s openapi/requirements.txt "$venv
 fi
 bin="${CARGO_TARGET_DIR:-target}/debug/nekton"
 [ -x "$bin" ] || cargo build -q -p nekton --locked
+"$venv/bin/openapi-spec-validator" openapi/openapi.json
 jq -e '.components.securitySchemes.bearer | .type == "http" and .scheme == "bearer"' openapi/openapi.json >/dev/null ||
     { echo "check-api-fuzz: openapi/openapi.json declares no bearer security scheme" >&2; exit 1; }
 

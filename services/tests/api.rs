@@ -588,6 +588,39 @@ async fn openapi_document_is_committed_and_current() {
     ] {
         assert!(served["paths"].get(p).is_some(), "the document lacks {p}");
     }
+    // Every operation: a unique verb-noun camelCase operationId (what generated clients name
+    // their functions), a tag, a description and a described response.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(
+                id.len() > 4
+                    && id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric())
+                    && id.chars().any(|c| c.is_ascii_uppercase()),
+                "{method} {path}: operationId {id:?} is not verb-noun camelCase"
+            );
+            assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{method} {path}: no tag"
+            );
+            assert!(
+                op["description"]
+                    .as_str()
+                    .or(op["summary"].as_str())
+                    .is_some_and(|d| !d.is_empty()),
+                "{method} {path}: no description"
+            );
+            for (status, r) in op["responses"].as_object().unwrap() {
+                assert!(
+                    r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}: a response without a description"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,7 +181,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 /// stored), `extracting` / `extracted` (a layer being unpacked; `done` = unpacked bytes), then
 /// `done` (`PullResult`) or `error` (`ErrorBody`). Concurrent pulls of one image share one
 /// download; the pull goes on if the client disconnects.
-#[utoipa::path(post, path = "/v1/images/pull", tag = "images",
+#[utoipa::path(post, path = "/v1/images/pull", operation_id = "pullImage", tag = "images",
     request_body = PullRequest,
     responses(
         (status = 200, description = "The image (JSON `PullResult`), or an SSE stream of the pull's progress ending with `done` or `error`", body = PullResult),
@@ -308,7 +308,7 @@ fn progress_event(ev: &PullEvent) -> Option<Event> {
 }
 
 /// List the images in the worker host's store, sorted by reference.
-#[utoipa::path(get, path = "/v1/images", tag = "images",
+#[utoipa::path(get, path = "/v1/images", operation_id = "listImages", tag = "images",
     responses((status = 200, body = ImageList), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -337,7 +337,7 @@ pub async fn list(
 }
 
 /// Inspect one stored image. `reference` is one path segment: percent-encode its `/` as `%2F`.
-#[utoipa::path(get, path = "/v1/images/{reference}", tag = "images",
+#[utoipa::path(get, path = "/v1/images/{reference}", operation_id = "getImage", tag = "images",
     params(("reference" = String, Path, description = "Image reference, `/` percent-encoded as `%2F` (e.g. `docker.io%2Flibrary%2Fbusybox:latest`, or `busybox:latest`)")),
     responses(
         (status = 200, body = Image),
@@ -373,7 +373,7 @@ pub async fn get(
 
 /// Remove an image's record. Its blobs and layers stay until `POST /v1/images/gc` (jobs running
 /// on it keep what they use). Answers the removed image.
-#[utoipa::path(delete, path = "/v1/images/{reference}", tag = "images",
+#[utoipa::path(delete, path = "/v1/images/{reference}", operation_id = "deleteImage", tag = "images",
     params(("reference" = String, Path, description = "Image reference, `/` percent-encoded as `%2F`")),
     responses(
         (status = 200, description = "Removed", body = Image),
@@ -417,7 +417,7 @@ pub struct ImportParams {
 /// Import an OCI image layout (for air-gapped hosts). The body is a tar of the layout (plain,
 /// gzip or zstd: `oci-layout`, `index.json`, `blobs/sha256/...`); it is streamed to disk (up to
 /// the store's image size cap) and every blob is verified as in a pull.
-#[utoipa::path(post, path = "/v1/images/import", tag = "images",
+#[utoipa::path(post, path = "/v1/images/import", operation_id = "importImage", tag = "images",
     params(ImportParams),
     request_body(description = "A tar of an OCI image layout; `application/octet-stream` is accepted too",
         content((super::types::BinaryBody = "application/x-tar"), (super::types::BinaryBody = "application/octet-stream"))),
@@ -522,7 +522,7 @@ pub async fn import(
 }
 
 /// Delete blobs and extracted layers no stored image refers to (and none a running job uses).
-#[utoipa::path(post, path = "/v1/images/gc", tag = "images",
+#[utoipa::path(post, path = "/v1/images/gc", operation_id = "collectImageGarbage", tag = "images",
     responses((status = 200, body = GcResult), (status = 503, body = ErrorBody)))]
 pub async fn gc(State(state): State<AppState>, caller: Caller) -> Result<Json<GcResult>, ApiError> {
     caller.require(Scope::Admin)?;

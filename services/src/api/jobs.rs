@@ -184,7 +184,7 @@ pub fn refused(r: Refused) -> ApiError {
 }
 
 /// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422")),
     responses(
@@ -235,7 +235,7 @@ pub async fn submit(
 }
 
 /// Get a job: its state, outcome and usage.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -278,7 +278,7 @@ pub struct ListParams {
 }
 
 /// List jobs, newest first, with keyset pagination.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListParams),
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(ListParams),
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -359,7 +359,7 @@ pub async fn list(
 
 /// Cancel a job: a queued job is cancelled at once; a running job's sandbox is killed within a
 /// second and the job ends `cancelled`.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Cancelled, or cancel requested (the job is running)", body = Job),

@@ -13,7 +13,7 @@ use crate::store::modules;
 
 /// Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
 /// `module`. Uploading the same bytes again returns the same digest.
-#[utoipa::path(post, path = "/v1/modules", tag = "modules",
+#[utoipa::path(post, path = "/v1/modules", operation_id = "uploadModule", tag = "modules",
     request_body(description = "The module's bytes (binary .wasm); `application/octet-stream` is accepted too",
         content((super::types::BinaryBody = "application/wasm"), (super::types::BinaryBody = "application/octet-stream"))),
     responses(

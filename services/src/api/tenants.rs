@@ -197,7 +197,7 @@ impl TenantSettings {
 }
 
 /// Create a tenant (admin).
-#[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = NewTenant,
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "createTenant", tag = "admin", request_body = NewTenant,
     security(("bearer" = ["admin"])),
     responses((status = 201, body = Tenant), (status = 409, description = "The tenant exists", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -224,7 +224,7 @@ pub async fn create_tenant(
 }
 
 /// List tenants (admin).
-#[utoipa::path(get, path = "/v1/tenants", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "listTenants", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<Tenant>)))]
 pub async fn list_tenants(
     State(state): State<AppState>,
@@ -235,7 +235,7 @@ pub async fn list_tenants(
 }
 
 /// Get a tenant (admin).
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(get, path = "/v1/tenants/{id}", operation_id = "getTenant", tag = "admin", security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "Tenant name")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
 pub async fn get_tenant(
@@ -251,7 +251,7 @@ pub async fn get_tenant(
 }
 
 /// Change a tenant's quotas (admin). Absent fields are kept; `null` removes a quota.
-#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = TenantSettings,
+#[utoipa::path(patch, path = "/v1/tenants/{id}", operation_id = "updateTenant", tag = "admin", request_body = TenantSettings,
     security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "Tenant name")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -296,7 +296,7 @@ pub struct CreatedToken {
 }
 
 /// Create a token (admin). The answer holds the secret; it is never shown again.
-#[utoipa::path(post, path = "/v1/tokens", tag = "admin", request_body = NewToken,
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "createToken", tag = "admin", request_body = NewToken,
     security(("bearer" = ["admin"])),
     responses((status = 201, body = CreatedToken), (status = 404, description = "No such tenant", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -370,7 +370,7 @@ pub struct TokenListParams {
 }
 
 /// List tokens (admin): never their secrets.
-#[utoipa::path(get, path = "/v1/tokens", tag = "admin", params(TokenListParams),
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "listTokens", tag = "admin", params(TokenListParams),
     security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<TokenInfo>), (status = 400, body = ErrorBody)))]
 pub async fn list_tokens(
@@ -386,7 +386,7 @@ pub async fn list_tokens(
 }
 
 /// Revoke a token (admin). It stops working everywhere within a second.
-#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(delete, path = "/v1/tokens/{id}", operation_id = "revokeToken", tag = "admin", security(("bearer" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "Token id")),
     responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
@@ -420,7 +420,7 @@ pub struct AuditParams {
 }
 
 /// The audit log, newest first (admin).
-#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditParams),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEntries", tag = "admin", params(AuditParams),
     security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ErrorBody)))]
 pub async fn audit(
@@ -455,7 +455,7 @@ pub struct UsageParams {
 
 /// A tenant's usage for billing: jobs by outcome, CPU-seconds, memory byte-seconds,
 /// wall-seconds, output and network bytes.
-#[utoipa::path(get, path = "/v1/usage", tag = "admin", params(UsageParams),
+#[utoipa::path(get, path = "/v1/usage", operation_id = "getUsage", tag = "admin", params(UsageParams),
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody)))]
 pub async fn usage(
@@ -502,7 +502,7 @@ pub struct Me {
 }
 
 /// The caller's tenant and scopes (any token).
-#[utoipa::path(get, path = "/v1/me", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me", operation_id = "getCaller", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(caller: Caller) -> Json<Me> {
     Json(Me {

@@ -67,7 +67,7 @@ fn parse_events(events: Option<Vec<String>>) -> Result<Vec<WebhookEvent>, ApiErr
 }
 
 /// Create a webhook endpoint. The answer holds its signing secret, which is never shown again.
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhook,
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks", request_body = NewWebhook,
     security(("bearer" = ["jobs:write"])),
     responses(
         (status = 201, body = CreatedWebhook),
@@ -111,7 +111,7 @@ pub async fn create(
 }
 
 /// List the tenant's webhook endpoints (never their secrets).
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", security(("bearer" = ["jobs:read"])),
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks", security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = Vec<Webhook>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -122,7 +122,7 @@ pub async fn list(
 }
 
 /// Get a webhook endpoint.
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = ["jobs:read"])),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks", security(("bearer" = ["jobs:read"])),
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses((status = 200, body = Webhook), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -140,7 +140,7 @@ pub async fn get(
 
 /// Delete a webhook endpoint: no more events are written for it, and those not yet delivered
 /// end `failed`.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = ["jobs:write"])),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks", security(("bearer" = ["jobs:write"])),
     params(("id" = Uuid, Path, description = "Webhook id")),
     responses((status = 200, description = "Deleted", body = Webhook), (status = 404, body = ErrorBody)))]
 pub async fn delete(
@@ -167,7 +167,7 @@ pub struct DeliveryParams {
 
 /// The endpoint's delivery log, newest first: each event with its state and every attempt
 /// (status, error, duration).
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks",
     security(("bearer" = ["jobs:read"])),
     params(("id" = Uuid, Path, description = "Webhook id"), DeliveryParams),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -225,7 +225,7 @@ pub async fn deliveries(
 
 /// Send a delivery again: due at once, with the same `webhook-id` and body and a fresh retry
 /// window (also after it was delivered or gave up).
-#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", operation_id = "redeliverWebhook", tag = "webhooks",
     security(("bearer" = ["jobs:write"])),
     params(("id" = Uuid, Path, description = "Webhook id"),
         ("delivery_id" = Uuid, Path, description = "Delivery id (the `webhook-id` header)")),
