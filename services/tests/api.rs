@@ -602,6 +602,18 @@ async fn openapi_document_is_committed_and_current() {
                 "{method} {path}: operationId {id:?} is not verb-noun camelCase"
             );
             assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+            // Path parameters are exactly the path's `{names}`; everything else is a query or
+            // header parameter.
+            for prm in op["parameters"].as_array().into_iter().flatten() {
+                let name = prm["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    prm["in"] == "path",
+                    in_path,
+                    "{method} {path}: parameter {name} is declared in {}",
+                    prm["in"]
+                );
+            }
             assert!(
                 op["tags"].as_array().is_some_and(|t| !t.is_empty()),
                 "{method} {path}: no tag"

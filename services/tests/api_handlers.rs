@@ -301,6 +301,8 @@ async fn list_query_errors_name_the_parameter() {
         ("/v1/jobs?cursor=xyz", Some("cursor")),
         ("/v1/jobs?limit=ten", None),
         ("/v1/jobs?bogus=1", None),
+        ("/v1/jobs?state=queued&state=failed", Some("state")),
+        ("/v1/jobs?label=a%3D1&label=a%3D2", Some("label")),
     ];
     for (uri, field) in cases {
         let res = h.get(uri).await;
@@ -310,6 +312,38 @@ async fn list_query_errors_name_the_parameter() {
     let (status, page) = h.get("/v1/jobs?limit=500&state=queued").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["jobs"], json!([]), "{page}");
+}
+
+/// `label` repeats: every label given must match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_label_filters_must_all_match() {
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    for labels in [
+        json!({ "suite": "a", "lang": "rust" }),
+        json!({ "suite": "a", "lang": "c" }),
+        json!({ "suite": "b", "lang": "rust" }),
+    ] {
+        let (status, body) = h
+            .post_json(
+                "/v1/jobs",
+                json!({ "module": hello, "labels": labels })
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for (uri, n) in [
+        ("/v1/jobs?label=suite%3Da", 2),
+        ("/v1/jobs?label=suite=a&label=lang=rust", 1),
+        ("/v1/jobs?label=lang%3Drust&label=suite%3Db&limit=10", 1),
+        ("/v1/jobs?label=suite%3Da&label=lang%3Dgo", 0),
+    ] {
+        let (status, page) = h.get(uri).await;
+        assert_eq!(status, 200, "{uri}: {page}");
+        assert_eq!(page["jobs"].as_array().unwrap().len(), n, "{uri}: {page}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

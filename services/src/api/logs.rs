@@ -67,6 +67,7 @@ impl Position {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// Plain log only: `stdout` or `stderr` (default both, interleaved as written).

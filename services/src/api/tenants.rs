@@ -363,6 +363,7 @@ pub async fn create_token(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TokenListParams {
     /// Only this tenant's tokens.
@@ -411,6 +412,7 @@ fn bad_query(e: QueryRejection) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Entries before this id (the last `id` of the previous page).
@@ -443,6 +445,7 @@ pub async fn audit(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start (RFC 3339, inclusive; default: 30 days ago). Usage is kept per hour.
