@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::{Context as _, Result, bail};
 use nekton::api::types::{JobSpec, LimitsSpec};
 use nekton::cli::Client;
 use serde_json::{Value, json};
@@ -14,7 +15,10 @@ use crate::stats::Verdict;
 
 /// Handles to the server under test.
 pub struct Ctx {
+    /// A client sending the API token (the admin token of a server load-tests started).
     pub client: Client,
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
     /// The `nekton serve` process, when known (for CPU accounting).
     pub server_pid: Option<i32>,
     /// Direct access to the server's database, when available (statistics, queue-only benchmark).
@@ -134,4 +138,44 @@ pub fn delta_ms(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Ut
     (b - a)
         .num_microseconds()
         .map_or(f64::NAN, |us| us as f64 / 1000.0)
+}
+
+/// Creates tenant `id` with `settings` through the admin API (as `ctx.client`, which must hold
+/// an admin token) and a token of it that may run jobs; returns a client sending that token.
+pub async fn tenant_client(ctx: &Ctx, id: &str, settings: Value) -> Result<Client> {
+    let mut body = settings;
+    body["id"] = json!(id);
+    let r = ctx
+        .client
+        .http()
+        .post(ctx.client.url("v1/tenants")?)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("creating tenant {id}"))?;
+    let status = r.status();
+    if status.as_u16() != 201 && status.as_u16() != 409 {
+        bail!(
+            "creating tenant {id}: {status}: {} (the benchmark needs the admin token: own server, \
+             or --token with the admin scope)",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let r = ctx
+        .client
+        .http()
+        .post(ctx.client.url("v1/tokens")?)
+        .json(&json!({"tenant": id, "name": "load-tests", "scopes": ["jobs:read", "jobs:write", "modules:write"]}))
+        .send()
+        .await
+        .with_context(|| format!("creating a token of tenant {id}"))?;
+    let status = r.status();
+    let body: Value = r
+        .json()
+        .await
+        .with_context(|| format!("reading the token of tenant {id}"))?;
+    let Some(token) = body["token"].as_str() else {
+        bail!("creating a token of tenant {id}: {status}: {body}");
+    };
+    Client::with_token(&ctx.url, Some(token))
 }

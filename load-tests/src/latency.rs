@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use nekton::api::types::{JobSpec, JobState};
-use nekton::cli::{LogStreamEvent, StdStream};
+use nekton::cli::{Client, LogStreamEvent, StdStream};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -32,23 +32,27 @@ pub struct LatencyArgs {
     pub latency_job_timeout_secs: u64,
 }
 
-struct One {
-    id: Uuid,
-    submit: Duration,
-    done: Duration,
+/// One hello job, submitted alone and followed to its end.
+pub struct One {
+    pub id: Uuid,
+    /// `POST /v1/jobs` answered.
+    pub submit: Duration,
+    /// Submitted → `exit` event on the job's SSE stream.
+    pub done: Duration,
     /// Realtime clock when the client started the submission and when it got the `exit` event
     /// (comparable with the job record's timestamps: same machine, same clock).
-    sent_at: DateTime<Utc>,
-    exit_at: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+    pub exit_at: DateTime<Utc>,
 }
 
-/// Submits one job and follows its log stream to the `exit` event.
-async fn run_one(ctx: &Ctx, spec: &JobSpec, timeout: Duration) -> Result<One> {
+/// Submits one hello job as `client` and follows its log stream to the `exit` event; checks it
+/// succeeded with the hello output.
+pub async fn run_one(client: &Client, spec: &JobSpec, timeout: Duration) -> Result<One> {
     let sent_at = Utc::now();
     let start = Instant::now();
-    let job = ctx.client.submit(spec, None).await?;
+    let job = client.submit(spec, None).await?;
     let submit = start.elapsed();
-    let mut events = Box::pin(ctx.client.follow_logs(job.id, None));
+    let mut events = Box::pin(client.follow_logs(job.id, None));
     let mut out = Vec::new();
     let exit = tokio::time::timeout(timeout, async {
         while let Some(ev) = events.next().await {
@@ -111,7 +115,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         .context("uploading the hello module")?;
     let spec = module_spec(&module.digest, "latency", 10_000);
     for i in 0..args.latency_warmup {
-        run_one(ctx, &spec, timeout)
+        run_one(&ctx.client, &spec, timeout)
             .await
             .with_context(|| format!("warm-up job {i}"))?;
     }
@@ -120,7 +124,7 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
     let mut runs = Vec::with_capacity(args.latency_jobs);
     for i in 0..args.latency_jobs {
         runs.push(
-            run_one(ctx, &spec, timeout)
+            run_one(&ctx.client, &spec, timeout)
                 .await
                 .with_context(|| format!("measured job {i}"))?,
         );

@@ -9,6 +9,8 @@
 //! $CARGO_TARGET_DIR/release/load-tests throughput [--throughput-jobs 20000 --batch-size 500 --submitters 4]
 //! $CARGO_TARGET_DIR/release/load-tests logs [--log-mib 256 --write-size 4096 --trickle-writes 500]
 //! $CARGO_TARGET_DIR/release/load-tests queue [--queue-jobs 20000 --queue-workers 4]
+//! $CARGO_TARGET_DIR/release/load-tests fairness [--backlog-jobs 50000 --probe-jobs 20]
+//! $CARGO_TARGET_DIR/release/load-tests auth-overhead [--rounds 2]   # starts its own servers
 //! ```
 //!
 //! By default each run starts its own server: `nekton serve --listen 127.0.0.1:<free port>
@@ -18,7 +20,9 @@
 //! `--serve-arg=ARG` (repeatable) passes flags to `nekton serve`, `--database-url` makes it use
 //! that PostgreSQL instead of the embedded one. `--server http://127.0.0.1:PORT` uses a running
 //! server instead (add `--database-url` for the PostgreSQL figures and the queue-only benchmark,
-//! `--server-pid` for its CPU time). Only 127.0.0.1 is ever contacted.
+//! `--server-pid` for its CPU time, `--token` for the API token). A server load-tests starts has
+//! auth on: the benchmarks use the admin token it writes to its state directory. Only 127.0.0.1
+//! is ever contacted.
 //!
 //! Benchmarks:
 //! - `latency`: hello-world Wasm jobs one at a time; submit → `exit` event on the job's SSE log
@@ -30,14 +34,20 @@
 //!   p50 ≤ 250 ms.
 //! - `queue`: the service's claim/complete statements alone (no HTTP, no sandbox), for reference.
 //! - `all`: all of them, on one server.
+//! - `fairness`: tenant B's lone hello jobs, idle and then behind tenant A's 50,000-job backlog;
+//!   target: B's p50 behind the backlog ≤ 3 × idle.
+//! - `auth-overhead`: fresh servers with auth on and `--auth off` in turn, the same requests and
+//!   benchmarks on each; targets: ≤ 5 % of the throughput, ≤ 0.2 ms on the POST p50.
 //!
 //! Every benchmark reports the CPU time the machine, nekton (by thread), its PostgreSQL (by role)
 //! and this process used, and PostgreSQL's transactions, rows and WAL per job. The report is
 //! printed; `--json FILE` also writes it as JSON.
 
+mod auth_overhead;
 mod bench;
 mod containers;
 mod dbstats;
+mod fairness;
 mod guests;
 mod latency;
 mod logs;
@@ -90,6 +100,10 @@ struct Global {
     /// With --server: the server's pid, for its CPU time.
     #[arg(long, global = true)]
     server_pid: Option<i32>,
+    /// With --server: the API token to send (`fairness` needs one with the admin scope). A server
+    /// load-tests starts is used with the admin token it writes to its state directory.
+    #[arg(long, global = true, env = "NEKTON_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -121,6 +135,10 @@ enum Command {
     Containers(containers::ContainersArgs),
     /// Thousands of SSE clients following live jobs: latency, RSS per client, descriptors.
     Watchers(watchers::WatchersArgs),
+    /// Tenant B's lone jobs, idle and behind tenant A's backlog (needs the admin token).
+    Fairness(fairness::FairnessArgs),
+    /// Auth on vs --auth off: the same benchmarks on fresh servers of each (starts its own).
+    AuthOverhead(auth_overhead::AuthOverheadArgs),
 }
 
 #[derive(Args)]
@@ -195,6 +213,7 @@ enum Bench<'a> {
     Queue(&'a queue::QueueArgs),
     Containers(&'a containers::ContainersArgs),
     Watchers(&'a watchers::WatchersArgs),
+    Fairness(&'a fairness::FairnessArgs),
 }
 
 impl Bench<'_> {
@@ -206,6 +225,7 @@ impl Bench<'_> {
             Bench::Queue(_) => "queue",
             Bench::Containers(_) => "containers",
             Bench::Watchers(_) => "watchers",
+            Bench::Fairness(_) => "fairness",
         }
     }
 
@@ -217,6 +237,7 @@ impl Bench<'_> {
             Bench::Queue(a) => queue::run(ctx, a).await,
             Bench::Containers(a) => containers::run(ctx, a).await,
             Bench::Watchers(a) => watchers::run(ctx, a).await,
+            Bench::Fairness(a) => fairness::run(ctx, a).await,
         }
     }
 }
@@ -229,6 +250,9 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Queue(a) => vec![Bench::Queue(a)],
         Command::Containers(a) => vec![Bench::Containers(a)],
         Command::Watchers(a) => vec![Bench::Watchers(a)],
+        Command::Fairness(a) => vec![Bench::Fairness(a)],
+        // Starts its own servers: see `main_inner`.
+        Command::AuthOverhead(_) => Vec::new(),
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -267,101 +291,140 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         .map(local_db_options)
         .transpose()?;
 
-    let mut own = None;
-    let (url, server_line) = match &g.server {
-        Some(url) => {
-            let url = server::check_local_url(url)?;
-            let line = format!("existing server {url}");
-            (url, line)
-        }
-        None => {
-            let nekton = match &g.nekton {
-                Some(p) => p.clone(),
-                None => server::default_nekton()?,
-            };
-            eprintln!("load-tests: starting {} serve …", nekton.display());
-            let s = OwnServer::start(
-                &nekton,
-                g.database_url.as_deref(),
-                &g.serve_args,
-                g.keep_state,
-                Duration::from_secs(g.ready_timeout_secs),
-            )
-            .await?;
-            let line = format!(
-                "started by load-tests ({} build): {}",
-                profile_of(&nekton),
-                s.command
+    let (server_line, outcome, stop_note) = if let Command::AuthOverhead(args) = &cli.command {
+        if g.server.is_some() || g.database_url.is_some() {
+            bail!(
+                "auth-overhead starts its own servers, each with its embedded PostgreSQL: leave out \
+                 --server and --database-url"
             );
-            let url = s.url.clone();
-            own = Some(s);
-            (url, line)
         }
-    };
-
-    let outcome = async {
-        let embedded = own.is_some() && g.database_url.is_none();
-        let db_options = match (&own, db_options) {
-            (_, Some(o)) => Some(o),
-            (Some(s), None) => Some(dbstats::embedded_options(&s.state_dir)),
-            (None, None) => None,
+        let nekton = match &g.nekton {
+            Some(p) => p.clone(),
+            None => server::default_nekton()?,
         };
-        let db = match db_options {
-            Some(o) => match dbstats::connect(o, 8).await {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("load-tests: no PostgreSQL figures: {e:#}");
-                    None
-                }
-            },
-            None => None,
+        let launcher = auth_overhead::Launcher {
+            nekton: nekton.clone(),
+            serve_args: g.serve_args.clone(),
+            keep: g.keep_state,
+            ready_timeout: Duration::from_secs(g.ready_timeout_secs),
         };
-        let db_line = match &db {
-            Some(pool) => format!(
-                "{}{}",
-                if embedded {
-                    "embedded (nekton serve's own), "
-                } else {
-                    "external (--database-url), "
-                },
-                dbstats::describe(pool)
-                    .await
-                    .unwrap_or_else(|e| format!("{e:#}"))
-            ),
-            None if g.server.is_some() => {
-                "unknown (existing server; pass --database-url for its figures)".into()
-            }
-            None => "no access".into(),
-        };
-        let ctx = Ctx {
-            client: nekton::cli::Client::new(&url)?,
-            server_pid: own.as_ref().map(|s| s.pid).or(g.server_pid),
-            db,
-            settle: Duration::from_secs(g.settle_secs),
-        };
-        let benches = plan(&cli.command);
-        let results = tokio::select! {
-            r = run_all(&ctx, &benches) => r,
+        eprintln!("load-tests: running auth-overhead …");
+        let r = tokio::select! {
+            r = auth_overhead::run(&launcher, args) => r,
             _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
         };
-        if let Some(pool) = &ctx.db {
-            pool.close().await;
+        if let Err(e) = &r {
+            eprintln!("load-tests: auth-overhead failed: {e:#}");
         }
-        Ok::<_, anyhow::Error>((db_line, results))
-    }
-    .await;
-
-    let stop_note = match own {
-        Some(s) => {
-            let tail = s.log_tail(20);
-            let failed = !matches!(&outcome, Ok((_, r)) if r.iter().all(|(_, x)| x.is_ok()));
-            let note = s.stop().await.unwrap_or_else(|e| format!("{e:#}"));
-            if failed {
-                eprintln!("load-tests: the server's log ends with:\n{tail}");
+        let line = format!(
+            "started by the benchmark ({} build): {} serve {}, in turn with and without --auth=off",
+            profile_of(&nekton),
+            nekton.display(),
+            g.serve_args.join(" ")
+        );
+        let db_line = "embedded, one per server (nekton serve's own)".to_string();
+        (line, Ok((db_line, vec![("auth-overhead", r)])), None)
+    } else {
+        let mut own = None;
+        let mut token = g.token.clone();
+        let (url, server_line) = match &g.server {
+            Some(url) => {
+                let url = server::check_local_url(url)?;
+                let line = format!("existing server {url}");
+                (url, line)
             }
-            Some(note)
+            None => {
+                let nekton = match &g.nekton {
+                    Some(p) => p.clone(),
+                    None => server::default_nekton()?,
+                };
+                eprintln!("load-tests: starting {} serve …", nekton.display());
+                let s = OwnServer::start(
+                    &nekton,
+                    g.database_url.as_deref(),
+                    &g.serve_args,
+                    g.keep_state,
+                    Duration::from_secs(g.ready_timeout_secs),
+                )
+                .await?;
+                let line = format!(
+                    "started by load-tests ({} build): {}",
+                    profile_of(&nekton),
+                    s.command
+                );
+                let url = s.url.clone();
+                token = s.admin_token();
+                own = Some(s);
+                (url, line)
+            }
+        };
+
+        let outcome = async {
+            let embedded = own.is_some() && g.database_url.is_none();
+            let db_options = match (&own, db_options) {
+                (_, Some(o)) => Some(o),
+                (Some(s), None) => Some(dbstats::embedded_options(&s.state_dir)),
+                (None, None) => None,
+            };
+            let db = match db_options {
+                Some(o) => match dbstats::connect(o, 8).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        eprintln!("load-tests: no PostgreSQL figures: {e:#}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let db_line = match &db {
+                Some(pool) => format!(
+                    "{}{}",
+                    if embedded {
+                        "embedded (nekton serve's own), "
+                    } else {
+                        "external (--database-url), "
+                    },
+                    dbstats::describe(pool)
+                        .await
+                        .unwrap_or_else(|e| format!("{e:#}"))
+                ),
+                None if g.server.is_some() => {
+                    "unknown (existing server; pass --database-url for its figures)".into()
+                }
+                None => "no access".into(),
+            };
+            let ctx = Ctx {
+                client: nekton::cli::Client::with_token(&url, token.as_deref())?,
+                url: url.clone(),
+                server_pid: own.as_ref().map(|s| s.pid).or(g.server_pid),
+                db,
+                settle: Duration::from_secs(g.settle_secs),
+            };
+            let benches = plan(&cli.command);
+            let results = tokio::select! {
+                r = run_all(&ctx, &benches) => r,
+                _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+            };
+            if let Some(pool) = &ctx.db {
+                pool.close().await;
+            }
+            Ok::<_, anyhow::Error>((db_line, results))
         }
-        None => None,
+        .await;
+
+        let stop_note = match own {
+            Some(s) => {
+                let tail = s.log_tail(20);
+                let failed = !matches!(&outcome, Ok((_, r)) if r.iter().all(|(_, x)| x.is_ok()));
+                let note = s.stop().await.unwrap_or_else(|e| format!("{e:#}"));
+                if failed {
+                    eprintln!("load-tests: the server's log ends with:\n{tail}");
+                }
+                Some(note)
+            }
+            None => None,
+        };
+        (server_line, outcome, stop_note)
     };
     let (db_line, results) = outcome?;
 
@@ -514,6 +577,30 @@ mod tests {
         assert_eq!(plan(&cli.command).len(), 4);
         let cli = Cli::try_parse_from(["load-tests", "logs", "--log-mib", "1"]).unwrap();
         assert_eq!(plan(&cli.command).len(), 1);
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "fairness",
+            "--backlog-jobs",
+            "1000",
+            "--token",
+            "nk_x",
+        ])
+        .unwrap();
+        assert_eq!(plan(&cli.command).len(), 1);
+        assert_eq!(cli.global.token.as_deref(), Some("nk_x"));
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "auth-overhead",
+            "--rounds",
+            "1",
+            "--throughput-jobs",
+            "2000",
+        ])
+        .unwrap();
+        assert!(
+            plan(&cli.command).is_empty(),
+            "auth-overhead starts its own servers"
+        );
     }
 
     #[test]

@@ -150,6 +150,10 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
         "load-test-queue-only-{}",
         &Uuid::new_v4().simple().to_string()[..8]
     );
+    let tenant = nekton::store::tenants::get_tenant(pool, nekton::config::DEFAULT_TENANT)
+        .await
+        .context("reading the default tenant")?
+        .context("the default tenant is missing from the server's database")?;
     let insert_start = Instant::now();
     let mut left = total;
     while left > 0 {
@@ -175,10 +179,6 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
             jobs,
             notify_queues: Vec::new(),
         };
-        let tenant = nekton::store::tenants::get_tenant(pool, nekton::config::DEFAULT_TENANT)
-            .await
-            .context("reading the default tenant")?
-            .context("the default tenant is missing (are the migrations applied?)")?;
         submit_batch(pool, &tenant, &batch)
             .await
             .context("inserting queue-only jobs")?;

@@ -159,6 +159,14 @@ impl OwnServer {
         }
     }
 
+    /// The admin token the server wrote to `<state-dir>/admin.token` (None with `--auth off`).
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.state_dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The last `n` lines of the server's output.
     pub fn log_tail(&self, n: usize) -> String {
         let text = fs::read_to_string(&self.log_path).unwrap_or_default();

@@ -1,11 +1,15 @@
 //! The PostgreSQL queue's rules (docs/queue.md), exercised directly against a real
-//! database: claims, fencing, rescue, retries, cancel flags, retention.
+//! database: claims, fencing, rescue, retries, cancel flags, retention, and the fair claim
+//! across tenants (weights, max_running under concurrent claims, pauses, cost with a backlog).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use nekton::api::types::JobState;
 use nekton::store::jobs::{self, NewJob, Submitted};
-use nekton::store::queue::{self, Completion, NewChunk};
+use nekton::store::queue::{self, Claimed, Completion, NewChunk};
 use nekton::testing::TestDb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -36,10 +40,15 @@ fn new_job(queue: &str, priority: i16, max_attempts: i32) -> NewJob {
 }
 
 async fn insert(pool: &PgPool, job: NewJob) -> Uuid {
-    let tenant = nekton::store::tenants::get_tenant(pool, TENANT)
+    insert_for(pool, TENANT, job).await
+}
+
+/// Submits `job` as `tenant` (which must exist), like the API does.
+async fn insert_for(pool: &PgPool, tenant: &str, job: NewJob) -> Uuid {
+    let tenant = nekton::store::tenants::get_tenant(pool, tenant)
         .await
         .unwrap()
-        .expect("the default tenant exists");
+        .unwrap_or_else(|| panic!("tenant {tenant} exists"));
     match jobs::submit(pool, &tenant, job, true).await.unwrap() {
         Submitted::Created(j) => j.id,
         other => panic!("not created: {other:?}"),
@@ -356,31 +365,400 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
     assert_eq!(chunks, vec![recent]);
 }
 
+/// Creates or changes a tenant's weight and max_running.
+async fn tenant(pool: &PgPool, id: &str, weight: i32, max_running: Option<i32>) {
+    sqlx::query(
+        "INSERT INTO tenants (id, weight, max_running) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET weight = EXCLUDED.weight, max_running = EXCLUDED.max_running",
+    )
+    .bind(id)
+    .bind(weight)
+    .bind(max_running)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// `n` queued jobs of `tenant` in `queue` in one statement (with their specs), as old as `age_s`
+/// seconds, in id order.
+async fn backlog(pool: &PgPool, tenant: &str, queue: &str, n: i64, age_s: f64) {
+    sqlx::query(
+        "WITH new AS ( \
+             INSERT INTO jobs (id, tenant_id, queue, max_attempts, run_at, created_at) \
+             SELECT gen_random_uuid(), $1, $2, 1, now() - $4 * interval '1 second', now() \
+             FROM generate_series(1, $3) \
+             RETURNING id \
+         ) \
+         INSERT INTO job_specs (job_id, spec, spec_hash, program) \
+         SELECT id, '{\"module\": \"sha256:test\"}', '\\x00', 'sha256:test' FROM new",
+    )
+    .bind(tenant)
+    .bind(queue)
+    .bind(n)
+    .bind(age_s)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// The tenant of each job.
+async fn tenants_of(pool: &PgPool, ids: &[Uuid]) -> HashMap<Uuid, String> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, tenant_id FROM jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// How many of `claimed` belong to each tenant.
+async fn per_tenant(pool: &PgPool, claimed: &[Claimed]) -> HashMap<String, usize> {
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+    let mut counts = HashMap::new();
+    for t in tenants_of(pool, &ids).await.into_values() {
+        *counts.entry(t).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn finish(pool: &PgPool, worker: Uuid, claimed: &[Claimed]) {
+    let done: Vec<Completion> = claimed
+        .iter()
+        .map(|c| done(c.id, c.attempt, JobState::Succeeded))
+        .collect();
+    let applied = queue::complete(pool, worker, &done).await.unwrap();
+    assert_eq!(applied.len(), claimed.len(), "every completion applies");
+}
+
+async fn running_of(pool: &PgPool, tenant: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'running'")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn the_claim_is_an_ordered_index_scan_that_stops_at_its_limit() {
+async fn a_lone_job_of_another_tenant_is_claimed_before_a_backlog_drains() {
     let db = db().await;
     let pool = &db.pool;
+    tenant(pool, "a", 1, None).await;
+    tenant(pool, "b", 1, None).await;
+    backlog(pool, "a", "default", 500, 60.0).await;
+    let w = Uuid::now_v7();
+    let first = queue::claim(pool, w, "default", 8, LEASE).await.unwrap();
+    assert_eq!(per_tenant(pool, &first).await.get("a"), Some(&8));
+
+    // B submits one job after A's 500; one of A's jobs ends and frees a slot.
+    let b_job = insert_for(pool, "b", new_job("default", 0, 1)).await;
+    finish(pool, w, &first[..1]).await;
+    let next = queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![b_job],
+        "B (0 running) is served before A (7 running), however old A's backlog is"
+    );
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE tenant_id = 'a' AND state IN ('queued', 'scheduled')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 492, "A's backlog is still there");
+
+    // Both idle with work: one slot each, the oldest work first on a tie.
+    finish(pool, w, &first[1..]).await;
+    finish(pool, w, &next).await;
+    let b2 = insert_for(pool, "b", new_job("default", 0, 1)).await;
+    let both = queue::claim(pool, w, "default", 2, LEASE).await.unwrap();
+    let counts = per_tenant(pool, &both).await;
+    assert_eq!((counts.get("a"), counts.get("b")), (Some(&1), Some(&1)));
+    assert!(both.iter().any(|c| c.id == b2));
+}
+
+#[tokio::test]
+async fn weights_share_the_slots_proportionally() {
+    let db = db().await;
+    let pool = &db.pool;
+    tenant(pool, "heavy", 3, None).await;
+    tenant(pool, "light", 1, None).await;
+    backlog(pool, "heavy", "default", 100, 10.0).await;
+    backlog(pool, "light", "default", 100, 20.0).await;
+    let w = Uuid::now_v7();
+
+    // Eight free slots at once: 6 and 2.
+    let c = queue::claim(pool, w, "default", 8, LEASE).await.unwrap();
+    let counts = per_tenant(pool, &c).await;
+    assert_eq!((counts["heavy"], counts["light"]), (6, 2), "{counts:?}");
+
+    // Slots freed one at a time keep the ratio: light's job ends, light gets the slot back (its
+    // next job would bring it to 2/1, heavy's to 7/3).
+    let light_one: Vec<Claimed> = {
+        let t = tenants_of(pool, &c.iter().map(|x| x.id).collect::<Vec<_>>()).await;
+        c.iter()
+            .filter(|x| t[&x.id] == "light")
+            .take(1)
+            .cloned()
+            .collect()
+    };
+    finish(pool, w, &light_one).await;
+    let again = queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    assert_eq!(per_tenant(pool, &again).await.get("light"), Some(&1));
+
+    // Forty single claims from nothing running: 30 and 10.
+    let running: Vec<Claimed> = c
+        .into_iter()
+        .chain(again)
+        .filter(|x| !light_one.iter().any(|l| l.id == x.id))
+        .collect();
+    finish(pool, w, &running).await;
+    let mut all = Vec::new();
+    for _ in 0..40 {
+        all.extend(queue::claim(pool, w, "default", 1, LEASE).await.unwrap());
+    }
+    let counts = per_tenant(pool, &all).await;
+    assert_eq!((counts["heavy"], counts["light"]), (30, 10), "{counts:?}");
+}
+
+#[tokio::test]
+async fn max_running_holds_however_many_workers_claim_at_once() {
+    let db = db().await;
+    let pool = &db.pool;
+    tenant(pool, "capped", 1, Some(2)).await;
+    tenant(pool, "free", 1, None).await;
+    backlog(pool, "capped", "default", 50, 10.0).await;
+    backlog(pool, "free", "default", 50, 5.0).await;
+
+    // Six workers claiming up to 4 each, concurrently, until both backlogs are done; each checks
+    // the capped tenant's running count right after every claim it commits, and a sampler checks
+    // it all the time.
+    let max_seen = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (pool, max_seen, stop) = (pool.clone(), max_seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = running_of(&pool, "capped").await;
+                max_seen.fetch_max(n, Ordering::Relaxed);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            samples
+        })
+    };
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (pool, max_seen) = (pool.clone(), max_seen.clone());
+        workers.push(tokio::spawn(async move {
+            let w = Uuid::now_v7();
+            let mut claimed_capped = 0usize;
+            let mut idle_rounds = 0;
+            while idle_rounds < 20 {
+                let got = queue::claim(&pool, w, "default", 4, LEASE).await.unwrap();
+                let n = running_of(&pool, "capped").await;
+                max_seen.fetch_max(n, Ordering::Relaxed);
+                if got.is_empty() {
+                    idle_rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle_rounds = 0;
+                claimed_capped += per_tenant(&pool, &got)
+                    .await
+                    .get("capped")
+                    .copied()
+                    .unwrap_or(0);
+                // "Run" the jobs for a moment, then record them.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                finish(&pool, w, &got).await;
+            }
+            claimed_capped
+        }));
+    }
+    let mut capped_total = 0;
+    for h in workers {
+        capped_total += h.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    let max = max_seen.load(Ordering::Relaxed);
+    assert!(
+        max <= 2,
+        "the capped tenant had {max} jobs running (max_running 2)"
+    );
+    assert_eq!(
+        max, 2,
+        "the cap was reached at some point ({samples} samples)"
+    );
+    assert_eq!(capped_total, 50);
+    let left: Vec<(String, JobState, i64)> =
+        sqlx::query_as("SELECT tenant_id, state, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        vec![
+            ("capped".to_string(), JobState::Succeeded, 50),
+            ("free".to_string(), JobState::Succeeded, 50)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn max_running_zero_pauses_a_tenant_until_lifted() {
+    let db = db().await;
+    let pool = &db.pool;
+    tenant(pool, "paused", 1, Some(0)).await;
+    tenant(pool, "other", 1, None).await;
+    backlog(pool, "paused", "default", 3, 60.0).await;
+    backlog(pool, "other", "default", 2, 1.0).await;
+    let w = Uuid::now_v7();
+    let c = queue::claim(pool, w, "default", 10, LEASE).await.unwrap();
+    assert_eq!(
+        per_tenant(pool, &c).await,
+        HashMap::from([("other".to_string(), 2)])
+    );
+    assert!(
+        queue::claim(pool, w, "default", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tenant(pool, "paused", 1, None).await;
+    let c = queue::claim(pool, w, "default", 10, LEASE).await.unwrap();
+    assert_eq!(
+        per_tenant(pool, &c).await,
+        HashMap::from([("paused".to_string(), 3)])
+    );
+}
+
+#[tokio::test]
+async fn priority_and_fifo_hold_within_each_tenant() {
+    let db = db().await;
+    let pool = &db.pool;
+    tenant(pool, "a", 1, None).await;
+    tenant(pool, "b", 1, None).await;
+    let a_low1 = insert_for(pool, "a", new_job("q", 0, 1)).await;
+    let b_low = insert_for(pool, "b", new_job("q", 0, 1)).await;
+    let a_high = insert_for(pool, "a", new_job("q", 5, 1)).await;
+    let a_low2 = insert_for(pool, "a", new_job("q", 0, 1)).await;
+    let b_top = insert_for(pool, "b", new_job("q", 9, 1)).await;
+    insert_for(pool, "a", new_job("elsewhere", 100, 1)).await;
+    let w = Uuid::now_v7();
+    let ids = |c: Vec<Claimed>| {
+        let mut v: Vec<Uuid> = c.into_iter().map(|c| c.id).collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<Uuid>| {
+        v.sort();
+        v
+    };
+    // One slot each, each tenant's first by priority.
+    let first = queue::claim(pool, w, "q", 2, LEASE).await.unwrap();
+    assert_eq!(ids(first), sorted(vec![a_high, b_top]));
+    // Then a's oldest, b's last, a's newest.
+    let second = queue::claim(pool, w, "q", 2, LEASE).await.unwrap();
+    assert_eq!(ids(second), sorted(vec![a_low1, b_low]));
+    let third = queue::claim(pool, w, "q", 2, LEASE).await.unwrap();
+    assert_eq!(ids(third), vec![a_low2]);
+}
+
+/// Shared buffers one claim of 8 on `conn` touches (the whole function, all its statements);
+/// the claim is rolled back.
+async fn claim_buffers(conn: &mut sqlx::PgConnection) -> i64 {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await.unwrap();
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM nekton_claim('default', 8, $1, 30000)",
+    )
+    .bind(Uuid::now_v7())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let top = &plan[0]["Plan"];
+    assert_eq!(top["Actual Rows"].as_f64(), Some(8.0), "{plan}");
+    top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
+}
+
+/// The claim reads each tenant's head of the queue through the partial indexes, whatever the size
+/// of the backlog or the number of finished jobs — also when its cached plan was made while the
+/// table was young (a plan made then must not scan the table, or a whole index, once it has grown).
+#[tokio::test]
+async fn the_claims_work_does_not_grow_with_the_backlog_or_finished_jobs() {
+    let db = db().await;
+    let pool = &db.pool;
+    tenant(pool, "a", 1, None).await;
+    tenant(pool, "b", 1, None).await;
+    // A young table, analyzed as autovacuum would; this connection makes its plans now.
+    backlog(pool, "b", "default", 30, 1.0).await;
+    sqlx::query("ANALYZE jobs").execute(pool).await.unwrap();
+    sqlx::query("ANALYZE job_specs")
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let w = Uuid::now_v7();
+    for _ in 0..4 {
+        let got: Vec<(Uuid, i32)> =
+            sqlx::query_as("SELECT id, attempt FROM nekton_claim('default', 8, $1, 30000)")
+                .bind(w)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let done: Vec<Completion> = got
+            .iter()
+            .map(|(id, attempt)| done(*id, *attempt, JobState::Succeeded))
+            .collect();
+        queue::complete(pool, w, &done).await.unwrap();
+    }
+
+    // Grown: 5,000 waiting jobs of A, 50,000 finished ones (a scan of jobs would touch over
+    // 1,000 pages, one of A's backlog in an index hundreds).
+    backlog(pool, "a", "default", 5000, 30.0).await;
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, queue, max_attempts) \
-         SELECT gen_random_uuid(), 'default', 'default', 1 FROM generate_series(1, 5000)",
+        "INSERT INTO jobs (id, tenant_id, state, queue, max_attempts, attempt, finished_at) \
+         SELECT gen_random_uuid(), 'a', 'succeeded', 'default', 1, 1, now() FROM generate_series(1, 50000)",
     )
     .execute(pool)
     .await
     .unwrap();
+    let first = claim_buffers(&mut conn).await;
+    let buffers = claim_buffers(&mut conn).await;
+    eprintln!("a claim of 8: {buffers} buffers ({first} for the first after the growth)");
+    // A claim of 8 touches a few index and heap pages per tenant: about 300 buffers here. A plan
+    // that reads A's backlog through an index touches thousands (51,000 with a 50,000-job backlog),
+    // a sequential scan of jobs over 1,000.
+    assert!(
+        buffers <= 600,
+        "a claim of 8 touched {buffers} buffers with 5,000 waiting and 50,030 finished jobs \
+         (the first claim after the growth: {first})"
+    );
+
+    // The per-tenant pick, as the planner sees it with 5,000 waiting jobs and fresh statistics:
+    // an ordered scan of jobs_tenant_claimable that stops at its limit.
     sqlx::query("ANALYZE jobs").execute(pool).await.unwrap();
-    // The pick of `queue::claim`, as the planner sees it with 5,000 queued jobs.
     let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN SELECT id FROM jobs WHERE state IN ('queued', 'scheduled') AND queue = $1 \
-         AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 32 FOR UPDATE SKIP LOCKED",
+        "EXPLAIN SELECT id FROM jobs WHERE tenant_id = $1 AND queue = $2 \
+         AND state IN ('queued', 'scheduled') AND run_at <= now() \
+         ORDER BY priority DESC, run_at, id LIMIT 32 FOR UPDATE SKIP LOCKED",
     )
+    .bind("a")
     .bind("default")
     .fetch_all(pool)
     .await
     .unwrap();
     let plan = plan.join("\n");
-    assert!(plan.contains("Index Scan using jobs_claimable"), "{plan}");
+    assert!(
+        plan.contains("Index Scan using jobs_tenant_claimable"),
+        "{plan}"
+    );
     assert!(
         !plan.contains("Sort"),
-        "the claim must not sort every queued job:\n{plan}"
+        "the pick must not sort a tenant's backlog:\n{plan}"
     );
 }

@@ -24,11 +24,13 @@ pub struct Claimed {
     pub spec: serde_json::Value,
 }
 
-/// Claims up to `limit` runnable jobs from `queue` for `worker`, highest priority first, each
-/// with a lease of `lease`. One statement: pick with SKIP LOCKED in a CTE, move to `running`
-/// with `attempt + 1`, create the leases, return the specs. The pick is an ordered scan of the
-/// partial index `jobs_claimable` that stops after `limit` rows (`queue = $1`, not `= ANY(...)`,
-/// which makes the planner sort every queued job).
+/// Claims up to `limit` runnable jobs from `queue` for `worker`, each with a lease of `lease`,
+/// sharing them fairly among the tenants with work there (docs/queue.md, "Fair claims across
+/// tenants"): by weight, least-served first, never past a tenant's `max_running` however many
+/// workers claim at once; priority, then `run_at`, then id within a tenant. One statement: the
+/// SQL function `nekton_claim` (migrations/0005_fair_claim.sql) locks the capped tenants it may
+/// serve, then, with a snapshot taken after those locks, picks with SKIP LOCKED, moves the jobs
+/// to `running` with `attempt + 1`, creates the leases and returns the specs.
 pub async fn claim(
     pool: &PgPool,
     worker: Uuid,
@@ -39,25 +41,9 @@ pub async fn claim(
     if limit <= 0 {
         return Ok(Vec::new());
     }
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
     let rows = sqlx::query(
-        "WITH picked AS ( \
-             SELECT id FROM jobs \
-             WHERE state IN ('queued', 'scheduled') AND queue = $1 AND run_at <= now() \
-             ORDER BY priority DESC, run_at, id \
-             LIMIT $2 FOR UPDATE SKIP LOCKED \
-         ), claimed AS ( \
-             UPDATE jobs j SET state = 'running', attempt = j.attempt + 1, worker_id = $3, started_at = now() \
-             FROM picked WHERE j.id = picked.id AND j.state IN ('queued', 'scheduled') \
-             RETURNING j.id, j.attempt, j.max_attempts, \
-                 (extract(epoch FROM (now() - j.run_at)) * 1000)::bigint AS wait_ms \
-         ), lease AS ( \
-             INSERT INTO leases (job_id, attempt, worker_id, expires_at) \
-             SELECT id, attempt, $3, now() + $4 * interval '1 millisecond' FROM claimed \
-             ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, worker_id = EXCLUDED.worker_id, \
-                 expires_at = EXCLUDED.expires_at \
-         ) \
-         SELECT c.id, c.attempt, c.max_attempts, c.wait_ms, s.spec \
-         FROM claimed c JOIN job_specs s ON s.job_id = c.id",
+        "SELECT id, attempt, max_attempts, wait_ms, spec FROM nekton_claim($1, $2, $3, $4)",
     )
     .bind(queue)
     .bind(limit)

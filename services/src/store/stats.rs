@@ -13,8 +13,8 @@ pub struct QueueStat {
 }
 
 /// Depth and oldest age per queue with waiting jobs. Reads the claim's partial index only
-/// (`jobs_claimable` covers exactly the waiting rows), so its cost follows the backlog, not the
-/// table.
+/// (`jobs_tenant_claimable` covers exactly the waiting rows), so its cost follows the backlog, not
+/// the table.
 pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStat>, sqlx::Error> {
     let rows: Vec<(String, i64, f64)> = sqlx::query_as(
         "SELECT queue, count(*), \

@@ -137,6 +137,9 @@ impl Worker {
         } = self;
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
+        // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
+        // tenants may be claimable now even though the last claim did not fill every slot.
+        let completed = Arc::new(Notify::new());
         // Small on purpose: a job writing faster than the database stores waits here instead of
         // building a backlog that delays everyone's live output (each chunk is up to 64 KiB).
         let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(64);
@@ -146,6 +149,7 @@ impl Worker {
             writer_rx,
             config.timing.log_flush,
             metrics.clone(),
+            completed.clone(),
         ));
         let background = CancellationToken::new();
         let listener = tokio::spawn(listen(
@@ -216,6 +220,7 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 _ = local_wake.notified() => maybe_more = true,
                 _ = slot_freed.notified() => {}
+                _ = completed.notified() => maybe_more = true,
                 _ = tokio::time::sleep(config.timing.poll) => maybe_more = true,
             }
         }

@@ -2,11 +2,14 @@
 //! through it, in order. It flushes all pending chunks in one INSERT (then one NOTIFY) per tick or
 //! when 64 KiB are pending, and completions in batches as soon as they arrive — a job's last chunks
 //! are always stored before its completion. A failed flush is retried: nothing is dropped while
-//! the database is away (the bounded channel makes the jobs wait instead).
+//! the database is away (the bounded channel makes the jobs wait instead). After completions are
+//! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
+//! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -23,13 +26,15 @@ pub enum WriterMsg {
     Complete(Box<Completion>),
 }
 
-/// Runs until every sender is dropped and everything pending is flushed.
+/// Runs until every sender is dropped and everything pending is flushed. `completed` is notified
+/// after each batch of completions is recorded.
 pub async fn run(
     pool: sqlx::PgPool,
     worker: Uuid,
     mut rx: mpsc::Receiver<WriterMsg>,
     tick: Duration,
     metrics: Metrics,
+    completed: Arc<Notify>,
 ) {
     let mut chunks: Vec<NewChunk> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -116,6 +121,7 @@ pub async fn run(
                                 metrics.job_finished(c.state.as_str(), c.reason.as_str());
                             }
                         }
+                        completed.notify_one();
                         break;
                     }
                     Err(e) => {
