@@ -49,6 +49,15 @@ CREATE TABLE tenant_buckets (
     updated_at timestamptz      NOT NULL DEFAULT clock_timestamp()
 );
 
+-- The images a tenant pulled, imported or ran (a worker host's image store is shared; a tenant
+-- sees only these in listings).
+CREATE TABLE tenant_images (
+    tenant_id  text        NOT NULL,
+    reference  text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, reference)
+);
+
 -- Who changed what, when: tokens, tenants, quotas, cancels, webhooks.
 CREATE TABLE audit_log (
     id        bigserial PRIMARY KEY,

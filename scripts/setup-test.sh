@@ -14,6 +14,8 @@ command -v crun >/dev/null 2>&1 || need_apt+=(crun)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 # scripts/check-image.sh packs the image with umoci; scripts/check-deploy.sh needs Python's venv.
 command -v umoci >/dev/null 2>&1 || need_apt+=(umoci)
+# scripts/check-api-fuzz.sh waits for the server with curl.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # services/tests/pgbouncer.rs runs the API and a worker through Debian's PgBouncer.
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)

@@ -55,6 +55,12 @@ run_tier() {
 run_tier default --workspace "$@"
 run_tier root --features root-tests --lib "${root_args[@]}" "$@"
 
+# The API against its own OpenAPI document: property-based requests with a token, no 5xx.
+echo "== the API against openapi/openapi.json (scripts/check-api-fuzz.sh)" >&2
+fuzz_start=$SECONDS
+bash scripts/check-api-fuzz.sh >&2 || status=$?
+times+=("API fuzz: $((SECONDS - fuzz_start)) s")
+
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
 failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")

@@ -268,9 +268,30 @@ pub trait Backend: Send + Sync {
     async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport;
 }
 
+/// Why a [`ModuleStore`] could not provide a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleStoreError {
+    /// The store has no such module, or not one that can be used (too large): retrying cannot
+    /// help; the job ends with [`OutcomeReason::ImageError`].
+    Missing(String),
+    /// The store could not be reached (a database restart, a lost connection): the worker's
+    /// trouble, not the job's; the job ends with [`OutcomeReason::InternalError`] and is retried.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ModuleStoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(m) | Self::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ModuleStoreError {}
+
 /// Where a backend fetches Wasm module bytes that it has not cached yet.
 #[async_trait::async_trait]
 pub trait ModuleStore: Send + Sync {
-    /// Returns the module's bytes, or an error message saying why they cannot be had.
-    async fn load(&self, digest: &str) -> Result<Vec<u8>, String>;
+    /// Returns the module's bytes, or why they cannot be had (missing, or the store unavailable).
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, ModuleStoreError>;
 }

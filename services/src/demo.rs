@@ -67,7 +67,7 @@ pub async fn run_demo(server: &str, token: Option<&str>) -> anyhow::Result<()> {
         done.state
     );
     println!(
-        "demo: succeeded. Try: curl -s {server}/v1/jobs/{}  |  nekton run FILE.wasm  |  nekton jobs ls",
+        "demo: succeeded. Try: nekton run examples/hello.wat  |  nekton jobs ls  |  curl -s -H \"Authorization: Bearer $(cat STATE_DIR/admin.token)\" {server}/v1/jobs/{}",
         job.id
     );
     Ok(())

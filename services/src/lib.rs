@@ -5,6 +5,8 @@
 //! - [`model`]: the job model shared by all of them (states, outcome, usage, the resolved job).
 //! - [`store`]: everything that touches PostgreSQL — migrations, job records, the queue, logs.
 //! - [`worker`]: claims jobs and runs them on a `runtime_core::Backend`.
+//! - [`webhooks`]: job and batch completion events to tenants' endpoints (signing, the address
+//!   policy, retries, the delivery loop).
 //! - [`images`]: a worker host's registry configuration, image service and container backend.
 //! - [`pg`]: the embedded PostgreSQL server used when no database URL is given.
 //! - [`server`]: assembling the pieces into `serve`, `api` and `worker` processes.
@@ -21,4 +23,5 @@ pub mod pg;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod webhooks;
 pub mod worker;

@@ -96,6 +96,15 @@ struct AccessArgs {
     /// API address /metrics needs an admin token.
     #[arg(long, env = "NEKTON_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// An admin token (`nk_...`) to accept instead of writing a new one to
+    /// <state-dir>/admin.token: for API replicas with a read-only state, fed from a secret.
+    #[arg(
+        long,
+        env = "NEKTON_BOOTSTRAP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    bootstrap_token: Option<String>,
 }
 
 impl AccessArgs {
@@ -169,6 +178,65 @@ struct WorkerArgs {
     /// On SIGTERM, how long running jobs may finish before they are stopped and requeued (s).
     #[arg(long, env = "NEKTON_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Let webhook deliveries reach this range although the address policy refuses it
+    /// (loopback, private, link-local, metadata, ...): a CIDR or one address (repeatable; env:
+    /// comma-separated), e.g. `10.1.0.0/16` for receivers on your own network. Default: public
+    /// addresses only.
+    #[arg(
+        long = "webhook-allow",
+        env = "NEKTON_WEBHOOK_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    webhook_allow: Vec<ipnet::IpNet>,
+    /// Tests: the wait after a webhook's first failed attempt, in ms (doubling from there).
+    #[arg(long, env = "NEKTON_WEBHOOK_RETRY_FIRST_MS", hide = true)]
+    webhook_retry_first_ms: Option<u64>,
+    /// Tests: how long a claimed webhook delivery belongs to this process, in ms.
+    #[arg(long, env = "NEKTON_WEBHOOK_LEASE_MS", hide = true)]
+    webhook_lease_ms: Option<u64>,
+    /// Tests: the timeout of one webhook attempt, in ms.
+    #[arg(long, env = "NEKTON_WEBHOOK_TIMEOUT_MS", hide = true)]
+    webhook_timeout_ms: Option<u64>,
+    /// Tests: how often the webhook outbox is polled, in ms.
+    #[arg(long, env = "NEKTON_WEBHOOK_POLL_MS", hide = true)]
+    webhook_poll_ms: Option<u64>,
+}
+
+/// A CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (`127.0.0.1`).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is not a CIDR (like 10.1.0.0/16) or an IP address"))
+}
+
+impl WorkerArgs {
+    fn webhooks(&self) -> nekton::webhooks::WebhookOptions {
+        let mut w = nekton::webhooks::WebhookOptions {
+            allow: self.webhook_allow.clone(),
+            ..Default::default()
+        };
+        if let Some(ms) = self.webhook_retry_first_ms {
+            w.retry =
+                nekton::webhooks::schedule::RetrySchedule::quick(Duration::from_millis(ms.max(1)));
+        }
+        if let Some(ms) = self.webhook_lease_ms {
+            w.lease = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = self.webhook_timeout_ms {
+            w.timeout = Duration::from_millis(ms.max(1));
+            w.connect_timeout = w.connect_timeout.min(w.timeout);
+        }
+        if let Some(ms) = self.webhook_poll_ms {
+            w.poll = Duration::from_millis(ms.max(1));
+        }
+        w
+    }
 }
 
 /// How a worker reaches image registries.
@@ -407,6 +475,7 @@ fn options(
     ProcessOptions {
         auth: api.map_or(AuthMode::On, |(_, a)| a.mode()),
         metrics_listen: api.and_then(|(_, a)| a.metrics_listen),
+        bootstrap_token: api.and_then(|(_, a)| a.bootstrap_token.clone()),
         api: api.map(|(addr, _)| addr),
         worker_slots: worker.map(|w| w.slots.max(1)),
         queues: worker
@@ -417,6 +486,7 @@ fn options(
         timing: common.timing(),
         shutdown_grace: Duration::from_secs(worker.map_or(30, |w| w.shutdown_grace_secs)),
         images: images.options(),
+        webhooks: worker.map(WorkerArgs::webhooks).unwrap_or_default(),
     }
 }
 

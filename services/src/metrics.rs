@@ -30,7 +30,50 @@ pub struct TableLabels {
     pub table: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantStateLabels {
+    pub tenant: String,
+    pub state: String,
+}
+
 type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+type CounterF64 = Counter<f64, std::sync::atomic::AtomicU64>;
+
+/// Per-tenant usage, read from the database's usage rollup at scrape time (what a platform bills
+/// from; every API process exposes the same totals).
+#[derive(Clone, Default)]
+pub struct TenantUsage {
+    pub attempts: Family<TenantLabels, Counter>,
+    pub jobs: Family<TenantStateLabels, Counter>,
+    pub cpu_seconds: Family<TenantLabels, CounterF64>,
+    pub memory_byte_seconds: Family<TenantLabels, CounterF64>,
+    pub wall_seconds: Family<TenantLabels, CounterF64>,
+    pub output_bytes: Family<TenantLabels, Counter>,
+    pub network_rx_bytes: Family<TenantLabels, Counter>,
+    pub network_tx_bytes: Family<TenantLabels, Counter>,
+}
+
+/// Raises a counter to `target` (database totals only grow; a smaller value changes nothing).
+fn raise(c: &Counter, target: i64) {
+    let target = u64::try_from(target).unwrap_or(0);
+    let now = c.get();
+    if target > now {
+        c.inc_by(target - now);
+    }
+}
+
+fn raise_f64(c: &CounterF64, target: f64) {
+    let now = c.get();
+    if target > now {
+        c.inc_by(target - now);
+    }
+}
 
 /// All metrics of a process. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +89,7 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_oldest_age_seconds: Family<QueueLabels, GaugeF64>,
     pub table_dead_tuple_ratio: Family<TableLabels, GaugeF64>,
+    pub tenant: TenantUsage,
     /// Serialises scrape-time refreshes of the database figures.
     refresh: Arc<tokio::sync::Mutex<()>>,
 }
@@ -121,7 +165,49 @@ impl Metrics {
             "Dead tuples over all tuples of the queue's hot tables (PostgreSQL statistics)",
             table_dead_tuple_ratio.clone(),
         );
+        let tenant = TenantUsage::default();
+        registry.register(
+            "tenant_attempts",
+            "Attempts ended per tenant and outcome reason (usage rollup, read at scrape time)",
+            tenant.attempts.clone(),
+        );
+        registry.register(
+            "tenant_jobs",
+            "Jobs that reached a final state per tenant and state",
+            tenant.jobs.clone(),
+        );
+        registry.register(
+            "tenant_cpu_seconds",
+            "CPU time (user + system) of a tenant's attempts",
+            tenant.cpu_seconds.clone(),
+        );
+        registry.register(
+            "tenant_memory_byte_seconds",
+            "Peak memory times wall time of a tenant's attempts",
+            tenant.memory_byte_seconds.clone(),
+        );
+        registry.register(
+            "tenant_wall_seconds",
+            "Wall time of a tenant's attempts",
+            tenant.wall_seconds.clone(),
+        );
+        registry.register(
+            "tenant_output_bytes",
+            "Output kept (stdout + stderr) of a tenant's attempts",
+            tenant.output_bytes.clone(),
+        );
+        registry.register(
+            "tenant_network_rx_bytes",
+            "Bytes a tenant's jobs received over bridge networking",
+            tenant.network_rx_bytes.clone(),
+        );
+        registry.register(
+            "tenant_network_tx_bytes",
+            "Bytes a tenant's jobs sent over bridge networking",
+            tenant.network_tx_bytes.clone(),
+        );
         Self {
+            tenant,
             registry: Arc::new(registry),
             queue_depth,
             queue_oldest_age_seconds,
@@ -170,6 +256,47 @@ impl Metrics {
             self.table_dead_tuple_ratio
                 .get_or_create(&TableLabels { table })
                 .set(ratio);
+        }
+        let usage = crate::store::tenants::usage_counters(pool)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+        let mut jobs: std::collections::HashMap<(String, &str), i64> = Default::default();
+        for (tenant, outcome, u) in usage {
+            let l = TenantLabels {
+                tenant: tenant.clone(),
+                outcome,
+            };
+            let t = &self.tenant;
+            raise(&t.attempts.get_or_create(&l), u.attempts);
+            raise_f64(&t.cpu_seconds.get_or_create(&l), u.cpu_seconds);
+            raise_f64(
+                &t.memory_byte_seconds.get_or_create(&l),
+                u.memory_byte_seconds,
+            );
+            raise_f64(&t.wall_seconds.get_or_create(&l), u.wall_seconds);
+            raise(&t.output_bytes.get_or_create(&l), u.output_bytes);
+            raise(&t.network_rx_bytes.get_or_create(&l), u.network_rx_bytes);
+            raise(&t.network_tx_bytes.get_or_create(&l), u.network_tx_bytes);
+            for (state, n) in [
+                ("succeeded", u.jobs_succeeded),
+                ("failed", u.jobs_failed),
+                ("cancelled", u.jobs_cancelled),
+                ("error", u.jobs_error),
+            ] {
+                *jobs.entry((tenant.clone(), state)).or_default() += n;
+            }
+        }
+        for ((tenant, state), n) in jobs {
+            raise(
+                &self.tenant.jobs.get_or_create(&TenantStateLabels {
+                    tenant,
+                    state: state.to_string(),
+                }),
+                n,
+            );
         }
         Ok(())
     }

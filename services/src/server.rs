@@ -22,6 +22,7 @@ use crate::images::{self, ImageOptions};
 use crate::metrics::Metrics;
 use crate::pg::EmbeddedOptions;
 use crate::pg::supervisor::Supervisor;
+use crate::webhooks::WebhookOptions;
 use crate::worker::route::ImageModuleStore;
 use crate::worker::{PgModuleStore, Worker, WorkerConfig};
 use image_store::ImageStore;
@@ -120,6 +121,39 @@ pub struct ProcessOptions {
     pub auth: AuthMode,
     /// Also serve `/metrics` here, without a token (for a scraper on a private address).
     pub metrics_listen: Option<SocketAddr>,
+    /// Webhook delivery (run by a process that runs a worker): the address policy's extra
+    /// ranges, retries, timeouts.
+    pub webhooks: WebhookOptions,
+    /// An admin token the operator hands in (e.g. from a Secret): made valid at start instead of
+    /// writing `<state_dir>/admin.token`.
+    pub bootstrap_token: Option<String>,
+}
+
+/// Makes the operator's `token` a live admin token of the default tenant (idempotent: several
+/// API replicas may start with the same one). A token that was revoked stays revoked.
+pub async fn adopt_admin_token(pool: &PgPool, token: &str) -> anyhow::Result<()> {
+    use crate::model::auth::{Scopes, hash_token, looks_like_token, token_hint};
+    anyhow::ensure!(
+        looks_like_token(token),
+        "the bootstrap token is not an API token (`nk_` and 32 letters or digits); make one with \
+         `nekton token create` on a running server, or take one from a first start's admin.token"
+    );
+    let hash = hash_token(token);
+    let inserted = crate::store::tenants::adopt_token(
+        pool,
+        &hash,
+        &token_hint(token),
+        crate::config::DEFAULT_TENANT,
+        "admin (bootstrap token from the operator)",
+        Scopes::all(),
+    )
+    .await?;
+    if inserted {
+        tracing::info!("registered the operator's bootstrap admin token");
+    } else if !crate::store::tenants::token_is_live(pool, &hash).await? {
+        tracing::warn!("the bootstrap admin token was revoked or has expired; it stays so");
+    }
+    Ok(())
 }
 
 /// Refuses `--auth off` unless every listen address is loopback: without tokens, anyone who can
@@ -159,19 +193,17 @@ pub async fn bootstrap_admin_token(pool: &PgPool, state_dir: &Path) -> anyhow::R
         tracing::warn!(path = %path.display(), "the admin token file holds no live token; writing a new one");
     }
     let secret = new_token().context("drawing a token from the system's random generator")?;
-    tenants::create_token(
-        pool,
-        &tenants::Actor::default(),
-        crate::config::DEFAULT_TENANT,
-        "admin (written to admin.token at first start)",
-        Scopes::all(),
-        None,
-        &secret,
-    )
-    .await?
-    .context("the default tenant is missing from the database")?;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let no_file = || {
+        format!(
+            "cannot write the admin token to {}; give the state directory a writable place \
+             (--state-dir), or hand the API its admin token instead (--bootstrap-token / \
+             NEKTON_BOOTSTRAP_TOKEN, e.g. from a Kubernetes Secret)",
+            path.display()
+        )
+    };
+    // The file first (a read-only state dir fails before anything is stored), then the token,
+    // then the file's final name.
+    std::fs::create_dir_all(state_dir).with_context(no_file)?;
     let tmp = state_dir.join(format!(".admin.token.{}", std::process::id()));
     {
         use std::io::Write as _;
@@ -182,11 +214,32 @@ pub async fn bootstrap_admin_token(pool: &PgPool, state_dir: &Path) -> anyhow::R
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        writeln!(f, "{}", secret.token).with_context(|| format!("writing {}", tmp.display()))?;
+            .with_context(no_file)?;
+        writeln!(f, "{}", secret.token).with_context(no_file)?;
         f.sync_all().ok();
     }
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let stored = tenants::create_token(
+        pool,
+        &tenants::Actor::default(),
+        crate::config::DEFAULT_TENANT,
+        "admin (written to admin.token at first start)",
+        Scopes::all(),
+        None,
+        &secret,
+    )
+    .await;
+    let stored = match stored {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(anyhow::anyhow!(
+            "the default tenant is missing from the database"
+        )),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = stored {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).with_context(no_file)?;
     tracing::info!(path = %path.display(), "wrote a new admin token");
     Ok(secret.token)
 }
@@ -291,6 +344,13 @@ pub fn wasm_backend(
 /// Starts the API and/or a worker on `pool`.
 pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
     check_auth_mode(&options)?;
+    if options.worker_slots.is_some() {
+        options
+            .webhooks
+            .check()
+            .map_err(anyhow::Error::msg)
+            .context("checking the webhook settings")?;
+    }
     let stop = CancellationToken::new();
     let metrics = Metrics::new();
     let local_wake = Arc::new(Notify::new());
@@ -333,6 +393,14 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         .with_images(host);
         let token = stop.clone();
         tasks.spawn(async move { worker.run(token).await });
+        // Webhook deliveries go out from worker processes (the API may be on a host with no
+        // business reaching tenants' endpoints).
+        tasks.spawn(crate::webhooks::delivery::run(
+            pool.clone(),
+            options.webhooks.clone(),
+            options.timing.retention,
+            stop.clone(),
+        ));
     }
 
     if let Some(addr) = options.api {
@@ -349,7 +417,15 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         .with_images(image_service.clone())
         .with_auth(options.auth);
         if options.auth == AuthMode::On {
-            admin_token = Some(bootstrap_admin_token(&pool, &options.state_dir).await?);
+            match &options.bootstrap_token {
+                Some(t) => {
+                    adopt_admin_token(&pool, t.trim()).await?;
+                    admin_token = Some(t.trim().to_string());
+                }
+                None => {
+                    admin_token = Some(bootstrap_admin_token(&pool, &options.state_dir).await?);
+                }
+            }
         }
         if let Some(addr) = options.metrics_listen {
             let listener = TcpListener::bind(addr)

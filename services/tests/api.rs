@@ -579,11 +579,59 @@ async fn openapi_document_is_committed_and_current() {
         "/v1/batches/{id}",
         "/v1/batches/{id}/events",
         "/v1/modules",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
         "/healthz",
         "/readyz",
         "/metrics",
     ] {
         assert!(served["paths"].get(p).is_some(), "the document lacks {p}");
+    }
+    // Every operation: a unique verb-noun camelCase operationId (what generated clients name
+    // their functions), a tag, a description and a described response.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, ops) in served["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(
+                id.len() > 4
+                    && id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric())
+                    && id.chars().any(|c| c.is_ascii_uppercase()),
+                "{method} {path}: operationId {id:?} is not verb-noun camelCase"
+            );
+            assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
+            // Path parameters are exactly the path's `{names}`; everything else is a query or
+            // header parameter.
+            for prm in op["parameters"].as_array().into_iter().flatten() {
+                let name = prm["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    prm["in"] == "path",
+                    in_path,
+                    "{method} {path}: parameter {name} is declared in {}",
+                    prm["in"]
+                );
+            }
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{method} {path}: no tag"
+            );
+            assert!(
+                op["description"]
+                    .as_str()
+                    .or(op["summary"].as_str())
+                    .is_some_and(|d| !d.is_empty()),
+                "{method} {path}: no description"
+            );
+            for (status, r) in op["responses"].as_object().unwrap() {
+                assert!(
+                    r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}: a response without a description"
+                );
+            }
+        }
     }
 }
 

@@ -26,6 +26,9 @@ use tower::ServiceExt as _;
 struct Api {
     db: TestDb,
     router: Router,
+    /// The admin token (what a server's first start writes to admin.token).
+    token: String,
+    _state_dir: tempfile::TempDir,
 }
 
 impl Api {
@@ -44,9 +47,15 @@ impl Api {
             Metrics::new(),
             Arc::new(Notify::new()),
         );
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let token = nekton::server::bootstrap_admin_token(&db.pool, state_dir.path())
+            .await
+            .expect("admin token");
         Api {
             router: app(state),
             db,
+            token,
+            _state_dir: state_dir,
         }
     }
 
@@ -59,7 +68,10 @@ impl Api {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.token));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -289,6 +301,8 @@ async fn list_query_errors_name_the_parameter() {
         ("/v1/jobs?cursor=xyz", Some("cursor")),
         ("/v1/jobs?limit=ten", None),
         ("/v1/jobs?bogus=1", None),
+        ("/v1/jobs?state=queued&state=failed", Some("state")),
+        ("/v1/jobs?label=a%3D1&label=a%3D2", Some("label")),
     ];
     for (uri, field) in cases {
         let res = h.get(uri).await;
@@ -298,6 +312,38 @@ async fn list_query_errors_name_the_parameter() {
     let (status, page) = h.get("/v1/jobs?limit=500&state=queued").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["jobs"], json!([]), "{page}");
+}
+
+/// `label` repeats: every label given must match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_label_filters_must_all_match() {
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    for labels in [
+        json!({ "suite": "a", "lang": "rust" }),
+        json!({ "suite": "a", "lang": "c" }),
+        json!({ "suite": "b", "lang": "rust" }),
+    ] {
+        let (status, body) = h
+            .post_json(
+                "/v1/jobs",
+                json!({ "module": hello, "labels": labels })
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for (uri, n) in [
+        ("/v1/jobs?label=suite%3Da", 2),
+        ("/v1/jobs?label=suite=a&label=lang=rust", 1),
+        ("/v1/jobs?label=lang%3Drust&label=suite%3Db&limit=10", 1),
+        ("/v1/jobs?label=suite%3Da&label=lang%3Dgo", 0),
+    ] {
+        let (status, page) = h.get(uri).await;
+        assert_eq!(status, 200, "{uri}: {page}");
+        assert_eq!(page["jobs"].as_array().unwrap().len(), n, "{uri}: {page}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,6 +469,7 @@ async fn bad_idempotency_key_is_a_400_naming_the_header() {
     let req = Request::builder()
         .method(Method::POST)
         .uri("/v1/jobs")
+        .header("authorization", format!("Bearer {}", h.token))
         .header("content-type", "application/json")
         .header("idempotency-key", "k".repeat(256))
         .body(Body::from(json!({ "module": hello }).to_string()))

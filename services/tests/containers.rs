@@ -279,6 +279,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     loop {
         let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             && Command::new(BIN)
+                .env("NEKTON_STATE_DIR", &state)
                 .args(["jobs", "ls", "--server", &server])
                 .output()
                 .is_ok_and(|o| o.status.success());
@@ -291,6 +292,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
 
     let image = format!("{host}/busybox:1");
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args([
             "run",
             "--server",
@@ -312,6 +314,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     assert_eq!(out.status.code(), Some(7), "stderr: {stderr}");
 
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args([
             "run",
             "--server",
@@ -328,12 +331,14 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
 
     // image ls / pull / rm through the CLI.
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args(["image", "ls", "--server", &server])
         .output()
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&image));
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args(["image", "pull", "--server", &server, &image])
         .output()
         .unwrap();
@@ -345,6 +350,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     );
     assert!(stdout.contains("already stored"), "{stdout}");
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args(["image", "rm", "--server", &server, &image])
         .output()
         .unwrap();
@@ -354,6 +360,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args(["image", "rm", "--server", &server, &image])
         .output()
         .unwrap();
@@ -364,6 +371,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     let layout = tmp.path().join("layout");
     write_wasm_layout(&layout, &common::guests::hello());
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args([
             "image",
             "import",
@@ -382,6 +390,7 @@ fn nekton_run_of_a_registry_image_prints_and_exits_with_the_jobs_code() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("docker.io/offline/hello:1"));
     let out = Command::new(BIN)
+        .env("NEKTON_STATE_DIR", &state)
         .args(["run", "--server", &server, "offline/hello:1"])
         .output()
         .unwrap();

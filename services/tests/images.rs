@@ -739,3 +739,42 @@ async fn registry_credentials_come_from_a_docker_config_json() {
         "{err:#}"
     );
 }
+
+/// A worker host's image store is shared, its listing is not: a tenant sees the images it
+/// pulled, imported or ran; another tenant's images are 404; the admin sees them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_see_only_their_own_images() {
+    let env = Env::start().await;
+    env.push_busybox("busybox", "1").await;
+    env.push_wasm("hello", "1", &common::guests::hello()).await;
+    let busybox = env.reference("busybox:1");
+    let hello = env.reference("hello:1");
+    let scopes = ["jobs:read", "jobs:write", "images:write"];
+    let (a, _) = env
+        .h
+        .clients_for(&env.h.tenant_token("img-a", &scopes).await);
+    let (b, _) = env
+        .h
+        .clients_for(&env.h.tenant_token("img-b", &scopes).await);
+    a.pull_image(&busybox, false).await.unwrap();
+    // b runs a job on the Wasm image: that counts as b's too.
+    let job = b.submit(&image_spec(&hello), None).await.unwrap();
+    let start = std::time::Instant::now();
+    while !b.get_job(job.id).await.unwrap().state.is_terminal() {
+        assert!(start.elapsed() < WAIT, "b's image job did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names = |l: ImageList| {
+        let mut v: Vec<String> = l.images.into_iter().map(|i| i.reference).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(a.list_images().await.unwrap()), vec![busybox.clone()]);
+    assert_eq!(names(b.list_images().await.unwrap()), vec![hello.clone()]);
+    let mut all = vec![busybox.clone(), hello.clone()];
+    all.sort();
+    assert_eq!(names(env.h.client.list_images().await.unwrap()), all);
+    let err = b.get_image(&busybox).await.unwrap_err().to_string();
+    assert!(err.contains("404") || err.contains("not stored"), "{err}");
+    assert!(a.get_image(&busybox).await.is_ok());
+}

@@ -170,7 +170,7 @@ async fn three_worker_hosts_survive_kill_sigterm_and_a_database_restart() {
     opts.worker_slots = None;
     let running = nekton::server::start(pool.clone(), opts).await.unwrap();
     let base = format!("http://{}", running.api_addr.unwrap());
-    let client = Client::new(&base).unwrap();
+    let client = Client::with_token(&base, running.admin_token.as_deref()).unwrap();
 
     let mut hosts: Vec<Host> = ["node-a", "node-b", "node-c"]
         .into_iter()

@@ -96,7 +96,11 @@ async fn api_and_worker_run_through_pgbouncer_in_session_mode() {
     let running = nekton::server::start(pool.clone(), common::options(state.path()))
         .await
         .unwrap();
-    let client = Client::new(&format!("http://{}", running.api_addr.unwrap())).unwrap();
+    let client = Client::with_token(
+        &format!("http://{}", running.api_addr.unwrap()),
+        running.admin_token.as_deref(),
+    )
+    .unwrap();
 
     // Jobs run, their output streams live over SSE (LISTEN through PgBouncer), a running job is
     // cancelled within a second (NOTIFY through PgBouncer), a batch completes.

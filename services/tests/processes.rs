@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -309,6 +311,164 @@ fn serve_demo_runs_on_the_embedded_database() {
     );
 }
 
+/// `nekton serve` on a fresh state dir writes an admin token (0600) and says where; the CLI on
+/// the same machine finds it with no token typed; `token create` prints only the token; an
+/// unauthenticated request is refused; `--auth off` on a non-loopback address refuses to start.
+#[test]
+fn serve_bootstraps_an_admin_token_the_cli_finds() {
+    let state = common::serve_state_dir("nekton-auth-");
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = state.path().join("serve.log");
+    let _serve = Proc(
+        Command::new(BIN)
+            .args(["serve", "--no-bridge-network", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .env_remove("NEKTON_DATABASE_URL")
+            .env_remove("NEKTON_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The CLI as a user on this machine runs it: no token, only where the service keeps its state.
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--server", &base])
+            .env("NEKTON_STATE_DIR", state.path())
+            .env_remove("NEKTON_TOKEN")
+            .env("HOME", state.path())
+            .output()
+            .unwrap()
+    };
+    let start = Instant::now();
+    let me = loop {
+        let out = cli(&["whoami"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "serve did not come up: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        me.contains("\"tenant\": \"default\"") && me.contains("admin"),
+        "{me}"
+    );
+    let token_file = nekton::server::admin_token_path(state.path());
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token is readable by others");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(&token_file.display().to_string()),
+        "serve does not say where the token is: {log}"
+    );
+    // Without a token the API refuses.
+    let status = Command::new(BIN)
+        .args(["jobs", "ls", "--server", &base])
+        .env("NEKTON_STATE_DIR", "/nonexistent")
+        .env("HOME", state.path())
+        .env_remove("NEKTON_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("token"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // A tenant and a token for it; stdout is the token alone.
+    let out = cli(&["tenant", "create", "ci", "--max-running", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["token", "create", "--tenant", "ci", "--scope", "jobs:read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        token.starts_with("nk_") && token.trim_end().len() == 35 && token.lines().count() == 1,
+        "{token:?}"
+    );
+    let out = Command::new(BIN)
+        .args(["whoami", "--server", &base, "--token", token.trim()])
+        .env("HOME", state.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"tenant\": \"ci\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `nekton login` saves it; then the CLI sends it without being told (the saved token comes
+    // before the admin.token fallback).
+    let mut login = Command::new(BIN)
+        .args(["login", "--server", &base])
+        .env("HOME", state.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(token.as_bytes())
+        .unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["whoami"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"tenant\": \"ci\""));
+    let saved = state.path().join(".config/nekton/credentials.json");
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The audit log has the bootstrap and the changes.
+    let out = cli(&["logout"]);
+    assert!(out.status.success());
+    let out = cli(&["audit"]);
+    let audit = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        audit.contains("tenant.create") && audit.contains("token.create"),
+        "{audit}"
+    );
+
+    // --auth off is for loopback only.
+    let other_port = common::free_port();
+    let out = Command::new(BIN)
+        .args(["serve", "--auth", "off", "--no-bridge-network", "--listen"])
+        .arg(format!("0.0.0.0:{other_port}"))
+        .arg("--state-dir")
+        .arg(state.path().join("second"))
+        .env_remove("NEKTON_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--auth off") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_restarts_its_embedded_postgres_after_a_crash() {
     // `nekton serve` on a fresh state dir; then its PostgreSQL is killed with SIGKILL.
@@ -330,10 +490,15 @@ async fn serve_restarts_its_embedded_postgres_after_a_crash() {
         .unwrap();
     let serve = Proc(child);
     let base = format!("http://127.0.0.1:{port}");
-    let client = nekton::cli::Client::new(&base).unwrap();
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let start = Instant::now();
+    // The first start writes the admin token into the state dir; the client reads it from there.
+    let token_path = nekton::server::admin_token_path(state.path());
+    let mut client = nekton::cli::Client::new(&base).unwrap();
     let digest = loop {
+        if let Ok(token) = std::fs::read_to_string(&token_path) {
+            client = nekton::cli::Client::with_token(&base, Some(token.trim())).unwrap();
+        }
         match client.push_module(guests::hello()).await {
             Ok(m) => break m.digest,
             Err(e) => {
@@ -473,6 +638,7 @@ async fn examples_run_as_the_readme_says() {
     let digest = String::from_utf8_lossy(&push.stdout).trim().to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
     let batch = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args([
             "batch",
             "submit",
@@ -492,6 +658,7 @@ async fn examples_run_as_the_readme_says() {
         String::from_utf8_lossy(&batch.stderr)
     );
     let ls = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args([
             "jobs",
             "ls",

@@ -270,7 +270,9 @@ async fn cancel_flags_reach_the_heartbeat_and_rescue() {
     let w = Uuid::now_v7();
     queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
     assert_eq!(
-        jobs::cancel(pool, TENANT, id).await.unwrap(),
+        jobs::cancel(pool, TENANT, id, &Default::default())
+            .await
+            .unwrap(),
         jobs::CancelResult::Requested
     );
     assert_eq!(
@@ -289,7 +291,9 @@ async fn cancel_flags_reach_the_heartbeat_and_rescue() {
     queue::rescue(pool, 10, 3).await.unwrap();
     assert_eq!(state(pool, id).await, (JobState::Cancelled, 1));
     assert_eq!(
-        jobs::cancel(pool, TENANT, id).await.unwrap(),
+        jobs::cancel(pool, TENANT, id, &Default::default())
+            .await
+            .unwrap(),
         jobs::CancelResult::AlreadyFinished(JobState::Cancelled)
     );
 }

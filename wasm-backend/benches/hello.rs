@@ -36,7 +36,7 @@ struct OneModule(Vec<u8>);
 
 #[async_trait::async_trait]
 impl ModuleStore for OneModule {
-    async fn load(&self, _digest: &str) -> Result<Vec<u8>, String> {
+    async fn load(&self, _digest: &str) -> Result<Vec<u8>, runtime_core::ModuleStoreError> {
         Ok(self.0.clone())
     }
 }

@@ -45,6 +45,8 @@ pub(crate) enum LoadError {
     BadDigest(String),
     #[error("the module store cannot provide {digest}: {reason}")]
     Store { digest: String, reason: String },
+    #[error("the module store is unavailable while loading {digest} (retried): {reason}")]
+    StoreUnavailable { digest: String, reason: String },
     #[error("the module store returned bytes whose digest is {actual}, not {expected}")]
     DigestMismatch { expected: String, actual: String },
     #[error("the module is {size} bytes, more than the {max} bytes allowed")]
@@ -68,7 +70,7 @@ impl LoadError {
     pub(crate) fn reason(&self) -> OutcomeReason {
         match self {
             Self::Store { .. } | Self::DigestMismatch { .. } => OutcomeReason::ImageError,
-            Self::Internal(_) => OutcomeReason::InternalError,
+            Self::Internal(_) | Self::StoreUnavailable { .. } => OutcomeReason::InternalError,
             Self::BadDigest(_)
             | Self::TooLarge { .. }
             | Self::NotAModule(_)
@@ -175,14 +177,16 @@ impl ModuleCache {
             return self.prepare(&module);
         }
 
-        let bytes = self
-            .modules
-            .load(digest)
-            .await
-            .map_err(|reason| LoadError::Store {
+        let bytes = self.modules.load(digest).await.map_err(|e| match e {
+            runtime_core::ModuleStoreError::Missing(reason) => LoadError::Store {
                 digest: digest.to_owned(),
                 reason,
-            })?;
+            },
+            runtime_core::ModuleStoreError::Unavailable(reason) => LoadError::StoreUnavailable {
+                digest: digest.to_owned(),
+                reason,
+            },
+        })?;
         if bytes.len() > self.max_module_bytes {
             return Err(LoadError::TooLarge {
                 size: bytes.len(),

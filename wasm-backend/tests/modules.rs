@@ -98,6 +98,33 @@ async fn concurrent_first_loads_of_one_digest_compile_once() {
     assert_eq!(store.calls(), 1);
 }
 
+/// An unreachable store (the worker's database restarting) is the worker's failure: the job ends
+/// `internal_error` (which the queue retries), and nothing is remembered, so the next load works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_store_is_an_internal_error_not_remembered() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let digest = store.add(wat(HELLO));
+    *store.unavailable.lock().unwrap() = Some("connection reset".into());
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(
+        done.report.outcome.reason,
+        OutcomeReason::InternalError,
+        "{:?}",
+        done.report.outcome
+    );
+    assert!(done.report.outcome.reason.is_infrastructure_failure());
+    assert!(
+        done.report
+            .outcome
+            .detail
+            .unwrap()
+            .contains("connection reset")
+    );
+    *store.unavailable.lock().unwrap() = None;
+    assert_hello_works(&backend, &store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failures_and_digest_mismatches_are_image_errors_and_retried() {
     let store = MapStore::new();

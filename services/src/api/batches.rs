@@ -52,7 +52,7 @@ pub fn merge_defaults(
 
 /// Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
 /// fields; the batch's labels are added to every job.
-#[utoipa::path(post, path = "/v1/batches", tag = "batches",
+#[utoipa::path(post, path = "/v1/batches", operation_id = "submitBatch", tag = "batches",
     request_body = BatchSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe, as for jobs")),
     responses(
@@ -153,7 +153,7 @@ pub async fn submit(
 }
 
 /// A batch's jobs counted by state.
-#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches",
+#[utoipa::path(get, path = "/v1/batches/{id}", operation_id = "getBatch", tag = "batches",
     params(("id" = Uuid, Path, description = "Batch id")),
     responses((status = 200, body = Batch), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -172,7 +172,7 @@ pub async fn get(
 /// SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
 /// that reaches a final state — on connect, every job already finished — then `done` (the batch
 /// summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
-#[utoipa::path(get, path = "/v1/batches/{id}/events", tag = "batches",
+#[utoipa::path(get, path = "/v1/batches/{id}/events", operation_id = "streamBatchEvents", tag = "batches",
     params(("id" = Uuid, Path, description = "Batch id")),
     responses((status = 200, description = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
 pub async fn events(

@@ -36,6 +36,7 @@ use super::types::{
 use super::{AppState, Body};
 use crate::images::describe_image_error;
 use crate::model::auth::Scope;
+use crate::store::tenants as store_tenants;
 
 /// Bytes an import upload may carry beyond the largest image the store accepts (layout files).
 const IMPORT_SLACK: u64 = 64 << 20;
@@ -180,7 +181,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 /// stored), `extracting` / `extracted` (a layer being unpacked; `done` = unpacked bytes), then
 /// `done` (`PullResult`) or `error` (`ErrorBody`). Concurrent pulls of one image share one
 /// download; the pull goes on if the client disconnects.
-#[utoipa::path(post, path = "/v1/images/pull", tag = "images",
+#[utoipa::path(post, path = "/v1/images/pull", operation_id = "pullImage", tag = "images",
     request_body = PullRequest,
     responses(
         (status = 200, description = "The image (JSON `PullResult`), or an SSE stream of the pull's progress ending with `done` or `error`", body = PullResult),
@@ -213,6 +214,15 @@ pub async fn pull(
         PullPolicyView::Always => PullPolicy::Always,
     };
     let reference = image.to_string();
+    {
+        let mut conn = state
+            .pool
+            .acquire()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        store_tenants::record_images(&mut conn, caller.tenant(), std::slice::from_ref(&reference))
+            .await?;
+    }
     if !wants_sse(&headers) {
         let outcome = images
             .pull(&reference, policy, None)
@@ -298,7 +308,7 @@ fn progress_event(ev: &PullEvent) -> Option<Event> {
 }
 
 /// List the images in the worker host's store, sorted by reference.
-#[utoipa::path(get, path = "/v1/images", tag = "images",
+#[utoipa::path(get, path = "/v1/images", operation_id = "listImages", tag = "images",
     responses((status = 200, body = ImageList), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -311,13 +321,23 @@ pub async fn list(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(|e| image_api_error(&e, &images))?;
+    // A worker host's store is shared: a tenant sees the images it pulled, imported or ran.
+    let mine = if caller.scopes().contains(Scope::Admin) {
+        None
+    } else {
+        Some(store_tenants::tenant_images(&state.pool, caller.tenant()).await?)
+    };
     Ok(Json(ImageList {
-        images: records.iter().map(image_view).collect(),
+        images: records
+            .iter()
+            .filter(|r| mine.as_ref().is_none_or(|m| m.contains(&r.reference)))
+            .map(image_view)
+            .collect(),
     }))
 }
 
 /// Inspect one stored image. `reference` is one path segment: percent-encode its `/` as `%2F`.
-#[utoipa::path(get, path = "/v1/images/{reference}", tag = "images",
+#[utoipa::path(get, path = "/v1/images/{reference}", operation_id = "getImage", tag = "images",
     params(("reference" = String, Path, description = "Image reference, `/` percent-encoded as `%2F` (e.g. `docker.io%2Flibrary%2Fbusybox:latest`, or `busybox:latest`)")),
     responses(
         (status = 200, body = Image),
@@ -339,9 +359,13 @@ pub async fn get(
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(|e| image_api_error(&e, &images))?;
+    let visible = caller.scopes().contains(Scope::Admin)
+        || store_tenants::tenant_images(&state.pool, caller.tenant())
+            .await?
+            .contains(&image.to_string());
     match record {
-        Some(r) => Ok(Json(image_view(&r))),
-        None => Err(ApiError::not_found(format!(
+        Some(r) if visible => Ok(Json(image_view(&r))),
+        _ => Err(ApiError::not_found(format!(
             "image {image} is not stored on this host; pull it with POST /v1/images/pull"
         ))),
     }
@@ -349,7 +373,7 @@ pub async fn get(
 
 /// Remove an image's record. Its blobs and layers stay until `POST /v1/images/gc` (jobs running
 /// on it keep what they use). Answers the removed image.
-#[utoipa::path(delete, path = "/v1/images/{reference}", tag = "images",
+#[utoipa::path(delete, path = "/v1/images/{reference}", operation_id = "deleteImage", tag = "images",
     params(("reference" = String, Path, description = "Image reference, `/` percent-encoded as `%2F`")),
     responses(
         (status = 200, description = "Removed", body = Image),
@@ -383,6 +407,7 @@ pub async fn delete(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportParams {
     /// Store the layout's image under this reference (required when the layout names none, or
@@ -393,9 +418,10 @@ pub struct ImportParams {
 /// Import an OCI image layout (for air-gapped hosts). The body is a tar of the layout (plain,
 /// gzip or zstd: `oci-layout`, `index.json`, `blobs/sha256/...`); it is streamed to disk (up to
 /// the store's image size cap) and every blob is verified as in a pull.
-#[utoipa::path(post, path = "/v1/images/import", tag = "images",
+#[utoipa::path(post, path = "/v1/images/import", operation_id = "importImage", tag = "images",
     params(ImportParams),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar of an OCI image layout"),
+    request_body(description = "A tar of an OCI image layout; `application/octet-stream` is accepted too",
+        content((super::types::BinaryBody = "application/x-tar"), (super::types::BinaryBody = "application/octet-stream"))),
     responses(
         (status = 201, description = "Imported", body = ImportResult),
         (status = 413, body = ErrorBody),
@@ -479,6 +505,15 @@ pub async fn import(
         .await
         .map_err(|e| image_api_error(&e, &images))?;
     drop(temp);
+    let references: Vec<String> = records.iter().map(|r| r.reference.clone()).collect();
+    {
+        let mut conn = state
+            .pool
+            .acquire()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        store_tenants::record_images(&mut conn, caller.tenant(), &references).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(ImportResult {
@@ -488,7 +523,7 @@ pub async fn import(
 }
 
 /// Delete blobs and extracted layers no stored image refers to (and none a running job uses).
-#[utoipa::path(post, path = "/v1/images/gc", tag = "images",
+#[utoipa::path(post, path = "/v1/images/gc", operation_id = "collectImageGarbage", tag = "images",
     responses((status = 200, body = GcResult), (status = 503, body = ErrorBody)))]
 pub async fn gc(State(state): State<AppState>, caller: Caller) -> Result<Json<GcResult>, ApiError> {
     caller.require(Scope::Admin)?;

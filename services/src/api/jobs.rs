@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -184,7 +184,7 @@ pub fn refused(r: Refused) -> ApiError {
 }
 
 /// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422")),
     responses(
@@ -235,7 +235,7 @@ pub async fn submit(
 }
 
 /// Get a job: its state, outcome and usage.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(
@@ -263,12 +263,16 @@ pub fn parse_id(s: &str) -> Result<Uuid, ApiError> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only jobs in this state.
     pub state: Option<String>,
-    /// Only jobs with this label, as `key=value`.
-    pub label: Option<String>,
+    /// Only jobs with this label, as `key=value`; repeat the parameter for several labels (all
+    /// must match).
+    #[serde(default)]
+    #[param(style = Form, explode)]
+    pub label: Vec<String>,
     /// Only jobs of this batch.
     pub batch: Option<Uuid>,
     /// `next_cursor` of the previous page.
@@ -277,22 +281,51 @@ pub struct ListParams {
     pub limit: Option<i64>,
 }
 
+/// Parses the listing's query: `label` may repeat, every other parameter at most once (an
+/// unknown or repeated one is a 400 naming it).
+fn list_params(query: &str) -> Result<ListParams, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, m);
+    // The URL type decodes and encodes form pairs (`+`, percent escapes) the standard way.
+    let mut parsed =
+        reqwest::Url::parse("http://query.invalid/").map_err(|_| ApiError::internal())?;
+    parsed.set_query(Some(query));
+    let mut labels = Vec::new();
+    let mut rest =
+        reqwest::Url::parse("http://query.invalid/").map_err(|_| ApiError::internal())?;
+    let mut seen = HashSet::new();
+    {
+        let mut out = rest.query_pairs_mut();
+        for (k, v) in parsed.query_pairs() {
+            if k == "label" {
+                labels.push(v.into_owned());
+            } else if !seen.insert(k.clone().into_owned()) {
+                return Err(
+                    bad(format!("query parameter `{k}` is given twice")).with_field(k.into_owned())
+                );
+            } else {
+                out.append_pair(&k, &v);
+            }
+        }
+    }
+    let uri: axum::http::Uri = format!("/?{}", rest.query().unwrap_or_default())
+        .parse()
+        .map_err(|_| bad("the query string is malformed".into()))?;
+    let Query(mut p) =
+        Query::<ListParams>::try_from_uri(&uri).map_err(|e: QueryRejection| bad(e.body_text()))?;
+    p.label = labels;
+    Ok(p)
+}
+
 /// List jobs, newest first, with keyset pagination.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListParams),
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(ListParams),
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<ListParams>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<JobPage>, ApiError> {
     caller.require(Scope::JobsRead)?;
-    let Query(p) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            e.body_text(),
-        )
-    })?;
+    let p = list_params(query.as_deref().unwrap_or_default())?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(
@@ -312,21 +345,29 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let labels = p
-        .label
-        .as_deref()
-        .map(|l| {
-            let (k, v) = l.split_once('=').ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidQuery,
-                    "label filter must look like `key=value`",
-                )
-                .with_field("label")
-            })?;
-            Ok::<_, ApiError>(serde_json::json!({ k: v }))
-        })
-        .transpose()?;
+    let mut wanted = serde_json::Map::new();
+    for l in &p.label {
+        let (k, v) = l.split_once('=').ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                "label filter must look like `key=value`",
+            )
+            .with_field("label")
+        })?;
+        if wanted
+            .insert(k.to_string(), v.into())
+            .is_some_and(|old| old != v)
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                format!("label `{k}` is asked for with two values; no job has both"),
+            )
+            .with_field("label"));
+        }
+    }
+    let labels = (!wanted.is_empty()).then_some(serde_json::Value::Object(wanted));
     let before = p
         .cursor
         .as_deref()
@@ -359,7 +400,7 @@ pub async fn list(
 
 /// Cancel a job: a queued job is cancelled at once; a running job's sandbox is killed within a
 /// second and the job ends `cancelled`.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Cancelled, or cancel requested (the job is running)", body = Job),
@@ -373,7 +414,7 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let id = parse_id(&id)?;
-    match store_jobs::cancel(&state.pool, caller.tenant(), id).await? {
+    match store_jobs::cancel(&state.pool, caller.tenant(), id, &caller.actor()).await? {
         CancelResult::NotFound => Err(ApiError::not_found(format!("no job {id}"))),
         CancelResult::AlreadyFinished(s) => Err(ApiError::new(
             StatusCode::CONFLICT,

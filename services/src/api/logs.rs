@@ -67,6 +67,7 @@ impl Position {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// Plain log only: `stdout` or `stderr` (default both, interleaved as written).
@@ -76,7 +77,7 @@ pub struct LogParams {
 /// A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
 /// (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
 /// the latest attempt as raw bytes.
-#[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "logs",
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", operation_id = "getJobLogs", tag = "logs",
     params(("id" = Uuid, Path, description = "Job id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         LogParams),

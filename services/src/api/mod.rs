@@ -17,6 +17,7 @@ pub mod system;
 pub mod tenants;
 pub mod types;
 pub mod validate;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -216,6 +217,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         (name = "batches", description = "Many jobs at once"),
         (name = "modules", description = "Wasm modules"),
         (name = "images", description = "OCI images on worker hosts: pull (with SSE progress), list, inspect, delete, import, gc. Images live on worker hosts: these endpoints are served by processes that run both the API and a worker (`nekton serve`); an API-only process (`nekton api`) answers 503"),
+        (name = "webhooks", description = "Job and batch completion events POSTed to the tenant's endpoints, signed per Standard Webhooks, retried for at least 24 h; delivery logs and redelivery"),
         (name = "admin", description = "Tenants, tokens, quotas, the audit log and usage"),
         (name = "system", description = "Health, readiness, metrics")
     ),
@@ -266,6 +268,10 @@ fn routes() -> OpenApiRouter<AppState> {
                 // The upload is streamed to disk and capped by the handler itself.
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::get_tenant, tenants::update_tenant))
         .routes(routes!(tenants::create_token, tenants::list_tokens))
@@ -280,12 +286,50 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document (what `/openapi.json` serves and `openapi/openapi.json` holds).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut doc = routes().split_for_parts().1;
+    complete_responses(&mut doc);
+    doc
+}
+
+/// Gives every response a description (OpenAPI requires one): the status's reason phrase where
+/// the handler's annotation has none.
+fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for (status, response) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = response
+                    && r.description.is_empty()
+                {
+                    r.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| StatusCode::from_u16(c).ok())
+                        .and_then(|c| c.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_string();
+                }
+            }
+        }
+    }
 }
 
 /// The API's router.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = routes().split_for_parts();
+    let (router, mut doc) = routes().split_for_parts();
+    complete_responses(&mut doc);
     let doc = Arc::new(doc);
     let metrics = state.metrics.clone();
     let body_limit = state.policy.max_module_bytes.max(MAX_JSON_BODY);

@@ -13,8 +13,9 @@ use crate::store::modules;
 
 /// Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
 /// `module`. Uploading the same bytes again returns the same digest.
-#[utoipa::path(post, path = "/v1/modules", tag = "modules",
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The module's bytes (binary .wasm)"),
+#[utoipa::path(post, path = "/v1/modules", operation_id = "uploadModule", tag = "modules",
+    request_body(description = "The module's bytes (binary .wasm); `application/octet-stream` is accepted too",
+        content((super::types::BinaryBody = "application/wasm"), (super::types::BinaryBody = "application/octet-stream"))),
     responses(
         (status = 201, description = "Stored", body = Module),
         (status = 200, description = "Already stored", body = Module),

@@ -10,13 +10,13 @@ use super::error::{ApiError, ErrorCode};
 use crate::model::auth::Scope;
 
 /// Liveness: the process serves HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "system", security(()), responses((status = 200, body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "system", security(()),
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "system", security(()),
     responses((status = 200, body = String), (status = 503, body = super::types::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     // Bounded: a load balancer must learn of a lost database in about a second, not after the
@@ -47,7 +47,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 /// Prometheus metrics (a token with the admin scope; or without a token on the separate
 /// `--metrics-listen` address): OpenMetrics text when the client accepts it (Prometheus does),
 /// else the Prometheus text format 0.0.4 (curl, promtool). The catalogue is docs/metrics.md.
-#[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = ["admin"])),
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "system", security(("bearer" = ["admin"])),
     responses((status = 200, body = String, content_type = "text/plain"), (status = 401, body = super::types::ErrorBody),
         (status = 403, body = super::types::ErrorBody)))]
 pub async fn metrics(

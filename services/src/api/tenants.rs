@@ -71,38 +71,84 @@ fn double<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     Ok(Some(Option::deserialize(d)?))
 }
 
-/// Settings of a tenant. In a PATCH, an absent field is left as it is and `null` removes a quota.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettings {
-    /// Share of the workers when several tenants have work (1–1000).
-    pub weight: Option<i32>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 0)]
-    pub max_running: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 0)]
-    pub max_queued: Option<Option<i32>>,
-    /// Submissions per second.
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<f64>)]
-    pub submit_rate: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i32>, minimum = 1)]
-    pub submit_burst: Option<Option<i32>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_memory_bytes: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_wall_time_ms: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    pub max_cpu_time_ms: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<i64>, minimum = 0)]
-    pub max_output_bytes: Option<Option<i64>>,
-    pub allow_bridge: Option<bool>,
+/// Declares a struct with the tenant settings fields (and any extra fields first), so the
+/// creation body can list `id` beside them without `flatten` (whose schema would be an `allOf`
+/// of two closed objects that nothing satisfies).
+macro_rules! tenant_settings {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $extra:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $extra: $ty,)*
+            /// Share of the workers when several tenants have work (1–1000).
+            pub weight: Option<i32>,
+            /// Jobs running at once (null: no cap).
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 0)]
+            pub max_running: Option<Option<i32>>,
+            /// Jobs waiting (queued or scheduled for a retry) at once.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 0)]
+            pub max_queued: Option<Option<i32>>,
+            /// Submissions per second.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<f64>)]
+            pub submit_rate: Option<Option<f64>>,
+            /// Submissions allowed at once above the rate.
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i32>, minimum = 1)]
+            pub submit_burst: Option<Option<i32>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_memory_bytes: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_wall_time_ms: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 1)]
+            pub max_cpu_time_ms: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "double")]
+            #[schema(value_type = Option<i64>, minimum = 0)]
+            pub max_output_bytes: Option<Option<i64>>,
+            /// Whether jobs may use `network: bridge`.
+            pub allow_bridge: Option<bool>,
+        }
+    };
+}
+
+tenant_settings! {
+    /// Settings of a tenant. In a PATCH, an absent field is left as it is and `null` removes a
+    /// quota.
+    TenantSettings {}
+}
+
+tenant_settings! {
+    /// A new tenant: its name and, optionally, its settings.
+    NewTenant {
+        /// 1–63 characters of a-z, 0-9, `-`, `_`.
+        id: String,
+    }
+}
+
+impl NewTenant {
+    fn split(self) -> (String, TenantSettings) {
+        (
+            self.id,
+            TenantSettings {
+                weight: self.weight,
+                max_running: self.max_running,
+                max_queued: self.max_queued,
+                submit_rate: self.submit_rate,
+                submit_burst: self.submit_burst,
+                max_memory_bytes: self.max_memory_bytes,
+                max_wall_time_ms: self.max_wall_time_ms,
+                max_cpu_time_ms: self.max_cpu_time_ms,
+                max_output_bytes: self.max_output_bytes,
+                allow_bridge: self.allow_bridge,
+            },
+        )
+    }
 }
 
 impl TenantSettings {
@@ -150,18 +196,8 @@ impl TenantSettings {
     }
 }
 
-/// A new tenant: its name and, optionally, its settings.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTenant {
-    /// 1–63 characters of a-z, 0-9, `-`, `_`.
-    pub id: String,
-    #[serde(flatten)]
-    pub settings: TenantSettings,
-}
-
 /// Create a tenant (admin).
-#[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = NewTenant,
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "createTenant", tag = "admin", request_body = NewTenant,
     security(("bearer" = ["admin"])),
     responses((status = 201, body = Tenant), (status = 409, description = "The tenant exists", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -172,23 +208,23 @@ pub async fn create_tenant(
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     caller.require(Scope::Admin)?;
     let new: NewTenant = parse_json(&body.json_sized()?)?;
-    check_tenant_name(&new.id).map_err(|m| ApiError::invalid("id", m))?;
-    let patch = new.settings.into_patch()?;
-    match store::create_tenant(&state.pool, &caller.actor(), &new.id, &patch).await? {
+    let (id, settings) = new.split();
+    check_tenant_name(&id).map_err(|m| ApiError::invalid("id", m))?;
+    let patch = settings.into_patch()?;
+    match store::create_tenant(&state.pool, &caller.actor(), &id, &patch).await? {
         TenantCreated::Created(t) => Ok((StatusCode::CREATED, Json(t))),
         TenantCreated::Exists => Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::Conflict,
             format!(
-                "tenant {} exists; change it with PATCH /v1/tenants/{} (`nekton tenant set`)",
-                new.id, new.id
+                "tenant {id} exists; change it with PATCH /v1/tenants/{id} (`nekton tenant set`)"
             ),
         )),
     }
 }
 
 /// List tenants (admin).
-#[utoipa::path(get, path = "/v1/tenants", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "listTenants", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<Tenant>)))]
 pub async fn list_tenants(
     State(state): State<AppState>,
@@ -199,7 +235,7 @@ pub async fn list_tenants(
 }
 
 /// Get a tenant (admin).
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(get, path = "/v1/tenants/{id}", operation_id = "getTenant", tag = "admin", security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "Tenant name")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
 pub async fn get_tenant(
@@ -215,7 +251,7 @@ pub async fn get_tenant(
 }
 
 /// Change a tenant's quotas (admin). Absent fields are kept; `null` removes a quota.
-#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "admin", request_body = TenantSettings,
+#[utoipa::path(patch, path = "/v1/tenants/{id}", operation_id = "updateTenant", tag = "admin", request_body = TenantSettings,
     security(("bearer" = ["admin"])),
     params(("id" = String, Path, description = "Tenant name")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -260,7 +296,7 @@ pub struct CreatedToken {
 }
 
 /// Create a token (admin). The answer holds the secret; it is never shown again.
-#[utoipa::path(post, path = "/v1/tokens", tag = "admin", request_body = NewToken,
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "createToken", tag = "admin", request_body = NewToken,
     security(("bearer" = ["admin"])),
     responses((status = 201, body = CreatedToken), (status = 404, description = "No such tenant", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -327,6 +363,7 @@ pub async fn create_token(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TokenListParams {
     /// Only this tenant's tokens.
@@ -334,7 +371,7 @@ pub struct TokenListParams {
 }
 
 /// List tokens (admin): never their secrets.
-#[utoipa::path(get, path = "/v1/tokens", tag = "admin", params(TokenListParams),
+#[utoipa::path(get, path = "/v1/tokens", operation_id = "listTokens", tag = "admin", params(TokenListParams),
     security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<TokenInfo>), (status = 400, body = ErrorBody)))]
 pub async fn list_tokens(
@@ -350,7 +387,7 @@ pub async fn list_tokens(
 }
 
 /// Revoke a token (admin). It stops working everywhere within a second.
-#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin", security(("bearer" = ["admin"])),
+#[utoipa::path(delete, path = "/v1/tokens/{id}", operation_id = "revokeToken", tag = "admin", security(("bearer" = ["admin"])),
     params(("id" = uuid::Uuid, Path, description = "Token id")),
     responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
@@ -375,6 +412,7 @@ fn bad_query(e: QueryRejection) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Entries before this id (the last `id` of the previous page).
@@ -384,7 +422,7 @@ pub struct AuditParams {
 }
 
 /// The audit log, newest first (admin).
-#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditParams),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEntries", tag = "admin", params(AuditParams),
     security(("bearer" = ["admin"])),
     responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ErrorBody)))]
 pub async fn audit(
@@ -407,6 +445,7 @@ pub async fn audit(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// Start (RFC 3339, inclusive; default: 30 days ago). Usage is kept per hour.
@@ -419,7 +458,7 @@ pub struct UsageParams {
 
 /// A tenant's usage for billing: jobs by outcome, CPU-seconds, memory byte-seconds,
 /// wall-seconds, output and network bytes.
-#[utoipa::path(get, path = "/v1/usage", tag = "admin", params(UsageParams),
+#[utoipa::path(get, path = "/v1/usage", operation_id = "getUsage", tag = "admin", params(UsageParams),
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody)))]
 pub async fn usage(
@@ -466,7 +505,7 @@ pub struct Me {
 }
 
 /// The caller's tenant and scopes (any token).
-#[utoipa::path(get, path = "/v1/me", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me", operation_id = "getCaller", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(caller: Caller) -> Json<Me> {
     Json(Me {

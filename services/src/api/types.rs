@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use crate::model::webhooks::{
+    CreatedWebhook, Delivery, DeliveryAttempt, DeliveryPage, DeliveryState, Webhook, WebhookEvent,
+};
 pub use crate::model::{
     Batch, Encoding, Job, JobState, Module, NetworkMode, OutcomeView, RuntimeKind,
     Usage as UsageView,
@@ -150,6 +153,20 @@ pub struct BatchCreated {
     pub id: Uuid,
     /// The jobs' ids, in the order they were given.
     pub job_ids: Vec<Uuid>,
+}
+
+/// A webhook endpoint to create.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where to POST events: an http or https URL without credentials. Deliveries reach public
+    /// addresses only unless the operator allows a range (`--webhook-allow`).
+    #[schema(example = "https://example.com/hooks/nekton")]
+    pub url: String,
+    /// What to send (default: every event): `job.completed`, `batch.completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["job.completed"]))]
+    pub events: Option<Vec<String>>,
 }
 
 /// The one error shape of the API.
@@ -391,3 +408,8 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
         })
     }
 }
+
+/// A binary request body (a Wasm module, a tar): the raw bytes, not JSON.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BinaryBody(pub Vec<u8>);

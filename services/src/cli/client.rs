@@ -19,9 +19,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::api::types::{
-    Batch, BatchCreated, BatchSpec, ErrorBody, ExitEvent, GcResult, Image, ImageList, ImportResult,
-    Job, JobPage, JobSpec, JobState, LogEvent, Module, PullBlob, PullPolicyView, PullRequest,
-    PullResolvedEvent, PullResult, StateEvent,
+    Batch, BatchCreated, BatchSpec, CreatedWebhook, Delivery, DeliveryPage, ErrorBody, ExitEvent,
+    GcResult, Image, ImageList, ImportResult, Job, JobPage, JobSpec, JobState, LogEvent, Module,
+    NewWebhook, PullBlob, PullPolicyView, PullRequest, PullResolvedEvent, PullResult, StateEvent,
+    Webhook,
 };
 
 /// The server the CLI talks to when neither `--server` nor `NEKTON_SERVER` says otherwise.
@@ -538,6 +539,56 @@ impl Client {
         self.send_json(req, &url).await
     }
 
+    /// `POST /v1/webhooks`: creates an endpoint; the answer holds its secret (shown once).
+    pub async fn create_webhook(&self, new: &NewWebhook) -> Result<CreatedWebhook> {
+        let url = self.url("v1/webhooks")?;
+        let req = self
+            .http
+            .post(url.clone())
+            .timeout(REQUEST_TIMEOUT)
+            .json(new);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/webhooks`.
+    pub async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        let url = self.url("v1/webhooks")?;
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`.
+    pub async fn delete_webhook(&self, id: Uuid) -> Result<Webhook> {
+        let url = self.url(&format!("v1/webhooks/{id}"))?;
+        let req = self.http.delete(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries`: one page, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        id: Uuid,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<DeliveryPage> {
+        let mut url = self.url(&format!("v1/webhooks/{id}/deliveries"))?;
+        if let Some(c) = cursor {
+            url.query_pairs_mut().append_pair("cursor", c);
+        }
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `POST /v1/webhooks/{id}/deliveries/{delivery}/redeliver`.
+    pub async fn redeliver_webhook(&self, id: Uuid, delivery: Uuid) -> Result<Delivery> {
+        let url = self.url(&format!("v1/webhooks/{id}/deliveries/{delivery}/redeliver"))?;
+        let req = self.http.post(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
     /// Sends a request; a transport failure or a non-2xx answer becomes a descriptive error.
     async fn send(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| self.transport_error(e, url))?;
@@ -546,6 +597,24 @@ impl Client {
         } else {
             Err(ApiError::from_response(resp).await.into())
         }
+    }
+
+    /// Any JSON endpoint: `method path` with an optional JSON body; the answer as JSON.
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = self.url(path)?;
+        let mut req = self
+            .http
+            .request(method, url.clone())
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.send_json(req, &url).await
     }
 
     async fn send_json<T: DeserializeOwned>(

@@ -1,5 +1,5 @@
-//! The client commands of the `nekton` binary: `run`, `jobs`, `batch`, `module` and `image`
-//! (the latter in [`super::image`]).
+//! The client commands of the `nekton` binary: `run`, `jobs`, `batch`, `module`, `image` and
+//! `webhook` (the last two in [`super::image`] and [`super::webhook`]).
 //!
 //! [`ClientCommand`] is flattened into the binary's subcommands; [`execute`] runs one and returns
 //! the process exit code ([`execute_or_report`] also prints errors and picks their exit code).
@@ -141,6 +141,23 @@ pub enum ClientCommand {
     Module(ModuleArgs),
     /// Pull, list, remove and import images on the server's worker host.
     Image(super::image::ImageArgs),
+    /// Manage the tenant's webhook endpoints (job and batch completion events) and see their
+    /// deliveries.
+    Webhook(super::webhook::WebhookArgs),
+    /// Create, list and change tenants and their quotas (admin).
+    Tenant(super::admin::TenantArgs),
+    /// Create, list and revoke API tokens (admin).
+    Token(super::admin::TokenArgs),
+    /// Save a token for --server (checked first), so later commands send it.
+    Login(super::admin::LoginArgs),
+    /// Forget the token saved for --server.
+    Logout,
+    /// Show your tenant and your token's scopes.
+    Whoami,
+    /// Your tenant's usage: jobs by outcome, CPU-seconds, memory byte-seconds, output bytes.
+    Usage(super::admin::UsageArgs),
+    /// The audit log: token, tenant and quota changes, cancels (admin).
+    Audit(super::admin::AuditArgs),
 }
 
 /// `nekton run`.
@@ -391,6 +408,14 @@ pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
         ClientCommand::Batch(args) => batch(args, server).await,
         ClientCommand::Module(args) => module(args, server).await,
         ClientCommand::Image(args) => super::image::image(args, server).await,
+        ClientCommand::Webhook(args) => super::webhook::webhook(args, server).await,
+        ClientCommand::Tenant(args) => super::admin::tenant(args, server).await,
+        ClientCommand::Token(args) => super::admin::token(args, server).await,
+        ClientCommand::Login(args) => super::admin::login(args, server).await,
+        ClientCommand::Logout => super::admin::logout(server).await,
+        ClientCommand::Whoami => super::admin::whoami(server).await,
+        ClientCommand::Usage(args) => super::admin::usage(args, server).await,
+        ClientCommand::Audit(args) => super::admin::audit(args, server).await,
     }
 }
 

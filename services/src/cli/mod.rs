@@ -1,6 +1,7 @@
 //! The client side of the `nekton` binary: a typed HTTP client for the v1 API ([`client`]) and the
 //! user-facing commands built on it ([`commands`]): `run`, `jobs ls|get|cancel|logs`,
-//! `batch submit`, `module push` and `image pull|ls|rm|import|gc`.
+//! `batch submit`, `module push`, `image pull|ls|rm|import|gc` and
+//! `webhook create|ls|rm|deliveries|redeliver`.
 //!
 //! `main.rs` wires them in with one enum variant and one call:
 //!
@@ -34,10 +35,12 @@ macro_rules! out {
     }};
 }
 
+pub mod admin;
 pub mod client;
 pub mod commands;
 pub mod credentials;
 pub mod image;
+pub mod webhook;
 
 pub use client::{
     ApiError, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,

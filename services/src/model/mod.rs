@@ -9,6 +9,7 @@
 pub mod auth;
 mod resolved;
 pub mod tenancy;
+pub mod webhooks;
 
 pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
 pub use runtime_core::OutcomeReason;

@@ -85,6 +85,11 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
     })
 }
 
+/// True if a job's program is an image reference (modules are `sha256:<hex>` digests).
+fn is_image(program: &str) -> bool {
+    !program.starts_with("sha256:")
+}
+
 /// Stores one job. With an idempotency key already used by this tenant, nothing is written and
 /// the original job (same request) or a conflict (different request) is returned.
 /// `notify_queue`: send the wake-up NOTIFY inside the insert transaction.
@@ -130,6 +135,9 @@ pub async fn submit(
     if let Err(r) = super::tenants::admit(&mut tx, tenant_quota, 1).await? {
         tx.rollback().await?;
         return Ok(Submitted::Refused(r));
+    }
+    if is_image(&job.program) {
+        super::tenants::record_images(&mut tx, tenant, std::slice::from_ref(&job.program)).await?;
     }
     sqlx::query(
         "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) VALUES ($1, $2, $3, $4, $5)",
@@ -252,6 +260,14 @@ pub async fn submit_batch(
         tx.rollback().await?;
         return Ok(BatchSubmitted::Refused(r));
     }
+    let mut images: Vec<String> = jobs
+        .iter()
+        .filter(|j| is_image(&j.program))
+        .map(|j| j.program.clone())
+        .collect();
+    images.sort();
+    images.dedup();
+    super::tenants::record_images(&mut tx, tenant, &images).await?;
     let specs: Vec<String> = jobs.iter().map(|j| j.spec.to_string()).collect();
     let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.spec_hash.clone()).collect();
     let programs: Vec<&str> = jobs.iter().map(|j| j.program.as_str()).collect();
@@ -342,7 +358,13 @@ pub enum CancelResult {
 }
 
 /// Cancels a job: queued → cancelled at once; running → flag + NOTIFY to its worker.
-pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> Result<CancelResult, StoreError> {
+/// The cancel is recorded in the audit log as `job.cancel` by `actor`.
+pub async fn cancel(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    actor: &super::tenants::Actor,
+) -> Result<CancelResult, StoreError> {
     let mut tx = pool.begin().await?;
     let current: Option<JobState> =
         sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE")
@@ -387,6 +409,16 @@ pub async fn cancel(pool: &PgPool, tenant: &str, id: Uuid) -> Result<CancelResul
             CancelResult::CancelledNow
         }
     };
+    if matches!(result, CancelResult::Requested | CancelResult::CancelledNow) {
+        super::tenants::audit(
+            &mut tx,
+            actor,
+            "job.cancel",
+            &id.to_string(),
+            serde_json::json!({ "tenant": tenant, "was": state.as_str() }),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(result)
 }

@@ -15,6 +15,7 @@ pub mod modules;
 pub mod queue;
 pub mod stats;
 pub mod tenants;
+pub mod webhooks;
 
 use sqlx::PgPool;
 

@@ -183,6 +183,46 @@ pub async fn revoke_token(
     Ok(Some(info))
 }
 
+/// Stores a token the operator chose (by its hash) unless one with that hash exists. Returns
+/// whether it was new.
+pub async fn adopt_token(
+    pool: &PgPool,
+    hash: &[u8; 32],
+    hint: &str,
+    tenant: &str,
+    name: &str,
+    scopes: Scopes,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO api_tokens (id, tenant_id, name, secret_hash, hint, scopes) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (secret_hash) DO NOTHING",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(name)
+    .bind(&hash[..])
+    .bind(hint)
+    .bind(scopes.names())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        audit(
+            &mut tx,
+            &Actor::default(),
+            "token.create",
+            &id.to_string(),
+            serde_json::json!({ "tenant": tenant, "name": name, "scopes": scopes.names() }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
 /// True if a live token has this hash.
 pub async fn token_is_live(pool: &PgPool, hash: &[u8; 32]) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar(
@@ -453,6 +493,44 @@ pub async fn list_audit(
         .collect()
 }
 
+/// The sums `usage_hourly` rows are read as (grouped by the caller).
+const USAGE_SUMS: &str = "sum(attempts)::bigint AS attempts, sum(jobs_succeeded)::bigint AS s, \
+    sum(jobs_failed)::bigint AS f, sum(jobs_cancelled)::bigint AS c, sum(jobs_error)::bigint AS e, \
+    sum(cpu_ms)::bigint AS cpu, sum(memory_byte_ms)::float8 AS mem, sum(wall_ms)::bigint AS wall, \
+    sum(output_bytes)::bigint AS out, sum(net_rx_bytes)::bigint AS rx, sum(net_tx_bytes)::bigint AS tx";
+
+fn usage_totals(r: &sqlx::postgres::PgRow) -> Result<UsageTotals, StoreError> {
+    Ok(UsageTotals {
+        attempts: r.try_get("attempts")?,
+        jobs_succeeded: r.try_get("s")?,
+        jobs_failed: r.try_get("f")?,
+        jobs_cancelled: r.try_get("c")?,
+        jobs_error: r.try_get("e")?,
+        cpu_seconds: r.try_get::<i64, _>("cpu")? as f64 / 1000.0,
+        memory_byte_seconds: r.try_get::<f64, _>("mem")? / 1000.0,
+        wall_seconds: r.try_get::<i64, _>("wall")? as f64 / 1000.0,
+        output_bytes: r.try_get("out")?,
+        network_rx_bytes: r.try_get("rx")?,
+        network_tx_bytes: r.try_get("tx")?,
+    })
+}
+
+impl std::ops::AddAssign<&UsageTotals> for UsageTotals {
+    fn add_assign(&mut self, t: &UsageTotals) {
+        self.attempts += t.attempts;
+        self.jobs_succeeded += t.jobs_succeeded;
+        self.jobs_failed += t.jobs_failed;
+        self.jobs_cancelled += t.jobs_cancelled;
+        self.jobs_error += t.jobs_error;
+        self.cpu_seconds += t.cpu_seconds;
+        self.memory_byte_seconds += t.memory_byte_seconds;
+        self.wall_seconds += t.wall_seconds;
+        self.output_bytes += t.output_bytes;
+        self.network_rx_bytes += t.network_rx_bytes;
+        self.network_tx_bytes += t.network_tx_bytes;
+    }
+}
+
 /// A tenant's usage in `[from, to)` (hours; the bounds round down to the hour).
 pub async fn usage(
     pool: &PgPool,
@@ -460,15 +538,11 @@ pub async fn usage(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<UsageReport, StoreError> {
-    let rows = sqlx::query(
-        "SELECT outcome, sum(attempts)::bigint AS attempts, sum(jobs_succeeded)::bigint AS s, \
-             sum(jobs_failed)::bigint AS f, sum(jobs_cancelled)::bigint AS c, sum(jobs_error)::bigint AS e, \
-             sum(cpu_ms)::bigint AS cpu, sum(memory_byte_ms)::float8 AS mem, sum(wall_ms)::bigint AS wall, \
-             sum(output_bytes)::bigint AS out, sum(net_rx_bytes)::bigint AS rx, sum(net_tx_bytes)::bigint AS tx \
-         FROM usage_hourly WHERE tenant_id = $1 AND hour >= date_trunc('hour', $2::timestamptz) \
-             AND hour < date_trunc('hour', $3::timestamptz) \
-         GROUP BY outcome ORDER BY outcome",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT outcome, {USAGE_SUMS} FROM usage_hourly WHERE tenant_id = $1 \
+             AND hour >= date_trunc('hour', $2::timestamptz) AND hour < date_trunc('hour', $3::timestamptz) \
+         GROUP BY outcome ORDER BY outcome"
+    )))
     .bind(tenant)
     .bind(from)
     .bind(to)
@@ -482,47 +556,21 @@ pub async fn usage(
         by_outcome: Default::default(),
     };
     for r in &rows {
-        let t = UsageTotals {
-            attempts: r.try_get("attempts")?,
-            jobs_succeeded: r.try_get("s")?,
-            jobs_failed: r.try_get("f")?,
-            jobs_cancelled: r.try_get("c")?,
-            jobs_error: r.try_get("e")?,
-            cpu_seconds: r.try_get::<i64, _>("cpu")? as f64 / 1000.0,
-            memory_byte_seconds: r.try_get::<f64, _>("mem")? / 1000.0,
-            wall_seconds: r.try_get::<i64, _>("wall")? as f64 / 1000.0,
-            output_bytes: r.try_get("out")?,
-            network_rx_bytes: r.try_get("rx")?,
-            network_tx_bytes: r.try_get("tx")?,
-        };
-        let tot = &mut report.total;
-        tot.attempts += t.attempts;
-        tot.jobs_succeeded += t.jobs_succeeded;
-        tot.jobs_failed += t.jobs_failed;
-        tot.jobs_cancelled += t.jobs_cancelled;
-        tot.jobs_error += t.jobs_error;
-        tot.cpu_seconds += t.cpu_seconds;
-        tot.memory_byte_seconds += t.memory_byte_seconds;
-        tot.wall_seconds += t.wall_seconds;
-        tot.output_bytes += t.output_bytes;
-        tot.network_rx_bytes += t.network_rx_bytes;
-        tot.network_tx_bytes += t.network_tx_bytes;
+        let t = usage_totals(r)?;
+        report.total += &t;
         report.by_outcome.insert(r.try_get("outcome")?, t);
     }
     Ok(report)
 }
 
-/// Usage of every tenant since the start of the current hour's rollups, for `/metrics`
-/// (cumulative counters per tenant and outcome).
+/// Usage of every tenant since it began, for `/metrics` (cumulative counters per tenant and
+/// outcome).
 pub async fn usage_counters(
     pool: &PgPool,
 ) -> Result<Vec<(String, String, UsageTotals)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT tenant_id, outcome, sum(attempts)::bigint AS attempts, sum(cpu_ms)::bigint AS cpu, \
-             sum(memory_byte_ms)::float8 AS mem, sum(wall_ms)::bigint AS wall, \
-             sum(output_bytes)::bigint AS out, sum(net_rx_bytes)::bigint AS rx, sum(net_tx_bytes)::bigint AS tx \
-         FROM usage_hourly GROUP BY tenant_id, outcome",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, outcome, {USAGE_SUMS} FROM usage_hourly GROUP BY tenant_id, outcome"
+    )))
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -530,17 +578,41 @@ pub async fn usage_counters(
             Ok((
                 r.try_get("tenant_id")?,
                 r.try_get("outcome")?,
-                UsageTotals {
-                    attempts: r.try_get("attempts")?,
-                    cpu_seconds: r.try_get::<i64, _>("cpu")? as f64 / 1000.0,
-                    memory_byte_seconds: r.try_get::<f64, _>("mem")? / 1000.0,
-                    wall_seconds: r.try_get::<i64, _>("wall")? as f64 / 1000.0,
-                    output_bytes: r.try_get("out")?,
-                    network_rx_bytes: r.try_get("rx")?,
-                    network_tx_bytes: r.try_get("tx")?,
-                    ..Default::default()
-                },
+                usage_totals(r)?,
             ))
         })
         .collect()
+}
+
+/// Remembers that `tenant` pulled, imported or ran `references` (normalised image references).
+pub async fn record_images(
+    conn: &mut PgConnection,
+    tenant: &str,
+    references: &[String],
+) -> Result<(), StoreError> {
+    if references.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tenant_images (tenant_id, reference) SELECT $1, r FROM UNNEST($2::text[]) AS r \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(references)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The image references `tenant` pulled, imported or ran.
+pub async fn tenant_images(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let refs: Vec<String> =
+        sqlx::query_scalar("SELECT reference FROM tenant_images WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    Ok(refs.into_iter().collect())
 }

@@ -557,19 +557,25 @@ async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken)
 }
 
 /// The `ModuleStore` the Wasm backend uses: modules by digest from PostgreSQL.
+use runtime_core::ModuleStoreError;
+
 pub struct PgModuleStore {
     pub pool: PgPool,
 }
 
 #[async_trait::async_trait]
 impl runtime_core::ModuleStore for PgModuleStore {
-    async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, ModuleStoreError> {
         match store::modules::bytes(&self.pool, digest).await {
             Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(format!(
+            Ok(None) => Err(ModuleStoreError::Missing(format!(
                 "module {digest} is not stored; upload it with POST /v1/modules"
-            )),
-            Err(e) => Err(format!("loading module {digest}: {e}")),
+            ))),
+            // The database is the worker's, not the job's: a lost connection or a restarting
+            // server is retried like any infrastructure failure.
+            Err(e) => Err(ModuleStoreError::Unavailable(format!(
+                "loading module {digest}: {e}"
+            ))),
         }
     }
 }

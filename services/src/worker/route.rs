@@ -186,7 +186,8 @@ pub struct ImageModuleStore {
 
 #[async_trait::async_trait]
 impl runtime_core::ModuleStore for ImageModuleStore {
-    async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, runtime_core::ModuleStoreError> {
+        use runtime_core::ModuleStoreError;
         if let (Some(store), Ok(d)) = (&self.images, Digest::parse(digest))
             && store.has_blob(&d)
         {
@@ -194,11 +195,15 @@ impl runtime_core::ModuleStore for ImageModuleStore {
             let max = self.max_module_bytes;
             let read = tokio::task::spawn_blocking(move || store.read_blob(&d, max))
                 .await
-                .map_err(|e| format!("reading module {digest} from the image store: {e}"))?;
+                .map_err(|e| {
+                    ModuleStoreError::Unavailable(format!(
+                        "reading module {digest} from the image store: {e}"
+                    ))
+                })?;
             match read {
                 Ok(bytes) => return Ok(bytes),
                 Err(e @ image_store::ImageError::TooLarge { .. }) => {
-                    return Err(e.to_string());
+                    return Err(ModuleStoreError::Missing(e.to_string()));
                 }
                 // Collected in between, or unreadable: PostgreSQL may still have it.
                 Err(e) => {
@@ -219,8 +224,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl runtime_core::ModuleStore for EmptyModules {
-        async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
-            Err(format!("no module {digest}"))
+        async fn load(&self, digest: &str) -> Result<Vec<u8>, runtime_core::ModuleStoreError> {
+            Err(runtime_core::ModuleStoreError::Missing(format!(
+                "no module {digest}"
+            )))
         }
     }
 

@@ -77,6 +77,8 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         images: Default::default(),
         auth: nekton::api::auth::AuthMode::On,
         metrics_listen: None,
+        webhooks: Default::default(),
+        bootstrap_token: None,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct MapStore {
     calls: AtomicUsize,
     /// Delay before answering (to make concurrent first loads overlap).
     pub delay: Mutex<Option<Duration>>,
+    /// When set, every load fails as an unreachable store with this reason.
+    pub unavailable: Mutex<Option<String>>,
 }
 
 impl MapStore {
@@ -52,8 +54,11 @@ impl MapStore {
 
 #[async_trait::async_trait]
 impl ModuleStore for MapStore {
-    async fn load(&self, digest: &str) -> Result<Vec<u8>, String> {
+    async fn load(&self, digest: &str) -> Result<Vec<u8>, runtime_core::ModuleStoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(reason) = self.unavailable.lock().unwrap().clone() {
+            return Err(runtime_core::ModuleStoreError::Unavailable(reason));
+        }
         let delay = *self.delay.lock().unwrap();
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
@@ -63,7 +68,7 @@ impl ModuleStore for MapStore {
             .unwrap()
             .get(digest)
             .cloned()
-            .ok_or_else(|| format!("no module {digest}"))
+            .ok_or_else(|| runtime_core::ModuleStoreError::Missing(format!("no module {digest}")))
     }
 }
 
