@@ -125,6 +125,16 @@ impl ApiError {
         }
     }
 
+    /// 400 `invalid_query`: a query parameter is not acceptable.
+    pub fn invalid_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, message)
+    }
+
+    /// 400 `invalid_query` from axum's query parser (an unknown, malformed or missing parameter).
+    pub fn from_query(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::invalid_query(e.body_text())
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what)
     }
@@ -136,6 +146,33 @@ impl ApiError {
             "the server failed to handle this request; it was logged — retry later",
         )
     }
+}
+
+/// A page size: `default` when absent, else 1..=`max` (400 naming `limit`).
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(
+            ApiError::invalid_query(format!("limit must be between 1 and {max}"))
+                .with_field("limit"),
+        )
+    }
+}
+
+/// A `cursor` parameter: the `next_cursor` (an id) an earlier page returned.
+pub fn page_cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
+    cursor
+        .map(|c| {
+            uuid::Uuid::parse_str(c).map_err(|_| {
+                ApiError::invalid_query(
+                    "cursor is not one this API returned; pass `next_cursor` as is",
+                )
+                .with_field("cursor")
+            })
+        })
+        .transpose()
 }
 
 /// True when the database could not be reached or went away mid-request (the request can be

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorCode, parse_json};
+use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
 use super::types::{ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
 use super::{AppState, Body};
@@ -326,15 +326,7 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     caller.require(Scope::JobsRead)?;
     let p = list_params(query.as_deref().unwrap_or_default())?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 500",
-        )
-        .with_field("limit"));
-    }
+    let limit = page_limit(p.limit, 50, 500)?;
     let job_state = p
         .state
         .as_deref()
@@ -368,20 +360,7 @@ pub async fn list(
         }
     }
     let labels = (!wanted.is_empty()).then_some(serde_json::Value::Object(wanted));
-    let before = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidQuery,
-                    "cursor is not one this API returned; pass `next_cursor` as is",
-                )
-                .with_field("cursor")
-            })
-        })
-        .transpose()?;
+    let before = page_cursor(p.cursor.as_deref())?;
     let filter = ListFilter {
         state: job_state,
         batch: p.batch,

@@ -96,13 +96,7 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
-    let Query(params) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            e.body_text(),
-        )
-    })?;
+    let Query(params) = params.map_err(ApiError::from_query)?;
     let stream = match params
         .stream
         .as_deref()

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{CACHE_TTL, Caller};
-use super::error::{ApiError, ErrorCode, parse_json};
+use super::error::{ApiError, ErrorCode, page_limit, parse_json};
 use super::jobs::parse_id;
 use super::types::ErrorBody;
 use super::{AppState, Body};
@@ -380,7 +380,7 @@ pub async fn list_tokens(
     params: Result<Query<TokenListParams>, QueryRejection>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Query(p) = params.map_err(bad_query)?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     Ok(Json(
         store::list_tokens(&state.pool, p.tenant.as_deref()).await?,
     ))
@@ -403,14 +403,6 @@ pub async fn revoke_token(
         .ok_or_else(|| ApiError::not_found(format!("no token {id}")))
 }
 
-fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidQuery,
-        e.body_text(),
-    )
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -431,16 +423,8 @@ pub async fn audit(
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     caller.require(Scope::Admin)?;
-    let Query(p) = params.map_err(bad_query)?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            "limit must be 1-1000",
-        )
-        .with_field("limit"));
-    }
+    let Query(p) = params.map_err(ApiError::from_query)?;
+    let limit = page_limit(p.limit, 100, 1000)?;
     Ok(Json(store::list_audit(&state.pool, p.before, limit).await?))
 }
 
@@ -466,7 +450,7 @@ pub async fn usage(
     caller: Caller,
     params: Result<Query<UsageParams>, QueryRejection>,
 ) -> Result<Json<UsageReport>, ApiError> {
-    let Query(p) = params.map_err(bad_query)?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
     let tenant = match p.tenant {
         Some(t) if t != caller.tenant() => {
             caller.require(Scope::Admin)?;

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorCode, parse_json};
+use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
 use super::types::{CreatedWebhook, Delivery, DeliveryPage, ErrorBody, NewWebhook, Webhook};
 use super::{AppState, Body};
 use crate::model::auth::Scope;
@@ -180,36 +180,9 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveryPage>, ApiError> {
     caller.require(Scope::JobsRead)?;
     let id = parse_webhook_id(&id)?;
-    let Query(p) = params.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            e.body_text(),
-        )
-    })?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
-            "limit must be between 1 and 200",
-        )
-        .with_field("limit"));
-    }
-    let before = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidQuery,
-                    "cursor is not one this API returned; pass `next_cursor` as is",
-                )
-                .with_field("cursor")
-            })
-        })
-        .transpose()?;
+    let Query(p) = params.map_err(ApiError::from_query)?;
+    let limit = page_limit(p.limit, 50, 200)?;
+    let before = page_cursor(p.cursor.as_deref())?;
     let deliveries = store::deliveries(&state.pool, caller.tenant(), id, before, limit)
         .await?
         .ok_or_else(|| no_webhook(id))?;
