@@ -89,6 +89,7 @@ pub async fn submit(
     let mut jobs = Vec::with_capacity(spec.jobs.len());
     let mut queues = Vec::new();
     let mut known_modules = HashSet::new();
+    let tenant = state.tenants.of(&state.pool, &caller).await?;
     for (i, raw) in spec.jobs.iter().enumerate() {
         let at = |e: ApiError| {
             let field = e
@@ -112,7 +113,7 @@ pub async fn submit(
         }
         let job = prepare(
             &state,
-            &caller,
+            &tenant,
             job_spec,
             Uuid::now_v7(),
             None,
@@ -134,7 +135,6 @@ pub async fn submit(
         jobs,
         notify_queues: queues,
     };
-    let tenant = state.tenants.of(&state.pool, &caller).await?;
     match store_jobs::submit_batch(&state.pool, &tenant, &batch).await? {
         BatchSubmitted::Created { id, job_ids } => {
             state.local_wake.notify_one();

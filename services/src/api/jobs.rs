@@ -44,19 +44,19 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 
 /// Validates a spec, resolves its defaults and checks its module exists (images are pulled by the
 /// worker that runs the job): a job ready to store.
+/// `tenant` is the caller's tenant with its quotas (read once per request by the handler).
 /// `known_modules` remembers digests already found to exist (a batch checks each once).
 pub async fn prepare(
     state: &AppState,
-    caller: &Caller,
+    tenant: &Tenant,
     spec: JobSpec,
     id: Uuid,
     idempotency_key: Option<String>,
     known_modules: &mut HashSet<String>,
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
-    let tenant = state.tenants.of(&state.pool, caller).await?;
-    check_tenant_limits(&spec, &tenant)?;
-    let resolved = resolve(spec, &tenant_policy(&state.policy, &tenant))?;
+    check_tenant_limits(&spec, tenant)?;
+    let resolved = resolve(spec, &tenant_policy(&state.policy, tenant))?;
     let is_module = resolved.module.is_some();
     let program = resolved
         .module
@@ -65,7 +65,7 @@ pub async fn prepare(
         .unwrap_or_default();
     if is_module
         && !known_modules.contains(&program)
-        && !modules::exists(&state.pool, caller.tenant(), &program).await?
+        && !modules::exists(&state.pool, &tenant.id, &program).await?
     {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,9 +205,10 @@ pub async fn submit(
     let body = body.json_sized()?;
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
+    let tenant = state.tenants.of(&state.pool, &caller).await?;
     let job = prepare(
         &state,
-        &caller,
+        &tenant,
         spec,
         Uuid::now_v7(),
         key,
@@ -216,7 +217,6 @@ pub async fn submit(
     .await?;
     let queue = job.queue.clone();
     let notify = state.notifier.notify_now(&queue);
-    let tenant = state.tenants.of(&state.pool, &caller).await?;
     match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
         Submitted::Created(job) => {
             state.local_wake.notify_one();
