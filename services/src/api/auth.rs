@@ -111,11 +111,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-#[derive(Clone)]
-struct Cached {
-    at: Instant,
-    /// `None`: no such token (or revoked).
-    found: Option<Found>,
+/// A per-process map of values read from the database, each trusted for [`CACHE_TTL`]; emptied
+/// when it holds `max` entries (a flood of distinct keys costs memory once, not without bound).
+pub struct TtlCache<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+    max: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
+    pub fn new(max: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    /// The value stored for `key` less than [`CACHE_TTL`] ago.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Stores `value` as read at `at` (taken before the read, so the TTL never outlives it).
+    pub fn insert(&self, key: K, at: Instant, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.max {
+            entries.clear();
+        }
+        entries.insert(key, (at, value));
+    }
 }
 
 #[derive(Clone)]
@@ -125,17 +156,17 @@ struct Found {
     expires_at: Option<DateTime<Utc>>,
 }
 
-/// Token lookups with a short cache.
+/// Token lookups with a short cache (`None`: no such token, or revoked).
 pub struct Authenticator {
     mode: AuthMode,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    cache: TtlCache<[u8; 32], Option<Found>>,
 }
 
 impl Authenticator {
     pub fn new(mode: AuthMode) -> Self {
         Self {
             mode,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_MAX),
         }
     }
 
@@ -173,17 +204,10 @@ impl Authenticator {
             ));
         }
         let hash = hash_token(token);
-        let now = Instant::now();
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            cache
-                .get(&hash)
-                .filter(|c| now.duration_since(c.at) < CACHE_TTL)
-                .cloned()
-        };
-        let found = match cached {
-            Some(c) => c.found,
+        let found = match self.cache.get(&hash) {
+            Some(found) => found,
             None => {
+                let at = Instant::now();
                 let found = tenants::lookup_token(pool, &hash).await?.map(|t| Found {
                     hash: t.secret_hash,
                     caller: Caller {
@@ -193,17 +217,7 @@ impl Authenticator {
                     },
                     expires_at: t.expires_at,
                 });
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(
-                    hash,
-                    Cached {
-                        at: now,
-                        found: found.clone(),
-                    },
-                );
+                self.cache.insert(hash, at, found.clone());
                 found
             }
         };

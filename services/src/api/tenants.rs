@@ -1,8 +1,7 @@
 //! Administration and accounting: `/v1/tenants`, `/v1/tokens`, `/v1/audit` (admin scope),
 //! `/v1/usage` and `/v1/me` (any token, about its own tenant).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -14,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{CACHE_TTL, Caller};
+use super::auth::{Caller, TtlCache};
 use super::error::{ApiError, ErrorCode, page_limit, parse_json};
 use super::jobs::parse_id;
 use super::types::ErrorBody;
@@ -26,33 +25,26 @@ use crate::store::tenants::{self as store, TenantCreated, TenantPatch};
 
 /// Tenants' settings, read at most once a second per tenant and process (a quota change takes
 /// effect within a second).
-#[derive(Default)]
-pub struct TenantCache {
-    entries: Mutex<HashMap<String, (Instant, Arc<Tenant>)>>,
+pub struct TenantCache(TtlCache<String, Arc<Tenant>>);
+
+impl Default for TenantCache {
+    fn default() -> Self {
+        Self(TtlCache::new(10_000))
+    }
 }
 
 impl TenantCache {
     /// The tenant's settings; `None` if the tenant does not exist.
     pub async fn get(&self, pool: &PgPool, id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        let now = Instant::now();
-        if let Some((at, t)) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            && now.duration_since(*at) < CACHE_TTL
-        {
-            return Ok(Some(t.clone()));
+        if let Some(t) = self.0.get(id) {
+            return Ok(Some(t));
         }
+        let at = Instant::now();
         let Some(t) = store::get_tenant(pool, id).await? else {
             return Ok(None);
         };
         let t = Arc::new(t);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() > 10_000 {
-            entries.clear();
-        }
-        entries.insert(id.to_string(), (now, t.clone()));
+        self.0.insert(id.to_string(), at, t.clone());
         Ok(Some(t))
     }
 
