@@ -759,11 +759,7 @@ async fn tenants_see_only_their_own_images() {
     a.pull_image(&busybox, false).await.unwrap();
     // b runs a job on the Wasm image: that counts as b's too.
     let job = b.submit(&image_spec(&hello), None).await.unwrap();
-    let start = std::time::Instant::now();
-    while !b.get_job(job.id).await.unwrap().state.is_terminal() {
-        assert!(start.elapsed() < WAIT, "b's image job did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_finished(&b, job.id, WAIT).await;
     let names = |l: ImageList| {
         let mut v: Vec<String> = l.images.into_iter().map(|i| i.reference).collect();
         v.sort();

@@ -151,17 +151,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
         .submit(&Harness::spec(&digest), Some("key-1"))
         .await
         .unwrap();
-    let done = {
-        let start = std::time::Instant::now();
-        loop {
-            let j = a_client.get_job(done.id).await.unwrap();
-            if j.state.is_terminal() {
-                break j;
-            }
-            assert!(start.elapsed() < WAIT, "job did not finish");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let done = common::wait_finished(&a_client, done.id, WAIT).await;
     let out = a_client.plain_log_bytes(done.id, None).await.unwrap();
     assert!(!out.is_empty(), "the hello job printed nothing");
     // Written with the job's completion.
@@ -1108,11 +1098,7 @@ async fn usage_is_metered_per_tenant() {
         ids.push(a.submit(&Harness::spec(d), None).await.unwrap().id);
     }
     for id in ids {
-        let start = std::time::Instant::now();
-        while !a.get_job(id).await.unwrap().state.is_terminal() {
-            assert!(start.elapsed() < WAIT);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_finished(&a, id, WAIT).await;
     }
     let usage: Value = a_http
         .get(format!("{}/v1/usage", h.base))

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, guests};
-use nekton::api::types::{BatchSpec, Job, JobState};
+use common::{Harness, guests, wait_finished};
+use nekton::api::types::{BatchSpec, JobState};
 use nekton::cli::Client;
 use uuid::Uuid;
 
@@ -54,23 +54,6 @@ async fn batch(client: &Client, digest: &str, n: usize) -> Vec<Uuid> {
         .await
         .expect("batch submission")
         .job_ids
-}
-
-/// Polls (as the job's own tenant) until the job is in a final state.
-async fn wait_finished(client: &Client, id: Uuid, timeout: Duration) -> Job {
-    let start = Instant::now();
-    loop {
-        let job = client.get_job(id).await.expect("get job");
-        if job.state.is_terminal() {
-            return job;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "job {id} still {:?} after {timeout:?}",
-            job.state
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Jobs of `tenant` per state.

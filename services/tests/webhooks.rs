@@ -401,17 +401,7 @@ async fn loopback_is_refused_without_webhook_allow_and_the_log_says_why() {
         create_webhook(&http, &h.base, &format!("http://localhost:{port}/h"), None).await;
     let digest = client.push_module(guests::hello()).await.unwrap().digest;
     let job = client.submit(&Harness::spec(&digest), None).await.unwrap();
-    let done = {
-        let start = Instant::now();
-        loop {
-            let j = client.get_job(job.id).await.unwrap();
-            if j.state.is_terminal() {
-                break j;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "{j:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let done = common::wait_finished(&client, job.id, Duration::from_secs(30)).await;
     assert_eq!(done.state, JobState::Succeeded);
 
     for (hook, expect) in [
@@ -855,16 +845,8 @@ async fn killing_workers_between_completion_and_delivery_loses_nothing() {
     let dir_a = tempfile::tempdir().unwrap();
     let a = worker(h.db.url(), dir_a.path(), &["--webhook-poll-ms", "3600000"]);
     let job = client.submit(&Harness::spec(&digest), None).await.unwrap();
-    let start = Instant::now();
-    loop {
-        let j = client.get_job(job.id).await.unwrap();
-        if j.state.is_terminal() {
-            assert_eq!(j.state, JobState::Succeeded);
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{j:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let j = common::wait_finished(&client, job.id, Duration::from_secs(60)).await;
+    assert_eq!(j.state, JobState::Succeeded);
     assert_eq!(
         outbox_row(&h.db.pool, hook).await,
         Some(("pending".to_string(), 0)),

@@ -50,6 +50,24 @@ pub struct Harness {
     pub state_dir: tempfile::TempDir,
 }
 
+/// Polls with `client` (as the job's own tenant) until the job is in a final state; fails the
+/// test after `timeout`.
+pub async fn wait_finished(client: &Client, id: Uuid, timeout: Duration) -> Job {
+    let start = Instant::now();
+    loop {
+        let job = client.get_job(id).await.expect("get job");
+        if job.state.is_terminal() {
+            return job;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "job {id} still {:?} after {timeout:?}",
+            job.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A raw HTTP client that sends `Authorization: Bearer <token>` when given.
 pub fn http_client(token: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -192,19 +210,7 @@ impl Harness {
 
     /// Polls until the job is in a final state (fails the test after `timeout`).
     pub async fn wait_finished(&self, id: Uuid, timeout: Duration) -> Job {
-        let start = Instant::now();
-        loop {
-            let job = self.client.get_job(id).await.expect("get job");
-            if job.state.is_terminal() {
-                return job;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "job {id} still {:?} after {timeout:?}",
-                job.state
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_finished(&self.client, id, timeout).await
     }
 
     /// Polls until the job is running.
