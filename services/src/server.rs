@@ -24,7 +24,7 @@ use crate::pg::EmbeddedOptions;
 use crate::pg::supervisor::Supervisor;
 use crate::webhooks::WebhookOptions;
 use crate::worker::route::ImageModuleStore;
-use crate::worker::{PgModuleStore, Worker, WorkerConfig};
+use crate::worker::{ExecLanes, PgModuleStore, Worker, WorkerConfig};
 use image_store::ImageStore;
 
 /// Where a process keeps its state when none is given: `$NEKTON_STATE_DIR` is read by clap;
@@ -244,25 +244,41 @@ pub async fn bootstrap_admin_token(pool: &PgPool, state_dir: &Path) -> anyhow::R
     Ok(secret.token)
 }
 
-/// The runtime sandboxes run on (one thread per core), apart from the service's own I/O.
-pub struct ExecRuntime(Option<tokio::runtime::Runtime>);
+/// The runtimes sandboxes run on, apart from the service's own I/O: one for most jobs and one
+/// for the jobs of tenants holding less than their share of the worker's slots (the worker's
+/// express lane, docs/queue.md "Fair claims across tenants"), so that a light tenant's job is not
+/// queued behind every runnable sandbox of a heavy one. One thread per core each; the express
+/// runtime's threads are idle unless a light tenant has work.
+pub struct ExecRuntime {
+    normal: Option<tokio::runtime::Runtime>,
+    express: Option<tokio::runtime::Runtime>,
+}
 
 impl ExecRuntime {
     pub fn new() -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("nekton-sandbox")
-            .enable_all()
-            .build()
-            .context("starting the sandbox runtime")?;
-        Ok(Self(Some(rt)))
+        let build = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .with_context(|| format!("starting the sandbox runtime {name}"))
+        };
+        Ok(Self {
+            normal: Some(build("nekton-sandbox")?),
+            express: Some(build("nekton-express")?),
+        })
     }
 
-    pub fn handle(&self) -> tokio::runtime::Handle {
-        match &self.0 {
+    pub fn lanes(&self) -> ExecLanes {
+        let handle = |rt: &Option<tokio::runtime::Runtime>| match rt {
             Some(rt) => rt.handle().clone(),
             None => tokio::runtime::Handle::current(),
+        };
+        ExecLanes {
+            normal: handle(&self.normal),
+            express: handle(&self.express),
         }
     }
 }
@@ -270,7 +286,10 @@ impl ExecRuntime {
 impl Drop for ExecRuntime {
     fn drop(&mut self) {
         // Dropping a runtime inside another one would panic; nothing of it is awaited any more.
-        if let Some(rt) = self.0.take() {
+        for rt in [self.normal.take(), self.express.take()]
+            .into_iter()
+            .flatten()
+        {
             rt.shutdown_background();
         }
     }
@@ -364,7 +383,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
 
     if let Some(slots) = options.worker_slots {
         let rt = ExecRuntime::new()?;
-        let handle = rt.handle();
+        let lanes = rt.lanes();
         exec = Some(rt);
         let host = images::start(&options.state_dir, &options.images)?;
         image_service = Some(host.images.clone());
@@ -388,7 +407,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             vec![backend],
             metrics.clone(),
             local_wake.clone(),
-            handle,
+            lanes,
         )
         .with_images(host);
         let token = stop.clone();

@@ -412,12 +412,20 @@ async fn tenants_of(pool: &PgPool, ids: &[Uuid]) -> HashMap<Uuid, String> {
     rows.into_iter().collect()
 }
 
-/// How many of `claimed` belong to each tenant.
+/// How many of `claimed` belong to each tenant. The claim's own answer names each job's tenant
+/// (the worker chooses its writer lane by it): it must be the stored one.
 async fn per_tenant(pool: &PgPool, claimed: &[Claimed]) -> HashMap<String, usize> {
     let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+    let stored = tenants_of(pool, &ids).await;
     let mut counts = HashMap::new();
-    for t in tenants_of(pool, &ids).await.into_values() {
-        *counts.entry(t).or_insert(0) += 1;
+    for c in claimed {
+        assert_eq!(
+            stored.get(&c.id),
+            Some(&c.tenant),
+            "the claim's tenant of {}",
+            c.id
+        );
+        *counts.entry(c.tenant.clone()).or_insert(0) += 1;
     }
     counts
 }

@@ -22,6 +22,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     pub queue_wait: Duration,
     pub spec: serde_json::Value,
+    /// The job's tenant (the worker's writer lanes are chosen by it).
+    pub tenant: String,
 }
 
 /// Claims up to `limit` runnable jobs from `queue` for `worker`, each with a lease of `lease`,
@@ -43,7 +45,8 @@ pub async fn claim(
     }
     let limit = i32::try_from(limit).unwrap_or(i32::MAX);
     let rows = sqlx::query(
-        "SELECT id, attempt, max_attempts, wait_ms, spec FROM nekton_claim($1, $2, $3, $4)",
+        "SELECT id, attempt, max_attempts, wait_ms, spec, tenant_id \
+         FROM nekton_claim($1, $2, $3, $4)",
     )
     .bind(queue)
     .bind(limit)
@@ -60,6 +63,7 @@ pub async fn claim(
                 max_attempts: r.try_get("max_attempts")?,
                 queue_wait: Duration::from_millis(wait.max(0) as u64),
                 spec: r.try_get("spec")?,
+                tenant: r.try_get("tenant_id")?,
             })
         })
         .collect()
@@ -134,6 +138,15 @@ pub async fn complete(
     worker: Uuid,
     items: &[Completion],
 ) -> Result<Vec<Uuid>, StoreError> {
+    complete_on(&mut *pool.acquire().await?, worker, items).await
+}
+
+/// [`complete`] on a given connection (or transaction).
+async fn complete_on(
+    conn: &mut sqlx::PgConnection,
+    worker: Uuid,
+    items: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
         let ids: Vec<Uuid> = part.iter().map(|c| c.job_id).collect();
@@ -185,11 +198,31 @@ pub async fn complete(
         .bind(&details)
         .bind(&usages)
         .bind(CHANNEL_STATE)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
         let done: Vec<Uuid> = row.try_get("ids")?;
         applied.extend(done);
     }
+    Ok(applied)
+}
+
+/// A worker writer's flush: `chunks`, then `completions`, in one transaction when there are
+/// completions (one commit, so one wait for the WAL flush, per batch of finished jobs; a job's
+/// output is stored no later than its end either way). Returns the ids the completions applied to.
+pub async fn flush(
+    pool: &PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
+    if completions.is_empty() {
+        insert_chunks(pool, worker, chunks).await?;
+        return Ok(Vec::new());
+    }
+    let mut tx = pool.begin().await?;
+    insert_chunks_on(&mut tx, worker, chunks).await?;
+    let applied = complete_on(&mut tx, worker, completions).await?;
+    tx.commit().await?;
     Ok(applied)
 }
 
@@ -207,6 +240,18 @@ pub struct NewChunk {
 /// NOTIFYs the ids of the jobs that got output. Returns the number of chunks stored.
 pub async fn insert_chunks(
     pool: &PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+) -> Result<u64, StoreError> {
+    if chunks.is_empty() {
+        return Ok(0);
+    }
+    insert_chunks_on(&mut *pool.acquire().await?, worker, chunks).await
+}
+
+/// [`insert_chunks`] on a given connection (or transaction).
+async fn insert_chunks_on(
+    conn: &mut sqlx::PgConnection,
     worker: Uuid,
     chunks: &[NewChunk],
 ) -> Result<u64, StoreError> {
@@ -240,7 +285,7 @@ pub async fn insert_chunks(
     .bind(&streams)
     .bind(&data)
     .bind(CHANNEL_LOGS)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let n: i64 = row.try_get("n")?;
     Ok(n as u64)

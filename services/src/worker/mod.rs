@@ -57,6 +57,8 @@ enum StopCause {
 struct Running {
     cancel: CancellationToken,
     cause: Mutex<Option<StopCause>>,
+    /// The job's tenant: the writer lane of the next claimed jobs depends on who holds the slots.
+    tenant: String,
 }
 
 impl Running {
@@ -87,9 +89,9 @@ pub struct Worker {
     metrics: Metrics,
     /// Poked by an API in the same process when it stores a job (no NOTIFY round trip needed).
     local_wake: Arc<Notify>,
-    /// Where sandboxes run: a runtime of its own, so CPU-bound guests never delay the queue's and
+    /// Where sandboxes run: runtimes of their own, so CPU-bound guests never delay the queue's and
     /// the API's I/O.
-    exec: tokio::runtime::Handle,
+    exec: ExecLanes,
     /// Image pulls and the container backend (None: image jobs end `image_error`).
     images: Option<ImageHost>,
 }
@@ -101,7 +103,7 @@ impl Worker {
         backends: Vec<Arc<dyn Backend>>,
         metrics: Metrics,
         local_wake: Arc<Notify>,
-        exec: tokio::runtime::Handle,
+        exec: ExecLanes,
     ) -> Self {
         Self {
             pool,
@@ -140,17 +142,25 @@ impl Worker {
         // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
         // tenants may be claimable now even though the last claim did not fill every slot.
         let completed = Arc::new(Notify::new());
+        // Two writer lanes, the same code each (docs/queue.md, "Fair claims across tenants"): the
+        // jobs of tenants holding fewer of this worker's slots than the average tenant here go
+        // through the express lane, so a light tenant's job does not queue behind a heavy one's
+        // saturated pipeline of outputs and completions. A job uses one lane for all its writes,
+        // so its chunks still land before its completion.
         // Small on purpose: a job writing faster than the database stores waits here instead of
         // building a backlog that delays everyone's live output (each chunk is up to 64 KiB).
         let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(64);
-        let writer = tokio::spawn(writer::run(
-            pool.clone(),
-            config.id,
-            writer_rx,
-            config.timing.log_flush,
-            metrics.clone(),
-            completed.clone(),
-        ));
+        let (express_tx, express_rx) = mpsc::channel::<WriterMsg>(64);
+        let writers = [writer_rx, express_rx].map(|rx| {
+            tokio::spawn(writer::run(
+                pool.clone(),
+                config.id,
+                rx,
+                config.timing.log_flush,
+                metrics.clone(),
+                completed.clone(),
+            ))
+        });
         let background = CancellationToken::new();
         let listener = tokio::spawn(listen(
             pool.clone(),
@@ -176,6 +186,7 @@ impl Worker {
             backends,
             images,
             writer: writer_tx.clone(),
+            express: express_tx.clone(),
             running: running.clone(),
             slot_freed: slot_freed.clone(),
             metrics: metrics.clone(),
@@ -200,14 +211,26 @@ impl Worker {
                         Ok(jobs) => {
                             maybe_more |= jobs.len() == free;
                             free -= jobs.len();
-                            for job in jobs {
-                                let entry = Arc::new(Running {
-                                    cancel: CancellationToken::new(),
-                                    cause: Mutex::new(None),
-                                });
-                                lock(&running).insert(job.id, entry.clone());
+                            let entries: Vec<Arc<Running>> = {
+                                let mut map = lock(&running);
+                                jobs.iter()
+                                    .map(|job| {
+                                        let entry = Arc::new(Running {
+                                            cancel: CancellationToken::new(),
+                                            cause: Mutex::new(None),
+                                            tenant: job.tenant.clone(),
+                                        });
+                                        map.insert(job.id, entry.clone());
+                                        entry
+                                    })
+                                    .collect()
+                            };
+                            let slots =
+                                SlotShares::of(lock(&running).values().map(|e| e.tenant.as_str()));
+                            for (job, entry) in jobs.into_iter().zip(entries) {
+                                let express = slots.below_average(&job.tenant);
                                 metrics.jobs_running.inc();
-                                tasks.spawn(run_job(job, entry, ctx.clone()));
+                                tasks.spawn(run_job(job, entry, express, ctx.clone()));
                             }
                         }
                         Err(e) => {
@@ -242,7 +265,10 @@ impl Worker {
         // Everything the jobs wrote is flushed before their requeue.
         drop(ctx);
         drop(writer_tx);
-        let _ = writer.await;
+        drop(express_tx);
+        for writer in writers {
+            let _ = writer.await;
+        }
         background.cancel();
         let _ = tokio::join!(listener, beats, upkeep);
         let leftover: Vec<Uuid> = lock(&running).keys().copied().collect();
@@ -262,29 +288,72 @@ impl Worker {
     }
 }
 
+/// Where a worker's sandboxes run: the runtime for most jobs, and the express one for the jobs
+/// of tenants below their share of the slots (see `Worker::run`).
+#[derive(Clone)]
+pub struct ExecLanes {
+    pub normal: tokio::runtime::Handle,
+    pub express: tokio::runtime::Handle,
+}
+
 /// What every job task of a worker shares.
 #[derive(Clone)]
 struct JobContext {
-    exec: tokio::runtime::Handle,
+    exec: ExecLanes,
     backends: Vec<Arc<dyn Backend>>,
     images: Option<ImageHost>,
     writer: mpsc::Sender<WriterMsg>,
+    /// The express writer lane (see `Worker::run`).
+    express: mpsc::Sender<WriterMsg>,
     running: RunningMap,
     slot_freed: Arc<Notify>,
     metrics: Metrics,
 }
 
+/// How this worker's slots are shared among tenants at one moment.
+struct SlotShares {
+    per_tenant: HashMap<String, usize>,
+    total: usize,
+}
+
+impl SlotShares {
+    /// From the tenants of the running jobs, one per job.
+    fn of<'a>(tenants: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut per_tenant: HashMap<String, usize> = HashMap::new();
+        let mut total = 0;
+        for tenant in tenants {
+            *per_tenant.entry(tenant.to_owned()).or_default() += 1;
+            total += 1;
+        }
+        SlotShares { per_tenant, total }
+    }
+
+    /// Whether `tenant` holds fewer slots than the average tenant with jobs here: its jobs take
+    /// the express writer lane. A lone tenant, or tenants sharing evenly, are not below average,
+    /// so the express lane carries only the light tenants' few jobs.
+    fn below_average(&self, tenant: &str) -> bool {
+        let mine = self.per_tenant.get(tenant).copied().unwrap_or(0);
+        mine * self.per_tenant.len() < self.total
+    }
+}
+
 /// Runs one claimed job to its end and hands its output and completion to the writer.
-async fn run_job(job: Claimed, entry: Arc<Running>, ctx: JobContext) {
+async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobContext) {
     let JobContext {
         exec,
         backends,
         images,
         writer,
+        express: express_writer,
         running,
         slot_freed,
         metrics,
     } = ctx;
+    let (writer, exec) = if express {
+        (express_writer, exec.express)
+    } else {
+        (writer, exec.normal)
+    };
     let finished = match spec::resolved_job(&job) {
         Err(e) => Some((
             ExecReport {
@@ -577,5 +646,32 @@ impl runtime_core::ModuleStore for PgModuleStore {
                 "loading module {digest}: {e}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotShares;
+
+    #[test]
+    fn only_tenants_below_the_average_share_take_the_express_lane() {
+        // A heavy tenant and a light one: the light one is express, the heavy one is not.
+        let mut tenants = vec!["a"; 31];
+        tenants.push("b");
+        let shares = SlotShares::of(tenants.iter().copied());
+        assert!(shares.below_average("b"));
+        assert!(!shares.below_average("a"));
+        // A lone tenant is never below its own average.
+        let shares = SlotShares::of(["a"; 32]);
+        assert!(!shares.below_average("a"));
+        // Even shares: nobody is express.
+        let shares = SlotShares::of(["a", "b", "a", "b"]);
+        assert!(!shares.below_average("a") && !shares.below_average("b"));
+        // Uneven heavy tenants: the smaller share is express (it is below 12 / 2 = 6).
+        let shares = SlotShares::of([["a"; 8].as_slice(), ["c"; 4].as_slice()].concat());
+        assert!(shares.below_average("c"));
+        assert!(!shares.below_average("a"));
+        // A tenant with nothing running here yet (not possible once claimed, but harmless).
+        assert!(SlotShares::of(["a"]).below_average("z"));
     }
 }

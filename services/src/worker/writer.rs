@@ -1,7 +1,8 @@
-//! The worker's single writer: every log chunk and every completion of this worker's jobs goes
-//! through it, in order. It flushes all pending chunks in one INSERT (then one NOTIFY) per tick or
-//! when 64 KiB are pending, and completions in batches as soon as they arrive — a job's last chunks
-//! are always stored before its completion. A failed flush is retried: nothing is dropped while
+//! A worker's writer: every log chunk and every completion of the jobs on its lane goes through
+//! it, in order (a worker has two lanes, see `Worker::run`; a job uses one). It flushes all
+//! pending chunks in one INSERT (then one NOTIFY) per tick or when 64 KiB are pending, and
+//! completions in batches as soon as they arrive, in the same transaction as the chunks pending
+//! with them — a job's last chunks are always stored before its completion. A failed flush is retried: nothing is dropped while
 //! the database is away (the bounded channel makes the jobs wait instead). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
@@ -84,13 +85,32 @@ pub async fn run(
         if !flush_now {
             continue;
         }
-        // Logs first, then completions: a job's output is complete before it is finished.
+        // Logs first, then completions, in one transaction: a job's output is complete before
+        // it is finished, and a batch of finished jobs costs one commit.
         let mut delay = Duration::from_millis(50);
         loop {
-            match queue::insert_chunks(&pool, worker, &chunks).await {
-                Ok(_) => break,
+            match queue::flush(&pool, worker, &chunks, &completions).await {
+                Ok(applied) => {
+                    if applied.len() != completions.len() {
+                        let stale: Vec<Uuid> = completions
+                            .iter()
+                            .map(|c| c.job_id)
+                            .filter(|id| !applied.contains(id))
+                            .collect();
+                        tracing::warn!(
+                            ?stale,
+                            "completions not applied: these attempts were taken over (fenced)"
+                        );
+                    }
+                    for c in &completions {
+                        if applied.contains(&c.job_id) {
+                            metrics.job_finished(c.state.as_str(), c.reason.as_str());
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, chunks = chunks.len(), "storing log chunks failed; retrying");
+                    tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -101,36 +121,7 @@ pub async fn run(
         pending_bytes = 0;
         deadline = None;
         if !completions.is_empty() {
-            let mut delay = Duration::from_millis(50);
-            loop {
-                match queue::complete(&pool, worker, &completions).await {
-                    Ok(applied) => {
-                        if applied.len() != completions.len() {
-                            let stale: Vec<Uuid> = completions
-                                .iter()
-                                .map(|c| c.job_id)
-                                .filter(|id| !applied.contains(id))
-                                .collect();
-                            tracing::warn!(
-                                ?stale,
-                                "completions not applied: these attempts were taken over (fenced)"
-                            );
-                        }
-                        for c in &completions {
-                            if applied.contains(&c.job_id) {
-                                metrics.job_finished(c.state.as_str(), c.reason.as_str());
-                            }
-                        }
-                        completed.notify_one();
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, n = completions.len(), "recording completions failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            completed.notify_one();
             completions.clear();
         }
     }
