@@ -61,6 +61,12 @@ fuzz_start=$SECONDS
 bash scripts/check-api-fuzz.sh >&2 || status=$?
 times+=("API fuzz: $((SECONDS - fuzz_start)) s")
 
+# The generated Python and TypeScript clients: current, type-checked, and working against a server.
+echo "== the generated clients (scripts/check-clients.sh)" >&2
+clients_start=$SECONDS
+bash scripts/check-clients.sh >&2 || status=$?
+times+=("generated clients: $((SECONDS - clients_start)) s")
+
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
 failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")

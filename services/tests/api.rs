@@ -588,6 +588,22 @@ async fn openapi_document_is_committed_and_current() {
     ] {
         assert!(served["paths"].get(p).is_some(), "the document lacks {p}");
     }
+    // The log stream documents its events; binary bodies are binary with their media type.
+    let log_200 = &served["paths"]["/v1/jobs/{id}/logs"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        log_200["text/event-stream"]["x-sse-data"]["$ref"],
+        "#/components/schemas/LogStreamEvent"
+    );
+    assert_eq!(log_200["text/event-stream"]["schema"]["type"], "string");
+    assert_eq!(
+        served["components"]["schemas"]["LogStreamEvent"]["oneOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "LogStreamEvent is one of the state, log and exit payloads"
+    );
+    let upload = &served["paths"]["/v1/modules"]["post"]["requestBody"]["content"];
+    assert!(upload["application/wasm"].is_object(), "{upload}");
     // Every operation: a unique verb-noun camelCase operationId (what generated clients name
     // their functions), a tag, a description and a described response.
     let mut ids = std::collections::BTreeSet::new();

@@ -421,7 +421,7 @@ pub struct ImportParams {
 #[utoipa::path(post, path = "/v1/images/import", operation_id = "importImage", tag = "images",
     params(ImportParams),
     request_body(description = "A tar of an OCI image layout; `application/octet-stream` is accepted too",
-        content((super::types::BinaryBody = "application/x-tar"), (super::types::BinaryBody = "application/octet-stream"))),
+        content((super::types::BinaryBody = "application/x-tar"))),
     responses(
         (status = 201, description = "Imported", body = ImportResult),
         (status = 413, body = ErrorBody),

@@ -82,7 +82,8 @@ pub struct LogParams {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         LogParams),
     responses(
-        (status = 200, description = "SSE stream (text/event-stream) or raw output (application/octet-stream)", body = String),
+        (status = 200, description = "With `Accept: text/event-stream`: the SSE stream, whose events `state`, `log` and `exit` carry the JSON payloads of `LogStreamEvent`. Otherwise the stored output as raw bytes",
+            content((super::types::LogStreamEvent = "text/event-stream"), (super::types::BinaryBody = "application/octet-stream"))),
         (status = 204, description = "SSE resume after the final `exit` event of a finished job: nothing more will come"),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),

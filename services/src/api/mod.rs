@@ -310,6 +310,9 @@ fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
         .flatten()
         {
             for (status, response) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = response {
+                    document_sse(r);
+                }
                 if let RefOr::T(r) = response
                     && r.description.is_empty()
                 {
@@ -323,6 +326,39 @@ fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
                 }
             }
         }
+    }
+}
+
+/// An SSE response (`text/event-stream`) is declared with the schema of its events' `data` in the
+/// handler's annotation. OpenAPI 3.1 has no place for the schema of a stream's items (3.2's
+/// `itemSchema`), and generators read `schema` as the schema of the whole body, which is text:
+/// so the body becomes a string and the events' schema moves to the extension `x-sse-data`
+/// (one of the payloads, by the SSE `event:` name; the schema's description says which).
+fn document_sse(response: &mut utoipa::openapi::Response) {
+    use utoipa::openapi::extensions::ExtensionsBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let Some(utoipa::openapi::RefOr::T(content)) = response.content.get_mut("text/event-stream")
+    else {
+        return;
+    };
+    let Some(events) = content.schema.take() else {
+        return;
+    };
+    let Ok(events) = serde_json::to_value(&events) else {
+        return;
+    };
+    content.schema = Some(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Server-sent events; each event's `data` is JSON described by `x-sse-data`",
+            ))
+            .into(),
+    );
+    let extensions = ExtensionsBuilder::new().add("x-sse-data", events).build();
+    match &mut content.extensions {
+        Some(existing) => existing.merge(extensions),
+        None => content.extensions = Some(extensions),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::store::modules;
 /// `module`. Uploading the same bytes again returns the same digest.
 #[utoipa::path(post, path = "/v1/modules", operation_id = "uploadModule", tag = "modules",
     request_body(description = "The module's bytes (binary .wasm); `application/octet-stream` is accepted too",
-        content((super::types::BinaryBody = "application/wasm"), (super::types::BinaryBody = "application/octet-stream"))),
+        content((super::types::BinaryBody = "application/wasm"))),
     responses(
         (status = 201, description = "Stored", body = Module),
         (status = 200, description = "Already stored", body = Module),

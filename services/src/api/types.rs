@@ -138,10 +138,10 @@ pub struct BatchSpec {
     /// Fields applied to every job unless the job sets them (`env`, `labels` and `limits` are
     /// merged key by key).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = JobSpec)]
     pub defaults: serde_json::Map<String, serde_json::Value>,
-    /// The jobs (1 to 10,000), each a job spec.
-    #[schema(value_type = Vec<Object>)]
+    /// The jobs (1 to 10,000), each a job spec (what `defaults` does not give).
+    #[schema(value_type = Vec<JobSpec>)]
     pub jobs: Vec<serde_json::Value>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -215,6 +215,21 @@ pub struct ExitEvent {
     pub attempt: i32,
     pub outcome: Option<OutcomeView>,
     pub usage: Option<UsageView>,
+}
+
+/// The `data` of one event of a job's log stream (`GET /v1/jobs/{id}/logs` with
+/// `Accept: text/event-stream`), by the SSE `event:` name: `state` ([`StateEvent`]) when the job
+/// changes state, `log` ([`LogEvent`]) for each piece of output, and finally `exit`
+/// ([`ExitEvent`]), after which the server closes the stream (a reconnect after it gets 204). Each
+/// event has an `id:` to resume from with `Last-Event-ID`. Documentation only: the server writes
+/// the three payloads directly.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // never built: it names the stream's payloads in the OpenAPI document
+pub enum LogStreamEvent {
+    State(StateEvent),
+    Log(LogEvent),
+    Exit(ExitEvent),
 }
 
 /// Whether a pull contacts the registry when the image is already stored.

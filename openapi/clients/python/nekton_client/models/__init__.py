@@ -1,0 +1,123 @@
+"""Contains all the data models used in inputs/outputs"""
+
+from .audit_entry import AuditEntry
+from .audit_entry_detail import AuditEntryDetail
+from .batch import Batch
+from .batch_counts import BatchCounts
+from .batch_created import BatchCreated
+from .batch_labels import BatchLabels
+from .batch_spec import BatchSpec
+from .batch_spec_labels import BatchSpecLabels
+from .created_token import CreatedToken
+from .created_webhook import CreatedWebhook
+from .delivery import Delivery
+from .delivery_attempt import DeliveryAttempt
+from .delivery_page import DeliveryPage
+from .delivery_payload import DeliveryPayload
+from .delivery_state import DeliveryState
+from .encoding import Encoding
+from .error_body import ErrorBody
+from .error_detail import ErrorDetail
+from .error_detail_code import ErrorDetailCode
+from .exit_event import ExitEvent
+from .gc_result import GcResult
+from .image import Image
+from .image_kind_view import ImageKindView
+from .image_layer import ImageLayer
+from .image_list import ImageList
+from .import_result import ImportResult
+from .input_file_spec import InputFileSpec
+from .job import Job
+from .job_labels import JobLabels
+from .job_page import JobPage
+from .job_spec import JobSpec
+from .job_spec_env import JobSpecEnv
+from .job_spec_labels import JobSpecLabels
+from .job_state import JobState
+from .limits_spec import LimitsSpec
+from .log_event import LogEvent
+from .me import Me
+from .module import Module
+from .network_mode import NetworkMode
+from .new_tenant import NewTenant
+from .new_token import NewToken
+from .new_webhook import NewWebhook
+from .outcome_view import OutcomeView
+from .outcome_view_reason import OutcomeViewReason
+from .pull_policy_view import PullPolicyView
+from .pull_request import PullRequest
+from .pull_result import PullResult
+from .pull_stats_view import PullStatsView
+from .runtime_kind import RuntimeKind
+from .state_event import StateEvent
+from .tenant import Tenant
+from .tenant_settings import TenantSettings
+from .token_info import TokenInfo
+from .usage_report import UsageReport
+from .usage_report_by_outcome import UsageReportByOutcome
+from .usage_totals import UsageTotals
+from .usage_view import UsageView
+from .webhook import Webhook
+from .webhook_event import WebhookEvent
+
+__all__ = (
+    "AuditEntry",
+    "AuditEntryDetail",
+    "Batch",
+    "BatchCounts",
+    "BatchCreated",
+    "BatchLabels",
+    "BatchSpec",
+    "BatchSpecLabels",
+    "CreatedToken",
+    "CreatedWebhook",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryPage",
+    "DeliveryPayload",
+    "DeliveryState",
+    "Encoding",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorDetailCode",
+    "ExitEvent",
+    "GcResult",
+    "Image",
+    "ImageKindView",
+    "ImageLayer",
+    "ImageList",
+    "ImportResult",
+    "InputFileSpec",
+    "Job",
+    "JobLabels",
+    "JobPage",
+    "JobSpec",
+    "JobSpecEnv",
+    "JobSpecLabels",
+    "JobState",
+    "LimitsSpec",
+    "LogEvent",
+    "Me",
+    "Module",
+    "NetworkMode",
+    "NewTenant",
+    "NewToken",
+    "NewWebhook",
+    "OutcomeView",
+    "OutcomeViewReason",
+    "PullPolicyView",
+    "PullRequest",
+    "PullResult",
+    "PullStatsView",
+    "RuntimeKind",
+    "StateEvent",
+    "Tenant",
+    "TenantSettings",
+    "TokenInfo",
+    "UsageReport",
+    "UsageReportByOutcome",
+    "UsageTotals",
+    "UsageView",
+    "Webhook",
+    "WebhookEvent",
+)
