@@ -700,3 +700,151 @@ async fn examples_run_as_the_readme_says() {
     let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
     api_only.client.cancel(id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_cancels_and_waits_for_batches_and_lists_modules() {
+    let h = Harness::start().await;
+    let token = h.admin_token.clone().unwrap();
+    let nekton = |args: &[&str]| {
+        Command::new(BIN)
+            .env("NEKTON_TOKEN", &token)
+            .env("NEKTON_SERVER", &h.base)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let hello = h.push(guests::hello()).await;
+    let three = h.push(guests::exit_with(3)).await;
+    let spec = nekton::api::types::BatchSpec {
+        defaults: Default::default(),
+        jobs: vec![
+            serde_json::json!({ "module": hello }),
+            serde_json::json!({ "module": three }),
+            serde_json::json!({ "module": hello }),
+        ],
+        labels: [("team".to_string(), "x".to_string())].into(),
+    };
+    let created = h.client.submit_batch(&spec).await.unwrap();
+    let id = created.id.to_string();
+
+    // wait: counts, the job that failed with its result, exit 1.
+    let out = nekton(&["batch", "wait", &id]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}{}", text(&out.stderr));
+    assert!(report.contains("3 jobs: failed 1, succeeded 2"), "{report}");
+    let failed = created.job_ids[1].to_string();
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains(&failed) && l.contains("failed") && l.contains("exit 3")),
+        "{report}"
+    );
+    assert_eq!(
+        report.lines().count(),
+        2,
+        "only the failed job is named: {report}"
+    );
+
+    // A batch that only succeeds: exit 0.
+    let ok = h
+        .client
+        .submit_batch(&nekton::api::types::BatchSpec {
+            jobs: vec![serde_json::json!({ "module": hello })],
+            ..spec.clone()
+        })
+        .await
+        .unwrap();
+    let out = nekton(&["batch", "wait", &ok.id.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // cancel: a parked batch's waiting jobs end at once.
+    let parked = h
+        .client
+        .submit_batch(&nekton::api::types::BatchSpec {
+            defaults: [("queue".to_string(), serde_json::json!("nowhere"))]
+                .into_iter()
+                .collect(),
+            jobs: vec![serde_json::json!({ "module": hello }); 2],
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let out = nekton(&["batch", "cancel", &parked.id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 waiting jobs cancelled, 0 running jobs asked to stop"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // ls: table, ids, JSON, templates, filters.
+    let out = nekton(&["batch", "ls"]);
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table.lines().nth(3).unwrap().starts_with(&id),
+        "oldest last: {table}"
+    );
+    let out = nekton(&["batch", "ls", "-q", "--label", "team=x"]);
+    assert_eq!(text(&out.stdout), format!("{}\n{id}\n", ok.id));
+    let out = nekton(&["batch", "ls", "--json", "--done"]);
+    let listed: Vec<nekton::api::types::Batch> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 3);
+    let out = nekton(&["batch", "ls", "--unfinished", "-q"]);
+    assert_eq!(text(&out.stdout), "");
+    let out = nekton(&[
+        "batch",
+        "ls",
+        "--limit",
+        "1",
+        "--format",
+        "{{.id}} {{.total}}",
+    ]);
+    assert_eq!(text(&out.stdout), format!("{} 2\n", parked.id));
+    assert!(
+        text(&out.stderr).contains("--cursor"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // get: JSON by default.
+    let out = nekton(&["batch", "get", &id]);
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["total"], 3);
+    assert_eq!(got["counts"]["failed"], 1);
+
+    // module ls.
+    let out = nekton(&["module", "ls"]);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("DIGEST"), "{table}");
+    let out = nekton(&["module", "ls", "-q"]);
+    assert_eq!(text(&out.stdout), format!("{three}\n{hello}\n"));
+    let out = nekton(&["module", "ls", "--json", "--limit", "1", "--all"]);
+    let modules: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(modules.len(), 2);
+
+    // version: both sides; an unreachable server still prints the client's and exits 1.
+    let out = nekton(&["version"]);
+    let v = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        v.starts_with(&format!("client: nekton {}\n", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(v.contains("server: nekton") && v.contains("API v1"), "{v}");
+    let out = Command::new(BIN)
+        .args(["version", "--server", "http://127.0.0.1:1"])
+        .env_remove("NEKTON_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("client: nekton"));
+    assert!(
+        text(&out.stderr).contains("could not ask http://127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,16 +15,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorCode, parse_json};
-use super::jobs::{idempotency_key, parse_id, prepare};
-use super::types::{Batch, BatchCreated, BatchSpec, ErrorBody, JobSpec};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
+use super::jobs::{idempotency_key, label_filter, parse_id, prepare, query_with_labels};
+use super::types::{Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, ErrorBody, JobSpec};
 use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body};
 use crate::model::auth::Scope;
-use crate::store::jobs::{self as store_jobs, BatchSubmitted, NewBatch};
+use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBatch};
 
 /// Most jobs in one batch.
 pub const MAX_BATCH_JOBS: usize = 10_000;
+/// Finished jobs read per query by the event stream.
+const EVENT_PAGE: i64 = 256;
+/// The `retry:` sent to SSE clients: how long an EventSource waits before reconnecting.
+const RECONNECT: Duration = Duration::from_secs(1);
 
 /// Overlays `job` on `defaults`: job fields win; `env`, `labels` and `limits` merge key by key.
 pub fn merge_defaults(
@@ -169,35 +176,165 @@ pub async fn get(
     Ok(Json(batch))
 }
 
-/// SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-/// that reaches a final state — on connect, every job already finished — then `done` (the batch
-/// summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
-#[utoipa::path(get, path = "/v1/batches/{id}/events", operation_id = "streamBatchEvents", tag = "batches",
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BatchListParams {
+    /// Only batches with this label, as `key=value`; repeat the parameter for several labels (all
+    /// must match).
+    #[serde(default)]
+    #[param(style = Form, explode)]
+    pub label: Vec<String>,
+    /// `true`: only batches whose jobs have all finished; `false`: only batches with a job still
+    /// waiting or running.
+    pub done: Option<bool>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// List the tenant's batches, newest first, with keyset pagination; each with its jobs counted
+/// by state (as `GET /v1/batches/{id}`).
+#[utoipa::path(get, path = "/v1/batches", operation_id = "listBatches", tag = "batches",
+    params(BatchListParams),
+    responses(
+        (status = 200, description = "One page of batches, newest first", body = BatchPage),
+        (status = 400, description = "An unknown, repeated or malformed query parameter", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<BatchPage>, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let (labels, p): (_, BatchListParams) =
+        query_with_labels(query.as_deref().unwrap_or_default())?;
+    let limit = page_limit(p.limit, 50, 500)?;
+    let filter = BatchFilter {
+        labels: label_filter(&labels, "batch")?,
+        done: p.done,
+        before: page_cursor(p.cursor.as_deref())?,
+        limit,
+    };
+    let batches = store_jobs::list_batches(&state.pool, caller.tenant(), &filter).await?;
+    let next_cursor = if batches.len() as i64 == limit {
+        batches.last().map(|b| b.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(BatchPage {
+        batches,
+        next_cursor,
+    }))
+}
+
+/// Cancel every unfinished job of a batch: waiting jobs are cancelled at once, running jobs'
+/// sandboxes are killed within about a second (as `POST /v1/jobs/{id}/cancel` does for one job).
+/// Cancelling a finished batch changes nothing and answers 200 with zero counts.
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", operation_id = "cancelBatch", tag = "batches",
     params(("id" = Uuid, Path, description = "Batch id")),
-    responses((status = 200, description = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The jobs affected and the batch afterwards", body = BatchCancelled),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such batch for this tenant", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchCancelled>, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let id = parse_id(&id)?;
+    let not_found = || ApiError::not_found(format!("no batch {id}"));
+    let done = store_jobs::cancel_batch(&state.pool, caller.tenant(), id, &caller.actor())
+        .await?
+        .ok_or_else(not_found)?;
+    let batch = store_jobs::batch(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(BatchCancelled {
+        cancelled: done.cancelled,
+        cancel_requested: done.cancel_requested,
+        batch,
+    }))
+}
+
+/// Where a batch event stream resumes: after the `n`th finished job, or after `done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchPosition {
+    After(i32),
+    Done,
+}
+
+impl BatchPosition {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "done" => Some(Self::Done),
+            n => n.parse().ok().filter(|n| *n >= 0).map(Self::After),
+        }
+    }
+}
+
+/// SSE stream of the batch's completions: a `job` event (the job record) for each job that
+/// reaches a final state, in the order they finished, then `done` (the batch summary) when all
+/// have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+/// `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+/// `done`, the answer is 204 (nothing more will come).
+#[utoipa::path(get, path = "/v1/batches/{id}/events", operation_id = "streamBatchEvents", tag = "batches",
+    params(("id" = Uuid, Path, description = "Batch id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (a position, or `done`)")),
+    responses(
+        (status = 200, description = "text/event-stream", body = String),
+        (status = 204, description = "Resume after the `done` event of a finished batch: nothing more will come"),
+        (status = 400, description = "Last-Event-ID is not an id this stream sent", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
-    if store_jobs::batch(&state.pool, caller.tenant(), id)
-        .await?
-        .is_none()
-    {
+    let Some(batch) = store_jobs::batch(&state.pool, caller.tenant(), id).await? else {
         return Err(ApiError::not_found(format!("no batch {id}")));
-    }
+    };
+    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        None => BatchPosition::After(0),
+        Some(raw) => BatchPosition::parse(raw).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidHeader,
+                format!("Last-Event-ID `{raw}` is not an id this stream sent (a job's position or `done`)"),
+            )
+            .with_field("Last-Event-ID")
+        })?,
+    };
+    let after = match resume {
+        // Everything was sent: 204 tells an EventSource to stop reconnecting.
+        BatchPosition::Done if batch.finished => {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // `done` of a batch that is not finished cannot have been sent: start over.
+        BatchPosition::Done => 0,
+        BatchPosition::After(n) => n,
+    };
     let (tx, rx) = mpsc::channel::<Event>(256);
     let tenant = caller.tenant().to_string();
     tokio::spawn(async move {
         state.metrics.sse_clients.inc();
-        if let Err(e) = follow_batch(&state, &tenant, id, &tx).await {
+        if let Err(e) = follow_batch(&state, &tenant, id, after, &tx).await {
             tracing::warn!(batch = %id, error = %e, "batch stream ended early");
         }
         state.metrics.sse_clients.dec();
     });
-    let events = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
+    let retry = tokio_stream::once(Event::default().retry(RECONNECT));
+    let events = tokio_stream::StreamExt::map(
+        tokio_stream::StreamExt::chain(retry, ReceiverStream::new(rx)),
+        Ok::<_, Infallible>,
+    );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -207,33 +344,46 @@ async fn follow_batch(
     state: &AppState,
     tenant: &str,
     id: Uuid,
+    mut after: i32,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), crate::store::StoreError> {
-    let mut seen: HashSet<Uuid> = HashSet::new();
     let mut any_state = state.hub.watch_any_state();
+    // Set once the batch was seen finished: every completion had committed by then, so one more
+    // read gets the rest (fewer than `total` positions only if retention removed jobs).
+    let mut final_read = false;
     loop {
         any_state.borrow_and_update();
-        for job in store_jobs::finished_batch_jobs(&state.pool, tenant, id).await? {
-            if seen.insert(job.id) {
-                let ev = Event::default()
-                    .event("job")
-                    .id(job.id.to_string())
-                    .data(serde_json::to_string(&job).unwrap_or_default());
-                if tx.send(ev).await.is_err() {
-                    return Ok(());
-                }
+        let jobs =
+            store_jobs::finished_batch_jobs(&state.pool, tenant, id, after, EVENT_PAGE).await?;
+        for (seq, job) in &jobs {
+            after = *seq;
+            let ev = Event::default()
+                .event("job")
+                .id(seq.to_string())
+                .data(serde_json::to_string(job).unwrap_or_default());
+            if tx.send(ev).await.is_err() {
+                return Ok(());
             }
+        }
+        if jobs.len() as i64 == EVENT_PAGE {
+            continue;
         }
         let Some(batch) = store_jobs::batch(&state.pool, tenant, id).await? else {
             return Ok(());
         };
-        if batch.finished {
+        // Every finished job has a position 1..total: `done` only once all were sent.
+        if batch.finished && (i64::from(after) >= batch.total || final_read) {
             let ev = Event::default()
                 .event("done")
                 .id("done")
                 .data(serde_json::to_string(&batch).unwrap_or_default());
             let _ = tx.send(ev).await;
             return Ok(());
+        }
+        if batch.finished {
+            // Finished since the read above: read the rest at once.
+            final_read = true;
+            continue;
         }
         tokio::select! {
             _ = any_state.changed() => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -284,6 +284,16 @@ pub struct ListParams {
 /// Parses the listing's query: `label` may repeat, every other parameter at most once (an
 /// unknown or repeated one is a 400 naming it).
 fn list_params(query: &str) -> Result<ListParams, ApiError> {
+    let (labels, mut p): (_, ListParams) = query_with_labels(query)?;
+    p.label = labels;
+    Ok(p)
+}
+
+/// Parses a listing's query into `T`, taking the repeatable `label` parameters out first; every
+/// other parameter may appear at most once (an unknown or repeated one is a 400 naming it).
+pub(crate) fn query_with_labels<T: serde::de::DeserializeOwned>(
+    query: &str,
+) -> Result<(Vec<String>, T), ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, m);
     // The URL type decodes and encodes form pairs (`+`, percent escapes) the standard way.
     let mut parsed =
@@ -310,10 +320,40 @@ fn list_params(query: &str) -> Result<ListParams, ApiError> {
     let uri: axum::http::Uri = format!("/?{}", rest.query().unwrap_or_default())
         .parse()
         .map_err(|_| bad("the query string is malformed".into()))?;
-    let Query(mut p) =
-        Query::<ListParams>::try_from_uri(&uri).map_err(|e: QueryRejection| bad(e.body_text()))?;
-    p.label = labels;
-    Ok(p)
+    let Query(p) =
+        Query::<T>::try_from_uri(&uri).map_err(|e: QueryRejection| bad(e.body_text()))?;
+    Ok((labels, p))
+}
+
+/// `label=key=value` filters as the JSON object the labels must contain (`None`: no filter);
+/// `what` names the listed objects in the error for contradicting values.
+pub(crate) fn label_filter(
+    labels: &[String],
+    what: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let mut wanted = serde_json::Map::new();
+    for l in labels {
+        let (k, v) = l.split_once('=').ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                "label filter must look like `key=value`",
+            )
+            .with_field("label")
+        })?;
+        if wanted
+            .insert(k.to_string(), v.into())
+            .is_some_and(|old| old != v)
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                format!("label `{k}` is asked for with two values; no {what} has both"),
+            )
+            .with_field("label"));
+        }
+    }
+    Ok((!wanted.is_empty()).then_some(serde_json::Value::Object(wanted)))
 }
 
 /// List jobs, newest first, with keyset pagination.
@@ -337,29 +377,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let mut wanted = serde_json::Map::new();
-    for l in &p.label {
-        let (k, v) = l.split_once('=').ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                "label filter must look like `key=value`",
-            )
-            .with_field("label")
-        })?;
-        if wanted
-            .insert(k.to_string(), v.into())
-            .is_some_and(|old| old != v)
-        {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                format!("label `{k}` is asked for with two values; no job has both"),
-            )
-            .with_field("label"));
-        }
-    }
-    let labels = (!wanted.is_empty()).then_some(serde_json::Value::Object(wanted));
+    let labels = label_filter(&p.label, "job")?;
     let before = page_cursor(p.cursor.as_deref())?;
     let filter = ListFilter {
         state: job_state,

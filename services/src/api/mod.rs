@@ -214,12 +214,12 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     tags(
         (name = "jobs", description = "Submit, inspect, list and cancel jobs"),
         (name = "logs", description = "Live and stored job output"),
-        (name = "batches", description = "Many jobs at once"),
-        (name = "modules", description = "Wasm modules"),
+        (name = "batches", description = "Many jobs at once: submit, list, inspect, cancel, and follow their completions"),
+        (name = "modules", description = "Wasm modules: upload and list"),
         (name = "images", description = "OCI images on worker hosts: pull (with SSE progress), list, inspect, delete, import, gc. Images live on worker hosts: these endpoints are served by processes that run both the API and a worker (`nekton serve`); an API-only process (`nekton api`) answers 503"),
         (name = "webhooks", description = "Job and batch completion events POSTed to the tenant's endpoints, signed per Standard Webhooks, retried for at least 24 h; delivery logs and redelivery"),
         (name = "admin", description = "Tenants, tokens, quotas, the audit log and usage"),
-        (name = "system", description = "Health, readiness, metrics")
+        (name = "system", description = "Health, readiness, metrics, version")
     ),
     security(("bearer" = [])),
     modifiers(&BearerScheme)
@@ -254,10 +254,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
         .routes(routes!(logs::logs))
-        .routes(routes!(batches::submit))
+        .routes(routes!(batches::submit, batches::list))
         .routes(routes!(batches::get))
+        .routes(routes!(batches::cancel))
         .routes(routes!(batches::events))
-        .routes(routes!(modules::upload))
+        .routes(routes!(modules::upload, modules::list))
         .routes(routes!(images::pull))
         .routes(routes!(images::list))
         .routes(routes!(images::get, images::delete))
@@ -282,6 +283,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
+        .routes(routes!(system::version))
 }
 
 /// The OpenAPI document (what `/openapi.json` serves and `openapi/openapi.json` holds).

@@ -44,6 +44,30 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     Ok("ready")
 }
 
+/// The server's version: the `nekton` crate version, the git commit when the build recorded one,
+/// the API version, and the database's migration level beside the newest this binary knows.
+/// Any valid token may ask (no scope needed).
+#[utoipa::path(get, path = "/v1/version", operation_id = "getVersion", tag = "system",
+    responses(
+        (status = 200, description = "The server's version", body = super::types::VersionInfo),
+        (status = 401, description = "No valid token", body = super::types::ErrorBody),
+    ))]
+pub async fn version(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<axum::Json<super::types::VersionInfo>, ApiError> {
+    let (migration, migration_latest) = crate::store::migration_level(&state.pool).await?;
+    Ok(axum::Json(super::types::VersionInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: option_env!("NEKTON_GIT_COMMIT")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        api_version: "v1".to_string(),
+        migration,
+        migration_latest,
+    }))
+}
+
 /// Prometheus metrics (a token with the admin scope; or without a token on the separate
 /// `--metrics-listen` address): OpenMetrics text when the client accepts it (Prometheus does),
 /// else the Prometheus text format 0.0.4 (curl, promtool). The catalogue is docs/metrics.md.

@@ -155,6 +155,51 @@ pub struct BatchCreated {
     pub job_ids: Vec<Uuid>,
 }
 
+/// One page of batches, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchPage {
+    pub batches: Vec<Batch>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What `POST /v1/batches/{id}/cancel` did, and the batch afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchCancelled {
+    /// Jobs that were waiting (queued or scheduled) and are now `cancelled`.
+    pub cancelled: i64,
+    /// Running jobs whose cancel was requested: their workers kill them within about a second
+    /// and record `cancelled`.
+    pub cancel_requested: i64,
+    /// The batch after the cancel (running jobs may still count as running).
+    pub batch: Batch,
+}
+
+/// One page of the tenant's modules, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModulePage {
+    pub modules: Vec<Module>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The server's version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    /// The `nekton` crate version of the server binary.
+    pub version: String,
+    /// The git commit the server was built from (the `NEKTON_GIT_COMMIT` variable at build
+    /// time), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// The HTTP API's version (the path prefix).
+    pub api_version: String,
+    /// The newest schema migration the database has applied.
+    pub migration: Option<i64>,
+    /// The newest schema migration this server binary carries.
+    pub migration_latest: i64,
+}
+
 /// A webhook endpoint to create.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

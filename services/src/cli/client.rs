@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::api::types::{
-    Batch, BatchCreated, BatchSpec, CreatedWebhook, Delivery, DeliveryPage, ErrorBody, ExitEvent,
-    GcResult, Image, ImageList, ImportResult, Job, JobPage, JobSpec, JobState, LogEvent, Module,
-    NewWebhook, PullBlob, PullPolicyView, PullRequest, PullResolvedEvent, PullResult, StateEvent,
-    Webhook,
+    Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, CreatedWebhook, Delivery,
+    DeliveryPage, ErrorBody, ExitEvent, GcResult, Image, ImageList, ImportResult, Job, JobPage,
+    JobSpec, JobState, LogEvent, Module, ModulePage, NewWebhook, PullBlob, PullPolicyView,
+    PullRequest, PullResolvedEvent, PullResult, StateEvent, VersionInfo, Webhook,
 };
 
 /// The server the CLI talks to when neither `--server` nor `NEKTON_SERVER` says otherwise.
@@ -187,6 +187,17 @@ pub struct JobFilter {
     /// Each pair is sent as one `label=key=value` parameter.
     pub labels: Vec<(String, String)>,
     pub batch: Option<Uuid>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Filters for `GET /v1/batches`. Empty fields are not sent.
+#[derive(Debug, Clone, Default)]
+pub struct BatchFilter {
+    /// Each pair is sent as one `label=key=value` parameter.
+    pub labels: Vec<(String, String)>,
+    /// Only finished (`true`) or unfinished (`false`) batches.
+    pub done: Option<bool>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,
 }
@@ -430,9 +441,87 @@ impl Client {
         self.send_json(req, &url).await
     }
 
-    /// Follows `GET /v1/batches/{id}/events`: a `Job` per job that reached a final state, then
-    /// `Done`, after which the stream ends. Reconnects like [`Client::follow_logs`]; if the server
-    /// gives its events no ids, a reconnection may repeat `Job` events (deduplicate by job id).
+    /// `GET /v1/batches`: one page of the tenant's batches, newest first.
+    pub async fn list_batches(&self, filter: &BatchFilter) -> Result<BatchPage> {
+        let mut url = self.url("v1/batches")?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &filter.labels {
+                q.append_pair("label", &format!("{k}={v}"));
+            }
+            if let Some(done) = filter.done {
+                q.append_pair("done", if done { "true" } else { "false" });
+            }
+            if let Some(cursor) = &filter.cursor {
+                q.append_pair("cursor", cursor);
+            }
+            if let Some(limit) = filter.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// Every batch matching `filter`, following `next_cursor` from `filter.cursor` to the end.
+    pub async fn list_all_batches(&self, filter: &BatchFilter) -> Result<Vec<Batch>> {
+        let mut filter = filter.clone();
+        let mut batches = Vec::new();
+        loop {
+            let page = self.list_batches(&filter).await?;
+            batches.extend(page.batches);
+            match page.next_cursor {
+                Some(next) if filter.cursor.as_deref() != Some(next.as_str()) => {
+                    filter.cursor = Some(next)
+                }
+                _ => return Ok(batches),
+            }
+        }
+    }
+
+    /// `POST /v1/batches/{id}/cancel`.
+    pub async fn cancel_batch(&self, id: Uuid) -> Result<BatchCancelled> {
+        let url = self.url(&format!("v1/batches/{id}/cancel"))?;
+        let req = self.http.post(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/modules`: one page of the tenant's modules, newest first.
+    pub async fn list_modules(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ModulePage> {
+        let mut url = self.url("v1/modules")?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(cursor) = cursor {
+                q.append_pair("cursor", cursor);
+            }
+            if let Some(limit) = limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/version`.
+    pub async fn version(&self) -> Result<VersionInfo> {
+        let url = self.url("v1/version")?;
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// Follows `GET /v1/batches/{id}/events`: a `Job` per job that reached a final state (in the
+    /// order they finished), then `Done`, after which the stream ends. Reconnects like
+    /// [`Client::follow_logs`], resuming after the last event received.
     pub fn batch_events(
         &self,
         id: Uuid,

@@ -19,10 +19,11 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::client::{
-    BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream, truncate_chars,
+    BatchFilter, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,
+    truncate_chars,
 };
 use crate::api::types::{
-    BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, NetworkMode,
+    Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, NetworkMode,
     OutcomeView, RuntimeKind,
 };
 
@@ -158,6 +159,9 @@ pub enum ClientCommand {
     Usage(super::admin::UsageArgs),
     /// The audit log: token, tenant and quota changes, cancels (admin).
     Audit(super::admin::AuditArgs),
+    /// Print this client's version and the server's (API version, database migration level).
+    /// Exits 1 (after printing the client's version) when the server cannot be asked.
+    Version,
 }
 
 /// `nekton run`.
@@ -381,6 +385,58 @@ pub enum BatchCommand {
         #[arg(short = 'v', long)]
         verbose: bool,
     },
+    /// List batches, newest first, with their jobs counted by state.
+    Ls {
+        /// Only batches with this label (repeatable: all must match).
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
+        labels: Vec<(String, String)>,
+        /// Only batches whose jobs have all finished.
+        #[arg(long, conflicts_with = "unfinished")]
+        done: bool,
+        /// Only batches with a job still waiting or running.
+        #[arg(long)]
+        unfinished: bool,
+        /// Batches per page (the server caps it).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start at this cursor (printed when more batches are available).
+        #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow the pages to the end and list every matching batch.
+        #[arg(long)]
+        all: bool,
+        /// Print the batches as JSON (one array) instead of a table (same as `--format json`).
+        #[arg(long, conflicts_with_all = ["format", "quiet"])]
+        json: bool,
+        /// Print only the batches' ids, one per line.
+        #[arg(short = 'q', long, conflicts_with = "format")]
+        quiet: bool,
+        /// `table` (the default), `json`, or a template such as `'{{.id}} {{.counts.failed}}'`
+        /// applied to each batch's JSON fields.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: Option<Format>,
+    },
+    /// Print batches (their jobs counted by state): as JSON by default.
+    Get {
+        /// The batches' ids (as printed by `nekton batch submit` or `nekton batch ls`).
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<Uuid>,
+        /// `json` (the default), `table`, or a template such as `'{{.id}} {{.finished}}'`.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: Option<Format>,
+    },
+    /// Cancel every unfinished job of a batch: waiting jobs at once, running ones within a
+    /// second. Prints how many jobs were cancelled and how many running ones were asked to stop.
+    Cancel {
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Wait until every job of the batch has finished; print the counts by state and each job
+    /// that did not succeed (id, state, result). Exits 0 only when all succeeded, else 1.
+    Wait {
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
 }
 
 /// `nekton module`.
@@ -397,6 +453,24 @@ pub enum ModuleCommand {
         /// A binary module (`.wasm`) or WebAssembly text (`.wat`, assembled before upload).
         #[arg(value_name = "FILE.wasm|FILE.wat")]
         file: PathBuf,
+    },
+    /// List the tenant's uploaded modules, newest first: digest, size, upload time.
+    Ls {
+        /// Modules per page (the server caps it).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Start at this cursor (printed when more modules are available).
+        #[arg(long, value_name = "CURSOR", conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow the pages to the end and list every module.
+        #[arg(long)]
+        all: bool,
+        /// Print the modules as JSON (one array) instead of a table.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
+        /// Print only the digests, one per line.
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
 }
 
@@ -416,6 +490,41 @@ pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
         ClientCommand::Whoami => super::admin::whoami(server).await,
         ClientCommand::Usage(args) => super::admin::usage(args, server).await,
         ClientCommand::Audit(args) => super::admin::audit(args, server).await,
+        ClientCommand::Version => version(server).await,
+    }
+}
+
+/// `nekton version`: the client's version always; the server's when it answers.
+async fn version(server: &ServerArgs) -> Result<i32> {
+    crate::outln!("client: nekton {}", env!("CARGO_PKG_VERSION"))?;
+    let answer = match server.client() {
+        Ok(client) => client.version().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(v) => {
+            let commit = v
+                .git_commit
+                .map(|c| format!(" (commit {c})"))
+                .unwrap_or_default();
+            let migration = v
+                .migration
+                .map_or_else(|| "none".to_string(), |m| m.to_string());
+            crate::outln!(
+                "server: nekton {}{commit}, API {}, database migration {migration} (this server knows up to {})",
+                v.version,
+                v.api_version,
+                v.migration_latest
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!(
+                "nekton: could not ask {} for its version: {e:#}",
+                server.server
+            );
+            Ok(1)
+        }
     }
 }
 
@@ -963,13 +1072,22 @@ fn render_template(template: &str, value: &serde_json::Value) -> Result<String, 
 }
 
 fn print_jobs(jobs: &[Job], format: &Format) -> Result<()> {
+    print_items(jobs, format, jobs_table)
+}
+
+/// Prints records as a table (`table`), one JSON array, or one template line each.
+fn print_items<T: serde::Serialize>(
+    items: &[T],
+    format: &Format,
+    table: fn(&[T]) -> String,
+) -> Result<()> {
     match format {
-        Format::Table => crate::out!("{}", jobs_table(jobs))?,
-        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(jobs)?)?,
+        Format::Table => crate::out!("{}", table(items))?,
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(items)?)?,
         Format::Template(t) => {
             let mut text = String::new();
-            for job in jobs {
-                let line = render_template(t, &serde_json::to_value(job)?)
+            for item in items {
+                let line = render_template(t, &serde_json::to_value(item)?)
                     .map_err(|e| anyhow::anyhow!(e))?;
                 text.push_str(&line);
                 text.push('\n');
@@ -1033,11 +1151,10 @@ fn result_cell(job: &Job) -> String {
 }
 
 fn jobs_table(jobs: &[Job]) -> String {
-    let header = ["ID", "STATE", "RESULT", "PROGRAM", "CREATED"];
-    let rows: Vec<[String; 5]> = jobs
+    let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
-            [
+            vec![
                 j.id.to_string(),
                 j.state.as_str().to_string(),
                 result_cell(j),
@@ -1046,8 +1163,13 @@ fn jobs_table(jobs: &[Job]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    render_table(&["ID", "STATE", "RESULT", "PROGRAM", "CREATED"], &rows)
+}
+
+/// Columns padded to their widest cell, two spaces apart; no trailing blanks.
+fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -1055,7 +1177,7 @@ fn jobs_table(jobs: &[Job]) -> String {
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 l.push_str(cell);
             } else {
@@ -1067,11 +1189,47 @@ fn jobs_table(jobs: &[Job]) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&header);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
+    line(header);
+    for row in rows {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
+}
+
+/// A batch's counts in a few columns: done/total, then the non-zero final states.
+fn batches_table(batches: &[Batch]) -> String {
+    let count = |b: &Batch, s: &str| b.counts.get(s).copied().unwrap_or(0);
+    let rows: Vec<Vec<String>> = batches
+        .iter()
+        .map(|b| {
+            let done: i64 = JobState::ALL
+                .iter()
+                .filter(|s| s.is_terminal())
+                .map(|s| count(b, s.as_str()))
+                .sum();
+            vec![
+                b.id.to_string(),
+                format!("{done}/{}", b.total),
+                count(b, "running").to_string(),
+                count(b, "succeeded").to_string(),
+                (count(b, "failed") + count(b, "error")).to_string(),
+                count(b, "cancelled").to_string(),
+                b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "ID",
+            "DONE",
+            "RUNNING",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELLED",
+            "CREATED",
+        ],
+        &rows,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1227,15 +1385,85 @@ async fn batch(args: BatchArgs, server: &ServerArgs) -> Result<i32> {
                 }
             }
             if wait {
-                wait_for_batch(&client, created.id, created.job_ids.len() as u64).await
+                wait_for_batch(&client, created.id, created.job_ids.len() as u64, false).await
             } else {
                 Ok(0)
             }
         }
+        BatchCommand::Ls {
+            labels,
+            done,
+            unfinished,
+            limit,
+            cursor,
+            all,
+            json,
+            quiet,
+            format,
+        } => {
+            let filter = BatchFilter {
+                labels,
+                done: (done || unfinished).then_some(done),
+                cursor,
+                limit,
+            };
+            let (batches, next) = if all {
+                (client.list_all_batches(&filter).await?, None)
+            } else {
+                let page = client.list_batches(&filter).await?;
+                (page.batches, page.next_cursor)
+            };
+            let format = match (json, quiet, format) {
+                (true, _, _) => Format::Json,
+                (_, true, _) => Format::Template("{{.id}}".into()),
+                (_, _, f) => f.unwrap_or(Format::Table),
+            };
+            print_items(&batches, &format, batches_table)?;
+            if let Some(next) = next {
+                eprintln!(
+                    "(more batches: add --cursor {next} for the next page, or --all for all)"
+                );
+            }
+            Ok(0)
+        }
+        BatchCommand::Get { ids, format } => {
+            let mut batches = Vec::with_capacity(ids.len());
+            for id in ids {
+                batches.push(client.get_batch(id).await?);
+            }
+            match format.unwrap_or(Format::Json) {
+                Format::Json if batches.len() == 1 => {
+                    crate::outln!("{}", serde_json::to_string_pretty(&batches[0])?)?
+                }
+                format => print_items(&batches, &format, batches_table)?,
+            }
+            Ok(0)
+        }
+        BatchCommand::Cancel { id } => {
+            let c = client.cancel_batch(id).await?;
+            crate::outln!(
+                "{id}: {} waiting jobs cancelled, {} running jobs asked to stop",
+                c.cancelled,
+                c.cancel_requested
+            )?;
+            Ok(0)
+        }
+        BatchCommand::Wait { id } => {
+            let batch = client.get_batch(id).await?;
+            wait_for_batch(&client, id, batch.total.max(0) as u64, true).await
+        }
     }
 }
 
-async fn wait_for_batch(client: &Client, id: Uuid, total: u64) -> Result<i32> {
+/// Follows the batch's events to its end with a progress bar; then reports the counts by state
+/// and every job that did not succeed (to stdout with `report_to_stdout`, else to stderr). 0 when
+/// all succeeded, else 1.
+async fn wait_for_batch(
+    client: &Client,
+    id: Uuid,
+    total: u64,
+    report_to_stdout: bool,
+) -> Result<i32> {
     let bar = ProgressBar::new(total);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
@@ -1245,12 +1473,16 @@ async fn wait_for_batch(client: &Client, id: Uuid, total: u64) -> Result<i32> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut seen = HashSet::new();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut unsuccessful: Vec<Job> = Vec::new();
     let mut events = Box::pin(client.batch_events(id));
     let batch = loop {
         match events.next().await {
             Some(Ok(BatchStreamEvent::Job(job))) => {
                 if seen.insert(job.id) {
                     *counts.entry(job.state.as_str()).or_default() += 1;
+                    if job.state != JobState::Succeeded {
+                        unsuccessful.push((*job).clone());
+                    }
                     bar.inc(1);
                     bar.set_message(
                         counts
@@ -1286,7 +1518,26 @@ async fn wait_for_batch(client: &Client, id: Uuid, total: u64) -> Result<i32> {
         .collect::<Vec<_>>()
         .join(", ");
     let succeeded = batch.counts.get("succeeded").copied().unwrap_or(0);
-    eprintln!("batch {id}: {} jobs: {summary}", batch.total);
+    let mut report = format!("batch {id}: {} jobs: {summary}\n", batch.total);
+    for job in &unsuccessful {
+        let detail = job
+            .outcome
+            .as_ref()
+            .and_then(|o| o.detail.as_deref())
+            .map(|d| format!(" ({})", truncate_chars(d, 120)))
+            .unwrap_or_default();
+        report.push_str(&format!(
+            "  {} {} {}{detail}\n",
+            job.id,
+            job.state.as_str(),
+            result_cell(job)
+        ));
+    }
+    if report_to_stdout {
+        crate::out!("{report}")?;
+    } else {
+        eprint!("{report}");
+    }
     Ok(if succeeded == batch.total && batch.finished {
         0
     } else {
@@ -1307,6 +1558,55 @@ async fn module(args: ModuleArgs, server: &ServerArgs) -> Result<i32> {
                 .await
                 .with_context(|| format!("uploading {} failed", file.display()))?;
             crate::outln!("{}", module.digest)?;
+            Ok(0)
+        }
+        ModuleCommand::Ls {
+            limit,
+            cursor,
+            all,
+            json,
+            quiet,
+        } => {
+            let mut modules = Vec::new();
+            let mut cursor = cursor;
+            let next = loop {
+                let page = client.list_modules(cursor.as_deref(), limit).await?;
+                modules.extend(page.modules);
+                match page.next_cursor {
+                    Some(next) if all && cursor.as_deref() != Some(next.as_str()) => {
+                        cursor = Some(next)
+                    }
+                    _ if all => break None,
+                    next => break next,
+                }
+            };
+            if json {
+                crate::outln!("{}", serde_json::to_string_pretty(&modules)?)?;
+            } else if quiet {
+                let mut text = String::new();
+                for m in &modules {
+                    text.push_str(&m.digest);
+                    text.push('\n');
+                }
+                crate::out!("{text}")?;
+            } else {
+                let rows: Vec<Vec<String>> = modules
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.digest.clone(),
+                            m.size_bytes.to_string(),
+                            m.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        ]
+                    })
+                    .collect();
+                crate::out!("{}", render_table(&["DIGEST", "SIZE", "CREATED"], &rows))?;
+            }
+            if let Some(next) = next {
+                eprintln!(
+                    "(more modules: add --cursor {next} for the next page, or --all for all)"
+                );
+            }
             Ok(0)
         }
     }

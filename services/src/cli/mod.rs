@@ -43,8 +43,8 @@ pub mod image;
 pub mod webhook;
 
 pub use client::{
-    ApiError, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,
-    decode_log_event,
+    ApiError, BatchFilter, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent,
+    StdStream, decode_log_event,
 };
 pub use commands::{
     BatchArgs, BatchCommand, ClientCommand, JobsArgs, JobsCommand, ModuleArgs, ModuleCommand,

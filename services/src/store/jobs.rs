@@ -435,54 +435,236 @@ pub async fn batch(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch
     else {
         return Ok(None);
     };
-    let labels: serde_json::Value = row.try_get("labels")?;
-    let labels: BTreeMap<String, String> = serde_json::from_value(labels)
-        .map_err(|e| StoreError::Corrupt(format!("batch labels: {e}")))?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    let total: i32 = row.try_get("total")?;
-    let mut counts: BTreeMap<String, i64> = JobState::ALL
-        .iter()
-        .map(|s| (s.as_str().to_string(), 0))
-        .collect();
-    let rows = sqlx::query(
-        "SELECT state::text AS state, count(*) AS n FROM jobs WHERE batch_id = $1 GROUP BY state",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    let mut finished = 0;
-    for r in rows {
-        let state: String = r.try_get("state")?;
-        let n: i64 = r.try_get("n")?;
-        if JobState::parse(&state).is_some_and(JobState::is_terminal) {
-            finished += n;
-        }
-        counts.insert(state, n);
-    }
-    Ok(Some(Batch {
-        id,
-        created_at,
-        total: total.into(),
-        labels,
-        counts,
-        finished: finished >= i64::from(total),
-    }))
+    Ok(batches_with_counts(pool, &[row]).await?.pop())
 }
 
-/// The finished jobs of a batch, oldest id first (for the batch completion stream).
+/// Batch summaries from `batches` rows (id, total, labels, created_at), with their jobs counted
+/// by state in one query.
+async fn batches_with_counts(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Batch>, StoreError> {
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let mut counts_of: std::collections::HashMap<Uuid, BTreeMap<String, i64>> =
+        std::collections::HashMap::new();
+    if !ids.is_empty() {
+        let counted = sqlx::query(
+            "SELECT batch_id, state::text AS state, count(*) AS n FROM jobs \
+             WHERE batch_id = ANY($1) GROUP BY batch_id, state",
+        )
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?;
+        for r in counted {
+            counts_of
+                .entry(r.try_get("batch_id")?)
+                .or_default()
+                .insert(r.try_get("state")?, r.try_get("n")?);
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get("id")?;
+        let labels: serde_json::Value = row.try_get("labels")?;
+        let labels: BTreeMap<String, String> = serde_json::from_value(labels)
+            .map_err(|e| StoreError::Corrupt(format!("batch labels: {e}")))?;
+        let created_at: DateTime<Utc> = row.try_get("created_at")?;
+        let total: i32 = row.try_get("total")?;
+        let mut counts: BTreeMap<String, i64> = JobState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        let mut finished = 0;
+        for (state, n) in counts_of.remove(&id).unwrap_or_default() {
+            if JobState::parse(&state).is_some_and(JobState::is_terminal) {
+                finished += n;
+            }
+            counts.insert(state, n);
+        }
+        out.push(Batch {
+            id,
+            created_at,
+            total: total.into(),
+            labels,
+            counts,
+            finished: finished >= i64::from(total),
+        });
+    }
+    Ok(out)
+}
+
+/// Filters of a batch listing.
+#[derive(Debug, Clone, Default)]
+pub struct BatchFilter {
+    /// A JSON object the batch's labels must contain.
+    pub labels: Option<serde_json::Value>,
+    /// Only finished batches (`true`) or only unfinished ones (`false`).
+    pub done: Option<bool>,
+    /// Return batches older than this id (the previous page's last id).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Batches of a tenant, newest first (keyset pagination on the UUIDv7 id).
+pub async fn list_batches(
+    pool: &PgPool,
+    tenant: &str,
+    filter: &BatchFilter,
+) -> Result<Vec<Batch>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, total, labels, created_at FROM batches \
+         WHERE tenant_id = $1 \
+           AND ($2::jsonb IS NULL OR labels @> $2) \
+           AND ($3::boolean IS NULL OR (finished >= total) = $3) \
+           AND ($4::uuid IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $5",
+    )
+    .bind(tenant)
+    .bind(&filter.labels)
+    .bind(filter.done)
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await?;
+    batches_with_counts(pool, &rows).await
+}
+
+/// What cancelling a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCancelled {
+    /// Jobs that were waiting (queued or scheduled) and are now `cancelled`.
+    pub cancelled: i64,
+    /// Running jobs flagged for cancel: their workers kill them and record `cancelled`.
+    pub cancel_requested: i64,
+}
+
+/// Cancels every unfinished job of a tenant's batch (`None`: no such batch): waiting jobs at
+/// once, running ones through the flag and NOTIFY their workers act on, as [`cancel`] does for one
+/// job. The job rows are locked in id order first. Recorded in the audit log as `batch.cancel`
+/// by `actor` when it changed anything.
+pub async fn cancel_batch(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    actor: &super::tenants::Actor,
+) -> Result<Option<BatchCancelled>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM batches WHERE id = $1 AND tenant_id = $2)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !exists {
+        return Ok(None);
+    }
+    let open = sqlx::query(
+        "SELECT id, state FROM jobs WHERE batch_id = $1 AND tenant_id = $2 \
+         AND state IN ('queued', 'scheduled', 'running') ORDER BY id FOR UPDATE",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut running = Vec::new();
+    let mut waiting = Vec::new();
+    for r in &open {
+        let job: Uuid = r.try_get("id")?;
+        if r.try_get::<JobState, _>("state")? == JobState::Running {
+            running.push(job);
+        } else {
+            waiting.push(job);
+        }
+    }
+    if !running.is_empty() {
+        sqlx::query("UPDATE jobs SET cancel_requested = true WHERE id = ANY($1)")
+            .bind(&running)
+            .execute(&mut *tx)
+            .await?;
+        notify_ids(&mut tx, CHANNEL_CANCEL, &running).await?;
+    }
+    if !waiting.is_empty() {
+        sqlx::query(
+            "WITH upd AS (UPDATE jobs SET state = 'cancelled', cancel_requested = true, finished_at = now(), \
+             worker_id = NULL WHERE id = ANY($1) AND state IN ('queued', 'scheduled') RETURNING id, attempt) \
+             INSERT INTO job_attempts (job_id, attempt, reason, detail) \
+             SELECT id, attempt, 'cancelled', 'cancelled before it started (its batch was cancelled)' FROM upd \
+             ON CONFLICT (job_id, attempt) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \
+             exit_code = NULL, signal = NULL",
+        )
+        .bind(&waiting)
+        .execute(&mut *tx)
+        .await?;
+        notify_ids(&mut tx, CHANNEL_STATE, &waiting).await?;
+    }
+    let done = BatchCancelled {
+        cancelled: waiting.len() as i64,
+        cancel_requested: running.len() as i64,
+    };
+    if done.cancelled + done.cancel_requested > 0 {
+        super::tenants::audit(
+            &mut tx,
+            actor,
+            "batch.cancel",
+            &id.to_string(),
+            serde_json::json!({
+                "tenant": tenant,
+                "cancelled": done.cancelled,
+                "cancel_requested": done.cancel_requested,
+            }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Some(done))
+}
+
+/// NOTIFYs job ids on `channel`, comma-separated, in payloads well under PostgreSQL's 8000-byte
+/// limit.
+async fn notify_ids(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    channel: &str,
+    ids: &[Uuid],
+) -> Result<(), StoreError> {
+    for part in ids.chunks(150) {
+        let payload = part
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The finished jobs of a batch in the order they finished, after position `after_seq` (each
+/// with its position, 1..total; see migration 0007), at most `limit`.
 pub async fn finished_batch_jobs(
     pool: &PgPool,
     tenant: &str,
     batch: Uuid,
-) -> Result<Vec<Job>, StoreError> {
+    after_seq: i32,
+    limit: i64,
+) -> Result<Vec<(i32, Job)>, StoreError> {
     let sql = format!(
-        "SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.batch_id = $1 AND j.tenant_id = $2 \
-         AND j.state IN ('succeeded', 'failed', 'cancelled', 'error') ORDER BY j.id"
+        "SELECT f.seq, {JOB_COLUMNS} FROM batch_finishes f JOIN jobs j ON j.id = f.job_id \
+         JOIN job_specs s ON s.job_id = j.id \
+         LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt \
+         WHERE f.batch_id = $1 AND j.tenant_id = $2 AND f.seq > $3 ORDER BY f.seq LIMIT $4"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(batch)
         .bind(tenant)
+        .bind(after_seq)
+        .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(job_from_row).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get("seq")?, job_from_row(r)?)))
+        .collect()
 }

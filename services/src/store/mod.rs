@@ -79,6 +79,17 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The migration levels: the newest migration the database has applied (`None`: none yet) and
+/// the newest this binary carries.
+pub async fn migration_level(pool: &PgPool) -> Result<(Option<i64>, i64), StoreError> {
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    Ok((applied, known))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,3 +53,34 @@ pub async fn bytes(pool: &PgPool, digest: &str) -> Result<Option<Vec<u8>>, Store
             .await?,
     )
 }
+
+/// A tenant's modules, newest first, after the position `before` (`created_at`, digest) of the
+/// previous page's last module; at most `limit`.
+pub async fn list(
+    pool: &PgPool,
+    tenant: &str,
+    before: Option<(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<Module>, StoreError> {
+    let (at, digest) = before.unzip();
+    let rows = sqlx::query(
+        "SELECT digest, size_bytes, created_at FROM modules WHERE tenant_id = $1 \
+         AND ($2::timestamptz IS NULL OR (created_at, digest) < ($2, $3)) \
+         ORDER BY created_at DESC, digest DESC LIMIT $4",
+    )
+    .bind(tenant)
+    .bind(at)
+    .bind(digest)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Module {
+                digest: r.try_get("digest")?,
+                size_bytes: r.try_get("size_bytes")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
