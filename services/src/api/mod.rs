@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod batches;
+pub mod console;
+pub mod cors;
 pub mod error;
 pub mod hub;
 pub mod images;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     /// Tenants' quotas, cached for a second.
     pub tenants: Arc<tenants::TenantCache>,
+    /// Origins whose browser pages may call the API (`--cors-origin`; none: no CORS headers).
+    pub cors_origins: Arc<Vec<axum::http::HeaderValue>>,
 }
 
 impl AppState {
@@ -79,7 +83,14 @@ impl AppState {
             images: None,
             auth: Arc::new(auth::Authenticator::new(auth::AuthMode::On)),
             tenants: Arc::new(tenants::TenantCache::default()),
+            cors_origins: Arc::new(Vec::new()),
         }
+    }
+
+    /// Allows browser pages of exactly these origins to call the API (see [`cors`]).
+    pub fn with_cors(mut self, origins: Vec<axum::http::HeaderValue>) -> Self {
+        self.cors_origins = Arc::new(origins);
+        self
     }
 
     /// Sets whether requests need a token (the default: they do).
@@ -333,7 +344,9 @@ pub fn app(state: AppState) -> Router {
     let doc = Arc::new(doc);
     let metrics = state.metrics.clone();
     let body_limit = state.policy.max_module_bytes.max(MAX_JSON_BODY);
-    router
+    let cors = cors::layer(&state.cors_origins);
+    let router = router
+        .merge(console::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { Json(doc.as_ref().clone()) }),
@@ -369,7 +382,13 @@ pub fn app(state: AppState) -> Router {
                 }
             },
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit));
+    // Outside authentication: a preflight is answered here, without a token.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
