@@ -28,15 +28,26 @@ function h(tag, attrs, ...children) {
     else if (k === "style") Object.assign(el.style, v); // CSSOM: allowed by the page's CSP, unlike style=""
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
 }
 
+/** Replaces `el`'s children (nested arrays flattened; null, undefined and false left out). */
+function put(el, ...nodes) {
+  el.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+}
+
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  put(main, ...nodes);
+}
+
+/** A program name for a table: a module digest shortened (the full one in the tooltip). */
+function programCell(program) {
+  const short = /^sha256:[0-9a-f]{64}$/.test(program) ? program.slice(0, 19) + "…" : program;
+  return h("td", { className: "mono", title: program }, short);
 }
 
 function alertBox(message) {
@@ -187,7 +198,7 @@ function loginPage(message) {
       } catch (e) {
         sessionStorage.removeItem(TOKEN_KEY);
         setCookie(null);
-        err.replaceChildren(alertBox(e.message));
+        put(err, alertBox(e.message));
       }
     },
   },
@@ -218,7 +229,7 @@ function jobsTable(jobs, empty) {
     h("tbody", {}, jobs.map((j) => h("tr", { dataset: { jobId: j.id, state: j.state } },
       h("td", { className: "mono" }, h("a", { href: `#/jobs/${j.id}` }, shortId(j.id))),
       h("td", {}, badge(j.state)),
-      h("td", { className: "mono" }, j.program),
+      programCell(j.program),
       h("td", {}, labelChips(j.labels), j.batch_id ? h("a", { href: `#/batches/${j.batch_id}`, className: "label" }, "batch") : null),
       h("td", {}, when(j.created_at)),
       h("td", {}, duration(j)),
@@ -257,11 +268,11 @@ function jobsPage(query) {
   poll(async () => {
     try {
       const page = await api(`/v1/jobs?${q}`);
-      list.replaceChildren(jobsTable(page.jobs, "No jobs match."),
+      put(list, jobsTable(page.jobs, "No jobs match."),
         page.next_cursor ? h("p", { className: "muted" }, "Showing the newest 100; narrow the filter to see others.") : null);
       status.textContent = `updated ${new Date().toLocaleTimeString()} (every second)`;
     } catch (e) {
-      list.replaceChildren(alertBox(e.message));
+      put(list, alertBox(e.message));
       throw e;
     }
   });
@@ -323,7 +334,7 @@ async function jobPage(id, seq) {
     },
   }, "Cancel");
   const renderInfo = () => {
-    info.replaceChildren(
+    put(info,
       h("dt", {}, "id"), h("dd", {}, job.id),
       h("dt", {}, "program"), h("dd", {}, job.program),
       h("dt", {}, "queue"), h("dd", {}, `${job.queue} (priority ${job.priority})`),
@@ -333,9 +344,9 @@ async function jobPage(id, seq) {
       h("dt", {}, "created"), h("dd", {}, when(job.created_at)),
       h("dt", {}, "started"), h("dd", {}, when(job.started_at)),
       h("dt", {}, "finished"), h("dd", {}, when(job.finished_at)));
-    stateEl.replaceChildren(badge(job.state));
-    outcomeBox.replaceChildren(outcomeView(job));
-    billBox.replaceChildren(billView(job.usage));
+    put(stateEl, badge(job.state));
+    put(outcomeBox, outcomeView(job));
+    put(billBox, billView(job.usage));
     cancel.hidden = TERMINAL.has(job.state);
   };
   renderInfo();
@@ -369,7 +380,7 @@ async function jobPage(id, seq) {
     attempt = ev.attempt;
     job.state = ev.state;
     job.attempt = ev.attempt;
-    stateEl.replaceChildren(badge(ev.state));
+    put(stateEl, badge(ev.state));
     if (ev.state === "running" && !job.started_at) {
       api(`/v1/jobs/${id}`).then((j) => { if (!TERMINAL.has(job.state)) { job = j; renderInfo(); } }).catch(() => {});
     }
@@ -408,21 +419,21 @@ async function batchPage(id, seq) {
     try {
       b = await api(`/v1/batches/${encodeURIComponent(id)}`);
     } catch (e) {
-      head.replaceChildren(alertBox(e.message));
+      put(head, alertBox(e.message));
       return false;
     }
     if (seq !== renderSeq) return false;
     const done = ["succeeded", "failed", "error", "cancelled"].reduce((n, s) => n + (b.counts[s] || 0), 0);
-    head.replaceChildren(h("dl", { className: "kv" },
+    put(head, h("dl", { className: "kv" },
       h("dt", {}, "id"), h("dd", {}, b.id),
       h("dt", {}, "created"), h("dd", {}, when(b.created_at)),
       h("dt", {}, "labels"), h("dd", {}, labelChips(b.labels).length ? labelChips(b.labels) : "—"),
       h("dt", {}, "progress"), h("dd", { id: "batch-done" }, `${done} of ${b.total} finished${b.finished ? " — complete" : ""}`)));
-    bar.replaceChildren(...order.filter((s) => b.counts[s]).map((s) =>
+    put(bar, ...order.filter((s) => b.counts[s]).map((s) =>
       h("div", { className: s, style: { width: `${(100 * b.counts[s]) / Math.max(b.total, 1)}%` }, title: `${s}: ${b.counts[s]}` })));
-    legend.replaceChildren(...order.filter((s) => b.counts[s]).map((s) => h("span", {}, badge(s), ` ${b.counts[s]}`)));
+    put(legend, ...order.filter((s) => b.counts[s]).map((s) => h("span", {}, badge(s), ` ${b.counts[s]}`)));
     const [f, e] = await Promise.all(["failed", "error"].map((s) => api(`/v1/jobs?batch=${encodeURIComponent(id)}&state=${s}&limit=100`)));
-    failed.replaceChildren(jobsTable([...f.jobs, ...e.jobs], "None so far."));
+    put(failed, jobsTable([...f.jobs, ...e.jobs], "None so far."));
     return !b.finished;
   });
 }
@@ -439,11 +450,11 @@ async function batchesPage(seq) {
     if (seq !== renderSeq) return;
     const seen = new Map();
     for (const j of page.jobs) if (j.batch_id && !seen.has(j.batch_id)) seen.set(j.batch_id, j);
-    recent.replaceChildren(seen.size
+    put(recent, seen.size
       ? h("ul", {}, [...seen.keys()].map((b) => h("li", {}, h("a", { className: "mono", href: `#/batches/${b}` }, b))))
       : h("p", { className: "muted" }, "None among the newest 500 jobs. Submit one with `nekton batch submit`."));
   } catch (e) {
-    recent.replaceChildren(alertBox(e.message));
+    put(recent, alertBox(e.message));
   }
 }
 
@@ -493,7 +504,7 @@ function runPage() {
       className: "card", id: "run-form",
       onsubmit: async (ev) => {
         ev.preventDefault();
-        err.replaceChildren();
+        put(err);
         submit.disabled = true;
         try {
           const spec = {};
@@ -519,7 +530,7 @@ function runPage() {
           const job = await api("/v1/jobs", { method: "POST", body: spec, headers: { "Idempotency-Key": randomKey() } });
           location.hash = `#/jobs/${job.id}`;
         } catch (e) {
-          if (e.status !== 401) err.replaceChildren(alertBox(e.message));
+          if (e.status !== 401) put(err, alertBox(e.message));
         } finally {
           submit.disabled = false;
         }
