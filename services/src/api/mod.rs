@@ -256,6 +256,15 @@ impl utoipa::Modify for BearerScheme {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "console_cookie",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    auth::TOKEN_COOKIE,
+                    "The web console's way to authenticate an EventSource (which cannot send headers): the same API token in the `nekton_token` cookie (Path=/v1, SameSite=Strict). Accepted on GET and HEAD of /v1 paths only, never for a request that changes state (so no cross-site request can use it); `Authorization` wins when both are sent. Declared on the log stream, the endpoint it exists for (docs/console.md).",
+                ),
+            )),
+        );
     }
 }
 
