@@ -17,6 +17,10 @@ command -v umoci >/dev/null 2>&1 || need_apt+=(umoci)
 # scripts/check-api-fuzz.sh waits for the server with curl.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# scripts/check-ui.sh drives the web console in Debian's Chromium with playwright-core (npm).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # services/tests/pgbouncer.rs runs the API and a worker through Debian's PgBouncer.
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)
 # services/tests/metrics.rs runs `promtool check metrics` on the exposition.

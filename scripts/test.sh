@@ -67,6 +67,13 @@ clients_start=$SECONDS
 bash scripts/check-clients.sh >&2 || status=$?
 times+=("generated clients: $((SECONDS - clients_start)) s")
 
+# The web console in a real headless Chromium (default tier: needs no root; as root the browser
+# runs with --no-sandbox). Screenshots: $NEKTON_ARTIFACTS/nekton-ui-artifacts (default /tmp).
+echo "== the web console in Chromium (scripts/check-ui.sh)" >&2
+ui_start=$SECONDS
+bash scripts/check-ui.sh >&2 || status=$?
+times+=("web console (Chromium): $((SECONDS - ui_start)) s")
+
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
 failed=$(awk '/^test result:/ {f += $6} END {print f + 0}' "$log")

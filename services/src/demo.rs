@@ -70,5 +70,10 @@ pub async fn run_demo(server: &str, token: Option<&str>) -> anyhow::Result<()> {
         "demo: succeeded. Try: nekton run examples/hello.wat  |  nekton jobs ls  |  curl -s -H \"Authorization: Bearer $(cat STATE_DIR/admin.token)\" {server}/v1/jobs/{}",
         job.id
     );
+    println!(
+        "demo: the web console: {server}{}#/jobs/{} (paste the admin token when asked)",
+        crate::api::console::PATH,
+        job.id
+    );
     Ok(())
 }

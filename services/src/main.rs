@@ -105,6 +105,23 @@ struct AccessArgs {
         hide_env_values = true
     )]
     bootstrap_token: Option<String>,
+    /// Let browser pages from this exact origin call the API (CORS), e.g.
+    /// `http://127.0.0.1:5173` (repeatable; env: comma-separated). `*` is refused: tokens are
+    /// involved. Default: none, no CORS headers (the console at /ui needs none).
+    #[arg(
+        long = "cors-origin",
+        env = "NEKTON_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        value_parser = parse_cors_origin
+    )]
+    cors_origins: Vec<String>,
+}
+
+/// Checks a `--cors-origin` at parse time, so `*` or a URL with a path is a usage error.
+fn parse_cors_origin(s: &str) -> Result<String, String> {
+    nekton::api::cors::parse_origin(s)?;
+    Ok(s.trim().to_string())
 }
 
 impl AccessArgs {
@@ -476,6 +493,7 @@ fn options(
         auth: api.map_or(AuthMode::On, |(_, a)| a.mode()),
         metrics_listen: api.and_then(|(_, a)| a.metrics_listen),
         bootstrap_token: api.and_then(|(_, a)| a.bootstrap_token.clone()),
+        cors_origins: api.map(|(_, a)| a.cors_origins.clone()).unwrap_or_default(),
         api: api.map(|(addr, _)| addr),
         worker_slots: worker.map(|w| w.slots.max(1)),
         queues: worker
@@ -502,8 +520,9 @@ async fn serve_until_signal(
     if let (Some(_), Some(addr)) = (&running.admin_token, running.api_addr) {
         let path = server::admin_token_path(&state_dir);
         eprintln!(
-            "nekton: API on http://{addr}; admin token in {} (the CLI on this machine reads it; `nekton token create` makes tokens for others)",
-            path.display()
+            "nekton: API on http://{addr}; admin token in {} (the CLI on this machine reads it; `nekton token create` makes tokens for others); web console: http://{addr}{}",
+            path.display(),
+            nekton::api::console::PATH
         );
     }
     if let (Some(exit_after), Some(addr)) = (demo, running.api_addr) {

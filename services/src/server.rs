@@ -127,6 +127,9 @@ pub struct ProcessOptions {
     /// An admin token the operator hands in (e.g. from a Secret): made valid at start instead of
     /// writing `<state_dir>/admin.token`.
     pub bootstrap_token: Option<String>,
+    /// Origins whose browser pages may call the API (`--cors-origin`, exact origins such as
+    /// `http://127.0.0.1:5173`; `*` is refused). Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 /// Makes the operator's `token` a live admin token of the default tenant (idempotent: several
@@ -170,6 +173,13 @@ pub fn check_auth_mode(options: &ProcessOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Parses the `--cors-origin` values (refusing `*` and anything that is not an exact origin).
+pub fn cors_origins(raw: &[String]) -> anyhow::Result<Vec<axum::http::HeaderValue>> {
+    raw.iter()
+        .map(|o| api::cors::parse_origin(o).map_err(|e| anyhow::anyhow!("--cors-origin: {e}")))
+        .collect()
 }
 
 /// The admin token file in a state directory.
@@ -363,6 +373,7 @@ pub fn wasm_backend(
 /// Starts the API and/or a worker on `pool`.
 pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
     check_auth_mode(&options)?;
+    let cors_origins = cors_origins(&options.cors_origins)?;
     if options.worker_slots.is_some() {
         options
             .webhooks
@@ -434,7 +445,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             local_wake.clone(),
         )
         .with_images(image_service.clone())
-        .with_auth(options.auth);
+        .with_auth(options.auth)
+        .with_cors(cors_origins);
         if options.auth == AuthMode::On {
             match &options.bootstrap_token {
                 Some(t) => {

@@ -7,6 +7,10 @@
 //! the token lacks is a 403 ([`Caller::require`]); another tenant's object is a 404 because every
 //! store query is filtered by the caller's tenant.
 //!
+//! The web console (`/ui`) also reads log streams with `EventSource`, which cannot send headers:
+//! for a `GET`/`HEAD` of a `/v1` path, and only then, the token may come in the `nekton_token`
+//! cookie ([`presented_token`]; docs/console.md explains why that is not a CSRF hole).
+//!
 //! Lookups are cached per process for at most [`CACHE_TTL`] (1 s), so a revoked or expired token
 //! stops working within a second everywhere; the cache keys are the tokens' SHA-256 hashes, and
 //! the stored hash is compared with the presented one in constant time.
@@ -16,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -174,30 +178,19 @@ impl Authenticator {
         self.mode
     }
 
-    /// The caller a request's headers identify.
+    /// The caller a request identifies: by `Authorization: Bearer`, or — for a `GET`/`HEAD` of
+    /// a `/v1` path only — by the console's [`TOKEN_COOKIE`] (see [`presented_token`]).
     pub async fn caller(
         &self,
         pool: &PgPool,
+        method: &Method,
+        path: &str,
         headers: &axum::http::HeaderMap,
     ) -> Result<Caller, ApiError> {
         if self.mode == AuthMode::Off {
             return Ok(Caller::anonymous_default());
         }
-        let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-            return Err(unauthorized(
-                "this endpoint needs an API token: send `Authorization: Bearer nk_...` (the server's first start wrote an admin token to <state-dir>/admin.token; `nekton token create` makes more)",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or_else(|| {
-                unauthorized("the Authorization header must be `Bearer nk_...` (an API token)")
-            })?;
+        let token = presented_token(method, path, headers)?;
         if !looks_like_token(token) {
             return Err(unauthorized(
                 "that is not an API token (they are `nk_` and 32 letters or digits)",
@@ -238,6 +231,59 @@ impl Authenticator {
     }
 }
 
+/// The cookie the web console sets so that its `EventSource` (which cannot send headers) can
+/// read a job's log stream. Accepted only on `GET`/`HEAD` of `/v1` paths: nothing that changes
+/// state can ride on a cookie, so a cross-site request cannot use it (no CSRF), and the console
+/// sets it `SameSite=Strict; Path=/v1` (docs/console.md).
+pub const TOKEN_COOKIE: &str = "nekton_token";
+
+/// The token a request presents. `Authorization: Bearer` wins; without it, a `GET` or `HEAD` of
+/// a `/v1` path may carry the token in the [`TOKEN_COOKIE`] cookie; any other request with only
+/// the cookie is a 401 saying so.
+pub fn presented_token<'a>(
+    method: &Method,
+    path: &str,
+    headers: &'a axum::http::HeaderMap,
+) -> Result<&'a str, ApiError> {
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        return value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                unauthorized("the Authorization header must be `Bearer nk_...` (an API token)")
+            });
+    }
+    let cookie = token_cookie(headers);
+    let read_only = *method == Method::GET || *method == Method::HEAD;
+    let under_v1 = path == "/v1" || path.starts_with("/v1/");
+    match cookie {
+        Some(token) if read_only && under_v1 => Ok(token),
+        Some(_) if under_v1 => Err(unauthorized(
+            "the nekton_token cookie is accepted only on GET and HEAD requests; send `Authorization: Bearer nk_...` for anything that changes state",
+        )),
+        _ => Err(unauthorized(
+            "this endpoint needs an API token: send `Authorization: Bearer nk_...` (the server's first start wrote an admin token to <state-dir>/admin.token; `nekton token create` makes more)",
+        )),
+    }
+}
+
+/// The value of the [`TOKEN_COOKIE`] cookie, if the request has one (`Cookie: a=1; nekton_token=nk_...`).
+fn token_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|v| !v.is_empty())
+}
+
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_challenge()
 }
@@ -253,11 +299,53 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if !needs_token(req.uri().path()) {
         return next.run(req).await;
     }
-    match state.auth.caller(&state.pool, req.headers()).await {
+    match state
+        .auth
+        .caller(&state.pool, req.method(), req.uri().path(), req.headers())
+        .await
+    {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    const T: &str = "nk_0123456789abcdefghijABCDEFGHIJ01";
+
+    fn cookie(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_cookie_is_a_token_only_for_reads_under_v1() {
+        let h = cookie(&format!("theme=dark; nekton_token={T}"));
+        assert_eq!(presented_token(&Method::GET, "/v1/jobs", &h).unwrap(), T);
+        assert_eq!(presented_token(&Method::HEAD, "/v1/me", &h).unwrap(), T);
+        for m in [Method::POST, Method::PATCH, Method::DELETE, Method::PUT] {
+            let e = presented_token(&m, "/v1/jobs", &h).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        }
+        assert!(presented_token(&Method::GET, "/metrics", &h).is_err());
+        assert!(presented_token(&Method::GET, "/v1/jobs", &cookie("nekton_token=")).is_err());
+        assert!(presented_token(&Method::GET, "/v1/jobs", &cookie("other=1")).is_err());
+    }
+
+    #[test]
+    fn the_header_wins_over_the_cookie() {
+        let mut h = cookie("nekton_token=nk_cookie");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {T}")).unwrap(),
+        );
+        assert_eq!(presented_token(&Method::POST, "/v1/jobs", &h).unwrap(), T);
     }
 }

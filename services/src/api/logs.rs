@@ -78,6 +78,7 @@ pub struct LogParams {
 /// (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
 /// the latest attempt as raw bytes.
 #[utoipa::path(get, path = "/v1/jobs/{id}/logs", operation_id = "getJobLogs", tag = "logs",
+    security(("bearer" = []), ("console_cookie" = [])),
     params(("id" = Uuid, Path, description = "Job id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         LogParams),

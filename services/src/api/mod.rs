@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod batches;
+pub mod console;
+pub mod cors;
 pub mod error;
 pub mod hub;
 pub mod images;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub auth: Arc<auth::Authenticator>,
     /// Tenants' quotas, cached for a second.
     pub tenants: Arc<tenants::TenantCache>,
+    /// Origins whose browser pages may call the API (`--cors-origin`; none: no CORS headers).
+    pub cors_origins: Arc<Vec<axum::http::HeaderValue>>,
 }
 
 impl AppState {
@@ -79,7 +83,14 @@ impl AppState {
             images: None,
             auth: Arc::new(auth::Authenticator::new(auth::AuthMode::On)),
             tenants: Arc::new(tenants::TenantCache::default()),
+            cors_origins: Arc::new(Vec::new()),
         }
+    }
+
+    /// Allows browser pages of exactly these origins to call the API (see [`cors`]).
+    pub fn with_cors(mut self, origins: Vec<axum::http::HeaderValue>) -> Self {
+        self.cors_origins = Arc::new(origins);
+        self
     }
 
     /// Sets whether requests need a token (the default: they do).
@@ -245,6 +256,15 @@ impl utoipa::Modify for BearerScheme {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "console_cookie",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    auth::TOKEN_COOKIE,
+                    "The web console's way to authenticate an EventSource (which cannot send headers): the same API token in the `nekton_token` cookie (Path=/v1, SameSite=Strict). Accepted on GET and HEAD of /v1 paths only, never for a request that changes state (so no cross-site request can use it); `Authorization` wins when both are sent. Declared on the log stream, the endpoint it exists for (docs/console.md).",
+                ),
+            )),
+        );
     }
 }
 
@@ -371,7 +391,9 @@ pub fn app(state: AppState) -> Router {
     let doc = Arc::new(doc);
     let metrics = state.metrics.clone();
     let body_limit = state.policy.max_module_bytes.max(MAX_JSON_BODY);
-    router
+    let cors = cors::layer(&state.cors_origins);
+    let router = router
+        .merge(console::routes())
         .route(
             "/openapi.json",
             axum::routing::get(move || async move { Json(doc.as_ref().clone()) }),
@@ -407,7 +429,13 @@ pub fn app(state: AppState) -> Router {
                 }
             },
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit));
+    // Outside authentication: a preflight is answered here, without a token.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

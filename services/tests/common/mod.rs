@@ -97,6 +97,7 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         metrics_listen: None,
         webhooks: Default::default(),
         bootstrap_token: None,
+        cors_origins: Vec::new(),
     }
 }
 
