@@ -596,6 +596,11 @@ async fn openapi_document_is_committed_and_current() {
     );
     assert_eq!(log_200["text/event-stream"]["schema"]["type"], "string");
     assert_eq!(
+        served["paths"]["/v1/batches/{id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            ["x-sse-data"]["$ref"],
+        "#/components/schemas/BatchStreamEvent"
+    );
+    assert_eq!(
         served["components"]["schemas"]["LogStreamEvent"]["oneOf"]
             .as_array()
             .map(Vec::len),

@@ -83,7 +83,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * List the tenant's batches, newest first, with keyset pagination; each with its jobs counted
+         *     by state (as `GET /v1/batches/{id}`).
+         */
+        get: operations["listBatches"];
         put?: never;
         /**
          * Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
@@ -113,6 +117,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/batches/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel every unfinished job of a batch: waiting jobs are cancelled at once, running jobs'
+         *     sandboxes are killed within about a second (as `POST /v1/jobs/{id}/cancel` does for one job).
+         *     Cancelling a finished batch changes nothing and answers 200 with zero counts.
+         */
+        post: operations["cancelBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/batches/{id}/events": {
         parameters: {
             query?: never;
@@ -121,9 +146,11 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-         *     that reaches a final state — on connect, every job already finished — then `done` (the batch
-         *     summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
+         * SSE stream of the batch's completions: a `job` event (the job record) for each job that
+         *     reaches a final state, in the order they finished, then `done` (the batch summary) when all
+         *     have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+         *     `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+         *     `done`, the answer is 204 (nothing more will come).
          */
         get: operations["streamBatchEvents"];
         put?: never;
@@ -334,7 +361,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** List the tenant's uploaded modules, newest first, with keyset pagination. */
+        get: operations["listModules"];
         put?: never;
         /**
          * Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
@@ -430,6 +458,27 @@ export interface paths {
          *     wall-seconds, output and network bytes.
          */
         get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/version": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The server's version: the `nekton` crate version, the git commit when the build recorded one,
+         *     the API version, and the database's migration level beside the newest this binary knows.
+         *     Any valid token may ask (no scope needed).
+         */
+        get: operations["getVersion"];
         put?: never;
         post?: never;
         delete?: never;
@@ -561,12 +610,34 @@ export interface components {
             /** Format: int64 */
             total: number;
         };
+        /** @description What `POST /v1/batches/{id}/cancel` did, and the batch afterwards. */
+        BatchCancelled: {
+            /** @description The batch after the cancel (running jobs may still count as running). */
+            batch: components["schemas"]["Batch"];
+            /**
+             * Format: int64
+             * @description Running jobs whose cancel was requested: their workers kill them within about a second
+             *     and record `cancelled`.
+             */
+            cancel_requested: number;
+            /**
+             * Format: int64
+             * @description Jobs that were waiting (queued or scheduled) and are now `cancelled`.
+             */
+            cancelled: number;
+        };
         /** @description The result of a batch submission. */
         BatchCreated: {
             /** Format: uuid */
             id: string;
             /** @description The jobs' ids, in the order they were given. */
             job_ids: string[];
+        };
+        /** @description One page of batches, newest first. */
+        BatchPage: {
+            batches: components["schemas"]["Batch"][];
+            /** @description Pass as `cursor` to get the next page; null on the last page. */
+            next_cursor?: string | null;
         };
         /** @description Many jobs submitted at once, sharing defaults. */
         BatchSpec: {
@@ -581,6 +652,13 @@ export interface components {
                 [key: string]: string;
             };
         };
+        /**
+         * @description The `data` of one event of a batch's stream (`GET /v1/batches/{id}/events`), by the SSE
+         *     `event:` name: `job` (a [`Job`] record) as each of the batch's jobs finishes, its id the job's
+         *     position in finish order, then `done` (the [`Batch`] summary, id `done`), after which the
+         *     server closes the stream. Documentation only, like [`LogStreamEvent`].
+         */
+        BatchStreamEvent: components["schemas"]["Job"] | components["schemas"]["Batch"];
         /**
          * Format: binary
          * @description A binary request body (a Wasm module, a tar): the raw bytes, not JSON.
@@ -949,6 +1027,12 @@ export interface components {
             /** Format: int64 */
             size_bytes: number;
         };
+        /** @description One page of the tenant's modules, newest first. */
+        ModulePage: {
+            modules: components["schemas"]["Module"][];
+            /** @description Pass as `cursor` to get the next page; null on the last page. */
+            next_cursor?: string | null;
+        };
         /**
          * @description Network access for the job.
          * @enum {string}
@@ -1316,6 +1400,28 @@ export interface components {
              */
             wasm_memory_peak_bytes?: number | null;
         };
+        /** @description The server's version. */
+        VersionInfo: {
+            /** @description The HTTP API's version (the path prefix). */
+            api_version: string;
+            /**
+             * @description The git commit the server was built from (the `NEKTON_GIT_COMMIT` variable at build
+             *     time), when known.
+             */
+            git_commit?: string | null;
+            /**
+             * Format: int64
+             * @description The newest schema migration the database has applied.
+             */
+            migration?: number | null;
+            /**
+             * Format: int64
+             * @description The newest schema migration this server binary carries.
+             */
+            migration_latest: number;
+            /** @description The `nekton` crate version of the server binary. */
+            version: string;
+        };
         /** @description A tenant's webhook endpoint. */
         Webhook: {
             /** Format: date-time */
@@ -1461,6 +1567,50 @@ export interface operations {
             };
         };
     };
+    listBatches: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only batches with this label, as `key=value`; repeat the parameter for several labels (all
+                 *     must match).
+                 */
+                label?: string[];
+                /**
+                 * @description `true`: only batches whose jobs have all finished; `false`: only batches with a job still
+                 *     waiting or running.
+                 */
+                done?: boolean;
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                /** @description Page size, 1–500 (default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of batches, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchPage"];
+                };
+            };
+            /** @description An unknown, repeated or malformed query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     submitBatch: {
         parameters: {
             query?: never;
@@ -1556,7 +1706,7 @@ export interface operations {
             };
         };
     };
-    streamBatchEvents: {
+    cancelBatch: {
         parameters: {
             query?: never;
             header?: never;
@@ -1568,13 +1718,73 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description text/event-stream */
+            /** @description The jobs affected and the batch afterwards */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": string;
+                    "application/json": components["schemas"]["BatchCancelled"];
+                };
+            };
+            /** @description The id is not a UUID */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such batch for this tenant */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    streamBatchEvents: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Resume after this event id (a position, or `done`) */
+                "Last-Event-ID"?: string | null;
+            };
+            path: {
+                /** @description Batch id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The SSE stream: a `job` event per finished job (in finish order), then `done`; the payloads are `BatchStreamEvent` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Resume after the `done` event of a finished batch: nothing more will come */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Last-Event-ID is not an id this stream sent */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2145,6 +2355,40 @@ export interface operations {
             };
         };
     };
+    listModules: {
+        parameters: {
+            query?: {
+                /** @description `next_cursor` of the previous page. */
+                cursor?: string;
+                /** @description Page size, 1–500 (default 50). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of modules, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModulePage"];
+                };
+            };
+            /** @description An unknown or malformed query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     uploadModule: {
         parameters: {
             query?: never;
@@ -2469,6 +2713,35 @@ export interface operations {
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getVersion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The server's version */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VersionInfo"];
+                };
+            };
+            /** @description No valid token */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

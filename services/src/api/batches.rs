@@ -285,7 +285,8 @@ impl BatchPosition {
     params(("id" = Uuid, Path, description = "Batch id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (a position, or `done`)")),
     responses(
-        (status = 200, description = "text/event-stream", body = String),
+        (status = 200, description = "The SSE stream: a `job` event per finished job (in finish order), then `done`; the payloads are `BatchStreamEvent`",
+            content((super::types::BatchStreamEvent = "text/event-stream"))),
         (status = 204, description = "Resume after the `done` event of a finished batch: nothing more will come"),
         (status = 400, description = "Last-Event-ID is not an id this stream sent", body = ErrorBody),
         (status = 404, body = ErrorBody),

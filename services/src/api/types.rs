@@ -277,6 +277,18 @@ pub enum LogStreamEvent {
     Exit(ExitEvent),
 }
 
+/// The `data` of one event of a batch's stream (`GET /v1/batches/{id}/events`), by the SSE
+/// `event:` name: `job` (a [`Job`] record) as each of the batch's jobs finishes, its id the job's
+/// position in finish order, then `done` (the [`Batch`] summary, id `done`), after which the
+/// server closes the stream. Documentation only, like [`LogStreamEvent`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // never built: it names the stream's payloads in the OpenAPI document
+pub enum BatchStreamEvent {
+    Job(Box<Job>),
+    Done(Batch),
+}
+
 /// Whether a pull contacts the registry when the image is already stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

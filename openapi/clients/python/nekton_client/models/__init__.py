@@ -3,9 +3,11 @@
 from .audit_entry import AuditEntry
 from .audit_entry_detail import AuditEntryDetail
 from .batch import Batch
+from .batch_cancelled import BatchCancelled
 from .batch_counts import BatchCounts
 from .batch_created import BatchCreated
 from .batch_labels import BatchLabels
+from .batch_page import BatchPage
 from .batch_spec import BatchSpec
 from .batch_spec_labels import BatchSpecLabels
 from .created_token import CreatedToken
@@ -38,6 +40,7 @@ from .limits_spec import LimitsSpec
 from .log_event import LogEvent
 from .me import Me
 from .module import Module
+from .module_page import ModulePage
 from .network_mode import NetworkMode
 from .new_tenant import NewTenant
 from .new_token import NewToken
@@ -57,6 +60,7 @@ from .usage_report import UsageReport
 from .usage_report_by_outcome import UsageReportByOutcome
 from .usage_totals import UsageTotals
 from .usage_view import UsageView
+from .version_info import VersionInfo
 from .webhook import Webhook
 from .webhook_event import WebhookEvent
 
@@ -64,9 +68,11 @@ __all__ = (
     "AuditEntry",
     "AuditEntryDetail",
     "Batch",
+    "BatchCancelled",
     "BatchCounts",
     "BatchCreated",
     "BatchLabels",
+    "BatchPage",
     "BatchSpec",
     "BatchSpecLabels",
     "CreatedToken",
@@ -99,6 +105,7 @@ __all__ = (
     "LogEvent",
     "Me",
     "Module",
+    "ModulePage",
     "NetworkMode",
     "NewTenant",
     "NewToken",
@@ -118,6 +125,7 @@ __all__ = (
     "UsageReportByOutcome",
     "UsageTotals",
     "UsageView",
+    "VersionInfo",
     "Webhook",
     "WebhookEvent",
 )

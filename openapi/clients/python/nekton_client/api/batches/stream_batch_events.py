@@ -1,5 +1,5 @@
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 from uuid import UUID
 
@@ -8,12 +8,17 @@ import httpx
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error_body import ErrorBody
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     id: UUID,
+    *,
+    last_event_id: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(last_event_id, Unset):
+        headers["Last-Event-ID"] = last_event_id
 
     _kwargs: dict[str, Any] = {
         "method": "get",
@@ -22,15 +27,25 @@ def _get_kwargs(
         ),
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> ErrorBody | str | None:
+) -> Any | ErrorBody | str | None:
     if response.status_code == 200:
         response_200 = response.text
         return response_200
+
+    if response.status_code == 204:
+        response_204 = cast(Any, None)
+        return response_204
+
+    if response.status_code == 400:
+        response_400 = ErrorBody.from_dict(response.json())
+
+        return response_400
 
     if response.status_code == 404:
         response_404 = ErrorBody.from_dict(response.json())
@@ -45,7 +60,7 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[ErrorBody | str]:
+) -> Response[Any | ErrorBody | str]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -58,24 +73,29 @@ def sync_detailed(
     id: UUID,
     *,
     client: AuthenticatedClient | Client,
-) -> Response[ErrorBody | str]:
-    """SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-    that reaches a final state — on connect, every job already finished — then `done` (the batch
-    summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
+    last_event_id: None | str | Unset = UNSET,
+) -> Response[Any | ErrorBody | str]:
+    """SSE stream of the batch's completions: a `job` event (the job record) for each job that
+    reaches a final state, in the order they finished, then `done` (the batch summary) when all
+    have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+    `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+    `done`, the answer is 204 (nothing more will come).
 
     Args:
         id (UUID):
+        last_event_id (None | str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[ErrorBody | str]
+        Response[Any | ErrorBody | str]
     """
 
     kwargs = _get_kwargs(
         id=id,
+        last_event_id=last_event_id,
     )
 
     response = client.get_httpx_client().request(
@@ -89,25 +109,30 @@ def sync(
     id: UUID,
     *,
     client: AuthenticatedClient | Client,
-) -> ErrorBody | str | None:
-    """SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-    that reaches a final state — on connect, every job already finished — then `done` (the batch
-    summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
+    last_event_id: None | str | Unset = UNSET,
+) -> Any | ErrorBody | str | None:
+    """SSE stream of the batch's completions: a `job` event (the job record) for each job that
+    reaches a final state, in the order they finished, then `done` (the batch summary) when all
+    have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+    `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+    `done`, the answer is 204 (nothing more will come).
 
     Args:
         id (UUID):
+        last_event_id (None | str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        ErrorBody | str
+        Any | ErrorBody | str
     """
 
     return sync_detailed(
         id=id,
         client=client,
+        last_event_id=last_event_id,
     ).parsed
 
 
@@ -115,24 +140,29 @@ async def asyncio_detailed(
     id: UUID,
     *,
     client: AuthenticatedClient | Client,
-) -> Response[ErrorBody | str]:
-    """SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-    that reaches a final state — on connect, every job already finished — then `done` (the batch
-    summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
+    last_event_id: None | str | Unset = UNSET,
+) -> Response[Any | ErrorBody | str]:
+    """SSE stream of the batch's completions: a `job` event (the job record) for each job that
+    reaches a final state, in the order they finished, then `done` (the batch summary) when all
+    have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+    `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+    `done`, the answer is 204 (nothing more will come).
 
     Args:
         id (UUID):
+        last_event_id (None | str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[ErrorBody | str]
+        Response[Any | ErrorBody | str]
     """
 
     kwargs = _get_kwargs(
         id=id,
+        last_event_id=last_event_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -144,25 +174,30 @@ async def asyncio(
     id: UUID,
     *,
     client: AuthenticatedClient | Client,
-) -> ErrorBody | str | None:
-    """SSE stream of the batch's completions: a `job` event (the job record, id = job id) for each job
-    that reaches a final state — on connect, every job already finished — then `done` (the batch
-    summary) when all have finished. Reconnecting replays the finished jobs; skip ids already seen.
+    last_event_id: None | str | Unset = UNSET,
+) -> Any | ErrorBody | str | None:
+    """SSE stream of the batch's completions: a `job` event (the job record) for each job that
+    reaches a final state, in the order they finished, then `done` (the batch summary) when all
+    have finished. A `job` event's id is its position `n` (1..total) in that order; `done`'s is
+    `done`. Send `Last-Event-ID` to resume: only the jobs after that position follow; after
+    `done`, the answer is 204 (nothing more will come).
 
     Args:
         id (UUID):
+        last_event_id (None | str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        ErrorBody | str
+        Any | ErrorBody | str
     """
 
     return (
         await asyncio_detailed(
             id=id,
             client=client,
+            last_event_id=last_event_id,
         )
     ).parsed

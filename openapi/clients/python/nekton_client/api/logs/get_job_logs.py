@@ -80,7 +80,7 @@ def _build_response(
 def sync_detailed(
     id: UUID,
     *,
-    client: AuthenticatedClient | Client,
+    client: AuthenticatedClient,
     stream: str | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Response[Any | ErrorBody | str]:
@@ -117,7 +117,7 @@ def sync_detailed(
 def sync(
     id: UUID,
     *,
-    client: AuthenticatedClient | Client,
+    client: AuthenticatedClient,
     stream: str | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Any | ErrorBody | str | None:
@@ -149,7 +149,7 @@ def sync(
 async def asyncio_detailed(
     id: UUID,
     *,
-    client: AuthenticatedClient | Client,
+    client: AuthenticatedClient,
     stream: str | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Response[Any | ErrorBody | str]:
@@ -184,7 +184,7 @@ async def asyncio_detailed(
 async def asyncio(
     id: UUID,
     *,
-    client: AuthenticatedClient | Client,
+    client: AuthenticatedClient,
     stream: str | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Any | ErrorBody | str | None:
