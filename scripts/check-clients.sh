@@ -12,16 +12,16 @@
 # the clone's tracked files; idempotent. Needs python3, node and npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 for tool in python3 node npm jq curl; do
     command -v "$tool" >/dev/null || { echo "check-clients: $tool is missing (install it: apt-get install $tool)" >&2; exit 1; }
 done
 venv="${NEKTON_CLIENTS_VENV:-/var/cache/nekton/venv-clients}"
 
 work=$(mktemp -d /tmp/nekton-clients-XXXXXX)
-chmod 0755 "$work"
-pid=
+chmod 0755 "$work" # PostgreSQL's account must reach $work/state
 cleanup() {
-    [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    stop_serve
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,26 +36,15 @@ if [ "$stale" -ne 0 ]; then
 fi
 (cd openapi/clients/typescript && npx --no-install tsc --noEmit -p .)
 
-# Always the binary of this checkout (a no-op when it is current).
-cargo build -q -p nekton --locked
-bin="${CARGO_TARGET_DIR:-target}/debug/nekton"
+build_nekton
 python3 openapi/clients/fixtures.py "$work/fixtures"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --listen "127.0.0.1:$port" --state-dir "$work/state" --no-bridge-network \
-    --allowed-registry 127.0.0.1:1 --slots 4 >"$work/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 300); do
-    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && [ -s "$work/state/admin.token" ]; then break; fi
-    kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log" >&2; echo "check-clients: nekton serve exited" >&2; exit 1; }
-    sleep 0.2
-done
-export NEKTON_URL="http://127.0.0.1:$port" NEKTON_TOKEN FIXTURES="$work/fixtures"
-NEKTON_TOKEN=$(cat "$work/state/admin.token")
+start_serve check-clients "$work/state" --slots 4
+export NEKTON_URL="$SERVE_URL" NEKTON_TOKEN="$SERVE_TOKEN" FIXTURES="$work/fixtures"
 rc=0
 (cd openapi/clients/python && PYTHONPATH=. "$venv/bin/python" smoke.py) || rc=1
 (cd openapi/clients/typescript && rm -rf build && npx --no-install tsc -p . && node build/smoke.js) || rc=1
 if [ "$rc" -ne 0 ]; then
     echo "--- nekton serve log (last 50 lines)" >&2
-    tail -50 "$work/serve.log" >&2
+    tail -50 "$work/state/serve.log" >&2
 fi
 exit "$rc"

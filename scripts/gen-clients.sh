@@ -7,19 +7,12 @@
 #   scripts/gen-clients.sh [OUTDIR]   # OUTDIR: write there instead of in place (the check uses it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 out="${1:-openapi/clients}"
 venv="${NEKTON_CLIENTS_VENV:-/var/cache/nekton/venv-clients}"
-req=openapi/clients/requirements.txt
-if [ ! -x "$venv/bin/openapi-python-client" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-    cp "$req" "$venv/requirements.txt"
-fi
+ensure_venv "$venv" openapi/clients/requirements.txt
 ts=openapi/clients/typescript
-if ! cmp -s "$ts/package-lock.json" "$ts/node_modules/.nekton-installed-lock"; then
-    (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    cp "$ts/package-lock.json" "$ts/node_modules/.nekton-installed-lock"
-fi
+ensure_npm "$ts"
 spec=$(realpath openapi/openapi.json)
 mkdir -p "$out/python" "$out/typescript"
 out=$(realpath "$out")

@@ -55,24 +55,21 @@ run_tier() {
 run_tier default --workspace "$@"
 run_tier root --features root-tests --lib "${root_args[@]}" "$@"
 
+# The script-driven checks, each to the end like the tiers, each timed.
+run_check() {
+    local name=$1 script=$2
+    echo "== $name (scripts/$script)" >&2
+    local start=$SECONDS
+    bash "scripts/$script" >&2 || status=$?
+    times+=("$name: $((SECONDS - start)) s")
+}
 # The API against its own OpenAPI document: property-based requests with a token, no 5xx.
-echo "== the API against openapi/openapi.json (scripts/check-api-fuzz.sh)" >&2
-fuzz_start=$SECONDS
-bash scripts/check-api-fuzz.sh >&2 || status=$?
-times+=("API fuzz: $((SECONDS - fuzz_start)) s")
-
+run_check "API fuzz" check-api-fuzz.sh
 # The generated Python and TypeScript clients: current, type-checked, and working against a server.
-echo "== the generated clients (scripts/check-clients.sh)" >&2
-clients_start=$SECONDS
-bash scripts/check-clients.sh >&2 || status=$?
-times+=("generated clients: $((SECONDS - clients_start)) s")
-
+run_check "generated clients" check-clients.sh
 # The web console in a real headless Chromium (default tier: needs no root; as root the browser
 # runs with --no-sandbox). Screenshots: $NEKTON_ARTIFACTS/nekton-ui-artifacts (default /tmp).
-echo "== the web console in Chromium (scripts/check-ui.sh)" >&2
-ui_start=$SECONDS
-bash scripts/check-ui.sh >&2 || status=$?
-times+=("web console (Chromium): $((SECONDS - ui_start)) s")
+run_check "web console (Chromium)" check-ui.sh
 
 # cargo prints one result line per test binary (the last is often an empty doc-test run): sum them.
 passed=$(awk '/^test result:/ {p += $4} END {print p + 0}' "$log")
