@@ -2,16 +2,14 @@
 //! stream of completions.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -22,7 +20,7 @@ use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
 use super::jobs::{idempotency_key, label_filter, parse_id, prepare, query_with_labels};
 use super::types::{Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, ErrorBody, JobSpec};
 use super::validate::{MAX_LABELS, canonical_hash};
-use super::{AppState, Body};
+use super::{AppState, Body, sse};
 use crate::model::auth::Scope;
 use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBatch};
 
@@ -30,8 +28,6 @@ use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBat
 pub const MAX_BATCH_JOBS: usize = 10_000;
 /// Finished jobs read per query by the event stream.
 const EVENT_PAGE: i64 = 256;
-/// The `retry:` sent to SSE clients: how long an EventSource waits before reconnecting.
-const RECONNECT: Duration = Duration::from_secs(1);
 
 /// Overlays `job` on `defaults`: job fields win; `env`, `labels` and `limits` merge key by key.
 pub fn merge_defaults(
@@ -302,17 +298,8 @@ pub async fn events(
     let Some(batch) = store_jobs::batch(&state.pool, caller.tenant(), id).await? else {
         return Err(ApiError::not_found(format!("no batch {id}")));
     };
-    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        None => BatchPosition::After(0),
-        Some(raw) => BatchPosition::parse(raw).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidHeader,
-                format!("Last-Event-ID `{raw}` is not an id this stream sent (a job's position or `done`)"),
-            )
-            .with_field("Last-Event-ID")
-        })?,
-    };
+    let resume = sse::last_event_id(&headers, BatchPosition::parse, "a job's position or `done`")?
+        .unwrap_or(BatchPosition::After(0));
     let after = match resume {
         // Everything was sent: 204 tells an EventSource to stop reconnecting.
         BatchPosition::Done if batch.finished => {
@@ -322,23 +309,16 @@ pub async fn events(
         BatchPosition::Done => 0,
         BatchPosition::After(n) => n,
     };
-    let (tx, rx) = mpsc::channel::<Event>(256);
     let tenant = caller.tenant().to_string();
-    tokio::spawn(async move {
-        state.metrics.sse_clients.inc();
-        if let Err(e) = follow_batch(&state, &tenant, id, after, &tx).await {
-            tracing::warn!(batch = %id, error = %e, "batch stream ended early");
-        }
-        state.metrics.sse_clients.dec();
-    });
-    let retry = tokio_stream::once(Event::default().retry(RECONNECT));
-    let events = tokio_stream::StreamExt::map(
-        tokio_stream::StreamExt::chain(retry, ReceiverStream::new(rx)),
-        Ok::<_, Infallible>,
-    );
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse::respond(
+        state.metrics.clone(),
+        256,
+        move |tx| async move {
+            if let Err(e) = follow_batch(&state, &tenant, id, after, &tx).await {
+                tracing::warn!(batch = %id, error = %e, "batch stream ended early");
+            }
+        },
+    ))
 }
 
 async fn follow_batch(
@@ -358,10 +338,7 @@ async fn follow_batch(
             store_jobs::finished_batch_jobs(&state.pool, tenant, id, after, EVENT_PAGE).await?;
         for (seq, job) in &jobs {
             after = *seq;
-            let ev = Event::default()
-                .event("job")
-                .id(seq.to_string())
-                .data(serde_json::to_string(job).unwrap_or_default());
+            let ev = sse::json_event("job", seq.to_string(), job);
             if tx.send(ev).await.is_err() {
                 return Ok(());
             }
@@ -374,10 +351,7 @@ async fn follow_batch(
         };
         // Every finished job has a position 1..total: `done` only once all were sent.
         if batch.finished && (i64::from(after) >= batch.total || final_read) {
-            let ev = Event::default()
-                .event("done")
-                .id("done")
-                .data(serde_json::to_string(&batch).unwrap_or_default());
+            let ev = sse::json_event("done", "done", &batch);
             let _ = tx.send(ev).await;
             return Ok(());
         }

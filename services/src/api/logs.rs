@@ -6,13 +6,12 @@
 //! reached so far; the final `exit` event is `"{attempt}.end"`. Resuming after an id sends exactly
 //! the events after that position, across queued → running → finished (and retries).
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -25,6 +24,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
+use super::sse::{self, json_event};
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
 use crate::model::OutputStream;
 use crate::model::auth::Scope;
@@ -33,8 +33,6 @@ use crate::store::logs::{self, StoredChunk};
 
 /// Chunks read per query.
 const PAGE: i64 = 256;
-/// The `retry:` sent to SSE clients: how long an EventSource waits before reconnecting.
-const RECONNECT: Duration = Duration::from_secs(1);
 /// Streams re-check the database this often even without a notification.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -132,33 +130,16 @@ pub async fn logs(
             "`stream` applies to the plain log; SSE carries both streams",
         ));
     }
-    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(raw) => Some(Position::parse(raw).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidHeader,
-                format!("Last-Event-ID `{raw}` is not an id this stream sent"),
-            )
-            .with_field("Last-Event-ID")
-        })?),
-    };
+    let resume = sse::last_event_id(&headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`")?;
     // A client resuming after the final `exit` event has everything: 204 tells an EventSource
     // to stop reconnecting (the SSE specification's way to end a stream for good).
     if resume == Some(Position::End) && job.state.is_terminal() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(follow(state, caller.tenant().to_string(), id, resume, tx));
-    // First, how soon a browser's EventSource should reconnect after a dropped connection.
-    let retry = tokio_stream::once(Event::default().retry(RECONNECT));
-    let events = tokio_stream::StreamExt::map(
-        tokio_stream::StreamExt::chain(retry, ReceiverStream::new(rx)),
-        Ok::<_, Infallible>,
-    );
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    let tenant = caller.tenant().to_string();
+    Ok(sse::respond(state.metrics.clone(), 64, move |tx| {
+        follow(state, tenant, id, resume, tx)
+    }))
 }
 
 fn log_event(c: &StoredChunk) -> Event {
@@ -186,13 +167,6 @@ fn log_event(c: &StoredChunk) -> Event {
     )
 }
 
-fn json_event<T: serde::Serialize>(name: &str, id: String, payload: &T) -> Event {
-    Event::default()
-        .event(name)
-        .id(id)
-        .data(serde_json::to_string(payload).unwrap_or_default())
-}
-
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
 async fn follow(
     state: AppState,
@@ -201,11 +175,9 @@ async fn follow(
     resume: Option<Position>,
     tx: mpsc::Sender<Event>,
 ) {
-    state.metrics.sse_clients.inc();
     if let Err(e) = follow_inner(&state, &tenant, id, resume, &tx).await {
         tracing::warn!(job = %id, error = %e, "log stream ended early");
     }
-    state.metrics.sse_clients.dec();
 }
 
 async fn follow_inner(

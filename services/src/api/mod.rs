@@ -15,6 +15,7 @@ pub mod images;
 pub mod jobs;
 pub mod logs;
 pub mod modules;
+pub mod sse;
 pub mod system;
 pub mod tenants;
 pub mod types;
