@@ -122,6 +122,24 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// One of a job's two output streams (the model's one stream type).
+/// Collects the items of every page from `cursor` on: `page(cursor)` fetches one page and its
+/// `next_cursor`; it stops at the last page (or if the server repeats a cursor).
+async fn all_pages<T, F, Fut>(mut cursor: Option<String>, mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut items = Vec::new();
+    loop {
+        let (got, next) = page(cursor.clone()).await?;
+        items.extend(got);
+        match next {
+            Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+            _ => return Ok(items),
+        }
+    }
+}
+
 pub use crate::model::OutputStream as StdStream;
 
 /// Decodes the payload of an SSE `log` event into the stream it belongs to and its raw bytes.
@@ -353,18 +371,17 @@ impl Client {
 
     /// Every job matching `filter`, following `next_cursor` from `filter.cursor` to the last page.
     pub async fn list_all_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        let mut filter = filter.clone();
-        let mut jobs = Vec::new();
-        loop {
-            let page = self.list_jobs(&filter).await?;
-            jobs.extend(page.jobs);
-            match page.next_cursor {
-                Some(next) if filter.cursor.as_deref() != Some(next.as_str()) => {
-                    filter.cursor = Some(next)
-                }
-                _ => return Ok(jobs),
+        all_pages(filter.cursor.clone(), |cursor| {
+            let filter = JobFilter {
+                cursor,
+                ..filter.clone()
+            };
+            async move {
+                let page = self.list_jobs(&filter).await?;
+                Ok((page.jobs, page.next_cursor))
             }
-        }
+        })
+        .await
     }
 
     /// `POST /v1/jobs/{id}/cancel`.
@@ -468,18 +485,30 @@ impl Client {
 
     /// Every batch matching `filter`, following `next_cursor` from `filter.cursor` to the end.
     pub async fn list_all_batches(&self, filter: &BatchFilter) -> Result<Vec<Batch>> {
-        let mut filter = filter.clone();
-        let mut batches = Vec::new();
-        loop {
-            let page = self.list_batches(&filter).await?;
-            batches.extend(page.batches);
-            match page.next_cursor {
-                Some(next) if filter.cursor.as_deref() != Some(next.as_str()) => {
-                    filter.cursor = Some(next)
-                }
-                _ => return Ok(batches),
+        all_pages(filter.cursor.clone(), |cursor| {
+            let filter = BatchFilter {
+                cursor,
+                ..filter.clone()
+            };
+            async move {
+                let page = self.list_batches(&filter).await?;
+                Ok((page.batches, page.next_cursor))
             }
-        }
+        })
+        .await
+    }
+
+    /// Every module of the tenant from `cursor` on, `limit` per request.
+    pub async fn list_all_modules(
+        &self,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Module>> {
+        all_pages(cursor, |cursor| async move {
+            let page = self.list_modules(cursor.as_deref(), limit).await?;
+            Ok((page.modules, page.next_cursor))
+        })
+        .await
     }
 
     /// `POST /v1/batches/{id}/cancel`.

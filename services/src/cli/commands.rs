@@ -23,8 +23,8 @@ use super::client::{
     truncate_chars,
 };
 use crate::api::types::{
-    Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, NetworkMode,
-    OutcomeView, RuntimeKind,
+    Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, Module,
+    NetworkMode, OutcomeView, RuntimeKind,
 };
 
 /// Exit code for jobs that ran out of wall-clock or CPU time (like `timeout(1)`).
@@ -963,15 +963,9 @@ async fn jobs(args: JobsArgs, server: &ServerArgs) -> Result<i32> {
                 let page = client.list_jobs(&filter).await?;
                 (page.jobs, page.next_cursor)
             };
-            let format = match (json, quiet, format) {
-                (true, _, _) => Format::Json,
-                (_, true, _) => Format::Template("{{.id}}".into()),
-                (_, _, f) => f.unwrap_or(Format::Table),
-            };
+            let format = list_format(json, quiet, format, "id");
             print_jobs(&jobs, &format)?;
-            if let Some(next) = next {
-                eprintln!("(more jobs: add --cursor {next} for the next page, or --all for all)");
-            }
+            more_hint("jobs", next);
             Ok(0)
         }
         JobsCommand::Get { ids, format } => {
@@ -1098,6 +1092,42 @@ fn print_items<T: serde::Serialize>(
     Ok(())
 }
 
+/// The format of a listing: `--json`, else `-q` (only the records' `id_field`, one per line),
+/// else `--format`, else a table.
+fn list_format(json: bool, quiet: bool, format: Option<Format>, id_field: &str) -> Format {
+    match (json, quiet, format) {
+        (true, _, _) => Format::Json,
+        (_, true, _) => Format::Template(format!("{{{{.{id_field}}}}}")),
+        (_, _, f) => f.unwrap_or(Format::Table),
+    }
+}
+
+/// After one page of a listing: how to get the next (on stderr, so stdout stays the records).
+fn more_hint(what: &str, next: Option<String>) {
+    if let Some(next) = next {
+        eprintln!("(more {what}: add --cursor {next} for the next page, or --all for all)");
+    }
+}
+
+/// A time in a table cell.
+pub(crate) fn time_cell(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn modules_table(modules: &[Module]) -> String {
+    let rows: Vec<Vec<String>> = modules
+        .iter()
+        .map(|m| {
+            vec![
+                m.digest.clone(),
+                m.size_bytes.to_string(),
+                time_cell(&m.created_at),
+            ]
+        })
+        .collect();
+    render_table(&["DIGEST", "SIZE", "CREATED"], &rows)
+}
+
 /// `jobs wait`: polls each job until it is final (a cheap GET; no log bytes are transferred).
 async fn wait_for_jobs(client: &Client, ids: &[Uuid]) -> Result<i32> {
     let mut first_failure = None;
@@ -1159,7 +1189,7 @@ fn jobs_table(jobs: &[Job]) -> String {
                 j.state.as_str().to_string(),
                 result_cell(j),
                 truncate_chars(&j.program, 48),
-                j.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                time_cell(&j.created_at),
             ]
         })
         .collect();
@@ -1214,7 +1244,7 @@ fn batches_table(batches: &[Batch]) -> String {
                 count(b, "succeeded").to_string(),
                 (count(b, "failed") + count(b, "error")).to_string(),
                 count(b, "cancelled").to_string(),
-                b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                time_cell(&b.created_at),
             ]
         })
         .collect();
@@ -1413,17 +1443,9 @@ async fn batch(args: BatchArgs, server: &ServerArgs) -> Result<i32> {
                 let page = client.list_batches(&filter).await?;
                 (page.batches, page.next_cursor)
             };
-            let format = match (json, quiet, format) {
-                (true, _, _) => Format::Json,
-                (_, true, _) => Format::Template("{{.id}}".into()),
-                (_, _, f) => f.unwrap_or(Format::Table),
-            };
+            let format = list_format(json, quiet, format, "id");
             print_items(&batches, &format, batches_table)?;
-            if let Some(next) = next {
-                eprintln!(
-                    "(more batches: add --cursor {next} for the next page, or --all for all)"
-                );
-            }
+            more_hint("batches", next);
             Ok(0)
         }
         BatchCommand::Get { ids, format } => {
@@ -1567,46 +1589,18 @@ async fn module(args: ModuleArgs, server: &ServerArgs) -> Result<i32> {
             json,
             quiet,
         } => {
-            let mut modules = Vec::new();
-            let mut cursor = cursor;
-            let next = loop {
-                let page = client.list_modules(cursor.as_deref(), limit).await?;
-                modules.extend(page.modules);
-                match page.next_cursor {
-                    Some(next) if all && cursor.as_deref() != Some(next.as_str()) => {
-                        cursor = Some(next)
-                    }
-                    _ if all => break None,
-                    next => break next,
-                }
-            };
-            if json {
-                crate::outln!("{}", serde_json::to_string_pretty(&modules)?)?;
-            } else if quiet {
-                let mut text = String::new();
-                for m in &modules {
-                    text.push_str(&m.digest);
-                    text.push('\n');
-                }
-                crate::out!("{text}")?;
+            let (modules, next) = if all {
+                (client.list_all_modules(cursor, limit).await?, None)
             } else {
-                let rows: Vec<Vec<String>> = modules
-                    .iter()
-                    .map(|m| {
-                        vec![
-                            m.digest.clone(),
-                            m.size_bytes.to_string(),
-                            m.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        ]
-                    })
-                    .collect();
-                crate::out!("{}", render_table(&["DIGEST", "SIZE", "CREATED"], &rows))?;
-            }
-            if let Some(next) = next {
-                eprintln!(
-                    "(more modules: add --cursor {next} for the next page, or --all for all)"
-                );
-            }
+                let page = client.list_modules(cursor.as_deref(), limit).await?;
+                (page.modules, page.next_cursor)
+            };
+            print_items(
+                &modules,
+                &list_format(json, quiet, None, "digest"),
+                modules_table,
+            )?;
+            more_hint("modules", next);
             Ok(0)
         }
     }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::client::{Client, PullStreamEvent};
-use super::commands::ServerArgs;
+use super::commands::{ServerArgs, time_cell};
 use crate::api::types::{Image, ImageKindView, PullResult};
 
 /// `nekton image`.
@@ -359,7 +359,7 @@ fn images_table(images: &[Image]) -> String {
                 human_bytes(i.unpacked_size_bytes),
                 i.layers.len().to_string(),
                 short_digest(&i.manifest_digest).to_string(),
-                i.stored_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                time_cell(&i.stored_at),
             ]
         })
         .collect();

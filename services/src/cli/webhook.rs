@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::client::truncate_chars;
-use super::commands::ServerArgs;
+use super::commands::{ServerArgs, time_cell};
 use crate::api::types::{Delivery, NewWebhook, Webhook, WebhookEvent};
 
 /// `nekton webhook`.
@@ -184,7 +184,7 @@ fn webhooks_table(hooks: &[Webhook]) -> String {
             [
                 w.id.to_string(),
                 events_text(&w.events),
-                w.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                time_cell(&w.created_at),
                 w.url.clone(),
             ]
         })
@@ -206,7 +206,7 @@ fn deliveries_table(deliveries: &[Delivery]) -> String {
                 d.event.as_str().to_string(),
                 d.state.as_str().to_string(),
                 d.attempts.len().to_string(),
-                d.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                time_cell(&d.created_at),
                 last,
             ]
         })
