@@ -164,15 +164,14 @@ pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, Api
 /// A `cursor` parameter: the `next_cursor` (an id) an earlier page returned.
 pub fn page_cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, ApiError> {
     cursor
-        .map(|c| {
-            uuid::Uuid::parse_str(c).map_err(|_| {
-                ApiError::invalid_query(
-                    "cursor is not one this API returned; pass `next_cursor` as is",
-                )
-                .with_field("cursor")
-            })
-        })
+        .map(|c| uuid::Uuid::parse_str(c).map_err(|_| bad_cursor()))
         .transpose()
+}
+
+/// The 400 for a `cursor` that no listing of this API returned.
+pub fn bad_cursor() -> ApiError {
+    ApiError::invalid_query("cursor is not one this API returned; pass `next_cursor` as is")
+        .with_field("cursor")
 }
 
 /// True when the database could not be reached or went away mid-request (the request can be

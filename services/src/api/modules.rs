@@ -83,10 +83,7 @@ fn encode_cursor(m: &Module) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-    let bad = || {
-        ApiError::invalid_query("cursor is not one this API returned; pass `next_cursor` as is")
-            .with_field("cursor")
-    };
+    let bad = super::error::bad_cursor;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
