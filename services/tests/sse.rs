@@ -1,5 +1,7 @@
-//! SSE as browsers use it: an `EventSource` reconnects whenever a stream ends unless the server
-//! answers 204, and waits `retry:` ms before it does.
+//! The log endpoint: SSE as browsers use it (an `EventSource` reconnects whenever a stream ends
+//! unless the server answers 204, and waits `retry:` ms before it does), and the selections a
+//! reader makes of a stored log (`tail`, `since`, `timestamps`), plain and streamed, through the
+//! HTTP API and through `nekton jobs logs`.
 
 mod common;
 
@@ -58,4 +60,169 @@ async fn a_finished_jobs_stream_tells_eventsource_to_stop() {
         .unwrap();
     assert_eq!(resumed.status().as_u16(), 200);
     assert!(resumed.text().await.unwrap().contains("event: exit"));
+}
+
+/// Lines `from..to` of the `numbered_lines` guest's output.
+fn lines(from: u32, to: u32) -> String {
+    let all = String::from_utf8(guests::numbered_lines_expected(to)).unwrap();
+    all.lines()
+        .skip(from as usize)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_select_the_last_lines_a_time_on_and_stamp_each_line() {
+    let h = Harness::start().await;
+    let module = h.push(guests::numbered_lines(300)).await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let job = h.submit(&Harness::spec(&module)).await;
+    h.wait_finished(job.id, Duration::from_secs(30)).await;
+    let url = format!("{}/v1/jobs/{}/logs", h.base, job.id);
+    let get = |query: &'static str| {
+        let req = h.http.get(format!("{url}{query}"));
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    };
+
+    // tail: the last N lines, whatever chunks they were stored in.
+    assert_eq!(get("?tail=5").await, (200, lines(295, 300)));
+    assert_eq!(get("?tail=1").await, (200, lines(299, 300)));
+    assert_eq!(get("?tail=0").await, (200, String::new()));
+    assert_eq!(get("?tail=1000").await, (200, lines(0, 300)));
+    assert_eq!(get("?tail=3&stream=stdout").await, (200, lines(297, 300)));
+    assert_eq!(get("?tail=3&stream=stderr").await, (200, String::new()));
+
+    // since: every chunk was stored after `before`, none after now + 1 h.
+    let since_before = format!(
+        "?since={}",
+        before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let r = h
+        .http
+        .get(format!("{url}{since_before}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), lines(0, 300));
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = h
+        .http
+        .get(format!("{url}?since={later}&tail=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "");
+
+    // timestamps: each line starts with the time its chunk was stored, then the line.
+    let (status, stamped) = get("?timestamps=true&tail=4").await;
+    assert_eq!(status, 200);
+    let stamped: Vec<&str> = stamped.lines().collect();
+    assert_eq!(stamped.len(), 4, "{stamped:?}");
+    for (line, want) in stamped.iter().zip(lines(296, 300).lines()) {
+        let (time, rest) = line.split_once(' ').unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(time)
+            .unwrap_or_else(|e| panic!("{time:?} is not RFC 3339: {e}"));
+        assert!(t > before && t < chrono::Utc::now(), "{t}");
+        assert_eq!(rest, want);
+    }
+
+    // Bad input: a clear 400 naming the parameter.
+    let (status, body) = get("?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("RFC 3339") && body.contains("since"),
+        "{body}"
+    );
+    assert_eq!(get("?tail=-1").await.0, 400);
+    let r = h
+        .http
+        .get(format!("{url}?timestamps=true"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "timestamps are the plain log's");
+
+    // The stream: `tail` picks where it starts; every `log` event carries its time.
+    let body = h
+        .http
+        .get(format!("{url}?tail=3"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for event in body.split("\n\n").filter(|e| e.contains("event: log")) {
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        text.push_str(v["text"].as_str().unwrap());
+        let at = v["at"].as_str().unwrap_or_else(|| panic!("no `at` in {v}"));
+        chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    }
+    assert_eq!(text, lines(297, 300));
+    assert!(body.contains("event: exit"), "{body}");
+
+    // Output written in separate flushes (one chunk each): the tail spans chunks, and each line
+    // has its own chunk's time.
+    let ticks = h.push(guests::slow_writer(4, 250)).await;
+    let ticker = h.submit(&Harness::spec(&ticks)).await;
+    h.wait_finished(ticker.id, Duration::from_secs(30)).await;
+    let r = h
+        .http
+        .get(format!(
+            "{}/v1/jobs/{}/logs?tail=3&timestamps=true",
+            h.base, ticker.id
+        ))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let stamped: Vec<(&str, &str)> = text.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(
+        stamped.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        ["tick"; 3],
+        "{text}"
+    );
+    let times: std::collections::BTreeSet<&str> = stamped.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times.len(), 3, "three flushes, three times: {text}");
+
+    // The CLI: the same selections, plain and followed.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nekton"))
+            .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
+            .args(["jobs", "logs", "--server", &h.base])
+            .args(args)
+            .arg(job.id.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["--tail", "2"]), lines(298, 300));
+    assert_eq!(cli(&["-f", "--tail", "2"]), lines(298, 300));
+    assert_eq!(cli(&["--since", "10m", "-n", "1"]), lines(299, 300));
+    for out in [cli(&["-t", "-n", "2"]), cli(&["-f", "-t", "-n", "2"])] {
+        let got: Vec<&str> = out.lines().collect();
+        assert_eq!(got.len(), 2, "{out}");
+        for (line, want) in got.iter().zip(lines(298, 300).lines()) {
+            let (time, rest) = line.split_once(' ').unwrap();
+            chrono::DateTime::parse_from_rfc3339(time).unwrap();
+            assert_eq!(rest, want);
+        }
+    }
 }

@@ -26,8 +26,8 @@ use super::error::{ApiError, ErrorCode};
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
-use crate::model::OutputStream;
 use crate::model::auth::Scope;
+use crate::model::{LineStamper, OutputStream};
 use crate::store::jobs as store_jobs;
 use crate::store::logs::{self, StoredChunk};
 
@@ -70,11 +70,83 @@ impl Position {
 pub struct LogParams {
     /// Plain log only: `stdout` or `stderr` (default both, interleaved as written).
     pub stream: Option<String>,
+    /// Just the last N lines of the latest attempt's output (a final line without its newline
+    /// counts); on the SSE stream, where it starts (ignored when resuming with `Last-Event-ID`).
+    #[param(minimum = 0, example = 20)]
+    pub tail: Option<u32>,
+    /// Just the output stored at or after this time (RFC 3339, e.g.
+    /// `2026-12-04T10:00:00Z`). Output stored before the server recorded times is left out.
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-12-04T10:00:00Z")]
+    pub since: Option<String>,
+    /// Plain log only: start each line with the time its output was stored (RFC 3339 in UTC,
+    /// microseconds, then a space; `-` for output stored before the server recorded times).
+    pub timestamps: Option<bool>,
+}
+
+/// The plain log's selection and format, parsed from [`LogParams`].
+#[derive(Debug, Clone, Copy, Default)]
+struct PlainRequest {
+    filter: logs::ChunkFilter,
+    tail: Option<u32>,
+    timestamps: bool,
+}
+
+impl PlainRequest {
+    /// What the SSE stream cannot do: it carries both streams, each `log` event with its time.
+    fn is_plain_only(&self) -> bool {
+        self.filter.stream.is_some() || self.timestamps
+    }
+}
+
+fn plain_request(params: LogParams) -> Result<PlainRequest, ApiError> {
+    let stream = match params
+        .stream
+        .as_deref()
+        .map(|n| (n, OutputStream::parse(n)))
+    {
+        None => None,
+        Some((_, Some(stream))) => Some(stream),
+        Some((other, None)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                format!("unknown stream `{other}`; use stdout or stderr"),
+            )
+            .with_field("stream"));
+        }
+    };
+    let since = match params.since.as_deref() {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "`since` is not an RFC 3339 time ({e}); write e.g. 2026-12-04T10:00:00Z"
+                        ),
+                    )
+                    .with_field("since")
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    Ok(PlainRequest {
+        filter: logs::ChunkFilter {
+            stream,
+            since,
+            through_seq: None,
+        },
+        tail: params.tail,
+        timestamps: params.timestamps.unwrap_or(false),
+    })
 }
 
 /// A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-/// (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-/// the latest attempt as raw bytes.
+/// (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+/// lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+/// bytes, optionally one stream, the last lines, from a time on, each line with its time.
 #[utoipa::path(get, path = "/v1/jobs/{id}/logs", operation_id = "getJobLogs", tag = "logs",
     security(("bearer" = []), ("console_cookie" = [])),
     params(("id" = Uuid, Path, description = "Job id"),
@@ -97,22 +169,7 @@ pub async fn logs(
     caller.require(Scope::JobsRead)?;
     let id = parse_id(&id)?;
     let Query(params) = params.map_err(ApiError::from_query)?;
-    let stream = match params
-        .stream
-        .as_deref()
-        .map(|n| (n, OutputStream::parse(n)))
-    {
-        None => None,
-        Some((_, Some(stream))) => Some(stream),
-        Some((other, None)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                format!("unknown stream `{other}`; use stdout or stderr"),
-            )
-            .with_field("stream"));
-        }
-    };
+    let request = plain_request(params)?;
     let job = store_jobs::get(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
@@ -121,13 +178,14 @@ pub async fn logs(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_sse {
-        return Ok(plain(state, job, stream));
+        return plain(state, job, request).await;
     }
-    if stream.is_some() {
+    if request.is_plain_only() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidQuery,
-            "`stream` applies to the plain log; SSE carries both streams",
+            "`stream` and `timestamps` apply to the plain log; SSE carries both streams, each `log` \
+             event with its time in `at`",
         ));
     }
     let resume = sse::last_event_id(&headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`")?;
@@ -136,9 +194,31 @@ pub async fn logs(
     if resume == Some(Position::End) && job.state.is_terminal() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    // `tail` picks where a fresh stream starts: before the chunk holding the first wanted line,
+    // with the bytes before that line cut from it.
+    let mut start = Start {
+        at: resume.unwrap_or(Position::START),
+        cut: None,
+        since: request.filter.since,
+    };
+    if let (None, Some(lines)) = (resume, request.tail) {
+        let filter = logs::ChunkFilter {
+            since: request.filter.since,
+            ..logs::ChunkFilter::default()
+        };
+        if let Some((seq, offset)) =
+            logs::tail_start(&state.pool, job.id, job.attempt, filter, lines, PAGE).await?
+        {
+            start.at = Position::At {
+                attempt: job.attempt,
+                seq: seq - 1,
+            };
+            start.cut = Some((job.attempt, seq, offset));
+        }
+    }
     let tenant = caller.tenant().to_string();
     Ok(sse::respond(state.metrics.clone(), 64, move |tx| {
-        follow(state, tenant, id, resume, tx)
+        follow(state, tenant, id, start, tx)
     }))
 }
 
@@ -149,11 +229,13 @@ fn log_event(c: &StoredChunk) -> Event {
             stream: stream.into(),
             text: Some(text.to_string()),
             base64: None,
+            at: c.stored_at,
         },
         Err(_) => LogEvent {
             stream: stream.into(),
             text: None,
             base64: Some(base64::engine::general_purpose::STANDARD.encode(&c.data)),
+            at: c.stored_at,
         },
     };
     json_event(
@@ -167,15 +249,20 @@ fn log_event(c: &StoredChunk) -> Event {
     )
 }
 
+/// Where an SSE stream starts and what it leaves out.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// The position after which events are sent.
+    at: Position,
+    /// `(attempt, seq, n)`: the first `n` bytes of that chunk are left out (`tail`).
+    cut: Option<(i32, i32, usize)>,
+    /// Output stored before this time is left out (its positions still pass).
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
-async fn follow(
-    state: AppState,
-    tenant: String,
-    id: Uuid,
-    resume: Option<Position>,
-    tx: mpsc::Sender<Event>,
-) {
-    if let Err(e) = follow_inner(&state, &tenant, id, resume, &tx).await {
+async fn follow(state: AppState, tenant: String, id: Uuid, start: Start, tx: mpsc::Sender<Event>) {
+    if let Err(e) = follow_inner(&state, &tenant, id, start, &tx).await {
         tracing::warn!(job = %id, error = %e, "log stream ended early");
     }
 }
@@ -184,10 +271,10 @@ async fn follow_inner(
     state: &AppState,
     tenant: &str,
     id: Uuid,
-    resume: Option<Position>,
+    start: Start,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), crate::store::StoreError> {
-    let (mut attempt, mut seq) = match resume.unwrap_or(Position::START) {
+    let (mut attempt, mut seq) = match start.at {
         Position::End => return Ok(()),
         Position::At { attempt, seq } => (attempt, seq),
     };
@@ -198,7 +285,7 @@ async fn follow_inner(
         // Mark the current notification as seen before reading, so none is missed.
         watch.rx.borrow_and_update();
         let chunks = logs::chunks_after(&state.pool, id, (attempt, seq), PAGE).await?;
-        for c in &chunks {
+        for c in chunks.iter() {
             if c.attempt != attempt {
                 attempt = c.attempt;
                 let ev = StateEvent {
@@ -217,7 +304,27 @@ async fn follow_inner(
                 }
             }
             seq = c.seq;
-            if !send(log_event(c)).await {
+            if start
+                .since
+                .is_some_and(|since| c.stored_at.is_none_or(|t| t < since))
+            {
+                continue;
+            }
+            let cut = match start.cut {
+                Some((a, s, n)) if (a, s) == (c.attempt, c.seq) => n,
+                _ => 0,
+            };
+            if cut >= c.data.len() {
+                continue;
+            }
+            let event = if cut == 0 {
+                log_event(c)
+            } else {
+                let mut rest = c.clone();
+                rest.data.drain(..cut);
+                log_event(&rest)
+            };
+            if !send(event).await {
                 return Ok(());
             }
         }
@@ -272,20 +379,42 @@ fn exit_event(job: &Job) -> Event {
     json_event("exit", format!("{}.end", job.attempt), &ev)
 }
 
-/// The stored output of the job's latest attempt, streamed page by page.
-fn plain(state: AppState, job: Job, stream: Option<OutputStream>) -> Response {
+/// The stored output of the job's latest attempt, streamed page by page: the chunks stored when
+/// the request came, as `request` selects them.
+async fn plain(state: AppState, job: Job, request: PlainRequest) -> Result<Response, ApiError> {
+    let mut filter = request.filter;
+    let through = logs::last_seq(&state.pool, job.id, job.attempt).await?;
+    filter.through_seq = Some(through);
+    let (after, mut skip) = match request.tail {
+        None => (0, 0),
+        Some(lines) => {
+            match logs::tail_start(&state.pool, job.id, job.attempt, filter, lines, PAGE).await? {
+                None => (0, 0),
+                Some((seq, offset)) => (seq - 1, offset),
+            }
+        }
+    };
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
-        let mut after = 0;
+        let mut after = after;
+        let mut stamper = request.timestamps.then(LineStamper::default);
         loop {
-            match logs::attempt_chunks_after(&state.pool, job.id, job.attempt, after, stream, PAGE)
+            match logs::attempt_chunks_after(&state.pool, job.id, job.attempt, after, filter, PAGE)
                 .await
             {
                 Ok(chunks) => {
                     let n = chunks.len() as i64;
-                    for c in chunks {
+                    for mut c in chunks {
                         after = c.seq;
-                        if tx.send(Ok(c.data)).await.is_err() {
+                        if skip > 0 {
+                            c.data.drain(..skip.min(c.data.len()));
+                            skip = 0;
+                        }
+                        let data = match &mut stamper {
+                            Some(s) => s.stamp(c.stream, c.stored_at, &c.data),
+                            None => c.data,
+                        };
+                        if !data.is_empty() && tx.send(Ok(data)).await.is_err() {
                             return;
                         }
                     }
@@ -304,7 +433,7 @@ fn plain(state: AppState, job: Job, stream: Option<OutputStream>) -> Response {
         }
     });
     let body = HttpBody::from_stream(ReceiverStream::new(rx));
-    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 #[cfg(test)]

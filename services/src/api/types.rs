@@ -17,12 +17,12 @@ pub use crate::model::{
     Usage as UsageView,
 };
 
-/// A file placed in the job's sandbox before it starts. For Wasm jobs the files appear below the
-/// preopened directory `/data`.
+/// A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
+/// directory preopened as `/`, for containers below the working directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputFileSpec {
-    /// Relative path inside the job's input directory, e.g. `input/case1.txt`; no `..`, not absolute.
+    /// Relative path, e.g. `input/case1.txt`; no `..`, not absolute.
     pub path: String,
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +244,10 @@ pub struct LogEvent {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base64: Option<String>,
+    /// When the chunk was stored (within the worker's flush interval of when the job wrote it);
+    /// absent for output stored before the server recorded times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// Payload of the SSE `state` event.

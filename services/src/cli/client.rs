@@ -165,6 +165,19 @@ pub fn decode_log_event(ev: &LogEvent) -> Result<(StdStream, Vec<u8>)> {
     Ok((stream, bytes))
 }
 
+/// What a plain log read selects (`GET /v1/jobs/{id}/logs` query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only this stream.
+    pub stream: Option<StdStream>,
+    /// Only the last N lines.
+    pub tail: Option<u32>,
+    /// Only output stored at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Each line prefixed with its time.
+    pub timestamps: bool,
+}
+
 /// One event of a job's log stream (`GET /v1/jobs/{id}/logs`, SSE), with the event's `id:`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogStreamEvent {
@@ -175,6 +188,8 @@ pub enum LogStreamEvent {
         id: String,
         stream: StdStream,
         bytes: Vec<u8>,
+        /// When the server stored it (absent for output stored before it recorded times).
+        at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// The job finished; always the last event.
     Exit { id: String, event: Box<ExitEvent> },
@@ -391,17 +406,41 @@ impl Client {
         self.send_json(req, &url).await
     }
 
-    /// `GET /v1/jobs/{id}/logs` without SSE: the stored log bytes as a stream of chunks (both
-    /// streams, or only `stream`).
+    /// `GET /v1/jobs/{id}/logs` with `query`'s parameters.
+    fn logs_url(&self, id: Uuid, query: &LogQuery) -> Result<Url> {
+        let mut url = self.url(&format!("v1/jobs/{id}/logs"))?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(s) = query.stream {
+                pairs.append_pair("stream", s.as_str());
+            }
+            if let Some(n) = query.tail {
+                pairs.append_pair("tail", &n.to_string());
+            }
+            if let Some(t) = query.since {
+                pairs.append_pair(
+                    "since",
+                    &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                );
+            }
+            if query.timestamps {
+                pairs.append_pair("timestamps", "true");
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+
+    /// `GET /v1/jobs/{id}/logs` without SSE: the stored log bytes of the latest attempt as a
+    /// stream of chunks, as `query` selects them.
     pub async fn plain_logs(
         &self,
         id: Uuid,
-        stream: Option<StdStream>,
+        query: &LogQuery,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let mut url = self.url(&format!("v1/jobs/{id}/logs"))?;
-        if let Some(s) = stream {
-            url.query_pairs_mut().append_pair("stream", s.as_str());
-        }
+        let url = self.logs_url(id, query)?;
         let req = self.http.get(url.clone()).timeout(TRANSFER_TIMEOUT);
         let resp = self.send(req, &url).await?;
         let what = url.to_string();
@@ -411,9 +450,13 @@ impl Client {
             .boxed())
     }
 
-    /// Like [`Client::plain_logs`], collected into one buffer.
+    /// Like [`Client::plain_logs`] for the whole log (or one stream), collected into one buffer.
     pub async fn plain_log_bytes(&self, id: Uuid, stream: Option<StdStream>) -> Result<Vec<u8>> {
-        let mut chunks = self.plain_logs(id, stream).await?;
+        let query = LogQuery {
+            stream,
+            ..LogQuery::default()
+        };
+        let mut chunks = self.plain_logs(id, &query).await?;
         let mut out = Vec::new();
         while let Some(chunk) = chunks.next().await {
             out.extend_from_slice(&chunk?);
@@ -429,8 +472,25 @@ impl Client {
         &self,
         id: Uuid,
         last_event_id: Option<String>,
-    ) -> impl Stream<Item = Result<LogStreamEvent>> + Send + 'static {
-        let url = self.url(&format!("v1/jobs/{id}/logs"));
+    ) -> impl Stream<Item = Result<LogStreamEvent>> + Send + 'static + use<> {
+        self.follow_logs_from(id, &LogQuery::default(), last_event_id)
+    }
+
+    /// [`Client::follow_logs`] starting from `query`'s `tail` lines or `since` time (its
+    /// `stream` and `timestamps` are the caller's to apply: the stream carries both streams and
+    /// each chunk's time).
+    pub fn follow_logs_from(
+        &self,
+        id: Uuid,
+        query: &LogQuery,
+        last_event_id: Option<String>,
+    ) -> impl Stream<Item = Result<LogStreamEvent>> + Send + 'static + use<> {
+        let query = LogQuery {
+            stream: None,
+            timestamps: false,
+            ..query.clone()
+        };
+        let url = self.logs_url(id, &query);
         resumable_sse(
             self.clone(),
             url,
@@ -886,7 +946,12 @@ fn parse_log_sse(ev: &Event) -> Result<Parsed<LogStreamEvent>> {
             let log: LogEvent = parse_data(ev)?;
             let (stream, bytes) = decode_log_event(&log)
                 .with_context(|| format!("the server sent a malformed `log` event (id {id:?})"))?;
-            Parsed::Item(LogStreamEvent::Log { id, stream, bytes })
+            Parsed::Item(LogStreamEvent::Log {
+                id,
+                stream,
+                bytes,
+                at: log.at,
+            })
         }
         "exit" => Parsed::Final(LogStreamEvent::Exit {
             id,
@@ -1099,6 +1164,7 @@ mod tests {
             stream: stream.to_string(),
             text: text.map(str::to_string),
             base64: b64.map(str::to_string),
+            at: None,
         }
     }
 
@@ -1142,7 +1208,9 @@ mod tests {
             retry: None,
         };
         match parse_log_sse(&ev).unwrap() {
-            Parsed::Item(LogStreamEvent::Log { id, stream, bytes }) => {
+            Parsed::Item(LogStreamEvent::Log {
+                id, stream, bytes, ..
+            }) => {
                 assert_eq!(
                     (id.as_str(), stream, bytes.as_slice()),
                     ("7", StdStream::Stdout, &b"hi"[..])

@@ -19,13 +19,14 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::client::{
-    BatchFilter, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogStreamEvent, StdStream,
-    truncate_chars,
+    BatchFilter, BatchStreamEvent, Client, DEFAULT_SERVER, JobFilter, LogQuery, LogStreamEvent,
+    StdStream, truncate_chars,
 };
 use crate::api::types::{
     Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, Module,
     NetworkMode, OutcomeView, RuntimeKind,
 };
+use crate::model::LineStamper;
 
 /// Exit code for jobs that ran out of wall-clock or CPU time (like `timeout(1)`).
 pub const EXIT_TIMEOUT: i32 = 124;
@@ -354,6 +355,16 @@ pub enum JobsCommand {
         /// Only this stream: stdout or stderr.
         #[arg(long, value_name = "STREAM", value_parser = parse_std_stream)]
         stream: Option<StdStream>,
+        /// Only the last N lines (of the latest attempt).
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<u32>,
+        /// Only output written since this time: RFC 3339 (2026-12-04T10:00:00Z) or a duration
+        /// ago (10m, 2h, 30s).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Start each line with the time it was written (RFC 3339, UTC).
+        #[arg(short = 't', long)]
+        timestamps: bool,
     },
 }
 
@@ -988,11 +999,24 @@ async fn jobs(args: JobsArgs, server: &ServerArgs) -> Result<i32> {
             crate::outln!("{} {}", job.id, job.state.as_str())?;
             Ok(0)
         }
-        JobsCommand::Logs { id, follow, stream } => {
+        JobsCommand::Logs {
+            id,
+            follow,
+            stream,
+            tail,
+            since,
+            timestamps,
+        } => {
+            let query = LogQuery {
+                stream,
+                tail,
+                since,
+                timestamps,
+            };
             if follow {
-                follow_logs_only(&client, id, stream).await
+                follow_logs_only(&client, id, &query).await
             } else {
-                let mut chunks = client.plain_logs(id, stream).await?;
+                let mut chunks = client.plain_logs(id, &query).await?;
                 let mut stdout = io::stdout().lock();
                 while let Some(chunk) = chunks.next().await {
                     match stdout.write_all(&chunk?) {
@@ -1150,16 +1174,21 @@ async fn wait_for_jobs(client: &Client, ids: &[Uuid]) -> Result<i32> {
     Ok(first_failure.unwrap_or(0))
 }
 
-/// `jobs logs -f`: copies the live output until the job ends; exit code 0 (the job's own result
-/// is in `nekton jobs get`).
-async fn follow_logs_only(client: &Client, id: Uuid, only: Option<StdStream>) -> Result<i32> {
+/// `jobs logs -f`: copies the live output until the job ends (from the last `--tail` lines or
+/// `--since` a time on, each line with its time with `--timestamps`); exit code 0 (the job's own
+/// result is in `nekton jobs get`).
+async fn follow_logs_only(client: &Client, id: Uuid, query: &LogQuery) -> Result<i32> {
     let mut out = Output::default();
-    let mut events = Box::pin(client.follow_logs(id, None));
+    let mut stamper = query.timestamps.then(LineStamper::default);
+    let mut events = Box::pin(client.follow_logs_from(id, query, None));
     while let Some(ev) = events.next().await {
         match ev? {
-            LogStreamEvent::Log { stream, bytes, .. } if only.is_none_or(|s| s == stream) => {
-                out.write(stream, &bytes)?
-            }
+            LogStreamEvent::Log {
+                stream, bytes, at, ..
+            } if query.stream.is_none_or(|s| s == stream) => match &mut stamper {
+                Some(s) => out.write(stream, &s.stamp(stream, at, &bytes))?,
+                None => out.write(stream, &bytes)?,
+            },
             LogStreamEvent::Exit { .. } => break,
             _ => {}
         }
@@ -1766,6 +1795,19 @@ fn parse_state(s: &str) -> Result<JobState, String> {
     })
 }
 
+/// `--since`: an RFC 3339 time, or a duration (with its unit) before now.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ms = parse_duration_ms(s)
+        .map_err(|e| format!("{e}; or give a time in RFC 3339 form (e.g. 2026-12-04T10:00:00Z)"))?;
+    let ago = chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX));
+    chrono::Utc::now()
+        .checked_sub_signed(ago)
+        .ok_or_else(|| format!("{s:?} is further back than any time nekton can store"))
+}
+
 fn parse_std_stream(s: &str) -> Result<StdStream, String> {
     StdStream::parse(s).ok_or_else(|| format!("{s:?} is not a stream; use stdout or stderr"))
 }
@@ -1780,6 +1822,21 @@ fn parse_wire_enum<T: DeserializeOwned>(s: &str) -> Result<T, String> {
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        assert_eq!(
+            parse_since("2026-12-04T10:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-04T09:00:00+00:00"
+        );
+        let ago = chrono::Utc::now() - parse_since("10m").unwrap();
+        assert!((599..=601).contains(&ago.num_seconds()), "{ago}");
+        let e = parse_since("10").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("RFC 3339"), "{e}");
+        assert!(parse_since("yesterday").is_err());
+    }
 
     fn outcome(reason: &str, exit_code: Option<i32>, signal: Option<i32>) -> OutcomeView {
         OutcomeView {

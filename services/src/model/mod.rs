@@ -7,14 +7,16 @@
 //! it). The API's request types (`api::types::JobSpec`, ...) convert to the model at the edge.
 
 pub mod auth;
+mod logs;
 mod resolved;
 pub mod tenancy;
 pub mod webhooks;
 
-pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
-pub use runtime_core::OutcomeReason;
 /// The one output-stream type: what a backend writes, what the queue stores (as its fd number,
 /// 1 or 2, in `job_logs.stream`), what the API names (`stdout`/`stderr`) and the CLI selects.
+pub use logs::LineStamper;
+pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
+pub use runtime_core::OutcomeReason;
 pub use runtime_core::Stream as OutputStream;
 
 use std::collections::BTreeMap;
