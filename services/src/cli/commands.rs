@@ -1135,7 +1135,18 @@ fn more_hint(what: &str, next: Option<String>) {
 
 /// A time in a table cell.
 pub(crate) fn time_cell(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+    time_cell_in(t, &chrono::Local)
+}
+
+/// A table's time in `zone`, with the zone's offset so it is never ambiguous
+/// (`2026-12-04 20:15:03 +01:00`).
+fn time_cell_in<Tz: chrono::TimeZone>(t: &chrono::DateTime<chrono::Utc>, zone: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    t.with_timezone(zone)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
 }
 
 fn modules_table(modules: &[Module]) -> String {
@@ -1822,6 +1833,17 @@ fn parse_wire_enum<T: DeserializeOwned>(s: &str) -> Result<T, String> {
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[test]
+    fn table_times_are_local_with_their_offset() {
+        use chrono::TimeZone;
+        let t = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 4, 19, 15, 3)
+            .unwrap();
+        let plus_one = chrono::FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(time_cell_in(&t, &plus_one), "2026-12-04 20:15:03 +01:00");
+        assert_eq!(time_cell_in(&t, &chrono::Utc), "2026-12-04 19:15:03 +00:00");
+    }
 
     #[test]
     fn since_takes_a_time_or_a_duration_ago() {
