@@ -325,8 +325,9 @@ export interface paths {
         };
         /**
          * A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-         *     (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-         *     the latest attempt as raw bytes.
+         *     (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+         *     lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+         *     bytes, optionally one stream, the last lines, from a time on, each line with its time.
          */
         get: operations["getJobLogs"];
         put?: never;
@@ -827,8 +828,8 @@ export interface components {
             images: components["schemas"]["Image"][];
         };
         /**
-         * @description A file placed in the job's sandbox before it starts. For Wasm jobs the files appear below the
-         *     preopened directory `/data`.
+         * @description A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
+         *     directory preopened as `/`, for containers below the working directory.
          */
         InputFileSpec: {
             content: string;
@@ -838,7 +839,7 @@ export interface components {
              * @description Unix permission bits (e.g. 493 = 0o755). Default 0o644.
              */
             mode?: number | null;
-            /** @description Relative path inside the job's input directory, e.g. `input/case1.txt`; no `..`, not absolute. */
+            /** @description Relative path, e.g. `input/case1.txt`; no `..`, not absolute. */
             path: string;
         };
         /** @description A job record. */
@@ -994,6 +995,12 @@ export interface components {
          *     chunk is valid UTF-8, otherwise `base64` of the raw bytes.
          */
         LogEvent: {
+            /**
+             * Format: date-time
+             * @description When the chunk was stored (within the worker's flush interval of when the job wrote it);
+             *     absent for output stored before the server recorded times.
+             */
+            at?: string | null;
             base64?: string | null;
             /** @description `stdout` or `stderr`. */
             stream: string;
@@ -1461,6 +1468,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example ok */
                     "text/plain": string;
                 };
             };
@@ -1481,6 +1489,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # TYPE nekton_jobs_submitted_total counter
+                     *     nekton_jobs_submitted_total 3
+                     *     # TYPE nekton_queue_depth gauge
+                     *     nekton_queue_depth{queue="default"} 0
+                     */
                     "text/plain": string;
                 };
             };
@@ -1519,6 +1533,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example ready */
                     "text/plain": string;
                 };
             };
@@ -1553,11 +1568,49 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "action": "token.create",
+                     *         "at": "2026-12-04T19:31:28.684285Z",
+                     *         "detail": {
+                     *           "expires_at": null,
+                     *           "name": "ci",
+                     *           "scopes": [
+                     *             "jobs:read",
+                     *             "jobs:write",
+                     *             "modules:write"
+                     *           ],
+                     *           "tenant": "acme"
+                     *         },
+                     *         "id": 7,
+                     *         "target": "01a2428a-492c-7108-979e-66694aca0f3e"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["AuditEntry"][];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1597,11 +1650,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "batches": [
+                     *         {
+                     *           "counts": {
+                     *             "cancelled": 0,
+                     *             "error": 0,
+                     *             "failed": 0,
+                     *             "queued": 0,
+                     *             "running": 0,
+                     *             "scheduled": 0,
+                     *             "succeeded": 2
+                     *           },
+                     *           "created_at": "2026-12-04T19:31:11.397771Z",
+                     *           "finished": true,
+                     *           "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *           "labels": {
+                     *             "suite": "unit"
+                     *           },
+                     *           "total": 2
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchPage"];
                 };
             };
             /** @description An unknown, repeated or malformed query parameter */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1623,6 +1719,31 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "defaults": {
+                 *         "limits": {
+                 *           "wall_time_ms": 2000
+                 *         },
+                 *         "module": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1"
+                 *       },
+                 *       "jobs": [
+                 *         {
+                 *           "args": [
+                 *             "case-1"
+                 *           ]
+                 *         },
+                 *         {
+                 *           "args": [
+                 *             "case-2"
+                 *           ]
+                 *         }
+                 *       ],
+                 *       "labels": {
+                 *         "suite": "unit"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["BatchSpec"];
             };
         };
@@ -1633,6 +1754,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "job_ids": [
+                     *         "01a2428a-05a4-7302-94b6-6b72836eff98",
+                     *         "01a2428a-05a5-73f3-8b38-4c685ee8ef93"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCreated"];
                 };
             };
@@ -1642,11 +1772,38 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "job_ids": [
+                     *         "01a2428a-05a4-7302-94b6-6b72836eff98",
+                     *         "01a2428a-05a5-73f3-8b38-4c685ee8ef93"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCreated"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1692,7 +1849,45 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "counts": {
+                     *         "cancelled": 0,
+                     *         "error": 0,
+                     *         "failed": 0,
+                     *         "queued": 0,
+                     *         "running": 0,
+                     *         "scheduled": 0,
+                     *         "succeeded": 2
+                     *       },
+                     *       "created_at": "2026-12-04T19:31:11.397771Z",
+                     *       "finished": true,
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "labels": {
+                     *         "suite": "unit"
+                     *       },
+                     *       "total": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Batch"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -1724,11 +1919,53 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "batch": {
+                     *         "counts": {
+                     *           "cancelled": 1,
+                     *           "error": 0,
+                     *           "failed": 0,
+                     *           "queued": 0,
+                     *           "running": 1,
+                     *           "scheduled": 0,
+                     *           "succeeded": 0
+                     *         },
+                     *         "created_at": "2026-12-04T19:31:11.397771Z",
+                     *         "finished": false,
+                     *         "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *         "labels": {
+                     *           "suite": "unit"
+                     *         },
+                     *         "total": 2
+                     *       },
+                     *       "cancel_requested": 1,
+                     *       "cancelled": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCancelled"];
                 };
             };
             /** @description The id is not a UUID */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1768,6 +2005,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example retry: 1000
+                     *
+                     *     event: job
+                     *     id: 1
+                     *     data: {"id":"01a2428a-05a4-7302-94b6-6b72836eff98","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.425587Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *
+                     *     event: job
+                     *     id: 2
+                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c685ee8ef93","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.453005Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *
+                     *     event: done
+                     *     id: done
+                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c6974808480","created_at":"2026-12-04T19:31:11.397771Z","total":2,"labels":{"suite":"unit"},"counts":{"cancelled":0,"error":0,"failed":0,"queued":0,"running":0,"scheduled":0,"succeeded":2},"finished":true}
+                     */
                     "text/event-stream": string;
                 };
             };
@@ -1780,6 +2032,24 @@ export interface operations {
             };
             /** @description Last-Event-ID is not an id this stream sent */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1813,7 +2083,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "images": [
+                     *         {
+                     *           "cmd": [
+                     *             "sh"
+                     *           ],
+                     *           "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *           "entrypoint": [],
+                     *           "index_digest": null,
+                     *           "kind": "container",
+                     *           "layers": [
+                     *             {
+                     *               "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *               "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *               "size_bytes": 1055412
+                     *             }
+                     *           ],
+                     *           "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *           "platform": "linux/amd64",
+                     *           "reference": "127.0.0.1:5000/busybox:1.36",
+                     *           "size_bytes": 1057221,
+                     *           "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *           "unpacked_size_bytes": 2159616,
+                     *           "user": null,
+                     *           "working_dir": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImageList"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Service Unavailable */
@@ -1842,7 +2160,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "freed_bytes": 3216837,
+                     *       "removed_blobs": [
+                     *         "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d"
+                     *       ],
+                     *       "removed_layers": [
+                     *         "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["GcResult"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Service Unavailable */
@@ -1882,7 +2229,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "images": [
+                     *         {
+                     *           "cmd": [
+                     *             "sh"
+                     *           ],
+                     *           "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *           "entrypoint": [],
+                     *           "index_digest": null,
+                     *           "kind": "container",
+                     *           "layers": [
+                     *             {
+                     *               "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *               "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *               "size_bytes": 1055412
+                     *             }
+                     *           ],
+                     *           "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *           "platform": "linux/amd64",
+                     *           "reference": "127.0.0.1:5000/busybox:1.36",
+                     *           "size_bytes": 1057221,
+                     *           "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *           "unpacked_size_bytes": 2159616,
+                     *           "user": null,
+                     *           "working_dir": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImportResult"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Payload Too Large */
@@ -1923,6 +2318,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "policy": "if_not_present",
+                 *       "reference": "127.0.0.1:5000/busybox:1.36"
+                 *     }
+                 */
                 "application/json": components["schemas"]["PullRequest"];
             };
         };
@@ -1933,11 +2334,65 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "coalesced": false,
+                     *       "from_cache": false,
+                     *       "image": {
+                     *         "cmd": [
+                     *           "sh"
+                     *         ],
+                     *         "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *         "entrypoint": [],
+                     *         "index_digest": null,
+                     *         "kind": "container",
+                     *         "layers": [
+                     *           {
+                     *             "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *             "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *             "size_bytes": 1055412
+                     *           }
+                     *         ],
+                     *         "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *         "platform": "linux/amd64",
+                     *         "reference": "127.0.0.1:5000/busybox:1.36",
+                     *         "size_bytes": 1057221,
+                     *         "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *         "unpacked_size_bytes": 2159616,
+                     *         "user": null,
+                     *         "working_dir": null
+                     *       },
+                     *       "stats": {
+                     *         "blobs_cached": 0,
+                     *         "blobs_downloaded": 2,
+                     *         "bytes_downloaded": 1057221,
+                     *         "layers_extracted": 1
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["PullResult"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2001,7 +2456,51 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cmd": [
+                     *         "sh"
+                     *       ],
+                     *       "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *       "entrypoint": [],
+                     *       "index_digest": null,
+                     *       "kind": "container",
+                     *       "layers": [
+                     *         {
+                     *           "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *           "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *           "size_bytes": 1055412
+                     *         }
+                     *       ],
+                     *       "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *       "platform": "linux/amd64",
+                     *       "reference": "127.0.0.1:5000/busybox:1.36",
+                     *       "size_bytes": 1057221,
+                     *       "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *       "unpacked_size_bytes": 2159616,
+                     *       "user": null,
+                     *       "working_dir": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not in this host's store */
@@ -2051,7 +2550,51 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cmd": [
+                     *         "sh"
+                     *       ],
+                     *       "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *       "entrypoint": [],
+                     *       "index_digest": null,
+                     *       "kind": "container",
+                     *       "layers": [
+                     *         {
+                     *           "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *           "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *           "size_bytes": 1055412
+                     *         }
+                     *       ],
+                     *       "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *       "platform": "linux/amd64",
+                     *       "reference": "127.0.0.1:5000/busybox:1.36",
+                     *       "size_bytes": 1057221,
+                     *       "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *       "unpacked_size_bytes": 2159616,
+                     *       "user": null,
+                     *       "working_dir": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2112,11 +2655,75 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "jobs": [
+                     *         {
+                     *           "attempt": 1,
+                     *           "cancel_requested": false,
+                     *           "created_at": "2026-12-04T19:31:04.544210Z",
+                     *           "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *           "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *           "labels": {
+                     *             "run": "42",
+                     *             "team": "grading"
+                     *           },
+                     *           "max_attempts": 3,
+                     *           "outcome": {
+                     *             "exit_code": 0,
+                     *             "reason": "exited",
+                     *             "signal": null
+                     *           },
+                     *           "priority": 0,
+                     *           "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "queue": "default",
+                     *           "started_at": "2026-12-04T19:31:04.546747Z",
+                     *           "state": "succeeded",
+                     *           "usage": {
+                     *             "cpu_system_ms": 0,
+                     *             "cpu_user_ms": 0,
+                     *             "fuel_consumed": 12,
+                     *             "memory_peak_bytes": 65536,
+                     *             "net_rx_bytes": null,
+                     *             "net_tx_bytes": null,
+                     *             "pids_peak": null,
+                     *             "queue_wait_ms": 3,
+                     *             "setup_ms": 6,
+                     *             "stderr_bytes": 0,
+                     *             "stderr_truncated": false,
+                     *             "stdout_bytes": 30,
+                     *             "stdout_truncated": false,
+                     *             "wall_ms": 0,
+                     *             "wasm_memory_peak_bytes": 65536
+                     *           }
+                     *         }
+                     *       ],
+                     *       "next_cursor": "eyJjIjoiMjAyNi0xMi0wNFQxOTozMTowNC41NDQyMTBaIn0"
+                     *     }
+                     */
                     "application/json": components["schemas"]["JobPage"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2138,6 +2745,26 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "args": [
+                 *         "--greeting",
+                 *         "hi"
+                 *       ],
+                 *       "env": {
+                 *         "LANG": "C"
+                 *       },
+                 *       "labels": {
+                 *         "run": "42",
+                 *         "team": "grading"
+                 *       },
+                 *       "limits": {
+                 *         "memory_bytes": 67108864,
+                 *         "wall_time_ms": 5000
+                 *       },
+                 *       "module": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1"
+                 *     }
+                 */
                 "application/json": components["schemas"]["JobSpec"];
             };
         };
@@ -2148,6 +2775,27 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 0,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": null,
+                     *       "state": "queued",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
                 };
             };
@@ -2157,11 +2805,50 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 0,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": null,
+                     *       "state": "queued",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
                 };
             };
             /** @description Malformed JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2216,7 +2903,66 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": {
+                     *         "exit_code": 0,
+                     *         "reason": "exited",
+                     *         "signal": null
+                     *       },
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": "2026-12-04T19:31:04.546747Z",
+                     *       "state": "succeeded",
+                     *       "usage": {
+                     *         "cpu_system_ms": 0,
+                     *         "cpu_user_ms": 0,
+                     *         "fuel_consumed": 12,
+                     *         "memory_peak_bytes": 65536,
+                     *         "net_rx_bytes": null,
+                     *         "net_tx_bytes": null,
+                     *         "pids_peak": null,
+                     *         "queue_wait_ms": 3,
+                     *         "setup_ms": 6,
+                     *         "stderr_bytes": 0,
+                     *         "stderr_truncated": false,
+                     *         "stdout_bytes": 30,
+                     *         "stdout_truncated": false,
+                     *         "wall_ms": 0,
+                     *         "wasm_memory_peak_bytes": 65536
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2248,7 +2994,46 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "cancel_requested": true,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": "2026-12-04T19:31:04.546747Z",
+                     *       "state": "running",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2276,6 +3061,23 @@ export interface operations {
             query?: {
                 /** @description Plain log only: `stdout` or `stderr` (default both, interleaved as written). */
                 stream?: string;
+                /**
+                 * @description Just the last N lines of the latest attempt's output (a final line without its newline
+                 *     counts); on the SSE stream, where it starts (ignored when resuming with `Last-Event-ID`).
+                 * @example 20
+                 */
+                tail?: number;
+                /**
+                 * @description Just the output stored at or after this time (RFC 3339, e.g.
+                 *     `2026-12-04T10:00:00Z`). Output stored before the server recorded times is left out.
+                 * @example 2026-12-04T10:00:00Z
+                 */
+                since?: string;
+                /**
+                 * @description Plain log only: start each line with the time its output was stored (RFC 3339 in UTC,
+                 *     microseconds, then a space; `-` for output stored before the server recorded times).
+                 */
+                timestamps?: boolean;
             };
             header?: {
                 /** @description Resume after this event id */
@@ -2295,7 +3097,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example retry: 1000
+                     *
+                     *     event: state
+                     *     id: 1.0
+                     *     data: {"state":"running","attempt":1}
+                     *
+                     *     event: log
+                     *     id: 1.1
+                     *     data: {"stream":"stdout","text":"Hello from a nekton Wasm job!\n","at":"2026-12-04T19:31:04.560093Z"}
+                     *
+                     *     event: exit
+                     *     id: 1.end
+                     *     data: {"state":"succeeded","attempt":1,"outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null}}
+                     */
                     "text/event-stream": string;
+                    /** @example 2026-12-04T19:31:04.560093Z Hello from a nekton Wasm job! */
                     "application/octet-stream": components["schemas"]["BinaryBody"];
                 };
             };
@@ -2308,6 +3126,24 @@ export interface operations {
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2341,11 +3177,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write",
+                     *         "images:write",
+                     *         "admin"
+                     *       ],
+                     *       "tenant": "default",
+                     *       "token_id": "01a24289-d4e3-75d5-9304-1429c411fe9e"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2375,11 +3233,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "modules": [
+                     *         {
+                     *           "created_at": "2026-12-04T19:31:04.494845Z",
+                     *           "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "size_bytes": 180
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["ModulePage"];
                 };
             };
             /** @description An unknown or malformed query parameter */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2409,6 +3297,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:04.494845Z",
+                     *       "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "size_bytes": 180
+                     *     }
+                     */
                     "application/json": components["schemas"]["Module"];
                 };
             };
@@ -2418,7 +3313,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:04.494845Z",
+                     *       "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "size_bytes": 180
+                     *     }
+                     */
                     "application/json": components["schemas"]["Module"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Payload Too Large */
@@ -2456,7 +3376,44 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "allow_bridge": true,
+                     *         "created_at": "2026-12-04T19:31:28.626042Z",
+                     *         "id": "acme",
+                     *         "max_cpu_time_ms": null,
+                     *         "max_memory_bytes": null,
+                     *         "max_output_bytes": null,
+                     *         "max_queued": 1000,
+                     *         "max_running": 8,
+                     *         "max_wall_time_ms": null,
+                     *         "submit_burst": 100,
+                     *         "submit_rate": 50,
+                     *         "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *         "weight": 2
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["Tenant"][];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2470,6 +3427,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "id": "acme",
+                 *       "max_queued": 1000,
+                 *       "max_running": 8,
+                 *       "submit_burst": 100,
+                 *       "submit_rate": 50,
+                 *       "weight": 2
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewTenant"];
             };
         };
@@ -2480,7 +3447,42 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 8,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description The tenant exists */
@@ -2521,7 +3523,42 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 8,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2547,6 +3584,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "max_running": 16
+                 *     }
+                 */
                 "application/json": components["schemas"]["TenantSettings"];
             };
         };
@@ -2557,7 +3599,42 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 16,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.649305Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2598,11 +3675,46 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "created_at": "2026-12-04T19:31:28.684285Z",
+                     *         "hint": "nk_2bst",
+                     *         "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *         "last_used_at": "2026-12-04T19:33:02.120300Z",
+                     *         "name": "ci",
+                     *         "scopes": [
+                     *           "jobs:read",
+                     *           "jobs:write",
+                     *           "modules:write"
+                     *         ],
+                     *         "tenant": "acme"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["TokenInfo"][];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2621,6 +3733,17 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "ci",
+                 *       "scopes": [
+                 *         "jobs:read",
+                 *         "jobs:write",
+                 *         "modules:write"
+                 *       ],
+                 *       "tenant": "acme"
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewToken"];
             };
         };
@@ -2631,7 +3754,40 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:28.684285Z",
+                     *       "hint": "nk_2bst",
+                     *       "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *       "name": "ci",
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write"
+                     *       ],
+                     *       "tenant": "acme",
+                     *       "token": "nk_2bstvceTH3pstQ7kLHY7K1Kkc4FVH197"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedToken"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No such tenant */
@@ -2672,7 +3828,40 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:28.684285Z",
+                     *       "hint": "nk_2bst",
+                     *       "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *       "name": "ci",
+                     *       "revoked_at": "2026-12-04T19:31:28.738111Z",
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write"
+                     *       ],
+                     *       "tenant": "acme"
+                     *     }
+                     */
                     "application/json": components["schemas"]["TokenInfo"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2708,11 +3897,64 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "by_outcome": {
+                     *         "exited": {
+                     *           "attempts": 3,
+                     *           "cpu_seconds": 0.004,
+                     *           "jobs_cancelled": 0,
+                     *           "jobs_error": 0,
+                     *           "jobs_failed": 0,
+                     *           "jobs_succeeded": 3,
+                     *           "memory_byte_seconds": 262.1,
+                     *           "network_rx_bytes": 0,
+                     *           "network_tx_bytes": 0,
+                     *           "output_bytes": 90,
+                     *           "wall_seconds": 0.013
+                     *         }
+                     *       },
+                     *       "from": "2026-11-01T00:00:00Z",
+                     *       "tenant": "default",
+                     *       "to": "2026-12-01T00:00:00Z",
+                     *       "total": {
+                     *         "attempts": 3,
+                     *         "cpu_seconds": 0.004,
+                     *         "jobs_cancelled": 0,
+                     *         "jobs_error": 0,
+                     *         "jobs_failed": 0,
+                     *         "jobs_succeeded": 3,
+                     *         "memory_byte_seconds": 262.1,
+                     *         "network_rx_bytes": 0,
+                     *         "network_tx_bytes": 0,
+                     *         "output_bytes": 90,
+                     *         "wall_seconds": 0.013
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2737,11 +3979,28 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "api_version": "v1",
+                     *       "migration": 8,
+                     *       "migration_latest": 8,
+                     *       "version": "0.1.0"
+                     *     }
+                     */
                     "application/json": components["schemas"]["VersionInfo"];
                 };
             };
             /** @description No valid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2766,7 +4025,38 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "created_at": "2026-12-04T19:35:02.411208Z",
+                     *         "events": [
+                     *           "job.completed",
+                     *           "batch.completed"
+                     *         ],
+                     *         "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *         "url": "https://ci.example.com/nekton-events"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["Webhook"][];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2780,6 +4070,15 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "events": [
+                 *         "job.completed",
+                 *         "batch.completed"
+                 *       ],
+                 *       "url": "https://ci.example.com/nekton-events"
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewWebhook"];
             };
         };
@@ -2790,11 +4089,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw0AR5cr3Jh6E=",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedWebhook"];
                 };
             };
             /** @description Malformed JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2831,7 +4160,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2863,7 +4221,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2900,11 +4287,99 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deliveries": [
+                     *         {
+                     *           "attempts": [
+                     *             {
+                     *               "at": "2026-12-04T19:35:10.150021Z",
+                     *               "attempt": 1,
+                     *               "duration_ms": 37,
+                     *               "error": null,
+                     *               "status": 200
+                     *             }
+                     *           ],
+                     *           "created_at": "2026-12-04T19:35:10.120400Z",
+                     *           "delivered_at": "2026-12-04T19:35:10.187311Z",
+                     *           "event": "job.completed",
+                     *           "id": "01a2428b-3c71-7d02-9b1e-2f3a4b5c6d7e",
+                     *           "last_error": null,
+                     *           "last_status": 200,
+                     *           "next_attempt_at": null,
+                     *           "payload": {
+                     *             "data": {
+                     *               "attempt": 1,
+                     *               "cancel_requested": false,
+                     *               "created_at": "2026-12-04T19:31:04.544210Z",
+                     *               "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *               "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *               "labels": {
+                     *                 "run": "42",
+                     *                 "team": "grading"
+                     *               },
+                     *               "max_attempts": 3,
+                     *               "outcome": {
+                     *                 "exit_code": 0,
+                     *                 "reason": "exited",
+                     *                 "signal": null
+                     *               },
+                     *               "priority": 0,
+                     *               "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *               "queue": "default",
+                     *               "started_at": "2026-12-04T19:31:04.546747Z",
+                     *               "state": "succeeded",
+                     *               "usage": {
+                     *                 "cpu_system_ms": 0,
+                     *                 "cpu_user_ms": 0,
+                     *                 "fuel_consumed": 12,
+                     *                 "memory_peak_bytes": 65536,
+                     *                 "net_rx_bytes": null,
+                     *                 "net_tx_bytes": null,
+                     *                 "pids_peak": null,
+                     *                 "queue_wait_ms": 3,
+                     *                 "setup_ms": 6,
+                     *                 "stderr_bytes": 0,
+                     *                 "stderr_truncated": false,
+                     *                 "stdout_bytes": 30,
+                     *                 "stdout_truncated": false,
+                     *                 "wall_ms": 0,
+                     *                 "wasm_memory_peak_bytes": 65536
+                     *               }
+                     *             },
+                     *             "timestamp": "2026-12-04T19:35:10.120400Z",
+                     *             "type": "job.completed"
+                     *           },
+                     *           "state": "delivered",
+                     *           "webhook_id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeliveryPage"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2943,7 +4418,90 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": [
+                     *         {
+                     *           "at": "2026-12-04T19:35:10.150021Z",
+                     *           "attempt": 1,
+                     *           "duration_ms": 37,
+                     *           "error": null,
+                     *           "status": 200
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-12-04T19:35:10.120400Z",
+                     *       "delivered_at": null,
+                     *       "event": "job.completed",
+                     *       "id": "01a2428b-3c71-7d02-9b1e-2f3a4b5c6d7e",
+                     *       "last_error": null,
+                     *       "last_status": 200,
+                     *       "next_attempt_at": "2026-12-04T19:40:00.002113Z",
+                     *       "payload": {
+                     *         "data": {
+                     *           "attempt": 1,
+                     *           "cancel_requested": false,
+                     *           "created_at": "2026-12-04T19:31:04.544210Z",
+                     *           "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *           "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *           "labels": {
+                     *             "run": "42",
+                     *             "team": "grading"
+                     *           },
+                     *           "max_attempts": 3,
+                     *           "outcome": {
+                     *             "exit_code": 0,
+                     *             "reason": "exited",
+                     *             "signal": null
+                     *           },
+                     *           "priority": 0,
+                     *           "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "queue": "default",
+                     *           "started_at": "2026-12-04T19:31:04.546747Z",
+                     *           "state": "succeeded",
+                     *           "usage": {
+                     *             "cpu_system_ms": 0,
+                     *             "cpu_user_ms": 0,
+                     *             "fuel_consumed": 12,
+                     *             "memory_peak_bytes": 65536,
+                     *             "net_rx_bytes": null,
+                     *             "net_tx_bytes": null,
+                     *             "pids_peak": null,
+                     *             "queue_wait_ms": 3,
+                     *             "setup_ms": 6,
+                     *             "stderr_bytes": 0,
+                     *             "stderr_truncated": false,
+                     *             "stdout_bytes": 30,
+                     *             "stdout_truncated": false,
+                     *             "wall_ms": 0,
+                     *             "wasm_memory_peak_bytes": 65536
+                     *           }
+                     *         },
+                     *         "timestamp": "2026-12-04T19:35:10.120400Z",
+                     *         "type": "job.completed"
+                     *       },
+                     *       "state": "pending",
+                     *       "webhook_id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Delivery"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */

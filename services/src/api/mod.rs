@@ -10,6 +10,7 @@ pub mod batches;
 pub mod console;
 pub mod cors;
 pub mod error;
+mod examples;
 pub mod hub;
 pub mod images;
 pub mod jobs;
@@ -221,8 +222,9 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     info(
         title = "nekton",
         description = "Sandboxed job execution: submit jobs, watch their logs live, read their outcome and bill.",
-        license(name = "Apache-2.0")
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
+    servers((url = "/", description = "The server that serves this document (`nekton serve` listens on 127.0.0.1:8080 by default)")),
     tags(
         (name = "jobs", description = "Submit, inspect, list and cancel jobs"),
         (name = "logs", description = "Live and stored job output"),
@@ -318,38 +320,91 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// the handler's annotation has none.
 fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
-    for item in doc.paths.paths.values_mut() {
-        for op in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            for (status, response) in op.responses.responses.iter_mut() {
-                if let RefOr::T(r) = response {
-                    document_sse(r);
-                }
-                if let RefOr::T(r) = response
-                    && r.description.is_empty()
-                {
-                    r.description = status
-                        .parse::<u16>()
-                        .ok()
-                        .and_then(|c| StatusCode::from_u16(c).ok())
-                        .and_then(|c| c.canonical_reason())
-                        .unwrap_or("Response")
-                        .to_string();
-                }
+    let global_security = doc.security.clone();
+    examples::for_each_operation(doc, |op| {
+        let public = op
+            .security
+            .as_ref()
+            .or(global_security.as_ref())
+            .is_none_or(|reqs| {
+                reqs.iter()
+                    .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+            });
+        if !public {
+            for (status, description) in [
+                (
+                    "401",
+                    "No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one)",
+                ),
+                (
+                    "403",
+                    "The token lacks the scope this operation needs, or the operation is an admin's",
+                ),
+            ] {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::T(error_response(description)));
             }
         }
+        for (status, response) in op.responses.responses.iter_mut() {
+            if let RefOr::T(r) = response {
+                document_sse(r);
+            }
+            if let RefOr::T(r) = response
+                && r.description.is_empty()
+            {
+                r.description = status
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or("Response")
+                    .to_string();
+            }
+        }
+    });
+    events_any_of(doc);
+    examples::add(doc);
+}
+
+/// The SSE payload unions (`LogStreamEvent`, `BatchStreamEvent`) as `anyOf`: an event's `event:`
+/// name says which payload it is, not its `data`, and a `oneOf` would reject an `exit` payload,
+/// which also fits the `state` schema.
+fn events_any_of(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+    let Some(components) = &mut doc.components else {
+        return;
+    };
+    for name in ["LogStreamEvent", "BatchStreamEvent"] {
+        if let Some(RefOr::T(Schema::OneOf(one))) = components.schemas.get(name) {
+            let any = one
+                .items
+                .iter()
+                .cloned()
+                .fold(AnyOfBuilder::new(), AnyOfBuilder::item)
+                .description(one.description.clone())
+                .build();
+            components
+                .schemas
+                .insert(name.to_string(), RefOr::T(Schema::AnyOf(any)));
+        }
     }
+}
+
+/// A response whose body is an [`types::ErrorBody`].
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// An SSE response (`text/event-stream`) is declared with the schema of its events' `data` in the

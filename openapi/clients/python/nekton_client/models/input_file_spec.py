@@ -13,12 +13,12 @@ T = TypeVar("T", bound="InputFileSpec")
 
 @_attrs_define
 class InputFileSpec:
-    """A file placed in the job's sandbox before it starts. For Wasm jobs the files appear below the
-    preopened directory `/data`.
+    """A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
+    directory preopened as `/`, for containers below the working directory.
 
         Attributes:
             content (str):
-            path (str): Relative path inside the job's input directory, e.g. `input/case1.txt`; no `..`, not absolute.
+            path (str): Relative path, e.g. `input/case1.txt`; no `..`, not absolute.
             encoding (Encoding | None | Unset):
             mode (int | None | Unset): Unix permission bits (e.g. 493 = 0o755). Default 0o644.
     """

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar, cast
 
@@ -18,17 +19,29 @@ class LogEvent:
 
         Attributes:
             stream (str): `stdout` or `stderr`.
+            at (datetime.datetime | None | Unset): When the chunk was stored (within the worker's flush interval of when the
+                job wrote it);
+                absent for output stored before the server recorded times.
             base64 (None | str | Unset):
             text (None | str | Unset):
     """
 
     stream: str
+    at: datetime.datetime | None | Unset = UNSET
     base64: None | str | Unset = UNSET
     text: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         stream = self.stream
+
+        at: None | str | Unset
+        if isinstance(self.at, Unset):
+            at = UNSET
+        elif isinstance(self.at, datetime.datetime):
+            at = self.at.isoformat()
+        else:
+            at = self.at
 
         base64: None | str | Unset
         if isinstance(self.base64, Unset):
@@ -49,6 +62,8 @@ class LogEvent:
                 "stream": stream,
             }
         )
+        if at is not UNSET:
+            field_dict["at"] = at
         if base64 is not UNSET:
             field_dict["base64"] = base64
         if text is not UNSET:
@@ -60,6 +75,23 @@ class LogEvent:
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
         stream = d.pop("stream")
+
+        def _parse_at(data: object) -> datetime.datetime | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, str):
+                    raise TypeError()
+                at_type_0 = datetime.datetime.fromisoformat(data)
+
+                return at_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(datetime.datetime | None | Unset, data)
+
+        at = _parse_at(d.pop("at", UNSET))
 
         def _parse_base64(data: object) -> None | str | Unset:
             if data is None:
@@ -81,6 +113,7 @@ class LogEvent:
 
         log_event = cls(
             stream=stream,
+            at=at,
             base64=base64,
             text=text,
         )

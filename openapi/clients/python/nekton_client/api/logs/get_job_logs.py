@@ -1,3 +1,4 @@
+import datetime
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import quote
@@ -15,6 +16,9 @@ def _get_kwargs(
     id: UUID,
     *,
     stream: str | Unset = UNSET,
+    tail: int | Unset = UNSET,
+    since: datetime.datetime | Unset = UNSET,
+    timestamps: bool | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
@@ -24,6 +28,15 @@ def _get_kwargs(
     params: dict[str, Any] = {}
 
     params["stream"] = stream
+
+    params["tail"] = tail
+
+    json_since: str | Unset = UNSET
+    if not isinstance(since, Unset):
+        json_since = since.isoformat()
+    params["since"] = json_since
+
+    params["timestamps"] = timestamps
 
     params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
@@ -55,6 +68,16 @@ def _parse_response(
 
         return response_400
 
+    if response.status_code == 401:
+        response_401 = ErrorBody.from_dict(response.json())
+
+        return response_401
+
+    if response.status_code == 403:
+        response_403 = ErrorBody.from_dict(response.json())
+
+        return response_403
+
     if response.status_code == 404:
         response_404 = ErrorBody.from_dict(response.json())
 
@@ -82,15 +105,22 @@ def sync_detailed(
     *,
     client: AuthenticatedClient,
     stream: str | Unset = UNSET,
+    tail: int | Unset = UNSET,
+    since: datetime.datetime | Unset = UNSET,
+    timestamps: bool | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Response[Any | ErrorBody | str]:
     """A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-    (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-    the latest attempt as raw bytes.
+    (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+    lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+    bytes, optionally one stream, the last lines, from a time on, each line with its time.
 
     Args:
         id (UUID):
         stream (str | Unset):
+        tail (int | Unset):
+        since (datetime.datetime | Unset):
+        timestamps (bool | Unset):
         last_event_id (None | str | Unset):
 
     Raises:
@@ -104,6 +134,9 @@ def sync_detailed(
     kwargs = _get_kwargs(
         id=id,
         stream=stream,
+        tail=tail,
+        since=since,
+        timestamps=timestamps,
         last_event_id=last_event_id,
     )
 
@@ -119,15 +152,22 @@ def sync(
     *,
     client: AuthenticatedClient,
     stream: str | Unset = UNSET,
+    tail: int | Unset = UNSET,
+    since: datetime.datetime | Unset = UNSET,
+    timestamps: bool | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Any | ErrorBody | str | None:
     """A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-    (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-    the latest attempt as raw bytes.
+    (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+    lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+    bytes, optionally one stream, the last lines, from a time on, each line with its time.
 
     Args:
         id (UUID):
         stream (str | Unset):
+        tail (int | Unset):
+        since (datetime.datetime | Unset):
+        timestamps (bool | Unset):
         last_event_id (None | str | Unset):
 
     Raises:
@@ -142,6 +182,9 @@ def sync(
         id=id,
         client=client,
         stream=stream,
+        tail=tail,
+        since=since,
+        timestamps=timestamps,
         last_event_id=last_event_id,
     ).parsed
 
@@ -151,15 +194,22 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient,
     stream: str | Unset = UNSET,
+    tail: int | Unset = UNSET,
+    since: datetime.datetime | Unset = UNSET,
+    timestamps: bool | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Response[Any | ErrorBody | str]:
     """A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-    (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-    the latest attempt as raw bytes.
+    (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+    lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+    bytes, optionally one stream, the last lines, from a time on, each line with its time.
 
     Args:
         id (UUID):
         stream (str | Unset):
+        tail (int | Unset):
+        since (datetime.datetime | Unset):
+        timestamps (bool | Unset):
         last_event_id (None | str | Unset):
 
     Raises:
@@ -173,6 +223,9 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         id=id,
         stream=stream,
+        tail=tail,
+        since=since,
+        timestamps=timestamps,
         last_event_id=last_event_id,
     )
 
@@ -186,15 +239,22 @@ async def asyncio(
     *,
     client: AuthenticatedClient,
     stream: str | Unset = UNSET,
+    tail: int | Unset = UNSET,
+    since: datetime.datetime | Unset = UNSET,
+    timestamps: bool | Unset = UNSET,
     last_event_id: None | str | Unset = UNSET,
 ) -> Any | ErrorBody | str | None:
     """A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-    (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-    the latest attempt as raw bytes.
+    (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+    lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+    bytes, optionally one stream, the last lines, from a time on, each line with its time.
 
     Args:
         id (UUID):
         stream (str | Unset):
+        tail (int | Unset):
+        since (datetime.datetime | Unset):
+        timestamps (bool | Unset):
         last_event_id (None | str | Unset):
 
     Raises:
@@ -210,6 +270,9 @@ async def asyncio(
             id=id,
             client=client,
             stream=stream,
+            tail=tail,
+            since=since,
+            timestamps=timestamps,
             last_event_id=last_event_id,
         )
     ).parsed
