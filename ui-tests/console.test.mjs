@@ -225,6 +225,20 @@ try {
   await shot(job, "batch");
   step(`batch ${batch.id}: progress complete, its 2 failed jobs listed`);
 
+  // The batches page lists it (GET /v1/batches), with its count and the complete filter.
+  await job.evaluate(() => { location.hash = "#/batches?done=true"; });
+  const row = job.locator(`#batches tr[data-batch-id="${batch.id}"]`);
+  await row.waitFor();
+  assert.equal(await row.locator(".batch-count").textContent(), "3 of 3 (2 failed)");
+  await shot(job, "batches");
+  await job.selectOption("#batch-filter", "false");
+  await job.waitForURL(/done=false/);
+  await job.locator(`#batches tr[data-batch-id="${batch.id}"]`).waitFor({ state: "detached" });
+  await job.locator("#batches, #no-batches").first().waitFor();
+  assert.equal(await job.locator(`#batches tr[data-batch-id="${batch.id}"]`).count(), 0, "a complete batch is not unfinished");
+  await noStrayNull(job);
+  step("the batches page lists the batch (3 of 3, 2 failed) and filters by done");
+
   // --- images ----------------------------------------------------------------------------
   await job.evaluate(() => { location.hash = "#/images"; });
   await job.locator("#no-images, #images").first().waitFor();

@@ -438,24 +438,48 @@ async function batchPage(id, seq) {
   });
 }
 
-async function batchesPage(seq) {
+const DONE_STATES = ["succeeded", "failed", "error", "cancelled"];
+
+async function batchesPage(params, seq) {
   const input = h("input", { type: "text", id: "batch-id", placeholder: "batch id (UUID)" });
-  const recent = h("div", {}, h("p", { className: "muted" }, "Loading…"));
+  const filter = h("select", { id: "batch-filter", onchange: () => { location.hash = filter.value ? `#/batches?done=${filter.value}` : "#/batches"; } },
+    h("option", { value: "" }, "all"), h("option", { value: "false" }, "unfinished"), h("option", { value: "true" }, "complete"));
+  filter.value = params.get("done") || "";
+  const list = h("div", {}, h("p", { className: "muted" }, "Loading…"));
   show(h("h1", {}, "Batches"),
     h("form", { className: "filters", onsubmit: (ev) => { ev.preventDefault(); if (input.value.trim()) location.hash = `#/batches/${input.value.trim()}`; } },
-      h("div", {}, h("label", { for: "batch-id" }, "Open a batch"), input), h("button", { type: "submit" }, "Open")),
-    h("h2", {}, "Batches of recent jobs"), recent);
-  try {
-    const page = await api("/v1/jobs?limit=500");
-    if (seq !== renderSeq) return;
-    const seen = new Map();
-    for (const j of page.jobs) if (j.batch_id && !seen.has(j.batch_id)) seen.set(j.batch_id, j);
-    put(recent, seen.size
-      ? h("ul", {}, [...seen.keys()].map((b) => h("li", {}, h("a", { className: "mono", href: `#/batches/${b}` }, b))))
-      : h("p", { className: "muted" }, "None among the newest 500 jobs. Submit one with `nekton batch submit`."));
-  } catch (e) {
-    put(recent, alertBox(e.message));
-  }
+      h("div", {}, h("label", { for: "batch-id" }, "Open a batch"), input), h("button", { type: "submit" }, "Open"),
+      h("div", {}, h("label", { for: "batch-filter" }, "Show"), filter)),
+    list);
+  // The newest 50 (GET /v1/batches, newest first), refreshed while any of them is unfinished.
+  poll(async () => {
+    let page;
+    try {
+      page = await api(`/v1/batches?limit=50${filter.value ? `&done=${filter.value}` : ""}`);
+    } catch (e) {
+      put(list, alertBox(e.message));
+      return false;
+    }
+    if (seq !== renderSeq) return false;
+    if (!page.batches.length) {
+      put(list, h("p", { className: "muted", id: "no-batches" }, `No ${{ true: "complete ", false: "unfinished " }[filter.value] || ""}batches. Submit one with \`nekton batch submit\`.`));
+      return true;
+    }
+    put(list, h("table", { id: "batches" },
+      h("thead", {}, h("tr", {}, ...["batch", "created", "progress", "finished", "labels"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, page.batches.map((b) => {
+        const done = DONE_STATES.reduce((n, s) => n + (b.counts[s] || 0), 0);
+        const failed = (b.counts.failed || 0) + (b.counts.error || 0);
+        return h("tr", { dataset: { batchId: b.id } },
+          h("td", {}, h("a", { className: "mono", href: `#/batches/${b.id}` }, shortId(b.id))),
+          h("td", {}, when(b.created_at)),
+          h("td", { className: "batch-count" }, `${done} of ${b.total}${failed ? ` (${failed} failed)` : ""}`),
+          h("td", {}, b.finished ? h("span", { className: "badge complete" }, "complete") : h("span", { className: "badge running" }, "running")),
+          h("td", {}, labelChips(b.labels)));
+      })),
+      page.next_cursor ? h("tfoot", {}, h("tr", {}, h("td", { colSpan: 5, className: "muted" }, "Showing the newest 50; `nekton batch ls --all` lists every batch."))) : null));
+    return page.batches.some((b) => !b.finished);
+  });
 }
 
 async function imagesPage(seq) {
@@ -563,7 +587,7 @@ function route() {
   const query = new URLSearchParams(qs || "");
   switch (parts[0]) {
     case "jobs": return parts[1] ? jobPage(decodeURIComponent(parts[1]), seq) : jobsPage(query);
-    case "batches": return parts[1] ? batchPage(decodeURIComponent(parts[1]), seq) : batchesPage(seq);
+    case "batches": return parts[1] ? batchPage(decodeURIComponent(parts[1]), seq) : batchesPage(query, seq);
     case "images": return imagesPage(seq);
     case "run": return runPage();
     case "login": return loginPage();
