@@ -638,7 +638,7 @@ export interface components {
         BatchPage: {
             batches: components["schemas"]["Batch"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /** @description Many jobs submitted at once, sharing defaults. */
         BatchSpec: {
@@ -761,9 +761,9 @@ export interface components {
         ExitEvent: {
             /** Format: int32 */
             attempt: number;
-            outcome?: components["schemas"]["OutcomeView"] | null;
+            outcome: components["schemas"]["OutcomeView"] | null;
             state: components["schemas"]["JobState"];
-            usage?: components["schemas"]["UsageView"] | null;
+            usage: components["schemas"]["UsageView"] | null;
         };
         /** @description What `POST /v1/images/gc` removed. */
         GcResult: {
@@ -785,7 +785,7 @@ export interface components {
             /** @description The platform-specific manifest the image was stored from. */
             manifest_digest: string;
             /** @description `os/architecture[/variant]`, when known. */
-            platform?: string | null;
+            platform: string | null;
             /** @description The normalised reference (`docker.io/library/busybox:latest`). */
             reference: string;
             /**
@@ -855,7 +855,7 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
-            finished_at?: string | null;
+            finished_at: string | null;
             /**
              * Format: uuid
              * @description UUIDv7: ordered by creation time.
@@ -866,7 +866,7 @@ export interface components {
             };
             /** Format: int32 */
             max_attempts: number;
-            outcome?: components["schemas"]["OutcomeView"] | null;
+            outcome: components["schemas"]["OutcomeView"] | null;
             /** Format: int32 */
             priority: number;
             /** @description The module digest or image reference the job runs. */
@@ -876,15 +876,15 @@ export interface components {
              * Format: date-time
              * @description When the current (or last) attempt started.
              */
-            started_at?: string | null;
+            started_at: string | null;
             state: components["schemas"]["JobState"];
-            usage?: components["schemas"]["UsageView"] | null;
+            usage: components["schemas"]["UsageView"] | null;
         };
         /** @description One page of jobs, newest first. */
         JobPage: {
             jobs: components["schemas"]["Job"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /** @description A job to run. Exactly one of `module` and `image` names the code. */
         JobSpec: {
@@ -1038,7 +1038,7 @@ export interface components {
         ModulePage: {
             modules: components["schemas"]["Module"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /**
          * @description Network access for the job.
@@ -1114,7 +1114,7 @@ export interface components {
              *       "job.completed"
              *     ]
              */
-            events?: string[] | null;
+            events?: components["schemas"]["WebhookEvent"][] | null;
             /**
              * @description Where to POST events: an http or https URL without credentials. Deliveries reach public
              *     addresses only unless the operator allows a range (`--webhook-allow`).
@@ -1127,14 +1127,14 @@ export interface components {
             /** @description Human-readable detail: the trap, the limit that fired, the error. */
             detail?: string | null;
             /** Format: int32 */
-            exit_code?: number | null;
+            exit_code: number | null;
             /**
              * @description Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's failures) are retried.
              * @enum {string}
              */
             reason: "exited" | "signaled" | "wall_timeout" | "cpu_timeout" | "memory_limit" | "output_limit" | "cancelled" | "image_error" | "spec_error" | "worker_lost" | "internal_error";
             /** Format: int32 */
-            signal?: number | null;
+            signal: number | null;
         };
         /**
          * @description Whether a pull contacts the registry when the image is already stored.
@@ -1192,37 +1192,37 @@ export interface components {
             created_at: string;
             id: string;
             /** Format: int64 */
-            max_cpu_time_ms?: number | null;
+            max_cpu_time_ms: number | null;
             /**
              * Format: int64
              * @description Per-job maxima, below the operator's: a job asking for more is refused with 422.
              */
-            max_memory_bytes?: number | null;
+            max_memory_bytes: number | null;
             /** Format: int64 */
-            max_output_bytes?: number | null;
+            max_output_bytes: number | null;
             /**
              * Format: int32
              * @description Jobs of this tenant waiting (queued or scheduled for a retry). A submission that would go
              *     past it is refused whole with 429.
              */
-            max_queued?: number | null;
+            max_queued: number | null;
             /**
              * Format: int32
              * @description Jobs of this tenant running at once.
              */
-            max_running?: number | null;
+            max_running: number | null;
             /** Format: int64 */
-            max_wall_time_ms?: number | null;
+            max_wall_time_ms: number | null;
             /**
              * Format: int32
              * @description Submissions allowed at once above the rate (default: the rate, at least 1).
              */
-            submit_burst?: number | null;
+            submit_burst: number | null;
             /**
              * Format: double
              * @description Sustained submissions per second (a token bucket; 429 with Retry-After past it).
              */
-            submit_rate?: number | null;
+            submit_rate: number | null;
             /** Format: date-time */
             updated_at: string;
             /**
@@ -1364,32 +1364,32 @@ export interface components {
          */
         UsageView: {
             /** Format: int64 */
-            cpu_system_ms?: number | null;
+            cpu_system_ms: number | null;
             /** Format: int64 */
-            cpu_user_ms?: number | null;
+            cpu_user_ms: number | null;
             /**
              * Format: int64
              * @description Wasm only: fuel (≈ instructions) the job consumed.
              */
-            fuel_consumed?: number | null;
+            fuel_consumed: number | null;
             /** Format: int64 */
-            memory_peak_bytes?: number | null;
+            memory_peak_bytes: number | null;
             /** Format: int64 */
-            net_rx_bytes?: number | null;
+            net_rx_bytes: number | null;
             /** Format: int64 */
-            net_tx_bytes?: number | null;
+            net_tx_bytes: number | null;
             /** Format: int64 */
-            pids_peak?: number | null;
+            pids_peak: number | null;
             /**
              * Format: int64
              * @description From becoming runnable to being claimed by a worker.
              */
-            queue_wait_ms?: number | null;
+            queue_wait_ms: number | null;
             /**
              * Format: int64
              * @description Preparing the sandbox (module compile/load, image, rootfs).
              */
-            setup_ms?: number | null;
+            setup_ms: number | null;
             /** Format: int64 */
             stderr_bytes: number;
             stderr_truncated: boolean;
@@ -1400,12 +1400,12 @@ export interface components {
             stdout_bytes: number;
             stdout_truncated: boolean;
             /** Format: int64 */
-            wall_ms?: number | null;
+            wall_ms: number | null;
             /**
              * Format: int64
              * @description Wasm only: the largest linear memory the job reached.
              */
-            wasm_memory_peak_bytes?: number | null;
+            wasm_memory_peak_bytes: number | null;
         };
         /** @description The server's version. */
         VersionInfo: {
@@ -1420,7 +1420,7 @@ export interface components {
              * Format: int64
              * @description The newest schema migration the database has applied.
              */
-            migration?: number | null;
+            migration: number | null;
             /**
              * Format: int64
              * @description The newest schema migration this server binary carries.
@@ -1711,7 +1711,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries safe, as for jobs */
+                /** @description Makes retries safe, as for jobs. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -1870,6 +1870,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Batch"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
@@ -2262,6 +2271,15 @@ export interface operations {
                     "application/json": components["schemas"]["ImportResult"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -2485,6 +2503,15 @@ export interface operations {
                     "application/json": components["schemas"]["Image"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -2579,6 +2606,15 @@ export interface operations {
                     "application/json": components["schemas"]["Image"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -2630,7 +2666,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only jobs in this state. */
-                state?: string;
+                state?: components["schemas"]["JobState"];
                 /**
                  * @description Only jobs with this label, as `key=value`; repeat the parameter for several labels (all
                  *     must match).
@@ -2737,7 +2773,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422 */
+                /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -2947,6 +2983,15 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -3016,6 +3061,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
@@ -3323,6 +3377,15 @@ export interface operations {
                     "application/json": components["schemas"]["Module"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -3467,6 +3530,15 @@ export interface operations {
                     "application/json": components["schemas"]["Tenant"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -3543,6 +3615,15 @@ export interface operations {
                     "application/json": components["schemas"]["Tenant"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -3617,6 +3698,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
@@ -3772,6 +3862,15 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedToken"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -3844,6 +3943,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["TokenInfo"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
@@ -4174,6 +4282,15 @@ export interface operations {
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
             401: {
                 headers: {
@@ -4233,6 +4350,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
@@ -4484,6 +4610,15 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["Delivery"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */

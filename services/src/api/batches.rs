@@ -57,7 +57,7 @@ pub fn merge_defaults(
 /// fields; the batch's labels are added to every job.
 #[utoipa::path(post, path = "/v1/batches", operation_id = "submitBatch", tag = "batches",
     request_body = BatchSpec,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe, as for jobs")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe, as for jobs. 1–255 visible ASCII characters")),
     responses(
         (status = 201, body = BatchCreated),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = BatchCreated),
@@ -179,7 +179,7 @@ pub struct BatchListParams {
     /// Only batches with this label, as `key=value`; repeat the parameter for several labels (all
     /// must match).
     #[serde(default)]
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, pattern = "^[^=\\u0000]+=[^\\u0000]*$")]
     pub label: Vec<String>,
     /// `true`: only batches whose jobs have all finished; `false`: only batches with a job still
     /// waiting or running.
@@ -187,6 +187,7 @@ pub struct BatchListParams {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

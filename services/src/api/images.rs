@@ -494,9 +494,11 @@ pub async fn import(
     file.flush().await.map_err(|_| ApiError::internal())?;
     drop(file);
     if received == 0 {
+        // Well-formed (any bytes are a body) but not an image layout: 422, like other archives
+        // that hold no layout.
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidLayout,
             "the request body is empty; send a tar of an OCI image layout",
         ));
     }

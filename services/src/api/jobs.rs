@@ -186,7 +186,7 @@ pub fn refused(r: Refused) -> ApiError {
 /// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 #[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters")),
     responses(
         (status = 201, description = "Queued", body = Job),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = Job),
@@ -267,17 +267,19 @@ pub fn parse_id(s: &str) -> Result<Uuid, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     pub state: Option<String>,
     /// Only jobs with this label, as `key=value`; repeat the parameter for several labels (all
     /// must match).
     #[serde(default)]
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, pattern = "^[^=\\u0000]+=[^\\u0000]*$")]
     pub label: Vec<String>,
     /// Only jobs of this batch.
     pub batch: Option<Uuid>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -341,6 +343,14 @@ pub(crate) fn label_filter(
             )
             .with_field("label")
         })?;
+        if l.contains('\0') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidQuery,
+                "label filters cannot contain NUL (%00); labels never do",
+            )
+            .with_field("label"));
+        }
         if wanted
             .insert(k.to_string(), v.into())
             .is_some_and(|old| old != v)

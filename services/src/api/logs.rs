@@ -69,6 +69,7 @@ impl Position {
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
     /// Plain log only: `stdout` or `stderr` (default both, interleaved as written).
+    #[param(value_type = Option<String>, pattern = "^(stdout|stderr)$")]
     pub stream: Option<String>,
     /// Just the last N lines of the latest attempt's output (a final line without its newline
     /// counts); on the SSE stream, where it starts (ignored when resuming with `Last-Event-ID`).

@@ -330,6 +330,20 @@ fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
                 reqs.iter()
                     .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
             });
+        // A malformed path id, query parameter, header or JSON body is a 400 on every
+        // operation that takes one.
+        let takes_input =
+            op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        if takes_input {
+            op.responses
+                .responses
+                .entry("400".to_string())
+                .or_insert_with(|| {
+                    RefOr::T(error_response(
+                        "Malformed input: a path id, query parameter, header or body that does not parse; the error names it",
+                    ))
+                });
+        }
         if !public {
             for (status, description) in [
                 (

@@ -70,6 +70,7 @@ pub struct ModuleListParams {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

@@ -402,6 +402,7 @@ pub struct AuditParams {
     /// Entries before this id (the last `id` of the previous page).
     pub before: Option<i64>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

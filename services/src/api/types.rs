@@ -128,6 +128,7 @@ pub struct JobSpec {
 pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -160,6 +161,7 @@ pub struct BatchCreated {
 pub struct BatchPage {
     pub batches: Vec<Batch>,
     /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -180,6 +182,7 @@ pub struct BatchCancelled {
 pub struct ModulePage {
     pub modules: Vec<Module>,
     /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -195,6 +198,7 @@ pub struct VersionInfo {
     /// The HTTP API's version (the path prefix).
     pub api_version: String,
     /// The newest schema migration the database has applied.
+    #[schema(required = true)]
     pub migration: Option<i64>,
     /// The newest schema migration this server binary carries.
     pub migration_latest: i64,
@@ -210,7 +214,7 @@ pub struct NewWebhook {
     pub url: String,
     /// What to send (default: every event): `job.completed`, `batch.completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>, example = json!(["job.completed"]))]
+    #[schema(value_type = Option<Vec<crate::model::webhooks::WebhookEvent>>, example = json!(["job.completed"]))]
     pub events: Option<Vec<String>>,
 }
 
@@ -262,7 +266,9 @@ pub struct StateEvent {
 pub struct ExitEvent {
     pub state: JobState,
     pub attempt: i32,
+    #[schema(required = true)]
     pub outcome: Option<OutcomeView>,
+    #[schema(required = true)]
     pub usage: Option<UsageView>,
 }
 
@@ -344,6 +350,7 @@ pub struct Image {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<String>,
     /// `os/architecture[/variant]`, when known.
+    #[schema(required = true)]
     pub platform: Option<String>,
     pub config_digest: String,
     /// Bytes of all blobs (config and layers) as stored.

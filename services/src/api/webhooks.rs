@@ -163,6 +163,7 @@ pub struct DeliveryParams {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 

@@ -118,7 +118,9 @@ pub struct OutcomeView {
     /// OpenAPI document lists the values as an enum generated from the typed reason.
     #[schema(schema_with = outcome_reason_schema)]
     pub reason: String,
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
+    #[schema(required = true)]
     pub signal: Option<i32>,
     /// Human-readable detail: the trap, the limit that fired, the error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,13 +133,20 @@ pub struct OutcomeView {
 #[schema(as = UsageView)]
 pub struct Usage {
     /// From becoming runnable to being claimed by a worker.
+    #[schema(required = true)]
     pub queue_wait_ms: Option<u64>,
     /// Preparing the sandbox (module compile/load, image, rootfs).
+    #[schema(required = true)]
     pub setup_ms: Option<u64>,
+    #[schema(required = true)]
     pub wall_ms: Option<u64>,
+    #[schema(required = true)]
     pub cpu_user_ms: Option<u64>,
+    #[schema(required = true)]
     pub cpu_system_ms: Option<u64>,
+    #[schema(required = true)]
     pub memory_peak_bytes: Option<u64>,
+    #[schema(required = true)]
     pub pids_peak: Option<u64>,
     /// Bytes kept of each stream, and whether more was written than kept.
     pub stdout_bytes: u64,
@@ -145,10 +154,14 @@ pub struct Usage {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     /// Wasm only: fuel (≈ instructions) the job consumed.
+    #[schema(required = true)]
     pub fuel_consumed: Option<u64>,
     /// Wasm only: the largest linear memory the job reached.
+    #[schema(required = true)]
     pub wasm_memory_peak_bytes: Option<u64>,
+    #[schema(required = true)]
     pub net_rx_bytes: Option<u64>,
+    #[schema(required = true)]
     pub net_tx_bytes: Option<u64>,
 }
 
@@ -171,10 +184,14 @@ pub struct Job {
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
     /// When the current (or last) attempt started.
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Set once the job is finished (or an attempt was lost).
+    #[schema(required = true)]
     pub outcome: Option<OutcomeView>,
+    #[schema(required = true)]
     pub usage: Option<Usage>,
 }
 

@@ -12,18 +12,26 @@ pub struct Tenant {
     /// Share of the workers when several tenants have work (1–1000; default 1).
     pub weight: i32,
     /// Jobs of this tenant running at once.
+    #[schema(required = true)]
     pub max_running: Option<i32>,
     /// Jobs of this tenant waiting (queued or scheduled for a retry). A submission that would go
     /// past it is refused whole with 429.
+    #[schema(required = true)]
     pub max_queued: Option<i32>,
     /// Sustained submissions per second (a token bucket; 429 with Retry-After past it).
+    #[schema(required = true)]
     pub submit_rate: Option<f64>,
     /// Submissions allowed at once above the rate (default: the rate, at least 1).
+    #[schema(required = true)]
     pub submit_burst: Option<i32>,
     /// Per-job maxima, below the operator's: a job asking for more is refused with 422.
+    #[schema(required = true)]
     pub max_memory_bytes: Option<i64>,
+    #[schema(required = true)]
     pub max_wall_time_ms: Option<i64>,
+    #[schema(required = true)]
     pub max_cpu_time_ms: Option<i64>,
+    #[schema(required = true)]
     pub max_output_bytes: Option<i64>,
     /// Whether jobs may use `network: bridge`.
     pub allow_bridge: bool,

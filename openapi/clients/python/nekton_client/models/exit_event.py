@@ -7,7 +7,6 @@ from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.job_state import JobState
-from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.outcome_view import OutcomeView
@@ -23,15 +22,15 @@ class ExitEvent:
 
     Attributes:
         attempt (int):
+        outcome (None | OutcomeView):
         state (JobState): The states of a job; see ARCHITECTURE.md for the diagram.
-        outcome (None | OutcomeView | Unset):
-        usage (None | Unset | UsageView):
+        usage (None | UsageView):
     """
 
     attempt: int
+    outcome: None | OutcomeView
     state: JobState
-    outcome: None | OutcomeView | Unset = UNSET
-    usage: None | Unset | UsageView = UNSET
+    usage: None | UsageView
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,20 +39,16 @@ class ExitEvent:
 
         attempt = self.attempt
 
-        state = self.state.value
-
-        outcome: dict[str, Any] | None | Unset
-        if isinstance(self.outcome, Unset):
-            outcome = UNSET
-        elif isinstance(self.outcome, OutcomeView):
+        outcome: dict[str, Any] | None
+        if isinstance(self.outcome, OutcomeView):
             outcome = self.outcome.to_dict()
         else:
             outcome = self.outcome
 
-        usage: dict[str, Any] | None | Unset
-        if isinstance(self.usage, Unset):
-            usage = UNSET
-        elif isinstance(self.usage, UsageView):
+        state = self.state.value
+
+        usage: dict[str, Any] | None
+        if isinstance(self.usage, UsageView):
             usage = self.usage.to_dict()
         else:
             usage = self.usage
@@ -63,13 +58,11 @@ class ExitEvent:
         field_dict.update(
             {
                 "attempt": attempt,
+                "outcome": outcome,
                 "state": state,
+                "usage": usage,
             }
         )
-        if outcome is not UNSET:
-            field_dict["outcome"] = outcome
-        if usage is not UNSET:
-            field_dict["usage"] = usage
 
         return field_dict
 
@@ -81,12 +74,8 @@ class ExitEvent:
         d = dict(src_dict)
         attempt = d.pop("attempt")
 
-        state = JobState(d.pop("state"))
-
-        def _parse_outcome(data: object) -> None | OutcomeView | Unset:
+        def _parse_outcome(data: object) -> None | OutcomeView:
             if data is None:
-                return data
-            if isinstance(data, Unset):
                 return data
             try:
                 if not isinstance(data, dict):
@@ -96,14 +85,14 @@ class ExitEvent:
                 return outcome_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(None | OutcomeView | Unset, data)
+            return cast(None | OutcomeView, data)
 
-        outcome = _parse_outcome(d.pop("outcome", UNSET))
+        outcome = _parse_outcome(d.pop("outcome"))
 
-        def _parse_usage(data: object) -> None | Unset | UsageView:
+        state = JobState(d.pop("state"))
+
+        def _parse_usage(data: object) -> None | UsageView:
             if data is None:
-                return data
-            if isinstance(data, Unset):
                 return data
             try:
                 if not isinstance(data, dict):
@@ -113,14 +102,14 @@ class ExitEvent:
                 return usage_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(None | Unset | UsageView, data)
+            return cast(None | UsageView, data)
 
-        usage = _parse_usage(d.pop("usage", UNSET))
+        usage = _parse_usage(d.pop("usage"))
 
         exit_event = cls(
             attempt=attempt,
-            state=state,
             outcome=outcome,
+            state=state,
             usage=usage,
         )
 

@@ -28,13 +28,13 @@ class Image:
         kind (ImageKindView): What an image is: a Linux container image or a Wasm artifact.
         layers (list[ImageLayer]):
         manifest_digest (str): The platform-specific manifest the image was stored from.
+        platform (None | str): `os/architecture[/variant]`, when known.
         reference (str): The normalised reference (`docker.io/library/busybox:latest`).
         size_bytes (int): Bytes of all blobs (config and layers) as stored.
         stored_at (datetime.datetime): When this host stored the image.
         unpacked_size_bytes (int): Bytes of all extracted files (0 for Wasm images).
         index_digest (None | str | Unset): The multi-arch index the manifest was chosen from, if the reference named
             one.
-        platform (None | str | Unset): `os/architecture[/variant]`, when known.
         user (None | str | Unset):
         working_dir (None | str | Unset):
     """
@@ -45,12 +45,12 @@ class Image:
     kind: ImageKindView
     layers: list[ImageLayer]
     manifest_digest: str
+    platform: None | str
     reference: str
     size_bytes: int
     stored_at: datetime.datetime
     unpacked_size_bytes: int
     index_digest: None | str | Unset = UNSET
-    platform: None | str | Unset = UNSET
     user: None | str | Unset = UNSET
     working_dir: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
@@ -71,6 +71,9 @@ class Image:
 
         manifest_digest = self.manifest_digest
 
+        platform: None | str
+        platform = self.platform
+
         reference = self.reference
 
         size_bytes = self.size_bytes
@@ -84,12 +87,6 @@ class Image:
             index_digest = UNSET
         else:
             index_digest = self.index_digest
-
-        platform: None | str | Unset
-        if isinstance(self.platform, Unset):
-            platform = UNSET
-        else:
-            platform = self.platform
 
         user: None | str | Unset
         if isinstance(self.user, Unset):
@@ -113,6 +110,7 @@ class Image:
                 "kind": kind,
                 "layers": layers,
                 "manifest_digest": manifest_digest,
+                "platform": platform,
                 "reference": reference,
                 "size_bytes": size_bytes,
                 "stored_at": stored_at,
@@ -121,8 +119,6 @@ class Image:
         )
         if index_digest is not UNSET:
             field_dict["index_digest"] = index_digest
-        if platform is not UNSET:
-            field_dict["platform"] = platform
         if user is not UNSET:
             field_dict["user"] = user
         if working_dir is not UNSET:
@@ -152,6 +148,13 @@ class Image:
 
         manifest_digest = d.pop("manifest_digest")
 
+        def _parse_platform(data: object) -> None | str:
+            if data is None:
+                return data
+            return cast(None | str, data)
+
+        platform = _parse_platform(d.pop("platform"))
+
         reference = d.pop("reference")
 
         size_bytes = d.pop("size_bytes")
@@ -168,15 +171,6 @@ class Image:
             return cast(None | str | Unset, data)
 
         index_digest = _parse_index_digest(d.pop("index_digest", UNSET))
-
-        def _parse_platform(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        platform = _parse_platform(d.pop("platform", UNSET))
 
         def _parse_user(data: object) -> None | str | Unset:
             if data is None:
@@ -203,12 +197,12 @@ class Image:
             kind=kind,
             layers=layers,
             manifest_digest=manifest_digest,
+            platform=platform,
             reference=reference,
             size_bytes=size_bytes,
             stored_at=stored_at,
             unpacked_size_bytes=unpacked_size_bytes,
             index_digest=index_digest,
-            platform=platform,
             user=user,
             working_dir=working_dir,
         )

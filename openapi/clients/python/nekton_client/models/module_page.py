@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..types import UNSET, Unset
-
 if TYPE_CHECKING:
     from ..models.module import Module
 
@@ -21,11 +19,11 @@ class ModulePage:
 
     Attributes:
         modules (list[Module]):
-        next_cursor (None | str | Unset): Pass as `cursor` to get the next page; null on the last page.
+        next_cursor (None | str): Pass as `cursor` to get the next page; null on the last page.
     """
 
     modules: list[Module]
-    next_cursor: None | str | Unset = UNSET
+    next_cursor: None | str
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -34,21 +32,17 @@ class ModulePage:
             modules_item = modules_item_data.to_dict()
             modules.append(modules_item)
 
-        next_cursor: None | str | Unset
-        if isinstance(self.next_cursor, Unset):
-            next_cursor = UNSET
-        else:
-            next_cursor = self.next_cursor
+        next_cursor: None | str
+        next_cursor = self.next_cursor
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
                 "modules": modules,
+                "next_cursor": next_cursor,
             }
         )
-        if next_cursor is not UNSET:
-            field_dict["next_cursor"] = next_cursor
 
         return field_dict
 
@@ -64,14 +58,12 @@ class ModulePage:
 
             modules.append(modules_item)
 
-        def _parse_next_cursor(data: object) -> None | str | Unset:
+        def _parse_next_cursor(data: object) -> None | str:
             if data is None:
                 return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
+            return cast(None | str, data)
 
-        next_cursor = _parse_next_cursor(d.pop("next_cursor", UNSET))
+        next_cursor = _parse_next_cursor(d.pop("next_cursor"))
 
         module_page = cls(
             modules=modules,

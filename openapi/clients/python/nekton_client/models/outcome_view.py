@@ -17,21 +17,27 @@ class OutcomeView:
     """How a job ended.
 
     Attributes:
+        exit_code (int | None):
         reason (OutcomeViewReason): Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's
             failures) are retried.
+        signal (int | None):
         detail (None | str | Unset): Human-readable detail: the trap, the limit that fired, the error.
-        exit_code (int | None | Unset):
-        signal (int | None | Unset):
     """
 
+    exit_code: int | None
     reason: OutcomeViewReason
+    signal: int | None
     detail: None | str | Unset = UNSET
-    exit_code: int | None | Unset = UNSET
-    signal: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        exit_code: int | None
+        exit_code = self.exit_code
+
         reason = self.reason.value
+
+        signal: int | None
+        signal = self.signal
 
         detail: None | str | Unset
         if isinstance(self.detail, Unset):
@@ -39,38 +45,39 @@ class OutcomeView:
         else:
             detail = self.detail
 
-        exit_code: int | None | Unset
-        if isinstance(self.exit_code, Unset):
-            exit_code = UNSET
-        else:
-            exit_code = self.exit_code
-
-        signal: int | None | Unset
-        if isinstance(self.signal, Unset):
-            signal = UNSET
-        else:
-            signal = self.signal
-
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
+                "exit_code": exit_code,
                 "reason": reason,
+                "signal": signal,
             }
         )
         if detail is not UNSET:
             field_dict["detail"] = detail
-        if exit_code is not UNSET:
-            field_dict["exit_code"] = exit_code
-        if signal is not UNSET:
-            field_dict["signal"] = signal
 
         return field_dict
 
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
+
+        def _parse_exit_code(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        exit_code = _parse_exit_code(d.pop("exit_code"))
+
         reason = OutcomeViewReason(d.pop("reason"))
+
+        def _parse_signal(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        signal = _parse_signal(d.pop("signal"))
 
         def _parse_detail(data: object) -> None | str | Unset:
             if data is None:
@@ -81,29 +88,11 @@ class OutcomeView:
 
         detail = _parse_detail(d.pop("detail", UNSET))
 
-        def _parse_exit_code(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        exit_code = _parse_exit_code(d.pop("exit_code", UNSET))
-
-        def _parse_signal(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        signal = _parse_signal(d.pop("signal", UNSET))
-
         outcome_view = cls(
-            reason=reason,
-            detail=detail,
             exit_code=exit_code,
+            reason=reason,
             signal=signal,
+            detail=detail,
         )
 
         outcome_view.additional_properties = d

@@ -7,8 +7,6 @@ from typing import Any, Self, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..types import UNSET, Unset
-
 T = TypeVar("T", bound="Tenant")
 
 
@@ -20,35 +18,33 @@ class Tenant:
         allow_bridge (bool): Whether jobs may use `network: bridge`.
         created_at (datetime.datetime):
         id (str):
+        max_cpu_time_ms (int | None):
+        max_memory_bytes (int | None): Per-job maxima, below the operator's: a job asking for more is refused with 422.
+        max_output_bytes (int | None):
+        max_queued (int | None): Jobs of this tenant waiting (queued or scheduled for a retry). A submission that would
+            go
+            past it is refused whole with 429.
+        max_running (int | None): Jobs of this tenant running at once.
+        max_wall_time_ms (int | None):
+        submit_burst (int | None): Submissions allowed at once above the rate (default: the rate, at least 1).
+        submit_rate (float | None): Sustained submissions per second (a token bucket; 429 with Retry-After past it).
         updated_at (datetime.datetime):
         weight (int): Share of the workers when several tenants have work (1–1000; default 1).
-        max_cpu_time_ms (int | None | Unset):
-        max_memory_bytes (int | None | Unset): Per-job maxima, below the operator's: a job asking for more is refused
-            with 422.
-        max_output_bytes (int | None | Unset):
-        max_queued (int | None | Unset): Jobs of this tenant waiting (queued or scheduled for a retry). A submission
-            that would go
-            past it is refused whole with 429.
-        max_running (int | None | Unset): Jobs of this tenant running at once.
-        max_wall_time_ms (int | None | Unset):
-        submit_burst (int | None | Unset): Submissions allowed at once above the rate (default: the rate, at least 1).
-        submit_rate (float | None | Unset): Sustained submissions per second (a token bucket; 429 with Retry-After past
-            it).
     """
 
     allow_bridge: bool
     created_at: datetime.datetime
     id: str
+    max_cpu_time_ms: int | None
+    max_memory_bytes: int | None
+    max_output_bytes: int | None
+    max_queued: int | None
+    max_running: int | None
+    max_wall_time_ms: int | None
+    submit_burst: int | None
+    submit_rate: float | None
     updated_at: datetime.datetime
     weight: int
-    max_cpu_time_ms: int | None | Unset = UNSET
-    max_memory_bytes: int | None | Unset = UNSET
-    max_output_bytes: int | None | Unset = UNSET
-    max_queued: int | None | Unset = UNSET
-    max_running: int | None | Unset = UNSET
-    max_wall_time_ms: int | None | Unset = UNSET
-    submit_burst: int | None | Unset = UNSET
-    submit_rate: float | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,57 +54,33 @@ class Tenant:
 
         id = self.id
 
+        max_cpu_time_ms: int | None
+        max_cpu_time_ms = self.max_cpu_time_ms
+
+        max_memory_bytes: int | None
+        max_memory_bytes = self.max_memory_bytes
+
+        max_output_bytes: int | None
+        max_output_bytes = self.max_output_bytes
+
+        max_queued: int | None
+        max_queued = self.max_queued
+
+        max_running: int | None
+        max_running = self.max_running
+
+        max_wall_time_ms: int | None
+        max_wall_time_ms = self.max_wall_time_ms
+
+        submit_burst: int | None
+        submit_burst = self.submit_burst
+
+        submit_rate: float | None
+        submit_rate = self.submit_rate
+
         updated_at = self.updated_at.isoformat()
 
         weight = self.weight
-
-        max_cpu_time_ms: int | None | Unset
-        if isinstance(self.max_cpu_time_ms, Unset):
-            max_cpu_time_ms = UNSET
-        else:
-            max_cpu_time_ms = self.max_cpu_time_ms
-
-        max_memory_bytes: int | None | Unset
-        if isinstance(self.max_memory_bytes, Unset):
-            max_memory_bytes = UNSET
-        else:
-            max_memory_bytes = self.max_memory_bytes
-
-        max_output_bytes: int | None | Unset
-        if isinstance(self.max_output_bytes, Unset):
-            max_output_bytes = UNSET
-        else:
-            max_output_bytes = self.max_output_bytes
-
-        max_queued: int | None | Unset
-        if isinstance(self.max_queued, Unset):
-            max_queued = UNSET
-        else:
-            max_queued = self.max_queued
-
-        max_running: int | None | Unset
-        if isinstance(self.max_running, Unset):
-            max_running = UNSET
-        else:
-            max_running = self.max_running
-
-        max_wall_time_ms: int | None | Unset
-        if isinstance(self.max_wall_time_ms, Unset):
-            max_wall_time_ms = UNSET
-        else:
-            max_wall_time_ms = self.max_wall_time_ms
-
-        submit_burst: int | None | Unset
-        if isinstance(self.submit_burst, Unset):
-            submit_burst = UNSET
-        else:
-            submit_burst = self.submit_burst
-
-        submit_rate: float | None | Unset
-        if isinstance(self.submit_rate, Unset):
-            submit_rate = UNSET
-        else:
-            submit_rate = self.submit_rate
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -117,26 +89,18 @@ class Tenant:
                 "allow_bridge": allow_bridge,
                 "created_at": created_at,
                 "id": id,
+                "max_cpu_time_ms": max_cpu_time_ms,
+                "max_memory_bytes": max_memory_bytes,
+                "max_output_bytes": max_output_bytes,
+                "max_queued": max_queued,
+                "max_running": max_running,
+                "max_wall_time_ms": max_wall_time_ms,
+                "submit_burst": submit_burst,
+                "submit_rate": submit_rate,
                 "updated_at": updated_at,
                 "weight": weight,
             }
         )
-        if max_cpu_time_ms is not UNSET:
-            field_dict["max_cpu_time_ms"] = max_cpu_time_ms
-        if max_memory_bytes is not UNSET:
-            field_dict["max_memory_bytes"] = max_memory_bytes
-        if max_output_bytes is not UNSET:
-            field_dict["max_output_bytes"] = max_output_bytes
-        if max_queued is not UNSET:
-            field_dict["max_queued"] = max_queued
-        if max_running is not UNSET:
-            field_dict["max_running"] = max_running
-        if max_wall_time_ms is not UNSET:
-            field_dict["max_wall_time_ms"] = max_wall_time_ms
-        if submit_burst is not UNSET:
-            field_dict["submit_burst"] = submit_burst
-        if submit_rate is not UNSET:
-            field_dict["submit_rate"] = submit_rate
 
         return field_dict
 
@@ -149,88 +113,70 @@ class Tenant:
 
         id = d.pop("id")
 
+        def _parse_max_cpu_time_ms(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_cpu_time_ms = _parse_max_cpu_time_ms(d.pop("max_cpu_time_ms"))
+
+        def _parse_max_memory_bytes(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_memory_bytes = _parse_max_memory_bytes(d.pop("max_memory_bytes"))
+
+        def _parse_max_output_bytes(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_output_bytes = _parse_max_output_bytes(d.pop("max_output_bytes"))
+
+        def _parse_max_queued(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_queued = _parse_max_queued(d.pop("max_queued"))
+
+        def _parse_max_running(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_running = _parse_max_running(d.pop("max_running"))
+
+        def _parse_max_wall_time_ms(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        max_wall_time_ms = _parse_max_wall_time_ms(d.pop("max_wall_time_ms"))
+
+        def _parse_submit_burst(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        submit_burst = _parse_submit_burst(d.pop("submit_burst"))
+
+        def _parse_submit_rate(data: object) -> float | None:
+            if data is None:
+                return data
+            return cast(float | None, data)
+
+        submit_rate = _parse_submit_rate(d.pop("submit_rate"))
+
         updated_at = datetime.datetime.fromisoformat(d.pop("updated_at"))
 
         weight = d.pop("weight")
-
-        def _parse_max_cpu_time_ms(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_cpu_time_ms = _parse_max_cpu_time_ms(d.pop("max_cpu_time_ms", UNSET))
-
-        def _parse_max_memory_bytes(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_memory_bytes = _parse_max_memory_bytes(d.pop("max_memory_bytes", UNSET))
-
-        def _parse_max_output_bytes(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_output_bytes = _parse_max_output_bytes(d.pop("max_output_bytes", UNSET))
-
-        def _parse_max_queued(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_queued = _parse_max_queued(d.pop("max_queued", UNSET))
-
-        def _parse_max_running(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_running = _parse_max_running(d.pop("max_running", UNSET))
-
-        def _parse_max_wall_time_ms(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        max_wall_time_ms = _parse_max_wall_time_ms(d.pop("max_wall_time_ms", UNSET))
-
-        def _parse_submit_burst(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        submit_burst = _parse_submit_burst(d.pop("submit_burst", UNSET))
-
-        def _parse_submit_rate(data: object) -> float | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(float | None | Unset, data)
-
-        submit_rate = _parse_submit_rate(d.pop("submit_rate", UNSET))
 
         tenant = cls(
             allow_bridge=allow_bridge,
             created_at=created_at,
             id=id,
-            updated_at=updated_at,
-            weight=weight,
             max_cpu_time_ms=max_cpu_time_ms,
             max_memory_bytes=max_memory_bytes,
             max_output_bytes=max_output_bytes,
@@ -239,6 +185,8 @@ class Tenant:
             max_wall_time_ms=max_wall_time_ms,
             submit_burst=submit_burst,
             submit_rate=submit_rate,
+            updated_at=updated_at,
+            weight=weight,
         )
 
         tenant.additional_properties = d

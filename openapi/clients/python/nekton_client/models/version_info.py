@@ -17,23 +17,26 @@ class VersionInfo:
 
     Attributes:
         api_version (str): The HTTP API's version (the path prefix).
+        migration (int | None): The newest schema migration the database has applied.
         migration_latest (int): The newest schema migration this server binary carries.
         version (str): The `nekton` crate version of the server binary.
         git_commit (None | str | Unset): The git commit the server was built from (the `NEKTON_GIT_COMMIT` variable at
             build
             time), when known.
-        migration (int | None | Unset): The newest schema migration the database has applied.
     """
 
     api_version: str
+    migration: int | None
     migration_latest: int
     version: str
     git_commit: None | str | Unset = UNSET
-    migration: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         api_version = self.api_version
+
+        migration: int | None
+        migration = self.migration
 
         migration_latest = self.migration_latest
 
@@ -45,25 +48,18 @@ class VersionInfo:
         else:
             git_commit = self.git_commit
 
-        migration: int | None | Unset
-        if isinstance(self.migration, Unset):
-            migration = UNSET
-        else:
-            migration = self.migration
-
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
                 "api_version": api_version,
+                "migration": migration,
                 "migration_latest": migration_latest,
                 "version": version,
             }
         )
         if git_commit is not UNSET:
             field_dict["git_commit"] = git_commit
-        if migration is not UNSET:
-            field_dict["migration"] = migration
 
         return field_dict
 
@@ -71,6 +67,13 @@ class VersionInfo:
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         d = dict(src_dict)
         api_version = d.pop("api_version")
+
+        def _parse_migration(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        migration = _parse_migration(d.pop("migration"))
 
         migration_latest = d.pop("migration_latest")
 
@@ -85,21 +88,12 @@ class VersionInfo:
 
         git_commit = _parse_git_commit(d.pop("git_commit", UNSET))
 
-        def _parse_migration(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        migration = _parse_migration(d.pop("migration", UNSET))
-
         version_info = cls(
             api_version=api_version,
+            migration=migration,
             migration_latest=migration_latest,
             version=version,
             git_commit=git_commit,
-            migration=migration,
         )
 
         version_info.additional_properties = d

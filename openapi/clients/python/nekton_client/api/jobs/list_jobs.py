@@ -8,12 +8,13 @@ from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error_body import ErrorBody
 from ...models.job_page import JobPage
+from ...models.job_state import JobState
 from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     *,
-    state: str | Unset = UNSET,
+    state: JobState | Unset = UNSET,
     label: list[str] | Unset = UNSET,
     batch: UUID | Unset = UNSET,
     cursor: str | Unset = UNSET,
@@ -22,7 +23,11 @@ def _get_kwargs(
 
     params: dict[str, Any] = {}
 
-    params["state"] = state
+    json_state: str | Unset = UNSET
+    if not isinstance(state, Unset):
+        json_state = state.value
+
+    params["state"] = json_state
 
     json_label: list[str] | Unset = UNSET
     if not isinstance(label, Unset):
@@ -93,7 +98,7 @@ def _build_response(
 def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
-    state: str | Unset = UNSET,
+    state: JobState | Unset = UNSET,
     label: list[str] | Unset = UNSET,
     batch: UUID | Unset = UNSET,
     cursor: str | Unset = UNSET,
@@ -102,7 +107,7 @@ def sync_detailed(
     """List jobs, newest first, with keyset pagination.
 
     Args:
-        state (str | Unset):
+        state (JobState | Unset): The states of a job; see ARCHITECTURE.md for the diagram.
         label (list[str] | Unset):
         batch (UUID | Unset):
         cursor (str | Unset):
@@ -134,7 +139,7 @@ def sync_detailed(
 def sync(
     *,
     client: AuthenticatedClient | Client,
-    state: str | Unset = UNSET,
+    state: JobState | Unset = UNSET,
     label: list[str] | Unset = UNSET,
     batch: UUID | Unset = UNSET,
     cursor: str | Unset = UNSET,
@@ -143,7 +148,7 @@ def sync(
     """List jobs, newest first, with keyset pagination.
 
     Args:
-        state (str | Unset):
+        state (JobState | Unset): The states of a job; see ARCHITECTURE.md for the diagram.
         label (list[str] | Unset):
         batch (UUID | Unset):
         cursor (str | Unset):
@@ -170,7 +175,7 @@ def sync(
 async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
-    state: str | Unset = UNSET,
+    state: JobState | Unset = UNSET,
     label: list[str] | Unset = UNSET,
     batch: UUID | Unset = UNSET,
     cursor: str | Unset = UNSET,
@@ -179,7 +184,7 @@ async def asyncio_detailed(
     """List jobs, newest first, with keyset pagination.
 
     Args:
-        state (str | Unset):
+        state (JobState | Unset): The states of a job; see ARCHITECTURE.md for the diagram.
         label (list[str] | Unset):
         batch (UUID | Unset):
         cursor (str | Unset):
@@ -209,7 +214,7 @@ async def asyncio_detailed(
 async def asyncio(
     *,
     client: AuthenticatedClient | Client,
-    state: str | Unset = UNSET,
+    state: JobState | Unset = UNSET,
     label: list[str] | Unset = UNSET,
     batch: UUID | Unset = UNSET,
     cursor: str | Unset = UNSET,
@@ -218,7 +223,7 @@ async def asyncio(
     """List jobs, newest first, with keyset pagination.
 
     Args:
-        state (str | Unset):
+        state (JobState | Unset): The states of a job; see ARCHITECTURE.md for the diagram.
         label (list[str] | Unset):
         batch (UUID | Unset):
         cursor (str | Unset):
