@@ -600,12 +600,19 @@ async fn openapi_document_is_committed_and_current() {
             ["x-sse-data"]["$ref"],
         "#/components/schemas/BatchStreamEvent"
     );
+    // anyOf, not oneOf: the SSE event name tells the payloads apart, and an `exit` payload
+    // also fits the `state` schema (a oneOf would reject it).
     assert_eq!(
-        served["components"]["schemas"]["LogStreamEvent"]["oneOf"]
+        served["components"]["schemas"]["LogStreamEvent"]["anyOf"]
             .as_array()
             .map(Vec::len),
         Some(3),
-        "LogStreamEvent is one of the state, log and exit payloads"
+        "LogStreamEvent is any of the state, log and exit payloads"
+    );
+    assert_eq!(
+        served["paths"]["/v1/images/pull"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+            ["x-sse-data"]["$ref"],
+        "#/components/schemas/PullStreamEvent"
     );
     let upload = &served["paths"]["/v1/modules"]["post"]["requestBody"]["content"];
     assert!(upload["application/wasm"].is_object(), "{upload}");

@@ -1137,6 +1137,17 @@ export interface components {
             signal: number | null;
         };
         /**
+         * @description SSE `progress`, `cached`, `extracting`, `extracted`: one blob's progress. `done` and `total`
+         *     are bytes (for `extracted`, `done` is the unpacked size).
+         */
+        PullBlob: {
+            digest: string;
+            /** Format: int64 */
+            done: number;
+            /** Format: int64 */
+            total: number;
+        };
+        /**
          * @description Whether a pull contacts the registry when the image is already stored.
          * @enum {string}
          */
@@ -1148,6 +1159,14 @@ export interface components {
              * @description An image reference, e.g. `busybox:1.36`, `ghcr.io/org/app@sha256:...`,
              *     `127.0.0.1:5000/tools:1`.
              */
+            reference: string;
+        };
+        /** @description SSE `resolved`: the manifest is known. */
+        PullResolvedEvent: {
+            /** @description The layers (bottom first) with their sizes: one progress bar each. */
+            layers: components["schemas"]["PullBlob"][];
+            manifest_digest: string;
+            platform: string | null;
             reference: string;
         };
         /** @description The answer to a pull (and the payload of the SSE `done` event). */
@@ -1173,6 +1192,14 @@ export interface components {
             /** Format: int64 */
             layers_extracted: number;
         };
+        /**
+         * @description The `data` of one event of a pull's progress stream (`POST /v1/images/pull` with
+         *     `Accept: text/event-stream`), by the SSE `event:` name: `resolved` ([`PullResolvedEvent`])
+         *     once the manifest is known, then `progress`, `cached`, `extracting` and `extracted`
+         *     ([`PullBlob`]) per layer, and finally `done` (the [`PullResult`]) or `error` (an
+         *     [`ErrorBody`]), after which the stream ends. Documentation only, like [`LogStreamEvent`].
+         */
+        PullStreamEvent: components["schemas"]["PullResolvedEvent"] | components["schemas"]["PullBlob"] | components["schemas"]["PullResult"] | components["schemas"]["ErrorBody"];
         /**
          * @description Which backend runs the job.
          * @enum {string}
@@ -2346,7 +2373,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The image (JSON `PullResult`), or an SSE stream of the pull's progress ending with `done` or `error` */
+            /** @description The image (JSON `PullResult`), or with `Accept: text/event-stream` an SSE stream of the pull's progress whose events (`resolved`, `progress`, `cached`, `extracting`, `extracted`, then `done` or `error`) carry the payloads of `PullStreamEvent` */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2389,6 +2416,26 @@ export interface operations {
                      *     }
                      */
                     "application/json": components["schemas"]["PullResult"];
+                    /**
+                     * @example event: resolved
+                     *     data: {"reference":"127.0.0.1:5000/busybox:1.36","manifest_digest":"sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3","platform":"linux/amd64","layers":[{"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":0,"total":1055412}]}
+                     *
+                     *     event: progress
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":524288,"total":1055412}
+                     *
+                     *     event: progress
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":1055412,"total":1055412}
+                     *
+                     *     event: extracting
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":0,"total":0}
+                     *
+                     *     event: extracted
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":2159616,"total":2159616}
+                     *
+                     *     event: done
+                     *     data: {"image":{"reference":"127.0.0.1:5000/busybox:1.36","kind":"container","manifest_digest":"sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3","index_digest":null,"config_digest":"sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c","platform":"linux/amd64","size_bytes":1057221,"unpacked_size_bytes":2159616,"layers":[{"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","media_type":"application/vnd.oci.image.layer.v1.tar+gzip","size_bytes":1055412}],"entrypoint":[],"cmd":["sh"],"user":null,"working_dir":null,"stored_at":"2026-12-04T19:32:40.118020Z"},"from_cache":false,"coalesced":false,"stats":{"blobs_downloaded":2,"bytes_downloaded":1057221,"blobs_cached":0,"layers_extracted":1}}
+                     */
+                    "text/event-stream": string;
                 };
             };
             /** @description Bad Request */

@@ -184,7 +184,8 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 #[utoipa::path(post, path = "/v1/images/pull", operation_id = "pullImage", tag = "images",
     request_body = PullRequest,
     responses(
-        (status = 200, description = "The image (JSON `PullResult`), or an SSE stream of the pull's progress ending with `done` or `error`", body = PullResult),
+        (status = 200, description = "The image (JSON `PullResult`), or with `Accept: text/event-stream` an SSE stream of the pull's progress whose events (`resolved`, `progress`, `cached`, `extracting`, `extracted`, then `done` or `error`) carry the payloads of `PullStreamEvent`",
+            content((PullResult = "application/json"), (super::types::PullStreamEvent = "text/event-stream"))),
         (status = 400, body = ErrorBody),
         (status = 404, description = "The registry has no such image", body = ErrorBody),
         (status = 422, description = "Invalid reference, registry not allowed, or a bad image (digest mismatch, hostile layer, wrong platform)", body = ErrorBody),

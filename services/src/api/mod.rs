@@ -382,7 +382,7 @@ fn complete_responses(doc: &mut utoipa::openapi::OpenApi) {
     examples::add(doc);
 }
 
-/// The SSE payload unions (`LogStreamEvent`, `BatchStreamEvent`) as `anyOf`: an event's `event:`
+/// The SSE payload unions (`LogStreamEvent`, `BatchStreamEvent`, `PullStreamEvent`) as `anyOf`: an event's `event:`
 /// name says which payload it is, not its `data`, and a `oneOf` would reject an `exit` payload,
 /// which also fits the `state` schema.
 fn events_any_of(doc: &mut utoipa::openapi::OpenApi) {
@@ -391,7 +391,7 @@ fn events_any_of(doc: &mut utoipa::openapi::OpenApi) {
     let Some(components) = &mut doc.components else {
         return;
     };
-    for name in ["LogStreamEvent", "BatchStreamEvent"] {
+    for name in ["LogStreamEvent", "BatchStreamEvent", "PullStreamEvent"] {
         if let Some(RefOr::T(Schema::OneOf(one))) = components.schemas.get(name) {
             let any = one
                 .items

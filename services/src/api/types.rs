@@ -401,6 +401,7 @@ pub struct PullResult {
 pub struct PullResolvedEvent {
     pub reference: String,
     pub manifest_digest: String,
+    #[schema(required = true)]
     pub platform: Option<String>,
     /// The layers (bottom first) with their sizes: one progress bar each.
     pub layers: Vec<PullBlob>,
@@ -412,9 +413,26 @@ pub struct PullResolvedEvent {
 pub struct PullBlob {
     pub digest: String,
     #[serde(default)]
+    #[schema(required = true)]
     pub done: u64,
     #[serde(default)]
+    #[schema(required = true)]
     pub total: u64,
+}
+
+/// The `data` of one event of a pull's progress stream (`POST /v1/images/pull` with
+/// `Accept: text/event-stream`), by the SSE `event:` name: `resolved` ([`PullResolvedEvent`])
+/// once the manifest is known, then `progress`, `cached`, `extracting` and `extracted`
+/// ([`PullBlob`]) per layer, and finally `done` (the [`PullResult`]) or `error` (an
+/// [`ErrorBody`]), after which the stream ends. Documentation only, like [`LogStreamEvent`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // never built: it names the stream's payloads in the OpenAPI document
+pub enum PullStreamEvent {
+    Resolved(PullResolvedEvent),
+    Blob(PullBlob),
+    Done(Box<PullResult>),
+    Error(ErrorBody),
 }
 
 /// The answer to an import: the images stored from the layout.

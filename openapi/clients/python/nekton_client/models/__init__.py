@@ -47,8 +47,10 @@ from .new_token import NewToken
 from .new_webhook import NewWebhook
 from .outcome_view import OutcomeView
 from .outcome_view_reason import OutcomeViewReason
+from .pull_blob import PullBlob
 from .pull_policy_view import PullPolicyView
 from .pull_request import PullRequest
+from .pull_resolved_event import PullResolvedEvent
 from .pull_result import PullResult
 from .pull_stats_view import PullStatsView
 from .runtime_kind import RuntimeKind
@@ -112,8 +114,10 @@ __all__ = (
     "NewWebhook",
     "OutcomeView",
     "OutcomeViewReason",
+    "PullBlob",
     "PullPolicyView",
     "PullRequest",
+    "PullResolvedEvent",
     "PullResult",
     "PullStatsView",
     "RuntimeKind",
