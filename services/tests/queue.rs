@@ -298,6 +298,59 @@ async fn cancel_flags_reach_the_heartbeat_and_rescue() {
     );
 }
 
+/// Attempt history is append-only: cancelling a job that waits for its retry after a lost
+/// attempt records the cancel as the next attempt and leaves the lost one as it was.
+#[tokio::test]
+async fn cancelling_a_retry_keeps_the_lost_attempts_record() {
+    let db = db().await;
+    let pool = &db.pool;
+    let id = insert(pool, new_job("default", 0, 3)).await;
+    let w = Uuid::now_v7();
+    queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::rescue(pool, 10, 3).await.unwrap()[0].state,
+        JobState::Scheduled
+    );
+    assert_eq!(
+        jobs::cancel(pool, TENANT, id, &Default::default())
+            .await
+            .unwrap(),
+        jobs::CancelResult::CancelledNow
+    );
+    assert_eq!(state(pool, id).await, (JobState::Cancelled, 2));
+    let records: Vec<(i32, String, String)> = sqlx::query_as(
+        "SELECT attempt, reason, detail FROM job_attempts WHERE job_id = $1 ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(
+        (records[0].0, records[0].1.as_str()),
+        (1, "worker_lost"),
+        "the attempt that ran keeps its record: {records:?}"
+    );
+    assert_eq!(
+        (records[1].0, records[1].1.as_str()),
+        (2, "cancelled"),
+        "{records:?}"
+    );
+    let job = jobs::get(pool, TENANT, id).await.unwrap().unwrap();
+    assert_eq!(job.outcome.map(|o| o.reason), Some("cancelled".into()));
+
+    // A job that never ran: its one record is the cancel, at attempt 0.
+    let never = insert(pool, new_job("default", 0, 3)).await;
+    jobs::cancel(pool, TENANT, never, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(state(pool, never).await, (JobState::Cancelled, 0));
+}
+
 #[tokio::test]
 async fn shutdown_requeue_does_not_spend_an_attempt() {
     let db = db().await;

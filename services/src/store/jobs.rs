@@ -357,6 +357,20 @@ pub enum CancelResult {
     Requested,
 }
 
+/// Cancels waiting (`queued`/`scheduled`) jobs `$1` at once, each with a `cancelled` record
+/// whose detail is `$2`. Attempt history is append-only: a job waiting for a retry already has
+/// the record of the attempt it lost or failed, so its cancel is the record of the next attempt
+/// (the one that never started), and the earlier record stays as it was.
+const CANCEL_WAITING: &str = "WITH upd AS ( \
+        UPDATE jobs SET state = 'cancelled', cancel_requested = true, finished_at = now(), \
+            worker_id = NULL, \
+            attempt = jobs.attempt + (EXISTS (SELECT 1 FROM job_attempts a \
+                WHERE a.job_id = jobs.id AND a.attempt = jobs.attempt))::int \
+        WHERE id = ANY($1) AND state IN ('queued', 'scheduled') RETURNING id, attempt) \
+    INSERT INTO job_attempts (job_id, attempt, reason, detail) \
+    SELECT id, attempt, 'cancelled', $2 FROM upd \
+    ON CONFLICT (job_id, attempt) DO NOTHING";
+
 /// Cancels a job: queued → cancelled at once; running → flag + NOTIFY to its worker.
 /// The cancel is recorded in the audit log as `job.cancel` by `actor`.
 pub async fn cancel(
@@ -390,17 +404,11 @@ pub async fn cancel(
             CancelResult::Requested
         }
         _ => {
-            sqlx::query(
-                "WITH upd AS (UPDATE jobs SET state = 'cancelled', cancel_requested = true, finished_at = now(), \
-                 worker_id = NULL WHERE id = $1 RETURNING id, attempt) \
-                 INSERT INTO job_attempts (job_id, attempt, reason, detail) \
-                 SELECT id, attempt, 'cancelled', 'cancelled before it started' FROM upd \
-                 ON CONFLICT (job_id, attempt) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \
-                 exit_code = NULL, signal = NULL",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(CANCEL_WAITING)
+                .bind(std::slice::from_ref(&id))
+                .bind("cancelled before it started")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL_STATE)
                 .bind(id.to_string())
@@ -585,17 +593,11 @@ pub async fn cancel_batch(
         notify_ids(&mut tx, CHANNEL_CANCEL, &running).await?;
     }
     if !waiting.is_empty() {
-        sqlx::query(
-            "WITH upd AS (UPDATE jobs SET state = 'cancelled', cancel_requested = true, finished_at = now(), \
-             worker_id = NULL WHERE id = ANY($1) AND state IN ('queued', 'scheduled') RETURNING id, attempt) \
-             INSERT INTO job_attempts (job_id, attempt, reason, detail) \
-             SELECT id, attempt, 'cancelled', 'cancelled before it started (its batch was cancelled)' FROM upd \
-             ON CONFLICT (job_id, attempt) DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, \
-             exit_code = NULL, signal = NULL",
-        )
-        .bind(&waiting)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(CANCEL_WAITING)
+            .bind(&waiting)
+            .bind("cancelled before it started (its batch was cancelled)")
+            .execute(&mut *tx)
+            .await?;
         notify_ids(&mut tx, CHANNEL_STATE, &waiting).await?;
     }
     let done = BatchCancelled {
