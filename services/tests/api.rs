@@ -702,3 +702,37 @@ async fn health_readiness_and_metrics() {
         "{text}"
     );
 }
+
+/// A worker's slot frees only once its job's completion is stored: while the completion cannot
+/// commit, the database still counts the job as running there, and the worker claims nothing
+/// more — it never holds more running jobs than it has slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_frees_only_after_the_completion_is_stored() {
+    let h = Harness::start_with(|o| o.worker_slots = Some(1)).await;
+    let hello = h.push(guests::hello()).await;
+    // Completions insert into job_attempts; this lock holds them back (claims never touch
+    // that table, reads are not blocked).
+    let mut blocker = h.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE job_attempts IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let first = h.submit(&Harness::spec(&hello)).await;
+    let second = h.submit(&Harness::spec(&hello)).await;
+    h.wait_running(first.id, Duration::from_secs(30)).await;
+    // The first job's code ends within milliseconds; give a freed slot ample time to be
+    // (wrongly) reused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'running'")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 1, "one slot, so at most one job running");
+    let waiting = h.client.get_job(second.id).await.unwrap();
+    assert_eq!(waiting.state, JobState::Queued, "{waiting:?}");
+    blocker.rollback().await.unwrap();
+    for id in [first.id, second.id] {
+        let job = h.wait_finished(id, Duration::from_secs(30)).await;
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+}

@@ -436,7 +436,16 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
         if c.state.is_terminal() {
             metrics.observe_job_wall(c.usage.wall_ms.unwrap_or(0));
         }
-        let _ = writer.send(WriterMsg::Complete(Box::new(c))).await;
+        // The slot frees once the completion is stored: until then the database still counts
+        // the job as running here, and a claim in between would exceed the slots.
+        let (stored_tx, stored) = tokio::sync::oneshot::channel();
+        if writer
+            .send(WriterMsg::Complete(Box::new(c), stored_tx))
+            .await
+            .is_ok()
+        {
+            let _ = stored.await;
+        }
         lock(&running).remove(&job.id);
     } else if entry.cause() == Some(StopCause::LeaseLost) {
         lock(&running).remove(&job.id);

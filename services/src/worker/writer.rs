@@ -2,7 +2,8 @@
 //! it, in order (a worker has two lanes, see `Worker::run`; a job uses one). It flushes all
 //! pending chunks in one INSERT (then one NOTIFY) per tick or when 64 KiB are pending, and
 //! completions in batches as soon as they arrive, in the same transaction as the chunks pending
-//! with them — a job's last chunks are always stored before its completion. A failed flush is retried: nothing is dropped while
+//! with them — a job's last chunks are always stored before its completion — and answers each
+//! completion's sender once it is stored, which is when the job's slot frees. A failed flush is retried: nothing is dropped while
 //! the database is away (the bounded channel makes the jobs wait instead). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
@@ -10,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -23,8 +24,11 @@ pub const FLUSH_BYTES: usize = 64 * 1024;
 /// Messages to the writer.
 pub enum WriterMsg {
     Chunk(NewChunk),
-    /// Boxed: a completion (with its usage bill) is several times the size of a chunk.
-    Complete(Box<Completion>),
+    /// Boxed: a completion (with its usage bill) is several times the size of a chunk. The
+    /// sender is answered once the completion is stored (or refused as fenced): the job's slot
+    /// frees only then, so the database never shows more of this worker's jobs running than
+    /// it has slots.
+    Complete(Box<Completion>, oneshot::Sender<()>),
 }
 
 /// Runs until every sender is dropped and everything pending is flushed. `completed` is notified
@@ -40,6 +44,7 @@ pub async fn run(
     let mut chunks: Vec<NewChunk> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut completions: Vec<Completion> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut deadline: Option<Instant> = None;
     let mut open = true;
     while open || !chunks.is_empty() || !completions.is_empty() {
@@ -58,8 +63,9 @@ pub async fn run(
                     chunks.push(c);
                     pending_bytes
                 }
-                WriterMsg::Complete(c) => {
+                WriterMsg::Complete(c, ack) => {
                     completions.push(*c);
+                    acks.push(ack);
                     pending_bytes
                 }
             };
@@ -121,6 +127,9 @@ pub async fn run(
         pending_bytes = 0;
         deadline = None;
         if !completions.is_empty() {
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
             completed.notify_one();
             completions.clear();
         }
