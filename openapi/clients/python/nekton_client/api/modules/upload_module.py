@@ -73,7 +73,7 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> Response[ErrorBody | Module]:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -103,7 +103,7 @@ def sync(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> ErrorBody | Module | None:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -128,7 +128,7 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> Response[ErrorBody | Module]:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -156,7 +156,7 @@ async def asyncio(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> ErrorBody | Module | None:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
