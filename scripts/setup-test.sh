@@ -34,7 +34,11 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# services/tests/wasi_testsuite.rs builds the wasi-testsuite's Rust tests for wasm32-wasip1.
+# services/tests/wasi_testsuite.rs builds the wasi-testsuite's Rust tests for wasm32-wasip1; the
+# component tests (wasm-backend/tests/components.rs, services/tests/components.rs) build a guest
+# for wasm32-wasip2.
 if command -v rustup >/dev/null 2>&1; then
-    rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+    for target in wasm32-wasip1 wasm32-wasip2; do
+        rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target"
+    done
 fi

@@ -9,7 +9,8 @@
 //!
 //! It compiles the module once (warm-up), then runs `NEKTON_BENCH_JOBS` (default 20 000) jobs one
 //! after the other on a single-threaded tokio runtime — each with a fresh output sink, a fresh
-//! `Store` and instance, live stdout — and prints the mean, p50 and p99 latency per job in
+//! `Store` and instance, live stdout, and an empty root directory (from the pool of ready ones:
+//! the job leaves it empty) — and prints the mean, p50 and p99 latency per job in
 //! microseconds and the resulting jobs per second on one core. The design target
 //! (docs/sandbox.md) is 33–100 µs per job.
 

@@ -1,10 +1,14 @@
 //! Compiled modules, once per digest.
 //!
 //! Lookup order for a digest: the in-memory map (a ready [`InstancePre`]), then the on-disk cache
-//! (`<cache_dir>/<engine hash>/<digest hex>.cwasm`, loaded with `Module::deserialize_file`), and only
-//! then the [`ModuleStore`]. Bytes from the store are bounded in size, checked against the digest,
-//! checked to be a core module, and compiled on a blocking thread under a time limit; the artifact
-//! is written to disk through a temporary file and a rename, so a crash never leaves a torn file.
+//! (`<cache_dir>/<engine hash>/<digest hex>.cwasm`, a core module or a component as the artifact's
+//! header says, loaded with `deserialize_file`), and only then the [`ModuleStore`]. Bytes from the
+//! store are bounded in size, checked against the digest, told apart by their header (core module
+//! or component), and compiled on a blocking thread under a time limit; the artifact is written to
+//! disk through a temporary file and a rename, so a crash never leaves a torn file.
+//!
+//! A component is checked before anything is instantiated: no import from `wasi:sockets` or
+//! `wasi:http` (jobs have no network), and an export of `wasi:cli/run` (a command).
 //!
 //! Concurrent first loads of one digest share a single [`OnceCell`]: one fetch, one compile.
 //! Failures that are the module's own (invalid, a component, not a command, too slow to compile)
@@ -19,23 +23,38 @@ use std::time::Duration;
 
 use runtime_core::{ModuleStore, OutcomeReason};
 use tokio::sync::OnceCell;
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ModuleExport};
+use wasmtime::component::Component;
+use wasmtime::{Engine, ExternType, InstancePre, Module, ModuleExport, Precompiled};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 use crate::classify::render_error;
-use crate::run::JobState;
-use crate::validate::{check_header, digest_hex, module_digest};
+use crate::run::{JobState, Linkers};
+use crate::validate::{
+    ModuleKind, check_header, digest_hex, module_digest, refused_component_import,
+};
 use crate::{WasmConfig, WasmError};
 
 /// Above this many entries, remembered failures are forgotten (bounds the map against a flood of
 /// distinct bad modules; compiled modules are always kept).
 const PRUNE_FAILURES_ABOVE: usize = 4096;
 
-/// A module ready to instantiate.
-pub(crate) struct Prepared {
-    /// Imports resolved against the WASI linker once; instantiating is then cheap.
-    pub pre: InstancePre<JobState>,
-    /// The `_start` export, looked up by index at run time (no string lookup per job).
-    pub start: ModuleExport,
+/// A module or component ready to instantiate; imports resolved against the WASI linker once, so
+/// instantiating is then cheap.
+pub(crate) enum Prepared {
+    /// A WASI preview 1 core module.
+    Core {
+        pre: InstancePre<JobState>,
+        /// The `_start` export, looked up by index at run time (no string lookup per job).
+        start: ModuleExport,
+    },
+    /// A WASI 0.2 command component (`wasi:cli/run`).
+    Component { pre: CommandPre<JobState> },
+}
+
+/// A compiled artifact of either kind.
+enum Compiled {
+    Core(Module),
+    Component(Component),
 }
 
 /// Why a module could not be made ready. `Clone` so that every job waiting on one load gets it.
@@ -59,7 +78,7 @@ pub(crate) enum LoadError {
     CompileTimeout(Duration),
     #[error("{0}")]
     NotACommand(String),
-    #[error("the module cannot be linked against WASI preview 1: {0}")]
+    #[error("the module cannot be linked against WASI: {0}")]
     Link(String),
     #[error("{0}")]
     Internal(String),
@@ -92,7 +111,7 @@ type Slot = Arc<OnceCell<Result<Arc<Prepared>, LoadError>>>;
 /// The digest → ready module map, backed by the disk cache and the module store.
 pub(crate) struct ModuleCache {
     engine: Engine,
-    linker: Linker<JobState>,
+    linkers: Linkers,
     modules: Arc<dyn ModuleStore>,
     dir: PathBuf,
     max_module_bytes: usize,
@@ -104,7 +123,7 @@ impl ModuleCache {
     pub(crate) fn new(
         config: &WasmConfig,
         engine: Engine,
-        linker: Linker<JobState>,
+        linkers: Linkers,
         modules: Arc<dyn ModuleStore>,
     ) -> Result<Self, WasmError> {
         let dir = config
@@ -121,7 +140,7 @@ impl ModuleCache {
             })?;
         Ok(Self {
             engine,
-            linker,
+            linkers,
             modules,
             dir,
             max_module_bytes: config.max_module_bytes,
@@ -172,9 +191,9 @@ impl ModuleCache {
 
     async fn load(&self, digest: &str, hex: &str) -> Result<Arc<Prepared>, LoadError> {
         let path = self.dir.join(format!("{hex}.cwasm"));
-        if let Some(module) = self.load_from_disk(&path).await? {
+        if let Some(compiled) = self.load_from_disk(&path).await? {
             tracing::debug!(digest, path = %path.display(), "loaded compiled wasm module from the disk cache");
-            return self.prepare(&module);
+            return self.prepare(&compiled);
         }
 
         let bytes = self.modules.load(digest).await.map_err(|e| match e {
@@ -200,11 +219,14 @@ impl ModuleCache {
                 actual,
             });
         }
-        check_header(&bytes).map_err(LoadError::NotAModule)?;
+        let kind = check_header(&bytes).map_err(LoadError::NotAModule)?;
 
         let started = std::time::Instant::now();
         let engine = self.engine.clone();
-        let compile = tokio::task::spawn_blocking(move || engine.precompile_module(&bytes));
+        let compile = tokio::task::spawn_blocking(move || match kind {
+            ModuleKind::Core => engine.precompile_module(&bytes),
+            ModuleKind::Component => engine.precompile_component(&bytes),
+        });
         let compiled = match tokio::time::timeout(self.max_compile_time, compile).await {
             // The compiler thread cannot be interrupted; it finishes in the background and its
             // result is dropped. The failure is remembered, so the module is not compiled again.
@@ -217,14 +239,14 @@ impl ModuleCache {
             Ok(Ok(Err(e))) => return Err(LoadError::Compile(render_error(&e))),
             Ok(Ok(Ok(compiled))) => compiled,
         };
-        tracing::info!(digest, elapsed = ?started.elapsed(), size = compiled.len(), "compiled wasm module");
-        let module = self.save_to_disk(path, compiled).await?;
-        self.prepare(&module)
+        tracing::info!(digest, ?kind, elapsed = ?started.elapsed(), size = compiled.len(), "compiled wasm module");
+        let compiled = self.save_to_disk(path, kind, compiled).await?;
+        self.prepare(&compiled)
     }
 
     /// Loads `path` if it exists. A file that wasmtime refuses (another wasmtime build, damage) is
     /// removed and reported as absent, so the module is compiled again.
-    async fn load_from_disk(&self, path: &Path) -> Result<Option<Module>, LoadError> {
+    async fn load_from_disk(&self, path: &Path) -> Result<Option<Compiled>, LoadError> {
         let engine = self.engine.clone();
         let path = path.to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -236,14 +258,21 @@ impl ModuleCache {
                     return None;
                 }
             }
+            // The artifact's header says whether it is a module or a component (a file that is
+            // neither is tried as a module, which fails and is discarded below).
+            let kind = match Engine::detect_precompiled_file(&path) {
+                Ok(Some(Precompiled::Component)) => ModuleKind::Component,
+                _ => ModuleKind::Core,
+            };
             // SAFETY: `deserialize_file` trusts the file to be a wasmtime artifact. Files in this
-            // directory are written only by `save_to_disk` (atomically, from `precompile_module`
+            // directory are written only by `save_to_disk` (atomically, from `precompile_*`
             // output of an engine with the same compatibility hash, which names the directory);
             // the cache directory belongs to the backend (see `WasmConfig::cache_dir`), and
-            // wasmtime still checks the header, version and engine configuration. Files are
+            // wasmtime still checks the header, version, kind and engine configuration. Files are
             // replaced by rename, never modified in place, so the mapping stays valid.
-            match unsafe { Module::deserialize_file(&engine, &path) } {
-                Ok(module) => Some(module),
+            let loaded = unsafe { deserialize_file(&engine, kind, &path) };
+            match loaded {
+                Ok(compiled) => Some(compiled),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %render_error(&e), "discarding an unusable cached wasm module");
                     let _ = std::fs::remove_file(&path);
@@ -258,7 +287,12 @@ impl ModuleCache {
 
     /// Writes the artifact to `path` (temporary file + rename) and loads it from there. If the disk
     /// write fails the module is still loaded from memory, and the failure logged.
-    async fn save_to_disk(&self, path: PathBuf, compiled: Vec<u8>) -> Result<Module, LoadError> {
+    async fn save_to_disk(
+        &self,
+        path: PathBuf,
+        kind: ModuleKind,
+        compiled: Vec<u8>,
+    ) -> Result<Compiled, LoadError> {
         let engine = self.engine.clone();
         let dir = self.dir.clone();
         let saved = tokio::task::spawn_blocking(move || {
@@ -273,10 +307,10 @@ impl ModuleCache {
                 Ok(())
             })();
             match written {
-                // SAFETY: the file was just written from `precompile_module` output of this very
+                // SAFETY: the file was just written from `precompile_*` output of this very
                 // engine and is replaced only by rename (see `load_from_disk`).
-                Ok(()) => match unsafe { Module::deserialize_file(&engine, &path) } {
-                    Ok(module) => return Ok(module),
+                Ok(()) => match unsafe { deserialize_file(&engine, kind, &path) } {
+                    Ok(compiled) => return Ok(compiled),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %render_error(&e), "cannot load a freshly cached wasm module; using the in-memory copy");
                     }
@@ -285,8 +319,19 @@ impl ModuleCache {
                     tracing::warn!(path = %path.display(), error = %e, "cannot write the wasm module cache; using the in-memory copy");
                 }
             }
-            // SAFETY: `compiled` is the unmodified output of `precompile_module` on this engine.
-            unsafe { Module::deserialize(&engine, &compiled) }.map_err(|e| {
+            let loaded = match kind {
+                ModuleKind::Core => {
+                    // SAFETY: `compiled` is the unmodified output of `precompile_module` on this
+                    // engine.
+                    unsafe { Module::deserialize(&engine, &compiled) }.map(Compiled::Core)
+                }
+                ModuleKind::Component => {
+                    // SAFETY: `compiled` is the unmodified output of `precompile_component` on
+                    // this engine.
+                    unsafe { Component::deserialize(&engine, &compiled) }.map(Compiled::Component)
+                }
+            };
+            loaded.map_err(|e| {
                 LoadError::Internal(format!(
                     "cannot load a just-compiled module: {}",
                     render_error(&e)
@@ -298,8 +343,39 @@ impl ModuleCache {
         })?
     }
 
+    fn prepare(&self, compiled: &Compiled) -> Result<Arc<Prepared>, LoadError> {
+        match compiled {
+            Compiled::Core(module) => self.prepare_module(module),
+            Compiled::Component(component) => self.prepare_component(component),
+        }
+    }
+
+    /// Checks that the component is a WASI 0.2 command without network imports and resolves its
+    /// imports.
+    fn prepare_component(&self, component: &Component) -> Result<Arc<Prepared>, LoadError> {
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if let Some(refused) = refused_component_import(name) {
+                return Err(LoadError::NotACommand(refused));
+            }
+        }
+        let pre = self
+            .linkers
+            .component
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link(render_error(&e)))?;
+        let pre = CommandPre::new(pre).map_err(|e| {
+            LoadError::NotACommand(format!(
+                "the component is not a WASI 0.2 command (it must export `wasi:cli/run@0.2.x`, as \
+                 programs built for wasm32-wasip2 do): {}",
+                render_error(&e)
+            ))
+        })?;
+        Ok(Arc::new(Prepared::Component { pre }))
+    }
+
     /// Checks that the module is a WASI command and resolves its imports.
-    fn prepare(&self, module: &Module) -> Result<Arc<Prepared>, LoadError> {
+    fn prepare_module(&self, module: &Module) -> Result<Arc<Prepared>, LoadError> {
         match module.get_export("_start") {
             Some(ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
             Some(ExternType::Func(_)) => {
@@ -325,9 +401,31 @@ impl ModuleCache {
             .get_export_index("_start")
             .ok_or_else(|| LoadError::Internal("the `_start` export has no index".into()))?;
         let pre = self
-            .linker
+            .linkers
+            .core
             .instantiate_pre(module)
             .map_err(|e| LoadError::Link(render_error(&e)))?;
-        Ok(Arc::new(Prepared { pre, start }))
+        Ok(Arc::new(Prepared::Core { pre, start }))
+    }
+}
+
+/// Loads an artifact of `kind` written by `save_to_disk`.
+///
+/// # Safety
+/// As for [`Module::deserialize_file`]: `path` must hold `precompile_*` output of an engine with
+/// the same configuration, and must not be modified while mapped.
+unsafe fn deserialize_file(
+    engine: &Engine,
+    kind: ModuleKind,
+    path: &Path,
+) -> wasmtime::Result<Compiled> {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match kind {
+            ModuleKind::Core => Module::deserialize_file(engine, path).map(Compiled::Core),
+            ModuleKind::Component => {
+                Component::deserialize_file(engine, path).map(Compiled::Component)
+            }
+        }
     }
 }

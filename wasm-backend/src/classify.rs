@@ -15,6 +15,32 @@ use crate::limits::{MemoryLimitExceeded, Stop};
 /// Longest `detail` kept for a trap (the wasm backtrace is cut to this).
 const MAX_DETAIL_BYTES: usize = 4096;
 
+/// A preview 1 module called `proc_exit` with this value (WASI's `exitcode` is a `u32`). Raised by
+/// the backend's own `proc_exit` (see `run::create_linkers`), turned into an outcome by
+/// [`exit_outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the module called proc_exit({0})")]
+pub(crate) struct ProcExit(pub u32);
+
+/// Largest exit code a job reports (an 8-bit exit status, as for a native process).
+const MAX_EXIT_CODE: u32 = 255;
+
+/// The outcome of `proc_exit(code)`: `exited` with exactly `code` for 0..=255. WASI lets a module
+/// pass any `u32`, but an exit status is 8 bits wide everywhere else (the container backend, the
+/// shell); a native `exit(256)` would even read as success. So a larger value is reported as
+/// `exited` with code 255 — a failure, never a success — and `detail` keeps the value passed.
+pub(crate) fn exit_outcome(code: u32) -> Outcome {
+    match i32::try_from(code) {
+        Ok(exact) if code <= MAX_EXIT_CODE => Outcome::exited(exact),
+        _ => Outcome {
+            detail: Some(format!(
+                "the module called proc_exit({code}); exit codes above {MAX_EXIT_CODE} are reported as {MAX_EXIT_CODE}"
+            )),
+            ..Outcome::exited(MAX_EXIT_CODE as i32)
+        },
+    }
+}
+
 /// Where the error came from: instantiation (linking, the module's start function) or `_start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
@@ -108,8 +134,12 @@ fn signaled(signal: i32, detail: String) -> Outcome {
 
 /// The outcome of a guest that stopped with `err`.
 pub(crate) fn classify(err: &wasmtime::Error, stage: Stage, facts: JobFacts) -> Outcome {
+    if let Some(exit) = err.downcast_ref::<ProcExit>() {
+        return exit_outcome(exit.0);
+    }
+    // `wasi:cli/exit` of a component: 0 or 1 from `exit`, a `u8` from `exit-with-code`.
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
-        return Outcome::exited(exit.0);
+        return exit_outcome(exit.0 as u32);
     }
     if let Some(stop) = err.downcast_ref::<Stop>() {
         let reason = match stop {
@@ -199,6 +229,32 @@ mod tests {
             classify(&e, Stage::Instantiate, facts()).reason,
             OutcomeReason::SpecError
         );
+    }
+
+    #[test]
+    fn exit_codes_are_exact_up_to_255() {
+        for code in [0u32, 1, 125, 126, 127, 128, 134, 200, 255] {
+            let e = wasmtime::Error::new(ProcExit(code)).context("in _start");
+            let o = classify(&e, Stage::Run, facts());
+            assert_eq!(o, Outcome::exited(code as i32), "proc_exit({code})");
+            assert_eq!((o.signal, o.detail), (None, None));
+        }
+        for code in [256u32, 300, 65_536, u32::MAX] {
+            let o = classify(&wasmtime::Error::new(ProcExit(code)), Stage::Run, facts());
+            assert_eq!(
+                (o.reason, o.exit_code, o.signal),
+                (OutcomeReason::Exited, Some(255), None),
+                "proc_exit({code})"
+            );
+            assert!(
+                o.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&code.to_string())),
+                "{o:?}"
+            );
+        }
+        let e = wasmtime::Error::new(I32Exit(200));
+        assert_eq!(classify(&e, Stage::Run, facts()), Outcome::exited(200));
     }
 
     #[test]

@@ -20,6 +20,12 @@ use crate::{WasmConfig, WasmError};
 /// memory limit (8 bytes per element), see [`crate::limits::JobLimiter`].
 const POOL_TABLE_ELEMENTS: usize = 100_000;
 
+/// Core instances one component job may have in the pool (a `wasm32-wasip2` program has its
+/// module and two or three small shims); the pool holds this many per slot.
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Tables one component job may have (its module's, and the shims' indirect-call tables).
+const TABLES_PER_COMPONENT: u32 = 4;
+
 /// The configuration shared by the pooled and the on-demand engine.
 fn base_config() -> Config {
     let mut config = Config::new();
@@ -37,11 +43,17 @@ pub(crate) fn create_engine(config: &WasmConfig) -> Result<Engine, WasmError> {
     let slots = config.max_concurrent_instances;
     let max_memory = usize::try_from(config.max_memory_bytes_per_instance).unwrap_or(usize::MAX);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_core_instances(slots)
+    // A job is one core module instance, or one component instance made of up to
+    // `CORE_INSTANCES_PER_COMPONENT` core instances with one linear memory between them; the
+    // slot semaphore (`run.rs`) keeps the number of jobs at `slots`, so the pool always fits them.
+    pool.total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
         .total_memories(slots)
-        .total_tables(slots)
+        .total_tables(slots.saturating_mul(TABLES_PER_COMPONENT))
         .total_stacks(slots)
-        .total_component_instances(0)
+        .total_component_instances(slots)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(1)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memories_per_module(1)
         .max_memory_size(max_memory)
         .table_elements(POOL_TABLE_ELEMENTS);

@@ -1,23 +1,30 @@
 //! nekton's in-process WebAssembly backend.
 //!
-//! [`WasmBackend`] runs [`Program::WasmModule`] jobs — WASI preview 1 *command* modules, named by the
-//! sha256 digest of their bytes — inside the worker process with wasmtime:
+//! [`WasmBackend`] runs [`Program::WasmModule`] jobs — WASI preview 1 *command* modules and WASI
+//! 0.2 *command components* (exporting `wasi:cli/run`), named by the sha256 digest of their
+//! bytes — inside the worker process with wasmtime:
 //!
 //! - One shared [`wasmtime::Engine`] per backend, with the pooling instance allocator (falling back to
 //!   on-demand allocation when the pool cannot be reserved), epoch interruption and fuel metering.
 //!   A background thread advances the engine's epoch every [`WasmConfig::epoch_tick`].
-//! - Modules are compiled once per digest: the bytes from the [`ModuleStore`] are checked against the
-//!   digest, bounded in size, compiled on a blocking thread under a time limit, and the compiled
-//!   artifact is cached on disk (`cache_dir/<engine hash>/<digest hex>.cwasm`) and in memory as a
-//!   ready-to-instantiate [`wasmtime::InstancePre`]. Repeat jobs only create a `Store` and instantiate.
-//! - Each job gets a fresh `Store` with WASI preview 1 (args, env, stdin, and a per-job directory
-//!   holding its input files preopened read-write at `/`, a tmpfs capped at `limits.disk_bytes`
-//!   when the worker may mount; see `wasi_io`), stdout/stderr streamed live through the job's
-//!   [`OutputSink`](runtime_core::OutputSink), and its limits: linear memory and tables
-//!   ([`ResourceLimiter`](wasmtime::ResourceLimiter)), wall time (epoch deadline + a timer), a fuel
-//!   budget (deterministic CPU), the output cap, and cancellation.
+//! - Modules and components are compiled once per digest: the bytes from the [`ModuleStore`] are
+//!   checked against the digest, bounded in size, told apart by their header, compiled on a
+//!   blocking thread under a time limit, and the compiled artifact is cached on disk
+//!   (`cache_dir/<engine hash>/<digest hex>.cwasm`) and in memory, ready to instantiate (imports
+//!   resolved once). Repeat jobs only create a `Store` and instantiate. A component importing
+//!   `wasi:sockets` or `wasi:http` is refused before instantiation (`spec_error`): jobs have no
+//!   network.
+//! - Each job gets a fresh `Store` with one WASI context (args, env, stdin, and an empty
+//!   directory of its own holding its input files, preopened read-write at `/`, a tmpfs capped
+//!   at `limits.disk_bytes` when the worker may mount; see `jobdir`), reached through WASI
+//!   preview 1 by a core module and through the WASI 0.2 interfaces by a component;
+//!   stdout/stderr streamed live through the job's [`OutputSink`](runtime_core::OutputSink),
+//!   and its limits: linear memory and tables ([`ResourceLimiter`](wasmtime::ResourceLimiter)),
+//!   wall time (epoch deadline + a timer), a fuel budget (deterministic CPU), the output cap,
+//!   and cancellation.
 //! - Every way a job can end becomes an [`Outcome`](runtime_core::Outcome); a trap or a limit never
-//!   panics the worker and leaves the backend ready for the next job.
+//!   panics the worker and leaves the backend ready for the next job. Exit codes are reported
+//!   exactly (0..=255; see `classify::exit_outcome`).
 //!
 //! The free functions [`validate_module`] and [`module_digest`] let the API refuse bad uploads before
 //! storing anything and name modules the way this backend expects.
@@ -25,6 +32,7 @@
 mod cache;
 mod classify;
 mod engine;
+mod jobdir;
 mod limits;
 mod run;
 mod validate;
@@ -36,7 +44,10 @@ use std::time::Duration;
 
 use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, ModuleStore, Program};
 
-pub use validate::{module_digest, validate_module};
+pub use validate::{ModuleKind, module_digest, validate_module};
+
+/// Most empty job directories (of each kind: plain, tmpfs) kept ready between jobs.
+const MAX_IDLE_JOB_DIRS: usize = 64;
 
 /// Configuration of a [`WasmBackend`]. Every field has a default (see [`WasmConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +57,11 @@ pub struct WasmConfig {
     /// there: cached artifacts are loaded as trusted native code.
     /// Default: `$TMPDIR/nekton-wasm-cache`.
     pub cache_dir: PathBuf,
-    /// Where per-job directories are created (one fresh directory per job, preopened at the
-    /// guest's `/`, removed when the job ends). `None` means the system temporary directory. Default: `None`.
+    /// Where per-job directories are created: in a private `nekton-wasm-jobs-XXXXXX` directory
+    /// made when the backend starts and removed with it. Each job gets an empty one of its own,
+    /// preopened at the guest's `/`; one the job left empty is kept for a later job, any other
+    /// removed when the job ends (see `jobdir.rs`). `None` means the system temporary directory.
+    /// Default: `None`.
     pub scratch_dir: Option<PathBuf>,
     /// Largest module accepted from the module store, in bytes. Default: 64 MiB.
     pub max_module_bytes: usize,
@@ -99,6 +113,13 @@ pub enum WasmError {
     /// The WASI preview 1 host functions could not be registered.
     #[error("cannot register the WASI preview 1 host functions: {0}")]
     Linker(String),
+    /// The directory for job directories could not be created.
+    #[error("cannot create the wasm job directories under {path}: {source}")]
+    ScratchDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The epoch ticker thread could not be started.
     #[error("cannot start the epoch ticker thread: {0}")]
     Ticker(#[source] std::io::Error),
@@ -133,11 +154,24 @@ impl WasmBackend {
             ));
         }
         let engine = engine::create_engine(&config)?;
-        let linker = run::create_linker(&engine)?;
-        let cache = cache::ModuleCache::new(&config, engine.clone(), linker, modules)?;
+        let linkers = run::create_linkers(&engine)?;
+        let cache = cache::ModuleCache::new(&config, engine.clone(), linkers, modules)?;
         let ticker =
             engine::Ticker::spawn(&engine, config.epoch_tick).map_err(WasmError::Ticker)?;
-        let inner = Arc::new(run::Shared::new(config, engine, cache));
+        let max_idle = usize::try_from(config.max_concurrent_instances)
+            .unwrap_or(usize::MAX)
+            .min(MAX_IDLE_JOB_DIRS);
+        let dirs =
+            jobdir::DirPool::new(config.scratch_dir.as_deref(), max_idle).map_err(|source| {
+                WasmError::ScratchDir {
+                    path: config
+                        .scratch_dir
+                        .clone()
+                        .unwrap_or_else(std::env::temp_dir),
+                    source,
+                }
+            })?;
+        let inner = Arc::new(run::Shared::new(config, engine, cache, dirs));
         Ok(Self {
             inner,
             _ticker: ticker,

@@ -50,12 +50,15 @@ pub(crate) struct JobLimiter {
     /// Bytes granted by the last approved growth, taken back if wasmtime then fails to grow.
     last_memory_grant: u64,
     last_table_grant: u64,
+    /// Core instances the job may create: 1 for a core module, a few for a component.
+    instances: usize,
 }
 
 impl JobLimiter {
-    pub(crate) fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64, instances: usize) -> Self {
         Self {
             limit,
+            instances,
             memory_bytes: 0,
             table_bytes: 0,
             memory_peak: 0,
@@ -149,8 +152,9 @@ impl ResourceLimiter for JobLimiter {
     }
 
     fn instances(&self) -> usize {
-        // A WASI command is exactly one core instance.
-        1
+        // A WASI preview 1 command is exactly one core instance; a component a few (see
+        // `engine::CORE_INSTANCES_PER_COMPONENT`).
+        self.instances
     }
 
     fn tables(&self) -> usize {
@@ -159,7 +163,8 @@ impl ResourceLimiter for JobLimiter {
     }
 
     fn memories(&self) -> usize {
-        // The pool allows one memory per module; on-demand engines get the same rule.
+        // The pool allows one memory per module (and per component); on-demand engines get the
+        // same rule.
         1
     }
 }
@@ -170,7 +175,7 @@ mod tests {
 
     #[test]
     fn grants_up_to_the_limit_and_refuses_beyond_with_a_typed_error() {
-        let mut l = JobLimiter::new(3 * 65536);
+        let mut l = JobLimiter::new(3 * 65536, 1);
         assert!(l.memory_growing(0, 2 * 65536, None).unwrap());
         assert!(l.memory_growing(2 * 65536, 3 * 65536, None).unwrap());
         let err = l.memory_growing(3 * 65536, 4 * 65536, None).unwrap_err();
@@ -183,7 +188,7 @@ mod tests {
 
     #[test]
     fn tables_count_against_the_same_budget() {
-        let mut l = JobLimiter::new(1000);
+        let mut l = JobLimiter::new(1000, 1);
         assert!(l.table_growing(0, 100, None).unwrap());
         assert_eq!(l.total_peak(), 800);
         assert!(l.table_growing(100, 200, None).is_err());

@@ -19,10 +19,16 @@
 //! What the guest sees is exactly what the job says, nothing injected: `argv` is
 //! [`PROGRAM_NAME`] then `args`; the environment is exactly `env` (the worker's own is never
 //! inherited); stdin is the job's `stdin` bytes then end-of-file; one read-write preopen, the
-//! job's directory, at `/` (fd 3; see [`crate::wasi_io`]); clocks and `random_get` are
+//! job's directory, at `/` (fd 3; see [`crate::jobdir`]); clocks and `random_get` are
 //! wasmtime-wasi's (the host's real-time and monotonic clocks, a CSPRNG). `proc_exit(n)` ends the
-//! job as `exited` with code `n`, returning from `_start` as code 0, and a trap as `signaled`
+//! job as `exited` with code `n` (0..=255 exactly; larger values as 255, see
+//! [`crate::classify::exit_outcome`]), returning from `_start` as code 0, and a trap as `signaled`
 //! with the trap in `detail` (see [`crate::classify`]).
+//!
+//! A component (WASI 0.2 command) gets the same: the same context (built once, reached through
+//! the preview 2 host instead of the preview 1 adapter), the same store, limiter, fuel, epochs and
+//! guards. `wasi:cli/run.run` returning `ok` is exit code 0 and `err` exit code 1;
+//! `wasi:cli/exit.exit` gives 0 or 1 and `exit-with-code(n)` exactly `n`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,14 +41,15 @@ use tokio::sync::Semaphore;
 use wasmtime::{Engine, Extern, Linker, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::WasmConfig;
 use crate::WasmError;
 use crate::cache::{ModuleCache, Prepared};
 use crate::classify::{JobFacts, Stage, classify, render_error};
+use crate::jobdir::{DirPool, InputDirError, JobDir, write_files};
 use crate::limits::{JobLimiter, Stop};
-use crate::wasi_io::{InputDirError, JobDir, SinkOutput, prepare_job_dir};
+use crate::wasi_io::SinkOutput;
 
 /// `argv[0]` as the guest sees it.
 const PROGRAM_NAME: &str = "main.wasm";
@@ -64,12 +71,49 @@ pub(crate) struct JobState {
     wall_time: Duration,
 }
 
-/// Registers the (async) WASI preview 1 host functions; done once per engine.
-pub(crate) fn create_linker(engine: &Engine) -> Result<Linker<JobState>, WasmError> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut JobState| &mut state.wasi)
+/// Components reach the same WASI context (args, env, stdio, the job's preopen, its resource
+/// table) through the preview 2 host; preview 1 modules use the adapter around it.
+impl WasiView for JobState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
+}
+
+/// The two linkers of an engine: WASI preview 1 for core modules, WASI 0.2 for components.
+pub(crate) struct Linkers {
+    pub core: Linker<JobState>,
+    pub component: wasmtime::component::Linker<JobState>,
+}
+
+/// Registers the (async) WASI preview 1 host functions and the WASI 0.2 interfaces; done once per
+/// engine.
+///
+/// `proc_exit` is replaced: wasmtime-wasi's refuses codes of 126 and above (a trap), while a job's
+/// exit code is whatever the program passed (see [`crate::classify::exit_outcome`]).
+/// Components get `wasi:cli/exit.exit-with-code` (any `u8` code) besides `exit`. The
+/// `wasi:sockets` interfaces are linked (the WASI 0.2 host registers them together with the
+/// filesystem), but a component importing them is refused before instantiation
+/// (`ModuleCache::prepare_component`), and the context allows no address anyway.
+pub(crate) fn create_linkers(engine: &Engine) -> Result<Linkers, WasmError> {
+    let mut core = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut core, |state: &mut JobState| &mut state.wasi)
         .map_err(|e| WasmError::Linker(render_error(&e)))?;
-    Ok(linker)
+    core.allow_shadowing(true);
+    core.func_wrap(
+        "wasi_snapshot_preview1",
+        "proc_exit",
+        |code: i32| -> wasmtime::Result<()> {
+            // The guest passes a `u32`; the bits are the same.
+            Err(wasmtime::Error::new(crate::classify::ProcExit(code as u32)))
+        },
+    )
+    .map_err(|e| WasmError::Linker(render_error(&e)))?;
+    core.allow_shadowing(false);
+
+    let mut component = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut component)
+        .map_err(|e| WasmError::Linker(render_error(&e)))?;
+    Ok(Linkers { core, component })
 }
 
 /// Everything the backend shares between jobs.
@@ -79,10 +123,17 @@ pub(crate) struct Shared {
     config: WasmConfig,
     /// One permit per instance slot: jobs beyond the pool's size wait instead of failing.
     slots: Semaphore,
+    /// Job directories kept ready between jobs.
+    dirs: Arc<DirPool>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: WasmConfig, engine: Engine, cache: ModuleCache) -> Self {
+    pub(crate) fn new(
+        config: WasmConfig,
+        engine: Engine,
+        cache: ModuleCache,
+        dirs: DirPool,
+    ) -> Self {
         let slots =
             Semaphore::new(usize::try_from(config.max_concurrent_instances).unwrap_or(usize::MAX));
         Self {
@@ -90,6 +141,7 @@ impl Shared {
             cache,
             config,
             slots,
+            dirs: Arc::new(dirs),
         }
     }
 }
@@ -188,16 +240,30 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
     };
 
-    // A capped directory goes with one `umount2(MNT_DETACH)` and one `rmdir`: inline (a hop to a
+    // The store is gone: the directory goes back to the pool if the job left it empty — unless
+    // the guest was stopped by the cancel or wall-time guard, which drop it wherever it is, maybe
+    // in a host call whose blocking filesystem operation still runs on another thread and could
+    // create a file after the check. (A guest that ended by itself, or was stopped by the epoch
+    // callback, which runs only in wasm code, has no host call left in flight.) Otherwise a
+    // capped directory goes with one `umount2(MNT_DETACH)` and one `rmdir`: inline (a hop to a
     // blocking thread would cost more than the work). An uncapped one may hold anything the job
     // wrote: removing it is blocking work. If this task is dropped instead, the blocking task
     // still runs, or `JobDir`'s own `Drop` cleans up inline.
-    if job_dir.is_capped() || std::fs::remove_dir(job_dir.path()).is_ok() {
-        // Capped, or uncapped and empty (removed by that one `rmdir`; the handle's own removal
-        // then finds nothing).
-        drop(job_dir);
-    } else if let Err(join) = tokio::task::spawn_blocking(move || drop(job_dir)).await {
-        tracing::warn!(job_id, error = %join, "removing a wasm job's directory failed");
+    let maybe_in_flight = matches!(
+        outcome.reason,
+        OutcomeReason::Cancelled | OutcomeReason::WallTimeout
+    );
+    let leftover = if maybe_in_flight {
+        Some(job_dir)
+    } else {
+        shared.dirs.recycle(job_dir)
+    };
+    if let Some(job_dir) = leftover {
+        if job_dir.is_capped() || job_dir.remove_if_empty() {
+            drop(job_dir);
+        } else if let Err(join) = tokio::task::spawn_blocking(move || drop(job_dir)).await {
+            tracing::warn!(job_id, error = %join, "removing a wasm job's directory failed");
+        }
     }
     if !outcome.is_success() {
         tracing::debug!(
@@ -211,19 +277,24 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
     report(outcome, usage)
 }
 
-/// Creates the job's directory (capped at `disk_bytes` where possible) holding its input files.
+/// The job's directory (capped at `disk_bytes` where possible) holding its input files.
 async fn make_job_dir(
     shared: &Shared,
     files: Vec<runtime_core::InputFile>,
     disk_bytes: Option<u64>,
 ) -> Result<JobDir, Outcome> {
-    let root = shared.config.scratch_dir.clone();
-    // Without files the work is one mkdir (and one mount): inline. Writing files is blocking work.
+    // Without files the work is taking a ready directory from the pool (or one mkdir, and one
+    // mount, when it is dry): inline. Writing files is blocking work.
     let written = if files.is_empty() {
-        Ok(prepare_job_dir(root.as_deref(), &files, disk_bytes))
+        Ok(shared.dirs.take(disk_bytes))
     } else {
-        tokio::task::spawn_blocking(move || prepare_job_dir(root.as_deref(), &files, disk_bytes))
-            .await
+        let dirs = shared.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = dirs.take(disk_bytes)?;
+            write_files(&dir, &files, disk_bytes)?;
+            Ok(dir)
+        })
+        .await
     };
     match written {
         Ok(Ok(dir)) => Ok(dir),
@@ -252,7 +323,7 @@ struct Job<'a> {
 }
 
 enum Ended {
-    Finished(Result<(), (Stage, wasmtime::Error)>),
+    Finished(Result<i32, (Stage, wasmtime::Error)>),
     Cancelled,
     WallTimeout,
 }
@@ -277,31 +348,53 @@ fn deadline_after(start: Instant, duration: Duration) -> Instant {
         .unwrap_or(start)
 }
 
-/// Instantiates the module and calls `_start`. `started` is set when instantiation is done.
+/// Instantiates the module and calls `_start` (a component: `wasi:cli/run.run`). `started` is
+/// set when instantiation is done. Returning normally is exit code 0; a component's `run`
+/// returning its error is exit code 1 (what `wasi:cli/exit.exit(err)` gives too).
 async fn run_guest(
     store: &mut Store<JobState>,
     prepared: &Prepared,
     started: &mut Option<Instant>,
-) -> Result<(), (Stage, wasmtime::Error)> {
-    let instance = prepared
-        .pre
-        .instantiate_async(&mut *store)
-        .await
-        .map_err(|e| (Stage::Instantiate, e))?;
-    *started = Some(Instant::now());
-    let start = instance
-        .get_module_export(&mut *store, &prepared.start)
-        .and_then(Extern::into_func)
-        .ok_or_else(|| {
-            (
-                Stage::Instantiate,
-                wasmtime::format_err!("the instance has no `_start` function"),
-            )
-        })?;
-    start
-        .call_async(&mut *store, &[], &mut [])
-        .await
-        .map_err(|e| (Stage::Run, e))
+) -> Result<i32, (Stage, wasmtime::Error)> {
+    match prepared {
+        Prepared::Core { pre, start } => {
+            let instance = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(|e| (Stage::Instantiate, e))?;
+            *started = Some(Instant::now());
+            let start = instance
+                .get_module_export(&mut *store, start)
+                .and_then(Extern::into_func)
+                .ok_or_else(|| {
+                    (
+                        Stage::Instantiate,
+                        wasmtime::format_err!("the instance has no `_start` function"),
+                    )
+                })?;
+            start
+                .call_async(&mut *store, &[], &mut [])
+                .await
+                .map_err(|e| (Stage::Run, e))?;
+            Ok(0)
+        }
+        Prepared::Component { pre } => {
+            let command = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(|e| (Stage::Instantiate, e))?;
+            *started = Some(Instant::now());
+            match command
+                .wasi_cli_run()
+                .call_run(&mut *store)
+                .await
+                .map_err(|e| (Stage::Run, e))?
+            {
+                Ok(()) => Ok(0),
+                Err(()) => Ok(1),
+            }
+        }
+    }
 }
 
 async fn execute(
@@ -338,7 +431,13 @@ async fn execute(
         .min(shared.config.max_memory_bytes_per_instance);
     let state = JobState {
         wasi: wasi.build_p1(),
-        limiter: JobLimiter::new(memory_limit),
+        limiter: JobLimiter::new(
+            memory_limit,
+            match prepared {
+                Prepared::Core { .. } => 1,
+                Prepared::Component { .. } => crate::engine::CORE_INSTANCES_PER_COMPONENT as usize,
+            },
+        ),
         cancel: io.cancel.clone(),
         deadline: deadline_after(Instant::now(), limits.wall_time),
         wall_time: limits.wall_time,
@@ -393,7 +492,7 @@ async fn execute(
     drop(store);
 
     match ended {
-        Ended::Finished(Ok(())) => Outcome::exited(0),
+        Ended::Finished(Ok(code)) => Outcome::exited(code),
         Ended::Finished(Err((stage, error))) => {
             let stats = io.output.stats();
             let facts = JobFacts {

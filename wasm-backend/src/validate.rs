@@ -1,4 +1,5 @@
-//! Checks on module bytes: digests, the binary header, and full validation for uploads.
+//! Checks on module bytes: digests, the binary header (core module or component), and full
+//! validation for uploads.
 
 use sha2::{Digest, Sha256};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
@@ -33,8 +34,41 @@ pub(crate) fn digest_hex(digest: &str) -> Result<&str, String> {
     }
 }
 
-/// Checks that `bytes` start like a WebAssembly *core module* binary, saying what they are otherwise.
-pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
+/// What a WebAssembly binary is, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A core module: a WASI preview 1 command exporting `_start`.
+    Core,
+    /// A component: a WASI 0.2 command exporting `wasi:cli/run`.
+    Component,
+}
+
+/// The interface families a component may not import: jobs get no network.
+const REFUSED_INTERFACES: [&str; 2] = ["wasi:sockets/", "wasi:http/"];
+/// The WASI 0.2 packages the backend provides to components (besides the refused ones).
+const PROVIDED_PACKAGES: [&str; 5] = [
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+    "wasi:cli/",
+];
+/// The export that makes a component a command.
+const RUN_EXPORT: &str = "wasi:cli/run@0.2.";
+
+/// Why a component may not import `name`, if it may not: the network interfaces are refused,
+/// whatever the linker could provide.
+pub(crate) fn refused_component_import(name: &str) -> Option<String> {
+    REFUSED_INTERFACES.iter().any(|p| name.starts_with(p)).then(|| {
+        format!(
+            "the component imports `{name}`, but jobs have no network: `wasi:sockets` and              `wasi:http` are not provided; build the program without networking"
+        )
+    })
+}
+
+/// Checks that `bytes` start like a WebAssembly binary (core module or component), saying what
+/// they are otherwise.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<ModuleKind, String> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         let trimmed = bytes.trim_ascii_start();
         if trimmed.starts_with(b"(module")
@@ -59,19 +93,16 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
     let version = [bytes[4], bytes[5], bytes[6], bytes[7]];
     if version == COMPONENT_VERSION {
-        return Err(
-            "this is a WebAssembly component (preview 2), not a core module: only WASI preview 1 \
-                    core modules are supported"
-                .into(),
-        );
+        return Ok(ModuleKind::Component);
     }
     if version != CORE_MODULE_VERSION {
         return Err(format!(
-            "unsupported WebAssembly binary version {:02x} {:02x} {:02x} {:02x} (expected a core module, 01 00 00 00)",
+            "unsupported WebAssembly binary version {:02x} {:02x} {:02x} {:02x} (expected a core \
+             module, 01 00 00 00, or a component, 0d 00 01 00)",
             version[0], version[1], version[2], version[3]
         ));
     }
-    Ok(())
+    Ok(ModuleKind::Core)
 }
 
 /// The WebAssembly proposals the backend's engine accepts: wasmtime's defaults (the Wasm 3.0
@@ -82,14 +113,18 @@ fn supported_features() -> WasmFeatures {
         & !(WasmFeatures::GC_TYPES | WasmFeatures::EXCEPTIONS | WasmFeatures::THREADS)
 }
 
-/// Checks an uploaded module before it is stored: size, binary header (rejecting WAT text and
-/// components), full validation with the proposals the engine accepts, and the shape of a WASI
-/// preview 1 command (a `_start` function taking and returning nothing; imports only from
-/// `wasi_snapshot_preview1`). The error says what is wrong, for a 4xx response.
+/// Checks an uploaded module before it is stored: size, binary header (rejecting WAT text), full
+/// validation with the proposals the engine accepts, and the shape of a command. A core module
+/// must be a WASI preview 1 command (a `_start` function taking and returning nothing; imports
+/// only from `wasi_snapshot_preview1`); a component a WASI 0.2 command (exporting
+/// `wasi:cli/run@0.2.x`; importing only `wasi:io`, `wasi:clocks`, `wasi:filesystem`,
+/// `wasi:random` and `wasi:cli` — never `wasi:sockets` or `wasi:http`). Returns what the bytes
+/// are; the error says what is wrong, for a 4xx response.
 ///
 /// A module that passes can still fail at run time for reasons only the engine sees (an unknown
-/// WASI function name, compile-time limits), which the job reports as `spec_error`.
-pub fn validate_module(bytes: &[u8], max_bytes: usize) -> Result<(), String> {
+/// WASI function name or interface version, compile-time limits), which the job reports as
+/// `spec_error`.
+pub fn validate_module(bytes: &[u8], max_bytes: usize) -> Result<ModuleKind, String> {
     if bytes.is_empty() {
         return Err("the module is empty".into());
     }
@@ -99,11 +134,72 @@ pub fn validate_module(bytes: &[u8], max_bytes: usize) -> Result<(), String> {
             bytes.len()
         ));
     }
-    check_header(bytes)?;
-    Validator::new_with_features(supported_features())
-        .validate_all(bytes)
-        .map_err(|e| format!("invalid WebAssembly module: {e}"))?;
-    check_command_shape(bytes)
+    match check_header(bytes)? {
+        ModuleKind::Core => {
+            Validator::new_with_features(supported_features())
+                .validate_all(bytes)
+                .map_err(|e| format!("invalid WebAssembly module: {e}"))?;
+            check_command_shape(bytes)?;
+            Ok(ModuleKind::Core)
+        }
+        ModuleKind::Component => {
+            Validator::new_with_features(supported_features() | WasmFeatures::COMPONENT_MODEL)
+                .validate_all(bytes)
+                .map_err(|e| format!("invalid WebAssembly component: {e}"))?;
+            check_component_shape(bytes)?;
+            Ok(ModuleKind::Component)
+        }
+    }
+}
+
+/// Checks the top-level imports and exports of an already validated component.
+fn check_component_shape(bytes: &[u8]) -> Result<(), String> {
+    let invalid = |e: wasmparser::BinaryReaderError| format!("invalid WebAssembly component: {e}");
+    // Nested modules and components have their own header and end; only depth 1 is the
+    // component's own interface.
+    let mut depth = 0usize;
+    let mut runs = false;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let name = import.map_err(invalid)?.name.name;
+                    if let Some(refused) = refused_component_import(name) {
+                        return Err(refused);
+                    }
+                    if !PROVIDED_PACKAGES.iter().any(|p| name.starts_with(p)) {
+                        return Err(format!(
+                            "the component imports `{name}`, but only the WASI 0.2 command \
+                             interfaces (wasi:io, wasi:clocks, wasi:filesystem, wasi:random, \
+                             wasi:cli) are provided"
+                        ));
+                    }
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    let export = export.map_err(invalid)?;
+                    if export.name.name.starts_with(RUN_EXPORT)
+                        && export.kind == wasmparser::ComponentExternalKind::Instance
+                    {
+                        runs = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if runs {
+        Ok(())
+    } else {
+        Err(
+            "the component does not export `wasi:cli/run@0.2.x`: only WASI 0.2 commands \
+             (programs with a `main`, e.g. built for wasm32-wasip2) can run, not libraries"
+                .into(),
+        )
+    }
 }
 
 /// Checks imports and the `_start` export of an already validated module.

@@ -56,7 +56,7 @@ async fn one_preopen_at_root_with_or_without_files() {
         assert_eq!(done.report.outcome, Outcome::exited(8));
         assert_eq!(done.stdout, b"/");
     }
-    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    assert_no_job_files(scratch.path());
 }
 
 /// Creates `{path}` under fd 3 (O_CREAT|O_EXCL when `excl`), writes `{chunks}` times 4096 bytes,
@@ -102,7 +102,7 @@ async fn jobs_write_their_directory_and_nothing_outlives_the_job() {
         req.files = vec![file("out/.keep", b"")];
         let done = run(&backend, req).await;
         assert_eq!(done.report.outcome, Outcome::exited(0));
-        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        assert_no_job_files(scratch.path());
     }
     // Input files are writable too (truncate and rewrite).
     let digest = store.add(writer("given.txt", 1, false));
@@ -147,13 +147,15 @@ async fn writes_past_disk_bytes_fail_with_enospc_inside_the_guest() {
         "{:?}",
         done.report.outcome
     );
+    assert_no_job_files(scratch.path());
+    assert_hello_works(&backend, &store).await;
+    drop(backend);
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(scratch.path().to_str().unwrap()),
         "a job's tmpfs is still mounted"
     );
-    assert_hello_works(&backend, &store).await;
 }
 
 /// `path_symlink({target}, 3, "link")`, then opens `{open}` under fd 3 and prints it; exits 0 when

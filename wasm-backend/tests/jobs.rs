@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use runtime_core::{Backend, OutcomeReason, Program};
+use runtime_core::{Backend, Outcome, OutcomeReason, Program};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_world_prints_exact_bytes_and_exits_zero() {
@@ -76,16 +76,12 @@ async fn input_files_are_readable_at_the_root_and_removed_afterwards() {
         done.report.outcome
     );
     assert_eq!(done.stdout, b"file content\0\xff\n");
-    assert_eq!(
-        std::fs::read_dir(scratch.path()).unwrap().count(),
-        0,
-        "the job directory must be removed"
-    );
+    assert_no_job_files(scratch.path());
 
     // Without input files fd 3 is an empty directory: the file does not exist (ENOENT = 44).
     let done = run(&backend, request(&digest)).await;
     assert_eq!(done.report.outcome, runtime_core::Outcome::exited(64));
-    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    assert_no_job_files(scratch.path());
 
     // Paths escaping the directory are refused before anything runs.
     for bad in ["../escape", "/etc/passwd", "a/../../b"] {
@@ -100,8 +96,10 @@ async fn input_files_are_readable_at_the_root_and_removed_afterwards() {
         );
         assert!(done.report.outcome.detail.unwrap().contains(bad));
     }
-    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+    assert_no_job_files(scratch.path());
     assert_hello_works(&backend, &store).await;
+    drop(backend);
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,4 +335,55 @@ async fn many_concurrent_jobs_all_succeed() {
         assert_eq!(done.stdout, b"hello, world\n");
     }
     assert_eq!(store.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_exit_codes_are_reported_exactly_and_traps_as_signals() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    // 126 and above used to be refused by wasmtime-wasi's `proc_exit` (a trap: signaled 6).
+    for code in [0, 1, 125, 126, 127, 128, 134, 137, 200, 255] {
+        let digest = store.add(guest(&format!("(call $proc_exit (i32.const {code}))"), ""));
+        let done = run(&backend, request(&digest)).await;
+        assert_eq!(
+            done.report.outcome,
+            Outcome::exited(code),
+            "proc_exit({code})"
+        );
+    }
+    // WASI's exit code is a u32; past 255 the job reads as a failure (255), with the value kept.
+    for code in [256i64, 1000, 4_294_967_295] {
+        let digest = store.add(guest(
+            &format!("(call $proc_exit (i32.const {}))", code as u32 as i32),
+            "",
+        ));
+        let outcome = run(&backend, request(&digest)).await.report.outcome;
+        assert_eq!(
+            (outcome.reason, outcome.exit_code),
+            (OutcomeReason::Exited, Some(255)),
+            "{outcome:?}"
+        );
+        assert!(
+            outcome
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains(&format!("proc_exit({code})"))),
+            "{outcome:?}"
+        );
+    }
+    // A trap is a signal, with the trap in the detail.
+    let digest = store.add(guest("unreachable", ""));
+    let outcome = run(&backend, request(&digest)).await.report.outcome;
+    assert_eq!(
+        (outcome.reason, outcome.exit_code, outcome.signal),
+        (OutcomeReason::Signaled, None, Some(6))
+    );
+    assert!(
+        outcome
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("unreachable")),
+        "{outcome:?}"
+    );
+    assert_hello_works(&backend, &store).await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use runtime_core::OutcomeReason;
-use wasm_backend::{WasmBackend, module_digest, validate_module};
+use wasm_backend::{ModuleKind, WasmBackend, module_digest, validate_module};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_is_fetched_once_and_then_served_from_memory_and_disk() {
@@ -175,7 +175,8 @@ async fn bad_modules_are_spec_errors_remembered_per_digest() {
     let (backend, _dir) = backend(store.clone());
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"\0asm\x01\0\0\0\x01\xff\xff".to_vec(), "compile"),
-        (b"\0asm\x0d\0\x01\0".to_vec(), "component"),
+        // An empty component: valid, but not a command.
+        (b"\0asm\x0d\0\x01\0".to_vec(), "wasi:cli/run"),
         (b"#!/bin/sh\necho hi\n".to_vec(), "not a WebAssembly binary"),
         (b"(module (func (export \"_start\")))".to_vec(), "WAT"),
         (wat(r#"(module (func (export "main")))"#), "_start"),
@@ -274,10 +275,10 @@ fn digests_are_sha256_hex() {
 #[test]
 fn validate_module_accepts_commands_and_explains_rejections() {
     let max = 1 << 20;
-    assert_eq!(validate_module(&wat(HELLO), max), Ok(()));
+    assert_eq!(validate_module(&wat(HELLO), max), Ok(ModuleKind::Core));
     assert_eq!(
         validate_module(&guest("(call $sleep (i64.const 1))", "x"), max),
-        Ok(())
+        Ok(ModuleKind::Core)
     );
 
     let expect = |bytes: &[u8], max: usize, needle: &str| {
@@ -292,7 +293,14 @@ fn validate_module_accepts_commands_and_explains_rejections() {
         "not a WebAssembly binary",
     );
     expect(b"(module)", max, "WAT");
-    expect(b"\0asm\x0d\0\x01\0", max, "component");
+    // Components are checked too (see tests/components.rs for real ones): an empty one is no
+    // command.
+    expect(b"\0asm\x0d\0\x01\0", max, "`wasi:cli/run@0.2.x`");
+    expect(
+        b"\0asm\x0d\0\x01\0\xff",
+        max,
+        "invalid WebAssembly component",
+    );
     expect(b"\0asm\x02\0\0\0", max, "version");
     expect(
         b"\0asm\x01\0\0\0\x01\xff\xff",

@@ -366,7 +366,7 @@ export interface paths {
         get: operations["listModules"];
         put?: never;
         /**
-         * Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+         * Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
          *     `module`. Uploading the same bytes again returns the same digest.
          */
         post: operations["uploadModule"];
@@ -3460,7 +3460,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not a valid Wasm core module */
+            /** @description Not a valid Wasm command module or component */
             422: {
                 headers: {
                     [name: string]: unknown;

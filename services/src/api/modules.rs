@@ -16,7 +16,7 @@ use super::{AppState, Body};
 use crate::model::auth::Scope;
 use crate::store::modules;
 
-/// Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+/// Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
 /// `module`. Uploading the same bytes again returns the same digest.
 #[utoipa::path(post, path = "/v1/modules", operation_id = "uploadModule", tag = "modules",
     request_body(description = "The module's bytes (binary .wasm); `application/octet-stream` is accepted too",
@@ -25,7 +25,7 @@ use crate::store::modules;
         (status = 201, description = "Stored", body = Module),
         (status = 200, description = "Already stored", body = Module),
         (status = 413, body = ErrorBody),
-        (status = 422, description = "Not a valid Wasm core module", body = ErrorBody),
+        (status = 422, description = "Not a valid Wasm command module or component", body = ErrorBody),
     ))]
 pub async fn upload(
     State(state): State<AppState>,

@@ -127,6 +127,25 @@ pub fn file(path: &str, content: &[u8]) -> InputFile {
     }
 }
 
+/// Asserts that no job's file is left under `scratch` (a backend's `scratch_dir`): only the
+/// backend's `nekton-wasm-jobs-*` directory, holding empty directories kept for later jobs.
+pub fn assert_no_job_files(scratch: &Path) {
+    for pool in std::fs::read_dir(scratch).unwrap() {
+        let pool = pool.unwrap().path();
+        let name = pool.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("nekton-wasm-jobs-") && pool.is_dir(),
+            "unexpected {pool:?} in the scratch directory"
+        );
+        for dir in std::fs::read_dir(&pool).unwrap() {
+            let dir = dir.unwrap().path();
+            assert!(dir.is_dir(), "{dir:?} is not a job directory");
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            assert!(left.is_empty(), "a job left {left:?} in {dir:?}");
+        }
+    }
+}
+
 /// What a finished job produced.
 pub struct Finished {
     pub report: ExecReport,

@@ -88,7 +88,8 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> Response[ErrorBody | Module]:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which
+    jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -118,7 +119,8 @@ def sync(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> ErrorBody | Module | None:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which
+    jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -143,7 +145,8 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> Response[ErrorBody | Module]:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which
+    jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
@@ -171,7 +174,8 @@ async def asyncio(
     client: AuthenticatedClient | Client,
     body: File,
 ) -> ErrorBody | Module | None:
-    """Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+    """Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which
+    jobs name as
     `module`. Uploading the same bytes again returns the same digest.
 
     Args:
