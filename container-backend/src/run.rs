@@ -655,6 +655,7 @@ async fn launch(
             shared.config.max_open_files,
         ),
         cgroup_procs: Vec::new(),
+        helper: shared.helper.clone(),
     });
 
     // The job's cgroup (memory with swap off, CPU quota, pids): P1 puts P2 into it.
