@@ -500,6 +500,7 @@ async fn run_planned(
     }
     usage.memory_peak_bytes = cg_usage.memory_peak;
     usage.pids_peak = cg_usage.pids_peak;
+    usage.pids_limit_hit = cg_usage.pids_limit_hit;
     let outcome = verdict(&Facts {
         stopped: supervised.stopped,
         error_report: &supervised.error_report,
