@@ -1371,6 +1371,12 @@ export interface components {
             net_rx_bytes?: number | null;
             /** Format: int64 */
             net_tx_bytes?: number | null;
+            /**
+             * @description Containers: whether the pids limit refused a fork or thread of the job (a fork bomb, or a
+             *     program that needed more processes than it was given). Null where the backend cannot tell
+             *     (wasm; hosts without `pids.events`; bills written before this field existed).
+             */
+            pids_limit_hit?: boolean | null;
             /** Format: int64 */
             pids_peak?: number | null;
             /**

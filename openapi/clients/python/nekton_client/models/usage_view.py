@@ -27,6 +27,10 @@ class UsageView:
             memory_peak_bytes (int | None | Unset):
             net_rx_bytes (int | None | Unset):
             net_tx_bytes (int | None | Unset):
+            pids_limit_hit (bool | None | Unset): Containers: whether the pids limit refused a fork or thread of the job (a
+                fork bomb, or a
+                program that needed more processes than it was given). Null where the backend cannot tell
+                (wasm; hosts without `pids.events`; bills written before this field existed).
             pids_peak (int | None | Unset):
             queue_wait_ms (int | None | Unset): From becoming runnable to being claimed by a worker.
             setup_ms (int | None | Unset): Preparing the sandbox (module compile/load, image, rootfs).
@@ -44,6 +48,7 @@ class UsageView:
     memory_peak_bytes: int | None | Unset = UNSET
     net_rx_bytes: int | None | Unset = UNSET
     net_tx_bytes: int | None | Unset = UNSET
+    pids_limit_hit: bool | None | Unset = UNSET
     pids_peak: int | None | Unset = UNSET
     queue_wait_ms: int | None | Unset = UNSET
     setup_ms: int | None | Unset = UNSET
@@ -95,6 +100,12 @@ class UsageView:
             net_tx_bytes = UNSET
         else:
             net_tx_bytes = self.net_tx_bytes
+
+        pids_limit_hit: bool | None | Unset
+        if isinstance(self.pids_limit_hit, Unset):
+            pids_limit_hit = UNSET
+        else:
+            pids_limit_hit = self.pids_limit_hit
 
         pids_peak: int | None | Unset
         if isinstance(self.pids_peak, Unset):
@@ -148,6 +159,8 @@ class UsageView:
             field_dict["net_rx_bytes"] = net_rx_bytes
         if net_tx_bytes is not UNSET:
             field_dict["net_tx_bytes"] = net_tx_bytes
+        if pids_limit_hit is not UNSET:
+            field_dict["pids_limit_hit"] = pids_limit_hit
         if pids_peak is not UNSET:
             field_dict["pids_peak"] = pids_peak
         if queue_wait_ms is not UNSET:
@@ -226,6 +239,15 @@ class UsageView:
 
         net_tx_bytes = _parse_net_tx_bytes(d.pop("net_tx_bytes", UNSET))
 
+        def _parse_pids_limit_hit(data: object) -> bool | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(bool | None | Unset, data)
+
+        pids_limit_hit = _parse_pids_limit_hit(d.pop("pids_limit_hit", UNSET))
+
         def _parse_pids_peak(data: object) -> int | None | Unset:
             if data is None:
                 return data
@@ -284,6 +306,7 @@ class UsageView:
             memory_peak_bytes=memory_peak_bytes,
             net_rx_bytes=net_rx_bytes,
             net_tx_bytes=net_tx_bytes,
+            pids_limit_hit=pids_limit_hit,
             pids_peak=pids_peak,
             queue_wait_ms=queue_wait_ms,
             setup_ms=setup_ms,
