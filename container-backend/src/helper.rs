@@ -70,7 +70,8 @@ impl SealedHelper {
         let mut file = std::fs::File::from(rw);
         file.write_all(HELPER)
             .map_err(|e| format!("writing the container helper into its memfd: {e}"))?;
-        let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
         // SAFETY: fcntl on a descriptor we own.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(format!(
@@ -297,7 +298,10 @@ mod tests {
         let (_, status) = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
             .map(|s| ((), s))
             .unwrap();
-        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+        );
         drop(h);
         (ready, Status::decode(&rec))
     }

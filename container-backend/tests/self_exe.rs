@@ -107,9 +107,7 @@ fn host_binary_hits(out: &str) -> Vec<String> {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 ["HOST-BINARY-RAN", ..] => true,
-                ["open", d, i, ..] => {
-                    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
-                }
+                ["open", d, i, ..] => d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino),
                 _ => false,
             }
         })
@@ -177,7 +175,10 @@ async fn jobs_cannot_execute_or_open_the_worker_binary() {
 
 /// Host pid of the process whose command line is exactly `argv`, if one exists.
 fn find_process(argv: &[&str]) -> Option<i32> {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         (std::fs::read(e.path().join("cmdline")).ok()? == want).then_some(pid)
@@ -234,7 +235,10 @@ async fn the_container_init_is_not_backed_by_the_worker_binary() {
     let init = ppid_of(job_pid);
     let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
-    assert!(nspid.ends_with("\t1"), "{init} is not the container's init: {nspid}");
+    assert!(
+        nspid.ends_with("\t1"),
+        "{init} is not the container's init: {nspid}"
+    );
     let (dev, ino) = host_binary();
     let exe = std::fs::metadata(format!("/proc/{init}/exe")).unwrap();
     let exe_link = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
@@ -242,7 +246,10 @@ async fn the_container_init_is_not_backed_by_the_worker_binary() {
     if (exe.dev(), exe.ino()) == (dev, ino) {
         backed.push(format!("exe -> {}", exe_link.display()));
     }
-    for e in std::fs::read_dir(format!("/proc/{init}/map_files")).unwrap().flatten() {
+    for e in std::fs::read_dir(format!("/proc/{init}/map_files"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(m) = std::fs::metadata(e.path())
             && (m.dev(), m.ino()) == (dev, ino)
         {
