@@ -142,7 +142,7 @@
 //!   checked by the tests to decide exactly as seccompiler's three linear filters; installed by
 //!   P3 after `no_new_privs` and the capability drop, as the last step before `execve`
 //!   (≈ 60–70 µs, was ≈ 0.9–1 ms with seccompiler's filters). Not Docker's:
-//!   `ptrace` (the init is a fork of the worker), 32-bit syscalls, `unshare` of namespaces.
+//!   `ptrace` (the init keeps every capability, outside the filter), 32-bit syscalls, `unshare` of namespaces.
 //! - rlimits: `RLIMIT_CORE` 0, `RLIMIT_NOFILE` `min(1024, max_open_files)` /
 //!   `max_open_files` (default 4096). `RLIMIT_NPROC` is not used: it counts per uid across the
 //!   host (the job's root is the host's root); the pids cgroup bounds processes.

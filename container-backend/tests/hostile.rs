@@ -414,7 +414,7 @@ async fn ptrace_of_the_init_and_of_a_sibling_fails() {
             ("ptrace_attach_init", "EPERM"),
             ("ptrace_attach_sibling", "EPERM"),
             ("ptrace_seize_sibling", "EPERM"),
-            // The init is a non-dumpable fork of the worker: its memory stays closed.
+            // The init (the helper, with every capability) is non-dumpable: its memory stays closed.
             ("open_proc_1_mem", "EACCES"),
         ]),
         "stderr: {}",
