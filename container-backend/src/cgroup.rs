@@ -645,6 +645,9 @@ pub(crate) struct CgroupUsage {
     pub cpu_system: Option<Duration>,
     pub memory_peak: Option<u64>,
     pub pids_peak: Option<u64>,
+    /// Whether a fork or clone of the job was refused at its pids limit: the `max` counter of
+    /// `pids.events` (v1 and v2) is not 0. `None` without that file.
+    pub pids_limit_hit: Option<bool>,
     pub oom_kills: u64,
 }
 
@@ -803,11 +806,15 @@ impl JobCgroup {
             .file(pids_dir, "pids.peak")
             .and_then(|t| t.trim().parse::<u64>().ok())
             .or((sampled > 0).then_some(sampled));
+        let pids_limit_hit = self
+            .file(pids_dir, "pids.events")
+            .map(|t| keyed(&t, "max").is_some_and(|n| n > 0));
         CgroupUsage {
             cpu_user: cpu.map(|c| c.1),
             cpu_system: cpu.map(|c| c.2),
             memory_peak,
             pids_peak,
+            pids_limit_hit,
             oom_kills: self.oom_kills(),
         }
     }

@@ -7,11 +7,17 @@
 //! worker process
 //!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
 //!                                          │ unshare(mnt, uts, ipc, net, pid); / rprivate
-//!                                          └─ fork ──► P2 = PID 1 "nekton-init" (PDEATHSIG=SIGKILL,
-//!                                                │      non-dumpable): builds the rootfs, pivots
-//!                                                └─ fork ──► P3 = the job (setsid, user, caps,
-//!                                                            no_new_privs, execve)
+//!                                          └─ fork ──► P2 = PID 1 (PDEATHSIG=SIGKILL, non-dumpable):
+//!                                                │      builds the rootfs, pivots, forks P3, then
+//!                                                │      execveat(helper memfd) = "nekton-init"
+//!                                                └─ fork ──► P3 = the job (waits for nekton-init;
+//!                                                            setsid, user, caps, no_new_privs,
+//!                                                            seccomp, execveat(helper memfd) =
+//!                                                            "nekton-exec" ── execve ──► job)
 //! ```
+//! The helper ([`helper`] module, `src/helper/helper.c`) is a freestanding static program of a
+//! few KiB, copied once per backend into a sealed, read-only memfd: no process the job can see
+//! is backed by the worker's binary when the job runs (CVE-2019-5736).
 //! - Every fork of the worker happens on **one long-lived thread** (`spawn::Spawner`), because
 //!   `PR_SET_PDEATHSIG` fires when the *forking thread* ends: if the worker dies, P1 gets SIGKILL,
 //!   P2 (whose parent is P1) gets SIGKILL, and P2 being the pid namespace's init, the kernel kills
@@ -31,17 +37,21 @@
 //!   (the worker killing P2's pid directly):* the worker would race P1 reaping P2 and could
 //!   signal a recycled pid; P1 kills its own unreaped child, which cannot be recycled.
 //! - **P2**, PID 1 of the job, blocks SIGCHLD and the forwarded signals (TERM, INT, HUP, QUIT,
-//!   USR1, USR2 → `kill(P3)`), reaps every child with `waitpid(-1, WNOHANG)` (orphans too), and
-//!   when P3 has exited writes its status and `getrusage(RUSAGE_CHILDREN)` to the status pipe and
-//!   `_exit`s — so no daemon outlives the job.
-//! - **P3** resets signal dispositions (the worker ignores SIGPIPE; ignored signals survive
+//!   USR1, USR2), forks P3, and `execveat`s the helper as `nekton-init` (the mask, its child and
+//!   the status pipe survive the exec). The helper's init is non-dumpable from its first
+//!   instruction, writes "ready" to P3, forwards those signals to P3, reaps every child with
+//!   `wait4(-1, WNOHANG)` (orphans too), and when P3 has exited writes its status and
+//!   `getrusage(RUSAGE_CHILDREN)` to the status pipe and exits — so no daemon outlives the job.
+//! - **P3** first waits for the helper's "ready" byte (EOF: P2 failed; P3 exits), then resets
+//!   signal dispositions (the worker ignores SIGPIPE; ignored signals survive
 //!   exec), `setsid`, puts the stdin memfd (sealed, offset 0: a job reading stdin sees EOF, never
 //!   blocks) and the stdout/stderr pipes on 0/1/2, `chdir`s to the working directory (after
 //!   `pivot_root`: it cannot resolve outside the root, and no host descriptor is open —
 //!   CVE-2024-21626), sets `RLIMIT_CPU`, `RLIMIT_CORE` 0 and `RLIMIT_NOFILE`, drops
 //!   capabilities, sets groups/gid/uid, sets `no_new_privs`, marks every fd ≥ 3 close-on-exec,
-//!   installs the seccomp filters (last) and `execve`s `argv[0]` looked up in the container's
-//!   `PATH`. The error pipe is close-on-exec: the worker reads EOF
+//!   installs the seccomp filters (last) and `execveat`s the helper as `nekton-exec`, which
+//!   `execve`s `argv[0]` looked up in the container's `PATH` and reports a failure itself. The
+//!   error pipe is close-on-exec: the worker reads EOF
 //!   with no message ⇒ the job's program is running (the start of its wall time).
 //!
 //! # Mount sequence (in P2, inside the job's private mount namespace)
@@ -106,10 +116,16 @@
 //!   any other uid; inheritable and ambient always empty (the fix of CVE-2022-24769: a non-empty
 //!   inheritable set lets file capabilities of the image grant privileges). `no_new_privs` makes
 //!   setuid/setgid files and file capabilities inert.
-//! - P2 is non-dumpable: the job cannot ptrace it or read `/proc/1/mem` (it is a fork of the
-//!   worker and holds its memory image). P1 is outside the job's pid namespace.
-//! - Only descriptors 0–2 survive `execve`; the runtime never execs its own binary in the
-//!   container (CVE-2019-5736).
+//! - P2 is non-dumpable, as a fork of the worker and again as the helper's init (it keeps every
+//!   capability and no seccomp filter): the job cannot ptrace it or read `/proc/1/mem`. P1 is
+//!   outside the job's pid namespace.
+//! - The worker's binary is out of reach (CVE-2019-5736 family): when the job's program starts,
+//!   the container's init is the sealed helper memfd (`/proc/1/exe`, `/proc/1/map_files`), and
+//!   so was the job's process at its `execve` — a job running `/proc/self/exe`, a
+//!   `#!/proc/self/exe` script or an ELF with that `PT_INTERP` runs the helper, which refuses
+//!   (exit 127) with the job's own privileges. The memfd is sealed against writes and size
+//!   changes and open read-only. Tested by `tests/self_exe.rs`.
+//! - Only descriptors 0–2 survive the job's `execve`.
 //! - **seccomp** ([`seccomp`] module): an allowlist kept as the reviewed data file
 //!   `seccomp/profile.json` (versioned; a comment on every group; a `deny` list with the reason
 //!   for each deliberate omission), in the spirit of Docker's default, tighter: `io_uring_*`,
@@ -126,7 +142,7 @@
 //!   checked by the tests to decide exactly as seccompiler's three linear filters; installed by
 //!   P3 after `no_new_privs` and the capability drop, as the last step before `execve`
 //!   (≈ 60–70 µs, was ≈ 0.9–1 ms with seccompiler's filters). Not Docker's:
-//!   `ptrace` (the init is a fork of the worker), 32-bit syscalls, `unshare` of namespaces.
+//!   `ptrace` (the init keeps every capability, outside the filter), 32-bit syscalls, `unshare` of namespaces.
 //! - rlimits: `RLIMIT_CORE` 0, `RLIMIT_NOFILE` `min(1024, max_open_files)` /
 //!   `max_open_files` (default 4096). `RLIMIT_NPROC` is not used: it counts per uid across the
 //!   host (the job's root is the host's root); the pids cgroup bounds processes.
@@ -147,6 +163,7 @@
 //!   (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
+mod helper;
 mod protocol;
 mod rootfs;
 mod run;
@@ -254,6 +271,8 @@ pub(crate) struct Shared {
     /// The compiled seccomp profile (shared by every job of this backend).
     pub seccomp: std::sync::Arc<seccomp::Filters>,
     pub cgroups: cgroup::Cgroups,
+    /// The container helper in a sealed memfd, made once per backend ([`helper`]).
+    pub helper: std::sync::Arc<helper::SealedHelper>,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -492,6 +511,7 @@ impl ContainerBackend {
             tracing::warn!(preflight = %cgroups.preflight, "container host preflight: some limits cannot be enforced");
         }
         cgroups.remove_stale(owner_alive);
+        let helper = helper::SealedHelper::create().map_err(prerequisite)?;
         let spawner = spawn::Spawner::start().map_err(ContainerError::Spawner)?;
         Ok(Self {
             shared: Shared {
@@ -506,6 +526,7 @@ impl ContainerBackend {
                 cap_last,
                 seccomp: std::sync::Arc::new(seccomp),
                 cgroups,
+                helper: std::sync::Arc::new(helper),
             },
         })
     }

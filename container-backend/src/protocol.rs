@@ -1,7 +1,7 @@
 //! The protocol between the worker and the forked container processes (P1, P2, P3; see the
 //! crate docs for the process tree). Everything both sides must agree on lives here and nowhere
 //! else: the descriptor numbers after P1 rearranged them, the bytes on the control and lifeline
-//! pipes, the error report on the error pipe, and the status record P2 writes when the job's
+//! pipes, the error report on the error pipe, and the status record P2 (by then the container helper's init) writes when the job's
 //! process has ended. The child side only *encodes* (no allocation needed for the status
 //! record); the worker side only *decodes*, and decoding never panics: a short, long or garbled
 //! message is an error value the worker words as an internal error.
@@ -24,7 +24,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// Descriptor numbers in P1/P2/P3 after P1 rearranged them (everything else is closed).
-/// P2 writes the job's [`Status`] here.
+/// P2 (the helper's init) writes the job's [`Status`] here.
 pub(crate) const FD_STATUS: RawFd = 3;
 pub(crate) const FD_STDOUT: RawFd = 4;
 pub(crate) const FD_STDERR: RawFd = 5;
@@ -33,12 +33,17 @@ pub(crate) const FD_STDIN: RawFd = 6;
 pub(crate) const FD_ERR: RawFd = 7;
 /// The control pipe: a [`CONTROL_KILL`] byte or EOF makes P1 kill the container's init.
 pub(crate) const FD_CONTROL: RawFd = 8;
+/// The sealed, read-only memfd of the container helper (see [`super::helper`]): P2 and P3
+/// `execveat` it (close-on-exec: neither the helper nor the job keeps it).
+pub(crate) const FD_HELPER: RawFd = 9;
 /// The first descriptor number P1 closes from.
-pub(crate) const FD_FIRST_FREE: RawFd = 9;
+pub(crate) const FD_FIRST_FREE: RawFd = 10;
 
 /// The worker writes this on the control pipe to have the container killed.
 pub(crate) const CONTROL_KILL: u8 = b'k';
-/// P1 writes this on the lifeline once P2 is in the job's cgroup: P2 may go on.
+/// P1 writes this on the lifeline once P2 is in the job's cgroup: P2 may go on. The helper in
+/// `nekton-init` mode writes the same byte on P3's "ready" pipe once it is the container's
+/// init (`helper/helper.c`, `READY_BYTE`).
 pub(crate) const LIFELINE_GO: u8 = b'g';
 
 /// Longest message text a child reports (longer texts are cut, at a byte boundary; the worker
@@ -56,8 +61,19 @@ pub(crate) enum ErrorKind {
     /// The container setup failed for a reason that is neither's (a syscall the host refused).
     Internal = b'X',
     /// `execve` found no such file: the worker words it as a spec error naming the command.
+    /// Written by the helper (`nekton-exec`): the text is the command (argv\[0\]) only.
     NotFound = b'N',
 }
+
+/// The helper's report of a failed `execve` of the job's program (`helper/helper.c`,
+/// `REPORT_EXEC`): this byte, a reason byte ([`EXEC_ERRNO`] or [`EXEC_NO_INTERPRETER`]), the
+/// errno as an `i32` (little endian), then the candidate path. Decoded into a
+/// [`ErrorKind::Spec`] message.
+pub(crate) const REPORT_EXEC: u8 = b'E';
+/// `exec `path`: <errno text>`.
+pub(crate) const EXEC_ERRNO: u8 = b'e';
+/// The file exists but `execve` says ENOENT: its interpreter or loader is missing.
+pub(crate) const EXEC_NO_INTERPRETER: u8 = b'i';
 
 impl TryFrom<u8> for ErrorKind {
     type Error = u8;
@@ -113,6 +129,8 @@ pub(crate) fn encode_error(err: &ChildError) -> Vec<u8> {
 pub(crate) enum ErrorReportError {
     /// The first byte names no [`ErrorKind`].
     UnknownKind(u8),
+    /// A [`REPORT_EXEC`] message too short for its reason and errno, or of an unknown reason.
+    ShortExecReport,
 }
 
 /// Decodes a non-empty error-pipe message into its kind and (lossily displayed) text. An empty
@@ -121,8 +139,31 @@ pub(crate) fn decode_error(msg: &[u8]) -> Result<Option<(ErrorKind, String)>, Er
     let Some((kind, text)) = msg.split_first() else {
         return Ok(None);
     };
+    if *kind == REPORT_EXEC {
+        let (Some(&reason), Some(errno)) = (text.first(), text.get(1..5)) else {
+            return Err(ErrorReportError::ShortExecReport);
+        };
+        let errno = i32::from_le_bytes(errno.try_into().unwrap_or_default());
+        let path = image_store::display_bytes(text.get(5..).unwrap_or_default());
+        let text = match reason {
+            EXEC_NO_INTERPRETER => format!(
+                "exec `{path}`: the file exists but its interpreter or dynamic loader is missing \
+                 from the image"
+            ),
+            EXEC_ERRNO => format!(
+                "exec `{path}`: {}",
+                nix::errno::Errno::from_raw(errno).desc()
+            ),
+            _ => return Err(ErrorReportError::ShortExecReport),
+        };
+        return Ok(Some((ErrorKind::Spec, text)));
+    }
     let kind = ErrorKind::try_from(*kind).map_err(ErrorReportError::UnknownKind)?;
-    Ok(Some((kind, image_store::display_bytes(text))))
+    let text = image_store::display_bytes(text);
+    if kind == ErrorKind::NotFound {
+        return Ok(Some((kind, format!("`{text}`: no such file in the image"))));
+    }
+    Ok(Some((kind, text)))
 }
 
 /// How the job's process ended.
@@ -134,7 +175,7 @@ pub(crate) enum Exit {
     Signal(i32),
 }
 
-/// The status record P2 writes when the job's process has exited: how it ended and
+/// The status record P2 (the helper's init, `helper/helper.c`) writes when the job's process has exited: how it ended and
 /// `getrusage(RUSAGE_CHILDREN)` of the init (the job and every reaped orphan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Status {
@@ -170,7 +211,10 @@ impl std::fmt::Display for StatusError {
 }
 
 impl Status {
-    /// From a `waitpid` status and the init's `RUSAGE_CHILDREN` (child code: no allocation).
+    /// From a `waitpid` status and the init's `RUSAGE_CHILDREN`. The record itself is written by
+    /// the container helper's init (`helper/helper.c`, `report_and_exit`); this encoder is the
+    /// reference its output is tested against.
+    #[cfg(test)]
     pub fn from_wait(status: libc::c_int, ru: &libc::rusage) -> Self {
         let exit = if libc::WIFSIGNALED(status) {
             Exit::Signal(libc::WTERMSIG(status))
@@ -197,6 +241,7 @@ impl Status {
         }
     }
 
+    #[cfg(test)]
     pub fn encode(&self) -> [u8; STATUS_LEN] {
         let (kind, value) = match self.exit {
             Exit::Code(c) => (KIND_EXITED, c),

@@ -500,6 +500,7 @@ async fn run_planned(
     }
     usage.memory_peak_bytes = cg_usage.memory_peak;
     usage.pids_peak = cg_usage.pids_peak;
+    usage.pids_limit_hit = cg_usage.pids_limit_hit;
     let outcome = verdict(&Facts {
         stopped: supervised.stopped,
         error_report: &supervised.error_report,
@@ -655,6 +656,7 @@ async fn launch(
             shared.config.max_open_files,
         ),
         cgroup_procs: Vec::new(),
+        helper: shared.helper.clone(),
     });
 
     // The job's cgroup (memory with swap off, CPU quota, pids): P1 puts P2 into it.

@@ -12,21 +12,23 @@
 //! Every `prctl` and `setrlimit` result is checked: a failure is a [`ChildError`] naming the
 //! step, reported on the error pipe.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 
 use nix::errno::Errno;
 
+use super::helper;
 use super::protocol::{
-    self, ChildError, ErrorKind, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_STATUS, FD_STDERR, FD_STDIN,
-    FD_STDOUT, LIFELINE_GO, os,
+    self, ChildError, ErrorKind, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_STATUS,
+    FD_STDERR, FD_STDIN, FD_STDOUT, LIFELINE_GO, os,
 };
 use super::rootfs;
 use super::sys;
 use super::users::ResolvedUser;
 
-/// Signals the init forwards to the job (everything else it receives is SIGCHLD).
+/// Signals the init forwards to the job (everything else it receives is SIGCHLD). P2 blocks
+/// them before forking P3; the helper's init (`helper/helper.c`) keeps the same set.
 const FORWARDED: [libc::c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
@@ -103,6 +105,9 @@ pub(crate) struct ChildSpec {
     /// `cgroup.procs` of each directory of the job's cgroup: P1 writes P2's pid into each
     /// before P2 goes on, so every process of the job is born in the cgroup.
     pub cgroup_procs: Vec<CString>,
+    /// The sealed memfd of the container helper (one per backend): P2 becomes the container's
+    /// init by exec'ing it, P3 execs the job's program through it (see [`super::helper`]).
+    pub helper: std::sync::Arc<helper::SealedHelper>,
 }
 
 /// What the spawner hands back: P1's pid and a pidfd for it.
@@ -278,8 +283,9 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         (f.stdin.as_raw_fd(), FD_STDIN),
         (f.err_w.as_raw_fd(), FD_ERR),
         (f.control_r.as_raw_fd(), FD_CONTROL),
+        (spec.helper.fd().as_raw_fd(), FD_HELPER),
     ];
-    let mut tmp = [0 as RawFd; 6];
+    let mut tmp = [0 as RawFd; 7];
     for (i, (src, _)) in moves.iter().enumerate() {
         // Above every target number, so no later dup3 overwrites a source not yet moved.
         // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
@@ -539,8 +545,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
             Errno::last(),
         ));
     }
-    // Stays open (CLOEXEC) so P1's death stays observable; P3 closes it with everything else.
-    // The job must not ptrace this fork of the worker or read its memory.
+    // Stays open (CLOEXEC) so P1's death stays observable; P3 and the helper close it.
+    // The job must not ptrace this fork of the worker or read its memory (it never runs before
+    // this process has become the helper, which is non-dumpable too: belt and braces).
     if let Err(e) = prctl(
         libc::PR_SET_DUMPABLE,
         0,
@@ -562,8 +569,10 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         Err(e) => fail(e),
     };
 
+    // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
+    // signal is lost in between (they stay pending). P3 unblocks them for the job.
     // SAFETY: sigset manipulation on a local set.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
@@ -571,8 +580,14 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    }
+    // P3 waits on this pipe until this process has become the helper's init: the job never
+    // runs beside a fork of the worker.
+    let mut ready = [0 as RawFd; 2];
+    // SAFETY: `ready` has room for the two descriptors.
+    if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
+    }
     // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
     let p3 = unsafe { libc::fork() };
     if p3 < 0 {
@@ -581,49 +596,50 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         ));
     }
     if p3 == 0 {
-        p3_main(spec, &prepared);
+        close(ready[1]);
+        p3_main(spec, &prepared, ready[0]);
     }
-    for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_CONTROL] {
+    close(ready[0]);
+    for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_CONTROL] {
         close(fd);
     }
-    init_loop(p3, &set)
+    become_init(p3, ready[1])
 }
 
-fn init_loop(p3: libc::pid_t, set: &libc::sigset_t) -> ! {
-    loop {
-        loop {
-            let mut status = 0;
-            // SAFETY: reaping any child (the job and orphans reparented to us).
-            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if r <= 0 {
-                break;
-            }
-            if r == p3 {
-                report_and_exit(status);
-            }
-        }
-        // SAFETY: `set` is a valid, initialised sigset; info is not wanted.
-        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
-        if sig > 0 && sig != libc::SIGCHLD {
-            // SAFETY: P3 is our unreaped child.
-            unsafe { libc::kill(p3, sig) };
+/// P2 leaves the worker's binary: `execveat` of the helper as `nekton-init` (the blocked
+/// signals, the children and the two descriptors it needs stay; everything else is
+/// close-on-exec). Only returns on failure, reported on the error pipe (still open here).
+fn become_init(p3: libc::pid_t, ready_w: RawFd) -> ! {
+    let argv = helper::init_argv(p3, FD_STATUS, ready_w);
+    let argv: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let step = "exec of the container's init helper (a sealed memfd)";
+    if let Err(e) = sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC) {
+        fail(os(ErrorKind::Internal, step)(e));
+    }
+    for fd in [FD_STATUS, ready_w] {
+        // SAFETY: clearing close-on-exec on a descriptor this process owns.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            fail(os(ErrorKind::Internal, step)(Errno::last()));
         }
     }
-}
-
-fn report_and_exit(status: libc::c_int) -> ! {
-    // SAFETY: getrusage fills the zeroed struct (RUSAGE_CHILDREN cannot fail).
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru
+    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call;
+    // on success this process image is replaced.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            FD_HELPER,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
     };
-    write_all_raw(
-        FD_STATUS,
-        &protocol::Status::from_wait(status, &ru).encode(),
-    );
-    // PID 1 exiting makes the kernel kill every remaining process of the namespace.
-    exit(0)
+    fail(os(ErrorKind::Internal, step)(Errno::last()))
 }
 
 /// What P2 resolved for P3 (inside the container's root, before `pivot_root`).
@@ -633,7 +649,22 @@ pub(crate) struct Prepared {
 }
 
 /// P3: the job. Never returns: `execve` or `_exit(127)` with a message on the error pipe.
-fn p3_main(spec: &ChildSpec, prepared: &Prepared) -> ! {
+fn p3_main(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
+    // First, before anything the job could observe: wait until P2 is the helper's init. EOF
+    // without the byte means P2 failed (and reported it) or died: nothing to do.
+    loop {
+        let mut b = 0u8;
+        // SAFETY: reading one byte into a local.
+        let r = unsafe { libc::read(ready, (&mut b as *mut u8).cast(), 1) };
+        if r == 1 && b == LIFELINE_GO {
+            break;
+        }
+        if r < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        exit(127);
+    }
+    close(ready);
     match p3_setup(spec, prepared) {
         Ok(()) => exec(spec, prepared),
         Err(e) => fail(e),
@@ -734,9 +765,13 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
     Ok(())
 }
 
+/// The last step of P3: `execveat` of the helper as `nekton-exec`, which `execve`s the first
+/// candidate that runs and reports a failure on the error pipe itself (see
+/// [`super::helper`]); at the job's `execve`, `/proc/self/exe` is the sealed memfd, never the
+/// worker's binary.
 fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
-    let argv: Vec<*const libc::c_char> = spec
-        .argv
+    let argv = helper::exec_argv(FD_ERR, &spec.exec_candidates, &spec.argv);
+    let argv: Vec<*const libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
@@ -747,50 +782,25 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let name = spec.argv[0].to_string_lossy();
-    let mut denied: Option<(&CStr, Errno)> = None;
-    for path in &spec.exec_candidates {
-        // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the
-        // call; on success this process image is replaced.
-        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        let e = Errno::last();
-        match e {
-            Errno::ENOENT | Errno::ENOTDIR => {
-                // A file that exists but "does not": its interpreter or loader is missing.
-                if exists(path) {
-                    fail(ChildError::new(
-                        ErrorKind::Spec,
-                        format!(
-                            "exec `{}`: the file exists but its interpreter or dynamic loader \
-                             is missing from the image",
-                            path.to_string_lossy()
-                        ),
-                    ));
-                }
-            }
-            Errno::EACCES | Errno::EPERM | Errno::EISDIR => {
-                denied.get_or_insert((path.as_c_str(), e));
-            }
-            _ => fail(ChildError::new(
-                ErrorKind::Spec,
-                format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
-            )),
-        }
+    let step = "exec of the job's launcher (the container helper's sealed memfd)";
+    // The helper makes the error pipe close-on-exec again before it execs the job's program.
+    // SAFETY: clearing close-on-exec on a descriptor this process owns.
+    if unsafe { libc::fcntl(FD_ERR, libc::F_SETFD, 0) } != 0 {
+        fail(os(ErrorKind::Internal, step)(Errno::last()));
     }
-    if let Some((path, e)) = denied {
-        fail(ChildError::new(
-            ErrorKind::Spec,
-            format!("exec `{}`: {}", path.to_string_lossy(), e.desc()),
-        ));
-    }
-    fail(ChildError::new(
-        ErrorKind::NotFound,
-        format!("`{name}`: no such file in the image"),
-    ))
-}
-
-fn exists(path: &CStr) -> bool {
-    nix::sys::stat::lstat(path).is_ok()
+    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call;
+    // on success this process image is replaced.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            FD_HELPER,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    fail(os(ErrorKind::Internal, step)(Errno::last()))
 }
 
 #[cfg(test)]

@@ -107,6 +107,13 @@ fn setup_error(msg: &[u8]) -> Outcome {
                 image_store::display_bytes(msg.get(1..).unwrap_or_default())
             ),
         ),
+        Err(ErrorReportError::ShortExecReport) => Outcome::with_reason(
+            OutcomeReason::InternalError,
+            format!(
+                "container setup failed: a truncated exec error report of {} bytes",
+                msg.len()
+            ),
+        ),
     }
 }
 
@@ -375,7 +382,7 @@ mod tests {
                 None
             )
         );
-        let nf = report(ErrorKind::NotFound, "`nope`: no such file in the image");
+        let nf = report(ErrorKind::NotFound, "nope");
         let f = Facts {
             error_report: &nf,
             ..facts(exec_failed)

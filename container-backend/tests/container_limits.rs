@@ -136,9 +136,23 @@ async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
         "{:?}",
         ran.report.usage
     );
+    // The record says the limit was hit (pids.events), not only how high the count went.
+    assert_eq!(
+        ran.report.usage.pids_limit_hit,
+        Some(true),
+        "{:?}",
+        ran.report.usage
+    );
     assert!(job_cgroups(&env, "forkbomb").is_empty());
-    // The backend keeps working.
-    run(&env, sh(&img, "true")).await.assert_exited(0);
+    // The backend keeps working; a job that stays below its limit did not hit it.
+    let ok = run(&env, sh(&img, "sleep 0 & sleep 0 & wait; true")).await;
+    ok.assert_exited(0);
+    assert_eq!(
+        ok.report.usage.pids_limit_hit,
+        Some(false),
+        "{:?}",
+        ok.report.usage
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,6 +174,12 @@ async fn pids_limit_makes_fork_fail() {
     assert_eq!(
         ran.report.usage.pids_peak,
         Some(8),
+        "{:?}",
+        ran.report.usage
+    );
+    assert_eq!(
+        ran.report.usage.pids_limit_hit,
+        Some(true),
         "{:?}",
         ran.report.usage
     );

@@ -129,6 +129,11 @@ impl Suite {
         let (ran, h) = tokio::join!(run(&self.env, req), run(&self.env, honest));
         h.assert_exited(0);
         assert_eq!(h.out(), HONEST_OUT, "the honest job was disturbed: {h:?}");
+        assert_eq!(
+            h.report.usage.pids_limit_hit,
+            Some(false),
+            "the honest job's pids limit: {h:?}"
+        );
         self.assert_clean();
         let after = run(&self.env, self.sh("echo still-working")).await;
         after.assert_exited(0);
@@ -409,7 +414,7 @@ async fn ptrace_of_the_init_and_of_a_sibling_fails() {
             ("ptrace_attach_init", "EPERM"),
             ("ptrace_attach_sibling", "EPERM"),
             ("ptrace_seize_sibling", "EPERM"),
-            // The init is a non-dumpable fork of the worker: its memory stays closed.
+            // The init (the helper, with every capability) is non-dumpable: its memory stays closed.
             ("open_proc_1_mem", "EACCES"),
         ]),
         "stderr: {}",
@@ -822,6 +827,12 @@ async fn fork_and_thread_bombs_stop_at_the_pids_limit() {
         "{:?}",
         ran.report.usage
     );
+    assert_eq!(
+        ran.report.usage.pids_limit_hit,
+        Some(true),
+        "{:?}",
+        ran.report.usage
+    );
     // A shell fork bomb too. The shell then waits in a builtin loop: `sleep` would need a fork,
     // which the bomb may already have made impossible (the shell would exit 2 before the wall
     // limit; seen under load).
@@ -833,6 +844,12 @@ async fn fork_and_thread_bombs_stop_at_the_pids_limit() {
     assert_eq!(
         ran.report.usage.pids_peak,
         Some(32),
+        "{:?}",
+        ran.report.usage
+    );
+    assert_eq!(
+        ran.report.usage.pids_limit_hit,
+        Some(true),
         "{:?}",
         ran.report.usage
     );

@@ -227,6 +227,9 @@ pub struct Usage {
     pub cpu_system: Duration,
     pub memory_peak_bytes: Option<u64>,
     pub pids_peak: Option<u64>,
+    /// Whether the job's pids limit refused a fork or thread (a fork bomb, or a program that
+    /// needed more processes than it was given); `None` where the backend cannot tell.
+    pub pids_limit_hit: Option<bool>,
     pub fuel_consumed: Option<u64>,
     /// Wasm only: the largest linear memory the guest reached.
     pub wasm_memory_peak_bytes: Option<u64>,

@@ -132,6 +132,12 @@ async fn hostile_jobs_get_the_right_records_and_the_worker_keeps_working() {
     let j = &jobs[1];
     assert_eq!(j.state, JobState::Succeeded, "{:?}", j.outcome);
     assert_eq!(output(&h, j, StdStream::Stdout).await, "survived\n");
+    assert_eq!(
+        j.usage.as_ref().unwrap().pids_limit_hit,
+        Some(false),
+        "{:?}",
+        j.usage
+    );
 
     let j = &jobs[2];
     assert_eq!(j.state, JobState::Failed);
@@ -147,6 +153,13 @@ async fn hostile_jobs_get_the_right_records_and_the_worker_keeps_working() {
     assert_eq!(
         j.usage.as_ref().unwrap().pids_peak,
         Some(32),
+        "{:?}",
+        j.usage
+    );
+    // The bill says the limit was hit, through the API.
+    assert_eq!(
+        j.usage.as_ref().unwrap().pids_limit_hit,
+        Some(true),
         "{:?}",
         j.usage
     );

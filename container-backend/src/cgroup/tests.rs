@@ -183,6 +183,7 @@ fn v2_job_cgroup_limits_usage_kill_and_removal() {
     .unwrap();
     std::fs::write(dir.join("memory.peak"), "41943040\n").unwrap();
     std::fs::write(dir.join("pids.peak"), "32\n").unwrap();
+    std::fs::write(dir.join("pids.events"), "max 17\n").unwrap();
     std::fs::write(
         dir.join("memory.events"),
         "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
@@ -197,6 +198,7 @@ fn v2_job_cgroup_limits_usage_kill_and_removal() {
     let u = job.usage();
     assert_eq!(u.memory_peak, Some(40 << 20));
     assert_eq!(u.pids_peak, Some(32));
+    assert_eq!(u.pids_limit_hit, Some(true));
     assert_eq!(u.oom_kills, 1);
     assert_eq!(u.cpu_user, Some(Duration::from_millis(500)));
 
@@ -220,6 +222,11 @@ fn v2_pids_peak_falls_back_to_sampling() {
     std::fs::write(dir.join("pids.current"), "2\n").unwrap();
     job.sample_pids();
     assert_eq!(job.usage().pids_peak, Some(5));
+    // No fork refused: `max 0`; a kernel without pids.events: unknown.
+    std::fs::write(dir.join("pids.events"), "max 0\n").unwrap();
+    assert_eq!(job.usage().pids_limit_hit, Some(false));
+    std::fs::remove_file(dir.join("pids.events")).unwrap();
+    assert_eq!(job.usage().pids_limit_hit, None);
 }
 
 #[test]

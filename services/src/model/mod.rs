@@ -148,6 +148,12 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     #[schema(required = true)]
     pub pids_peak: Option<u64>,
+    /// Containers: whether the pids limit refused a fork or thread of the job (a fork bomb, or a
+    /// program that needed more processes than it was given). Null where the backend cannot tell
+    /// (wasm; hosts without `pids.events`; bills written before this field existed).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub pids_limit_hit: Option<bool>,
     /// Bytes kept of each stream, and whether more was written than kept.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,

@@ -67,6 +67,7 @@ pub fn usage(queue_wait: Duration, report: &ExecReport, output: OutputStats) -> 
         cpu_system_ms: Some(millis(u.cpu_system)),
         memory_peak_bytes: u.memory_peak_bytes,
         pids_peak: u.pids_peak,
+        pids_limit_hit: u.pids_limit_hit,
         stdout_bytes: output.stdout_bytes,
         stderr_bytes: output.stderr_bytes,
         stdout_truncated: output.stdout_truncated,
