@@ -325,8 +325,9 @@ export interface paths {
         };
         /**
          * A job's output. With `Accept: text/event-stream`: SSE events `state`, `log` and finally `exit`
-         *     (see the module docs for ids; send `Last-Event-ID` to resume). Otherwise: the stored output of
-         *     the latest attempt as raw bytes.
+         *     (see the module docs for ids; send `Last-Event-ID` to resume), optionally from the last `tail`
+         *     lines or from a time on (`since`). Otherwise: the stored output of the latest attempt as raw
+         *     bytes, optionally one stream, the last lines, from a time on, each line with its time.
          */
         get: operations["getJobLogs"];
         put?: never;
@@ -365,7 +366,7 @@ export interface paths {
         get: operations["listModules"];
         put?: never;
         /**
-         * Upload a Wasm module (a WASI preview 1 core module). Returns its digest, which jobs name as
+         * Upload a Wasm module (a WASI preview 1 module or a WASI 0.2 component). Returns its digest, which jobs name as
          *     `module`. Uploading the same bytes again returns the same digest.
          */
         post: operations["uploadModule"];
@@ -637,7 +638,7 @@ export interface components {
         BatchPage: {
             batches: components["schemas"]["Batch"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /** @description Many jobs submitted at once, sharing defaults. */
         BatchSpec: {
@@ -760,9 +761,9 @@ export interface components {
         ExitEvent: {
             /** Format: int32 */
             attempt: number;
-            outcome?: components["schemas"]["OutcomeView"] | null;
+            outcome: components["schemas"]["OutcomeView"] | null;
             state: components["schemas"]["JobState"];
-            usage?: components["schemas"]["UsageView"] | null;
+            usage: components["schemas"]["UsageView"] | null;
         };
         /** @description What `POST /v1/images/gc` removed. */
         GcResult: {
@@ -784,7 +785,7 @@ export interface components {
             /** @description The platform-specific manifest the image was stored from. */
             manifest_digest: string;
             /** @description `os/architecture[/variant]`, when known. */
-            platform?: string | null;
+            platform: string | null;
             /** @description The normalised reference (`docker.io/library/busybox:latest`). */
             reference: string;
             /**
@@ -827,8 +828,8 @@ export interface components {
             images: components["schemas"]["Image"][];
         };
         /**
-         * @description A file placed in the job's sandbox before it starts. For Wasm jobs the files appear below the
-         *     preopened directory `/data`.
+         * @description A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
+         *     directory preopened as `/`, for containers below the working directory.
          */
         InputFileSpec: {
             content: string;
@@ -838,7 +839,7 @@ export interface components {
              * @description Unix permission bits (e.g. 493 = 0o755). Default 0o644.
              */
             mode?: number | null;
-            /** @description Relative path inside the job's input directory, e.g. `input/case1.txt`; no `..`, not absolute. */
+            /** @description Relative path, e.g. `input/case1.txt`; no `..`, not absolute. */
             path: string;
         };
         /** @description A job record. */
@@ -854,7 +855,7 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
-            finished_at?: string | null;
+            finished_at: string | null;
             /**
              * Format: uuid
              * @description UUIDv7: ordered by creation time.
@@ -865,7 +866,7 @@ export interface components {
             };
             /** Format: int32 */
             max_attempts: number;
-            outcome?: components["schemas"]["OutcomeView"] | null;
+            outcome: components["schemas"]["OutcomeView"] | null;
             /** Format: int32 */
             priority: number;
             /** @description The module digest or image reference the job runs. */
@@ -875,15 +876,15 @@ export interface components {
              * Format: date-time
              * @description When the current (or last) attempt started.
              */
-            started_at?: string | null;
+            started_at: string | null;
             state: components["schemas"]["JobState"];
-            usage?: components["schemas"]["UsageView"] | null;
+            usage: components["schemas"]["UsageView"] | null;
         };
         /** @description One page of jobs, newest first. */
         JobPage: {
             jobs: components["schemas"]["Job"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /** @description A job to run. Exactly one of `module` and `image` names the code. */
         JobSpec: {
@@ -994,6 +995,12 @@ export interface components {
          *     chunk is valid UTF-8, otherwise `base64` of the raw bytes.
          */
         LogEvent: {
+            /**
+             * Format: date-time
+             * @description When the chunk was stored (within the worker's flush interval of when the job wrote it);
+             *     absent for output stored before the server recorded times.
+             */
+            at?: string | null;
             base64?: string | null;
             /** @description `stdout` or `stderr`. */
             stream: string;
@@ -1031,7 +1038,7 @@ export interface components {
         ModulePage: {
             modules: components["schemas"]["Module"][];
             /** @description Pass as `cursor` to get the next page; null on the last page. */
-            next_cursor?: string | null;
+            next_cursor: string | null;
         };
         /**
          * @description Network access for the job.
@@ -1107,7 +1114,7 @@ export interface components {
              *       "job.completed"
              *     ]
              */
-            events?: string[] | null;
+            events?: components["schemas"]["WebhookEvent"][] | null;
             /**
              * @description Where to POST events: an http or https URL without credentials. Deliveries reach public
              *     addresses only unless the operator allows a range (`--webhook-allow`).
@@ -1120,14 +1127,25 @@ export interface components {
             /** @description Human-readable detail: the trap, the limit that fired, the error. */
             detail?: string | null;
             /** Format: int32 */
-            exit_code?: number | null;
+            exit_code: number | null;
             /**
              * @description Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's failures) are retried.
              * @enum {string}
              */
             reason: "exited" | "signaled" | "wall_timeout" | "cpu_timeout" | "memory_limit" | "output_limit" | "cancelled" | "image_error" | "spec_error" | "worker_lost" | "internal_error";
             /** Format: int32 */
-            signal?: number | null;
+            signal: number | null;
+        };
+        /**
+         * @description SSE `progress`, `cached`, `extracting`, `extracted`: one blob's progress. `done` and `total`
+         *     are bytes (for `extracted`, `done` is the unpacked size).
+         */
+        PullBlob: {
+            digest: string;
+            /** Format: int64 */
+            done: number;
+            /** Format: int64 */
+            total: number;
         };
         /**
          * @description Whether a pull contacts the registry when the image is already stored.
@@ -1141,6 +1159,14 @@ export interface components {
              * @description An image reference, e.g. `busybox:1.36`, `ghcr.io/org/app@sha256:...`,
              *     `127.0.0.1:5000/tools:1`.
              */
+            reference: string;
+        };
+        /** @description SSE `resolved`: the manifest is known. */
+        PullResolvedEvent: {
+            /** @description The layers (bottom first) with their sizes: one progress bar each. */
+            layers: components["schemas"]["PullBlob"][];
+            manifest_digest: string;
+            platform: string | null;
             reference: string;
         };
         /** @description The answer to a pull (and the payload of the SSE `done` event). */
@@ -1167,6 +1193,14 @@ export interface components {
             layers_extracted: number;
         };
         /**
+         * @description The `data` of one event of a pull's progress stream (`POST /v1/images/pull` with
+         *     `Accept: text/event-stream`), by the SSE `event:` name: `resolved` ([`PullResolvedEvent`])
+         *     once the manifest is known, then `progress`, `cached`, `extracting` and `extracted`
+         *     ([`PullBlob`]) per layer, and finally `done` (the [`PullResult`]) or `error` (an
+         *     [`ErrorBody`]), after which the stream ends. Documentation only, like [`LogStreamEvent`].
+         */
+        PullStreamEvent: components["schemas"]["PullResolvedEvent"] | components["schemas"]["PullBlob"] | components["schemas"]["PullResult"] | components["schemas"]["ErrorBody"];
+        /**
          * @description Which backend runs the job.
          * @enum {string}
          */
@@ -1185,37 +1219,37 @@ export interface components {
             created_at: string;
             id: string;
             /** Format: int64 */
-            max_cpu_time_ms?: number | null;
+            max_cpu_time_ms: number | null;
             /**
              * Format: int64
              * @description Per-job maxima, below the operator's: a job asking for more is refused with 422.
              */
-            max_memory_bytes?: number | null;
+            max_memory_bytes: number | null;
             /** Format: int64 */
-            max_output_bytes?: number | null;
+            max_output_bytes: number | null;
             /**
              * Format: int32
              * @description Jobs of this tenant waiting (queued or scheduled for a retry). A submission that would go
              *     past it is refused whole with 429.
              */
-            max_queued?: number | null;
+            max_queued: number | null;
             /**
              * Format: int32
              * @description Jobs of this tenant running at once.
              */
-            max_running?: number | null;
+            max_running: number | null;
             /** Format: int64 */
-            max_wall_time_ms?: number | null;
+            max_wall_time_ms: number | null;
             /**
              * Format: int32
              * @description Submissions allowed at once above the rate (default: the rate, at least 1).
              */
-            submit_burst?: number | null;
+            submit_burst: number | null;
             /**
              * Format: double
              * @description Sustained submissions per second (a token bucket; 429 with Retry-After past it).
              */
-            submit_rate?: number | null;
+            submit_rate: number | null;
             /** Format: date-time */
             updated_at: string;
             /**
@@ -1357,38 +1391,38 @@ export interface components {
          */
         UsageView: {
             /** Format: int64 */
-            cpu_system_ms?: number | null;
+            cpu_system_ms: number | null;
             /** Format: int64 */
-            cpu_user_ms?: number | null;
+            cpu_user_ms: number | null;
             /**
              * Format: int64
              * @description Wasm only: fuel (≈ instructions) the job consumed.
              */
-            fuel_consumed?: number | null;
+            fuel_consumed: number | null;
             /** Format: int64 */
-            memory_peak_bytes?: number | null;
+            memory_peak_bytes: number | null;
             /** Format: int64 */
-            net_rx_bytes?: number | null;
+            net_rx_bytes: number | null;
             /** Format: int64 */
-            net_tx_bytes?: number | null;
+            net_tx_bytes: number | null;
             /**
              * @description Containers: whether the pids limit refused a fork or thread of the job (a fork bomb, or a
              *     program that needed more processes than it was given). Null where the backend cannot tell
              *     (wasm; hosts without `pids.events`; bills written before this field existed).
              */
-            pids_limit_hit?: boolean | null;
+            pids_limit_hit: boolean | null;
             /** Format: int64 */
-            pids_peak?: number | null;
+            pids_peak: number | null;
             /**
              * Format: int64
              * @description From becoming runnable to being claimed by a worker.
              */
-            queue_wait_ms?: number | null;
+            queue_wait_ms: number | null;
             /**
              * Format: int64
              * @description Preparing the sandbox (module compile/load, image, rootfs).
              */
-            setup_ms?: number | null;
+            setup_ms: number | null;
             /** Format: int64 */
             stderr_bytes: number;
             stderr_truncated: boolean;
@@ -1399,12 +1433,12 @@ export interface components {
             stdout_bytes: number;
             stdout_truncated: boolean;
             /** Format: int64 */
-            wall_ms?: number | null;
+            wall_ms: number | null;
             /**
              * Format: int64
              * @description Wasm only: the largest linear memory the job reached.
              */
-            wasm_memory_peak_bytes?: number | null;
+            wasm_memory_peak_bytes: number | null;
         };
         /** @description The server's version. */
         VersionInfo: {
@@ -1419,7 +1453,7 @@ export interface components {
              * Format: int64
              * @description The newest schema migration the database has applied.
              */
-            migration?: number | null;
+            migration: number | null;
             /**
              * Format: int64
              * @description The newest schema migration this server binary carries.
@@ -1467,6 +1501,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example ok */
                     "text/plain": string;
                 };
             };
@@ -1487,6 +1522,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example # TYPE nekton_jobs_submitted_total counter
+                     *     nekton_jobs_submitted_total 3
+                     *     # TYPE nekton_queue_depth gauge
+                     *     nekton_queue_depth{queue="default"} 0
+                     */
                     "text/plain": string;
                 };
             };
@@ -1525,6 +1566,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example ready */
                     "text/plain": string;
                 };
             };
@@ -1559,11 +1601,49 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "action": "token.create",
+                     *         "at": "2026-12-04T19:31:28.684285Z",
+                     *         "detail": {
+                     *           "expires_at": null,
+                     *           "name": "ci",
+                     *           "scopes": [
+                     *             "jobs:read",
+                     *             "jobs:write",
+                     *             "modules:write"
+                     *           ],
+                     *           "tenant": "acme"
+                     *         },
+                     *         "id": 7,
+                     *         "target": "01a2428a-492c-7108-979e-66694aca0f3e"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["AuditEntry"][];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1603,11 +1683,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "batches": [
+                     *         {
+                     *           "counts": {
+                     *             "cancelled": 0,
+                     *             "error": 0,
+                     *             "failed": 0,
+                     *             "queued": 0,
+                     *             "running": 0,
+                     *             "scheduled": 0,
+                     *             "succeeded": 2
+                     *           },
+                     *           "created_at": "2026-12-04T19:31:11.397771Z",
+                     *           "finished": true,
+                     *           "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *           "labels": {
+                     *             "suite": "unit"
+                     *           },
+                     *           "total": 2
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchPage"];
                 };
             };
             /** @description An unknown, repeated or malformed query parameter */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1621,7 +1744,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries safe, as for jobs */
+                /** @description Makes retries safe, as for jobs. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -1629,6 +1752,31 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "defaults": {
+                 *         "limits": {
+                 *           "wall_time_ms": 2000
+                 *         },
+                 *         "module": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1"
+                 *       },
+                 *       "jobs": [
+                 *         {
+                 *           "args": [
+                 *             "case-1"
+                 *           ]
+                 *         },
+                 *         {
+                 *           "args": [
+                 *             "case-2"
+                 *           ]
+                 *         }
+                 *       ],
+                 *       "labels": {
+                 *         "suite": "unit"
+                 *       }
+                 *     }
+                 */
                 "application/json": components["schemas"]["BatchSpec"];
             };
         };
@@ -1639,6 +1787,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "job_ids": [
+                     *         "01a2428a-05a4-7302-94b6-6b72836eff98",
+                     *         "01a2428a-05a5-73f3-8b38-4c685ee8ef93"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCreated"];
                 };
             };
@@ -1648,11 +1805,38 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "job_ids": [
+                     *         "01a2428a-05a4-7302-94b6-6b72836eff98",
+                     *         "01a2428a-05a5-73f3-8b38-4c685ee8ef93"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCreated"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1698,7 +1882,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "counts": {
+                     *         "cancelled": 0,
+                     *         "error": 0,
+                     *         "failed": 0,
+                     *         "queued": 0,
+                     *         "running": 0,
+                     *         "scheduled": 0,
+                     *         "succeeded": 2
+                     *       },
+                     *       "created_at": "2026-12-04T19:31:11.397771Z",
+                     *       "finished": true,
+                     *       "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *       "labels": {
+                     *         "suite": "unit"
+                     *       },
+                     *       "total": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Batch"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -1730,11 +1961,53 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "batch": {
+                     *         "counts": {
+                     *           "cancelled": 1,
+                     *           "error": 0,
+                     *           "failed": 0,
+                     *           "queued": 0,
+                     *           "running": 1,
+                     *           "scheduled": 0,
+                     *           "succeeded": 0
+                     *         },
+                     *         "created_at": "2026-12-04T19:31:11.397771Z",
+                     *         "finished": false,
+                     *         "id": "01a2428a-05a5-73f3-8b38-4c6974808480",
+                     *         "labels": {
+                     *           "suite": "unit"
+                     *         },
+                     *         "total": 2
+                     *       },
+                     *       "cancel_requested": 1,
+                     *       "cancelled": 1
+                     *     }
+                     */
                     "application/json": components["schemas"]["BatchCancelled"];
                 };
             };
             /** @description The id is not a UUID */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1774,6 +2047,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example retry: 1000
+                     *
+                     *     event: job
+                     *     id: 1
+                     *     data: {"id":"01a2428a-05a4-7302-94b6-6b72836eff98","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.425587Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *
+                     *     event: job
+                     *     id: 2
+                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c685ee8ef93","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.453005Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *
+                     *     event: done
+                     *     id: done
+                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c6974808480","created_at":"2026-12-04T19:31:11.397771Z","total":2,"labels":{"suite":"unit"},"counts":{"cancelled":0,"error":0,"failed":0,"queued":0,"running":0,"scheduled":0,"succeeded":2},"finished":true}
+                     */
                     "text/event-stream": string;
                 };
             };
@@ -1786,6 +2074,24 @@ export interface operations {
             };
             /** @description Last-Event-ID is not an id this stream sent */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1819,7 +2125,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "images": [
+                     *         {
+                     *           "cmd": [
+                     *             "sh"
+                     *           ],
+                     *           "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *           "entrypoint": [],
+                     *           "index_digest": null,
+                     *           "kind": "container",
+                     *           "layers": [
+                     *             {
+                     *               "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *               "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *               "size_bytes": 1055412
+                     *             }
+                     *           ],
+                     *           "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *           "platform": "linux/amd64",
+                     *           "reference": "127.0.0.1:5000/busybox:1.36",
+                     *           "size_bytes": 1057221,
+                     *           "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *           "unpacked_size_bytes": 2159616,
+                     *           "user": null,
+                     *           "working_dir": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImageList"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Service Unavailable */
@@ -1848,7 +2202,36 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "freed_bytes": 3216837,
+                     *       "removed_blobs": [
+                     *         "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d"
+                     *       ],
+                     *       "removed_layers": [
+                     *         "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d"
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["GcResult"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Service Unavailable */
@@ -1888,7 +2271,64 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "images": [
+                     *         {
+                     *           "cmd": [
+                     *             "sh"
+                     *           ],
+                     *           "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *           "entrypoint": [],
+                     *           "index_digest": null,
+                     *           "kind": "container",
+                     *           "layers": [
+                     *             {
+                     *               "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *               "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *               "size_bytes": 1055412
+                     *             }
+                     *           ],
+                     *           "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *           "platform": "linux/amd64",
+                     *           "reference": "127.0.0.1:5000/busybox:1.36",
+                     *           "size_bytes": 1057221,
+                     *           "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *           "unpacked_size_bytes": 2159616,
+                     *           "user": null,
+                     *           "working_dir": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["ImportResult"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Payload Too Large */
@@ -1929,21 +2369,101 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "policy": "if_not_present",
+                 *       "reference": "127.0.0.1:5000/busybox:1.36"
+                 *     }
+                 */
                 "application/json": components["schemas"]["PullRequest"];
             };
         };
         responses: {
-            /** @description The image (JSON `PullResult`), or an SSE stream of the pull's progress ending with `done` or `error` */
+            /** @description The image (JSON `PullResult`), or with `Accept: text/event-stream` an SSE stream of the pull's progress whose events (`resolved`, `progress`, `cached`, `extracting`, `extracted`, then `done` or `error`) carry the payloads of `PullStreamEvent` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "coalesced": false,
+                     *       "from_cache": false,
+                     *       "image": {
+                     *         "cmd": [
+                     *           "sh"
+                     *         ],
+                     *         "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *         "entrypoint": [],
+                     *         "index_digest": null,
+                     *         "kind": "container",
+                     *         "layers": [
+                     *           {
+                     *             "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *             "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *             "size_bytes": 1055412
+                     *           }
+                     *         ],
+                     *         "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *         "platform": "linux/amd64",
+                     *         "reference": "127.0.0.1:5000/busybox:1.36",
+                     *         "size_bytes": 1057221,
+                     *         "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *         "unpacked_size_bytes": 2159616,
+                     *         "user": null,
+                     *         "working_dir": null
+                     *       },
+                     *       "stats": {
+                     *         "blobs_cached": 0,
+                     *         "blobs_downloaded": 2,
+                     *         "bytes_downloaded": 1057221,
+                     *         "layers_extracted": 1
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["PullResult"];
+                    /**
+                     * @example event: resolved
+                     *     data: {"reference":"127.0.0.1:5000/busybox:1.36","manifest_digest":"sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3","platform":"linux/amd64","layers":[{"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":0,"total":1055412}]}
+                     *
+                     *     event: progress
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":524288,"total":1055412}
+                     *
+                     *     event: progress
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":1055412,"total":1055412}
+                     *
+                     *     event: extracting
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":0,"total":0}
+                     *
+                     *     event: extracted
+                     *     data: {"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","done":2159616,"total":2159616}
+                     *
+                     *     event: done
+                     *     data: {"image":{"reference":"127.0.0.1:5000/busybox:1.36","kind":"container","manifest_digest":"sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3","index_digest":null,"config_digest":"sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c","platform":"linux/amd64","size_bytes":1057221,"unpacked_size_bytes":2159616,"layers":[{"digest":"sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d","media_type":"application/vnd.oci.image.layer.v1.tar+gzip","size_bytes":1055412}],"entrypoint":[],"cmd":["sh"],"user":null,"working_dir":null,"stored_at":"2026-12-04T19:32:40.118020Z"},"from_cache":false,"coalesced":false,"stats":{"blobs_downloaded":2,"bytes_downloaded":1057221,"blobs_cached":0,"layers_extracted":1}}
+                     */
+                    "text/event-stream": string;
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2007,7 +2527,60 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cmd": [
+                     *         "sh"
+                     *       ],
+                     *       "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *       "entrypoint": [],
+                     *       "index_digest": null,
+                     *       "kind": "container",
+                     *       "layers": [
+                     *         {
+                     *           "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *           "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *           "size_bytes": 1055412
+                     *         }
+                     *       ],
+                     *       "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *       "platform": "linux/amd64",
+                     *       "reference": "127.0.0.1:5000/busybox:1.36",
+                     *       "size_bytes": 1057221,
+                     *       "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *       "unpacked_size_bytes": 2159616,
+                     *       "user": null,
+                     *       "working_dir": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not in this host's store */
@@ -2057,7 +2630,60 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "cmd": [
+                     *         "sh"
+                     *       ],
+                     *       "config_digest": "sha256:7b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c",
+                     *       "entrypoint": [],
+                     *       "index_digest": null,
+                     *       "kind": "container",
+                     *       "layers": [
+                     *         {
+                     *           "digest": "sha256:9fa8e5b3a1c1c2c1d0e3b1a6b0a2f7c4d8e9f0a1b2c3d4e5f60718293a4b5c6d",
+                     *           "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     *           "size_bytes": 1055412
+                     *         }
+                     *       ],
+                     *       "manifest_digest": "sha256:3e5a8f1c2d4b6a7980c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+                     *       "platform": "linux/amd64",
+                     *       "reference": "127.0.0.1:5000/busybox:1.36",
+                     *       "size_bytes": 1057221,
+                     *       "stored_at": "2026-12-04T19:32:40.118020Z",
+                     *       "unpacked_size_bytes": 2159616,
+                     *       "user": null,
+                     *       "working_dir": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Image"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2093,7 +2719,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only jobs in this state. */
-                state?: string;
+                state?: components["schemas"]["JobState"];
                 /**
                  * @description Only jobs with this label, as `key=value`; repeat the parameter for several labels (all
                  *     must match).
@@ -2118,11 +2744,76 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "jobs": [
+                     *         {
+                     *           "attempt": 1,
+                     *           "cancel_requested": false,
+                     *           "created_at": "2026-12-04T19:31:04.544210Z",
+                     *           "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *           "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *           "labels": {
+                     *             "run": "42",
+                     *             "team": "grading"
+                     *           },
+                     *           "max_attempts": 3,
+                     *           "outcome": {
+                     *             "exit_code": 0,
+                     *             "reason": "exited",
+                     *             "signal": null
+                     *           },
+                     *           "priority": 0,
+                     *           "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "queue": "default",
+                     *           "started_at": "2026-12-04T19:31:04.546747Z",
+                     *           "state": "succeeded",
+                     *           "usage": {
+                     *             "cpu_system_ms": 0,
+                     *             "cpu_user_ms": 0,
+                     *             "fuel_consumed": 12,
+                     *             "memory_peak_bytes": 65536,
+                     *             "net_rx_bytes": null,
+                     *             "net_tx_bytes": null,
+                     *             "pids_limit_hit": null,
+                     *             "pids_peak": null,
+                     *             "queue_wait_ms": 3,
+                     *             "setup_ms": 6,
+                     *             "stderr_bytes": 0,
+                     *             "stderr_truncated": false,
+                     *             "stdout_bytes": 30,
+                     *             "stdout_truncated": false,
+                     *             "wall_ms": 0,
+                     *             "wasm_memory_peak_bytes": 65536
+                     *           }
+                     *         }
+                     *       ],
+                     *       "next_cursor": "eyJjIjoiMjAyNi0xMi0wNFQxOTozMTowNC41NDQyMTBaIn0"
+                     *     }
+                     */
                     "application/json": components["schemas"]["JobPage"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2136,7 +2827,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422 */
+                /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -2144,6 +2835,26 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "args": [
+                 *         "--greeting",
+                 *         "hi"
+                 *       ],
+                 *       "env": {
+                 *         "LANG": "C"
+                 *       },
+                 *       "labels": {
+                 *         "run": "42",
+                 *         "team": "grading"
+                 *       },
+                 *       "limits": {
+                 *         "memory_bytes": 67108864,
+                 *         "wall_time_ms": 5000
+                 *       },
+                 *       "module": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1"
+                 *     }
+                 */
                 "application/json": components["schemas"]["JobSpec"];
             };
         };
@@ -2154,6 +2865,27 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 0,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": null,
+                     *       "state": "queued",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
                 };
             };
@@ -2163,11 +2895,50 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 0,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": null,
+                     *       "state": "queued",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
                 };
             };
             /** @description Malformed JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2222,7 +2993,76 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "cancel_requested": false,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": {
+                     *         "exit_code": 0,
+                     *         "reason": "exited",
+                     *         "signal": null
+                     *       },
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": "2026-12-04T19:31:04.546747Z",
+                     *       "state": "succeeded",
+                     *       "usage": {
+                     *         "cpu_system_ms": 0,
+                     *         "cpu_user_ms": 0,
+                     *         "fuel_consumed": 12,
+                     *         "memory_peak_bytes": 65536,
+                     *         "net_rx_bytes": null,
+                     *         "net_tx_bytes": null,
+                     *         "pids_limit_hit": null,
+                     *         "pids_peak": null,
+                     *         "queue_wait_ms": 3,
+                     *         "setup_ms": 6,
+                     *         "stderr_bytes": 0,
+                     *         "stderr_truncated": false,
+                     *         "stdout_bytes": 30,
+                     *         "stdout_truncated": false,
+                     *         "wall_ms": 0,
+                     *         "wasm_memory_peak_bytes": 65536
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2254,7 +3094,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "cancel_requested": true,
+                     *       "created_at": "2026-12-04T19:31:04.544210Z",
+                     *       "finished_at": null,
+                     *       "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *       "labels": {
+                     *         "run": "42",
+                     *         "team": "grading"
+                     *       },
+                     *       "max_attempts": 3,
+                     *       "outcome": null,
+                     *       "priority": 0,
+                     *       "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "queue": "default",
+                     *       "started_at": "2026-12-04T19:31:04.546747Z",
+                     *       "state": "running",
+                     *       "usage": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2282,6 +3170,23 @@ export interface operations {
             query?: {
                 /** @description Plain log only: `stdout` or `stderr` (default both, interleaved as written). */
                 stream?: string;
+                /**
+                 * @description Just the last N lines of the latest attempt's output (a final line without its newline
+                 *     counts); on the SSE stream, where it starts (ignored when resuming with `Last-Event-ID`).
+                 * @example 20
+                 */
+                tail?: number;
+                /**
+                 * @description Just the output stored at or after this time (RFC 3339, e.g.
+                 *     `2026-12-04T10:00:00Z`). Output stored before the server recorded times is left out.
+                 * @example 2026-12-04T10:00:00Z
+                 */
+                since?: string;
+                /**
+                 * @description Plain log only: start each line with the time its output was stored (RFC 3339 in UTC,
+                 *     microseconds, then a space; `-` for output stored before the server recorded times).
+                 */
+                timestamps?: boolean;
             };
             header?: {
                 /** @description Resume after this event id */
@@ -2301,7 +3206,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example retry: 1000
+                     *
+                     *     event: state
+                     *     id: 1.0
+                     *     data: {"state":"running","attempt":1}
+                     *
+                     *     event: log
+                     *     id: 1.1
+                     *     data: {"stream":"stdout","text":"Hello from a nekton Wasm job!\n","at":"2026-12-04T19:31:04.560093Z"}
+                     *
+                     *     event: exit
+                     *     id: 1.end
+                     *     data: {"state":"succeeded","attempt":1,"outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null}}
+                     */
                     "text/event-stream": string;
+                    /** @example 2026-12-04T19:31:04.560093Z Hello from a nekton Wasm job! */
                     "application/octet-stream": components["schemas"]["BinaryBody"];
                 };
             };
@@ -2314,6 +3235,24 @@ export interface operations {
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2347,11 +3286,33 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write",
+                     *         "images:write",
+                     *         "admin"
+                     *       ],
+                     *       "tenant": "default",
+                     *       "token_id": "01a24289-d4e3-75d5-9304-1429c411fe9e"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2381,11 +3342,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "modules": [
+                     *         {
+                     *           "created_at": "2026-12-04T19:31:04.494845Z",
+                     *           "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "size_bytes": 180
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["ModulePage"];
                 };
             };
             /** @description An unknown or malformed query parameter */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2415,6 +3406,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:04.494845Z",
+                     *       "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "size_bytes": 180
+                     *     }
+                     */
                     "application/json": components["schemas"]["Module"];
                 };
             };
@@ -2424,7 +3422,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:04.494845Z",
+                     *       "digest": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *       "size_bytes": 180
+                     *     }
+                     */
                     "application/json": components["schemas"]["Module"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Payload Too Large */
@@ -2436,7 +3468,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Not a valid Wasm core module */
+            /** @description Not a valid Wasm command module or component */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2462,7 +3494,44 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "allow_bridge": true,
+                     *         "created_at": "2026-12-04T19:31:28.626042Z",
+                     *         "id": "acme",
+                     *         "max_cpu_time_ms": null,
+                     *         "max_memory_bytes": null,
+                     *         "max_output_bytes": null,
+                     *         "max_queued": 1000,
+                     *         "max_running": 8,
+                     *         "max_wall_time_ms": null,
+                     *         "submit_burst": 100,
+                     *         "submit_rate": 50,
+                     *         "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *         "weight": 2
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["Tenant"][];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2476,6 +3545,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "id": "acme",
+                 *       "max_queued": 1000,
+                 *       "max_running": 8,
+                 *       "submit_burst": 100,
+                 *       "submit_rate": 50,
+                 *       "weight": 2
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewTenant"];
             };
         };
@@ -2486,7 +3565,51 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 8,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description The tenant exists */
@@ -2527,7 +3650,51 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 8,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.626042Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2553,6 +3720,11 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "max_running": 16
+                 *     }
+                 */
                 "application/json": components["schemas"]["TenantSettings"];
             };
         };
@@ -2563,7 +3735,51 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "allow_bridge": true,
+                     *       "created_at": "2026-12-04T19:31:28.626042Z",
+                     *       "id": "acme",
+                     *       "max_cpu_time_ms": null,
+                     *       "max_memory_bytes": null,
+                     *       "max_output_bytes": null,
+                     *       "max_queued": 1000,
+                     *       "max_running": 16,
+                     *       "max_wall_time_ms": null,
+                     *       "submit_burst": 100,
+                     *       "submit_rate": 50,
+                     *       "updated_at": "2026-12-04T19:31:28.649305Z",
+                     *       "weight": 2
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2604,11 +3820,46 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "created_at": "2026-12-04T19:31:28.684285Z",
+                     *         "hint": "nk_2bst",
+                     *         "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *         "last_used_at": "2026-12-04T19:33:02.120300Z",
+                     *         "name": "ci",
+                     *         "scopes": [
+                     *           "jobs:read",
+                     *           "jobs:write",
+                     *           "modules:write"
+                     *         ],
+                     *         "tenant": "acme"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["TokenInfo"][];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2627,6 +3878,17 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "ci",
+                 *       "scopes": [
+                 *         "jobs:read",
+                 *         "jobs:write",
+                 *         "modules:write"
+                 *       ],
+                 *       "tenant": "acme"
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewToken"];
             };
         };
@@ -2637,7 +3899,49 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:28.684285Z",
+                     *       "hint": "nk_2bst",
+                     *       "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *       "name": "ci",
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write"
+                     *       ],
+                     *       "tenant": "acme",
+                     *       "token": "nk_2bstvceTH3pstQ7kLHY7K1Kkc4FVH197"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedToken"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description No such tenant */
@@ -2678,7 +3982,49 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:31:28.684285Z",
+                     *       "hint": "nk_2bst",
+                     *       "id": "01a2428a-492c-7108-979e-66694aca0f3e",
+                     *       "name": "ci",
+                     *       "revoked_at": "2026-12-04T19:31:28.738111Z",
+                     *       "scopes": [
+                     *         "jobs:read",
+                     *         "jobs:write",
+                     *         "modules:write"
+                     *       ],
+                     *       "tenant": "acme"
+                     *     }
+                     */
                     "application/json": components["schemas"]["TokenInfo"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2714,11 +4060,64 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "by_outcome": {
+                     *         "exited": {
+                     *           "attempts": 3,
+                     *           "cpu_seconds": 0.004,
+                     *           "jobs_cancelled": 0,
+                     *           "jobs_error": 0,
+                     *           "jobs_failed": 0,
+                     *           "jobs_succeeded": 3,
+                     *           "memory_byte_seconds": 262.1,
+                     *           "network_rx_bytes": 0,
+                     *           "network_tx_bytes": 0,
+                     *           "output_bytes": 90,
+                     *           "wall_seconds": 0.013
+                     *         }
+                     *       },
+                     *       "from": "2026-11-01T00:00:00Z",
+                     *       "tenant": "default",
+                     *       "to": "2026-12-01T00:00:00Z",
+                     *       "total": {
+                     *         "attempts": 3,
+                     *         "cpu_seconds": 0.004,
+                     *         "jobs_cancelled": 0,
+                     *         "jobs_error": 0,
+                     *         "jobs_failed": 0,
+                     *         "jobs_succeeded": 3,
+                     *         "memory_byte_seconds": 262.1,
+                     *         "network_rx_bytes": 0,
+                     *         "network_tx_bytes": 0,
+                     *         "output_bytes": 90,
+                     *         "wall_seconds": 0.013
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["UsageReport"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2743,11 +4142,28 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "api_version": "v1",
+                     *       "migration": 8,
+                     *       "migration_latest": 8,
+                     *       "version": "0.1.0"
+                     *     }
+                     */
                     "application/json": components["schemas"]["VersionInfo"];
                 };
             };
             /** @description No valid token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2772,7 +4188,38 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example [
+                     *       {
+                     *         "created_at": "2026-12-04T19:35:02.411208Z",
+                     *         "events": [
+                     *           "job.completed",
+                     *           "batch.completed"
+                     *         ],
+                     *         "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *         "url": "https://ci.example.com/nekton-events"
+                     *       }
+                     *     ]
+                     */
                     "application/json": components["schemas"]["Webhook"][];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2786,6 +4233,15 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "events": [
+                 *         "job.completed",
+                 *         "batch.completed"
+                 *       ],
+                 *       "url": "https://ci.example.com/nekton-events"
+                 *     }
+                 */
                 "application/json": components["schemas"]["NewWebhook"];
             };
         };
@@ -2796,11 +4252,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw0AR5cr3Jh6E=",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CreatedWebhook"];
                 };
             };
             /** @description Malformed JSON */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2837,7 +4323,45 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2869,7 +4393,45 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "created_at": "2026-12-04T19:35:02.411208Z",
+                     *       "events": [
+                     *         "job.completed",
+                     *         "batch.completed"
+                     *       ],
+                     *       "id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d",
+                     *       "url": "https://ci.example.com/nekton-events"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2906,11 +4468,100 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deliveries": [
+                     *         {
+                     *           "attempts": [
+                     *             {
+                     *               "at": "2026-12-04T19:35:10.150021Z",
+                     *               "attempt": 1,
+                     *               "duration_ms": 37,
+                     *               "error": null,
+                     *               "status": 200
+                     *             }
+                     *           ],
+                     *           "created_at": "2026-12-04T19:35:10.120400Z",
+                     *           "delivered_at": "2026-12-04T19:35:10.187311Z",
+                     *           "event": "job.completed",
+                     *           "id": "01a2428b-3c71-7d02-9b1e-2f3a4b5c6d7e",
+                     *           "last_error": null,
+                     *           "last_status": 200,
+                     *           "next_attempt_at": null,
+                     *           "payload": {
+                     *             "data": {
+                     *               "attempt": 1,
+                     *               "cancel_requested": false,
+                     *               "created_at": "2026-12-04T19:31:04.544210Z",
+                     *               "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *               "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *               "labels": {
+                     *                 "run": "42",
+                     *                 "team": "grading"
+                     *               },
+                     *               "max_attempts": 3,
+                     *               "outcome": {
+                     *                 "exit_code": 0,
+                     *                 "reason": "exited",
+                     *                 "signal": null
+                     *               },
+                     *               "priority": 0,
+                     *               "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *               "queue": "default",
+                     *               "started_at": "2026-12-04T19:31:04.546747Z",
+                     *               "state": "succeeded",
+                     *               "usage": {
+                     *                 "cpu_system_ms": 0,
+                     *                 "cpu_user_ms": 0,
+                     *                 "fuel_consumed": 12,
+                     *                 "memory_peak_bytes": 65536,
+                     *                 "net_rx_bytes": null,
+                     *                 "net_tx_bytes": null,
+                     *                 "pids_limit_hit": null,
+                     *                 "pids_peak": null,
+                     *                 "queue_wait_ms": 3,
+                     *                 "setup_ms": 6,
+                     *                 "stderr_bytes": 0,
+                     *                 "stderr_truncated": false,
+                     *                 "stdout_bytes": 30,
+                     *                 "stdout_truncated": false,
+                     *                 "wall_ms": 0,
+                     *                 "wasm_memory_peak_bytes": 65536
+                     *               }
+                     *             },
+                     *             "timestamp": "2026-12-04T19:35:10.120400Z",
+                     *             "type": "job.completed"
+                     *           },
+                     *           "state": "delivered",
+                     *           "webhook_id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d"
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["DeliveryPage"];
                 };
             };
             /** @description Bad Request */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2949,7 +4600,100 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempts": [
+                     *         {
+                     *           "at": "2026-12-04T19:35:10.150021Z",
+                     *           "attempt": 1,
+                     *           "duration_ms": 37,
+                     *           "error": null,
+                     *           "status": 200
+                     *         }
+                     *       ],
+                     *       "created_at": "2026-12-04T19:35:10.120400Z",
+                     *       "delivered_at": null,
+                     *       "event": "job.completed",
+                     *       "id": "01a2428b-3c71-7d02-9b1e-2f3a4b5c6d7e",
+                     *       "last_error": null,
+                     *       "last_status": 200,
+                     *       "next_attempt_at": "2026-12-04T19:40:00.002113Z",
+                     *       "payload": {
+                     *         "data": {
+                     *           "attempt": 1,
+                     *           "cancel_requested": false,
+                     *           "created_at": "2026-12-04T19:31:04.544210Z",
+                     *           "finished_at": "2026-12-04T19:31:04.560093Z",
+                     *           "id": "01a24289-eadc-7534-b50b-a82770d17c6e",
+                     *           "labels": {
+                     *             "run": "42",
+                     *             "team": "grading"
+                     *           },
+                     *           "max_attempts": 3,
+                     *           "outcome": {
+                     *             "exit_code": 0,
+                     *             "reason": "exited",
+                     *             "signal": null
+                     *           },
+                     *           "priority": 0,
+                     *           "program": "sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1",
+                     *           "queue": "default",
+                     *           "started_at": "2026-12-04T19:31:04.546747Z",
+                     *           "state": "succeeded",
+                     *           "usage": {
+                     *             "cpu_system_ms": 0,
+                     *             "cpu_user_ms": 0,
+                     *             "fuel_consumed": 12,
+                     *             "memory_peak_bytes": 65536,
+                     *             "net_rx_bytes": null,
+                     *             "net_tx_bytes": null,
+                     *             "pids_limit_hit": null,
+                     *             "pids_peak": null,
+                     *             "queue_wait_ms": 3,
+                     *             "setup_ms": 6,
+                     *             "stderr_bytes": 0,
+                     *             "stderr_truncated": false,
+                     *             "stdout_bytes": 30,
+                     *             "stdout_truncated": false,
+                     *             "wall_ms": 0,
+                     *             "wasm_memory_peak_bytes": 65536
+                     *           }
+                     *         },
+                     *         "timestamp": "2026-12-04T19:35:10.120400Z",
+                     *         "type": "job.completed"
+                     *       },
+                     *       "state": "pending",
+                     *       "webhook_id": "01a2428b-1f0e-7a51-8c2d-3e4f5a6b7c8d"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Delivery"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
