@@ -13,6 +13,9 @@ have_pg_binaries || need_apt+=(postgresql)
 # Rust links through the system C compiler.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The container backend's init/exec helper is C built by container-backend/build.rs: it needs the
+# kernel's uapi headers (linux/*.h).
+[ -e /usr/include/linux/memfd.h ] || need_apt+=(linux-libc-dev)
 # Bridge networking of container jobs (on by default in `serve` as root): the nft JSON interface
 # and conntrack flushes.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
