@@ -298,6 +298,40 @@ async fn cancel_flags_reach_the_heartbeat_and_rescue() {
     );
 }
 
+/// A rescued job keeps its place in the queue: jobs submitted while it ran do not go first.
+#[tokio::test]
+async fn a_rescued_job_is_claimed_before_the_backlog_submitted_after_it() {
+    let db = db().await;
+    let pool = &db.pool;
+    let lost = insert(pool, new_job("default", 0, 3)).await;
+    // It waited 10 s in the queue before a worker took it.
+    sqlx::query("UPDATE jobs SET run_at = now() - interval '10 seconds' WHERE id = $1")
+        .bind(lost)
+        .execute(pool)
+        .await
+        .unwrap();
+    let w = Uuid::now_v7();
+    assert_eq!(
+        queue::claim(pool, w, "default", 1, LEASE).await.unwrap()[0].id,
+        lost
+    );
+    let mut backlog = Vec::new();
+    for _ in 0..20 {
+        backlog.push(insert(pool, new_job("default", 0, 3)).await);
+    }
+    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(queue::rescue(pool, 10, 3).await.unwrap()[0].id, lost);
+    let next = queue::claim(pool, Uuid::now_v7(), "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id, lost, "the rescued job goes first, at its place");
+    assert_eq!(next[0].attempt, 2);
+}
+
 /// Attempt history is append-only: cancelling a job that waits for its retry after a lost
 /// attempt records the cancel as the next attempt and leaves the lost one as it was.
 #[tokio::test]

@@ -300,7 +300,9 @@ pub struct Rescued {
 }
 
 /// Takes back up to `limit` jobs whose lease expired (their worker died or hung): back to
-/// `scheduled` with backoff while attempts remain and fewer than `max_lost` attempts were lost,
+/// `scheduled` at their place in the queue — `run_at` moves by the backoff (1 s doubling with each
+/// loss) from where it was, not from now, so a rescued job is not put behind everything submitted
+/// while it ran — while attempts remain and fewer than `max_lost` attempts were lost,
 /// else `error` / `worker_lost`; a job whose cancel was requested becomes `cancelled`. Safe to run
 /// on every node at once (SKIP LOCKED, state and attempt re-checked in the UPDATE).
 pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Rescued>, StoreError> {
@@ -314,7 +316,7 @@ pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Resc
                  state = (CASE WHEN j.cancel_requested THEN 'cancelled' \
                      WHEN j.attempt < j.max_attempts AND j.lost_count + 1 < $2 THEN 'scheduled' \
                      ELSE 'error' END)::job_state, \
-                 run_at = now() + least(300, power(2, j.lost_count)) * interval '1 second', \
+                 run_at = j.run_at + least(300, power(2, j.lost_count)) * interval '1 second', \
                  finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts \
                      OR j.lost_count + 1 >= $2 THEN now() END \
              FROM expired e \
@@ -356,15 +358,16 @@ pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Resc
     Ok(rescued)
 }
 
-/// Puts jobs this worker could not finish (it is shutting down) back in their queue at once. The
-/// interrupted attempt does not count against `max_attempts`. Returns the ids requeued.
+/// Puts jobs this worker could not finish (it is shutting down) back in their queue at once, at
+/// their place (`run_at` unchanged). The interrupted attempt does not count against
+/// `max_attempts`. Returns the ids requeued.
 pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
         "WITH moved AS ( \
-             UPDATE jobs SET state = 'queued', worker_id = NULL, max_attempts = max_attempts + 1, run_at = now() \
+             UPDATE jobs SET state = 'queued', worker_id = NULL, max_attempts = max_attempts + 1 \
              WHERE id = ANY($2) AND worker_id = $1 AND state = 'running' \
              RETURNING id, attempt, queue, started_at \
          ), att AS ( \
