@@ -611,12 +611,6 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
 /// close-on-exec). Only returns on failure, reported on the error pipe (still open here).
 fn become_init(p3: libc::pid_t, ready_w: RawFd) -> ! {
     let argv = helper::init_argv(p3, FD_STATUS, ready_w);
-    let argv: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let step = "exec of the container's init helper (a sealed memfd)";
     if let Err(e) = sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC) {
         fail(os(ErrorKind::Internal, step)(e));
@@ -627,6 +621,19 @@ fn become_init(p3: libc::pid_t, ready_w: RawFd) -> ! {
             fail(os(ErrorKind::Internal, step)(Errno::last()));
         }
     }
+    exec_helper(&argv, &[], step)
+}
+
+/// `execveat` of the sealed helper at [`FD_HELPER`] with `argv` and `env`; only returns on
+/// failure, which it reports on the error pipe as `step`.
+fn exec_helper(argv: &[CString], env: &[CString], step: &'static str) -> ! {
+    let nul_terminated = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv, envp) = (nul_terminated(argv), nul_terminated(env));
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call;
     // on success this process image is replaced.
     unsafe {
@@ -771,36 +778,13 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
 /// worker's binary.
 fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
     let argv = helper::exec_argv(FD_ERR, &spec.exec_candidates, &spec.argv);
-    let argv: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = prepared
-        .env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
     let step = "exec of the job's launcher (the container helper's sealed memfd)";
     // The helper makes the error pipe close-on-exec again before it execs the job's program.
     // SAFETY: clearing close-on-exec on a descriptor this process owns.
     if unsafe { libc::fcntl(FD_ERR, libc::F_SETFD, 0) } != 0 {
         fail(os(ErrorKind::Internal, step)(Errno::last()));
     }
-    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call;
-    // on success this process image is replaced.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            FD_HELPER,
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    fail(os(ErrorKind::Internal, step)(Errno::last()))
+    exec_helper(&argv, &prepared.env, step)
 }
 
 #[cfg(test)]
