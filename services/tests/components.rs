@@ -13,26 +13,11 @@ use nekton::api::types::JobSpec;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+#[path = "../../wasm-backend/tests/guests/build_component.rs"]
+mod build;
+
 fn build_component() -> Vec<u8> {
-    let src =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm-backend/tests/guests/component.rs");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("services-component-{}.wasm", std::process::id()));
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let status = std::process::Command::new(rustc)
-        .args(["--edition", "2021", "-O", "--target", "wasm32-wasip2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("run rustc");
-    assert!(
-        status.success(),
-        "cannot build the test component: the wasm32-wasip2 target is needed \
-         (`rustup target add wasm32-wasip2`, done by scripts/setup-test.sh)"
-    );
-    let bytes = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    bytes
+    build::build_component(Path::new(env!("CARGO_TARGET_TMPDIR")), "services")
 }
 
 async fn stdout_of(h: &Harness, id: uuid::Uuid) -> String {

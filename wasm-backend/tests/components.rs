@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -13,31 +13,15 @@ use common::*;
 use runtime_core::{Backend, CancellationToken, JobIo, Outcome, OutcomeReason, OutputSink};
 use wasm_backend::{ModuleKind, WasmBackend, validate_module};
 
-/// Builds `guests/component.rs` for wasm32-wasip2 once per test binary and returns its bytes.
+#[path = "guests/build_component.rs"]
+mod build;
+
+/// The test component, built once per test binary.
 fn component() -> Vec<u8> {
     static BUILT: OnceLock<Vec<u8>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/guests/component.rs");
-            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                "wasm-backend-component-{}.wasm",
-                std::process::id()
-            ));
-            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-            let status = std::process::Command::new(rustc)
-                .args(["--edition", "2021", "-O", "--target", "wasm32-wasip2", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("run rustc");
-            assert!(
-                status.success(),
-                "cannot build the test component: the wasm32-wasip2 target is needed \
-                 (`rustup target add wasm32-wasip2`, done by scripts/setup-test.sh)"
-            );
-            let bytes = std::fs::read(&out).unwrap();
-            let _ = std::fs::remove_file(&out);
-            bytes
+            build::build_component(Path::new(env!("CARGO_TARGET_TMPDIR")), "wasm-backend")
         })
         .clone()
 }
