@@ -40,6 +40,12 @@ pub(crate) enum Stop {
 /// making `memory.grow` return -1: a guest that ignores a failed allocation would otherwise end in
 /// some unrelated trap and the verdict would be wrong. Growth past a memory's own declared maximum
 /// fails the normal way (-1), as the Wasm specification says.
+///
+/// The peaks are high-water marks of growth that happened: wasmtime asks the limiter *before* it
+/// grows, and reports a failed growth afterwards (`*_grow_failed`, which takes the grant back), so
+/// a grant only counts toward a peak once the next growth is asked for or the peak is read. The
+/// reported peak of a guest that starts with `i` pages and grows `n` more is exactly
+/// `(i + n) * 65536`, however the growth ends.
 #[derive(Debug)]
 pub(crate) struct JobLimiter {
     limit: u64,
@@ -70,12 +76,20 @@ impl JobLimiter {
 
     /// The largest total linear memory the job reached, in bytes.
     pub(crate) fn memory_peak(&self) -> u64 {
-        self.memory_peak
+        self.memory_peak.max(self.memory_bytes)
     }
 
     /// The largest linear memory plus table size the job reached, in bytes.
     pub(crate) fn total_peak(&self) -> u64 {
         self.total_peak
+            .max(self.memory_bytes.saturating_add(self.table_bytes))
+    }
+
+    /// Counts the current sizes (every grant so far has either happened or been taken back)
+    /// toward the peaks.
+    fn settle_peaks(&mut self) {
+        self.memory_peak = self.memory_peak();
+        self.total_peak = self.total_peak();
     }
 
     fn grant(&mut self, what: &'static str, requested: u64) -> wasmtime::Result<u64> {
@@ -91,7 +105,6 @@ impl JobLimiter {
                 limit: self.limit,
             }));
         }
-        self.total_peak = self.total_peak.max(total);
         Ok(requested)
     }
 }
@@ -108,6 +121,7 @@ impl ResourceLimiter for JobLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         self.last_memory_grant = 0;
+        self.settle_peaks();
         if maximum.is_some_and(|max| desired > max) {
             // Past the memory's declared maximum (or the pool's ceiling): `memory.grow` returns -1.
             return Ok(false);
@@ -115,7 +129,6 @@ impl ResourceLimiter for JobLimiter {
         let requested = to_u64(desired.saturating_sub(current));
         let granted = self.grant("linear memory", requested)?;
         self.memory_bytes += granted;
-        self.memory_peak = self.memory_peak.max(self.memory_bytes);
         self.last_memory_grant = granted;
         Ok(true)
     }
@@ -134,6 +147,7 @@ impl ResourceLimiter for JobLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         self.last_table_grant = 0;
+        self.settle_peaks();
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
@@ -193,5 +207,32 @@ mod tests {
         assert_eq!(l.total_peak(), 800);
         assert!(l.table_growing(100, 200, None).is_err());
         l.table_grow_failed(wasmtime::Error::msg("x")).unwrap();
+    }
+
+    #[test]
+    fn peaks_count_only_growth_that_happened() {
+        let mut l = JobLimiter::new(10 * 65536, 1);
+        assert!(l.memory_growing(0, 2 * 65536, None).unwrap());
+        assert!(l.table_growing(0, 10, None).unwrap());
+        assert_eq!(
+            (l.memory_peak(), l.total_peak()),
+            (2 * 65536, 2 * 65536 + 80)
+        );
+        // Approved by the limiter, then wasmtime could not grow (mmap failed...): not a peak.
+        assert!(l.memory_growing(2 * 65536, 6 * 65536, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap")).unwrap();
+        assert!(l.table_growing(10, 1000, None).unwrap());
+        l.table_grow_failed(wasmtime::Error::msg("alloc")).unwrap();
+        assert_eq!(
+            (l.memory_peak(), l.total_peak()),
+            (2 * 65536, 2 * 65536 + 80)
+        );
+        // The next growth that happens is counted.
+        assert!(l.memory_growing(2 * 65536, 3 * 65536, None).unwrap());
+        assert!(l.memory_growing(3 * 65536, 4 * 65536, None).unwrap());
+        assert_eq!(
+            (l.memory_peak(), l.total_peak()),
+            (4 * 65536, 4 * 65536 + 80)
+        );
     }
 }

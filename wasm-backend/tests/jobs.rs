@@ -387,3 +387,218 @@ async fn proc_exit_codes_are_reported_exactly_and_traps_as_signals() {
     );
     assert_hello_works(&backend, &store).await;
 }
+
+/// Reads all of stdin (up to 60 KiB), then hashes it (FNV-1a, 32 bits) `rounds` times over,
+/// printing the hash as 8 hex digits and a newline every 200 rounds and at the end.
+fn fnv_guest(rounds: u32) -> Vec<u8> {
+    wat(&format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "0123456789abcdef")
+  ;; iovec at 0, nread/nwritten at 8, the hex line at 80..89, stdin from 4096 on
+  (func $print_hex (param $h i32) (local $i i32)
+    (loop $digit
+      (i32.store8 (i32.add (i32.const 80) (local.get $i))
+        (i32.load8_u (i32.add (i32.const 64)
+          (i32.and
+            (i32.shr_u (local.get $h) (i32.sub (i32.const 28) (i32.shl (local.get $i) (i32.const 2))))
+            (i32.const 15)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $digit (i32.lt_u (local.get $i) (i32.const 8))))
+    (i32.store8 (i32.const 88) (i32.const 10))
+    (i32.store (i32.const 0) (i32.const 80))
+    (i32.store (i32.const 4) (i32.const 9))
+    (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable))))
+  (func (export "_start") (local $len i32) (local $n i32) (local $h i32) (local $round i32) (local $p i32)
+    (loop $read
+      (i32.store (i32.const 0) (i32.add (i32.const 4096) (local.get $len)))
+      (i32.store (i32.const 4) (i32.sub (i32.const 61440) (local.get $len)))
+      (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)) (then (unreachable)))
+      (local.set $n (i32.load (i32.const 8)))
+      (local.set $len (i32.add (local.get $len) (local.get $n)))
+      (br_if $read (i32.and (i32.ne (local.get $n) (i32.const 0))
+                            (i32.lt_u (local.get $len) (i32.const 61440)))))
+    (if (i32.eqz (local.get $len)) (then (unreachable)))
+    (local.set $h (i32.const 0x811c9dc5))
+    (loop $rounds
+      (local.set $p (i32.const 0))
+      (loop $byte
+        (local.set $h (i32.mul
+          (i32.xor (local.get $h) (i32.load8_u (i32.add (i32.const 4096) (local.get $p))))
+          (i32.const 0x01000193)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br_if $byte (i32.lt_u (local.get $p) (local.get $len))))
+      (local.set $round (i32.add (local.get $round) (i32.const 1)))
+      (if (i32.eqz (i32.rem_u (local.get $round) (i32.const 200)))
+        (then (call $print_hex (local.get $h))))
+      (br_if $rounds (i32.lt_u (local.get $round) (i32.const {rounds}))))
+    (call $print_hex (local.get $h))))
+"#
+    ))
+}
+
+/// What `fnv_guest(rounds)` prints for `input`.
+fn fnv_expected(input: &[u8], rounds: u32) -> Vec<u8> {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        for &b in input {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        if round % 200 == 0 {
+            out.extend_from_slice(format!("{h:08x}\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(format!("{h:08x}\n").as_bytes());
+    out
+}
+
+/// Runs `req` `times` times, all at once (so epoch ticks, fuel-slice yields and host calls land at
+/// different points of each run), and returns the results in order.
+async fn run_many(
+    backend: &std::sync::Arc<wasm_backend::WasmBackend>,
+    req: &runtime_core::ExecRequest,
+    times: usize,
+) -> Vec<Finished> {
+    let jobs: Vec<_> = (0..times)
+        .map(|_| {
+            let backend = backend.clone();
+            let req = req.clone();
+            tokio::spawn(async move { run(&backend, req).await })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(times);
+    for job in jobs {
+        done.push(job.await.unwrap());
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_consumed_and_the_verdict_are_the_same_on_every_run() {
+    let store = MapStore::new();
+    // A 1 ms epoch tick: the guest is interrupted (and yields) many times, at different points
+    // on each run.
+    let cache = tempfile::tempdir().unwrap();
+    let config = wasm_backend::WasmConfig {
+        epoch_tick: Duration::from_millis(1),
+        ..common::config(cache.path())
+    };
+    let backend =
+        std::sync::Arc::new(wasm_backend::WasmBackend::new(config, store.clone()).unwrap());
+    let input: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+    // About 30 million units: dozens of fuel slices and, in a debug build, epoch ticks.
+    let rounds = 2000;
+    let digest = store.add(fnv_guest(rounds));
+    let mut req = request(&digest);
+    req.stdin = input.clone();
+    req.limits.fuel = Some(1_000_000_000);
+    let expected = fnv_expected(&input, rounds);
+
+    let done = run_many(&backend, &req, 10).await;
+    let first = done[0].report.usage.fuel_consumed.unwrap();
+    assert!(first > 20_000_000, "the guest is not trivial: {first}");
+    for (i, d) in done.iter().enumerate() {
+        assert_eq!(d.report.outcome, Outcome::exited(0), "run {i}");
+        assert_eq!(d.stdout, expected, "run {i}");
+        assert_eq!(d.report.usage.fuel_consumed, Some(first), "run {i}");
+    }
+    // Without a budget the same work costs the same.
+    req.limits.fuel = None;
+    let unlimited = run(&backend, req.clone()).await;
+    assert_eq!(unlimited.report.outcome, Outcome::exited(0));
+    assert_eq!(unlimited.report.usage.fuel_consumed, Some(first));
+
+    // Out of fuel halfway: the same verdict, the same figure and the same output every time.
+    let budget = first / 2;
+    req.limits.fuel = Some(budget);
+    let done = run_many(&backend, &req, 10).await;
+    let first_out = &done[0];
+    assert_eq!(
+        first_out.report.outcome.reason,
+        OutcomeReason::CpuTimeout,
+        "{:?}",
+        first_out.report.outcome
+    );
+    assert!(
+        !first_out.stdout.is_empty() && expected.starts_with(&first_out.stdout),
+        "{:?}",
+        String::from_utf8_lossy(&first_out.stdout)
+    );
+    assert_eq!(first_out.report.usage.fuel_consumed, Some(budget));
+    for (i, d) in done.iter().enumerate() {
+        assert_eq!(d.report.outcome, first_out.report.outcome, "run {i}");
+        assert_eq!(d.stdout, first_out.stdout, "run {i}");
+        assert_eq!(
+            d.report.usage.fuel_consumed, first_out.report.usage.fuel_consumed,
+            "run {i}"
+        );
+    }
+    assert_hello_works(&backend, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_peak_is_the_linear_memory_high_water_mark() {
+    const PAGE: u64 = 65536;
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    // Starts with 3 pages, grows by 5 (2 then 3), then asks past its declared maximum of 8 pages
+    // (memory.grow gives -1, nothing grows), checks its size and exits 0.
+    let digest = store.add(wat(r#"
+(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 3 8)
+  (func (export "_start")
+    (if (i32.ne (memory.grow (i32.const 2)) (i32.const 3)) (then (call $proc_exit (i32.const 10))))
+    (if (i32.ne (memory.grow (i32.const 3)) (i32.const 5)) (then (call $proc_exit (i32.const 11))))
+    (if (i32.ne (memory.grow (i32.const 1)) (i32.const -1)) (then (call $proc_exit (i32.const 12))))
+    (if (i32.ne (memory.size) (i32.const 8)) (then (call $proc_exit (i32.const 13))))))
+"#));
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, Outcome::exited(0));
+    let usage = &done.report.usage;
+    assert_eq!(
+        usage.wasm_memory_peak_bytes,
+        Some((3 + 5) * PAGE),
+        "{usage:?}"
+    );
+    // No table: the whole memory is the linear memory.
+    assert_eq!(usage.memory_peak_bytes, Some((3 + 5) * PAGE), "{usage:?}");
+
+    // A table counts in `memory_peak_bytes` (8 bytes an element), not in the linear memory.
+    let digest = store.add(wat(r#"
+(module
+  (memory (export "memory") 2)
+  (table $t 10 funcref)
+  (func (export "_start")
+    (drop (memory.grow (i32.const 4)))
+    (drop (table.grow $t (ref.null func) (i32.const 90)))))
+"#));
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, Outcome::exited(0));
+    let usage = &done.report.usage;
+    assert_eq!(usage.wasm_memory_peak_bytes, Some(6 * PAGE), "{usage:?}");
+    assert_eq!(
+        usage.memory_peak_bytes,
+        Some(6 * PAGE + 100 * 8),
+        "{usage:?}"
+    );
+
+    // Stopped by the memory limit: the peak is what the guest had, not what it asked for. From
+    // 1 page by 16 at a time under 16 MiB (256 pages): 241 pages granted, 257 refused.
+    let digest = store.add(guest(
+        "(loop $l (if (i32.ne (memory.grow (i32.const 16)) (i32.const -1)) (then (br $l)))) (call $proc_exit (i32.const 3))",
+        "",
+    ));
+    let mut req = request(&digest);
+    req.limits.memory_bytes = 256 * PAGE;
+    let done = run(&backend, req).await;
+    assert_eq!(done.report.outcome.reason, OutcomeReason::MemoryLimit);
+    let usage = &done.report.usage;
+    assert_eq!(usage.wasm_memory_peak_bytes, Some(241 * PAGE), "{usage:?}");
+    assert_eq!(usage.memory_peak_bytes, Some(241 * PAGE), "{usage:?}");
+    assert_hello_works(&backend, &store).await;
+}
