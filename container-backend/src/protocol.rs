@@ -176,18 +176,20 @@ pub(crate) enum Exit {
 }
 
 /// The status record P2 (the helper's init, `helper/helper.c`) writes when the job's process has exited: how it ended and
-/// `getrusage(RUSAGE_CHILDREN)` of the init (the job and every reaped orphan).
+/// `getrusage(RUSAGE_CHILDREN)` of the init (the job and every reaped orphan), and the bytes the
+/// job's writable layer (its scratch tmpfs) held then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Status {
     pub exit: Exit,
     pub user: Duration,
     pub system: Duration,
     pub maxrss_kib: u64,
+    pub disk_used_bytes: u64,
 }
 
 /// Wire layout of [`Status`] (little endian): kind u32 (1 = exited, 2 = signaled), value i32,
-/// user µs u64, system µs u64, maxrss KiB u64.
-pub(crate) const STATUS_LEN: usize = 32;
+/// user µs u64, system µs u64, maxrss KiB u64, writable layer bytes u64.
+pub(crate) const STATUS_LEN: usize = 40;
 const KIND_EXITED: u32 = 1;
 const KIND_SIGNALED: u32 = 2;
 
@@ -230,6 +232,7 @@ impl Status {
             user: dur(ru.ru_utime),
             system: dur(ru.ru_stime),
             maxrss_kib: ru.ru_maxrss.max(0) as u64,
+            disk_used_bytes: 0,
         }
     }
 
@@ -254,6 +257,7 @@ impl Status {
         b[8..16].copy_from_slice(&micros(self.user).to_le_bytes());
         b[16..24].copy_from_slice(&micros(self.system).to_le_bytes());
         b[24..32].copy_from_slice(&self.maxrss_kib.to_le_bytes());
+        b[32..40].copy_from_slice(&self.disk_used_bytes.to_le_bytes());
         b
     }
 
@@ -262,7 +266,8 @@ impl Status {
         let (kind, rest) = b.split_at(4);
         let (value, rest) = rest.split_at(4);
         let (user, rest) = rest.split_at(8);
-        let (system, maxrss) = rest.split_at(8);
+        let (system, rest) = rest.split_at(8);
+        let (maxrss, disk) = rest.split_at(8);
         // The slices have the lengths of the split points above: the conversions cannot fail.
         let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().unwrap_or_default());
         let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
@@ -277,6 +282,7 @@ impl Status {
             user: Duration::from_micros(u64_of(user)),
             system: Duration::from_micros(u64_of(system)),
             maxrss_kib: u64_of(maxrss),
+            disk_used_bytes: u64_of(disk),
         })
     }
 }
@@ -340,6 +346,7 @@ mod tests {
                 user: Duration::from_micros(1_234_567),
                 system: Duration::from_micros(89),
                 maxrss_kib: u64::MAX - 1,
+                disk_used_bytes: 4096 * 3,
             };
             assert_eq!(Status::decode(&s.encode()), Ok(s));
         }
@@ -376,6 +383,7 @@ mod tests {
             user: Duration::ZERO,
             system: Duration::ZERO,
             maxrss_kib: 0,
+            disk_used_bytes: 0,
         }
         .encode();
         for n in 0..STATUS_LEN {

@@ -493,6 +493,7 @@ async fn run_planned(
         // the process's maxrss), so it would report the RSS of the worker's fork image.
         usage.cpu_user = s.user;
         usage.cpu_system = s.system;
+        usage.disk_used_bytes = Some(s.disk_used_bytes);
     }
     if let (Some(u), Some(sy)) = (cg_usage.cpu_user, cg_usage.cpu_system) {
         usage.cpu_user = u;

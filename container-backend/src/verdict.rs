@@ -188,6 +188,7 @@ mod tests {
             user: cpu,
             system: Duration::ZERO,
             maxrss_kib: 0,
+            disk_used_bytes: 0,
         })
     }
 

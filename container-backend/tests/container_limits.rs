@@ -386,7 +386,26 @@ async fn disk_bytes_caps_the_writable_layer() {
     assert!(ran.err().contains("head:"), "{}", ran.err());
     let mut r = sh(&img, "head -c 3000000 /dev/zero > /big; echo status $?");
     r.limits.disk_bytes = Some(8 << 20);
-    run(&env, r).await.assert_exited(0);
+    let big = run(&env, r).await;
+    big.assert_exited(0);
+    // The bill: what the writable layer held at the end (the 3 MB file, the runtime's few
+    // small files), against a job that wrote nothing.
+    let used = big
+        .report
+        .usage
+        .disk_used_bytes
+        .expect("disk_used_bytes in the bill");
+    assert!((3_000_000..3_000_000 + (1 << 20)).contains(&used), "{used}");
+    let mut r = sh(&img, "true");
+    r.limits.disk_bytes = Some(8 << 20);
+    let small = run(&env, r).await;
+    small.assert_exited(0);
+    let idle = small
+        .report
+        .usage
+        .disk_used_bytes
+        .expect("disk_used_bytes in the bill");
+    assert!(idle < 1 << 20, "{idle}");
 }
 
 fn spawn_sleeper() -> std::process::Child {

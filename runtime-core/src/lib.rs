@@ -230,6 +230,10 @@ pub struct Usage {
     /// Whether the job's pids limit refused a fork or thread (a fork bomb, or a program that
     /// needed more processes than it was given); `None` where the backend cannot tell.
     pub pids_limit_hit: Option<bool>,
+    /// Bytes the job's writable storage held when it ended (a container's writable layer, a
+    /// Wasm job's directory when it has a size cap), its input files included; `None` where the
+    /// backend cannot tell.
+    pub disk_used_bytes: Option<u64>,
     pub fuel_consumed: Option<u64>,
     /// Wasm only: the largest linear memory the guest reached.
     pub wasm_memory_peak_bytes: Option<u64>,

@@ -112,6 +112,23 @@ impl JobDir {
         self.tmpfs.is_some()
     }
 
+    /// The bytes the job's tmpfs holds (`fstatfs`: blocks in use × block size), or `None` when
+    /// the directory is not a tmpfs (an uncapped directory is not measured: that would mean
+    /// walking whatever the job wrote).
+    pub(crate) fn used_bytes(&self) -> Option<u64> {
+        self.tmpfs?;
+        // SAFETY: a zeroed statfs is a valid out-parameter.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is an open descriptor owned by `self`; `st` is a valid, writable statfs.
+        if unsafe { libc::fstatfs(self.fd.as_raw_fd(), &mut st) } != 0 {
+            return None;
+        }
+        // Block counts are unsigned (`fsblkcnt_t`, 64 bits wide where nekton runs).
+        let (blocks, free) = (st.f_blocks as u64, st.f_bfree as u64);
+        let size = u64::try_from(st.f_bsize).ok()?;
+        Some(blocks.saturating_sub(free).saturating_mul(size))
+    }
+
     /// Removes the directory if it is empty and not a mount (one `rmdir`): true when it is gone,
     /// and dropping `self` then costs nothing more.
     pub(crate) fn remove_if_empty(&self) -> bool {

@@ -236,6 +236,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
             };
             let outcome = execute(shared, &prepared, job, &io, prep, &mut usage).await;
             drop(permit);
+            usage.disk_used_bytes = job_dir.used_bytes();
             outcome
         }
     };

@@ -127,11 +127,24 @@ async fn writes_past_disk_bytes_fail_with_enospc_inside_the_guest() {
         Outcome::exited(WASI_ENOSPC),
         "the write past the cap must fail with ENOSPC (needs root to mount the tmpfs)"
     );
-    // Within the cap the same job succeeds.
+    // What the directory held at the end is in the bill: about the cap.
+    let used = done
+        .report
+        .usage
+        .disk_used_bytes
+        .expect("a capped directory is measured");
+    assert!((900 << 10..=1 << 20).contains(&used), "{used}");
+    // Within the cap the same job succeeds, and its 2 MiB are billed.
     let mut req = request(&digest);
     req.limits.disk_bytes = Some(4 << 20);
     let done = run(&backend, req).await;
     assert_eq!(done.report.outcome, Outcome::exited(0));
+    let used = done
+        .report
+        .usage
+        .disk_used_bytes
+        .expect("a capped directory is measured");
+    assert!((2 << 20..3 << 20).contains(&used), "{used}");
     // Input files larger than the cap are the job's fault.
     let mut req = request(&digest);
     req.limits.disk_bytes = Some(1 << 20);

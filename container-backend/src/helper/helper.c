@@ -62,7 +62,7 @@ typedef long i64;
 #define READY_BYTE 'g'
 #define KIND_EXITED 1
 #define KIND_SIGNALED 2
-#define STATUS_LEN 32
+#define STATUS_LEN 40
 #define REPORT_NOT_FOUND 'N'
 #define REPORT_EXEC 'E'
 #define EXEC_ERRNO 'e'
@@ -227,6 +227,15 @@ static __attribute__((noreturn)) void report_and_exit(int status_fd, int status)
     put_u64(rec + 8, micros(ru.utime));
     put_u64(rec + 16, micros(ru.stime));
     put_u64(rec + 24, ru.maxrss > 0 ? (u64)ru.maxrss : 0);
+    /* The writable layer's bytes: statfs of "/" (the overlay) reports its upper filesystem, the
+     * job's scratch tmpfs. The generic 64-bit struct statfs: f_type, f_bsize, f_blocks, f_bfree,
+     * ... (words 1-3 are what this needs). 0 if the call fails. */
+    i64 st[16];
+    memset(st, 0, sizeof st);
+    u64 used = 0;
+    if (SC2(__NR_statfs, "/", st) == 0 && st[1] > 0 && (u64)st[2] >= (u64)st[3])
+        used = ((u64)st[2] - (u64)st[3]) * (u64)st[1];
+    put_u64(rec + 32, used);
     write_all(status_fd, (const char *)rec, STATUS_LEN);
     /* PID 1 exiting makes the kernel kill every remaining process of the namespace. */
     die(0);

@@ -1396,6 +1396,14 @@ export interface components {
             cpu_user_ms: number | null;
             /**
              * Format: int64
+             * @description Bytes the job's writable storage held when it ended, its input files included: a
+             *     container's writable layer; a Wasm job's directory when it has a size cap
+             *     (`limits.disk_bytes`). Null where the backend cannot tell (and in bills written before
+             *     this field existed).
+             */
+            disk_used_bytes: number | null;
+            /**
+             * Format: int64
              * @description Wasm only: fuel (≈ instructions) the job consumed.
              */
             fuel_consumed: number | null;
@@ -2052,11 +2060,11 @@ export interface operations {
                      *
                      *     event: job
                      *     id: 1
-                     *     data: {"id":"01a2428a-05a4-7302-94b6-6b72836eff98","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.425587Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *     data: {"id":"01a2428a-05a4-7302-94b6-6b72836eff98","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.425587Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"disk_used_bytes":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
                      *
                      *     event: job
                      *     id: 2
-                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c685ee8ef93","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.453005Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
+                     *     data: {"id":"01a2428a-05a5-73f3-8b38-4c685ee8ef93","state":"succeeded","attempt":1,"max_attempts":3,"queue":"default","priority":0,"labels":{"suite":"unit"},"program":"sha256:d93200927f60adcdfa681853ea66e4c742863764c9c22db35033cc644ebc5fc1","cancel_requested":false,"created_at":"2026-12-04T19:31:04.544210Z","started_at":"2026-12-04T19:31:04.546747Z","finished_at":"2026-12-04T19:31:11.453005Z","outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"disk_used_bytes":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null},"batch_id":"01a2428a-05a5-73f3-8b38-4c6974808480"}
                      *
                      *     event: done
                      *     id: done
@@ -2771,6 +2779,7 @@ export interface operations {
                      *           "usage": {
                      *             "cpu_system_ms": 0,
                      *             "cpu_user_ms": 0,
+                     *             "disk_used_bytes": null,
                      *             "fuel_consumed": 12,
                      *             "memory_peak_bytes": 65536,
                      *             "net_rx_bytes": null,
@@ -3018,6 +3027,7 @@ export interface operations {
                      *       "usage": {
                      *         "cpu_system_ms": 0,
                      *         "cpu_user_ms": 0,
+                     *         "disk_used_bytes": null,
                      *         "fuel_consumed": 12,
                      *         "memory_peak_bytes": 65536,
                      *         "net_rx_bytes": null,
@@ -3219,7 +3229,7 @@ export interface operations {
                      *
                      *     event: exit
                      *     id: 1.end
-                     *     data: {"state":"succeeded","attempt":1,"outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null}}
+                     *     data: {"state":"succeeded","attempt":1,"outcome":{"reason":"exited","exit_code":0,"signal":null},"usage":{"queue_wait_ms":3,"setup_ms":6,"wall_ms":0,"cpu_user_ms":0,"cpu_system_ms":0,"memory_peak_bytes":65536,"pids_peak":null,"pids_limit_hit":null,"disk_used_bytes":null,"stdout_bytes":30,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"fuel_consumed":12,"wasm_memory_peak_bytes":65536,"net_rx_bytes":null,"net_tx_bytes":null}}
                      */
                     "text/event-stream": string;
                     /** @example 2026-12-04T19:31:04.560093Z Hello from a nekton Wasm job! */
@@ -4513,6 +4523,7 @@ export interface operations {
                      *               "usage": {
                      *                 "cpu_system_ms": 0,
                      *                 "cpu_user_ms": 0,
+                     *                 "disk_used_bytes": null,
                      *                 "fuel_consumed": 12,
                      *                 "memory_peak_bytes": 65536,
                      *                 "net_rx_bytes": null,
@@ -4643,6 +4654,7 @@ export interface operations {
                      *           "usage": {
                      *             "cpu_system_ms": 0,
                      *             "cpu_user_ms": 0,
+                     *             "disk_used_bytes": null,
                      *             "fuel_consumed": 12,
                      *             "memory_peak_bytes": 65536,
                      *             "net_rx_bytes": null,

@@ -154,6 +154,13 @@ pub struct Usage {
     #[serde(default)]
     #[schema(required = true)]
     pub pids_limit_hit: Option<bool>,
+    /// Bytes the job's writable storage held when it ended, its input files included: a
+    /// container's writable layer; a Wasm job's directory when it has a size cap
+    /// (`limits.disk_bytes`). Null where the backend cannot tell (and in bills written before
+    /// this field existed).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub disk_used_bytes: Option<u64>,
     /// Bytes kept of each stream, and whether more was written than kept.
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,

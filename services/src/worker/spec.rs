@@ -68,6 +68,7 @@ pub fn usage(queue_wait: Duration, report: &ExecReport, output: OutputStats) -> 
         memory_peak_bytes: u.memory_peak_bytes,
         pids_peak: u.pids_peak,
         pids_limit_hit: u.pids_limit_hit,
+        disk_used_bytes: u.disk_used_bytes,
         stdout_bytes: output.stdout_bytes,
         stderr_bytes: output.stderr_bytes,
         stdout_truncated: output.stdout_truncated,

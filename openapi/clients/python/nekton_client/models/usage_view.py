@@ -17,6 +17,10 @@ class UsageView:
         Attributes:
             cpu_system_ms (int | None):
             cpu_user_ms (int | None):
+            disk_used_bytes (int | None): Bytes the job's writable storage held when it ended, its input files included: a
+                container's writable layer; a Wasm job's directory when it has a size cap
+                (`limits.disk_bytes`). Null where the backend cannot tell (and in bills written before
+                this field existed).
             fuel_consumed (int | None): Wasm only: fuel (≈ instructions) the job consumed.
             memory_peak_bytes (int | None):
             net_rx_bytes (int | None):
@@ -38,6 +42,7 @@ class UsageView:
 
     cpu_system_ms: int | None
     cpu_user_ms: int | None
+    disk_used_bytes: int | None
     fuel_consumed: int | None
     memory_peak_bytes: int | None
     net_rx_bytes: int | None
@@ -60,6 +65,9 @@ class UsageView:
 
         cpu_user_ms: int | None
         cpu_user_ms = self.cpu_user_ms
+
+        disk_used_bytes: int | None
+        disk_used_bytes = self.disk_used_bytes
 
         fuel_consumed: int | None
         fuel_consumed = self.fuel_consumed
@@ -105,6 +113,7 @@ class UsageView:
             {
                 "cpu_system_ms": cpu_system_ms,
                 "cpu_user_ms": cpu_user_ms,
+                "disk_used_bytes": disk_used_bytes,
                 "fuel_consumed": fuel_consumed,
                 "memory_peak_bytes": memory_peak_bytes,
                 "net_rx_bytes": net_rx_bytes,
@@ -141,6 +150,13 @@ class UsageView:
             return cast(int | None, data)
 
         cpu_user_ms = _parse_cpu_user_ms(d.pop("cpu_user_ms"))
+
+        def _parse_disk_used_bytes(data: object) -> int | None:
+            if data is None:
+                return data
+            return cast(int | None, data)
+
+        disk_used_bytes = _parse_disk_used_bytes(d.pop("disk_used_bytes"))
 
         def _parse_fuel_consumed(data: object) -> int | None:
             if data is None:
@@ -225,6 +241,7 @@ class UsageView:
         usage_view = cls(
             cpu_system_ms=cpu_system_ms,
             cpu_user_ms=cpu_user_ms,
+            disk_used_bytes=disk_used_bytes,
             fuel_consumed=fuel_consumed,
             memory_peak_bytes=memory_peak_bytes,
             net_rx_bytes=net_rx_bytes,
