@@ -296,7 +296,7 @@ fn list_params(query: &str) -> Result<ListParams, ApiError> {
 pub(crate) fn query_with_labels<T: serde::de::DeserializeOwned>(
     query: &str,
 ) -> Result<(Vec<String>, T), ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, m);
+    let bad = |m: String| ApiError::invalid_query(m);
     // The URL type decodes and encodes form pairs (`+`, percent escapes) the standard way.
     let mut parsed =
         reqwest::Url::parse("http://query.invalid/").map_err(|_| ApiError::internal())?;
@@ -336,17 +336,10 @@ pub(crate) fn label_filter(
     let mut wanted = serde_json::Map::new();
     for l in labels {
         let (k, v) = l.split_once('=').ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                "label filter must look like `key=value`",
-            )
-            .with_field("label")
+            ApiError::invalid_query("label filter must look like `key=value`").with_field("label")
         })?;
         if l.contains('\0') {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
+            return Err(ApiError::invalid_query(
                 "label filters cannot contain NUL (%00); labels never do",
             )
             .with_field("label"));
@@ -355,11 +348,9 @@ pub(crate) fn label_filter(
             .insert(k.to_string(), v.into())
             .is_some_and(|old| old != v)
         {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                format!("label `{k}` is asked for with two values; no {what} has both"),
-            )
+            return Err(ApiError::invalid_query(format!(
+                "label `{k}` is asked for with two values; no {what} has both"
+            ))
             .with_field("label"));
         }
     }
@@ -382,7 +373,7 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             JobState::parse(s).ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, format!("unknown state `{s}`; use queued, scheduled, running, succeeded, failed, cancelled or error"))
+                ApiError::invalid_query(format!("unknown state `{s}`; use queued, scheduled, running, succeeded, failed, cancelled or error"))
                     .with_field("state")
             })
         })

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
@@ -108,11 +108,9 @@ fn plain_request(params: LogParams) -> Result<PlainRequest, ApiError> {
         None => None,
         Some((_, Some(stream))) => Some(stream),
         Some((other, None)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidQuery,
-                format!("unknown stream `{other}`; use stdout or stderr"),
-            )
+            return Err(ApiError::invalid_query(format!(
+                "unknown stream `{other}`; use stdout or stderr"
+            ))
             .with_field("stream"));
         }
     };
@@ -121,13 +119,9 @@ fn plain_request(params: LogParams) -> Result<PlainRequest, ApiError> {
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
                 .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        ErrorCode::InvalidQuery,
-                        format!(
-                            "`since` is not an RFC 3339 time ({e}); write e.g. 2026-12-04T10:00:00Z"
-                        ),
-                    )
+                    ApiError::invalid_query(format!(
+                        "`since` is not an RFC 3339 time ({e}); write e.g. 2026-12-04T10:00:00Z"
+                    ))
                     .with_field("since")
                 })?
                 .with_timezone(&chrono::Utc),
@@ -182,9 +176,7 @@ pub async fn logs(
         return plain(state, job, request).await;
     }
     if request.is_plain_only() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidQuery,
+        return Err(ApiError::invalid_query(
             "`stream` and `timestamps` apply to the plain log; SSE carries both streams, each `log` \
              event with its time in `at`",
         ));
