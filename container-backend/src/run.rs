@@ -34,7 +34,7 @@ const FSCONFIG_MAX: usize = 255;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn report(outcome: Outcome, usage: Usage) -> ExecReport {
-    ExecReport { outcome, usage }
+    ExecReport::new(outcome, usage)
 }
 
 fn fail(reason: OutcomeReason, detail: impl Into<String>, t0: Instant) -> ExecReport {
@@ -858,6 +858,8 @@ mod tests {
                 disk_bytes: None,
             },
             container: ContainerOptions::default(),
+            chain: Default::default(),
+            artifacts: Default::default(),
         }
     }
 

@@ -475,6 +475,8 @@ async fn direct(
             network,
             ..ContainerOptions::default()
         },
+        chain: Default::default(),
+        artifacts: Default::default(),
     };
     let (sink, mut rx) = OutputSink::channel(1 << 20, 16);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });

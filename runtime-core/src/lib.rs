@@ -18,10 +18,12 @@ pub mod conformance;
 pub mod cputime;
 pub mod output;
 pub mod owner;
+pub mod stage;
 
 use std::time::Duration;
 
 pub use output::{OutputChunk, OutputLimitExceeded, OutputSink, OutputStats, Stream};
+pub use stage::{Artifact, ArtifactReport, Artifacts, Base, Chain, SkippedArtifact};
 pub use tokio_util::sync::CancellationToken;
 
 /// What to run. Each backend accepts the programs it understands and reports
@@ -83,6 +85,10 @@ pub struct ExecRequest {
     pub limits: Limits,
     /// What only containers use (the Wasm backend ignores it; the API refuses it for Wasm jobs).
     pub container: ContainerOptions,
+    /// The run's place in a chain of runs (a test suite's build and cases), see [`stage`].
+    pub chain: Chain,
+    /// Files to collect after the run; none by default.
+    pub artifacts: Artifacts,
 }
 
 /// The job's overrides of an image's config. `None` keeps the image's value.
@@ -135,10 +141,15 @@ pub enum OutcomeReason {
     WorkerLost,
     /// A fault of the service itself; retried while attempts remain.
     InternalError,
+    /// A test suite's build step failed (non-zero exit, a limit): no case ran. Set by the
+    /// service's suite runner, never by a backend.
+    CompileError,
+    /// A test suite ran and at least one case was not accepted. Set by the suite runner.
+    TestsFailed,
 }
 
 impl OutcomeReason {
-    pub const ALL: [OutcomeReason; 11] = [
+    pub const ALL: [OutcomeReason; 13] = [
         Self::Exited,
         Self::Signaled,
         Self::WallTimeout,
@@ -150,6 +161,8 @@ impl OutcomeReason {
         Self::SpecError,
         Self::WorkerLost,
         Self::InternalError,
+        Self::CompileError,
+        Self::TestsFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +178,8 @@ impl OutcomeReason {
             Self::SpecError => "spec_error",
             Self::WorkerLost => "worker_lost",
             Self::InternalError => "internal_error",
+            Self::CompileError => "compile_error",
+            Self::TestsFailed => "tests_failed",
         }
     }
 
@@ -249,6 +264,23 @@ pub struct Usage {
 pub struct ExecReport {
     pub outcome: Outcome,
     pub usage: Usage,
+    /// The run's writable state, when the request's [`Chain::keep`] asked for it and the run got
+    /// far enough to have one.
+    pub kept: Option<Base>,
+    /// The files the request's [`Artifacts`] matched.
+    pub artifacts: ArtifactReport,
+}
+
+impl ExecReport {
+    /// A report with nothing kept and no artifacts.
+    pub fn new(outcome: Outcome, usage: Usage) -> Self {
+        ExecReport {
+            outcome,
+            usage,
+            kept: None,
+            artifacts: ArtifactReport::default(),
+        }
+    }
 }
 
 /// The job's channels to the outside world while it runs.

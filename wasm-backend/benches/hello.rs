@@ -85,6 +85,8 @@ fn main() {
                 .and_then(|v| v.parse().ok()),
         },
         container: Default::default(),
+        chain: Default::default(),
+        artifacts: Default::default(),
     };
 
     let mut latencies = Vec::with_capacity(jobs);

@@ -98,6 +98,8 @@ fn main() {
             disk_bytes: None,
         },
         container: Default::default(),
+        chain: Default::default(),
+        artifacts: Default::default(),
     };
     let run = |req: ExecRequest| {
         let (sink, _rx) = OutputSink::channel(1 << 20, 16);

@@ -147,7 +147,7 @@ impl Shared {
 }
 
 fn report(outcome: Outcome, usage: Usage) -> ExecReport {
-    ExecReport { outcome, usage }
+    ExecReport::new(outcome, usage)
 }
 
 fn cancelled() -> Outcome {
@@ -167,6 +167,8 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         files,
         limits,
         container: _,
+        chain: _,
+        artifacts: _,
     } = request;
     let digest = match program {
         Program::WasmModule { digest } => digest,

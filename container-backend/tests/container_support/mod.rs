@@ -205,6 +205,8 @@ pub fn request(image: &str, cmd: &[&str]) -> ExecRequest {
             disk_bytes: None,
         },
         container: ContainerOptions::default(),
+        chain: Default::default(),
+        artifacts: Default::default(),
     }
 }
 

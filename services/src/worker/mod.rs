@@ -359,6 +359,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
             ExecReport {
                 outcome: Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
                 usage: Usage::default(),
+                kept: None,
+                artifacts: Default::default(),
             },
             OutputStats::default(),
         )),
@@ -383,6 +385,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                                 setup: not_routed.setup,
                                 ..Usage::default()
                             },
+                            kept: None,
+                            artifacts: Default::default(),
                         },
                         OutputStats::default(),
                     ))
@@ -406,6 +410,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                                 format!("the sandbox task failed: {e}"),
                             ),
                             usage: Usage::default(),
+                            kept: None,
+                            artifacts: Default::default(),
                         },
                     };
                     // The image pull is part of the job's setup.

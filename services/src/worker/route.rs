@@ -249,6 +249,8 @@ mod tests {
                 disk_bytes: None,
             },
             container: Default::default(),
+            chain: Default::default(),
+            artifacts: Default::default(),
         }
     }
 

@@ -48,6 +48,8 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
                 NetworkMode::Bridge => runtime_core::NetworkMode::Bridge,
             },
         },
+        chain: Default::default(),
+        artifacts: Default::default(),
     }
 }
 
@@ -111,7 +113,9 @@ pub fn next_state(
         | R::WallTimeout
         | R::CpuTimeout
         | R::MemoryLimit
-        | R::OutputLimit => (JobState::Failed, None),
+        | R::OutputLimit
+        | R::CompileError
+        | R::TestsFailed => (JobState::Failed, None),
     }
 }
 

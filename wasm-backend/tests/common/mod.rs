@@ -116,6 +116,8 @@ pub fn request(digest: &str) -> ExecRequest {
         files: vec![],
         limits: limits(),
         container: Default::default(),
+        chain: Default::default(),
+        artifacts: Default::default(),
     }
 }
 
