@@ -606,8 +606,8 @@ async fn openapi_document_is_committed_and_current() {
         served["components"]["schemas"]["LogStreamEvent"]["anyOf"]
             .as_array()
             .map(Vec::len),
-        Some(3),
-        "LogStreamEvent is any of the state, log and exit payloads"
+        Some(6),
+        "LogStreamEvent is any of the state, log, exit and the three test-suite payloads"
     );
     assert_eq!(
         served["paths"]["/v1/images/pull"]["post"]["responses"]["200"]["content"]["text/event-stream"]

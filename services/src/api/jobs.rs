@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
-use super::types::{ErrorBody, Job, JobPage, JobSpec, JobState};
+use super::types::{CaseList, ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
 use super::{AppState, Body};
 use crate::config::LimitPolicy;
@@ -76,6 +76,28 @@ pub async fn prepare(
     }
     if is_module {
         known_modules.insert(program.clone());
+    }
+    // A Wasm suite's build and checker modules must be stored too.
+    if let Some(suite) = &resolved.tests {
+        for (field, step) in [
+            ("tests.build.module", &suite.build),
+            ("tests.checker.module", &suite.checker),
+        ] {
+            let Some(digest) = step.as_ref().and_then(|s| s.module.clone()) else {
+                continue;
+            };
+            if !known_modules.contains(&digest)
+                && !modules::exists(&state.pool, &tenant.id, &digest).await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::ModuleNotFound,
+                    format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
+                )
+                .with_field(field));
+            }
+            known_modules.insert(digest);
+        }
     }
     Ok(NewJob {
         id,
@@ -249,6 +271,41 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(job))
+}
+
+/// A test-suite job's cases, as its latest attempt left them: each one `pending`, `running` or
+/// `finished` with its verdict, bill, first difference and output; and the build's result.
+#[utoipa::path(get, path = "/v1/jobs/{id}/cases", operation_id = "getJobCases", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, body = CaseList),
+        (status = 404, description = "No such job, or the job is not a test suite", body = ErrorBody)))]
+pub async fn cases(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CaseList>, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let id = parse_id(&id)?;
+    let job = store_jobs::get(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let spec = store_jobs::stored_spec(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let suite = crate::model::ResolvedJob::from_stored(&spec)
+        .ok()
+        .and_then(|j| j.tests)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "job {id} is not a test suite (submit one with a `tests` section)"
+            ))
+        })?;
+    let events = crate::store::logs::attempt_events(&state.pool, id, job.attempt).await?;
+    Ok(Json(crate::grading::case_list(
+        &suite,
+        job.attempt,
+        &events,
+    )))
 }
 
 /// Parses a job or batch id from a path.

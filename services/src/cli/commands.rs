@@ -1866,6 +1866,7 @@ mod tests {
             exit_code,
             signal,
             detail: None,
+            tests: None,
         }
     }
 

@@ -86,7 +86,7 @@ pub struct ResolvedFile {
 }
 
 /// What a worker needs to run a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolvedJob {
     pub program: ProgramRef,
@@ -108,6 +108,9 @@ pub struct ResolvedJob {
     pub limits: ResolvedLimits,
     #[serde(default)]
     pub network: NetworkMode,
+    /// A test suite: build once, then run and judge every case (see [`crate::grading`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::grading::ResolvedSuite>,
 }
 
 impl ResolvedJob {
@@ -141,8 +144,26 @@ impl ResolvedJob {
     }
 }
 
+/// Optional byte fields as standard base64 strings.
+pub(crate) mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::b64::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// Byte fields as standard base64 strings.
-mod b64 {
+pub(crate) mod b64 {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -276,6 +297,7 @@ mod legacy {
                 disk_bytes: limits.disk_bytes,
             },
             network: spec.network.unwrap_or_default(),
+            tests: None,
         })
     }
 }
@@ -312,6 +334,7 @@ mod tests {
                 disk_bytes: None,
             },
             network: NetworkMode::Bridge,
+            tests: None,
         }
     }
 

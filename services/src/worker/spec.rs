@@ -120,7 +120,12 @@ pub fn next_state(
 }
 
 /// The queue completion for a finished attempt.
-pub fn completion(job: &Claimed, report: &ExecReport, output: OutputStats) -> Completion {
+pub fn completion(
+    job: &Claimed,
+    report: &ExecReport,
+    output: OutputStats,
+    tests: Option<crate::grading::SuiteSummary>,
+) -> Completion {
     let (state, retry_after) = next_state(
         report.outcome.reason,
         report.outcome.exit_code,
@@ -138,6 +143,7 @@ pub fn completion(job: &Claimed, report: &ExecReport, output: OutputStats) -> Co
         signal: report.outcome.signal,
         detail: report.outcome.detail.clone(),
         usage,
+        tests,
     }
 }
 

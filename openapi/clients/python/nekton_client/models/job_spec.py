@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..models.job_spec_env import JobSpecEnv
     from ..models.job_spec_labels import JobSpecLabels
     from ..models.limits_spec import LimitsSpec
+    from ..models.test_suite_spec import TestSuiteSpec
 
 
 T = TypeVar("T", bound="JobSpec")
@@ -48,6 +49,7 @@ class JobSpec:
         runtime (None | RuntimeKind | Unset):
         stdin (None | str | Unset): Bytes fed to the job's stdin (closed after them).
         stdin_encoding (Encoding | None | Unset):
+        tests (None | TestSuiteSpec | Unset):
         user (None | str | Unset): `uid[:gid]` (numbers) or `name[:group]` from the image's `/etc/passwd` and
             `/etc/group`
             (containers). Default: the image's user, else root (uid 0 in the container).
@@ -71,11 +73,13 @@ class JobSpec:
     runtime: None | RuntimeKind | Unset = UNSET
     stdin: None | str | Unset = UNSET
     stdin_encoding: Encoding | None | Unset = UNSET
+    tests: None | TestSuiteSpec | Unset = UNSET
     user: None | str | Unset = UNSET
     workdir: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.limits_spec import LimitsSpec
+        from ..models.test_suite_spec import TestSuiteSpec
 
         args: list[str] | Unset = UNSET
         if not isinstance(self.args, Unset):
@@ -173,6 +177,14 @@ class JobSpec:
         else:
             stdin_encoding = self.stdin_encoding
 
+        tests: dict[str, Any] | None | Unset
+        if isinstance(self.tests, Unset):
+            tests = UNSET
+        elif isinstance(self.tests, TestSuiteSpec):
+            tests = self.tests.to_dict()
+        else:
+            tests = self.tests
+
         user: None | str | Unset
         if isinstance(self.user, Unset):
             user = UNSET
@@ -218,6 +230,8 @@ class JobSpec:
             field_dict["stdin"] = stdin
         if stdin_encoding is not UNSET:
             field_dict["stdin_encoding"] = stdin_encoding
+        if tests is not UNSET:
+            field_dict["tests"] = tests
         if user is not UNSET:
             field_dict["user"] = user
         if workdir is not UNSET:
@@ -231,6 +245,7 @@ class JobSpec:
         from ..models.job_spec_env import JobSpecEnv
         from ..models.job_spec_labels import JobSpecLabels
         from ..models.limits_spec import LimitsSpec
+        from ..models.test_suite_spec import TestSuiteSpec
 
         d = dict(src_dict)
         args = cast(list[str], d.pop("args", UNSET))
@@ -397,6 +412,23 @@ class JobSpec:
 
         stdin_encoding = _parse_stdin_encoding(d.pop("stdin_encoding", UNSET))
 
+        def _parse_tests(data: object) -> None | TestSuiteSpec | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                tests_type_0 = TestSuiteSpec.from_dict(data)
+
+                return tests_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | TestSuiteSpec | Unset, data)
+
+        tests = _parse_tests(d.pop("tests", UNSET))
+
         def _parse_user(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -431,6 +463,7 @@ class JobSpec:
             runtime=runtime,
             stdin=stdin,
             stdin_encoding=stdin_encoding,
+            tests=tests,
             user=user,
             workdir=workdir,
         )
