@@ -513,6 +513,7 @@ async fn sse_streams_every_byte_in_order_and_resumes_exactly() {
             }
             LogStreamEvent::State { .. } => names.push("state"),
             LogStreamEvent::Exit { .. } => names.push("exit"),
+            LogStreamEvent::Suite { .. } => names.push("suite"),
         }
     }
     assert!(all == expected);
@@ -538,7 +539,7 @@ async fn output_arrives_live_before_the_job_ends() {
                 break;
             }
             LogStreamEvent::Exit { .. } => panic!("the job ended before any output was streamed"),
-            LogStreamEvent::State { .. } => {}
+            LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
         }
     }
     // The first tick arrived while the job was still running.

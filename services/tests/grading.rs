@@ -429,3 +429,113 @@ async fn bad_suites_are_refused_with_the_field() {
             .contains("not a test suite")
     );
 }
+
+/// `nekton test SUITE.yaml`: a live table, exit 1 when a case fails, a JUnit report a parser
+/// reads with one testcase per case and the failures typed by verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nekton_test_prints_the_table_and_writes_junit() {
+    let h = Harness::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("solver.wasm"), guest("solver")).unwrap();
+    std::fs::write(dir.path().join("three.in"), "sum 1 2").unwrap();
+    std::fs::write(dir.path().join("three.out"), "3\n").unwrap();
+    let suite = dir.path().join("adder.yaml");
+    std::fs::write(
+        &suite,
+        "module: solver.wasm\n\
+         limits: {fuel: 10000000}\n\
+         tests:\n\
+         \x20 cases:\n\
+         \x20   - {name: one, stdin: sum 1, expect: {stdout: \"1\"}}\n\
+         \x20   - {name: three, stdin_from: three.in, expect: {stdout_from: three.out}}\n\
+         \x20   - {name: wrong, stdin: sum 2 2, expect: {stdout: \"5\"}}\n\
+         \x20   - {name: spin, stdin: loop}\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("report.xml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nekton"))
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
+        .args(["test", "--server", &h.base, "--junit"])
+        .arg(&junit)
+        .arg(&suite)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("CASE "), "{stdout}");
+    let verdict_of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{stdout}"))
+    };
+    assert_eq!(verdict_of("one"), "accepted");
+    assert_eq!(verdict_of("three"), "accepted");
+    assert_eq!(verdict_of("wrong"), "wrong_answer");
+    assert_eq!(verdict_of("spin"), "time_limit");
+    assert!(
+        stdout.contains(r#"line 1: expected "5", got "4""#),
+        "{stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"2 of 4 passed, score 2/4"));
+
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report");
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suite_el = root
+        .children()
+        .find(|n| n.has_tag_name("testsuite"))
+        .expect("a testsuite");
+    assert_eq!(suite_el.attribute("name"), Some("adder"));
+    assert_eq!(suite_el.attribute("tests"), Some("4"));
+    assert_eq!(suite_el.attribute("failures"), Some("2"));
+    let cases: Vec<(String, Option<String>)> = suite_el
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .map(|c| {
+            (
+                c.attribute("name").unwrap().to_string(),
+                c.children()
+                    .find(|n| n.has_tag_name("failure"))
+                    .and_then(|f| f.attribute("type").map(String::from)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            ("one".to_string(), None),
+            ("three".to_string(), None),
+            ("wrong".to_string(), Some("wrong_answer".to_string())),
+            ("spin".to_string(), Some("time_limit".to_string())),
+        ]
+    );
+
+    // All accepted: exit 0.
+    let ok = dir.path().join("ok.json");
+    std::fs::write(
+        &ok,
+        r#"{"module": "solver.wasm", "tests": {"cases": [{"name": "a", "stdin": "sum 4", "expect": {"stdout": "4"}}]}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nekton"))
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
+        .args(["test", "--server", &h.base])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
