@@ -1064,6 +1064,14 @@ export interface components {
             /** @description Arguments after the program name (for images: replaces the image's cmd). */
             args?: string[];
             /**
+             * @description Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
+             *     glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+             *     the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+             *     bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+             *     symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
+             */
+            artifacts?: string[];
+            /**
              * @description Images only: replaces the image's entrypoint (and then the image's cmd is not used:
              *     the program is `entrypoint ++ args`). Docker's rules: without `entrypoint`, the program is
              *     the image's entrypoint followed by `args`, or by the image's cmd when `args` is empty.

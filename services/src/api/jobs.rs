@@ -56,7 +56,8 @@ pub async fn prepare(
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
     check_tenant_limits(&spec, tenant)?;
-    let resolved = resolve(spec, &tenant_policy(&state.policy, tenant))?;
+    let policy = tenant_policy(&state.policy, tenant);
+    let resolved = resolve(spec, &policy)?;
     let is_module = resolved.module.is_some();
     let program = resolved
         .module
@@ -106,12 +107,19 @@ pub async fn prepare(
         max_attempts: resolved.max_attempts.unwrap_or(1) as i32,
         labels: serde_json::to_value(&resolved.labels).unwrap_or_default(),
         program,
-        spec: crate::model::ResolvedJob::try_from(resolved.clone())
-            .map_err(|e| {
+        spec: {
+            let mut job = crate::model::ResolvedJob::try_from(resolved.clone()).map_err(|e| {
                 tracing::error!(error = %e, "a resolved spec did not convert to the job model");
                 ApiError::internal()
-            })?
-            .to_stored(),
+            })?;
+            if let Some(artifacts) = job.artifacts.take() {
+                job.artifacts = Some(crate::model::ResolvedArtifacts::new(
+                    artifacts.patterns,
+                    &policy,
+                ));
+            }
+            job.to_stored()
+        },
         spec_hash,
         idempotency_key,
     })

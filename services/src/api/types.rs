@@ -112,6 +112,13 @@ pub struct JobSpec {
     pub limits: Option<LimitsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
+    /// glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+    /// the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+    /// bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+    /// symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
     /// Free-form key/value labels; filter with `GET /v1/jobs?label=key=value`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -621,6 +628,13 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
             },
             network: spec.network.unwrap_or_default(),
             tests,
+            // The caps are the default policy's here; `api/jobs.rs::prepare` sets the operator's.
+            artifacts: (!spec.artifacts.is_empty()).then(|| {
+                crate::model::ResolvedArtifacts::new(
+                    spec.artifacts,
+                    &crate::config::LimitPolicy::default(),
+                )
+            }),
         })
     }
 }

@@ -13,6 +13,8 @@ use crate::model::decode;
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_FILES: usize = 1024;
+pub const MAX_ARTIFACT_PATTERNS: usize = 64;
+pub const MAX_ARTIFACT_PATTERN_BYTES: usize = 1024;
 
 /// sha256 of a value's canonical JSON (struct fields in declaration order, maps sorted).
 pub fn canonical_hash<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -128,6 +130,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
             .map_err(|e| ApiError::invalid("stdin", format!("stdin: {e}")))?;
     }
     check_files("", &spec.files)?;
+    check_artifacts(&spec.artifacts)?;
     if spec.labels.len() > MAX_LABELS {
         return Err(ApiError::invalid(
             "labels",
@@ -471,6 +474,45 @@ fn check_suite(
     Ok(())
 }
 
+/// Artifact patterns: relative or absolute, no `..` and no empty component, valid globs
+/// (`runtime_core::collect::check_pattern`, the backends' own reading), bounded in number and size.
+fn check_artifacts(patterns: &[String]) -> Result<(), ApiError> {
+    if patterns.len() > MAX_ARTIFACT_PATTERNS {
+        return Err(ApiError::invalid(
+            "artifacts",
+            format!("at most {MAX_ARTIFACT_PATTERNS} artifact patterns are allowed"),
+        ));
+    }
+    for (i, p) in patterns.iter().enumerate() {
+        let field = format!("artifacts[{i}]");
+        let bad = |why: &str| {
+            ApiError::invalid(
+                field.clone(),
+                format!(
+                    "artifact pattern `{p}` {why}: use a path or glob like `reports/*.xml`, \
+                     `out/**` or `/work/app`"
+                ),
+            )
+        };
+        if p.len() > MAX_ARTIFACT_PATTERN_BYTES {
+            return Err(bad(&format!(
+                "is longer than {MAX_ARTIFACT_PATTERN_BYTES} bytes"
+            )));
+        }
+        let body = p.strip_prefix('/').unwrap_or(p);
+        if body.is_empty() || body.split('/').any(str::is_empty) {
+            return Err(bad(
+                "has an empty component (`//`, a trailing `/`, or nothing)",
+            ));
+        }
+        if body.split('/').any(|c| c == "..") {
+            return Err(bad("contains `..`"));
+        }
+        runtime_core::collect::check_pattern(p).map_err(|e| bad(&format!("is invalid ({e})")))?;
+    }
+    Ok(())
+}
+
 /// Fields that only container images use, refused on module jobs.
 fn check_module_fields(spec: &JobSpec) -> Result<(), ApiError> {
     if spec.runtime == Some(RuntimeKind::Container) {
@@ -738,6 +780,57 @@ mod tests {
             assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
             assert!(err.status.is_client_error());
         }
+    }
+
+    #[test]
+    fn artifact_patterns_are_checked_naming_the_pattern() {
+        let policy = LimitPolicy::default();
+        let with = |patterns: &[&str]| JobSpec {
+            artifacts: patterns.iter().map(|p| p.to_string()).collect(),
+            ..module_spec()
+        };
+        let ok = resolve(
+            with(&["reports/*.xml", "out/app", "/work/**/*.log", "[ab]?.txt"]),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(ok.artifacts.len(), 4);
+        let long = "a".repeat(MAX_ARTIFACT_PATTERN_BYTES + 1);
+        for (patterns, field, says) in [
+            (vec!["ok", "../etc/passwd"], "artifacts[1]", "`..`"),
+            (vec!["a/../b"], "artifacts[0]", "`..`"),
+            (vec!["a//b"], "artifacts[0]", "empty component"),
+            (vec!["out/"], "artifacts[0]", "empty component"),
+            (vec![""], "artifacts[0]", "empty component"),
+            (vec!["/"], "artifacts[0]", "empty component"),
+            (vec!["a**b"], "artifacts[0]", "invalid"),
+            (vec!["[x"], "artifacts[0]", "invalid"),
+            (vec![long.as_str()], "artifacts[0]", "longer than"),
+        ] {
+            let err = resolve(with(&patterns), &policy).unwrap_err();
+            assert_eq!(
+                err.field.as_deref(),
+                Some(field),
+                "{patterns:?}: {}",
+                err.message
+            );
+            assert!(err.message.contains(says), "{patterns:?}: {}", err.message);
+            assert_eq!(err.status.as_u16(), 422);
+        }
+        let many: Vec<String> = (0..=MAX_ARTIFACT_PATTERNS)
+            .map(|i| format!("f{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = resolve(with(&many), &policy).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("artifacts"));
+
+        // Resolved with the policy's caps, and into the backend's request.
+        let job = crate::model::ResolvedJob::try_from(ok).unwrap();
+        let artifacts = job.artifacts.unwrap().to_runtime();
+        assert_eq!(artifacts.patterns[0], "reports/*.xml");
+        assert_eq!(artifacts.max_file_bytes, policy.artifact_file_bytes);
+        assert_eq!(artifacts.max_total_bytes, policy.artifact_total_bytes);
+        assert_eq!(artifacts.max_files, 1000);
     }
 
     fn image_spec() -> JobSpec {

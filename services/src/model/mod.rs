@@ -15,7 +15,9 @@ pub mod webhooks;
 /// The one output-stream type: what a backend writes, what the queue stores (as its fd number,
 /// 1 or 2, in `job_logs.stream`), what the API names (`stdout`/`stderr`) and the CLI selects.
 pub use logs::{ChunkKind, LineStamper};
-pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
+pub use resolved::{
+    ProgramRef, ResolvedArtifacts, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError,
+};
 pub(crate) use resolved::{b64, b64_opt};
 pub use runtime_core::OutcomeReason;
 pub use runtime_core::Stream as OutputStream;

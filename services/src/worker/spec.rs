@@ -49,7 +49,11 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
             },
         },
         chain: Default::default(),
-        artifacts: Default::default(),
+        artifacts: spec
+            .artifacts
+            .as_ref()
+            .map(|a| a.to_runtime())
+            .unwrap_or_default(),
     }
 }
 

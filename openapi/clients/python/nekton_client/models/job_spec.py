@@ -27,6 +27,12 @@ class JobSpec:
 
     Attributes:
         args (list[str] | Unset): Arguments after the program name (for images: replaces the image's cmd).
+        artifacts (list[str] | Unset): Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`:
+            paths or
+            glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+            the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+            bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+            symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
         entrypoint (list[str] | None | Unset): Images only: replaces the image's entrypoint (and then the image's cmd is
             not used:
             the program is `entrypoint ++ args`). Docker's rules: without `entrypoint`, the program is
@@ -59,6 +65,7 @@ class JobSpec:
     """
 
     args: list[str] | Unset = UNSET
+    artifacts: list[str] | Unset = UNSET
     entrypoint: list[str] | None | Unset = UNSET
     env: JobSpecEnv | Unset = UNSET
     files: list[InputFileSpec] | Unset = UNSET
@@ -84,6 +91,10 @@ class JobSpec:
         args: list[str] | Unset = UNSET
         if not isinstance(self.args, Unset):
             args = self.args
+
+        artifacts: list[str] | Unset = UNSET
+        if not isinstance(self.artifacts, Unset):
+            artifacts = self.artifacts
 
         entrypoint: list[str] | None | Unset
         if isinstance(self.entrypoint, Unset):
@@ -202,6 +213,8 @@ class JobSpec:
         field_dict.update({})
         if args is not UNSET:
             field_dict["args"] = args
+        if artifacts is not UNSET:
+            field_dict["artifacts"] = artifacts
         if entrypoint is not UNSET:
             field_dict["entrypoint"] = entrypoint
         if env is not UNSET:
@@ -249,6 +262,8 @@ class JobSpec:
 
         d = dict(src_dict)
         args = cast(list[str], d.pop("args", UNSET))
+
+        artifacts = cast(list[str], d.pop("artifacts", UNSET))
 
         def _parse_entrypoint(data: object) -> list[str] | None | Unset:
             if data is None:
@@ -449,6 +464,7 @@ class JobSpec:
 
         job_spec = cls(
             args=args,
+            artifacts=artifacts,
             entrypoint=entrypoint,
             env=env,
             files=files,
