@@ -317,6 +317,39 @@ async fn a_failed_build_is_a_compile_error_and_runs_no_case() {
     assert_eq!(log, "unknown command \"\"\n");
 }
 
+/// A Wasm build's files are where every case starts; a case's writes are its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wasm_cases_start_from_the_build_and_never_see_each_other() {
+    let h = Harness::start().await;
+    let solver = h.push(guest("solver")).await;
+    let body = json!({
+        "module": solver,
+        "tests": {
+            "build": {"module": solver, "command": ["write", "built.txt"]},
+            "parallelism": 2,
+            "cases": [
+                case("sees-the-build", "cat built.txt", "mine"),
+                case("fresh-1", "write scratch.txt", "fresh"),
+                case("fresh-2", "write scratch.txt", "fresh"),
+                case("fresh-3", "write scratch.txt", "fresh"),
+                case("build-file-is-there", "write built.txt", "seen"),
+            ]
+        }
+    });
+    let job = h
+        .wait_finished(submit_json(&h, &body).await.id, TIMEOUT)
+        .await;
+    let list = cases_of(&h, job.id).await;
+    for c in &list.cases {
+        let r = c.result.as_ref().unwrap();
+        assert_eq!(r.verdict, Verdict::Accepted, "{}: {r:?}", c.name);
+    }
+    let build = list.build.expect("the build's result");
+    assert!(build.succeeded, "{build:?}");
+    assert_eq!(build.output.text, "fresh\n");
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.outcome);
+}
+
 /// `stop_on_first_failure` skips what follows the first failure; all accepted is `succeeded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stop_on_first_failure_and_an_all_accepted_suite() {

@@ -3,12 +3,16 @@
 //! `sum A B ...` prints the sum; `div A B` prints A/B with 9 decimals; `perm X Y ...` prints the
 //! tokens reversed (one of many right answers); `loop` never ends; `alloc` grows memory without
 //! bound; `crash` aborts; `exit N` exits with N; `flood` writes forever; `write PATH` writes a
-//! file and prints whether PATH existed before.
+//! file and prints whether PATH existed before; `cat PATH` prints a file. With arguments, the
+//! command is the arguments (a build step has no stdin).
 use std::io::{Read, Write};
 
 fn main() {
-    let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).unwrap();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut input = args.join(" ");
+    if args.is_empty() {
+        std::io::stdin().read_to_string(&mut input).unwrap();
+    }
     let mut t = input.split_whitespace();
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -57,6 +61,10 @@ fn main() {
             let existed = std::path::Path::new(path).exists();
             std::fs::write(path, b"mine").unwrap();
             writeln!(out, "{}", if existed { "seen" } else { "fresh" }).unwrap();
+        }
+        "cat" => {
+            let data = std::fs::read(t.next().unwrap()).unwrap();
+            out.write_all(&data).unwrap();
         }
         other => {
             eprintln!("unknown command {other:?}");
