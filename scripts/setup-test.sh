@@ -23,6 +23,8 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # services/tests/pgbouncer.rs runs the API and a worker through Debian's PgBouncer.
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)
+# services/tests/grading_containers.rs builds a compiler image from the host's tcc and C library.
+command -v tcc >/dev/null 2>&1 || need_apt+=(tcc)
 # services/tests/metrics.rs runs `promtool check metrics` on the exposition.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 
