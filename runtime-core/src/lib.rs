@@ -13,6 +13,7 @@
 //! - Output is bounded: [`OutputSink`] enforces the per-stream byte cap and counts bytes, so every
 //!   backend truncates and reports the same way.
 
+pub mod collect;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod cputime;
