@@ -104,6 +104,14 @@
 //!   as a host mount: dropped at the end of `run()` (after its artifacts are read), or, for a
 //!   kept run, held by the returned [`Base`](runtime_core::Base) (read-only) until its last
 //!   clone is dropped. Its pages stay charged to the memory cgroup of the job that wrote them.
+//! - Artifacts (`request.artifacts`) are collected after P1 was reaped — the layer can no
+//!   longer change — from the run's writable layer only (`upper/` of the worker's descriptor of
+//!   the scratch tmpfs; relative patterns from the working directory), by
+//!   [`runtime_core::collect`] on a blocking thread: `openat2` beneath that directory, no
+//!   symlinks, no magic links, no mount crossing; regular files with one link only (an image
+//!   file the job hard-linked is copied up with two); whiteouts skipped; capped per file, per
+//!   run and in count, so a huge sparse file costs one capped read. Files the job did not write
+//!   (the image's, a base's) are not its artifacts.
 //! - A run on a base never writes to it: the base is a read-only lower layer of the run's
 //!   overlay, the run's writes go to its own scratch tmpfs; any number of runs may share a
 //!   base at once. A base of another backend or another image reference is a `spec_error`;

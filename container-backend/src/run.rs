@@ -414,11 +414,25 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
         Ok(p) => p,
         Err(e) => return fail(OutcomeReason::SpecError, e, t0),
     };
+    let workdir = plan.workdir.clone();
     let (mut report, finished) = run_planned(shared, &request, &record, plan, base, &io, t0).await;
-    if let Some(finished) = finished
-        && request.chain.keep
-        && finished.ran
-    {
+    let Some(mut finished) = finished else {
+        return report;
+    };
+    // Every process of the job is gone: its writable layer can no longer change.
+    if !request.artifacts.patterns.is_empty() {
+        match collect_artifacts(finished.scratch, workdir, request.artifacts.clone()).await {
+            Ok((scratch, artifacts)) => {
+                finished.scratch = scratch;
+                report.artifacts = artifacts;
+            }
+            Err(e) => {
+                report.outcome = Outcome::with_reason(OutcomeReason::InternalError, e);
+                return report;
+            }
+        }
+    }
+    if request.chain.keep && finished.ran {
         // Only a run whose program ran leaves a layer worth building on (a setup failure may
         // not even have made `upper/`).
         let kept = store
@@ -437,6 +451,48 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
     }
     drop(lease);
     report
+}
+
+/// Collects `artifacts` from the run's writable layer (`upper/` of its scratch tmpfs; relative
+/// patterns from the working directory) on a blocking thread; gives the descriptor back.
+async fn collect_artifacts(
+    scratch: OwnedFd,
+    workdir: String,
+    artifacts: runtime_core::Artifacts,
+) -> Result<(OwnedFd, runtime_core::ArtifactReport), String> {
+    let task = tokio::task::spawn_blocking(move || {
+        let upper = super::sys::openat2(
+            std::os::fd::AsFd::as_fd(&scratch),
+            c"upper",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            super::sys::RESOLVE_TARGET,
+        );
+        let report = match upper {
+            Ok(upper) => runtime_core::collect::collect(
+                std::os::fd::AsFd::as_fd(&upper),
+                workdir.trim_start_matches('/'),
+                &artifacts,
+            ),
+            // The setup failed before the writable layer existed.
+            Err(e) => runtime_core::ArtifactReport {
+                files: Vec::new(),
+                skipped: artifacts
+                    .patterns
+                    .iter()
+                    .map(|p| runtime_core::SkippedArtifact {
+                        path: p.clone(),
+                        reason: format!("the run left no writable layer ({})", e.desc()),
+                    })
+                    .collect(),
+            },
+        };
+        (scratch, report)
+    });
+    // The collector does not panic on job data; a failed task is a bug (or a runtime shutting
+    // down), and the descriptor went with it: nothing left to keep.
+    task.await
+        .map_err(|e| format!("collecting the run's artifacts failed: {e}"))
 }
 
 /// What is left of a finished run for the backend: its writable layer.
