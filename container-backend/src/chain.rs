@@ -16,7 +16,8 @@
 //! can (Linux 6.15+: `open_tree(OPEN_TREE_CLONE)` of a detached mount). Runs without `keep` and
 //! without a base still move their one mount, which works on every kernel the backend supports.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use image_store::{ImageRecord, ImageRef, Lease};
 use nix::errno::Errno;
@@ -24,13 +25,41 @@ use runtime_core::{Base, Chain, OutcomeReason};
 
 use super::sys;
 
+/// The worker's descriptor of a scratch tmpfs. Its last close frees the tmpfs — for a layer of a
+/// GiB, a while of kernel work on the closing thread — so the drop closes it on a blocking
+/// thread when there is an async runtime, never on one of its workers.
+pub(crate) struct ScratchFd(ManuallyDrop<OwnedFd>);
+
+impl ScratchFd {
+    pub fn new(fd: OwnedFd) -> Self {
+        Self(ManuallyDrop::new(fd))
+    }
+}
+
+impl AsFd for ScratchFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Drop for ScratchFd {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and `self.0` is never used again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.0) };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(fd))),
+            Err(_) => drop(fd),
+        }
+    }
+}
+
 /// The backend name a [`Base`] of this backend carries ([`runtime_core::Backend::name`]).
 pub(crate) const BACKEND: &str = "container";
 
 /// What a kept run leaves for the runs on it (the record inside its [`Base`]).
 pub(crate) struct Kept {
     /// The run's scratch tmpfs (holding `upper/`), a detached read-only mount.
-    pub scratch: OwnedFd,
+    pub scratch: ScratchFd,
     /// The image the run sat on; runs on this base use exactly these layers and this config.
     pub record: ImageRecord,
     /// Keeps the layers from being garbage-collected while the base exists.
@@ -77,7 +106,7 @@ pub(crate) fn base_of<'a>(chain: &'a Chain, reference: &str) -> Result<Option<&'
 /// outcome: a kernel without the clone of detached mounts cannot run chains (`spec_error`, like
 /// any limit this host cannot enforce).
 pub(crate) fn clone_detached(
-    mnt: &OwnedFd,
+    mnt: &impl AsFd,
     what: &str,
 ) -> Result<OwnedFd, (OutcomeReason, String)> {
     sys::clone_tree(mnt.as_fd(), false).map_err(|e| match e {
@@ -97,7 +126,7 @@ pub(crate) fn clone_detached(
 }
 
 /// Turns a finished run's scratch mount into a [`Base`]: read-only from now on.
-pub(crate) fn keep(scratch: OwnedFd, record: ImageRecord, lease: Lease) -> Result<Base, String> {
+pub(crate) fn keep(scratch: ScratchFd, record: ImageRecord, lease: Lease) -> Result<Base, String> {
     sys::mount_setattr_fd(scratch.as_fd(), sys::MOUNT_ATTR_RDONLY)
         .map_err(|e| format!("making the kept layer read-only: {}", e.desc()))?;
     Ok(Base::new(

@@ -62,11 +62,13 @@
 //!    ([`protocol::FD_SCRATCH`]); P2 attaches it with `move_mount` on `<state_dir>/jobs/<dir>` —
 //!    an empty directory the worker created — in the job's namespace only: a crash cannot leak a
 //!    host mount (the detached mount dies with the last descriptor); the worker `rmdir`s the
-//!    directory afterwards. Inside: `upper/`, `work/`, `rootfs/`. The worker keeps its own
-//!    descriptor of the mount: once the job's namespace is gone the mount is detached (lazily
-//!    unmounted) but still readable through it — the run's writable layer `upper/`, read for
-//!    artifacts. A run with `chain.keep` hands the job a *clone* of the mount instead and keeps
-//!    the original detached, so it can become a base ([`chain`] module).
+//!    directory afterwards. Inside: `upper/`, `work/`, `rootfs/`. When the run's writable layer
+//!    is wanted after the job (artifacts, `chain.keep`), the worker keeps its own descriptor of
+//!    the mount: once the job's namespace is gone the mount is detached (lazily unmounted) but
+//!    still readable through it. A run with `chain.keep` hands the job a *clone* of the mount
+//!    instead and keeps the original detached, so it can become a base ([`chain`] module). A
+//!    run that wants nothing afterwards hands the job its only descriptor: the tmpfs is freed
+//!    with the job's namespace, in P1's exit.
 //!    A run on a base (`chain.base`) also gets a read-only clone of the base's mount
 //!    ([`protocol::FD_BASE`]), attached by P2 on `<dir>/base`.
 //! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
@@ -103,7 +105,9 @@
 //! - The job's scratch tmpfs outlives the job only through the worker's descriptor of it, never
 //!   as a host mount: dropped at the end of `run()` (after its artifacts are read), or, for a
 //!   kept run, held by the returned [`Base`](runtime_core::Base) (read-only) until its last
-//!   clone is dropped. Its pages stay charged to the memory cgroup of the job that wrote them.
+//!   clone is dropped. That last close frees the tmpfs, so it happens on a blocking thread
+//!   (`chain::ScratchFd`), never on an async runtime's worker. Its pages stay charged to the
+//!   memory cgroup of the job that wrote them.
 //! - Artifacts (`request.artifacts`) are collected after P1 was reaped — the layer can no
 //!   longer change — from the run's writable layer only (`upper/` of the worker's descriptor of
 //!   the scratch tmpfs; relative patterns from the working directory), by

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::cgroup::JobCgroup;
-use super::chain::{self, Kept};
+use super::chain::{self, Kept, ScratchFd};
 use super::protocol::{CONTROL_KILL, Status};
 use super::spawn::{ChildFds, ChildSpec, FileSpec, Spawned};
 use super::verdict::{Facts, Stopped, verdict};
@@ -456,10 +456,10 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
 /// Collects `artifacts` from the run's writable layer (`upper/` of its scratch tmpfs; relative
 /// patterns from the working directory) on a blocking thread; gives the descriptor back.
 async fn collect_artifacts(
-    scratch: OwnedFd,
+    scratch: ScratchFd,
     workdir: String,
     artifacts: runtime_core::Artifacts,
-) -> Result<(OwnedFd, runtime_core::ArtifactReport), String> {
+) -> Result<(ScratchFd, runtime_core::ArtifactReport), String> {
     let task = tokio::task::spawn_blocking(move || {
         let upper = super::sys::openat2(
             std::os::fd::AsFd::as_fd(&scratch),
@@ -500,7 +500,7 @@ struct Finished {
     /// The worker's descriptor of the run's scratch tmpfs (`upper/` is the writable layer).
     /// Readable after the job's mount namespace is gone; for a `keep` run, the detached
     /// original (the job attached a clone), still usable as a base.
-    scratch: OwnedFd,
+    scratch: ScratchFd,
     /// Whether the job's program was executed (the container was set up completely).
     ran: bool,
 }
@@ -512,8 +512,9 @@ struct Launched {
     running: Running,
     /// The status pipe ([`super::protocol::FD_STATUS`]).
     status: pipe::Receiver,
-    /// The worker's descriptor of the job's scratch tmpfs.
-    scratch: OwnedFd,
+    /// The worker's descriptor of the job's scratch tmpfs, when the run's writable layer is
+    /// wanted afterwards (artifacts, `keep`).
+    scratch: Option<ScratchFd>,
     cgroup: std::sync::Arc<JobCgroup>,
     attachment: Option<super::net::Attachment>,
     job_dir: PathBuf,
@@ -542,7 +543,8 @@ struct Supervised {
 }
 
 /// Runs a planned job: [`launch`], [`supervise`], then the bill and the [`verdict`]. Returns
-/// the run's writable layer too, once the job is entirely over (`None` if it never started).
+/// the run's writable layer too, once the job is entirely over, if the run wants it (artifacts,
+/// `keep`; `None` otherwise or if it never started).
 async fn run_planned(
     shared: &Shared,
     request: &ExecRequest,
@@ -613,11 +615,11 @@ async fn run_planned(
         memory_limit: request.limits.memory_bytes,
         oom_kills: cg_usage.oom_kills,
     });
-    let finished = Finished {
+    let finished = scratch.map(|scratch| Finished {
         scratch,
         ran: supervised.exec_at.is_some(),
-    };
-    (report(outcome, usage), Some(finished))
+    });
+    (report(outcome, usage), finished)
 }
 
 /// Prepares everything the children need (paths, pipes, the network namespace, the cgroup, the
@@ -662,9 +664,12 @@ async fn launch(
         return Err(internal("job directory path contains a NUL byte".into()));
     };
 
-    // The scratch tmpfs, made here as a detached mount so the worker keeps a descriptor of it
-    // after the job's mount namespace is gone. A kept run's job gets a clone (the original
-    // stays detached, usable as a base later: see `chain`), any other job the mount itself.
+    // The scratch tmpfs, made here as a detached mount. When the run's writable layer is wanted
+    // after the job (artifacts, keep), the worker keeps a descriptor of it, readable after the
+    // job's mount namespace is gone; a kept run's job gets a clone (the original stays
+    // detached, usable as a base later: see `chain`), any other job the mount itself. A run
+    // that wants nothing afterwards hands its only descriptor to the job: the tmpfs is freed
+    // with the job's namespace, in P1's exit, as ever.
     let scratch_size = request
         .limits
         .disk_bytes
@@ -677,17 +682,19 @@ async fn launch(
         Ok(s) => s,
         Err(e) => return Err(internal(format!("the job's scratch tmpfs: {e}"))),
     };
-    let child_scratch = if request.chain.keep {
-        chain::clone_detached(&scratch, "keeping a run's writable layer")
+    let wanted_after = request.chain.keep || !request.artifacts.patterns.is_empty();
+    let (scratch, child_scratch) = if request.chain.keep {
+        let child = chain::clone_detached(&scratch, "keeping a run's writable layer")
+            .map_err(|(reason, e)| fail(reason, e, t0))?;
+        (Some(ScratchFd::new(scratch)), child)
+    } else if wanted_after {
+        let child = scratch
+            .try_clone()
+            .map_err(|e| internal(format!("duplicating the scratch mount: {e}")))?;
+        (Some(ScratchFd::new(scratch)), child)
     } else {
-        scratch.try_clone().map_err(|e| {
-            (
-                OutcomeReason::InternalError,
-                format!("duplicating the scratch mount: {e}"),
-            )
-        })
-    }
-    .map_err(|(reason, e)| fail(reason, e, t0))?;
+        (None, scratch)
+    };
     let child_base = match base {
         Some(kept) => Some(
             chain::clone_detached(&kept.scratch, "running on a base")

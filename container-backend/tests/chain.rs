@@ -260,14 +260,22 @@ async fn dropping_the_last_base_releases_its_layer() {
     ran.assert_exited(0);
     assert_eq!(ran.out(), format!("{token}\n"));
     drop(ran);
-    let still: Vec<_> = mounts_of_open_fds()
-        .into_iter()
-        .filter(|(_, m)| *m == mnt)
-        .collect();
-    assert!(
-        still.is_empty(),
-        "the layer's mount is still held after the last base was dropped: {still:?}"
-    );
+    // The last close (which frees the tmpfs) happens on a blocking thread: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let still: Vec<_> = mounts_of_open_fds()
+            .into_iter()
+            .filter(|(_, m)| *m == mnt)
+            .collect();
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the layer's mount is still held 5 s after the last base was dropped: {still:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
