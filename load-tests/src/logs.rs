@@ -242,7 +242,7 @@ async fn stream_run(
                     checker.feed(&bytes, recv_ns);
                 }
                 LogStreamEvent::Exit { event, .. } => return Ok(Some(event)),
-                LogStreamEvent::State { .. } => {}
+                LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
             }
         }
         Ok::<_, anyhow::Error>(None)

@@ -98,7 +98,7 @@ async fn worker_loop(
                     job_id,
                     attempt,
                     seq: 1,
-                    stream: runtime_core::Stream::Stdout,
+                    stream: nekton::model::ChunkKind::Output(runtime_core::Stream::Stdout),
                     data: guests::HELLO_OUTPUT.to_vec(),
                 })
                 .collect();
@@ -120,6 +120,7 @@ async fn worker_loop(
                 signal: None,
                 detail: None,
                 usage: usage.clone(),
+                tests: None,
             })
             .collect();
         let t = Instant::now();

@@ -26,12 +26,19 @@ pub struct LimitPolicy {
     /// `memory_bytes`).
     pub default_disk_bytes: u64,
     pub max_disk_bytes: u64,
+    /// Artifacts: bytes kept of one file (a larger one is cut and flagged).
+    pub artifact_file_bytes: u64,
+    /// Artifacts: bytes kept over all of a run's files.
+    pub artifact_total_bytes: u64,
+    /// Artifacts: files kept of one run.
+    pub artifact_files: u64,
 }
 
 impl Default for LimitPolicy {
     /// wall 60 s (max 24 h), memory 256 MiB (max 4 GiB), no default fuel, output 16 MiB per stream
     /// (max 1 GiB), 3 attempts (max 10), modules up to 64 MiB; containers: 256 pids (max 4096),
-    /// a 1 GiB writable layer (max 4 GiB).
+    /// a 1 GiB writable layer (max 4 GiB); artifacts: 64 MiB per file, 256 MiB and 1000 files
+    /// per run.
     fn default() -> Self {
         Self {
             default_wall_time_ms: 60_000,
@@ -49,6 +56,9 @@ impl Default for LimitPolicy {
             max_pids: 4096,
             default_disk_bytes: 1 << 30,
             max_disk_bytes: 4 << 30,
+            artifact_file_bytes: 64 << 20,
+            artifact_total_bytes: 256 << 20,
+            artifact_files: 1000,
         }
     }
 }

@@ -53,7 +53,9 @@ pub async fn run_demo(server: &str, token: Option<&str>) -> anyhow::Result<()> {
                 out.write_all(&bytes)?;
                 out.flush()?;
             }
-            LogStreamEvent::Exit { .. } | LogStreamEvent::State { .. } => {}
+            LogStreamEvent::Exit { .. }
+            | LogStreamEvent::State { .. }
+            | LogStreamEvent::Suite { .. } => {}
         }
     }
     let done = client.get_job(job.id).await?;

@@ -2,6 +2,7 @@
 //! builds the `nekton` binary. See ARCHITECTURE.md for the code map.
 //!
 //! - [`api`]: the v1 HTTP API (axum), its wire types and the OpenAPI document.
+//! - [`grading`]: test suites — the suite spec, output comparison, verdicts and the summary.
 //! - [`model`]: the job model shared by all of them (states, outcome, usage, the resolved job).
 //! - [`store`]: everything that touches PostgreSQL — migrations, job records, the queue, logs.
 //! - [`worker`]: claims jobs and runs them on a `runtime_core::Backend`.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod grading;
 pub mod images;
 pub mod metrics;
 pub mod model;

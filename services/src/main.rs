@@ -165,6 +165,16 @@ struct ServiceArgs {
     /// larger modules.
     #[arg(long, env = "NEKTON_MAX_MODULE_BYTES", default_value_t = LimitPolicy::default().max_module_bytes)]
     max_module_bytes: usize,
+    /// Artifacts: bytes kept of one file a job's `artifacts` match (a larger one is cut and
+    /// flagged `truncated`).
+    #[arg(long, env = "NEKTON_ARTIFACT_FILE_BYTES", default_value_t = LimitPolicy::default().artifact_file_bytes)]
+    artifact_file_bytes: u64,
+    /// Artifacts: bytes kept over all files of one job run.
+    #[arg(long, env = "NEKTON_ARTIFACT_TOTAL_BYTES", default_value_t = LimitPolicy::default().artifact_total_bytes)]
+    artifact_total_bytes: u64,
+    /// Artifacts: files kept of one job run.
+    #[arg(long, env = "NEKTON_ARTIFACT_FILES", default_value_t = LimitPolicy::default().artifact_files)]
+    artifact_files: u64,
     /// Fuel budget of a Wasm job that sets none (default: none, fuel is still counted).
     #[arg(long, env = "NEKTON_DEFAULT_FUEL")]
     default_fuel: Option<u64>,
@@ -445,6 +455,9 @@ impl ServiceArgs {
             default_output_bytes: self.default_output_bytes,
             default_fuel: self.default_fuel,
             max_module_bytes: self.max_module_bytes,
+            artifact_file_bytes: self.artifact_file_bytes,
+            artifact_total_bytes: self.artifact_total_bytes,
+            artifact_files: self.artifact_files,
             ..LimitPolicy::default()
         }
     }

@@ -513,6 +513,7 @@ async fn sse_streams_every_byte_in_order_and_resumes_exactly() {
             }
             LogStreamEvent::State { .. } => names.push("state"),
             LogStreamEvent::Exit { .. } => names.push("exit"),
+            LogStreamEvent::Suite { .. } => names.push("suite"),
         }
     }
     assert!(all == expected);
@@ -538,7 +539,7 @@ async fn output_arrives_live_before_the_job_ends() {
                 break;
             }
             LogStreamEvent::Exit { .. } => panic!("the job ended before any output was streamed"),
-            LogStreamEvent::State { .. } => {}
+            LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
         }
     }
     // The first tick arrived while the job was still running.
@@ -606,8 +607,8 @@ async fn openapi_document_is_committed_and_current() {
         served["components"]["schemas"]["LogStreamEvent"]["anyOf"]
             .as_array()
             .map(Vec::len),
-        Some(3),
-        "LogStreamEvent is any of the state, log and exit payloads"
+        Some(6),
+        "LogStreamEvent is any of the state, log, exit and the three test-suite payloads"
     );
     assert_eq!(
         served["paths"]["/v1/images/pull"]["post"]["responses"]["200"]["content"]["text/event-stream"]

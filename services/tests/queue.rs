@@ -74,6 +74,7 @@ fn done(id: Uuid, attempt: i32, state: JobState) -> Completion {
         signal: None,
         detail: None,
         usage: nekton::model::Usage::default(),
+        tests: None,
     }
 }
 
@@ -139,7 +140,7 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
         job_id: id,
         attempt,
         seq,
-        stream: nekton::model::OutputStream::Stdout,
+        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
         data: b"x".to_vec(),
     };
     assert_eq!(
@@ -419,7 +420,7 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
                 job_id: id,
                 attempt: 1,
                 seq: 1,
-                stream: nekton::model::OutputStream::Stdout,
+                stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
                 data: b"x".to_vec(),
             }],
         )

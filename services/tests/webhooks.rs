@@ -693,6 +693,7 @@ async fn every_path_into_a_final_state_writes_one_event_in_the_same_transaction(
         signal: None,
         detail: None,
         usage: Default::default(),
+        tests: None,
     };
     let applied = queue::complete(
         pool,

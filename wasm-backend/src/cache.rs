@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ pub(crate) struct ModuleCache {
     max_module_bytes: usize,
     max_compile_time: Duration,
     entries: Mutex<HashMap<String, Slot>>,
+    /// Compilations started (module store bytes handed to the compiler).
+    compiles: AtomicU64,
 }
 
 impl ModuleCache {
@@ -146,7 +149,14 @@ impl ModuleCache {
             max_module_bytes: config.max_module_bytes,
             max_compile_time: config.max_compile_time,
             entries: Mutex::new(HashMap::new()),
+            compiles: AtomicU64::new(0),
         })
+    }
+
+    /// How many compilations this cache started (a module loaded from memory or from the disk
+    /// cache is not compiled again).
+    pub(crate) fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// The directory of this engine's `.cwasm` files.
@@ -223,6 +233,7 @@ impl ModuleCache {
 
         let started = std::time::Instant::now();
         let engine = self.engine.clone();
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         let compile = tokio::task::spawn_blocking(move || match kind {
             ModuleKind::Core => engine.precompile_module(&bytes),
             ModuleKind::Component => engine.precompile_component(&bytes),

@@ -64,6 +64,9 @@ pub(crate) enum InputDirError {
     /// The host could not create the directory or write a file (`internal_error`).
     #[error("cannot prepare the input directory: {0}")]
     Host(String),
+    /// The chain's base cannot be used for this job (the job's fault: `spec_error`).
+    #[error("the base of the chain: {0}")]
+    Base(String),
 }
 
 /// Checks a job-supplied relative path and returns it as a `PathBuf` made of plain components.
@@ -103,6 +106,11 @@ pub(crate) struct JobDir {
 impl JobDir {
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory's descriptor (the tmpfs root when it is one).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
     }
 
     /// True if writes are capped (the directory is a tmpfs). Dropping a capped directory is cheap
@@ -484,6 +492,9 @@ pub(crate) fn write_files(
                 InputDirError::Host(format!("cannot write {:?}: {e}", file.path))
             }
         };
+        // A base's files were copied in first, symlinks included: a symlink where this path
+        // goes is removed (the input file wins), never followed.
+        clear_symlinks(dir.path(), &relative).map_err(fail)?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }
@@ -500,6 +511,130 @@ pub(crate) fn write_files(
         io::Write::write_all(&mut out, &file.content).map_err(fail)?;
         drop(out);
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Removes every symlink on the way to `dir/relative` (the last component included), so that
+/// nothing written there afterwards follows one. Nothing else changes the directory meanwhile: the
+/// job has not started.
+fn clear_symlinks(dir: &Path, relative: &Path) -> io::Result<()> {
+    let mut at = dir.to_path_buf();
+    for part in relative.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(&at)?,
+            Ok(meta) if meta.is_dir() => continue,
+            // A file (the create that follows reports it) or nothing yet: no symlink below.
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// How deep a base's directories may nest.
+const MAX_BASE_DEPTH: usize = 128;
+
+/// Copies the files of a kept job directory (a chain's base) into `dir`, a fresh directory:
+/// regular files and directories with their permission bits, symlinks as symlinks (their targets
+/// as written; the guest's filesystem confines them to its directory, as it did for the run that
+/// made them); anything else is left out. Every file's size counts against `disk_bytes`. Blocking.
+///
+/// The base is frozen (the run that wrote it has ended and nothing of it is left: a run stopped
+/// with a host call maybe in flight keeps no base) and lies in the pool's private parent, so it
+/// is read by path; its entries are examined without following symlinks, and directories are
+/// entered only when they are directories, so no path leaves it.
+pub(crate) fn copy_base(
+    base: &Path,
+    dir: &JobDir,
+    disk_bytes: Option<u64>,
+) -> Result<u64, InputDirError> {
+    let mut used = 0u64;
+    copy_tree(base, dir.path(), disk_bytes, &mut used, 0)?;
+    Ok(used)
+}
+
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    disk_bytes: Option<u64>,
+    used: &mut u64,
+    depth: usize,
+) -> Result<(), InputDirError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    if depth > MAX_BASE_DEPTH {
+        return Err(InputDirError::Base(format!(
+            "its directories nest deeper than {MAX_BASE_DEPTH} levels"
+        )));
+    }
+    let host = |what: &str, path: &Path, e: io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            InputDirError::Base(format!(
+                "its files do not fit in this job's limits.disk_bytes ({} bytes)",
+                disk_bytes.unwrap_or_default()
+            ))
+        } else {
+            InputDirError::Host(format!("cannot {what} {}: {e}", path.display()))
+        }
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .map_err(|e| host("read the base directory", from, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| host("read the base directory", from, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&source)
+            .map_err(|e| host("examine the base's", &source, e))?;
+        let kind = meta.file_type();
+        let mode = meta.permissions().mode() & 0o777;
+        if kind.is_dir() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&target)
+                .map_err(|e| host("create", &target, e))?;
+            copy_tree(&source, &target, disk_bytes, used, depth + 1)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| host("set the mode of", &target, e))?;
+        } else if kind.is_file() {
+            *used = used.saturating_add(meta.len());
+            if let Some(cap) = disk_bytes
+                && *used > cap
+            {
+                return Err(InputDirError::Base(format!(
+                    "its files ({} bytes so far) do not fit in this job's limits.disk_bytes \
+                     ({cap} bytes)",
+                    *used
+                )));
+            }
+            let mut input = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&source)
+                .map_err(|e| host("open the base's", &source, e))?;
+            let mut output = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&target)
+                .map_err(|e| host("create", &target, e))?;
+            io::copy(&mut input, &mut output).map_err(|e| host("copy to", &target, e))?;
+            drop(output);
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| host("set the mode of", &target, e))?;
+        } else if kind.is_symlink() {
+            let link = std::fs::read_link(&source)
+                .map_err(|e| host("read the base's symlink", &source, e))?;
+            *used = used.saturating_add(link.as_os_str().len() as u64);
+            std::os::unix::fs::symlink(&link, &target)
+                .map_err(|e| host("create the symlink", &target, e))?;
+        }
+        // Devices, FIFOs, sockets: a WASI guest cannot make them; nothing to copy.
     }
     Ok(())
 }

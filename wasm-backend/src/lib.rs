@@ -184,6 +184,12 @@ impl WasmBackend {
         self.inner.engine.get_pooling_config().is_some()
     }
 
+    /// How many modules this backend has compiled since it was created. A module is compiled
+    /// once per digest: later runs (a chain's cases included) instantiate the cached one.
+    pub fn compiled_modules(&self) -> u64 {
+        self.inner.cache.compiles()
+    }
+
     /// The directory holding this engine's compiled modules (`cache_dir/<engine hash>`).
     pub fn module_cache_dir(&self) -> &std::path::Path {
         self.inner.cache.dir()
@@ -193,7 +199,7 @@ impl WasmBackend {
 #[async_trait::async_trait]
 impl Backend for WasmBackend {
     fn name(&self) -> &'static str {
-        "wasm"
+        run::BACKEND_NAME
     }
 
     fn accepts(&self, program: &Program) -> bool {

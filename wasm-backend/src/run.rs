@@ -29,13 +29,29 @@
 //! the preview 2 host instead of the preview 1 adapter), the same store, limiter, fuel, epochs and
 //! guards. `wasi:cli/run.run` returning `ok` is exit code 0 and `err` exit code 1;
 //! `wasi:cli/exit.exit` gives 0 or 1 and `exit-with-code(n)` exactly `n`.
+//!
+//! # Chains and artifacts
+//!
+//! - `chain.base`: the run's fresh directory first gets a copy of the base's files (regular files
+//!   and directories with their permission bits, symlinks as symlinks; see
+//!   [`crate::jobdir::copy_base`]), counted against `limits.disk_bytes`; the input `files` are
+//!   written after and win (a base's symlink in their way is removed, never followed). A base not
+//!   made by this backend is a `spec_error`. The module is compiled once per digest (the cache);
+//!   each run is a fresh instance and a fresh `Store`.
+//! - `artifacts`: collected with [`runtime_core::collect::collect`] from the job's directory
+//!   (relative patterns from the guest's `/`) once the `Store` is dropped, before the directory
+//!   is kept, recycled or removed.
+//! - `chain.keep`: the directory is not recycled; the report's `kept` [`Base`] owns it
+//!   ([`KeptDir`]) and removes it (detaching its tmpfs) when its last clone is dropped. A run
+//!   stopped by the cancel or wall-time guard keeps nothing: a host call may still write there.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime_core::cputime::{CpuMeter, Metered};
 use runtime_core::{
-    ExecReport, ExecRequest, JobIo, Outcome, OutcomeReason, Program, Stream, Usage,
+    ArtifactReport, Base, ExecReport, ExecRequest, JobIo, Outcome, OutcomeReason, Program, Stream,
+    Usage,
 };
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Extern, Linker, Store, StoreContextMut, UpdateDeadline};
@@ -47,7 +63,7 @@ use crate::WasmConfig;
 use crate::WasmError;
 use crate::cache::{ModuleCache, Prepared};
 use crate::classify::{JobFacts, Stage, classify, render_error};
-use crate::jobdir::{DirPool, InputDirError, JobDir, write_files};
+use crate::jobdir::{DirPool, InputDirError, JobDir, copy_base, write_files};
 use crate::limits::{JobLimiter, Stop};
 use crate::wasi_io::SinkOutput;
 
@@ -167,8 +183,8 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         files,
         limits,
         container: _,
-        chain: _,
-        artifacts: _,
+        chain,
+        artifacts,
     } = request;
     let digest = match program {
         Program::WasmModule { digest } => digest,
@@ -180,6 +196,20 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
             );
         }
     };
+
+    if let Some(base) = &chain.base
+        && base.get::<KeptDir>().is_none()
+    {
+        let detail = format!(
+            "the chain's base was made by the {} backend: a wasm job can only start from the \
+             directory a wasm job of this worker kept",
+            base.backend()
+        );
+        return report(
+            Outcome::with_reason(OutcomeReason::SpecError, detail),
+            usage,
+        );
+    }
 
     // Preparation that needs no instance slot: the module, then the input files.
     let prep_start = Instant::now();
@@ -203,7 +233,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
         Some(Ok(prepared)) => prepared,
     };
-    let job_dir = match make_job_dir(shared, files, limits.disk_bytes).await {
+    let job_dir = match make_job_dir(shared, chain.base, files, limits.disk_bytes).await {
         Ok(dir) => dir,
         Err(outcome) => {
             usage.setup = prep_start.elapsed();
@@ -256,10 +286,35 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         outcome.reason,
         OutcomeReason::Cancelled | OutcomeReason::WallTimeout
     );
-    let leftover = if maybe_in_flight {
-        Some(job_dir)
+    // Artifacts first, from the directory as the guest left it.
+    let (job_dir, artifacts) = if artifacts.patterns.is_empty() {
+        (Some(job_dir), ArtifactReport::default())
     } else {
-        shared.dirs.recycle(job_dir)
+        let collected = tokio::task::spawn_blocking(move || {
+            let found = runtime_core::collect::collect(job_dir.fd(), "", &artifacts);
+            (job_dir, found)
+        })
+        .await;
+        match collected {
+            Ok((dir, found)) => (Some(dir), found),
+            // The directory was dropped (removed) with the failed task.
+            Err(join) => {
+                tracing::warn!(job_id, error = %join, "collecting a wasm job's artifacts failed");
+                (None, ArtifactReport::default())
+            }
+        }
+    };
+    // A kept directory is the base of later runs; one a host call may still write to is not
+    // kept (the run was cancelled or timed out: no later run should start from it anyway).
+    let mut kept = None;
+    let leftover = match job_dir {
+        None => None,
+        Some(job_dir) if chain.keep && !maybe_in_flight => {
+            kept = Some(Base::new(BACKEND_NAME, KeptDir { dir: Some(job_dir) }));
+            None
+        }
+        Some(job_dir) if maybe_in_flight => Some(job_dir),
+        Some(job_dir) => shared.dirs.recycle(job_dir),
     };
     if let Some(job_dir) = leftover {
         if job_dir.is_capped() || job_dir.remove_if_empty() {
@@ -277,23 +332,69 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
             "wasm job ended"
         );
     }
-    report(outcome, usage)
+    ExecReport {
+        outcome,
+        usage,
+        kept,
+        artifacts,
+    }
 }
 
-/// The job's directory (capped at `disk_bytes` where possible) holding its input files.
+/// The backend's name, as [`runtime_core::Backend::name`] gives it and [`Base`]s carry it.
+pub(crate) const BACKEND_NAME: &str = "wasm";
+
+/// A job's directory kept for later runs of a chain ([`ExecReport::kept`]): later runs start with
+/// a copy of its files. Dropping the last [`Base`] holding it removes it (detaching its tmpfs
+/// first), on a blocking thread when a tokio runtime is at hand and the removal is more than an
+/// unmount and an `rmdir`.
+pub(crate) struct KeptDir {
+    dir: Option<JobDir>,
+}
+
+impl KeptDir {
+    fn path(&self) -> Option<&std::path::Path> {
+        self.dir.as_ref().map(JobDir::path)
+    }
+}
+
+impl Drop for KeptDir {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        if !dir.is_capped()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn_blocking(move || drop(dir));
+        }
+    }
+}
+
+/// The job's directory (capped at `disk_bytes` where possible) holding the base's files, if the
+/// job starts from one, then its input files.
 async fn make_job_dir(
     shared: &Shared,
+    base: Option<Base>,
     files: Vec<runtime_core::InputFile>,
     disk_bytes: Option<u64>,
 ) -> Result<JobDir, Outcome> {
-    // Without files the work is taking a ready directory from the pool (or one mkdir, and one
-    // mount, when it is dry): inline. Writing files is blocking work.
-    let written = if files.is_empty() {
+    // Without files or a base the work is taking a ready directory from the pool (or one mkdir,
+    // and one mount, when it is dry): inline. Copying and writing files is blocking work.
+    let written = if files.is_empty() && base.is_none() {
         Ok(shared.dirs.take(disk_bytes))
     } else {
         let dirs = shared.dirs.clone();
         tokio::task::spawn_blocking(move || {
             let dir = dirs.take(disk_bytes)?;
+            if let Some(base) = &base {
+                let from = base
+                    .get::<KeptDir>()
+                    .and_then(KeptDir::path)
+                    .ok_or_else(|| {
+                        InputDirError::Base("it is not a wasm job's directory".into())
+                    })?;
+                copy_base(from, &dir, disk_bytes)?;
+            }
             write_files(&dir, &files, disk_bytes)?;
             Ok(dir)
         })
@@ -301,10 +402,9 @@ async fn make_job_dir(
     };
     match written {
         Ok(Ok(dir)) => Ok(dir),
-        Ok(Err(e @ InputDirError::BadFile { .. })) => Err(Outcome::with_reason(
-            OutcomeReason::SpecError,
-            e.to_string(),
-        )),
+        Ok(Err(e @ (InputDirError::BadFile { .. } | InputDirError::Base(_)))) => Err(
+            Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
+        ),
         Ok(Err(e @ InputDirError::Host(_))) => Err(Outcome::with_reason(
             OutcomeReason::InternalError,
             e.to_string(),

@@ -316,6 +316,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{id}/cases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A test-suite job's cases, as its latest attempt left them: each one `pending`, `running` or
+         *     `finished` with its verdict, bill, first difference and output; and the build's result.
+         */
+        get: operations["getJobCases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/logs": {
         parameters: {
             query?: never;
@@ -665,6 +685,128 @@ export interface components {
          * @description A binary request body (a Wasm module, a tar): the raw bytes, not JSON.
          */
         BinaryBody: string;
+        /** @description How the build step ended. */
+        BuildResult: {
+            detail?: string | null;
+            /** Format: int32 */
+            exit_code: number | null;
+            /**
+             * @description The build's stdout and stderr as written (the first 16 KiB; all of it is in the job's
+             *     log): the compiler's messages.
+             */
+            output: components["schemas"]["CappedText"];
+            /** @description The build's outcome reason (`exited`, `wall_timeout`, ...). */
+            reason: string;
+            /** Format: int32 */
+            signal: number | null;
+            /** @description True when it exited 0 and the cases ran on its result. */
+            succeeded: boolean;
+            usage: components["schemas"]["UsageView"];
+        };
+        /** @description Some of a stream's bytes, as text. */
+        CappedText: {
+            /** @description The first bytes (invalid UTF-8 replaced by U+FFFD). */
+            text: string;
+            /** @description True when the stream held more than `text` shows. */
+            truncated: boolean;
+        };
+        /** @description The cases of a test-suite job, as its latest attempt left them. */
+        CaseList: {
+            /**
+             * Format: int32
+             * @description The attempt these are from (0 before the job first ran).
+             */
+            attempt: number;
+            build: components["schemas"]["BuildResult"] | null;
+            cases: components["schemas"]["CaseStatus"][];
+        };
+        /** @description A finished case. */
+        CaseResult: {
+            /** @description The checker's stdout (cut to 1 KiB). */
+            checker_message?: string | null;
+            /** @description Why, in words ("exit code 3, expected 0", "killed by signal 11 (SIGSEGV)", the limit). */
+            detail?: string | null;
+            difference?: components["schemas"]["Difference"] | null;
+            /** Format: int32 */
+            exit_code: number | null;
+            /**
+             * Format: int32
+             * @description Its position in the suite (0-based).
+             */
+            index: number;
+            name: string;
+            /** Format: int32 */
+            signal: number | null;
+            stderr: components["schemas"]["CappedText"];
+            /** @description The first 4 KiB of its stdout and stderr. */
+            stdout: components["schemas"]["CappedText"];
+            usage: components["schemas"]["UsageView"] | null;
+            verdict: components["schemas"]["Verdict"];
+            /**
+             * Format: int32
+             * @description Its points when accepted.
+             */
+            weight: number;
+        };
+        /** @description One test case. */
+        CaseSpec: {
+            /** @description Replaces the job's `args` for this case. */
+            args?: string[] | null;
+            compare?: components["schemas"]["Compare"] | null;
+            expect?: components["schemas"]["ExpectSpec"];
+            /** @description More input files for this case (beside the build's result). */
+            files?: components["schemas"]["InputFileSpec"][];
+            limits?: components["schemas"]["LimitsSpec"] | null;
+            /** @description Unique within the suite: 1–128 characters, no control characters or `/`. */
+            name: string;
+            stdin?: string | null;
+            stdin_encoding?: components["schemas"]["Encoding"] | null;
+            /**
+             * Format: int32
+             * @description Points for the score when accepted. Default 1.
+             */
+            weight?: number | null;
+        };
+        /** @description `case_started`: a case began running. */
+        CaseStartedEvent: {
+            /** Format: int32 */
+            index: number;
+            name: string;
+        };
+        /**
+         * @description Where a case is.
+         * @enum {string}
+         */
+        CaseState: "pending" | "running" | "finished";
+        /** @description A case's entry in `GET /v1/jobs/{id}/cases`. */
+        CaseStatus: {
+            /** Format: int32 */
+            index: number;
+            name: string;
+            result: components["schemas"]["CaseResult"] | null;
+            /** @description `pending`, `running` or `finished`. */
+            state: components["schemas"]["CaseState"];
+        };
+        /** @description A comparison mode with its tolerances. */
+        Compare: {
+            /**
+             * Format: double
+             * @description `float` only: numbers within this absolute difference are equal. Default 1e-6.
+             */
+            abs_tolerance?: number | null;
+            mode?: components["schemas"]["CompareMode"];
+            /**
+             * Format: double
+             * @description `float` only: numbers within this relative difference (of the expected value) are equal.
+             *     Default 1e-6.
+             */
+            rel_tolerance?: number | null;
+        };
+        /**
+         * @description How a case's stdout is compared with the expected one.
+         * @enum {string}
+         */
+        CompareMode: "exact" | "trim" | "tokens" | "float";
         /** @description A created token: the secret is in this answer only. */
         CreatedToken: components["schemas"]["TokenInfo"] & {
             /** @description The secret (`nk_...`). It is not stored and cannot be shown again. */
@@ -737,6 +879,23 @@ export interface components {
          * @enum {string}
          */
         DeliveryState: "pending" | "delivering" | "delivered" | "failed";
+        /** @description Where expected and actual output first differ. */
+        Difference: {
+            /** @description That line of the actual output (cut to 200 bytes; empty past its end). */
+            actual: string;
+            /** @description That line of the expected output (cut to 200 bytes; empty past its end). */
+            expected: string;
+            /**
+             * Format: int64
+             * @description 1-based line number (of the expected output) where they first differ.
+             */
+            line: number;
+            /**
+             * @description What differs, when a line is not enough ("expected 3 tokens, got 2", "0.5 vs 0.6 is
+             *     outside the tolerance").
+             */
+            note?: string | null;
+        };
         /**
          * @description How a text field's content is encoded.
          * @enum {string}
@@ -764,6 +923,20 @@ export interface components {
             outcome: components["schemas"]["OutcomeView"] | null;
             state: components["schemas"]["JobState"];
             usage: components["schemas"]["UsageView"] | null;
+        };
+        /** @description What a case must produce. */
+        ExpectSpec: {
+            /**
+             * Format: int32
+             * @description The exit code the program must end with. Default 0; another is `runtime_error`.
+             */
+            exit_code?: number | null;
+            /**
+             * @description The expected stdout, compared by the suite's `compare` mode (or given to the checker).
+             *     Omitted: any output is accepted (only the exit code counts).
+             */
+            stdout?: string | null;
+            stdout_encoding?: components["schemas"]["Encoding"] | null;
         };
         /** @description What `POST /v1/images/gc` removed. */
         GcResult: {
@@ -891,6 +1064,14 @@ export interface components {
             /** @description Arguments after the program name (for images: replaces the image's cmd). */
             args?: string[];
             /**
+             * @description Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
+             *     glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+             *     the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+             *     bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+             *     symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
+             */
+            artifacts?: string[];
+            /**
              * @description Images only: replaces the image's entrypoint (and then the image's cmd is not used:
              *     the program is `entrypoint ++ args`). Docker's rules: without `entrypoint`, the program is
              *     the image's entrypoint followed by `args`, or by the image's cmd when `args` is empty.
@@ -932,6 +1113,7 @@ export interface components {
             /** @description Bytes fed to the job's stdin (closed after them). */
             stdin?: string | null;
             stdin_encoding?: components["schemas"]["Encoding"] | null;
+            tests?: components["schemas"]["TestSuiteSpec"] | null;
             /**
              * @description `uid[:gid]` (numbers) or `name[:group]` from the image's `/etc/passwd` and `/etc/group`
              *     (containers). Default: the image's user, else root (uid 0 in the container).
@@ -1010,11 +1192,13 @@ export interface components {
          * @description The `data` of one event of a job's log stream (`GET /v1/jobs/{id}/logs` with
          *     `Accept: text/event-stream`), by the SSE `event:` name: `state` ([`StateEvent`]) when the job
          *     changes state, `log` ([`LogEvent`]) for each piece of output, and finally `exit`
-         *     ([`ExitEvent`]), after which the server closes the stream (a reconnect after it gets 204). Each
-         *     event has an `id:` to resume from with `Last-Event-ID`. Documentation only: the server writes
-         *     the three payloads directly.
+         *     ([`ExitEvent`]), after which the server closes the stream (a reconnect after it gets 204). A
+         *     test-suite job's stream also has `build_finished` ([`BuildResult`]) after its build,
+         *     `case_started` ([`CaseStartedEvent`]) and `case_finished` ([`CaseResult`]) per case, in order
+         *     with the output. Each event has an `id:` to resume from with `Last-Event-ID`. Documentation
+         *     only: the server writes the payloads directly.
          */
-        LogStreamEvent: components["schemas"]["StateEvent"] | components["schemas"]["LogEvent"] | components["schemas"]["ExitEvent"];
+        LogStreamEvent: components["schemas"]["StateEvent"] | components["schemas"]["LogEvent"] | components["schemas"]["ExitEvent"] | components["schemas"]["BuildResult"] | components["schemas"]["CaseStartedEvent"] | components["schemas"]["CaseResult"];
         /** @description Who the caller is. */
         Me: {
             scopes: string[];
@@ -1132,9 +1316,10 @@ export interface components {
              * @description Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's failures) are retried.
              * @enum {string}
              */
-            reason: "exited" | "signaled" | "wall_timeout" | "cpu_timeout" | "memory_limit" | "output_limit" | "cancelled" | "image_error" | "spec_error" | "worker_lost" | "internal_error";
+            reason: "exited" | "signaled" | "wall_timeout" | "cpu_timeout" | "memory_limit" | "output_limit" | "cancelled" | "image_error" | "spec_error" | "worker_lost" | "internal_error" | "compile_error" | "tests_failed";
             /** Format: int32 */
             signal: number | null;
+            tests?: components["schemas"]["SuiteSummary"] | null;
         };
         /**
          * @description SSE `progress`, `cached`, `extracting`, `extracted`: one blob's progress. `done` and `total`
@@ -1210,6 +1395,46 @@ export interface components {
             /** Format: int32 */
             attempt: number;
             state: components["schemas"]["JobState"];
+        };
+        /** @description A build or checker step. */
+        StepSpec: {
+            /**
+             * @description Containers: the step's argv, run in the job's image (it replaces the image's entrypoint
+             *     and cmd), e.g. `["sh", "-c", "cc -O2 -o prog main.c"]`. Wasm: the arguments of `module`.
+             *     A checker gets three more: the paths of the case's input, the expected output and the
+             *     program's output; it exits 0 to accept, 1 (or 2) to reject, and its stdout is the message.
+             */
+            command?: string[];
+            /** @description More input files for this step. */
+            files?: components["schemas"]["InputFileSpec"][];
+            limits?: components["schemas"]["LimitsSpec"] | null;
+            /** @description Wasm jobs: the step's module (`sha256:...` from `POST /v1/modules`). */
+            module?: string | null;
+        };
+        /** @description A suite's result: the job's `outcome.tests`. */
+        SuiteSummary: {
+            build?: components["schemas"]["BuildResult"] | null;
+            /**
+             * Format: int64
+             * @description Sum of all cases' weights.
+             */
+            max_score: number;
+            /**
+             * Format: int32
+             * @description Cases accepted.
+             */
+            passed: number;
+            /**
+             * Format: int64
+             * @description Sum of the accepted cases' weights.
+             */
+            score: number;
+            /** Format: int32 */
+            total: number;
+            /** @description Cases per verdict (verdicts with none left out). */
+            verdicts: {
+                [key: string]: number;
+            };
         };
         /** @description A tenant and its quotas. A quota that is absent (null) does not apply. */
         Tenant: {
@@ -1298,6 +1523,21 @@ export interface components {
              * @description Share of the workers when several tenants have work (1–1000).
              */
             weight?: number | null;
+        };
+        /** @description A test suite: the job's program is built once (optional) and run once per case. */
+        TestSuiteSpec: {
+            build?: components["schemas"]["StepSpec"] | null;
+            /** @description The cases (1 to 1000), run with the job's `entrypoint`/`args` unless a case sets `args`. */
+            cases: components["schemas"]["CaseSpec"][];
+            checker?: components["schemas"]["StepSpec"] | null;
+            compare?: components["schemas"]["Compare"] | null;
+            /**
+             * Format: int32
+             * @description Cases run at once (1 to 16). Default 1: in order.
+             */
+            parallelism?: number | null;
+            /** @description After the first case that is not accepted, the rest are `skipped`. */
+            stop_on_first_failure?: boolean;
         };
         /** @description A token as listed: never its secret. */
         TokenInfo: {
@@ -1448,6 +1688,11 @@ export interface components {
              */
             wasm_memory_peak_bytes: number | null;
         };
+        /**
+         * @description A case's verdict.
+         * @enum {string}
+         */
+        Verdict: "accepted" | "wrong_answer" | "time_limit" | "memory_limit" | "runtime_error" | "output_limit" | "checker_error" | "skipped";
         /** @description The server's version. */
         VersionInfo: {
             /** @description The HTTP API's version (the path prefix). */
@@ -3175,6 +3420,165 @@ export interface operations {
             };
         };
     };
+    getJobCases: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Job id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "build": null,
+                     *       "cases": [
+                     *         {
+                     *           "index": 0,
+                     *           "name": "sum",
+                     *           "result": {
+                     *             "exit_code": 0,
+                     *             "index": 0,
+                     *             "name": "sum",
+                     *             "signal": null,
+                     *             "stderr": {
+                     *               "text": "",
+                     *               "truncated": false
+                     *             },
+                     *             "stdout": {
+                     *               "text": "6\n",
+                     *               "truncated": false
+                     *             },
+                     *             "usage": {
+                     *               "cpu_system_ms": 0,
+                     *               "cpu_user_ms": 1,
+                     *               "disk_used_bytes": null,
+                     *               "fuel_consumed": 40512,
+                     *               "memory_peak_bytes": 1179648,
+                     *               "net_rx_bytes": null,
+                     *               "net_tx_bytes": null,
+                     *               "pids_limit_hit": null,
+                     *               "pids_peak": null,
+                     *               "queue_wait_ms": null,
+                     *               "setup_ms": 1,
+                     *               "stderr_bytes": 0,
+                     *               "stderr_truncated": false,
+                     *               "stdout_bytes": 2,
+                     *               "stdout_truncated": false,
+                     *               "wall_ms": 2,
+                     *               "wasm_memory_peak_bytes": 1179648
+                     *             },
+                     *             "verdict": "accepted",
+                     *             "weight": 1
+                     *           },
+                     *           "state": "finished"
+                     *         },
+                     *         {
+                     *           "index": 1,
+                     *           "name": "wrong",
+                     *           "result": {
+                     *             "detail": "line 1 differs",
+                     *             "difference": {
+                     *               "actual": "4",
+                     *               "expected": "5",
+                     *               "line": 1
+                     *             },
+                     *             "exit_code": 0,
+                     *             "index": 1,
+                     *             "name": "wrong",
+                     *             "signal": null,
+                     *             "stderr": {
+                     *               "text": "",
+                     *               "truncated": false
+                     *             },
+                     *             "stdout": {
+                     *               "text": "4\n",
+                     *               "truncated": false
+                     *             },
+                     *             "usage": {
+                     *               "cpu_system_ms": 0,
+                     *               "cpu_user_ms": 1,
+                     *               "disk_used_bytes": null,
+                     *               "fuel_consumed": 40498,
+                     *               "memory_peak_bytes": 1179648,
+                     *               "net_rx_bytes": null,
+                     *               "net_tx_bytes": null,
+                     *               "pids_limit_hit": null,
+                     *               "pids_peak": null,
+                     *               "queue_wait_ms": null,
+                     *               "setup_ms": 1,
+                     *               "stderr_bytes": 0,
+                     *               "stderr_truncated": false,
+                     *               "stdout_bytes": 2,
+                     *               "stdout_truncated": false,
+                     *               "wall_ms": 2,
+                     *               "wasm_memory_peak_bytes": 1179648
+                     *             },
+                     *             "verdict": "wrong_answer",
+                     *             "weight": 1
+                     *           },
+                     *           "state": "finished"
+                     *         },
+                     *         {
+                     *           "index": 2,
+                     *           "name": "big",
+                     *           "result": null,
+                     *           "state": "running"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["CaseList"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job, or the job is not a test suite */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     getJobLogs: {
         parameters: {
             query?: {
@@ -3210,7 +3614,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description With `Accept: text/event-stream`: the SSE stream, whose events `state`, `log` and `exit` carry the JSON payloads of `LogStreamEvent`. Otherwise the stored output as raw bytes */
+            /** @description With `Accept: text/event-stream`: the SSE stream, whose events `state`, `log`, `exit` (and for test suites `build_finished`, `case_started`, `case_finished`) carry the JSON payloads of `LogStreamEvent`. Otherwise the stored output as raw bytes */
             200: {
                 headers: {
                     [name: string]: unknown;

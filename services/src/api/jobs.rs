@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
-use super::types::{ErrorBody, Job, JobPage, JobSpec, JobState};
+use super::types::{CaseList, ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
 use super::{AppState, Body};
 use crate::config::LimitPolicy;
@@ -56,7 +56,8 @@ pub async fn prepare(
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
     check_tenant_limits(&spec, tenant)?;
-    let resolved = resolve(spec, &tenant_policy(&state.policy, tenant))?;
+    let policy = tenant_policy(&state.policy, tenant);
+    let resolved = resolve(spec, &policy)?;
     let is_module = resolved.module.is_some();
     let program = resolved
         .module
@@ -77,6 +78,28 @@ pub async fn prepare(
     if is_module {
         known_modules.insert(program.clone());
     }
+    // A Wasm suite's build and checker modules must be stored too.
+    if let Some(suite) = &resolved.tests {
+        for (field, step) in [
+            ("tests.build.module", &suite.build),
+            ("tests.checker.module", &suite.checker),
+        ] {
+            let Some(digest) = step.as_ref().and_then(|s| s.module.clone()) else {
+                continue;
+            };
+            if !known_modules.contains(&digest)
+                && !modules::exists(&state.pool, &tenant.id, &digest).await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::ModuleNotFound,
+                    format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
+                )
+                .with_field(field));
+            }
+            known_modules.insert(digest);
+        }
+    }
     Ok(NewJob {
         id,
         queue: resolved.queue.clone().unwrap_or_else(|| "default".into()),
@@ -84,12 +107,19 @@ pub async fn prepare(
         max_attempts: resolved.max_attempts.unwrap_or(1) as i32,
         labels: serde_json::to_value(&resolved.labels).unwrap_or_default(),
         program,
-        spec: crate::model::ResolvedJob::try_from(resolved.clone())
-            .map_err(|e| {
+        spec: {
+            let mut job = crate::model::ResolvedJob::try_from(resolved.clone()).map_err(|e| {
                 tracing::error!(error = %e, "a resolved spec did not convert to the job model");
                 ApiError::internal()
-            })?
-            .to_stored(),
+            })?;
+            if let Some(artifacts) = job.artifacts.take() {
+                job.artifacts = Some(crate::model::ResolvedArtifacts::new(
+                    artifacts.patterns,
+                    &policy,
+                ));
+            }
+            job.to_stored()
+        },
         spec_hash,
         idempotency_key,
     })
@@ -249,6 +279,41 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     Ok(Json(job))
+}
+
+/// A test-suite job's cases, as its latest attempt left them: each one `pending`, `running` or
+/// `finished` with its verdict, bill, first difference and output; and the build's result.
+#[utoipa::path(get, path = "/v1/jobs/{id}/cases", operation_id = "getJobCases", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, body = CaseList),
+        (status = 404, description = "No such job, or the job is not a test suite", body = ErrorBody)))]
+pub async fn cases(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CaseList>, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let id = parse_id(&id)?;
+    let job = store_jobs::get(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let spec = store_jobs::stored_spec(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let suite = crate::model::ResolvedJob::from_stored(&spec)
+        .ok()
+        .and_then(|j| j.tests)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "job {id} is not a test suite (submit one with a `tests` section)"
+            ))
+        })?;
+    let events = crate::store::logs::attempt_events(&state.pool, id, job.attempt).await?;
+    Ok(Json(crate::grading::case_list(
+        &suite,
+        job.attempt,
+        &events,
+    )))
 }
 
 /// Parses a job or batch id from a path.

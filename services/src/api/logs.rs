@@ -26,8 +26,9 @@ use super::error::ApiError;
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
 use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
+use crate::grading::SuiteEvent;
 use crate::model::auth::Scope;
-use crate::model::{LineStamper, OutputStream};
+use crate::model::{ChunkKind, LineStamper, OutputStream};
 use crate::store::jobs as store_jobs;
 use crate::store::logs::{self, StoredChunk};
 
@@ -148,7 +149,7 @@ fn plain_request(params: LogParams) -> Result<PlainRequest, ApiError> {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
         LogParams),
     responses(
-        (status = 200, description = "With `Accept: text/event-stream`: the SSE stream, whose events `state`, `log` and `exit` carry the JSON payloads of `LogStreamEvent`. Otherwise the stored output as raw bytes",
+        (status = 200, description = "With `Accept: text/event-stream`: the SSE stream, whose events `state`, `log`, `exit` (and for test suites `build_finished`, `case_started`, `case_finished`) carry the JSON payloads of `LogStreamEvent`. Otherwise the stored output as raw bytes",
             content((super::types::LogStreamEvent = "text/event-stream"), (super::types::BinaryBody = "application/octet-stream"))),
         (status = 204, description = "SSE resume after the final `exit` event of a finished job: nothing more will come"),
         (status = 400, body = ErrorBody),
@@ -215,8 +216,27 @@ pub async fn logs(
     }))
 }
 
+/// The SSE event of a stored chunk: `log` for output, the suite event's own name for a
+/// test-suite event (`case_started`, `case_finished`, `build_finished`).
 fn log_event(c: &StoredChunk) -> Event {
-    let stream = c.stream.as_str();
+    let id = Position::At {
+        attempt: c.attempt,
+        seq: c.seq,
+    }
+    .id();
+    let stream = match c.stream {
+        ChunkKind::Output(s) => s.as_str(),
+        ChunkKind::Event => {
+            return match serde_json::from_slice::<SuiteEvent>(&c.data) {
+                Ok(e) => json_event(e.name(), id, &e.data()),
+                Err(e) => {
+                    // Written by this service: unreadable only if a newer version wrote it.
+                    tracing::warn!(error = %e, seq = c.seq, "a stored suite event did not parse");
+                    Event::default().comment("an event this server version cannot read")
+                }
+            };
+        }
+    };
     let payload = match std::str::from_utf8(&c.data) {
         Ok(text) => LogEvent {
             stream: stream.into(),
@@ -231,15 +251,7 @@ fn log_event(c: &StoredChunk) -> Event {
             at: c.stored_at,
         },
     };
-    json_event(
-        "log",
-        Position::At {
-            attempt: c.attempt,
-            seq: c.seq,
-        }
-        .id(),
-        &payload,
-    )
+    json_event("log", id, &payload)
 }
 
 /// Where an SSE stream starts and what it leaves out.
@@ -403,9 +415,12 @@ async fn plain(state: AppState, job: Job, request: PlainRequest) -> Result<Respo
                             c.data.drain(..skip.min(c.data.len()));
                             skip = 0;
                         }
-                        let data = match &mut stamper {
-                            Some(s) => s.stamp(c.stream, c.stored_at, &c.data),
-                            None => c.data,
+                        let data = match (&mut stamper, c.stream) {
+                            (_, ChunkKind::Event) => continue,
+                            (Some(s), ChunkKind::Output(stream)) => {
+                                s.stamp(stream, c.stored_at, &c.data)
+                            }
+                            (None, _) => c.data,
                         };
                         if !data.is_empty() && tx.send(Ok(data)).await.is_err() {
                             return;

@@ -275,6 +275,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cases))
         .routes(routes!(jobs::cancel))
         .routes(routes!(logs::logs))
         .routes(routes!(batches::submit, batches::list))

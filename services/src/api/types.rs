@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use crate::grading::{
+    BuildResult, CappedText, CaseList, CaseResult, CaseStartedEvent, CaseState, CaseStatus,
+    Compare, CompareMode, Difference, SuiteSummary, Verdict,
+};
 pub use crate::model::webhooks::{
     CreatedWebhook, Delivery, DeliveryAttempt, DeliveryPage, DeliveryState, Webhook, WebhookEvent,
 };
@@ -62,7 +66,7 @@ pub struct LimitsSpec {
 }
 
 /// A job to run. Exactly one of `module` and `image` names the code.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Digest of a Wasm module uploaded with `POST /v1/modules` (`sha256:<hex>`).
@@ -108,6 +112,13 @@ pub struct JobSpec {
     pub limits: Option<LimitsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
+    /// glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+    /// the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+    /// bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+    /// symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
     /// Free-form key/value labels; filter with `GET /v1/jobs?label=key=value`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -121,6 +132,107 @@ pub struct JobSpec {
     /// Queue name. Default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// Makes the job a test suite: build once, run every case on the build's result, judge each
+    /// (per-case verdicts in `GET /v1/jobs/{id}/cases` and as `case_*` events on the job's
+    /// event stream; the summary in `outcome.tests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSuiteSpec>,
+}
+
+// Test suites (see `crate::grading`).
+
+/// A test suite: the job's program is built once (optional) and run once per case.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSuiteSpec {
+    /// Runs once, before the cases, with the job's `files`; its writable state (the compiled
+    /// program) is where every case starts. A non-zero exit or a limit ends the job
+    /// `compile_error` and no case runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<StepSpec>,
+    /// The cases (1 to 1000), run with the job's `entrypoint`/`args` unless a case sets `args`.
+    pub cases: Vec<CaseSpec>,
+    /// How stdout is compared with `expect.stdout`. Default `trim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// Judges the cases' output instead of `compare` (problems with many right answers); a case
+    /// with its own `compare` is compared instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker: Option<StepSpec>,
+    /// After the first case that is not accepted, the rest are `skipped`.
+    #[serde(default)]
+    pub stop_on_first_failure: bool,
+    /// Cases run at once (1 to 16). Default 1: in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 16)]
+    pub parallelism: Option<u32>,
+}
+
+/// A build or checker step.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Containers: the step's argv, run in the job's image (it replaces the image's entrypoint
+    /// and cmd), e.g. `["sh", "-c", "cc -O2 -o prog main.c"]`. Wasm: the arguments of `module`.
+    /// A checker gets three more: the paths of the case's input, the expected output and the
+    /// program's output; it exits 0 to accept, 1 (or 2) to reject, and its stdout is the message.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Wasm jobs: the step's module (`sha256:...` from `POST /v1/modules`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// More input files for this step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InputFileSpec>,
+    /// The step's limits; omitted fields take the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// One test case.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSpec {
+    /// Unique within the suite: 1–128 characters, no control characters or `/`.
+    pub name: String,
+    /// Replaces the job's `args` for this case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_encoding: Option<Encoding>,
+    /// More input files for this case (beside the build's result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<InputFileSpec>,
+    /// The case's limits; omitted fields take the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    #[serde(default)]
+    pub expect: ExpectSpec,
+    /// Judge this case by this comparison (not by the suite's checker or `compare`): e.g. one
+    /// `float` case in an `exact` suite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// Points for the score when accepted. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub weight: Option<u32>,
+}
+
+/// What a case must produce.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// The expected stdout, compared by the suite's `compare` mode (or given to the checker).
+    /// Omitted: any output is accepted (only the exit code counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_encoding: Option<Encoding>,
+    /// The exit code the program must end with. Default 0; another is `runtime_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// One page of jobs, newest first.
@@ -275,16 +387,21 @@ pub struct ExitEvent {
 /// The `data` of one event of a job's log stream (`GET /v1/jobs/{id}/logs` with
 /// `Accept: text/event-stream`), by the SSE `event:` name: `state` ([`StateEvent`]) when the job
 /// changes state, `log` ([`LogEvent`]) for each piece of output, and finally `exit`
-/// ([`ExitEvent`]), after which the server closes the stream (a reconnect after it gets 204). Each
-/// event has an `id:` to resume from with `Last-Event-ID`. Documentation only: the server writes
-/// the three payloads directly.
+/// ([`ExitEvent`]), after which the server closes the stream (a reconnect after it gets 204). A
+/// test-suite job's stream also has `build_finished` ([`BuildResult`]) after its build,
+/// `case_started` ([`CaseStartedEvent`]) and `case_finished` ([`CaseResult`]) per case, in order
+/// with the output. Each event has an `id:` to resume from with `Last-Event-ID`. Documentation
+/// only: the server writes the payloads directly.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // never built: it names the stream's payloads in the OpenAPI document
 pub enum LogStreamEvent {
     State(StateEvent),
     Log(LogEvent),
-    Exit(ExitEvent),
+    Exit(Box<ExitEvent>),
+    BuildFinished(Box<BuildResult>),
+    CaseStarted(CaseStartedEvent),
+    CaseFinished(Box<CaseResult>),
 }
 
 /// The `data` of one event of a batch's stream (`GET /v1/batches/{id}/events`), by the SSE
@@ -457,6 +574,10 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
 
     fn try_from(spec: JobSpec) -> Result<Self, Self::Error> {
         use crate::model::{ProgramRef, ResolvedFile, ResolvedLimits, SpecError, decode};
+        let tests = match spec.tests {
+            Some(t) => Some(resolve_suite(t)?),
+            None => None,
+        };
         let program = match (spec.module, spec.image) {
             (Some(digest), None) => ProgramRef::Module { digest },
             (None, Some(reference)) => ProgramRef::Image { reference },
@@ -506,6 +627,14 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
                 disk_bytes: limits.disk_bytes,
             },
             network: spec.network.unwrap_or_default(),
+            tests,
+            // The caps are the default policy's here; `api/jobs.rs::prepare` sets the operator's.
+            artifacts: (!spec.artifacts.is_empty()).then(|| {
+                crate::model::ResolvedArtifacts::new(
+                    spec.artifacts,
+                    &crate::config::LimitPolicy::default(),
+                )
+            }),
         })
     }
 }
@@ -514,3 +643,102 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
 #[derive(Debug, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct BinaryBody(pub Vec<u8>);
+
+/// The resolved limits of a validated spec (every default filled in by `validate::resolve`).
+fn resolved_limits(
+    limits: Option<LimitsSpec>,
+    at: &str,
+) -> Result<crate::model::ResolvedLimits, crate::model::SpecError> {
+    use crate::model::{ResolvedLimits, SpecError};
+    let limits = limits.unwrap_or_default();
+    let missing = |field: &str| SpecError(format!("the resolved spec lacks {at}limits.{field}"));
+    Ok(ResolvedLimits {
+        wall_time_ms: limits.wall_time_ms.ok_or_else(|| missing("wall_time_ms"))?,
+        cpu_time_ms: limits.cpu_time_ms,
+        memory_bytes: limits.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
+        fuel: limits.fuel,
+        output_bytes: limits.output_bytes.ok_or_else(|| missing("output_bytes"))?,
+        pids: limits.pids,
+        disk_bytes: limits.disk_bytes,
+    })
+}
+
+fn resolved_files(
+    files: Vec<InputFileSpec>,
+) -> Result<Vec<crate::model::ResolvedFile>, crate::model::SpecError> {
+    use crate::model::{ResolvedFile, SpecError, decode};
+    files
+        .into_iter()
+        .map(|f| {
+            Ok(ResolvedFile {
+                content: decode(&f.content, f.encoding)
+                    .map_err(|e| SpecError(format!("file {}: {e}", f.path)))?,
+                path: f.path,
+                mode: f.mode,
+            })
+        })
+        .collect()
+}
+
+fn resolved_step(
+    step: StepSpec,
+    at: &str,
+) -> Result<crate::grading::ResolvedStep, crate::model::SpecError> {
+    Ok(crate::grading::ResolvedStep {
+        command: step.command,
+        module: step.module,
+        files: resolved_files(step.files)?,
+        limits: resolved_limits(step.limits, at)?,
+    })
+}
+
+/// A validated suite (limits filled in) as the worker runs it.
+fn resolve_suite(
+    suite: TestSuiteSpec,
+) -> Result<crate::grading::ResolvedSuite, crate::model::SpecError> {
+    use crate::grading::{ResolvedCase, ResolvedSuite};
+    use crate::model::{SpecError, decode};
+    let cases = suite
+        .cases
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let at = format!("tests.cases[{i}].");
+            Ok(ResolvedCase {
+                stdin: match &c.stdin {
+                    Some(s) => decode(s, c.stdin_encoding)
+                        .map_err(|e| SpecError(format!("{at}stdin: {e}")))?,
+                    None => Vec::new(),
+                },
+                expect_stdout: match &c.expect.stdout {
+                    Some(s) => Some(
+                        decode(s, c.expect.stdout_encoding)
+                            .map_err(|e| SpecError(format!("{at}expect.stdout: {e}")))?,
+                    ),
+                    None => None,
+                },
+                expect_exit_code: c.expect.exit_code.unwrap_or(0),
+                compare: c.compare,
+                weight: c.weight.unwrap_or(1),
+                files: resolved_files(c.files)?,
+                limits: resolved_limits(c.limits, &at)?,
+                args: c.args,
+                name: c.name,
+            })
+        })
+        .collect::<Result<Vec<_>, SpecError>>()?;
+    Ok(ResolvedSuite {
+        build: suite
+            .build
+            .map(|b| resolved_step(b, "tests.build."))
+            .transpose()?,
+        cases,
+        compare: suite.compare.unwrap_or_default(),
+        checker: suite
+            .checker
+            .map(|c| resolved_step(c, "tests.checker."))
+            .transpose()?,
+        stop_on_first_failure: suite.stop_on_first_failure,
+        parallelism: suite.parallelism.unwrap_or(1),
+    })
+}

@@ -13,6 +13,8 @@ use crate::model::decode;
 pub const MAX_ARGS: usize = 4096;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_FILES: usize = 1024;
+pub const MAX_ARTIFACT_PATTERNS: usize = 64;
+pub const MAX_ARTIFACT_PATTERN_BYTES: usize = 1024;
 
 /// sha256 of a value's canonical JSON (struct fields in declaration order, maps sorted).
 pub fn canonical_hash<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -106,18 +108,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
     } else {
         check_module_fields(&spec)?;
     }
-    if spec.args.len() > MAX_ARGS {
-        return Err(ApiError::invalid(
-            "args",
-            format!("at most {MAX_ARGS} arguments are allowed"),
-        ));
-    }
-    if let Some(i) = spec.args.iter().position(|a| a.contains('\0')) {
-        return Err(ApiError::invalid(
-            format!("args[{i}]"),
-            "arguments cannot contain NUL bytes",
-        ));
-    }
+    check_argv("args", &spec.args)?;
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(ApiError::invalid(
@@ -138,39 +129,8 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
         decode(stdin, spec.stdin_encoding)
             .map_err(|e| ApiError::invalid("stdin", format!("stdin: {e}")))?;
     }
-    if spec.files.len() > MAX_FILES {
-        return Err(ApiError::invalid(
-            "files",
-            format!("at most {MAX_FILES} files are allowed"),
-        ));
-    }
-    let mut seen = BTreeSet::new();
-    for (i, f) in spec.files.iter().enumerate() {
-        if !valid_relative_path(&f.path) {
-            return Err(ApiError::invalid(
-                format!("files[{i}].path"),
-                format!(
-                    "`{}` is not allowed: use a relative path like `input/a.txt`, without `..`, `.` or empty parts",
-                    f.path
-                ),
-            ));
-        }
-        if !seen.insert(f.path.as_str()) {
-            return Err(ApiError::invalid(
-                format!("files[{i}].path"),
-                format!("`{}` is given twice", f.path),
-            ));
-        }
-        if f.mode.is_some_and(|m| m > 0o7777) {
-            return Err(ApiError::invalid(
-                format!("files[{i}].mode"),
-                "mode must be Unix permission bits (at most 0o7777 = 4095)",
-            ));
-        }
-        decode(&f.content, f.encoding).map_err(|e| {
-            ApiError::invalid(format!("files[{i}].content"), format!("file content: {e}"))
-        })?;
-    }
+    check_files("", &spec.files)?;
+    check_artifacts(&spec.artifacts)?;
     if spec.labels.len() > MAX_LABELS {
         return Err(ApiError::invalid(
             "labels",
@@ -218,46 +178,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
 
     let runtime = spec.runtime;
     let limits = spec.limits.get_or_insert_with(LimitsSpec::default);
-    if is_image {
-        check_image_limits(limits, runtime)?;
-    } else if limits.cpu_time_ms.is_some() {
-        return Err(ApiError::invalid(
-            "limits.cpu_time_ms",
-            "cpu_time_ms applies to container jobs; limit a Wasm job's CPU with `fuel`",
-        ));
-    }
-    if !is_image && limits.pids.is_some() {
-        return Err(ApiError::invalid(
-            "limits.pids",
-            "pids applies to container jobs; Wasm jobs cannot create processes",
-        ));
-    }
-    check_max(
-        "limits.wall_time_ms",
-        limits.wall_time_ms,
-        1,
-        Some(policy.max_wall_time_ms),
-    )?;
-    check_max(
-        "limits.memory_bytes",
-        limits.memory_bytes,
-        65_536,
-        Some(policy.max_memory_bytes),
-    )?;
-    check_max("limits.fuel", limits.fuel, 1, policy.max_fuel)?;
-    check_max("limits.pids", limits.pids, 1, Some(policy.max_pids))?;
-    check_max(
-        "limits.disk_bytes",
-        limits.disk_bytes,
-        1 << 20,
-        Some(policy.max_disk_bytes),
-    )?;
-    check_max(
-        "limits.output_bytes",
-        limits.output_bytes,
-        0,
-        Some(policy.max_output_bytes),
-    )?;
+    check_limits("", limits, is_image, runtime, policy)?;
     limits
         .wall_time_ms
         .get_or_insert(policy.default_wall_time_ms);
@@ -275,12 +196,321 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
     }
     // Containers: the writable layer; Wasm: the directory preopened at `/`.
     limits.disk_bytes.get_or_insert(policy.default_disk_bytes);
+    let job_limits = limits.clone();
+    if let Some(suite) = spec.tests.as_mut() {
+        check_suite(suite, &job_limits, is_image, runtime, policy)?;
+    }
     spec.runtime.get_or_insert(if is_image {
         RuntimeKind::Auto
     } else {
         RuntimeKind::Wasm
     });
     Ok(spec)
+}
+
+/// The limits' own rules (`prefix` is where they are in the body, e.g. `tests.build.`).
+fn check_limits(
+    prefix: &str,
+    limits: &LimitsSpec,
+    is_image: bool,
+    runtime: Option<RuntimeKind>,
+    policy: &LimitPolicy,
+) -> Result<(), ApiError> {
+    let field = |name: &str| format!("{prefix}limits.{name}");
+    if is_image {
+        check_image_limits(limits, runtime).map_err(|e| match e.field.clone() {
+            Some(f) => e.with_field(format!("{prefix}{f}")),
+            None => e,
+        })?;
+    } else if limits.cpu_time_ms.is_some() {
+        return Err(ApiError::invalid(
+            field("cpu_time_ms"),
+            "cpu_time_ms applies to container jobs; limit a Wasm job's CPU with `fuel`",
+        ));
+    }
+    if !is_image && limits.pids.is_some() {
+        return Err(ApiError::invalid(
+            field("pids"),
+            "pids applies to container jobs; Wasm jobs cannot create processes",
+        ));
+    }
+    check_max(
+        &field("wall_time_ms"),
+        limits.wall_time_ms,
+        1,
+        Some(policy.max_wall_time_ms),
+    )?;
+    check_max(
+        &field("memory_bytes"),
+        limits.memory_bytes,
+        65_536,
+        Some(policy.max_memory_bytes),
+    )?;
+    check_max(&field("fuel"), limits.fuel, 1, policy.max_fuel)?;
+    check_max(&field("pids"), limits.pids, 1, Some(policy.max_pids))?;
+    check_max(
+        &field("disk_bytes"),
+        limits.disk_bytes,
+        1 << 20,
+        Some(policy.max_disk_bytes),
+    )?;
+    check_max(
+        &field("output_bytes"),
+        limits.output_bytes,
+        0,
+        Some(policy.max_output_bytes),
+    )?;
+    Ok(())
+}
+
+/// A step's or case's limits: checked like the job's, then every omitted field taken from the
+/// job's resolved limits.
+fn resolve_step_limits(
+    prefix: &str,
+    limits: &mut Option<LimitsSpec>,
+    job: &LimitsSpec,
+    is_image: bool,
+    runtime: Option<RuntimeKind>,
+    policy: &LimitPolicy,
+) -> Result<(), ApiError> {
+    let l = limits.get_or_insert_with(LimitsSpec::default);
+    check_limits(prefix, l, is_image, runtime, policy)?;
+    l.wall_time_ms = l.wall_time_ms.or(job.wall_time_ms);
+    l.cpu_time_ms = l.cpu_time_ms.or(job.cpu_time_ms);
+    l.memory_bytes = l.memory_bytes.or(job.memory_bytes);
+    l.fuel = l.fuel.or(job.fuel);
+    l.output_bytes = l.output_bytes.or(job.output_bytes);
+    l.pids = l.pids.or(job.pids);
+    l.disk_bytes = l.disk_bytes.or(job.disk_bytes);
+    Ok(())
+}
+
+/// Input files: relative paths, each once, valid modes, decodable content.
+fn check_files(prefix: &str, files: &[super::types::InputFileSpec]) -> Result<(), ApiError> {
+    if files.len() > MAX_FILES {
+        return Err(ApiError::invalid(
+            format!("{prefix}files"),
+            format!("at most {MAX_FILES} files are allowed"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, f) in files.iter().enumerate() {
+        if !valid_relative_path(&f.path) {
+            return Err(ApiError::invalid(
+                format!("{prefix}files[{i}].path"),
+                format!(
+                    "`{}` is not allowed: use a relative path like `input/a.txt`, without `..`, `.` or empty parts",
+                    f.path
+                ),
+            ));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(ApiError::invalid(
+                format!("{prefix}files[{i}].path"),
+                format!("`{}` is given twice", f.path),
+            ));
+        }
+        if f.mode.is_some_and(|m| m > 0o7777) {
+            return Err(ApiError::invalid(
+                format!("{prefix}files[{i}].mode"),
+                "mode must be Unix permission bits (at most 0o7777 = 4095)",
+            ));
+        }
+        decode(&f.content, f.encoding).map_err(|e| {
+            ApiError::invalid(
+                format!("{prefix}files[{i}].content"),
+                format!("file content: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn check_argv(field: &str, argv: &[String]) -> Result<(), ApiError> {
+    if argv.len() > MAX_ARGS {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {MAX_ARGS} arguments are allowed"),
+        ));
+    }
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(
+            format!("{field}[{i}]"),
+            "arguments cannot contain NUL bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// A build or checker step: containers run `command` in the job's image; Wasm jobs run `module`.
+fn check_step(
+    prefix: &str,
+    step: &mut super::types::StepSpec,
+    job: &LimitsSpec,
+    is_image: bool,
+    runtime: Option<RuntimeKind>,
+    policy: &LimitPolicy,
+) -> Result<(), ApiError> {
+    check_argv(&format!("{prefix}command"), &step.command)?;
+    match (&step.module, is_image) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                format!("{prefix}module"),
+                "an image job's steps run in its image: give `command`, not `module`",
+            ));
+        }
+        (None, true) if step.command.is_empty() => {
+            return Err(ApiError::invalid(
+                format!("{prefix}command"),
+                "give the step's program and arguments, e.g. [\"sh\", \"-c\", \"make\"]",
+            ));
+        }
+        (None, false) => {
+            return Err(ApiError::invalid(
+                format!("{prefix}module"),
+                "a Wasm job's steps are modules: set `module` to a digest from POST /v1/modules",
+            ));
+        }
+        (Some(m), false) if !is_digest(m) => {
+            return Err(ApiError::invalid(
+                format!("{prefix}module"),
+                format!("`{m}` is not a module digest (`sha256:` and 64 lowercase hex digits)"),
+            ));
+        }
+        _ => {}
+    }
+    check_files(prefix, &step.files)?;
+    resolve_step_limits(prefix, &mut step.limits, job, is_image, runtime, policy)
+}
+
+/// A test suite: its steps, cases, comparison and options.
+fn check_suite(
+    suite: &mut super::types::TestSuiteSpec,
+    job: &LimitsSpec,
+    is_image: bool,
+    runtime: Option<RuntimeKind>,
+    policy: &LimitPolicy,
+) -> Result<(), ApiError> {
+    use crate::grading::{MAX_CASES, MAX_PARALLELISM};
+    if suite.cases.is_empty() || suite.cases.len() > MAX_CASES {
+        return Err(ApiError::invalid(
+            "tests.cases",
+            format!(
+                "a suite has 1 to {MAX_CASES} cases, got {}",
+                suite.cases.len()
+            ),
+        ));
+    }
+    if let Some(p) = suite.parallelism
+        && !(1..=MAX_PARALLELISM).contains(&p)
+    {
+        return Err(ApiError::invalid(
+            "tests.parallelism",
+            format!("parallelism is 1 to {MAX_PARALLELISM}, got {p}"),
+        ));
+    }
+    if let Some(c) = &suite.compare {
+        c.validate()
+            .map_err(|e| ApiError::invalid("tests.compare", e))?;
+    }
+    if let Some(b) = suite.build.as_mut() {
+        check_step("tests.build.", b, job, is_image, runtime, policy)?;
+    }
+    if let Some(c) = suite.checker.as_mut() {
+        if suite.compare.is_some() {
+            return Err(ApiError::invalid(
+                "tests.checker",
+                "give either `compare` or `checker`: the checker judges the output itself",
+            ));
+        }
+        check_step("tests.checker.", c, job, is_image, runtime, policy)?;
+    }
+    let mut names = BTreeSet::new();
+    for (i, c) in suite.cases.iter_mut().enumerate() {
+        let prefix = format!("tests.cases[{i}].");
+        if c.name.is_empty()
+            || c.name.len() > 128
+            || c.name.chars().any(|ch| ch.is_control() || ch == '/')
+        {
+            return Err(ApiError::invalid(
+                format!("{prefix}name"),
+                "case names are 1–128 characters without control characters or `/`",
+            ));
+        }
+        if !names.insert(c.name.clone()) {
+            return Err(ApiError::invalid(
+                format!("{prefix}name"),
+                format!("case name `{}` is given twice", c.name),
+            ));
+        }
+        if let Some(args) = &c.args {
+            check_argv(&format!("{prefix}args"), args)?;
+        }
+        if let Some(stdin) = &c.stdin {
+            decode(stdin, c.stdin_encoding)
+                .map_err(|e| ApiError::invalid(format!("{prefix}stdin"), format!("stdin: {e}")))?;
+        }
+        if let Some(out) = &c.expect.stdout {
+            decode(out, c.expect.stdout_encoding).map_err(|e| {
+                ApiError::invalid(
+                    format!("{prefix}expect.stdout"),
+                    format!("expect.stdout: {e}"),
+                )
+            })?;
+        }
+        if let Some(cmp) = &c.compare {
+            cmp.validate()
+                .map_err(|e| ApiError::invalid(format!("{prefix}compare"), e))?;
+        }
+        if c.weight.is_some_and(|w| w > 1_000_000) {
+            return Err(ApiError::invalid(
+                format!("{prefix}weight"),
+                "a case's weight is at most 1000000",
+            ));
+        }
+        check_files(&prefix, &c.files)?;
+        resolve_step_limits(&prefix, &mut c.limits, job, is_image, runtime, policy)?;
+    }
+    Ok(())
+}
+
+/// Artifact patterns: relative or absolute, no `..` and no empty component, valid globs
+/// (`runtime_core::collect::check_pattern`, the backends' own reading), bounded in number and size.
+fn check_artifacts(patterns: &[String]) -> Result<(), ApiError> {
+    if patterns.len() > MAX_ARTIFACT_PATTERNS {
+        return Err(ApiError::invalid(
+            "artifacts",
+            format!("at most {MAX_ARTIFACT_PATTERNS} artifact patterns are allowed"),
+        ));
+    }
+    for (i, p) in patterns.iter().enumerate() {
+        let field = format!("artifacts[{i}]");
+        let bad = |why: &str| {
+            ApiError::invalid(
+                field.clone(),
+                format!(
+                    "artifact pattern `{p}` {why}: use a path or glob like `reports/*.xml`, \
+                     `out/**` or `/work/app`"
+                ),
+            )
+        };
+        if p.len() > MAX_ARTIFACT_PATTERN_BYTES {
+            return Err(bad(&format!(
+                "is longer than {MAX_ARTIFACT_PATTERN_BYTES} bytes"
+            )));
+        }
+        let body = p.strip_prefix('/').unwrap_or(p);
+        if body.is_empty() || body.split('/').any(str::is_empty) {
+            return Err(bad(
+                "has an empty component (`//`, a trailing `/`, or nothing)",
+            ));
+        }
+        if body.split('/').any(|c| c == "..") {
+            return Err(bad("contains `..`"));
+        }
+        runtime_core::collect::check_pattern(p).map_err(|e| bad(&format!("is invalid ({e})")))?;
+    }
+    Ok(())
 }
 
 /// Fields that only container images use, refused on module jobs.
@@ -550,6 +780,57 @@ mod tests {
             assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
             assert!(err.status.is_client_error());
         }
+    }
+
+    #[test]
+    fn artifact_patterns_are_checked_naming_the_pattern() {
+        let policy = LimitPolicy::default();
+        let with = |patterns: &[&str]| JobSpec {
+            artifacts: patterns.iter().map(|p| p.to_string()).collect(),
+            ..module_spec()
+        };
+        let ok = resolve(
+            with(&["reports/*.xml", "out/app", "/work/**/*.log", "[ab]?.txt"]),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(ok.artifacts.len(), 4);
+        let long = "a".repeat(MAX_ARTIFACT_PATTERN_BYTES + 1);
+        for (patterns, field, says) in [
+            (vec!["ok", "../etc/passwd"], "artifacts[1]", "`..`"),
+            (vec!["a/../b"], "artifacts[0]", "`..`"),
+            (vec!["a//b"], "artifacts[0]", "empty component"),
+            (vec!["out/"], "artifacts[0]", "empty component"),
+            (vec![""], "artifacts[0]", "empty component"),
+            (vec!["/"], "artifacts[0]", "empty component"),
+            (vec!["a**b"], "artifacts[0]", "invalid"),
+            (vec!["[x"], "artifacts[0]", "invalid"),
+            (vec![long.as_str()], "artifacts[0]", "longer than"),
+        ] {
+            let err = resolve(with(&patterns), &policy).unwrap_err();
+            assert_eq!(
+                err.field.as_deref(),
+                Some(field),
+                "{patterns:?}: {}",
+                err.message
+            );
+            assert!(err.message.contains(says), "{patterns:?}: {}", err.message);
+            assert_eq!(err.status.as_u16(), 422);
+        }
+        let many: Vec<String> = (0..=MAX_ARTIFACT_PATTERNS)
+            .map(|i| format!("f{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let err = resolve(with(&many), &policy).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("artifacts"));
+
+        // Resolved with the policy's caps, and into the backend's request.
+        let job = crate::model::ResolvedJob::try_from(ok).unwrap();
+        let artifacts = job.artifacts.unwrap().to_runtime();
+        assert_eq!(artifacts.patterns[0], "reports/*.xml");
+        assert_eq!(artifacts.max_file_bytes, policy.artifact_file_bytes);
+        assert_eq!(artifacts.max_total_bytes, policy.artifact_total_bytes);
+        assert_eq!(artifacts.max_files, 1000);
     }
 
     fn image_spec() -> JobSpec {

@@ -193,13 +193,21 @@ pub enum LogStreamEvent {
     },
     /// The job finished; always the last event.
     Exit { id: String, event: Box<ExitEvent> },
+    /// A test-suite job's `build_finished`, `case_started` or `case_finished`.
+    Suite {
+        id: String,
+        event: Box<crate::grading::SuiteEvent>,
+    },
 }
 
 impl LogStreamEvent {
     /// The SSE event id; pass it as `last_event_id` to resume right after this event.
     pub fn id(&self) -> &str {
         match self {
-            Self::State { id, .. } | Self::Log { id, .. } | Self::Exit { id, .. } => id,
+            Self::State { id, .. }
+            | Self::Log { id, .. }
+            | Self::Exit { id, .. }
+            | Self::Suite { id, .. } => id,
         }
     }
 }
@@ -956,6 +964,24 @@ fn parse_log_sse(ev: &Event) -> Result<Parsed<LogStreamEvent>> {
         "exit" => Parsed::Final(LogStreamEvent::Exit {
             id,
             event: Box::new(parse_data(ev)?),
+        }),
+        "build_finished" => Parsed::Item(LogStreamEvent::Suite {
+            id,
+            event: Box::new(crate::grading::SuiteEvent::BuildFinished(parse_data(ev)?)),
+        }),
+        "case_started" => {
+            let started: crate::grading::CaseStartedEvent = parse_data(ev)?;
+            Parsed::Item(LogStreamEvent::Suite {
+                id,
+                event: Box::new(crate::grading::SuiteEvent::CaseStarted {
+                    index: started.index,
+                    name: started.name,
+                }),
+            })
+        }
+        "case_finished" => Parsed::Item(LogStreamEvent::Suite {
+            id,
+            event: Box::new(crate::grading::SuiteEvent::CaseFinished(parse_data(ev)?)),
         }),
         _ => Parsed::Skip,
     })

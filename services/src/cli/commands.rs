@@ -141,6 +141,10 @@ pub enum ClientCommand {
     Batch(BatchArgs),
     /// Upload Wasm modules.
     Module(ModuleArgs),
+    /// Run a test suite (a job spec with a `tests` section, YAML or JSON) as one job: a live
+    /// table of its cases; exits 0 only when all are accepted. `--junit FILE` writes a JUnit
+    /// XML report.
+    Test(super::grade::TestArgs),
     /// Pull, list, remove and import images on the server's worker host.
     Image(super::image::ImageArgs),
     /// Manage the tenant's webhook endpoints (job and batch completion events) and see their
@@ -492,6 +496,7 @@ pub async fn execute(cmd: ClientCommand, server: &ServerArgs) -> Result<i32> {
         ClientCommand::Jobs(args) => jobs(args, server).await,
         ClientCommand::Batch(args) => batch(args, server).await,
         ClientCommand::Module(args) => module(args, server).await,
+        ClientCommand::Test(args) => super::grade::test(args, server).await,
         ClientCommand::Image(args) => super::image::image(args, server).await,
         ClientCommand::Webhook(args) => super::webhook::webhook(args, server).await,
         ClientCommand::Tenant(args) => super::admin::tenant(args, server).await,
@@ -780,7 +785,7 @@ async fn follow_job(client: &Client, id: Uuid) -> Result<i32> {
                     format!("the job goes on on the server: see `nekton jobs get {id}`")
                 })?;
                 match ev {
-                    LogStreamEvent::State { .. } => {}
+                    LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
                     LogStreamEvent::Log { stream, bytes, .. } => out.write(stream, &bytes)?,
                     LogStreamEvent::Exit { event, .. } => {
                         out.flush();
@@ -913,6 +918,7 @@ pub fn exit_code_for(state: JobState, outcome: Option<&OutcomeView>) -> i32 {
         "memory_limit" => EXIT_MEMORY_LIMIT,
         "output_limit" => EXIT_OUTPUT_LIMIT,
         "cancelled" => EXIT_CANCELLED,
+        "tests_failed" | "compile_error" => 1,
         _ => EXIT_SERVICE_ERROR,
     }
 }
@@ -1866,6 +1872,7 @@ mod tests {
             exit_code,
             signal,
             detail: None,
+            tests: None,
         }
     }
 

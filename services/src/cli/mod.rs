@@ -39,6 +39,7 @@ pub mod admin;
 pub mod client;
 pub mod commands;
 pub mod credentials;
+pub mod grade;
 pub mod image;
 pub mod webhook;
 

@@ -5,6 +5,34 @@ use chrono::{DateTime, Utc};
 
 use super::OutputStream;
 
+/// What a stored log chunk holds: output of one stream (fd 1 or 2), or a test-suite event
+/// (fd 3: one JSON [`crate::grading::SuiteEvent`]), numbered in one sequence so events keep
+/// their place among the output and a reader resumes both from one position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    Output(OutputStream),
+    Event,
+}
+
+impl ChunkKind {
+    /// The fd number stored in `log_chunks.stream`.
+    pub const EVENT_FD: i16 = 3;
+
+    pub fn as_fd(self) -> i16 {
+        match self {
+            Self::Output(s) => s.as_fd(),
+            Self::Event => Self::EVENT_FD,
+        }
+    }
+
+    pub fn from_fd(fd: i16) -> Option<Self> {
+        match fd {
+            Self::EVENT_FD => Some(Self::Event),
+            fd => OutputStream::from_fd(fd).map(Self::Output),
+        }
+    }
+}
+
 /// Puts a time at the start of each line of output. Each stream has its own line state, so a
 /// line split over chunks gets one time, from its first chunk, even when the other stream's
 /// chunks come between.

@@ -14,8 +14,11 @@ pub mod webhooks;
 
 /// The one output-stream type: what a backend writes, what the queue stores (as its fd number,
 /// 1 or 2, in `job_logs.stream`), what the API names (`stdout`/`stderr`) and the CLI selects.
-pub use logs::LineStamper;
-pub use resolved::{ProgramRef, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError};
+pub use logs::{ChunkKind, LineStamper};
+pub use resolved::{
+    ProgramRef, ResolvedArtifacts, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError,
+};
+pub(crate) use resolved::{b64, b64_opt};
 pub use runtime_core::OutcomeReason;
 pub use runtime_core::Stream as OutputStream;
 
@@ -114,7 +117,7 @@ impl JobState {
 pub struct OutcomeView {
     /// Why the job ended: one of [`OutcomeReason::ALL`] (`exited`, `signaled`, `wall_timeout`,
     /// `cpu_timeout`, `memory_limit`, `output_limit`, `cancelled`, `image_error`, `spec_error`,
-    /// `worker_lost`, `internal_error`). A string on the wire (clients compare it as text); the
+    /// `worker_lost`, `internal_error`; test suites: `compile_error`, `tests_failed`). A string on the wire (clients compare it as text); the
     /// OpenAPI document lists the values as an enum generated from the typed reason.
     #[schema(schema_with = outcome_reason_schema)]
     pub reason: String,
@@ -125,6 +128,9 @@ pub struct OutcomeView {
     /// Human-readable detail: the trap, the limit that fired, the error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Test-suite jobs: cases passed, the score, verdict counts and the build's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::grading::SuiteSummary>,
 }
 
 /// The resource bill of a job's last attempt. Fields a backend cannot measure are null. Stored as

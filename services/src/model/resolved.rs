@@ -86,7 +86,7 @@ pub struct ResolvedFile {
 }
 
 /// What a worker needs to run a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolvedJob {
     pub program: ProgramRef,
@@ -108,6 +108,44 @@ pub struct ResolvedJob {
     pub limits: ResolvedLimits,
     #[serde(default)]
     pub network: NetworkMode,
+    /// A test suite: build once, then run and judge every case (see [`crate::grading`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<crate::grading::ResolvedSuite>,
+    /// Files to collect after the run (added after v1 was released: absent in older rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<ResolvedArtifacts>,
+}
+
+/// The job's artifact patterns with the operator's caps at submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedArtifacts {
+    pub patterns: Vec<String>,
+    pub max_file_bytes: u64,
+    pub max_total_bytes: u64,
+    pub max_files: u64,
+}
+
+impl ResolvedArtifacts {
+    /// `patterns` (validated) with `policy`'s caps.
+    pub fn new(patterns: Vec<String>, policy: &crate::config::LimitPolicy) -> Self {
+        Self {
+            patterns,
+            max_file_bytes: policy.artifact_file_bytes,
+            max_total_bytes: policy.artifact_total_bytes,
+            max_files: policy.artifact_files,
+        }
+    }
+
+    /// The backend's request.
+    pub fn to_runtime(&self) -> runtime_core::Artifacts {
+        runtime_core::Artifacts {
+            patterns: self.patterns.clone(),
+            max_file_bytes: self.max_file_bytes,
+            max_total_bytes: self.max_total_bytes,
+            max_files: usize::try_from(self.max_files).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl ResolvedJob {
@@ -141,8 +179,26 @@ impl ResolvedJob {
     }
 }
 
+/// Optional byte fields as standard base64 strings.
+pub(crate) mod b64_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::b64::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::b64")] Vec<u8>);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// Byte fields as standard base64 strings.
-mod b64 {
+pub(crate) mod b64 {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -276,6 +332,8 @@ mod legacy {
                 disk_bytes: limits.disk_bytes,
             },
             network: spec.network.unwrap_or_default(),
+            tests: None,
+            artifacts: None,
         })
     }
 }
@@ -312,7 +370,29 @@ mod tests {
                 disk_bytes: None,
             },
             network: NetworkMode::Bridge,
+            tests: None,
+            artifacts: None,
         }
+    }
+
+    /// v1 rows written before `artifacts` existed read as none; with them, they round-trip.
+    #[test]
+    fn artifacts_are_optional_in_v1() {
+        let mut stored = sample().to_stored();
+        assert!(stored.get("artifacts").is_none());
+        assert_eq!(ResolvedJob::from_stored(&stored).unwrap().artifacts, None);
+        let mut job = sample();
+        job.artifacts = Some(ResolvedArtifacts::new(
+            vec!["reports/*.xml".into()],
+            &crate::config::LimitPolicy::default(),
+        ));
+        stored = job.to_stored();
+        assert_eq!(
+            stored["artifacts"],
+            json!({"patterns": ["reports/*.xml"], "max_file_bytes": 64 << 20,
+                   "max_total_bytes": 256 << 20, "max_files": 1000})
+        );
+        assert_eq!(ResolvedJob::from_stored(&stored).unwrap(), job);
     }
 
     #[test]

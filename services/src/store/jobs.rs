@@ -44,7 +44,7 @@ pub enum Submitted {
 
 const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
     j.cancel_requested, j.created_at, j.started_at, j.finished_at, j.run_at, s.program, s.labels, \
-    a.reason, a.exit_code, a.signal, a.detail, a.usage";
+    a.reason, a.exit_code, a.signal, a.detail, a.usage, a.tests";
 const JOB_FROM: &str = "FROM jobs j JOIN job_specs s ON s.job_id = j.id \
     LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt";
 
@@ -59,6 +59,11 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
             exit_code: row.try_get("exit_code")?,
             signal: row.try_get("signal")?,
             detail: row.try_get("detail")?,
+            tests: row
+                .try_get::<Option<serde_json::Value>, _>("tests")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("job test summary: {e}")))?,
         })
     });
     let usage: Option<serde_json::Value> = row.try_get("usage")?;
@@ -304,6 +309,23 @@ pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, S
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(job_from_row).transpose()
+}
+
+/// A job's stored spec (`job_specs.spec`, see [`crate::model::ResolvedJob::from_stored`]), if
+/// the tenant has the job.
+pub async fn stored_spec(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT s.spec FROM job_specs s JOIN jobs j ON j.id = s.job_id \
+         WHERE s.job_id = $1 AND j.tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Filters of a job listing.

@@ -6,15 +6,15 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::OutputStream;
+use crate::model::{ChunkKind, OutputStream};
 
 /// One stored chunk of output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChunk {
     pub attempt: i32,
     pub seq: i32,
-    /// Stored as its fd number (1 stdout, 2 stderr).
-    pub stream: OutputStream,
+    /// Stored as its fd number (1 stdout, 2 stderr, 3 a test-suite event).
+    pub stream: ChunkKind,
     pub data: Vec<u8>,
     /// When the chunk was stored; `None` for chunks stored before migration 0008.
     pub stored_at: Option<DateTime<Utc>>,
@@ -26,8 +26,8 @@ fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredChunk, StoreError> 
         seq: r.try_get("seq")?,
         stream: {
             let fd: i16 = r.try_get("stream")?;
-            OutputStream::from_fd(fd).ok_or_else(|| {
-                StoreError::Corrupt(format!("log chunk with stream {fd} (expected 1 or 2)"))
+            ChunkKind::from_fd(fd).ok_or_else(|| {
+                StoreError::Corrupt(format!("log chunk with stream {fd} (expected 1, 2 or 3)"))
             })?
         },
         data: r.try_get("data")?,
@@ -55,7 +55,22 @@ pub async fn chunks_after(
     rows.iter().map(chunk_from_row).collect()
 }
 
-/// Which chunks of one attempt a plain log read wants.
+/// The test-suite events of one attempt (fd 3 chunks), in order.
+pub async fn attempt_events(
+    pool: &PgPool,
+    job: Uuid,
+    attempt: i32,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND stream = 3 ORDER BY seq",
+    )
+    .bind(job)
+    .bind(attempt)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Which chunks of one attempt a plain log read wants (output only: events never).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChunkFilter {
     /// Only this stream.
@@ -78,7 +93,7 @@ pub async fn attempt_chunks_after(
     let rows = sqlx::query(
         "SELECT attempt, seq, stream, data, stored_at FROM log_chunks \
          WHERE job_id = $1 AND attempt = $2 AND seq > $3 AND seq <= $4 \
-           AND ($5::smallint IS NULL OR stream = $5) AND ($6::timestamptz IS NULL OR stored_at >= $6) \
+           AND (($5::smallint IS NULL AND stream < 3) OR stream = $5) AND ($6::timestamptz IS NULL OR stored_at >= $6) \
          ORDER BY seq LIMIT $7",
     )
     .bind(job)
@@ -122,7 +137,7 @@ pub async fn tail_start(
         let rows = sqlx::query(
             "SELECT attempt, seq, stream, data, stored_at FROM log_chunks \
              WHERE job_id = $1 AND attempt = $2 AND seq < $3 \
-               AND ($4::smallint IS NULL OR stream = $4) AND ($5::timestamptz IS NULL OR stored_at >= $5) \
+               AND (($4::smallint IS NULL AND stream < 3) OR stream = $4) AND ($5::timestamptz IS NULL OR stored_at >= $5) \
              ORDER BY seq DESC LIMIT $6",
         )
         .bind(job)

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
-use crate::model::{JobState, OutcomeReason, OutputStream, Usage};
+use crate::model::{ChunkKind, JobState, OutcomeReason, Usage};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -126,6 +126,8 @@ pub struct Completion {
     pub detail: Option<String>,
     /// The usage bill (stored as JSON).
     pub usage: Usage,
+    /// A test suite's summary (stored as JSON in `job_attempts.tests`).
+    pub tests: Option<crate::grading::SuiteSummary>,
 }
 
 /// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes).
@@ -162,11 +164,16 @@ async fn complete_on(
             .map(|c| serde_json::to_string(&c.usage))
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
+        let tests: Vec<Option<String>> = part
+            .iter()
+            .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
         let row = sqlx::query(
             "WITH input AS ( \
                  SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-                     $8::int[], $9::text[], $10::text[]) \
-                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage) \
+                     $8::int[], $9::text[], $10::text[], $12::text[]) \
+                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
              ), done AS ( \
                  UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, \
                      finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
@@ -176,8 +183,8 @@ async fn complete_on(
                  WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
                  RETURNING j.id, j.started_at \
              ), att AS ( \
-                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage) \
-                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb \
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
+                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
                  FROM input i JOIN done d ON d.id = i.job_id \
                  ON CONFLICT (job_id, attempt) DO NOTHING \
              ), released AS ( \
@@ -198,6 +205,7 @@ async fn complete_on(
         .bind(&details)
         .bind(&usages)
         .bind(CHANNEL_STATE)
+        .bind(&tests)
         .fetch_one(&mut *conn)
         .await?;
         let done: Vec<Uuid> = row.try_get("ids")?;
@@ -232,7 +240,7 @@ pub struct NewChunk {
     pub job_id: Uuid,
     pub attempt: i32,
     pub seq: i32,
-    pub stream: OutputStream,
+    pub stream: ChunkKind,
     pub data: Vec<u8>,
 }
 

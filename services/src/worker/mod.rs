@@ -7,6 +7,7 @@
 
 pub mod route;
 pub mod spec;
+mod suite;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::config::QueueTiming;
 use crate::images::ImageHost;
 use crate::metrics::Metrics;
+use crate::model::ChunkKind;
 use crate::store::queue::{self, Claimed, NewChunk};
 use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
 use writer::{FLUSH_BYTES, WriterMsg};
@@ -356,16 +358,16 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
     };
     let finished = match spec::resolved_job(&job) {
         Err(e) => Some((
-            ExecReport {
-                outcome: Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
-                usage: Usage::default(),
-                kept: None,
-                artifacts: Default::default(),
-            },
+            ExecReport::new(
+                Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
+                Usage::default(),
+            ),
             OutputStats::default(),
+            None,
         )),
-        Ok(resolved) => {
+        Ok(mut resolved) => {
             let runtime = resolved.runtime;
+            let suite = resolved.tests.take();
             let mut request = spec::exec_request(&job, resolved);
             match route::route(
                 &mut request,
@@ -379,40 +381,56 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                 Err(not_routed) => {
                     tracing::debug!(job = %job.id, reason = not_routed.outcome.reason.as_str(), detail = ?not_routed.outcome.detail, "job not handed to a backend");
                     Some((
-                        ExecReport {
-                            outcome: not_routed.outcome,
-                            usage: Usage {
+                        ExecReport::new(
+                            not_routed.outcome,
+                            Usage {
                                 setup: not_routed.setup,
                                 ..Usage::default()
                             },
-                            kept: None,
-                            artifacts: Default::default(),
-                        },
+                        ),
                         OutputStats::default(),
+                        None,
                     ))
                 }
                 Ok(routed) => {
                     let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
-                    let pump = tokio::spawn(pump_output(job.id, job.attempt, rx, writer.clone()));
+                    let (events, events_rx) = mpsc::channel(64);
+                    let pump = tokio::spawn(pump_output(
+                        job.id,
+                        job.attempt,
+                        rx,
+                        events_rx,
+                        writer.clone(),
+                    ));
                     let io = JobIo {
                         output: sink.clone(),
                         cancel: entry.cancel.clone(),
                     };
                     let backend = routed.backend.clone();
-                    let mut report = match exec
-                        .spawn(async move { backend.run(request, io).await })
-                        .await
-                    {
-                        Ok(report) => report,
-                        Err(e) => ExecReport {
-                            outcome: Outcome::with_reason(
-                                OutcomeReason::InternalError,
-                                format!("the sandbox task failed: {e}"),
+                    let run = async move {
+                        match suite {
+                            Some(suite) => {
+                                let run = suite::run(backend, request, suite, io, events).await;
+                                (run.report, run.summary)
+                            }
+                            None => {
+                                drop(events);
+                                (backend.run(request, io).await, None)
+                            }
+                        }
+                    };
+                    let (mut report, summary) = match exec.spawn(run).await {
+                        Ok(done) => done,
+                        Err(e) => (
+                            ExecReport::new(
+                                Outcome::with_reason(
+                                    OutcomeReason::InternalError,
+                                    format!("the sandbox task failed: {e}"),
+                                ),
+                                Usage::default(),
                             ),
-                            usage: Usage::default(),
-                            kept: None,
-                            artifacts: Default::default(),
-                        },
+                            None,
+                        ),
                     };
                     // The image pull is part of the job's setup.
                     report.usage.setup += routed.setup;
@@ -422,21 +440,21 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                     if let Err(e) = pump.await {
                         tracing::error!(job = %job.id, error = %e, "output pump failed");
                     }
-                    Some((report, stats))
+                    Some((report, stats, summary))
                 }
             }
         }
     };
-    let completion = finished.and_then(|(mut report, stats)| match entry.cause() {
+    let completion = finished.and_then(|(mut report, stats, summary)| match entry.cause() {
         // Shutdown: requeued by the worker; lease lost: not ours anymore.
         Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
         Some(StopCause::Cancel) => {
             if report.outcome.reason == OutcomeReason::Cancelled {
                 report.outcome.detail = Some("cancelled by request".into());
             }
-            Some(spec::completion(&job, &report, stats))
+            Some(spec::completion(&job, &report, stats, summary))
         }
-        None => Some(spec::completion(&job, &report, stats)),
+        None => Some(spec::completion(&job, &report, stats, summary)),
     });
     if let Some(c) = completion {
         if c.state.is_terminal() {
@@ -462,33 +480,61 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
 }
 
 /// Moves a job's output from its sink to the writer, merging consecutive writes of one stream into
-/// chunks of up to 64 KiB, numbered from 1 within the attempt.
+/// chunks of up to 64 KiB, numbered from 1 within the attempt. A test suite's events come on
+/// `events` and are numbered in the same sequence; output already in the sink goes first, so an
+/// event sent after a run returned follows that run's output.
 async fn pump_output(
     job: Uuid,
     attempt: i32,
     mut rx: mpsc::Receiver<OutputChunk>,
+    mut events: mpsc::Receiver<Vec<u8>>,
     writer: mpsc::Sender<WriterMsg>,
 ) {
     let mut seq = 0i32;
     let mut held: Option<OutputChunk> = None;
+    let mut output_open = true;
+    let mut events_open = true;
     loop {
         let next = match held.take() {
-            Some(c) => Some(c),
-            None => rx.recv().await,
+            Some(c) => Some(Ok(c)),
+            None if !output_open && !events_open => None,
+            None => tokio::select! {
+                biased;
+                c = rx.recv(), if output_open => match c {
+                    Some(c) => Some(Ok(c)),
+                    None => {
+                        output_open = false;
+                        continue;
+                    }
+                },
+                e = events.recv(), if events_open => match e {
+                    Some(e) => Some(Err(e)),
+                    None => {
+                        events_open = false;
+                        continue;
+                    }
+                },
+            },
         };
-        let Some(first) = next else { break };
-        let stream = first.stream;
-        let mut data = first.data.to_vec();
-        while data.len() < FLUSH_BYTES {
-            match rx.try_recv() {
-                Ok(c) if c.stream == stream => data.extend_from_slice(&c.data),
-                Ok(c) => {
-                    held = Some(c);
-                    break;
+        let (stream, data) = match next {
+            None => break,
+            Some(Err(event)) => (ChunkKind::Event, event),
+            Some(Ok(first)) => {
+                let stream = first.stream;
+                let mut data = first.data.to_vec();
+                while data.len() < FLUSH_BYTES {
+                    match rx.try_recv() {
+                        Ok(c) if c.stream == stream => data.extend_from_slice(&c.data),
+                        Ok(c) => {
+                            held = Some(c);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                (ChunkKind::Output(stream), data)
             }
-        }
+        };
         seq += 1;
         let chunk = NewChunk {
             job_id: job,

@@ -49,7 +49,11 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
             },
         },
         chain: Default::default(),
-        artifacts: Default::default(),
+        artifacts: spec
+            .artifacts
+            .as_ref()
+            .map(|a| a.to_runtime())
+            .unwrap_or_default(),
     }
 }
 
@@ -120,7 +124,12 @@ pub fn next_state(
 }
 
 /// The queue completion for a finished attempt.
-pub fn completion(job: &Claimed, report: &ExecReport, output: OutputStats) -> Completion {
+pub fn completion(
+    job: &Claimed,
+    report: &ExecReport,
+    output: OutputStats,
+    tests: Option<crate::grading::SuiteSummary>,
+) -> Completion {
     let (state, retry_after) = next_state(
         report.outcome.reason,
         report.outcome.exit_code,
@@ -138,6 +147,7 @@ pub fn completion(job: &Claimed, report: &ExecReport, output: OutputStats) -> Co
         signal: report.outcome.signal,
         detail: report.outcome.detail.clone(),
         usage,
+        tests,
     }
 }
 

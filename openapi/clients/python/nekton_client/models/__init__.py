@@ -10,6 +10,16 @@ from .batch_labels import BatchLabels
 from .batch_page import BatchPage
 from .batch_spec import BatchSpec
 from .batch_spec_labels import BatchSpecLabels
+from .build_result import BuildResult
+from .capped_text import CappedText
+from .case_list import CaseList
+from .case_result import CaseResult
+from .case_spec import CaseSpec
+from .case_started_event import CaseStartedEvent
+from .case_state import CaseState
+from .case_status import CaseStatus
+from .compare import Compare
+from .compare_mode import CompareMode
 from .created_token import CreatedToken
 from .created_webhook import CreatedWebhook
 from .delivery import Delivery
@@ -17,11 +27,13 @@ from .delivery_attempt import DeliveryAttempt
 from .delivery_page import DeliveryPage
 from .delivery_payload import DeliveryPayload
 from .delivery_state import DeliveryState
+from .difference import Difference
 from .encoding import Encoding
 from .error_body import ErrorBody
 from .error_detail import ErrorDetail
 from .error_detail_code import ErrorDetailCode
 from .exit_event import ExitEvent
+from .expect_spec import ExpectSpec
 from .gc_result import GcResult
 from .image import Image
 from .image_kind_view import ImageKindView
@@ -55,13 +67,18 @@ from .pull_result import PullResult
 from .pull_stats_view import PullStatsView
 from .runtime_kind import RuntimeKind
 from .state_event import StateEvent
+from .step_spec import StepSpec
+from .suite_summary import SuiteSummary
+from .suite_summary_verdicts import SuiteSummaryVerdicts
 from .tenant import Tenant
 from .tenant_settings import TenantSettings
+from .test_suite_spec import TestSuiteSpec
 from .token_info import TokenInfo
 from .usage_report import UsageReport
 from .usage_report_by_outcome import UsageReportByOutcome
 from .usage_totals import UsageTotals
 from .usage_view import UsageView
+from .verdict import Verdict
 from .version_info import VersionInfo
 from .webhook import Webhook
 from .webhook_event import WebhookEvent
@@ -77,6 +94,16 @@ __all__ = (
     "BatchPage",
     "BatchSpec",
     "BatchSpecLabels",
+    "BuildResult",
+    "CappedText",
+    "CaseList",
+    "CaseResult",
+    "CaseSpec",
+    "CaseStartedEvent",
+    "CaseState",
+    "CaseStatus",
+    "Compare",
+    "CompareMode",
     "CreatedToken",
     "CreatedWebhook",
     "Delivery",
@@ -84,11 +111,13 @@ __all__ = (
     "DeliveryPage",
     "DeliveryPayload",
     "DeliveryState",
+    "Difference",
     "Encoding",
     "ErrorBody",
     "ErrorDetail",
     "ErrorDetailCode",
     "ExitEvent",
+    "ExpectSpec",
     "GcResult",
     "Image",
     "ImageKindView",
@@ -122,13 +151,18 @@ __all__ = (
     "PullStatsView",
     "RuntimeKind",
     "StateEvent",
+    "StepSpec",
+    "SuiteSummary",
+    "SuiteSummaryVerdicts",
     "Tenant",
     "TenantSettings",
+    "TestSuiteSpec",
     "TokenInfo",
     "UsageReport",
     "UsageReportByOutcome",
     "UsageTotals",
     "UsageView",
+    "Verdict",
     "VersionInfo",
     "Webhook",
     "WebhookEvent",

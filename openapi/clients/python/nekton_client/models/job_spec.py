@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..models.job_spec_env import JobSpecEnv
     from ..models.job_spec_labels import JobSpecLabels
     from ..models.limits_spec import LimitsSpec
+    from ..models.test_suite_spec import TestSuiteSpec
 
 
 T = TypeVar("T", bound="JobSpec")
@@ -26,6 +27,12 @@ class JobSpec:
 
     Attributes:
         args (list[str] | Unset): Arguments after the program name (for images: replaces the image's cmd).
+        artifacts (list[str] | Unset): Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`:
+            paths or
+            glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
+            the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
+            bytes, no `..` or empty component. Only regular files the job wrote are kept (never a
+            symlink or a hard link), each up to the operator's per-file cap (cut and flagged past it).
         entrypoint (list[str] | None | Unset): Images only: replaces the image's entrypoint (and then the image's cmd is
             not used:
             the program is `entrypoint ++ args`). Docker's rules: without `entrypoint`, the program is
@@ -48,6 +55,7 @@ class JobSpec:
         runtime (None | RuntimeKind | Unset):
         stdin (None | str | Unset): Bytes fed to the job's stdin (closed after them).
         stdin_encoding (Encoding | None | Unset):
+        tests (None | TestSuiteSpec | Unset):
         user (None | str | Unset): `uid[:gid]` (numbers) or `name[:group]` from the image's `/etc/passwd` and
             `/etc/group`
             (containers). Default: the image's user, else root (uid 0 in the container).
@@ -57,6 +65,7 @@ class JobSpec:
     """
 
     args: list[str] | Unset = UNSET
+    artifacts: list[str] | Unset = UNSET
     entrypoint: list[str] | None | Unset = UNSET
     env: JobSpecEnv | Unset = UNSET
     files: list[InputFileSpec] | Unset = UNSET
@@ -71,15 +80,21 @@ class JobSpec:
     runtime: None | RuntimeKind | Unset = UNSET
     stdin: None | str | Unset = UNSET
     stdin_encoding: Encoding | None | Unset = UNSET
+    tests: None | TestSuiteSpec | Unset = UNSET
     user: None | str | Unset = UNSET
     workdir: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.limits_spec import LimitsSpec
+        from ..models.test_suite_spec import TestSuiteSpec
 
         args: list[str] | Unset = UNSET
         if not isinstance(self.args, Unset):
             args = self.args
+
+        artifacts: list[str] | Unset = UNSET
+        if not isinstance(self.artifacts, Unset):
+            artifacts = self.artifacts
 
         entrypoint: list[str] | None | Unset
         if isinstance(self.entrypoint, Unset):
@@ -173,6 +188,14 @@ class JobSpec:
         else:
             stdin_encoding = self.stdin_encoding
 
+        tests: dict[str, Any] | None | Unset
+        if isinstance(self.tests, Unset):
+            tests = UNSET
+        elif isinstance(self.tests, TestSuiteSpec):
+            tests = self.tests.to_dict()
+        else:
+            tests = self.tests
+
         user: None | str | Unset
         if isinstance(self.user, Unset):
             user = UNSET
@@ -190,6 +213,8 @@ class JobSpec:
         field_dict.update({})
         if args is not UNSET:
             field_dict["args"] = args
+        if artifacts is not UNSET:
+            field_dict["artifacts"] = artifacts
         if entrypoint is not UNSET:
             field_dict["entrypoint"] = entrypoint
         if env is not UNSET:
@@ -218,6 +243,8 @@ class JobSpec:
             field_dict["stdin"] = stdin
         if stdin_encoding is not UNSET:
             field_dict["stdin_encoding"] = stdin_encoding
+        if tests is not UNSET:
+            field_dict["tests"] = tests
         if user is not UNSET:
             field_dict["user"] = user
         if workdir is not UNSET:
@@ -231,9 +258,12 @@ class JobSpec:
         from ..models.job_spec_env import JobSpecEnv
         from ..models.job_spec_labels import JobSpecLabels
         from ..models.limits_spec import LimitsSpec
+        from ..models.test_suite_spec import TestSuiteSpec
 
         d = dict(src_dict)
         args = cast(list[str], d.pop("args", UNSET))
+
+        artifacts = cast(list[str], d.pop("artifacts", UNSET))
 
         def _parse_entrypoint(data: object) -> list[str] | None | Unset:
             if data is None:
@@ -397,6 +427,23 @@ class JobSpec:
 
         stdin_encoding = _parse_stdin_encoding(d.pop("stdin_encoding", UNSET))
 
+        def _parse_tests(data: object) -> None | TestSuiteSpec | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                tests_type_0 = TestSuiteSpec.from_dict(data)
+
+                return tests_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | TestSuiteSpec | Unset, data)
+
+        tests = _parse_tests(d.pop("tests", UNSET))
+
         def _parse_user(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -417,6 +464,7 @@ class JobSpec:
 
         job_spec = cls(
             args=args,
+            artifacts=artifacts,
             entrypoint=entrypoint,
             env=env,
             files=files,
@@ -431,6 +479,7 @@ class JobSpec:
             runtime=runtime,
             stdin=stdin,
             stdin_encoding=stdin_encoding,
+            tests=tests,
             user=user,
             workdir=workdir,
         )

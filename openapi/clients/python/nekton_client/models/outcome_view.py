@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
 from ..models.outcome_view_reason import OutcomeViewReason
 from ..types import UNSET, Unset
+
+if TYPE_CHECKING:
+    from ..models.suite_summary import SuiteSummary
+
 
 T = TypeVar("T", bound="OutcomeView")
 
@@ -22,15 +26,19 @@ class OutcomeView:
             failures) are retried.
         signal (int | None):
         detail (None | str | Unset): Human-readable detail: the trap, the limit that fired, the error.
+        tests (None | SuiteSummary | Unset):
     """
 
     exit_code: int | None
     reason: OutcomeViewReason
     signal: int | None
     detail: None | str | Unset = UNSET
+    tests: None | SuiteSummary | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.suite_summary import SuiteSummary
+
         exit_code: int | None
         exit_code = self.exit_code
 
@@ -45,6 +53,14 @@ class OutcomeView:
         else:
             detail = self.detail
 
+        tests: dict[str, Any] | None | Unset
+        if isinstance(self.tests, Unset):
+            tests = UNSET
+        elif isinstance(self.tests, SuiteSummary):
+            tests = self.tests.to_dict()
+        else:
+            tests = self.tests
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -56,11 +72,15 @@ class OutcomeView:
         )
         if detail is not UNSET:
             field_dict["detail"] = detail
+        if tests is not UNSET:
+            field_dict["tests"] = tests
 
         return field_dict
 
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
+        from ..models.suite_summary import SuiteSummary
+
         d = dict(src_dict)
 
         def _parse_exit_code(data: object) -> int | None:
@@ -88,11 +108,29 @@ class OutcomeView:
 
         detail = _parse_detail(d.pop("detail", UNSET))
 
+        def _parse_tests(data: object) -> None | SuiteSummary | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                tests_type_0 = SuiteSummary.from_dict(data)
+
+                return tests_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | SuiteSummary | Unset, data)
+
+        tests = _parse_tests(d.pop("tests", UNSET))
+
         outcome_view = cls(
             exit_code=exit_code,
             reason=reason,
             signal=signal,
             detail=detail,
+            tests=tests,
         )
 
         outcome_view.additional_properties = d

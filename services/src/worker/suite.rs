@@ -1,0 +1,621 @@
+//! The suite runner: a test-suite job's build, cases and checker, on one backend, within the
+//! job's one claim (see [`crate::grading`] for the rules).
+//!
+//! - The **build** runs with `Chain::keep`: the backend hands back its writable state as a
+//!   [`Base`]. Its output goes to the job's log live (and its first 16 KiB into the build's
+//!   result). A build that does not exit 0 is `compile_error`: every case is `skipped`.
+//! - Each **case** runs with `Chain::base` = the build's base and its own output sink, captured
+//!   for the comparison; up to `parallelism` at once. The case's events (`case_started`,
+//!   `case_finished`) go to the job's event log in the order they happen.
+//! - A **checker** (when the suite has one) runs after a case that exited as expected, on the same
+//!   base, with the case's input, the expected and the actual output as files.
+//! - An infrastructure failure of any run (the worker's fault, not the job's) ends the attempt
+//!   `internal_error` — retried like any job — rather than inventing a verdict.
+//!
+//! The job's bill is the sum of its runs' (time, CPU, fuel, network) and the largest of their
+//! peaks (memory, processes, disk); its wall time is the suite's, start to end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use runtime_core::{
+    Artifact, ArtifactReport, Backend, Base, CancellationToken, ExecReport, ExecRequest, InputFile,
+    JobIo, Outcome, OutcomeReason, OutputSink, OutputStats, Program, SkippedArtifact, Stream,
+    Usage,
+};
+use tokio::sync::mpsc;
+
+use crate::grading::{
+    BUILD_OUTPUT_CAP, BuildResult, CASE_OUTPUT_CAP, CHECK_DIR, CHECKER_MESSAGE_CAP, CappedText,
+    CaseResult, Compare, ResolvedCase, ResolvedStep, ResolvedSuite, SuiteEvent, SuiteSummary,
+    Verdict, verdict_of_checker, verdict_of_outcome,
+};
+use crate::model::ResolvedFile;
+
+/// What a suite's attempt came to: the job's report (its outcome from the summary) and the
+/// summary, `None` when the attempt ended before it could judge (an infrastructure failure, a
+/// cancel during the build).
+pub struct SuiteRun {
+    pub report: ExecReport,
+    pub summary: Option<SuiteSummary>,
+}
+
+/// Runs a suite. `request` is the job's routed request (its program, entrypoint, args, files,
+/// limits); `io` is the job's (its log and its cancel); `events` the job's event log.
+pub async fn run(
+    backend: Arc<dyn Backend>,
+    request: ExecRequest,
+    suite: ResolvedSuite,
+    io: JobIo,
+    events: mpsc::Sender<Vec<u8>>,
+) -> SuiteRun {
+    let started = Instant::now();
+    let mut bill = Bill::default();
+    let events = Events(events);
+    let max_score: u64 = suite.cases.iter().map(|c| u64::from(c.weight)).sum();
+    let total = u32::try_from(suite.cases.len()).unwrap_or(u32::MAX);
+
+    // 1. The build.
+    let mut base = None;
+    let mut build_result = None;
+    let mut artifacts = ArtifactReport::default();
+    if let Some(step) = &suite.build {
+        let mut req = step_request(&request, step, "build", true);
+        req.files = merge_files(&request.files, &step.files);
+        let (report, captured) = run_captured(&backend, req, &io.cancel, Some(&io.output)).await;
+        bill.add(&report);
+        if report.outcome.reason.is_infrastructure_failure()
+            || report.outcome.reason == OutcomeReason::Cancelled
+        {
+            return SuiteRun {
+                report: bill.report(report.outcome, started),
+                summary: None,
+            };
+        }
+        merge_artifacts(&mut artifacts, report.artifacts.clone(), "");
+        let succeeded = report.outcome.is_success() && report.kept.is_some();
+        let mut detail = report.outcome.detail.clone();
+        if report.outcome.is_success() && report.kept.is_none() {
+            detail = Some(format!(
+                "the {} backend kept no state of the build to run the cases on",
+                backend.name()
+            ));
+        } else if !report.outcome.is_success() && detail.is_none() {
+            detail = Some(match report.outcome.reason {
+                OutcomeReason::Exited => {
+                    format!("exit code {}", report.outcome.exit_code.unwrap_or(-1))
+                }
+                r => r.as_str().to_string(),
+            });
+        }
+        let result = BuildResult {
+            succeeded,
+            reason: report.outcome.reason.as_str().to_string(),
+            exit_code: report.outcome.exit_code,
+            signal: report.outcome.signal,
+            detail,
+            output: CappedText::of(&captured.merged, BUILD_OUTPUT_CAP),
+            usage: case_usage(&report, captured.stats),
+        };
+        events
+            .send(&SuiteEvent::BuildFinished(result.clone()))
+            .await;
+        if !succeeded {
+            let skipped: Vec<CaseResult> = (0..suite.cases.len())
+                .map(|i| skipped(&suite.cases[i], i, "the build failed"))
+                .collect();
+            for c in &skipped {
+                events.send(&SuiteEvent::CaseFinished(c.clone())).await;
+            }
+            let summary = SuiteSummary::of(&skipped, total, max_score, Some(result));
+            let mut report = bill.report(summary.outcome(), started);
+            report.artifacts = artifacts;
+            return SuiteRun {
+                report,
+                summary: Some(summary),
+            };
+        }
+        build_result = Some(result);
+        base = report.kept;
+    }
+
+    // 2. The cases.
+    let ctx = CaseContext {
+        backend: backend.clone(),
+        request: &request,
+        suite: &suite,
+        base,
+        cancel: io.cancel.clone(),
+        stop: AtomicBool::new(false),
+        events: &events,
+    };
+    let parallelism = usize::try_from(suite.parallelism.max(1)).unwrap_or(1);
+    let ctx = &ctx;
+    let mut finished: Vec<CaseDone> = futures::stream::iter(0..suite.cases.len())
+        .map(|i| ctx.run_case(i))
+        .buffer_unordered(parallelism)
+        .collect()
+        .await;
+    finished.sort_by_key(|d| d.result.index);
+
+    let mut infrastructure: Option<Outcome> = None;
+    let mut results = Vec::with_capacity(finished.len());
+    for d in finished {
+        for r in &d.reports {
+            bill.add_usage(r);
+        }
+        if infrastructure.is_none() {
+            infrastructure = d.infrastructure;
+        }
+        merge_artifacts(
+            &mut artifacts,
+            d.artifacts,
+            &format!("cases/{}/", d.result.name),
+        );
+        results.push(d.result);
+    }
+    if let Some(outcome) = infrastructure {
+        return SuiteRun {
+            report: bill.report(outcome, started),
+            summary: None,
+        };
+    }
+    let summary = SuiteSummary::of(&results, total, max_score, build_result);
+    let outcome = if io.cancel.is_cancelled() {
+        Outcome::with_reason(OutcomeReason::Cancelled, "cancelled during the test suite")
+    } else {
+        summary.outcome()
+    };
+    let mut report = bill.report(outcome, started);
+    report.artifacts = artifacts;
+    SuiteRun {
+        report,
+        summary: Some(summary),
+    }
+}
+
+/// The job's event log.
+struct Events(mpsc::Sender<Vec<u8>>);
+
+impl Events {
+    async fn send(&self, event: &SuiteEvent) {
+        match serde_json::to_vec(event) {
+            Ok(bytes) => {
+                // A closed log means the job's attempt is over (shutdown): nothing to tell.
+                let _ = self.0.send(bytes).await;
+            }
+            Err(e) => tracing::error!(error = %e, "a suite event did not serialise"),
+        }
+    }
+}
+
+/// What the cases share.
+struct CaseContext<'a> {
+    backend: Arc<dyn Backend>,
+    request: &'a ExecRequest,
+    suite: &'a ResolvedSuite,
+    base: Option<Base>,
+    cancel: CancellationToken,
+    /// Set by the first case that is not accepted when the suite stops on the first failure.
+    stop: AtomicBool,
+    events: &'a Events,
+}
+
+/// A case's end: its result, the reports of its runs (the bill), its artifacts, and the outcome
+/// of an infrastructure failure if one of its runs had one.
+struct CaseDone {
+    result: CaseResult,
+    reports: Vec<ExecReport>,
+    artifacts: ArtifactReport,
+    infrastructure: Option<Outcome>,
+}
+
+impl CaseContext<'_> {
+    async fn run_case(&self, index: usize) -> CaseDone {
+        let case = &self.suite.cases[index];
+        let not_run = |why: &str| CaseDone {
+            result: skipped(case, index, why),
+            reports: Vec::new(),
+            artifacts: ArtifactReport::default(),
+            infrastructure: None,
+        };
+        if self.cancel.is_cancelled() {
+            let done = not_run("the job was cancelled");
+            self.events
+                .send(&SuiteEvent::CaseFinished(done.result.clone()))
+                .await;
+            return done;
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            let done = not_run("an earlier case failed (stop_on_first_failure)");
+            self.events
+                .send(&SuiteEvent::CaseFinished(done.result.clone()))
+                .await;
+            return done;
+        }
+        self.events
+            .send(&SuiteEvent::CaseStarted {
+                index: index as u32,
+                name: case.name.clone(),
+            })
+            .await;
+
+        let mut req = self.request.clone();
+        req.job_id = format!("{}-case{index}", self.request.job_id);
+        if let Some(args) = &case.args {
+            req.args = args.clone();
+        }
+        req.stdin = case.stdin.clone();
+        req.files = if self.suite.build.is_some() {
+            to_input(&case.files)
+        } else {
+            merge_files(&self.request.files, &case.files)
+        };
+        req.limits = case.limits.to_runtime();
+        req.chain.base = self.base.clone();
+        req.chain.keep = false;
+        let (report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
+        let mut done = CaseDone {
+            result: CaseResult {
+                index: index as u32,
+                name: case.name.clone(),
+                verdict: Verdict::Accepted,
+                weight: case.weight,
+                detail: None,
+                exit_code: report.outcome.exit_code,
+                signal: report.outcome.signal,
+                difference: None,
+                checker_message: None,
+                usage: Some(case_usage(&report, captured.stats)),
+                stdout: CappedText::of(&captured.stdout, CASE_OUTPUT_CAP),
+                stderr: CappedText::of(&captured.stderr, CASE_OUTPUT_CAP),
+            },
+            reports: Vec::new(),
+            artifacts: report.artifacts.clone(),
+            infrastructure: None,
+        };
+        let outcome = report.outcome.clone();
+        done.reports.push(report);
+        match verdict_of_outcome(&outcome, case.expect_exit_code) {
+            Err(None) => {
+                done.infrastructure = Some(outcome);
+                return done;
+            }
+            Err(Some((verdict, detail))) => {
+                done.result.verdict = verdict;
+                done.result.detail = Some(detail);
+            }
+            Ok(()) => {
+                if let (None, Some(checker)) = (&case.compare, &self.suite.checker) {
+                    self.check(case, index, checker, &captured.stdout, &mut done)
+                        .await;
+                } else if let Some(expected) = &case.expect_stdout {
+                    let compare: Compare = case.compare.unwrap_or(self.suite.compare);
+                    if let Some(d) = compare.check(expected, &captured.stdout) {
+                        done.result.verdict = Verdict::WrongAnswer;
+                        done.result.detail = Some(match &d.note {
+                            Some(n) => format!("line {}: {n}", d.line),
+                            None => format!("line {} differs", d.line),
+                        });
+                        done.result.difference = Some(d);
+                    }
+                }
+            }
+        }
+        if done.infrastructure.is_some() {
+            return done;
+        }
+        if done.result.verdict != Verdict::Accepted && self.suite.stop_on_first_failure {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        self.events
+            .send(&SuiteEvent::CaseFinished(done.result.clone()))
+            .await;
+        done
+    }
+
+    /// Runs the checker on a case's output and sets the case's verdict from it.
+    async fn check(
+        &self,
+        case: &ResolvedCase,
+        index: usize,
+        checker: &ResolvedStep,
+        actual: &[u8],
+        done: &mut CaseDone,
+    ) {
+        let paths = ["input", "expected", "actual"].map(|f| format!("{CHECK_DIR}/{f}"));
+        let mut req = step_request(self.request, checker, &format!("check{index}"), false);
+        match &mut req.program {
+            Program::WasmModule { .. } => req.args.extend(paths.iter().cloned()),
+            _ => {
+                if let Some(e) = req.container.entrypoint.as_mut() {
+                    e.extend(paths.iter().cloned());
+                }
+            }
+        }
+        let mut files = to_input(&checker.files);
+        for (path, content) in paths.iter().zip([
+            case.stdin.clone(),
+            case.expect_stdout.clone().unwrap_or_default(),
+            actual.to_vec(),
+        ]) {
+            files.push(InputFile {
+                path: path.clone(),
+                content,
+                mode: Some(0o444),
+            });
+        }
+        req.files = files;
+        req.chain.base = self.base.clone();
+        let (report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
+        let message = CappedText::of(&captured.stdout, CHECKER_MESSAGE_CAP).text;
+        let message = message.trim_end();
+        if !message.is_empty() {
+            done.result.checker_message = Some(message.to_string());
+        }
+        match verdict_of_checker(&report.outcome) {
+            Ok(v) => done.result.verdict = v,
+            Err(None) => done.infrastructure = Some(report.outcome.clone()),
+            Err(Some(why)) => {
+                done.result.verdict = Verdict::CheckerError;
+                done.result.detail = Some(why);
+            }
+        }
+        done.reports.push(report);
+    }
+}
+
+/// A case that did not run.
+fn skipped(case: &ResolvedCase, index: usize, why: &str) -> CaseResult {
+    CaseResult {
+        index: index as u32,
+        name: case.name.clone(),
+        verdict: Verdict::Skipped,
+        weight: case.weight,
+        detail: Some(why.to_string()),
+        exit_code: None,
+        signal: None,
+        difference: None,
+        checker_message: None,
+        usage: None,
+        stdout: CappedText::default(),
+        stderr: CappedText::default(),
+    }
+}
+
+/// The request of a build or checker step: containers run `command` as the entrypoint in the
+/// job's image; Wasm jobs run the step's module with `command` as its arguments.
+fn step_request(job: &ExecRequest, step: &ResolvedStep, what: &str, keep: bool) -> ExecRequest {
+    let mut req = job.clone();
+    req.job_id = format!("{}-{what}", job.job_id);
+    match &step.module {
+        Some(digest) => {
+            req.program = Program::WasmModule {
+                digest: digest.clone(),
+            };
+            req.args = step.command.clone();
+        }
+        None => {
+            req.container.entrypoint = Some(step.command.clone());
+            req.args = Vec::new();
+        }
+    }
+    req.stdin = Vec::new();
+    req.files = to_input(&step.files);
+    req.limits = step.limits.to_runtime();
+    req.chain.keep = keep;
+    req.chain.base = None;
+    req
+}
+
+fn to_input(files: &[ResolvedFile]) -> Vec<InputFile> {
+    files
+        .iter()
+        .map(|f| InputFile {
+            path: f.path.clone(),
+            content: f.content.clone(),
+            mode: f.mode,
+        })
+        .collect()
+}
+
+/// The job's files, then a step's or case's (which win on the same path).
+fn merge_files(job: &[InputFile], more: &[ResolvedFile]) -> Vec<InputFile> {
+    let mut files: Vec<InputFile> = job
+        .iter()
+        .filter(|f| !more.iter().any(|m| m.path == f.path))
+        .cloned()
+        .collect();
+    files.extend(to_input(more));
+    files
+}
+
+/// Adds a run's artifacts under `prefix` (`cases/NAME/` for a case's).
+fn merge_artifacts(into: &mut ArtifactReport, from: ArtifactReport, prefix: &str) {
+    into.files.extend(from.files.into_iter().map(|a| Artifact {
+        path: format!("{prefix}{}", a.path.trim_start_matches('/')),
+        ..a
+    }));
+    into.skipped
+        .extend(from.skipped.into_iter().map(|s| SkippedArtifact {
+            path: format!("{prefix}{}", s.path.trim_start_matches('/')),
+            ..s
+        }));
+}
+
+/// A run's output as captured.
+#[derive(Default)]
+struct Captured {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Both streams in the order written (for the build's result), up to the build's cap.
+    merged: Vec<u8>,
+    stats: OutputStats,
+}
+
+/// Runs one request with its own output sink (capped by its `output_bytes`), capturing what it
+/// writes, and forwarding it to the job's log when given one.
+async fn run_captured(
+    backend: &Arc<dyn Backend>,
+    request: ExecRequest,
+    cancel: &CancellationToken,
+    log: Option<&OutputSink>,
+) -> (ExecReport, Captured) {
+    let (sink, mut rx) = OutputSink::channel(request.limits.output_bytes, 256);
+    let log = log.cloned();
+    let collector = tokio::spawn(async move {
+        let mut c = Captured::default();
+        while let Some(chunk) = rx.recv().await {
+            if let Some(log) = &log {
+                // The job's log has its own cap; past it the log is truncated, the run goes on.
+                let _ = log.write(chunk.stream, &chunk.data).await;
+                let room = BUILD_OUTPUT_CAP.saturating_sub(c.merged.len());
+                c.merged
+                    .extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+            }
+            match chunk.stream {
+                Stream::Stdout => c.stdout.extend_from_slice(&chunk.data),
+                Stream::Stderr => c.stderr.extend_from_slice(&chunk.data),
+            }
+        }
+        c
+    });
+    let io = JobIo {
+        output: sink.clone(),
+        cancel: cancel.clone(),
+    };
+    let report = backend.run(request, io).await;
+    let stats = sink.stats();
+    drop(sink);
+    let mut captured = collector.await.unwrap_or_default();
+    captured.stats = stats;
+    (report, captured)
+}
+
+/// A run's bill in the API's form (no queue wait: the job waited once).
+fn case_usage(report: &ExecReport, stats: OutputStats) -> crate::model::Usage {
+    let mut u = super::spec::usage(Duration::ZERO, report, stats);
+    u.queue_wait_ms = None;
+    u
+}
+
+/// The job's bill over its runs.
+#[derive(Default)]
+struct Bill {
+    usage: Usage,
+}
+
+impl Bill {
+    fn add(&mut self, report: &ExecReport) {
+        self.add_usage(report);
+    }
+
+    fn add_usage(&mut self, report: &ExecReport) {
+        let (a, b) = (&mut self.usage, &report.usage);
+        a.setup += b.setup;
+        a.cpu_user += b.cpu_user;
+        a.cpu_system += b.cpu_system;
+        let max = |x: Option<u64>, y: Option<u64>| match (x, y) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        let sum = |x: Option<u64>, y: Option<u64>| match (x, y) {
+            (Some(x), Some(y)) => Some(x.saturating_add(y)),
+            (x, y) => x.or(y),
+        };
+        a.memory_peak_bytes = max(a.memory_peak_bytes, b.memory_peak_bytes);
+        a.pids_peak = max(a.pids_peak, b.pids_peak);
+        a.pids_limit_hit = match (a.pids_limit_hit, b.pids_limit_hit) {
+            (Some(x), Some(y)) => Some(x || y),
+            (x, y) => x.or(y),
+        };
+        a.disk_used_bytes = max(a.disk_used_bytes, b.disk_used_bytes);
+        a.fuel_consumed = sum(a.fuel_consumed, b.fuel_consumed);
+        a.wasm_memory_peak_bytes = max(a.wasm_memory_peak_bytes, b.wasm_memory_peak_bytes);
+        a.net_rx_bytes = sum(a.net_rx_bytes, b.net_rx_bytes);
+        a.net_tx_bytes = sum(a.net_tx_bytes, b.net_tx_bytes);
+    }
+
+    /// The job's report: `outcome`, this bill, the suite's wall time since `started`.
+    fn report(&self, outcome: Outcome, started: Instant) -> ExecReport {
+        let mut usage = self.usage.clone();
+        usage.wall = started
+            .elapsed()
+            .saturating_sub(usage.setup.min(started.elapsed()));
+        ExecReport::new(outcome, usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_files_win_over_the_jobs() {
+        let job = vec![
+            InputFile {
+                path: "a".into(),
+                content: b"job".to_vec(),
+                mode: None,
+            },
+            InputFile {
+                path: "b".into(),
+                content: b"job".to_vec(),
+                mode: None,
+            },
+        ];
+        let more = vec![ResolvedFile {
+            path: "b".into(),
+            content: b"case".to_vec(),
+            mode: None,
+        }];
+        let merged = merge_files(&job, &more);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].path, "a");
+        assert_eq!(merged[1].content, b"case");
+    }
+
+    #[test]
+    fn case_artifacts_are_named_by_case() {
+        let mut all = ArtifactReport::default();
+        let one = ArtifactReport {
+            files: vec![Artifact {
+                path: "/out/report.xml".into(),
+                size: 1,
+                data: vec![1],
+                truncated: false,
+                mode: 0o644,
+            }],
+            skipped: vec![SkippedArtifact {
+                path: "evil".into(),
+                reason: "symlink".into(),
+            }],
+        };
+        merge_artifacts(&mut all, one, "cases/big/");
+        assert_eq!(all.files[0].path, "cases/big/out/report.xml");
+        assert_eq!(all.skipped[0].path, "cases/big/evil");
+    }
+
+    #[test]
+    fn the_bill_sums_times_and_keeps_the_largest_peaks() {
+        let mut bill = Bill::default();
+        let run = |cpu: u64, mem: u64, fuel: u64| {
+            ExecReport::new(
+                Outcome::exited(0),
+                Usage {
+                    cpu_user: Duration::from_millis(cpu),
+                    memory_peak_bytes: Some(mem),
+                    fuel_consumed: Some(fuel),
+                    ..Usage::default()
+                },
+            )
+        };
+        bill.add(&run(10, 100, 5));
+        bill.add(&run(20, 50, 7));
+        assert_eq!(bill.usage.cpu_user, Duration::from_millis(30));
+        assert_eq!(bill.usage.memory_peak_bytes, Some(100));
+        assert_eq!(bill.usage.fuel_consumed, Some(12));
+    }
+}
