@@ -56,14 +56,28 @@
 //!
 //! # Mount sequence (in P2, inside the job's private mount namespace)
 //!
-//! 1. A tmpfs (`size=scratch_bytes`, 0700, nosuid, nodev) on `<state_dir>/jobs/<dir>` — an empty
-//!    directory the worker created. The mount exists only in the job's namespace: a crash cannot
-//!    leak a host mount; the worker `rmdir`s the directory afterwards. Inside: `upper/`, `work/`,
-//!    `rootfs/`.
+//! 1. The scratch tmpfs (`size` = `limits.disk_bytes` or `scratch_bytes`, 0700, nosuid, nodev)
+//!    is made by the *worker* before the fork, as a detached mount (`fsopen`/`fsconfig`/
+//!    `fsmount`), and handed to the children at a fixed descriptor
+//!    ([`protocol::FD_SCRATCH`]); P2 attaches it with `move_mount` on `<state_dir>/jobs/<dir>` —
+//!    an empty directory the worker created — in the job's namespace only: a crash cannot leak a
+//!    host mount (the detached mount dies with the last descriptor); the worker `rmdir`s the
+//!    directory afterwards. Inside: `upper/`, `work/`, `rootfs/`. When the run's writable layer
+//!    is wanted after the job (artifacts, `chain.keep`), the worker keeps its own descriptor of
+//!    the mount: once the job's namespace is gone the mount is detached (lazily unmounted) but
+//!    still readable through it. A run with `chain.keep` hands the job a *clone* of the mount
+//!    instead and keeps the original detached, so it can become a base ([`chain`] module). A
+//!    run that wants nothing afterwards hands the job its only descriptor: the tmpfs is freed
+//!    with the job's namespace, in P1's exit.
+//!    A run on a base (`chain.base`) also gets a read-only clone of the base's mount
+//!    ([`protocol::FD_BASE`]), attached by P2 on `<dir>/base`.
 //! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
-//!    one `lowerdir+` per layer (top first, [`ImageStore::lowerdirs`](image_store::ImageStore)),
+//!    one `lowerdir+` per layer (top first: a base's `<dir>/base/upper`, then
+//!    [`ImageStore::lowerdirs`](image_store::ImageStore)),
 //!    so the page-sized `mount(2)` data limit never applies (each `fsconfig` string is ≤ 255
-//!    bytes, checked by the worker). An image without layers gets an empty lower dir.
+//!    bytes, checked by the worker). An image without layers (and no base) gets an empty lower
+//!    dir. A base's whiteouts and opaque directories act as in any lower layer: a file the build
+//!    deleted stays deleted.
 //! 3. With the overlay root open as a descriptor, *before anything is mounted inside it*: the
 //!    user is resolved from the image's `/etc/passwd` and `/etc/group` (read with
 //!    `RESOLVE_IN_ROOT`, needed now to own the input files), `/etc/hostname` and `/etc/hosts` are
@@ -88,6 +102,25 @@
 //! - `run()` returns only after P1 has been reaped: no process of the job is left, whatever the
 //!   outcome (exit, signal, timeout, output limit, cancel, setup failure). If the `run` future is
 //!   dropped mid-job, a guard closes the control pipe (P1 kills the job) and a thread reaps P1.
+//! - The job's scratch tmpfs outlives the job only through the worker's descriptor of it, never
+//!   as a host mount: dropped at the end of `run()` (after its artifacts are read), or, for a
+//!   kept run, held by the returned [`Base`](runtime_core::Base) (read-only) until its last
+//!   clone is dropped. That last close frees the tmpfs, so it happens on a blocking thread
+//!   (`chain::ScratchFd`), never on an async runtime's worker. Its pages stay charged to the
+//!   memory cgroup of the job that wrote them.
+//! - Artifacts (`request.artifacts`) are collected after P1 was reaped — the layer can no
+//!   longer change — from the run's writable layer only (`upper/` of the worker's descriptor of
+//!   the scratch tmpfs; relative patterns from the working directory), by
+//!   [`runtime_core::collect`] on a blocking thread: `openat2` beneath that directory, no
+//!   symlinks, no magic links, no mount crossing; regular files with one link only (an image
+//!   file the job hard-linked is copied up with two); whiteouts skipped; capped per file, per
+//!   run and in count, so a huge sparse file costs one capped read. Files the job did not write
+//!   (the image's, a base's) are not its artifacts.
+//! - A run on a base never writes to it: the base is a read-only lower layer of the run's
+//!   overlay, the run's writes go to its own scratch tmpfs; any number of runs may share a
+//!   base at once. A base of another backend or another image reference is a `spec_error`;
+//!   a run on a base cannot itself be kept (one level). Chains need Linux 6.15+ (the clone of a
+//!   detached mount); elsewhere a `keep` or `base` run is a `spec_error` saying so.
 //! - No host path is ever built from image or job data: host paths are the state dir (the job
 //!   directory name keeps only `[A-Za-z0-9_-]` of the job id) and the store's digest-named layer
 //!   dirs; everything inside the container is resolved from descriptors with `openat2`.
@@ -163,6 +196,7 @@
 //!   (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
+mod chain;
 mod helper;
 mod protocol;
 mod rootfs;

@@ -36,8 +36,17 @@ pub(crate) const FD_CONTROL: RawFd = 8;
 /// The sealed, read-only memfd of the container helper (see [`super::helper`]): P2 and P3
 /// `execveat` it (close-on-exec: neither the helper nor the job keeps it).
 pub(crate) const FD_HELPER: RawFd = 9;
+/// The job's scratch tmpfs, a detached mount the worker made (`fsmount`): P2 attaches it on the
+/// job directory in the job's mount namespace (close-on-exec: neither the helper nor the job
+/// keeps it). The worker keeps its own descriptor of the same mount (or, for a kept run, of the
+/// original the child's is a clone of).
+pub(crate) const FD_SCRATCH: RawFd = 10;
+/// A chained run's base: a clone of the kept scratch mount of an earlier run, read-only, which P2
+/// attaches below the job directory and whose `upper/` becomes the top lower layer. Absent (the
+/// number unused) for a run without a base.
+pub(crate) const FD_BASE: RawFd = 11;
 /// The first descriptor number P1 closes from.
-pub(crate) const FD_FIRST_FREE: RawFd = 10;
+pub(crate) const FD_FIRST_FREE: RawFd = 12;
 
 /// The worker writes this on the control pipe to have the container killed.
 pub(crate) const CONTROL_KILL: u8 = b'k';

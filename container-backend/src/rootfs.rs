@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-use super::protocol::{ChildError, ErrorKind, os};
+use super::protocol::{ChildError, ErrorKind, FD_BASE, FD_SCRATCH, os};
 use super::spawn::{ChildSpec, FileSpec, Prepared};
 use super::sys::{self, RESOLVE_CONTAINED, RESOLVE_TARGET};
 use super::users;
@@ -89,8 +89,11 @@ fn new_mount(fs: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -> Resul
 }
 
 fn attach(mnt: &OwnedFd, target: &OwnedFd, what: &str) -> Result<()> {
-    sys::move_mount_fd(mnt.as_fd(), target.as_fd())
-        .map_err(|e| internal(format!("mounting {what}"))(e))
+    attach_fd(mnt.as_fd(), target, what)
+}
+
+fn attach_fd(mnt: BorrowedFd<'_>, target: &OwnedFd, what: &str) -> Result<()> {
+    sys::move_mount_fd(mnt, target.as_fd()).map_err(|e| internal(format!("mounting {what}"))(e))
 }
 
 /// Opens a directory below `dir` for use as a mount target, creating it if missing. No symlink
@@ -424,6 +427,22 @@ fn write_input(workdir: BorrowedFd<'_>, f: &FileSpec, owner: (u32, u32)) -> Resu
     )
 }
 
+/// The job's scratch tmpfs (`size` bytes, 0700, nosuid, nodev), made by the worker as a detached
+/// mount before the fork ([`super::protocol::FD_SCRATCH`]). `nr_inodes`: see [`inodes_for`].
+pub(crate) fn scratch_mount(size: &CStr) -> std::result::Result<OwnedFd, String> {
+    let inodes = inodes_for(size);
+    new_mount(
+        c"tmpfs",
+        &[
+            (c"size", Some(size)),
+            (c"nr_inodes", Some(&inodes)),
+            (c"mode", Some(c"0700")),
+        ],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| e.msg)
+}
+
 /// `nr_inodes` of a job tmpfs of `size` bytes: one inode per 4 KiB page (at least 1024). A
 /// non-empty file needs a page anyway, so this only bounds what costs no pages — empty files,
 /// directories, symlinks — whose inodes would otherwise be limited by nothing but kernel memory
@@ -435,32 +454,43 @@ fn inodes_for(size: &CStr) -> CString {
 
 /// Builds the root filesystem and pivots into it. Returns what P3 needs.
 pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
-    // 1. The job's scratch tmpfs, on the (empty) host directory the worker created. It lives in
-    //    this private mount namespace only, so it vanishes with the namespace.
+    // 1. The job's scratch tmpfs — a detached mount the worker made and still holds (it reads
+    //    the run's writable layer after the job, or keeps it as a chain's base) — attached on
+    //    the (empty) host directory the worker created. It is attached in this private mount
+    //    namespace only: a crash cannot leak a host mount.
     let job_dir = nix::fcntl::open(
         spec.job_dir.as_c_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .map_err(internal("opening the job directory"))?;
-    let scratch_inodes = inodes_for(&spec.scratch_size);
-    let scratch = new_mount(
-        c"tmpfs",
-        &[
-            (c"size", Some(&spec.scratch_size)),
-            (c"nr_inodes", Some(&scratch_inodes)),
-            (c"mode", Some(c"0700")),
-        ],
-        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-    )?;
-    attach(&scratch, &job_dir, "the scratch tmpfs")?;
+    // SAFETY: P1 put the scratch mount at FD_SCRATCH and it stays open in this process.
+    let scratch = unsafe { BorrowedFd::borrow_raw(FD_SCRATCH) };
+    attach_fd(scratch, &job_dir, "the scratch tmpfs")?;
     for (name, mode) in [(c"upper", 0o755), (c"work", 0o700), (c"rootfs", 0o755)] {
-        nix::sys::stat::mkdirat(scratch.as_fd(), name, Mode::from_bits_truncate(mode))
+        nix::sys::stat::mkdirat(scratch, name, Mode::from_bits_truncate(mode))
             .map_err(internal(format!("mkdir {}", name.to_string_lossy())))?;
     }
     if spec.empty_lower {
-        nix::sys::stat::mkdirat(scratch.as_fd(), c"empty", Mode::from_bits_truncate(0o755))
+        nix::sys::stat::mkdirat(scratch, c"empty", Mode::from_bits_truncate(0o755))
             .map_err(internal("mkdir empty"))?;
+    }
+    // A chained run: the base (a read-only clone of an earlier run's scratch mount) goes on
+    // `<job dir>/base`, so its `upper/` can be named as the top lower layer.
+    if spec.has_base {
+        nix::sys::stat::mkdirat(scratch, c"base", Mode::from_bits_truncate(0o700))
+            .map_err(internal("mkdir base"))?;
+        let base_dir = sys::openat2(
+            scratch,
+            c"base",
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE_TARGET,
+        )
+        .map_err(internal("opening base"))?;
+        // SAFETY: P1 put the base mount at FD_BASE (`has_base`) and it stays open here.
+        let base = unsafe { BorrowedFd::borrow_raw(FD_BASE) };
+        attach_fd(base, &base_dir, "the chain's base")?;
     }
 
     // 2. The overlay: image layers below, the tmpfs above. One `lowerdir+` per layer, so the
@@ -474,7 +504,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     options.push((c"workdir", Some(&spec.work)));
     let overlay = new_mount(c"overlay", &options, 0)?;
     let rootfs_dir = sys::openat2(
-        scratch.as_fd(),
+        scratch,
         c"rootfs",
         libc::O_PATH | libc::O_DIRECTORY,
         0,

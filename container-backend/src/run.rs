@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::cgroup::JobCgroup;
+use super::chain::{self, Kept, ScratchFd};
 use super::protocol::{CONTROL_KILL, Status};
 use super::spawn::{ChildFds, ChildSpec, FileSpec, Spawned};
 use super::verdict::{Facts, Stopped, verdict};
@@ -376,35 +377,132 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
             t0,
         );
     }
-    let pulled = tokio::select! {
-        r = shared.images.pull(&reference, PullPolicy::IfNotPresent, None) => r,
-        _ = io.cancel.cancelled() => {
-            return fail(OutcomeReason::Cancelled, "cancelled while the image was resolved", t0);
-        }
+    // A run on a base sits on exactly the base's image (its record and layers, leased by the
+    // base): nothing is pulled.
+    let base = match chain::base_of(&request.chain, &reference) {
+        Ok(b) => b,
+        Err(e) => return fail(OutcomeReason::SpecError, e, t0),
     };
-    let record: ImageRecord = match pulled {
-        Ok(o) => o.record,
-        Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
-    };
-    if record.kind == ImageKind::Wasm {
-        return fail(
-            OutcomeReason::SpecError,
-            format!("`{reference}` is a Wasm image: submit it with runtime auto or wasm"),
-            t0,
-        );
-    }
     let store = shared.images.store();
-    let lease = match store.lease(&record) {
-        Ok(l) => l,
-        Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
+    let (record, lease) = match base {
+        Some(kept) => (kept.record.clone(), None),
+        None => {
+            let pulled = tokio::select! {
+                r = shared.images.pull(&reference, PullPolicy::IfNotPresent, None) => r,
+                _ = io.cancel.cancelled() => {
+                    return fail(OutcomeReason::Cancelled, "cancelled while the image was resolved", t0);
+                }
+            };
+            let record: ImageRecord = match pulled {
+                Ok(o) => o.record,
+                Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
+            };
+            if record.kind == ImageKind::Wasm {
+                return fail(
+                    OutcomeReason::SpecError,
+                    format!("`{reference}` is a Wasm image: submit it with runtime auto or wasm"),
+                    t0,
+                );
+            }
+            match store.lease(&record) {
+                Ok(l) => (record, Some(l)),
+                Err(e) => return fail(OutcomeReason::ImageError, e.to_string(), t0),
+            }
+        }
     };
     let plan = match plan(&request, &record.config) {
         Ok(p) => p,
         Err(e) => return fail(OutcomeReason::SpecError, e, t0),
     };
-    let report = run_planned(shared, &request, &record, plan, &io, t0).await;
+    let workdir = plan.workdir.clone();
+    let (mut report, finished) = run_planned(shared, &request, &record, plan, base, &io, t0).await;
+    let Some(mut finished) = finished else {
+        return report;
+    };
+    // Every process of the job is gone: its writable layer can no longer change.
+    if !request.artifacts.patterns.is_empty() {
+        match collect_artifacts(finished.scratch, workdir, request.artifacts.clone()).await {
+            Ok((scratch, artifacts)) => {
+                finished.scratch = scratch;
+                report.artifacts = artifacts;
+            }
+            Err(e) => {
+                report.outcome = Outcome::with_reason(OutcomeReason::InternalError, e);
+                return report;
+            }
+        }
+    }
+    if request.chain.keep && finished.ran {
+        // Only a run whose program ran leaves a layer worth building on (a setup failure may
+        // not even have made `upper/`).
+        let kept = store
+            .lease(&record)
+            .map_err(|e| e.to_string())
+            .and_then(|lease| chain::keep(finished.scratch, record, lease));
+        match kept {
+            Ok(base) => report.kept = Some(base),
+            Err(e) => {
+                report.outcome = Outcome::with_reason(
+                    OutcomeReason::InternalError,
+                    format!("the run's writable layer could not be kept: {e}"),
+                );
+            }
+        }
+    }
     drop(lease);
     report
+}
+
+/// Collects `artifacts` from the run's writable layer (`upper/` of its scratch tmpfs; relative
+/// patterns from the working directory) on a blocking thread; gives the descriptor back.
+async fn collect_artifacts(
+    scratch: ScratchFd,
+    workdir: String,
+    artifacts: runtime_core::Artifacts,
+) -> Result<(ScratchFd, runtime_core::ArtifactReport), String> {
+    let task = tokio::task::spawn_blocking(move || {
+        let upper = super::sys::openat2(
+            std::os::fd::AsFd::as_fd(&scratch),
+            c"upper",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            super::sys::RESOLVE_TARGET,
+        );
+        let report = match upper {
+            Ok(upper) => runtime_core::collect::collect(
+                std::os::fd::AsFd::as_fd(&upper),
+                workdir.trim_start_matches('/'),
+                &artifacts,
+            ),
+            // The setup failed before the writable layer existed.
+            Err(e) => runtime_core::ArtifactReport {
+                files: Vec::new(),
+                skipped: artifacts
+                    .patterns
+                    .iter()
+                    .map(|p| runtime_core::SkippedArtifact {
+                        path: p.clone(),
+                        reason: format!("the run left no writable layer ({})", e.desc()),
+                    })
+                    .collect(),
+            },
+        };
+        (scratch, report)
+    });
+    // The collector does not panic on job data; a failed task is a bug (or a runtime shutting
+    // down), and the descriptor went with it: nothing left to keep.
+    task.await
+        .map_err(|e| format!("collecting the run's artifacts failed: {e}"))
+}
+
+/// What is left of a finished run for the backend: its writable layer.
+struct Finished {
+    /// The worker's descriptor of the run's scratch tmpfs (`upper/` is the writable layer).
+    /// Readable after the job's mount namespace is gone; for a `keep` run, the detached
+    /// original (the job attached a clone), still usable as a base.
+    scratch: ScratchFd,
+    /// Whether the job's program was executed (the container was set up completely).
+    ran: bool,
 }
 
 /// A started container: P1 forked, the worker's ends of its pipes registered with the runtime.
@@ -414,6 +512,9 @@ struct Launched {
     running: Running,
     /// The status pipe ([`super::protocol::FD_STATUS`]).
     status: pipe::Receiver,
+    /// The worker's descriptor of the job's scratch tmpfs, when the run's writable layer is
+    /// wanted afterwards (artifacts, `keep`).
+    scratch: Option<ScratchFd>,
     cgroup: std::sync::Arc<JobCgroup>,
     attachment: Option<super::net::Attachment>,
     job_dir: PathBuf,
@@ -441,25 +542,29 @@ struct Supervised {
     end: Instant,
 }
 
-/// Runs a planned job: [`launch`], [`supervise`], then the bill and the [`verdict`].
+/// Runs a planned job: [`launch`], [`supervise`], then the bill and the [`verdict`]. Returns
+/// the run's writable layer too, once the job is entirely over, if the run wants it (artifacts,
+/// `keep`; `None` otherwise or if it never started).
 async fn run_planned(
     shared: &Shared,
     request: &ExecRequest,
     record: &ImageRecord,
     plan: Plan,
+    base: Option<&Kept>,
     io: &JobIo,
     t0: Instant,
-) -> ExecReport {
+) -> (ExecReport, Option<Finished>) {
     let Launched {
         mut guard,
         running,
         mut status,
+        scratch,
         cgroup,
         attachment,
         job_dir,
-    } = match launch(shared, request, record, plan, t0).await {
+    } = match launch(shared, request, record, plan, base, t0).await {
         Ok(l) => l,
-        Err(report) => return report,
+        Err(report) => return (report, None),
     };
     let supervised = supervise(shared, request, io, &mut guard, running, &cgroup).await;
     // Every process of the job is gone: its traffic counters, then its veth and address.
@@ -510,7 +615,11 @@ async fn run_planned(
         memory_limit: request.limits.memory_bytes,
         oom_kills: cg_usage.oom_kills,
     });
-    report(outcome, usage)
+    let finished = scratch.map(|scratch| Finished {
+        scratch,
+        ran: supervised.exec_at.is_some(),
+    });
+    (report(outcome, usage), finished)
 }
 
 /// Prepares everything the children need (paths, pipes, the network namespace, the cgroup, the
@@ -520,22 +629,25 @@ async fn launch(
     request: &ExecRequest,
     record: &ImageRecord,
     plan: Plan,
+    base: Option<&Kept>,
     t0: Instant,
 ) -> Result<Launched, ExecReport> {
     let internal = |what: String| fail(OutcomeReason::InternalError, what, t0);
     let store = shared.images.store();
-    let mut lowerdirs = Vec::new();
-    for l in store.lowerdirs(record) {
-        match check_fsconfig_path(&l) {
-            Ok(c) => lowerdirs.push(c),
-            Err(e) => return Err(internal(e)),
-        }
-    }
     let seq = shared
         .seq
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir_name = job_dir_name(&shared.tag, seq, &request.job_id);
     let job_dir = shared.jobs_dir.join(&dir_name);
+    let mut lowerdirs = Vec::new();
+    // A base's writable layer is the top lower layer, above the image's.
+    let base_layer = base.map(|_| job_dir.join("base/upper"));
+    for l in base_layer.into_iter().chain(store.lowerdirs(record)) {
+        match check_fsconfig_path(&l) {
+            Ok(c) => lowerdirs.push(c),
+            Err(e) => return Err(internal(e)),
+        }
+    }
     let (upper, work, empty) = match (
         check_fsconfig_path(&job_dir.join("upper")),
         check_fsconfig_path(&job_dir.join("work")),
@@ -552,6 +664,44 @@ async fn launch(
         return Err(internal("job directory path contains a NUL byte".into()));
     };
 
+    // The scratch tmpfs, made here as a detached mount. When the run's writable layer is wanted
+    // after the job (artifacts, keep), the worker keeps a descriptor of it, readable after the
+    // job's mount namespace is gone; a kept run's job gets a clone (the original stays
+    // detached, usable as a base later: see `chain`), any other job the mount itself. A run
+    // that wants nothing afterwards hands its only descriptor to the job: the tmpfs is freed
+    // with the job's namespace, in P1's exit, as ever.
+    let scratch_size = request
+        .limits
+        .disk_bytes
+        .unwrap_or(shared.config.scratch_bytes)
+        .to_string();
+    let scratch = CString::new(scratch_size)
+        .map_err(|e| e.to_string())
+        .and_then(|size| super::rootfs::scratch_mount(&size));
+    let scratch = match scratch {
+        Ok(s) => s,
+        Err(e) => return Err(internal(format!("the job's scratch tmpfs: {e}"))),
+    };
+    let wanted_after = request.chain.keep || !request.artifacts.patterns.is_empty();
+    let (scratch, child_scratch) = if request.chain.keep {
+        let child = chain::clone_detached(&scratch, "keeping a run's writable layer")
+            .map_err(|(reason, e)| fail(reason, e, t0))?;
+        (Some(ScratchFd::new(scratch)), child)
+    } else if wanted_after {
+        let child = scratch
+            .try_clone()
+            .map_err(|e| internal(format!("duplicating the scratch mount: {e}")))?;
+        (Some(ScratchFd::new(scratch)), child)
+    } else {
+        (None, scratch)
+    };
+    let child_base = match base {
+        Some(kept) => Some(
+            chain::clone_detached(&kept.scratch, "running on a base")
+                .map_err(|(reason, e)| fail(reason, e, t0))?,
+        ),
+        None => None,
+    };
     let prepared = (|| -> std::io::Result<_> {
         let (status_r, status_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -573,6 +723,8 @@ async fn launch(
                 stdin,
                 err_w: errp_w,
                 control_r: ctl_r,
+                scratch: child_scratch,
+                base: child_base,
             },
         ))
     })();
@@ -626,14 +778,7 @@ async fn launch(
         work,
         lowerdirs,
         empty_lower,
-        scratch_size: CString::new(
-            request
-                .limits
-                .disk_bytes
-                .unwrap_or(shared.config.scratch_bytes)
-                .to_string(),
-        )
-        .unwrap_or_default(),
+        has_base: base.is_some(),
         shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
         hostname: format!("{}\n", plan.hostname).into_bytes(),
         hosts: hosts.into_bytes(),
@@ -727,6 +872,7 @@ async fn launch(
             errors: errp_rx,
         },
         status: status_rx,
+        scratch,
         cgroup,
         attachment: attachment.map(|(a, _)| a),
         job_dir,

@@ -20,8 +20,8 @@ use nix::errno::Errno;
 
 use super::helper;
 use super::protocol::{
-    self, ChildError, ErrorKind, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_STATUS,
-    FD_STDERR, FD_STDIN, FD_STDOUT, LIFELINE_GO, os,
+    self, ChildError, ErrorKind, FD_BASE, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_SCRATCH,
+    FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, LIFELINE_GO, os,
 };
 use super::rootfs;
 use super::sys;
@@ -46,6 +46,10 @@ pub(crate) struct ChildFds {
     pub stdin: OwnedFd,
     pub err_w: OwnedFd,
     pub control_r: OwnedFd,
+    /// The job's scratch tmpfs, a detached mount ([`FD_SCRATCH`]).
+    pub scratch: OwnedFd,
+    /// A chained run's base, a detached read-only mount ([`FD_BASE`]).
+    pub base: Option<OwnedFd>,
 }
 
 /// One input file, its path already split into validated components (no `..`, no `/`).
@@ -69,7 +73,8 @@ pub(crate) struct ChildSpec {
     /// Overlay lower dirs, top-most first; an empty image gets `<job_dir>/empty`.
     pub lowerdirs: Vec<CString>,
     pub empty_lower: bool,
-    pub scratch_size: CString,
+    /// A chained run: the base's mount is at [`FD_BASE`] and `lowerdirs[0]` is its `upper/`.
+    pub has_base: bool,
     pub shm_size: CString,
     /// `/etc/hostname` content: the hostname and a newline.
     pub hostname: Vec<u8>,
@@ -284,9 +289,15 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         (f.err_w.as_raw_fd(), FD_ERR),
         (f.control_r.as_raw_fd(), FD_CONTROL),
         (spec.helper.fd().as_raw_fd(), FD_HELPER),
+        (f.scratch.as_raw_fd(), FD_SCRATCH),
+        // Without a base, FD_BASE stays closed (close_range below): the number is "no base".
+        (f.base.as_ref().map_or(-1, |b| b.as_raw_fd()), FD_BASE),
     ];
-    let mut tmp = [0 as RawFd; 7];
+    let mut tmp = [-1 as RawFd; 9];
     for (i, (src, _)) in moves.iter().enumerate() {
+        if *src < 0 {
+            continue;
+        }
         // Above every target number, so no later dup3 overwrites a source not yet moved.
         // SAFETY: F_DUPFD_CLOEXEC on an open descriptor.
         let r = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64) };
@@ -296,6 +307,11 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         tmp[i] = r;
     }
     for (i, (_, dst)) in moves.iter().enumerate() {
+        if tmp[i] < 0 {
+            // No such descriptor: make sure the number is not some other inherited one.
+            close(*dst);
+            continue;
+        }
         // SAFETY: both are valid descriptor numbers; dst is replaced atomically.
         if unsafe { libc::dup3(tmp[i], *dst, libc::O_CLOEXEC) } < 0 {
             return Err(Errno::last());
@@ -392,7 +408,9 @@ fn p1_main(spec: &ChildSpec) -> ! {
         fail(e);
     }
     write_all_raw(life[1], &[LIFELINE_GO]);
-    for fd in [FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR] {
+    for fd in [
+        FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_SCRATCH, FD_BASE,
+    ] {
         close(fd);
     }
     p1_supervise(p2)
@@ -600,7 +618,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         p3_main(spec, &prepared, ready[0]);
     }
     close(ready[0]);
-    for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_CONTROL] {
+    for fd in [
+        FD_STDOUT, FD_STDERR, FD_STDIN, FD_CONTROL, FD_SCRATCH, FD_BASE,
+    ] {
         close(fd);
     }
     become_init(p3, ready[1])

@@ -47,7 +47,7 @@ use crate::bench::{Ctx, Section, ms};
 use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
 /// The image every runtime runs (imported into the stores; never pulled from a registry).
-const REFERENCE: &str = "bench.nekton.invalid/busybox:true";
+pub(crate) const REFERENCE: &str = "bench.nekton.invalid/busybox:true";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ContainersArgs {
@@ -567,7 +567,7 @@ fn write_bundle_config(bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn layer_tar(busybox: &[u8]) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| -> Result<()> {
         let mut h = tar::Header::new_ustar();
@@ -609,7 +609,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// An OCI image layout holding one image: the layer, its config and manifest, named `REFERENCE`.
-fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
+pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |data: &[u8]| -> Result<String> {

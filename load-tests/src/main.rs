@@ -45,6 +45,7 @@
 
 mod auth_overhead;
 mod bench;
+mod chain;
 mod containers;
 mod dbstats;
 mod fairness;
@@ -133,6 +134,9 @@ enum Command {
     All(AllArgs),
     /// /bin/true containers: nekton (direct and through the API) vs crun vs runc. Root only.
     Containers(containers::ContainersArgs),
+    /// A test suite's case on a kept build's base vs a plain container job (the container
+    /// backend called directly; no server). Root only.
+    Chain(chain::ChainArgs),
     /// Thousands of SSE clients following live jobs: latency, RSS per client, descriptors.
     Watchers(watchers::WatchersArgs),
     /// Tenant B's lone jobs, idle and behind tenant A's backlog (needs the admin token).
@@ -251,8 +255,8 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Containers(a) => vec![Bench::Containers(a)],
         Command::Watchers(a) => vec![Bench::Watchers(a)],
         Command::Fairness(a) => vec![Bench::Fairness(a)],
-        // Starts its own servers: see `main_inner`.
-        Command::AuthOverhead(_) => Vec::new(),
+        // Starts its own servers / needs none: see `main_inner`.
+        Command::AuthOverhead(_) | Command::Chain(_) => Vec::new(),
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -291,7 +295,26 @@ async fn main_inner(cli: Cli) -> Result<bool> {
         .map(local_db_options)
         .transpose()?;
 
-    let (server_line, outcome, stop_note) = if let Command::AuthOverhead(args) = &cli.command {
+    let (server_line, outcome, stop_note) = if let Command::Chain(args) = &cli.command {
+        if g.server.is_some() || g.database_url.is_some() {
+            bail!(
+                "chain calls the container backend directly: leave out --server and --database-url"
+            );
+        }
+        eprintln!("load-tests: running chain …");
+        let r = tokio::select! {
+            r = chain::run(args) => r,
+            _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+        };
+        if let Err(e) = &r {
+            eprintln!("load-tests: chain failed: {e:#}");
+        }
+        (
+            "none (ContainerBackend called directly)".to_string(),
+            Ok(("not used".to_string(), vec![("chain", r)])),
+            None,
+        )
+    } else if let Command::AuthOverhead(args) = &cli.command {
         if g.server.is_some() || g.database_url.is_some() {
             bail!(
                 "auth-overhead starts its own servers, each with its embedded PostgreSQL: leave out \
@@ -602,6 +625,8 @@ mod tests {
             plan(&cli.command).is_empty(),
             "auth-overhead starts its own servers"
         );
+        let cli = Cli::try_parse_from(["load-tests", "chain", "--chain-jobs", "10"]).unwrap();
+        assert!(plan(&cli.command).is_empty(), "chain needs no server");
     }
 
     #[test]
