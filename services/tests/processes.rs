@@ -624,6 +624,28 @@ async fn examples_run_as_the_readme_says() {
     assert_eq!(out.stdout, b"hi\n");
     assert_eq!(out.status.code(), Some(0));
 
+    let report = tempfile::tempdir().unwrap();
+    let suite = Command::new(BIN)
+        .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
+        .args(["test", "--server", &h.base, "--junit"])
+        .arg(report.path().join("report.xml"))
+        .arg(examples.join("suite.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        suite.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&suite.stdout),
+        String::from_utf8_lossy(&suite.stderr)
+    );
+    assert!(String::from_utf8_lossy(&suite.stdout).ends_with("3 of 3 passed, score 3/3\n"));
+    assert!(
+        std::fs::read_to_string(report.path().join("report.xml"))
+            .unwrap()
+            .contains(r#"tests="3" failures="0" errors="0" skipped="0""#)
+    );
+
     let push = Command::new(BIN)
         .env("NEKTON_TOKEN", h.admin_token.as_deref().unwrap())
         .args(["module", "push", "--server", &h.base])

@@ -613,7 +613,7 @@ fn classify_program(program: &str) -> Result<Program> {
 
 /// Reads a local module: a binary `.wasm`, or WebAssembly text (a `.wat` file, or any file that
 /// is not binary Wasm) assembled here, so examples and quick tests need no toolchain.
-async fn read_local_module(path: &Path) -> Result<Vec<u8>> {
+pub(crate) async fn read_local_module(path: &Path) -> Result<Vec<u8>> {
     let bytes = read_local_file(path, "the Wasm module").await?;
     if bytes.starts_with(b"\0asm") {
         return Ok(bytes);

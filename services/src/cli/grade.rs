@@ -230,8 +230,8 @@ async fn resolve_module(module: Option<&mut Value>, dir: &Path, client: &Client)
         return Ok(());
     }
     let path = dir.join(s);
-    let wasm = std::fs::read(&path)
-        .with_context(|| format!("cannot read the module {}", path.display()))?;
+    // `.wat` is assembled here, like `nekton run` does.
+    let wasm = super::commands::read_local_module(&path).await?;
     let digest = client
         .push_module(wasm)
         .await
