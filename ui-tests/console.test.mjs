@@ -239,6 +239,31 @@ try {
   await noStrayNull(job);
   step("the batches page lists the batch (3 of 3, 2 failed) and filters by done");
 
+  // --- a test suite: its cases table fills from the event stream -------------------------
+  const sr = await fetch(`${BASE}/v1/jobs`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      module: FAILS, labels: { run: RUN },
+      tests: { cases: [
+        { name: "exits-3", expect: { exit_code: 3 } },
+        { name: "expects-0" },
+        { name: "says-oops", expect: { exit_code: 3, stdout: "oops" } },
+      ] },
+    }),
+  });
+  assert.equal(sr.status, 201, `suite: ${sr.status} ${await sr.clone().text()}`);
+  const suite = await sr.json();
+  await job.evaluate((id) => { location.hash = `#/jobs/${id}`; }, suite.id);
+  await job.locator("#cases-summary", { hasText: "1 accepted, 3 of 3 finished" }).waitFor();
+  const verdicts = await job.locator("#cases tbody tr").evaluateAll((rows) => rows.map((r) => [r.dataset.case, r.dataset.verdict]));
+  assert.deepEqual(verdicts, [["exits-3", "accepted"], ["expects-0", "runtime_error"], ["says-oops", "wrong_answer"]]);
+  assert.match(await job.locator('#cases tr[data-case="says-oops"]').innerText(), /line 1: expected "oops", got ""/);
+  await job.locator("#outcome-reason", { hasText: "tests_failed" }).waitFor();
+  await noStrayNull(job);
+  await shot(job, "suite");
+  step(`suite ${suite.id}: the cases table shows each verdict and the first difference`);
+
   // --- images ----------------------------------------------------------------------------
   await job.evaluate(() => { location.hash = "#/images"; });
   await job.locator("#no-images, #images").first().waitFor();

@@ -304,6 +304,35 @@ function billView(usage) {
   return h("dl", { className: "kv", id: "bill" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+/** A test-suite job's cases (GET /v1/jobs/{id}/cases), kept current by the stream's case events. */
+function casesView(list) {
+  const ms = (u) => (u && u.wall_ms !== null && u.wall_ms !== undefined ? `${u.wall_ms} ms` : "");
+  const mem = (u) => (u ? bytes(u.memory_peak_bytes ?? u.wasm_memory_peak_bytes) : "");
+  const detail = (r) => {
+    if (!r) return "";
+    const d = r.difference;
+    if (d) return `line ${d.line}: expected "${d.expected}", got "${d.actual}"`;
+    return [r.detail, r.checker_message].filter(Boolean).join(": ");
+  };
+  const b = list.build;
+  const passed = list.cases.filter((c) => c.result && c.result.verdict === "accepted").length;
+  const done = list.cases.filter((c) => c.state === "finished").length;
+  return [
+    h("p", { id: "cases-summary" }, `${passed} accepted, ${done} of ${list.cases.length} finished`,
+      b ? h("span", { id: "build-result", className: b.succeeded ? "" : "stderr" }, b.succeeded ? " — build ok" : ` — build failed: ${b.detail || b.reason}`) : null),
+    h("table", { id: "cases" },
+      h("thead", {}, h("tr", {}, ["#", "case", "verdict", "time", "memory", "detail"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, list.cases.map((c) => h("tr", { dataset: { case: c.name, state: c.state, verdict: c.result ? c.result.verdict : "" } },
+        h("td", {}, c.index + 1),
+        h("td", { className: "mono" }, c.name),
+        h("td", {}, h("span", { className: `badge ${c.result ? (c.result.verdict === "accepted" ? "succeeded" : c.result.verdict === "skipped" ? "cancelled" : "failed") : c.state === "running" ? "running" : ""}` },
+          c.result ? c.result.verdict : c.state)),
+        h("td", {}, c.result ? ms(c.result.usage) : ""),
+        h("td", {}, c.result && c.result.usage ? mem(c.result.usage) : ""),
+        h("td", {}, detail(c.result)))))),
+  ];
+}
+
 function decodeChunk(ev) {
   if (typeof ev.text === "string") return ev.text;
   const bin = atob(ev.base64 || "");
@@ -320,6 +349,14 @@ async function jobPage(id, seq) {
     return;
   }
   if (seq !== renderSeq) return;
+  // A test suite's cases.
+  let cases = null;
+  if (job.suite) {
+    try { cases = await api(`/v1/jobs/${encodeURIComponent(id)}/cases`); } catch { cases = null; }
+  }
+  if (seq !== renderSeq) return;
+  const casesBox = h("div", {}, cases ? casesView(cases) : null);
+  const renderCases = () => { if (cases) put(casesBox, casesView(cases)); };
   const stateEl = h("span", { id: "job-state" }, badge(job.state));
   const outcomeBox = h("div", {}, outcomeView(job));
   const billBox = h("div", {}, billView(job.usage));
@@ -357,6 +394,7 @@ async function jobPage(id, seq) {
       h("div", {},
         h("div", { className: "card" }, h("h2", {}, "Outcome"), outcomeBox),
         h("div", { className: "card" }, h("h2", {}, "Bill"), billBox))),
+    cases ? h("div", { className: "card" }, h("h2", {}, "Cases"), casesBox) : null,
     h("div", { className: "card" }, h("h2", {}, "Log", streamState), log));
 
   // The live log. The server sends `retry:`, then `state`/`log` events and a final `exit`, then
@@ -388,6 +426,17 @@ async function jobPage(id, seq) {
   es.addEventListener("log", (m) => {
     const ev = JSON.parse(m.data);
     append(decodeChunk(ev), ev.stream === "stderr" ? "stderr" : null);
+  });
+  es.addEventListener("build_finished", (m) => { if (cases) { cases.build = JSON.parse(m.data); renderCases(); } });
+  es.addEventListener("case_started", (m) => {
+    const ev = JSON.parse(m.data);
+    const c = cases && cases.cases[ev.index];
+    if (c && c.state === "pending") { c.state = "running"; renderCases(); }
+  });
+  es.addEventListener("case_finished", (m) => {
+    const r = JSON.parse(m.data);
+    const c = cases && cases.cases[r.index];
+    if (c) { c.state = "finished"; c.result = r; renderCases(); }
   });
   es.addEventListener("exit", async (m) => {
     const ev = JSON.parse(m.data);

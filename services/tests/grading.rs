@@ -194,6 +194,7 @@ async fn a_wasm_suite_gives_each_case_its_verdict() {
     );
 
     // The summary: passed/total, the score by weight.
+    assert!(job.suite, "the record says it is a suite");
     assert_eq!(job.state, JobState::Failed);
     let outcome = job.outcome.expect("an outcome");
     assert_eq!(outcome.reason, "tests_failed");
@@ -447,6 +448,7 @@ async fn bad_suites_are_refused_with_the_field() {
     assert_eq!(h.count("jobs").await, 0);
     // A job that is not a suite has no cases.
     let plain = submit_json(&h, &json!({"module": solver, "stdin": "sum 1"})).await;
+    assert!(!plain.suite);
     let r = h
         .http
         .get(format!("{}/v1/jobs/{}/cases", h.base, plain.id))

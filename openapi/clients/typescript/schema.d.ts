@@ -1051,6 +1051,11 @@ export interface components {
              */
             started_at: string | null;
             state: components["schemas"]["JobState"];
+            /**
+             * @description True for a test-suite job (submitted with `tests`): its cases are at
+             *     `GET /v1/jobs/{id}/cases`. Absent otherwise.
+             */
+            suite?: boolean;
             usage: components["schemas"]["UsageView"] | null;
         };
         /** @description One page of jobs, newest first. */

@@ -212,6 +212,10 @@ pub struct Job {
     pub outcome: Option<OutcomeView>,
     #[schema(required = true)]
     pub usage: Option<Usage>,
+    /// True for a test-suite job (submitted with `tests`): its cases are at
+    /// `GET /v1/jobs/{id}/cases`. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suite: bool,
 }
 
 /// A batch and its jobs counted by state.

@@ -28,6 +28,14 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
 }
 
+impl NewJob {
+    /// Whether the stored spec is a test suite (`job_specs.suite`, read by listings without
+    /// touching the spec itself).
+    pub fn is_suite(&self) -> bool {
+        self.spec.get("tests").is_some()
+    }
+}
+
 /// What a submission did.
 #[derive(Debug)]
 pub enum Submitted {
@@ -44,7 +52,7 @@ pub enum Submitted {
 
 const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
     j.cancel_requested, j.created_at, j.started_at, j.finished_at, j.run_at, s.program, s.labels, \
-    a.reason, a.exit_code, a.signal, a.detail, a.usage, a.tests";
+    a.reason, a.exit_code, a.signal, a.detail, a.usage, a.tests, s.suite";
 const JOB_FROM: &str = "FROM jobs j JOIN job_specs s ON s.job_id = j.id \
     LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt";
 
@@ -87,6 +95,7 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
         finished_at: row.try_get("finished_at")?,
         outcome: outcome.transpose()?,
         usage,
+        suite: row.try_get("suite")?,
     })
 }
 
@@ -145,13 +154,15 @@ pub async fn submit(
         super::tenants::record_images(&mut tx, tenant, std::slice::from_ref(&job.program)).await?;
     }
     sqlx::query(
-        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(&job.spec)
     .bind(&job.spec_hash)
     .bind(&job.program)
     .bind(&job.labels)
+    .bind(job.is_suite())
     .execute(&mut *tx)
     .await?;
     if notify_queue {
@@ -277,16 +288,19 @@ pub async fn submit_batch(
     let hashes: Vec<Vec<u8>> = jobs.iter().map(|j| j.spec_hash.clone()).collect();
     let programs: Vec<&str> = jobs.iter().map(|j| j.program.as_str()).collect();
     let job_labels: Vec<String> = jobs.iter().map(|j| j.labels.to_string()).collect();
+    let suites: Vec<bool> = jobs.iter().map(NewJob::is_suite).collect();
     sqlx::query(
-        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels) \
-         SELECT t.id, t.spec::jsonb, t.hash, t.program, t.labels::jsonb \
-         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id, spec, hash, program, labels)",
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite) \
+         SELECT t.id, t.spec::jsonb, t.hash, t.program, t.labels::jsonb, t.suite \
+         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bool[]) \
+         AS t(id, spec, hash, program, labels, suite)",
     )
     .bind(&ids)
     .bind(&specs)
     .bind(&hashes)
     .bind(&programs)
     .bind(&job_labels)
+    .bind(&suites)
     .execute(&mut *tx)
     .await?;
     for queue in notify_queues {

@@ -348,6 +348,8 @@ impl CaseContext<'_> {
             });
         }
         req.files = files;
+        // The checker's writes are not the case's artifacts.
+        req.artifacts = Default::default();
         req.chain.base = self.base.clone();
         let (report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
         let message = CappedText::of(&captured.stdout, CHECKER_MESSAGE_CAP).text;

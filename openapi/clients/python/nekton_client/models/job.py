@@ -40,6 +40,8 @@ class Job:
         state (JobState): The states of a job; see ARCHITECTURE.md for the diagram.
         usage (None | UsageView):
         batch_id (None | Unset | UUID):
+        suite (bool | Unset): True for a test-suite job (submitted with `tests`): its cases are at
+            `GET /v1/jobs/{id}/cases`. Absent otherwise.
     """
 
     attempt: int
@@ -57,6 +59,7 @@ class Job:
     state: JobState
     usage: None | UsageView
     batch_id: None | Unset | UUID = UNSET
+    suite: bool | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +118,8 @@ class Job:
         else:
             batch_id = self.batch_id
 
+        suite = self.suite
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -137,6 +142,8 @@ class Job:
         )
         if batch_id is not UNSET:
             field_dict["batch_id"] = batch_id
+        if suite is not UNSET:
+            field_dict["suite"] = suite
 
         return field_dict
 
@@ -244,6 +251,8 @@ class Job:
 
         batch_id = _parse_batch_id(d.pop("batch_id", UNSET))
 
+        suite = d.pop("suite", UNSET)
+
         job = cls(
             attempt=attempt,
             cancel_requested=cancel_requested,
@@ -260,6 +269,7 @@ class Job:
             state=state,
             usage=usage,
             batch_id=batch_id,
+            suite=suite,
         )
 
         job.additional_properties = d
