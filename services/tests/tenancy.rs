@@ -147,10 +147,18 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
     assert_eq!(r.status(), 201);
     let hook: Value = r.json().await.unwrap();
     let hook_id = hook["id"].as_str().unwrap().to_string();
-    let done = a_client
-        .submit(&Harness::spec(&digest), Some("key-1"))
-        .await
-        .unwrap();
+    // Its input file is collected back as an artifact (the artifact rows below).
+    let done_spec = nekton::api::types::JobSpec {
+        files: vec![nekton::api::types::InputFileSpec {
+            path: "out.txt".into(),
+            content: "a's artifact".into(),
+            encoding: None,
+            mode: None,
+        }],
+        artifacts: vec!["out.txt".into()],
+        ..Harness::spec(&digest)
+    };
+    let done = a_client.submit(&done_spec, Some("key-1")).await.unwrap();
     let done = common::wait_finished(&a_client, done.id, WAIT).await;
     let out = a_client.plain_log_bytes(done.id, None).await.unwrap();
     assert!(!out.is_empty(), "the hello job printed nothing");
@@ -251,6 +259,40 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
             path: format!("/v1/jobs/{job}/logs"),
             body: None,
             sse: true,
+            scope: "jobs:read",
+            own: 200,
+            other: 404,
+            fresh: false,
+        },
+        // Not a test suite: its owner gets the 404 saying so.
+        Row {
+            method: Method::GET,
+            template: "/v1/jobs/{id}/cases",
+            path: format!("/v1/jobs/{job}/cases"),
+            body: None,
+            sse: false,
+            scope: "jobs:read",
+            own: 404,
+            other: 404,
+            fresh: false,
+        },
+        Row {
+            method: Method::GET,
+            template: "/v1/jobs/{id}/artifacts",
+            path: format!("/v1/jobs/{job}/artifacts"),
+            body: None,
+            sse: false,
+            scope: "jobs:read",
+            own: 200,
+            other: 404,
+            fresh: false,
+        },
+        Row {
+            method: Method::GET,
+            template: "/v1/jobs/{id}/artifacts/{path}",
+            path: format!("/v1/jobs/{job}/artifacts/out.txt"),
+            body: None,
+            sse: false,
             scope: "jobs:read",
             own: 200,
             other: 404,
@@ -663,6 +705,7 @@ async fn every_endpoint_answers_by_tenant_token_and_scope() {
         digest.clone(),
         hook_id.clone(),
         delivery_id.to_string(),
+        "a's artifact".to_string(),
     ];
     let no_token = http_client(None);
     let http = |tok: &str| http_client(Some(tok));

@@ -296,6 +296,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{id}/artifacts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a job's artifacts.
+         * @description The artifacts of the job's latest attempt: the files collected after it ended, each with its
+         *     size, the bytes stored, whether a cap cut it, its SHA-256 and mode; and the matches that were
+         *     not collected (symlinks, hard links, directories, past a cap), with why. Empty while the
+         *     job has not finished an attempt, or when its spec asked for none.
+         */
+        get: operations["listJobArtifacts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/jobs/{id}/artifacts/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download one of a job's artifacts.
+         * @description One artifact of the job's latest attempt: its stored bytes, with `Content-Length`, the
+         *     SHA-256 of those bytes (`X-Nekton-Sha256` in hex, `Repr-Digest` per RFC 9530), the file's
+         *     collected size (`X-Nekton-Size`) and `X-Nekton-Truncated: true` when a cap cut it. The path
+         *     is the listing's, slashes included (`reports/unit.xml`); for an absolute one
+         *     (`/tmp/out.log`) the leading slash may be left out.
+         */
+        get: operations["getJobArtifact"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs/{id}/cancel": {
         parameters: {
             query?: never;
@@ -591,6 +638,51 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description One collected file. */
+        ArtifactEntry: {
+            /**
+             * Format: int32
+             * @description Unix permission bits (e.g. 420 = 0o644).
+             */
+            mode: number;
+            /**
+             * @description Where it was found: relative to the working directory, or absolute for an absolute
+             *     pattern. Download it at `/v1/jobs/{id}/artifacts/{path}`.
+             */
+            path: string;
+            /**
+             * @description SHA-256 of the stored bytes, in hex.
+             * @example e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+             */
+            sha256: string;
+            /**
+             * Format: int64
+             * @description The file's size when collected.
+             */
+            size: number;
+            /**
+             * Format: int64
+             * @description The bytes stored: less than `size` when a cap cut the file.
+             */
+            stored_bytes: number;
+            /** @description True when a cap cut the file (per file, or the run's total). */
+            truncated: boolean;
+        };
+        /**
+         * @description A job's artifacts: the files its latest attempt left that its `artifacts` patterns matched,
+         *     collected after it ended (regular files only; see docs/artifacts.md).
+         */
+        ArtifactList: {
+            /** @description The collected files, sorted by path (a test suite's case files under `cases/NAME/`). */
+            artifacts: components["schemas"]["ArtifactEntry"][];
+            /**
+             * Format: int32
+             * @description The attempt these artifacts are from (the job's latest; 0 if it never ran).
+             */
+            attempt: number;
+            /** @description Matches that were not collected, with why (symlinks, hard links, directories, caps). */
+            skipped: components["schemas"]["SkippedArtifactEntry"][];
+        };
         /** @description One audit record. */
         AuditEntry: {
             /**
@@ -1395,6 +1487,13 @@ export interface components {
          * @enum {string}
          */
         RuntimeKind: "auto" | "container" | "wasm";
+        /** @description A match of an artifact pattern that was not collected. */
+        SkippedArtifactEntry: {
+            /** @description The match's path (empty for a note about the search itself). */
+            path: string;
+            /** @description Why it was not collected. */
+            reason: string;
+        };
         /** @description Payload of the SSE `state` event. */
         StateEvent: {
             /** Format: int32 */
@@ -3326,6 +3425,164 @@ export interface operations {
                 };
             };
             /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listJobArtifacts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Job id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "artifacts": [
+                     *         {
+                     *           "mode": 493,
+                     *           "path": "out/app",
+                     *           "sha256": "50142abbd9e0ddae34f08a061f5fa431a766e285149d731d11d10c4ec45cd568",
+                     *           "size": 1048576,
+                     *           "stored_bytes": 65536,
+                     *           "truncated": true
+                     *         },
+                     *         {
+                     *           "mode": 420,
+                     *           "path": "reports/unit.xml",
+                     *           "sha256": "49b7c5eefbdd8b883ccec8736b9130146e569c5b5f5d61383b9fdae70627d5af",
+                     *           "size": 95,
+                     *           "stored_bytes": 95,
+                     *           "truncated": false
+                     *         }
+                     *       ],
+                     *       "attempt": 1,
+                     *       "skipped": [
+                     *         {
+                     *           "path": "reports/latest.xml",
+                     *           "reason": "symlink (never followed)"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["ArtifactList"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getJobArtifact: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Job id */
+                id: string;
+                /** @description The artifact's path as listed, slashes included (not encoded) */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The artifact's stored bytes */
+            200: {
+                headers: {
+                    /** @description SHA-256 of the body, as `sha-256=:BASE64:` (RFC 9530) */
+                    "Repr-Digest"?: string;
+                    /** @description SHA-256 of the body, in hex */
+                    "X-Nekton-Sha256"?: string;
+                    /** @description The file's size when it was collected */
+                    "X-Nekton-Size"?: number;
+                    /** @description `true` when a cap cut the file (the body is its first bytes); absent otherwise */
+                    "X-Nekton-Truncated"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example <testsuite name="unit" tests="1" failures="0"><testcase name="adds" time="0.001"/></testsuite> */
+                    "application/octet-stream": components["schemas"]["BinaryBody"];
+                };
+            };
+            /** @description Malformed input: a path id, query parameter, header or body that does not parse; the error names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid API token: send `Authorization: Bearer nk_...` (`nekton token create` makes one) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks the scope this operation needs, or the operation is an admin's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job, or the latest attempt has no artifact at that path */
             404: {
                 headers: {
                     [name: string]: unknown;

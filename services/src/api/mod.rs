@@ -5,6 +5,7 @@
 //! nothing; handlers never hold a database transaction across an await on anything but the
 //! database.
 
+pub mod artifacts;
 pub mod auth;
 pub mod batches;
 pub mod console;
@@ -272,10 +273,22 @@ impl utoipa::Modify for BearerScheme {
 }
 
 fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    // An artifact's path spans slashes: axum's wildcard `{*path}` serves it, while the document
+    // (which has no wildcard parameters) describes it as `{path}`, from the same annotation.
+    let download = OpenApiRouter::<AppState>::new()
+        .routes(routes!(artifacts::get))
+        .into_openapi();
+    router.get_openapi_mut().merge(download);
+    router
+        .route(
+            "/v1/jobs/{id}/artifacts/{*path}",
+            axum::routing::get(artifacts::get),
+        )
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cases))
+        .routes(routes!(artifacts::list))
         .routes(routes!(jobs::cancel))
         .routes(routes!(logs::logs))
         .routes(routes!(batches::submit, batches::list))

@@ -244,6 +244,46 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// A job's artifacts: the files its latest attempt left that its `artifacts` patterns matched,
+/// collected after it ended (regular files only; see docs/artifacts.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactList {
+    /// The attempt these artifacts are from (the job's latest; 0 if it never ran).
+    pub attempt: i32,
+    /// The collected files, sorted by path (a test suite's case files under `cases/NAME/`).
+    pub artifacts: Vec<ArtifactEntry>,
+    /// Matches that were not collected, with why (symlinks, hard links, directories, caps).
+    pub skipped: Vec<SkippedArtifactEntry>,
+}
+
+/// One collected file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactEntry {
+    /// Where it was found: relative to the working directory, or absolute for an absolute
+    /// pattern. Download it at `/v1/jobs/{id}/artifacts/{path}`.
+    pub path: String,
+    /// The file's size when collected.
+    pub size: u64,
+    /// The bytes stored: less than `size` when a cap cut the file.
+    pub stored_bytes: u64,
+    /// True when a cap cut the file (per file, or the run's total).
+    pub truncated: bool,
+    /// SHA-256 of the stored bytes, in hex.
+    #[schema(example = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")]
+    pub sha256: String,
+    /// Unix permission bits (e.g. 420 = 0o644).
+    pub mode: u32,
+}
+
+/// A match of an artifact pattern that was not collected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SkippedArtifactEntry {
+    /// The match's path (empty for a note about the search itself).
+    pub path: String,
+    /// Why it was not collected.
+    pub reason: String,
+}
+
 /// Many jobs submitted at once, sharing defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -19,9 +19,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::api::types::{
-    Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, CreatedWebhook, Delivery,
-    DeliveryPage, ErrorBody, ExitEvent, GcResult, Image, ImageList, ImportResult, Job, JobPage,
-    JobSpec, JobState, LogEvent, Module, ModulePage, NewWebhook, PullBlob, PullPolicyView,
+    ArtifactList, Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, CreatedWebhook,
+    Delivery, DeliveryPage, ErrorBody, ExitEvent, GcResult, Image, ImageList, ImportResult, Job,
+    JobPage, JobSpec, JobState, LogEvent, Module, ModulePage, NewWebhook, PullBlob, PullPolicyView,
     PullRequest, PullResolvedEvent, PullResult, StateEvent, VersionInfo, Webhook,
 };
 
@@ -412,6 +412,45 @@ impl Client {
         let url = self.url(&format!("v1/jobs/{id}/cancel"))?;
         let req = self.http.post(url.clone()).timeout(REQUEST_TIMEOUT);
         self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/jobs/{id}/artifacts`: the artifacts of the job's latest attempt.
+    pub async fn list_artifacts(&self, id: Uuid) -> Result<ArtifactList> {
+        let url = self.url(&format!("v1/jobs/{id}/artifacts"))?;
+        let req = self.http.get(url.clone()).timeout(REQUEST_TIMEOUT);
+        self.send_json(req, &url).await
+    }
+
+    /// `GET /v1/jobs/{id}/artifacts/{path}`: one artifact's stored bytes as a stream of chunks,
+    /// with what the response headers say about them.
+    pub async fn artifact(&self, id: Uuid, path: &str) -> Result<ArtifactDownload> {
+        let mut url = self.url(&format!("v1/jobs/{id}/artifacts"))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("the server URL {} cannot take a path", self.base))?
+            .extend(path.split('/'));
+        let req = self.http.get(url.clone()).timeout(TRANSFER_TIMEOUT);
+        let resp = self.send(req, &url).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let sha256 = header("x-nekton-sha256");
+        let truncated = header("x-nekton-truncated").is_some_and(|v| v == "true");
+        let size = header("x-nekton-size").and_then(|v| v.parse().ok());
+        let length = resp.content_length();
+        let what = url.to_string();
+        Ok(ArtifactDownload {
+            sha256,
+            truncated,
+            size,
+            length,
+            body: resp
+                .bytes_stream()
+                .map(move |r| r.with_context(|| format!("reading the artifact from {what} failed")))
+                .boxed(),
+        })
     }
 
     /// `GET /v1/jobs/{id}/logs` with `query`'s parameters.
@@ -839,6 +878,30 @@ impl Client {
             format!("the request to {url} failed")
         };
         anyhow::Error::new(e).context(msg)
+    }
+}
+
+/// An artifact being downloaded ([`Client::artifact`]).
+pub struct ArtifactDownload {
+    /// SHA-256 of the stored bytes in hex (`X-Nekton-Sha256`).
+    pub sha256: Option<String>,
+    /// A cap cut the file: the body is its first bytes (`X-Nekton-Truncated`).
+    pub truncated: bool,
+    /// The file's size when collected (`X-Nekton-Size`).
+    pub size: Option<u64>,
+    /// The body's length (`Content-Length`).
+    pub length: Option<u64>,
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+impl fmt::Debug for ArtifactDownload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtifactDownload")
+            .field("sha256", &self.sha256)
+            .field("truncated", &self.truncated)
+            .field("size", &self.size)
+            .field("length", &self.length)
+            .finish_non_exhaustive()
     }
 }
 

@@ -370,6 +370,21 @@ pub enum JobsCommand {
         #[arg(short = 't', long)]
         timestamps: bool,
     },
+    /// A job's artifacts (the files its `artifacts` patterns kept): without PATH a table of
+    /// them and of the matches that were skipped; with PATH that file's bytes to stdout (or to
+    /// -o FILE); with -o DIR and no PATH every artifact written below DIR.
+    Artifacts {
+        /// The job's id (as printed by `nekton run -d` or `nekton jobs ls`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// One artifact's path, as listed.
+        #[arg(value_name = "PATH")]
+        path: Option<String>,
+        /// With PATH: the file to write it to. Without: the directory to write every artifact
+        /// below (created if missing; paths never leave it, symlinks in it are never followed).
+        #[arg(short = 'o', long = "output", value_name = "DIR|FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `nekton batch`.
@@ -1004,6 +1019,9 @@ async fn jobs(args: JobsArgs, server: &ServerArgs) -> Result<i32> {
             let job = client.cancel(id).await?;
             crate::outln!("{} {}", job.id, job.state.as_str())?;
             Ok(0)
+        }
+        JobsCommand::Artifacts { id, path, output } => {
+            super::artifacts::run(&client, id, path, output).await
         }
         JobsCommand::Logs {
             id,

@@ -1,5 +1,5 @@
 //! The client side of the `nekton` binary: a typed HTTP client for the v1 API ([`client`]) and the
-//! user-facing commands built on it ([`commands`]): `run`, `jobs ls|get|cancel|logs`,
+//! user-facing commands built on it ([`commands`]): `run`, `jobs ls|get|cancel|logs|artifacts`,
 //! `batch submit`, `module push`, `image pull|ls|rm|import|gc` and
 //! `webhook create|ls|rm|deliveries|redeliver`.
 //!
@@ -36,6 +36,7 @@ macro_rules! out {
 }
 
 pub mod admin;
+pub mod artifacts;
 pub mod client;
 pub mod commands;
 pub mod credentials;

@@ -1,6 +1,6 @@
 //! The PostgreSQL side of nekton: migrations, the job records the API reads and writes
-//! ([`jobs`]), the worker's queue operations ([`queue`]), log chunks ([`logs`]) and modules
-//! ([`modules`]).
+//! ([`jobs`]), the worker's queue operations ([`queue`]), log chunks ([`logs`]), artifacts
+//! ([`artifacts`]) and modules ([`modules`]).
 //!
 //! Invariants (the reasons are in docs/queue.md):
 //! - The `jobs` row holds only the state machine; specs, leases, attempt results and log chunks
@@ -9,6 +9,7 @@
 //! - No transaction stays open while a job runs.
 //! - NOTIFY carries wake-up hints (queue names, job ids), never data.
 
+pub mod artifacts;
 pub mod jobs;
 pub mod logs;
 pub mod modules;

@@ -407,8 +407,8 @@ pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<U
     Ok(ids)
 }
 
-/// Deletes up to `limit` jobs that finished more than `age` ago, with their logs, specs and
-/// attempts, and batches left empty. Returns the number of jobs deleted.
+/// Deletes up to `limit` jobs that finished more than `age` ago, with their logs, artifacts,
+/// specs and attempts, and batches left empty. Returns the number of jobs deleted.
 pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, StoreError> {
     let deleted: i64 = sqlx::query_scalar(
         "WITH victims AS ( \
@@ -416,6 +416,12 @@ pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, Stor
              ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
          ), logs AS ( \
              DELETE FROM log_chunks c USING victims v WHERE c.job_id = v.id \
+         ), artifacts AS ( \
+             DELETE FROM job_artifacts a USING victims v WHERE a.job_id = v.id \
+         ), artifacts_skipped AS ( \
+             DELETE FROM job_artifacts_skipped a USING victims v WHERE a.job_id = v.id \
+         ), artifact_bytes AS ( \
+             DELETE FROM artifact_chunks a USING victims v WHERE a.job_id = v.id \
          ), gone AS ( \
              DELETE FROM jobs j USING victims v WHERE j.id = v.id RETURNING j.id \
          ) \

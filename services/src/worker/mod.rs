@@ -5,6 +5,7 @@
 //!
 //! The worker does not know which backend it drives: it only speaks `runtime_core::Backend`.
 
+mod artifacts;
 pub mod route;
 pub mod spec;
 mod suite;
@@ -184,6 +185,8 @@ impl Worker {
         tracing::info!(worker = %config.id, slots = config.slots, queues = ?config.queues, "worker started");
 
         let ctx = JobContext {
+            pool: pool.clone(),
+            worker: config.id,
             exec,
             backends,
             images,
@@ -301,6 +304,10 @@ pub struct ExecLanes {
 /// What every job task of a worker shares.
 #[derive(Clone)]
 struct JobContext {
+    /// For the artifacts, stored by the job's task before its completion goes to the writer.
+    pool: PgPool,
+    /// This worker's id (what the artifacts' fence checks).
+    worker: Uuid,
     exec: ExecLanes,
     backends: Vec<Arc<dyn Backend>>,
     images: Option<ImageHost>,
@@ -342,6 +349,8 @@ impl SlotShares {
 /// Runs one claimed job to its end and hands its output and completion to the writer.
 async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobContext) {
     let JobContext {
+        pool,
+        worker,
         exec,
         backends,
         images,
@@ -445,17 +454,22 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
             }
         }
     };
-    let completion = finished.and_then(|(mut report, stats, summary)| match entry.cause() {
-        // Shutdown: requeued by the worker; lease lost: not ours anymore.
-        Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
-        Some(StopCause::Cancel) => {
-            if report.outcome.reason == OutcomeReason::Cancelled {
-                report.outcome.detail = Some("cancelled by request".into());
+    let completion = match finished {
+        None => None,
+        Some((mut report, stats, summary)) => match entry.cause() {
+            // Shutdown: requeued by the worker; lease lost: not ours anymore.
+            Some(StopCause::Shutdown) | Some(StopCause::LeaseLost) => None,
+            cause => {
+                if cause == Some(StopCause::Cancel)
+                    && report.outcome.reason == OutcomeReason::Cancelled
+                {
+                    report.outcome.detail = Some("cancelled by request".into());
+                }
+                let ours = store_artifacts(&pool, worker, &job, &mut report).await;
+                ours.then(|| spec::completion(&job, &report, stats, summary))
             }
-            Some(spec::completion(&job, &report, stats, summary))
-        }
-        None => Some(spec::completion(&job, &report, stats, summary)),
-    });
+        },
+    };
     if let Some(c) = completion {
         if c.state.is_terminal() {
             metrics.observe_job_wall(c.usage.wall_ms.unwrap_or(0));
@@ -471,12 +485,58 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
             let _ = stored.await;
         }
         lock(&running).remove(&job.id);
-    } else if entry.cause() == Some(StopCause::LeaseLost) {
+    } else if entry.cause() != Some(StopCause::Shutdown) {
+        // Lease lost (seen by the heartbeat or by the artifacts' fence): nothing to record.
         lock(&running).remove(&job.id);
     }
     // Shutdown-stopped jobs stay in the map: the worker requeues them after the writer drained.
     metrics.jobs_running.dec();
     slot_freed.notify_one();
+}
+
+/// Stores the artifacts the backend collected (docs/artifacts.md), once the run is over and
+/// before its completion is recorded, and drops their bytes from `report`. Returns false when
+/// the attempt is no longer this worker's (nothing may be recorded for it then). A failure to
+/// store ends the attempt `internal_error` (retried while attempts remain) with a detail saying
+/// what the job itself did: the job asked for these files, and a success without them would
+/// hide the loss; the usage bill is kept.
+async fn store_artifacts(
+    pool: &PgPool,
+    worker: Uuid,
+    job: &Claimed,
+    report: &mut ExecReport,
+) -> bool {
+    let collected = std::mem::take(&mut report.artifacts);
+    if collected.files.is_empty() && collected.skipped.is_empty() {
+        return true;
+    }
+    match artifacts::store(pool, job.id, job.attempt, worker, &collected).await {
+        Ok(artifacts::Stored::Stored { files, skipped }) => {
+            tracing::debug!(job = %job.id, attempt = job.attempt, files, skipped, "artifacts stored");
+            true
+        }
+        Ok(artifacts::Stored::NotOurs) => {
+            tracing::warn!(job = %job.id, attempt = job.attempt, "the job is no longer this worker's attempt; its artifacts and completion are not recorded");
+            false
+        }
+        Err(e) => {
+            tracing::error!(job = %job.id, attempt = job.attempt, error = %e, "storing the job's artifacts failed; ending the attempt internal_error");
+            let ended = match (report.outcome.reason, report.outcome.exit_code) {
+                (OutcomeReason::Exited, Some(code)) => format!("exited with code {code}"),
+                (reason, _) => format!("ended {}", reason.as_str()),
+            };
+            report.outcome = Outcome::with_reason(
+                OutcomeReason::InternalError,
+                format!(
+                    "the job {ended}, but its {} artifact file(s) could not be stored ({e}); \
+                     the attempt counts as an infrastructure failure and is retried while \
+                     attempts remain",
+                    collected.files.len()
+                ),
+            );
+            true
+        }
+    }
 }
 
 /// Moves a job's output from its sink to the writer, merging consecutive writes of one stream into

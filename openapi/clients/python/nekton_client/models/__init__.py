@@ -1,5 +1,7 @@
 """Contains all the data models used in inputs/outputs"""
 
+from .artifact_entry import ArtifactEntry
+from .artifact_list import ArtifactList
 from .audit_entry import AuditEntry
 from .audit_entry_detail import AuditEntryDetail
 from .batch import Batch
@@ -66,6 +68,7 @@ from .pull_resolved_event import PullResolvedEvent
 from .pull_result import PullResult
 from .pull_stats_view import PullStatsView
 from .runtime_kind import RuntimeKind
+from .skipped_artifact_entry import SkippedArtifactEntry
 from .state_event import StateEvent
 from .step_spec import StepSpec
 from .suite_summary import SuiteSummary
@@ -84,6 +87,8 @@ from .webhook import Webhook
 from .webhook_event import WebhookEvent
 
 __all__ = (
+    "ArtifactEntry",
+    "ArtifactList",
     "AuditEntry",
     "AuditEntryDetail",
     "Batch",
@@ -150,6 +155,7 @@ __all__ = (
     "PullResult",
     "PullStatsView",
     "RuntimeKind",
+    "SkippedArtifactEntry",
     "StateEvent",
     "StepSpec",
     "SuiteSummary",
