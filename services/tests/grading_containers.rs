@@ -153,8 +153,12 @@ impl Env {
 }
 
 fn source(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests").join(name))
-        .unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/guests")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn case(name: &str, stdin: &str, stdout: &str) -> Value {
@@ -195,8 +199,14 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
     use Verdict::*;
     let cases: Vec<(Value, Verdict)> = vec![
         (case("sum", "sum 1 2 3", "6\n"), Accepted),
-        (case("sum-trailing-space", "sum 10 20", "30   \n\n"), Accepted),
-        (case("sum-big", "sum 1000000000000 1", "1000000000001"), Accepted),
+        (
+            case("sum-trailing-space", "sum 10 20", "30   \n\n"),
+            Accepted,
+        ),
+        (
+            case("sum-big", "sum 1000000000000 1", "1000000000001"),
+            Accepted,
+        ),
         (case("wrong", "sum 2 2", "5\n"), WrongAnswer),
         (case("wrong-line-2", "sum 2 2", "4\nmore\n"), WrongAnswer),
         (
@@ -269,7 +279,10 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
         .cases
         .iter()
         .map(|c| {
-            let r = c.result.as_ref().unwrap_or_else(|| panic!("{} did not finish", c.name));
+            let r = c
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} did not finish", c.name));
             (c.name.clone(), r.verdict)
         })
         .collect();
@@ -292,9 +305,15 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
             .unwrap()
     };
     let d = by_name("wrong").difference.expect("a difference");
-    assert_eq!((d.line, d.expected.as_str(), d.actual.as_str()), (1, "5", "4"));
+    assert_eq!(
+        (d.line, d.expected.as_str(), d.actual.as_str()),
+        (1, "5", "4")
+    );
     let d = by_name("wrong-line-2").difference.expect("a difference");
-    assert_eq!((d.line, d.expected.as_str(), d.actual.as_str()), (2, "more", ""));
+    assert_eq!(
+        (d.line, d.expected.as_str(), d.actual.as_str()),
+        (2, "more", "")
+    );
     assert_eq!(by_name("crash").signal, Some(11));
     assert_eq!(
         by_name("crash").detail.as_deref(),
@@ -307,7 +326,10 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
     assert!(by_name("flood").stdout.truncated);
     // Each case has its own bill.
     let mem = by_name("memory").usage.unwrap();
-    assert!(mem.memory_peak_bytes.is_some_and(|m| m >= 16 << 20), "{mem:?}");
+    assert!(
+        mem.memory_peak_bytes.is_some_and(|m| m >= 16 << 20),
+        "{mem:?}"
+    );
     // The compiler ran once: one line in builds.log (the `built-once` case), one `compiled` in
     // the job's log.
     assert_eq!(env.log(done.id).await, "compiled\n");

@@ -60,7 +60,7 @@ pub async fn run(
     // 1. The build.
     let mut base = None;
     let mut build_result = None;
-    let mut artifacts = ArtifactReport::default();
+    let artifacts = std::sync::Mutex::new(SuiteArtifacts::new(request.artifacts.max_total_bytes));
     if let Some(step) = &suite.build {
         let mut req = step_request(&request, step, "build", true);
         req.files = merge_files(&request.files, &step.files);
@@ -74,7 +74,8 @@ pub async fn run(
                 summary: None,
             };
         }
-        merge_artifacts(&mut artifacts, report.artifacts.clone(), "");
+        let mut report = report;
+        lock(&artifacts).add(std::mem::take(&mut report.artifacts), "");
         let succeeded = report.outcome.is_success() && report.kept.is_some();
         let mut detail = report.outcome.detail.clone();
         if report.outcome.is_success() && report.kept.is_none() {
@@ -111,7 +112,7 @@ pub async fn run(
             }
             let summary = SuiteSummary::of(&skipped, total, max_score, Some(result));
             let mut report = bill.report(summary.outcome(), started);
-            report.artifacts = artifacts;
+            report.artifacts = artifacts.into_inner().map(|a| a.report).unwrap_or_default();
             return SuiteRun {
                 report,
                 summary: Some(summary),
@@ -130,6 +131,7 @@ pub async fn run(
         cancel: io.cancel.clone(),
         stop: AtomicBool::new(false),
         events: &events,
+        artifacts: &artifacts,
     };
     let parallelism = usize::try_from(suite.parallelism.max(1)).unwrap_or(1);
     let ctx = &ctx;
@@ -149,11 +151,6 @@ pub async fn run(
         if infrastructure.is_none() {
             infrastructure = d.infrastructure;
         }
-        merge_artifacts(
-            &mut artifacts,
-            d.artifacts,
-            &format!("cases/{}/", d.result.name),
-        );
         results.push(d.result);
     }
     if let Some(outcome) = infrastructure {
@@ -169,7 +166,7 @@ pub async fn run(
         summary.outcome()
     };
     let mut report = bill.report(outcome, started);
-    report.artifacts = artifacts;
+    report.artifacts = artifacts.into_inner().map(|a| a.report).unwrap_or_default();
     SuiteRun {
         report,
         summary: Some(summary),
@@ -201,14 +198,15 @@ struct CaseContext<'a> {
     /// Set by the first case that is not accepted when the suite stops on the first failure.
     stop: AtomicBool,
     events: &'a Events,
+    /// Every run's artifacts, gathered as runs end within the job's total cap.
+    artifacts: &'a std::sync::Mutex<SuiteArtifacts>,
 }
 
-/// A case's end: its result, the reports of its runs (the bill), its artifacts, and the outcome
-/// of an infrastructure failure if one of its runs had one.
+/// A case's end: its result, the reports of its runs (the bill; their artifacts already moved to
+/// the suite's), and the outcome of an infrastructure failure if one of its runs had one.
 struct CaseDone {
     result: CaseResult,
     reports: Vec<ExecReport>,
-    artifacts: ArtifactReport,
     infrastructure: Option<Outcome>,
 }
 
@@ -218,7 +216,6 @@ impl CaseContext<'_> {
         let not_run = |why: &str| CaseDone {
             result: skipped(case, index, why),
             reports: Vec::new(),
-            artifacts: ArtifactReport::default(),
             infrastructure: None,
         };
         if self.cancel.is_cancelled() {
@@ -256,7 +253,11 @@ impl CaseContext<'_> {
         req.limits = case.limits.to_runtime();
         req.chain.base = self.base.clone();
         req.chain.keep = false;
-        let (report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
+        let (mut report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
+        lock(self.artifacts).add(
+            std::mem::take(&mut report.artifacts),
+            &format!("cases/{}/", case.name),
+        );
         let mut done = CaseDone {
             result: CaseResult {
                 index: index as u32,
@@ -273,7 +274,6 @@ impl CaseContext<'_> {
                 stderr: CappedText::of(&captured.stderr, CASE_OUTPUT_CAP),
             },
             reports: Vec::new(),
-            artifacts: report.artifacts.clone(),
             infrastructure: None,
         };
         let outcome = report.outcome.clone();
@@ -434,17 +434,51 @@ fn merge_files(job: &[InputFile], more: &[ResolvedFile]) -> Vec<InputFile> {
     files
 }
 
-/// Adds a run's artifacts under `prefix` (`cases/NAME/` for a case's).
-fn merge_artifacts(into: &mut ArtifactReport, from: ArtifactReport, prefix: &str) {
-    into.files.extend(from.files.into_iter().map(|a| Artifact {
-        path: format!("{prefix}{}", a.path.trim_start_matches('/')),
-        ..a
-    }));
-    into.skipped
-        .extend(from.skipped.into_iter().map(|s| SkippedArtifact {
-            path: format!("{prefix}{}", s.path.trim_start_matches('/')),
-            ..s
-        }));
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A suite's artifacts: every run's, the cases' under `cases/NAME/`, within the job's total cap
+/// (`artifacts.max_total_bytes` bounds the suite, not each run: a file past it is cut, flagged
+/// `truncated`, and the bytes are dropped as soon as its run ends, so a thousand cases never hold
+/// more than the cap in memory).
+struct SuiteArtifacts {
+    report: ArtifactReport,
+    used: u64,
+    cap: u64,
+}
+
+impl SuiteArtifacts {
+    fn new(cap: u64) -> Self {
+        SuiteArtifacts {
+            report: ArtifactReport::default(),
+            used: 0,
+            cap,
+        }
+    }
+
+    /// Adds a run's artifacts under `prefix` (`cases/NAME/` for a case's).
+    fn add(&mut self, from: ArtifactReport, prefix: &str) {
+        for mut a in from.files {
+            let room = usize::try_from(self.cap.saturating_sub(self.used)).unwrap_or(usize::MAX);
+            if a.data.len() > room {
+                a.data.truncate(room);
+                a.data.shrink_to_fit();
+                a.truncated = true;
+            }
+            self.used += a.data.len() as u64;
+            self.report.files.push(Artifact {
+                path: format!("{prefix}{}", a.path.trim_start_matches('/')),
+                ..a
+            });
+        }
+        self.report
+            .skipped
+            .extend(from.skipped.into_iter().map(|s| SkippedArtifact {
+                path: format!("{prefix}{}", s.path.trim_start_matches('/')),
+                ..s
+            }));
+    }
 }
 
 /// A run's output as captured.
@@ -580,13 +614,13 @@ mod tests {
     }
 
     #[test]
-    fn case_artifacts_are_named_by_case() {
-        let mut all = ArtifactReport::default();
-        let one = ArtifactReport {
+    fn case_artifacts_are_named_by_case_and_capped_for_the_suite() {
+        let mut all = SuiteArtifacts::new(5);
+        let run = |path: &str, len: usize| ArtifactReport {
             files: vec![Artifact {
-                path: "/out/report.xml".into(),
-                size: 1,
-                data: vec![1],
+                path: path.into(),
+                size: len as u64,
+                data: vec![1; len],
                 truncated: false,
                 mode: 0o644,
             }],
@@ -595,9 +629,24 @@ mod tests {
                 reason: "symlink".into(),
             }],
         };
-        merge_artifacts(&mut all, one, "cases/big/");
-        assert_eq!(all.files[0].path, "cases/big/out/report.xml");
-        assert_eq!(all.skipped[0].path, "cases/big/evil");
+        all.add(run("/out/report.xml", 3), "cases/big/");
+        all.add(run("out/report.xml", 3), "cases/small/");
+        all.add(run("out/report.xml", 3), "");
+        let files: Vec<(&str, usize, bool)> = all
+            .report
+            .files
+            .iter()
+            .map(|a| (a.path.as_str(), a.data.len(), a.truncated))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("cases/big/out/report.xml", 3, false),
+                ("cases/small/out/report.xml", 2, true),
+                ("out/report.xml", 0, true),
+            ]
+        );
+        assert_eq!(all.report.skipped[0].path, "cases/big/evil");
     }
 
     #[test]
