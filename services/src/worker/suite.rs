@@ -195,7 +195,8 @@ struct CaseContext<'a> {
     suite: &'a ResolvedSuite,
     base: Option<Base>,
     cancel: CancellationToken,
-    /// Set by the first case that is not accepted when the suite stops on the first failure.
+    /// Set by the first case that is not accepted when the suite stops on the first failure, and
+    /// by an infrastructure failure (the attempt is retried whole).
     stop: AtomicBool,
     events: &'a Events,
     /// Every run's artifacts, gathered as runs end within the job's total cap.
@@ -280,6 +281,8 @@ impl CaseContext<'_> {
         done.reports.push(report);
         match verdict_of_outcome(&outcome, case.expect_exit_code) {
             Err(None) => {
+                // The attempt fails and is retried whole: the other cases need not run.
+                self.stop.store(true, Ordering::SeqCst);
                 done.infrastructure = Some(outcome);
                 return done;
             }
@@ -305,6 +308,7 @@ impl CaseContext<'_> {
             }
         }
         if done.infrastructure.is_some() {
+            self.stop.store(true, Ordering::SeqCst);
             return done;
         }
         if done.result.verdict != Verdict::Accepted && self.suite.stop_on_first_failure {
