@@ -339,6 +339,21 @@ async fn a_file_over_the_per_file_cap_is_cut_and_flagged() {
         body.as_ref() == &big[..100_000],
         "the first bytes, as stored"
     );
+
+    // A 2 GiB artifact is cut at the cap and flagged (and its sha256 is of what was kept).
+    let huge = JobSpec {
+        args: vec!["huge".into()],
+        ..spec(&digest, &["huge.bin"])
+    };
+    let job = run(&h, &huge).await;
+    let list = h.client.list_artifacts(job.id).await.unwrap();
+    assert_eq!(list.artifacts.len(), 1, "{list:?}");
+    let a = &list.artifacts[0];
+    assert_eq!(
+        (a.path.as_str(), a.size, a.stored_bytes, a.truncated),
+        ("huge.bin", 2 << 30, 100_000, true)
+    );
+    assert_eq!(a.sha256, sha256(&[0u8; 100_000]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

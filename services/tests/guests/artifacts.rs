@@ -1,6 +1,7 @@
 //! A job that leaves files for `artifacts` (services/tests/artifacts.rs): three regular files
 //! below `out/` (one of 2.5 MB, so it is stored in several chunks), a symlink and a hard link
-//! there, and the hard link's other name outside `out/`.
+//! there, and the hard link's other name outside `out/`. With the argument `huge`: only a 2 GiB
+//! sparse file `huge.bin`.
 
 use std::fs;
 
@@ -39,6 +40,13 @@ fn symlink(target: &str, link: &str) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("huge") {
+        // A 2 GiB file that takes no space (sparse): the collector must cut it, not read it.
+        let f = fs::File::create("huge.bin").expect("create huge.bin");
+        f.set_len(2 << 30).expect("set_len 2 GiB");
+        println!("huge");
+        return;
+    }
     fs::create_dir_all("out/sub").expect("mkdir out/sub");
     fs::write("out/a.txt", b"alpha\n").expect("write a.txt");
     fs::write("out/c.txt", "gamma ".repeat(1000)).expect("write c.txt");
