@@ -130,6 +130,7 @@ pub async fn run(
         base,
         cancel: io.cancel.clone(),
         stop: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
         events: &events,
         artifacts: &artifacts,
     };
@@ -195,9 +196,10 @@ struct CaseContext<'a> {
     suite: &'a ResolvedSuite,
     base: Option<Base>,
     cancel: CancellationToken,
-    /// Set by the first case that is not accepted when the suite stops on the first failure, and
-    /// by an infrastructure failure (the attempt is retried whole).
+    /// Set by the first case that is not accepted when the suite stops on the first failure.
     stop: AtomicBool,
+    /// Set by an infrastructure failure: the attempt is retried whole, the rest need not run.
+    abort: AtomicBool,
     events: &'a Events,
     /// Every run's artifacts, gathered as runs end within the job's total cap.
     artifacts: &'a std::sync::Mutex<SuiteArtifacts>,
@@ -225,6 +227,9 @@ impl CaseContext<'_> {
                 .send(&SuiteEvent::CaseFinished(done.result.clone()))
                 .await;
             return done;
+        }
+        if self.abort.load(Ordering::SeqCst) {
+            return not_run("the attempt failed for the infrastructure's reasons; it runs again");
         }
         if self.stop.load(Ordering::SeqCst) {
             let done = not_run("an earlier case failed (stop_on_first_failure)");
@@ -282,7 +287,7 @@ impl CaseContext<'_> {
         match verdict_of_outcome(&outcome, case.expect_exit_code) {
             Err(None) => {
                 // The attempt fails and is retried whole: the other cases need not run.
-                self.stop.store(true, Ordering::SeqCst);
+                self.abort.store(true, Ordering::SeqCst);
                 done.infrastructure = Some(outcome);
                 return done;
             }
@@ -308,7 +313,7 @@ impl CaseContext<'_> {
             }
         }
         if done.infrastructure.is_some() {
-            self.stop.store(true, Ordering::SeqCst);
+            self.abort.store(true, Ordering::SeqCst);
             return done;
         }
         if done.result.verdict != Verdict::Accepted && self.suite.stop_on_first_failure {
@@ -591,6 +596,179 @@ impl Bill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::grading::{Compare, ResolvedCase, ResolvedStep};
+    use crate::model::ResolvedLimits;
+    use runtime_core::{Artifacts, Chain, ContainerOptions, Limits};
+
+    /// A backend that answers from the request: stdin `infra` is an internal error, anything else
+    /// is echoed with exit 0; `keep` returns a base. It records what it was asked to run.
+    #[derive(Default)]
+    struct Fake {
+        seen: std::sync::Mutex<Vec<ExecRequest>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn accepts(&self, _: &Program) -> bool {
+            true
+        }
+        async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {
+            lock(&self.seen).push(request.clone());
+            if request.stdin == b"infra" {
+                return ExecReport::new(
+                    Outcome::with_reason(OutcomeReason::InternalError, "the host broke"),
+                    Usage::default(),
+                );
+            }
+            let _ = io.output.write(Stream::Stdout, &request.stdin).await;
+            let mut report = ExecReport::new(Outcome::exited(0), Usage::default());
+            if request.chain.keep {
+                report.kept = Some(Base::new("fake", ()));
+            }
+            report
+        }
+    }
+
+    fn limits() -> ResolvedLimits {
+        ResolvedLimits {
+            wall_time_ms: 1000,
+            cpu_time_ms: None,
+            memory_bytes: 1 << 20,
+            fuel: None,
+            output_bytes: 1 << 16,
+            pids: None,
+            disk_bytes: None,
+        }
+    }
+
+    fn case(name: &str, stdin: &str) -> ResolvedCase {
+        ResolvedCase {
+            name: name.into(),
+            args: None,
+            stdin: stdin.as_bytes().to_vec(),
+            files: vec![],
+            limits: limits(),
+            expect_stdout: Some(stdin.as_bytes().to_vec()),
+            expect_exit_code: 0,
+            compare: None,
+            weight: 1,
+        }
+    }
+
+    fn request() -> ExecRequest {
+        ExecRequest {
+            job_id: "j".into(),
+            program: Program::Image {
+                reference: "img".into(),
+            },
+            args: vec!["./prog".into()],
+            env: vec![],
+            stdin: vec![],
+            files: vec![],
+            limits: Limits {
+                wall_time: Duration::from_secs(1),
+                cpu_time: None,
+                memory_bytes: 1 << 20,
+                fuel: None,
+                output_bytes: 1 << 16,
+                pids: None,
+                disk_bytes: None,
+            },
+            container: ContainerOptions::default(),
+            chain: Chain::default(),
+            artifacts: Artifacts::default(),
+        }
+    }
+
+    async fn run_suite(fake: Arc<Fake>, suite: ResolvedSuite) -> SuiteRun {
+        let (sink, _rx) = OutputSink::channel(1 << 16, 1024);
+        let (events, mut events_rx) = mpsc::channel(1024);
+        tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+        let io = JobIo {
+            output: sink,
+            cancel: CancellationToken::new(),
+        };
+        run(fake, request(), suite, io, events).await
+    }
+
+    #[tokio::test]
+    async fn the_build_keeps_its_state_and_every_case_and_the_checker_run_on_it() {
+        let fake = Arc::new(Fake::default());
+        let step = |cmd: &str| ResolvedStep {
+            command: vec![cmd.into()],
+            module: None,
+            files: vec![],
+            limits: limits(),
+        };
+        let suite = ResolvedSuite {
+            build: Some(step("make")),
+            cases: vec![case("a", "1"), case("b", "2")],
+            compare: Compare::default(),
+            checker: Some(step("./check")),
+            stop_on_first_failure: false,
+            parallelism: 1,
+        };
+        let done = run_suite(fake.clone(), suite).await;
+        let summary = done.summary.expect("a summary");
+        assert_eq!((summary.passed, summary.total), (2, 2));
+        assert!(done.report.outcome.is_success());
+        let seen = lock(&fake.seen);
+        // build, then each case followed by its checker
+        let argv: Vec<Vec<String>> = seen
+            .iter()
+            .map(|r| {
+                r.container
+                    .entrypoint
+                    .clone()
+                    .unwrap_or_else(|| r.args.clone())
+            })
+            .collect();
+        assert_eq!(argv[0], ["make"]);
+        assert!(seen[0].chain.keep && seen[0].chain.base.is_none());
+        assert_eq!(argv[1], ["./prog"]);
+        assert_eq!(
+            argv[2],
+            [
+                "./check",
+                ".nekton-check/input",
+                ".nekton-check/expected",
+                ".nekton-check/actual"
+            ]
+        );
+        let base = seen[0].chain.base.clone();
+        assert!(base.is_none());
+        for r in &seen[1..] {
+            assert!(!r.chain.keep);
+            assert_eq!(r.chain.base.as_ref().map(|b| b.backend()), Some("fake"));
+        }
+        let actual = seen[2]
+            .files
+            .iter()
+            .find(|f| f.path == ".nekton-check/actual")
+            .expect("the checker gets the case's output");
+        assert_eq!(actual.content, b"1");
+    }
+
+    #[tokio::test]
+    async fn an_infrastructure_failure_fails_the_attempt_and_stops_the_rest() {
+        let fake = Arc::new(Fake::default());
+        let suite = ResolvedSuite {
+            build: None,
+            cases: vec![case("a", "1"), case("b", "infra"), case("c", "3")],
+            compare: Compare::default(),
+            checker: None,
+            stop_on_first_failure: false,
+            parallelism: 1,
+        };
+        let done = run_suite(fake.clone(), suite).await;
+        assert!(done.summary.is_none(), "no verdicts are invented");
+        assert_eq!(done.report.outcome.reason, OutcomeReason::InternalError);
+        assert_eq!(lock(&fake.seen).len(), 2, "case c never ran");
+    }
 
     #[test]
     fn case_files_win_over_the_jobs() {
