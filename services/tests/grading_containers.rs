@@ -7,6 +7,8 @@
 mod common;
 #[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
+#[path = "../../image-store/tests/image_support/tcc.rs"]
+mod tcc;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,63 +22,18 @@ use nekton::api::types::{CaseList, Job, JobState, Verdict};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(180);
-const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
-
-/// A layer with tcc and what it and the programs it builds need at run time, from this host.
+/// A layer with tcc and what it and the programs it builds need at run time, from this host
+/// (the file list is shared with `load-tests grading`).
 fn tcc_layer() -> Vec<u8> {
-    assert_eq!(
-        std::env::consts::ARCH,
-        "x86_64",
-        "the compiler image is assembled from this host's x86_64 files"
-    );
-    let host = |p: &str| -> Vec<u8> {
-        std::fs::read(Path::new("/").join(p)).unwrap_or_else(|e| {
-            panic!(
-                "/{p} is missing ({e}): the container grading tests need tcc and the C library's \
-                 development files (apt-get install -y tcc libc6-dev; scripts/setup-test.sh)"
-            )
-        })
-    };
+    let entries = tcc::tcc_entries().unwrap_or_else(|e| panic!("{e}"));
     let mut t = TarBuilder::new();
-    t.dir("usr/", 0o755)
-        .dir("usr/bin/", 0o755)
-        .dir("usr/lib/", 0o755)
-        .dir(&format!("{LIBDIR}/"), 0o755)
-        .dir(&format!("{LIBDIR}/tcc/"), 0o755)
-        .dir(&format!("{LIBDIR}/tcc/include/"), 0o755)
-        .file("usr/bin/tcc", &host("usr/bin/tcc"), 0o755)
-        .symlink("lib", "usr/lib")
-        .dir("lib64/", 0o755)
-        .symlink(
-            "lib64/ld-linux-x86-64.so.2",
-            &format!("/{LIBDIR}/ld-linux-x86-64.so.2"),
-        );
-    for lib in [
-        "libc.so.6",
-        "libm.so.6",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "ld-linux-x86-64.so.2",
-        "crt1.o",
-        "crti.o",
-        "crtn.o",
-        "libc.so",
-        "libc_nonshared.a",
-    ] {
-        let path = format!("{LIBDIR}/{lib}");
-        t.file(&path, &host(&path), 0o755);
+    for entry in &entries {
+        match entry {
+            tcc::Entry::Dir { path, mode } => t.dir(path, *mode),
+            tcc::Entry::File { path, data, mode } => t.file(path, data, *mode),
+            tcc::Entry::Symlink { path, target } => t.symlink(path, target),
+        };
     }
-    for f in ["libtcc1.a", "bcheck.o", "bt-exe.o", "bt-log.o"] {
-        let path = format!("{LIBDIR}/tcc/{f}");
-        t.file(&path, &host(&path), 0o644);
-    }
-    for entry in std::fs::read_dir(format!("/{LIBDIR}/tcc/include")).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = format!("{LIBDIR}/tcc/include/{name}");
-        t.file(&path, &host(&path), 0o644);
-    }
-    t.dir("work/", 0o777);
     t.finish()
 }
 
@@ -153,8 +110,12 @@ impl Env {
 }
 
 fn source(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests").join(name))
-        .unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/guests")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn case(name: &str, stdin: &str, stdout: &str) -> Value {
@@ -195,8 +156,14 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
     use Verdict::*;
     let cases: Vec<(Value, Verdict)> = vec![
         (case("sum", "sum 1 2 3", "6\n"), Accepted),
-        (case("sum-trailing-space", "sum 10 20", "30   \n\n"), Accepted),
-        (case("sum-big", "sum 1000000000000 1", "1000000000001"), Accepted),
+        (
+            case("sum-trailing-space", "sum 10 20", "30   \n\n"),
+            Accepted,
+        ),
+        (
+            case("sum-big", "sum 1000000000000 1", "1000000000001"),
+            Accepted,
+        ),
         (case("wrong", "sum 2 2", "5\n"), WrongAnswer),
         (case("wrong-line-2", "sum 2 2", "4\nmore\n"), WrongAnswer),
         (
@@ -269,7 +236,10 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
         .cases
         .iter()
         .map(|c| {
-            let r = c.result.as_ref().unwrap_or_else(|| panic!("{} did not finish", c.name));
+            let r = c
+                .result
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} did not finish", c.name));
             (c.name.clone(), r.verdict)
         })
         .collect();
@@ -292,9 +262,15 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
             .unwrap()
     };
     let d = by_name("wrong").difference.expect("a difference");
-    assert_eq!((d.line, d.expected.as_str(), d.actual.as_str()), (1, "5", "4"));
+    assert_eq!(
+        (d.line, d.expected.as_str(), d.actual.as_str()),
+        (1, "5", "4")
+    );
     let d = by_name("wrong-line-2").difference.expect("a difference");
-    assert_eq!((d.line, d.expected.as_str(), d.actual.as_str()), (2, "more", ""));
+    assert_eq!(
+        (d.line, d.expected.as_str(), d.actual.as_str()),
+        (2, "more", "")
+    );
     assert_eq!(by_name("crash").signal, Some(11));
     assert_eq!(
         by_name("crash").detail.as_deref(),
@@ -307,7 +283,10 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
     assert!(by_name("flood").stdout.truncated);
     // Each case has its own bill.
     let mem = by_name("memory").usage.unwrap();
-    assert!(mem.memory_peak_bytes.is_some_and(|m| m >= 16 << 20), "{mem:?}");
+    assert!(
+        mem.memory_peak_bytes.is_some_and(|m| m >= 16 << 20),
+        "{mem:?}"
+    );
     // The compiler ran once: one line in builds.log (the `built-once` case), one `compiled` in
     // the job's log.
     assert_eq!(env.log(done.id).await, "compiled\n");
