@@ -6,7 +6,8 @@
 //! build's own program (`/work/prog`, a shell script the build wrote), and a build itself
 //! (`chain.keep`: the clone handed to the job, the kept layer made read-only).
 //!
-//! Root only; needs busybox-static. No target: the figures are for the README.
+//! Root only; needs busybox-static. Target (the grading issue): a case's start → exit p50 ≤
+//! 1.2 × a plain job's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use serde_json::json;
 
 use crate::bench::{Section, ms};
 use crate::containers::{REFERENCE, layer_tar, write_layout};
-use crate::stats::{Dist, dist_header, dist_json, dist_row, num};
+use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
 /// The build: a program the cases run.
 const BUILD: &str = "/bin/busybox mkdir -p /work && \
@@ -146,10 +147,18 @@ pub async fn run(args: &ChainArgs) -> Result<Section> {
         "plain_setup_ms": dist_json(setups[0].as_ref()),
         "case_setup_ms": dist_json(setups[1].as_ref()),
     });
+    let verdicts = vec![match (&dists[0], &dists[1]) {
+        (Some(p), Some(c)) => Verdict::new(
+            "a container case on a base ≤ 1.2 × a plain job (start→exit p50)",
+            format!("{} ms vs 1.2 × {} ms", num(c.p50), num(p.p50)),
+            Some(c.p50 <= 1.2 * p.p50),
+        ),
+        _ => Verdict::new("container case vs plain job", "no samples", None),
+    }];
     Ok(Section {
         title: "chain: a test-suite case on a kept build vs a plain container job".into(),
         lines,
-        verdicts: Vec::new(),
+        verdicts,
         json,
     })
 }

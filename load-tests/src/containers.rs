@@ -610,6 +610,17 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// An OCI image layout holding one image: the layer, its config and manifest, named `REFERENCE`.
 pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
+    write_image_layout(dir, REFERENCE, &[layer], &["PATH=/bin"])
+}
+
+/// An OCI image layout holding one image of uncompressed `layers` (bottom first) with `env`,
+/// named `reference`.
+pub(crate) fn write_image_layout(
+    dir: &Path,
+    reference: &str,
+    layers: &[&[u8]],
+    env: &[&str],
+) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let put = |data: &[u8]| -> Result<String> {
@@ -617,12 +628,15 @@ pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
         std::fs::write(blobs.join(&hex), data)?;
         Ok(format!("sha256:{hex}"))
     };
-    let layer_digest = put(layer)?;
+    let mut digests = Vec::new();
+    for layer in layers {
+        digests.push(put(layer)?);
+    }
     let config = serde_json::to_vec(&json!({
         "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "config": {"Cmd": ["/bin/sh"], "Env": env},
+        "rootfs": {"type": "layers", "diff_ids": digests},
     }))?;
     let config_digest = put(&config)?;
     let manifest = serde_json::to_vec(&json!({
@@ -630,8 +644,9 @@ pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest, "size": layer.len()}],
+        "layers": layers.iter().zip(&digests).map(|(l, d)| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len(),
+        })).collect::<Vec<_>>(),
     }))?;
     let manifest_digest = put(&manifest)?;
     std::fs::write(
@@ -641,7 +656,7 @@ pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
             "manifests": [{
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": manifest_digest, "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": REFERENCE},
+                "annotations": {"org.opencontainers.image.ref.name": reference},
             }],
         }))?,
     )?;
@@ -649,7 +664,7 @@ pub(crate) fn write_layout(dir: &Path, layer: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
+pub(crate) fn tar_dir(dir: &Path) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.append_dir_all(".", dir)
         .with_context(|| format!("archiving {}", dir.display()))?;

@@ -11,6 +11,7 @@
 //! $CARGO_TARGET_DIR/release/load-tests queue [--queue-jobs 20000 --queue-workers 4]
 //! $CARGO_TARGET_DIR/release/load-tests fairness [--backlog-jobs 50000 --probe-jobs 20]
 //! $CARGO_TARGET_DIR/release/load-tests auth-overhead [--rounds 2]   # starts its own servers
+//! $CARGO_TARGET_DIR/release/load-tests grading --serve-arg=--slots=16 [--grading-cases 100]
 //! ```
 //!
 //! By default each run starts its own server: `nekton serve --listen 127.0.0.1:<free port>
@@ -36,6 +37,9 @@
 //! - `all`: all of them, on one server.
 //! - `fairness`: tenant B's lone hello jobs, idle and then behind tenant A's 50,000-job backlog;
 //!   target: B's p50 behind the backlog ≤ 3 × idle.
+//! - `grading`: one test-suite job (a tcc build + 100 container cases) vs 100 jobs that each
+//!   build, submit → last result (target ≥ 3×); a 1000-case Wasm suite's cost per case in the
+//!   worker (target ≤ 200 µs).
 //! - `auth-overhead`: fresh servers with auth on and `--auth off` in turn, the same requests and
 //!   benchmarks on each; targets: ≤ 5 % of the throughput, ≤ 0.2 ms on the POST p50.
 //!
@@ -49,6 +53,7 @@ mod chain;
 mod containers;
 mod dbstats;
 mod fairness;
+mod grading;
 mod guests;
 mod latency;
 mod logs;
@@ -137,6 +142,9 @@ enum Command {
     /// A test suite's case on a kept build's base vs a plain container job (the container
     /// backend called directly; no server). Root only.
     Chain(chain::ChainArgs),
+    /// Test-suite jobs: 1 build + N container cases vs N jobs that each build; the per-case
+    /// cost of a Wasm suite in the worker. The container part needs root and tcc.
+    Grading(grading::GradingArgs),
     /// Thousands of SSE clients following live jobs: latency, RSS per client, descriptors.
     Watchers(watchers::WatchersArgs),
     /// Tenant B's lone jobs, idle and behind tenant A's backlog (needs the admin token).
@@ -218,6 +226,7 @@ enum Bench<'a> {
     Containers(&'a containers::ContainersArgs),
     Watchers(&'a watchers::WatchersArgs),
     Fairness(&'a fairness::FairnessArgs),
+    Grading(&'a grading::GradingArgs),
 }
 
 impl Bench<'_> {
@@ -230,6 +239,7 @@ impl Bench<'_> {
             Bench::Containers(_) => "containers",
             Bench::Watchers(_) => "watchers",
             Bench::Fairness(_) => "fairness",
+            Bench::Grading(_) => "grading",
         }
     }
 
@@ -242,6 +252,7 @@ impl Bench<'_> {
             Bench::Containers(a) => containers::run(ctx, a).await,
             Bench::Watchers(a) => watchers::run(ctx, a).await,
             Bench::Fairness(a) => fairness::run(ctx, a).await,
+            Bench::Grading(a) => grading::run(ctx, a).await,
         }
     }
 }
@@ -255,6 +266,7 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Containers(a) => vec![Bench::Containers(a)],
         Command::Watchers(a) => vec![Bench::Watchers(a)],
         Command::Fairness(a) => vec![Bench::Fairness(a)],
+        Command::Grading(a) => vec![Bench::Grading(a)],
         // Starts its own servers / needs none: see `main_inner`.
         Command::AuthOverhead(_) | Command::Chain(_) => Vec::new(),
         Command::All(a) => {
@@ -625,6 +637,15 @@ mod tests {
             plan(&cli.command).is_empty(),
             "auth-overhead starts its own servers"
         );
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "grading",
+            "--grading-cases",
+            "10",
+            "--skip-wasm",
+        ])
+        .unwrap();
+        assert_eq!(plan(&cli.command).len(), 1);
         let cli = Cli::try_parse_from(["load-tests", "chain", "--chain-jobs", "10"]).unwrap();
         assert!(plan(&cli.command).is_empty(), "chain needs no server");
     }

@@ -7,6 +7,8 @@
 mod common;
 #[path = "../../image-store/tests/image_support/mod.rs"]
 mod image_support;
+#[path = "../../image-store/tests/image_support/tcc.rs"]
+mod tcc;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,63 +22,18 @@ use nekton::api::types::{CaseList, Job, JobState, Verdict};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(180);
-const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
-
-/// A layer with tcc and what it and the programs it builds need at run time, from this host.
+/// A layer with tcc and what it and the programs it builds need at run time, from this host
+/// (the file list is shared with `load-tests grading`).
 fn tcc_layer() -> Vec<u8> {
-    assert_eq!(
-        std::env::consts::ARCH,
-        "x86_64",
-        "the compiler image is assembled from this host's x86_64 files"
-    );
-    let host = |p: &str| -> Vec<u8> {
-        std::fs::read(Path::new("/").join(p)).unwrap_or_else(|e| {
-            panic!(
-                "/{p} is missing ({e}): the container grading tests need tcc and the C library's \
-                 development files (apt-get install -y tcc libc6-dev; scripts/setup-test.sh)"
-            )
-        })
-    };
+    let entries = tcc::tcc_entries().unwrap_or_else(|e| panic!("{e}"));
     let mut t = TarBuilder::new();
-    t.dir("usr/", 0o755)
-        .dir("usr/bin/", 0o755)
-        .dir("usr/lib/", 0o755)
-        .dir(&format!("{LIBDIR}/"), 0o755)
-        .dir(&format!("{LIBDIR}/tcc/"), 0o755)
-        .dir(&format!("{LIBDIR}/tcc/include/"), 0o755)
-        .file("usr/bin/tcc", &host("usr/bin/tcc"), 0o755)
-        .symlink("lib", "usr/lib")
-        .dir("lib64/", 0o755)
-        .symlink(
-            "lib64/ld-linux-x86-64.so.2",
-            &format!("/{LIBDIR}/ld-linux-x86-64.so.2"),
-        );
-    for lib in [
-        "libc.so.6",
-        "libm.so.6",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "ld-linux-x86-64.so.2",
-        "crt1.o",
-        "crti.o",
-        "crtn.o",
-        "libc.so",
-        "libc_nonshared.a",
-    ] {
-        let path = format!("{LIBDIR}/{lib}");
-        t.file(&path, &host(&path), 0o755);
+    for entry in &entries {
+        match entry {
+            tcc::Entry::Dir { path, mode } => t.dir(path, *mode),
+            tcc::Entry::File { path, data, mode } => t.file(path, data, *mode),
+            tcc::Entry::Symlink { path, target } => t.symlink(path, target),
+        };
     }
-    for f in ["libtcc1.a", "bcheck.o", "bt-exe.o", "bt-log.o"] {
-        let path = format!("{LIBDIR}/tcc/{f}");
-        t.file(&path, &host(&path), 0o644);
-    }
-    for entry in std::fs::read_dir(format!("/{LIBDIR}/tcc/include")).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = format!("{LIBDIR}/tcc/include/{name}");
-        t.file(&path, &host(&path), 0o644);
-    }
-    t.dir("work/", 0o777);
     t.finish()
 }
 
