@@ -12,8 +12,9 @@
 //! - An infrastructure failure of any run (the worker's fault, not the job's) ends the attempt
 //!   `internal_error` — retried like any job — rather than inventing a verdict.
 //!
-//! The job's bill is the sum of its runs' (time, CPU, fuel, network) and the largest of their
-//! peaks (memory, processes, disk); its wall time is the suite's, start to end.
+//! The job's bill is the sum of its runs' (setup, CPU, fuel, network) and the largest of their
+//! peaks (memory, processes, disk); its wall time is the suite's, start to end (runs overlap
+//! with `parallelism`, so it is not a sum).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -583,12 +584,12 @@ impl Bill {
         a.net_tx_bytes = sum(a.net_tx_bytes, b.net_tx_bytes);
     }
 
-    /// The job's report: `outcome`, this bill, the suite's wall time since `started`.
+    /// The job's report: `outcome`, this bill, and as its wall time the suite's, from its start
+    /// to its end. (Not that minus the runs' setup: cases overlap, so their summed setup can
+    /// exceed the suite's elapsed time; `setup_ms` stays the runs' sum, a bill of work done.)
     fn report(&self, outcome: Outcome, started: Instant) -> ExecReport {
         let mut usage = self.usage.clone();
-        usage.wall = started
-            .elapsed()
-            .saturating_sub(usage.setup.min(started.elapsed()));
+        usage.wall = started.elapsed();
         ExecReport::new(outcome, usage)
     }
 }
@@ -751,6 +752,24 @@ mod tests {
             .find(|f| f.path == ".nekton-check/actual")
             .expect("the checker gets the case's output");
         assert_eq!(actual.content, b"1");
+    }
+
+    #[test]
+    fn the_suites_wall_time_is_its_elapsed_time_even_when_setups_overlap() {
+        let mut bill = Bill::default();
+        for _ in 0..16 {
+            bill.add(&ExecReport::new(
+                Outcome::exited(0),
+                Usage {
+                    setup: Duration::from_secs(1),
+                    ..Usage::default()
+                },
+            ));
+        }
+        let started = Instant::now() - Duration::from_secs(3);
+        let r = bill.report(Outcome::exited(0), started);
+        assert_eq!(r.usage.setup, Duration::from_secs(16));
+        assert!(r.usage.wall >= Duration::from_secs(3), "{:?}", r.usage.wall);
     }
 
     #[tokio::test]
