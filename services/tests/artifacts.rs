@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::Harness;
@@ -24,30 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The guest, built once per test binary.
 fn guest() -> Vec<u8> {
-    static BUILT: OnceLock<Vec<u8>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/artifacts.rs");
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("artifacts-guest-{}.wasm", std::process::id()));
-            let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-            let status = std::process::Command::new(rustc)
-                .args(["--edition", "2021", "-O", "-C", "strip=symbols"])
-                .args(["--target", "wasm32-wasip1", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("run rustc");
-            assert!(
-                status.success(),
-                "cannot build artifacts.rs: the wasm32-wasip1 target is needed \
-                 (`rustup target add wasm32-wasip1`, done by scripts/setup-test.sh)"
-            );
-            let bytes = std::fs::read(&out).unwrap();
-            let _ = std::fs::remove_file(&out);
-            bytes
-        })
-        .clone()
+    common::guests::rust_guest("artifacts")
 }
 
 /// What the guest writes: path → bytes (the three regular files below `out/`).

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::Harness;
@@ -16,35 +14,8 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Builds a guest of `tests/guests/` for wasm32-wasip1 (once per test binary).
 fn guest(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> =
-        OnceLock::new();
-    let cache = BUILT.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap();
-    if let Some(b) = cache.get(name) {
-        return b.clone();
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.rs"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("grading-{name}-{}.wasm", std::process::id()));
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let status = std::process::Command::new(rustc)
-        .args(["--edition", "2021", "-O", "-C", "strip=symbols"])
-        .args(["--target", "wasm32-wasip1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("run rustc");
-    assert!(
-        status.success(),
-        "cannot build {name}.rs: the wasm32-wasip1 target is needed \
-         (`rustup target add wasm32-wasip1`, done by scripts/setup-test.sh)"
-    );
-    let bytes = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    cache.insert(name.to_string(), bytes.clone());
-    bytes
+    common::guests::rust_guest(name)
 }
 
 /// A case judged by its own `trim` comparison.

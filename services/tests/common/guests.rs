@@ -1,6 +1,44 @@
-//! Test guests: small WASI preview 1 programs written in WAT, assembled in the test build.
+//! Test guests: small WASI preview 1 programs written in WAT, assembled in the test build, and
+//! the Rust programs of `tests/guests/` built for `wasm32-wasip1` ([`rust_guest`]).
 
 #![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+/// `tests/guests/NAME.rs` built for `wasm32-wasip1` (stripped), once per test binary. Fails the
+/// test, naming the missing target, when it cannot be built.
+pub fn rust_guest(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = built.get(name) {
+        return b.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/guests/{name}.rs"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("guest-{name}-{}.wasm", std::process::id()));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-C", "strip=symbols"])
+        .args(["--target", "wasm32-wasip1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run rustc");
+    assert!(
+        status.success(),
+        "cannot build tests/guests/{name}.rs: the wasm32-wasip1 target is needed \
+         (`rustup target add wasm32-wasip1`, done by scripts/setup-test.sh)"
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    built.insert(name.to_string(), bytes.clone());
+    bytes
+}
 
 const PRELUDE: &str = r#"
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
