@@ -1,13 +1,15 @@
 //! `grading`: what test-suite jobs save, through the API of a real server.
 //!
-//! - **Containers** (root; tcc and the C library on the host, busybox-static): an image of
-//!   busybox plus tcc assembled from this host's files (the same list as the container grading
-//!   test, `image-store/tests/image_support/tcc.rs`), imported into the server's store before
-//!   anything is timed. Then, in turn, for each round:
-//!   (a) **one suite job** — build `tcc -o prog main.c`, then N cases each running `/work/prog`
+//! - **Containers** (root; the compiler and the C library on the host, busybox-static): an image
+//!   of busybox plus a C compiler assembled from this host's files — `--compiler tcc` (the
+//!   default: the same list as the container grading test,
+//!   `image-store/tests/image_support/tcc.rs`) or `--compiler gcc` (gcc, binutils and their
+//!   libraries, `image_support/gcc.rs`) —, imported into the server's store before anything is
+//!   timed. Then, in turn, for each round (`CC` the compiler):
+//!   (a) **one suite job** — build `CC -o prog main.c`, then N cases each running `/work/prog`
 //!   with its stdin and expected stdout, `parallelism` at once;
 //!   (b) **N plain jobs** in one `POST /v1/batches`, each running
-//!   `sh -c 'tcc -o prog main.c && ./prog'` with the same stdins.
+//!   `sh -c 'CC -o prog main.c && ./prog'` with the same stdins.
 //!   Wall time from the submission until the client sees the last result (the job, or the batch,
 //!   finished; polled every `--poll-ms`); every case must be accepted, every plain job must
 //!   succeed with the expected stdout (checked after the clock stops). Target (the grading
@@ -24,8 +26,10 @@
 //! Run the server with `--slots` equal to `--grading-parallelism` (the README's command) so both
 //! sides get the same concurrency.
 
+#[path = "../../image-store/tests/image_support/gcc.rs"]
+mod gcc;
 #[path = "../../image-store/tests/image_support/tcc.rs"]
-mod tcc_image;
+mod tcc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,8 +49,46 @@ use crate::containers::{layer_tar, tar_dir, write_image_layout};
 use crate::guests;
 use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
-/// The compiler image (imported into the server's store; never pulled).
-const TCC_IMAGE: &str = "bench.nekton.invalid/tcc:1";
+/// The C compiler of the container comparison's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compiler {
+    /// tcc (`image_support/tcc.rs`): compiles the program in a few ms.
+    Tcc,
+    /// gcc with binutils (`image_support/gcc.rs`): tens of ms per compile, like real graders.
+    Gcc,
+}
+
+impl Compiler {
+    /// The command that builds and is timed.
+    fn name(self) -> &'static str {
+        match self {
+            Compiler::Tcc => "tcc",
+            Compiler::Gcc => "gcc",
+        }
+    }
+
+    /// The compiler image (imported into the server's store; never pulled).
+    fn image(self) -> &'static str {
+        match self {
+            Compiler::Tcc => "bench.nekton.invalid/tcc:1",
+            Compiler::Gcc => "bench.nekton.invalid/gcc:1",
+        }
+    }
+
+    /// The image layer's entries, from this host.
+    fn entries(self) -> Result<Vec<tcc::Entry>> {
+        match self {
+            Compiler::Tcc => tcc::tcc_entries(),
+            Compiler::Gcc => gcc::gcc_entries(),
+        }
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// `CC -o prog main.c`.
+    fn build(self) -> String {
+        format!("{} -o prog main.c", self.name())
+    }
+}
 
 /// The program under test: reads two numbers, prints their sum. No headers (the image carries a
 /// compiler and libc, not libc's headers), like the grading test's programs.
@@ -82,7 +124,10 @@ pub struct GradingArgs {
     /// How often the client polls for the result.
     #[arg(long, default_value_t = 10)]
     pub poll_ms: u64,
-    /// Leave out the container comparison (it needs root and tcc).
+    /// The C compiler of the container comparison's image (from this host's files).
+    #[arg(long, value_enum, default_value_t = Compiler::Tcc)]
+    pub compiler: Compiler,
+    /// Leave out the container comparison (it needs root and the compiler).
     #[arg(long)]
     pub skip_containers: bool,
     /// Leave out the Wasm suite.
@@ -125,8 +170,8 @@ pub async fn run(ctx: &Ctx, args: &GradingArgs) -> Result<Section> {
 // ---------------------------------------------------------------------------------------------
 // Containers
 
-fn tcc_layer() -> Result<Vec<u8>> {
-    let entries = tcc_image::tcc_entries().map_err(anyhow::Error::msg)?;
+fn compiler_layer(compiler: Compiler) -> Result<Vec<u8>> {
+    let entries = compiler.entries()?;
     let mut b = tar::Builder::new(Vec::new());
     for entry in entries {
         let mut h = tar::Header::new_gnu();
@@ -134,19 +179,19 @@ fn tcc_layer() -> Result<Vec<u8>> {
         h.set_uid(0);
         h.set_gid(0);
         match entry {
-            tcc_image::Entry::Dir { path, mode } => {
+            tcc::Entry::Dir { path, mode } => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(mode);
                 h.set_size(0);
                 b.append_data(&mut h, path, std::io::empty())?;
             }
-            tcc_image::Entry::File { path, data, mode } => {
+            tcc::Entry::File { path, data, mode } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(mode);
                 h.set_size(data.len() as u64);
                 b.append_data(&mut h, path, data.as_slice())?;
             }
-            tcc_image::Entry::Symlink { path, target } => {
+            tcc::Entry::Symlink { path, target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_mode(0o777);
                 h.set_size(0);
@@ -157,8 +202,12 @@ fn tcc_layer() -> Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
-/// Imports busybox + tcc into the server's store as [`TCC_IMAGE`].
-async fn import_tcc_image(ctx: &Ctx, busybox: &std::path::Path) -> Result<()> {
+/// Imports busybox + the compiler into the server's store as [`Compiler::image`].
+async fn import_compiler_image(
+    ctx: &Ctx,
+    compiler: Compiler,
+    busybox: &std::path::Path,
+) -> Result<()> {
     let busybox = std::fs::read(busybox)
         .with_context(|| format!("reading {} (install busybox-static)", busybox.display()))?;
     let work = tempfile::Builder::new()
@@ -167,13 +216,19 @@ async fn import_tcc_image(ctx: &Ctx, busybox: &std::path::Path) -> Result<()> {
         .context("creating the benchmark's work directory")?;
     let layout = work.path().join("layout");
     let base = layer_tar(&busybox)?;
-    let tcc = tcc_layer()?;
-    write_image_layout(&layout, TCC_IMAGE, &[&base, &tcc], &["PATH=/usr/bin:/bin"])?;
+    let cc = compiler_layer(compiler)?;
+    let image = compiler.image();
+    write_image_layout(&layout, image, &[&base, &cc], &["PATH=/usr/bin:/bin"])?;
     let tar = tar_dir(&layout)?;
     ctx.client
-        .import_image(tar.into(), Some(TCC_IMAGE))
+        .import_image(tar.into(), Some(image))
         .await
-        .context("importing the tcc image into the server (POST /v1/images/import; root)")?;
+        .with_context(|| {
+            format!(
+                "importing the {} image into the server (POST /v1/images/import; root)",
+                compiler.name()
+            )
+        })?;
     Ok(())
 }
 
@@ -187,7 +242,7 @@ fn limits() -> Value {
            "output_bytes": 65536})
 }
 
-fn suite_job(n: usize, parallelism: u32) -> Value {
+fn suite_job(compiler: Compiler, n: usize, parallelism: u32) -> Value {
     let cases: Vec<Value> = (0..n)
         .map(|i| {
             let (stdin, stdout) = input(i);
@@ -195,14 +250,14 @@ fn suite_job(n: usize, parallelism: u32) -> Value {
         })
         .collect();
     json!({
-        "image": TCC_IMAGE,
+        "image": compiler.image(),
         "workdir": "/work",
         "entrypoint": ["/work/prog"],
         "files": [{"path": "main.c", "content": MAIN_C}],
         "limits": limits(),
         "labels": {"load-test": "grading"},
         "tests": {
-            "build": {"command": ["sh", "-c", "tcc -o prog main.c"]},
+            "build": {"command": ["sh", "-c", compiler.build()]},
             "cases": cases,
             "compare": {"mode": "exact"},
             "parallelism": parallelism,
@@ -210,14 +265,14 @@ fn suite_job(n: usize, parallelism: u32) -> Value {
     })
 }
 
-fn plain_batch(n: usize) -> Value {
+fn plain_batch(compiler: Compiler, n: usize) -> Value {
     let jobs: Vec<Value> = (0..n).map(|i| json!({"stdin": input(i).0})).collect();
     json!({
         "defaults": {
-            "image": TCC_IMAGE,
+            "image": compiler.image(),
             "workdir": "/work",
             "entrypoint": ["/bin/sh", "-c"],
-            "args": ["tcc -o prog main.c && ./prog"],
+            "args": [format!("{} && ./prog", compiler.build())],
             "files": [{"path": "main.c", "content": MAIN_C}],
             "limits": limits(),
             "labels": {"load-test": "grading"},
@@ -282,8 +337,13 @@ async fn run_suite(ctx: &Ctx, body: &Value, poll: Duration) -> Result<(Duration,
 }
 
 /// Submits the plain jobs as one batch and waits until all are final: (client wall, job ids).
-async fn run_plain(ctx: &Ctx, n: usize, poll: Duration) -> Result<(Duration, Vec<uuid::Uuid>)> {
-    let body = plain_batch(n);
+async fn run_plain(
+    ctx: &Ctx,
+    compiler: Compiler,
+    n: usize,
+    poll: Duration,
+) -> Result<(Duration, Vec<uuid::Uuid>)> {
+    let body = plain_batch(compiler, n);
     let start = Instant::now();
     let created = post(ctx, "v1/batches", &body).await?;
     let batch: uuid::Uuid =
@@ -336,8 +396,9 @@ async fn containers(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdi
         bail!("--grading-parallelism must be 1 to 16");
     }
     let poll = Duration::from_millis(args.poll_ms.max(1));
-    import_tcc_image(ctx, &args.busybox).await?;
-    let suite = suite_job(n, args.grading_parallelism);
+    let cc = args.compiler;
+    import_compiler_image(ctx, cc, &args.busybox).await?;
+    let suite = suite_job(cc, n, args.grading_parallelism);
 
     let mut suite_wall = Vec::new();
     let mut plain_wall = Vec::new();
@@ -353,7 +414,7 @@ async fn containers(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdi
         let build = tests
             .and_then(|t| t.build.as_ref())
             .and_then(|b| Some(b.usage.wall_ms? + b.usage.setup_ms.unwrap_or(0)));
-        let (dp, ids) = run_plain(ctx, n, poll).await?;
+        let (dp, ids) = run_plain(ctx, cc, n, poll).await?;
         check_plain(ctx, &ids).await?;
         eprintln!(
             "grading: round {round}{}: suite {} ms, {n} plain jobs {} ms",
@@ -383,8 +444,9 @@ async fn containers(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdi
     let d_case = Dist::of(&case_wall_ms);
     let mut lines = vec![
         format!(
-            "  containers: busybox + tcc image, a trivial C program (scanf two numbers, print the \
+            "  containers: busybox + {} image, a trivial C program (scanf two numbers, print the \
              sum); {} measured rounds after 1 warm-up, the two sides in turn",
+            cc.name(),
             args.grading_rounds
         ),
         dist_header("(ms)"),
@@ -396,7 +458,10 @@ async fn containers(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdi
             d_suite.as_ref(),
         ),
         dist_row(
-            &format!("(b) {n} jobs `tcc && ./prog`, one batch: submit → last done"),
+            &format!(
+                "(b) {n} jobs `{} && ./prog`, one batch: submit → last done",
+                cc.name()
+            ),
             d_plain.as_ref(),
         ),
         dist_row(
@@ -432,13 +497,17 @@ async fn containers(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdi
     lines.extend(res.lines());
     let verdict = match ratio {
         Some(r) => Verdict::new(
-            format!("1 build + {n} container cases ≥ 3× faster than {n} jobs that build"),
+            format!(
+                "1 {} build + {n} container cases ≥ 3× faster than {n} jobs that build",
+                cc.name()
+            ),
             format!("{}× (p50 over {} rounds)", num(r), args.grading_rounds),
             Some(r >= 3.0),
         ),
         None => Verdict::new("container suite vs plain jobs", "no samples", None),
     };
     let json = json!({
+        "compiler": cc.name(),
         "cases": n,
         "parallelism": args.grading_parallelism,
         "rounds": args.grading_rounds,

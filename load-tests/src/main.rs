@@ -37,9 +37,9 @@
 //! - `all`: all of them, on one server.
 //! - `fairness`: tenant B's lone hello jobs, idle and then behind tenant A's 50,000-job backlog;
 //!   target: B's p50 behind the backlog ≤ 3 × idle.
-//! - `grading`: one test-suite job (a tcc build + 100 container cases) vs 100 jobs that each
-//!   build, submit → last result (target ≥ 3×); a 1000-case Wasm suite's cost per case in the
-//!   worker (target ≤ 200 µs).
+//! - `grading`: one test-suite job (a tcc build, or gcc with `--compiler gcc`, + 100 container
+//!   cases) vs 100 jobs that each build, submit → last result (target ≥ 3×); a 1000-case Wasm
+//!   suite's cost per case in the worker (target ≤ 200 µs).
 //! - `auth-overhead`: fresh servers with auth on and `--auth off` in turn, the same requests and
 //!   benchmarks on each; targets: ≤ 5 % of the throughput, ≤ 0.2 ms on the POST p50.
 //!
@@ -143,7 +143,8 @@ enum Command {
     /// backend called directly; no server). Root only.
     Chain(chain::ChainArgs),
     /// Test-suite jobs: 1 build + N container cases vs N jobs that each build; the per-case
-    /// cost of a Wasm suite in the worker. The container part needs root and tcc.
+    /// cost of a Wasm suite in the worker. The container part needs root and the compiler
+    /// (tcc, or gcc with `--compiler gcc`).
     Grading(grading::GradingArgs),
     /// Thousands of SSE clients following live jobs: latency, RSS per client, descriptors.
     Watchers(watchers::WatchersArgs),
