@@ -16,8 +16,7 @@
 //!   issue): (b) ≥ 3 × (a).
 //! - **Wasm**: a suite of `--wasm-cases` cases (no build) on the hello-world module, each
 //!   expecting its output; the per-case cost in the worker is the suite runner's start → end
-//!   (`usage.wall_ms + usage.setup_ms`: the bill keeps the wall time less the runs' summed setup)
-//!   ÷ cases; also the job's `started_at → finished_at` ÷ cases (claim to recorded completion). For reference, the same module run the same number of
+//!   (`usage.wall_ms`, the suite's elapsed time) ÷ cases; also the job's `started_at → finished_at` ÷ cases (claim to recorded completion). For reference, the same module run the same number of
 //!   times through a `WasmBackend` in this process, each run's output captured as the suite
 //!   runner captures a case's (p50/p99 per run): what is left of the suite's figure above that
 //!   floor is the runner's own per-case work (events, verdicts, the job's event log). Target:
@@ -580,14 +579,14 @@ async fn wasm(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdict, Va
     let mark = ctx.mark().await;
     for round in 0..=args.wasm_rounds {
         let (d, job) = run_suite(ctx, &body, poll).await?;
-        // The runner's start → end: the suite's bill keeps its wall time less the runs' summed
-        // setup (`usage.wall_ms`), and that sum (`usage.setup_ms`); with the cases in order the
-        // two add up to the runner's elapsed time.
+        // The runner's start → end: a suite's `usage.wall_ms` is its elapsed time (since
+        // `Bill::report`; it used to be that less the runs' summed setup, and the figures
+        // at a2a996a/ee21411 added `setup_ms` back — the same quantity for in-order cases).
         let usage = job
             .usage
             .as_ref()
             .context("the Wasm suite's record has no usage")?;
-        let runner = (usage.wall_ms.unwrap_or(0) + usage.setup_ms.unwrap_or(0)) as f64;
+        let runner = usage.wall_ms.unwrap_or(0) as f64;
         let server = match (job.started_at, job.finished_at) {
             (Some(a), Some(b)) => delta_ms(a, b),
             _ => f64::NAN,
@@ -641,7 +640,7 @@ async fn wasm(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdict, Va
             d_server.as_ref(),
         ),
         dist_row(
-            "suite: runner start → end (usage.wall_ms + setup_ms)",
+            "suite: runner start → end (usage.wall_ms)",
             d_usage.as_ref(),
         ),
         dist_header("(µs)"),
