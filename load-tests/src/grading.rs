@@ -579,9 +579,9 @@ async fn wasm(ctx: &Ctx, args: &GradingArgs) -> Result<(Vec<String>, Verdict, Va
     let mark = ctx.mark().await;
     for round in 0..=args.wasm_rounds {
         let (d, job) = run_suite(ctx, &body, poll).await?;
-        // The runner's start → end: a suite's `usage.wall_ms` is its elapsed time (since
-        // `Bill::report`; it used to be that less the runs' summed setup, and the figures
-        // at a2a996a/ee21411 added `setup_ms` back — the same quantity for in-order cases).
+        // The runner's start → end: a suite's `usage.wall_ms` is its elapsed time. (It used to
+        // be that less the runs' summed setup; the figures recorded at a2a996a and ee21411 added
+        // `setup_ms` back, the same quantity for in-order cases.)
         let usage = job
             .usage
             .as_ref()
