@@ -67,6 +67,8 @@ run_check() {
 run_check "API fuzz" check-api-fuzz.sh
 # The generated Python and TypeScript clients: current, type-checked, and working against a server.
 run_check "generated clients" check-clients.sh
+# `nekton test --junit`: its reports read by a JUnit parser (junitparser).
+run_check "JUnit reports" check-junit.sh
 # The web console in a real headless Chromium (default tier: needs no root; as root the browser
 # runs with --no-sandbox). Screenshots: $NEKTON_ARTIFACTS/nekton-ui-artifacts (default /tmp).
 run_check "web console (Chromium)" check-ui.sh
