@@ -1637,7 +1637,7 @@ export interface components {
             compare?: components["schemas"]["Compare"] | null;
             /**
              * Format: int32
-             * @description Cases run at once (1 to 16). Default 1: in order.
+             * @description Cases run at once (1 to 16; never more than the worker's slots). Default 1: in order.
              */
             parallelism?: number | null;
             /** @description After the first case that is not accepted, the rest are `skipped`. */

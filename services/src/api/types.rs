@@ -162,7 +162,7 @@ pub struct TestSuiteSpec {
     /// After the first case that is not accepted, the rest are `skipped`.
     #[serde(default)]
     pub stop_on_first_failure: bool,
-    /// Cases run at once (1 to 16). Default 1: in order.
+    /// Cases run at once (1 to 16; never more than the worker's slots). Default 1: in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 16)]
     pub parallelism: Option<u32>,

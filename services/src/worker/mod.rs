@@ -195,6 +195,7 @@ impl Worker {
             running: running.clone(),
             slot_freed: slot_freed.clone(),
             metrics: metrics.clone(),
+            slots: config.slots,
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
@@ -317,6 +318,8 @@ struct JobContext {
     running: RunningMap,
     slot_freed: Arc<Notify>,
     metrics: Metrics,
+    /// This worker's slots: the most cases a test suite runs at once here.
+    slots: usize,
 }
 
 /// How this worker's slots are shared among tenants at one moment.
@@ -359,6 +362,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
         running,
         slot_freed,
         metrics,
+        slots,
     } = ctx;
     let (writer, exec) = if express {
         (express_writer, exec.express)
@@ -419,7 +423,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                     let run = async move {
                         match suite {
                             Some(suite) => {
-                                let run = suite::run(backend, request, suite, io, events).await;
+                                let run =
+                                    suite::run(backend, request, suite, slots, io, events).await;
                                 (run.report, run.summary)
                             }
                             None => {

@@ -44,11 +44,14 @@ pub struct SuiteRun {
 }
 
 /// Runs a suite. `request` is the job's routed request (its program, entrypoint, args, files,
-/// limits); `io` is the job's (its log and its cancel); `events` the job's event log.
+/// limits); `max_parallel` the worker's slots (a suite never runs more cases at once than the
+/// worker runs jobs, whatever its `parallelism` asks); `io` is the job's (its log and its
+/// cancel); `events` the job's event log.
 pub async fn run(
     backend: Arc<dyn Backend>,
     request: ExecRequest,
     suite: ResolvedSuite,
+    max_parallel: usize,
     io: JobIo,
     events: mpsc::Sender<Vec<u8>>,
 ) -> SuiteRun {
@@ -135,7 +138,10 @@ pub async fn run(
         events: &events,
         artifacts: &artifacts,
     };
-    let parallelism = usize::try_from(suite.parallelism.max(1)).unwrap_or(1);
+    let parallelism = usize::try_from(suite.parallelism)
+        .unwrap_or(1)
+        .min(max_parallel)
+        .max(1);
     let ctx = &ctx;
     let mut finished: Vec<CaseDone> = futures::stream::iter(0..suite.cases.len())
         .map(|i| ctx.run_case(i))
@@ -607,6 +613,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         seen: std::sync::Mutex<Vec<ExecRequest>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -619,6 +627,10 @@ mod tests {
         }
         async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {
             lock(&self.seen).push(request.clone());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             if request.stdin == b"infra" {
                 return ExecReport::new(
                     Outcome::with_reason(OutcomeReason::InternalError, "the host broke"),
@@ -693,7 +705,7 @@ mod tests {
             output: sink,
             cancel: CancellationToken::new(),
         };
-        run(fake, request(), suite, io, events).await
+        run(fake, request(), suite, 4, io, events).await
     }
 
     #[tokio::test]
@@ -770,6 +782,23 @@ mod tests {
         let r = bill.report(Outcome::exited(0), started);
         assert_eq!(r.usage.setup, Duration::from_secs(16));
         assert!(r.usage.wall >= Duration::from_secs(3), "{:?}", r.usage.wall);
+    }
+
+    #[tokio::test]
+    async fn a_suite_runs_at_most_the_workers_slots_at_once() {
+        let fake = Arc::new(Fake::default());
+        let suite = ResolvedSuite {
+            build: None,
+            cases: (0..12).map(|i| case(&format!("c{i}"), "x")).collect(),
+            compare: Compare::default(),
+            checker: None,
+            stop_on_first_failure: false,
+            parallelism: 16,
+        };
+        let done = run_suite(fake.clone(), suite).await;
+        assert_eq!(done.summary.expect("a summary").passed, 12);
+        // run_suite gives the runner 4 slots.
+        assert_eq!(fake.peak.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

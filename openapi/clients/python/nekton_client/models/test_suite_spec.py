@@ -25,7 +25,8 @@ class TestSuiteSpec:
         build (None | StepSpec | Unset):
         checker (None | StepSpec | Unset):
         compare (Compare | None | Unset):
-        parallelism (int | None | Unset): Cases run at once (1 to 16). Default 1: in order.
+        parallelism (int | None | Unset): Cases run at once (1 to 16; never more than the worker's slots). Default 1: in
+            order.
         stop_on_first_failure (bool | Unset): After the first case that is not accepted, the rest are `skipped`.
     """
 
