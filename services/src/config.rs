@@ -32,13 +32,16 @@ pub struct LimitPolicy {
     pub artifact_total_bytes: u64,
     /// Artifacts: files kept of one run.
     pub artifact_files: u64,
+    /// Event streams (SSE: job logs, batch completions) one API process serves at once; past it
+    /// a new stream is refused with 503 and `Retry-After` instead of piling up.
+    pub max_streams: usize,
 }
 
 impl Default for LimitPolicy {
     /// wall 60 s (max 24 h), memory 256 MiB (max 4 GiB), no default fuel, output 16 MiB per stream
     /// (max 1 GiB), 3 attempts (max 10), modules up to 64 MiB; containers: 256 pids (max 4096),
     /// a 1 GiB writable layer (max 4 GiB); artifacts: 64 MiB per file, 256 MiB and 1000 files
-    /// per run.
+    /// per run; 10,000 event streams per API process.
     fn default() -> Self {
         Self {
             default_wall_time_ms: 60_000,
@@ -59,6 +62,7 @@ impl Default for LimitPolicy {
             artifact_file_bytes: 64 << 20,
             artifact_total_bytes: 256 << 20,
             artifact_files: 1000,
+            max_streams: 10_000,
         }
     }
 }

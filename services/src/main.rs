@@ -175,6 +175,11 @@ struct ServiceArgs {
     /// Artifacts: files kept of one job run.
     #[arg(long, env = "NEKTON_ARTIFACT_FILES", default_value_t = LimitPolicy::default().artifact_files)]
     artifact_files: u64,
+    /// Event streams (SSE: job logs, batch completions) this API process serves at once; a
+    /// stream past it is refused with 503 and `Retry-After: 1` (each costs a task and a small
+    /// buffer; see docs/operations.md).
+    #[arg(long, env = "NEKTON_MAX_STREAMS", default_value_t = LimitPolicy::default().max_streams)]
+    max_streams: usize,
     /// Fuel budget of a Wasm job that sets none (default: none, fuel is still counted).
     #[arg(long, env = "NEKTON_DEFAULT_FUEL")]
     default_fuel: Option<u64>,
@@ -458,6 +463,7 @@ impl ServiceArgs {
             artifact_file_bytes: self.artifact_file_bytes,
             artifact_total_bytes: self.artifact_total_bytes,
             artifact_files: self.artifact_files,
+            max_streams: self.max_streams,
             ..LimitPolicy::default()
         }
     }

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub job_wall_seconds: Histogram,
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
+    pub sse_refused: Counter,
     pub http_responses: Family<RequestLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_oldest_age_seconds: Family<QueueLabels, GaugeF64>,
@@ -140,6 +141,12 @@ impl Metrics {
             "sse_clients",
             "Open log and batch event streams",
             sse_clients.clone(),
+        );
+        let sse_refused = Counter::default();
+        registry.register(
+            "sse_refused",
+            "Event streams refused with 503 because --max-streams were open",
+            sse_refused.clone(),
         );
         let http_responses = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -219,6 +226,7 @@ impl Metrics {
             job_wall_seconds,
             log_bytes_stored,
             sse_clients,
+            sse_refused,
             http_responses,
         }
     }

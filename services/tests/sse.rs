@@ -226,3 +226,75 @@ async fn logs_select_the_last_lines_a_time_on_and_stamp_each_line() {
         }
     }
 }
+
+/// Past `max_streams` open event streams, a new one is refused with 503 and `Retry-After`
+/// (nothing spawned); once a stream ends, its place is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_limit_are_shed_with_503_and_retry_after() {
+    let h = Harness::start_with(|o| o.policy.max_streams = 2).await;
+    let spin = h.push(guests::spin()).await;
+    let job = h.submit(&Harness::spec(&spin)).await;
+    let url = format!("{}/v1/jobs/{}/logs", h.base, job.id);
+    let open = || async {
+        h.http
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap()
+    };
+    // Two streams on a job that keeps running: both open.
+    let first = open().await;
+    let second = open().await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open().await;
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-streams"),
+        "{body}"
+    );
+    // The plain log is not a stream: still served.
+    let plain = h.http.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    // A client goes away: its stream's task ends (on its next send or keep-alive) and frees its
+    // place.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = open().await;
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream's place was not freed within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .lines()
+            .any(|l| l.starts_with("nekton_sse_refused_total ") && !l.ends_with(" 0")),
+        "{refused}"
+    );
+    h.client.cancel(job.id).await.unwrap();
+}

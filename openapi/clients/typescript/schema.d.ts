@@ -2465,6 +2465,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description This API process serves its maximum of event streams (`--max-streams`); retry after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     listImages: {
@@ -3938,6 +3947,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description SSE only: this API process serves its maximum of event streams (`--max-streams`); retry after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

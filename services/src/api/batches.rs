@@ -287,6 +287,7 @@ impl BatchPosition {
         (status = 204, description = "Resume after the `done` event of a finished batch: nothing more will come"),
         (status = 400, description = "Last-Event-ID is not an id this stream sent", body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 503, description = "This API process serves its maximum of event streams (`--max-streams`); retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -311,15 +312,12 @@ pub async fn events(
         BatchPosition::After(n) => n,
     };
     let tenant = caller.tenant().to_string();
-    Ok(sse::respond(
-        state.metrics.clone(),
-        256,
-        move |tx| async move {
-            if let Err(e) = follow_batch(&state, &tenant, id, after, &tx).await {
-                tracing::warn!(batch = %id, error = %e, "batch stream ended early");
-            }
-        },
-    ))
+    let streams = state.streams.clone();
+    sse::respond(&streams, state.metrics.clone(), 256, move |tx| async move {
+        if let Err(e) = follow_batch(&state, &tenant, id, after, &tx).await {
+            tracing::warn!(batch = %id, error = %e, "batch stream ended early");
+        }
+    })
 }
 
 async fn follow_batch(

@@ -154,6 +154,7 @@ fn plain_request(params: LogParams) -> Result<PlainRequest, ApiError> {
         (status = 204, description = "SSE resume after the final `exit` event of a finished job: nothing more will come"),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 503, description = "SSE only: this API process serves its maximum of event streams (`--max-streams`); retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn logs(
     State(state): State<AppState>,
@@ -211,9 +212,10 @@ pub async fn logs(
         }
     }
     let tenant = caller.tenant().to_string();
-    Ok(sse::respond(state.metrics.clone(), 64, move |tx| {
+    let streams = state.streams.clone();
+    sse::respond(&streams, state.metrics.clone(), 64, move |tx| {
         follow(state, tenant, id, start, tx)
-    }))
+    })
 }
 
 /// The SSE event of a stored chunk: `log` for output, the suite event's own name for a

@@ -67,6 +67,8 @@ pub struct AppState {
     pub tenants: Arc<tenants::TenantCache>,
     /// Origins whose browser pages may call the API (`--cors-origin`; none: no CORS headers).
     pub cors_origins: Arc<Vec<axum::http::HeaderValue>>,
+    /// One permit per open event stream (`policy.max_streams`), see [`sse::respond`].
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
     ) -> Self {
         Self {
             notifier: Arc::new(QueueNotifier::new(pool.clone())),
+            streams: Arc::new(tokio::sync::Semaphore::new(policy.max_streams)),
             pool,
             policy: Arc::new(policy),
             metrics,

@@ -4,12 +4,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{ApiError, ErrorCode};
@@ -51,24 +52,44 @@ pub fn json_event<T: serde::Serialize>(name: &str, id: impl Into<String>, payloa
 /// counted in `metrics.sse_clients`:
 /// first a `retry:` (how soon a browser's EventSource reconnects after a dropped connection),
 /// then the events, with keep-alives in between. The stream ends when `feed` returns.
-pub fn respond<F, Fut>(metrics: Metrics, buffered: usize, feed: F) -> Response
+///
+/// Each stream holds a permit of `streams` (the API process's `max_streams`) while its task runs;
+/// with none left the request is refused — 503, `Retry-After: 1` — before anything is spawned,
+/// so a crowd of watchers is shed, not served until memory runs out.
+pub fn respond<F, Fut>(
+    streams: &Arc<Semaphore>,
+    metrics: Metrics,
+    buffered: usize,
+    feed: F,
+) -> Result<Response, ApiError>
 where
     F: FnOnce(mpsc::Sender<Event>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let permit = streams.clone().try_acquire_owned().map_err(|_| {
+        metrics.sse_refused.inc();
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this API process serves as many event streams as it is configured for \
+             (--max-streams); retry in a second, or through another API replica",
+        )
+        .with_retry_after(1)
+    })?;
     let (tx, rx) = mpsc::channel::<Event>(buffered);
     let feeding = feed(tx);
     tokio::spawn(async move {
         metrics.sse_clients.inc();
         feeding.await;
         metrics.sse_clients.dec();
+        drop(permit);
     });
     let retry = tokio_stream::once(Event::default().retry(RECONNECT));
     let events = tokio_stream::StreamExt::map(
         tokio_stream::StreamExt::chain(retry, ReceiverStream::new(rx)),
         Ok::<_, Infallible>,
     );
-    Sse::new(events)
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response())
 }
