@@ -64,41 +64,32 @@ pub async fn prepare(
         .clone()
         .or_else(|| resolved.image.clone())
         .unwrap_or_default();
-    if is_module
-        && !known_modules.contains(&program)
-        && !modules::exists(&state.pool, &tenant.id, &program).await?
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::ModuleNotFound,
-            format!("no module {program} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
-        )
-        .with_field("module"));
-    }
-    if is_module {
-        known_modules.insert(program.clone());
-    }
-    // A Wasm suite's build and checker modules must be stored too.
-    if let Some(suite) = &resolved.tests {
-        for (field, step) in [
+    // The job's module, and a Wasm suite's build and checker modules, must be stored.
+    let suite_modules = resolved.tests.iter().flat_map(|suite| {
+        [
             ("tests.build.module", &suite.build),
             ("tests.checker.module", &suite.checker),
-        ] {
-            let Some(digest) = step.as_ref().and_then(|s| s.module.clone()) else {
-                continue;
-            };
-            if !known_modules.contains(&digest)
-                && !modules::exists(&state.pool, &tenant.id, &digest).await?
-            {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ErrorCode::ModuleNotFound,
-                    format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
-                )
-                .with_field(field));
-            }
-            known_modules.insert(digest);
+        ]
+        .into_iter()
+        .filter_map(|(field, step)| Some((field, step.as_ref()?.module.clone()?)))
+    });
+    let modules_needed: Vec<(&str, String)> = is_module
+        .then(|| ("module", program.clone()))
+        .into_iter()
+        .chain(suite_modules)
+        .collect();
+    for (field, digest) in modules_needed {
+        if !known_modules.contains(&digest)
+            && !modules::exists(&state.pool, &tenant.id, &digest).await?
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ModuleNotFound,
+                format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
+            )
+            .with_field(field));
         }
+        known_modules.insert(digest);
     }
     Ok(NewJob {
         id,

@@ -613,7 +613,7 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
     type Error = crate::model::SpecError;
 
     fn try_from(spec: JobSpec) -> Result<Self, Self::Error> {
-        use crate::model::{ProgramRef, ResolvedFile, ResolvedLimits, SpecError, decode};
+        use crate::model::{ProgramRef, SpecError, decode};
         let tests = match spec.tests {
             Some(t) => Some(resolve_suite(t)?),
             None => None,
@@ -627,26 +627,12 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
                 ));
             }
         };
-        let limits = spec.limits.unwrap_or_default();
-        let missing = |field: &str| SpecError(format!("the resolved spec lacks limits.{field}"));
         let stdin = match &spec.stdin {
             Some(s) => {
                 decode(s, spec.stdin_encoding).map_err(|e| SpecError(format!("stdin: {e}")))?
             }
             None => Vec::new(),
         };
-        let files = spec
-            .files
-            .into_iter()
-            .map(|f| {
-                Ok(ResolvedFile {
-                    content: decode(&f.content, f.encoding)
-                        .map_err(|e| SpecError(format!("file {}: {e}", f.path)))?,
-                    path: f.path,
-                    mode: f.mode,
-                })
-            })
-            .collect::<Result<Vec<_>, SpecError>>()?;
         Ok(Self {
             program,
             runtime: spec.runtime.unwrap_or_default(),
@@ -656,16 +642,8 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
             workdir: spec.workdir,
             user: spec.user,
             stdin,
-            files,
-            limits: ResolvedLimits {
-                wall_time_ms: limits.wall_time_ms.ok_or_else(|| missing("wall_time_ms"))?,
-                cpu_time_ms: limits.cpu_time_ms,
-                memory_bytes: limits.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
-                fuel: limits.fuel,
-                output_bytes: limits.output_bytes.ok_or_else(|| missing("output_bytes"))?,
-                pids: limits.pids,
-                disk_bytes: limits.disk_bytes,
-            },
+            files: resolved_files(spec.files)?,
+            limits: resolved_limits(spec.limits, "")?,
             network: spec.network.unwrap_or_default(),
             tests,
             // The caps are the default policy's here; `api/jobs.rs::prepare` sets the operator's.
