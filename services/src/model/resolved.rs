@@ -85,6 +85,23 @@ pub struct ResolvedFile {
     pub mode: Option<u32>,
 }
 
+impl ResolvedFile {
+    /// The backend's input file.
+    pub fn to_runtime(&self) -> runtime_core::InputFile {
+        self.clone().into()
+    }
+}
+
+impl From<ResolvedFile> for runtime_core::InputFile {
+    fn from(f: ResolvedFile) -> Self {
+        runtime_core::InputFile {
+            path: f.path,
+            content: f.content,
+            mode: f.mode,
+        }
+    }
+}
+
 /// What a worker needs to run a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,15 +29,7 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
         args: spec.args,
         env: spec.env.into_iter().collect(),
         stdin: spec.stdin,
-        files: spec
-            .files
-            .into_iter()
-            .map(|f| InputFile {
-                path: f.path,
-                content: f.content,
-                mode: f.mode,
-            })
-            .collect(),
+        files: spec.files.into_iter().map(InputFile::from).collect(),
         limits: spec.limits.to_runtime(),
         container: ContainerOptions {
             entrypoint: spec.entrypoint,

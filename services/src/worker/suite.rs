@@ -28,6 +28,7 @@ use runtime_core::{
 };
 use tokio::sync::mpsc;
 
+use super::lock;
 use crate::grading::{
     BUILD_OUTPUT_CAP, BuildResult, CASE_OUTPUT_CAP, CHECK_DIR, CHECKER_MESSAGE_CAP, CappedText,
     CaseResult, Compare, ResolvedCase, ResolvedStep, ResolvedSuite, SuiteEvent, SuiteSummary,
@@ -154,7 +155,7 @@ pub async fn run(
     let mut results = Vec::with_capacity(finished.len());
     for d in finished {
         for r in &d.reports {
-            bill.add_usage(r);
+            bill.add(r);
         }
         if infrastructure.is_none() {
             infrastructure = d.infrastructure;
@@ -429,14 +430,7 @@ fn step_request(job: &ExecRequest, step: &ResolvedStep, what: &str, keep: bool) 
 }
 
 fn to_input(files: &[ResolvedFile]) -> Vec<InputFile> {
-    files
-        .iter()
-        .map(|f| InputFile {
-            path: f.path.clone(),
-            content: f.content.clone(),
-            mode: f.mode,
-        })
-        .collect()
+    files.iter().map(ResolvedFile::to_runtime).collect()
 }
 
 /// The job's files, then a step's or case's (which win on the same path).
@@ -448,10 +442,6 @@ fn merge_files(job: &[InputFile], more: &[ResolvedFile]) -> Vec<InputFile> {
         .collect();
     files.extend(to_input(more));
     files
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A suite's artifacts: every run's, the cases' under `cases/NAME/`, within the job's total cap
@@ -561,10 +551,6 @@ struct Bill {
 
 impl Bill {
     fn add(&mut self, report: &ExecReport) {
-        self.add_usage(report);
-    }
-
-    fn add_usage(&mut self, report: &ExecReport) {
         let (a, b) = (&mut self.usage, &report.usage);
         a.setup += b.setup;
         a.cpu_user += b.cpu_user;
