@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::Harness;
-use nekton::api::types::{CaseList, Job, JobState, Verdict};
+use nekton::api::types::{JobState, Verdict};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,40 +71,15 @@ fn expected_verdicts() -> Vec<(&'static str, Verdict)> {
     ]
 }
 
-async fn submit_json(h: &Harness, body: &Value) -> Job {
-    let r = h
-        .http
-        .post(format!("{}/v1/jobs", h.base))
-        .json(body)
-        .send()
-        .await
-        .expect("submit");
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert_eq!(status, 201, "submission refused: {text}");
-    serde_json::from_str(&text).expect("a job")
-}
-
-async fn cases_of(h: &Harness, id: uuid::Uuid) -> CaseList {
-    let r = h
-        .http
-        .get(format!("{}/v1/jobs/{id}/cases", h.base))
-        .send()
-        .await
-        .expect("cases");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("a case list")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wasm_suite_gives_each_case_its_verdict() {
     let h = Harness::start().await;
     let solver = h.push(guest("solver")).await;
     let checker = h.push(guest("checker")).await;
-    let job = submit_json(&h, &wasm_suite(&solver, &checker)).await;
+    let job = h.submit_json(&wasm_suite(&solver, &checker)).await;
     let job = h.wait_finished(job.id, TIMEOUT).await;
 
-    let list = cases_of(&h, job.id).await;
+    let list = h.cases(job.id).await;
     let got: Vec<(String, Verdict)> = list
         .cases
         .iter()
@@ -223,12 +198,12 @@ async fn ten_runs_of_a_fuel_suite_agree_exactly() {
     let checker = h.push(guest("checker")).await;
     let mut ids = Vec::new();
     for _ in 0..10 {
-        ids.push(submit_json(&h, &wasm_suite(&solver, &checker)).await.id);
+        ids.push(h.submit_json(&wasm_suite(&solver, &checker)).await.id);
     }
     let mut runs: Vec<Vec<(String, Verdict, Option<u64>)>> = Vec::new();
     for id in ids {
         h.wait_finished(id, TIMEOUT).await;
-        let list = cases_of(&h, id).await;
+        let list = h.cases(id).await;
         runs.push(
             list.cases
                 .into_iter()
@@ -259,7 +234,7 @@ async fn a_failed_build_is_a_compile_error_and_runs_no_case() {
             "cases": [case("a", "sum 1", "1"), case("b", "sum 2", "2")]
         }
     });
-    let job = submit_json(&h, &body).await;
+    let job = h.submit_json(&body).await;
     let job = h.wait_finished(job.id, TIMEOUT).await;
     assert_eq!(job.state, JobState::Failed);
     let outcome = job.outcome.expect("an outcome");
@@ -271,7 +246,7 @@ async fn a_failed_build_is_a_compile_error_and_runs_no_case() {
     assert_eq!(build.output.text, "unknown command \"\"\n");
     assert_eq!(summary.passed, 0);
     assert_eq!(summary.verdicts.get("skipped"), Some(&2));
-    let list = cases_of(&h, job.id).await;
+    let list = h.cases(job.id).await;
     assert!(list.cases.iter().all(|c| {
         let r = c.result.as_ref().unwrap();
         r.verdict == Verdict::Skipped && r.usage.is_none()
@@ -309,9 +284,9 @@ async fn wasm_cases_start_from_the_build_and_never_see_each_other() {
         }
     });
     let job = h
-        .wait_finished(submit_json(&h, &body).await.id, TIMEOUT)
+        .wait_finished(h.submit_json(&body).await.id, TIMEOUT)
         .await;
-    let list = cases_of(&h, job.id).await;
+    let list = h.cases(job.id).await;
     for c in &list.cases {
         let r = c.result.as_ref().unwrap();
         assert_eq!(r.verdict, Verdict::Accepted, "{}: {r:?}", c.name);
@@ -335,9 +310,10 @@ async fn stop_on_first_failure_and_an_all_accepted_suite() {
         }
     });
     let job = h
-        .wait_finished(submit_json(&h, &body).await.id, TIMEOUT)
+        .wait_finished(h.submit_json(&body).await.id, TIMEOUT)
         .await;
-    let verdicts: Vec<Verdict> = cases_of(&h, job.id)
+    let verdicts: Vec<Verdict> = h
+        .cases(job.id)
         .await
         .cases
         .into_iter()
@@ -355,9 +331,7 @@ async fn stop_on_first_failure_and_an_all_accepted_suite() {
             case("d", "sum 2 2", "4")
         ]}
     });
-    let job = h
-        .wait_finished(submit_json(&h, &all).await.id, TIMEOUT)
-        .await;
+    let job = h.wait_finished(h.submit_json(&all).await.id, TIMEOUT).await;
     assert_eq!(job.state, JobState::Succeeded);
     let outcome = job.outcome.unwrap();
     assert_eq!(
@@ -418,7 +392,9 @@ async fn bad_suites_are_refused_with_the_field() {
     }
     assert_eq!(h.count("jobs").await, 0);
     // A job that is not a suite has no cases.
-    let plain = submit_json(&h, &json!({"module": solver, "stdin": "sum 1"})).await;
+    let plain = h
+        .submit_json(&json!({"module": solver, "stdin": "sum 1"}))
+        .await;
     assert!(!plain.suite);
     let r = h
         .http

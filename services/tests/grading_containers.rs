@@ -18,7 +18,7 @@ use image_store::media_types;
 use image_support::{
     Layer, Pusher, Registry, TarBuilder, busybox_rootfs_tar, config_json, host_arch, require_root,
 };
-use nekton::api::types::{CaseList, Job, JobState, Verdict};
+use nekton::api::types::{Job, JobState, Verdict};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -69,31 +69,8 @@ impl Env {
     }
 
     async fn submit(&self, body: &Value) -> Job {
-        let r = self
-            .h
-            .http
-            .post(format!("{}/v1/jobs", self.h.base))
-            .json(body)
-            .send()
-            .await
-            .expect("submit");
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        assert_eq!(status, 201, "submission refused: {text}");
-        let job: Job = serde_json::from_str(&text).unwrap();
+        let job = self.h.submit_json(body).await;
         self.h.wait_finished(job.id, WAIT).await
-    }
-
-    async fn cases(&self, id: uuid::Uuid) -> CaseList {
-        self.h
-            .http
-            .get(format!("{}/v1/jobs/{id}/cases", self.h.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .expect("a case list")
     }
 
     async fn log(&self, id: uuid::Uuid) -> String {
@@ -229,7 +206,7 @@ async fn a_c_suite_builds_once_and_each_case_gets_its_verdict() {
         true,
     );
     let done = env.submit(&body).await;
-    let list = env.cases(done.id).await;
+    let list = env.h.cases(done.id).await;
     let build = list.build.clone().expect("the build's result");
     assert!(build.succeeded, "{build:?}");
     let got: Vec<(String, Verdict)> = list
@@ -322,7 +299,7 @@ async fn a_compile_error_ends_the_job_with_the_compilers_message() {
         "{}",
         build.output.text
     );
-    for c in env.cases(done.id).await.cases {
+    for c in env.h.cases(done.id).await.cases {
         let r = c.result.expect("finished as skipped");
         assert_eq!((r.verdict, r.usage), (Verdict::Skipped, None), "{}", c.name);
     }

@@ -236,6 +236,33 @@ impl Harness {
         }
     }
 
+    /// Submits a JSON job body as is (the wire, not the typed spec); fails the test unless 201.
+    pub async fn submit_json(&self, body: &serde_json::Value) -> Job {
+        let r = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("submit");
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 201, "submission refused: {text}");
+        serde_json::from_str(&text).expect("a job")
+    }
+
+    /// `GET /v1/jobs/{id}/cases` of a test-suite job.
+    pub async fn cases(&self, id: Uuid) -> nekton::api::types::CaseList {
+        let r = self
+            .http
+            .get(format!("{}/v1/jobs/{id}/cases", self.base))
+            .send()
+            .await
+            .expect("cases");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("a case list")
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.db.pool)
