@@ -1032,16 +1032,10 @@ fn parse_log_sse(ev: &Event) -> Result<Parsed<LogStreamEvent>> {
             id,
             event: Box::new(crate::grading::SuiteEvent::BuildFinished(parse_data(ev)?)),
         }),
-        "case_started" => {
-            let started: crate::grading::CaseStartedEvent = parse_data(ev)?;
-            Parsed::Item(LogStreamEvent::Suite {
-                id,
-                event: Box::new(crate::grading::SuiteEvent::CaseStarted {
-                    index: started.index,
-                    name: started.name,
-                }),
-            })
-        }
+        "case_started" => Parsed::Item(LogStreamEvent::Suite {
+            id,
+            event: Box::new(crate::grading::SuiteEvent::CaseStarted(parse_data(ev)?)),
+        }),
         "case_finished" => Parsed::Item(LogStreamEvent::Suite {
             id,
             event: Box::new(crate::grading::SuiteEvent::CaseFinished(parse_data(ev)?)),

@@ -84,7 +84,7 @@ pub async fn test(args: TestArgs, server: &ServerArgs) -> Result<i32> {
             LogStreamEvent::Suite { event, .. } => match *event {
                 SuiteEvent::BuildFinished(b) => table.build(&b),
                 SuiteEvent::CaseFinished(c) => table.row(&c),
-                SuiteEvent::CaseStarted { .. } => {}
+                SuiteEvent::CaseStarted(_) => {}
             },
             LogStreamEvent::Exit { event, .. } => {
                 exit = Some(event);

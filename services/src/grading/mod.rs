@@ -135,17 +135,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
-        Self::Accepted,
-        Self::WrongAnswer,
-        Self::TimeLimit,
-        Self::MemoryLimit,
-        Self::RuntimeError,
-        Self::OutputLimit,
-        Self::CheckerError,
-        Self::Skipped,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
@@ -348,7 +337,7 @@ pub struct CaseList {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum SuiteEvent {
     BuildFinished(BuildResult),
-    CaseStarted { index: u32, name: String },
+    CaseStarted(CaseStartedEvent),
     CaseFinished(CaseResult),
 }
 
@@ -363,7 +352,7 @@ impl SuiteEvent {
     pub fn name(&self) -> &'static str {
         match self {
             Self::BuildFinished(_) => "build_finished",
-            Self::CaseStarted { .. } => "case_started",
+            Self::CaseStarted(_) => "case_started",
             Self::CaseFinished(_) => "case_finished",
         }
     }
@@ -372,10 +361,7 @@ impl SuiteEvent {
     pub fn data(&self) -> serde_json::Value {
         match self {
             Self::BuildFinished(b) => serde_json::to_value(b),
-            Self::CaseStarted { index, name } => serde_json::to_value(CaseStartedEvent {
-                index: *index,
-                name: name.clone(),
-            }),
+            Self::CaseStarted(s) => serde_json::to_value(s),
             Self::CaseFinished(c) => serde_json::to_value(c),
         }
         .unwrap_or(serde_json::Value::Null)
@@ -400,8 +386,8 @@ pub fn case_list(suite: &ResolvedSuite, attempt: i32, events: &[Vec<u8>]) -> Cas
     for e in events {
         match serde_json::from_slice::<SuiteEvent>(e) {
             Ok(SuiteEvent::BuildFinished(b)) => build = Some(b),
-            Ok(SuiteEvent::CaseStarted { index, .. }) => {
-                if let Some(c) = cases.get_mut(index as usize) {
+            Ok(SuiteEvent::CaseStarted(s)) => {
+                if let Some(c) = cases.get_mut(s.index as usize) {
                     c.state = CaseState::Running;
                 }
             }
@@ -631,10 +617,10 @@ mod tests {
 
     #[test]
     fn events_are_tagged_and_sent_without_the_tag() {
-        let e = SuiteEvent::CaseStarted {
+        let e = SuiteEvent::CaseStarted(CaseStartedEvent {
             index: 2,
             name: "big".into(),
-        };
+        });
         let stored = serde_json::to_value(&e).unwrap();
         assert_eq!(stored["event"], "case_started");
         let back: SuiteEvent = serde_json::from_value(stored).unwrap();

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use super::lock;
 use crate::grading::{
     BUILD_OUTPUT_CAP, BuildResult, CASE_OUTPUT_CAP, CHECK_DIR, CHECKER_MESSAGE_CAP, CappedText,
-    CaseResult, Compare, ResolvedCase, ResolvedStep, ResolvedSuite, SuiteEvent, SuiteSummary,
-    Verdict, verdict_of_checker, verdict_of_outcome,
+    CaseResult, CaseStartedEvent, Compare, ResolvedCase, ResolvedStep, ResolvedSuite, SuiteEvent,
+    SuiteSummary, Verdict, verdict_of_checker, verdict_of_outcome,
 };
 use crate::model::ResolvedFile;
 
@@ -247,10 +247,10 @@ impl CaseContext<'_> {
             return done;
         }
         self.events
-            .send(&SuiteEvent::CaseStarted {
+            .send(&SuiteEvent::CaseStarted(CaseStartedEvent {
                 index: index as u32,
                 name: case.name.clone(),
-            })
+            }))
             .await;
 
         let mut req = self.request.clone();
