@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use runtime_core::{
-    Artifact, ArtifactReport, Backend, Base, CancellationToken, ExecReport, ExecRequest, InputFile,
-    JobIo, Outcome, OutcomeReason, OutputSink, OutputStats, Program, SkippedArtifact, Stream,
-    Usage,
+    Artifact, ArtifactReport, Backend, Base, CancellationToken, Chain, ExecReport, ExecRequest,
+    InputFile, JobIo, Outcome, OutcomeReason, OutputSink, OutputStats, Program, SkippedArtifact,
+    Stream, Usage,
 };
 use tokio::sync::mpsc;
 
@@ -253,8 +253,7 @@ impl CaseContext<'_> {
             }))
             .await;
 
-        let mut req = self.request.clone();
-        req.job_id = format!("{}-case{index}", self.request.job_id);
+        let mut req = run_of(self.request, &format!("case{index}"));
         if let Some(args) = &case.args {
             req.args = args.clone();
         }
@@ -266,7 +265,6 @@ impl CaseContext<'_> {
         };
         req.limits = case.limits.to_runtime();
         req.chain.base = self.base.clone();
-        req.chain.keep = false;
         let (mut report, captured) = run_captured(&self.backend, req, &self.cancel, None).await;
         lock(self.artifacts).add(
             std::mem::take(&mut report.artifacts),
@@ -407,8 +405,7 @@ fn skipped(case: &ResolvedCase, index: usize, why: &str) -> CaseResult {
 /// The request of a build or checker step: containers run `command` as the entrypoint in the
 /// job's image; Wasm jobs run the step's module with `command` as its arguments.
 fn step_request(job: &ExecRequest, step: &ResolvedStep, what: &str, keep: bool) -> ExecRequest {
-    let mut req = job.clone();
-    req.job_id = format!("{}-{what}", job.job_id);
+    let mut req = run_of(job, what);
     match &step.module {
         Some(digest) => {
             req.program = Program::WasmModule {
@@ -421,12 +418,28 @@ fn step_request(job: &ExecRequest, step: &ResolvedStep, what: &str, keep: bool) 
             req.args = Vec::new();
         }
     }
-    req.stdin = Vec::new();
     req.files = to_input(&step.files);
     req.limits = step.limits.to_runtime();
     req.chain.keep = keep;
-    req.chain.base = None;
     req
+}
+
+/// A run of the job (`<job id>-<what>`): its program, arguments, environment, limits, container
+/// options and artifact patterns, without its stdin, files or chain — each run sets its own, so
+/// the job's files (large, perhaps) are not copied for every case only to be replaced.
+fn run_of(job: &ExecRequest, what: &str) -> ExecRequest {
+    ExecRequest {
+        job_id: format!("{}-{what}", job.job_id),
+        program: job.program.clone(),
+        args: job.args.clone(),
+        env: job.env.clone(),
+        stdin: Vec::new(),
+        files: Vec::new(),
+        limits: job.limits.clone(),
+        container: job.container.clone(),
+        chain: Chain::default(),
+        artifacts: job.artifacts.clone(),
+    }
 }
 
 fn to_input(files: &[ResolvedFile]) -> Vec<InputFile> {
