@@ -30,9 +30,9 @@ fn in_work(mut r: ExecRequest) -> ExecRequest {
     r
 }
 
-/// Like `Ran::assert_exited(0)`, without printing the collected bytes.
+/// Like `Finished::assert_exited(0)`, without printing the collected bytes.
 #[track_caller]
-fn exited_0(ran: &Ran) {
+fn exited_0(ran: &Finished) {
     let o = &ran.report.outcome;
     assert_eq!(
         (o.reason, o.exit_code),

@@ -285,7 +285,7 @@ async fn bases_are_checked() {
     let other = env.busybox("other", &[], default_config()).await;
     let base = build(&env, &img, BUILD).await;
 
-    let detail = |ran: &Ran| ran.report.outcome.detail.clone().unwrap_or_default();
+    let detail = |ran: &Finished| ran.report.outcome.detail.clone().unwrap_or_default();
     // Another image than the base's.
     let ran = run(&env, on(&base, sh(&other, "true"))).await;
     assert_eq!(

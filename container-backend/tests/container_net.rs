@@ -272,7 +272,7 @@ impl NetEnv {
         r
     }
 
-    async fn run(&self, req: ExecRequest) -> Ran {
+    async fn run(&self, req: ExecRequest) -> Finished {
         run_with(self.backend.as_ref(), req, CancellationToken::new()).await
     }
 

@@ -122,7 +122,7 @@ impl Suite {
 
     /// Runs `req` beside an honest job; checks the honest job, the host and the leftovers; then
     /// checks that the backend still runs jobs.
-    async fn hostile(&mut self, mut req: ExecRequest) -> Ran {
+    async fn hostile(&mut self, mut req: ExecRequest) -> Finished {
         req.job_id = "hostile-job".into();
         let mut honest = self.sh(HONEST);
         honest.job_id = "honest-job".into();
@@ -163,7 +163,7 @@ impl Suite {
 }
 
 #[track_caller]
-fn assert_reason(ran: &Ran, reason: OutcomeReason) {
+fn assert_reason(ran: &Finished, reason: OutcomeReason) {
     assert_eq!(
         ran.report.outcome.reason,
         reason,

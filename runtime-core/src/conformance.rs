@@ -146,6 +146,32 @@ pub struct Finished {
     pub elapsed: Duration,
 }
 
+impl Finished {
+    /// Stdout as text (lossy), for assertions and messages.
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (lossy).
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Asserts that the job exited with `code`, showing the report and both streams if not.
+    #[track_caller]
+    pub fn assert_exited(&self, code: i32) -> &Self {
+        assert_eq!(
+            (self.report.outcome.reason, self.report.outcome.exit_code),
+            (OutcomeReason::Exited, Some(code)),
+            "report: {:?}\nstdout: {}\nstderr: {}",
+            self.report,
+            self.out(),
+            self.err()
+        );
+        self
+    }
+}
+
 async fn collect(mut rx: mpsc::Receiver<OutputChunk>) -> (Vec<u8>, Vec<u8>) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     while let Some(chunk) = rx.recv().await {

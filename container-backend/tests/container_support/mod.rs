@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use container_backend::{ContainerBackend, ContainerConfig};
 use image_store::{ImageService, ImageStore, RegistryOptions, StoreLimits, media_types};
-use runtime_core::{
-    Backend, CancellationToken, ContainerOptions, ExecReport, ExecRequest, InputFile, JobIo,
-    Limits, OutputSink, Program, Stream,
-};
+use runtime_core::{CancellationToken, ContainerOptions, ExecRequest, InputFile, Limits, Program};
 use serde_json::{Value, json};
 
 use crate::image_support::{Layer, TarBuilder, busybox_rootfs_tar, require_root, sha};
@@ -224,64 +221,11 @@ pub fn file(path: &str, content: &[u8], mode: Option<u32>) -> InputFile {
     }
 }
 
-#[derive(Debug)]
-pub struct Ran {
-    pub report: ExecReport,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
+/// The runner every backend's tests share (`runtime_core::conformance`): runs a request with a
+/// fresh sink and collects what the job wrote.
+pub use runtime_core::conformance::{Finished, run as run_with};
 
-impl Ran {
-    pub fn out(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-    pub fn err(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-    #[track_caller]
-    pub fn assert_exited(&self, code: i32) -> &Self {
-        assert_eq!(
-            (self.report.outcome.reason, self.report.outcome.exit_code),
-            (runtime_core::OutcomeReason::Exited, Some(code)),
-            "report: {:?}\nstdout: {}\nstderr: {}",
-            self.report,
-            self.out(),
-            self.err()
-        );
-        self
-    }
-}
-
-pub async fn run_with(backend: &dyn Backend, req: ExecRequest, cancel: CancellationToken) -> Ran {
-    let (sink, mut rx) = OutputSink::channel(req.limits.output_bytes, 64);
-    let collect = tokio::spawn(async move {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(c) = rx.recv().await {
-            match c.stream {
-                Stream::Stdout => out.extend_from_slice(&c.data),
-                Stream::Stderr => err.extend_from_slice(&c.data),
-            }
-        }
-        (out, err)
-    });
-    let report = backend
-        .run(
-            req,
-            JobIo {
-                output: sink,
-                cancel,
-            },
-        )
-        .await;
-    let (stdout, stderr) = collect.await.unwrap();
-    Ran {
-        report,
-        stdout,
-        stderr,
-    }
-}
-
-pub async fn run(env: &TestEnv, req: ExecRequest) -> Ran {
+pub async fn run(env: &TestEnv, req: ExecRequest) -> Finished {
     run_with(env.backend.as_ref(), req, CancellationToken::new()).await
 }
 

@@ -9,11 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime_core::{
-    Backend, CancellationToken, ExecReport, ExecRequest, InputFile, JobIo, Limits, ModuleStore,
-    OutputChunk, OutputSink, OutputStats, Program, Stream,
-};
-use tokio::sync::mpsc;
+use runtime_core::{CancellationToken, ExecRequest, InputFile, Limits, ModuleStore, Program};
 use wasm_backend::{WasmBackend, WasmConfig, module_digest};
 
 /// A module store backed by a map, counting how often it is asked.
@@ -148,49 +144,9 @@ pub fn assert_no_job_files(scratch: &Path) {
     }
 }
 
-/// What a finished job produced.
-pub struct Finished {
-    pub report: ExecReport,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub stats: OutputStats,
-}
-
-/// Collects every chunk from the receiver until the sink is dropped.
-pub async fn drain(mut rx: mpsc::Receiver<OutputChunk>) -> (Vec<u8>, Vec<u8>) {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    while let Some(chunk) = rx.recv().await {
-        match chunk.stream {
-            Stream::Stdout => out.extend_from_slice(&chunk.data),
-            Stream::Stderr => err.extend_from_slice(&chunk.data),
-        }
-    }
-    (out, err)
-}
-
-/// Runs a job with a fresh sink (cap from the request) and collects its output.
-pub async fn run_with(
-    backend: &WasmBackend,
-    request: ExecRequest,
-    cancel: CancellationToken,
-) -> Finished {
-    let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 64);
-    let collector = tokio::spawn(drain(rx));
-    let io = JobIo {
-        output: sink.clone(),
-        cancel,
-    };
-    let report = backend.run(request, io).await;
-    let stats = sink.stats();
-    drop(sink);
-    let (stdout, stderr) = collector.await.unwrap();
-    Finished {
-        report,
-        stdout,
-        stderr,
-        stats,
-    }
-}
+/// The runner every backend's tests share (`runtime_core::conformance`): runs a request with a
+/// fresh sink and collects what the job wrote.
+pub use runtime_core::conformance::{Finished, run as run_with};
 
 pub async fn run(backend: &WasmBackend, request: ExecRequest) -> Finished {
     run_with(backend, request, CancellationToken::new()).await
