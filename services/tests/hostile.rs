@@ -107,7 +107,7 @@ async fn hostile_jobs_get_the_right_records_and_the_worker_keeps_working() {
     let reason = |j: &Job| {
         j.outcome
             .as_ref()
-            .map(|o| o.reason.clone())
+            .map(|o| o.reason.to_string())
             .unwrap_or_default()
     };
 

@@ -122,7 +122,7 @@ fn image_spec(reference: &str) -> JobSpec {
 
 fn outcome(job: &Job) -> (JobState, String, Option<String>) {
     let o = job.outcome.as_ref().expect("a finished job has an outcome");
-    (job.state, o.reason.clone(), o.detail.clone())
+    (job.state, o.reason.to_string(), o.detail.clone())
 }
 
 fn encoded(reference: &str) -> String {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use nekton::api::types::JobState;
+use nekton::api::types::{Job, JobState};
 use nekton::store::jobs::{self, NewJob, Submitted};
 use nekton::store::queue::{self, Claimed, Completion, NewChunk};
 use nekton::testing::TestDb;
@@ -240,7 +240,7 @@ async fn lost_jobs_end_in_error_when_attempts_run_out() {
             .unwrap();
     }
     assert_eq!(state(pool, id).await, (JobState::Error, 2));
-    let job = jobs::get(pool, TENANT, id).await.unwrap().unwrap();
+    let job = Job::from(jobs::get(pool, TENANT, id).await.unwrap().unwrap());
     assert_eq!(job.outcome.unwrap().reason, "worker_lost");
     assert!(job.finished_at.is_some());
 
@@ -375,7 +375,7 @@ async fn cancelling_a_retry_keeps_the_lost_attempts_record() {
         (2, "cancelled"),
         "{records:?}"
     );
-    let job = jobs::get(pool, TENANT, id).await.unwrap().unwrap();
+    let job = Job::from(jobs::get(pool, TENANT, id).await.unwrap().unwrap());
     assert_eq!(job.outcome.map(|o| o.reason), Some("cancelled".into()));
 
     // A job that never ran: its one record is the cancel, at attempt 0.

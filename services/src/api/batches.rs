@@ -18,7 +18,9 @@ use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
 use super::jobs::{idempotency_key, label_filter, parse_id, prepare, query_with_labels};
-use super::types::{Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, ErrorBody, JobSpec};
+use super::types::{
+    Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, ErrorBody, Job, JobSpec,
+};
 use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body, sse};
 use crate::model::auth::Scope;
@@ -169,7 +171,7 @@ pub async fn get(
     let batch = store_jobs::batch(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no batch {id}")))?;
-    Ok(Json(batch))
+    Ok(Json(batch.into()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -221,7 +223,7 @@ pub async fn list(
         None
     };
     Ok(Json(BatchPage {
-        batches,
+        batches: batches.into_iter().map(Batch::from).collect(),
         next_cursor,
     }))
 }
@@ -253,7 +255,7 @@ pub async fn cancel(
     Ok(Json(BatchCancelled {
         cancelled: done.cancelled,
         cancel_requested: done.cancel_requested,
-        batch,
+        batch: batch.into(),
     }))
 }
 
@@ -335,14 +337,15 @@ async fn follow_batch(
         any_state.borrow_and_update();
         let jobs =
             store_jobs::finished_batch_jobs(&state.pool, tenant, id, after, EVENT_PAGE).await?;
-        for (seq, job) in &jobs {
-            after = *seq;
-            let ev = sse::json_event("job", seq.to_string(), job);
+        let full_page = jobs.len() as i64 == EVENT_PAGE;
+        for (seq, job) in jobs {
+            after = seq;
+            let ev = sse::json_event("job", seq.to_string(), &Job::from(job));
             if tx.send(ev).await.is_err() {
                 return Ok(());
             }
         }
-        if jobs.len() as i64 == EVENT_PAGE {
+        if full_page {
             continue;
         }
         let Some(batch) = store_jobs::batch(&state.pool, tenant, id).await? else {
@@ -350,7 +353,7 @@ async fn follow_batch(
         };
         // Every finished job has a position 1..total: `done` only once all were sent.
         if batch.finished && (i64::from(after) >= batch.total || final_read) {
-            let ev = sse::json_event("done", "done", &batch);
+            let ev = sse::json_event("done", "done", &Batch::from(batch));
             let _ = tx.send(ev).await;
             return Ok(());
         }

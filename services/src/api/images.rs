@@ -30,8 +30,8 @@ use utoipa::IntoParams;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, parse_json};
 use super::types::{
-    ErrorBody, ErrorDetail, GcResult, Image, ImageKindView, ImageLayer, ImageList, ImportResult,
-    PullBlob, PullPolicyView, PullRequest, PullResolvedEvent, PullResult, PullStatsView,
+    ErrorBody, GcResult, Image, ImageKindView, ImageLayer, ImageList, ImportResult, PullBlob,
+    PullPolicyView, PullRequest, PullResolvedEvent, PullResult, PullStatsView,
 };
 use super::{AppState, Body};
 use crate::images::describe_image_error;
@@ -242,19 +242,7 @@ pub async fn pull(
     tokio::spawn(async move {
         let event = match images.pull(&reference, policy, Some(progress)).await {
             Ok(outcome) => json_event("done", &pull_result(&outcome)),
-            Err(e) => {
-                let err = image_api_error(&e, &images);
-                json_event(
-                    "error",
-                    &ErrorBody {
-                        error: ErrorDetail {
-                            code: err.code.to_string(),
-                            message: err.message,
-                            field: err.field,
-                        },
-                    },
-                )
-            }
+            Err(e) => json_event("error", &image_api_error(&e, &images).body()),
         };
         let _ = tx.send(event);
     });

@@ -242,9 +242,9 @@ pub async fn submit(
         Submitted::Created(job) => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc();
-            Ok((StatusCode::CREATED, Json(*job)))
+            Ok((StatusCode::CREATED, Json(Job::from(*job))))
         }
-        Submitted::Replayed(job) => Ok((StatusCode::OK, Json(*job))),
+        Submitted::Replayed(job) => Ok((StatusCode::OK, Json(Job::from(*job)))),
         Submitted::Refused(r) => Err(refused(r)),
         Submitted::KeyConflict { existing } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -269,7 +269,7 @@ pub async fn get(
     let job = store_jobs::get(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(job))
+    Ok(Json(job.into()))
 }
 
 /// A test-suite job's cases, as its latest attempt left them: each one `pending`, `running` or
@@ -449,7 +449,10 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(JobPage { jobs, next_cursor }))
+    Ok(Json(JobPage {
+        jobs: jobs.into_iter().map(Job::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Cancel a job: a queued job is cancelled at once; a running job's sandbox is killed within a
@@ -482,7 +485,7 @@ pub async fn cancel(
             let job = store_jobs::get(&state.pool, caller.tenant(), id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-            Ok(Json(job))
+            Ok(Json(job.into()))
         }
     }
 }

@@ -25,8 +25,9 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
-use super::types::{ErrorBody, ExitEvent, Job, JobState, LogEvent, StateEvent};
+use super::types::{ErrorBody, ExitEvent, JobState, LogEvent, OutcomeView, StateEvent};
 use crate::grading::SuiteEvent;
+use crate::model::JobRecord;
 use crate::model::auth::Scope;
 use crate::model::{ChunkKind, LineStamper, OutputStream};
 use crate::store::jobs as store_jobs;
@@ -376,11 +377,11 @@ async fn follow_inner(
     }
 }
 
-fn exit_event(job: &Job) -> Event {
+fn exit_event(job: &JobRecord) -> Event {
     let ev = ExitEvent {
         state: job.state,
         attempt: job.attempt,
-        outcome: job.outcome.clone(),
+        outcome: job.outcome.clone().map(OutcomeView::from),
         usage: job.usage.clone(),
     };
     json_event("exit", format!("{}.end", job.attempt), &ev)
@@ -388,7 +389,11 @@ fn exit_event(job: &Job) -> Event {
 
 /// The stored output of the job's latest attempt, streamed page by page: the chunks stored when
 /// the request came, as `request` selects them.
-async fn plain(state: AppState, job: Job, request: PlainRequest) -> Result<Response, ApiError> {
+async fn plain(
+    state: AppState,
+    job: JobRecord,
+    request: PlainRequest,
+) -> Result<Response, ApiError> {
     let mut filter = request.filter;
     let through = logs::last_seq(&state.pool, job.id, job.attempt).await?;
     filter.through_seq = Some(through);

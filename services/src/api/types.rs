@@ -16,10 +16,242 @@ pub use crate::grading::{
 pub use crate::model::webhooks::{
     CreatedWebhook, Delivery, DeliveryAttempt, DeliveryPage, DeliveryState, Webhook, WebhookEvent,
 };
+use crate::model::{BatchRecord, JobOutcome, JobRecord};
 pub use crate::model::{
-    Batch, Encoding, Job, JobState, Module, NetworkMode, OutcomeView, RuntimeKind,
-    Usage as UsageView,
+    Encoding, JobState, Module, NetworkMode, OutcomeReason, RuntimeKind, Usage as UsageView,
 };
+
+/// A job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// UUIDv7: ordered by creation time.
+    pub id: Uuid,
+    pub state: JobState,
+    /// The current (or last) attempt; 0 while it has never run.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub queue: String,
+    pub priority: i16,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    /// The module digest or image reference the job runs.
+    pub program: String,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    /// When the current (or last) attempt started.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Set once the job is finished (or an attempt was lost).
+    #[schema(required = true)]
+    pub outcome: Option<OutcomeView>,
+    #[schema(required = true)]
+    pub usage: Option<UsageView>,
+    /// True for a test-suite job (submitted with `tests`): its cases are at
+    /// `GET /v1/jobs/{id}/cases`. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suite: bool,
+}
+
+impl From<JobRecord> for Job {
+    fn from(r: JobRecord) -> Self {
+        Self {
+            id: r.id,
+            state: r.state,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            queue: r.queue,
+            priority: r.priority,
+            labels: r.labels,
+            batch_id: r.batch_id,
+            program: r.program,
+            cancel_requested: r.cancel_requested,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome.map(OutcomeView::from),
+            usage: r.usage,
+            suite: r.suite,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeView {
+    /// Why the job ended (`exited`, `signaled`, `wall_timeout`, `cpu_timeout`, `memory_limit`,
+    /// `output_limit`, `cancelled`, `image_error`, `spec_error`, `worker_lost`,
+    /// `internal_error`; test suites: `compile_error`, `tests_failed`): the typed
+    /// [`OutcomeReason`], a string enum on the wire (a client keeps a newer one as text).
+    #[schema(schema_with = outcome_reason_schema)]
+    pub reason: Named<OutcomeReason>,
+    #[schema(required = true)]
+    pub exit_code: Option<i32>,
+    #[schema(required = true)]
+    pub signal: Option<i32>,
+    /// Human-readable detail: the trap, the limit that fired, the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Test-suite jobs: cases passed, the score, verdict counts and the build's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<SuiteSummary>,
+}
+
+impl From<JobOutcome> for OutcomeView {
+    fn from(o: JobOutcome) -> Self {
+        Self {
+            reason: o.reason.into(),
+            exit_code: o.exit_code,
+            signal: o.signal,
+            detail: o.detail,
+            tests: o.tests,
+        }
+    }
+}
+
+/// A closed set of names the server sends ([`OutcomeReason`], [`super::error::ErrorCode`]).
+pub trait WireName: Sized + Copy {
+    fn as_str(self) -> &'static str;
+    fn parse(text: &str) -> Option<Self>;
+}
+
+impl WireName for OutcomeReason {
+    fn as_str(self) -> &'static str {
+        OutcomeReason::as_str(self)
+    }
+    fn parse(text: &str) -> Option<Self> {
+        OutcomeReason::parse(text)
+    }
+}
+
+/// A name from a closed set as the wire carries it: the server always sends one it knows
+/// ([`Named::Known`]); a client reading an answer from a newer server keeps a name it does not
+/// know as its text ([`Named::Newer`]) instead of failing to read the whole record. On the wire
+/// both are the plain string; the OpenAPI document lists the known names as an enum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named<T> {
+    Known(T),
+    Newer(String),
+}
+
+impl<T: WireName> Named<T> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Known(t) => t.as_str(),
+            Self::Newer(text) => text,
+        }
+    }
+
+    /// The typed value, `None` for a name newer than this version.
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Self::Known(t) => Some(*t),
+            Self::Newer(_) => None,
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        T::parse(text).map_or_else(|| Self::Newer(text.to_owned()), Self::Known)
+    }
+}
+
+impl<T: WireName> From<T> for Named<T> {
+    fn from(t: T) -> Self {
+        Self::Known(t)
+    }
+}
+
+impl<T: WireName> From<&str> for Named<T> {
+    fn from(text: &str) -> Self {
+        Self::parse(text)
+    }
+}
+
+impl<T: WireName> PartialEq<&str> for Named<T> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl<T: WireName> PartialEq<T> for Named<T>
+where
+    T: PartialEq,
+{
+    fn eq(&self, other: &T) -> bool {
+        self.known().is_some_and(|t| t == *other)
+    }
+}
+
+impl<T: WireName> std::fmt::Display for Named<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<T: WireName> Serialize for Named<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de, T: WireName> Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(d)?))
+    }
+}
+
+/// The OpenAPI schema of a [`Named`] field: a string enum of every name in `all`.
+pub(crate) fn names_schema<T: WireName>(
+    all: &[T],
+    description: &str,
+) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(all.iter().map(|n| n.as_str())))
+        .description(Some(description))
+        .build()
+}
+
+/// The OpenAPI schema of `outcome.reason`: a string enum of every [`OutcomeReason`].
+fn outcome_reason_schema() -> utoipa::openapi::schema::Object {
+    names_schema(
+        &OutcomeReason::ALL,
+        "Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's \
+         failures) are retried.",
+    )
+}
+
+/// A batch and its jobs counted by state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Batch {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub total: i64,
+    pub labels: BTreeMap<String, String>,
+    /// Every state, with 0 where no job is in it.
+    pub counts: BTreeMap<String, i64>,
+    /// True when every job has reached a final state.
+    pub finished: bool,
+}
+
+impl From<BatchRecord> for Batch {
+    fn from(r: BatchRecord) -> Self {
+        Self {
+            id: r.id,
+            created_at: r.created_at,
+            total: r.total,
+            labels: r.labels,
+            counts: r
+                .counts
+                .into_iter()
+                .map(|(state, n)| (state.as_str().to_owned(), n))
+                .collect(),
+            finished: r.finished,
+        }
+    }
+}
 
 /// A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
 /// directory preopened as `/`, for containers below the working directory.
@@ -382,7 +614,7 @@ pub struct ErrorDetail {
     /// of the enum's values (a string on the wire; the CLI adds `http_<status>` for non-API
     /// answers).
     #[schema(schema_with = super::error::error_code_schema)]
-    pub code: String,
+    pub code: Named<super::error::ErrorCode>,
     /// What went wrong and how to fix it.
     pub message: String,
     /// The offending field, as a path like `limits.memory_bytes`, when one is to blame.
@@ -759,4 +991,63 @@ fn resolve_suite(
         stop_on_first_failure: suite.stop_on_first_failure,
         parallelism: suite.parallelism.unwrap_or(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The enum values of a schema.
+    fn enum_values(schema: utoipa::openapi::schema::Object) -> Vec<String> {
+        let schema = serde_json::to_value(schema).unwrap();
+        schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn reason_schema_lists_every_reason() {
+        let expected: Vec<&str> = OutcomeReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(enum_values(outcome_reason_schema()), expected);
+    }
+
+    #[test]
+    fn error_code_schema_lists_every_code() {
+        use super::super::error::{ErrorCode, error_code_schema};
+        let values = enum_values(error_code_schema());
+        let expected: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(values, expected);
+        assert!(values.iter().any(|v| v == "validation_failed"));
+        assert!(values.iter().any(|v| v == "image_not_in_registry"));
+    }
+
+    #[test]
+    fn outcome_reason_is_its_text_on_the_wire_and_a_newer_one_is_kept_as_text() {
+        for reason in OutcomeReason::ALL {
+            let view = OutcomeView {
+                reason: reason.into(),
+                exit_code: None,
+                signal: None,
+                detail: None,
+                tests: None,
+            };
+            let json = serde_json::to_value(&view).unwrap();
+            assert_eq!(json["reason"], reason.as_str());
+            assert_eq!(serde_json::from_value::<OutcomeView>(json).unwrap(), view);
+        }
+        let newer: OutcomeView = serde_json::from_value(serde_json::json!({
+            "reason": "exploded", "exit_code": null, "signal": null
+        }))
+        .unwrap();
+        assert_eq!(newer.reason, Named::Newer("exploded".into()));
+        assert_eq!(newer.reason.known(), None);
+        assert_eq!(serde_json::to_value(&newer).unwrap()["reason"], "exploded");
+        assert_eq!(
+            Named::<OutcomeReason>::parse("exited"),
+            OutcomeReason::Exited
+        );
+    }
 }

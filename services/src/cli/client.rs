@@ -67,7 +67,7 @@ impl ApiError {
         match serde_json::from_slice::<ErrorBody>(body) {
             Ok(b) => Self {
                 status,
-                code: b.error.code,
+                code: b.error.code.to_string(),
                 message: b.error.message,
                 field: b.error.field,
             },
@@ -928,7 +928,7 @@ fn parse_pull_sse(ev: &Event) -> Result<Option<PullStreamEvent>> {
             let body: ErrorBody = parse_data(ev)?;
             return Err(ApiError {
                 status: 200,
-                code: body.error.code,
+                code: body.error.code.to_string(),
                 message: body.error.message,
                 field: body.error.field,
             }

@@ -24,7 +24,7 @@ use super::client::{
 };
 use crate::api::types::{
     Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, Module,
-    NetworkMode, OutcomeView, RuntimeKind,
+    NetworkMode, OutcomeReason, OutcomeView, RuntimeKind,
 };
 use crate::model::LineStamper;
 
@@ -918,23 +918,30 @@ pub fn exit_code_for(state: JobState, outcome: Option<&OutcomeView>) -> i32 {
             _ => EXIT_SERVICE_ERROR,
         };
     };
-    match o.reason.as_str() {
-        "exited" => match o.exit_code {
+    let Some(reason) = o.reason.known() else {
+        // A reason newer than this CLI: the service's side, as for the other non-job failures.
+        return EXIT_SERVICE_ERROR;
+    };
+    match reason {
+        OutcomeReason::Exited => match o.exit_code {
             Some(code) if (0..=255).contains(&code) => code,
             Some(_) => 1,
             None if state == JobState::Succeeded => 0,
             None => 1,
         },
-        "signaled" => match o.signal {
+        OutcomeReason::Signaled => match o.signal {
             Some(sig) if (1..=127).contains(&sig) => 128 + sig,
             _ => 1,
         },
-        "wall_timeout" | "cpu_timeout" => EXIT_TIMEOUT,
-        "memory_limit" => EXIT_MEMORY_LIMIT,
-        "output_limit" => EXIT_OUTPUT_LIMIT,
-        "cancelled" => EXIT_CANCELLED,
-        "tests_failed" | "compile_error" => 1,
-        _ => EXIT_SERVICE_ERROR,
+        OutcomeReason::WallTimeout | OutcomeReason::CpuTimeout => EXIT_TIMEOUT,
+        OutcomeReason::MemoryLimit => EXIT_MEMORY_LIMIT,
+        OutcomeReason::OutputLimit => EXIT_OUTPUT_LIMIT,
+        OutcomeReason::Cancelled => EXIT_CANCELLED,
+        OutcomeReason::TestsFailed | OutcomeReason::CompileError => 1,
+        OutcomeReason::ImageError
+        | OutcomeReason::SpecError
+        | OutcomeReason::WorkerLost
+        | OutcomeReason::InternalError => EXIT_SERVICE_ERROR,
     }
 }
 
@@ -945,7 +952,7 @@ fn describe_outcome(id: Uuid, state: JobState, outcome: Option<&OutcomeView>) ->
         return (state != JobState::Succeeded)
             .then(|| format!("nekton: job {id} {}: no outcome recorded", state.as_str()));
     };
-    if o.reason == "exited" {
+    if o.reason == OutcomeReason::Exited {
         return match o.exit_code {
             Some(code) if !(0..=255).contains(&code) => Some(format!(
                 "nekton: job {id} {}: exited: exit code {code} is outside 0-255",
@@ -960,8 +967,12 @@ fn describe_outcome(id: Uuid, state: JobState, outcome: Option<&OutcomeView>) ->
         _ => None,
     });
     Some(match detail {
-        Some(d) => format!("nekton: job {id} {}: {}: {d}", state.as_str(), o.reason),
-        None => format!("nekton: job {id} {}: {}", state.as_str(), o.reason),
+        Some(d) => format!(
+            "nekton: job {id} {}: {}: {d}",
+            state.as_str(),
+            o.reason.as_str()
+        ),
+        None => format!("nekton: job {id} {}: {}", state.as_str(), o.reason.as_str()),
     })
 }
 
@@ -1886,7 +1897,7 @@ mod tests {
 
     fn outcome(reason: &str, exit_code: Option<i32>, signal: Option<i32>) -> OutcomeView {
         OutcomeView {
-            reason: reason.into(),
+            reason: crate::api::types::Named::parse(reason),
             exit_code,
             signal,
             detail: None,

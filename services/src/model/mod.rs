@@ -64,7 +64,20 @@ pub enum NetworkMode {
 }
 
 /// The states of a job; see ARCHITECTURE.md for the diagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    sqlx::Type,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "job_state", rename_all = "lowercase")]
 pub enum JobState {
@@ -112,24 +125,15 @@ impl JobState {
     }
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OutcomeView {
-    /// Why the job ended: one of [`OutcomeReason::ALL`] (`exited`, `signaled`, `wall_timeout`,
-    /// `cpu_timeout`, `memory_limit`, `output_limit`, `cancelled`, `image_error`, `spec_error`,
-    /// `worker_lost`, `internal_error`; test suites: `compile_error`, `tests_failed`). A string on the wire (clients compare it as text); the
-    /// OpenAPI document lists the values as an enum generated from the typed reason.
-    #[schema(schema_with = outcome_reason_schema)]
-    pub reason: String,
-    #[schema(required = true)]
+/// How a job's current (or last) attempt ended, as stored in `job_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub reason: OutcomeReason,
     pub exit_code: Option<i32>,
-    #[schema(required = true)]
     pub signal: Option<i32>,
     /// Human-readable detail: the trap, the limit that fired, the error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Test-suite jobs: cases passed, the score, verdict counts and the build's result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<crate::grading::SuiteSummary>,
 }
 
@@ -184,9 +188,9 @@ pub struct Usage {
     pub net_tx_bytes: Option<u64>,
 }
 
-/// A job record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Job {
+/// A job as the store reads it (the API's `Job` is made from it at the edge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
     /// UUIDv7: ordered by creation time.
     pub id: Uuid,
     pub state: JobState,
@@ -196,51 +200,32 @@ pub struct Job {
     pub queue: String,
     pub priority: i16,
     pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<Uuid>,
     /// The module digest or image reference the job runs.
     pub program: String,
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
     /// When the current (or last) attempt started.
-    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
-    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Set once the job is finished (or an attempt was lost).
-    #[schema(required = true)]
-    pub outcome: Option<OutcomeView>,
-    #[schema(required = true)]
+    pub outcome: Option<JobOutcome>,
     pub usage: Option<Usage>,
-    /// True for a test-suite job (submitted with `tests`): its cases are at
-    /// `GET /v1/jobs/{id}/cases`. Absent otherwise.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// A test-suite job (submitted with `tests`).
     pub suite: bool,
 }
 
-/// A batch and its jobs counted by state.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Batch {
+/// A batch and its jobs counted by state, as the store reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     pub total: i64,
     pub labels: BTreeMap<String, String>,
     /// Every state, with 0 where no job is in it.
-    pub counts: BTreeMap<String, i64>,
+    pub counts: BTreeMap<JobState, i64>,
     /// True when every job has reached a final state.
     pub finished: bool,
-}
-
-/// The OpenAPI schema of `outcome.reason`: a string enum of every [`OutcomeReason`].
-fn outcome_reason_schema() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(OutcomeReason::ALL.iter().map(|r| r.as_str())))
-        .description(Some(
-            "Why the job ended. Only `worker_lost` and `internal_error` (the infrastructure's \
-             failures) are retried.",
-        ))
-        .build()
 }
 
 /// A stored Wasm module.
@@ -279,18 +264,5 @@ mod tests {
         let b = Uuid::now_v7();
         let ids: Vec<Uuid> = parse_ids(&format!("{a},{b},garbage")).collect();
         assert_eq!(ids, vec![a, b]);
-    }
-
-    #[test]
-    fn reason_schema_lists_every_reason() {
-        let schema = serde_json::to_value(outcome_reason_schema()).unwrap();
-        let values: Vec<&str> = schema["enum"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let expected: Vec<&str> = OutcomeReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(values, expected);
     }
 }

@@ -1,4 +1,4 @@
-//! Job records as the API sees them: submit (single and batch, with idempotency keys), read,
+//! Job records as the API reads them: submit (single and batch, with idempotency keys), read,
 //! list with keyset pagination, cancel.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
 use crate::model::tenancy::Tenant;
-use crate::model::{Batch, Job, JobState, OutcomeView, Usage};
+use crate::model::{BatchRecord, JobOutcome, JobRecord, JobState, OutcomeReason, Usage};
 
 /// A validated job ready to be stored.
 #[derive(Debug, Clone)]
@@ -39,9 +39,9 @@ impl NewJob {
 /// What a submission did.
 #[derive(Debug)]
 pub enum Submitted {
-    Created(Box<Job>),
+    Created(Box<JobRecord>),
     /// The idempotency key was seen before with the same request: the original job.
-    Replayed(Box<Job>),
+    Replayed(Box<JobRecord>),
     /// The idempotency key was seen before with a different request.
     KeyConflict {
         existing: Uuid,
@@ -56,14 +56,19 @@ const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.
 const JOB_FROM: &str = "FROM jobs j JOIN job_specs s ON s.job_id = j.id \
     LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt";
 
-fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
+fn job_from_row(row: &PgRow) -> Result<JobRecord, StoreError> {
     let labels: serde_json::Value = row.try_get("labels")?;
     let labels: BTreeMap<String, String> = serde_json::from_value(labels)
         .map_err(|e| StoreError::Corrupt(format!("job labels: {e}")))?;
     let reason: Option<String> = row.try_get("reason")?;
-    let outcome = reason.map(|reason| -> Result<OutcomeView, StoreError> {
-        Ok(OutcomeView {
-            reason,
+    let outcome = reason.map(|reason| -> Result<JobOutcome, StoreError> {
+        Ok(JobOutcome {
+            reason: OutcomeReason::parse(&reason).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job attempt reason `{reason}` is not one this version knows (written by a \
+                     newer nekton? upgrade this process)"
+                ))
+            })?,
             exit_code: row.try_get("exit_code")?,
             signal: row.try_get("signal")?,
             detail: row.try_get("detail")?,
@@ -79,7 +84,7 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
         .map(serde_json::from_value::<Usage>)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("job usage: {e}")))?;
-    Ok(Job {
+    Ok(JobRecord {
         id: row.try_get("id")?,
         state: row.try_get("state")?,
         attempt: row.try_get("attempt")?,
@@ -315,7 +320,7 @@ pub async fn submit_batch(
 }
 
 /// One job of a tenant.
-pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
+pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.id = $1 AND j.tenant_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
@@ -359,7 +364,7 @@ pub async fn list(
     pool: &PgPool,
     tenant: &str,
     filter: &ListFilter,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<Vec<JobRecord>, StoreError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} {JOB_FROM} \
          WHERE j.tenant_id = $1 \
@@ -468,7 +473,11 @@ pub async fn cancel(
 }
 
 /// A batch's summary, or `None` if the tenant has no such batch.
-pub async fn batch(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch>, StoreError> {
+pub async fn batch(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<BatchRecord>, StoreError> {
     let Some(row) = sqlx::query(
         "SELECT id, total, labels, created_at FROM batches WHERE id = $1 AND tenant_id = $2",
     )
@@ -484,16 +493,19 @@ pub async fn batch(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Batch
 
 /// Batch summaries from `batches` rows (id, total, labels, created_at), with their jobs counted
 /// by state in one query.
-async fn batches_with_counts(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Batch>, StoreError> {
+async fn batches_with_counts(
+    pool: &PgPool,
+    rows: &[PgRow],
+) -> Result<Vec<BatchRecord>, StoreError> {
     let ids: Vec<Uuid> = rows
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
-    let mut counts_of: std::collections::HashMap<Uuid, BTreeMap<String, i64>> =
+    let mut counts_of: std::collections::HashMap<Uuid, BTreeMap<JobState, i64>> =
         std::collections::HashMap::new();
     if !ids.is_empty() {
         let counted = sqlx::query(
-            "SELECT batch_id, state::text AS state, count(*) AS n FROM jobs \
+            "SELECT batch_id, state, count(*) AS n FROM jobs \
              WHERE batch_id = ANY($1) GROUP BY batch_id, state",
         )
         .bind(&ids)
@@ -514,18 +526,15 @@ async fn batches_with_counts(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Batch>
             .map_err(|e| StoreError::Corrupt(format!("batch labels: {e}")))?;
         let created_at: DateTime<Utc> = row.try_get("created_at")?;
         let total: i32 = row.try_get("total")?;
-        let mut counts: BTreeMap<String, i64> = JobState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_string(), 0))
-            .collect();
+        let mut counts: BTreeMap<JobState, i64> = JobState::ALL.iter().map(|&s| (s, 0)).collect();
         let mut finished = 0;
         for (state, n) in counts_of.remove(&id).unwrap_or_default() {
-            if JobState::parse(&state).is_some_and(JobState::is_terminal) {
+            if state.is_terminal() {
                 finished += n;
             }
             counts.insert(state, n);
         }
-        out.push(Batch {
+        out.push(BatchRecord {
             id,
             created_at,
             total: total.into(),
@@ -554,7 +563,7 @@ pub async fn list_batches(
     pool: &PgPool,
     tenant: &str,
     filter: &BatchFilter,
-) -> Result<Vec<Batch>, StoreError> {
+) -> Result<Vec<BatchRecord>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, total, labels, created_at FROM batches \
          WHERE tenant_id = $1 \
@@ -688,7 +697,7 @@ pub async fn finished_batch_jobs(
     batch: Uuid,
     after_seq: i32,
     limit: i64,
-) -> Result<Vec<(i32, Job)>, StoreError> {
+) -> Result<Vec<(i32, JobRecord)>, StoreError> {
     let sql = format!(
         "SELECT f.seq, {JOB_COLUMNS} FROM batch_finishes f JOIN jobs j ON j.id = f.job_id \
          JOIN job_specs s ON s.job_id = j.id \
