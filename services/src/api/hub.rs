@@ -4,7 +4,9 @@
 //! every watcher is woken (notifications sent while disconnected are lost).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -13,14 +15,68 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::model::parse_ids;
-use crate::store::{CHANNEL_LOGS, CHANNEL_STATE};
+use crate::model::{JobRecord, parse_ids};
+use crate::store::logs::{self, StoredChunk};
+use crate::store::{CHANNEL_LOGS, CHANNEL_STATE, StoreError, jobs as store_jobs};
 
 #[derive(Default)]
 struct Inner {
     jobs: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
     /// Bumped on every state change of any job (batch streams watch this).
     any_state: watch::Sender<u64>,
+    /// Log reads shared by the followers of a job woken by the same notification.
+    chunks: SharedReads<(Uuid, u64, i32, i32), Arc<Vec<StoredChunk>>>,
+    /// Job reads shared the same way.
+    records: SharedReads<(Uuid, u64), Option<JobRecord>>,
+}
+
+/// Reads shared by everyone who asks with the same key while the first one is in flight or its
+/// result is still held: one query where N followers of a job, woken by the same notification at
+/// the same position, would each have made one. The key carries the notification's version, so a
+/// result is only ever shared among readers woken by the same (or an earlier) notification: it
+/// was read after that notification was sent, so it holds everything the notification announced.
+/// Nothing is kept once nobody holds the result (`Weak`), and a failed read is not shared (each
+/// caller then reads for itself).
+pub struct SharedReads<K, V> {
+    cells: Mutex<HashMap<K, Weak<tokio::sync::OnceCell<V>>>>,
+}
+
+impl<K, V> Default for SharedReads<K, V> {
+    fn default() -> Self {
+        Self {
+            cells: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> SharedReads<K, V> {
+    /// The value under `key`: read by `read` unless a read for the key is in flight or held.
+    pub async fn get_or_read<E, F, Fut>(&self, key: K, read: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let cell = {
+            let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+            match cells.get(&key).and_then(Weak::upgrade) {
+                Some(cell) => cell,
+                None => {
+                    cells.retain(|_, cell| cell.strong_count() > 0);
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    cells.insert(key, Arc::downgrade(&cell));
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(read).await.cloned()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.retain(|_, cell| cell.strong_count() > 0);
+        cells.len()
+    }
 }
 
 /// Cheap to clone.
@@ -65,6 +121,41 @@ impl Hub {
             id,
             rx,
         }
+    }
+
+    /// Up to `limit` chunks of job `id` after `after`, for a follower woken by notification
+    /// `version` of the job: shared with the job's other followers at the same place.
+    pub async fn chunks_after(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        version: u64,
+        after: (i32, i32),
+        limit: i64,
+    ) -> Result<Arc<Vec<StoredChunk>>, StoreError> {
+        self.inner
+            .chunks
+            .get_or_read((id, version, after.0, after.1), || async {
+                logs::chunks_after(pool, id, after, limit)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+    }
+
+    /// Job `id` of `tenant`, for a follower woken by notification `version` of the job: shared
+    /// with the job's other followers (a job has one tenant, checked when each stream began).
+    pub async fn job(
+        &self,
+        pool: &PgPool,
+        tenant: &str,
+        id: Uuid,
+        version: u64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.inner
+            .records
+            .get_or_read((id, version), || store_jobs::get(pool, tenant, id))
+            .await
     }
 
     pub fn watch_any_state(&self) -> watch::Receiver<u64> {
@@ -128,6 +219,51 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn readers_with_one_key_share_one_read_and_nothing_is_kept_after() {
+        let shared: SharedReads<u32, Arc<String>> = SharedReads::default();
+        let reads = AtomicUsize::new(0);
+        let read = |text: &'static str| {
+            let reads = &reads;
+            move || async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, ()>(Arc::new(text.to_owned()))
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            shared.get_or_read(1, read("one")),
+            shared.get_or_read(1, read("not read")),
+            shared.get_or_read(2, read("two")),
+        );
+        let texts = [a, b, c].map(|r| r.unwrap().as_str().to_owned());
+        assert_eq!(texts, ["one", "one", "two"]);
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            2,
+            "key 1 was read once for both"
+        );
+        assert_eq!(shared.len(), 0, "nobody holds a result: nothing kept");
+        let again = shared.get_or_read(1, read("fresh")).await.unwrap();
+        assert_eq!(again.as_str(), "fresh", "a later reader reads anew");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_not_shared() {
+        let shared: SharedReads<u32, u32> = SharedReads::default();
+        // The second reader arrives while the first read is in flight, and waits for it.
+        let (first, second) = tokio::join!(
+            shared.get_or_read(1, || async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err::<u32, &str>("down")
+            }),
+            shared.get_or_read(1, || async { Ok::<u32, &str>(7) }),
+        );
+        assert_eq!(first, Err("down"));
+        assert_eq!(second, Ok(7), "the waiting reader reads for itself");
+    }
 
     #[test]
     fn watchers_are_removed_when_the_last_one_leaves() {

@@ -6,6 +6,7 @@
 //! reached so far; the final `exit` event is `"{attempt}.end"`. Resuming after an id sends exactly
 //! the events after that position, across queued → running → finished (and retries).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body as HttpBody;
@@ -289,10 +290,21 @@ async fn follow_inner(
     let mut watch = state.hub.watch_job(id);
     let mut last_state: Option<(JobState, i32)> = None;
     let send = |e: Event| async move { tx.send(e).await.is_ok() };
+    // Woken by a notification: the reads are shared with the job's other followers woken by it
+    // (one query for all of them, `Hub::chunks_after`). The first pass and the timer's rechecks
+    // (for notifications lost while the LISTEN connection was down) read for themselves.
+    let mut notified = false;
     loop {
         // Mark the current notification as seen before reading, so none is missed.
-        watch.rx.borrow_and_update();
-        let chunks = logs::chunks_after(&state.pool, id, (attempt, seq), PAGE).await?;
+        let version = *watch.rx.borrow_and_update();
+        let chunks = if notified {
+            state
+                .hub
+                .chunks_after(&state.pool, id, version, (attempt, seq), PAGE)
+                .await?
+        } else {
+            Arc::new(logs::chunks_after(&state.pool, id, (attempt, seq), PAGE).await?)
+        };
         for c in chunks.iter() {
             if c.attempt != attempt {
                 attempt = c.attempt;
@@ -339,7 +351,12 @@ async fn follow_inner(
         if chunks.len() as i64 == PAGE {
             continue;
         }
-        let Some(job) = store_jobs::get(&state.pool, tenant, id).await? else {
+        let job = if notified {
+            state.hub.job(&state.pool, tenant, id, version).await?
+        } else {
+            store_jobs::get(&state.pool, tenant, id).await?
+        };
+        let Some(job) = job else {
             return Ok(());
         };
         if job.state.is_terminal() {
@@ -369,11 +386,11 @@ async fn follow_inner(
                 return Ok(());
             }
         }
-        tokio::select! {
-            _ = watch.rx.changed() => {}
-            _ = tokio::time::sleep(RECHECK) => {}
+        notified = tokio::select! {
+            _ = watch.rx.changed() => true,
+            _ = tokio::time::sleep(RECHECK) => false,
             _ = tx.closed() => return Ok(()),
-        }
+        };
     }
 }
 
