@@ -117,6 +117,7 @@ async fn one_server(launcher: &Launcher, auth: bool, args: &AuthOverheadArgs) ->
             };
         let ctx = Ctx {
             client: Client::with_token(&server.url, token.as_deref())?,
+            token,
             url: server.url.clone(),
             server_pid: Some(server.pid),
             db: None,

@@ -17,6 +17,8 @@ use crate::stats::Verdict;
 pub struct Ctx {
     /// A client sending the API token (the admin token of a server load-tests started).
     pub client: Client,
+    /// The token `client` sends, for benchmarks that make clients of their own.
+    pub token: Option<String>,
     /// The server's base URL (`http://127.0.0.1:PORT`).
     pub url: String,
     /// The `nekton serve` process, when known (for CPU accounting).

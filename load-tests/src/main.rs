@@ -432,6 +432,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             };
             let ctx = Ctx {
                 client: nekton::cli::Client::with_token(&url, token.as_deref())?,
+                token: token.clone(),
                 url: url.clone(),
                 server_pid: own.as_ref().map(|s| s.pid).or(g.server_pid),
                 db,

@@ -224,7 +224,8 @@ pub async fn run(ctx: &Ctx, args: &WatchersArgs) -> Result<Section> {
     let conns_before = api_connections(pid, port);
     // The clients' own HTTP client, dropped when they are done, so its idle keep-alive
     // connections close and the server's descriptor count can come back down.
-    let watch_client = nekton::cli::Client::new(ctx.client.base_url().as_str())?;
+    let watch_client =
+        nekton::cli::Client::with_token(ctx.client.base_url().as_str(), ctx.token.as_deref())?;
     let start = Instant::now();
     // Halfway through the jobs, with every client attached.
     let probe = async {
