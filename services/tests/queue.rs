@@ -858,3 +858,35 @@ async fn the_claims_work_does_not_grow_with_the_backlog_or_finished_jobs() {
         "the pick must not sort a tenant's backlog:\n{plan}"
     );
 }
+
+/// The hot tables are vacuumed and analyzed after a fixed number of changes (migration 0011), not
+/// after PostgreSQL's default 20 % / 10 % of their size.
+#[tokio::test]
+async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
+    let db = db().await;
+    let options = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let opts: Option<Vec<String>> =
+                sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = $1::regclass")
+                    .bind(table)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            opts.unwrap_or_default()
+        }
+    };
+    for (table, wanted) in [
+        ("jobs", "autovacuum_vacuum_threshold=1000"),
+        ("jobs", "autovacuum_analyze_threshold=1000"),
+        ("leases", "autovacuum_vacuum_scale_factor=0"),
+        ("job_attempts", "autovacuum_vacuum_threshold=1000"),
+        ("log_chunks", "autovacuum_vacuum_insert_scale_factor=0.05"),
+    ] {
+        let got = options(table).await;
+        assert!(
+            got.iter().any(|o| o == wanted),
+            "{table}: {wanted} not in {got:?}"
+        );
+    }
+}
