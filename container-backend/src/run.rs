@@ -738,12 +738,29 @@ async fn launch(
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
         .map(|s| s.max(1));
     // Bridge jobs: a network namespace with eth0 on the bridge, complete before the fork.
+    let allow = request.container.network_allow.as_deref();
+    if let Some(allow) = allow {
+        if request.container.network != NetworkMode::Bridge {
+            return Err(fail(
+                OutcomeReason::SpecError,
+                "an egress allow-list applies to bridge jobs only; this job has no network",
+                t0,
+            ));
+        }
+        if let Some(d) = allow.iter().find(|d| !d.net.is_ipv4()) {
+            return Err(fail(
+                OutcomeReason::SpecError,
+                format!("egress destination {d}: bridge jobs have no IPv6; list IPv4 networks"),
+                t0,
+            ));
+        }
+    }
     let attachment = match (request.container.network, &shared.network) {
         (NetworkMode::None, _) => None,
         (NetworkMode::Bridge, Err(reason)) => {
             return Err(fail(OutcomeReason::SpecError, reason.clone(), t0));
         }
-        (NetworkMode::Bridge, Ok(net)) => match net.attach().await {
+        (NetworkMode::Bridge, Ok(net)) => match net.attach(allow).await {
             Ok(a) => Some((a, net.resolv_conf().to_vec())),
             Err(e) => return Err(internal(format!("bridge network setup: {e}"))),
         },

@@ -768,3 +768,257 @@ async fn cleanup_network_removes_only_nektons_table_bridge_and_leases() {
     let again = cleanup_network(&net.cfg).unwrap();
     assert!(!again.table_removed && !again.bridge_removed);
 }
+
+/// A second upstream address, on the upstream's own link (so still inside the test's namespaces).
+const UPSTREAM_OTHER: &str = "198.51.100.3";
+
+/// TCP listeners in the upstream namespace on `targets`; each accepted connection is recorded as
+/// `addr:port` of the listener it reached.
+fn upstream_listeners(up: &Upstream, targets: &[(&str, u16)]) -> Arc<Mutex<Vec<String>>> {
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ns_path = format!("/var/run/netns/{}", up.ns);
+    let targets: Vec<(String, u16)> = targets.iter().map(|(a, p)| (a.to_string(), *p)).collect();
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let listeners: Vec<TcpListener> = targets
+            .iter()
+            .map(|(a, p)| TcpListener::bind((a.as_str(), *p)).unwrap())
+            .collect();
+        tx.send(()).unwrap();
+        for (l, (a, p)) in listeners.into_iter().zip(targets) {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for c in l.incoming().flatten() {
+                    h.lock().unwrap().push(format!("{a}:{p}"));
+                    drop(c);
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("upstream listeners did not start");
+    hits
+}
+
+fn with_allow(mut r: ExecRequest, allow: &[&str]) -> ExecRequest {
+    r.container.network_allow = Some(allow.iter().map(|a| a.parse().unwrap()).collect());
+    r
+}
+
+/// The job's egress policy objects in the test table (chains and sets named `job_…`).
+fn job_objects(table: &str) -> Vec<String> {
+    let out = tool("nft", &["-j", "list", "table", "inet", table]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut names: Vec<String> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| [i["chain"]["name"].as_str(), i["set"]["name"].as_str()])
+        .flatten()
+        .filter(|n| n.starts_with("job_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 14's must-show: a bridge job with `allow: ["198.51.100.2/32:8000"]` reaches that port
+/// on the test's upstream namespace and nothing else on it — not another port of that address,
+/// not the same port of another address, not the upstream's HTTP port — while DNS to the
+/// configured resolver still answers. An unrestricted bridge job, before and after, reaches all
+/// of them (the listeners work; what blocks is the policy). The policy exists while the job runs
+/// and is gone with it, and the bridge rules are as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_list_opens_only_its_destinations() {
+    let _s = SERIAL.lock().await;
+    // The upstream first: 198.51.100.0/24 is then routed to the test's namespace, never out.
+    let up = Upstream::start();
+    ip(&[
+        "-n",
+        &up.ns,
+        "addr",
+        "add",
+        &format!("{UPSTREAM_OTHER}/24"),
+        "dev",
+        &up.peer_if,
+    ]);
+    let targets = [(UPSTREAM, 8000), (UPSTREAM, 8001), (UPSTREAM_OTHER, 8000)];
+    let hits = upstream_listeners(&up, &targets);
+    let net = NetEnv::new().await;
+    let rules = net.ruleset();
+    assert_eq!(job_objects(&net.cfg.table), Vec::<String>::new());
+
+    let probe = |addr: &str, port: u16| {
+        format!(
+            "if nc -w 2 {addr} {port} </dev/null; then echo '{addr}:{port} OPEN'; \
+             else echo '{addr}:{port} BLOCKED'; fi; "
+        )
+    };
+    let probes: String = targets
+        .iter()
+        .map(|(a, p)| probe(a, *p))
+        .chain([probe(UPSTREAM, 80)])
+        .collect();
+
+    // Positive control: without a list every target answers.
+    let ran = net.run(net.job(&probes)).await;
+    ran.assert_exited(0);
+    for (a, p) in targets
+        .iter()
+        .map(|(a, p)| (*a, *p))
+        .chain([(UPSTREAM, 80)])
+    {
+        assert!(
+            ran.out().contains(&format!("{a}:{p} OPEN")),
+            "{}",
+            ran.out()
+        );
+    }
+    let control = hits.lock().unwrap().len();
+    assert_eq!(control, 3, "{:?}", hits.lock().unwrap());
+
+    // The allow-list: that one port, and DNS to the configured resolver (the upstream).
+    let ran = net
+        .run(with_allow(
+            net.job(&format!("{probes} nslookup {DNS_NAME}")),
+            &["198.51.100.2/32:8000"],
+        ))
+        .await;
+    ran.assert_exited(0);
+    let out = ran.out();
+    assert!(out.contains(&format!("{UPSTREAM}:8000 OPEN")), "{out}");
+    for blocked in [
+        format!("{UPSTREAM}:8001"),
+        format!("{UPSTREAM_OTHER}:8000"),
+        format!("{UPSTREAM}:80"),
+    ] {
+        assert!(
+            out.contains(&format!("{blocked} BLOCKED")),
+            "{blocked}: {out}"
+        );
+    }
+    assert!(
+        out.contains(&DNS_ANSWER.to_string()),
+        "DNS to the resolver: {out}"
+    );
+    // What the upstream saw: exactly one more connection, to the allowed port.
+    assert_eq!(
+        hits.lock().unwrap()[control..],
+        [format!("{UPSTREAM}:8000")],
+        "the upstream's accepted connections"
+    );
+
+    // An empty list: DNS only.
+    let ran = net
+        .run(with_allow(
+            net.job(&format!("{} nslookup {DNS_NAME}", probe(UPSTREAM, 8000))),
+            &[],
+        ))
+        .await;
+    ran.assert_exited(0);
+    assert!(
+        ran.out().contains(&format!("{UPSTREAM}:8000 BLOCKED")),
+        "{}",
+        ran.out()
+    );
+    assert!(ran.out().contains(&DNS_ANSWER.to_string()), "{}", ran.out());
+    assert_eq!(hits.lock().unwrap().len(), control + 1);
+
+    // While a restricted job runs its policy is in the table; cancelled, it is gone.
+    let cancel = CancellationToken::new();
+    let (mut out, task) = run_streaming(
+        net.backend.clone(),
+        with_allow(
+            net.job("cat /etc/hosts; echo READY; sleep 30"),
+            &["203.0.113.0/24", "198.51.100.2/32:8000"],
+        ),
+        cancel.clone(),
+    );
+    let mut text = String::new();
+    while !text.contains("READY") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), out.recv())
+            .await
+            .expect("the job did not start")
+            .expect("the job ended early");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let addr: Ipv4Addr = job_addr(&text).parse().unwrap();
+    let chain = format!("job_{:08x}", u32::from(addr));
+    assert_eq!(
+        job_objects(&net.cfg.table),
+        vec![chain.clone(), format!("{chain}_n"), format!("{chain}_p")]
+    );
+    let listed = tool("nft", &["list", "chain", "inet", &net.cfg.table, &chain]);
+    assert!(
+        listed.contains(&format!(
+            "hook ingress device \"nk{:08x}\"",
+            u32::from(addr)
+        )) && listed.contains("policy drop"),
+        "{listed}"
+    );
+    cancel.cancel();
+    let report = task.await.unwrap();
+    assert_eq!(
+        report.outcome.reason,
+        OutcomeReason::Cancelled,
+        "{report:?}"
+    );
+    net.backend.settle_network().await;
+    assert_eq!(job_objects(&net.cfg.table), Vec::<String>::new());
+    assert_eq!(net.ruleset(), rules, "the bridge rules are as before");
+    assert_eq!(net.leases(), Vec::<String>::new());
+
+    // And an unrestricted job after them reaches everything again.
+    let ran = net.run(net.job(&probes)).await;
+    ran.assert_exited(0);
+    assert!(!ran.out().contains("BLOCKED"), "{}", ran.out());
+}
+
+/// A restricted job's policy left by a crashed worker (its lease's owner is dead) is removed at
+/// the next start, with its veth and lease; the policy of a live lease is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_workers_egress_policies_are_removed_at_the_next_start() {
+    let _s = SERIAL.lock().await;
+    let net = NetEnv::new().await;
+    let lease_dir = net.cfg.lease_dir.clone().unwrap();
+    let table = net.cfg.table.clone();
+    // Dead owner: 10.213.0.77 (veth nk0ad5004d); live owner (this process): 10.213.0.78.
+    std::fs::write(lease_dir.join("10.213.0.77"), "999999999 1\n").unwrap();
+    std::fs::write(
+        lease_dir.join("10.213.0.78"),
+        format!("{} {}\n", pid(), start_time()),
+    )
+    .unwrap();
+    let mut peers = Vec::new();
+    for (veth, hex) in [("nk0ad5004d", "0ad5004d"), ("nk0ad5004e", "0ad5004e")] {
+        let peer = format!("nkty{hex}");
+        ip(&["link", "add", veth, "type", "veth", "peer", "name", &peer]);
+        peers.push(peer);
+        let script = format!(
+            "add set inet {table} job_{hex}_n {{ type ipv4_addr; flags interval; }}\n\
+             add set inet {table} job_{hex}_p {{ type ipv4_addr . inet_service; flags interval; }}\n\
+             add chain inet {table} job_{hex} {{ type filter hook ingress device \"{veth}\" priority 0; policy drop; }}\n\
+             add rule inet {table} job_{hex} ip daddr @job_{hex}_n accept\n"
+        );
+        let path = net.env.tmp.path().join(format!("{hex}.nft"));
+        std::fs::write(&path, script).unwrap();
+        let out = tool("nft", &["-f", path.to_str().unwrap()]);
+        assert!(out.trim().is_empty(), "{out}");
+    }
+    assert_eq!(job_objects(&table).len(), 6);
+    let _second = bridge_backend(&net.env, &net.cfg);
+    assert_eq!(
+        job_objects(&table),
+        vec!["job_0ad5004e", "job_0ad5004e_n", "job_0ad5004e_p"],
+        "only the live lease's policy is kept"
+    );
+    assert_eq!(net.leases(), vec!["10.213.0.78".to_string()]);
+    std::fs::remove_file(lease_dir.join("10.213.0.78")).unwrap();
+    let _ = Command::new("ip")
+        .args(["link", "del", "nk0ad5004e"])
+        .output();
+    let _ = Command::new("ip").args(["link", "del", &peers[0]]).output();
+}

@@ -17,6 +17,7 @@ pub mod collect;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod cputime;
+pub mod egress;
 pub mod output;
 pub mod owner;
 pub mod stage;
@@ -108,6 +109,13 @@ pub struct ContainerOptions {
     pub user: Option<String>,
     /// The job's network. Default [`NetworkMode::None`]: a network namespace with only `lo`.
     pub network: NetworkMode,
+    /// Bridge jobs only: the job's egress allow-list. `None` (the default): the host's bridge
+    /// rules alone. `Some(list)`: from the job's address only these destinations (and DNS, port
+    /// 53, to the host's configured resolvers) can be reached — an empty list leaves DNS only —
+    /// on top of the bridge rules, which still apply (a listed host address or 169.254/16
+    /// address stays unreachable unless the operator opened it). A backend that cannot enforce
+    /// the list refuses the job rather than run it without.
+    pub network_allow: Option<Vec<egress::Destination>>,
 }
 
 /// A container job's network.

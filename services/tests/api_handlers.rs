@@ -220,6 +220,49 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
             "validation_failed",
             Some("env"),
         ),
+        // Egress allow-lists: the entry, or the list, is named.
+        (
+            json!({"image": "busybox", "network": {"mode": "bridge",
+                "allow": ["10.0.0.0/8", "192.0.2.1:53", "198.51.100.2/24"]}})
+            .to_string()
+            .into_bytes(),
+            422,
+            "validation_failed",
+            Some("network.allow[2]"),
+        ),
+        (
+            json!({"image": "busybox", "network": {"mode": "bridge", "allow": ["10.0.0.0/8", 5]}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("network.allow[1]"),
+        ),
+        (
+            json!({"image": "busybox", "network": {"mode": "none", "allow": []}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("network.allow"),
+        ),
+        (
+            json!({"image": "busybox", "network": {"mode": "bridge",
+                "allow": (0..65).map(|i| format!("10.0.{i}.0/24")).collect::<Vec<_>>()}})
+            .to_string()
+            .into_bytes(),
+            422,
+            "validation_failed",
+            Some("network.allow"),
+        ),
+        (
+            json!({"module": hello, "network": {"mode": "bridge", "allow": ["10.0.0.0/8"]}})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation_failed",
+            Some("network"),
+        ),
     ];
     for (body, status, code, field) in cases {
         let shown = String::from_utf8_lossy(&body).to_string();

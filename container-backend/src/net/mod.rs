@@ -18,16 +18,17 @@
 //! - [`Network::attach`] (per bridge job, before the fork): leases an address ([`lease`]), creates
 //!   the job's network namespace on a short-lived thread (which also opens a netlink socket inside
 //!   it), creates the veth pair with its peer *directly in that namespace* as `eth0`, isolates the
-//!   bridge port, and configures `eth0` (up, address, default route) through the in-namespace
-//!   socket. P1 then `setns`es into the prepared namespace instead of unsharing a new one, so the
+//!   bridge port, installs the job's egress policy if it has an allow-list (one nft transaction:
+//!   a chain on the ingress hook of the job's veth, see [`nft`]), and configures `eth0` (up,
+//!   address, default route) through the in-namespace socket. P1 then `setns`es into the prepared namespace instead of unsharing a new one, so the
 //!   network is complete before any code of the job runs and `none` jobs pay nothing.
 //! - [`Attachment::teardown`] (per job, whatever the outcome): reads the veth's counters (the
 //!   bill's `net_rx_bytes`/`net_tx_bytes`); then, in the background, drops the namespace (the
 //!   kernel destroys it and the veth pair with it in its batched namespace cleanup; an explicit
 //!   veth delete would hold the RTNL lock through RCU grace periods — 10-30 ms here — and stall
 //!   the next job's setup), waits until the veth is gone (deleting it after 5 s if not), flushes
-//!   the address's conntrack entries (except TCP `TIME_WAIT`, see `flush_address`) and only then
-//!   removes the lease, so the address is never handed out while anything of the previous job
+//!   the address's egress policy and conntrack entries (except TCP `TIME_WAIT`, see
+//!   `flush_address`) and only then removes the lease, so the address is never handed out while anything of the previous job
 //!   is left. Dropping an [`Attachment`] without `teardown` (an aborted job) does the same.
 //!   [`Network::settle`] waits for all of it.
 //!
@@ -38,6 +39,10 @@
 //! job → any address of the host (input chain: the API, PostgreSQL, a metadata address bound on
 //! the host), job → 169.254.0.0/16, IPv6; and anything from outside to a job that is not a reply.
 //! [`BridgeConfig::allow`] lists the destinations (CIDR, optional port) an operator opens.
+//!
+//! A job with an allow-list (`ContainerOptions::network_allow`) is narrowed further, before all
+//! of that: its own chain on the ingress hook of its veth drops every packet that is not from its
+//! address to a listed destination or to port 53 of the resolvers ([`nft`]'s module docs).
 
 pub(crate) mod lease;
 pub(crate) mod nft;
@@ -274,8 +279,8 @@ fn nameservers(text: &str) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
     (usable, loopback)
 }
 
-/// The jobs' `/etc/resolv.conf`.
-fn resolv_conf(configured: &[Ipv4Addr]) -> Result<Vec<u8>, String> {
+/// The jobs' DNS servers: the configured ones, else the host's (see [`BridgeConfig::dns`]).
+fn resolvers(configured: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, String> {
     let servers = if !configured.is_empty() {
         configured.to_vec()
     } else {
@@ -312,11 +317,16 @@ fn resolv_conf(configured: &[Ipv4Addr]) -> Result<Vec<u8>, String> {
             resolved
         }
     };
+    Ok(servers)
+}
+
+/// The jobs' `/etc/resolv.conf` naming `servers`.
+fn resolv_conf(servers: &[Ipv4Addr]) -> Vec<u8> {
     let mut out = String::from("# written by nekton for this job\n");
     for s in servers {
         out.push_str(&format!("nameserver {s}\n"));
     }
-    Ok(out.into_bytes())
+    out.into_bytes()
 }
 
 fn conntrack_flush(args: &[&str]) {
@@ -596,6 +606,9 @@ pub(crate) struct Network {
     handle: rtnetlink::Handle,
     bridge_index: u32,
     leases: lease::Leases,
+    /// The jobs' DNS servers (what `resolv_conf` names; port 53 of each is open to a job with an
+    /// allow-list).
+    resolvers: Vec<Ipv4Addr>,
     resolv_conf: Vec<u8>,
     /// Addresses leased and not yet released (teardown runs partly in the background).
     pending: tokio::sync::watch::Sender<usize>,
@@ -632,7 +645,8 @@ impl Network {
     pub fn new(config: BridgeConfig, owner: Owner) -> Result<Arc<Self>, String> {
         config.validate()?;
         check_tools()?;
-        let resolv_conf = resolv_conf(&config.dns)?;
+        let resolvers = resolvers(&config.dns)?;
+        let resolv_conf = resolv_conf(&resolvers);
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
             format!(
                 "cannot enable IPv4 forwarding ({e}): set net.ipv4.ip_forward=1 (sysctl) — bridge \
@@ -658,6 +672,7 @@ impl Network {
             handle,
             bridge_index,
             leases,
+            resolvers,
             resolv_conf,
             pending,
         };
@@ -669,9 +684,14 @@ impl Network {
         &self.rt
     }
 
-    /// Removes what dead owners left: their leases (after deleting their veth and flushing their
-    /// conntrack entries) and nekton veths in the subnet that no lease accounts for.
+    /// Removes what dead owners left: their leases (after deleting their veth, their egress
+    /// policy and flushing their conntrack entries), and nekton veths and egress policies in the
+    /// subnet that no live lease accounts for.
     fn remove_stale(&self) -> Result<(), String> {
+        // The policies are listed before the leases: a job of another worker creates its policy
+        // only after its lease, so a policy seen here whose address has no live lease in the
+        // later listing belongs to no running job.
+        let policies = nft::job_objects(&self.config.table)?;
         let leases = self
             .leases
             .list()
@@ -682,6 +702,7 @@ impl Network {
             .into_iter()
             .partition(|(_, _, owner)| !owner_alive(*owner));
         let live: Vec<Ipv4Addr> = live.into_iter().map(|(a, _, _)| a).collect();
+        let live_addrs = live.clone();
         let removed = block_on(self.rt(), async move {
             let mut removed = Vec::new();
             for (index, name) in all_links(&h)
@@ -702,6 +723,19 @@ impl Network {
         })?;
         for name in &removed {
             tracing::info!(veth = %name, "removed a stale job veth");
+        }
+        for (addr, chains, sets) in policies {
+            if !self.config.subnet.contains(addr) || live_addrs.contains(&addr) {
+                continue;
+            }
+            // A job of another worker may have removed it meanwhile: then listing again finds
+            // nothing of it.
+            nft::run(&nft::job_policy_removal(&self.config.table, &chains, &sets))
+                .or_else(|_| {
+                    nft::remove_job_policy(&self.config.table, addr).map(|_| String::new())
+                })
+                .map_err(|e| format!("removing the stale egress policy of {addr}: {e}"))?;
+            tracing::info!(%addr, "removed a stale job egress policy");
         }
         for (addr, path, _) in stale {
             flush_address(addr);
@@ -727,9 +761,13 @@ impl Network {
         &self.resolv_conf
     }
 
-    /// Prepares a job's network namespace with `eth0` on the bridge. The namespace descriptor
-    /// goes to P1 (`setns`).
-    pub async fn attach(self: &Arc<Self>) -> Result<Attachment, String> {
+    /// Prepares a job's network namespace with `eth0` on the bridge, and with `allow` the job's
+    /// egress policy on its veth (see [`nft`]; `allow` must hold IPv4 destinations only). The
+    /// namespace descriptor goes to P1 (`setns`).
+    pub async fn attach(
+        self: &Arc<Self>,
+        allow: Option<&[runtime_core::egress::Destination]>,
+    ) -> Result<Attachment, String> {
         let lease = self
             .leases
             .acquire()
@@ -742,6 +780,7 @@ impl Network {
             name: veth_name(addr),
             host_index: None,
             netns: None,
+            policy: false,
             addr,
         };
         // The namespace, and a netlink socket inside it, from a short-lived thread (a thread's
@@ -791,6 +830,16 @@ impl Network {
             .execute()
             .await
             .map_err(|e| format!("isolating bridge port {}: {e}", att.name))?;
+        if let Some(allow) = allow {
+            // Before anything of the job runs, and on the veth, so it holds from the first packet.
+            let doc = nft::job_policy(&self.config.table, &att.name, addr, allow, &self.resolvers)?;
+            self.rt()
+                .spawn_blocking(move || nft::run(&doc))
+                .await
+                .map_err(|e| format!("the nft task failed: {e}"))?
+                .map_err(|e| format!("installing the job's egress policy: {e}"))?;
+            att.policy = true;
+        }
 
         let eth0 = link_by_name(&ns, "eth0")
             .await
@@ -855,6 +904,8 @@ pub(crate) struct Attachment {
     name: String,
     host_index: Option<u32>,
     netns: Option<OwnedFd>,
+    /// Whether the job has an egress policy in the table (removed before the lease).
+    policy: bool,
     pub addr: Ipv4Addr,
 }
 
@@ -894,9 +945,12 @@ impl Attachment {
     /// destroys it with its `eth0`, and with that the host end, in its batched namespace
     /// cleanup — and waits until the veth is gone (deleting it explicitly only if it is still
     /// there after [`VETH_GONE_TIMEOUT`]: an explicit delete holds the RTNL lock through RCU
-    /// grace periods, 10-30 ms here, and stalls the next job's setup); then flushes the
-    /// address's conntrack entries and removes the lease. Until then the address is not handed
-    /// out; [`Network::settle`] waits for all of it.
+    /// grace periods, 10-30 ms here, and stalls the next job's setup); then removes the job's
+    /// egress policy (only now: while the veth exists a process of the job may still send), flushes
+    /// the address's conntrack entries and removes the lease. Until then the address is not
+    /// handed out; [`Network::settle`] waits for all of it. A policy that cannot be removed keeps
+    /// its lease (logged): the address stays out of use until the next worker start cleans it, so
+    /// no later job meets a chain left on its veth's name.
     fn release(&mut self) {
         let Some(lease) = self.lease.take() else {
             return;
@@ -905,6 +959,7 @@ impl Attachment {
         let name = std::mem::take(&mut self.name);
         let netns = self.netns.take();
         let addr = self.addr;
+        let policy = std::mem::take(&mut self.policy);
         self.host_index = None;
         self.net.rt().spawn(async move {
             drop(netns);
@@ -927,8 +982,21 @@ impl Attachment {
                 }
             }
             let _ = tokio::task::spawn_blocking(move || {
+                let kept = policy
+                    && match nft::remove_job_policy(&net.config.table, addr) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::error!(%addr, error = %e, "cannot remove a job's egress \
+                                policy; its address stays leased until the next worker start");
+                            true
+                        }
+                    };
                 flush_address(addr);
-                drop(lease);
+                if kept {
+                    std::mem::forget(lease);
+                } else {
+                    drop(lease);
+                }
                 net.pending.send_modify(|n| *n = n.saturating_sub(1));
             })
             .await;
@@ -1060,7 +1128,9 @@ mod tests {
             nameservers("# x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n");
         assert_eq!(u, vec![Ipv4Addr::new(10, 0, 0, 2)]);
         assert_eq!(l, vec![Ipv4Addr::new(127, 0, 0, 53)]);
-        let conf = resolv_conf(&[Ipv4Addr::new(198, 51, 100, 2)]).unwrap();
+        let servers = resolvers(&[Ipv4Addr::new(198, 51, 100, 2)]).unwrap();
+        assert_eq!(servers, vec![Ipv4Addr::new(198, 51, 100, 2)]);
+        let conf = resolv_conf(&servers);
         assert!(
             String::from_utf8(conf)
                 .unwrap()
@@ -1092,11 +1162,9 @@ mod tests {
             allow: vec!["10.0.0.53:53".parse().unwrap()],
             ..BridgeConfig::default()
         };
-        let doc = nft::ruleset(&cfg, true).to_string();
+        let doc = nft::ruleset(&cfg).to_string();
         assert!(
-            doc.starts_with(
-                r#"{"nftables":[{"delete":{"table":{"family":"inet","name":"nekton"}}}"#
-            )
+            doc.starts_with(r#"{"nftables":[{"add":{"table":{"family":"inet","name":"nekton"}}}"#)
         );
         assert!(doc.contains(r#""masquerade":null"#));
         assert!(doc.contains(r#""addr":"169.254.0.0","len":16"#));

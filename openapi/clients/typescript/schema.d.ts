@@ -1198,7 +1198,7 @@ export interface components {
             max_attempts?: number | null;
             /** @description Digest of a Wasm module uploaded with `POST /v1/modules` (`sha256:<hex>`). */
             module?: string | null;
-            network?: components["schemas"]["NetworkMode"] | null;
+            network?: components["schemas"]["NetworkSpec"] | null;
             /**
              * Format: int32
              * @description Higher runs first within a queue. Default 0, range -1000..=1000.
@@ -1326,6 +1326,31 @@ export interface components {
          * @enum {string}
          */
         NetworkMode: "none" | "bridge";
+        /** @description The object form of `network`. */
+        NetworkPolicy: {
+            /**
+             * @description Bridge jobs only: the destinations the job may reach, at most 64, each `CIDR` (every
+             *     port and protocol) or `CIDR:PORT` (TCP and UDP to that port): `198.51.100.0/24`,
+             *     `198.51.100.2/32:8000`, `192.0.2.10:443` (a bare address is a /32); the network's host
+             *     bits must be zero. IPv6 syntax is `2001:db8::/32` and `[2001:db8::/32]:443`, but bridge
+             *     jobs have no IPv6 yet, so IPv6 destinations are refused. Everything else the job sends
+             *     is dropped, except DNS (port 53) to the worker's configured resolvers; `[]` leaves DNS
+             *     only. The host's bridge rules still apply to listed destinations (the worker's own
+             *     addresses, 169.254.0.0/16 and other jobs stay unreachable unless the operator opened
+             *     them). Omitted: the bridge rules alone, as with `"bridge"`.
+             * @example [
+             *       "198.51.100.2/32:8000",
+             *       "203.0.113.0/24"
+             *     ]
+             */
+            allow?: string[] | null;
+            mode: components["schemas"]["NetworkMode"];
+        };
+        /**
+         * @description A job's network: the mode alone (`"none"`, `"bridge"`), or an object with the mode and, for
+         *     bridge jobs, an egress allow-list.
+         */
+        NetworkSpec: components["schemas"]["NetworkMode"] | components["schemas"]["NetworkPolicy"];
         /** @description A new tenant: its name and, optionally, its settings. */
         NewTenant: {
             /** @description Whether jobs may use `network: bridge`. */

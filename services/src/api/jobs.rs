@@ -171,7 +171,7 @@ fn check_tenant_limits(spec: &JobSpec, tenant: &Tenant) -> Result<(), ApiError> 
             ),
         ));
     }
-    if spec.network == Some(crate::model::NetworkMode::Bridge) && !tenant.allow_bridge {
+    if spec.network_mode() == Some(crate::model::NetworkMode::Bridge) && !tenant.allow_bridge {
         return Err(ApiError::invalid(
             "network",
             "this tenant's jobs may not use bridge networking (the operator set allow_bridge = false); use `network: none`",

@@ -253,6 +253,91 @@ impl From<BatchRecord> for Batch {
     }
 }
 
+/// A job's network: the mode alone (`"none"`, `"bridge"`), or an object with the mode and, for
+/// bridge jobs, an egress allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum NetworkSpec {
+    /// `"none"` or `"bridge"`.
+    Mode(NetworkMode),
+    /// `{"mode": "bridge", "allow": ["198.51.100.2/32:8000"]}`.
+    Policy(NetworkPolicy),
+}
+
+/// The object form of `network`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    pub mode: NetworkMode,
+    /// Bridge jobs only: the destinations the job may reach, at most 64, each `CIDR` (every
+    /// port and protocol) or `CIDR:PORT` (TCP and UDP to that port): `198.51.100.0/24`,
+    /// `198.51.100.2/32:8000`, `192.0.2.10:443` (a bare address is a /32); the network's host
+    /// bits must be zero. IPv6 syntax is `2001:db8::/32` and `[2001:db8::/32]:443`, but bridge
+    /// jobs have no IPv6 yet, so IPv6 destinations are refused. Everything else the job sends
+    /// is dropped, except DNS (port 53) to the worker's configured resolvers; `[]` leaves DNS
+    /// only. The host's bridge rules still apply to listed destinations (the worker's own
+    /// addresses, 169.254.0.0/16 and other jobs stay unreachable unless the operator opened
+    /// them). Omitted: the bridge rules alone, as with `"bridge"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 64, example = json!(["198.51.100.2/32:8000", "203.0.113.0/24"]))]
+    pub allow: Option<Vec<String>>,
+}
+
+impl NetworkSpec {
+    pub fn mode(&self) -> NetworkMode {
+        match self {
+            Self::Mode(m) => *m,
+            Self::Policy(p) => p.mode,
+        }
+    }
+
+    /// The egress allow-list, if the job gave one.
+    pub fn allow(&self) -> Option<&[String]> {
+        match self {
+            Self::Mode(_) => None,
+            Self::Policy(p) => p.allow.as_deref(),
+        }
+    }
+}
+
+impl From<NetworkMode> for NetworkSpec {
+    fn from(m: NetworkMode) -> Self {
+        Self::Mode(m)
+    }
+}
+
+/// A string is the mode, an object the policy — each with its own precise error (an untagged
+/// derive would only say that nothing matched).
+impl<'de> Deserialize<'de> for NetworkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IntoDeserializer};
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = NetworkSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "`\"none\"`, `\"bridge\"`, or an object like                      `{\"mode\": \"bridge\", \"allow\": [\"198.51.100.2/32:8000\"]}`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NetworkSpec, E> {
+                NetworkMode::deserialize(v.into_deserializer()).map(NetworkSpec::Mode)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<NetworkSpec, A::Error> {
+                NetworkPolicy::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(NetworkSpec::Policy)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JobSpec {
+    /// The network mode asked for, if any.
+    pub fn network_mode(&self) -> Option<NetworkMode> {
+        self.network.as_ref().map(NetworkSpec::mode)
+    }
+}
+
 /// A file placed in the job's sandbox before it starts: for Wasm jobs below the read-write
 /// directory preopened as `/`, for containers below the working directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -342,8 +427,10 @@ pub struct JobSpec {
     pub files: Vec<InputFileSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
+    /// The job's network: `"none"` (the default) or `"bridge"`, or the object form
+    /// `{"mode": "bridge", "allow": [...]}` with an egress allow-list (see `NetworkPolicy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkMode>,
+    pub network: Option<NetworkSpec>,
     /// Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
     /// glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
     /// the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
@@ -876,7 +963,18 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
             stdin,
             files: resolved_files(spec.files)?,
             limits: resolved_limits(spec.limits, "")?,
-            network: spec.network.unwrap_or_default(),
+            network: spec
+                .network
+                .as_ref()
+                .map(NetworkSpec::mode)
+                .unwrap_or_default(),
+            network_allow: match spec.network.as_ref().and_then(NetworkSpec::allow) {
+                Some(list) => Some(
+                    runtime_core::egress::parse_all(list)
+                        .map_err(|(i, e)| SpecError(format!("network.allow[{i}]: {e}")))?,
+                ),
+                None => None,
+            },
             tests,
             // The caps are the default policy's here; `api/jobs.rs::prepare` sets the operator's.
             artifacts: (!spec.artifacts.is_empty()).then(|| {

@@ -15,6 +15,7 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_FILES: usize = 1024;
 pub const MAX_ARTIFACT_PATTERNS: usize = 64;
 pub const MAX_ARTIFACT_PATTERN_BYTES: usize = 1024;
+pub const MAX_EGRESS_DESTINATIONS: usize = runtime_core::egress::MAX_DESTINATIONS;
 
 /// sha256 of a value's canonical JSON (struct fields in declaration order, maps sorted).
 pub fn canonical_hash<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -108,6 +109,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
     } else {
         check_module_fields(&spec)?;
     }
+    check_network(&spec)?;
     check_argv("args", &spec.args)?;
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -521,7 +523,7 @@ fn check_module_fields(spec: &JobSpec) -> Result<(), ApiError> {
             "a Wasm module cannot run on the container runtime; use `auto` or `wasm`",
         ));
     }
-    if spec.network == Some(NetworkMode::Bridge) {
+    if spec.network_mode() == Some(NetworkMode::Bridge) {
         return Err(ApiError::invalid(
             "network",
             "Wasm jobs have no network; `bridge` applies to container jobs",
@@ -589,6 +591,51 @@ fn check_image_fields(spec: &JobSpec) -> Result<(), ApiError> {
                  `name[:group]` as found in the image's /etc/passwd and /etc/group"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// `network.allow`: only with `mode: bridge`, at most [`MAX_EGRESS_DESTINATIONS`] entries, each
+/// an IPv4 `CIDR[:PORT]` (the syntax of `runtime_core::egress`; IPv6 parses but bridge jobs have
+/// no IPv6). Errors name the entry (`network.allow[2]`).
+fn check_network(spec: &JobSpec) -> Result<(), ApiError> {
+    let Some(network) = &spec.network else {
+        return Ok(());
+    };
+    let Some(allow) = network.allow() else {
+        return Ok(());
+    };
+    if network.mode() != NetworkMode::Bridge {
+        return Err(ApiError::invalid(
+            "network.allow",
+            "`allow` is an egress allow-list for bridge jobs; with `mode: none` the job has no \
+             network at all: drop `allow`, or use `mode: bridge`",
+        ));
+    }
+    if allow.len() > MAX_EGRESS_DESTINATIONS {
+        return Err(ApiError::invalid(
+            "network.allow",
+            format!(
+                "at most {MAX_EGRESS_DESTINATIONS} destinations are allowed, got {}; list wider \
+                 networks (e.g. `203.0.113.0/24` instead of its addresses)",
+                allow.len()
+            ),
+        ));
+    }
+    for (i, entry) in allow.iter().enumerate() {
+        let field = format!("network.allow[{i}]");
+        let d: runtime_core::egress::Destination = entry
+            .parse()
+            .map_err(|e: String| ApiError::invalid(field.clone(), e))?;
+        if !d.net.is_ipv4() {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "`{entry}` is an IPv6 destination, and bridge jobs have no IPv6 (only IPv4 \
+                     leaves a job's network); list IPv4 networks"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -837,6 +884,204 @@ mod tests {
         JobSpec {
             image: Some("busybox".into()),
             ..Default::default()
+        }
+    }
+
+    fn bridge_with(allow: Option<Vec<&str>>, mode: NetworkMode) -> JobSpec {
+        use super::super::types::{NetworkPolicy, NetworkSpec};
+        JobSpec {
+            network: Some(NetworkSpec::Policy(NetworkPolicy {
+                mode,
+                allow: allow.map(|a| a.into_iter().map(String::from).collect()),
+            })),
+            ..image_spec()
+        }
+    }
+
+    #[test]
+    fn egress_allow_lists_are_checked_naming_the_entry() {
+        let policy = LimitPolicy::default();
+        let long: Vec<String> = (0..=MAX_EGRESS_DESTINATIONS)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
+        for (spec, field, says) in [
+            (
+                bridge_with(
+                    Some(vec!["10.0.0.0/8", "192.0.2.1:53", "example.com"]),
+                    NetworkMode::Bridge,
+                ),
+                "network.allow[2]",
+                "not an IP address",
+            ),
+            (
+                bridge_with(Some(vec!["198.51.100.2/24"]), NetworkMode::Bridge),
+                "network.allow[0]",
+                "host bits",
+            ),
+            (
+                bridge_with(Some(vec!["10.0.0.1/32:0"]), NetworkMode::Bridge),
+                "network.allow[0]",
+                "1..=65535",
+            ),
+            (
+                bridge_with(
+                    Some(vec!["10.0.0.1/32", "[2001:db8::1]:443"]),
+                    NetworkMode::Bridge,
+                ),
+                "network.allow[1]",
+                "no IPv6",
+            ),
+            (
+                bridge_with(Some(vec!["10.0.0.0/8"]), NetworkMode::None),
+                "network.allow",
+                "mode: none",
+            ),
+            (
+                bridge_with(Some(vec![]), NetworkMode::None),
+                "network.allow",
+                "mode: none",
+            ),
+            (
+                bridge_with(
+                    Some(long.iter().map(String::as_str).collect()),
+                    NetworkMode::Bridge,
+                ),
+                "network.allow",
+                "at most 64",
+            ),
+        ] {
+            let err = resolve(spec, &policy).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{}", err.message);
+            assert!(err.message.contains(says), "{field}: {}", err.message);
+            assert_eq!(err.status.as_u16(), 422);
+        }
+        // Module jobs have no network, in either form.
+        let module_bridge = JobSpec {
+            image: None,
+            ..bridge_with(Some(vec!["10.0.0.0/8"]), NetworkMode::Bridge)
+        };
+        let err = resolve(
+            JobSpec {
+                module: module_spec().module,
+                ..module_bridge
+            },
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("network"), "{}", err.message);
+    }
+
+    #[test]
+    fn egress_allow_lists_resolve_to_the_canonical_stored_form() {
+        use crate::model::ResolvedJob;
+        let policy = LimitPolicy::default();
+        let sixty_four: Vec<String> = (0..MAX_EGRESS_DESTINATIONS)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
+        let ok = resolve(
+            bridge_with(
+                Some(sixty_four.iter().map(String::as_str).collect()),
+                NetworkMode::Bridge,
+            ),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(
+            ResolvedJob::try_from(ok)
+                .unwrap()
+                .network_allow
+                .unwrap()
+                .len(),
+            64
+        );
+        let resolved = resolve(
+            bridge_with(
+                Some(vec!["198.51.100.2:8000", "203.0.113.0/24"]),
+                NetworkMode::Bridge,
+            ),
+            &policy,
+        )
+        .unwrap();
+        let job = ResolvedJob::try_from(resolved).unwrap();
+        assert_eq!(job.network, crate::model::NetworkMode::Bridge);
+        let stored = job.to_stored();
+        assert_eq!(
+            stored["network_allow"],
+            serde_json::json!(["198.51.100.2/32:8000", "203.0.113.0/24"])
+        );
+        assert_eq!(ResolvedJob::from_stored(&stored).unwrap(), job);
+        // An empty list is a policy (DNS only), not the absence of one.
+        let job = ResolvedJob::try_from(
+            resolve(bridge_with(Some(vec![]), NetworkMode::Bridge), &policy).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(job.network_allow, Some(vec![]));
+        assert_eq!(job.to_stored()["network_allow"], serde_json::json!([]));
+        // The object form without `allow`, and the plain mode: no policy, nothing stored.
+        for spec in [
+            bridge_with(None, NetworkMode::Bridge),
+            JobSpec {
+                network: Some(NetworkMode::Bridge.into()),
+                ..image_spec()
+            },
+        ] {
+            let job = ResolvedJob::try_from(resolve(spec, &policy).unwrap()).unwrap();
+            assert_eq!(job.network, crate::model::NetworkMode::Bridge);
+            assert_eq!(job.network_allow, None);
+            assert!(job.to_stored().get("network_allow").is_none());
+        }
+    }
+
+    #[test]
+    fn network_accepts_the_mode_and_the_object_form() {
+        use super::super::error::parse_json;
+        use super::super::types::{NetworkPolicy, NetworkSpec};
+        let spec: JobSpec = parse_json(br#"{"image": "busybox", "network": "bridge"}"#).unwrap();
+        assert_eq!(spec.network, Some(NetworkSpec::Mode(NetworkMode::Bridge)));
+        // The plain form serialises as before (the idempotency hash of old requests is unchanged).
+        assert_eq!(serde_json::to_value(&spec).unwrap()["network"], "bridge");
+        let spec: JobSpec = parse_json(
+            br#"{"image": "busybox", "network": {"mode": "bridge", "allow": ["198.51.100.2/32:8000"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.network,
+            Some(NetworkSpec::Policy(NetworkPolicy {
+                mode: NetworkMode::Bridge,
+                allow: Some(vec!["198.51.100.2/32:8000".into()]),
+            }))
+        );
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap()["network"],
+            serde_json::json!({"mode": "bridge", "allow": ["198.51.100.2/32:8000"]})
+        );
+        for (body, field, says) in [
+            (
+                r#"{"image": "b", "network": "wifi"}"#,
+                "network",
+                "unknown variant",
+            ),
+            (r#"{"image": "b", "network": 3}"#, "network", "\"bridge\""),
+            (
+                r#"{"image": "b", "network": {"mode": "bridge", "alow": []}}"#,
+                "network.alow",
+                "unknown field",
+            ),
+            (
+                r#"{"image": "b", "network": {"allow": []}}"#,
+                "network",
+                "mode",
+            ),
+            (
+                r#"{"image": "b", "network": {"mode": "bridge", "allow": ["10.0.0.0/8", 7]}}"#,
+                "network.allow[1]",
+                "string",
+            ),
+        ] {
+            let err = parse_json::<JobSpec>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.status.as_u16(), 422, "{body}: {}", err.message);
+            assert_eq!(err.field.as_deref(), Some(field), "{body}: {}", err.message);
+            assert!(err.message.contains(says), "{body}: {}", err.message);
         }
     }
 

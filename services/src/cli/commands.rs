@@ -24,7 +24,7 @@ use super::client::{
 };
 use crate::api::types::{
     Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, Module,
-    NetworkMode, OutcomeReason, OutcomeView, RuntimeKind,
+    NetworkMode, NetworkPolicy, NetworkSpec, OutcomeReason, OutcomeView, RuntimeKind,
 };
 use crate::model::LineStamper;
 
@@ -236,6 +236,12 @@ pub struct RunArgs {
     /// Network access: none (the default) or bridge (NAT egress; containers).
     #[arg(long, value_name = "MODE", value_parser = parse_wire_enum::<NetworkMode>)]
     pub network: Option<NetworkMode>,
+
+    /// Bridge jobs: a destination the job may reach, `CIDR` or `CIDR:PORT` (repeat for more;
+    /// implies `--network bridge`). With any, everything else the job sends is dropped except
+    /// DNS to the worker's resolvers.
+    #[arg(long, value_name = "CIDR[:PORT]")]
+    pub egress: Vec<String>,
 
     /// Backend: auto (the default: Wasm programs go to Wasm), container or wasm.
     #[arg(long, value_name = "KIND", value_parser = parse_wire_enum::<RuntimeKind>)]
@@ -726,7 +732,14 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
     if limits != LimitsSpec::default() {
         spec.limits = Some(limits);
     }
-    spec.network = args.network;
+    spec.network = if args.egress.is_empty() {
+        args.network.map(NetworkSpec::Mode)
+    } else {
+        Some(NetworkSpec::Policy(NetworkPolicy {
+            mode: args.network.unwrap_or(NetworkMode::Bridge),
+            allow: Some(args.egress.clone()),
+        }))
+    };
     spec.runtime = args.runtime;
     spec.entrypoint = args.entrypoint.as_ref().map(|e| {
         if e.is_empty() {

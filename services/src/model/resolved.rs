@@ -125,6 +125,12 @@ pub struct ResolvedJob {
     pub limits: ResolvedLimits,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Bridge jobs: the egress allow-list (`network.allow`), stored as its canonical strings
+    /// (`198.51.100.2/32:8000`). Absent: the host's bridge rules alone — and in every row written
+    /// before it existed. A worker that does not know the field refuses the row
+    /// (`deny_unknown_fields`): a job is never run without the policy it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "egress_list")]
+    pub network_allow: Option<Vec<runtime_core::egress::Destination>>,
     /// A test suite: build once, then run and judge every case (see [`crate::grading`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<crate::grading::ResolvedSuite>,
@@ -349,9 +355,35 @@ mod legacy {
                 disk_bytes: limits.disk_bytes,
             },
             network: spec.network.unwrap_or_default(),
+            network_allow: None,
             tests: None,
             artifacts: None,
         })
+    }
+}
+
+/// `Option<Vec<Destination>>` as a list of canonical strings; an entry that does not parse makes
+/// the row unreadable (the job ends `spec_error` naming it).
+mod egress_list {
+    use runtime_core::egress::Destination;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<Destination>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(list) => s.collect_seq(list.iter().map(|d| d.to_string())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<Destination>>, D::Error> {
+        let Some(list) = Option::<Vec<String>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        runtime_core::egress::parse_all(&list)
+            .map(Some)
+            .map_err(|(i, e)| serde::de::Error::custom(format!("network_allow[{i}]: {e}")))
     }
 }
 
@@ -387,9 +419,36 @@ mod tests {
                 disk_bytes: None,
             },
             network: NetworkMode::Bridge,
+            network_allow: None,
             tests: None,
             artifacts: None,
         }
+    }
+
+    /// v1 rows written before `network_allow` existed read as none; with it, they round-trip as
+    /// canonical strings; an entry that does not parse makes the row a `spec_error` naming it.
+    #[test]
+    fn network_allow_is_optional_in_v1() {
+        let stored = sample().to_stored();
+        assert!(stored.get("network_allow").is_none());
+        assert_eq!(
+            ResolvedJob::from_stored(&stored).unwrap().network_allow,
+            None
+        );
+        let mut job = sample();
+        job.network_allow = Some(vec![
+            "198.51.100.2/32:8000".parse().unwrap(),
+            "203.0.113.0/24".parse().unwrap(),
+        ]);
+        let mut stored = job.to_stored();
+        assert_eq!(
+            stored["network_allow"],
+            json!(["198.51.100.2/32:8000", "203.0.113.0/24"])
+        );
+        assert_eq!(ResolvedJob::from_stored(&stored).unwrap(), job);
+        stored["network_allow"] = json!(["198.51.100.2/32:8000", "nonsense"]);
+        let err = ResolvedJob::from_stored(&stored).unwrap_err();
+        assert!(err.0.contains("network_allow[1]"), "{err}");
     }
 
     /// v1 rows written before `artifacts` existed read as none; with them, they round-trip.

@@ -39,6 +39,7 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
                 NetworkMode::None => runtime_core::NetworkMode::None,
                 NetworkMode::Bridge => runtime_core::NetworkMode::Bridge,
             },
+            network_allow: spec.network_allow,
         },
         chain: Default::default(),
         artifacts: spec

@@ -56,6 +56,7 @@ from .me import Me
 from .module import Module
 from .module_page import ModulePage
 from .network_mode import NetworkMode
+from .network_policy import NetworkPolicy
 from .new_tenant import NewTenant
 from .new_token import NewToken
 from .new_webhook import NewWebhook
@@ -143,6 +144,7 @@ __all__ = (
     "Module",
     "ModulePage",
     "NetworkMode",
+    "NetworkPolicy",
     "NewTenant",
     "NewToken",
     "NewWebhook",

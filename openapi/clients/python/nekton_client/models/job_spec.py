@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..models.job_spec_env import JobSpecEnv
     from ..models.job_spec_labels import JobSpecLabels
     from ..models.limits_spec import LimitsSpec
+    from ..models.network_policy import NetworkPolicy
     from ..models.test_suite_spec import TestSuiteSpec
 
 
@@ -49,7 +50,7 @@ class JobSpec:
             for the job's
             own failures. Default 3.
         module (None | str | Unset): Digest of a Wasm module uploaded with `POST /v1/modules` (`sha256:<hex>`).
-        network (NetworkMode | None | Unset):
+        network (NetworkMode | NetworkPolicy | None | Unset):
         priority (int | None | Unset): Higher runs first within a queue. Default 0, range -1000..=1000.
         queue (None | str | Unset): Queue name. Default `default`.
         runtime (None | RuntimeKind | Unset):
@@ -74,7 +75,7 @@ class JobSpec:
     limits: LimitsSpec | None | Unset = UNSET
     max_attempts: int | None | Unset = UNSET
     module: None | str | Unset = UNSET
-    network: NetworkMode | None | Unset = UNSET
+    network: NetworkMode | NetworkPolicy | None | Unset = UNSET
     priority: int | None | Unset = UNSET
     queue: None | str | Unset = UNSET
     runtime: None | RuntimeKind | Unset = UNSET
@@ -86,6 +87,7 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.limits_spec import LimitsSpec
+        from ..models.network_policy import NetworkPolicy
         from ..models.test_suite_spec import TestSuiteSpec
 
         args: list[str] | Unset = UNSET
@@ -146,11 +148,13 @@ class JobSpec:
         else:
             module = self.module
 
-        network: None | str | Unset
+        network: dict[str, Any] | None | str | Unset
         if isinstance(self.network, Unset):
             network = UNSET
         elif isinstance(self.network, NetworkMode):
             network = self.network.value
+        elif isinstance(self.network, NetworkPolicy):
+            network = self.network.to_dict()
         else:
             network = self.network
 
@@ -258,6 +262,7 @@ class JobSpec:
         from ..models.job_spec_env import JobSpecEnv
         from ..models.job_spec_labels import JobSpecLabels
         from ..models.limits_spec import LimitsSpec
+        from ..models.network_policy import NetworkPolicy
         from ..models.test_suite_spec import TestSuiteSpec
 
         d = dict(src_dict)
@@ -349,7 +354,7 @@ class JobSpec:
 
         module = _parse_module(d.pop("module", UNSET))
 
-        def _parse_network(data: object) -> NetworkMode | None | Unset:
+        def _parse_network(data: object) -> NetworkMode | NetworkPolicy | None | Unset:
             if data is None:
                 return data
             if isinstance(data, Unset):
@@ -357,12 +362,20 @@ class JobSpec:
             try:
                 if not isinstance(data, str):
                     raise TypeError()
-                network_type_0 = NetworkMode(data)
+                componentsschemas_network_spec_type_0 = NetworkMode(data)
 
-                return network_type_0
+                return componentsschemas_network_spec_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(NetworkMode | None | Unset, data)
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                componentsschemas_network_spec_type_1 = NetworkPolicy.from_dict(data)
+
+                return componentsschemas_network_spec_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(NetworkMode | NetworkPolicy | None | Unset, data)
 
         network = _parse_network(d.pop("network", UNSET))
 
