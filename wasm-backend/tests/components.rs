@@ -233,6 +233,102 @@ async fn a_component_hits_its_memory_limit_and_wall_time() {
     assert_component_hello_works(&backend, &store).await;
 }
 
+/// What a report says apart from the numbers: the outcome's fields (digits in `detail` as `#`)
+/// and which parts of the bill are measured.
+fn record_shape(report: &runtime_core::ExecReport) -> (String, String, [bool; 10]) {
+    let outcome = &report.outcome;
+    let detail: String = outcome
+        .detail
+        .as_deref()
+        .unwrap_or("<none>")
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    let mut detail = detail;
+    while detail.contains("##") {
+        detail = detail.replace("##", "#");
+    }
+    let u = &report.usage;
+    let measured = [
+        u.setup > Duration::ZERO,
+        u.wall > Duration::ZERO,
+        u.memory_peak_bytes.is_some(),
+        u.pids_peak.is_some(),
+        u.pids_limit_hit.is_some(),
+        u.disk_used_bytes.is_some(),
+        u.fuel_consumed.is_some(),
+        u.wasm_memory_peak_bytes.is_some(),
+        u.net_rx_bytes.is_some(),
+        u.net_tx_bytes.is_some(),
+    ];
+    let head = format!(
+        "{:?} exit {:?} signal {:?}",
+        outcome.reason, outcome.exit_code, outcome.signal
+    );
+    (head, detail, measured)
+}
+
+/// The fuel and memory limits give a component the same records as a core module: the same
+/// reason, exit code and signal, the same detail but for its numbers, the same parts of the bill
+/// measured, and the numbers within the same bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_and_memory_limits_give_a_component_the_records_of_a_core_module() {
+    let store = MapStore::new();
+    let (backend, _dir) = backend(store.clone());
+    let rust = store.add(component());
+    let core_spin = store.add(guest("(loop $l (br $l))", ""));
+    let core_grow = store.add(guest(
+        "(loop $l (if (i32.ne (memory.grow (i32.const 16)) (i32.const -1)) (then (br $l)))) \
+         (call $proc_exit (i32.const 3))",
+        "",
+    ));
+
+    let budget = 5_000_000;
+    let mut fuel = Vec::new();
+    for mut req in [request(&core_spin), with_args(&rust, &["spin"])] {
+        req.limits.fuel = Some(budget);
+        fuel.push(run(&backend, req).await.report);
+    }
+    let (core, comp) = (&fuel[0], &fuel[1]);
+    assert_eq!(core.outcome.reason, OutcomeReason::CpuTimeout, "{core:?}");
+    assert_eq!(
+        record_shape(comp),
+        record_shape(core),
+        "{comp:?}\nvs\n{core:?}"
+    );
+    for report in [core, comp] {
+        let consumed = report.usage.fuel_consumed.unwrap();
+        assert!(
+            (budget - 100_000..=budget).contains(&consumed),
+            "consumed {consumed}: {report:?}"
+        );
+    }
+
+    let limit = 32u64 << 20;
+    let mut memory = Vec::new();
+    for mut req in [request(&core_grow), with_args(&rust, &["alloc"])] {
+        req.limits.memory_bytes = limit;
+        memory.push(run(&backend, req).await.report);
+    }
+    let (core, comp) = (&memory[0], &memory[1]);
+    assert_eq!(core.outcome.reason, OutcomeReason::MemoryLimit, "{core:?}");
+    assert_eq!(
+        record_shape(comp),
+        record_shape(core),
+        "{comp:?}\nvs\n{core:?}"
+    );
+    for report in [core, comp] {
+        let peak = report.usage.memory_peak_bytes.unwrap();
+        let wasm_peak = report.usage.wasm_memory_peak_bytes.unwrap();
+        assert!(
+            (limit - (2 << 20)..=limit).contains(&peak),
+            "peak {peak}: {report:?}"
+        );
+        assert!(wasm_peak <= peak, "{report:?}");
+    }
+    assert_component_hello_works(&backend, &store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_streams_live_and_is_cancelled() {
     let store = MapStore::new();
@@ -303,29 +399,102 @@ async fn a_component_sees_the_job_files_at_the_root_and_nothing_else() {
     assert!(stdout.starts_with("ls / = \n"), "{stdout}");
 }
 
-/// Needs root (to mount the tmpfs), as the worker has in production; like
-/// `filesystem.rs`'s `writes_past_disk_bytes_fail_with_enospc_inside_the_guest`.
+/// The mount points at or below `dir` (from `/proc/self/mountinfo`).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+        .filter(|point| point.starts_with(&dir))
+        .collect()
+}
+
+/// Bytes of the regular files below `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            total += bytes_under(&entry.path());
+        } else if kind.is_file() {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+/// A component writing 1 GiB under `disk_bytes` 16 MiB: the write fails inside the guest at the
+/// cap, the job ends with the guest's own exit code, the bill shows about the cap, and the job's
+/// tmpfs is gone afterwards (no mount, no byte left under the backend's scratch directory).
+///
+/// The host hands the guest the ENOSPC: a component that asks `wasi:filesystem/types.
+/// filesystem-error-code` about the failed stream write gets `insufficient-space` (the WAT
+/// component). wasi-libc's wasip2 `write` (what Rust's `std` uses on `wasm32-wasip2`) never asks:
+/// it turns every `stream-error::last-operation-failed` into EIO (errno 29), so the Rust guest
+/// sees EIO — a loss inside the guest's libc, which the backend cannot change
+/// (docs/sandbox.md, "Components and ENOSPC").
+///
+/// Needs root (to mount the tmpfs), as the worker has in production; like `filesystem.rs`'s
+/// `writes_past_disk_bytes_fail_with_enospc_inside_the_guest`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_s_writes_are_capped_by_disk_bytes() {
+async fn a_component_writing_1_gib_under_16_mib_gets_enospc_and_exits_by_itself() {
     let store = MapStore::new();
-    let (backend, _dir) = backend(store.clone());
-    let digest = store.add(component());
-    let mut req = with_args(&digest, &["files", "200000"]);
-    req.limits.disk_bytes = Some(64 << 10);
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config(cache.path());
+    config.scratch_dir = Some(scratch.path().to_path_buf());
+    let backend = WasmBackend::new(config, store.clone()).unwrap();
+    let cap = 16u64 << 20;
+    let mounts_before = mounts_under(scratch.path());
+    let bytes_before = bytes_under(scratch.path());
+
+    let raw = store.add(component_wat::fill(1024));
+    let rust = store.add(component());
+    for (digest, args) in [(&raw, vec![]), (&rust, vec!["fill", "1024"])] {
+        let mut req = with_args(digest, &args);
+        req.limits.disk_bytes = Some(cap);
+        let done = run(&backend, req).await;
+        let stdout = String::from_utf8_lossy(&done.stdout).into_owned();
+        if digest == &raw {
+            assert_eq!(
+                done.report.outcome,
+                Outcome::exited(100 + i32::from(component_wat::INSUFFICIENT_SPACE)),
+                "the failed write's filesystem-error-code must be insufficient-space (needs \
+                 root to mount the tmpfs): {done:?}",
+                done = done.report
+            );
+        } else {
+            // Rust's own exit code after the failed write; the errno is wasi-libc's EIO.
+            assert_eq!(done.report.outcome, Outcome::exited(1), "{stdout}");
+            let written: u64 = stdout
+                .strip_prefix("fill: errno 29 after ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("the write must fail with EIO past the cap: {stdout}"));
+            assert!(written <= cap, "{stdout}");
+        }
+        let used = done
+            .report
+            .usage
+            .disk_used_bytes
+            .expect("a capped directory is measured");
+        assert!((cap - (1 << 20)..=cap).contains(&used), "used {used}");
+        // The job's tmpfs, and the 16 MiB in it, are gone.
+        assert_eq!(mounts_under(scratch.path()), mounts_before);
+        assert_eq!(bytes_under(scratch.path()), bytes_before);
+        assert_no_job_files(scratch.path());
+    }
+    // Within the cap the same writes succeed.
+    let mut req = request(&store.add(component_wat::fill(8)));
+    req.limits.disk_bytes = Some(cap);
+    assert_eq!(run(&backend, req).await.report.outcome, Outcome::exited(0));
+    let mut req = with_args(&rust, &["fill", "8"]);
+    req.limits.disk_bytes = Some(cap);
     let done = run(&backend, req).await;
     assert_eq!(done.report.outcome, Outcome::exited(0));
-    let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(
-        // The host's ENOSPC reaches wasi-libc as a failed stream write, which it reports as EIO
-        // (29); that it is the cap shows below, where the same write within the cap succeeds.
-        stdout.ends_with("big: errno 29\n"),
-        "the write past the cap must fail with ENOSPC (needs root to mount the tmpfs): {stdout}"
-    );
-    // Within the cap it fits.
-    let mut req = with_args(&digest, &["files", "20000"]);
-    req.limits.disk_bytes = Some(64 << 10);
-    let done = run(&backend, req).await;
-    assert!(String::from_utf8_lossy(&done.stdout).ends_with("big: ok\n"));
+    assert_eq!(done.stdout, b"fill: ok, 8388608 bytes\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,23 @@
 //! A WASI 0.2 command (a component exporting `wasi:cli/run`) for the component tests
 //! (`wasm-backend/tests/components.rs`, `services/tests/components.rs`). Built at test time with
 //! `rustc --edition 2021 -O --target wasm32-wasip2 component.rs` (see `build_component` there);
-//! `scripts/setup-test.sh` installs the target. The first argument picks what it does.
+//! `scripts/setup-test.sh` installs the target. The first argument picks what it does — or, when
+//! the variable `MODE` is set, `MODE` does (so that the arguments can be entirely the job's).
+//! Also the guest of the conformance suite's component target
+//! (`wasm-backend/tests/conformance_components.rs`).
 
 use std::io::{Read, Write};
+use std::time::Duration;
+
+fn sleep_ms(ms: &str) {
+    std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
-    match arg(1) {
+    let mode = std::env::var("MODE").unwrap_or_else(|_| arg(1).to_owned());
+    match mode.as_str() {
         // stdout and stderr, then exit 0.
         "hello" => {
             println!("hello from a component");
@@ -65,6 +74,72 @@ fn main() {
                     Err(e) => println!("big: errno {}", e.raw_os_error().unwrap_or(-1)),
                 }
             }
+        }
+        // argv, each entry followed by a NUL byte (selected by `MODE=argv`).
+        "argv" => {
+            let mut out = std::io::stdout().lock();
+            for a in std::env::args_os() {
+                out.write_all(a.as_encoded_bytes()).unwrap();
+                out.write_all(b"\0").unwrap();
+            }
+        }
+        // the environment, each `NAME=value` followed by a NUL byte, in order.
+        "env" => {
+            let mut out = std::io::stdout().lock();
+            for (k, v) in std::env::vars_os() {
+                out.write_all(k.as_encoded_bytes()).unwrap();
+                out.write_all(b"=").unwrap();
+                out.write_all(v.as_encoded_bytes()).unwrap();
+                out.write_all(b"\0").unwrap();
+            }
+        }
+        // the file at the path in the second argument to stdout; exit 1 if it cannot be opened.
+        "cat-file" => match std::fs::File::open(arg(2)) {
+            Ok(mut file) => {
+                std::io::copy(&mut file, &mut std::io::stdout().lock()).unwrap();
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", arg(2));
+                std::process::exit(1);
+            }
+        },
+        // sleep the milliseconds in the second argument, then exit 0.
+        "sleep" => sleep_ms(arg(2)),
+        // `y\n` forever.
+        "yes" => {
+            let lines = b"y\n".repeat(500);
+            let mut out = std::io::stdout().lock();
+            loop {
+                out.write_all(&lines).unwrap();
+            }
+        }
+        // `tick\n` about every 10 ms, forever.
+        "tick" => loop {
+            println!("tick");
+            sleep_ms("10");
+        },
+        // the line in the second argument, a pause of the third (ms), the line in the fourth.
+        "bursts" => {
+            println!("{}", arg(2));
+            sleep_ms(arg(3));
+            println!("{}", arg(4));
+        }
+        // writes `/big` in 1 MiB chunks up to the MiB count in the second argument; the first
+        // failure is printed with its errno and the bytes written before it, then exit 1.
+        "fill" => {
+            let mib: usize = arg(2).parse().unwrap_or(0);
+            let chunk = vec![7u8; 1 << 20];
+            let mut file = std::fs::File::create("/big").unwrap();
+            let mut written = 0usize;
+            for _ in 0..mib {
+                if let Err(e) = file.write_all(&chunk) {
+                    let errno = e.raw_os_error().unwrap_or(-1);
+                    println!("fill: errno {errno} after {written} bytes ({e})");
+                    std::process::exit(1);
+                }
+                written += chunk.len();
+            }
+            println!("fill: ok, {written} bytes");
         }
         // a Rust panic: `unreachable` in wasm.
         "panic" => panic!("the component panicked on purpose"),
