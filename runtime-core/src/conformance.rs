@@ -755,6 +755,21 @@ macro_rules! conformance_suite {
             concurrent_jobs,
             never_returns_while_the_job_runs
         );
+
+        /// The suite catches a broken backend: the same guests, run by a wrapper that lets
+        /// jobs write past the output cap, fail the output-cap check.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_suite_fails_a_backend_that_ignores_the_output_cap() {
+            let real = $target().await;
+            let broken = real.with_backend(::std::sync::Arc::new(
+                $crate::conformance::IgnoresOutputCap(real.backend.clone()),
+            ));
+            $crate::conformance::assert_check_fails(
+                async move { $crate::conformance::output_over_the_cap_stops_the_job(&broken).await },
+                "OutputLimit",
+            )
+            .await;
+        }
     };
     (@each $target:path; $($check:ident),* $(,)?) => {
         $(

@@ -146,16 +146,3 @@ async fn target() -> Target {
 }
 
 runtime_core::conformance_suite!(target);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_suite_fails_a_backend_that_ignores_the_output_cap_for_components() {
-    let real = target().await;
-    let broken = real.with_backend(Arc::new(conformance::IgnoresOutputCap(
-        real.backend.clone(),
-    )));
-    conformance::assert_check_fails(
-        async move { conformance::output_over_the_cap_stops_the_job(&broken).await },
-        "OutputLimit",
-    )
-    .await;
-}
