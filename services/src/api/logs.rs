@@ -363,6 +363,9 @@ async fn follow_inner(
             // Output is stored before the completion; read what arrived since the last query.
             let more = logs::chunks_after(&state.pool, id, (attempt, seq), 1).await?;
             if !more.is_empty() {
+                // Read the rest for ourselves: a shared read of this notification may predate
+                // what was just found (its notification can still be on its way).
+                notified = false;
                 continue;
             }
             let _ = send(exit_event(&job)).await;
