@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use container_support::*;
 use runtime_core::ExecRequest;
-use runtime_core::conformance::{self, Crash, Guests, Support, Target};
+use runtime_core::conformance::{Crash, Guests, Support, Target};
 
 /// Where the guests' own files (and the job's input files) go.
 const WORKDIR: &str = "/conformance";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use runtime_core::ExecRequest;
-use runtime_core::conformance::{self, Crash, Guests, Support, Target};
+use runtime_core::conformance::{Crash, Guests, Support, Target};
 
 /// A module with fd_write, fd_read, proc_exit and poll_oneoff, enough memory for `data` at 65536,
 /// the `$write(fd, ptr, len)` and `$sleep(ns)` helpers of `common::guest`, and `body` in `_start`.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use runtime_core::ExecRequest;
-use runtime_core::conformance::{self, Crash, Guests, Support, Target};
+use runtime_core::conformance::{Crash, Guests, Support, Target};
 
 #[path = "guests/build_component.rs"]
 mod build;
