@@ -30,13 +30,13 @@ struct Inner {
     records: SharedReads<(Uuid, u64), Option<JobRecord>>,
 }
 
-/// Reads shared by everyone who asks with the same key while the first one is in flight or its
-/// result is still held: one query where N followers of a job, woken by the same notification at
-/// the same position, would each have made one. The key carries the notification's version, so a
+/// Reads shared by everyone who asks with the same key while the first one's read is in flight
+/// (single-flight): one query where N followers of a job, woken by the same notification at the
+/// same position, would each have made one. The key carries the notification's version, so a
 /// result is only ever shared among readers woken by the same (or an earlier) notification: it
 /// was read after that notification was sent, so it holds everything the notification announced.
-/// Nothing is kept once nobody holds the result (`Weak`), and a failed read is not shared (each
-/// caller then reads for itself).
+/// Nothing is kept once the callers have their copy (the map holds a `Weak`), and a failed read
+/// is not shared (a caller that waited then reads for itself).
 pub struct SharedReads<K, V> {
     cells: Mutex<HashMap<K, Weak<tokio::sync::OnceCell<V>>>>,
 }
@@ -50,7 +50,7 @@ impl<K, V> Default for SharedReads<K, V> {
 }
 
 impl<K: Eq + Hash, V: Clone> SharedReads<K, V> {
-    /// The value under `key`: read by `read` unless a read for the key is in flight or held.
+    /// The value under `key`: read by `read` unless a read for the key is in flight.
     pub async fn get_or_read<E, F, Fut>(&self, key: K, read: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
