@@ -688,15 +688,7 @@ async fn health_readiness_and_metrics() {
     let hello = h.push(guests::hello()).await;
     h.wait_finished(h.submit(&Harness::spec(&hello)).await.id, T)
         .await;
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics_text().await;
     assert!(text.contains("nekton_jobs_submitted_total 1"), "{text}");
     assert!(
         text.contains(r#"nekton_jobs_finished_total{state="succeeded",reason="exited"} 1"#),

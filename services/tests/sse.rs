@@ -281,15 +281,7 @@ async fn streams_past_the_limit_are_shed_with_503_and_retry_after() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let refused = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refused = h.metrics_text().await;
     assert!(
         refused
             .lines()

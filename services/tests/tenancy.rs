@@ -1257,15 +1257,7 @@ async fn usage_is_metered_per_tenant() {
         .unwrap();
     assert_eq!(r["total"]["attempts"], 0, "{r}");
     // The same figures as Prometheus series labelled by tenant.
-    let text = h
-        .http
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics_text().await;
     let line = text
         .lines()
         .find(|l| l.starts_with("nekton_tenant_attempts_total{") && l.contains("tenant=\"ua\""))

@@ -251,6 +251,18 @@ impl Harness {
         serde_json::from_str(&text).expect("a job")
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// `GET /v1/jobs/{id}/cases` of a test-suite job.
     pub async fn cases(&self, id: Uuid) -> nekton::api::types::CaseList {
         let r = self
