@@ -123,39 +123,47 @@ impl Hub {
         }
     }
 
-    /// Up to `limit` chunks of job `id` after `after`, for a follower woken by notification
-    /// `version` of the job: shared with the job's other followers at the same place.
+    /// Up to `limit` chunks of job `id` after `after`. For a follower woken by notification
+    /// `Some(version)` of the job, the read is shared with the job's other followers at the same
+    /// place; `None` (a first read, a timer's recheck) reads for itself.
     pub async fn chunks_after(
         &self,
         pool: &PgPool,
         id: Uuid,
-        version: u64,
+        version: Option<u64>,
         after: (i32, i32),
         limit: i64,
     ) -> Result<Arc<Vec<StoredChunk>>, StoreError> {
-        self.inner
-            .chunks
-            .get_or_read((id, version, after.0, after.1), || async {
-                logs::chunks_after(pool, id, after, limit)
+        let read = || async {
+            logs::chunks_after(pool, id, after, limit)
+                .await
+                .map(Arc::new)
+        };
+        match version {
+            Some(v) => {
+                self.inner
+                    .chunks
+                    .get_or_read((id, v, after.0, after.1), read)
                     .await
-                    .map(Arc::new)
-            })
-            .await
+            }
+            None => read().await,
+        }
     }
 
-    /// Job `id` of `tenant`, for a follower woken by notification `version` of the job: shared
-    /// with the job's other followers (a job has one tenant, checked when each stream began).
+    /// Job `id` of `tenant`, shared like [`Hub::chunks_after`] for `Some(version)` (a job has
+    /// one tenant, checked when each stream began).
     pub async fn job(
         &self,
         pool: &PgPool,
         tenant: &str,
         id: Uuid,
-        version: u64,
+        version: Option<u64>,
     ) -> Result<Option<JobRecord>, StoreError> {
-        self.inner
-            .records
-            .get_or_read((id, version), || store_jobs::get(pool, tenant, id))
-            .await
+        let read = || store_jobs::get(pool, tenant, id);
+        match version {
+            Some(v) => self.inner.records.get_or_read((id, v), read).await,
+            None => read().await,
+        }
     }
 
     pub fn watch_any_state(&self) -> watch::Receiver<u64> {

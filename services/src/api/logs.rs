@@ -6,7 +6,6 @@
 //! reached so far; the final `exit` event is `"{attempt}.end"`. Resuming after an id sends exactly
 //! the events after that position, across queued → running → finished (and retries).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body as HttpBody;
@@ -297,14 +296,11 @@ async fn follow_inner(
     loop {
         // Mark the current notification as seen before reading, so none is missed.
         let version = *watch.rx.borrow_and_update();
-        let chunks = if notified {
-            state
-                .hub
-                .chunks_after(&state.pool, id, version, (attempt, seq), PAGE)
-                .await?
-        } else {
-            Arc::new(logs::chunks_after(&state.pool, id, (attempt, seq), PAGE).await?)
-        };
+        let shared = notified.then_some(version);
+        let chunks = state
+            .hub
+            .chunks_after(&state.pool, id, shared, (attempt, seq), PAGE)
+            .await?;
         for c in chunks.iter() {
             if c.attempt != attempt {
                 attempt = c.attempt;
@@ -351,12 +347,7 @@ async fn follow_inner(
         if chunks.len() as i64 == PAGE {
             continue;
         }
-        let job = if notified {
-            state.hub.job(&state.pool, tenant, id, version).await?
-        } else {
-            store_jobs::get(&state.pool, tenant, id).await?
-        };
-        let Some(job) = job else {
+        let Some(job) = state.hub.job(&state.pool, tenant, id, shared).await? else {
             return Ok(());
         };
         if job.state.is_terminal() {
