@@ -747,7 +747,10 @@ async fn launch(
                 t0,
             ));
         }
-        if let Some(d) = allow.iter().find(|d| !d.net.is_ipv4()) {
+        if let Some(d) = allow
+            .iter()
+            .find(|d| !matches!(d.net, runtime_core::egress::IpNet::V4(_)))
+        {
             return Err(fail(
                 OutcomeReason::SpecError,
                 format!("egress destination {d}: bridge jobs have no IPv6; list IPv4 networks"),

@@ -21,73 +21,9 @@ use std::str::FromStr;
 /// small).
 pub const MAX_DESTINATIONS: usize = 64;
 
-/// An IP network: an address with its host bits zero, and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// A network; `None` when the prefix is too long for the address family or host bits are set.
-    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
-        let bits = match addr {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
-        if prefix > bits {
-            return None;
-        }
-        let net = Self { addr, prefix };
-        (net.network() == addr).then_some(net)
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    /// `addr` with the host bits cleared.
-    fn network(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(a) & mask).into())
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        }
-    }
-
-    pub fn contains(&self, a: IpAddr) -> bool {
-        a.is_ipv4() == self.addr.is_ipv4()
-            && Self {
-                addr: a,
-                prefix: self.prefix,
-            }
-            .network()
-                == self.addr
-    }
-}
-
-impl std::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
+/// An IP network (the `ipnet` crate's, as the service's webhook address policy uses). Parsed
+/// destinations always have their host bits zero.
+pub use ipnet::IpNet;
 
 /// One destination of an allow-list: a network and optionally one port (TCP and UDP). See the
 /// [module docs](self) for the syntax.
@@ -100,7 +36,7 @@ pub struct Destination {
 
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.net.addr, self.port) {
+        match (self.net.addr(), self.port) {
             (_, None) => write!(f, "{}", self.net),
             (IpAddr::V4(_), Some(p)) => write!(f, "{}:{p}", self.net),
             (IpAddr::V6(_), Some(p)) => write!(f, "[{}]:{p}", self.net),
@@ -134,13 +70,16 @@ fn parse_net(s: &str, whole: &str) -> Result<IpNet, String> {
                 format!("`{whole}`: the prefix length must be 0..={max}, got `{l}`")
             })?,
         };
-    IpNet::new(addr, prefix).ok_or_else(|| {
-        let net = IpNet { addr, prefix }.network();
-        format!(
-            "`{whole}`: {addr}/{prefix} has host bits set; write the network ({net}/{prefix}) or \
-             the single address ({addr}/{max})"
-        )
-    })
+    let net = IpNet::new(addr, prefix)
+        .map_err(|_| format!("`{whole}`: the prefix length must be 0..={max}, got `{prefix}`"))?;
+    if net.trunc() != net {
+        let network = net.network();
+        return Err(format!(
+            "`{whole}`: {addr}/{prefix} has host bits set; write the network ({network}/{prefix}) \
+             or the single address ({addr}/{max})"
+        ));
+    }
+    Ok(net)
 }
 
 impl FromStr for Destination {
@@ -159,7 +98,7 @@ impl FromStr for Destination {
                 .split_once(']')
                 .ok_or_else(|| format!("`{s}`: a `[` without its `]`; {SYNTAX}"))?;
             let net = parse_net(inner, s)?;
-            if net.is_ipv4() {
+            if matches!(net, IpNet::V4(_)) {
                 return Err(format!(
                     "`{s}`: brackets are for IPv6 only; write IPv4 as `198.51.100.2/32:8000`"
                 ));
@@ -224,13 +163,13 @@ mod tests {
     fn ipv4_forms() {
         let d = ok("198.51.100.2/32:8000");
         assert_eq!(d.net.addr(), "198.51.100.2".parse::<IpAddr>().unwrap());
-        assert_eq!(d.net.prefix(), 32);
+        assert_eq!(d.net.prefix_len(), 32);
         assert_eq!(d.port, Some(8000));
         assert_eq!(d.to_string(), "198.51.100.2/32:8000");
         assert_eq!(ok("198.51.100.2").to_string(), "198.51.100.2/32");
         assert_eq!(ok("198.51.100.2:53").to_string(), "198.51.100.2/32:53");
         assert_eq!(ok("10.0.0.0/8").port, None);
-        assert_eq!(ok("0.0.0.0/0").net.prefix(), 0);
+        assert_eq!(ok("0.0.0.0/0").net.prefix_len(), 0);
         assert_eq!(ok("0.0.0.0/0:443").to_string(), "0.0.0.0/0:443");
     }
 
@@ -243,8 +182,8 @@ mod tests {
         assert_eq!(d.port, Some(443));
         assert_eq!(d.to_string(), "[2001:db8::1/128]:443");
         assert_eq!(ok("[2001:db8::/32]:443").to_string(), "[2001:db8::/32]:443");
-        assert!(!d.net.is_ipv4());
-        assert_eq!(ok("::/0").net.prefix(), 0);
+        assert!(matches!(d.net, IpNet::V6(_)));
+        assert_eq!(ok("::/0").net.prefix_len(), 0);
     }
 
     #[test]
@@ -286,10 +225,14 @@ mod tests {
     #[test]
     fn containment() {
         let n = ok("198.51.100.0/24").net;
-        assert!(n.contains("198.51.100.77".parse().unwrap()));
-        assert!(!n.contains("198.51.101.1".parse().unwrap()));
-        assert!(!n.contains("2001:db8::1".parse().unwrap()));
-        assert!(ok("0.0.0.0/0").net.contains("192.0.2.1".parse().unwrap()));
+        assert!(n.contains(&"198.51.100.77".parse::<IpAddr>().unwrap()));
+        assert!(!n.contains(&"198.51.101.1".parse::<IpAddr>().unwrap()));
+        assert!(!n.contains(&"2001:db8::1".parse::<IpAddr>().unwrap()));
+        assert!(
+            ok("0.0.0.0/0")
+                .net
+                .contains(&"192.0.2.1".parse::<IpAddr>().unwrap())
+        );
     }
 
     #[test]

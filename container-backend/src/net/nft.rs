@@ -245,7 +245,7 @@ type Elements = (Vec<Net4>, Vec<(Net4, u16)>);
 
 fn net4(n: &IpNet) -> Option<Net4> {
     match n.addr() {
-        IpAddr::V4(a) => Some((a, n.prefix())),
+        IpAddr::V4(a) => Some((a, n.prefix_len())),
         IpAddr::V6(_) => None,
     }
 }

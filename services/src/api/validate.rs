@@ -627,7 +627,7 @@ fn check_network(spec: &JobSpec) -> Result<(), ApiError> {
         let d: runtime_core::egress::Destination = entry
             .parse()
             .map_err(|e: String| ApiError::invalid(field.clone(), e))?;
-        if !d.net.is_ipv4() {
+        if !matches!(d.net, runtime_core::egress::IpNet::V4(_)) {
             return Err(ApiError::invalid(
                 field,
                 format!(
