@@ -366,6 +366,14 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
             );
         }
     };
+    if request.wasm.is_set() {
+        return fail(
+            OutcomeReason::SpecError,
+            "`wasm` options (preopens) apply to Wasm modules and images only; this image runs as a \
+             Linux container: drop `wasm`, or run a Wasm image",
+            t0,
+        );
+    }
     // Limits this host cannot enforce refuse the job before anything is pulled.
     if let Some(why) = shared.cgroups.refuse(&request.limits) {
         return fail(OutcomeReason::SpecError, why, t0);
@@ -1026,6 +1034,7 @@ mod tests {
             container: ContainerOptions::default(),
             chain: Default::default(),
             artifacts: Default::default(),
+            wasm: Default::default(),
         }
     }
 

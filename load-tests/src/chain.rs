@@ -191,6 +191,7 @@ fn request(id: &str, argv: &[&str], keep: bool, base: Option<&Base>) -> ExecRequ
             keep,
         },
         artifacts: Default::default(),
+        wasm: Default::default(),
     }
 }
 

@@ -477,6 +477,7 @@ async fn direct(
         },
         chain: Default::default(),
         artifacts: Default::default(),
+        wasm: Default::default(),
     };
     let (sink, mut rx) = OutputSink::channel(1 << 20, 16);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });

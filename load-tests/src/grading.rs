@@ -752,6 +752,7 @@ async fn backend_floor(module: &[u8], n: usize, expected: &str) -> Result<Vec<f6
             container: Default::default(),
             chain: Default::default(),
             artifacts: Default::default(),
+            wasm: Default::default(),
         };
         let start = Instant::now();
         let (sink, mut rx) = OutputSink::channel(65536, 256);

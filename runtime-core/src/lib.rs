@@ -87,6 +87,8 @@ pub struct ExecRequest {
     pub limits: Limits,
     /// What only containers use (the Wasm backend ignores it; the API refuses it for Wasm jobs).
     pub container: ContainerOptions,
+    /// What only Wasm jobs use (the container backend refuses a request that sets it).
+    pub wasm: WasmOptions,
     /// The run's place in a chain of runs (a test suite's build and cases), see [`stage`].
     pub chain: Chain,
     /// Files to collect after the run; none by default.
@@ -116,6 +118,36 @@ pub struct ContainerOptions {
     /// address stays unreachable unless the operator opened it). A backend that cannot enforce
     /// the list refuses the job rather than run it without.
     pub network_allow: Option<Vec<egress::Destination>>,
+}
+
+/// A Wasm job's choices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WasmOptions {
+    /// The job's own filesystem layout: directories of the job's directory (which holds its
+    /// [`ExecRequest::files`]) preopened at guest paths, in this order (the first is fd 3).
+    /// `None` (the default): one read-write preopen of the whole job directory at `/`, given to
+    /// every program that can use it (see the Wasm backend's docs). `Some(vec![])`: no preopen.
+    pub preopens: Option<Vec<Preopen>>,
+}
+
+impl WasmOptions {
+    /// True when the request asks for anything only the Wasm backend does.
+    pub fn is_set(&self) -> bool {
+        self.preopens.is_some()
+    }
+}
+
+/// One preopened directory of a Wasm job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The name the guest sees (`fd_prestat_dir_name`, `wasi:filesystem/preopens`): an absolute
+    /// path, validated by the API.
+    pub guest: String,
+    /// The directory below the job's directory, `/`-separated, no `.`, `..` or empty component;
+    /// `""` is the job directory itself. Created (empty) if the job's files do not make it.
+    pub dir: String,
+    /// Read-only: the guest can read and list, but not create, write, rename or remove.
+    pub read_only: bool,
 }
 
 /// A container job's network.

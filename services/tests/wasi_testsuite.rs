@@ -4,7 +4,7 @@
 //! Wasm backend preopens read-write at `/`, as the suite's own runner does with
 //! `wasmtime --dir <root>::/`. The exit code must match the spec's `exit_code` (default 0), and
 //! stdout its `stdout` where it has one (compared stripped, as the suite's runner does).
-//! 71 of 72 pass; the one that cannot is listed in [`EXPECTED_FAILURES`] with why.
+//! All 72 pass ([`EXPECTED_FAILURES`] is empty).
 //!
 //! The C and AssemblyScript tests run from the prebuilt binaries in `tests/wasi-testsuite/`
 //! (copied from the suite's `prod/testsuite-base` branch, see `tests/wasi-testsuite/SOURCE`).
@@ -25,12 +25,11 @@ use nekton::api::types::{Encoding, InputFileSpec, JobSpec};
 const SUITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wasi-testsuite");
 
 /// Tests that fail by design, with why (like the suite's own `expectations/<runtime>/*.toml`).
-/// The runner asserts that these fail and that every other test passes.
-const EXPECTED_FAILURES: &[(&str, &str)] = &[(
-    "c/sock_shutdown-invalid_fd",
-    "the test has no `root`, and expects fd 3 not to exist (EBADF); nekton always preopens the \
-     job's directory at `/` as fd 3 (empty without files), so shutdown(3) fails with ENOTSOCK",
-)];
+/// The runner asserts that these fail and that every other test passes. None today:
+/// `c/sock_shutdown-invalid_fd`, which expects descriptor 3 not to exist, passes because a
+/// module that imports neither `fd_prestat_get` nor a `path_*` function and has no files gets
+/// no preopen (docs/sandbox.md).
+const EXPECTED_FAILURES: &[(&str, &str)] = &[];
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One test: its module and its spec (the `.json` beside it, all fields optional).

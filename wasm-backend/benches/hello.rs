@@ -149,6 +149,7 @@ fn request(digest: String) -> ExecRequest {
         container: Default::default(),
         chain: Default::default(),
         artifacts: Default::default(),
+        wasm: Default::default(),
     }
 }
 

@@ -100,6 +100,7 @@ fn main() {
         container: Default::default(),
         chain: Default::default(),
         artifacts: Default::default(),
+        wasm: Default::default(),
     };
     let run = |req: ExecRequest| {
         let (sink, _rx) = OutputSink::channel(1 << 20, 16);

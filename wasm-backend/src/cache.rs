@@ -47,9 +47,25 @@ pub(crate) enum Prepared {
         pre: InstancePre<JobState>,
         /// The `_start` export, looked up by index at run time (no string lookup per job).
         start: ModuleExport,
+        /// Whether the module can find or use a preopened directory: it imports
+        /// `fd_prestat_get` or a `path_*` function. One that cannot gets no default preopen
+        /// (see [`uses_preopens`]).
+        uses_preopens: bool,
     },
     /// A WASI 0.2 command component (`wasi:cli/run`).
     Component { pre: CommandPre<JobState> },
+}
+
+impl Prepared {
+    /// Whether the program can find or use a preopened directory. A component always can: its
+    /// preopens are only reachable through `wasi:filesystem/preopens`, so giving one to a
+    /// component that does not import it changes nothing it can observe.
+    pub(crate) fn uses_preopens(&self) -> bool {
+        match self {
+            Self::Core { uses_preopens, .. } => *uses_preopens,
+            Self::Component { .. } => true,
+        }
+    }
 }
 
 /// A compiled artifact of either kind.
@@ -416,8 +432,24 @@ impl ModuleCache {
             .core
             .instantiate_pre(module)
             .map_err(|e| LoadError::Link(render_error(&e)))?;
-        Ok(Arc::new(Prepared::Core { pre, start }))
+        Ok(Arc::new(Prepared::Core {
+            pre,
+            start,
+            uses_preopens: uses_preopens(module),
+        }))
     }
+}
+
+/// Whether a core module can find or use a preopened directory. In preview 1 a program learns
+/// its preopens with `fd_prestat_get` and reaches files only through the `path_*` calls; one
+/// that imports neither (wasi-libc links them only into programs that open paths) can do
+/// nothing with a preopen but stumble on an unexpected descriptor 3. Such a program gets none
+/// by default, as under a runtime given no `--dir`.
+pub(crate) fn uses_preopens(module: &Module) -> bool {
+    module.imports().any(|import| {
+        import.module() == "wasi_snapshot_preview1"
+            && (import.name() == "fd_prestat_get" || import.name().starts_with("path_"))
+    })
 }
 
 /// Loads an artifact of `kind` written by `save_to_disk`.

@@ -1,12 +1,15 @@
-//! The job's root directory, preopened read-write at the guest's `/`, and the pool that keeps
-//! such directories ready between jobs.
+//! The job's root directory, preopened read-write at the guest's `/` by default, and the pool
+//! that keeps such directories ready between jobs.
 //!
 //! # The job's filesystem
 //!
 //! WASI programs (and the official wasi-testsuite, which runtimes run with `--dir <root>::/`)
-//! expect one read-write directory preopened as `/`. Every job gets exactly that: a host
-//! directory holding its `files` and nothing else (empty when there are none), preopened as the
-//! first and only preopen (fd 3; a component sees it as its one `wasi:filesystem/preopens` entry).
+//! expect one read-write directory preopened as `/`. Every job gets exactly that by default: a
+//! host directory holding its `files` and nothing else (empty when there are none), preopened as
+//! the first and only preopen (fd 3; a component sees it as its one `wasi:filesystem/preopens`
+//! entry) — except a core module that could not use it (see `cache::uses_preopens`) and has
+//! no files. A job's `wasm.preopens` replaces that with directories of this one at guest paths of
+//! its choice ([`make_preopen_dirs`]).
 //! wasmtime-wasi resolves every guest path inside it with cap-std, so `..`, absolute paths and
 //! symlinks (even ones the guest creates itself) cannot reach the host. Nothing a job wrote
 //! outlives it.
@@ -67,6 +70,13 @@ pub(crate) enum InputDirError {
     /// The chain's base cannot be used for this job (the job's fault: `spec_error`).
     #[error("the base of the chain: {0}")]
     Base(String),
+    /// A preopen's directory cannot be made (the job's fault: `spec_error`).
+    #[error("wasm.preopens[{index}] (dir {dir:?}): {reason}")]
+    BadPreopen {
+        index: usize,
+        dir: String,
+        reason: String,
+    },
 }
 
 /// Checks a job-supplied relative path and returns it as a `PathBuf` made of plain components.
@@ -515,6 +525,55 @@ pub(crate) fn write_files(
     Ok(())
 }
 
+/// Makes the directory of each of the job's preopens below `dir` (after its files: a file's
+/// directories and a preopen's may be the same) and returns their host paths, in order. A
+/// symlink on the way (a chain's base may hold the ones an earlier run made) is removed, never
+/// followed, so each path is a real directory inside the job's; nothing else changes the
+/// directory before the guest starts. Blocking.
+pub(crate) fn make_preopen_dirs(
+    dir: &JobDir,
+    preopens: &[runtime_core::Preopen],
+) -> Result<Vec<PathBuf>, InputDirError> {
+    preopens
+        .iter()
+        .enumerate()
+        .map(|(index, preopen)| {
+            if preopen.dir.is_empty() {
+                return Ok(dir.path().to_path_buf());
+            }
+            let bad = |reason: String| InputDirError::BadPreopen {
+                index,
+                dir: preopen.dir.clone(),
+                reason,
+            };
+            let relative = sanitize(&preopen.dir).map_err(bad)?;
+            let target = dir.path().join(&relative);
+            let made = clear_symlinks(dir.path(), &relative)
+                .and_then(|()| std::fs::create_dir_all(&target));
+            match made {
+                Ok(()) => Ok(target),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    Err(bad(format!(
+                        "cannot be a directory: one of the job's files is in its place ({e})"
+                    )))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(bad(
+                    "does not fit: the job's files fill its limits.disk_bytes".into(),
+                )),
+                Err(e) => Err(InputDirError::Host(format!(
+                    "cannot make the directory {:?} of wasm.preopens[{index}]: {e}",
+                    preopen.dir
+                ))),
+            }
+        })
+        .collect()
+}
+
 /// Removes every symlink on the way to `dir/relative` (the last component included), so that
 /// nothing written there afterwards follows one. Nothing else changes the directory meanwhile: the
 /// job has not started.
@@ -691,6 +750,50 @@ mod tests {
             write_files(&dir, &clash, None),
             Err(InputDirError::BadFile { .. })
         ));
+    }
+
+    /// A preopen's directory is made inside the job's directory, never through a symlink a
+    /// chain's base may have left on its way; the job directory itself is `""`; a file in its
+    /// place is the job's fault.
+    #[test]
+    fn preopen_directories_are_made_inside_and_never_through_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let pool = DirPool::new(Some(root.path()), 4).unwrap();
+        let dir = pool.take(None).unwrap();
+        write_files(
+            &dir,
+            &[file("in/a.txt", b"a", None), file("f", b"", None)],
+            None,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let preopen = |dir: &str| runtime_core::Preopen {
+            guest: "/x".into(),
+            dir: dir.into(),
+            read_only: false,
+        };
+        let made =
+            make_preopen_dirs(&dir, &[preopen(""), preopen("in"), preopen("link/sub")]).unwrap();
+        assert_eq!(
+            made,
+            [
+                dir.path().to_path_buf(),
+                dir.path().join("in"),
+                dir.path().join("link/sub")
+            ]
+        );
+        let link = std::fs::symlink_metadata(dir.path().join("link")).unwrap();
+        assert!(link.is_dir(), "the symlink was replaced by a directory");
+        assert!(dir.path().join("link/sub").is_dir());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(std::fs::read(dir.path().join("in/a.txt")).unwrap(), b"a");
+        for bad in ["f", "f/sub", "../up"] {
+            match make_preopen_dirs(&dir, &[preopen("in"), preopen(bad)]) {
+                Err(InputDirError::BadPreopen { index: 1, dir, .. }) => assert_eq!(dir, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   `wasi:sockets` or `wasi:http` is refused before instantiation (`spec_error`): jobs have no
 //!   network.
 //! - Each job gets a fresh `Store` with one WASI context (args, env, stdin, and an empty
-//!   directory of its own holding its input files, preopened read-write at `/`, a tmpfs capped
+//!   directory of its own holding its input files, preopened read-write at `/` (or as the job's
+//!   `wasm.preopens` lay it out), a tmpfs capped
 //!   at `limits.disk_bytes` when the worker may mount; see `jobdir`), reached through WASI
 //!   preview 1 by a core module and through the WASI 0.2 interfaces by a component;
 //!   stdout/stderr streamed live through the job's [`OutputSink`](runtime_core::OutputSink),

@@ -19,7 +19,8 @@
 //! What the guest sees is exactly what the job says, nothing injected: `argv` is
 //! [`PROGRAM_NAME`] then `args`; the environment is exactly `env` (the worker's own is never
 //! inherited); stdin is the job's `stdin` bytes then end-of-file; one read-write preopen, the
-//! job's directory, at `/` (fd 3; see [`crate::jobdir`]); clocks and `random_get` are
+//! job's directory, at `/` (fd 3; see [`crate::jobdir`]) — or the job's own layout
+//! (`wasm.preopens`), or none for a core module that could not use one and has no files; clocks and `random_get` are
 //! wasmtime-wasi's (the host's real-time and monotonic clocks, a CSPRNG). `proc_exit(n)` ends the
 //! job as `exited` with code `n` (0..=255 exactly; larger values as 255, see
 //! [`crate::classify::exit_outcome`]), returning from `_start` as code 0, and a trap as `signaled`
@@ -63,7 +64,7 @@ use crate::WasmConfig;
 use crate::WasmError;
 use crate::cache::{ModuleCache, Prepared};
 use crate::classify::{JobFacts, Stage, classify, render_error};
-use crate::jobdir::{DirPool, InputDirError, JobDir, copy_base, write_files};
+use crate::jobdir::{DirPool, InputDirError, JobDir, copy_base, make_preopen_dirs, write_files};
 use crate::limits::{JobLimiter, Stop};
 use crate::wasi_io::SinkOutput;
 
@@ -74,7 +75,8 @@ const PROGRAM_NAME: &str = "main.wasm";
 /// between calls, so this also bounds how stale `fuel_consumed` can be for a guest stopped in the
 /// middle of a loop (by the wall clock or a cancel): at most this many units are missing.
 const FUEL_SLICE: u64 = 1_000_000;
-/// Where the job's directory (its input files, and whatever it writes) appears in the guest.
+/// Where the job's directory (its input files, and whatever it writes) appears in the guest by
+/// default.
 const JOB_DIR_GUEST_PATH: &str = "/";
 
 /// The per-`Store` state of one job.
@@ -183,6 +185,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         files,
         limits,
         container: _,
+        wasm,
         chain,
         artifacts,
     } = request;
@@ -233,13 +236,25 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
         }
         Some(Ok(prepared)) => prepared,
     };
-    let job_dir = match make_job_dir(shared, chain.base, files, limits.disk_bytes).await {
-        Ok(dir) => dir,
-        Err(outcome) => {
-            usage.setup = prep_start.elapsed();
-            return report(outcome, usage);
-        }
-    };
+    // The default layout (`wasm.preopens` absent): the job's directory at `/`, for every program
+    // that can use it, and always when the directory holds something.
+    let layout = wasm.preopens.unwrap_or_else(|| {
+        let default = runtime_core::Preopen {
+            guest: JOB_DIR_GUEST_PATH.to_owned(),
+            dir: String::new(),
+            read_only: false,
+        };
+        let wanted = prepared.uses_preopens() || !files.is_empty() || chain.base.is_some();
+        if wanted { vec![default] } else { Vec::new() }
+    });
+    let (job_dir, preopens) =
+        match make_job_dir(shared, chain.base, files, &layout, limits.disk_bytes).await {
+            Ok(made) => made,
+            Err(outcome) => {
+                usage.setup = prep_start.elapsed();
+                return report(outcome, usage);
+            }
+        };
     let prep = prep_start.elapsed();
 
     // An instance slot: jobs beyond the pool's size wait here (queueing, not setup).
@@ -264,7 +279,11 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
                 env,
                 stdin,
                 limits,
-                job_dir: job_dir.path(),
+                preopens: preopens
+                    .iter()
+                    .zip(&layout)
+                    .map(|(host, p)| (host.as_path(), p.guest.as_str(), p.read_only))
+                    .collect(),
             };
             let outcome = execute(shared, &prepared, job, &io, prep, &mut usage).await;
             drop(permit);
@@ -371,18 +390,25 @@ impl Drop for KeptDir {
 }
 
 /// The job's directory (capped at `disk_bytes` where possible) holding the base's files, if the
-/// job starts from one, then its input files.
+/// job starts from one, then its input files, then its preopens' directories; and the host path
+/// of each preopen, in `layout`'s order.
 async fn make_job_dir(
     shared: &Shared,
     base: Option<Base>,
     files: Vec<runtime_core::InputFile>,
+    layout: &[runtime_core::Preopen],
     disk_bytes: Option<u64>,
-) -> Result<JobDir, Outcome> {
-    // Without files or a base the work is taking a ready directory from the pool (or one mkdir,
-    // and one mount, when it is dry): inline. Copying and writing files is blocking work.
-    let written = if files.is_empty() && base.is_none() {
-        Ok(shared.dirs.take(disk_bytes))
+) -> Result<(JobDir, Vec<std::path::PathBuf>), Outcome> {
+    // Without files, a base or a preopen below the job directory the work is taking a ready
+    // directory from the pool (or one mkdir, and one mount, when it is dry): inline. Copying
+    // and writing files is blocking work.
+    let written = if files.is_empty() && base.is_none() && layout.iter().all(|p| p.dir.is_empty()) {
+        shared.dirs.take(disk_bytes).and_then(|dir| {
+            let paths = make_preopen_dirs(&dir, layout)?;
+            Ok((dir, paths))
+        })
     } else {
+        let layout = layout.to_vec();
         let dirs = shared.dirs.clone();
         tokio::task::spawn_blocking(move || {
             let dir = dirs.take(disk_bytes)?;
@@ -396,22 +422,29 @@ async fn make_job_dir(
                 copy_base(from, &dir, disk_bytes)?;
             }
             write_files(&dir, &files, disk_bytes)?;
-            Ok(dir)
+            let paths = make_preopen_dirs(&dir, &layout)?;
+            Ok((dir, paths))
         })
         .await
+        .unwrap_or_else(|join| {
+            Err(InputDirError::Host(format!(
+                "the input file writer failed: {join}"
+            )))
+        })
     };
     match written {
-        Ok(Ok(dir)) => Ok(dir),
-        Ok(Err(e @ (InputDirError::BadFile { .. } | InputDirError::Base(_)))) => Err(
-            Outcome::with_reason(OutcomeReason::SpecError, e.to_string()),
-        ),
-        Ok(Err(e @ InputDirError::Host(_))) => Err(Outcome::with_reason(
-            OutcomeReason::InternalError,
+        Ok(made) => Ok(made),
+        Err(
+            e @ (InputDirError::BadFile { .. }
+            | InputDirError::Base(_)
+            | InputDirError::BadPreopen { .. }),
+        ) => Err(Outcome::with_reason(
+            OutcomeReason::SpecError,
             e.to_string(),
         )),
-        Err(join) => Err(Outcome::with_reason(
+        Err(e @ InputDirError::Host(_)) => Err(Outcome::with_reason(
             OutcomeReason::InternalError,
-            format!("the input file writer failed: {join}"),
+            e.to_string(),
         )),
     }
 }
@@ -422,7 +455,8 @@ struct Job<'a> {
     env: Vec<(String, String)>,
     stdin: Vec<u8>,
     limits: runtime_core::Limits,
-    job_dir: &'a std::path::Path,
+    /// The preopens, in order: host directory, guest name, read-only.
+    preopens: Vec<(&'a std::path::Path, &'a str, bool)>,
 }
 
 enum Ended {
@@ -460,7 +494,7 @@ async fn run_guest(
     started: &mut Option<Instant>,
 ) -> Result<i32, (Stage, wasmtime::Error)> {
     match prepared {
-        Prepared::Core { pre, start } => {
+        Prepared::Core { pre, start, .. } => {
             let instance = pre
                 .instantiate_async(&mut *store)
                 .await
@@ -522,9 +556,16 @@ async fn execute(
         .stdin(MemoryInputPipe::new(job.stdin))
         .stdout(SinkOutput::new(io.output.clone(), Stream::Stdout))
         .stderr(SinkOutput::new(io.output.clone(), Stream::Stderr));
-    if let Err(e) = wasi.preopened_dir(job.job_dir, JOB_DIR_GUEST_PATH, FsPerms::ReadWrite) {
-        let detail = format!("cannot preopen the job's directory: {}", render_error(&e));
-        return internal(usage, detail);
+    for (host, guest, read_only) in job.preopens {
+        let perms = if read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        if let Err(e) = wasi.preopened_dir(host, guest, perms) {
+            let detail = format!("cannot preopen {guest:?}: {}", render_error(&e));
+            return internal(usage, detail);
+        }
     }
 
     let limits = &job.limits;

@@ -59,6 +59,40 @@ async fn one_preopen_at_root_with_or_without_files() {
     assert_no_job_files(scratch.path());
 }
 
+/// Exits with the errno of `fd_fdstat_get(3)`: 0 when descriptor 3 is open, 8 (EBADF) when not.
+/// It imports neither `fd_prestat_get` nor a `path_*` function.
+const FD3: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (call $proc_exit (call $fdstat (i32.const 3) (i32.const 64)))))
+"#;
+
+/// A module that can neither find a preopen nor open a path gets none — unless the job has
+/// files (or asks for a layout): WASI runtimes given no `--dir` behave the same, and programs
+/// that test for a closed descriptor 3 (the wasi-testsuite's `sock_shutdown-invalid_fd`) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_cannot_use_a_preopen_gets_none_without_files() {
+    let store = MapStore::new();
+    let (backend, scratch, _cache) = scratch_backend(store.clone());
+    let digest = store.add(wat(FD3));
+    let done = run(&backend, request(&digest)).await;
+    assert_eq!(done.report.outcome, Outcome::exited(8), "{done:?}");
+    let mut req = request(&digest);
+    req.files = vec![file("a", b"x")];
+    assert_eq!(run(&backend, req).await.report.outcome, Outcome::exited(0));
+    let mut req = request(&digest);
+    req.wasm.preopens = Some(vec![runtime_core::Preopen {
+        guest: "/data".into(),
+        dir: "d".into(),
+        read_only: true,
+    }]);
+    assert_eq!(run(&backend, req).await.report.outcome, Outcome::exited(0));
+    assert_no_job_files(scratch.path());
+}
+
 /// Creates `{path}` under fd 3 (O_CREAT|O_EXCL when `excl`), writes `{chunks}` times 4096 bytes,
 /// and exits 0, or with the errno of the first failing call.
 fn writer(path: &str, chunks: u32, excl: bool) -> Vec<u8> {

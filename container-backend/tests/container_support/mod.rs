@@ -204,6 +204,7 @@ pub fn request(image: &str, cmd: &[&str]) -> ExecRequest {
         container: ContainerOptions::default(),
         chain: Default::default(),
         artifacts: Default::default(),
+        wasm: Default::default(),
     }
 }
 

@@ -1216,6 +1216,7 @@ export interface components {
              *     (containers). Default: the image's user, else root (uid 0 in the container).
              */
             user?: string | null;
+            wasm?: components["schemas"]["WasmSpec"] | null;
             /**
              * @description Working directory (containers): an absolute path, created if missing; input files are
              *     written relative to it. Default: the image's.
@@ -1442,6 +1443,29 @@ export interface components {
             /** Format: int32 */
             signal: number | null;
             tests?: components["schemas"]["SuiteSummary"] | null;
+        };
+        /**
+         * @description A preopen's access.
+         * @enum {string}
+         */
+        PreopenMode: "rw" | "ro";
+        /** @description One directory a Wasm job is given. */
+        PreopenSpec: {
+            /**
+             * @description The directory of the job's directory to show there: a relative path (`input`,
+             *     `a/b`) with no `.`, `..` or empty component, at most 255 bytes; created empty if the
+             *     job's files do not make it. Omitted: the job's whole directory. A file `input/x.txt` of
+             *     the job is `/data/x.txt` in the guest with `{"guest": "/data", "dir": "input"}`.
+             * @example input
+             */
+            dir?: string | null;
+            /**
+             * @description The name the guest sees: an absolute path (`/`, `/data`), no `.`, `..` or empty
+             *     component, at most 255 bytes; each `guest` once.
+             * @example /data
+             */
+            guest: string;
+            mode?: components["schemas"]["PreopenMode"] | null;
         };
         /**
          * @description SSE `progress`, `cached`, `extracting`, `extracted`: one blob's progress. `done` and `total`
@@ -1843,6 +1867,32 @@ export interface components {
             migration_latest: number;
             /** @description The `nekton` crate version of the server binary. */
             version: string;
+        };
+        /** @description A Wasm job's options. */
+        WasmSpec: {
+            /**
+             * @description The directories the guest is given, in this order (the first is descriptor 3 in WASI
+             *     preview 1; a component gets them from `wasi:filesystem/preopens` in this order), at most
+             *     16. Each is a directory of the job's directory — which holds the job's `files` and is
+             *     capped by `limits.disk_bytes` — shown at a guest path, read-write or read-only. `[]`
+             *     gives the guest no directory at all. Omitted: the job's whole directory read-write at
+             *     `/`, the layout WASI programs expect (`wasmtime --dir <dir>::/`); a preview 1 module
+             *     that imports neither `fd_prestat_get` nor any `path_*` function, and has no files,
+             *     gets none (it could not use it). Everything in the job's directory is gone after the
+             *     job, except artifacts.
+             * @example [
+             *       {
+             *         "dir": "input",
+             *         "guest": "/data",
+             *         "mode": "ro"
+             *       },
+             *       {
+             *         "dir": "out",
+             *         "guest": "/out"
+             *       }
+             *     ]
+             */
+            preopens: components["schemas"]["PreopenSpec"][];
         };
         /** @description A tenant's webhook endpoint. */
         Webhook: {

@@ -253,6 +253,53 @@ impl From<BatchRecord> for Batch {
     }
 }
 
+/// A Wasm job's options.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmSpec {
+    /// The directories the guest is given, in this order (the first is descriptor 3 in WASI
+    /// preview 1; a component gets them from `wasi:filesystem/preopens` in this order), at most
+    /// 16. Each is a directory of the job's directory — which holds the job's `files` and is
+    /// capped by `limits.disk_bytes` — shown at a guest path, read-write or read-only. `[]`
+    /// gives the guest no directory at all. Omitted: the job's whole directory read-write at
+    /// `/`, the layout WASI programs expect (`wasmtime --dir <dir>::/`); a preview 1 module
+    /// that imports neither `fd_prestat_get` nor any `path_*` function, and has no files,
+    /// gets none (it could not use it). Everything in the job's directory is gone after the
+    /// job, except artifacts.
+    #[schema(max_items = 16, example = json!([{"guest": "/data", "dir": "input", "mode": "ro"}, {"guest": "/out", "dir": "out"}]))]
+    pub preopens: Vec<PreopenSpec>,
+}
+
+/// One directory a Wasm job is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreopenSpec {
+    /// The name the guest sees: an absolute path (`/`, `/data`), no `.`, `..` or empty
+    /// component, at most 255 bytes; each `guest` once.
+    #[schema(example = "/data")]
+    pub guest: String,
+    /// The directory of the job's directory to show there: a relative path (`input`,
+    /// `a/b`) with no `.`, `..` or empty component, at most 255 bytes; created empty if the
+    /// job's files do not make it. Omitted: the job's whole directory. A file `input/x.txt` of
+    /// the job is `/data/x.txt` in the guest with `{"guest": "/data", "dir": "input"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "input")]
+    pub dir: Option<String>,
+    /// `rw` (default) or `ro`: read-only lets the guest read and list but not create,
+    /// write, rename or remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PreopenMode>,
+}
+
+/// A preopen's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PreopenMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
 /// A job's network: the mode alone (`"none"`, `"bridge"`), or an object with the mode and, for
 /// bridge jobs, an egress allow-list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -431,6 +478,10 @@ pub struct JobSpec {
     /// `{"mode": "bridge", "allow": [...]}` with an egress allow-list (see `NetworkPolicy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+    /// Wasm jobs only: the guest's filesystem layout (see `WasmSpec`). Omitted: the job's
+    /// directory, holding its `files`, preopened read-write at `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<WasmSpec>,
     /// Files to keep after the job, downloadable with `GET /v1/jobs/{id}/artifacts`: paths or
     /// glob patterns (`*`, `?`, `[...]` within a path component, `**` for any depth), relative to
     /// the working directory (Wasm: the job's `/`) or absolute; at most 64, each at most 1024
@@ -975,6 +1026,16 @@ impl TryFrom<JobSpec> for crate::model::ResolvedJob {
                 ),
                 None => None,
             },
+            wasm_preopens: spec.wasm.map(|w| {
+                w.preopens
+                    .into_iter()
+                    .map(|p| crate::model::ResolvedPreopen {
+                        guest: p.guest,
+                        dir: p.dir.unwrap_or_default(),
+                        read_only: p.mode == Some(PreopenMode::Ro),
+                    })
+                    .collect()
+            }),
             tests,
             // The caps are the default policy's here; `api/jobs.rs::prepare` sets the operator's.
             artifacts: (!spec.artifacts.is_empty()).then(|| {

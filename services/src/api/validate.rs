@@ -15,6 +15,8 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_FILES: usize = 1024;
 pub const MAX_ARTIFACT_PATTERNS: usize = 64;
 pub const MAX_ARTIFACT_PATTERN_BYTES: usize = 1024;
+pub const MAX_PREOPENS: usize = 16;
+pub const MAX_PREOPEN_PATH_BYTES: usize = 255;
 pub const MAX_EGRESS_DESTINATIONS: usize = runtime_core::egress::MAX_DESTINATIONS;
 
 /// sha256 of a value's canonical JSON (struct fields in declaration order, maps sorted).
@@ -110,6 +112,7 @@ pub fn resolve(mut spec: JobSpec, policy: &LimitPolicy) -> Result<JobSpec, ApiEr
         check_module_fields(&spec)?;
     }
     check_network(&spec)?;
+    check_wasm(&spec)?;
     check_argv("args", &spec.args)?;
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -532,7 +535,8 @@ fn check_module_fields(spec: &JobSpec) -> Result<(), ApiError> {
     if spec.workdir.is_some() {
         return Err(ApiError::invalid(
             "workdir",
-            "`workdir` applies to container jobs; Wasm jobs see their files under /data",
+            "`workdir` applies to container jobs; Wasm jobs see their files at `/` (or where \
+             `wasm.preopens` puts them)",
         ));
     }
     if spec.user.is_some() {
@@ -591,6 +595,74 @@ fn check_image_fields(spec: &JobSpec) -> Result<(), ApiError> {
                  `name[:group]` as found in the image's /etc/passwd and /etc/group"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// `wasm.preopens`: at most [`MAX_PREOPENS`], each `guest` an absolute path given once, each
+/// `dir` a relative one, both of plain components; not with the container runtime.
+fn check_wasm(spec: &JobSpec) -> Result<(), ApiError> {
+    let Some(wasm) = &spec.wasm else {
+        return Ok(());
+    };
+    if spec.runtime == Some(RuntimeKind::Container) {
+        return Err(ApiError::invalid(
+            "wasm",
+            "`wasm` options apply to Wasm jobs; this job insists on the container runtime: \
+             drop `wasm`, or use `runtime: wasm` with a Wasm module or image",
+        ));
+    }
+    if wasm.preopens.len() > MAX_PREOPENS {
+        return Err(ApiError::invalid(
+            "wasm.preopens",
+            format!(
+                "at most {MAX_PREOPENS} preopens are allowed, got {}",
+                wasm.preopens.len()
+            ),
+        ));
+    }
+    let plain = |path: &str| {
+        path.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, preopen) in wasm.preopens.iter().enumerate() {
+        let guest = &preopen.guest;
+        let field = format!("wasm.preopens[{i}].guest");
+        let body = guest.strip_prefix('/');
+        let ok = guest.len() <= MAX_PREOPEN_PATH_BYTES
+            && !guest.contains('\0')
+            && body.is_some_and(|b| b.is_empty() || plain(b));
+        if !ok {
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "`{guest}` is not a guest directory: give an absolute path such as `/` or \
+                     `/data`, without `.`, `..`, empty components or a trailing `/`, at most \
+                     {MAX_PREOPEN_PATH_BYTES} bytes"
+                ),
+            ));
+        }
+        if !seen.insert(guest.as_str()) {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{guest}` is preopened twice; give each guest path once"),
+            ));
+        }
+        if let Some(dir) = &preopen.dir {
+            let ok = dir.len() <= MAX_PREOPEN_PATH_BYTES && !dir.contains('\0') && plain(dir);
+            if !ok {
+                return Err(ApiError::invalid(
+                    format!("wasm.preopens[{i}].dir"),
+                    format!(
+                        "`{dir}` is not a directory of the job's: give a relative path such as \
+                         `input` or `a/b`, without `.`, `..`, empty components or a leading or \
+                         trailing `/`, at most {MAX_PREOPEN_PATH_BYTES} bytes (omit `dir` for \
+                         the job's whole directory)"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

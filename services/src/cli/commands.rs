@@ -24,7 +24,8 @@ use super::client::{
 };
 use crate::api::types::{
     Batch, BatchSpec, Encoding, InputFileSpec, Job, JobSpec, JobState, LimitsSpec, Module,
-    NetworkMode, NetworkPolicy, NetworkSpec, OutcomeReason, OutcomeView, RuntimeKind,
+    NetworkMode, NetworkPolicy, NetworkSpec, OutcomeReason, OutcomeView, PreopenMode, PreopenSpec,
+    RuntimeKind, WasmSpec,
 };
 use crate::model::LineStamper;
 
@@ -242,6 +243,13 @@ pub struct RunArgs {
     /// DNS to the worker's resolvers.
     #[arg(long, value_name = "CIDR[:PORT]")]
     pub egress: Vec<String>,
+
+    /// Wasm jobs: preopen a directory of the job's (its files are in it) at a guest path
+    /// (repeat for more, in order; replaces the default, the whole directory at `/`):
+    /// `/data=input:ro` shows the job's `input/` read-only at `/data`; without `=DIR`, the whole
+    /// directory; `:rw` (the default) or `:ro`.
+    #[arg(long, value_name = "GUEST[=DIR][:ro]", value_parser = parse_preopen)]
+    pub preopen: Vec<PreopenSpec>,
 
     /// Backend: auto (the default: Wasm programs go to Wasm), container or wasm.
     #[arg(long, value_name = "KIND", value_parser = parse_wire_enum::<RuntimeKind>)]
@@ -740,6 +748,11 @@ async fn build_run_spec(args: &RunArgs, client: &Client) -> Result<JobSpec> {
             allow: Some(args.egress.clone()),
         }))
     };
+    if !args.preopen.is_empty() {
+        spec.wasm = Some(WasmSpec {
+            preopens: args.preopen.clone(),
+        });
+    }
     spec.runtime = args.runtime;
     spec.entrypoint = args.entrypoint.as_ref().map(|e| {
         if e.is_empty() {
@@ -1845,6 +1858,31 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a whole number ≥ 0"))
 }
 
+/// `--preopen GUEST[=DIR][:ro|:rw]`; the paths themselves are checked by the server.
+fn parse_preopen(s: &str) -> Result<PreopenSpec, String> {
+    let (rest, mode) = if let Some(rest) = s.strip_suffix(":ro") {
+        (rest, Some(PreopenMode::Ro))
+    } else if let Some(rest) = s.strip_suffix(":rw") {
+        (rest, Some(PreopenMode::Rw))
+    } else {
+        (s, None)
+    };
+    let (guest, dir) = match rest.split_once('=') {
+        Some((guest, dir)) => (guest, Some(dir.to_owned())),
+        None => (rest, None),
+    };
+    if !guest.starts_with('/') {
+        return Err(format!(
+            "{s:?} is not GUEST[=DIR][:ro]: the guest path must be absolute, e.g. /data=input:ro"
+        ));
+    }
+    Ok(PreopenSpec {
+        guest: guest.to_owned(),
+        dir,
+        mode,
+    })
+}
+
 fn parse_state(s: &str) -> Result<JobState, String> {
     JobState::parse(s).ok_or_else(|| {
         format!(
@@ -1881,6 +1919,34 @@ fn parse_wire_enum<T: DeserializeOwned>(s: &str) -> Result<T, String> {
 mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[test]
+    fn preopens_parse_guest_dir_and_mode() {
+        let p = |s| parse_preopen(s).unwrap();
+        assert_eq!(
+            p("/data=input:ro"),
+            PreopenSpec {
+                guest: "/data".into(),
+                dir: Some("input".into()),
+                mode: Some(PreopenMode::Ro)
+            }
+        );
+        assert_eq!(
+            p("/"),
+            PreopenSpec {
+                guest: "/".into(),
+                dir: None,
+                mode: None
+            }
+        );
+        assert_eq!(p("/out=a/b:rw").mode, Some(PreopenMode::Rw));
+        assert_eq!(p("/out=a/b:rw").dir.as_deref(), Some("a/b"));
+        assert!(
+            parse_preopen("data=input")
+                .unwrap_err()
+                .contains("absolute")
+        );
+    }
 
     #[test]
     fn table_times_are_local_with_their_offset() {

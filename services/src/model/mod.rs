@@ -16,7 +16,8 @@ pub mod webhooks;
 /// 1 or 2, in `job_logs.stream`), what the API names (`stdout`/`stderr`) and the CLI selects.
 pub use logs::{ChunkKind, LineStamper};
 pub use resolved::{
-    ProgramRef, ResolvedArtifacts, ResolvedFile, ResolvedJob, ResolvedLimits, SpecError,
+    ProgramRef, ResolvedArtifacts, ResolvedFile, ResolvedJob, ResolvedLimits, ResolvedPreopen,
+    SpecError,
 };
 pub(crate) use resolved::{b64, b64_opt};
 pub use runtime_core::OutcomeReason;

@@ -131,12 +131,38 @@ pub struct ResolvedJob {
     /// (`deny_unknown_fields`): a job is never run without the policy it asked for.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "egress_list")]
     pub network_allow: Option<Vec<runtime_core::egress::Destination>>,
+    /// Wasm jobs: the guest's preopens (`wasm.preopens`). Absent: the default layout — and in
+    /// every row written before it existed; an older worker refuses a row that has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_preopens: Option<Vec<ResolvedPreopen>>,
     /// A test suite: build once, then run and judge every case (see [`crate::grading`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<crate::grading::ResolvedSuite>,
     /// Files to collect after the run (added after v1 was released: absent in older rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<ResolvedArtifacts>,
+}
+
+/// One of a Wasm job's preopens, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedPreopen {
+    pub guest: String,
+    /// Below the job's directory; empty: the directory itself.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dir: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl From<ResolvedPreopen> for runtime_core::Preopen {
+    fn from(p: ResolvedPreopen) -> Self {
+        Self {
+            guest: p.guest,
+            dir: p.dir,
+            read_only: p.read_only,
+        }
+    }
 }
 
 /// The job's artifact patterns with the operator's caps at submission.
@@ -356,6 +382,7 @@ mod legacy {
             },
             network: spec.network.unwrap_or_default(),
             network_allow: None,
+            wasm_preopens: None,
             tests: None,
             artifacts: None,
         })
@@ -420,6 +447,7 @@ mod tests {
             },
             network: NetworkMode::Bridge,
             network_allow: None,
+            wasm_preopens: None,
             tests: None,
             artifacts: None,
         }

@@ -251,6 +251,7 @@ mod tests {
             container: Default::default(),
             chain: Default::default(),
             artifacts: Default::default(),
+            wasm: Default::default(),
         }
     }
 

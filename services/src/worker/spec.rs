@@ -41,6 +41,11 @@ pub fn exec_request(job: &Claimed, spec: ResolvedJob) -> ExecRequest {
             },
             network_allow: spec.network_allow,
         },
+        wasm: runtime_core::WasmOptions {
+            preopens: spec
+                .wasm_preopens
+                .map(|list| list.into_iter().map(Into::into).collect()),
+        },
         chain: Default::default(),
         artifacts: spec
             .artifacts

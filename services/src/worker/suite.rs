@@ -425,7 +425,7 @@ fn step_request(job: &ExecRequest, step: &ResolvedStep, what: &str, keep: bool) 
 }
 
 /// A run of the job (`<job id>-<what>`): its program, arguments, environment, limits, container
-/// options and artifact patterns, without its stdin, files or chain — each run sets its own, so
+/// and Wasm options and artifact patterns, without its stdin, files or chain — each run sets its own, so
 /// the job's files (large, perhaps) are not copied for every case only to be replaced.
 fn run_of(job: &ExecRequest, what: &str) -> ExecRequest {
     ExecRequest {
@@ -439,6 +439,7 @@ fn run_of(job: &ExecRequest, what: &str) -> ExecRequest {
         container: job.container.clone(),
         chain: Chain::default(),
         artifacts: job.artifacts.clone(),
+        wasm: job.wasm.clone(),
     }
 }
 
@@ -693,6 +694,7 @@ mod tests {
             container: ContainerOptions::default(),
             chain: Chain::default(),
             artifacts: Artifacts::default(),
+            wasm: Default::default(),
         }
     }
 

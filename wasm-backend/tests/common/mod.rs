@@ -116,6 +116,7 @@ pub fn request(digest: &str) -> ExecRequest {
         container: Default::default(),
         chain: Default::default(),
         artifacts: Default::default(),
+        wasm: Default::default(),
     }
 }
 

@@ -62,6 +62,8 @@ from .new_token import NewToken
 from .new_webhook import NewWebhook
 from .outcome_view import OutcomeView
 from .outcome_view_reason import OutcomeViewReason
+from .preopen_mode import PreopenMode
+from .preopen_spec import PreopenSpec
 from .pull_blob import PullBlob
 from .pull_policy_view import PullPolicyView
 from .pull_request import PullRequest
@@ -84,6 +86,7 @@ from .usage_totals import UsageTotals
 from .usage_view import UsageView
 from .verdict import Verdict
 from .version_info import VersionInfo
+from .wasm_spec import WasmSpec
 from .webhook import Webhook
 from .webhook_event import WebhookEvent
 
@@ -150,6 +153,8 @@ __all__ = (
     "NewWebhook",
     "OutcomeView",
     "OutcomeViewReason",
+    "PreopenMode",
+    "PreopenSpec",
     "PullBlob",
     "PullPolicyView",
     "PullRequest",
@@ -172,6 +177,7 @@ __all__ = (
     "UsageView",
     "Verdict",
     "VersionInfo",
+    "WasmSpec",
     "Webhook",
     "WebhookEvent",
 )

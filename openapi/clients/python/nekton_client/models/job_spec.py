@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..models.limits_spec import LimitsSpec
     from ..models.network_policy import NetworkPolicy
     from ..models.test_suite_spec import TestSuiteSpec
+    from ..models.wasm_spec import WasmSpec
 
 
 T = TypeVar("T", bound="JobSpec")
@@ -60,6 +61,7 @@ class JobSpec:
         user (None | str | Unset): `uid[:gid]` (numbers) or `name[:group]` from the image's `/etc/passwd` and
             `/etc/group`
             (containers). Default: the image's user, else root (uid 0 in the container).
+        wasm (None | Unset | WasmSpec):
         workdir (None | str | Unset): Working directory (containers): an absolute path, created if missing; input files
             are
             written relative to it. Default: the image's.
@@ -83,12 +85,14 @@ class JobSpec:
     stdin_encoding: Encoding | None | Unset = UNSET
     tests: None | TestSuiteSpec | Unset = UNSET
     user: None | str | Unset = UNSET
+    wasm: None | Unset | WasmSpec = UNSET
     workdir: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.limits_spec import LimitsSpec
         from ..models.network_policy import NetworkPolicy
         from ..models.test_suite_spec import TestSuiteSpec
+        from ..models.wasm_spec import WasmSpec
 
         args: list[str] | Unset = UNSET
         if not isinstance(self.args, Unset):
@@ -206,6 +210,14 @@ class JobSpec:
         else:
             user = self.user
 
+        wasm: dict[str, Any] | None | Unset
+        if isinstance(self.wasm, Unset):
+            wasm = UNSET
+        elif isinstance(self.wasm, WasmSpec):
+            wasm = self.wasm.to_dict()
+        else:
+            wasm = self.wasm
+
         workdir: None | str | Unset
         if isinstance(self.workdir, Unset):
             workdir = UNSET
@@ -251,6 +263,8 @@ class JobSpec:
             field_dict["tests"] = tests
         if user is not UNSET:
             field_dict["user"] = user
+        if wasm is not UNSET:
+            field_dict["wasm"] = wasm
         if workdir is not UNSET:
             field_dict["workdir"] = workdir
 
@@ -264,6 +278,7 @@ class JobSpec:
         from ..models.limits_spec import LimitsSpec
         from ..models.network_policy import NetworkPolicy
         from ..models.test_suite_spec import TestSuiteSpec
+        from ..models.wasm_spec import WasmSpec
 
         d = dict(src_dict)
         args = cast(list[str], d.pop("args", UNSET))
@@ -466,6 +481,23 @@ class JobSpec:
 
         user = _parse_user(d.pop("user", UNSET))
 
+        def _parse_wasm(data: object) -> None | Unset | WasmSpec:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                wasm_type_0 = WasmSpec.from_dict(data)
+
+                return wasm_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(None | Unset | WasmSpec, data)
+
+        wasm = _parse_wasm(d.pop("wasm", UNSET))
+
         def _parse_workdir(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -494,6 +526,7 @@ class JobSpec:
             stdin_encoding=stdin_encoding,
             tests=tests,
             user=user,
+            wasm=wasm,
             workdir=workdir,
         )
 
