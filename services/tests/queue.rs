@@ -890,3 +890,89 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
         );
     }
 }
+
+/// The worker's `complete` and `insert_chunks` are planned for every execution, never from a
+/// cached generic plan (see `queue::complete`): a generic plan made while `jobs` was small kept
+/// scanning the whole table after it grew. On one connection, both run ten times while `jobs`
+/// holds one row and was analyzed so (a named statement switches to its generic plan after
+/// five); then `jobs` grows by 20,000 rows (autovacuum off, so no ANALYZE invalidates a plan),
+/// and the next executions must not read `jobs` sequentially (`seq_tup_read`). With prepared
+/// statements they read all 20,001 rows each.
+#[tokio::test]
+async fn the_writers_statements_are_planned_for_every_execution() {
+    let db = db().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.connect_options())
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = off)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let worker = Uuid::now_v7();
+    let id = insert(&pool, new_job("default", 0, 3)).await;
+    let claimed = queue::claim(&pool, worker, "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Statistics of the small table, as autovacuum keeps them on a fresh server.
+    sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
+    let chunk = |seq| NewChunk {
+        job_id: id,
+        attempt: 1,
+        seq,
+        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+        data: b"x".to_vec(),
+    };
+    let stranger = Uuid::now_v7();
+    for seq in 1..=10 {
+        queue::insert_chunks(&pool, worker, &[chunk(seq)])
+            .await
+            .unwrap();
+        // Another job's completion: fenced out, but planned and run all the same.
+        queue::complete(&pool, worker, &[done(stranger, 1, JobState::Succeeded)])
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, queue, max_attempts, state, finished_at) \
+         SELECT gen_random_uuid(), tenant_id, queue, max_attempts, 'succeeded', now() \
+         FROM jobs j, generate_series(1, 20000) WHERE j.id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Rows this backend read from `jobs` by sequential scans (its pending counters flushed
+    // first, so the shared statistics are current).
+    let seq_read = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = seq_read().await;
+    queue::insert_chunks(&pool, worker, &[chunk(11)])
+        .await
+        .unwrap();
+    queue::complete(&pool, worker, &[done(stranger, 1, JobState::Succeeded)])
+        .await
+        .unwrap();
+    let done_ids = queue::complete(&pool, worker, &[done(id, 1, JobState::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(done_ids, [id]);
+    let read = seq_read().await - before;
+    assert!(
+        read < 1000,
+        "the writer's statements read {read} rows of `jobs` sequentially after it grew to 20,001 \
+         rows: a generic plan made while it was small"
+    );
+}

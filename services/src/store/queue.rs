@@ -135,6 +135,20 @@ pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 
 /// Records the end of attempts, fenced: a completion applies only if the job is still running
 /// this very attempt on this worker. Returns the ids it applied to.
+///
+/// # Planning
+///
+/// This statement and [`insert_chunks`]'s are not prepared statements (sqlx's
+/// `persistent(false)`: PostgreSQL's unnamed statement, planned for each execution with its
+/// parameters). Both join their `UNNEST` input to `jobs`. A named statement gets a cached
+/// generic plan after five executions, and a connection that made it while `jobs` was small
+/// kept `Seq Scan on jobs` (the `worker_id`/`state` filter) after the table had grown to
+/// hundreds of thousands of rows — until an `ANALYZE` of `jobs` happened to invalidate it: every
+/// writer flush read the whole table (load-tests/README.md, issue 4). Planned each time, the
+/// planner sees the table's current size (it scales the row estimate by its current pages
+/// between analyzes) and takes `jobs_pkey`. The cost is one parse and plan per statement,
+/// which carries a batch of jobs. Checked by
+/// `services/tests/queue.rs::the_writers_statements_are_planned_for_every_execution`.
 pub async fn complete(
     pool: &PgPool,
     worker: Uuid,
@@ -206,6 +220,8 @@ async fn complete_on(
         .bind(&usages)
         .bind(CHANNEL_STATE)
         .bind(&tests)
+        // Planned at every execution (see `complete`).
+        .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
         let done: Vec<Uuid> = row.try_get("ids")?;
@@ -293,6 +309,8 @@ async fn insert_chunks_on(
     .bind(&streams)
     .bind(&data)
     .bind(CHANNEL_LOGS)
+    // Planned at every execution (see `complete`).
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     let n: i64 = row.try_get("n")?;
