@@ -43,15 +43,20 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
+/// The pool settings of a service process.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+}
+
 /// A connection pool sized for a service process.
 pub async fn pool_from_options(
     options: PgConnectOptions,
     max_connections: u32,
 ) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
+    pool_options(max_connections)
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")
@@ -62,6 +67,9 @@ pub struct Database {
     pub pool: PgPool,
     /// The embedded server, restarted if it dies (see [`crate::pg::supervisor`]).
     pub embedded: Option<Supervisor>,
+    /// With a multi-host URL: the task that keeps the pool on the primary
+    /// ([`crate::store::hosts`]).
+    pub follower: Option<crate::store::hosts::Follower>,
 }
 
 impl Database {
@@ -70,12 +78,12 @@ impl Database {
         state_dir: &Path,
         max_connections: u32,
     ) -> anyhow::Result<Self> {
-        let (pool, embedded) = match database_url {
+        let (pool, embedded, follower) = match database_url {
             Some(url) => {
-                let options: PgConnectOptions = url.parse().with_context(
-                    || "parsing the database URL (expected postgres://user@host/db)",
-                )?;
-                (pool_from_options(options, max_connections).await?, None)
+                let url = crate::store::hosts::DatabaseUrl::parse(url)?;
+                let (pool, follower) =
+                    crate::store::hosts::connect(&url, pool_options(max_connections)).await?;
+                (pool, None, follower)
             }
             None => {
                 let root = state_dir.join("postgres");
@@ -86,16 +94,22 @@ impl Database {
                 (
                     pool_from_options(pg.connect_options("nekton").await, max_connections).await?,
                     Some(pg),
+                    None,
                 )
             }
         };
         crate::store::migrate(&pool)
             .await
             .context("applying database migrations")?;
-        Ok(Self { pool, embedded })
+        Ok(Self {
+            pool,
+            embedded,
+            follower,
+        })
     }
 
     pub async fn close(self) {
+        drop(self.follower);
         self.pool.close().await;
         if let Some(pg) = self.embedded {
             pg.stop().await;
@@ -430,6 +444,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             options.webhooks.clone(),
             options.timing.retention,
             stop.clone(),
+            metrics.clone(),
         ));
     }
 

@@ -10,6 +10,7 @@
 //! - NOTIFY carries wake-up hints (queue names, job ids), never data.
 
 pub mod artifacts;
+pub mod hosts;
 pub mod jobs;
 pub mod logs;
 pub mod modules;
