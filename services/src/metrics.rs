@@ -16,6 +16,24 @@ pub struct FinishedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// The backend that ran the attempt (`wasm`, `container`), `none` if none got it.
+    pub backend: String,
+    /// The attempt's outcome reason (`exited`, `wall_timeout`, …).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub status: u16,
 }
@@ -82,7 +100,12 @@ pub struct Metrics {
     pub jobs_submitted: Counter,
     pub jobs_finished: Family<FinishedLabels, Counter>,
     pub jobs_running: Gauge,
-    pub job_wall_seconds: Histogram,
+    pub worker_slots: Gauge,
+    pub job_wall_seconds: Family<AttemptLabels, Histogram>,
+    pub job_wait_seconds: Family<AttemptLabels, Histogram>,
+    pub retries: Family<ReasonLabels, Counter>,
+    pub rescues: Counter,
+    pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
     pub sse_refused: Counter,
@@ -122,13 +145,43 @@ impl Metrics {
             "Jobs running on this worker now",
             jobs_running.clone(),
         );
-        let job_wall_seconds = Histogram::new([
-            0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
-        ]);
+        let worker_slots = Gauge::default();
+        registry.register(
+            "worker_slots",
+            "Jobs this worker runs at once (--slots); 0 without a worker",
+            worker_slots.clone(),
+        );
+        let job_wall_seconds =
+            Family::<AttemptLabels, Histogram>::new_with_constructor(wall_buckets as fn() -> _);
         registry.register(
             "job_wall_seconds",
-            "Wall time of finished jobs",
+            "Wall time of attempts this worker finished, by backend and outcome",
             job_wall_seconds.clone(),
+        );
+        let job_wait_seconds =
+            Family::<AttemptLabels, Histogram>::new_with_constructor(wait_buckets as fn() -> _);
+        registry.register(
+            "job_wait_seconds",
+            "Time attempts this worker finished waited in the queue (submission or retry time to claim), by backend and outcome",
+            job_wait_seconds.clone(),
+        );
+        let retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Attempts this worker ended that were scheduled to run again, by the attempt's reason",
+            retries.clone(),
+        );
+        let rescues = Counter::default();
+        registry.register(
+            "rescues",
+            "Jobs this process's rescuer took back from a worker whose lease expired",
+            rescues.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts this process made, by result (delivered, failed, gave_up)",
+            webhook_deliveries.clone(),
         );
         let log_bytes_stored = Counter::default();
         registry.register(
@@ -223,7 +276,12 @@ impl Metrics {
             jobs_submitted,
             jobs_finished,
             jobs_running,
+            worker_slots,
             job_wall_seconds,
+            job_wait_seconds,
+            retries,
+            rescues,
+            webhook_deliveries,
             log_bytes_stored,
             sse_clients,
             sse_refused,
@@ -240,8 +298,39 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_job_wall(&self, wall_ms: u64) {
-        self.job_wall_seconds.observe(wall_ms as f64 / 1000.0);
+    /// Records an attempt this worker ended (its completion as stored): wait and wall time by
+    /// backend and outcome, and a retry when the job goes back to the queue.
+    pub fn observe_attempt(&self, backend: &str, c: &crate::store::queue::Completion) {
+        let labels = AttemptLabels {
+            backend: backend.to_owned(),
+            outcome: c.reason.as_str().to_owned(),
+        };
+        if let Some(wall) = c.usage.wall_ms {
+            self.job_wall_seconds
+                .get_or_create(&labels)
+                .observe(wall as f64 / 1000.0);
+        }
+        if let Some(wait) = c.usage.queue_wait_ms {
+            self.job_wait_seconds
+                .get_or_create(&labels)
+                .observe(wait as f64 / 1000.0);
+        }
+        if !c.state.is_terminal() {
+            self.retries
+                .get_or_create(&ReasonLabels {
+                    reason: c.reason.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records one webhook delivery attempt.
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Reads the database-wide figures (queue depth and age, dead tuples) into their gauges. A
@@ -326,6 +415,20 @@ impl Metrics {
     }
 }
 
+/// Wall-time buckets: sub-millisecond Wasm jobs to five-minute builds.
+fn wall_buckets() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
+    ])
+}
+
+/// Queue-wait buckets: an idle worker's milliseconds to a deep backlog's minutes.
+fn wait_buckets() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+    ])
+}
+
 /// Rewrites an OpenMetrics exposition as Prometheus text format 0.0.4: counter families are named
 /// by their `_total` sample in HELP and TYPE, `# UNIT` and `# EOF` are dropped. Families of other
 /// types keep their names.
@@ -378,7 +481,25 @@ mod tests {
         let m = Metrics::new();
         m.jobs_submitted.inc();
         m.job_finished("succeeded", "exited");
-        m.observe_job_wall(3);
+        m.observe_attempt(
+            "wasm",
+            &crate::store::queue::Completion {
+                job_id: uuid::Uuid::nil(),
+                attempt: 1,
+                state: crate::model::JobState::Scheduled,
+                retry_after: None,
+                reason: crate::model::OutcomeReason::InternalError,
+                exit_code: None,
+                signal: None,
+                detail: None,
+                usage: crate::model::Usage {
+                    wall_ms: Some(3),
+                    queue_wait_ms: Some(2000),
+                    ..Default::default()
+                },
+                tests: None,
+            },
+        );
         let text = m.encode_text();
         assert!(
             text.contains("# HELP nekton_jobs_submitted_total Jobs accepted"),
@@ -398,7 +519,28 @@ mod tests {
             text.contains("# TYPE nekton_job_wall_seconds histogram\n"),
             "{text}"
         );
-        assert!(text.contains("nekton_job_wall_seconds_count 1\n"), "{text}");
+        let labels = r#"{backend="wasm",outcome="internal_error"}"#;
+        assert!(
+            text.contains(&format!("nekton_job_wall_seconds_count{labels} 1\n")),
+            "{text}"
+        );
+        // 2 s of waiting: in the 5 s bucket, not the 1 s one.
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("nekton_job_wait_seconds_bucket{")
+                        && l.contains("backend=\"wasm\"")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(bucket("1.0").as_deref(), Some("0"), "{text}");
+        assert_eq!(bucket("5.0").as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains("nekton_retries_total{reason=\"internal_error\"} 1\n"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"), "{text}");
         assert!(
             m.encode().ends_with("# EOF\n"),

@@ -315,11 +315,17 @@ async fn deliver(
     options: Arc<WebhookOptions>,
     held: Held,
     d: ClaimedDelivery,
+    metrics: crate::metrics::Metrics,
 ) {
     let started = Instant::now();
     let sent = send(&client, &policy, &options, &d).await;
     let took = started.elapsed();
     let outcome = outcome(&options.retry, &d, &sent, took);
+    metrics.webhook_delivery(match &outcome {
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::RetryAfter(_) => "failed",
+        AttemptOutcome::GiveUp => "gave_up",
+    });
     match &outcome {
         AttemptOutcome::Delivered => {
             tracing::debug!(delivery = %d.id, webhook = %d.webhook_id, attempt = d.attempt, "webhook delivered")
@@ -358,6 +364,7 @@ pub async fn run(
     options: WebhookOptions,
     retention: Duration,
     stop: CancellationToken,
+    metrics: crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     options.check().map_err(anyhow::Error::msg)?;
     let policy = Arc::new(AddressPolicy::new(options.allow.clone()));
@@ -385,6 +392,7 @@ pub async fn run(
                             options.clone(),
                             held.clone(),
                             d,
+                            metrics.clone(),
                         ));
                     }
                 }

@@ -181,7 +181,9 @@ impl Worker {
             pool.clone(),
             config.timing.clone(),
             background.clone(),
+            metrics.clone(),
         ));
+        metrics.worker_slots.set(config.slots as i64);
         tracing::info!(worker = %config.id, slots = config.slots, queues = ?config.queues, "worker started");
 
         let ctx = JobContext {
@@ -369,6 +371,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
     } else {
         (writer, exec.normal)
     };
+    // The backend that ran the job, for the metrics; `none` when no backend got it.
+    let mut backend_name = "none";
     let finished = match spec::resolved_job(&job) {
         Err(e) => Some((
             ExecReport::new(
@@ -406,6 +410,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                     ))
                 }
                 Ok(routed) => {
+                    backend_name = routed.backend.name();
                     let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
                     let (events, events_rx) = mpsc::channel(64);
                     let pump = tokio::spawn(pump_output(
@@ -476,9 +481,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
         },
     };
     if let Some(c) = completion {
-        if c.state.is_terminal() {
-            metrics.observe_job_wall(c.usage.wall_ms.unwrap_or(0));
-        }
+        metrics.observe_attempt(backend_name, &c);
         // The slot frees once the completion is stored: until then the database still counts
         // the job as running here, and a claim in between would exceed the slots.
         let (stored_tx, stored) = tokio::sync::oneshot::channel();
@@ -716,7 +719,7 @@ async fn heartbeat_loop(
 }
 
 /// Rescue of expired leases and retention, on every worker (no leader needed).
-async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken) {
+async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken, metrics: Metrics) {
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -725,6 +728,7 @@ async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken)
         }
         match queue::rescue(&pool, 100, timing.max_lost).await {
             Ok(r) if !r.is_empty() => {
+                metrics.rescues.inc_by(r.len() as u64);
                 tracing::info!(rescued = ?r, "took back jobs whose worker stopped renewing its lease")
             }
             Ok(_) => {}
