@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::bench::{Ctx, Section, ms};
 use crate::guests;
-use crate::stats::{Dist, dist_header, dist_json, dist_row, num};
+use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueArgs {
@@ -33,6 +33,10 @@ pub struct QueueArgs {
     /// Longest a variant may take.
     #[arg(long, default_value_t = 600)]
     pub queue_timeout_secs: u64,
+    /// Also measure claim + complete of `--queue-jobs` jobs at the head of a queue this many
+    /// jobs deeper (e.g. 1000000): the deep-backlog figure beside the plain one. 0: skip.
+    #[arg(long, default_value_t = 0)]
+    pub queue_backlog: usize,
 }
 
 /// Claims with the service's own statement; returns (job id, attempt) pairs.
@@ -60,12 +64,27 @@ struct LoopStats {
     complete_ms: Vec<f64>,
 }
 
+/// Jobs still to be claimed by the loops of a variant (the backlog behind them stays queued).
+type Quota = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+/// Takes up to `want` jobs of `quota`.
+fn take(quota: &Quota, want: usize) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut got = 0;
+    let _ = quota.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+        got = left.min(want);
+        Some(left - got)
+    });
+    got
+}
+
 async fn worker_loop(
     pool: PgPool,
     queue_name: String,
     claim: i64,
     with_log: bool,
     deadline: Instant,
+    quota: Quota,
 ) -> Result<LoopStats> {
     let worker = Uuid::now_v7();
     let usage = UsageView {
@@ -85,11 +104,15 @@ async fn worker_loop(
         if Instant::now() > deadline {
             bail!("timed out after completing {} jobs", s.completed);
         }
-        let t = Instant::now();
-        let jobs = claim_jobs(&pool, worker, &queue_name, claim).await?;
-        s.claim_ms.push(ms(t.elapsed()));
-        if jobs.is_empty() {
+        let n = take(&quota, usize::try_from(claim).unwrap_or(1));
+        if n == 0 {
             return Ok(s);
+        }
+        let t = Instant::now();
+        let jobs = claim_jobs(&pool, worker, &queue_name, n as i64).await?;
+        s.claim_ms.push(ms(t.elapsed()));
+        if jobs.len() < n {
+            bail!("claimed {} jobs, {n} were asked for and queued", jobs.len());
         }
         if with_log {
             let chunks: Vec<NewChunk> = jobs
@@ -145,7 +168,13 @@ struct Variant {
     rate: f64,
 }
 
-async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> Result<Variant> {
+async fn variant(
+    ctx: &Ctx,
+    pool: &PgPool,
+    args: &QueueArgs,
+    with_log: bool,
+    backlog: usize,
+) -> Result<Variant> {
     let total = args.queue_jobs;
     let queue_name = format!(
         "load-test-queue-only-{}",
@@ -156,7 +185,7 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
         .context("reading the default tenant")?
         .context("the default tenant is missing from the server's database")?;
     let insert_start = Instant::now();
-    let mut left = total;
+    let mut left = total + backlog;
     while left > 0 {
         let n = left.min(1000);
         let jobs: Vec<NewJob> = (0..n)
@@ -190,6 +219,7 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
     let deadline = Instant::now() + Duration::from_secs(args.queue_timeout_secs.max(1));
     let mark = ctx.mark().await;
     let start = Instant::now();
+    let quota: Quota = std::sync::Arc::new(total.into());
     let mut loops = Vec::new();
     for _ in 0..args.queue_workers.max(1) {
         loops.push(tokio::spawn(worker_loop(
@@ -198,6 +228,7 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
             args.queue_claim.max(1),
             with_log,
             deadline,
+            quota.clone(),
         )));
     }
     let mut all = LoopStats::default();
@@ -223,10 +254,26 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
         );
     }
     let rate = total as f64 / wall.as_secs_f64();
-    let name = if with_log {
-        "claim + log chunk + complete"
-    } else {
-        "claim + complete"
+    if backlog > 0 {
+        // The backlog is not the benchmark's to keep: gone in slices (no huge transaction).
+        loop {
+            let gone = sqlx::query(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = $1 LIMIT 50000)",
+            )
+            .bind(&queue_name)
+            .execute(pool)
+            .await
+            .context("removing the backlog")?
+            .rows_affected();
+            if gone == 0 {
+                break;
+            }
+        }
+    }
+    let name = match (with_log, backlog > 0) {
+        (true, _) => "claim + log chunk + complete".to_owned(),
+        (false, false) => "claim + complete".to_owned(),
+        (false, true) => format!("claim + complete behind a backlog of {backlog}"),
     };
     let (d_claim, d_log, d_complete) = (
         Dist::of(&all.claim_ms),
@@ -253,6 +300,7 @@ async fn variant(ctx: &Ctx, pool: &PgPool, args: &QueueArgs, with_log: bool) -> 
     let json = json!({
         "variant": name,
         "jobs": total,
+        "backlog": backlog,
         "loops": args.queue_workers,
         "claim_limit": args.queue_claim,
         "wall_s": wall.as_secs_f64(),
@@ -276,17 +324,42 @@ pub async fn run(ctx: &Ctx, args: &QueueArgs) -> Result<Section> {
     if args.queue_jobs == 0 {
         bail!("--queue-jobs must be at least 1");
     }
-    let plain = variant(ctx, pool, args, false).await?;
-    let logged = variant(ctx, pool, args, true).await?;
+    let plain = variant(ctx, pool, args, false, 0).await?;
+    let logged = variant(ctx, pool, args, true, 0).await?;
     let mut lines = plain.lines;
     lines.extend(logged.lines);
+    let mut verdicts = Vec::new();
+    let mut deep_json = serde_json::Value::Null;
+    if args.queue_backlog > 0 {
+        let deep = variant(ctx, pool, args, false, args.queue_backlog).await?;
+        let ratio = deep.rate / plain.rate;
+        let p99 = deep.json["claim_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
+        lines.extend(deep.lines);
+        lines.push(format!(
+            "  behind the backlog: {} × the plain rate; claim p99 {} ms",
+            num(ratio),
+            num(p99)
+        ));
+        verdicts.push(Verdict::new(
+            "deep backlog: throughput ≥ 0.80 × the plain figure",
+            format!("{} ×", num(ratio)),
+            Some(ratio >= 0.8),
+        ));
+        verdicts.push(Verdict::new(
+            "deep backlog: claim p99 ≤ 10 ms",
+            format!("{} ms", num(p99)),
+            Some(p99 <= 10.0),
+        ));
+        deep_json = deep.json;
+    }
     Ok(Section {
         title: "queue only — the service's claim/complete statements, no HTTP, no sandbox".into(),
         lines,
-        verdicts: Vec::new(),
+        verdicts,
         json: json!({
             "claim_complete": plain.json,
             "claim_log_complete": logged.json,
+            "claim_complete_backlog": deep_json,
             "jobs_per_s": {"claim_complete": plain.rate, "claim_log_complete": logged.rate},
         }),
     })
