@@ -290,7 +290,7 @@ impl Ranges {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop()
-            .ok_or_else(|| "no free user namespace range (a bug: a permit without a range)")?;
+            .ok_or("no free user namespace range (a bug: a permit without a range)")?;
         let lease = RangeLease {
             ranges: self.clone(),
             index,
