@@ -102,6 +102,9 @@ pub struct Preflight {
     pub kill: &'static str,
     /// seccomp filters are available (`Seccomp_filters` in /proc/self/status).
     pub seccomp: bool,
+    /// User namespaces of the jobs: `on (…)`, or `off (…)` with the reason (set by the
+    /// backend after its probe, see [`crate::UsernsMode`]).
+    pub userns: String,
     /// What went wrong while preparing the hierarchies (each with its fix).
     pub problems: Vec<String>,
 }
@@ -117,7 +120,8 @@ impl std::fmt::Display for Preflight {
         write!(
             f,
             "cgroups {version}; memory limit {}; swap off {}{}; cpu quota {}; cpu accounting {}; \
-             pids limit {}; pids peak {}; memory peak {}; kill via {}; seccomp {}; parents [{}]",
+             pids limit {}; pids peak {}; memory peak {}; kill via {}; seccomp {}; userns {}; \
+             parents [{}]",
             yn(self.memory),
             yn(self.swap_limit || !self.host_swap),
             if self.host_swap {
@@ -132,6 +136,11 @@ impl std::fmt::Display for Preflight {
             yn(self.memory_peak),
             self.kill,
             yn(self.seccomp),
+            if self.userns.is_empty() {
+                "not probed"
+            } else {
+                &self.userns
+            },
             self.parents.join(", "),
         )?;
         if !self.problems.is_empty() {

@@ -24,6 +24,7 @@ use nix::errno::Errno;
 use runtime_core::{Base, Chain, OutcomeReason};
 
 use super::sys;
+use super::userns::{BaseIds, Range};
 
 /// The worker's descriptor of a scratch tmpfs. Its last close frees the tmpfs — for a layer of a
 /// GiB, a while of kernel work on the closing thread — so the drop closes it on a blocking
@@ -64,6 +65,9 @@ pub(crate) struct Kept {
     pub record: ImageRecord,
     /// Keeps the layers from being garbage-collected while the base exists.
     pub _lease: Lease,
+    /// Rootless: the host id range the build ran in (its layer's ids), and the namespaces
+    /// showing them to cases in other ranges.
+    pub ids: BaseIds,
 }
 
 /// The kept record of `chain.base`, checked against the request: made by this backend, for the
@@ -125,8 +129,29 @@ pub(crate) fn clone_detached(
     })
 }
 
-/// Turns a finished run's scratch mount into a [`Base`]: read-only from now on.
-pub(crate) fn keep(scratch: ScratchFd, record: ImageRecord, lease: Lease) -> Result<Base, String> {
+/// Rootless: makes `clone` (a detached clone of `kept`'s mount, for a case in `range`) show the
+/// build's host ids as the case's: an idmapped mount through a namespace mapping the build's
+/// range onto the case's. Nothing to do in the build's own range (or for a base without one).
+pub(crate) fn map_ids(clone: &OwnedFd, kept: &Kept, range: &Range) -> Result<(), String> {
+    let Some(ns) = kept.ids.translator(range.start, range.size)? else {
+        return Ok(());
+    };
+    sys::mount_idmap(clone.as_fd(), ns.as_fd()).map_err(|e| {
+        format!(
+            "showing the base's ids to this run (mount_setattr(MOUNT_ATTR_IDMAP) of the base): {}",
+            e.desc()
+        )
+    })
+}
+
+/// Turns a finished run's scratch mount into a [`Base`]: read-only from now on. `ids_start`:
+/// the first host id of the run's user namespace range (`None` without one).
+pub(crate) fn keep(
+    scratch: ScratchFd,
+    record: ImageRecord,
+    lease: Lease,
+    ids_start: Option<u32>,
+) -> Result<Base, String> {
     sys::mount_setattr_fd(scratch.as_fd(), sys::MOUNT_ATTR_RDONLY)
         .map_err(|e| format!("making the kept layer read-only: {}", e.desc()))?;
     Ok(Base::new(
@@ -135,6 +160,7 @@ pub(crate) fn keep(scratch: ScratchFd, record: ImageRecord, lease: Lease) -> Res
             scratch,
             record,
             _lease: lease,
+            ids: BaseIds::new(ids_start),
         },
     ))
 }

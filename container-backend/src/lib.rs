@@ -8,13 +8,24 @@
 //!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
 //!                                          │ unshare(mnt, uts, ipc, net, pid); / rprivate
 //!                                          └─ fork ──► P2 = PID 1 (PDEATHSIG=SIGKILL, non-dumpable):
-//!                                                │      builds the rootfs, pivots, forks P3, then
-//!                                                │      execveat(helper memfd) = "nekton-init"
+//!                                                │      builds the rootfs, pivots, forks P3,
+//!                                                │      [rootless: setns(job's userns), root there]
+//!                                                │      then execveat(helper memfd) = "nekton-init"
 //!                                                └─ fork ──► P3 = the job (waits for nekton-init;
-//!                                                            setsid, user, caps, no_new_privs,
-//!                                                            seccomp, execveat(helper memfd) =
+//!                                                            setsid, rlimits, [rootless: setns(
+//!                                                            job's userns)], user, caps,
+//!                                                            no_new_privs, seccomp,
+//!                                                            execveat(helper memfd) =
 //!                                                            "nekton-exec" ── execve ──► job)
 //! ```
+//! **Rootless jobs** ([`UsernsConfig`], on by default where the host can): the worker hands the
+//! children the user namespace of a host id range of the job's own ([`userns`] module); every
+//! mount is still made by P2 as the host's root, in namespaces owned by the host's user
+//! namespace, and only then do P2 and P3 enter the job's user namespace (`setns`) and become
+//! its root (uid 0 there = the range's first host id). So the job's capabilities reach its own
+//! processes and files only, never a mount, its network or its hostname, and `/dev` keeps
+//! real device nodes. Entering it changes P2's uid, which clears PDEATHSIG: P2 arms it again
+//! and checks the lifeline.
 //! The helper ([`helper`] module, `src/helper/helper.c`) is a freestanding static program of a
 //! few KiB, copied once per backend into a sealed, read-only memfd: no process the job can see
 //! is backed by the worker's binary when the job runs (CVE-2019-5736).
@@ -73,7 +84,13 @@
 //!    ([`protocol::FD_BASE`]), attached by P2 on `<dir>/base`.
 //! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
 //!    one `lowerdir+` per layer (top first: a base's `<dir>/base/upper`, then
-//!    [`ImageStore::lowerdirs`](image_store::ImageStore)),
+//!    [`ImageStore::lowerdirs`](image_store::ImageStore); rootless, each image layer is first
+//!    cloned with `open_tree(OPEN_TREE_CLONE)`, made idmapped with the job's user namespace by
+//!    `mount_setattr(MOUNT_ATTR_IDMAP)` and attached on `<dir>/l<i>`, which the overlay names
+//!    instead: a layer file owned by 0 on disk is the job's root's, and nothing on disk is
+//!    chowned or copied; `upper/` is chowned to the job's root, so the job's writes land as its
+//!    host ids; a base made in another range is cloned idmapped from the build's range to the
+//!    job's),
 //!    so the page-sized `mount(2)` data limit never applies (each `fsconfig` string is ≤ 255
 //!    bytes, checked by the worker). An image without layers (and no base) gets an empty lower
 //!    dir. A base's whiteouts and opaque directories act as in any lower layer: a file the build
@@ -90,7 +107,9 @@
 //!    `sysfs` read-only, `/dev` a 64 KiB tmpfs (nosuid, noexec) with `null zero full random
 //!    urandom tty` made by `mknodat` (0666), `devpts` (newinstance, ptmxmode=0666, mode=0620) on
 //!    `/dev/pts`, `/dev/ptmx -> pts/ptmx`, `/dev/shm` (tmpfs, `size=shm_bytes`, nosuid, nodev,
-//!    noexec), `fd stdin stdout stderr` links. Then Docker's masked paths (files get a bind of
+//!    noexec), `fd stdin stdout stderr` links. Rootless, `/dev` and `/dev/shm` are owned by
+//!    the job's root and devpts' tty group is the job's gid 5 (host ids of its range); the
+//!    device nodes stay the host's root's (0666). Then Docker's masked paths (files get a bind of
 //!    `/dev/null` made with `open_tree(OPEN_TREE_CLONE)`, directories an empty read-only tmpfs;
 //!    absent ones skipped) and read-only paths (a recursive `open_tree` clone of the path, made
 //!    read-only/nosuid/nodev/noexec with `mount_setattr` while detached, attached onto itself).
@@ -140,9 +159,22 @@
 //!
 //! # Security decisions
 //!
-//! - Namespaces: mount, UTS, IPC, network (only `lo`), cgroup, pid — always. No user namespace
-//!   yet (the job's root is the host's root, confined by the rest); adding one is local to P1
-//!   (`CLONE_NEWUSER` + id maps) and the overlay (idmapped layer mounts).
+//! - Namespaces: mount, UTS, IPC, network (only `lo`), cgroup, pid — always; and, rootless (the
+//!   default where the host has idmapped mounts on the image store's filesystem; [`userns`]
+//!   module), a **user namespace** mapping the job's ids `0..size` to a range of unprivileged
+//!   host ids (default 65,536 ids per range from `0x7000_0000`, the block systemd leaves
+//!   unused) that no other running container has. Its root is root in that namespace only:
+//!   the other namespaces are owned by the host's, so its capabilities act on its own
+//!   processes and on files its ids own, nothing else; if every other wall failed it would be
+//!   an unprivileged host uid, not root. The namespace is entered by P2 and P3 *after* the
+//!   mounts (so `/dev` has real device nodes, `sysfs` and the masks work as before, and bridge
+//!   netns stay the worker's to manage). Ports below 1024 are opened to every uid of the job's
+//!   own network namespace (`ip_unprivileged_port_start=0`, Docker's default) because the root
+//!   of the job's user namespace has no `NET_BIND_SERVICE` in a network namespace the host's
+//!   owns. A job user whose uid/gid the range does not map is a spec (or image) error.
+//!   The fallback — `UsernsMode::Off` (`--userns off`), or automatically where the probe at
+//!   start fails (logged as a warning and in the preflight) — is the job's root being the
+//!   host's root, confined by the rest.
 //! - Capabilities: the bounding set keeps Docker's default set minus `NET_RAW` and `MKNOD`
 //!   (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
 //!   SYS_CHROOT, AUDIT_WRITE, SETFCAP); effective = permitted = that set for uid 0, empty for
@@ -178,7 +210,8 @@
 //!   `ptrace` (the init keeps every capability, outside the filter), 32-bit syscalls, `unshare` of namespaces.
 //! - rlimits: `RLIMIT_CORE` 0, `RLIMIT_NOFILE` `min(1024, max_open_files)` /
 //!   `max_open_files` (default 4096). `RLIMIT_NPROC` is not used: it counts per uid across the
-//!   host (the job's root is the host's root); the pids cgroup bounds processes.
+//!   host (with user namespaces off the job's root is the host's root; rootless, sequential
+//!   jobs of a range share its uids); the pids cgroup bounds processes.
 //! - The writable layer and `/dev/shm` tmpfs have `nr_inodes` = size / 4 KiB (at least 1024),
 //!   `/dev` 64: an inode flood ends in `ENOSPC`.
 //! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each
@@ -204,6 +237,7 @@ mod run;
 mod seccomp;
 mod spawn;
 mod sys;
+mod userns;
 mod users;
 mod verdict;
 
@@ -212,6 +246,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 
 pub use cgroup::{CgroupVersion, Preflight};
+pub use userns::{UsernsConfig, UsernsMode};
 
 use image_store::ImageService;
 use runtime_core::owner::Owner;
@@ -240,6 +275,9 @@ pub struct ContainerConfig {
     /// "without limits" runtime): jobs then run with no memory, pids or CPU-quota enforcement
     /// and no cgroup bill.
     pub cgroups: bool,
+    /// User namespaces of the jobs (rootless containers): on where the host supports them,
+    /// with the host id ranges they map. See [`UsernsConfig`] and "Security decisions".
+    pub userns: UsernsConfig,
 }
 
 impl Default for ContainerConfig {
@@ -253,6 +291,7 @@ impl Default for ContainerConfig {
             cpu_millicores: 1000,
             default_pids: 256,
             cgroups: true,
+            userns: UsernsConfig::default(),
         }
     }
 }
@@ -307,6 +346,8 @@ pub(crate) struct Shared {
     pub cgroups: cgroup::Cgroups,
     /// The container helper in a sealed memfd, made once per backend ([`helper`]).
     pub helper: std::sync::Arc<helper::SealedHelper>,
+    /// The host id ranges of the jobs' user namespaces; `None`: user namespaces are off.
+    pub ranges: Option<std::sync::Arc<userns::Ranges>>,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -533,12 +574,14 @@ impl ContainerBackend {
             "container seccomp profile compiled"
         );
         remove_stale_job_dirs(&jobs_dir).map_err(state_err(&jobs_dir))?;
+        let (ranges, userns_line) = setup_userns(&config.userns, images.store().root())?;
         // The host preflight: what can be enforced here (jobs needing the rest are refused).
-        let cgroups = if config.cgroups {
+        let mut cgroups = if config.cgroups {
             cgroup::Cgroups::detect(config.cgroup_parent.as_deref(), config.cpu_millicores)
         } else {
             cgroup::Cgroups::disabled()
         };
+        cgroups.preflight.userns = userns_line;
         if cgroups.preflight.problems.is_empty() {
             tracing::info!(preflight = %cgroups.preflight, "container host preflight");
         } else {
@@ -561,8 +604,65 @@ impl ContainerBackend {
                 seccomp: std::sync::Arc::new(seccomp),
                 cgroups,
                 helper: std::sync::Arc::new(helper),
+                ranges,
             },
         })
+    }
+}
+
+/// Probes user namespaces and idmapped mounts on the image store's filesystem (once, at
+/// start) per `config.mode`: the ranges when on, and the preflight's `userns` text. `On` on a
+/// host that cannot is an error; `Auto` falls back to off with a warning saying why.
+fn setup_userns(
+    config: &UsernsConfig,
+    store_root: &std::path::Path,
+) -> Result<(Option<std::sync::Arc<userns::Ranges>>, String), ContainerError> {
+    if config.mode == UsernsMode::Off {
+        tracing::info!(
+            "container user namespaces are off (--userns off): a job's root is the host's root, \
+             confined by the other walls"
+        );
+        return Ok((None, "off (--userns off)".into()));
+    }
+    config
+        .check()
+        .map_err(|e| prerequisite(format!("user namespaces: {e}")))?;
+    let probe = userns::make_userns(&[(0, config.base, config.size)])
+        .and_then(|ns| userns::probe_idmap(store_root, &ns).map(|()| ns));
+    match probe {
+        Ok(first) => {
+            let line = format!(
+                "on (host ids {}..{}: {} ranges of {})",
+                config.base,
+                u64::from(config.base) + u64::from(config.size) * u64::from(config.ranges),
+                config.ranges,
+                config.size
+            );
+            tracing::info!(
+                base = config.base,
+                size = config.size,
+                ranges = config.ranges,
+                "container jobs run in user namespaces (rootless): a job's root is host id {}+",
+                config.base
+            );
+            Ok((
+                Some(std::sync::Arc::new(userns::Ranges::new(*config, first))),
+                line,
+            ))
+        }
+        Err(reason) if config.mode == UsernsMode::On => Err(prerequisite(format!(
+            "user namespaces (--userns on): {reason}; use a kernel and image-store filesystem \
+             with idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 6.3+) or --userns off"
+        ))),
+        Err(reason) => {
+            tracing::warn!(
+                reason,
+                "container user namespaces are OFF (automatic fallback): a job's root is the \
+                 host's root, confined by the other walls; put the state dir on a filesystem \
+                 with idmapped mounts (ext4, xfs, btrfs) or pass --userns off to choose this"
+            );
+            Ok((None, format!("OFF (unsupported here: {reason})")))
+        }
     }
 }
 
@@ -587,6 +687,15 @@ impl Backend for ContainerBackend {
     async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {
         run::run(&self.shared, request, io).await
     }
+}
+
+/// The writable layer a kept run (`chain.keep`) left in `base`: a descriptor of its read-only
+/// scratch tmpfs (`upper/` is the layer), for inspecting it from the host — its files' owners
+/// are host ids (the run's user namespace range when rootless). `None` for a base this backend
+/// did not make.
+pub fn kept_layer(base: &runtime_core::Base) -> Option<std::os::fd::OwnedFd> {
+    let kept = base.get::<chain::Kept>()?;
+    kept.scratch.as_fd().try_clone_to_owned().ok()
 }
 
 // Bridge networking (`NetworkMode::Bridge`): see the `net` module docs.

@@ -45,8 +45,13 @@ pub(crate) const FD_SCRATCH: RawFd = 10;
 /// attaches below the job directory and whose `upper/` becomes the top lower layer. Absent (the
 /// number unused) for a run without a base.
 pub(crate) const FD_BASE: RawFd = 11;
+/// The job's user namespace (rootless jobs, see [`super::userns`]): P2 makes the image layers'
+/// idmapped mounts with it and enters it before becoming the init, P3 enters it before dropping
+/// capabilities (close-on-exec: neither the helper nor the job keeps it). Absent (the number
+/// unused) when user namespaces are off.
+pub(crate) const FD_USERNS: RawFd = 12;
 /// The first descriptor number P1 closes from.
-pub(crate) const FD_FIRST_FREE: RawFd = 12;
+pub(crate) const FD_FIRST_FREE: RawFd = 13;
 
 /// The worker writes this on the control pipe to have the container killed.
 pub(crate) const CONTROL_KILL: u8 = b'k';

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
-use super::protocol::{ChildError, ErrorKind, FD_BASE, FD_SCRATCH, os};
+use super::protocol::{ChildError, ErrorKind, FD_BASE, FD_SCRATCH, FD_USERNS, os};
 use super::spawn::{ChildSpec, FileSpec, Prepared};
 use super::sys::{self, RESOLVE_CONTAINED, RESOLVE_TARGET};
 use super::users;
@@ -471,6 +471,48 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         nix::sys::stat::mkdirat(scratch, name, Mode::from_bits_truncate(mode))
             .map_err(internal(format!("mkdir {}", name.to_string_lossy())))?;
     }
+    // Host ids of the job's ids: the identity without a user namespace.
+    let ids = spec.ids;
+    let host = |id: u32| ids.map_or(Some(id), |i| i.host(id));
+    // The job's root (host id `start` when rootless) owns the root directory, the files the
+    // runtime writes and what it creates on the job's behalf.
+    let root_id = host(0).unwrap_or(0);
+    let root_owner = (root_id, root_id);
+    if ids.is_some() {
+        // The writable layer's top directory is the container's `/`: the job's root owns it,
+        // so what the job creates lands as its host ids.
+        nix::unistd::fchownat(
+            scratch,
+            c"upper",
+            Some(root_id.into()),
+            Some(root_id.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(internal("chown upper"))?;
+    }
+    // Rootless: each image layer through an idmapped mount of the job's user namespace (a
+    // clone of the store's directory, nothing on disk changes), on `<job dir>/<name>`.
+    for (source, name) in &spec.idmapped {
+        let what = || format!("the idmapped image layer {}", source.to_string_lossy());
+        nix::sys::stat::mkdirat(scratch, name.as_c_str(), Mode::from_bits_truncate(0o755))
+            .map_err(|e| internal(format!("mkdir for {}", what()))(e))?;
+        let target = sys::openat2(
+            scratch,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE_TARGET,
+        )
+        .map_err(|e| internal(format!("opening the mount point of {}", what()))(e))?;
+        let layer = sys::clone_path(scratch, source)
+            .map_err(|e| internal(format!("open_tree of {}", what()))(e))?;
+        // SAFETY: P1 put the job's user namespace at FD_USERNS (`ids` is set when `idmapped`
+        // is not empty) and it stays open in this process.
+        let userns = unsafe { BorrowedFd::borrow_raw(FD_USERNS) };
+        sys::mount_idmap(layer.as_fd(), userns)
+            .map_err(|e| internal(format!("mount_setattr(MOUNT_ATTR_IDMAP) of {}", what()))(e))?;
+        attach(&layer, &target, &what())?;
+    }
     if spec.empty_lower {
         nix::sys::stat::mkdirat(scratch, c"empty", Mode::from_bits_truncate(0o755))
             .map_err(internal("mkdir empty"))?;
@@ -525,14 +567,28 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     // 3. Files, before anything is mounted inside the root: a symlink in the image (say
     //    /etc/hosts -> /proc/sys/kernel/core_pattern) can only reach the image's own files.
     let user = resolve_user(spec, root)?;
-    let owner = (user.uid, user.gid);
-    let etc = open_dir_in_root(root, &[c"etc".to_owned()], (0, 0), ErrorKind::Image, "/etc")?;
+    let owner = match (host(user.uid), host(user.gid)) {
+        (Some(u), Some(g)) => (u, g),
+        _ => return Err(unmapped_user(spec, &user)),
+    };
+    if let Some(g) = user.groups.iter().find(|&&g| host(g).is_none()) {
+        let mut e = unmapped_user(spec, &user);
+        e.msg = format!("{} (supplementary group {g})", e.msg);
+        return Err(e);
+    }
+    let etc = open_dir_in_root(
+        root,
+        &[c"etc".to_owned()],
+        root_owner,
+        ErrorKind::Image,
+        "/etc",
+    )?;
     write_leaf(
         etc.as_fd(),
         c"hostname",
         &spec.hostname,
         0o644,
-        (0, 0),
+        root_owner,
         true,
         ErrorKind::Image,
         "/etc/hostname",
@@ -542,7 +598,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         c"hosts",
         &spec.hosts,
         0o644,
-        (0, 0),
+        root_owner,
         true,
         ErrorKind::Image,
         "/etc/hosts",
@@ -553,7 +609,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             c"resolv.conf",
             resolv,
             0o644,
-            (0, 0),
+            root_owner,
             true,
             ErrorKind::Image,
             "/etc/resolv.conf",
@@ -592,12 +648,17 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     attach(&sysfs, &sys_dir, "/sys")?;
 
     let dev_dir = mount_target_dir(root, c"dev", 0o755)?;
+    // The job's root owns /dev and /dev/shm; /dev/pts' tty group is the job's gid 5.
+    let root_id_c = CString::new(root_id.to_string()).unwrap_or_default();
+    let tty_gid = CString::new(host(5).unwrap_or(5).to_string()).unwrap_or_default();
     let dev = new_mount(
         c"tmpfs",
         &[
             (c"size", Some(c"65536")),
             (c"mode", Some(c"0755")),
             (c"nr_inodes", Some(c"64")),
+            (c"uid", Some(&root_id_c)),
+            (c"gid", Some(&root_id_c)),
         ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
     )?;
@@ -624,7 +685,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             (c"newinstance", None),
             (c"ptmxmode", Some(c"0666")),
             (c"mode", Some(c"0620")),
-            (c"gid", Some(c"5")),
+            (c"gid", Some(&tty_gid)),
         ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
     )?;
@@ -637,6 +698,8 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             (c"size", Some(&spec.shm_size)),
             (c"nr_inodes", Some(&shm_inodes)),
             (c"mode", Some(c"1777")),
+            (c"uid", Some(&root_id_c)),
+            (c"gid", Some(&root_id_c)),
         ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC,
     )?;
@@ -720,6 +783,26 @@ fn open_kernel_path(root: BorrowedFd<'_>, path: &CStr) -> Result<Option<OwnedFd>
         Err(Errno::ENOENT) => Ok(None),
         Err(e) => Err(internal(format!("opening /{}", path.to_string_lossy()))(e)),
     }
+}
+
+/// The job's user has an id its user namespace does not map (`0..size`).
+fn unmapped_user(spec: &ChildSpec, user: &users::ResolvedUser) -> ChildError {
+    let size = spec.ids.map_or(0, |i| i.size);
+    ChildError::new(
+        if spec.user_from_job {
+            ErrorKind::Spec
+        } else {
+            ErrorKind::Image
+        },
+        format!(
+            "user `{}` (uid {}, gid {}) is outside the job's user namespace, which maps ids 0 \
+             to {}: use a smaller uid/gid (or ask the operator for a larger --userns-size)",
+            spec.user,
+            user.uid,
+            user.gid,
+            size.saturating_sub(1)
+        ),
+    )
 }
 
 fn resolve_user(spec: &ChildSpec, root: BorrowedFd<'_>) -> Result<users::ResolvedUser> {

@@ -17,7 +17,8 @@ use super::Shared;
 use super::cgroup::JobCgroup;
 use super::chain::{self, Kept, ScratchFd};
 use super::protocol::{CONTROL_KILL, Status};
-use super::spawn::{ChildFds, ChildSpec, FileSpec, Spawned};
+use super::spawn::{ChildFds, ChildSpec, FileSpec, HostIds, Spawned};
+use super::userns::Range;
 use super::verdict::{Facts, Stopped, verdict};
 use image_store::{ImageConfig, ImageKind, ImageRecord, PullPolicy};
 use runtime_core::{
@@ -273,6 +274,8 @@ struct Guard {
     p1: Option<libc::pid_t>,
     job_dir: Option<PathBuf>,
     cgroup: Option<std::sync::Arc<JobCgroup>>,
+    /// The job's host id range: given back only once P1 is reaped (no process has its ids).
+    range: Option<Range>,
 }
 
 impl Guard {
@@ -288,6 +291,7 @@ impl Guard {
         self.p1 = None;
         self.job_dir = None;
         self.cgroup = None;
+        self.range = None;
     }
 }
 
@@ -297,6 +301,7 @@ impl Drop for Guard {
         let p1 = self.p1.take();
         let dir = self.job_dir.take();
         let cgroup = self.cgroup.take();
+        let range = self.range.take();
         if p1.is_none() && dir.is_none() && cgroup.is_none() {
             return;
         }
@@ -306,6 +311,7 @@ impl Drop for Guard {
                 if let Some(pid) = p1 {
                     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
                 }
+                drop(range);
                 if let Some(d) = dir {
                     let _ = std::fs::remove_dir(d);
                 }
@@ -446,7 +452,7 @@ pub(crate) async fn run(shared: &Shared, request: ExecRequest, io: JobIo) -> Exe
         let kept = store
             .lease(&record)
             .map_err(|e| e.to_string())
-            .and_then(|lease| chain::keep(finished.scratch, record, lease));
+            .and_then(|lease| chain::keep(finished.scratch, record, lease, finished.ids_start));
         match kept {
             Ok(base) => report.kept = Some(base),
             Err(e) => {
@@ -511,6 +517,9 @@ struct Finished {
     scratch: ScratchFd,
     /// Whether the job's program was executed (the container was set up completely).
     ran: bool,
+    /// The first host id of the run's user namespace range (what its writable layer's ids are
+    /// relative to); `None` without user namespaces.
+    ids_start: Option<u32>,
 }
 
 /// A started container: P1 forked, the worker's ends of its pipes registered with the runtime.
@@ -526,6 +535,7 @@ struct Launched {
     cgroup: std::sync::Arc<JobCgroup>,
     attachment: Option<super::net::Attachment>,
     job_dir: PathBuf,
+    ids: Option<HostIds>,
 }
 
 /// What [`supervise`] watches and consumes.
@@ -570,6 +580,7 @@ async fn run_planned(
         cgroup,
         attachment,
         job_dir,
+        ids,
     } = match launch(shared, request, record, plan, base, t0).await {
         Ok(l) => l,
         Err(report) => return (report, None),
@@ -626,6 +637,7 @@ async fn run_planned(
     let finished = scratch.map(|scratch| Finished {
         scratch,
         ran: supervised.exec_at.is_some(),
+        ids_start: ids.map(|i| i.start),
     });
     (report(outcome, usage), finished)
 }
@@ -647,13 +659,46 @@ async fn launch(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir_name = job_dir_name(&shared.tag, seq, &request.job_id);
     let job_dir = shared.jobs_dir.join(&dir_name);
+    // Rootless: the job's host id range, held until P1 is reaped (waits while every range is
+    // in use).
+    let range = match &shared.ranges {
+        Some(ranges) => match ranges.take().await {
+            Ok(r) => Some(r),
+            Err(e) => return Err(internal(e)),
+        },
+        None => None,
+    };
+    let ids = range.as_ref().map(|r| HostIds {
+        start: r.start,
+        size: r.size,
+    });
     let mut lowerdirs = Vec::new();
+    let mut idmapped = Vec::new();
     // A base's writable layer is the top lower layer, above the image's.
-    let base_layer = base.map(|_| job_dir.join("base/upper"));
-    for l in base_layer.into_iter().chain(store.lowerdirs(record)) {
-        match check_fsconfig_path(&l) {
+    if base.is_some() {
+        match check_fsconfig_path(&job_dir.join("base/upper")) {
             Ok(c) => lowerdirs.push(c),
             Err(e) => return Err(internal(e)),
+        }
+    }
+    for (i, l) in store.lowerdirs(record).into_iter().enumerate() {
+        // Rootless: the overlay names the layer's idmapped mount P2 makes on `<job dir>/l<i>`.
+        let (layer, source) = if range.is_some() {
+            let name = format!("l{i}");
+            let source = match CString::new(l.as_os_str().as_encoded_bytes()) {
+                Ok(s) => s,
+                Err(_) => return Err(internal(format!("{} contains a NUL byte", l.display()))),
+            };
+            (job_dir.join(&name), Some((source, name)))
+        } else {
+            (l, None)
+        };
+        match check_fsconfig_path(&layer) {
+            Ok(c) => lowerdirs.push(c),
+            Err(e) => return Err(internal(e)),
+        }
+        if let Some((source, name)) = source {
+            idmapped.push((source, CString::new(name).unwrap_or_default()));
         }
     }
     let (upper, work, empty) = match (
@@ -704,10 +749,20 @@ async fn launch(
         (None, scratch)
     };
     let child_base = match base {
-        Some(kept) => Some(
-            chain::clone_detached(&kept.scratch, "running on a base")
-                .map_err(|(reason, e)| fail(reason, e, t0))?,
-        ),
+        Some(kept) => {
+            let clone = chain::clone_detached(&kept.scratch, "running on a base")
+                .map_err(|(reason, e)| fail(reason, e, t0))?;
+            // Rootless, in another range than the build's: the base's ids shown as this range's.
+            if let Some(r) = &range {
+                chain::map_ids(&clone, kept, r).map_err(internal)?;
+            }
+            Some(clone)
+        }
+        None => None,
+    };
+    let child_userns = match range.as_ref().map(|r| r.userns.try_clone()) {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => return Err(internal(format!("duplicating the user namespace: {e}"))),
         None => None,
     };
     let prepared = (|| -> std::io::Result<_> {
@@ -733,6 +788,7 @@ async fn launch(
                 control_r: ctl_r,
                 scratch: child_scratch,
                 base: child_base,
+                userns: child_userns,
             },
         ))
     })();
@@ -805,6 +861,8 @@ async fn launch(
         upper,
         work,
         lowerdirs,
+        idmapped,
+        ids,
         empty_lower,
         has_base: base.is_some(),
         shm_size: CString::new(shared.config.shm_bytes.to_string()).unwrap_or_default(),
@@ -856,6 +914,7 @@ async fn launch(
         p1: None,
         job_dir: Some(job_dir.clone()),
         cgroup: Some(cgroup.clone()),
+        range,
     };
     let spawned: Spawned = match shared.spawner.spawn(spec).await {
         Ok(s) => s,
@@ -904,6 +963,7 @@ async fn launch(
         cgroup,
         attachment: attachment.map(|(a, _)| a),
         job_dir,
+        ids,
     })
 }
 

@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use super::helper;
 use super::protocol::{
     self, ChildError, ErrorKind, FD_BASE, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_SCRATCH,
-    FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, LIFELINE_GO, os,
+    FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, FD_USERNS, LIFELINE_GO, os,
 };
 use super::rootfs;
 use super::sys;
@@ -50,6 +50,23 @@ pub(crate) struct ChildFds {
     pub scratch: OwnedFd,
     /// A chained run's base, a detached read-only mount ([`FD_BASE`]).
     pub base: Option<OwnedFd>,
+    /// The job's user namespace ([`FD_USERNS`]); `None`: user namespaces are off.
+    pub userns: Option<OwnedFd>,
+}
+
+/// The host ids of a rootless job: the job's ids `0..size` are host ids `start..start + size`
+/// (its user namespace is at [`FD_USERNS`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostIds {
+    pub start: u32,
+    pub size: u32,
+}
+
+impl HostIds {
+    /// The host id of the job's id `id`, `None` if the job's namespace does not map it.
+    pub fn host(&self, id: u32) -> Option<u32> {
+        (id < self.size).then(|| self.start + id)
+    }
 }
 
 /// One input file, its path already split into validated components (no `..`, no `/`).
@@ -70,8 +87,15 @@ pub(crate) struct ChildSpec {
     pub job_dir: CString,
     pub upper: CString,
     pub work: CString,
-    /// Overlay lower dirs, top-most first; an empty image gets `<job_dir>/empty`.
+    /// Overlay lower dirs, top-most first; an empty image gets `<job_dir>/empty`. With user
+    /// namespaces, the image layers' entries are `<job_dir>/<name>` of [`Self::idmapped`].
     pub lowerdirs: Vec<CString>,
+    /// Rootless jobs: the image layers P2 mounts idmapped (the job's namespace) on
+    /// `<job_dir>/<name>` of the scratch tmpfs: (layer directory in the store, name).
+    pub idmapped: Vec<(CString, CString)>,
+    /// Rootless jobs: the host ids of the job's user namespace. `None`: user namespaces off
+    /// (ids are the host's).
+    pub ids: Option<HostIds>,
     pub empty_lower: bool,
     /// A chained run: the base's mount is at [`FD_BASE`] and `lowerdirs[0]` is its `upper/`.
     pub has_base: bool,
@@ -292,8 +316,9 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         (f.scratch.as_raw_fd(), FD_SCRATCH),
         // Without a base, FD_BASE stays closed (close_range below): the number is "no base".
         (f.base.as_ref().map_or(-1, |b| b.as_raw_fd()), FD_BASE),
+        (f.userns.as_ref().map_or(-1, |u| u.as_raw_fd()), FD_USERNS),
     ];
-    let mut tmp = [-1 as RawFd; 9];
+    let mut tmp = [-1 as RawFd; 10];
     for (i, (src, _)) in moves.iter().enumerate() {
         if *src < 0 {
             continue;
@@ -374,6 +399,17 @@ fn p1_main(spec: &ChildSpec) -> ! {
             "bringing up the job's loopback interface",
         )(e));
     }
+    // Rootless: the job's network namespace is owned by the host's user namespace, so its root
+    // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
+    // namespace instead (Docker's default since 20.10). The file is the current netns's.
+    if spec.ids.is_some()
+        && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
+    {
+        fail(os(
+            ErrorKind::Internal,
+            "setting net.ipv4.ip_unprivileged_port_start=0 in the job's network namespace",
+        )(e));
+    }
     if let Err(e) = sys::make_rprivate() {
         fail(os(
             ErrorKind::Internal,
@@ -409,11 +445,49 @@ fn p1_main(spec: &ChildSpec) -> ! {
     }
     write_all_raw(life[1], &[LIFELINE_GO]);
     for fd in [
-        FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_SCRATCH, FD_BASE,
+        FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_SCRATCH, FD_BASE, FD_USERNS,
     ] {
         close(fd);
     }
     p1_supervise(p2)
+}
+
+/// Writes `data` to the existing file `path` (child code: no allocation, no locks).
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
+    // SAFETY: `path` is a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `data` is valid for its length.
+    let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let err = Errno::last();
+    close(fd);
+    if r != data.len() as isize {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Enters the job's user namespace ([`FD_USERNS`]) as its root (uid and gid 0 there, no
+/// supplementary groups): from here on the process's capabilities are the namespace's only.
+fn enter_userns(step: &'static str) -> Result<(), ChildError> {
+    // SAFETY: setns with a descriptor this (single-threaded) process holds.
+    if unsafe { libc::setns(FD_USERNS, libc::CLONE_NEWUSER) } != 0 {
+        return Err(os(ErrorKind::Internal, step)(Errno::last()));
+    }
+    // SAFETY: plain integer arguments / an empty list.
+    let r = unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(0, 0, 0) != 0 {
+            -1
+        } else {
+            libc::setresuid(0, 0, 0)
+        }
+    };
+    if r != 0 {
+        return Err(os(ErrorKind::Internal, step)(Errno::last()));
+    }
+    Ok(())
 }
 
 /// Writes `pid` into each `cgroup.procs` path (child code: no allocation needed, no locks).
@@ -618,6 +692,29 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         p3_main(spec, &prepared, ready[0]);
     }
     close(ready[0]);
+    // Rootless: the init is the namespace's root too (host id `start`, capabilities over the
+    // job's processes only), never the host's root.
+    if spec.ids.is_some() {
+        if let Err(e) = enter_userns("entering the job's user namespace (the container's init)") {
+            fail(e);
+        }
+        close(FD_USERNS);
+        // A change of the effective uid clears the parent-death signal: armed again, then the
+        // lifeline closes the race (P1 gone in between: POLLHUP). Before the descriptors below
+        // are closed: without a base, the lifeline may have FD_BASE's number.
+        if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init, again") {
+            fail(e);
+        }
+        let mut fd = libc::pollfd {
+            fd: lifeline,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        if unsafe { libc::poll(&mut fd, 1, 0) } != 0 {
+            exit(1);
+        }
+    }
     for fd in [
         FD_STDOUT, FD_STDERR, FD_STDIN, FD_CONTROL, FD_SCRATCH, FD_BASE,
     ] {
@@ -747,6 +844,12 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
         }
     }
 
+    // Rootless: into the job's user namespace (after the rlimits: raising RLIMIT_NOFILE's hard
+    // limit needs CAP_SYS_RESOURCE in the host's namespace). Every capability below, and the
+    // ids, are then the namespace's.
+    if spec.ids.is_some() {
+        enter_userns("entering the job's user namespace")?;
+    }
     // Capabilities: bounding set first (needs CAP_SETPCAP, which we still have as root).
     for cap in 0..=spec.cap_last {
         if spec.cap_keep & (1u64 << cap) == 0 {

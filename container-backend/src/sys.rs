@@ -19,6 +19,8 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The mount shows its files' owners through a user namespace's id map (idmapped mount).
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 pub const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 pub const OPEN_TREE_CLONE: libc::c_uint = 0x1;
@@ -141,6 +143,44 @@ pub fn clone_tree(fd: BorrowedFd<'_>, recursive: bool) -> Result<OwnedFd, Errno>
     }
     // SAFETY: the empty path is a valid NUL-terminated string.
     fd_result(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) })
+}
+
+/// `open_tree(dir, path, OPEN_TREE_CLONE)`: a detached bind mount of the directory `path` names
+/// (relative to `dir`; absolute paths ignore it). Not recursive: mounts below it are not cloned.
+pub fn clone_path(dir: BorrowedFd<'_>, path: &CStr) -> Result<OwnedFd, Errno> {
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    fd_result(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        )
+    })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {MOUNT_ATTR_IDMAP, userns_fd})`: makes the detached
+/// mount `mnt` an idmapped mount showing each on-disk id `n` as the host id the user namespace
+/// `userns` maps its `n` to (so no file of the mounted tree is chowned or copied).
+pub fn mount_idmap(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: `attr` lives across the call and its size is passed; the path is a valid string.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, {attr_set})` on a (detached) mount.

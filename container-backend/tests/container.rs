@@ -629,10 +629,16 @@ async fn crash_helper_worker() {
 async fn a_killed_worker_takes_its_containers_with_it() {
     let env = TestEnv::new();
     let state = env.tmp.path().join("crash-state");
+    // The helper's test name: `crash_helper_worker`, or `suite::crash_helper_worker` in the
+    // `container_no_userns` binary (which includes this file as its module `suite`).
+    let helper = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::crash_helper_worker"),
+        None => "crash_helper_worker".to_string(),
+    };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_helper_worker",
+            helper.as_str(),
             "--nocapture",
             "--test-threads=1",
         ])

@@ -13,6 +13,10 @@
 //!   prepared by the worker with a veth on a benchmark bridge, address, route; counters read and
 //!   the rest released in the background at the end), to price bridge setup + teardown against
 //!   `network: none` (target: ≤ +10 ms);
+//! - `nekton (runtime-core) userns off` — the job with limits and `ContainerConfig::userns` off
+//!   (the job's root is the host's root, image layers mounted as they are), to price rootless
+//!   jobs — a user namespace entered by the init and the job, each image layer an idmapped
+//!   mount — side by side (target: rootless adds ≤ 1 ms at p50);
 //! - `nekton (API)` — a full round trip through the server: `POST /v1/jobs` with the image (already
 //!   in the server's store) → `exit` event on the job's SSE log stream.
 //!
@@ -31,7 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use container_backend::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
+use container_backend::{
+    BridgeConfig, ContainerBackend, ContainerConfig, UsernsConfig, UsernsMode, cleanup_network,
+};
 use futures::StreamExt as _;
 use image_store::{ImageService, ImageStore, RegistryOptions, StoreLimits};
 use nekton::api::types::{JobSpec, JobState, LimitsSpec};
@@ -175,9 +181,22 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             cgroups: false,
             ..ContainerConfig::default()
         },
-        images,
+        images.clone(),
     )
     .context("starting the container backend without cgroups")?;
+    let rootful = ContainerBackend::new(
+        ContainerConfig {
+            state_dir: base.join("containers-rootful"),
+            userns: UsernsConfig {
+                mode: UsernsMode::Off,
+                ..UsernsConfig::default()
+            },
+            ..ContainerConfig::default()
+        },
+        images,
+    )
+    .context("starting the container backend without user namespaces")?;
+    let userns_state = backend.preflight().userns.clone();
 
     // nekton, through the API: the image goes into the server's store first.
     let url = ctx
@@ -223,7 +242,7 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             samples: Vec::new(),
         },
         Runtime {
-            label: "nekton runtime-core with limits (cgroup): start → exit",
+            label: "nekton runtime-core with limits (cgroup), userns on: start → exit",
             samples: Vec::new(),
         },
         Runtime {
@@ -236,6 +255,10 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         },
         Runtime {
             label: "nekton runtime-core with limits, network bridge",
+            samples: Vec::new(),
+        },
+        Runtime {
+            label: "nekton runtime-core with limits, userns off",
             samples: Vec::new(),
         },
     ];
@@ -296,6 +319,8 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         record(3, d);
         let (d, _) = direct(&unlimited, i, false, NetworkMode::None).await?;
         record(5, d);
+        let (d, _) = direct(&rootful, i, true, NetworkMode::None).await?;
+        record(7, d);
         if !args.skip_bridge {
             let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
             record(6, d);
@@ -324,6 +349,7 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             args.container_warmup,
             num(elapsed.as_secs_f64())
         ),
+        format!("  container user namespaces of the measured backend: {userns_state}"),
         dist_header("(ms, wall time of each run)"),
     ];
     for (r, d) in runtimes.iter().zip(&dists) {
@@ -373,6 +399,24 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
             Some(b - n <= 10.0),
         ),
         _ => Verdict::new("container bridge overhead", "no samples", None),
+    });
+    verdicts.push(match (p50(3), p50(7)) {
+        (Some(on), Some(off)) if userns_state.starts_with("on") => Verdict::new(
+            "container /bin/true: userns + idmapped layers add ≤ 1 ms (p50) to userns off",
+            format!(
+                "{} ms vs {} ms: {}{} ms",
+                num(on),
+                num(off),
+                if on >= off { "+" } else { "" },
+                num(on - off)
+            ),
+            Some(on - off <= 1.0),
+        ),
+        _ => Verdict::new(
+            "container userns overhead",
+            format!("user namespaces not measured: {userns_state}"),
+            None,
+        ),
     });
     verdicts.push(match (p50(4), p50(1)) {
         (Some(n), Some(c)) => Verdict::new(

@@ -30,6 +30,8 @@ pub struct ImageOptions {
     /// Where container jobs' cgroups go (`ContainerConfig::cgroup_parent`); `None`: below the
     /// worker's own cgroup.
     pub cgroup_parent: Option<String>,
+    /// User namespaces of container jobs (`--userns*`; `ContainerConfig::userns`).
+    pub userns: container_backend::UsernsConfig,
     /// Bridge networking for container jobs; `None`: bridge jobs end with `spec_error`.
     pub network: Option<BridgeConfig>,
     /// Size caps of the image store (`--image-max-*` flags).
@@ -91,6 +93,7 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
     let config = ContainerConfig {
         state_dir: container_dir(state_dir),
         cgroup_parent: options.cgroup_parent.clone(),
+        userns: options.userns,
         ..ContainerConfig::default()
     };
     let container = match ContainerBackend::new(config, images.clone()) {

@@ -308,6 +308,23 @@ struct ImageArgs {
         value_name = "PATH"
     )]
     cgroup_parent: Option<String>,
+    /// User namespaces of container jobs (rootless): `auto` (on where the host has idmapped
+    /// mounts on the state dir's filesystem, else off with a warning), `on` (refuse container
+    /// jobs without them), `off` (a job's root is the host's root).
+    #[arg(long, env = "NEKTON_USERNS", value_name = "auto|on|off", default_value = "auto", value_parser = parse_userns_mode)]
+    userns: container_backend::UsernsMode,
+    /// First host uid/gid of the jobs' id ranges (default 1879048192 = 0x70000000, a block no
+    /// distribution or systemd allocates).
+    #[arg(long, env = "NEKTON_USERNS_BASE", value_name = "ID", default_value_t = container_backend::UsernsConfig::default().base)]
+    userns_base: u32,
+    /// Host ids per range: a job sees uids/gids 0..SIZE (default 65536).
+    #[arg(long, env = "NEKTON_USERNS_SIZE", value_name = "IDS", default_value_t = container_backend::UsernsConfig::default().size)]
+    userns_size: u32,
+    /// How many containers run at once with host ids of their own (more wait for a range).
+    /// Default: slots × slots (a test suite runs up to `slots` cases at once), capped at the
+    /// ranges that fit below 2130706432 (or 2^31 for a higher base).
+    #[arg(long, env = "NEKTON_USERNS_RANGES", value_name = "N")]
+    userns_ranges: Option<u32>,
     /// Largest extracted size of one image layer (file contents), e.g. 8G. A pull past it fails
     /// with `image_error`, nothing stored. Default 8 GiB.
     #[arg(long, env = "NEKTON_IMAGE_MAX_LAYER_BYTES", value_name = "BYTES", value_parser = nekton::cli::commands::parse_size)]
@@ -431,6 +448,19 @@ impl ImageArgs {
         limits
     }
 
+    /// The user namespace settings for a worker of `slots` slots.
+    fn userns_config(&self, slots: usize) -> container_backend::UsernsConfig {
+        let fit =
+            container_backend::UsernsConfig::ranges_that_fit(self.userns_base, self.userns_size);
+        let wanted = u32::try_from(slots.saturating_mul(slots)).unwrap_or(u32::MAX);
+        container_backend::UsernsConfig {
+            mode: self.userns,
+            base: self.userns_base,
+            size: self.userns_size,
+            ranges: self.userns_ranges.unwrap_or(wanted.clamp(1, fit)),
+        }
+    }
+
     fn options(&self) -> ImageOptions {
         let clean = |v: &[String]| -> Vec<String> {
             v.iter()
@@ -444,6 +474,7 @@ impl ImageArgs {
             allowed_registries: (!allowed.is_empty()).then_some(allowed),
             registry_auth: self.registry_auth.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
+            userns: self.userns_config(1),
             store_limits: self.store_limits(),
             network: (!self.network.no_bridge_network).then(|| self.network.config()),
         }
@@ -487,6 +518,10 @@ impl ServiceArgs {
     }
 }
 
+fn parse_userns_mode(s: &str) -> Result<container_backend::UsernsMode, String> {
+    s.parse()
+}
+
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEKTON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
@@ -522,7 +557,10 @@ fn options(
         policy: common.policy(),
         timing: common.timing(),
         shutdown_grace: Duration::from_secs(worker.map_or(30, |w| w.shutdown_grace_secs)),
-        images: images.options(),
+        images: ImageOptions {
+            userns: images.userns_config(worker.map_or(1, |w| w.slots.max(1))),
+            ..images.options()
+        },
         webhooks: worker.map(WorkerArgs::webhooks).unwrap_or_default(),
     }
 }

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use container_backend::{ContainerBackend, ContainerConfig};
+use container_backend::{ContainerBackend, ContainerConfig, UsernsConfig, UsernsMode};
 use image_store::{ImageService, ImageStore, RegistryOptions, StoreLimits, media_types};
 use runtime_core::{CancellationToken, ContainerOptions, ExecRequest, InputFile, Limits, Program};
 use serde_json::{Value, json};
 
-use crate::image_support::{Layer, TarBuilder, busybox_rootfs_tar, require_root, sha};
+use super::image_support::{Layer, TarBuilder, busybox_rootfs_tar, require_root, sha};
 
 /// A busybox rootfs layer with a symlink for every applet, so `ls`, `ps`, `id`... exist as files.
 pub fn busybox_full_tar() -> Vec<u8> {
@@ -73,17 +73,44 @@ pub struct TestEnv {
     seq: std::sync::atomic::AtomicU32,
 }
 
+/// The user namespace mode of this test binary's backends. Every container test file runs with
+/// user namespaces on — required: a host without them fails the tests, naming why — except
+/// the `*_no_userns` binaries (the same tests through `#[path]`, see Cargo.toml), which turn
+/// them off; `NEKTON_TEST_USERNS=off|on` overrides both for a manual run.
+pub fn userns_mode() -> UsernsMode {
+    if let Ok(v) = std::env::var("NEKTON_TEST_USERNS") {
+        return v
+            .parse()
+            .unwrap_or_else(|e| panic!("NEKTON_TEST_USERNS: {e}"));
+    }
+    if env!("CARGO_CRATE_NAME").ends_with("_no_userns") {
+        UsernsMode::Off
+    } else {
+        UsernsMode::On
+    }
+}
+
+/// Whether this binary's backends run jobs in user namespaces.
+pub fn rootless() -> bool {
+    userns_mode() != UsernsMode::Off
+}
+
 impl TestEnv {
     pub fn new() -> Self {
-        Self::build(None)
+        Self::build(None, |_| {})
     }
 
     /// A fresh image store, and a backend on `state_dir` (kept when the env is dropped).
     pub fn with_state_dir(state_dir: PathBuf) -> Self {
-        Self::build(Some(state_dir))
+        Self::build(Some(state_dir), |_| {})
     }
 
-    fn build(state_dir: Option<PathBuf>) -> Self {
+    /// A fresh image store, and a backend whose config `tweak` changes.
+    pub fn with_config(tweak: impl FnOnce(&mut ContainerConfig)) -> Self {
+        Self::build(None, tweak)
+    }
+
+    fn build(state_dir: Option<PathBuf>, tweak: impl FnOnce(&mut ContainerConfig)) -> Self {
         require_root();
         // Beside the given state dir (a killed helper process cannot remove its temp dir; the
         // parent test's does), else in /tmp (short paths: overlayfs options are ≤ 255 bytes).
@@ -99,16 +126,19 @@ impl TestEnv {
         let store = ImageStore::open(tmp.path().join("s"), StoreLimits::default()).unwrap();
         let images = ImageService::new(Arc::new(store), RegistryOptions::default()).unwrap();
         let state_dir = state_dir.unwrap_or_else(|| tmp.path().join("c"));
-        let backend = ContainerBackend::new(
-            ContainerConfig {
-                state_dir: state_dir.clone(),
-                scratch_bytes: 64 << 20,
-                shm_bytes: 8 << 20,
-                ..Default::default()
+        let mut config = ContainerConfig {
+            state_dir: state_dir.clone(),
+            scratch_bytes: 64 << 20,
+            shm_bytes: 8 << 20,
+            userns: UsernsConfig {
+                mode: userns_mode(),
+                ..UsernsConfig::default()
             },
-            images.clone(),
-        )
-        .unwrap_or_else(|e| panic!("container backend: {e}"));
+            ..Default::default()
+        };
+        tweak(&mut config);
+        let backend = ContainerBackend::new(config, images.clone())
+            .unwrap_or_else(|e| panic!("container backend: {e}"));
         Self {
             tmp,
             images,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::image_support::TarBuilder;
+use super::image_support::TarBuilder;
 
 fn build_dir() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, Vec<PathBuf>)> = OnceLock::new();

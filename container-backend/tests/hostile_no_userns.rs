@@ -1,0 +1,5 @@
+//! `tests/hostile.rs` with user namespaces off (`--userns off`): the same tests, one module
+//! here; `container_support::userns_mode` reads the mode from this binary's name.
+
+#[path = "hostile.rs"]
+mod suite;
