@@ -903,7 +903,7 @@ async fn trickle_loop(
         let Ok(permit) = limit.clone().acquire_owned().await else {
             break;
         };
-        let cut = (cut_every > 0 && i % cut_every == 0)
+        let cut = (cut_every > 0 && i.is_multiple_of(cut_every))
             .then(|| Duration::from_millis(u64::from(1 + (i / cut_every.max(1)) % 8)));
         let key = format!("chaos-{}-job-{i}", sub.run);
         let sub = sub.clone();
