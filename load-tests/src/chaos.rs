@@ -1042,6 +1042,12 @@ fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
         .map_or(f64::NAN, |us| us as f64 / 1e6)
 }
 
+/// Whether an attempt of a killed worker was lost to the kill: taken back by the rescuer after
+/// the kill (not, say, rescued earlier while the database was away, or requeued at a SIGTERM).
+pub fn lost_to_kill(rescued: bool, recorded_at: DateTime<Utc>, killed_at: DateTime<Utc>) -> bool {
+    rescued && recorded_at >= killed_at
+}
+
 /// One attempt lost with its worker, and what followed.
 #[derive(Debug, Clone)]
 struct LostAttempt {
@@ -1837,7 +1843,12 @@ impl Report {
         for a in &lost_attempts {
             let rescued = a.detail.contains("stopped renewing");
             let worker = a.worker.unwrap_or_default();
-            if let (true, Some(k)) = (rescued, kill_of.get(&worker)) {
+            // A worker's id names one process, but that process may have lost attempts to a
+            // database outage before it was killed: only a rescue after the kill is the kill's.
+            let kill = kill_of
+                .get(&worker)
+                .filter(|k| lost_to_kill(rescued, a.recorded_at, k.at));
+            if let Some(k) = kill {
                 let d = a.next_started_at.map(|n| secs_between(k.at, n));
                 kill_delays.push(d);
                 by_fault.entry(k.fault).or_default().push(d);
@@ -2419,5 +2430,9 @@ mod tests {
             .to_utc();
         assert_eq!(secs_between(a, b), 7.25);
         assert_eq!(secs_between(b, a), -7.25);
+        // Rescued after the kill: the kill's. Rescued before it (an outage): not the kill's.
+        assert!(lost_to_kill(true, b, a));
+        assert!(!lost_to_kill(true, a, b));
+        assert!(!lost_to_kill(false, b, a));
     }
 }
