@@ -846,14 +846,29 @@ impl Backlog {
                 }
             };
             if deficit >= self.batch.min(self.target).div_ceil(2).max(1) {
+                // Up to 4 batches in flight: one at a time cannot keep up with three workers.
                 let mut left = deficit;
+                let mut inflight = tokio::task::JoinSet::new();
                 while left > 0 && (first || !self.stop.is_set()) {
+                    if inflight.len() >= 4 {
+                        let _ = inflight.join_next().await;
+                        continue;
+                    }
                     let n = left.min(self.batch);
-                    let rec = self.sub.batch(n, index, &self.defaults).await;
+                    let (sub, defaults, records) = (
+                        self.sub.clone(),
+                        self.defaults.clone(),
+                        self.records.clone(),
+                    );
+                    let i = index;
+                    inflight.spawn(async move {
+                        let rec = sub.batch(n, i, &defaults).await;
+                        lock(&records).push(rec);
+                    });
                     index += 1;
                     left -= n;
-                    lock(&self.records).push(rec);
                 }
+                while inflight.join_next().await.is_some() {}
             }
             first = false;
             if self.once {
