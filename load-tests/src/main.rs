@@ -12,6 +12,7 @@
 //! $CARGO_TARGET_DIR/release/load-tests fairness [--backlog-jobs 50000 --probe-jobs 20]
 //! $CARGO_TARGET_DIR/release/load-tests auth-overhead [--rounds 2]   # starts its own servers
 //! $CARGO_TARGET_DIR/release/load-tests grading --serve-arg=--slots=16 [--grading-cases 100]
+//! $CARGO_TARGET_DIR/release/load-tests chaos [--backlog-jobs 10000 --lease-secs 5 --faults …]
 //! ```
 //!
 //! By default each run starts its own server: `nekton serve --listen 127.0.0.1:<free port>
@@ -42,6 +43,11 @@
 //!   suite's cost per case in the worker (target ≤ 200 µs).
 //! - `auth-overhead`: fresh servers with auth on and `--auth off` in turn, the same requests and
 //!   benchmarks on each; targets: ≤ 5 % of the throughput, ≤ 0.2 ms on the POST p50.
+//! - `chaos`: its own stack (private PostgreSQL on a Unix socket, one `nekton api`, three
+//!   `nekton worker`s, all on loopback) under a backlog and a trickle of idempotent submissions,
+//!   through kill -9 and SIGTERM of workers, PostgreSQL restarts (fast, immediate), an outage and
+//!   a cancel racing a kill; targets: lost = 0, recorded twice = 0, stuck = 0, rescue-to-rerun ≤
+//!   lease + 5 s.
 //!
 //! Every benchmark reports the CPU time the machine, nekton (by thread), its PostgreSQL (by role)
 //! and this process used, and PostgreSQL's transactions, rows and WAL per job. The report is
@@ -50,6 +56,7 @@
 mod auth_overhead;
 mod bench;
 mod chain;
+mod chaos;
 mod containers;
 mod dbstats;
 mod fairness;
@@ -152,6 +159,10 @@ enum Command {
     Fairness(fairness::FairnessArgs),
     /// Auth on vs --auth off: the same benchmarks on fresh servers of each (starts its own).
     AuthOverhead(auth_overhead::AuthOverheadArgs),
+    /// Faults under load — kill -9 and SIGTERM of workers, PostgreSQL restarts and an outage, a
+    /// cancel racing a kill — on its own stack (private PostgreSQL, 1 api, 3 workers): lost,
+    /// recorded twice, stuck, rescue delay.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Args)]
@@ -269,7 +280,7 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Fairness(a) => vec![Bench::Fairness(a)],
         Command::Grading(a) => vec![Bench::Grading(a)],
         // Starts its own servers / needs none: see `main_inner`.
-        Command::AuthOverhead(_) | Command::Chain(_) => Vec::new(),
+        Command::AuthOverhead(_) | Command::Chain(_) | Command::Chaos(_) => Vec::new(),
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -327,6 +338,37 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Ok(("not used".to_string(), vec![("chain", r)])),
             None,
         )
+    } else if let Command::Chaos(args) = &cli.command {
+        if g.server.is_some() || g.database_url.is_some() || !g.serve_args.is_empty() {
+            bail!(
+                "chaos starts its own PostgreSQL, API and workers: leave out --server, \
+                 --database-url and --serve-arg"
+            );
+        }
+        let nekton = match &g.nekton {
+            Some(p) => p.clone(),
+            None => server::default_nekton()?,
+        };
+        eprintln!("load-tests: running chaos …");
+        let r = tokio::select! {
+            r = chaos::run(&nekton, args, g.keep_state) => r,
+            _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+        };
+        let (server_line, db_line, r) = match r {
+            Ok((section, server_line, db_line)) => (server_line, db_line, Ok(section)),
+            Err(e) => {
+                eprintln!("load-tests: chaos failed: {e:#}");
+                (
+                    format!(
+                        "started by the benchmark: {} api + workers",
+                        nekton.display()
+                    ),
+                    "private PostgreSQL".to_string(),
+                    Err(e),
+                )
+            }
+        };
+        (server_line, Ok((db_line, vec![("chaos", r)])), None)
     } else if let Command::AuthOverhead(args) = &cli.command {
         if g.server.is_some() || g.database_url.is_some() {
             bail!(
@@ -648,6 +690,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(plan(&cli.command).len(), 1);
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "chaos",
+            "--faults",
+            "kill,pg-outage:5",
+            "--backlog-jobs",
+            "1000",
+        ])
+        .unwrap();
+        assert!(plan(&cli.command).is_empty(), "chaos starts its own stack");
         let cli = Cli::try_parse_from(["load-tests", "chain", "--chain-jobs", "10"]).unwrap();
         assert!(plan(&cli.command).is_empty(), "chain needs no server");
     }
