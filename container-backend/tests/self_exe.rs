@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use container_support::*;
 use image_support::TarBuilder;
-use runtime_core::{CancellationToken, JobIo, OutputSink, Stream};
 
 /// The environment variable that makes this binary, run as a job, print who it is.
 const PROBE_ENV: &[u8] = b"NEKTON_SELF_EXE_PROBE=1";
@@ -185,44 +184,14 @@ fn find_process(argv: &[&str]) -> Option<i32> {
     })
 }
 
-fn ppid_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // `pid (comm) state ppid …`; comm may contain spaces, so split after the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_container_init_is_not_backed_by_the_worker_binary() {
     let env = TestEnv::new();
     let image = env.busybox("init-exe", &[], default_config()).await;
     let req = sh(&image, "echo ready; exec sleep 4711");
-    let (sink, mut rx) = OutputSink::channel(req.limits.output_bytes, 64);
-    let cancel = CancellationToken::new();
-    let backend = env.backend.clone();
-    let job_cancel = cancel.clone();
-    let job = tokio::spawn(async move {
-        runtime_core::Backend::run(
-            backend.as_ref(),
-            req,
-            JobIo {
-                output: sink,
-                cancel: job_cancel,
-            },
-        )
-        .await
-    });
     // The job's program runs once it has printed: the init is in its final form by then.
-    let mut out = Vec::new();
-    while !out.ends_with(b"ready\n") {
-        let c = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("the job did not start")
-            .expect("the job ended before printing");
-        if c.stream == Stream::Stdout {
-            out.extend_from_slice(&c.data);
-        }
-    }
+    let mut job = Running::start(&env, req);
+    job.until("ready\n").await;
     let mut job_pid = None;
     for _ in 0..300 {
         job_pid = find_process(&["sleep", "4711"]);
@@ -256,8 +225,7 @@ async fn the_container_init_is_not_backed_by_the_worker_binary() {
             backed.push(format!("map_files/{}", e.file_name().to_string_lossy()));
         }
     }
-    cancel.cancel();
-    let report = job.await.unwrap();
+    let report = job.stop().await;
     assert!(
         backed.is_empty(),
         "the container's init (host pid {init}) is backed by the worker binary: {backed:?}"

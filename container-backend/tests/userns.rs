@@ -17,7 +17,7 @@ use std::time::Duration;
 use container_backend::{UsernsConfig, UsernsMode};
 use container_support::*;
 use image_support::TarBuilder;
-use runtime_core::{CancellationToken, ExecRequest, JobIo, OutcomeReason, OutputSink, Stream};
+use runtime_core::OutcomeReason;
 
 /// The host ids a job's user namespace maps, from its own `/proc/self/uid_map` line
 /// `0 <start> <size>`.
@@ -63,70 +63,6 @@ fn status_ids(pid: i32) -> (Vec<u32>, Vec<u32>) {
             .collect()
     };
     (ids("Uid:"), ids("Gid:"))
-}
-
-fn ppid_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// A job started in the background: its live stdout, and cancel + report.
-struct Running {
-    cancel: CancellationToken,
-    job: tokio::task::JoinHandle<runtime_core::ExecReport>,
-    out: Vec<u8>,
-    rx: tokio::sync::mpsc::Receiver<runtime_core::OutputChunk>,
-}
-
-impl Running {
-    fn start(env: &TestEnv, req: ExecRequest) -> Self {
-        let (sink, rx) = OutputSink::channel(req.limits.output_bytes, 64);
-        let cancel = CancellationToken::new();
-        let backend = env.backend.clone();
-        let job_cancel = cancel.clone();
-        let job = tokio::spawn(async move {
-            runtime_core::Backend::run(
-                backend.as_ref(),
-                req,
-                JobIo {
-                    output: sink,
-                    cancel: job_cancel,
-                },
-            )
-            .await
-        });
-        Self {
-            cancel,
-            job,
-            out: Vec::new(),
-            rx,
-        }
-    }
-
-    /// Reads stdout until it ends with `marker`; returns everything read so far.
-    async fn until(&mut self, marker: &str) -> String {
-        while !self.out.ends_with(marker.as_bytes()) {
-            let c = tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
-                .await
-                .expect("the job did not print in time")
-                .unwrap_or_else(|| {
-                    panic!(
-                        "the job ended before printing {marker:?}: {}",
-                        String::from_utf8_lossy(&self.out)
-                    )
-                });
-            if c.stream == Stream::Stdout {
-                self.out.extend_from_slice(&c.data);
-            }
-        }
-        String::from_utf8_lossy(&self.out).into_owned()
-    }
-
-    async fn stop(self) -> runtime_core::ExecReport {
-        self.cancel.cancel();
-        self.job.await.unwrap()
-    }
 }
 
 fn require_rootless() {

@@ -289,3 +289,69 @@ pub fn processes_under(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A job started in the background: its live stdout, and cancel + report.
+pub struct Running {
+    cancel: CancellationToken,
+    job: tokio::task::JoinHandle<runtime_core::ExecReport>,
+    out: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<runtime_core::OutputChunk>,
+}
+
+impl Running {
+    pub fn start(env: &TestEnv, req: ExecRequest) -> Self {
+        let (sink, rx) = runtime_core::OutputSink::channel(req.limits.output_bytes, 64);
+        let cancel = CancellationToken::new();
+        let backend = env.backend.clone();
+        let job_cancel = cancel.clone();
+        let job = tokio::spawn(async move {
+            runtime_core::Backend::run(
+                backend.as_ref(),
+                req,
+                runtime_core::JobIo {
+                    output: sink,
+                    cancel: job_cancel,
+                },
+            )
+            .await
+        });
+        Self {
+            cancel,
+            job,
+            out: Vec::new(),
+            rx,
+        }
+    }
+
+    /// Reads stdout until it ends with `marker`; returns everything read so far.
+    pub async fn until(&mut self, marker: &str) -> String {
+        while !self.out.ends_with(marker.as_bytes()) {
+            let c = tokio::time::timeout(Duration::from_secs(30), self.rx.recv())
+                .await
+                .expect("the job did not print in time")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "the job ended before printing {marker:?}: {}",
+                        String::from_utf8_lossy(&self.out)
+                    )
+                });
+            if c.stream == runtime_core::Stream::Stdout {
+                self.out.extend_from_slice(&c.data);
+            }
+        }
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    pub async fn stop(self) -> runtime_core::ExecReport {
+        self.cancel.cancel();
+        self.job.await.unwrap()
+    }
+}
+
+/// The parent pid of host process `pid` (from `/proc/PID/stat`).
+pub fn ppid_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // `pid (comm) state ppid …`; comm may contain spaces, so split after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
