@@ -94,8 +94,10 @@ impl DatabaseUrl {
                 _ => params.push(pair),
             }
         }
+        // One host may be empty (`postgres:///db?host=/run/postgresql`: sqlx reads the
+        // socket directory from the parameters); in a list, none may.
         let hosts: Vec<&str> = host_list.split(',').collect();
-        if hosts.iter().any(|h| h.is_empty()) {
+        if hosts.len() > 1 && hosts.iter().any(|h| h.is_empty()) {
             bail!("the database URL has an empty host in `{host_list}`; {HINT}");
         }
         let query = if params.is_empty() {
@@ -302,6 +304,13 @@ mod tests {
         assert_eq!(url.hosts[0].get_port(), 6543);
         assert_eq!(url.hosts[0].get_username(), "u");
         assert_eq!(url.hosts[0].get_database(), Some("nekton"));
+        // A socket directory given as a parameter, no host in the authority.
+        let socket = DatabaseUrl::parse("postgres:///nekton?host=/run/postgresql").unwrap();
+        assert_eq!(
+            socket.hosts[0].get_socket().map(|p| p.to_str()),
+            Some(Some("/run/postgresql"))
+        );
+        assert!(!socket.follows());
     }
 
     #[test]
