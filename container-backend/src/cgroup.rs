@@ -26,8 +26,21 @@
 //! Measured on this project's machine (Linux 6.18, hybrid): a task moving *itself* into a fresh
 //! v1 `cpu` cgroup waited ≈ 3 ms in 40 % of the tries (the running task is rescheduled into the
 //! new group and waits for a tick behind other runnable tasks); moving a *blocked* task from
-//! another process cost ≈ 0.1 ms per hierarchy. On v2, `clone3(CLONE_INTO_CGROUP)` would save
-//! the write too; it is not used because the same code must serve v1.
+//! another process cost ≈ 0.1 ms per hierarchy. On v2, P1 forks P2 with
+//! `clone3(CLONE_INTO_CGROUP)` instead (probed once when the backend starts, with a throwaway
+//! child in a throwaway cgroup; [`Preflight::born_in_cgroup`]): P2 is then born in the job's
+//! cgroup and no `cgroup.procs` is written at all.
+//!
+//! # What v2 adds
+//!
+//! - `memory.oom.group = 1`: an OOM kill takes the whole job (every process of the cgroup, the
+//!   init included), not one process the job's init could survive and report as an ordinary
+//!   exit; the verdict is `memory_limit` either way (`memory.events` `oom_kill`).
+//! - `memory.swap.max = 0` where swap accounting exists, `memory.peak`, `pids.peak`,
+//!   `pids.events` (the pids-limit verdict) and `cgroup.kill` for killing what is left.
+//! - The job's own cgroup, read-only: the container's `/sys/fs/cgroup` is a cgroup2 mount made
+//!   inside the job's cgroup namespace (its root is the job's cgroup), `ro,nosuid,nodev,noexec`,
+//!   so the job reads its limits and usage but changes nothing. (v1 jobs get no cgroup mount.)
 //!
 //! # Where cgroups-rs is bypassed (files read or written directly)
 //!
@@ -100,6 +113,11 @@ pub struct Preflight {
     /// How the remaining processes of a job cgroup are killed: `cgroup.kill`, `freezer` (freeze,
     /// SIGKILL each, thaw) or `signals` (SIGKILL each).
     pub kill: &'static str,
+    /// v2: P2 is forked straight into the job's cgroup with `clone3(CLONE_INTO_CGROUP)`
+    /// (probed when the backend starts); otherwise P1 writes its pid into `cgroup.procs`.
+    pub born_in_cgroup: bool,
+    /// v2: `memory.oom.group` is set, so an OOM kill ends the whole job.
+    pub oom_group: bool,
     /// seccomp filters are available (`Seccomp_filters` in /proc/self/status).
     pub seccomp: bool,
     /// User namespaces of the jobs: `on (…)`, or `off (…)` with the reason (set by the
@@ -120,8 +138,8 @@ impl std::fmt::Display for Preflight {
         write!(
             f,
             "cgroups {version}; memory limit {}; swap off {}{}; cpu quota {}; cpu accounting {}; \
-             pids limit {}; pids peak {}; memory peak {}; kill via {}; seccomp {}; userns {}; \
-             parents [{}]",
+             pids limit {}; pids peak {}; memory peak {}; OOM kills the whole job {}; jobs join \
+             their cgroup {}; kill via {}; seccomp {}; userns {}; parents [{}]",
             yn(self.memory),
             yn(self.swap_limit || !self.host_swap),
             if self.host_swap {
@@ -134,6 +152,12 @@ impl std::fmt::Display for Preflight {
             yn(self.pids),
             yn(self.pids_peak),
             yn(self.memory_peak),
+            yn(self.oom_group),
+            if self.born_in_cgroup {
+                "at birth (clone3 CLONE_INTO_CGROUP)"
+            } else {
+                "by a cgroup.procs write"
+            },
             self.kill,
             yn(self.seccomp),
             if self.userns.is_empty() {
@@ -207,6 +231,9 @@ pub(crate) struct Cgroups {
     fake_kernel: Option<fn(&Path)>,
     /// `ContainerConfig::cgroups == false`: no job cgroups at all (measurements only).
     disabled: bool,
+    /// `ContainerConfig::allow_unenforced_limits`: jobs run even where a limit cannot be
+    /// enforced (tests of the v2 path on a host whose controllers are bound to v1).
+    pub allow_unenforced: bool,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -231,6 +258,38 @@ fn host_has_swap() -> bool {
     read(Path::new("/proc/swaps")).is_some_and(|s| s.lines().count() > 1)
 }
 
+/// Forks a child that exits at once into a fresh cgroup below `jobs` with
+/// `clone3(CLONE_INTO_CGROUP)`, and removes that cgroup: whether jobs can be born in their
+/// cgroup here (Linux ≥ 5.7; the cgroup must be a leaf, which a job's always is).
+fn probe_clone_into_cgroup(jobs: &Path) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let dir = jobs.join(format!(".probe-{}", std::process::id()));
+    let _ = std::fs::remove_dir(&dir);
+    std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let result = (|| {
+        let fd = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        // SAFETY: the child only calls `_exit` (a system call): nothing of this multi-threaded
+        // process's state is used in it.
+        let pid = unsafe { crate::sys::fork_into_cgroup(fd.as_fd()) }.map_err(|e| e.desc())?;
+        if pid == 0 {
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::wait::waitpid(pid, None).map_err(|e| format!("waiting for the probe: {e}"))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
 /// `/proc/self/cgroup`'s path for the v2 hierarchy (`0::<path>`).
 fn own_v2_path() -> Option<String> {
     read(Path::new("/proc/self/cgroup"))?
@@ -246,20 +305,33 @@ impl Cgroups {
     /// Finds the hierarchies, prepares `<parent>/nekton-jobs` in each, and records what can be
     /// enforced. Never fails: what is missing is in [`Preflight::problems`] and makes the jobs
     /// that need it be refused.
-    pub fn detect(parent: Option<&str>, cpu_millicores: u64) -> Self {
-        let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")
-            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-            .unwrap_or(false);
-        let mut cg = if unified {
-            match own_v2_path() {
-                Some(own) => Self::setup_v2(
-                    Path::new("/sys/fs/cgroup"),
-                    &own,
-                    parent,
-                    std::process::id(),
-                    None,
-                    cpu_millicores,
+    ///
+    /// `v2_root`: a cgroup2 mount to use (`ContainerConfig::cgroup_root`); by default
+    /// `/sys/fs/cgroup` if it is cgroup2, else the v1 hierarchies.
+    pub fn detect(parent: Option<&str>, cpu_millicores: u64, v2_root: Option<&Path>) -> Self {
+        let is_cgroup2 = |p: &Path| {
+            nix::sys::statfs::statfs(p)
+                .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+                .unwrap_or(false)
+        };
+        let root = v2_root.unwrap_or(Path::new("/sys/fs/cgroup"));
+        if v2_root.is_some() && !is_cgroup2(root) {
+            let mut cg = Self::unusable(
+                &format!(
+                    "the configured cgroup root {} is not a cgroup2 mount: mount one there \
+                     (mount -t cgroup2 none {0}) or leave the setting out",
+                    root.display()
                 ),
+                cpu_millicores,
+            );
+            cg.preflight.seccomp = seccomp_available();
+            return cg;
+        }
+        let mut cg = if is_cgroup2(root) {
+            match own_v2_path() {
+                Some(own) => {
+                    Self::setup_v2(root, &own, parent, std::process::id(), None, cpu_millicores)
+                }
                 None => Self::unusable(
                     "cgroup v2 is mounted on /sys/fs/cgroup but /proc/self/cgroup has no `0::` \
                      line: mount /proc",
@@ -286,6 +358,7 @@ impl Cgroups {
             cpu_millicores,
             fake_kernel: None,
             disabled: false,
+            allow_unenforced: false,
         }
     }
 
@@ -411,6 +484,20 @@ impl Cgroups {
         } else {
             "signals"
         };
+        p.oom_group = p.memory && jobs.join("memory.oom.group").exists();
+        // A fake tree has no kernel behind it: nothing can be born there.
+        p.born_in_cgroup = cg.fake_kernel.is_none() && jobs.is_dir() && {
+            match probe_clone_into_cgroup(&jobs) {
+                Ok(()) => true,
+                Err(e) => {
+                    problems.push(format!(
+                        "clone3(CLONE_INTO_CGROUP) does not work here ({e}); jobs join their \
+                         cgroup by a cgroup.procs write instead (Linux 5.7 or later has it)"
+                    ));
+                    false
+                }
+            }
+        };
         for (c, ok) in [("memory", p.memory), ("pids", p.pids), ("cpu", p.cpu_quota)] {
             if !ok {
                 problems.push(format!(
@@ -529,7 +616,7 @@ impl Cgroups {
 
     /// Why this host cannot run a job with these limits, if it cannot.
     pub fn refuse(&self, limits: &Limits) -> Option<String> {
-        if self.disabled {
+        if self.disabled || (self.allow_unenforced && self.version.is_some()) {
             return None;
         }
         let p = &self.preflight;
@@ -570,6 +657,10 @@ impl Cgroups {
         };
         let mut dirs: Vec<PathBuf> = self.parents.iter().map(|(_, d)| d.join(name)).collect();
         dirs.dedup();
+        let v2_dir = (v2 && self.fake_kernel.is_none())
+            .then(|| dirs.first())
+            .flatten()
+            .map(|d| CString::new(d.as_os_str().as_encoded_bytes()).unwrap_or_default());
         let procs = dirs
             .iter()
             .map(|d| {
@@ -582,6 +673,7 @@ impl Cgroups {
             v2,
             dirs,
             procs,
+            v2_dir,
             pids_seen: std::sync::atomic::AtomicU64::new(0),
             fake: self.fake_kernel.is_some(),
         }
@@ -596,6 +688,7 @@ impl Cgroups {
         if self.disabled {
             job.dirs.clear();
             job.procs.clear();
+            job.v2_dir = None;
             return Ok(job);
         }
         for (i, d) in job.dirs.iter().enumerate() {
@@ -609,7 +702,7 @@ impl Cgroups {
                 f(d);
             }
         }
-        if let Err(e) = job.apply(limits, pids, self.cpu_millicores) {
+        if let Err(e) = job.apply(limits, pids, self.cpu_millicores, &self.preflight) {
             let _ = job.remove_now();
             return Err(e);
         }
@@ -627,6 +720,10 @@ impl Cgroups {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     let n = e.file_name().to_string_lossy().into_owned();
+                    // Another process's `clone3` probe (`probe_clone_into_cgroup`), not a job.
+                    if n.starts_with(".probe-") {
+                        continue;
+                    }
                     if !is_live(&n) && !names.contains(&n) {
                         names.push(n);
                     }
@@ -668,6 +765,9 @@ pub(crate) struct JobCgroup {
     dirs: Vec<PathBuf>,
     /// `<dir>/cgroup.procs` of each directory: P1 writes P2's pid into each.
     pub procs: Vec<CString>,
+    /// v2: the job cgroup's directory (P1 forks P2 into it with `CLONE_INTO_CGROUP` when the
+    /// preflight found that to work). `None` on v1 and in a fake tree.
+    pub v2_dir: Option<CString>,
     /// Highest `pids.current` sampled (for kernels without `pids.peak`).
     pids_seen: std::sync::atomic::AtomicU64,
     /// A fake tree of the unit tests: its directories hold regular files, removed recursively.
@@ -709,29 +809,27 @@ impl JobCgroup {
             .map(|s| s.to_controller().path())
     }
 
-    fn apply(&self, limits: &Limits, pids: u64, cpu_millicores: u64) -> Result<(), String> {
+    /// Sets the job's limits. A controller the preflight found missing is skipped: `refuse`
+    /// has already refused jobs needing it, unless `allow_unenforced_limits` is set.
+    fn apply(
+        &self,
+        limits: &Limits,
+        pids: u64,
+        cpu_millicores: u64,
+        host: &Preflight,
+    ) -> Result<(), String> {
         fn err(what: &'static str) -> impl FnOnce(cgroups_rs::fs::error::Error) -> String {
             move |e| format!("setting {what}: {e}")
         }
-        let mem = self
-            .mem()
-            .ok_or("the job cgroup has no memory controller")?;
-        let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-        mem.set_limit(bytes).map_err(err("the memory limit"))?;
-        // Swap off: memory+swap = memory on v1, swap.max = 0 on v2 (where swap accounting exists).
-        let mp = mem.path();
-        if self.v2 {
-            if mp.join("memory.swap.max").exists() {
-                mem.set_memswap_limit(0).map_err(err("memory.swap.max"))?;
-            }
-        } else if mp.join("memory.memsw.limit_in_bytes").exists() {
-            mem.set_memswap_limit(bytes)
-                .map_err(err("memory.memsw.limit_in_bytes"))?;
+        if host.memory {
+            self.apply_memory(limits)?;
         }
-        let pid = self.pid().ok_or("the job cgroup has no pids controller")?;
-        pid.set_pid_max(MaxValue::Value(i64::try_from(pids).unwrap_or(i64::MAX)))
-            .map_err(err("the pids limit"))?;
-        if cpu_millicores > 0 {
+        if host.pids {
+            let pid = self.pid().ok_or("the job cgroup has no pids controller")?;
+            pid.set_pid_max(MaxValue::Value(i64::try_from(pids).unwrap_or(i64::MAX)))
+                .map_err(err("the pids limit"))?;
+        }
+        if cpu_millicores > 0 && host.cpu_quota {
             let cpu = self.cg.subsystems().iter().find_map(|s| match s {
                 Subsystem::Cpu(c) => Some(c),
                 _ => None,
@@ -750,6 +848,36 @@ impl JobCgroup {
                 c.set_cfs_quota_and_period(Some(quota as i64), Some(CFS_PERIOD_US))
                     .map_err(err("the CPU quota"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The memory limit, swap off, and (v2) the whole job as the OOM unit.
+    fn apply_memory(&self, limits: &Limits) -> Result<(), String> {
+        fn err(what: &'static str) -> impl FnOnce(cgroups_rs::fs::error::Error) -> String {
+            move |e| format!("setting {what}: {e}")
+        }
+        let mem = self
+            .mem()
+            .ok_or("the job cgroup has no memory controller")?;
+        let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+        mem.set_limit(bytes).map_err(err("the memory limit"))?;
+        // Swap off: memory+swap = memory on v1, swap.max = 0 on v2 (where swap accounting exists).
+        let mp = mem.path();
+        if self.v2 {
+            if mp.join("memory.swap.max").exists() {
+                mem.set_memswap_limit(0).map_err(err("memory.swap.max"))?;
+            }
+        } else if mp.join("memory.memsw.limit_in_bytes").exists() {
+            mem.set_memswap_limit(bytes)
+                .map_err(err("memory.memsw.limit_in_bytes"))?;
+        }
+        // One OOM kill ends the whole job (its init included): no process is left to carry on
+        // with part of the job gone.
+        let oom_group = mp.join("memory.oom.group");
+        if self.v2 && oom_group.exists() {
+            std::fs::write(&oom_group, "1")
+                .map_err(|e| format!("setting memory.oom.group: {e}"))?;
         }
         Ok(())
     }

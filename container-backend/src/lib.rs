@@ -267,6 +267,17 @@ pub struct ContainerConfig {
     /// Where job cgroups are created: a path from the root of each cgroup hierarchy (jobs go
     /// to `<parent>/nekton-jobs/<job>`). `None` (default): below the worker's own cgroup.
     pub cgroup_parent: Option<String>,
+    /// A cgroup2 mount to create the job cgroups in, for a host whose controllers are on a
+    /// unified hierarchy mounted elsewhere than `/sys/fs/cgroup` (the hybrid layout's
+    /// `/sys/fs/cgroup/unified`, once the operator has moved memory, cpu and pids there).
+    /// `None` (default): `/sys/fs/cgroup` when it is cgroup2, else the v1 hierarchies.
+    pub cgroup_root: Option<PathBuf>,
+    /// Run jobs even when this host cannot enforce a limit they have (a missing memory or pids
+    /// controller), instead of refusing them. Default `false`; only for tests of the v2 path
+    /// on a host whose memory and pids controllers are bound to v1. The preflight still lists
+    /// what is not enforced.
+    #[doc(hidden)]
+    pub allow_unenforced_limits: bool,
     /// CPU quota of each job in thousandths of a core (1000 = one core, the default); 0 = none.
     pub cpu_millicores: u64,
     /// Most processes/threads of a job when its `Limits::pids` is `None`. Default 256.
@@ -288,6 +299,8 @@ impl Default for ContainerConfig {
             shm_bytes: 64 << 20,
             max_open_files: 4096,
             cgroup_parent: None,
+            cgroup_root: None,
+            allow_unenforced_limits: false,
             cpu_millicores: 1000,
             default_pids: 256,
             cgroups: true,
@@ -577,7 +590,13 @@ impl ContainerBackend {
         let (ranges, userns_line) = setup_userns(&config.userns, images.store().root())?;
         // The host preflight: what can be enforced here (jobs needing the rest are refused).
         let mut cgroups = if config.cgroups {
-            cgroup::Cgroups::detect(config.cgroup_parent.as_deref(), config.cpu_millicores)
+            let mut cg = cgroup::Cgroups::detect(
+                config.cgroup_parent.as_deref(),
+                config.cpu_millicores,
+                config.cgroup_root.as_deref(),
+            );
+            cg.allow_unenforced = config.allow_unenforced_limits;
+            cg
         } else {
             cgroup::Cgroups::disabled()
         };

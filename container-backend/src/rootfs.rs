@@ -646,6 +646,27 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             | sys::MOUNT_ATTR_NOEXEC,
     )?;
     attach(&sysfs, &sys_dir, "/sys")?;
+    if spec.cgroup2_mount {
+        // The job's own cgroup, read-only: this process is in the job's cgroup and its cgroup
+        // namespace, so the new cgroup2 mount's root is the job's cgroup.
+        let target = sys::openat2(
+            sysfs.as_fd(),
+            c"fs/cgroup",
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE_TARGET,
+        )
+        .map_err(internal("opening /sys/fs/cgroup in the container's sysfs"))?;
+        let cgroup = new_mount(
+            c"cgroup2",
+            &[],
+            sys::MOUNT_ATTR_RDONLY
+                | sys::MOUNT_ATTR_NOSUID
+                | sys::MOUNT_ATTR_NODEV
+                | sys::MOUNT_ATTR_NOEXEC,
+        )?;
+        attach(&cgroup, &target, "/sys/fs/cgroup")?;
+    }
 
     let dev_dir = mount_target_dir(root, c"dev", 0o755)?;
     // The job's root owns /dev and /dev/shm; /dev/pts' tty group is the job's gid 5.

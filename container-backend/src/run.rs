@@ -888,6 +888,8 @@ async fn launch(
             shared.config.max_open_files,
         ),
         cgroup_procs: Vec::new(),
+        cgroup_dir: None,
+        cgroup2_mount: false,
         helper: shared.helper.clone(),
     });
 
@@ -905,6 +907,14 @@ async fn launch(
         Err(e) => return Err(internal(e)),
     };
     spec.cgroup_procs = cgroup.procs.clone();
+    // v2: P2 is forked straight into the cgroup, and the job sees its cgroup read-only.
+    if cgroup.v2_dir.is_some() {
+        spec.cgroup2_mount = true;
+        if shared.cgroups.preflight.born_in_cgroup {
+            spec.cgroup_dir = cgroup.v2_dir.clone();
+            spec.cgroup_procs.clear();
+        }
+    }
     if let Err(e) = std::fs::DirBuilder::new().mode_0700().create(&job_dir) {
         let _ = cgroup.remove().await;
         return Err(internal(format!("creating {}: {e}", job_dir.display())));

@@ -132,8 +132,15 @@ pub(crate) struct ChildSpec {
     /// `RLIMIT_NOFILE` of the job: (soft, hard).
     pub nofile: (u64, u64),
     /// `cgroup.procs` of each directory of the job's cgroup: P1 writes P2's pid into each
-    /// before P2 goes on, so every process of the job is born in the cgroup.
+    /// before P2 goes on, so every process of the job is born in the cgroup. Empty when
+    /// `cgroup_dir` is set.
     pub cgroup_procs: Vec<CString>,
+    /// v2, where the kernel has `CLONE_INTO_CGROUP`: the job cgroup's directory. P1 forks P2
+    /// straight into it with `clone3` and writes no `cgroup.procs`.
+    pub cgroup_dir: Option<CString>,
+    /// v2: the container's `/sys/fs/cgroup` is a read-only cgroup2 mount of the job's cgroup
+    /// namespace (its root is the job's cgroup).
+    pub cgroup2_mount: bool,
     /// The sealed memfd of the container helper (one per backend): P2 becomes the container's
     /// init by exec'ing it, P3 execs the job's program through it (see [`super::helper`]).
     pub helper: std::sync::Arc<helper::SealedHelper>,
@@ -423,21 +430,32 @@ fn p1_main(spec: &ChildSpec) -> ! {
     if unsafe { libc::pipe2(life.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
     }
-    // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in _exit.
-    let p2 = unsafe { libc::fork() };
-    if p2 < 0 {
-        fail(os(ErrorKind::Internal, "fork of the container init")(
-            Errno::last(),
-        ));
-    }
+    let p2 = match &spec.cgroup_dir {
+        Some(dir) => fork_into_cgroup(dir),
+        // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in
+        // _exit.
+        None => match unsafe { libc::fork() } {
+            p if p < 0 => Err(os(ErrorKind::Internal, "fork of the container init")(
+                Errno::last(),
+            )),
+            p => Ok(p),
+        },
+    };
+    let p2 = match p2 {
+        Ok(p) => p,
+        Err(e) => fail(e),
+    };
     if p2 == 0 {
         close(life[1]);
         p2_main(spec, life[0]);
     }
     close(life[0]);
-    // P2 waits on the lifeline until it is in the job's cgroup: moving a blocked task is cheap
-    // (a task moving itself into a fresh v1 cpu cgroup waited ~3 ms for a tick).
-    if let Err(e) = join_cgroup(&spec.cgroup_procs, p2) {
+    // Born in its cgroup (v2), or P2 waits on the lifeline until P1 has moved it there: moving a
+    // blocked task is cheap (a task moving itself into a fresh v1 cpu cgroup waited ~3 ms for a
+    // tick).
+    if spec.cgroup_dir.is_none()
+        && let Err(e) = join_cgroup(&spec.cgroup_procs, p2)
+    {
         // SAFETY: P2 is our unreaped child.
         unsafe { libc::kill(p2, libc::SIGKILL) };
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
@@ -488,6 +506,38 @@ fn enter_userns(step: &'static str) -> Result<(), ChildError> {
         return Err(os(ErrorKind::Internal, step)(Errno::last()));
     }
     Ok(())
+}
+
+/// Forks P2 into the job's v2 cgroup `dir` (`clone3(CLONE_INTO_CGROUP)`); 0 in the child.
+fn fork_into_cgroup(dir: &std::ffi::CStr) -> Result<libc::pid_t, ChildError> {
+    // SAFETY: `dir` is a valid C string; the descriptor is closed below (child and parent).
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(os(
+            ErrorKind::Internal,
+            format!("opening the job's cgroup {}", dir.to_string_lossy()),
+        )(Errno::last()));
+    }
+    // SAFETY: `fd` is open and stays open during the call.
+    let cgroup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // SAFETY: P1 is a single-threaded fork that holds no lock; the child runs `p2_main`, which
+    // ends in _exit (see `sys::fork_into_cgroup`).
+    let r = unsafe { sys::fork_into_cgroup(cgroup) };
+    close(fd);
+    r.map_err(|e| {
+        os(
+            ErrorKind::Internal,
+            format!(
+                "clone3(CLONE_INTO_CGROUP) of the container init into {}",
+                dir.to_string_lossy()
+            ),
+        )(e)
+    })
 }
 
 /// Writes `pid` into each `cgroup.procs` path (child code: no allocation needed, no locks).

@@ -30,6 +30,8 @@ pub struct ImageOptions {
     /// Where container jobs' cgroups go (`ContainerConfig::cgroup_parent`); `None`: below the
     /// worker's own cgroup.
     pub cgroup_parent: Option<String>,
+    /// A cgroup2 mount for the job cgroups (`ContainerConfig::cgroup_root`).
+    pub cgroup_root: Option<PathBuf>,
     /// User namespaces of container jobs (`--userns*`; `ContainerConfig::userns`).
     pub userns: container_backend::UsernsConfig,
     /// Bridge networking for container jobs; `None`: bridge jobs end with `spec_error`.
@@ -93,6 +95,7 @@ pub fn start(state_dir: &Path, options: &ImageOptions) -> anyhow::Result<ImageHo
     let config = ContainerConfig {
         state_dir: container_dir(state_dir),
         cgroup_parent: options.cgroup_parent.clone(),
+        cgroup_root: options.cgroup_root.clone(),
         userns: options.userns,
         ..ContainerConfig::default()
     };

@@ -308,6 +308,12 @@ struct ImageArgs {
         value_name = "PATH"
     )]
     cgroup_parent: Option<String>,
+    /// A cgroup2 mount for the job cgroups, when the host's controllers are on a unified
+    /// hierarchy mounted elsewhere than /sys/fs/cgroup (e.g. the hybrid layout's
+    /// /sys/fs/cgroup/unified, after moving memory, cpu and pids there). Default:
+    /// /sys/fs/cgroup when it is cgroup2, else the v1 hierarchies.
+    #[arg(long = "cgroup-root", env = "NEKTON_CGROUP_ROOT", value_name = "DIR")]
+    cgroup_root: Option<PathBuf>,
     /// User namespaces of container jobs (rootless): `auto` (on where the host has idmapped
     /// mounts on the state dir's filesystem, else off with a warning), `on` (refuse container
     /// jobs without them), `off` (a job's root is the host's root).
@@ -474,6 +480,7 @@ impl ImageArgs {
             allowed_registries: (!allowed.is_empty()).then_some(allowed),
             registry_auth: self.registry_auth.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
+            cgroup_root: self.cgroup_root.clone(),
             userns: self.userns_config(1),
             store_limits: self.store_limits(),
             network: (!self.network.no_bridge_network).then(|| self.network.config()),

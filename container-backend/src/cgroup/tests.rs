@@ -6,7 +6,7 @@ use super::*;
 
 /// What the kernel puts in a new v2 cgroup directory (the files this module uses).
 fn fake_kernel(dir: &Path) {
-    let files: [(&str, &str); 16] = [
+    let files: [(&str, &str); 17] = [
         ("cgroup.controllers", "cpu memory pids\n"),
         ("cgroup.subtree_control", ""),
         ("cgroup.procs", ""),
@@ -16,6 +16,7 @@ fn fake_kernel(dir: &Path) {
         ("memory.max", "max\n"),
         ("memory.swap.max", "max\n"),
         ("memory.peak", "0\n"),
+        ("memory.oom.group", "0\n"),
         (
             "memory.events",
             "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
@@ -168,6 +169,12 @@ fn v2_job_cgroup_limits_usage_kill_and_removal() {
     assert_eq!(text(dir.join("memory.swap.max")), "0");
     assert_eq!(text(dir.join("pids.max")), "32");
     assert_eq!(text(dir.join("cpu.max")), "150000 100000");
+    // An OOM kill ends the whole job.
+    assert_eq!(text(dir.join("memory.oom.group")), "1");
+    assert!(cg.preflight.oom_group, "{}", cg.preflight);
+    // A fake tree has no kernel to be born in: P1 writes cgroup.procs.
+    assert!(!cg.preflight.born_in_cgroup);
+    assert_eq!(job.v2_dir, None);
     assert_eq!(
         job.procs,
         vec![CString::new(dir.join("cgroup.procs").to_str().unwrap()).unwrap()]
