@@ -581,7 +581,7 @@ async fn run_planned(
         attachment,
         job_dir,
         ids,
-    } = match launch(shared, request, record, plan, base, t0).await {
+    } = match launch(shared, request, record, plan, base, &io.cancel, t0).await {
         Ok(l) => l,
         Err(report) => return (report, None),
     };
@@ -650,6 +650,7 @@ async fn launch(
     record: &ImageRecord,
     plan: Plan,
     base: Option<&Kept>,
+    cancel: &CancellationToken,
     t0: Instant,
 ) -> Result<Launched, ExecReport> {
     let internal = |what: String| fail(OutcomeReason::InternalError, what, t0);
@@ -660,11 +661,20 @@ async fn launch(
     let dir_name = job_dir_name(&shared.tag, seq, &request.job_id);
     let job_dir = shared.jobs_dir.join(&dir_name);
     // Rootless: the job's host id range, held until P1 is reaped (waits while every range is
-    // in use).
+    // in use; a cancel ends the wait).
     let range = match &shared.ranges {
-        Some(ranges) => match ranges.take().await {
-            Ok(r) => Some(r),
-            Err(e) => return Err(internal(e)),
+        Some(ranges) => tokio::select! {
+            r = ranges.take() => match r {
+                Ok(r) => Some(r),
+                Err(e) => return Err(internal(e)),
+            },
+            _ = cancel.cancelled() => {
+                return Err(fail(
+                    OutcomeReason::Cancelled,
+                    "cancelled while waiting for a free user namespace range",
+                    t0,
+                ));
+            }
         },
         None => None,
     };

@@ -437,3 +437,30 @@ async fn a_store_without_idmapped_mounts_falls_back_or_refuses() {
         "{preflight}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_waiting_for_a_free_range_can_be_cancelled() {
+    require_rootless();
+    // One range: a second container waits until the first is reaped.
+    let env = TestEnv::with_config(|c| c.userns.ranges = 1);
+    let image = env.busybox("userns-wait", &[], default_config()).await;
+    let mut first = Running::start(&env, sh(&image, "echo ready; exec sleep 4716"));
+    first.until("ready\n").await;
+    let second = Running::start(&env, sh(&image, "echo never"));
+    // The image is in the store already: the second job is past resolving it and waiting for
+    // the range long before this (nothing shows that wait from outside).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cancelled while it waits: it ends now, not when the first job's range comes back.
+    let report = tokio::time::timeout(Duration::from_secs(20), second.stop())
+        .await
+        .expect("a cancel did not end the wait for a user namespace range");
+    assert_eq!(
+        report.outcome.reason,
+        OutcomeReason::Cancelled,
+        "{report:?}"
+    );
+    let detail = report.outcome.detail.clone().unwrap_or_default();
+    assert!(detail.contains("free user namespace range"), "{detail}");
+    let first = first.stop().await;
+    assert_eq!(first.outcome.reason, OutcomeReason::Cancelled, "{first:?}");
+}
