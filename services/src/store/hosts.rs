@@ -215,19 +215,13 @@ pub async fn connect(
 /// stops the task.
 pub struct Follower {
     task: tokio::task::JoinHandle<()>,
-    wake: Arc<Notify>,
 }
 
 impl Follower {
     /// Starts following for `pool`, whose options point at `url.hosts[current]`.
     pub fn start(pool: PgPool, url: DatabaseUrl, current: usize, wake: Arc<Notify>) -> Self {
-        let task = tokio::spawn(follow(pool, url, current, wake.clone()));
-        Self { task, wake }
-    }
-
-    /// The notifier that makes the follower check at once (the pool's `after_connect` uses it).
-    pub fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+        let task = tokio::spawn(follow(pool, url, current, wake));
+        Self { task }
     }
 }
 
