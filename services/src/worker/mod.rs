@@ -60,6 +60,9 @@ enum StopCause {
 struct Running {
     cancel: CancellationToken,
     cause: Mutex<Option<StopCause>>,
+    /// The job's completion went to the writer: its lease ends with that commit, so a heartbeat
+    /// that no longer finds it is not a lost lease.
+    completing: std::sync::atomic::AtomicBool,
     /// The job's tenant: the writer lane of the next claimed jobs depends on who holds the slots.
     tenant: String,
 }
@@ -75,6 +78,28 @@ impl Running {
 
     fn cause(&self) -> Option<StopCause> {
         *self.cause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn completing(&self) -> bool {
+        self.completing.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// What the heartbeat does with a running job whose lease it did not find.
+#[derive(Debug, PartialEq, Eq)]
+enum Unrenewed {
+    /// Someone else owns the job now: stop it and record nothing.
+    LeaseLost,
+    /// Its completion was sent (and has likely just committed, which ends the lease), or it is
+    /// already being stopped: nothing to do.
+    Finishing,
+}
+
+fn unrenewed(entry: &Running) -> Unrenewed {
+    if entry.cause().is_none() && !entry.completing() {
+        Unrenewed::LeaseLost
+    } else {
+        Unrenewed::Finishing
     }
 }
 
@@ -226,6 +251,7 @@ impl Worker {
                                         let entry = Arc::new(Running {
                                             cancel: CancellationToken::new(),
                                             cause: Mutex::new(None),
+                                            completing: Default::default(),
                                             tenant: job.tenant.clone(),
                                         });
                                         map.insert(job.id, entry.clone());
@@ -485,6 +511,9 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
         // The slot frees once the completion is stored: until then the database still counts
         // the job as running here, and a claim in between would exceed the slots.
         let (stored_tx, stored) = tokio::sync::oneshot::channel();
+        entry
+            .completing
+            .store(true, std::sync::atomic::Ordering::Release);
         if writer
             .send(WriterMsg::Complete(Box::new(c), stored_tx))
             .await
@@ -690,12 +719,17 @@ async fn heartbeat_loop(
                         match held.get(id) {
                             Some(true) => e.stop(StopCause::Cancel),
                             Some(false) => {}
-                            // Claimed moments ago and already finished, or taken over.
-                            None if e.cause().is_none() => {
-                                tracing::warn!(job = %id, "lease lost; stopping the job without recording anything");
-                                e.stop(StopCause::LeaseLost);
-                            }
-                            None => {}
+                            // Taken over — or finished: its completion commits and ends the
+                            // lease before the job leaves the map (the slot frees after that).
+                            None => match unrenewed(e) {
+                                Unrenewed::LeaseLost => {
+                                    tracing::warn!(job = %id, "lease lost; stopping the job without recording anything");
+                                    e.stop(StopCause::LeaseLost);
+                                }
+                                Unrenewed::Finishing => {
+                                    tracing::debug!(job = %id, "lease ended by the job's completion");
+                                }
+                            },
                         }
                     }
                 }
@@ -781,7 +815,33 @@ impl runtime_core::ModuleStore for PgModuleStore {
 
 #[cfg(test)]
 mod tests {
-    use super::SlotShares;
+    use super::{Running, SlotShares, StopCause, Unrenewed, unrenewed};
+
+    #[test]
+    fn a_lease_ended_by_the_jobs_own_completion_is_not_a_lost_lease() {
+        let entry = Running {
+            cancel: Default::default(),
+            cause: Default::default(),
+            completing: Default::default(),
+            tenant: "t".into(),
+        };
+        // Running, and its lease is gone: someone else owns the job.
+        assert_eq!(unrenewed(&entry), Unrenewed::LeaseLost);
+        // Its completion is on the way to the database: the commit ended the lease.
+        entry
+            .completing
+            .store(true, std::sync::atomic::Ordering::Release);
+        assert_eq!(unrenewed(&entry), Unrenewed::Finishing);
+        // Already being stopped for another reason: not stopped again.
+        let stopping = Running {
+            cancel: Default::default(),
+            cause: Default::default(),
+            completing: Default::default(),
+            tenant: "t".into(),
+        };
+        stopping.stop(StopCause::Cancel);
+        assert_eq!(unrenewed(&stopping), Unrenewed::Finishing);
+    }
 
     #[test]
     fn only_tenants_below_the_average_share_take_the_express_lane() {
