@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::guests;
 use nekton::api::types::{JobSpec, JobState};
-use nekton::cli::Client;
 use nekton::pg::{EmbeddedOptions, EmbeddedPostgres, PORT, SUPERUSER};
 use sqlx::{Connection, Executor};
 
@@ -128,14 +127,7 @@ async fn jobs_survive_a_failover_to_the_promoted_standby() {
         .await
         .expect("opening the database through the multi-host URL");
     assert_eq!(db.pool.connect_options().get_host(), PRIMARY);
-    let running = nekton::server::start(db.pool.clone(), common::options(state.path()))
-        .await
-        .unwrap();
-    let client = Client::with_token(
-        &format!("http://{}", running.api_addr.unwrap()),
-        running.admin_token.as_deref(),
-    )
-    .unwrap();
+    let (running, client) = common::start_on(&db.pool, state.path()).await;
     let hello = client.push_module(guests::hello()).await.unwrap().digest;
     let spec = JobSpec {
         module: Some(hello),

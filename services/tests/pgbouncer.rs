@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::guests;
 use nekton::api::types::{JobSpec, JobState, LimitsSpec};
-use nekton::cli::{Client, LogStreamEvent};
+use nekton::cli::LogStreamEvent;
 use nekton::pg::{EmbeddedOptions, EmbeddedPostgres, PORT, SUPERUSER};
 
 struct Bouncer(Child);
@@ -93,14 +93,7 @@ async fn api_and_worker_run_through_pgbouncer_in_session_mode() {
         .await
         .expect("migrations through PgBouncer");
     let state = tempfile::tempdir().unwrap();
-    let running = nekton::server::start(pool.clone(), common::options(state.path()))
-        .await
-        .unwrap();
-    let client = Client::with_token(
-        &format!("http://{}", running.api_addr.unwrap()),
-        running.admin_token.as_deref(),
-    )
-    .unwrap();
+    let (running, client) = common::start_on(&pool, state.path()).await;
 
     // Jobs run, their output streams live over SSE (LISTEN through PgBouncer), a running job is
     // cancelled within a second (NOTIFY through PgBouncer), a batch completes.

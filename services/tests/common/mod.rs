@@ -101,6 +101,20 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
     }
 }
 
+/// API + worker in this process on `pool` (a database the test set up itself), and an admin
+/// client of it.
+pub async fn start_on(pool: &sqlx::PgPool, state_dir: &std::path::Path) -> (Running, Client) {
+    let running = server::start(pool.clone(), options(state_dir))
+        .await
+        .expect("service starts");
+    let client = Client::with_token(
+        &format!("http://{}", running.api_addr.expect("api address")),
+        running.admin_token.as_deref(),
+    )
+    .expect("client");
+    (running, client)
+}
+
 impl Harness {
     /// API + worker in this process.
     pub async fn start() -> Self {
