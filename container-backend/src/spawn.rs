@@ -425,11 +425,10 @@ fn p1_main(spec: &ChildSpec) -> ! {
     }
     // The lifeline: P2 holds the read end; POLLHUP on it means P1 (and with it the worker's
     // supervision) is gone. Closes the PDEATHSIG race of P2.
-    let mut life = [0 as RawFd; 2];
-    // SAFETY: `life` has room for the two descriptors.
-    if unsafe { libc::pipe2(life.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
-    }
+    let life = match pipe_above_fixed() {
+        Ok(p) => p,
+        Err(e) => fail(os(ErrorKind::Internal, "pipe (the lifeline)")(e)),
+    };
     let p2 = match &spec.cgroup_dir {
         Some(dir) => fork_into_cgroup(dir),
         // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in
@@ -468,6 +467,29 @@ fn p1_main(spec: &ChildSpec) -> ! {
         close(fd);
     }
     p1_supervise(p2)
+}
+
+/// A close-on-exec pipe whose two ends are numbered from [`FD_FIRST_FREE`] up: never one of the
+/// fixed numbers, which the children close by number (an absent base or user namespace leaves
+/// [`FD_BASE`] or [`FD_USERNS`] free, and `pipe2` takes the lowest free numbers).
+fn pipe_above_fixed() -> Result<[RawFd; 2], Errno> {
+    let mut p = [0 as RawFd; 2];
+    // SAFETY: `p` has room for the two descriptors.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Errno::last());
+    }
+    for end in &mut p {
+        if *end < FD_FIRST_FREE {
+            // SAFETY: duplicating a descriptor this process owns.
+            let high = unsafe { libc::fcntl(*end, libc::F_DUPFD_CLOEXEC, FD_FIRST_FREE) };
+            if high < 0 {
+                return Err(Errno::last());
+            }
+            close(*end);
+            *end = high;
+        }
+    }
+    Ok(p)
 }
 
 /// Writes `data` to the existing file `path` (child code: no allocation, no locks).
@@ -725,11 +747,10 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     }
     // P3 waits on this pipe until this process has become the helper's init: the job never
     // runs beside a fork of the worker.
-    let mut ready = [0 as RawFd; 2];
-    // SAFETY: `ready` has room for the two descriptors.
-    if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        fail(os(ErrorKind::Internal, "pipe")(Errno::last()));
-    }
+    let ready = match pipe_above_fixed() {
+        Ok(p) => p,
+        Err(e) => fail(os(ErrorKind::Internal, "pipe (the job's start signal)")(e)),
+    };
     // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
     let p3 = unsafe { libc::fork() };
     if p3 < 0 {
@@ -750,8 +771,7 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         }
         close(FD_USERNS);
         // A change of the effective uid clears the parent-death signal: armed again, then the
-        // lifeline closes the race (P1 gone in between: POLLHUP). Before the descriptors below
-        // are closed: without a base, the lifeline may have FD_BASE's number.
+        // lifeline closes the race (P1 gone in between: POLLHUP).
         if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init, again") {
             fail(e);
         }
@@ -963,6 +983,26 @@ fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The children's pipes never take a fixed descriptor number, even when those are the
+    /// lowest free ones (a run without a base leaves FD_BASE free, and the children close it
+    /// by number).
+    #[test]
+    fn pipes_of_the_children_are_above_the_fixed_numbers() {
+        let p = pipe_above_fixed().unwrap();
+        assert!(p.iter().all(|fd| *fd >= FD_FIRST_FREE), "{p:?}");
+        let mut b = [0u8; 1];
+        // SAFETY: both ends are this test's descriptors; one byte through the pipe.
+        unsafe {
+            assert_eq!(libc::write(p[1], b"x".as_ptr().cast(), 1), 1);
+            assert_eq!(libc::read(p[0], b.as_mut_ptr().cast(), 1), 1);
+            // Close-on-exec, like pipe2(O_CLOEXEC).
+            assert_eq!(libc::fcntl(p[0], libc::F_GETFD), libc::FD_CLOEXEC);
+            assert_eq!(libc::fcntl(p[1], libc::F_GETFD), libc::FD_CLOEXEC);
+        }
+        assert_eq!(&b, b"x");
+        p.into_iter().for_each(close);
+    }
 
     /// A failing `prctl` is an internal `ChildError` naming the step and the kernel's reason
     /// (in the children it is then reported on the error pipe: see `fail`).
