@@ -641,14 +641,17 @@ async fn hundred_bridge_jobs_killed_and_cancelled_leave_nothing() {
             // killed: wall time
             3 => {
                 let mut r = net.job(&format!("{} >/dev/null; sleep 30", get("/peer")));
-                r.limits.wall_time = Duration::from_millis(300);
+                // Long enough for the request on a machine loaded ~5 deep (at 300 ms one of
+                // them was sometimes killed before it was made), far below the sleep.
+                r.limits.wall_time = Duration::from_millis(1500);
                 r
             }
             // cancelled while running
             7 => {
                 let c = cancel.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    // As for the wall-time kill above: after the request, on a loaded machine.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
                     c.cancel();
                 });
                 net.job(&format!("{} >/dev/null; sleep 30", get("/peer")))
