@@ -131,18 +131,20 @@ async fn count(pool: &PgPool, sql: String) -> i64 {
         .unwrap()
 }
 
+/// A chunk's key, stream, length, digest of its bytes, and time.
 type Row = (
     Uuid,
     i32,
     i32,
     i16,
-    Vec<u8>,
+    i32,
+    String,
     Option<chrono::DateTime<chrono::Utc>>,
 );
 
 async fn all_rows(pool: &PgPool) -> Vec<Row> {
     sqlx::query_as(
-        "SELECT job_id, attempt, seq, stream, data, stored_at FROM log_chunks \
+        "SELECT job_id, attempt, seq, stream, length(data), md5(data), stored_at FROM log_chunks \
          ORDER BY job_id, attempt, seq",
     )
     .fetch_all(pool)
