@@ -2,10 +2,13 @@
 //! docs/queue.md, "Log partitions"), against a real database: the migration keeps the rows it
 //! finds, output lands in its period's partition exactly once, retention drops a partition whose
 //! jobs are all gone and keeps one that still holds a job, and workers creating partitions at the
-//! same time do not fail each other.
+//! same time do not fail each other; a running service's worker creates the partitions itself.
+
+mod common;
 
 use std::time::Duration;
 
+use common::{Harness, guests};
 use nekton::api::types::JobState;
 use nekton::model::{ChunkKind, OutputStream};
 use nekton::store::jobs::{self, NewJob, Submitted};
@@ -460,4 +463,48 @@ async fn concurrent_workers_create_partitions_without_failing_each_other() {
         .map(|p| p.name)
         .collect();
     assert_eq!(listed, current);
+}
+
+/// A running service (API + worker): the worker's upkeep creates today's and the next days'
+/// partitions on its own, a job's output lands in today's, and the API serves it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_upkeep_creates_the_partitions_its_jobs_write_to() {
+    let h = Harness::start().await;
+    let pool = &h.db.pool;
+    let start = now_ms() / DAY_MS * DAY_MS;
+    let wanted: Vec<String> = (0..3)
+        .map(|k| partitions::partition_name(start + k * DAY_MS))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Vec<String> = partitions::list(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        if names == wanted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not create the partitions {wanted:?} within 20 s (has {names:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let digest = h.push(guests::hello()).await;
+    let job = h.submit(&Harness::spec(&digest)).await;
+    let done = h.wait_finished(job.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(homes(pool, job.id).await, vec![wanted[0].clone()]);
+    let out = h
+        .http
+        .get(format!("{}/v1/jobs/{}/logs?stream=stdout", h.base, job.id))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&out[..], b"hello\n");
 }
