@@ -38,7 +38,7 @@ pub const AHEAD: u32 = 2;
 pub const DEFAULT_PARTITION: &str = "log_chunks_default";
 
 /// Key of the advisory lock that serializes partition DDL across workers ("nekton-lp").
-const LOCK_KEY: i64 = 0x6e656b746f6e_6c70;
+const LOCK_KEY: i64 = 0x6e65_6b74_6f6e_6c70;
 
 /// How long a DDL statement waits for its locks before giving up until the next pass.
 const LOCK_TIMEOUT: &str = "2s";
