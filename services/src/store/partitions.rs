@@ -37,9 +37,6 @@ pub const AHEAD: u32 = 2;
 /// The partition that takes every id no range partition covers.
 pub const DEFAULT_PARTITION: &str = "log_chunks_default";
 
-/// Key of the advisory lock that serializes partition DDL across workers ("nekton-lp").
-const LOCK_KEY: i64 = 0x6e65_6b74_6f6e_6c70;
-
 /// How long a DDL statement waits for its locks before giving up until the next pass.
 const LOCK_TIMEOUT: &str = "2s";
 
@@ -157,7 +154,7 @@ pub async fn ensure(pool: &PgPool, period: Duration) -> Result<Vec<String>, Stor
 }
 
 /// Creates the partition for ids of `[lo_ms, hi_ms)` unless one overlapping that range exists
-/// (`None`). Also `None`, with a warning, when the DEFAULT partition already holds rows in the
+/// (`None`). Also `None` (logged) when the DEFAULT partition already holds rows in the
 /// range (output stored while no partition covered it): attaching would fail, so those ids keep
 /// going to the DEFAULT partition, where retention deletes them row by row.
 ///
@@ -184,7 +181,7 @@ pub async fn create(pool: &PgPool, lo_ms: u64, hi_ms: u64) -> Result<Option<Stri
     .fetch_one(&mut *tx)
     .await?;
     if stray {
-        tracing::warn!(
+        tracing::info!(
             partition = name,
             "the default log partition already holds output of this period; not creating its partition (that output is deleted row by row by retention)"
         );
@@ -212,8 +209,8 @@ fn ident(name: &str) -> String {
 
 /// Takes the partition DDL lock for the transaction and bounds its lock waits.
 async fn lock(tx: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
+    // Keyed like the other advisory locks (`hashtextextended('nekton.' …)`).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('nekton.log_partitions', 0))")
         .execute(&mut *tx)
         .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
