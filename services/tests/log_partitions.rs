@@ -508,3 +508,47 @@ async fn a_workers_upkeep_creates_the_partitions_its_jobs_write_to() {
         .unwrap();
     assert_eq!(&out[..], b"hello\n");
 }
+
+/// `nekton_table_dead_tuple_ratio{table="log_chunks"}` counts the tuples of its partitions (the
+/// partitioned table itself holds none).
+#[tokio::test]
+async fn the_dead_tuple_ratio_of_log_chunks_counts_its_partitions() {
+    let db = db().await;
+    let pool = &db.pool;
+    let created = partitions::ensure(pool, PERIOD).await.unwrap();
+    // Written on a connection of its own, closed after: a backend's statistics reach the shared
+    // counters when it exits.
+    let mut conn = db.connect().await.unwrap();
+    let job = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
+         SELECT $1, 1, s, 1, 'x' FROM generate_series(1, 10) s",
+    )
+    .bind(job)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM log_chunks WHERE job_id = $1 AND seq > 5")
+        .bind(job)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+    assert_eq!(homes(pool, job).await, vec![created[0].clone()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ratios = nekton::store::stats::dead_tuple_ratios(pool).await.unwrap();
+        let got = ratios
+            .iter()
+            .find(|(t, _)| t == "log_chunks")
+            .map(|(_, r)| *r);
+        if got == Some(0.5) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log_chunks: 5 dead of 10 in its partition should read 0.5, got {got:?} ({ratios:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
