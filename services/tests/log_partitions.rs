@@ -334,12 +334,14 @@ async fn retention_drops_a_partition_whose_jobs_are_gone_and_keeps_one_with_a_li
     let day_b = (now_ms() - 20 * DAY_MS) / DAY_MS * DAY_MS;
     let a = partitions::create(pool, day_a, day_a + DAY_MS)
         .await
-        .unwrap()
-        .expect("partition A created");
+        .unwrap();
+    assert_eq!(a.len(), 1, "partition A created");
+    let a = a[0].clone();
     let b = partitions::create(pool, day_b, day_b + DAY_MS)
         .await
-        .unwrap()
-        .expect("partition B created");
+        .unwrap();
+    assert_eq!(b.len(), 1, "partition B created");
+    let b = b[0].clone();
 
     let w = Uuid::now_v7();
     let (a1, a2) = (v7_at(day_a + 1000), v7_at(day_a + DAY_MS - 1));
@@ -550,5 +552,54 @@ async fn the_dead_tuple_ratio_of_log_chunks_counts_its_partitions() {
             "log_chunks: 5 dead of 10 in its partition should read 0.5, got {got:?} ({ratios:?})"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After the period changes (a shorter retention, then the default again), the partitions of the
+/// new period fill the gaps between the existing ones: the next days are covered without a hole
+/// or an overlap, so none of their output falls to the DEFAULT partition.
+#[tokio::test]
+async fn partitions_of_a_new_period_fill_the_gaps_between_the_old_ones() {
+    let db = db().await;
+    let pool = &db.pool;
+    let hour = Duration::from_secs(3600);
+    let hourly = partitions::ensure(pool, hour).await.unwrap();
+    assert_eq!(hourly.len(), 3);
+    let daily = partitions::ensure(pool, PERIOD).await.unwrap();
+    assert!(!daily.is_empty());
+    assert!(partitions::ensure(pool, hour).await.unwrap().is_empty());
+    assert!(partitions::ensure(pool, PERIOD).await.unwrap().is_empty());
+
+    let start = now_ms() / DAY_MS * DAY_MS;
+    let listed = partitions::list(pool).await.unwrap();
+    assert_eq!(
+        listed.first().unwrap().lo,
+        partitions::bound(start),
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed.last().unwrap().hi,
+        partitions::bound(start + 3 * DAY_MS),
+        "{listed:?}"
+    );
+    for w in listed.windows(2) {
+        assert_eq!(w[0].hi, w[1].lo, "no hole, no overlap: {listed:?}");
+    }
+    for p in &hourly {
+        assert!(listed.iter().any(|l| &l.name == p), "{p} kept");
+    }
+    // Any id of those three days lands in a range partition.
+    let w = Uuid::now_v7();
+    for k in 0..12 {
+        let id = v7_at(start + k * 6 * 3600 * 1000 + 1);
+        running_job(pool, w, id).await;
+        queue::insert_chunks(pool, w, &[chunk(id, 1, b"x")])
+            .await
+            .unwrap();
+        let home = homes(pool, id).await;
+        assert!(
+            home.len() == 1 && home[0] != partitions::DEFAULT_PARTITION,
+            "{id} stored in {home:?}"
+        );
     }
 }

@@ -27,8 +27,24 @@ use uuid::Uuid;
 
 use super::StoreError;
 
-/// The time range one partition covers.
+/// The longest time range one partition covers: a day, the period at the default retention (a
+/// week) and longer ones ([`period_for`]).
 pub const PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// The partition period for a retention: the longest of 24, 12, 8, 6, 4, 3, 2 and 1 hours that is
+/// at most a seventh of the retention (an hour at least). A pruned job's output stays until its
+/// partition is dropped, up to a period after the job itself, so the space output takes beyond
+/// the retention is at most about a seventh (a day at the default week) instead of a whole day
+/// at a retention of an hour. Each of these divides a day, so partitions start on UTC hours and
+/// days.
+pub fn period_for(retention: Duration) -> Duration {
+    const HOURS: [u64; 8] = [24, 12, 8, 6, 4, 3, 2, 1];
+    let hours = HOURS
+        .into_iter()
+        .find(|h| Duration::from_secs(h * 3600 * 7) <= retention)
+        .unwrap_or(1);
+    Duration::from_secs(hours * 3600)
+}
 
 /// Periods after the current one whose partitions are created ahead of time: a worker that
 /// misses a whole period still finds the next one's partition there.
@@ -146,60 +162,80 @@ pub async fn ensure(pool: &PgPool, period: Duration) -> Result<Vec<String>, Stor
     let mut created = Vec::new();
     for k in 0..=u64::from(AHEAD) {
         let lo = start.saturating_add(k * period_ms);
-        if let Some(name) = create(pool, lo, lo.saturating_add(period_ms)).await? {
-            created.push(name);
-        }
+        created.extend(create(pool, lo, lo.saturating_add(period_ms)).await?);
     }
     Ok(created)
 }
 
-/// Creates the partition for ids of `[lo_ms, hi_ms)` unless one overlapping that range exists
-/// (`None`). Also `None` (logged) when the DEFAULT partition already holds rows in the
-/// range (output stored while no partition covered it): attaching would fail, so those ids keep
-/// going to the DEFAULT partition, where retention deletes them row by row.
+/// Creates partitions for the ids of `[lo_ms, hi_ms)` that no partition covers yet: one for the
+/// whole range when none overlaps it, else one for each gap between the existing ones (after a
+/// change of period, old and new partitions fit together). Returns the names created. A gap the
+/// DEFAULT partition already holds rows of (output stored while no partition covered it) is left
+/// alone, and logged: attaching would fail, so those ids keep going to the DEFAULT partition,
+/// where retention deletes them row by row.
 ///
-/// The partition is created empty and then attached, which takes only a SHARE UPDATE EXCLUSIVE
+/// A partition is created empty and then attached, which takes only a SHARE UPDATE EXCLUSIVE
 /// lock on `log_chunks` (readers and writers go on); the DEFAULT partition is locked ACCESS
 /// EXCLUSIVE while it is checked for rows of the new range.
-pub async fn create(pool: &PgPool, lo_ms: u64, hi_ms: u64) -> Result<Option<String>, StoreError> {
+pub async fn create(pool: &PgPool, lo_ms: u64, hi_ms: u64) -> Result<Vec<String>, StoreError> {
     let (lo, hi) = (bound(lo_ms), bound(hi_ms));
     if lo >= hi {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let name = partition_name(lo_ms);
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     let existing = list_on(&mut tx).await?;
-    if existing.iter().any(|p| p.lo < hi && lo < p.hi) {
-        return Ok(None);
+    let mut created = Vec::new();
+    for (lo, hi) in gaps(lo, hi, &existing) {
+        let name = partition_name(millis_of(lo));
+        let stray: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE job_id >= $1 AND job_id < $2)"
+        )))
+        .bind(lo)
+        .bind(hi)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stray {
+            tracing::info!(
+                partition = name,
+                "the default log partition already holds output of this period; not creating its partition (that output is deleted row by row by retention)"
+            );
+            continue;
+        }
+        // Names and bounds are made from numbers here, never from input.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {name} (LIKE log_chunks INCLUDING DEFAULTS INCLUDING STORAGE) WITH ({AUTOVACUUM})"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE log_chunks ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        created.push(name);
     }
-    let stray: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE job_id >= $1 AND job_id < $2)"
-    )))
-    .bind(lo)
-    .bind(hi)
-    .fetch_one(&mut *tx)
-    .await?;
-    if stray {
-        tracing::info!(
-            partition = name,
-            "the default log partition already holds output of this period; not creating its partition (that output is deleted row by row by retention)"
-        );
-        return Ok(None);
-    }
-    // Names and bounds are made from numbers here, never from input.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {name} (LIKE log_chunks INCLUDING DEFAULTS INCLUDING STORAGE) WITH ({AUTOVACUUM})"
-    )))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER TABLE log_chunks ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO ('{hi}')"
-    )))
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
-    Ok(Some(name))
+    Ok(created)
+}
+
+/// The parts of `[lo, hi)` that none of `existing` (sorted by `lo`, not overlapping) covers.
+fn gaps(lo: Uuid, hi: Uuid, existing: &[Partition]) -> Vec<(Uuid, Uuid)> {
+    let mut out = Vec::new();
+    let mut cursor = lo;
+    for p in existing {
+        if p.hi <= cursor || p.lo >= hi {
+            continue;
+        }
+        if p.lo > cursor {
+            out.push((cursor, p.lo));
+        }
+        cursor = cursor.max(p.hi);
+    }
+    if cursor < hi {
+        out.push((cursor, hi));
+    }
+    out
 }
 
 /// `name` quoted as an SQL identifier (names read back from the catalog).
@@ -308,5 +344,57 @@ async fn sweep(pool: &PgPool, p: &Partition) -> Result<u64, StoreError> {
         if jobs < SWEEP_BATCH {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_period_is_at_most_a_seventh_of_the_retention_and_divides_a_day() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(period_for(h(7 * 24)), h(24));
+        assert_eq!(period_for(h(30 * 24)), h(24));
+        assert_eq!(period_for(h(24)), h(3));
+        assert_eq!(period_for(h(84)), h(12));
+        assert_eq!(period_for(h(1)), h(1));
+        assert_eq!(period_for(Duration::ZERO), h(1));
+    }
+
+    #[test]
+    fn bounds_hold_the_milliseconds_in_the_first_48_bits() {
+        let id = Uuid::now_v7();
+        let ms = millis_of(id);
+        assert!(bound(ms) <= id && id < bound(ms + 1));
+        assert_eq!(millis_of(bound(ms)), ms);
+        assert_eq!(bound(1 << 60), bound((1 << 48) - 1));
+        assert_eq!(partition_name(86_400_000), "log_chunks_19700102_000000_000");
+    }
+
+    #[test]
+    fn gaps_are_the_parts_no_partition_covers() {
+        let p = |lo: u64, hi: u64| Partition {
+            name: partition_name(lo),
+            lo: bound(lo),
+            hi: bound(hi),
+        };
+        let g = |v: &[(u64, u64)]| -> Vec<(Uuid, Uuid)> {
+            v.iter().map(|&(a, b)| (bound(a), bound(b))).collect()
+        };
+        assert_eq!(gaps(bound(0), bound(100), &[]), g(&[(0, 100)]));
+        assert_eq!(
+            gaps(bound(0), bound(100), &[p(10, 20), p(20, 30), p(50, 60)]),
+            g(&[(0, 10), (30, 50), (60, 100)])
+        );
+        assert_eq!(gaps(bound(10), bound(20), &[p(0, 100)]), g(&[]));
+        assert_eq!(
+            gaps(bound(10), bound(40), &[p(0, 20), p(30, 100)]),
+            g(&[(20, 30)])
+        );
+        assert_eq!(
+            gaps(bound(10), bound(40), &[p(0, 10), p(40, 50)]),
+            g(&[(10, 40)])
+        );
     }
 }

@@ -774,7 +774,7 @@ async fn log_partitions(pool: &PgPool, retention: Duration) {
         }
         Err(e) => tracing::warn!(error = %e, "retiring log partitions failed; will retry"),
     }
-    match partitions::ensure(pool, partitions::PERIOD).await {
+    match partitions::ensure(pool, partitions::period_for(retention)).await {
         Ok(created) if !created.is_empty() => {
             tracing::info!(created = ?created, "created log partitions ahead of time")
         }
