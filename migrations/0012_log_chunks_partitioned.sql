@@ -3,7 +3,7 @@
 -- partitions").
 --
 -- Job ids are UUIDv7: their first 48 bits are the submission time in Unix milliseconds, so a range
--- of ids is a range of submission times. A partition covers one period (a day by default) from
+-- of ids is a range of submission times. A partition covers one period (a day at the default retention) from
 -- the UUID with the period start's milliseconds in the first 48 bits and zeros elsewhere to the
 -- next period's. The primary key starts with `job_id`, the partition key, so it stays a valid
 -- unique index on the partitioned table and the writer's `INSERT ... ON CONFLICT DO NOTHING` keeps
