@@ -4,9 +4,9 @@
 //! the submission time in Unix milliseconds, so one partition holds the output of the jobs
 //! submitted in one period ([`period_for`] the retention: a day at the default week). Its bounds
 //! are [`bound`] of the period's start and end: the UUID with those milliseconds in the first 48
-//! bits and zeros elsewhere. Ids no range
-//! partition covers land in the DEFAULT partition (`log_chunks_default`, which also holds the rows
-//! stored before 0012), so an insert never fails for lack of a partition.
+//! bits and zeros elsewhere. Ids no range partition covers land in the DEFAULT partition
+//! (`log_chunks_default`, which also holds the rows stored before 0012), so an insert never fails
+//! for lack of a partition.
 //!
 //! Every worker, in its upkeep loop:
 //! - [`ensure`]s the partitions of the current period and the next ones exist, and
