@@ -1,6 +1,6 @@
 //! The PostgreSQL side of nekton: migrations, the job records the API reads and writes
 //! ([`jobs`]), the worker's queue operations ([`queue`]), log chunks ([`logs`]), artifacts
-//! ([`artifacts`]) and modules ([`modules`]).
+//! ([`artifacts`]), modules ([`modules`]) and the partitions of `log_chunks` ([`partitions`]).
 //!
 //! Invariants (the reasons are in docs/queue.md):
 //! - The `jobs` row holds only the state machine; specs, leases, attempt results and log chunks
@@ -14,6 +14,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod logs;
 pub mod modules;
+pub mod partitions;
 pub mod queue;
 pub mod stats;
 pub mod tenants;

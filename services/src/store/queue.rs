@@ -425,15 +425,19 @@ pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<U
     Ok(ids)
 }
 
-/// Deletes up to `limit` jobs that finished more than `age` ago, with their logs, artifacts,
-/// specs and attempts, and batches left empty. Returns the number of jobs deleted.
+/// Deletes up to `limit` jobs that finished more than `age` ago, with their artifacts, specs and
+/// attempts, and batches left empty. Returns the number of jobs deleted.
+///
+/// Their log chunks are deleted here only from the DEFAULT partition of `log_chunks`; a range
+/// partition's chunks go with the whole partition when [`super::partitions::retire`] drops it
+/// (nothing reads a job's output once the job is gone).
 pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, StoreError> {
     let deleted: i64 = sqlx::query_scalar(
         "WITH victims AS ( \
              SELECT id FROM jobs WHERE finished_at < now() - $1 * interval '1 millisecond' \
              ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
          ), logs AS ( \
-             DELETE FROM log_chunks c USING victims v WHERE c.job_id = v.id \
+             DELETE FROM log_chunks_default c USING victims v WHERE c.job_id = v.id \
          ), artifacts AS ( \
              DELETE FROM job_artifacts a USING victims v WHERE a.job_id = v.id \
          ), artifacts_skipped AS ( \

@@ -38,12 +38,16 @@ pub const HOT_TABLES: [&str; 5] = ["jobs", "leases", "job_attempts", "job_specs"
 
 /// Dead tuples as a fraction of all tuples, per hot table, from PostgreSQL's statistics (which
 /// lag by up to a few seconds). A ratio that stays high means VACUUM is not keeping up — or a
-/// long transaction holds it back — and claims will slow down.
+/// long transaction holds it back — and claims will slow down. A partitioned table (`log_chunks`)
+/// counts the tuples of all its partitions.
 pub async fn dead_tuple_ratios(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT relname::text, CASE WHEN n_live_tup + n_dead_tup = 0 THEN 0 \
-                ELSE n_dead_tup::float8 / (n_live_tup + n_dead_tup) END \
-         FROM pg_stat_user_tables WHERE relname = ANY($1)",
+        "SELECT t.name, CASE WHEN sum(s.n_live_tup + s.n_dead_tup) = 0 THEN 0 \
+                ELSE sum(s.n_dead_tup)::float8 / sum(s.n_live_tup + s.n_dead_tup) END \
+         FROM unnest($1::text[]) AS t(name) \
+         JOIN pg_stat_user_tables s ON s.relid = to_regclass(t.name) \
+             OR s.relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(t.name)) \
+         GROUP BY t.name",
     )
     .bind(&HOT_TABLES[..])
     .fetch_all(pool)

@@ -28,6 +28,7 @@ use crate::config::QueueTiming;
 use crate::images::ImageHost;
 use crate::metrics::Metrics;
 use crate::model::ChunkKind;
+use crate::store::partitions;
 use crate::store::queue::{self, Claimed, NewChunk};
 use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
 use writer::{FLUSH_BYTES, WriterMsg};
@@ -785,6 +786,35 @@ async fn upkeep_loop(pool: PgPool, timing: QueueTiming, stop: CancellationToken,
                     }
                 }
             }
+            log_partitions(&pool, timing.retention).await;
+        }
+    }
+}
+
+/// Partitions of `log_chunks` (store/partitions.rs): retires those past retention (after the
+/// prune above removed their jobs), then creates the current period's and the next ones'.
+/// Failures are logged and retried at the next pass; output goes to the DEFAULT partition
+/// meanwhile, so nothing is lost.
+async fn log_partitions(pool: &PgPool, retention: Duration) {
+    match partitions::retire(pool, retention).await {
+        Ok(r) => {
+            if !r.dropped.is_empty() {
+                tracing::info!(dropped = ?r.dropped, "dropped log partitions past retention");
+            }
+            if r.swept_chunks > 0 {
+                tracing::info!(kept = ?r.kept, chunks = r.swept_chunks,
+                    "deleted pruned jobs' output from log partitions past retention that still hold a job");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "retiring log partitions failed; will retry"),
+    }
+    match partitions::ensure(pool, partitions::period_for(retention)).await {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(created = ?created, "created log partitions ahead of time")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "creating log partitions failed; will retry (output goes to the default partition meanwhile)")
         }
     }
 }
