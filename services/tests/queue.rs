@@ -36,6 +36,7 @@ fn new_job(queue: &str, priority: i16, max_attempts: i32) -> NewJob {
         spec: serde_json::json!({"module": "sha256:test"}),
         spec_hash: vec![1, 2, 3],
         idempotency_key: None,
+        traceparent: None,
     }
 }
 
