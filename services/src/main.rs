@@ -675,7 +675,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                     common.db_connections,
                 )
                 .await?;
-                serve_until_signal(db, options(&common, None, Some(&worker), &images), None).await?;
+                serve_until_signal(db, options(&common, None, Some(&worker), &images), None)
+                    .await?;
                 Ok(0)
             }
             .await;

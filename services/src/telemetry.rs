@@ -44,8 +44,7 @@ impl TraceParent {
             return None;
         }
         let version = hex_bytes::<1>(s.get(0..2)?)?[0];
-        if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-')
-        {
+        if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
         let trace_id = hex_bytes::<16>(s.get(3..35)?)?;
@@ -64,8 +63,7 @@ impl TraceParent {
     /// A new trace with a random trace id and span id (sampled).
     pub fn random() -> Self {
         let mut bytes = [0u8; 24];
-        if getrandom::fill(&mut bytes).is_err() || bytes[..16] == [0; 16] || bytes[16..] == [0; 8]
-        {
+        if getrandom::fill(&mut bytes).is_err() || bytes[..16] == [0; 16] || bytes[16..] == [0; 8] {
             // No system randomness (never seen on Linux): a time-ordered unique id still makes
             // a valid, distinct trace id.
             bytes[..16].copy_from_slice(uuid::Uuid::now_v7().as_bytes());
@@ -230,7 +228,12 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() }.with_filter(filter);
+    let fmt = if json {
+        fmt.json().boxed()
+    } else {
+        fmt.boxed()
+    }
+    .with_filter(filter);
     let endpoint = otlp_endpoint.map(str::trim).filter(|e| !e.is_empty());
     let Some(endpoint) = endpoint else {
         tracing_subscriber::registry().with(fmt).init();
@@ -242,8 +245,7 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry
         .with_location(false)
         .with_threads(false)
         .with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("nekton", tracing::Level::INFO),
+            tracing_subscriber::filter::Targets::new().with_target("nekton", tracing::Level::INFO),
         );
     tracing_subscriber::registry().with(fmt).with(otel).init();
     EXPORTING.store(true, Ordering::Relaxed);

@@ -74,10 +74,7 @@ impl Receiver {
                             }],
                         };
                         spans.lock().unwrap().extend(found);
-                        (
-                            [("content-type", "application/json")],
-                            "{}".to_string(),
-                        )
+                        ([("content-type", "application/json")], "{}".to_string())
                     }
                 },
             ),
@@ -217,7 +214,11 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut worker_args = vec!["--slots".to_string(), "4".into(), "--no-bridge-network".into()];
+        let mut worker_args = vec![
+            "--slots".to_string(),
+            "4".into(),
+            "--no-bridge-network".into(),
+        ];
         worker_args.extend_from_slice(extra);
         let worker = spawn("worker", db, dirs.1.path(), &worker_args, env);
         Service {
@@ -289,7 +290,11 @@ async fn a_jobs_spans_from_the_request_to_its_completion_form_the_callers_trace(
             &[("traceparent", traceparent.as_str())],
         )
         .await;
-    assert_eq!(job.trace_id.as_deref(), Some(trace), "the caller's trace id");
+    assert_eq!(
+        job.trace_id.as_deref(),
+        Some(trace),
+        "the caller's trace id"
+    );
     let done = svc.finished(job.id).await;
     assert_eq!(done.trace_id.as_deref(), Some(trace), "kept on the job");
 
@@ -336,7 +341,10 @@ async fn a_jobs_spans_from_the_request_to_its_completion_form_the_callers_trace(
     assert_eq!(run.attributes.get("backend"), Some(&json!("wasm")));
     assert_eq!(run.attributes.get("job.outcome"), Some(&json!("exited")));
     let complete = one(&spans, "job.complete");
-    assert_eq!(complete.parent, claim.span_id, "job.complete under job.claim");
+    assert_eq!(
+        complete.parent, claim.span_id,
+        "job.complete under job.claim"
+    );
     assert_eq!(
         complete.attributes.get("job.state"),
         Some(&json!("succeeded"))
@@ -374,7 +382,10 @@ async fn a_jobs_spans_from_the_request_to_its_completion_form_the_callers_trace(
     let r = svc
         .http
         .post(format!("{}/v1/batches", svc.base))
-        .header("traceparent", format!("00-{batch_trace}-b7ad6b7169203331-01"))
+        .header(
+            "traceparent",
+            format!("00-{batch_trace}-b7ad6b7169203331-01"),
+        )
         .json(&json!({ "jobs": [{ "module": digest }, { "module": digest }] }))
         .send()
         .await
@@ -429,5 +440,10 @@ async fn without_an_otlp_endpoint_nothing_is_exported_and_jobs_still_get_trace_i
     svc.finished(own.id).await;
     // Ten times the exporters' batch delay.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(receiver.posts(), 0, "spans were exported: {:#?}", receiver.spans());
+    assert_eq!(
+        receiver.posts(),
+        0,
+        "spans were exported: {:#?}",
+        receiver.spans()
+    );
 }

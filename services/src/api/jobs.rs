@@ -255,16 +255,7 @@ async fn submit_traced(
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
     let tenant = state.tenants.of(&state.pool, &caller).await?;
-    let job = prepare(
-        &state,
-        &tenant,
-        spec,
-        id,
-        key,
-        &mut HashSet::new(),
-        &trace,
-    )
-    .await?;
+    let job = prepare(&state, &tenant, spec, id, key, &mut HashSet::new(), &trace).await?;
     let queue = job.queue.clone();
     tracing::Span::current().record("job.queue", queue.as_str());
     let notify = state.notifier.notify_now(&queue);

@@ -58,7 +58,10 @@ pub struct Job {
     /// every attempt (claim, run, completion) belong to this trace (exported over OTLP when the
     /// operator configured it). Absent for jobs stored before nekton kept trace ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[0-9a-f]{32}$", example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    #[schema(
+        pattern = "^[0-9a-f]{32}$",
+        example = "4bf92f3577b34da6a3ce929d0e0e4736"
+    )]
     pub trace_id: Option<String>,
 }
 

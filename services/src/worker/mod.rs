@@ -463,18 +463,18 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                     };
                     let (mut report, summary) =
                         match exec.spawn(run.instrument(run_span.clone())).await {
-                        Ok(done) => done,
-                        Err(e) => (
-                            ExecReport::new(
-                                Outcome::with_reason(
-                                    OutcomeReason::InternalError,
-                                    format!("the sandbox task failed: {e}"),
+                            Ok(done) => done,
+                            Err(e) => (
+                                ExecReport::new(
+                                    Outcome::with_reason(
+                                        OutcomeReason::InternalError,
+                                        format!("the sandbox task failed: {e}"),
+                                    ),
+                                    Usage::default(),
                                 ),
-                                Usage::default(),
+                                None,
                             ),
-                            None,
-                        ),
-                    };
+                        };
                     run_span.record("job.outcome", report.outcome.reason.as_str());
                     if let Some(code) = report.outcome.exit_code {
                         run_span.record("job.exit_code", code);
