@@ -219,8 +219,8 @@ pub fn traces_url(endpoint: &str) -> anyhow::Result<String> {
 
 /// Installs the process's subscriber: logs on stderr (`json`: JSON lines), filtered by
 /// `NEKTON_LOG` (default `info,sqlx=warn,tower_http=warn`), and with `otlp_endpoint` the
-/// OpenTelemetry layer and exporter. The spans exported are nekton's own at INFO and above,
-/// whatever `NEKTON_LOG` says.
+/// OpenTelemetry layer and exporter. The spans exported are nekton's own (DEBUG: in the logs only
+/// with `NEKTON_LOG=debug` or `nekton=debug`), whatever `NEKTON_LOG` says.
 pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEKTON_LOG")
@@ -244,15 +244,20 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry
         .with_tracer(provider.tracer("nekton"))
         .with_location(false)
         .with_threads(false)
-        .with_filter(
-            tracing_subscriber::filter::Targets::new().with_target("nekton", tracing::Level::INFO),
-        );
+        .with_filter(tracing_subscriber::filter::filter_fn(exported));
     tracing_subscriber::registry().with(fmt).with(otel).init();
     EXPORTING.store(true, Ordering::Relaxed);
     tracing::info!(url = %traces_url(endpoint)?, "exporting spans over OTLP/HTTP");
     Ok(Telemetry {
         provider: Some(provider),
     })
+}
+
+/// What the OpenTelemetry layer sees: nekton's spans (they are DEBUG, so the logs leave them out
+/// unless `NEKTON_LOG` asks for them, and without export they cost next to nothing), and its
+/// events at INFO and above inside them (span events).
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("nekton") && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
 }
 
 /// The tracer provider: OTLP/HTTP JSON to `endpoint`, batched (the SDK's `OTEL_BSP_*`

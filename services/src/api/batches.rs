@@ -76,7 +76,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
     caller.require(Scope::JobsWrite)?;
     let id = Uuid::now_v7();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "job.submit",
         batch.id = %id,
         tenant = %caller.tenant(),

@@ -230,7 +230,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     caller.require(Scope::JobsWrite)?;
     let id = Uuid::now_v7();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "job.submit",
         job.id = %id,
         tenant = %caller.tenant(),

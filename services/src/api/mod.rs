@@ -544,7 +544,7 @@ pub fn app(state: AppState) -> Router {
 /// The `http.request` span of a request (docs/operations.md, "Tracing"): a child of the caller's
 /// span when the request carries a valid W3C `traceparent` header (an invalid one is ignored).
 fn request_span(req: &Request) -> tracing::Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "http.request",
         otel.kind = "server",
         http.request.method = %req.method(),

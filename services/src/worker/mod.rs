@@ -377,7 +377,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
     // The attempt on this worker, from the claim to the completion stored: a child of the job's
     // `job.submit` span (its trace context came with the claim); `job.run` and `job.complete`
     // are its children (docs/operations.md, "Tracing").
-    let claim_span = tracing::info_span!(
+    let claim_span = tracing::debug_span!(
         "job.claim",
         job.id = %job.id,
         job.attempt = job.attempt,
@@ -427,7 +427,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                 }
                 Ok(routed) => {
                     backend_name = routed.backend.name();
-                    let run_span = tracing::info_span!(
+                    let run_span = tracing::debug_span!(
                         parent: &claim_span,
                         "job.run",
                         backend = backend_name,
@@ -493,7 +493,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
             }
         }
     };
-    let complete_span = tracing::info_span!(
+    let complete_span = tracing::debug_span!(
         parent: &claim_span,
         "job.complete",
         job.state = tracing::field::Empty,
