@@ -96,6 +96,13 @@ impl Receiver {
     /// Waits until the spans of `trace` include every name in `names` (the exporters batch
     /// every 100 ms here).
     async fn wait_for(&self, trace: &str, names: &[&str]) -> Vec<Span> {
+        let wanted: Vec<(&str, usize)> = names.iter().map(|n| (*n, 1)).collect();
+        self.wait_for_n(trace, &wanted).await
+    }
+
+    /// Waits until the spans of `trace` include at least `n` spans named `name` for each pair.
+    async fn wait_for_n(&self, trace: &str, wanted: &[(&str, usize)]) -> Vec<Span> {
+        let names: Vec<&str> = wanted.iter().map(|(n, _)| *n).collect();
         let start = Instant::now();
         loop {
             let spans: Vec<Span> = self
@@ -103,7 +110,10 @@ impl Receiver {
                 .into_iter()
                 .filter(|s| s.trace_id == trace)
                 .collect();
-            if names.iter().all(|n| spans.iter().any(|s| s.name == *n)) {
+            if wanted
+                .iter()
+                .all(|(name, n)| spans.iter().filter(|s| s.name == *name).count() >= *n)
+            {
                 return spans;
             }
             assert!(
@@ -398,7 +408,7 @@ async fn a_jobs_spans_from_the_request_to_its_completion_form_the_callers_trace(
         assert_eq!(job.trace_id.as_deref(), Some(batch_trace));
     }
     let spans = receiver
-        .wait_for(batch_trace, &["job.submit", "job.claim"])
+        .wait_for_n(batch_trace, &[("job.submit", 1), ("job.claim", 2)])
         .await;
     let submit = one(&spans, "job.submit");
     let claims: Vec<&Span> = spans.iter().filter(|s| s.name == "job.claim").collect();
