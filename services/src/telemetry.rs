@@ -347,6 +347,25 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_is_a_base_url_that_gets_the_traces_path() {
+        assert_eq!(
+            super::traces_url("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            super::traces_url(" https://collector.example/otlp/ ").unwrap(),
+            "https://collector.example/otlp/v1/traces"
+        );
+        for bad in ["127.0.0.1:4318", "grpc://127.0.0.1:4317", "not a url"] {
+            let e = super::traces_url(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--otlp-endpoint") && e.contains("4318"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn random_trace_contexts_are_valid_and_distinct() {
         let a = TraceParent::random();
         let b = TraceParent::random();
