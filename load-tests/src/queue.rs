@@ -199,6 +199,8 @@ async fn variant(
                 spec: json!({}),
                 spec_hash: vec![0; 32],
                 idempotency_key: None,
+                // As the API stores them: the claim returns it with the spec.
+                traceparent: Some(nekton::telemetry::TraceParent::random().to_string()),
             })
             .collect();
         let batch = NewBatch {

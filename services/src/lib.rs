@@ -24,6 +24,7 @@ pub mod model;
 pub mod pg;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod webhooks;
 pub mod worker;

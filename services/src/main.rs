@@ -192,6 +192,11 @@ struct ServiceArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "NEKTON_LOG_JSON")]
     log_json: bool,
+    /// Export spans (HTTP requests, job submissions, and each attempt's claim, run and
+    /// completion) over OTLP/HTTP (JSON) to this collector base URL, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended). Default: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -529,19 +534,9 @@ fn parse_userns_mode(s: &str) -> Result<container_backend::UsernsMode, String> {
     s.parse()
 }
 
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NEKTON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+/// Logs (and, with --otlp-endpoint, the span export) of a service process.
+fn init_tracing(common: &ServiceArgs) -> anyhow::Result<nekton::telemetry::Telemetry> {
+    nekton::telemetry::init(common.log_json, common.otlp_endpoint.as_deref())
 }
 
 fn options(
@@ -622,65 +617,82 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             demo,
             exit_after_demo,
         } => {
-            init_tracing(common.log_json);
-            if images.network.cleanup_network {
-                images.network.cleanup()?;
-                return Ok(0);
+            let telemetry = init_tracing(&common)?;
+            let result = async {
+                if images.network.cleanup_network {
+                    images.network.cleanup()?;
+                    return Ok(0);
+                }
+                let opts = options(&common, Some((listen, &access)), Some(&worker), &images);
+                server::check_auth_mode(&opts)?;
+                let db = Database::open(
+                    common.database_url.as_deref(),
+                    &common.state_dir(),
+                    common.db_connections,
+                )
+                .await?;
+                serve_until_signal(db, opts, demo.then_some(exit_after_demo)).await?;
+                Ok(0)
             }
-            let opts = options(&common, Some((listen, &access)), Some(&worker), &images);
-            server::check_auth_mode(&opts)?;
-            let db = Database::open(
-                common.database_url.as_deref(),
-                &common.state_dir(),
-                common.db_connections,
-            )
-            .await?;
-            serve_until_signal(db, opts, demo.then_some(exit_after_demo)).await?;
-            Ok(0)
+            .await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Api {
             common,
             listen,
             access,
         } => {
-            init_tracing(common.log_json);
-            let opts = options(
-                &common,
-                Some((listen, &access)),
-                None,
-                &ImageArgs::default(),
-            );
-            server::check_auth_mode(&opts)?;
-            let db = Database::open(
-                Some(common.require_url("api")?),
-                &common.state_dir(),
-                common.db_connections,
-            )
-            .await?;
-            serve_until_signal(db, opts, None).await?;
-            Ok(0)
+            let telemetry = init_tracing(&common)?;
+            let result = async {
+                let opts = options(
+                    &common,
+                    Some((listen, &access)),
+                    None,
+                    &ImageArgs::default(),
+                );
+                server::check_auth_mode(&opts)?;
+                let db = Database::open(
+                    Some(common.require_url("api")?),
+                    &common.state_dir(),
+                    common.db_connections,
+                )
+                .await?;
+                serve_until_signal(db, opts, None).await?;
+                Ok(0)
+            }
+            .await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Worker {
             common,
             worker,
             images,
         } => {
-            init_tracing(common.log_json);
-            if images.network.cleanup_network {
-                images.network.cleanup()?;
-                return Ok(0);
+            let telemetry = init_tracing(&common)?;
+            let result = async {
+                if images.network.cleanup_network {
+                    images.network.cleanup()?;
+                    return Ok(0);
+                }
+                let db = Database::open(
+                    Some(common.require_url("worker")?),
+                    &common.state_dir(),
+                    common.db_connections,
+                )
+                .await?;
+                serve_until_signal(db, options(&common, None, Some(&worker), &images), None)
+                    .await?;
+                Ok(0)
             }
-            let db = Database::open(
-                Some(common.require_url("worker")?),
-                &common.state_dir(),
-                common.db_connections,
-            )
-            .await?;
-            serve_until_signal(db, options(&common, None, Some(&worker), &images), None).await?;
-            Ok(0)
+            .await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Migrate { common } => {
-            init_tracing(common.log_json);
+            // Logs only: nothing to trace.
+            nekton::telemetry::init(common.log_json, None)?;
             let db = Database::open(common.database_url.as_deref(), &common.state_dir(), 2).await?;
             println!("migrations applied");
             db.close().await;

@@ -418,6 +418,7 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         spec: json!({"module": "sha256:test"}),
         spec_hash: vec![1],
         idempotency_key: None,
+        traceparent: None,
     };
     nekton::store::jobs::submit(pool, &tenant, new, true)
         .await

@@ -36,6 +36,7 @@ fn new_job(queue: &str, priority: i16, max_attempts: i32) -> NewJob {
         spec: serde_json::json!({"module": "sha256:test"}),
         spec_hash: vec![1, 2, 3],
         idempotency_key: None,
+        traceparent: None,
     }
 }
 
@@ -125,6 +126,74 @@ async fn claims_respect_the_limit_priority_and_queue_and_never_overlap() {
         .await
         .unwrap();
     assert_eq!(leases, 22);
+}
+
+/// A job's trace context is written by the submission's INSERT (single and batch) and comes back
+/// with the claim (docs/operations.md, "Tracing"); the job record shows its trace id.
+#[tokio::test]
+async fn the_claim_returns_the_trace_context_the_submission_stored() {
+    use nekton::telemetry::TraceParent;
+    let db = db().await;
+    let pool = &db.pool;
+    let single =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let one = insert(
+        pool,
+        NewJob {
+            traceparent: Some(single.to_string()),
+            ..new_job("t", 2, 1)
+        },
+    )
+    .await;
+    let untraced = insert(pool, new_job("t", 1, 1)).await;
+    let batched = TraceParent::random();
+    let tenant = nekton::store::tenants::get_tenant(pool, TENANT)
+        .await
+        .unwrap()
+        .unwrap();
+    let batch = jobs::NewBatch {
+        id: Uuid::now_v7(),
+        labels: serde_json::json!({}),
+        spec_hash: vec![9],
+        idempotency_key: None,
+        jobs: (0..2)
+            .map(|_| NewJob {
+                traceparent: Some(batched.to_string()),
+                ..new_job("t", 0, 1)
+            })
+            .collect(),
+        notify_queues: vec!["t".into()],
+    };
+    let jobs::BatchSubmitted::Created { job_ids, .. } =
+        jobs::submit_batch(pool, &tenant, &batch).await.unwrap()
+    else {
+        panic!("the batch was not created");
+    };
+
+    let claimed = queue::claim(pool, Uuid::now_v7(), "t", 10, LEASE)
+        .await
+        .unwrap();
+    let trace_of: HashMap<Uuid, Option<TraceParent>> =
+        claimed.iter().map(|c| (c.id, c.trace)).collect();
+    assert_eq!(trace_of.len(), 4);
+    assert_eq!(trace_of[&one], Some(single));
+    assert_eq!(trace_of[&untraced], None, "a job stored without one");
+    for id in &job_ids {
+        assert_eq!(trace_of[id], Some(batched), "one trace per batch");
+    }
+    let record = jobs::get(pool, TENANT, one).await.unwrap().unwrap();
+    assert_eq!(
+        record.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(
+        jobs::get(pool, TENANT, untraced)
+            .await
+            .unwrap()
+            .unwrap()
+            .trace_id,
+        None
+    );
 }
 
 #[tokio::test]

@@ -1148,6 +1148,14 @@ export interface components {
              *     `GET /v1/jobs/{id}/cases`. Absent otherwise.
              */
             suite?: boolean;
+            /**
+             * @description The W3C trace id of the job (32 lowercase hex digits): the caller's, when the submission
+             *     carried a valid `traceparent` header, else a new one. The spans of the submission and of
+             *     every attempt (claim, run, completion) belong to this trace (exported over OTLP when the
+             *     operator configured it). Absent for jobs stored before nekton kept trace ids.
+             * @example 4bf92f3577b34da6a3ce929d0e0e4736
+             */
+            trace_id?: string | null;
             usage: components["schemas"]["UsageView"] | null;
         };
         /** @description One page of jobs, newest first. */
@@ -2178,6 +2186,8 @@ export interface operations {
             header?: {
                 /** @description Makes retries safe, as for jobs. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
+                /** @description W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): every job of the batch joins the caller's trace (one trace per batch). A value that is not a valid traceparent is ignored (a new trace is started), never refused. */
+                traceparent?: string | null;
             };
             path?: never;
             cookie?: never;
@@ -3209,6 +3219,7 @@ export interface operations {
                      *           "queue": "default",
                      *           "started_at": "2026-12-04T19:31:04.546747Z",
                      *           "state": "succeeded",
+                     *           "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *           "usage": {
                      *             "cpu_system_ms": 0,
                      *             "cpu_user_ms": 0,
@@ -3271,6 +3282,8 @@ export interface operations {
             header?: {
                 /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
+                /** @description W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): the job joins the caller's trace: its `trace_id` is the caller's trace id and the spans of its submission and attempts are children of the caller's span. A value that is not a valid traceparent is ignored (a new trace is started), never refused. */
+                traceparent?: string | null;
             };
             path?: never;
             cookie?: never;
@@ -3325,6 +3338,7 @@ export interface operations {
                      *       "queue": "default",
                      *       "started_at": null,
                      *       "state": "queued",
+                     *       "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *       "usage": null
                      *     }
                      */
@@ -3355,6 +3369,7 @@ export interface operations {
                      *       "queue": "default",
                      *       "started_at": null,
                      *       "state": "queued",
+                     *       "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *       "usage": null
                      *     }
                      */
@@ -3457,6 +3472,7 @@ export interface operations {
                      *       "queue": "default",
                      *       "started_at": "2026-12-04T19:31:04.546747Z",
                      *       "state": "succeeded",
+                     *       "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *       "usage": {
                      *         "cpu_system_ms": 0,
                      *         "cpu_user_ms": 0,
@@ -3713,6 +3729,7 @@ export interface operations {
                      *       "queue": "default",
                      *       "started_at": "2026-12-04T19:31:04.546747Z",
                      *       "state": "running",
+                     *       "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *       "usage": null
                      *     }
                      */
@@ -5279,6 +5296,7 @@ export interface operations {
                      *               "queue": "default",
                      *               "started_at": "2026-12-04T19:31:04.546747Z",
                      *               "state": "succeeded",
+                     *               "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *               "usage": {
                      *                 "cpu_system_ms": 0,
                      *                 "cpu_user_ms": 0,
@@ -5410,6 +5428,7 @@ export interface operations {
                      *           "queue": "default",
                      *           "started_at": "2026-12-04T19:31:04.546747Z",
                      *           "state": "succeeded",
+                     *           "trace_id": "82a7cd3858c019f43b20952f0e1fc135",
                      *           "usage": {
                      *             "cpu_system_ms": 0,
                      *             "cpu_user_ms": 0,

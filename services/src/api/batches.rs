@@ -25,6 +25,8 @@ use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body, sse};
 use crate::model::auth::Scope;
 use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBatch};
+use crate::telemetry::TraceParent;
+use tracing::Instrument as _;
 
 /// Most jobs in one batch.
 pub const MAX_BATCH_JOBS: usize = 10_000;
@@ -59,7 +61,8 @@ pub fn merge_defaults(
 /// fields; the batch's labels are added to every job.
 #[utoipa::path(post, path = "/v1/batches", operation_id = "submitBatch", tag = "batches",
     request_body = BatchSpec,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe, as for jobs. 1–255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe, as for jobs. 1–255 visible ASCII characters"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): every job of the batch joins the caller's trace (one trace per batch). A value that is not a valid traceparent is ignored (a new trace is started), never refused.")),
     responses(
         (status = 201, body = BatchCreated),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = BatchCreated),
@@ -72,6 +75,28 @@ pub async fn submit(
     body: Body,
 ) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
     caller.require(Scope::JobsWrite)?;
+    let id = Uuid::now_v7();
+    let span = tracing::debug_span!(
+        "job.submit",
+        batch.id = %id,
+        tenant = %caller.tenant(),
+        batch.jobs = tracing::field::Empty,
+    );
+    // One trace per batch: every job keeps this span's trace context.
+    let trace = crate::telemetry::job_trace(&span, crate::telemetry::incoming(&headers));
+    submit_traced(state, caller, headers, body, id, trace)
+        .instrument(span)
+        .await
+}
+
+async fn submit_traced(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+    batch_id: Uuid,
+    trace: TraceParent,
+) -> Result<(StatusCode, Json<BatchCreated>), ApiError> {
     let body = body.json_sized()?;
     let spec: BatchSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
@@ -123,6 +148,7 @@ pub async fn submit(
             Uuid::now_v7(),
             None,
             &mut known_modules,
+            &trace,
         )
         .await
         .map_err(at)?;
@@ -132,8 +158,9 @@ pub async fn submit(
         jobs.push(job);
     }
     let labels = serde_json::to_value(&spec.labels).unwrap_or_default();
+    tracing::Span::current().record("batch.jobs", jobs.len());
     let batch = NewBatch {
-        id: Uuid::now_v7(),
+        id: batch_id,
         labels,
         spec_hash: batch_hash,
         idempotency_key: key,

@@ -21,6 +21,8 @@ use crate::model::tenancy::Tenant;
 use crate::store::jobs::{self as store_jobs, CancelResult, ListFilter, NewJob, Submitted};
 use crate::store::modules;
 use crate::store::tenants::Refused;
+use crate::telemetry::TraceParent;
+use tracing::Instrument as _;
 
 /// Reads and checks the `Idempotency-Key` header.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -46,6 +48,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// worker that runs the job): a job ready to store.
 /// `tenant` is the caller's tenant with its quotas (read once per request by the handler).
 /// `known_modules` remembers digests already found to exist (a batch checks each once).
+/// `trace`: the trace context the job keeps (see [`crate::telemetry::job_trace`]).
 pub async fn prepare(
     state: &AppState,
     tenant: &Tenant,
@@ -53,6 +56,7 @@ pub async fn prepare(
     id: Uuid,
     idempotency_key: Option<String>,
     known_modules: &mut HashSet<String>,
+    trace: &TraceParent,
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
     check_tenant_limits(&spec, tenant)?;
@@ -113,6 +117,7 @@ pub async fn prepare(
         },
         spec_hash,
         idempotency_key,
+        traceparent: Some(trace.to_string()),
     })
 }
 
@@ -207,7 +212,8 @@ pub fn refused(r: Refused) -> ApiError {
 /// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 #[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): the job joins the caller's trace: its `trace_id` is the caller's trace id and the spans of its submission and attempts are children of the caller's span. A value that is not a valid traceparent is ignored (a new trace is started), never refused.")),
     responses(
         (status = 201, description = "Queued", body = Job),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = Job),
@@ -223,20 +229,35 @@ pub async fn submit(
     body: Body,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     caller.require(Scope::JobsWrite)?;
+    let id = Uuid::now_v7();
+    let span = tracing::debug_span!(
+        "job.submit",
+        job.id = %id,
+        tenant = %caller.tenant(),
+        job.queue = tracing::field::Empty,
+    );
+    // The job keeps this span's trace context: the worker's spans of the job are its children.
+    let trace = crate::telemetry::job_trace(&span, crate::telemetry::incoming(&headers));
+    submit_traced(state, caller, headers, body, id, trace)
+        .instrument(span)
+        .await
+}
+
+async fn submit_traced(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+    id: Uuid,
+    trace: TraceParent,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
     let body = body.json_sized()?;
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
     let tenant = state.tenants.of(&state.pool, &caller).await?;
-    let job = prepare(
-        &state,
-        &tenant,
-        spec,
-        Uuid::now_v7(),
-        key,
-        &mut HashSet::new(),
-    )
-    .await?;
+    let job = prepare(&state, &tenant, spec, id, key, &mut HashSet::new(), &trace).await?;
     let queue = job.queue.clone();
+    tracing::Span::current().record("job.queue", queue.as_str());
     let notify = state.notifier.notify_now(&queue);
     match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
         Submitted::Created(job) => {

@@ -523,6 +523,36 @@ pub fn app(state: AppState) -> Router {
         None => router,
     };
     router
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |res: &axum::response::Response, latency: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", res.status().as_u16());
+                        tower_http::trace::OnResponse::on_response(
+                            tower_http::trace::DefaultOnResponse::default(),
+                            res,
+                            latency,
+                            span,
+                        );
+                    },
+                ),
+        )
         .with_state(state)
+}
+
+/// The `http.request` span of a request (docs/operations.md, "Tracing"): a child of the caller's
+/// span when the request carries a valid W3C `traceparent` header (an invalid one is ignored).
+fn request_span(req: &Request) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = crate::telemetry::incoming(req.headers()) {
+        crate::telemetry::set_parent(&span, &parent);
+    }
+    span
 }

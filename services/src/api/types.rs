@@ -53,6 +53,16 @@ pub struct Job {
     /// `GET /v1/jobs/{id}/cases`. Absent otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suite: bool,
+    /// The W3C trace id of the job (32 lowercase hex digits): the caller's, when the submission
+    /// carried a valid `traceparent` header, else a new one. The spans of the submission and of
+    /// every attempt (claim, run, completion) belong to this trace (exported over OTLP when the
+    /// operator configured it). Absent for jobs stored before nekton kept trace ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = "^[0-9a-f]{32}$",
+        example = "4bf92f3577b34da6a3ce929d0e0e4736"
+    )]
+    pub trace_id: Option<String>,
 }
 
 impl From<JobRecord> for Job {
@@ -74,6 +84,7 @@ impl From<JobRecord> for Job {
             outcome: r.outcome.map(OutcomeView::from),
             usage: r.usage,
             suite: r.suite,
+            trace_id: r.trace_id,
         }
     }
 }

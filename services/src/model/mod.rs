@@ -214,6 +214,9 @@ pub struct JobRecord {
     pub usage: Option<Usage>,
     /// A test-suite job (submitted with `tests`).
     pub suite: bool,
+    /// The trace id of the job's submission (32 lowercase hex digits); None for jobs stored
+    /// before tracing.
+    pub trace_id: Option<String>,
 }
 
 /// A batch and its jobs counted by state, as the store reads it.

@@ -26,6 +26,9 @@ pub struct NewJob {
     /// sha256 of the request as the client sent it (for idempotency checks).
     pub spec_hash: Vec<u8>,
     pub idempotency_key: Option<String>,
+    /// The W3C trace context the job keeps (`00-<trace id>-<job.submit span id>-<flags>`,
+    /// docs/operations.md "Tracing"); the worker's spans of the job are its children.
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -52,7 +55,7 @@ pub enum Submitted {
 
 const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
     j.cancel_requested, j.created_at, j.started_at, j.finished_at, j.run_at, s.program, s.labels, \
-    a.reason, a.exit_code, a.signal, a.detail, a.usage, a.tests, s.suite";
+    a.reason, a.exit_code, a.signal, a.detail, a.usage, a.tests, s.suite, s.traceparent";
 const JOB_FROM: &str = "FROM jobs j JOIN job_specs s ON s.job_id = j.id \
     LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt";
 
@@ -101,6 +104,12 @@ fn job_from_row(row: &PgRow) -> Result<JobRecord, StoreError> {
         outcome: outcome.transpose()?,
         usage,
         suite: row.try_get("suite")?,
+        // Jobs stored before tracing have none; a value nekton did not write is not shown.
+        trace_id: row
+            .try_get::<Option<String>, _>("traceparent")?
+            .as_deref()
+            .and_then(crate::telemetry::TraceParent::parse)
+            .map(|t| t.trace_id_hex()),
     })
 }
 
@@ -159,8 +168,8 @@ pub async fn submit(
         super::tenants::record_images(&mut tx, tenant, std::slice::from_ref(&job.program)).await?;
     }
     sqlx::query(
-        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(&job.spec)
@@ -168,6 +177,7 @@ pub async fn submit(
     .bind(&job.program)
     .bind(&job.labels)
     .bind(job.is_suite())
+    .bind(&job.traceparent)
     .execute(&mut *tx)
     .await?;
     if notify_queue {
@@ -294,11 +304,13 @@ pub async fn submit_batch(
     let programs: Vec<&str> = jobs.iter().map(|j| j.program.as_str()).collect();
     let job_labels: Vec<String> = jobs.iter().map(|j| j.labels.to_string()).collect();
     let suites: Vec<bool> = jobs.iter().map(NewJob::is_suite).collect();
+    let traces: Vec<Option<&str>> = jobs.iter().map(|j| j.traceparent.as_deref()).collect();
     sqlx::query(
-        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite) \
-         SELECT t.id, t.spec::jsonb, t.hash, t.program, t.labels::jsonb, t.suite \
-         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bool[]) \
-         AS t(id, spec, hash, program, labels, suite)",
+        "INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite, traceparent) \
+         SELECT t.id, t.spec::jsonb, t.hash, t.program, t.labels::jsonb, t.suite, t.traceparent \
+         FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::bool[], \
+             $7::text[]) \
+         AS t(id, spec, hash, program, labels, suite, traceparent)",
     )
     .bind(&ids)
     .bind(&specs)
@@ -306,6 +318,7 @@ pub async fn submit_batch(
     .bind(&programs)
     .bind(&job_labels)
     .bind(&suites)
+    .bind(&traces)
     .execute(&mut *tx)
     .await?;
     for queue in notify_queues {

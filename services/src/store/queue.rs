@@ -24,6 +24,8 @@ pub struct Claimed {
     pub spec: serde_json::Value,
     /// The job's tenant (the worker's writer lanes are chosen by it).
     pub tenant: String,
+    /// The job's trace context: its `job.submit` span (None for jobs stored before tracing).
+    pub trace: Option<crate::telemetry::TraceParent>,
 }
 
 /// Claims up to `limit` runnable jobs from `queue` for `worker`, each with a lease of `lease`,
@@ -45,7 +47,7 @@ pub async fn claim(
     }
     let limit = i32::try_from(limit).unwrap_or(i32::MAX);
     let rows = sqlx::query(
-        "SELECT id, attempt, max_attempts, wait_ms, spec, tenant_id \
+        "SELECT id, attempt, max_attempts, wait_ms, spec, tenant_id, traceparent \
          FROM nekton_claim($1, $2, $3, $4)",
     )
     .bind(queue)
@@ -64,6 +66,10 @@ pub async fn claim(
                 queue_wait: Duration::from_millis(wait.max(0) as u64),
                 spec: r.try_get("spec")?,
                 tenant: r.try_get("tenant_id")?,
+                trace: r
+                    .try_get::<Option<String>, _>("traceparent")?
+                    .as_deref()
+                    .and_then(crate::telemetry::TraceParent::parse),
             })
         })
         .collect()

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::config::QueueTiming;
@@ -400,6 +401,20 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
     };
     // The backend that ran the job, for the metrics; `none` when no backend got it.
     let mut backend_name = "none";
+    // The attempt on this worker, from the claim to the completion stored: a child of the job's
+    // `job.submit` span (its trace context came with the claim); `job.run` and `job.complete`
+    // are its children (docs/operations.md, "Tracing").
+    let claim_span = tracing::debug_span!(
+        "job.claim",
+        job.id = %job.id,
+        job.attempt = job.attempt,
+        tenant = %job.tenant,
+        worker.id = %worker,
+        job.queue_wait_ms = u64::try_from(job.queue_wait.as_millis()).unwrap_or(u64::MAX),
+    );
+    if let Some(parent) = &job.trace {
+        crate::telemetry::set_parent(&claim_span, parent);
+    }
     let finished = match spec::resolved_job(&job) {
         Err(e) => Some((
             ExecReport::new(
@@ -420,6 +435,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                 images.as_ref(),
                 &entry.cancel,
             )
+            .instrument(claim_span.clone())
             .await
             {
                 Err(not_routed) => {
@@ -438,6 +454,13 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                 }
                 Ok(routed) => {
                     backend_name = routed.backend.name();
+                    let run_span = tracing::debug_span!(
+                        parent: &claim_span,
+                        "job.run",
+                        backend = backend_name,
+                        job.outcome = tracing::field::Empty,
+                        job.exit_code = tracing::field::Empty,
+                    );
                     let (sink, rx) = OutputSink::channel(request.limits.output_bytes, 256);
                     let (events, events_rx) = mpsc::channel(64);
                     let pump = tokio::spawn(pump_output(
@@ -465,19 +488,25 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                             }
                         }
                     };
-                    let (mut report, summary) = match exec.spawn(run).await {
-                        Ok(done) => done,
-                        Err(e) => (
-                            ExecReport::new(
-                                Outcome::with_reason(
-                                    OutcomeReason::InternalError,
-                                    format!("the sandbox task failed: {e}"),
+                    let (mut report, summary) =
+                        match exec.spawn(run.instrument(run_span.clone())).await {
+                            Ok(done) => done,
+                            Err(e) => (
+                                ExecReport::new(
+                                    Outcome::with_reason(
+                                        OutcomeReason::InternalError,
+                                        format!("the sandbox task failed: {e}"),
+                                    ),
+                                    Usage::default(),
                                 ),
-                                Usage::default(),
+                                None,
                             ),
-                            None,
-                        ),
-                    };
+                        };
+                    run_span.record("job.outcome", report.outcome.reason.as_str());
+                    if let Some(code) = report.outcome.exit_code {
+                        run_span.record("job.exit_code", code);
+                    }
+                    drop(run_span);
                     // The image pull is part of the job's setup.
                     report.usage.setup += routed.setup;
                     tracing::debug!(job = %job.id, backend = routed.backend.name(), reason = report.outcome.reason.as_str(), "backend finished");
@@ -491,6 +520,12 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
             }
         }
     };
+    let complete_span = tracing::debug_span!(
+        parent: &claim_span,
+        "job.complete",
+        job.state = tracing::field::Empty,
+        job.outcome = tracing::field::Empty,
+    );
     let completion = match finished {
         None => None,
         Some((mut report, stats, summary)) => match entry.cause() {
@@ -502,26 +537,34 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
                 {
                     report.outcome.detail = Some("cancelled by request".into());
                 }
-                let ours = store_artifacts(&pool, worker, &job, &mut report).await;
+                let ours = store_artifacts(&pool, worker, &job, &mut report)
+                    .instrument(complete_span.clone())
+                    .await;
                 ours.then(|| spec::completion(&job, &report, stats, summary))
             }
         },
     };
     if let Some(c) = completion {
         metrics.observe_attempt(backend_name, &c);
+        complete_span.record("job.state", c.state.as_str());
+        complete_span.record("job.outcome", c.reason.as_str());
         // The slot frees once the completion is stored: until then the database still counts
         // the job as running here, and a claim in between would exceed the slots.
         let (stored_tx, stored) = tokio::sync::oneshot::channel();
         entry
             .completing
             .store(true, std::sync::atomic::Ordering::Release);
-        if writer
-            .send(WriterMsg::Complete(Box::new(c), stored_tx))
-            .await
-            .is_ok()
-        {
-            let _ = stored.await;
+        async {
+            if writer
+                .send(WriterMsg::Complete(Box::new(c), stored_tx))
+                .await
+                .is_ok()
+            {
+                let _ = stored.await;
+            }
         }
+        .instrument(complete_span.clone())
+        .await;
         lock(&running).remove(&job.id);
     } else if entry.cause() != Some(StopCause::Shutdown) {
         // Lease lost (seen by the heartbeat or by the artifacts' fence): nothing to record.

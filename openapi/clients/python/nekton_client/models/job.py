@@ -42,6 +42,12 @@ class Job:
         batch_id (None | Unset | UUID):
         suite (bool | Unset): True for a test-suite job (submitted with `tests`): its cases are at
             `GET /v1/jobs/{id}/cases`. Absent otherwise.
+        trace_id (None | str | Unset): The W3C trace id of the job (32 lowercase hex digits): the caller's, when the
+            submission
+            carried a valid `traceparent` header, else a new one. The spans of the submission and of
+            every attempt (claim, run, completion) belong to this trace (exported over OTLP when the
+            operator configured it). Absent for jobs stored before nekton kept trace ids. Example:
+            4bf92f3577b34da6a3ce929d0e0e4736.
     """
 
     attempt: int
@@ -60,6 +66,7 @@ class Job:
     usage: None | UsageView
     batch_id: None | Unset | UUID = UNSET
     suite: bool | Unset = UNSET
+    trace_id: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +127,12 @@ class Job:
 
         suite = self.suite
 
+        trace_id: None | str | Unset
+        if isinstance(self.trace_id, Unset):
+            trace_id = UNSET
+        else:
+            trace_id = self.trace_id
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -144,6 +157,8 @@ class Job:
             field_dict["batch_id"] = batch_id
         if suite is not UNSET:
             field_dict["suite"] = suite
+        if trace_id is not UNSET:
+            field_dict["trace_id"] = trace_id
 
         return field_dict
 
@@ -253,6 +268,15 @@ class Job:
 
         suite = d.pop("suite", UNSET)
 
+        def _parse_trace_id(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        trace_id = _parse_trace_id(d.pop("trace_id", UNSET))
+
         job = cls(
             attempt=attempt,
             cancel_requested=cancel_requested,
@@ -270,6 +294,7 @@ class Job:
             usage=usage,
             batch_id=batch_id,
             suite=suite,
+            trace_id=trace_id,
         )
 
         job.additional_properties = d

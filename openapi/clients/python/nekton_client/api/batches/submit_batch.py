@@ -15,10 +15,14 @@ def _get_kwargs(
     *,
     body: BatchSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(traceparent, Unset):
+        headers["traceparent"] = traceparent
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -93,12 +97,14 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
     body: BatchSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> Response[BatchCreated | ErrorBody]:
     """Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
     fields; the batch's labels are added to every job.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (BatchSpec): Many jobs submitted at once, sharing defaults.
 
     Raises:
@@ -112,6 +118,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     )
 
     response = client.get_httpx_client().request(
@@ -126,12 +133,14 @@ def sync(
     client: AuthenticatedClient | Client,
     body: BatchSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> BatchCreated | ErrorBody | None:
     """Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
     fields; the batch's labels are added to every job.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (BatchSpec): Many jobs submitted at once, sharing defaults.
 
     Raises:
@@ -146,6 +155,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     ).parsed
 
 
@@ -154,12 +164,14 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
     body: BatchSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> Response[BatchCreated | ErrorBody]:
     """Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
     fields; the batch's labels are added to every job.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (BatchSpec): Many jobs submitted at once, sharing defaults.
 
     Raises:
@@ -173,6 +185,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -185,12 +198,14 @@ async def asyncio(
     client: AuthenticatedClient | Client,
     body: BatchSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> BatchCreated | ErrorBody | None:
     """Submit many jobs at once (all stored or none). Each job is `defaults` overlaid with its own
     fields; the batch's labels are added to every job.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (BatchSpec): Many jobs submitted at once, sharing defaults.
 
     Raises:
@@ -206,5 +221,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            traceparent=traceparent,
         )
     ).parsed

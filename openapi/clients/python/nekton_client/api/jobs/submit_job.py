@@ -15,10 +15,14 @@ def _get_kwargs(
     *,
     body: JobSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(idempotency_key, Unset):
         headers["Idempotency-Key"] = idempotency_key
+
+    if not isinstance(traceparent, Unset):
+        headers["traceparent"] = traceparent
 
     _kwargs: dict[str, Any] = {
         "method": "post",
@@ -98,11 +102,13 @@ def sync_detailed(
     client: AuthenticatedClient | Client,
     body: JobSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
     """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
 
     Raises:
@@ -116,6 +122,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     )
 
     response = client.get_httpx_client().request(
@@ -130,11 +137,13 @@ def sync(
     client: AuthenticatedClient | Client,
     body: JobSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
     """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
 
     Raises:
@@ -149,6 +158,7 @@ def sync(
         client=client,
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     ).parsed
 
 
@@ -157,11 +167,13 @@ async def asyncio_detailed(
     client: AuthenticatedClient | Client,
     body: JobSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
     """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
 
     Raises:
@@ -175,6 +187,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         body=body,
         idempotency_key=idempotency_key,
+        traceparent=traceparent,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -187,11 +200,13 @@ async def asyncio(
     client: AuthenticatedClient | Client,
     body: JobSpec,
     idempotency_key: None | str | Unset = UNSET,
+    traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
     """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
 
     Args:
         idempotency_key (None | str | Unset):
+        traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
 
     Raises:
@@ -207,5 +222,6 @@ async def asyncio(
             client=client,
             body=body,
             idempotency_key=idempotency_key,
+            traceparent=traceparent,
         )
     ).parsed
