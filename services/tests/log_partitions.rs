@@ -60,6 +60,7 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         spec: serde_json::json!({"module": "sha256:test"}),
         spec_hash: vec![1, 2, 3],
         idempotency_key: None,
+        traceparent: None,
     };
     match jobs::submit(pool, &tenant, job, true).await.unwrap() {
         Submitted::Created(j) => assert_eq!(j.id, id),
