@@ -153,6 +153,9 @@ async function child(args) {
   const ms = msSince(t);
   await pool.end();
   process.send({ ran, ms });
+  // Stay alive until the driver has read the CPU counters (this process's time is then still
+  // its own, not folded into the parent's), then leave.
+  await new Promise((resolve) => process.once("message", resolve));
   process.disconnect();
 }
 
@@ -208,7 +211,6 @@ async function throughput(args, next) {
   for (const k of kids) k.c.send("go");
   const results = await Promise.all(kids.map((k) => k.recv()));
   const ms = msSince(t);
-  await Promise.all(kids.map((k) => k.exited));
   const left = await pool.query("select count(*)::int as n from graphile_worker._private_jobs");
   await pool.end();
   const ran = results.reduce((s, r) => s + r.ran, 0);
@@ -224,8 +226,11 @@ async function throughput(args, next) {
     jobs_per_s: (1000 * jobs) / ms,
     process_ms: results.map((r) => r.ms),
     queue_ms: queueMs,
-    graphile_worker: (await import("graphile-worker/package.json", { with: { type: "json" } })).default.version,
   });
+  return async () => {
+    for (const k of kids) k.c.send("exit");
+    await Promise.all(kids.map((k) => k.exited));
+  };
 }
 
 // ---- latency -------------------------------------------------------------------------------------
@@ -308,11 +313,13 @@ async function main() {
   const cmd = args._[0];
   if (cmd === "child") return child(args);
   const next = lines(process.stdin);
-  if (cmd === "throughput") await throughput(args, next);
+  let after = null;
+  if (cmd === "throughput") after = await throughput(args, next);
   else if (cmd === "latency") await latency(args, next);
   else throw new Error(`usage: node bench.mjs throughput|latency [options] (got ${cmd})`);
   // Stay alive until the driver has read the CPU counters and closes stdin.
   while ((await next()) !== null);
+  if (after) await after();
 }
 
 main().catch((e) => {
