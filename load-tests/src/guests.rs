@@ -326,7 +326,11 @@ mod tests {
         let block = sized_block();
         assert_eq!(block.len(), SIZED_BLOCK);
         assert_eq!(block[63], b'\n');
-        assert!(block[..63].iter().all(|b| b.is_ascii_alphanumeric() || b"+/".contains(b)));
+        assert!(
+            block[..63]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/".contains(b))
+        );
         let out = sized_output(2 * SIZED_BLOCK + 5);
         assert_eq!(out.len(), 2 * SIZED_BLOCK + 5);
         assert_eq!(&out[SIZED_BLOCK..2 * SIZED_BLOCK], &block[..]);

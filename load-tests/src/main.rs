@@ -437,7 +437,10 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Err(e) => {
                 eprintln!("load-tests: scaling failed: {e:#}");
                 (
-                    format!("{} api + workers (started by the benchmark)", nekton.display()),
+                    format!(
+                        "{} api + workers (started by the benchmark)",
+                        nekton.display()
+                    ),
                     "private PostgreSQL".to_string(),
                     Err(e),
                 )

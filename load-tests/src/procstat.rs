@@ -324,7 +324,7 @@ impl CpuUse {
             let top: Vec<String> = self
                 .descendants
                 .iter()
-                .filter(|(_, s)| *s >= 0.005)
+                .filter(|(r, s)| r.starts_with("postgres") && *s >= 0.005)
                 .take(5)
                 .map(|(r, s)| format!("{} {}", r.trim_start_matches("postgres: "), num(*s)))
                 .collect();

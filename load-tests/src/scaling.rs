@@ -26,7 +26,11 @@ use crate::throughput::{self, ThroughputArgs};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScalingArgs {
     /// Worker process counts to measure (comma-separated).
-    #[arg(long = "scaling-workers", value_delimiter = ',', default_value = "1,2,4")]
+    #[arg(
+        long = "scaling-workers",
+        value_delimiter = ',',
+        default_value = "1,2,4"
+    )]
     pub workers: Vec<usize>,
     /// Output sizes per job in bytes (comma-separated): 1 KiB, 1 MiB, 10 MiB by default.
     #[arg(long, value_delimiter = ',', default_value = "1024,1048576,10485760")]
@@ -51,11 +55,9 @@ pub struct ScalingArgs {
 /// Jobs of one run: the job cap, or fewer so that jobs × size stays within the budget.
 pub fn jobs_for(size: u64, cap: usize, budget_mib: u64) -> usize {
     let budget = budget_mib.saturating_mul(1 << 20);
-    let by_budget = if size == 0 {
-        cap
-    } else {
-        usize::try_from(budget / size).unwrap_or(cap)
-    };
+    let by_budget = budget
+        .checked_div(size)
+        .map_or(cap, |n| usize::try_from(n).unwrap_or(cap));
     cap.min(by_budget).max(1)
 }
 
@@ -354,7 +356,8 @@ pub async fn run(
     }
 
     let mut table = vec![
-        "### summary: jobs/s and cost per job (core-ms; nekton = api + worker processes)".to_string(),
+        "### summary: jobs/s and cost per job (core-ms; nekton = api + worker processes)"
+            .to_string(),
         format!(
             "  {:>7} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>12}",
             "workers", "output", "jobs", "jobs/s", "nekton", "postgres", "others", "WAL B/job"
@@ -371,9 +374,10 @@ pub async fn run(
             c.pg_ms.map_or("—".into(), num),
             c.others_ms.map_or("—".into(), num),
             c.wal_per_job.map_or("—".into(), |b| format!("{:.0}", b)),
-            c.error
-                .as_ref()
-                .map_or(String::new(), |e| format!("  ({})", e.lines().next().unwrap_or(""))),
+            c.error.as_ref().map_or(String::new(), |e| format!(
+                "  ({})",
+                e.lines().next().unwrap_or("")
+            )),
         ));
     }
     table.push(format!(

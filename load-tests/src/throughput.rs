@@ -254,7 +254,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
             (
                 guests::sized(n)?,
                 guests::sized_output(len),
-                format!("{} B-output", n),
+                format!("{n}-byte-output"),
             )
         }
     };
@@ -381,9 +381,10 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         }
         for j in jobs {
             ids.push(j.id);
-            let out_ok = j.usage.as_ref().is_some_and(|u| {
-                u.stdout_bytes == expected.len() as u64 && !u.stdout_truncated
-            });
+            let out_ok = j
+                .usage
+                .as_ref()
+                .is_some_and(|u| u.stdout_bytes == expected.len() as u64 && !u.stdout_truncated);
             if j.state == JobState::Succeeded && out_ok {
                 record_ok += 1;
             }

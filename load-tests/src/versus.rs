@@ -183,7 +183,12 @@ impl Graphile<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let line = format!("{} {} {}", self.args.node.display(), script.display(), what.join(" "));
+        let line = format!(
+            "{} {} {}",
+            self.args.node.display(),
+            script.display(),
+            what.join(" ")
+        );
         let mut child = cmd.spawn().with_context(|| {
             format!("starting `{line}` (is Node.js installed? --node PATH names another)")
         })?;
@@ -198,7 +203,10 @@ impl Graphile<'_> {
         next_phase(&mut out, deadline, timeout, &line, "ready").await?;
         let cpu0 = procstat::snapshot_with(Some(pid), &[self.pg.pid()], "node");
         let db0 = dbstats::snapshot(self.db).await.ok();
-        stdin.write_all(b"go\n").await.context("telling node to go")?;
+        stdin
+            .write_all(b"go\n")
+            .await
+            .context("telling node to go")?;
         let done = next_phase(&mut out, deadline, timeout, &line, "done").await?;
         let cpu = CpuUse::between(
             &cpu0,
@@ -315,8 +323,15 @@ pub async fn run(
     let node_version = std::process::Command::new(&args.node)
         .arg("--version")
         .output()
-        .with_context(|| format!("running `{} --version`: is Node.js installed?", args.node.display()))?;
-    let node_version = String::from_utf8_lossy(&node_version.stdout).trim().to_string();
+        .with_context(|| {
+            format!(
+                "running `{} --version`: is Node.js installed?",
+                args.node.display()
+            )
+        })?;
+    let node_version = String::from_utf8_lossy(&node_version.stdout)
+        .trim()
+        .to_string();
     let gw_version = fs::read_to_string(
         args.graphile_dir
             .join("node_modules/graphile-worker/package.json"),
@@ -327,7 +342,11 @@ pub async fn run(
     .unwrap_or_else(|| "?".into());
 
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let root = PathBuf::from(format!("/tmp/nekton-versus-{}-{}", std::process::id(), &tag[..8]));
+    let root = PathBuf::from(format!(
+        "/tmp/nekton-versus-{}-{}",
+        std::process::id(),
+        &tag[..8]
+    ));
     crate::chaos::make_dir(&root)?;
     let pg = EmbeddedPostgres::start(&root.join("pg"), EmbeddedOptions::default())
         .await
@@ -343,7 +362,9 @@ pub async fn run(
         let db_line = format!(
             "private, one cluster on a Unix socket ({}), databases `nekton` and `graphile`; {}",
             pg.socket_dir().display(),
-            dbstats::describe(&nekton_db).await.unwrap_or_else(|e| format!("{e:#}"))
+            dbstats::describe(&nekton_db)
+                .await
+                .unwrap_or_else(|e| format!("{e:#}"))
         );
         eprintln!("load-tests: starting {} serve …", nekton.display());
         let server = OwnServer::start(
@@ -504,11 +525,20 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
 
     let col = |f: fn(&Round) -> Option<f64>| -> Vec<f64> { rounds.iter().filter_map(f).collect() };
     let per_round = |f: &dyn Fn(&Round) -> Option<f64>| -> String {
-        rounds.iter().map(|r| fmt(f(r))).collect::<Vec<_>>().join(", ")
+        rounds
+            .iter()
+            .map(|r| fmt(f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let to_batched: Vec<f64> = rounds.iter().filter_map(|r| ratio(r.nekton, r.batched)).collect();
-    let to_unbatched: Vec<f64> =
-        rounds.iter().filter_map(|r| ratio(r.nekton, r.unbatched)).collect();
+    let to_batched: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| ratio(r.nekton, r.batched))
+        .collect();
+    let to_unbatched: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| ratio(r.nekton, r.unbatched))
+        .collect();
     let m_ratio = median(&to_batched);
     let m_ratio_u = median(&to_unbatched);
     let m_p50 = median(&col(|r| r.nekton_p50));
@@ -564,7 +594,11 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
         ),
         Verdict::new(
             format!("nekton p50 submit → finished ≤ {TARGET_P50_MS} ms client-side, idle server"),
-            format!("{} ms (graphile add_job → start {} ms)", fmt(m_p50), fmt(m_gp50)),
+            format!(
+                "{} ms (graphile add_job → start {} ms)",
+                fmt(m_p50),
+                fmt(m_gp50)
+            ),
             m_p50.map(|p| p <= TARGET_P50_MS),
         ),
     ];
@@ -616,7 +650,10 @@ mod tests {
         fs::write(dir.join("bench.mjs"), "").unwrap();
         fs::write(dir.join("package-lock.json"), "{}").unwrap();
         let e = check_install(&dir).unwrap_err().to_string();
-        assert!(e.contains(&format!("npm ci --prefix {}", dir.display())), "{e}");
+        assert!(
+            e.contains(&format!("npm ci --prefix {}", dir.display())),
+            "{e}"
+        );
         fs::create_dir_all(dir.join("node_modules/graphile-worker")).unwrap();
         fs::write(dir.join("node_modules/graphile-worker/package.json"), "{}").unwrap();
         check_install(&dir).unwrap();
