@@ -392,6 +392,8 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             Some(p) => p.clone(),
             None => server::default_nekton()?,
         };
+        // A setup error (exit 2), before anything starts.
+        versus::check_install(&args.graphile_dir)?;
         eprintln!("load-tests: running versus …");
         let r = tokio::select! {
             r = versus::run(
