@@ -120,6 +120,8 @@ async fn one_server(launcher: &Launcher, auth: bool, args: &AuthOverheadArgs) ->
             token,
             url: server.url.clone(),
             server_pid: Some(server.pid),
+            extra_pids: Vec::new(),
+            server_label: "nekton",
             db: None,
             settle: Duration::ZERO,
         };

@@ -23,6 +23,11 @@ pub struct Ctx {
     pub url: String,
     /// The `nekton serve` process, when known (for CPU accounting).
     pub server_pid: Option<i32>,
+    /// More process trees counted with the server's (an external PostgreSQL's postmaster,
+    /// `nekton worker` processes): PostgreSQL ones as postgres, others as children.
+    pub extra_pids: Vec<i32>,
+    /// What `server_pid` is called in the CPU lines ("nekton"; "nekton api" beside workers).
+    pub server_label: &'static str,
     /// Direct access to the server's database, when available (statistics, queue-only benchmark).
     pub db: Option<PgPool>,
     /// How long to let PostgreSQL's statistics settle before the "after" reading.
@@ -51,14 +56,17 @@ impl Ctx {
             None => None,
         };
         Mark {
-            cpu: procstat::snapshot(self.server_pid),
+            cpu: procstat::snapshot_with(self.server_pid, &self.extra_pids, self.server_label),
             db,
         }
     }
 
     /// Ends a measured phase: CPU at once, database counters after the settle time.
     pub async fn measure(&self, mark: &Mark, jobs: Option<u64>) -> Resources {
-        let cpu = CpuUse::between(&mark.cpu, &procstat::snapshot(self.server_pid));
+        let cpu = CpuUse::between(
+            &mark.cpu,
+            &procstat::snapshot_with(self.server_pid, &self.extra_pids, self.server_label),
+        );
         let (db, db_note) = match (&self.db, &mark.db) {
             (None, _) => (
                 None,

@@ -213,14 +213,14 @@ pub fn schedule_estimate(faults: &[Fault], gap: Duration, restart_after: Duratio
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-struct Proc {
-    child: Child,
-    pid: i32,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) pid: i32,
     log: PathBuf,
 }
 
 impl Proc {
-    fn spawn(nekton: &Path, args: &[String], log: &Path) -> Result<Proc> {
+    pub(crate) fn spawn(nekton: &Path, args: &[String], log: &Path) -> Result<Proc> {
         let file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(nekton)
             .args(args)
@@ -242,13 +242,13 @@ impl Proc {
         })
     }
 
-    fn signal(&self, sig: Signal) -> Result<()> {
+    pub(crate) fn signal(&self, sig: Signal) -> Result<()> {
         kill(Pid::from_raw(self.pid), sig)
             .with_context(|| format!("sending {sig} to pid {}", self.pid))
     }
 
     /// Waits up to `timeout` for the process to exit; SIGKILL after that. Returns its status.
-    async fn wait_exit(&mut self, timeout: Duration) -> String {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> String {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(s)) => s.to_string(),
             Ok(Err(e)) => format!("wait failed: {e}"),
@@ -259,7 +259,7 @@ impl Proc {
         }
     }
 
-    fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
@@ -596,7 +596,7 @@ impl Stack {
     }
 }
 
-fn make_dir(dir: &Path) -> Result<()> {
+pub(crate) fn make_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // PostgreSQL's own account must be able to reach its data root below.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))

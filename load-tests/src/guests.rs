@@ -20,6 +20,70 @@ pub fn hello() -> Result<Vec<u8>> {
     .context("assembling the hello guest")
 }
 
+/// Bytes in the repeated block of [`sized`]'s output.
+pub const SIZED_BLOCK: usize = 4096;
+
+/// The block [`sized`] writes over and over: lines of 63 characters of the base64 alphabet
+/// (xorshift, so the figures do not depend on a compressible output) and a `\n`.
+pub fn sized_block() -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..SIZED_BLOCK)
+        .map(|i| {
+            if i % 64 == 63 {
+                b'\n'
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ALPHABET[(x % 64) as usize]
+            }
+        })
+        .collect()
+}
+
+/// What [`sized`]`(bytes)` writes to stdout: [`sized_block`] repeated, cut at `bytes`.
+pub fn sized_output(bytes: usize) -> Vec<u8> {
+    sized_block().iter().copied().cycle().take(bytes).collect()
+}
+
+/// A job that writes exactly `bytes` bytes to stdout ([`sized_output`]) in writes of up to
+/// [`SIZED_BLOCK`] bytes (partial writes are continued), then exits 0; exits 2 if a write fails.
+pub fn sized(bytes: u64) -> Result<Vec<u8>> {
+    let data: String = sized_block()
+        .iter()
+        .map(|b| match b {
+            b'\n' => "\\0a".to_string(),
+            _ => (*b as char).to_string(),
+        })
+        .collect();
+    let text = format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const {SIZED_BLOCK}) "{data}")
+  (func (export "_start") (local $left i64) (local $pos i32) (local $len i32) (local $done i32)
+    (local.set $left (i64.const {bytes}))
+    (block $end (loop $next
+      (br_if $end (i64.eqz (local.get $left)))
+      ;; len = min(left, BLOCK - pos)
+      (local.set $len (i32.sub (i32.const {SIZED_BLOCK}) (local.get $pos)))
+      (if (i64.lt_u (local.get $left) (i64.extend_i32_u (local.get $len)))
+        (then (local.set $len (i32.wrap_i64 (local.get $left)))))
+      (i32.store (i32.const 0) (i32.add (i32.const {SIZED_BLOCK}) (local.get $pos)))
+      (i32.store (i32.const 4) (local.get $len))
+      (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
+        (then (call $proc_exit (i32.const 2))))
+      (local.set $done (i32.load (i32.const 8)))
+      (if (i32.eqz (local.get $done)) (then (call $proc_exit (i32.const 2))))
+      (local.set $left (i64.sub (local.get $left) (i64.extend_i32_u (local.get $done))))
+      (local.set $pos (i32.rem_u (i32.add (local.get $pos) (local.get $done)) (i32.const {SIZED_BLOCK})))
+      (br $next)))))"#
+    );
+    wat::parse_str(text).context("assembling the sized-output guest")
+}
+
 /// Bytes of a record's header: 16 hex digits of the realtime clock in ns, a space, 8 hex digits
 /// of the record's sequence number, a space.
 pub const RECORD_HEADER: usize = 26;
@@ -249,10 +313,28 @@ mod tests {
     #[test]
     fn guests_assemble() {
         hello().unwrap();
+        sized(0).unwrap();
+        sized(10 << 20).unwrap();
         log_writer(10, 4096, 0).unwrap();
         log_writer(10, 1024, 10).unwrap();
         assert!(log_writer(1, 10, 0).is_err());
         assert!(log_writer(1, MAX_RECORD + 1, 0).is_err());
+    }
+
+    #[test]
+    fn sized_output_repeats_the_block() {
+        let block = sized_block();
+        assert_eq!(block.len(), SIZED_BLOCK);
+        assert_eq!(block[63], b'\n');
+        assert!(
+            block[..63]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/".contains(b))
+        );
+        let out = sized_output(2 * SIZED_BLOCK + 5);
+        assert_eq!(out.len(), 2 * SIZED_BLOCK + 5);
+        assert_eq!(&out[SIZED_BLOCK..2 * SIZED_BLOCK], &block[..]);
+        assert_eq!(&out[2 * SIZED_BLOCK..], &block[..5]);
     }
 
     #[test]

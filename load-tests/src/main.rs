@@ -66,9 +66,11 @@ mod latency;
 mod logs;
 mod procstat;
 mod queue;
+mod scaling;
 mod server;
 mod stats;
 mod throughput;
+mod versus;
 mod watchers;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +165,13 @@ enum Command {
     /// cancel racing a kill — on its own stack (private PostgreSQL, 1 api, 3 workers): lost,
     /// recorded twice, stuck, rescue delay.
     Chaos(chaos::ChaosArgs),
+    /// nekton vs graphile-worker 0.17.3 on one private PostgreSQL, interleaved rounds:
+    /// throughput (batched, unbatched) and latency; the ratios and verdicts. Needs
+    /// `npm ci --prefix load-tests/graphile` first (not done by CI).
+    Versus(versus::VersusArgs),
+    /// Throughput with 1, 2 and 4 `nekton worker` processes on one private PostgreSQL, and the
+    /// cost per job as the output grows (1 KiB, 1 MiB, 10 MiB).
+    Scaling(scaling::ScalingArgs),
 }
 
 #[derive(Args)]
@@ -280,7 +289,11 @@ fn plan(command: &Command) -> Vec<Bench<'_>> {
         Command::Fairness(a) => vec![Bench::Fairness(a)],
         Command::Grading(a) => vec![Bench::Grading(a)],
         // Starts its own servers / needs none: see `main_inner`.
-        Command::AuthOverhead(_) | Command::Chain(_) | Command::Chaos(_) => Vec::new(),
+        Command::AuthOverhead(_)
+        | Command::Chain(_)
+        | Command::Chaos(_)
+        | Command::Versus(_)
+        | Command::Scaling(_) => Vec::new(),
         Command::All(a) => {
             let mut v = vec![
                 Bench::Latency(&a.latency),
@@ -369,6 +382,73 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             }
         };
         (server_line, Ok((db_line, vec![("chaos", r)])), None)
+    } else if let Command::Versus(args) = &cli.command {
+        if g.server.is_some() || g.database_url.is_some() {
+            bail!(
+                "versus starts its own PostgreSQL and server: leave out --server and --database-url"
+            );
+        }
+        let nekton = match &g.nekton {
+            Some(p) => p.clone(),
+            None => server::default_nekton()?,
+        };
+        // A setup error (exit 2), before anything starts.
+        versus::check_install(&args.graphile_dir)?;
+        eprintln!("load-tests: running versus …");
+        let r = tokio::select! {
+            r = versus::run(
+                &nekton,
+                args,
+                &g.serve_args,
+                g.keep_state,
+                Duration::from_secs(g.ready_timeout_secs),
+                Duration::from_secs(g.settle_secs),
+            ) => r,
+            _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+        };
+        let (server_line, db_line, r) = match r {
+            Ok((section, server_line, db_line)) => (server_line, db_line, Ok(section)),
+            Err(e) => {
+                eprintln!("load-tests: versus failed: {e:#}");
+                (
+                    format!("{} serve (started by the benchmark)", nekton.display()),
+                    "private PostgreSQL".to_string(),
+                    Err(e),
+                )
+            }
+        };
+        (server_line, Ok((db_line, vec![("versus", r)])), None)
+    } else if let Command::Scaling(args) = &cli.command {
+        if g.server.is_some() || g.database_url.is_some() || !g.serve_args.is_empty() {
+            bail!(
+                "scaling starts its own PostgreSQL, API and workers: leave out --server, \
+                 --database-url and --serve-arg"
+            );
+        }
+        let nekton = match &g.nekton {
+            Some(p) => p.clone(),
+            None => server::default_nekton()?,
+        };
+        eprintln!("load-tests: running scaling …");
+        let r = tokio::select! {
+            r = scaling::run(&nekton, args, g.keep_state, Duration::from_secs(g.settle_secs)) => r,
+            _ = tokio::signal::ctrl_c() => return Err(anyhow!("interrupted")),
+        };
+        let (server_line, db_line, r) = match r {
+            Ok((section, server_line, db_line)) => (server_line, db_line, Ok(section)),
+            Err(e) => {
+                eprintln!("load-tests: scaling failed: {e:#}");
+                (
+                    format!(
+                        "{} api + workers (started by the benchmark)",
+                        nekton.display()
+                    ),
+                    "private PostgreSQL".to_string(),
+                    Err(e),
+                )
+            }
+        };
+        (server_line, Ok((db_line, vec![("scaling", r)])), None)
     } else if let Command::AuthOverhead(args) = &cli.command {
         if g.server.is_some() || g.database_url.is_some() {
             bail!(
@@ -477,6 +557,8 @@ async fn main_inner(cli: Cli) -> Result<bool> {
                 token: token.clone(),
                 url: url.clone(),
                 server_pid: own.as_ref().map(|s| s.pid).or(g.server_pid),
+                extra_pids: Vec::new(),
+                server_label: "nekton",
                 db,
                 settle: Duration::from_secs(g.settle_secs),
             };
@@ -702,6 +784,39 @@ mod tests {
         assert!(plan(&cli.command).is_empty(), "chaos starts its own stack");
         let cli = Cli::try_parse_from(["load-tests", "chain", "--chain-jobs", "10"]).unwrap();
         assert!(plan(&cli.command).is_empty(), "chain needs no server");
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "versus",
+            "--rounds",
+            "1",
+            "--graphile-jobs",
+            "1000",
+            "--throughput-jobs",
+            "500",
+            "--latency-jobs",
+            "10",
+        ])
+        .unwrap();
+        assert!(plan(&cli.command).is_empty(), "versus starts its own stack");
+        let cli = Cli::try_parse_from([
+            "load-tests",
+            "scaling",
+            "--scaling-workers",
+            "1,2",
+            "--sizes",
+            "1024,1048576",
+        ])
+        .unwrap();
+        match &cli.command {
+            Command::Scaling(a) => {
+                assert_eq!(a.workers, vec![1, 2]);
+                assert_eq!(a.sizes, vec![1024, 1 << 20]);
+            }
+            _ => panic!("not scaling"),
+        }
+        let cli =
+            Cli::try_parse_from(["load-tests", "throughput", "--output-bytes", "1024"]).unwrap();
+        assert_eq!(plan(&cli.command).len(), 1);
     }
 
     #[test]

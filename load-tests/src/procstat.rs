@@ -87,6 +87,8 @@ pub struct CpuSnapshot {
     machine: Option<(u64, u64)>,
     this: u64,
     server: Option<ServerTicks>,
+    /// What the server process is called in the report ("nekton" unless told otherwise).
+    label: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,22 +107,30 @@ struct ServerTicks {
 
 /// Reads the CPU times of the machine, this process and (when known) the server's process tree.
 pub fn snapshot(server_pid: Option<i32>) -> CpuSnapshot {
+    snapshot_with(server_pid, &[], "nekton")
+}
+
+/// Like [`snapshot`], with more process trees counted as the server's descendants (an external
+/// PostgreSQL's postmaster, worker processes) and the server process called `label`.
+pub fn snapshot_with(server_pid: Option<i32>, extra_roots: &[i32], label: &str) -> CpuSnapshot {
     let this = read_stat(Path::new("/proc/self/stat")).map_or(0, |s| s.own);
     CpuSnapshot {
         at: Instant::now(),
         machine: machine_ticks(),
         this,
-        server: server_pid.map(server_ticks),
+        server: server_pid.map(|p| server_ticks(p, extra_roots)),
+        label: label.to_string(),
     }
 }
 
-fn server_ticks(pid: i32) -> ServerTicks {
+fn server_ticks(pid: i32, extra_roots: &[i32]) -> ServerTicks {
     let mut t = ServerTicks::default();
     let Some(me) = read_stat(Path::new(&format!("/proc/{pid}/stat"))) else {
         return t;
     };
     t.alive = true;
-    t.process = me.own;
+    // Its own time and that of its children it reaped (worker processes that exited).
+    t.process = me.own + me.children;
     t.rss_kib = memory_kib(pid);
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
@@ -142,6 +152,7 @@ fn server_ticks(pid: i32) -> ServerTicks {
         }
     }
     let mut tree = vec![pid];
+    tree.extend(extra_roots.iter().filter(|p| **p != pid));
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
@@ -156,7 +167,7 @@ fn server_ticks(pid: i32) -> ServerTicks {
         if *p == pid || !tree.contains(p) {
             continue;
         }
-        let role = if s.comm.starts_with("postgres") {
+        let role = if s.comm.starts_with("postgres") || s.comm == "postmaster" {
             format!("postgres: {}", postgres_role(*p))
         } else {
             s.comm.clone()
@@ -195,6 +206,10 @@ pub struct CpuUse {
     pub nekton_threads: Vec<(String, f64)>,
     pub postgres_s: Option<f64>,
     pub descendants: Vec<(String, f64)>,
+    /// Descendants that are not PostgreSQL (worker processes, a job's processes, node children).
+    pub children_s: Option<f64>,
+    /// What the server process is called ("nekton").
+    pub label: String,
     /// nekton's resident memory at the end and its peak since it started, in KiB.
     pub nekton_rss_kib: Option<(u64, u64)>,
 }
@@ -208,7 +223,7 @@ impl CpuUse {
             (Some((ab, _)), Some((bb, _))) => Some(d(ab, bb)),
             _ => None,
         };
-        let (mut nekton_s, mut postgres_s) = (None, None);
+        let (mut nekton_s, mut postgres_s, mut children_s) = (None, None, None);
         let mut nekton_threads = Vec::new();
         let mut descendants = Vec::new();
         let nekton_rss_kib = b.server.as_ref().and_then(|s| s.rss_kib);
@@ -221,16 +236,19 @@ impl CpuUse {
                 let before = x.threads.get(name).copied().unwrap_or(0);
                 nekton_threads.push((name.clone(), d(before, *after)));
             }
-            let mut pg = 0.0;
+            let (mut pg, mut other) = (0.0, 0.0);
             for (role, after) in &y.descendants {
                 let before = x.descendants.get(role).copied().unwrap_or(0);
                 let used = d(before, *after);
                 if role.starts_with("postgres") {
                     pg += used;
+                } else {
+                    other += used;
                 }
                 descendants.push((role.clone(), used));
             }
             postgres_s = Some(pg);
+            children_s = Some(other);
             nekton_threads.sort_by(|p, q| q.1.total_cmp(&p.1));
             descendants.sort_by(|p, q| q.1.total_cmp(&p.1));
         }
@@ -243,6 +261,8 @@ impl CpuUse {
             nekton_threads,
             postgres_s,
             descendants,
+            children_s,
+            label: b.label.clone(),
             nekton_rss_kib,
         }
     }
@@ -254,7 +274,8 @@ impl CpuUse {
             (busy
                 - self.load_tests_s
                 - self.nekton_s.unwrap_or(0.0)
-                - self.postgres_s.unwrap_or(0.0))
+                - self.postgres_s.unwrap_or(0.0)
+                - self.children_s.unwrap_or(0.0))
             .max(0.0),
         )
     }
@@ -286,7 +307,8 @@ impl CpuUse {
                 .map(|(t, s)| format!("{t} {}", num(*s)))
                 .collect();
             out.push(format!(
-                "    nekton    {} core-s{}  [threads: {}]{}",
+                "    {:<9} {} core-s{}  [threads: {}]{}",
+                self.label,
                 num(n),
                 per_job(n),
                 top.join(", "),
@@ -302,7 +324,7 @@ impl CpuUse {
             let top: Vec<String> = self
                 .descendants
                 .iter()
-                .filter(|(_, s)| *s >= 0.005)
+                .filter(|(r, s)| r.starts_with("postgres") && *s >= 0.005)
                 .take(5)
                 .map(|(r, s)| format!("{} {}", r.trim_start_matches("postgres: "), num(*s)))
                 .collect();
@@ -310,6 +332,21 @@ impl CpuUse {
                 "    postgres  {} core-s{}  [{}]",
                 num(p),
                 per_job(p),
+                top.join(", ")
+            ));
+        }
+        if let Some(c) = self.children_s.filter(|c| *c > 0.0) {
+            let top: Vec<String> = self
+                .descendants
+                .iter()
+                .filter(|(r, s)| !r.starts_with("postgres") && *s >= 0.005)
+                .take(5)
+                .map(|(r, s)| format!("{r} {}", num(*s)))
+                .collect();
+            out.push(format!(
+                "    children  {} core-s{}  [{}]",
+                num(c),
+                per_job(c),
                 top.join(", ")
             ));
         }
@@ -343,6 +380,8 @@ impl CpuUse {
             "nekton_rss_kib": self.nekton_rss_kib.map(|m| m.0),
             "nekton_peak_rss_kib": self.nekton_rss_kib.map(|m| m.1),
             "postgres_core_s": self.postgres_s.map(crate::stats::r3),
+            "server_label": self.label,
+            "children_core_s": self.children_s.map(crate::stats::r3),
             "server_descendants_core_s": pairs(&self.descendants),
             "load_tests_core_s": crate::stats::r3(self.load_tests_s),
             "other_processes_core_s": self.others_s().map(crate::stats::r3),

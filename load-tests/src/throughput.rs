@@ -48,7 +48,15 @@ pub struct ThroughputArgs {
     /// Smallest sample of outputs to read when not all can be read within the budget.
     #[arg(long, default_value_t = 1000)]
     pub verify_sample: usize,
+    /// Run a guest that writes this many bytes of stdout (in 4 KiB writes) instead of the hello
+    /// job's 13; every byte is stored and read back like the hello output.
+    #[arg(long)]
+    pub output_bytes: Option<u64>,
 }
+
+/// Most output one throughput run may store (jobs × --output-bytes): keeps a run of big jobs
+/// from filling the disk.
+pub const MAX_TOTAL_OUTPUT: u64 = 4 << 30;
 
 struct Submitted {
     id: Uuid,
@@ -175,6 +183,7 @@ struct OutputCheck {
 /// at least `min_sample`).
 async fn check_outputs(
     client: &Client,
+    expected: &[u8],
     mut ids: Vec<Uuid>,
     budget: Duration,
     min_sample: usize,
@@ -196,7 +205,12 @@ async fn check_outputs(
     while let Some((id, r)) = results.next().await {
         c.checked += 1;
         let problem = match r {
-            Ok(bytes) if bytes == guests::HELLO_OUTPUT => None,
+            Ok(bytes) if bytes == expected => None,
+            Ok(bytes) if bytes.len() > 64 => Some(format!(
+                "job {id}: stored output of {} bytes differs from the {} expected",
+                bytes.len(),
+                expected.len()
+            )),
             Ok(bytes) => Some(format!(
                 "job {id}: stored output {:?}",
                 String::from_utf8_lossy(&bytes)
@@ -220,11 +234,35 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         bail!("--throughput-jobs, --batch-size and --submitters must be at least 1");
     }
     let total = args.throughput_jobs;
+    let (guest, expected, what) = match args.output_bytes {
+        None => (
+            guests::hello()?,
+            guests::HELLO_OUTPUT.to_vec(),
+            "hello".to_string(),
+        ),
+        Some(n) => {
+            let stored = n.saturating_mul(total as u64);
+            if stored > MAX_TOTAL_OUTPUT {
+                bail!(
+                    "{total} jobs × {n} bytes of output would store {:.1} GiB (the limit is {} \
+                     GiB): lower --throughput-jobs",
+                    stored as f64 / (1u64 << 30) as f64,
+                    MAX_TOTAL_OUTPUT >> 30
+                );
+            }
+            let len = usize::try_from(n).context("--output-bytes is too large")?;
+            (
+                guests::sized(n)?,
+                guests::sized_output(len),
+                format!("{n}-byte-output"),
+            )
+        }
+    };
     let module = ctx
         .client
-        .push_module(guests::hello()?)
+        .push_module(guest)
         .await
-        .context("uploading the hello module")?;
+        .context("uploading the benchmark's module")?;
     let defaults = json!({"module": module.digest, "limits": {"wall_time_ms": 30_000}});
     let defaults = defaults.as_object().cloned().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(args.throughput_timeout_secs.max(1));
@@ -343,9 +381,10 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         }
         for j in jobs {
             ids.push(j.id);
-            let out_ok = j.usage.as_ref().is_some_and(|u| {
-                u.stdout_bytes == guests::HELLO_OUTPUT.len() as u64 && !u.stdout_truncated
-            });
+            let out_ok = j
+                .usage
+                .as_ref()
+                .is_some_and(|u| u.stdout_bytes == expected.len() as u64 && !u.stdout_truncated);
             if j.state == JobState::Succeeded && out_ok {
                 record_ok += 1;
             }
@@ -369,6 +408,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     // Verification 3: the stored output itself.
     let outputs = check_outputs(
         &ctx.client,
+        &expected,
         ids,
         Duration::from_secs(args.verify_budget_secs),
         args.verify_sample,
@@ -382,7 +422,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     let d_c2f = Dist::of(&created_to_finished);
     let mut lines = vec![
         format!(
-            "  {total} hello jobs in {} batches of ≤{} by {} submitters; wall {} s (first submit → last batch finished)",
+            "  {total} {what} jobs in {} batches of ≤{} by {} submitters; wall {} s (first submit → last batch finished)",
             submitted.len(),
             args.batch_size,
             args.submitters,
@@ -416,7 +456,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
                 .map(|(s, n)| format!("{s}={n}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            guests::HELLO_OUTPUT.len()
+            expected.len()
         ),
         format!(
             "  verified: stored output read back for {} ({} of {total} jobs, {} s), {} wrong{}",
@@ -437,7 +477,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     lines.extend(res.lines());
     let verified = all_succeeded && record_ok == total && outputs_ok;
     let verdict = Verdict::new(
-        format!("throughput ≥ {TARGET_JOBS_PER_SEC} hello jobs/s, all succeeded, output stored"),
+        format!("throughput ≥ {TARGET_JOBS_PER_SEC} {what} jobs/s, all succeeded, output stored"),
         format!(
             "{} jobs/s; {succeeded}/{total} succeeded; output {}",
             num(rate),
@@ -447,6 +487,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     );
     let json = json!({
         "jobs": total,
+        "output_bytes_per_job": expected.len(),
         "batches": submitted.len(),
         "batch_size": args.batch_size,
         "submitters": args.submitters,
@@ -468,7 +509,10 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         "verdict": verdict.json(),
     });
     Ok(Section {
-        title: "throughput — hello-world Wasm jobs through POST /v1/batches".into(),
+        title: match args.output_bytes {
+            None => "throughput — hello-world Wasm jobs through POST /v1/batches".into(),
+            Some(n) => format!("throughput — Wasm jobs writing {n} bytes through POST /v1/batches"),
+        },
         lines,
         verdicts: vec![verdict],
         json,
