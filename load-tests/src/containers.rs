@@ -269,6 +269,33 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
     let total = args.container_warmup + args.container_jobs;
     let mark = ctx.mark().await;
     let started = Instant::now();
+    // Each iteration runs every runtime once, starting one further along the list each time:
+    // every runtime follows every other equally often. (In a fixed order the runtime after runc
+    // paid for runc's teardown — its cgroups' removal and the RCU grace periods it queues —
+    // which made nekton's first variant look ~3 ms slower than the same code in another slot.)
+    #[derive(Clone, Copy)]
+    enum Step {
+        Floor,
+        Crun,
+        Runc,
+        Nekton,
+        Unlimited,
+        Rootful,
+        Bridge,
+        Api,
+    }
+    let mut steps = vec![
+        Step::Floor,
+        Step::Crun,
+        Step::Runc,
+        Step::Nekton,
+        Step::Unlimited,
+        Step::Rootful,
+    ];
+    if !args.skip_bridge {
+        steps.push(Step::Bridge);
+    }
+    steps.push(Step::Api);
     for i in 0..total {
         let measured = i >= args.container_warmup;
         let mut record = |k: usize, d: Duration| {
@@ -276,57 +303,82 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
                 runtimes[k].samples.push(ms(d));
             }
         };
-        let d = command(
-            "unshare",
-            &[
-                "-m".as_ref(),
-                "-p".as_ref(),
-                "-f".as_ref(),
-                "-u".as_ref(),
-                "-i".as_ref(),
-                "-n".as_ref(),
-                "chroot".as_ref(),
-                rootfs.as_os_str(),
-                "/bin/true".as_ref(),
-            ],
-        )
-        .await?;
-        record(0, d);
         let id = format!("nekton-bench-{}-{i}", std::process::id());
-        let d = command(
-            "crun",
-            &[
-                "run".as_ref(),
-                "-b".as_ref(),
-                bundle.as_os_str(),
-                id.as_ref(),
-            ],
-        )
-        .await?;
-        record(1, d);
-        let d = command(
-            "runc",
-            &[
-                "run".as_ref(),
-                "-b".as_ref(),
-                bundle.as_os_str(),
-                id.as_ref(),
-            ],
-        )
-        .await?;
-        record(2, d);
-        let (d, report) = direct(&backend, i, true, NetworkMode::None).await?;
-        record(3, d);
-        let (d, _) = direct(&unlimited, i, false, NetworkMode::None).await?;
-        record(5, d);
-        let (d, _) = direct(&rootful, i, true, NetworkMode::None).await?;
-        record(7, d);
-        if !args.skip_bridge {
-            let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
-            record(6, d);
+        let mut report = None;
+        let mut job_id = None;
+        for n in 0..steps.len() {
+            match steps[(i + n) % steps.len()] {
+                Step::Floor => {
+                    let d = command(
+                        "unshare",
+                        &[
+                            "-m".as_ref(),
+                            "-p".as_ref(),
+                            "-f".as_ref(),
+                            "-u".as_ref(),
+                            "-i".as_ref(),
+                            "-n".as_ref(),
+                            "chroot".as_ref(),
+                            rootfs.as_os_str(),
+                            "/bin/true".as_ref(),
+                        ],
+                    )
+                    .await?;
+                    record(0, d);
+                }
+                Step::Crun => {
+                    let d = command(
+                        "crun",
+                        &[
+                            "run".as_ref(),
+                            "-b".as_ref(),
+                            bundle.as_os_str(),
+                            id.as_ref(),
+                        ],
+                    )
+                    .await?;
+                    record(1, d);
+                }
+                Step::Runc => {
+                    let d = command(
+                        "runc",
+                        &[
+                            "run".as_ref(),
+                            "-b".as_ref(),
+                            bundle.as_os_str(),
+                            id.as_ref(),
+                        ],
+                    )
+                    .await?;
+                    record(2, d);
+                }
+                Step::Nekton => {
+                    let (d, r) = direct(&backend, i, true, NetworkMode::None).await?;
+                    record(3, d);
+                    report = Some(r);
+                }
+                Step::Unlimited => {
+                    let (d, _) = direct(&unlimited, i, false, NetworkMode::None).await?;
+                    record(5, d);
+                }
+                Step::Rootful => {
+                    let (d, _) = direct(&rootful, i, true, NetworkMode::None).await?;
+                    record(7, d);
+                }
+                Step::Bridge => {
+                    let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
+                    record(6, d);
+                }
+                Step::Api => {
+                    let (d, id) = round_trip(ctx, &spec).await?;
+                    record(4, d);
+                    job_id = Some(id);
+                }
+            }
         }
-        let (d, job_id) = round_trip(ctx, &spec).await?;
-        record(4, d);
+        let (Some(report), Some(job_id)) = (report, job_id) else {
+            bail!("an iteration ran without the nekton and API steps (a bug of the benchmark)");
+        };
         if measured {
             setup.push(ms(report.usage.setup));
             job_wall.push(ms(report.usage.wall));
