@@ -396,35 +396,9 @@ impl Stack {
     }
 
     async fn wait_api_ready(&mut self, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let url = format!("{}/readyz", self.api_url);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.api.child.try_wait()? {
-                bail!(
-                    "`nekton api` exited with {status} before it was ready; its log ends with:\n{}",
-                    self.api.log_tail(30)
-                );
-            }
-            if let Ok(r) = http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "`nekton api` did not answer 200 on {url} within {timeout:?}; its log ends \
-                     with:\n{}",
-                    self.api.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_api_ready(&mut self.api, &self.api_url, timeout).await
     }
 
-    /// Starts worker `i` (a new generation) and waits until it has logged its id.
     async fn start_worker(&mut self, i: usize) -> Result<()> {
         let slot = &mut self.workers[i];
         slot.generation += 1;
@@ -569,31 +543,73 @@ impl Stack {
 
     /// SIGTERM to every process, PostgreSQL stopped; returns a note on how they ended.
     async fn stop(mut self, keep: bool) -> String {
-        let mut notes = Vec::new();
-        for (i, w) in self.workers.iter_mut().enumerate() {
-            if let Some(mut p) = w.proc.take() {
-                let _ = p.signal(Signal::SIGTERM);
-                notes.push(format!(
-                    "worker {i}: {}",
-                    p.wait_exit(Duration::from_secs(60)).await
-                ));
-            }
-        }
-        let _ = self.api.signal(Signal::SIGTERM);
-        notes.push(format!(
-            "api: {}",
-            self.api.wait_exit(Duration::from_secs(60)).await
-        ));
-        if let Some(pg) = self.pg.take() {
-            pg.stop().await;
-        }
-        if keep {
-            notes.push(format!("state and logs kept in {}", self.root.display()));
-        } else if let Err(e) = fs::remove_dir_all(&self.root) {
-            notes.push(format!("could not remove {}: {e}", self.root.display()));
-        }
-        notes.join("; ")
+        let workers = self.workers.iter_mut().filter_map(|w| w.proc.as_mut());
+        shutdown(workers, &mut self.api, self.pg.take(), &self.root, keep).await
     }
+}
+
+/// Polls `<api_url>/readyz` until it answers 200; fails with the tail of the API's log if the
+/// process exits first or `timeout` passes (the stacks of `chaos` and `scaling`).
+pub(crate) async fn wait_api_ready(api: &mut Proc, api_url: &str, timeout: Duration) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("{api_url}/readyz");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = api.child.try_wait()? {
+            bail!(
+                "`nekton api` exited with {status} before it was ready; its log ends with:\n{}",
+                api.log_tail(30)
+            );
+        }
+        if let Ok(r) = http.get(&url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "`nekton api` did not answer 200 on {url} within {timeout:?}; its log ends \
+                 with:\n{}",
+                api.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM to every worker, then the API (each waited for), PostgreSQL stopped, `root` removed
+/// unless kept; what happened, for the report (the stacks of `chaos` and `scaling`).
+pub(crate) async fn shutdown<'a>(
+    workers: impl Iterator<Item = &'a mut Proc>,
+    api: &mut Proc,
+    pg: Option<EmbeddedPostgres>,
+    root: &Path,
+    keep: bool,
+) -> String {
+    let mut notes = Vec::new();
+    for (i, p) in workers.enumerate() {
+        let _ = p.signal(Signal::SIGTERM);
+        notes.push(format!(
+            "worker {i}: {}",
+            p.wait_exit(Duration::from_secs(60)).await
+        ));
+    }
+    let _ = api.signal(Signal::SIGTERM);
+    notes.push(format!(
+        "api: {}",
+        api.wait_exit(Duration::from_secs(60)).await
+    ));
+    if let Some(pg) = pg {
+        pg.stop().await;
+    }
+    if keep {
+        notes.push(format!("state and logs kept in {}", root.display()));
+    } else if let Err(e) = fs::remove_dir_all(root) {
+        notes.push(format!("could not remove {}: {e}", root.display()));
+    }
+    notes.join("; ")
 }
 
 pub(crate) fn make_dir(dir: &Path) -> Result<()> {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use nekton::pg::{EmbeddedOptions, EmbeddedPostgres};
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::bench::{Ctx, Section};
@@ -156,58 +155,13 @@ impl Stack {
     }
 
     async fn wait_api_ready(&mut self, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let url = format!("{}/readyz", self.api_url);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.api.child.try_wait()? {
-                bail!(
-                    "`nekton api` exited with {status} before it was ready; its log ends with:\n{}",
-                    self.api.log_tail(30)
-                );
-            }
-            if let Ok(r) = http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "`nekton api` did not answer 200 on {url} within {timeout:?}; its log ends \
-                     with:\n{}",
-                    self.api.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::chaos::wait_api_ready(&mut self.api, &self.api_url, timeout).await
     }
 
     /// SIGTERM to every process, PostgreSQL stopped, the directory removed unless kept.
     async fn stop(mut self, keep: bool) -> String {
-        let mut notes = Vec::new();
-        for (i, p) in self.workers.iter_mut().enumerate() {
-            let _ = p.signal(Signal::SIGTERM);
-            notes.push(format!(
-                "worker {i}: {}",
-                p.wait_exit(Duration::from_secs(60)).await
-            ));
-        }
-        let _ = self.api.signal(Signal::SIGTERM);
-        notes.push(format!(
-            "api: {}",
-            self.api.wait_exit(Duration::from_secs(60)).await
-        ));
-        if let Some(pg) = self.pg.take() {
-            pg.stop().await;
-        }
-        if keep {
-            notes.push(format!("state and logs kept in {}", self.root.display()));
-        } else if let Err(e) = fs::remove_dir_all(&self.root) {
-            notes.push(format!("could not remove {}: {e}", self.root.display()));
-        }
-        notes.join("; ")
+        let pg = self.pg.take();
+        crate::chaos::shutdown(self.workers.iter_mut(), &mut self.api, pg, &self.root, keep).await
     }
 }
 
