@@ -422,25 +422,7 @@ impl Stack {
             .root
             .join(format!("worker-{i}.{}.log", slot.generation));
         let mut proc = Proc::spawn(&self.nekton, &args, &log)?;
-        let start = Instant::now();
-        let id = loop {
-            if let Some(id) = worker_id_from_log(&fs::read_to_string(&log).unwrap_or_default()) {
-                break id;
-            }
-            if let Some(status) = proc.child.try_wait()? {
-                bail!(
-                    "worker {i} exited with {status} before it started; its log ends with:\n{}",
-                    proc.log_tail(30)
-                );
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "worker {i} did not log `worker started` within 60 s; its log ends with:\n{}",
-                    proc.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let id = wait_worker_started(&mut proc, i, &log).await?;
         slot.id = Some(id);
         slot.proc = Some(proc);
         self.ids.insert(id, (i, slot.generation));
@@ -576,6 +558,30 @@ pub(crate) async fn wait_api_ready(api: &mut Proc, api_url: &str, timeout: Durat
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until worker `i` logs `worker started` (in `log`) and returns its id; fails with the
+/// tail of its log if it exits first or 60 s pass (the stacks of `chaos` and `scaling`).
+pub(crate) async fn wait_worker_started(proc: &mut Proc, i: usize, log: &Path) -> Result<Uuid> {
+    let start = Instant::now();
+    loop {
+        if let Some(id) = worker_id_from_log(&fs::read_to_string(log).unwrap_or_default()) {
+            return Ok(id);
+        }
+        if let Some(status) = proc.child.try_wait()? {
+            bail!(
+                "worker {i} exited with {status} before it started; its log ends with:\n{}",
+                proc.log_tail(30)
+            );
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "worker {i} did not log `worker started` within 60 s; its log ends with:\n{}",
+                proc.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

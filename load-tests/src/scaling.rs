@@ -10,14 +10,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use nekton::pg::{EmbeddedOptions, EmbeddedPostgres};
 use serde_json::{Value, json};
 
 use crate::bench::{Ctx, Section};
-use crate::chaos::{Proc, make_dir, worker_id_from_log};
+use crate::chaos::{Proc, make_dir};
 use crate::dbstats;
 use crate::stats::num;
 use crate::throughput::{self, ThroughputArgs};
@@ -133,22 +133,7 @@ impl Stack {
             ];
             let log = root.join(format!("worker-{i}.log"));
             let mut p = Proc::spawn(nekton, &args, &log)?;
-            let start = Instant::now();
-            while worker_id_from_log(&fs::read_to_string(&log).unwrap_or_default()).is_none() {
-                if let Some(status) = p.child.try_wait()? {
-                    bail!(
-                        "worker {i} exited with {status} before it started; its log ends with:\n{}",
-                        p.log_tail(30)
-                    );
-                }
-                if start.elapsed() > Duration::from_secs(60) {
-                    bail!(
-                        "worker {i} did not log `worker started` within 60 s; its log ends with:\n{}",
-                        p.log_tail(30)
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            crate::chaos::wait_worker_started(&mut p, i, &log).await?;
             stack.workers.push(p);
         }
         Ok(stack)
