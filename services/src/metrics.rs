@@ -109,6 +109,7 @@ pub struct Metrics {
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
     pub sse_refused: Counter,
+    pub sse_job_reads: Counter,
     pub http_responses: Family<RequestLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_oldest_age_seconds: Family<QueueLabels, GaugeF64>,
@@ -201,6 +202,12 @@ impl Metrics {
             "Event streams refused with 503 because --max-streams were open",
             sse_refused.clone(),
         );
+        let sse_job_reads = Counter::default();
+        registry.register(
+            "sse_job_reads",
+            "Job records log event streams read from the database (one read shared by the followers woken by one notification counts once)",
+            sse_job_reads.clone(),
+        );
         let http_responses = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_responses",
@@ -285,6 +292,7 @@ impl Metrics {
             log_bytes_stored,
             sse_clients,
             sse_refused,
+            sse_job_reads,
             http_responses,
         }
     }

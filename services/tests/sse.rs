@@ -290,3 +290,61 @@ async fn streams_past_the_limit_are_shed_with_503_and_retry_after() {
     );
     h.client.cancel(job.id).await.unwrap();
 }
+
+/// `nekton_sse_job_reads_total` of `h`'s server.
+async fn job_reads(h: &Harness) -> u64 {
+    let text = h.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("nekton_sse_job_reads_total "))
+        .unwrap_or_else(|| panic!("no nekton_sse_job_reads_total in {text}"))
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// A live follower is woken by every flush of a job's output, and reads only the new chunks
+/// then: the job itself is read once more at the end (with the last chunks, for the `exit`
+/// event), plus at most once per second of quiet (the stream's recheck for lost
+/// notifications) — not at every wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_follower_reads_its_job_once_at_the_end_not_at_every_wake_up() {
+    use futures::StreamExt as _;
+    use nekton::cli::LogStreamEvent;
+
+    let h = Harness::start().await;
+    // Bursts 150 ms apart: each one its own flush (the writer's tick is 100 ms), so its own
+    // notification and wake-up.
+    let bursts = 20;
+    let writer = h.push(guests::slow_writer(bursts, 150)).await;
+    let before = job_reads(&h).await;
+    let started = std::time::Instant::now();
+    let job = h.submit(&Harness::spec(&writer)).await;
+    let mut events = Box::pin(h.client.follow_logs(job.id, None));
+    let mut logs = 0;
+    let exit = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("events arrive")
+            .expect("the stream goes on until exit")
+            .expect("a well-formed event");
+        match ev {
+            LogStreamEvent::Log { .. } => logs += 1,
+            LogStreamEvent::Exit { event, .. } => break event,
+            LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(exit.state, nekton::api::types::JobState::Succeeded);
+    assert!(exit.usage.is_some(), "the exit event carries the bill");
+    assert!(
+        logs >= bursts / 2,
+        "the output came live, in many events ({logs})"
+    );
+    let reads = job_reads(&h).await - before;
+    // The end's read, and one recheck per second at most (a slow start on a busy machine).
+    let allowed = 1 + elapsed.as_secs() + 1;
+    assert!(
+        (1..=allowed).contains(&reads),
+        "{reads} job reads for {logs} log events in {elapsed:?} (at most {allowed})"
+    );
+}

@@ -1,7 +1,9 @@
 //! Fan-out of PostgreSQL notifications to this API process's SSE clients. One LISTEN connection
-//! per process; each job being watched has a `watch` channel that is bumped whenever its logs or
-//! state change. Notifications are hints: streams also re-check on a timer, and after a reconnect
-//! every watcher is woken (notifications sent while disconnected are lost).
+//! per process; each job being watched has a `watch` channel of [`JobSignal`]s, bumped whenever
+//! its logs or state change, and telling its followers what kind of change it was: new output
+//! only (read the chunks), a state change (read the job), or the job's completion (read the last
+//! chunks and the final record, once). Notifications are hints: streams also re-check on a timer,
+//! and after a reconnect every watcher is woken (notifications sent while disconnected are lost).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,19 +17,46 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::model::{JobRecord, parse_ids};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::model::{JobRecord, parse_ids, parse_states};
 use crate::store::logs::{self, StoredChunk};
 use crate::store::{CHANNEL_LOGS, CHANNEL_STATE, StoreError, jobs as store_jobs};
 
+/// What a job's followers are told, through its `watch` channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobSignal {
+    /// Bumped by every notification about the job (output stored, state changed) and by a
+    /// reconnect of the LISTEN connection.
+    pub version: u64,
+    /// Bumped by the notifications that change the job's state without saying it finished (a
+    /// cancel, a rescue, a retry; bare ids) and by a reconnect: a follower reads the job then.
+    /// Output notifications leave it alone: a follower only reads the new chunks for those.
+    pub state_changes: u64,
+    /// A worker's completion said the job reached a final state. Its output was stored in that
+    /// transaction or before, and a final state never changes: a read that starts after this is
+    /// seen finds all of the job's output and its final record.
+    pub finished: bool,
+}
+
+/// What one batch of notifications says about one job.
+#[derive(Debug, Default, Clone, Copy)]
+struct Change {
+    state: bool,
+    finished: bool,
+}
+
 #[derive(Default)]
 struct Inner {
-    jobs: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    jobs: Mutex<HashMap<Uuid, watch::Sender<JobSignal>>>,
     /// Bumped on every state change of any job (batch streams watch this).
     any_state: watch::Sender<u64>,
     /// Log reads shared by the followers of a job woken by the same notification.
     chunks: SharedReads<(Uuid, u64, i32, i32), Arc<Vec<StoredChunk>>>,
     /// Job reads shared the same way.
     records: SharedReads<(Uuid, u64), Option<JobRecord>>,
+    /// Job records read from the database by [`Hub::job`] (`nekton_sse_job_reads_total`).
+    job_reads: Counter,
 }
 
 /// Reads shared by everyone who asks with the same key while the first one's read is in flight
@@ -89,7 +118,9 @@ pub struct Hub {
 pub struct JobWatch {
     hub: Hub,
     id: Uuid,
-    pub rx: watch::Receiver<u64>,
+    pub rx: watch::Receiver<JobSignal>,
+    /// The signal when the subscription began.
+    pub subscribed: JobSignal,
 }
 
 impl Drop for JobWatch {
@@ -110,16 +141,30 @@ impl Drop for JobWatch {
 }
 
 impl Hub {
+    /// A hub whose job reads count in `job_reads`.
+    pub fn new(job_reads: Counter) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                job_reads,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Subscribes to job `id`'s changes. Subscribe before the first read of the job: every
+    /// notification after that is seen.
     pub fn watch_job(&self, id: Uuid) -> JobWatch {
         let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let rx = jobs
             .entry(id)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(JobSignal::default()).0)
             .subscribe();
+        let subscribed = *rx.borrow();
         JobWatch {
             hub: self.clone(),
             id,
             rx,
+            subscribed,
         }
     }
 
@@ -159,7 +204,10 @@ impl Hub {
         id: Uuid,
         version: Option<u64>,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let read = || store_jobs::get(pool, tenant, id);
+        let read = || {
+            self.inner.job_reads.inc();
+            store_jobs::get(pool, tenant, id)
+        };
         match version {
             Some(v) => self.inner.records.get_or_read((id, v), read).await,
             None => read().await,
@@ -170,17 +218,53 @@ impl Hub {
         self.inner.any_state.subscribe()
     }
 
-    fn bump(&self, id: Uuid) {
-        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = jobs.get(&id) {
-            tx.send_modify(|v| *v += 1);
+    /// Adds what a notification on `channel` with `payload` says to `changes`; true if it was
+    /// about states.
+    fn collect(channel: &str, payload: &str, changes: &mut HashMap<Uuid, Change>) -> bool {
+        if channel == CHANNEL_STATE {
+            for (id, state) in parse_states(payload) {
+                let c = changes.entry(id).or_default();
+                match state {
+                    Some(s) if s.is_terminal() => c.finished = true,
+                    _ => c.state = true,
+                }
+            }
+            true
+        } else {
+            for id in parse_ids(payload) {
+                changes.entry(id).or_default();
+            }
+            false
         }
+    }
+
+    /// Tells the followers of each job in `changes` at once (a job's chunks and its completion
+    /// arrive as two notifications of one transaction: its followers see both in one wake-up).
+    fn apply(&self, changes: &HashMap<Uuid, Change>) {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, change) in changes {
+            if let Some(tx) = jobs.get(id) {
+                tx.send_modify(|s| {
+                    s.version += 1;
+                    s.state_changes += u64::from(change.state);
+                    s.finished |= change.finished;
+                });
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn bump(&self, id: Uuid) {
+        self.apply(&HashMap::from([(id, Change::default())]));
     }
 
     fn bump_all(&self) {
         let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         for tx in jobs.values() {
-            tx.send_modify(|v| *v += 1);
+            tx.send_modify(|s| {
+                s.version += 1;
+                s.state_changes += 1;
+            });
         }
         self.inner.any_state.send_modify(|v| *v += 1);
     }
@@ -206,10 +290,14 @@ impl Hub {
                     tokio::select! { _ = stop.cancelled() => return, n = listener.try_recv() => n };
                 match n {
                     Ok(Some(n)) => {
-                        for id in parse_ids(n.payload()) {
-                            self.bump(id);
+                        // With the notifications already received behind it.
+                        let mut changes = HashMap::new();
+                        let mut states = Self::collect(n.channel(), n.payload(), &mut changes);
+                        while let Some(n) = listener.next_buffered() {
+                            states |= Self::collect(n.channel(), n.payload(), &mut changes);
                         }
-                        if n.channel() == CHANNEL_STATE {
+                        self.apply(&changes);
+                        if states {
                             self.inner.any_state.send_modify(|v| *v += 1);
                         }
                     }
@@ -271,6 +359,41 @@ mod tests {
         );
         assert_eq!(first, Err("down"));
         assert_eq!(second, Ok(7), "the waiting reader reads for itself");
+    }
+
+    #[test]
+    fn followers_learn_what_kind_of_change_woke_them() {
+        let hub = Hub::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let wa = hub.watch_job(a);
+        let wb = hub.watch_job(b);
+        let signal = |w: &JobWatch| *w.rx.borrow();
+        // Output of both, in one batch with a's completion and b's retry (bare id).
+        let mut changes = HashMap::new();
+        assert!(!Hub::collect(
+            CHANNEL_LOGS,
+            &format!("{a},{b}"),
+            &mut changes
+        ));
+        assert!(Hub::collect(
+            CHANNEL_STATE,
+            &format!("succeeded,{a},{b}"),
+            &mut changes
+        ));
+        hub.apply(&changes);
+        let (sa, sb) = (signal(&wa), signal(&wb));
+        assert_eq!((sa.version, sa.state_changes, sa.finished), (1, 0, true));
+        assert_eq!((sb.version, sb.state_changes, sb.finished), (1, 1, false));
+        // Output alone: only the version moves; a final state stays known.
+        let mut changes = HashMap::new();
+        Hub::collect(CHANNEL_LOGS, &a.to_string(), &mut changes);
+        hub.apply(&changes);
+        let sa = signal(&wa);
+        assert_eq!((sa.version, sa.state_changes, sa.finished), (2, 0, true));
+        // A reconnect: anything may have happened.
+        hub.bump_all();
+        let sb = signal(&wb);
+        assert_eq!((sb.version, sb.state_changes, sb.finished), (2, 2, false));
     }
 
     #[test]

@@ -18,11 +18,11 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
-use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::hub::JobWatch;
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
 use super::types::{ErrorBody, ExitEvent, JobState, LogEvent, OutcomeView, StateEvent};
@@ -168,16 +168,19 @@ pub async fn logs(
     let id = parse_id(&id)?;
     let Query(params) = params.map_err(ApiError::from_query)?;
     let request = plain_request(params)?;
-    let job = store_jobs::get(&state.pool, caller.tenant(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    if !wants_sse {
+    // A stream subscribes before it reads the job: this read then serves as the stream's first,
+    // and every notification after it wakes the stream.
+    let watch = wants_sse.then(|| state.hub.watch_job(id));
+    let job = store_jobs::get(&state.pool, caller.tenant(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let Some(watch) = watch else {
         return plain(state, job, request).await;
-    }
+    };
     if request.is_plain_only() {
         return Err(ApiError::invalid_query(
             "`stream` and `timestamps` apply to the plain log; SSE carries both streams, each `log` \
@@ -214,8 +217,9 @@ pub async fn logs(
     }
     let tenant = caller.tenant().to_string();
     let streams = state.streams.clone();
+    let first = First { watch, job };
     sse::respond(&streams, state.metrics.clone(), 64, move |tx| {
-        follow(state, tenant, id, start, tx)
+        follow(state, tenant, first, start, tx)
     })
 }
 
@@ -268,39 +272,84 @@ struct Start {
     since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// What a stream has when it begins: the job's watch, and the job as read after subscribing.
+struct First {
+    watch: JobWatch,
+    job: JobRecord,
+}
+
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
-async fn follow(state: AppState, tenant: String, id: Uuid, start: Start, tx: mpsc::Sender<Event>) {
-    if let Err(e) = follow_inner(&state, &tenant, id, start, &tx).await {
+async fn follow(
+    state: AppState,
+    tenant: String,
+    first: First,
+    start: Start,
+    tx: mpsc::Sender<Event>,
+) {
+    let id = first.job.id;
+    if let Err(e) = follow_inner(&state, &tenant, first, start, &tx).await {
         tracing::warn!(job = %id, error = %e, "log stream ended early");
     }
 }
 
+/// The stream's loop. Each pass reads the chunks after the position reached and sends them; what
+/// else it reads depends on what woke it (see [`super::hub::JobSignal`]):
+/// - new output: nothing else — the job is not read again;
+/// - the job's completion: its last chunks and its final record, at once (both reads start after
+///   the notification, which came from the transaction that stored the last output with the
+///   completion), then `exit`: a live follower reads its job once, at the end;
+/// - another state change, or the timer's recheck (for notifications lost while the LISTEN
+///   connection was down): the job, after the chunks; a final state read that way means one more
+///   pass for the chunks stored between the two reads, then `exit`.
+///
+/// The first pass uses the handler's read of the job, made after subscribing and before any chunk
+/// read: a final state there means the first chunk reads find all of the output.
 async fn follow_inner(
     state: &AppState,
     tenant: &str,
-    id: Uuid,
+    first: First,
     start: Start,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), crate::store::StoreError> {
+    let First { mut watch, job } = first;
+    let id = job.id;
     let (mut attempt, mut seq) = match start.at {
         Position::End => return Ok(()),
         Position::At { attempt, seq } => (attempt, seq),
     };
-    let mut watch = state.hub.watch_job(id);
+    // The job as last read: before this pass's chunk read, or (see above) alongside it.
+    let mut record = job;
+    // Whether this pass must read the job after its chunks.
+    let mut read_record = false;
+    let mut seen_state_changes = watch.subscribed.state_changes;
     let mut last_state: Option<(JobState, i32)> = None;
     let send = |e: Event| async move { tx.send(e).await.is_ok() };
     // Woken by a notification: the reads are shared with the job's other followers woken by it
     // (one query for all of them, `Hub::chunks_after`). The first pass and the timer's rechecks
-    // (for notifications lost while the LISTEN connection was down) read for themselves.
+    // read for themselves.
     let mut notified = false;
     loop {
         // Mark the current notification as seen before reading, so none is missed.
-        let version = *watch.rx.borrow_and_update();
-        let shared = notified.then_some(version);
+        let signal = *watch.rx.borrow_and_update();
+        let shared = notified.then_some(signal.version);
+        if signal.state_changes != seen_state_changes {
+            seen_state_changes = signal.state_changes;
+            read_record = true;
+        }
         let chunks = state
             .hub
-            .chunks_after(&state.pool, id, shared, (attempt, seq), PAGE)
-            .await?;
+            .chunks_after(&state.pool, id, shared, (attempt, seq), PAGE);
+        let chunks = if signal.finished && !record.state.is_terminal() {
+            let (chunks, job) =
+                tokio::join!(chunks, state.hub.job(&state.pool, tenant, id, shared));
+            let Some(job) = job? else {
+                return Ok(());
+            };
+            record = job;
+            chunks?
+        } else {
+            chunks.await?
+        };
         for c in chunks.iter() {
             if c.attempt != attempt {
                 attempt = c.attempt;
@@ -347,34 +396,41 @@ async fn follow_inner(
         if chunks.len() as i64 == PAGE {
             continue;
         }
-        let Some(job) = state.hub.job(&state.pool, tenant, id, shared).await? else {
+        if record.state.is_terminal() {
+            // Read before this pass's chunks (or alongside them, after its completion was
+            // announced): everything was sent.
+            let _ = send(exit_event(&record)).await;
             return Ok(());
-        };
-        if job.state.is_terminal() {
-            // Output is stored before the completion; read what arrived since the last query.
-            let more = logs::chunks_after(&state.pool, id, (attempt, seq), 1).await?;
-            if !more.is_empty() {
-                // Read the rest for ourselves: a shared read of this notification may predate
-                // what was just found (its notification can still be on its way).
+        }
+        if read_record {
+            read_record = false;
+            let Some(job) = state.hub.job(&state.pool, tenant, id, shared).await? else {
+                return Ok(());
+            };
+            record = job;
+            if record.state.is_terminal() {
+                // Output may have been stored between the chunk read and this one: one more
+                // pass, reading for ourselves (a shared read of this notification may predate
+                // what this read found).
                 notified = false;
                 continue;
             }
-            let _ = send(exit_event(&job)).await;
-            return Ok(());
         }
-        let current = (job.state, job.attempt);
-        if last_state != Some(current) {
+        // A state the client has not been told, unless the chunks went past it (the handler's
+        // read predates them).
+        let current = (record.state, record.attempt);
+        if record.attempt >= attempt && last_state != Some(current) {
             last_state = Some(current);
-            let pos = if job.state == JobState::Running && job.attempt > attempt {
-                attempt = job.attempt;
+            let pos = if record.state == JobState::Running && record.attempt > attempt {
+                attempt = record.attempt;
                 seq = 0;
                 Position::At { attempt, seq }
             } else {
                 Position::At { attempt, seq }
             };
             let ev = StateEvent {
-                state: job.state,
-                attempt: job.attempt,
+                state: record.state,
+                attempt: record.attempt,
             };
             if !send(json_event("state", pos.id(), &ev)).await {
                 return Ok(());
@@ -382,7 +438,10 @@ async fn follow_inner(
         }
         notified = tokio::select! {
             _ = watch.rx.changed() => true,
-            _ = tokio::time::sleep(RECHECK) => false,
+            _ = tokio::time::sleep(RECHECK) => {
+                read_record = true;
+                false
+            }
             _ = tx.closed() => return Ok(()),
         };
     }

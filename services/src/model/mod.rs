@@ -258,6 +258,26 @@ pub fn parse_ids(payload: &str) -> impl Iterator<Item = Uuid> + '_ {
         .filter_map(|s| Uuid::parse_str(s.trim()).ok())
 }
 
+/// The items of a state notification (`nekton_state`): job ids, each one optionally preceded by
+/// the state the job moved to — `succeeded,<a>,<b>` says that job `a` is now `succeeded` and
+/// nothing about `b`. A worker's completion names the state (the job's last output is stored in
+/// the same transaction, so a final state named here means all of its output is stored); other
+/// senders send bare ids. [`parse_ids`] skips the state names, so readers and senders of either
+/// kind understand each other during a rolling upgrade.
+pub fn parse_states(payload: &str) -> impl Iterator<Item = (Uuid, Option<JobState>)> + '_ {
+    let mut named = None;
+    payload.split(',').filter_map(move |s| {
+        let s = s.trim();
+        match Uuid::parse_str(s) {
+            Ok(id) => Some((id, named.take())),
+            Err(_) => {
+                named = JobState::parse(s);
+                None
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +288,19 @@ mod tests {
         let b = Uuid::now_v7();
         let ids: Vec<Uuid> = parse_ids(&format!("{a},{b},garbage")).collect();
         assert_eq!(ids, vec![a, b]);
+    }
+
+    #[test]
+    fn notify_payload_states() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let payload = format!("succeeded,{a},{b},nonsense,{c},failed");
+        let items: Vec<_> = parse_states(&payload).collect();
+        assert_eq!(
+            items,
+            vec![(a, Some(JobState::Succeeded)), (b, None), (c, None)],
+            "a state names the next id only; unknown words and a trailing name are skipped"
+        );
+        // Readers of bare ids see the same ids.
+        assert_eq!(parse_ids(&payload).collect::<Vec<_>>(), vec![a, b, c]);
     }
 }

@@ -7,7 +7,8 @@
 //!   live in their own tables.
 //! - Every write a worker makes is fenced by `(job, attempt, worker, state = 'running')`.
 //! - No transaction stays open while a job runs.
-//! - NOTIFY carries wake-up hints (queue names, job ids), never data.
+//! - NOTIFY carries wake-up hints (queue names, job ids, the state a completion moved a job to):
+//!   everything it says is in the tables too, and a lost notification only delays a reader.
 
 pub mod artifacts;
 pub mod hosts;
@@ -67,7 +68,8 @@ async fn accept_comment_rewrites(pool: &PgPool) -> Result<(), sqlx::migrate::Mig
 pub const CHANNEL_JOBS: &str = "nekton_jobs";
 /// NOTIFY channel: log chunks were stored; payload = comma-separated job ids.
 pub const CHANNEL_LOGS: &str = "nekton_logs";
-/// NOTIFY channel: jobs changed state (started, finished); payload = comma-separated job ids.
+/// NOTIFY channel: jobs changed state (finished, retried, rescued, cancelled); payload =
+/// comma-separated job ids, a completion's each preceded by the new state (`model::parse_states`).
 pub const CHANNEL_STATE: &str = "nekton_state";
 /// NOTIFY channel: a running job must be cancelled; payload = job id.
 pub const CHANNEL_CANCEL: &str = "nekton_cancel";

@@ -136,11 +136,15 @@ pub struct Completion {
     pub tests: Option<crate::grading::SuiteSummary>,
 }
 
-/// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes).
+/// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes: at
+/// most 150 × `state,id,` = 150 × 47 bytes).
 pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 
 /// Records the end of attempts, fenced: a completion applies only if the job is still running
-/// this very attempt on this worker. Returns the ids it applied to.
+/// this very attempt on this worker. Returns the ids it applied to. NOTIFYs `nekton_state` with
+/// each job's new state before its id (`succeeded,<id>,…`, see `model::parse_states`): the
+/// caller stores the jobs' last output in the same transaction or before, so a follower told of a
+/// final state reads the rest of the output and the record once.
 ///
 /// # Planning
 ///
@@ -201,7 +205,7 @@ async fn complete_on(
                          ELSE now() + i.retry_ms * interval '1 millisecond' END \
                  FROM input i \
                  WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 RETURNING j.id, j.started_at \
+                 RETURNING j.id, j.state, j.started_at \
              ), att AS ( \
                  INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
                  SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
@@ -211,7 +215,7 @@ async fn complete_on(
                  DELETE FROM leases l USING done d WHERE l.job_id = d.id \
              ) \
              SELECT coalesce(array_agg(d.id), '{}') AS ids, \
-                 CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.id::text, ',')) END AS notified \
+                 CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) END AS notified \
              FROM done d",
         )
         .bind(worker)
