@@ -196,6 +196,35 @@ async fn the_claim_returns_the_trace_context_the_submission_stored() {
     );
 }
 
+/// A claim that took jobs commits without waiting for the WAL flush (only its own
+/// transaction): the job's output or completion, which wait for the flush of everything before
+/// them, make it durable (docs/operations.md, "Delivery guarantees").
+#[tokio::test]
+async fn a_claim_commits_without_waiting_for_the_wal_flush() {
+    let db = db().await;
+    let pool = &db.pool;
+    insert(pool, new_job("default", 0, 1)).await;
+    let mut tx = pool.begin().await.unwrap();
+    // The test server commits asynchronously anyway: make this transaction synchronous first.
+    sqlx::query("SET LOCAL synchronous_commit = on")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let claimed = queue::claim(&mut *tx, Uuid::now_v7(), "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        setting, "off",
+        "the claim's transaction commits asynchronously"
+    );
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     let db = db().await;
