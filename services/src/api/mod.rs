@@ -112,16 +112,70 @@ impl AppState {
     }
 }
 
-/// NOTIFY for new jobs, debounced: at most one per queue per [`QueueNotifier::WINDOW`] per process.
-/// The first job in a window is announced inside its insert transaction; later ones in the same
-/// window get one trailing NOTIFY at the window's end.
+/// NOTIFY for new jobs, debounced: in a burst of submissions, at most one per queue per
+/// [`QueueNotifier::WINDOW`] per process. The first job in a window is announced inside its
+/// insert transaction; later ones in the same window get one trailing NOTIFY at the window's end.
+/// A submission that is not part of a burst — none for its queue in the [`QueueNotifier::QUIET`]
+/// before it — is announced inside its transaction at once, whatever the window: a worker in
+/// another process then claims a lone job at once instead of at the window's end (sequential
+/// lone jobs waited ~90 ms for it), and such submissions are too far apart to contend at commit.
 pub struct QueueNotifier {
     pool: PgPool,
-    last: Mutex<HashMap<String, (Instant, bool)>>,
+    last: Mutex<HashMap<String, QueueNotices>>,
+}
+
+/// What the notifier remembers of one queue.
+#[derive(Debug, Clone, Copy)]
+struct QueueNotices {
+    /// The last NOTIFY sent (or the start of the trailing one's window).
+    notified: Instant,
+    /// The last submission.
+    submitted: Instant,
+    /// A trailing NOTIFY is arranged.
+    trailing: bool,
+}
+
+/// What one submission does about the NOTIFY.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    /// NOTIFY inside its transaction.
+    Now,
+    /// Arrange a trailing NOTIFY after this long.
+    Trailing(Duration),
+    /// A trailing NOTIFY is already arranged.
+    Covered,
+}
+
+impl QueueNotices {
+    fn new(now: Instant) -> Self {
+        Self {
+            notified: now,
+            submitted: now,
+            trailing: false,
+        }
+    }
+
+    fn submission(&mut self, now: Instant) -> Notice {
+        let quiet = now.duration_since(self.submitted) >= QueueNotifier::QUIET;
+        self.submitted = now;
+        if quiet || now.duration_since(self.notified) >= QueueNotifier::WINDOW {
+            self.notified = now;
+            Notice::Now
+        } else if self.trailing {
+            Notice::Covered
+        } else {
+            self.trailing = true;
+            Notice::Trailing(
+                QueueNotifier::WINDOW.saturating_sub(now.duration_since(self.notified)),
+            )
+        }
+    }
 }
 
 impl QueueNotifier {
     pub const WINDOW: Duration = Duration::from_millis(100);
+    /// A submission this long after the previous one of its queue is not part of a burst.
+    pub const QUIET: Duration = Duration::from_millis(2);
 
     pub fn new(pool: PgPool) -> Self {
         Self {
@@ -135,41 +189,39 @@ impl QueueNotifier {
     pub fn notify_now(self: &Arc<Self>, queue: &str) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        match last.get_mut(queue) {
-            Some((at, _)) if now.duration_since(*at) >= Self::WINDOW => {
-                *at = now;
-                true
-            }
+        let notice = match last.get_mut(queue) {
+            Some(q) => q.submission(now),
             None => {
-                last.insert(queue.to_string(), (now, false));
-                true
+                last.insert(queue.to_string(), QueueNotices::new(now));
+                Notice::Now
             }
-            Some((at, trailing)) => {
-                if !*trailing {
-                    *trailing = true;
-                    let wait = Self::WINDOW.saturating_sub(now.duration_since(*at));
-                    let this = self.clone();
-                    let queue = queue.to_string();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        if let Some(e) = this
-                            .last
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_mut(&queue)
-                        {
-                            *e = (Instant::now(), false);
-                        }
-                        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-                            .bind(CHANNEL_JOBS)
-                            .bind(&queue)
-                            .execute(&this.pool)
-                            .await
-                        {
-                            tracing::warn!(error = %e, "trailing NOTIFY failed; workers will poll");
-                        }
-                    });
-                }
+        };
+        match notice {
+            Notice::Now => true,
+            Notice::Covered => false,
+            Notice::Trailing(wait) => {
+                let this = self.clone();
+                let queue = queue.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(q) = this
+                        .last
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&queue)
+                    {
+                        q.notified = Instant::now();
+                        q.trailing = false;
+                    }
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL_JOBS)
+                        .bind(&queue)
+                        .execute(&this.pool)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "trailing NOTIFY failed; workers will poll");
+                    }
+                });
                 false
             }
         }
@@ -555,4 +607,29 @@ fn request_span(req: &Request) -> tracing::Span {
         crate::telemetry::set_parent(&span, &parent);
     }
     span
+}
+
+#[cfg(test)]
+mod notifier_tests {
+    use super::{Notice, QueueNotices};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn lone_submissions_notify_at_once_and_bursts_once_per_window() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut q = QueueNotices::new(t0);
+        // Lone jobs 15 ms apart (a client waiting for each): every one notifies at once.
+        for i in 1..=5 {
+            assert_eq!(q.submission(t0 + ms(15 * i)), Notice::Now, "lone job {i}");
+        }
+        // A burst 1 ms apart: its first notifies, the next arranges one trailing NOTIFY, the
+        // rest are covered by it.
+        let b = t0 + ms(200);
+        assert_eq!(q.submission(b), Notice::Now);
+        assert_eq!(q.submission(b + ms(1)), Notice::Trailing(ms(99)));
+        for i in 2..50 {
+            assert_eq!(q.submission(b + ms(i)), Notice::Covered, "burst job {i}");
+        }
+    }
 }
