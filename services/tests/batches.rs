@@ -237,7 +237,13 @@ async fn cancelling_a_batch_ends_every_waiting_and_running_job_and_is_audited() 
 
     let c = a_client.cancel_batch(created.id).await.unwrap();
     assert_eq!((c.cancelled, c.cancel_requested), (3, 2), "{c:?}");
-    assert_eq!(c.batch.counts["cancelled"], 3);
+    // The batch is read after the cancel committed: a worker quick to act on the cancel's NOTIFY
+    // may have recorded a running job `cancelled` by then.
+    let counts = &c.batch.counts;
+    assert!(
+        counts["cancelled"] >= 3 && counts["cancelled"] + counts["running"] == 5,
+        "{counts:?}"
+    );
     for id in &created.job_ids {
         let job = common::wait_finished(&a_client, *id, T).await;
         assert_eq!(job.state, JobState::Cancelled, "job {id}: {job:?}");
