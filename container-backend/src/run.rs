@@ -847,6 +847,13 @@ async fn launch(
         h = plan.hostname
     );
     let mut netns = None;
+    let mut netns_prepared = false;
+    if attachment.is_none()
+        && let Some(pool) = &shared.netns_pool
+    {
+        netns = pool.take();
+        netns_prepared = netns.is_some();
+    }
     if let Some((a, _)) = &attachment {
         hosts.push_str(&format!("{}\t{}\n", a.addr, plan.hostname));
         match a.netns().map(|fd| fd.try_clone()) {
@@ -880,6 +887,7 @@ async fn launch(
         hosts: hosts.into_bytes(),
         resolv_conf: attachment.as_ref().map(|(_, r)| r.clone()),
         netns,
+        netns_prepared,
         user: plan.user,
         user_from_job: plan.user_from_job,
         workdir: workdir_c,

@@ -108,6 +108,9 @@ pub(crate) struct ChildSpec {
     /// A network namespace prepared by the worker (bridge jobs: `eth0` configured); P1 joins it
     /// instead of creating an empty one.
     pub netns: Option<OwnedFd>,
+    /// `netns` came from the backend's pool ([`netpool`](super::netpool)): `lo` is up and the
+    /// rootless sysctl written already.
+    pub netns_prepared: bool,
     /// `uid[:gid]` or `name[:group]`; empty = root.
     pub user: String,
     /// Whether `user` came from the job (a lookup failure is then the job's spec error) or from
@@ -400,7 +403,9 @@ fn p1_main(spec: &ChildSpec) -> ! {
             "unshare(mount, uts, ipc, net, pid namespaces)",
         )(Errno::last()));
     }
-    if let Err(e) = loopback_up() {
+    if !spec.netns_prepared
+        && let Err(e) = loopback_up()
+    {
         fail(os(
             ErrorKind::Internal,
             "bringing up the job's loopback interface",
@@ -410,6 +415,7 @@ fn p1_main(spec: &ChildSpec) -> ! {
     // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
     // namespace instead (Docker's default since 20.10). The file is the current netns's.
     if spec.ids.is_some()
+        && !spec.netns_prepared
         && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
     {
         fail(os(
@@ -493,7 +499,7 @@ fn pipe_above_fixed() -> Result<[RawFd; 2], Errno> {
 }
 
 /// Writes `data` to the existing file `path` (child code: no allocation, no locks).
-fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
+pub(crate) fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
     // SAFETY: `path` is a valid C string; the descriptor is closed below.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -607,7 +613,7 @@ fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
 }
 
 /// `ip link set lo up` in the current network namespace (child code: one socket, two ioctls).
-fn loopback_up() -> Result<(), Errno> {
+pub(crate) fn loopback_up() -> Result<(), Errno> {
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
