@@ -369,6 +369,8 @@ pub(crate) struct Shared {
     pub ranges: Option<std::sync::Arc<userns::Ranges>>,
     /// Network namespaces ready for `network: none` jobs; `None`: P1 makes each.
     pub netns_pool: Option<netpool::NetnsPool>,
+    /// Job cgroups whose removal (after the job's report) has not finished.
+    pub removals: tokio::sync::watch::Sender<usize>,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -635,6 +637,7 @@ impl ContainerBackend {
                 helper: std::sync::Arc::new(helper),
                 ranges,
                 netns_pool,
+                removals: tokio::sync::watch::channel(0).0,
             },
         })
     }
@@ -761,5 +764,14 @@ impl ContainerBackend {
         if let Ok(n) = &self.shared.network {
             n.settle().await;
         }
+    }
+
+    /// Waits until everything finished jobs left to the background is done: their cgroups
+    /// removed (after the bill is read, off the job's path) and, for bridge jobs, their
+    /// addresses free again ([`settle_network`](Self::settle_network)).
+    pub async fn settle(&self) {
+        let mut rx = self.shared.removals.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+        self.settle_network().await;
     }
 }
