@@ -471,6 +471,137 @@ async fn shutdown_requeue_does_not_spend_an_attempt() {
     assert_eq!((c[0].attempt, c[0].max_attempts), (2, 2));
 }
 
+/// The usage roll-up (migration 0014: once per statement) adds every attempt a statement records,
+/// whatever mix of outcomes and jobs' states one statement carries, exactly as one row per attempt
+/// would have: the sums of `usage_hourly` equal the sums over the attempts.
+#[tokio::test]
+async fn usage_rollup_counts_every_attempt_of_a_statement() {
+    use nekton::model::{OutcomeReason, Usage};
+    let db = db().await;
+    let pool = &db.pool;
+    let w = Uuid::now_v7();
+    for _ in 0..7 {
+        insert(pool, new_job("default", 0, 2)).await;
+    }
+    let claimed = queue::claim(pool, w, "default", 7, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 7);
+    // (state, reason, wall ms, cpu ms, memory peak, stdout bytes)
+    let plan = [
+        (JobState::Succeeded, OutcomeReason::Exited, 10, 3, 1000, 5),
+        (JobState::Succeeded, OutcomeReason::Exited, 20, 4, 2000, 7),
+        (JobState::Succeeded, OutcomeReason::Exited, 30, 5, 3000, 11),
+        (JobState::Failed, OutcomeReason::Exited, 40, 6, 4000, 13),
+        (
+            JobState::Failed,
+            OutcomeReason::WallTimeout,
+            50,
+            7,
+            5000,
+            17,
+        ),
+        (
+            JobState::Scheduled,
+            OutcomeReason::InternalError,
+            60,
+            8,
+            6000,
+            19,
+        ),
+        (JobState::Error, OutcomeReason::SpecError, 70, 9, 7000, 23),
+    ];
+    let items: Vec<Completion> = claimed
+        .iter()
+        .zip(plan)
+        .map(|(c, (state, reason, wall, cpu, mem, out))| Completion {
+            state,
+            reason,
+            retry_after: (state == JobState::Scheduled).then(|| Duration::from_secs(60)),
+            usage: Usage {
+                wall_ms: Some(wall),
+                cpu_user_ms: Some(cpu),
+                cpu_system_ms: Some(1),
+                memory_peak_bytes: Some(mem),
+                stdout_bytes: out,
+                stderr_bytes: 1,
+                ..Usage::default()
+            },
+            ..done(c.id, c.attempt, state)
+        })
+        .collect();
+    assert_eq!(queue::complete(pool, w, &items).await.unwrap().len(), 7);
+    // One more statement adds to the same rows.
+    let late = insert(pool, new_job("default", 0, 1)).await;
+    let c = queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    assert_eq!(c[0].id, late);
+    let mut one = done(late, 1, JobState::Succeeded);
+    one.usage.wall_ms = Some(100);
+    queue::complete(pool, w, &[one]).await.unwrap();
+
+    type Row = (String, i64, i64, i64, i64, i64, i64, String, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT outcome, attempts, jobs_succeeded, jobs_failed, jobs_cancelled, jobs_error, cpu_ms, \
+             memory_byte_ms::text, wall_ms, output_bytes \
+         FROM usage_hourly WHERE tenant_id = $1 ORDER BY outcome",
+    )
+    .bind(TENANT)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let want: Vec<Row> = vec![
+        // 3 succeeded + 1 failed (exited), then the late one: wall 100, no cpu or memory.
+        (
+            "exited".into(),
+            5,
+            4,
+            1,
+            0,
+            0,
+            (3 + 4 + 5 + 6) + 4,
+            (10 * 1000 + 20 * 2000 + 30 * 3000 + 40 * 4000).to_string(),
+            10 + 20 + 30 + 40 + 100,
+            (5 + 7 + 11 + 13) + 4,
+        ),
+        // A retry: an attempt, but no job in a final state.
+        (
+            "internal_error".into(),
+            1,
+            0,
+            0,
+            0,
+            0,
+            9,
+            (60 * 6000).to_string(),
+            60,
+            20,
+        ),
+        (
+            "spec_error".into(),
+            1,
+            0,
+            0,
+            0,
+            1,
+            10,
+            (70 * 7000).to_string(),
+            70,
+            24,
+        ),
+        (
+            "wall_timeout".into(),
+            1,
+            0,
+            1,
+            0,
+            0,
+            8,
+            (50 * 5000).to_string(),
+            50,
+            18,
+        ),
+    ];
+    assert_eq!(rows, want);
+}
+
 #[tokio::test]
 async fn retention_prunes_old_finished_jobs_with_their_logs() {
     let db = db().await;
