@@ -1104,7 +1104,8 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
     }
 }
 
-/// The worker's `complete` and `insert_chunks` are planned for every execution, never from a
+/// The worker's `complete` and `insert_chunks` (and, since migration 0015 reads the leases from
+/// `jobs`, the rescuer's `rescue`) are planned for every execution, never from a
 /// cached generic plan (see `queue::complete`): a generic plan made while `jobs` was small kept
 /// scanning the whole table after it grew. On one connection, both run ten times while `jobs`
 /// holds one row and was analyzed so (a named statement switches to its generic plan after
