@@ -1378,3 +1378,110 @@ async fn the_lease_migration_keeps_jobs_in_every_state() {
         "every running job has a lease, no other job has one"
     );
 }
+
+/// A writer's flush stores chunks and completions in one statement: the chunks of running
+/// attempts and the completions whose fence holds apply, a taken-over attempt's chunks and
+/// completion apply nothing, and the two NOTIFYs (logs, then state) carry the same payloads as the
+/// separate statements did.
+#[tokio::test]
+async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
+        .await
+        .unwrap();
+    let w = Uuid::now_v7();
+    let (ending, going_on, lost) = (
+        insert(pool, new_job("default", 0, 1)).await,
+        insert(pool, new_job("default", 0, 1)).await,
+        insert(pool, new_job("default", 0, 1)).await,
+    );
+    assert_eq!(
+        queue::claim(pool, w, "default", 3, LEASE)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // `lost` was taken over by another worker (attempt 2).
+    sqlx::query("UPDATE jobs SET attempt = 2, worker_id = $2 WHERE id = $1")
+        .bind(lost)
+        .bind(Uuid::now_v7())
+        .execute(pool)
+        .await
+        .unwrap();
+    let chunk = |job_id, seq: i32, data: &[u8]| NewChunk {
+        job_id,
+        attempt: 1,
+        seq,
+        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+        data: data.to_vec(),
+    };
+    let chunks = [
+        chunk(ending, 1, b"a"),
+        chunk(ending, 2, b"b"),
+        chunk(going_on, 1, b"c"),
+        chunk(lost, 1, b"x"),
+    ];
+    let applied = queue::flush(
+        pool,
+        w,
+        &chunks,
+        &[
+            done(ending, 1, JobState::Succeeded),
+            done(lost, 1, JobState::Succeeded),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, [ending]);
+    let stored: Vec<(Uuid, i32, Vec<u8>)> =
+        sqlx::query_as("SELECT job_id, seq, data FROM log_chunks ORDER BY job_id, seq")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        [
+            (ending, 1, b"a".to_vec()),
+            (ending, 2, b"b".to_vec()),
+            (going_on, 1, b"c".to_vec())
+        ]
+    );
+    assert_eq!(state(pool, ending).await, (JobState::Succeeded, 1));
+    assert_eq!(state(pool, going_on).await, (JobState::Running, 1));
+    assert_eq!(state(pool, lost).await, (JobState::Running, 2));
+    // Logs first (the jobs that got output), then the state change.
+    let first = listener.recv().await.unwrap();
+    assert_eq!(first.channel(), nekton::store::CHANNEL_LOGS);
+    let mut got: Vec<&str> = first.payload().split(',').collect();
+    got.sort();
+    let mut want = vec![ending.to_string(), going_on.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    let second = listener.recv().await.unwrap();
+    assert_eq!(second.channel(), nekton::store::CHANNEL_STATE);
+    assert_eq!(second.payload(), ending.to_string());
+    // A flush again with only the stale completion and chunk: nothing applies, nothing is sent.
+    assert!(
+        queue::flush(
+            pool,
+            w,
+            &[chunk(lost, 2, b"y")],
+            &[done(lost, 1, JobState::Failed)]
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no notification for a flush that applied nothing"
+    );
+}

@@ -142,6 +142,32 @@ pub struct Completion {
 /// Most completions per statement (keeps the NOTIFY payload under PostgreSQL's 8000 bytes).
 pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 
+/// The CTEs `input`, `done` and `att` of a completion statement: the completions `$2`..`$10`,
+/// `$12` (arrays, one element per completion) of worker `$1`, applied where the fence holds; `done`
+/// returns the ids applied. Shared by [`complete`] and [`flush`]'s single statement.
+macro_rules! completion_ctes {
+    () => {
+        "input AS ( \
+                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+                     $8::int[], $9::text[], $10::text[], $12::text[]) \
+                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
+             ), done AS ( \
+                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, lease_expires_at = NULL, \
+                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
+                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
+                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
+                 FROM input i \
+                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 RETURNING j.id, j.started_at \
+             ), att AS ( \
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
+                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
+                 FROM input i JOIN done d ON d.id = i.job_id \
+                 ON CONFLICT (job_id, attempt) DO NOTHING \
+             )"
+    };
+}
+
 /// Records the end of attempts, fenced: a completion applies only if the job is still running
 /// this very attempt on this worker. Returns the ids it applied to.
 ///
@@ -174,72 +200,85 @@ async fn complete_on(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let ids: Vec<Uuid> = part.iter().map(|c| c.job_id).collect();
-        let attempts: Vec<i32> = part.iter().map(|c| c.attempt).collect();
-        let states: Vec<&str> = part.iter().map(|c| c.state.as_str()).collect();
-        let retry: Vec<Option<i64>> = part.iter().map(|c| c.retry_after.map(ms)).collect();
-        let reasons: Vec<&str> = part.iter().map(|c| c.reason.as_str()).collect();
-        let codes: Vec<Option<i32>> = part.iter().map(|c| c.exit_code).collect();
-        let signals: Vec<Option<i32>> = part.iter().map(|c| c.signal).collect();
-        let details: Vec<Option<&str>> = part.iter().map(|c| c.detail.as_deref()).collect();
-        let usages: Vec<String> = part
-            .iter()
-            .map(|c| serde_json::to_string(&c.usage))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
-        let tests: Vec<Option<String>> = part
-            .iter()
-            .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
-        let row = sqlx::query(
-            "WITH input AS ( \
-                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-                     $8::int[], $9::text[], $10::text[], $12::text[]) \
-                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
-             ), done AS ( \
-                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, lease_expires_at = NULL, \
-                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
-                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
-                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
-                 FROM input i \
-                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 RETURNING j.id, j.started_at \
-             ), att AS ( \
-                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
-                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
-                 FROM input i JOIN done d ON d.id = i.job_id \
-                 ON CONFLICT (job_id, attempt) DO NOTHING \
-             ) \
-             SELECT coalesce(array_agg(d.id), '{}') AS ids, \
+        let query = sqlx::query(concat!(
+            "WITH ",
+            completion_ctes!(),
+            " SELECT coalesce(array_agg(d.id), '{}') AS ids, \
                  CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.id::text, ',')) END AS notified \
              FROM done d",
-        )
-        .bind(worker)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&states)
-        .bind(&retry)
-        .bind(&reasons)
-        .bind(&codes)
-        .bind(&signals)
-        .bind(&details)
-        .bind(&usages)
-        .bind(CHANNEL_STATE)
-        .bind(&tests)
-        // Planned at every execution (see `complete`).
-        .persistent(false)
-        .fetch_one(&mut *conn)
-        .await?;
+        ));
+        let row = bind_completions(query, worker, part)?
+            // Planned at every execution (see `complete`).
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await?;
         let done: Vec<Uuid> = row.try_get("ids")?;
         applied.extend(done);
     }
     Ok(applied)
 }
 
-/// A worker writer's flush: `chunks`, then `completions`, in one transaction when there are
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `$1`..`$12` of [`completion_ctes`]'s statements: the worker, one array per field of
+/// `part`, and the state channel (`$11`).
+fn bind_completions<'q>(
+    query: PgQuery<'q>,
+    worker: Uuid,
+    part: &'q [Completion],
+) -> Result<PgQuery<'q>, StoreError> {
+    let usages: Vec<String> = part
+        .iter()
+        .map(|c| serde_json::to_string(&c.usage))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
+    let tests: Vec<Option<String>> = part
+        .iter()
+        .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
+    Ok(query
+        .bind(worker)
+        .bind(part.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
+        .bind(part.iter().map(|c| c.attempt).collect::<Vec<i32>>())
+        .bind(part.iter().map(|c| c.state.as_str()).collect::<Vec<&str>>())
+        .bind(
+            part.iter()
+                .map(|c| c.retry_after.map(ms))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(
+            part.iter()
+                .map(|c| c.reason.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            part.iter()
+                .map(|c| c.exit_code)
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(part.iter().map(|c| c.signal).collect::<Vec<Option<i32>>>())
+        .bind(
+            part.iter()
+                .map(|c| c.detail.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(usages)
+        .bind(CHANNEL_STATE)
+        .bind(tests))
+}
+
+/// A worker writer's flush: `chunks`, then `completions`, committed together when there are
 /// completions (one commit, so one wait for the WAL flush, per batch of finished jobs; a job's
 /// output is stored no later than its end either way). Returns the ids the completions applied to.
+///
+/// Up to [`MAX_COMPLETIONS_PER_STATEMENT`] completions go with the chunks in **one statement**
+/// (autocommit): the chunks' insert and the completions' update are sub-statements of one WITH,
+/// so one round trip and one plan instead of BEGIN, two statements and COMMIT. All its
+/// sub-statements see the same snapshot, so the chunks' fence sees the jobs still running, as the
+/// separate insert before the completion did; the NOTIFYs are the same two, logs then state, with
+/// the same payloads. More completions than that: the chunks and every batch of completions in
+/// one transaction, as before.
 pub async fn flush(
     pool: &PgPool,
     worker: Uuid,
@@ -249,6 +288,49 @@ pub async fn flush(
     if completions.is_empty() {
         insert_chunks(pool, worker, chunks).await?;
         return Ok(Vec::new());
+    }
+    if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
+        let query = sqlx::query(concat!(
+            "WITH ",
+            completion_ctes!(),
+            ", chunk_input AS ( \
+                 SELECT * FROM UNNEST($13::uuid[], $14::int[], $15::int[], $16::smallint[], $17::bytea[]) \
+                 AS t(job_id, attempt, seq, stream, data) \
+             ), ins AS ( \
+                 INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
+                 SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM chunk_input i \
+                 JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING job_id \
+             ) \
+             SELECT (SELECT pg_notify($18, string_agg(DISTINCT t.job_id::text, ',')) FROM ins t \
+                     HAVING count(*) > 0) AS logs_notified, \
+                 (SELECT pg_notify($11, string_agg(d.id::text, ',')) FROM done d \
+                     HAVING count(*) > 0) AS state_notified, \
+                 (SELECT coalesce(array_agg(d.id), '{}') FROM done d) AS ids",
+        ));
+        let row = bind_completions(query, worker, completions)?
+            .bind(chunks.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
+            .bind(chunks.iter().map(|c| c.attempt).collect::<Vec<i32>>())
+            .bind(chunks.iter().map(|c| c.seq).collect::<Vec<i32>>())
+            .bind(
+                chunks
+                    .iter()
+                    .map(|c| c.stream.as_fd())
+                    .collect::<Vec<i16>>(),
+            )
+            .bind(
+                chunks
+                    .iter()
+                    .map(|c| c.data.as_slice())
+                    .collect::<Vec<&[u8]>>(),
+            )
+            .bind(CHANNEL_LOGS)
+            // Planned at every execution (see `complete`).
+            .persistent(false)
+            .fetch_one(pool)
+            .await?;
+        return Ok(row.try_get("ids")?);
     }
     let mut tx = pool.begin().await?;
     insert_chunks_on(&mut tx, worker, chunks).await?;
