@@ -435,6 +435,16 @@ fn p1_main(spec: &ChildSpec) -> ! {
         Ok(p) => p,
         Err(e) => fail(os(ErrorKind::Internal, "pipe (the lifeline)")(e)),
     };
+    // v1 (or no CLONE_INTO_CGROUP): the cgroup.procs files, opened while their paths resolve.
+    let mut procs_fds = [-1 as RawFd; MAX_PROCS_FILES];
+    let procs_open = if spec.cgroup_dir.is_none() {
+        match open_cgroup_procs(&spec.cgroup_procs, &mut procs_fds) {
+            Ok(n) => n,
+            Err(e) => fail(e),
+        }
+    } else {
+        0
+    };
     let p2 = match &spec.cgroup_dir {
         Some(dir) => fork_into_cgroup(dir),
         // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in
@@ -455,11 +465,11 @@ fn p1_main(spec: &ChildSpec) -> ! {
         p2_main(spec, life[0]);
     }
     close(life[0]);
-    // Born in its cgroup (v2), or P2 waits on the lifeline until P1 has moved it there: moving a
-    // blocked task is cheap (a task moving itself into a fresh v1 cpu cgroup waited ~3 ms for a
-    // tick).
+    // Born in its cgroup (v2), or P1 moves P2 there while P2 builds the root filesystem (P2
+    // forks nothing before the "go" on the lifeline; a task moving itself into a fresh v1 cpu
+    // cgroup waited ~3 ms for a tick, so P1 moves it).
     if spec.cgroup_dir.is_none()
-        && let Err(e) = join_cgroup(&spec.cgroup_procs, p2)
+        && let Err(e) = join_cgroup(&procs_fds[..procs_open], &spec.cgroup_procs, p2)
     {
         // SAFETY: P2 is our unreaped child.
         unsafe { libc::kill(p2, libc::SIGKILL) };
@@ -568,8 +578,55 @@ fn fork_into_cgroup(dir: &std::ffi::CStr) -> Result<libc::pid_t, ChildError> {
     })
 }
 
-/// Writes `pid` into each `cgroup.procs` path (child code: no allocation needed, no locks).
-fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
+/// Most cgroup hierarchies a job joins by `cgroup.procs` writes (v1: one per controller).
+const MAX_PROCS_FILES: usize = 8;
+
+/// Opens the `cgroup.procs` files of the job's cgroup (P1, before P2 exists: P2's `pivot_root`
+/// in the mount namespace P1 shares takes these paths away), numbered above the fixed
+/// descriptors, close-on-exec. Returns how many of `fds` it filled.
+fn open_cgroup_procs(
+    procs: &[CString],
+    fds: &mut [RawFd; MAX_PROCS_FILES],
+) -> Result<usize, ChildError> {
+    if procs.len() > MAX_PROCS_FILES {
+        return Err(ChildError::new(
+            ErrorKind::Internal,
+            format!(
+                "joining the job's cgroup: {} hierarchies, at most {MAX_PROCS_FILES} supported",
+                procs.len()
+            ),
+        ));
+    }
+    for (slot, path) in fds.iter_mut().zip(procs) {
+        // SAFETY: `path` is a valid C string; the descriptor is closed by `join_cgroup`.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(os(
+                ErrorKind::Internal,
+                format!("joining the job's cgroup: open {}", path.to_string_lossy()),
+            )(Errno::last()));
+        }
+        // SAFETY: duplicating a descriptor this process owns.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FD_FIRST_FREE) };
+        let err = Errno::last();
+        close(fd);
+        if high < 0 {
+            return Err(os(
+                ErrorKind::Internal,
+                format!(
+                    "joining the job's cgroup: dup of {}",
+                    path.to_string_lossy()
+                ),
+            )(err));
+        }
+        *slot = high;
+    }
+    Ok(procs.len())
+}
+
+/// Writes `pid` to each opened `cgroup.procs` file (`fds`, from [`open_cgroup_procs`], named by
+/// `procs` in errors), closing them.
+fn join_cgroup(fds: &[RawFd], procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
     let mut buf = [0u8; 12];
     let mut n = pid.unsigned_abs();
     let mut i = buf.len();
@@ -582,27 +639,21 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         }
     }
     let text = &buf[i..];
-    for path in procs {
-        // SAFETY: `path` is a valid C string; the descriptor is closed below.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(os(
-                ErrorKind::Internal,
-                format!("joining the job's cgroup: open {}", path.to_string_lossy()),
-            )(Errno::last()));
+    let mut result = Ok(());
+    for (&fd, path) in fds.iter().zip(procs) {
+        if result.is_ok() {
+            // SAFETY: `text` is valid for its length.
+            let r = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            if r != text.len() as isize {
+                result = Err(os(
+                    ErrorKind::Internal,
+                    format!("joining the job's cgroup: write {}", path.to_string_lossy()),
+                )(Errno::last()));
+            }
         }
-        // SAFETY: `text` is valid for its length.
-        let r = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
-        let err = Errno::last();
         close(fd);
-        if r != text.len() as isize {
-            return Err(os(
-                ErrorKind::Internal,
-                format!("joining the job's cgroup: write {}", path.to_string_lossy()),
-            )(err));
-        }
     }
-    Ok(())
+    result
 }
 
 /// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
@@ -689,13 +740,10 @@ fn p1_supervise(p2: libc::pid_t) -> ! {
     }
 }
 
-/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
-fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
-    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
-        fail(e);
-    }
-    // Wait until P1 has put us into the job's cgroup ("g"); EOF means P1 died (before or after
-    // PDEATHSIG was armed): nobody supervises us.
+/// P2 waits until P1 has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means P1 died:
+/// nobody supervises it), then makes a cgroup namespace rooted there (the job sees its cgroup
+/// as `/`).
+fn enter_job_cgroup(lifeline: RawFd) {
     loop {
         let mut b = 0u8;
         // SAFETY: reading one byte into a local.
@@ -708,12 +756,28 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         }
         exit(1);
     }
-    // A cgroup namespace rooted at the job's cgroup: the job sees its cgroup as `/`.
     // SAFETY: unshare with a namespace flag only affects this (single-threaded) process.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
         fail(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
             Errno::last(),
         ));
+    }
+}
+
+/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
+fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
+        fail(e);
+    }
+    // The job's cgroup: P1 moves this process there (v1, or a kernel without
+    // CLONE_INTO_CGROUP) while it builds the root filesystem — the move's write waits for an RCU
+    // grace period more often than not, which would otherwise be on the job's path — and says
+    // so on the lifeline ("g"). The cgroup namespace is made only after that (rooted at the
+    // job's cgroup), and nothing forks before it. A job that sees its cgroup2 hierarchy needs
+    // the namespace before the root filesystem's cgroup2 mount: then it waits first.
+    let early = spec.cgroup2_mount;
+    if early {
+        enter_job_cgroup(lifeline);
     }
     // Stays open (CLOEXEC) so P1's death stays observable; P3 and the helper close it.
     // The job must not ptrace this fork of the worker or read its memory (it never runs before
@@ -738,6 +802,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         Ok(p) => p,
         Err(e) => fail(e),
     };
+    if !early {
+        enter_job_cgroup(lifeline);
+    }
 
     // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
     // signal is lost in between (they stay pending). P3 unblocks them for the job.
