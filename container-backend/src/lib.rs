@@ -231,6 +231,7 @@
 mod cgroup;
 mod chain;
 mod helper;
+mod netpool;
 mod protocol;
 mod rootfs;
 mod run;
@@ -289,6 +290,10 @@ pub struct ContainerConfig {
     /// User namespaces of the jobs (rootless containers): on where the host supports them,
     /// with the host id ranges they map. See [`UsernsConfig`] and "Security decisions".
     pub userns: UsernsConfig,
+    /// How many fresh network namespaces (`lo` up) to keep ready for `network: none` jobs, so
+    /// that making one is off the job's path (see `netpool`); 0 = each job's P1 makes its own.
+    /// Default 4.
+    pub netns_pool: usize,
 }
 
 impl Default for ContainerConfig {
@@ -305,6 +310,7 @@ impl Default for ContainerConfig {
             default_pids: 256,
             cgroups: true,
             userns: UsernsConfig::default(),
+            netns_pool: 4,
         }
     }
 }
@@ -361,6 +367,10 @@ pub(crate) struct Shared {
     pub helper: std::sync::Arc<helper::SealedHelper>,
     /// The host id ranges of the jobs' user namespaces; `None`: user namespaces are off.
     pub ranges: Option<std::sync::Arc<userns::Ranges>>,
+    /// Network namespaces ready for `network: none` jobs; `None`: P1 makes each.
+    pub netns_pool: Option<netpool::NetnsPool>,
+    /// Job cgroups whose removal (after the job's report) has not finished.
+    pub removals: tokio::sync::watch::Sender<usize>,
 }
 
 /// Runs [`Program::Image`] jobs in Linux containers. See the [module docs](self).
@@ -609,6 +619,8 @@ impl ContainerBackend {
         cgroups.remove_stale(owner_alive);
         let helper = helper::SealedHelper::create().map_err(prerequisite)?;
         let spawner = spawn::Spawner::start().map_err(ContainerError::Spawner)?;
+        let netns_pool =
+            netpool::NetnsPool::start(config.netns_pool, ranges.is_some()).map_err(prerequisite)?;
         Ok(Self {
             shared: Shared {
                 network: Err("bridge networking is not enabled on this worker".into()),
@@ -624,6 +636,8 @@ impl ContainerBackend {
                 cgroups,
                 helper: std::sync::Arc::new(helper),
                 ranges,
+                netns_pool,
+                removals: tokio::sync::watch::channel(0).0,
             },
         })
     }
@@ -750,5 +764,14 @@ impl ContainerBackend {
         if let Ok(n) = &self.shared.network {
             n.settle().await;
         }
+    }
+
+    /// Waits until everything finished jobs left to the background is done: their cgroups
+    /// removed (after the bill is read, off the job's path) and, for bridge jobs, their
+    /// addresses free again ([`settle_network`](Self::settle_network)).
+    pub async fn settle(&self) {
+        let mut rx = self.shared.removals.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+        self.settle_network().await;
     }
 }

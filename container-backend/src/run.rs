@@ -599,9 +599,18 @@ async fn run_planned(
     // escaped the pid namespace (none should) and remove the cgroup.
     let cg_usage = cgroup.usage();
     guard.disarm();
-    if let Err(e) = cgroup.remove().await {
-        tracing::warn!(job = %request.job_id, error = %e, "cannot remove the job's cgroup");
-    }
+    // The bill is read: the cgroup's removal (an rmdir per hierarchy, which on v1 can wait for
+    // an RCU grace period) runs after the report, in the background; `settle` waits for it, and
+    // a worker that exits first leaves the cgroup to its next start's stale-cgroup cleanup.
+    shared.removals.send_modify(|n| *n += 1);
+    let removals = shared.removals.clone();
+    let job = request.job_id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = cgroup.remove().await {
+            tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
+        }
+        removals.send_modify(|n| *n = n.saturating_sub(1));
+    });
 
     let exec_at = supervised.exec_at.unwrap_or(supervised.end);
     let mut usage = Usage {
@@ -847,6 +856,13 @@ async fn launch(
         h = plan.hostname
     );
     let mut netns = None;
+    let mut netns_prepared = false;
+    if attachment.is_none()
+        && let Some(pool) = &shared.netns_pool
+    {
+        netns = pool.take();
+        netns_prepared = netns.is_some();
+    }
     if let Some((a, _)) = &attachment {
         hosts.push_str(&format!("{}\t{}\n", a.addr, plan.hostname));
         match a.netns().map(|fd| fd.try_clone()) {
@@ -880,6 +896,7 @@ async fn launch(
         hosts: hosts.into_bytes(),
         resolv_conf: attachment.as_ref().map(|(_, r)| r.clone()),
         netns,
+        netns_prepared,
         user: plan.user,
         user_from_job: plan.user_from_job,
         workdir: workdir_c,

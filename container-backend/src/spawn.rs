@@ -108,6 +108,9 @@ pub(crate) struct ChildSpec {
     /// A network namespace prepared by the worker (bridge jobs: `eth0` configured); P1 joins it
     /// instead of creating an empty one.
     pub netns: Option<OwnedFd>,
+    /// `netns` came from the backend's pool ([`netpool`](super::netpool)): `lo` is up and the
+    /// rootless sysctl written already.
+    pub netns_prepared: bool,
     /// `uid[:gid]` or `name[:group]`; empty = root.
     pub user: String,
     /// Whether `user` came from the job (a lookup failure is then the job's spec error) or from
@@ -400,7 +403,9 @@ fn p1_main(spec: &ChildSpec) -> ! {
             "unshare(mount, uts, ipc, net, pid namespaces)",
         )(Errno::last()));
     }
-    if let Err(e) = loopback_up() {
+    if !spec.netns_prepared
+        && let Err(e) = loopback_up()
+    {
         fail(os(
             ErrorKind::Internal,
             "bringing up the job's loopback interface",
@@ -410,6 +415,7 @@ fn p1_main(spec: &ChildSpec) -> ! {
     // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
     // namespace instead (Docker's default since 20.10). The file is the current netns's.
     if spec.ids.is_some()
+        && !spec.netns_prepared
         && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
     {
         fail(os(
@@ -428,6 +434,16 @@ fn p1_main(spec: &ChildSpec) -> ! {
     let life = match pipe_above_fixed() {
         Ok(p) => p,
         Err(e) => fail(os(ErrorKind::Internal, "pipe (the lifeline)")(e)),
+    };
+    // v1 (or no CLONE_INTO_CGROUP): the cgroup.procs files, opened while their paths resolve.
+    let mut procs_fds = [-1 as RawFd; MAX_PROCS_FILES];
+    let procs_open = if spec.cgroup_dir.is_none() {
+        match open_cgroup_procs(&spec.cgroup_procs, &mut procs_fds) {
+            Ok(n) => n,
+            Err(e) => fail(e),
+        }
+    } else {
+        0
     };
     let p2 = match &spec.cgroup_dir {
         Some(dir) => fork_into_cgroup(dir),
@@ -449,11 +465,11 @@ fn p1_main(spec: &ChildSpec) -> ! {
         p2_main(spec, life[0]);
     }
     close(life[0]);
-    // Born in its cgroup (v2), or P2 waits on the lifeline until P1 has moved it there: moving a
-    // blocked task is cheap (a task moving itself into a fresh v1 cpu cgroup waited ~3 ms for a
-    // tick).
+    // Born in its cgroup (v2), or P1 moves P2 there while P2 builds the root filesystem (P2
+    // forks nothing before the "go" on the lifeline; a task moving itself into a fresh v1 cpu
+    // cgroup waited ~3 ms for a tick, so P1 moves it).
     if spec.cgroup_dir.is_none()
-        && let Err(e) = join_cgroup(&spec.cgroup_procs, p2)
+        && let Err(e) = join_cgroup(&procs_fds[..procs_open], &spec.cgroup_procs, p2)
     {
         // SAFETY: P2 is our unreaped child.
         unsafe { libc::kill(p2, libc::SIGKILL) };
@@ -493,7 +509,7 @@ fn pipe_above_fixed() -> Result<[RawFd; 2], Errno> {
 }
 
 /// Writes `data` to the existing file `path` (child code: no allocation, no locks).
-fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
+pub(crate) fn write_file(path: &std::ffi::CStr, data: &[u8]) -> Result<(), Errno> {
     // SAFETY: `path` is a valid C string; the descriptor is closed below.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -562,8 +578,55 @@ fn fork_into_cgroup(dir: &std::ffi::CStr) -> Result<libc::pid_t, ChildError> {
     })
 }
 
-/// Writes `pid` into each `cgroup.procs` path (child code: no allocation needed, no locks).
-fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
+/// Most cgroup hierarchies a job joins by `cgroup.procs` writes (v1: one per controller).
+const MAX_PROCS_FILES: usize = 8;
+
+/// Opens the `cgroup.procs` files of the job's cgroup (P1, before P2 exists: P2's `pivot_root`
+/// in the mount namespace P1 shares takes these paths away), numbered above the fixed
+/// descriptors, close-on-exec. Returns how many of `fds` it filled.
+fn open_cgroup_procs(
+    procs: &[CString],
+    fds: &mut [RawFd; MAX_PROCS_FILES],
+) -> Result<usize, ChildError> {
+    if procs.len() > MAX_PROCS_FILES {
+        return Err(ChildError::new(
+            ErrorKind::Internal,
+            format!(
+                "joining the job's cgroup: {} hierarchies, at most {MAX_PROCS_FILES} supported",
+                procs.len()
+            ),
+        ));
+    }
+    for (slot, path) in fds.iter_mut().zip(procs) {
+        // SAFETY: `path` is a valid C string; the descriptor is closed by `join_cgroup`.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(os(
+                ErrorKind::Internal,
+                format!("joining the job's cgroup: open {}", path.to_string_lossy()),
+            )(Errno::last()));
+        }
+        // SAFETY: duplicating a descriptor this process owns.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FD_FIRST_FREE) };
+        let err = Errno::last();
+        close(fd);
+        if high < 0 {
+            return Err(os(
+                ErrorKind::Internal,
+                format!(
+                    "joining the job's cgroup: dup of {}",
+                    path.to_string_lossy()
+                ),
+            )(err));
+        }
+        *slot = high;
+    }
+    Ok(procs.len())
+}
+
+/// Writes `pid` to each opened `cgroup.procs` file (`fds`, from [`open_cgroup_procs`], named by
+/// `procs` in errors), closing them.
+fn join_cgroup(fds: &[RawFd], procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
     let mut buf = [0u8; 12];
     let mut n = pid.unsigned_abs();
     let mut i = buf.len();
@@ -576,27 +639,21 @@ fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
         }
     }
     let text = &buf[i..];
-    for path in procs {
-        // SAFETY: `path` is a valid C string; the descriptor is closed below.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(os(
-                ErrorKind::Internal,
-                format!("joining the job's cgroup: open {}", path.to_string_lossy()),
-            )(Errno::last()));
+    let mut result = Ok(());
+    for (&fd, path) in fds.iter().zip(procs) {
+        if result.is_ok() {
+            // SAFETY: `text` is valid for its length.
+            let r = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            if r != text.len() as isize {
+                result = Err(os(
+                    ErrorKind::Internal,
+                    format!("joining the job's cgroup: write {}", path.to_string_lossy()),
+                )(Errno::last()));
+            }
         }
-        // SAFETY: `text` is valid for its length.
-        let r = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
-        let err = Errno::last();
         close(fd);
-        if r != text.len() as isize {
-            return Err(os(
-                ErrorKind::Internal,
-                format!("joining the job's cgroup: write {}", path.to_string_lossy()),
-            )(err));
-        }
     }
-    Ok(())
+    result
 }
 
 /// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
@@ -607,7 +664,7 @@ fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
 }
 
 /// `ip link set lo up` in the current network namespace (child code: one socket, two ioctls).
-fn loopback_up() -> Result<(), Errno> {
+pub(crate) fn loopback_up() -> Result<(), Errno> {
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -683,13 +740,10 @@ fn p1_supervise(p2: libc::pid_t) -> ! {
     }
 }
 
-/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
-fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
-    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
-        fail(e);
-    }
-    // Wait until P1 has put us into the job's cgroup ("g"); EOF means P1 died (before or after
-    // PDEATHSIG was armed): nobody supervises us.
+/// P2 waits until P1 has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means P1 died:
+/// nobody supervises it), then makes a cgroup namespace rooted there (the job sees its cgroup
+/// as `/`).
+fn enter_job_cgroup(lifeline: RawFd) {
     loop {
         let mut b = 0u8;
         // SAFETY: reading one byte into a local.
@@ -702,12 +756,28 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         }
         exit(1);
     }
-    // A cgroup namespace rooted at the job's cgroup: the job sees its cgroup as `/`.
     // SAFETY: unshare with a namespace flag only affects this (single-threaded) process.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
         fail(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
             Errno::last(),
         ));
+    }
+}
+
+/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
+fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
+    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
+        fail(e);
+    }
+    // The job's cgroup: P1 moves this process there (v1, or a kernel without
+    // CLONE_INTO_CGROUP) while it builds the root filesystem — the move's write waits for an RCU
+    // grace period more often than not, which would otherwise be on the job's path — and says
+    // so on the lifeline ("g"). The cgroup namespace is made only after that (rooted at the
+    // job's cgroup), and nothing forks before it. A job that sees its cgroup2 hierarchy needs
+    // the namespace before the root filesystem's cgroup2 mount: then it waits first.
+    let early = spec.cgroup2_mount;
+    if early {
+        enter_job_cgroup(lifeline);
     }
     // Stays open (CLOEXEC) so P1's death stays observable; P3 and the helper close it.
     // The job must not ptrace this fork of the worker or read its memory (it never runs before
@@ -732,6 +802,9 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         Ok(p) => p,
         Err(e) => fail(e),
     };
+    if !early {
+        enter_job_cgroup(lifeline);
+    }
 
     // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
     // signal is lost in between (they stay pending). P3 unblocks them for the job.

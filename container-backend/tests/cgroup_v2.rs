@@ -198,6 +198,7 @@ async fn jobs_are_born_in_their_v2_cgroup_and_see_it_read_only() {
             "process {pid} of the job survived"
         );
     }
+    env.backend.settle().await;
     assert!(mount.job_cgroups().is_empty(), "{:?}", mount.job_cgroups());
     drop(env);
 }
@@ -226,6 +227,7 @@ async fn cpu_time_counts_every_process_from_cpu_stat_and_the_rest_is_killed() {
         "the bill comes from cpu.stat and covers both children: {:?}",
         report.usage
     );
+    env.backend.settle().await;
     assert!(mount.job_cgroups().is_empty(), "{:?}", mount.job_cgroups());
     drop(env);
 }

@@ -70,6 +70,13 @@ fn cgroup_parents(env: &TestEnv) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Job cgroups left once the backend has settled (a cgroup is removed in the background after
+/// the job's report).
+async fn cgroups_left(env: &TestEnv, job_id: &str) -> Vec<PathBuf> {
+    env.backend.settle().await;
+    job_cgroups(env, job_id)
+}
+
 /// Job cgroups (in any hierarchy) whose name ends with `-<job id>`.
 fn job_cgroups(env: &TestEnv, job_id: &str) -> Vec<PathBuf> {
     let suffix = format!("-{job_id}");
@@ -143,7 +150,7 @@ async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
         "{:?}",
         ran.report.usage
     );
-    assert!(job_cgroups(&env, "forkbomb").is_empty());
+    assert!(cgroups_left(&env, "forkbomb").await.is_empty());
     // The backend keeps working; a job that stays below its limit did not hit it.
     let ok = run(&env, sh(&img, "sleep 0 & sleep 0 & wait; true")).await;
     ok.assert_exited(0);
@@ -203,7 +210,7 @@ async fn memory_bombs_end_as_memory_limit() {
     assert!(detail.contains(&(64u64 << 20).to_string()), "{detail}");
     let peak = ran.report.usage.memory_peak_bytes.unwrap();
     assert!(peak <= 64 << 20 && peak > 48 << 20, "peak {peak}");
-    assert!(job_cgroups(&env, "membomb-main").is_empty());
+    assert!(cgroups_left(&env, "membomb-main").await.is_empty());
 
     // A child is OOM-killed, the main process carries on and exits 0: still memory_limit.
     let mut r = sh(&img, "alloc 1024; echo child status $?");
@@ -313,7 +320,7 @@ async fn wall_timeout_and_daemons_leave_nothing() {
         "{:?}",
         t0.elapsed()
     );
-    assert!(job_cgroups(&env, "wall-sleep").is_empty());
+    assert!(cgroups_left(&env, "wall-sleep").await.is_empty());
 
     // A double-forked daemon: the cgroup is empty and gone when run() returns.
     let ran = run(
@@ -322,7 +329,7 @@ async fn wall_timeout_and_daemons_leave_nothing() {
     )
     .await;
     ran.assert_exited(0);
-    assert!(job_cgroups(&env, "daemon-job").is_empty());
+    assert!(cgroups_left(&env, "daemon-job").await.is_empty());
     assert!(processes_under(&env.state_dir).is_empty());
 }
 
@@ -370,7 +377,7 @@ async fn job_sees_its_cgroup_as_root_and_it_is_removed() {
             "the job sees a host cgroup path: {line}"
         );
     }
-    assert!(job_cgroups(&env, "cgroup-visible").is_empty());
+    assert!(cgroups_left(&env, "cgroup-visible").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

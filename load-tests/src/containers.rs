@@ -264,6 +264,9 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
     ];
     let mut setup = Vec::new();
     let mut job_wall = Vec::new();
+    // The same split for the userns-off variant: where rootless's extra time goes.
+    let mut setup_off = Vec::new();
+    let mut wall_off = Vec::new();
     let mut server_setup = Vec::new();
     let mut server_wall = Vec::new();
     let total = args.container_warmup + args.container_jobs;
@@ -362,8 +365,12 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
                     record(5, d);
                 }
                 Step::Rootful => {
-                    let (d, _) = direct(&rootful, i, true, NetworkMode::None).await?;
+                    let (d, r) = direct(&rootful, i, true, NetworkMode::None).await?;
                     record(7, d);
+                    if measured {
+                        setup_off.push(ms(r.usage.setup));
+                        wall_off.push(ms(r.usage.wall));
+                    }
                 }
                 Step::Bridge => {
                     let (d, _) = direct(&backend, i, true, NetworkMode::Bridge).await?;
@@ -411,13 +418,23 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
     let d_wall = Dist::of(&job_wall);
     let d_server_setup = Dist::of(&server_setup);
     let d_server_wall = Dist::of(&server_wall);
+    let d_setup_off = Dist::of(&setup_off);
+    let d_wall_off = Dist::of(&wall_off);
     lines.push(dist_row(
-        "  runtime-core usage.setup (image → exec)",
+        "  runtime-core usage.setup (image → exec), userns on",
         d_setup.as_ref(),
     ));
     lines.push(dist_row(
-        "  runtime-core usage.wall (exec → exit)",
+        "  runtime-core usage.wall (exec → exit), userns on",
         d_wall.as_ref(),
+    ));
+    lines.push(dist_row(
+        "  runtime-core usage.setup (image → exec), userns off",
+        d_setup_off.as_ref(),
+    ));
+    lines.push(dist_row(
+        "  runtime-core usage.wall (exec → exit), userns off",
+        d_wall_off.as_ref(),
     ));
     lines.push(dist_row(
         "  API job usage.setup_ms",
@@ -486,6 +503,8 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         })).collect::<Vec<_>>(),
         "runtime_core_setup_ms": dist_json(d_setup.as_ref()),
         "runtime_core_wall_ms": dist_json(d_wall.as_ref()),
+        "runtime_core_userns_off_setup_ms": dist_json(d_setup_off.as_ref()),
+        "runtime_core_userns_off_wall_ms": dist_json(d_wall_off.as_ref()),
         "api_setup_ms": dist_json(d_server_setup.as_ref()),
         "api_wall_ms": dist_json(d_server_wall.as_ref()),
         "resources": res.json(),

@@ -1,4 +1,6 @@
 -- The claim statement of store/queue.rs for 32 jobs, 500 times; see run.sh.
+-- (Written for the schema before migration 0015, which moved the lease from `leases` into
+-- `jobs.lease_expires_at`: run it at an older commit to reproduce its figures.)
 \set ON_ERROR_STOP 1
 TRUNCATE jobs, job_specs, job_attempts, leases, webhook_attempts, webhook_deliveries CASCADE;
 INSERT INTO jobs (id, tenant_id, queue, max_attempts) SELECT nekton_uuid_v7(), 'default', 'q', 1 FROM generate_series(1, 32000);

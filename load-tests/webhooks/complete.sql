@@ -1,4 +1,6 @@
 -- The complete statement of store/queue.rs for 150 jobs, 200 times; see run.sh.
+-- (Written for the schema before migration 0015, which moved the lease from `leases` into
+-- `jobs.lease_expires_at`: run it at an older commit to reproduce its figures.)
 \set ON_ERROR_STOP 1
 TRUNCATE jobs, job_specs, job_attempts, leases, webhook_attempts, webhook_deliveries CASCADE;
 DELETE FROM webhooks; DELETE FROM batches;

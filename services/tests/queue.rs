@@ -121,10 +121,11 @@ async fn claims_respect_the_limit_priority_and_queue_and_never_overlap() {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 20);
     assert_eq!(unique.len(), 20, "no job claimed twice");
-    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM leases")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let leases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE lease_expires_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert_eq!(leases, 22);
 }
 
@@ -247,10 +248,12 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
     );
 
     // Worker A goes silent: its lease expires and the rescuer schedules a retry.
-    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     let rescued = queue::rescue(pool, 10, 3).await.unwrap();
     assert_eq!(rescued.len(), 1);
     assert_eq!(rescued[0].state, JobState::Scheduled);
@@ -309,10 +312,11 @@ async fn a_worker_whose_lease_was_taken_over_writes_nothing() {
         vec![id]
     );
     assert_eq!(state(pool, id).await, (JobState::Succeeded, 2));
-    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM leases")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let leases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE lease_expires_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert_eq!(leases, 0);
 }
 
@@ -327,7 +331,7 @@ async fn lost_jobs_end_in_error_when_attempts_run_out() {
             .await
             .unwrap();
         assert_eq!(c[0].attempt, attempt);
-        sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
+        sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'")
             .execute(pool)
             .await
             .unwrap();
@@ -348,7 +352,7 @@ async fn lost_jobs_end_in_error_when_attempts_run_out() {
         queue::claim(pool, Uuid::now_v7(), queues, 1, LEASE)
             .await
             .unwrap();
-        sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
+        sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'")
             .execute(pool)
             .await
             .unwrap();
@@ -383,10 +387,12 @@ async fn cancel_flags_reach_the_heartbeat_and_rescue() {
         vec![id]
     );
     // If the worker dies now, the rescuer finishes the cancel instead of retrying.
-    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     queue::rescue(pool, 10, 3).await.unwrap();
     assert_eq!(state(pool, id).await, (JobState::Cancelled, 1));
     assert_eq!(
@@ -418,10 +424,12 @@ async fn a_rescued_job_is_claimed_before_the_backlog_submitted_after_it() {
     for _ in 0..20 {
         backlog.push(insert(pool, new_job("default", 0, 3)).await);
     }
-    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     assert_eq!(queue::rescue(pool, 10, 3).await.unwrap()[0].id, lost);
     let next = queue::claim(pool, Uuid::now_v7(), "default", 1, LEASE)
         .await
@@ -440,10 +448,12 @@ async fn cancelling_a_retry_keeps_the_lost_attempts_record() {
     let id = insert(pool, new_job("default", 0, 3)).await;
     let w = Uuid::now_v7();
     queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
-    sqlx::query("UPDATE leases SET expires_at = now() - interval '1 second'")
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     assert_eq!(
         queue::rescue(pool, 10, 3).await.unwrap()[0].state,
         JobState::Scheduled
@@ -498,6 +508,137 @@ async fn shutdown_requeue_does_not_spend_an_attempt() {
         .await
         .unwrap();
     assert_eq!((c[0].attempt, c[0].max_attempts), (2, 2));
+}
+
+/// The usage roll-up (migration 0014: once per statement) adds every attempt a statement records,
+/// whatever mix of outcomes and jobs' states one statement carries, exactly as one row per attempt
+/// would have: the sums of `usage_hourly` equal the sums over the attempts.
+#[tokio::test]
+async fn usage_rollup_counts_every_attempt_of_a_statement() {
+    use nekton::model::{OutcomeReason, Usage};
+    let db = db().await;
+    let pool = &db.pool;
+    let w = Uuid::now_v7();
+    for _ in 0..7 {
+        insert(pool, new_job("default", 0, 2)).await;
+    }
+    let claimed = queue::claim(pool, w, "default", 7, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 7);
+    // (state, reason, wall ms, cpu ms, memory peak, stdout bytes)
+    let plan = [
+        (JobState::Succeeded, OutcomeReason::Exited, 10, 3, 1000, 5),
+        (JobState::Succeeded, OutcomeReason::Exited, 20, 4, 2000, 7),
+        (JobState::Succeeded, OutcomeReason::Exited, 30, 5, 3000, 11),
+        (JobState::Failed, OutcomeReason::Exited, 40, 6, 4000, 13),
+        (
+            JobState::Failed,
+            OutcomeReason::WallTimeout,
+            50,
+            7,
+            5000,
+            17,
+        ),
+        (
+            JobState::Scheduled,
+            OutcomeReason::InternalError,
+            60,
+            8,
+            6000,
+            19,
+        ),
+        (JobState::Error, OutcomeReason::SpecError, 70, 9, 7000, 23),
+    ];
+    let items: Vec<Completion> = claimed
+        .iter()
+        .zip(plan)
+        .map(|(c, (state, reason, wall, cpu, mem, out))| Completion {
+            state,
+            reason,
+            retry_after: (state == JobState::Scheduled).then(|| Duration::from_secs(60)),
+            usage: Usage {
+                wall_ms: Some(wall),
+                cpu_user_ms: Some(cpu),
+                cpu_system_ms: Some(1),
+                memory_peak_bytes: Some(mem),
+                stdout_bytes: out,
+                stderr_bytes: 1,
+                ..Usage::default()
+            },
+            ..done(c.id, c.attempt, state)
+        })
+        .collect();
+    assert_eq!(queue::complete(pool, w, &items).await.unwrap().len(), 7);
+    // One more statement adds to the same rows.
+    let late = insert(pool, new_job("default", 0, 1)).await;
+    let c = queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    assert_eq!(c[0].id, late);
+    let mut one = done(late, 1, JobState::Succeeded);
+    one.usage.wall_ms = Some(100);
+    queue::complete(pool, w, &[one]).await.unwrap();
+
+    type Row = (String, i64, i64, i64, i64, i64, i64, String, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT outcome, attempts, jobs_succeeded, jobs_failed, jobs_cancelled, jobs_error, cpu_ms, \
+             memory_byte_ms::text, wall_ms, output_bytes \
+         FROM usage_hourly WHERE tenant_id = $1 ORDER BY outcome",
+    )
+    .bind(TENANT)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let want: Vec<Row> = vec![
+        // 3 succeeded + 1 failed (exited), then the late one: wall 100, no cpu or memory.
+        (
+            "exited".into(),
+            5,
+            4,
+            1,
+            0,
+            0,
+            (3 + 4 + 5 + 6) + 4,
+            (10 * 1000 + 20 * 2000 + 30 * 3000 + 40 * 4000).to_string(),
+            10 + 20 + 30 + 40 + 100,
+            (5 + 7 + 11 + 13) + 4,
+        ),
+        // A retry: an attempt, but no job in a final state.
+        (
+            "internal_error".into(),
+            1,
+            0,
+            0,
+            0,
+            0,
+            9,
+            (60 * 6000).to_string(),
+            60,
+            20,
+        ),
+        (
+            "spec_error".into(),
+            1,
+            0,
+            0,
+            0,
+            1,
+            10,
+            (70 * 7000).to_string(),
+            70,
+            24,
+        ),
+        (
+            "wall_timeout".into(),
+            1,
+            0,
+            1,
+            0,
+            0,
+            8,
+            (50 * 5000).to_string(),
+            50,
+            18,
+        ),
+    ];
+    assert_eq!(rows, want);
 }
 
 #[tokio::test]
@@ -978,7 +1119,6 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
     for (table, wanted) in [
         ("jobs", "autovacuum_vacuum_threshold=1000"),
         ("jobs", "autovacuum_analyze_threshold=1000"),
-        ("leases", "autovacuum_vacuum_scale_factor=0"),
         ("job_attempts", "autovacuum_vacuum_threshold=1000"),
         (
             "log_chunks_default",
@@ -993,7 +1133,8 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
     }
 }
 
-/// The worker's `complete` and `insert_chunks` are planned for every execution, never from a
+/// The worker's `complete` and `insert_chunks` (and, since migration 0015 reads the leases from
+/// `jobs`, the rescuer's `rescue`) are planned for every execution, never from a
 /// cached generic plan (see `queue::complete`): a generic plan made while `jobs` was small kept
 /// scanning the whole table after it grew. On one connection, both run ten times while `jobs`
 /// holds one row and was analyzed so (a named statement switches to its generic plan after
@@ -1029,6 +1170,9 @@ async fn the_writers_statements_are_planned_for_every_execution() {
     };
     let stranger = Uuid::now_v7();
     for seq in 1..=10 {
+        // The rescuer's pass (nothing expired): planned each time too (migration 0015 reads the
+        // leases from `jobs`).
+        assert!(queue::rescue(&pool, 100, 3).await.unwrap().is_empty());
         queue::insert_chunks(&pool, worker, &[chunk(seq)])
             .await
             .unwrap();
@@ -1061,6 +1205,7 @@ async fn the_writers_statements_are_planned_for_every_execution() {
         .unwrap()
     };
     let before = seq_read().await;
+    assert!(queue::rescue(&pool, 100, 3).await.unwrap().is_empty());
     queue::insert_chunks(&pool, worker, &[chunk(11)])
         .await
         .unwrap();
@@ -1076,5 +1221,296 @@ async fn the_writers_statements_are_planned_for_every_execution() {
         read < 1000,
         "the writer's statements read {read} rows of `jobs` sequentially after it grew to 20,001 \
          rows: a generic plan made while it was small"
+    );
+}
+
+/// Migration 0015 moves each running job's lease from `leases` into its row, on a database holding
+/// jobs in every state: a live lease keeps its expiry (its worker renews and completes as before),
+/// an expired one and a running job without a lease row are rescued, every other job keeps its
+/// state with no lease, and the waiting ones are claimed as before.
+#[tokio::test]
+async fn the_lease_migration_keeps_jobs_in_every_state() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    nekton::store::MIGRATOR
+        .run_to(14, pool)
+        .await
+        .expect("migrations up to 0014 apply");
+    let mut ids = HashMap::new();
+    for name in [
+        "live",
+        "expired",
+        "orphan",
+        "queued",
+        "scheduled",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "error",
+    ] {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant_id, queue, max_attempts) VALUES ($1, 'default', 'm', 3)",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO job_specs (job_id, spec, spec_hash, program) VALUES ($1, '{}', '\\x00', 'p')",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+        ids.insert(name, id);
+    }
+    // The claim of 0013 (with `leases` rows) takes the first three, oldest first.
+    let worker = Uuid::now_v7();
+    let claimed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM nekton_claim('m', 3, $1, 30000)")
+        .bind(worker)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed, [ids["live"], ids["expired"], ids["orphan"]]);
+    sqlx::query("UPDATE leases SET expires_at = now() - interval '5 seconds' WHERE job_id = $1")
+        .bind(ids["expired"])
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM leases WHERE job_id = $1")
+        .bind(ids["orphan"])
+        .execute(pool)
+        .await
+        .unwrap();
+    let live_expiry: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT expires_at FROM leases WHERE job_id = $1")
+            .bind(ids["live"])
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET state = 'scheduled', run_at = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind(ids["scheduled"])
+    .execute(pool)
+    .await
+    .unwrap();
+    for s in ["succeeded", "failed", "cancelled", "error"] {
+        sqlx::query("UPDATE jobs SET state = $2::job_state, finished_at = now() WHERE id = $1")
+            .bind(ids[s])
+            .bind(s)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+
+    nekton::store::migrate(pool)
+        .await
+        .expect("0015 and later apply");
+
+    let gone: bool = sqlx::query_scalar("SELECT to_regclass('leases') IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(gone, "the leases table is dropped");
+    type Row = (String, i32, Option<chrono::DateTime<chrono::Utc>>, bool);
+    let row = |id: Uuid| async move {
+        sqlx::query_as::<_, Row>(
+            "SELECT state::text, attempt, lease_expires_at, coalesce(lease_expires_at <= now(), false) \
+             FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let live = row(ids["live"]).await;
+    assert_eq!(
+        (live.0.as_str(), live.1, live.2),
+        ("running", 1, Some(live_expiry))
+    );
+    for name in ["expired", "orphan"] {
+        let r = row(ids[name]).await;
+        assert_eq!(
+            (r.0.as_str(), r.1, r.3),
+            ("running", 1, true),
+            "{name}: {r:?}"
+        );
+    }
+    for name in [
+        "queued",
+        "scheduled",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "error",
+    ] {
+        let r = row(ids[name]).await;
+        assert_eq!((r.0.as_str(), r.1, r.2), (name, 0, None), "{name}");
+    }
+
+    // The rescuer takes the expired lease and the running job that had none.
+    let mut rescued: Vec<Uuid> = queue::rescue(pool, 100, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    rescued.sort();
+    let mut want = vec![ids["expired"], ids["orphan"]];
+    want.sort();
+    assert_eq!(rescued, want);
+    // The live lease's worker renews it and records its end; a stranger changes nothing.
+    assert!(
+        queue::heartbeat(pool, Uuid::now_v7(), &[ids["live"]], LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        queue::heartbeat(pool, worker, &[ids["live"]], LEASE)
+            .await
+            .unwrap(),
+        vec![(ids["live"], false)]
+    );
+    assert_eq!(
+        queue::complete(pool, worker, &[done(ids["live"], 1, JobState::Succeeded)])
+            .await
+            .unwrap(),
+        vec![ids["live"]]
+    );
+    // The waiting job is claimed as before; nothing finished or scheduled ahead comes back.
+    let again = queue::claim(pool, Uuid::now_v7(), "m", 10, LEASE)
+        .await
+        .unwrap();
+    let again: Vec<Uuid> = again.iter().map(|c| c.id).collect();
+    assert!(again.contains(&ids["queued"]), "{again:?}");
+    for name in [
+        "scheduled",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "error",
+        "live",
+    ] {
+        assert!(!again.contains(&ids[name]), "{name} claimed: {again:?}");
+    }
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE (state = 'running') <> (lease_expires_at IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        leased, 0,
+        "every running job has a lease, no other job has one"
+    );
+}
+
+/// A writer's flush stores chunks and completions in one statement: the chunks of running
+/// attempts and the completions whose fence holds apply, a taken-over attempt's chunks and
+/// completion apply nothing, and the two NOTIFYs (logs, then state) carry the same payloads as the
+/// separate statements did.
+#[tokio::test]
+async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
+        .await
+        .unwrap();
+    let w = Uuid::now_v7();
+    let (ending, going_on, lost) = (
+        insert(pool, new_job("default", 0, 1)).await,
+        insert(pool, new_job("default", 0, 1)).await,
+        insert(pool, new_job("default", 0, 1)).await,
+    );
+    assert_eq!(
+        queue::claim(pool, w, "default", 3, LEASE)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // `lost` was taken over by another worker (attempt 2).
+    sqlx::query("UPDATE jobs SET attempt = 2, worker_id = $2 WHERE id = $1")
+        .bind(lost)
+        .bind(Uuid::now_v7())
+        .execute(pool)
+        .await
+        .unwrap();
+    let chunk = |job_id, seq: i32, data: &[u8]| NewChunk {
+        job_id,
+        attempt: 1,
+        seq,
+        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+        data: data.to_vec(),
+    };
+    let chunks = [
+        chunk(ending, 1, b"a"),
+        chunk(ending, 2, b"b"),
+        chunk(going_on, 1, b"c"),
+        chunk(lost, 1, b"x"),
+    ];
+    let applied = queue::flush(
+        pool,
+        w,
+        &chunks,
+        &[
+            done(ending, 1, JobState::Succeeded),
+            done(lost, 1, JobState::Succeeded),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, [ending]);
+    let stored: Vec<(Uuid, i32, Vec<u8>)> =
+        sqlx::query_as("SELECT job_id, seq, data FROM log_chunks ORDER BY job_id, seq")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        [
+            (ending, 1, b"a".to_vec()),
+            (ending, 2, b"b".to_vec()),
+            (going_on, 1, b"c".to_vec())
+        ]
+    );
+    assert_eq!(state(pool, ending).await, (JobState::Succeeded, 1));
+    assert_eq!(state(pool, going_on).await, (JobState::Running, 1));
+    assert_eq!(state(pool, lost).await, (JobState::Running, 2));
+    // Logs first (the jobs that got output), then the state change.
+    let first = listener.recv().await.unwrap();
+    assert_eq!(first.channel(), nekton::store::CHANNEL_LOGS);
+    let mut got: Vec<&str> = first.payload().split(',').collect();
+    got.sort();
+    let mut want = vec![ending.to_string(), going_on.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    let second = listener.recv().await.unwrap();
+    assert_eq!(second.channel(), nekton::store::CHANNEL_STATE);
+    assert_eq!(second.payload(), ending.to_string());
+    // A flush again with only the stale completion and chunk: nothing applies, nothing is sent.
+    assert!(
+        queue::flush(
+            pool,
+            w,
+            &[chunk(lost, 2, b"y")],
+            &[done(lost, 1, JobState::Failed)]
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no notification for a flush that applied nothing"
     );
 }

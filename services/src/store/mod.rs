@@ -3,8 +3,8 @@
 //! ([`artifacts`]), modules ([`modules`]) and the partitions of `log_chunks` ([`partitions`]).
 //!
 //! Invariants (the reasons are in docs/queue.md):
-//! - The `jobs` row holds only the state machine; specs, leases, attempt results and log chunks
-//!   live in their own tables.
+//! - The `jobs` row holds only the state machine (the lease included: `lease_expires_at`);
+//!   specs, attempt results and log chunks live in their own tables.
 //! - Every write a worker makes is fenced by `(job, attempt, worker, state = 'running')`.
 //! - No transaction stays open while a job runs.
 //! - NOTIFY carries wake-up hints (queue names, job ids, the state a completion moved a job to):

@@ -32,9 +32,10 @@ pub struct Claimed {
 /// sharing them fairly among the tenants with work there (docs/queue.md, "Fair claims across
 /// tenants"): by weight, least-served first, never past a tenant's `max_running` however many
 /// workers claim at once; priority, then `run_at`, then id within a tenant. One statement: the
-/// SQL function `nekton_claim` (migrations/0005_fair_claim.sql) locks the capped tenants it may
-/// serve, then, with a snapshot taken after those locks, picks with SKIP LOCKED, moves the jobs
-/// to `running` with `attempt + 1`, creates the leases and returns the specs.
+/// SQL function `nekton_claim` (migrations/0005_fair_claim.sql, 0015) locks the capped tenants it
+/// may serve, then, with a snapshot taken after those locks, picks with SKIP LOCKED, moves the
+/// jobs to `running` with `attempt + 1` and their lease (`jobs.lease_expires_at`) and returns the
+/// specs.
 ///
 /// A claim that took jobs commits without waiting for its WAL flush (`synchronous_commit` off
 /// for its transaction only): the job's next durable write — its output or its completion, whose
@@ -87,6 +88,8 @@ pub async fn claim<'e>(
 /// Renews the leases of `jobs` held by `worker`. Returns, for each job whose lease is still this
 /// worker's, whether a cancel was requested. A job missing from the answer was taken away (its
 /// lease expired and it was rescued): the worker must stop it; its writes apply nothing anyway.
+/// The lease is the job row's `lease_expires_at` (migration 0015), which no index covers, so a
+/// renewal is a HOT update.
 pub async fn heartbeat(
     pool: &PgPool,
     worker: Uuid,
@@ -97,15 +100,15 @@ pub async fn heartbeat(
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "UPDATE leases l SET expires_at = now() + $3 * interval '1 millisecond' \
-         FROM jobs j \
-         WHERE l.job_id = ANY($2) AND l.worker_id = $1 AND j.id = l.job_id AND j.attempt = l.attempt \
-           AND j.state = 'running' AND j.worker_id = $1 \
-         RETURNING l.job_id, j.cancel_requested",
+        "UPDATE jobs SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+         WHERE id = ANY($2) AND worker_id = $1 AND state = 'running' \
+         RETURNING id AS job_id, cancel_requested",
     )
     .bind(worker)
     .bind(jobs)
     .bind(ms(lease))
+    // Planned at every execution, like the writer's statements (see `complete`).
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -149,6 +152,32 @@ pub struct Completion {
 /// most 150 × `state,id,` = 150 × 47 bytes).
 pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 
+/// The CTEs `input`, `done` and `att` of a completion statement: the completions `$2`..`$10`,
+/// `$12` (arrays, one element per completion) of worker `$1`, applied where the fence holds; `done`
+/// returns the ids applied. Shared by [`complete`] and [`flush`]'s single statement.
+macro_rules! completion_ctes {
+    () => {
+        "input AS ( \
+                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
+                     $8::int[], $9::text[], $10::text[], $12::text[]) \
+                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
+             ), done AS ( \
+                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, lease_expires_at = NULL, \
+                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
+                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
+                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
+                 FROM input i \
+                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 RETURNING j.id, j.state, j.started_at \
+             ), att AS ( \
+                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
+                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
+                 FROM input i JOIN done d ON d.id = i.job_id \
+                 ON CONFLICT (job_id, attempt) DO NOTHING \
+             )"
+    };
+}
+
 /// Records the end of attempts, fenced: a completion applies only if the job is still running
 /// this very attempt on this worker. Returns the ids it applied to. NOTIFYs `nekton_state` with
 /// each job's new state before its id (`succeeded,<id>,…`, see `model::parse_states`): the
@@ -184,74 +213,85 @@ async fn complete_on(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let ids: Vec<Uuid> = part.iter().map(|c| c.job_id).collect();
-        let attempts: Vec<i32> = part.iter().map(|c| c.attempt).collect();
-        let states: Vec<&str> = part.iter().map(|c| c.state.as_str()).collect();
-        let retry: Vec<Option<i64>> = part.iter().map(|c| c.retry_after.map(ms)).collect();
-        let reasons: Vec<&str> = part.iter().map(|c| c.reason.as_str()).collect();
-        let codes: Vec<Option<i32>> = part.iter().map(|c| c.exit_code).collect();
-        let signals: Vec<Option<i32>> = part.iter().map(|c| c.signal).collect();
-        let details: Vec<Option<&str>> = part.iter().map(|c| c.detail.as_deref()).collect();
-        let usages: Vec<String> = part
-            .iter()
-            .map(|c| serde_json::to_string(&c.usage))
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
-        let tests: Vec<Option<String>> = part
-            .iter()
-            .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
-        let row = sqlx::query(
-            "WITH input AS ( \
-                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-                     $8::int[], $9::text[], $10::text[], $12::text[]) \
-                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
-             ), done AS ( \
-                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, \
-                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
-                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
-                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
-                 FROM input i \
-                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 RETURNING j.id, j.state, j.started_at \
-             ), att AS ( \
-                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
-                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
-                 FROM input i JOIN done d ON d.id = i.job_id \
-                 ON CONFLICT (job_id, attempt) DO NOTHING \
-             ), released AS ( \
-                 DELETE FROM leases l USING done d WHERE l.job_id = d.id \
-             ) \
-             SELECT coalesce(array_agg(d.id), '{}') AS ids, \
+        let query = sqlx::query(concat!(
+            "WITH ",
+            completion_ctes!(),
+            " SELECT coalesce(array_agg(d.id), '{}') AS ids, \
                  CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) END AS notified \
              FROM done d",
-        )
-        .bind(worker)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&states)
-        .bind(&retry)
-        .bind(&reasons)
-        .bind(&codes)
-        .bind(&signals)
-        .bind(&details)
-        .bind(&usages)
-        .bind(CHANNEL_STATE)
-        .bind(&tests)
-        // Planned at every execution (see `complete`).
-        .persistent(false)
-        .fetch_one(&mut *conn)
-        .await?;
+        ));
+        let row = bind_completions(query, worker, part)?
+            // Planned at every execution (see `complete`).
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await?;
         let done: Vec<Uuid> = row.try_get("ids")?;
         applied.extend(done);
     }
     Ok(applied)
 }
 
-/// A worker writer's flush: `chunks`, then `completions`, in one transaction when there are
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `$1`..`$12` of [`completion_ctes`]'s statements: the worker, one array per field of
+/// `part`, and the state channel (`$11`).
+fn bind_completions<'q>(
+    query: PgQuery<'q>,
+    worker: Uuid,
+    part: &'q [Completion],
+) -> Result<PgQuery<'q>, StoreError> {
+    let usages: Vec<String> = part
+        .iter()
+        .map(|c| serde_json::to_string(&c.usage))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
+    let tests: Vec<Option<String>> = part
+        .iter()
+        .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
+    Ok(query
+        .bind(worker)
+        .bind(part.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
+        .bind(part.iter().map(|c| c.attempt).collect::<Vec<i32>>())
+        .bind(part.iter().map(|c| c.state.as_str()).collect::<Vec<&str>>())
+        .bind(
+            part.iter()
+                .map(|c| c.retry_after.map(ms))
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(
+            part.iter()
+                .map(|c| c.reason.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            part.iter()
+                .map(|c| c.exit_code)
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(part.iter().map(|c| c.signal).collect::<Vec<Option<i32>>>())
+        .bind(
+            part.iter()
+                .map(|c| c.detail.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        )
+        .bind(usages)
+        .bind(CHANNEL_STATE)
+        .bind(tests))
+}
+
+/// A worker writer's flush: `chunks`, then `completions`, committed together when there are
 /// completions (one commit, so one wait for the WAL flush, per batch of finished jobs; a job's
 /// output is stored no later than its end either way). Returns the ids the completions applied to.
+///
+/// Up to [`MAX_COMPLETIONS_PER_STATEMENT`] completions go with the chunks in **one statement**
+/// (autocommit): the chunks' insert and the completions' update are sub-statements of one WITH,
+/// so one round trip and one plan instead of BEGIN, two statements and COMMIT. All its
+/// sub-statements see the same snapshot, so the chunks' fence sees the jobs still running, as the
+/// separate insert before the completion did; the NOTIFYs are the same two, logs then state, with
+/// the same payloads. More completions than that: the chunks and every batch of completions in
+/// one transaction, as before.
 pub async fn flush(
     pool: &PgPool,
     worker: Uuid,
@@ -261,6 +301,49 @@ pub async fn flush(
     if completions.is_empty() {
         insert_chunks(pool, worker, chunks).await?;
         return Ok(Vec::new());
+    }
+    if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
+        let query = sqlx::query(concat!(
+            "WITH ",
+            completion_ctes!(),
+            ", chunk_input AS ( \
+                 SELECT * FROM UNNEST($13::uuid[], $14::int[], $15::int[], $16::smallint[], $17::bytea[]) \
+                 AS t(job_id, attempt, seq, stream, data) \
+             ), ins AS ( \
+                 INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
+                 SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM chunk_input i \
+                 JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING job_id \
+             ) \
+             SELECT (SELECT pg_notify($18, string_agg(DISTINCT t.job_id::text, ',')) FROM ins t \
+                     HAVING count(*) > 0) AS logs_notified, \
+                 (SELECT pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) FROM done d \
+                     HAVING count(*) > 0) AS state_notified, \
+                 (SELECT coalesce(array_agg(d.id), '{}') FROM done d) AS ids",
+        ));
+        let row = bind_completions(query, worker, completions)?
+            .bind(chunks.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
+            .bind(chunks.iter().map(|c| c.attempt).collect::<Vec<i32>>())
+            .bind(chunks.iter().map(|c| c.seq).collect::<Vec<i32>>())
+            .bind(
+                chunks
+                    .iter()
+                    .map(|c| c.stream.as_fd())
+                    .collect::<Vec<i16>>(),
+            )
+            .bind(
+                chunks
+                    .iter()
+                    .map(|c| c.data.as_slice())
+                    .collect::<Vec<&[u8]>>(),
+            )
+            .bind(CHANNEL_LOGS)
+            // Planned at every execution (see `complete`).
+            .persistent(false)
+            .fetch_one(pool)
+            .await?;
+        return Ok(row.try_get("ids")?);
     }
     let mut tx = pool.begin().await?;
     insert_chunks_on(&mut tx, worker, chunks).await?;
@@ -350,14 +433,20 @@ pub struct Rescued {
 /// while it ran — while attempts remain and fewer than `max_lost` attempts were lost,
 /// else `error` / `worker_lost`; a job whose cancel was requested becomes `cancelled`. Safe to run
 /// on every node at once (SKIP LOCKED, state and attempt re-checked in the UPDATE).
+///
+/// The expired leases are found among the running jobs (`jobs_tenant_running`, a partial index of
+/// exactly those rows). The statement is planned at every execution, like the writer's (see
+/// [`complete`]): a generic plan made while `jobs` was small would scan the whole table at every
+/// pass once it has grown.
 pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Rescued>, StoreError> {
     let rows = sqlx::query(
         "WITH expired AS ( \
-             SELECT job_id, attempt, worker_id FROM leases WHERE expires_at < now() \
-             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED \
+             SELECT id AS job_id, attempt, worker_id FROM jobs \
+             WHERE state = 'running' AND lease_expires_at < now() \
+             ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED \
          ), moved AS ( \
              UPDATE jobs j SET \
-                 lost_count = j.lost_count + 1, worker_id = NULL, \
+                 lost_count = j.lost_count + 1, worker_id = NULL, lease_expires_at = NULL, \
                  state = (CASE WHEN j.cancel_requested THEN 'cancelled' \
                      WHEN j.attempt < j.max_attempts AND j.lost_count + 1 < $2 THEN 'scheduled' \
                      ELSE 'error' END)::job_state, \
@@ -373,22 +462,28 @@ pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Resc
                  CASE WHEN state = 'cancelled' THEN 'cancelled' ELSE 'worker_lost' END, \
                  'the worker running this attempt stopped renewing its lease' FROM moved \
              ON CONFLICT (job_id, attempt) DO NOTHING \
-         ), released AS ( \
-             DELETE FROM leases l USING expired e WHERE l.job_id = e.job_id \
          ) \
-         SELECT id, attempt, state FROM moved",
+         SELECT id, attempt, state::text AS state FROM moved",
     )
     .bind(limit)
     .bind(max_lost)
+    // Planned at every execution (see above). The state comes back as text: an unnamed statement
+    // must not return a type sqlx has not met on this connection yet (`job_state`), since sqlx
+    // looks such types up between preparing and running it, which discards the unnamed statement
+    // ("unnamed prepared statement does not exist").
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     let rescued: Vec<Rescued> = rows
         .iter()
         .map(|r| {
+            let state: String = r.try_get("state")?;
             Ok(Rescued {
                 id: r.try_get("id")?,
                 attempt: r.try_get("attempt")?,
-                state: r.try_get("state")?,
+                state: JobState::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!("rescued job in unknown state `{state}`"))
+                })?,
             })
         })
         .collect::<Result<_, StoreError>>()?;
@@ -412,15 +507,14 @@ pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<U
     }
     let rows = sqlx::query(
         "WITH moved AS ( \
-             UPDATE jobs SET state = 'queued', worker_id = NULL, max_attempts = max_attempts + 1 \
+             UPDATE jobs SET state = 'queued', worker_id = NULL, lease_expires_at = NULL, \
+                 max_attempts = max_attempts + 1 \
              WHERE id = ANY($2) AND worker_id = $1 AND state = 'running' \
              RETURNING id, attempt, queue, started_at \
          ), att AS ( \
              INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, detail) \
              SELECT id, attempt, $1, started_at, 'worker_lost', 'the worker shut down before the job finished; requeued' \
              FROM moved ON CONFLICT (job_id, attempt) DO NOTHING \
-         ), released AS ( \
-             DELETE FROM leases l USING moved m WHERE l.job_id = m.id \
          ) \
          SELECT id, queue FROM moved",
     )

@@ -34,7 +34,7 @@ pub async fn queue_stats(pool: &PgPool) -> Result<Vec<QueueStat>, sqlx::Error> {
 }
 
 /// The queue's hot tables.
-pub const HOT_TABLES: [&str; 5] = ["jobs", "leases", "job_attempts", "job_specs", "log_chunks"];
+pub const HOT_TABLES: [&str; 4] = ["jobs", "job_attempts", "job_specs", "log_chunks"];
 
 /// Dead tuples as a fraction of all tuples, per hot table, from PostgreSQL's statistics (which
 /// lag by up to a few seconds). A ratio that stays high means VACUUM is not keeping up — or a

@@ -67,6 +67,39 @@ struct Running {
     completing: std::sync::atomic::AtomicBool,
     /// The job's tenant: the writer lane of the next claimed jobs depends on who holds the slots.
     tenant: String,
+    /// The attempt this run is.
+    attempt: i32,
+}
+
+/// Drops from a claim's jobs those this worker is running already. That happens only when
+/// PostgreSQL lost a claim of ours (a crash before the claim's WAL reached disk: claims commit
+/// without waiting for the flush) and we claimed the job again. With the same attempt, the
+/// database now records exactly the run that is going on here (this worker, that attempt): it
+/// carries on, its writes match the row again, and a second run would only mix its output
+/// into the first's. With another attempt the run here is fenced out already (its heartbeat
+/// stops it as lost); the new claim is not started either — it would share the run's entry — and
+/// its lease runs out, after which a rescue hands the job out again.
+fn skip_runs_already_here(
+    jobs: Vec<queue::Claimed>,
+    running: &HashMap<Uuid, Arc<Running>>,
+) -> Vec<queue::Claimed> {
+    jobs.into_iter()
+        .filter(|job| match running.get(&job.id) {
+            None => true,
+            Some(here) => {
+                if here.attempt == job.attempt {
+                    tracing::warn!(job = %job.id, attempt = job.attempt, "claimed a job this worker \
+                        is running: the database lost the claim (a crash) and the job was claimed \
+                        again; the run here carries on as that attempt");
+                } else {
+                    tracing::warn!(job = %job.id, attempt = job.attempt, running = here.attempt,
+                        "claimed a job this worker runs as another attempt; not starting it \
+                        (its lease runs out and a rescue hands it out again)");
+                }
+                false
+            }
+        })
+        .collect()
 }
 
 impl Running {
@@ -246,6 +279,7 @@ impl Worker {
                         Ok(jobs) => {
                             maybe_more |= jobs.len() == free;
                             free -= jobs.len();
+                            let jobs = skip_runs_already_here(jobs, &lock(&running));
                             let entries: Vec<Arc<Running>> = {
                                 let mut map = lock(&running);
                                 jobs.iter()
@@ -255,6 +289,7 @@ impl Worker {
                                             cause: Mutex::new(None),
                                             completing: Default::default(),
                                             tenant: job.tenant.clone(),
+                                            attempt: job.attempt,
                                         });
                                         map.insert(job.id, entry.clone());
                                         entry
@@ -888,7 +923,10 @@ impl runtime_core::ModuleStore for PgModuleStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{Running, SlotShares, StopCause, Unrenewed, unrenewed};
+    use super::{
+        Arc, CancellationToken, Duration, HashMap, Mutex, Running, SlotShares, StopCause,
+        Unrenewed, Uuid, queue, skip_runs_already_here, unrenewed,
+    };
 
     #[test]
     fn a_lease_ended_by_the_jobs_own_completion_is_not_a_lost_lease() {
@@ -897,6 +935,7 @@ mod tests {
             cause: Default::default(),
             completing: Default::default(),
             tenant: "t".into(),
+            attempt: 1,
         };
         // Running, and its lease is gone: someone else owns the job.
         assert_eq!(unrenewed(&entry), Unrenewed::LeaseLost);
@@ -911,6 +950,7 @@ mod tests {
             cause: Default::default(),
             completing: Default::default(),
             tenant: "t".into(),
+            attempt: 1,
         };
         stopping.stop(StopCause::Cancel);
         assert_eq!(unrenewed(&stopping), Unrenewed::Finishing);
@@ -936,5 +976,41 @@ mod tests {
         assert!(!shares.below_average("a"));
         // A tenant with nothing running here yet (not possible once claimed, but harmless).
         assert!(SlotShares::of(["a"]).below_average("z"));
+    }
+
+    fn claimed(id: Uuid, attempt: i32) -> queue::Claimed {
+        queue::Claimed {
+            id,
+            attempt,
+            max_attempts: 3,
+            queue_wait: Duration::ZERO,
+            spec: serde_json::Value::Null,
+            tenant: "default".into(),
+            trace: None,
+        }
+    }
+
+    fn running_as(attempt: i32) -> Arc<Running> {
+        Arc::new(Running {
+            cancel: CancellationToken::new(),
+            cause: Mutex::new(None),
+            completing: Default::default(),
+            tenant: "default".into(),
+            attempt,
+        })
+    }
+
+    /// A claim PostgreSQL lost (a crash before its WAL flush) can hand this worker a job it is
+    /// running: that job is not started a second time, whatever the attempt; others are.
+    #[test]
+    fn a_job_running_here_is_not_started_again_by_a_repeated_claim() {
+        let (here, other, new) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let running = HashMap::from([(here, running_as(1)), (other, running_as(1))]);
+        let kept = skip_runs_already_here(
+            vec![claimed(here, 1), claimed(new, 1), claimed(other, 2)],
+            &running,
+        );
+        let ids: Vec<Uuid> = kept.iter().map(|j| j.id).collect();
+        assert_eq!(ids, vec![new]);
     }
 }
