@@ -1494,7 +1494,8 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
     assert_eq!(got, want);
     let second = listener.recv().await.unwrap();
     assert_eq!(second.channel(), nekton::store::CHANNEL_STATE);
-    assert_eq!(second.payload(), ending.to_string());
+    // The completion names the state it moved the job to (`model::parse_states`).
+    assert_eq!(second.payload(), format!("succeeded,{ending}"));
     // A flush again with only the stale completion and chunk: nothing applies, nothing is sent.
     assert!(
         queue::flush(
