@@ -6,9 +6,11 @@
 //! ```text
 //! worker process
 //!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
-//!                                          │ unshare(mnt, uts, ipc, net, pid); / rprivate
+//!                                          │ setns(a prepared netns: `netpool`, or a bridge
+//!                                          │ job's); unshare(mnt, uts, ipc, [net,] pid); / rprivate
 //!                                          └─ fork ──► P2 = PID 1 (PDEATHSIG=SIGKILL, non-dumpable):
-//!                                                │      builds the rootfs, pivots, forks P3,
+//!                                                │      builds the rootfs (v1: meanwhile P1 moves
+//!                                                │      it into the job's cgroup), pivots, forks P3,
 //!                                                │      [rootless: setns(job's userns), root there]
 //!                                                │      then execveat(helper memfd) = "nekton-init"
 //!                                                └─ fork ──► P3 = the job (waits for nekton-init;
