@@ -117,7 +117,10 @@ async fn preflight_finds_the_controllers() {
 async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
     let env = TestEnv::new();
     let img = image(&env, "bomb").await;
-    let mut bomb = with_id(sh(&img, "b(){ b | b & }; b; sleep 1000"), "forkbomb");
+    // The sleep is forked before the bomb and `wait` is a builtin: the job's own shell never
+    // needs a fork once the bomb has taken every pid (it used to end `exited 2` when `sleep`
+    // came after the bomb and found no pid left).
+    let mut bomb = with_id(sh(&img, "sleep 1000 & b(){ b | b & }; b; wait"), "forkbomb");
     bomb.limits.pids = Some(32);
     bomb.limits.wall_time = Duration::from_secs(3);
     let backend = env.backend.clone();
