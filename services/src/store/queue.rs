@@ -178,6 +178,49 @@ macro_rules! completion_ctes {
     };
 }
 
+/// The CTEs `chunk_input` and `ins` of a statement storing log chunks: the chunks in the arrays
+/// `$ids`..`$data` (placeholders, one element per chunk) of worker `$1`, inserted only where the
+/// fence holds (the job still running that attempt on that worker); `ins` returns each stored
+/// chunk's job id. Shared by [`insert_chunks`] and [`flush`]'s single statement, both bound by
+/// [`bind_chunks`].
+macro_rules! chunk_ctes {
+    ($ids:literal, $attempts:literal, $seqs:literal, $streams:literal, $data:literal) => {
+        concat!(
+            "chunk_input AS ( \
+                 SELECT * FROM UNNEST(", $ids, "::uuid[], ", $attempts, "::int[], ", $seqs,
+            "::int[], ", $streams, "::smallint[], ", $data, "::bytea[]) \
+                 AS t(job_id, attempt, seq, stream, data) \
+             ), ins AS ( \
+                 INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
+                 SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM chunk_input i \
+                 JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
+                 ON CONFLICT DO NOTHING \
+                 RETURNING job_id \
+             )"
+        )
+    };
+}
+
+/// Binds the five chunk arrays of [`chunk_ctes`], in its order.
+fn bind_chunks<'q>(query: PgQuery<'q>, chunks: &'q [NewChunk]) -> PgQuery<'q> {
+    query
+        .bind(chunks.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
+        .bind(chunks.iter().map(|c| c.attempt).collect::<Vec<i32>>())
+        .bind(chunks.iter().map(|c| c.seq).collect::<Vec<i32>>())
+        .bind(
+            chunks
+                .iter()
+                .map(|c| c.stream.as_fd())
+                .collect::<Vec<i16>>(),
+        )
+        .bind(
+            chunks
+                .iter()
+                .map(|c| c.data.as_slice())
+                .collect::<Vec<&[u8]>>(),
+        )
+}
+
 /// Records the end of attempts, fenced: a completion applies only if the job is still running
 /// this very attempt on this worker. Returns the ids it applied to. NOTIFYs `nekton_state` with
 /// each job's new state before its id (`succeeded,<id>,…`, see `model::parse_states`): the
@@ -306,38 +349,15 @@ pub async fn flush(
         let query = sqlx::query(concat!(
             "WITH ",
             completion_ctes!(),
-            ", chunk_input AS ( \
-                 SELECT * FROM UNNEST($13::uuid[], $14::int[], $15::int[], $16::smallint[], $17::bytea[]) \
-                 AS t(job_id, attempt, seq, stream, data) \
-             ), ins AS ( \
-                 INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
-                 SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM chunk_input i \
-                 JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING job_id \
-             ) \
-             SELECT (SELECT pg_notify($18, string_agg(DISTINCT t.job_id::text, ',')) FROM ins t \
+            ", ",
+            chunk_ctes!("$13", "$14", "$15", "$16", "$17"),
+            " SELECT (SELECT pg_notify($18, string_agg(DISTINCT t.job_id::text, ',')) FROM ins t \
                      HAVING count(*) > 0) AS logs_notified, \
                  (SELECT pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) FROM done d \
                      HAVING count(*) > 0) AS state_notified, \
                  (SELECT coalesce(array_agg(d.id), '{}') FROM done d) AS ids",
         ));
-        let row = bind_completions(query, worker, completions)?
-            .bind(chunks.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
-            .bind(chunks.iter().map(|c| c.attempt).collect::<Vec<i32>>())
-            .bind(chunks.iter().map(|c| c.seq).collect::<Vec<i32>>())
-            .bind(
-                chunks
-                    .iter()
-                    .map(|c| c.stream.as_fd())
-                    .collect::<Vec<i16>>(),
-            )
-            .bind(
-                chunks
-                    .iter()
-                    .map(|c| c.data.as_slice())
-                    .collect::<Vec<&[u8]>>(),
-            )
+        let row = bind_chunks(bind_completions(query, worker, completions)?, chunks)
             .bind(CHANNEL_LOGS)
             // Planned at every execution (see `complete`).
             .persistent(false)
@@ -384,37 +404,21 @@ async fn insert_chunks_on(
     if chunks.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
-    let attempts: Vec<i32> = chunks.iter().map(|c| c.attempt).collect();
-    let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
-    let streams: Vec<i16> = chunks.iter().map(|c| c.stream.as_fd()).collect();
-    let data: Vec<&[u8]> = chunks.iter().map(|c| c.data.as_slice()).collect();
-    let row = sqlx::query(
-        "WITH input AS ( \
-             SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::int[], $5::smallint[], $6::bytea[]) \
-             AS t(job_id, attempt, seq, stream, data) \
-         ), ins AS ( \
-             INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
-             SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM input i \
-             JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-             ON CONFLICT DO NOTHING \
-             RETURNING job_id \
-         ), touched AS (SELECT DISTINCT job_id FROM ins) \
+    let query = sqlx::query(concat!(
+        "WITH ",
+        chunk_ctes!("$2", "$3", "$4", "$5", "$6"),
+        ", touched AS (SELECT DISTINCT job_id FROM ins) \
          SELECT (SELECT count(*) FROM ins) AS n, \
              CASE WHEN count(*) > 0 THEN pg_notify($7, string_agg(job_id::text, ',')) END AS notified \
          FROM touched",
-    )
-    .bind(worker)
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&seqs)
-    .bind(&streams)
-    .bind(&data)
-    .bind(CHANNEL_LOGS)
-    // Planned at every execution (see `complete`).
-    .persistent(false)
-    .fetch_one(&mut *conn)
-    .await?;
+    ))
+    .bind(worker);
+    let row = bind_chunks(query, chunks)
+        .bind(CHANNEL_LOGS)
+        // Planned at every execution (see `complete`).
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await?;
     let n: i64 = row.try_get("n")?;
     Ok(n as u64)
 }
