@@ -60,12 +60,8 @@ impl NetnsPool {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
         });
-        let home = nix::fcntl::open(
-            "/proc/thread-self/ns/net",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| format!("opening this thread's network namespace: {}", e.desc()))?;
+        let home = thread_netns()
+            .map_err(|e| format!("opening this thread's network namespace: {}", e.desc()))?;
         let worker = inner.clone();
         std::thread::Builder::new()
             .name("nekton-netns".into())
@@ -129,6 +125,16 @@ fn refill(inner: &Inner, home: &OwnedFd) {
     }
 }
 
+/// A descriptor of the calling thread's network namespace (a thread's is its own: `unshare` and
+/// `setns` of `CLONE_NEWNET` change only the calling thread's).
+pub(crate) fn thread_netns() -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        "/proc/thread-self/ns/net",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
 /// One namespace: made by this thread, `lo` up (and the rootless sysctl), then this thread goes
 /// back `home`. If it cannot go back, the error says so and the next call starts from
 /// wherever it is (every namespace it makes is new either way).
@@ -136,12 +142,8 @@ fn prepare(home: &OwnedFd, rootless: bool) -> Result<OwnedFd, String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("unshare(CLONE_NEWNET): {}", e.desc()))?;
     let made = (|| {
-        let fd = nix::fcntl::open(
-            "/proc/thread-self/ns/net",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| format!("opening the new network namespace: {}", e.desc()))?;
+        let fd = thread_netns()
+            .map_err(|e| format!("opening the new network namespace: {}", e.desc()))?;
         super::spawn::loopback_up()
             .map_err(|e| format!("bringing up its loopback interface: {}", e.desc()))?;
         if rootless {

@@ -881,12 +881,8 @@ type NsConn = (
 fn new_netns(rt: &tokio::runtime::Handle) -> Result<NsConn, String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("creating a network namespace: {}", e.desc()))?;
-    let fd = nix::fcntl::open(
-        "/proc/thread-self/ns/net",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("opening the new network namespace: {}", e.desc()))?;
+    let fd = crate::netpool::thread_netns()
+        .map_err(|e| format!("opening the new network namespace: {}", e.desc()))?;
     // Jobs get no IPv6 address: no autoconfiguration chatter on eth0 either (best effort; /proc
     // /sys/net is the opener's namespace).
     let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
