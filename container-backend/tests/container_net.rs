@@ -930,7 +930,9 @@ async fn an_allow_list_opens_only_its_destinations() {
     assert!(ran.out().contains(&DNS_ANSWER.to_string()), "{}", ran.out());
     assert_eq!(hits.lock().unwrap().len(), control + 1);
 
-    // While a restricted job runs its policy is in the table; cancelled, it is gone.
+    // While a restricted job runs its policy is in the table; cancelled, it is gone. The jobs
+    // above remove theirs in the background after their reports: wait for that first.
+    net.backend.settle().await;
     let cancel = CancellationToken::new();
     let (mut out, task) = run_streaming(
         net.backend.clone(),
