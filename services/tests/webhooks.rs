@@ -789,7 +789,7 @@ impl Proc {
 }
 
 fn worker(url: &str, state_dir: &Path, extra: &[&str]) -> Proc {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "worker",
             "--database-url",
@@ -814,10 +814,30 @@ fn worker(url: &str, state_dir: &Path, extra: &[&str]) -> Proc {
         .env("NEKTON_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {BIN} worker: {e}"));
-    Proc(child)
+    // Returned once its delivery loop has started (and made its first claim right after), so a
+    // test knows what the worker has looked at: its log goes on to this process's stderr.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("the worker's stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            if line.contains("webhook delivery started") {
+                let _ = started_tx.send(());
+            }
+        }
+    });
+    let proc = Proc(child);
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker's webhook delivery did not start within 60 s");
+    proc
 }
 
 async fn outbox_row(pool: &sqlx::PgPool, hook: Uuid) -> Option<(String, i32)> {
