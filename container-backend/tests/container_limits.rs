@@ -117,10 +117,15 @@ async fn preflight_finds_the_controllers() {
 async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
     let env = TestEnv::new();
     let img = image(&env, "bomb").await;
-    // The sleep is forked before the bomb and `wait` is a builtin: the job's own shell never
-    // needs a fork once the bomb has taken every pid (it used to end `exited 2` when `sleep`
-    // came after the bomb and found no pid left).
-    let mut bomb = with_id(sh(&img, "sleep 1000 & b(){ b | b & }; b; wait"), "forkbomb");
+    // The sleep is forked before the bomb, the bomb runs in a subshell and `wait` is a builtin:
+    // the job's own shell never needs a fork once the bomb has taken every pid (a
+    // non-interactive shell that cannot fork exits 2: it did when `sleep` came after the bomb,
+    // and could when the bomb's first pipeline took every pid before the shell forked the
+    // second member).
+    let mut bomb = with_id(
+        sh(&img, "sleep 1000 & (b(){ b | b & }; b); wait"),
+        "forkbomb",
+    );
     bomb.limits.pids = Some(32);
     bomb.limits.wall_time = Duration::from_secs(3);
     let backend = env.backend.clone();

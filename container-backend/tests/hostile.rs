@@ -833,10 +833,12 @@ async fn fork_and_thread_bombs_stop_at_the_pids_limit() {
         "{:?}",
         ran.report.usage
     );
-    // A shell fork bomb too. The shell then waits in a builtin loop: `sleep` would need a fork,
-    // which the bomb may already have made impossible (the shell would exit 2 before the wall
-    // limit; seen under load).
-    let mut r = s.sh("b(){ b | b & }; b; while :; do :; done");
+    // A shell fork bomb too, started from a subshell: the job's own shell forks only that
+    // subshell, before the bomb exists, then waits in a builtin loop. (Run by the job's shell
+    // itself, the bomb's first pipeline could take every pid before the shell forked its second
+    // member; a non-interactive shell that cannot fork exits 2 — seen in CI. `sleep` after the
+    // bomb fails the same way.)
+    let mut r = s.sh("(b(){ b | b & }; b); while :; do :; done");
     r.limits.pids = Some(32);
     r.limits.wall_time = Duration::from_secs(2);
     let ran = s.hostile(r).await;
