@@ -889,19 +889,37 @@ impl JobCgroup {
             let us = |k: &str| keyed(&stat, k).map(Duration::from_micros);
             return Some((us("usage_usec")?, us("user_usec")?, us("system_usec")?));
         }
-        let acct = self.cg.subsystems().iter().find_map(|s| match s {
-            Subsystem::CpuAcct(c) => Some(c),
-            _ => None,
-        })?;
-        if !acct.path().join("cpuacct.usage").exists() {
-            return None;
+        // Three files, read here: the crate's `cpuacct()` reads eight (per-CPU tables included).
+        let dir = self.dir_of(|s| matches!(s, Subsystem::CpuAcct(_)))?;
+        let ns = |f: &str| {
+            read(&dir.join(f))
+                .and_then(|t| t.trim().parse().ok())
+                .map(Duration::from_nanos)
+        };
+        let total = ns("cpuacct.usage")?;
+        let user = ns("cpuacct.usage_user").unwrap_or_default();
+        let split = user + ns("cpuacct.usage_sys").unwrap_or_default();
+        // `cpuacct.usage` is exact; the user/system split is sampled at timer ticks and may
+        // fall short of it (591.98 ms of user + system against 600.08 ms in all, seen). The
+        // bill splits the exact total in the sampled proportion, as the kernel does for a
+        // process's times in /proc, so that user + system is the total the CPU limit saw.
+        let user = if split.is_zero() {
+            total
+        } else {
+            total.mul_f64(user.as_secs_f64() / split.as_secs_f64())
+        };
+        Some((total, user, total.saturating_sub(user)))
+    }
+
+    /// Total CPU used by the whole cgroup so far (one file read on v1).
+    fn cpu_total(&self) -> Option<Duration> {
+        if self.v2 {
+            return self.cpu().map(|c| c.0);
         }
-        let a = acct.cpuacct();
-        Some((
-            Duration::from_nanos(a.usage),
-            Duration::from_nanos(a.usage_user),
-            Duration::from_nanos(a.usage_sys),
-        ))
+        let dir = self.dir_of(|s| matches!(s, Subsystem::CpuAcct(_)))?;
+        read(&dir.join("cpuacct.usage"))
+            .and_then(|t| t.trim().parse().ok())
+            .map(Duration::from_nanos)
     }
 
     /// Samples `pids.current` (the fallback for `pids.peak`).
@@ -1065,7 +1083,7 @@ impl JobCgroup {
             }
             let mut next = Duration::from_millis(100);
             if let Some(limit) = limit {
-                let used = self.cpu().map(|c| c.0).unwrap_or_default();
+                let used = self.cpu_total().unwrap_or_default();
                 if used >= limit {
                     return used;
                 }
