@@ -234,6 +234,9 @@ pub(crate) struct Cgroups {
     /// `ContainerConfig::allow_unenforced_limits`: jobs run even where a limit cannot be
     /// enforced (tests of the v2 path on a host whose controllers are bound to v1).
     pub allow_unenforced: bool,
+    /// v1: emptied job cgroups kept for later jobs ([`recycle`]); `None` on v2, when disabled
+    /// and when the layout does not allow it.
+    recycler: Option<std::sync::Arc<recycle::Recycler>>,
 }
 
 fn read(path: &Path) -> Option<String> {
@@ -359,6 +362,7 @@ impl Cgroups {
             fake_kernel: None,
             disabled: false,
             allow_unenforced: false,
+            recycler: None,
         }
     }
 
@@ -372,6 +376,21 @@ impl Cgroups {
         );
         cg.disabled = true;
         cg
+    }
+
+    /// v1: keep up to `cap` emptied job cgroups for later jobs instead of removing them (see
+    /// [`recycle`]). Nothing on v2, where a job's processes are born in a fresh cgroup with
+    /// `clone3(CLONE_INTO_CGROUP)` and its `cpu.stat` and peaks cannot be reset.
+    pub fn enable_recycling(&mut self, cap: usize) {
+        self.recycler = (self.version == Some(CgroupVersion::V1) && !self.disabled)
+            .then(|| recycle::Recycler::new(&self.parents, cap))
+            .flatten()
+            .map(std::sync::Arc::new);
+    }
+
+    /// The pool of kept cgroups, if this host recycles them.
+    pub fn recycler(&self) -> Option<std::sync::Arc<recycle::Recycler>> {
+        self.recycler.clone()
     }
 
     fn mkdir(&self, dir: &Path) -> std::io::Result<()> {
@@ -669,6 +688,7 @@ impl Cgroups {
             })
             .collect();
         JobCgroup {
+            name: name.to_string(),
             cg: Cgroup::load(Box::new(hier), name),
             v2,
             dirs,
@@ -691,7 +711,18 @@ impl Cgroups {
             job.v2_dir = None;
             return Ok(job);
         }
+        let recycled = match self.recycler.as_ref().map(|r| r.take(name)) {
+            Some(Ok(taken)) => taken,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a kept job cgroup could not be used; making a new one");
+                false
+            }
+            None => false,
+        };
         for (i, d) in job.dirs.iter().enumerate() {
+            if recycled {
+                break;
+            }
             if let Err(e) = std::fs::create_dir(d) {
                 for u in &job.dirs[..i] {
                     let _ = std::fs::remove_dir(u);
@@ -759,6 +790,8 @@ pub(crate) struct CgroupUsage {
 
 /// One job's cgroup.
 pub(crate) struct JobCgroup {
+    /// The directory name in each hierarchy (`<owner>.<seq>-<job id>`).
+    name: String,
     cg: Cgroup,
     v2: bool,
     /// The job cgroup's directories (one on v2; one per hierarchy on v1).
@@ -861,9 +894,18 @@ impl JobCgroup {
             .mem()
             .ok_or("the job cgroup has no memory controller")?;
         let bytes = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
-        mem.set_limit(bytes).map_err(err("the memory limit"))?;
-        // Swap off: memory+swap = memory on v1, swap.max = 0 on v2 (where swap accounting exists).
         let mp = mem.path();
+        if let Err(e) = mem.set_limit(bytes) {
+            // v1: the memory limit may not exceed memory+swap, and a kept cgroup (`recycle`)
+            // still has its last job's: raise memory+swap first, then try again.
+            if self.v2 || !mp.join("memory.memsw.limit_in_bytes").exists() {
+                return Err(err("the memory limit")(e));
+            }
+            mem.set_memswap_limit(bytes)
+                .map_err(err("memory.memsw.limit_in_bytes"))?;
+            mem.set_limit(bytes).map_err(err("the memory limit"))?;
+        }
+        // Swap off: memory+swap = memory on v1, swap.max = 0 on v2 (where swap accounting exists).
         if self.v2 {
             if mp.join("memory.swap.max").exists() {
                 mem.set_memswap_limit(0).map_err(err("memory.swap.max"))?;
@@ -1019,34 +1061,63 @@ impl JobCgroup {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Kills what is left, waits (bounded) until the cgroup is empty, removes it. Blocking.
-    pub fn remove_blocking(&self) -> Result<(), String> {
+    /// Kills what is left and waits (bounded) until the cgroup has no process. Blocking.
+    fn empty_blocking(&self) -> Result<(), String> {
         let mut delay = Duration::from_millis(1);
         let mut waited = Duration::ZERO;
-        loop {
-            if self.procs().is_empty() {
-                match self.remove_now() {
-                    Ok(()) => return Ok(()),
-                    Err(e) if waited > Duration::from_secs(5) => return Err(e),
-                    Err(_) => {}
-                }
-            } else {
-                if waited > Duration::from_secs(5) {
-                    return Err(format!(
-                        "the job cgroup {} still has processes {:?} after SIGKILL",
-                        self.dirs
-                            .first()
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_default(),
-                        self.procs()
-                    ));
-                }
-                self.kill_all();
+        while !self.procs().is_empty() {
+            if waited > Duration::from_secs(5) {
+                return Err(format!(
+                    "the job cgroup {} still has processes {:?} after SIGKILL",
+                    self.dirs
+                        .first()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
+                    self.procs()
+                ));
             }
+            self.kill_all();
             std::thread::sleep(delay);
             waited += delay;
             delay = (delay * 2).min(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// Kills what is left, waits (bounded) until the cgroup is empty, removes it. Blocking.
+    pub fn remove_blocking(&self) -> Result<(), String> {
+        self.empty_blocking()?;
+        if self.fake {
+            return self.remove_now();
+        }
+        let mut first_err = None;
+        for d in &self.dirs {
+            if let Err(e) = recycle::remove_dir_retrying(d) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// After the job (its bill read): keeps the cgroup for a later job when `recycler` is set
+    /// and the cgroup can be reset ([`recycle`]), else removes it — as
+    /// [`remove`](Self::remove), off the async runtime. `tag`: the backend's owner tag (the
+    /// kept cgroup's name starts with it).
+    pub async fn release(
+        self: std::sync::Arc<Self>,
+        recycler: Option<std::sync::Arc<recycle::Recycler>>,
+        tag: &str,
+    ) -> Result<(), String> {
+        let Some(recycler) = recycler else {
+            return self.remove().await;
+        };
+        let idle = format!(
+            "{tag}.{}-recycled",
+            NEXT_NAME.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::task::spawn_blocking(move || recycler.recycle_blocking(&self, &idle))
+            .await
+            .unwrap_or_else(|e| Err(format!("cgroup recycling task failed: {e}")))
     }
 
     /// [`remove_blocking`](Self::remove_blocking) without blocking the async runtime when the
@@ -1096,5 +1167,6 @@ impl JobCgroup {
     }
 }
 
+mod recycle;
 #[cfg(test)]
 mod tests;

@@ -296,6 +296,10 @@ pub struct ContainerConfig {
     /// that making one is off the job's path (see `netpool`); 0 = each job's P1 makes its own.
     /// Default 4.
     pub netns_pool: usize,
+    /// v1 (and hybrid) hosts: how many emptied job cgroups to keep, reset, for later jobs
+    /// instead of removing them and making new ones (see `cgroup::recycle`); 0 = a new cgroup
+    /// per job. Nothing on v2. Default 16.
+    pub recycled_cgroups: usize,
 }
 
 impl Default for ContainerConfig {
@@ -313,6 +317,7 @@ impl Default for ContainerConfig {
             cgroups: true,
             userns: UsernsConfig::default(),
             netns_pool: 4,
+            recycled_cgroups: 16,
         }
     }
 }
@@ -608,6 +613,7 @@ impl ContainerBackend {
                 config.cgroup_root.as_deref(),
             );
             cg.allow_unenforced = config.allow_unenforced_limits;
+            cg.enable_recycling(config.recycled_cgroups);
             cg
         } else {
             cgroup::Cgroups::disabled()

@@ -602,11 +602,14 @@ async fn run_planned(
     // The bill is read: the cgroup's removal (an rmdir per hierarchy, which on v1 can wait for
     // an RCU grace period) runs after the report, in the background; `settle` waits for it, and
     // a worker that exits first leaves the cgroup to its next start's stale-cgroup cleanup.
+    // On v1 the cgroup is emptied, reset and kept for a later job instead (`cgroup::recycle`).
     shared.removals.send_modify(|n| *n += 1);
     let removals = shared.removals.clone();
     let job = request.job_id.clone();
+    let recycler = shared.cgroups.recycler();
+    let tag = shared.tag.clone();
     tokio::spawn(async move {
-        if let Err(e) = cgroup.remove().await {
+        if let Err(e) = cgroup.release(recycler, &tag).await {
             tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
         }
         removals.send_modify(|n| *n = n.saturating_sub(1));

@@ -458,3 +458,188 @@ async fn new_removes_a_crashed_predecessors_cgroups() {
         Some(libc::SIGKILL)
     );
 }
+
+/// The inode of each of the job's cgroup directories (by hierarchy parent), waiting until the
+/// job's cgroup exists in every hierarchy.
+async fn cgroup_inodes(env: &TestEnv, job_id: &str) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = job_cgroups(env, job_id);
+        if found.len() == cgroup_parents(env).len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(found.len(), cgroup_parents(env).len(), "{found:?}");
+    found
+        .iter()
+        .map(|d| {
+            let parent = d.parent().unwrap().to_path_buf();
+            (parent, std::fs::metadata(d).unwrap().ino())
+        })
+        .collect()
+}
+
+/// The directory in `parent` with this inode, if any.
+fn dir_with_inode(parent: &Path, ino: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .find(|e| e.metadata().is_ok_and(|m| m.is_dir() && m.ino() == ino))
+        .map(|e| e.path())
+}
+
+/// Starts `req` in the background and returns its cgroup directories' inodes while it runs,
+/// with the job's handle.
+async fn start_and_look(
+    env: &TestEnv,
+    req: runtime_core::ExecRequest,
+) -> (
+    Vec<(PathBuf, u64)>,
+    tokio::task::JoinHandle<runtime_core::conformance::Finished>,
+) {
+    let id = req.job_id.clone();
+    let backend = env.backend.clone();
+    let job =
+        tokio::spawn(async move { run_with(backend.as_ref(), req, Default::default()).await });
+    (cgroup_inodes(env, &id).await, job)
+}
+
+/// Whether `parent` is in the pids hierarchy.
+fn is_pids(parent: &Path) -> bool {
+    parent.join("pids.max").exists()
+}
+
+/// v1 (this host): a job's emptied cgroup is kept, reset, and serves the next job of the same
+/// backend — renamed to that job, with that job's limits, and a bill of its own (CPU, memory
+/// peak, pids peak) — while the pids directory is made per job; a cgroup whose job was
+/// OOM-killed is removed, and the kept ones go with the backend. On v2 nothing is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_cgroup_serves_the_next_job_with_a_bill_of_its_own() {
+    let env = TestEnv::new();
+    let img = image(&env, "recycle").await;
+    let v1 = env.backend.preflight().version == Some(container_backend::CgroupVersion::V1);
+
+    // A: CPU in two processes, 40 MiB, a few pids; small limits.
+    let mut a = with_id(
+        sh(
+            &img,
+            "alloc 40 300 & i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; wait",
+        ),
+        "recycle-a",
+    );
+    a.limits.memory_bytes = 96 << 20;
+    a.limits.pids = Some(16);
+    let (a_dirs, job) = start_and_look(&env, a).await;
+    let a_ran = job.await.unwrap();
+    a_ran.assert_exited(0);
+    let a_usage = &a_ran.report.usage;
+    assert!(
+        a_usage.cpu_user + a_usage.cpu_system >= Duration::from_millis(100),
+        "job A must burn CPU for this test to mean anything: {a_usage:?}"
+    );
+    assert!(
+        a_usage.memory_peak_bytes.unwrap() >= 40 << 20,
+        "{a_usage:?}"
+    );
+    assert!(cgroups_left(&env, "recycle-a").await.is_empty());
+    if !v1 {
+        for (parent, ino) in &a_dirs {
+            assert_eq!(dir_with_inode(parent, *ino), None, "v2 keeps nothing");
+        }
+        return;
+    }
+    // Kept: every directory but the pids one, under a `-recycled` name.
+    for (parent, ino) in &a_dirs {
+        let kept = dir_with_inode(parent, *ino);
+        if is_pids(parent) {
+            assert_eq!(kept, None, "the pids directory is made per job");
+        } else {
+            let kept =
+                kept.unwrap_or_else(|| panic!("A's cgroup in {} was not kept", parent.display()));
+            assert!(
+                kept.to_string_lossy().ends_with("-recycled"),
+                "{}",
+                kept.display()
+            );
+        }
+    }
+
+    // B: larger memory limit (memory+swap must be raised first), other pids limit.
+    let mut b = with_id(sh(&img, "sleep 1; echo done"), "recycle-b");
+    b.limits.memory_bytes = 200 << 20;
+    b.limits.pids = Some(24);
+    let (b_dirs, job) = start_and_look(&env, b).await;
+    for ((pa, ia), (pb, ib)) in a_dirs.iter().zip(&b_dirs) {
+        assert_eq!(pa, pb);
+        if is_pids(pa) {
+            assert_ne!(ia, ib, "a fresh pids directory");
+        } else {
+            assert_eq!(ia, ib, "B runs in A's kept cgroup in {}", pa.display());
+        }
+    }
+    let file = |name: &str| {
+        job_cgroups(&env, "recycle-b")
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+    };
+    assert_eq!(
+        file("memory.limit_in_bytes"),
+        Some((200u64 << 20).to_string())
+    );
+    if let Some(memsw) = file("memory.memsw.limit_in_bytes") {
+        assert_eq!(memsw, (200u64 << 20).to_string());
+    }
+    assert_eq!(file("pids.max").as_deref(), Some("24"));
+    let b_ran = job.await.unwrap();
+    b_ran.assert_exited(0);
+    let b_usage = &b_ran.report.usage;
+    assert!(
+        b_usage.cpu_user + b_usage.cpu_system < Duration::from_millis(100),
+        "B's CPU is its own, not A's: {b_usage:?} (A: {a_usage:?})"
+    );
+    assert!(
+        b_usage.memory_peak_bytes.unwrap() < 16 << 20,
+        "B's memory peak is its own: {b_usage:?}"
+    );
+    assert!(b_usage.pids_peak.unwrap() <= 4, "{b_usage:?}");
+    assert!(cgroups_left(&env, "recycle-b").await.is_empty());
+
+    // C: OOM-killed in the same kept cgroup, which is then removed, not kept.
+    let mut c = with_id(sh(&img, "sleep 0.3; alloc 100"), "recycle-c");
+    c.limits.memory_bytes = 32 << 20;
+    let (c_dirs, job) = start_and_look(&env, c).await;
+    let c_ran = job.await.unwrap();
+    assert_eq!(
+        c_ran.report.outcome.reason,
+        OutcomeReason::MemoryLimit,
+        "{:?}",
+        c_ran.report
+    );
+    env.backend.settle().await;
+    for (parent, ino) in &c_dirs {
+        assert_eq!(
+            dir_with_inode(parent, *ino),
+            None,
+            "an OOM-killed job's cgroup is not kept"
+        );
+    }
+
+    // D is kept; dropping the backend removes it.
+    let (d_dirs, job) = start_and_look(&env, with_id(sh(&img, "sleep 0.2"), "recycle-d")).await;
+    job.await.unwrap().assert_exited(0);
+    env.backend.settle().await;
+    let kept: Vec<PathBuf> = d_dirs
+        .iter()
+        .filter_map(|(p, i)| dir_with_inode(p, *i))
+        .collect();
+    assert!(!kept.is_empty(), "D's cgroup was kept");
+    drop(env);
+    for d in kept {
+        assert!(!d.exists(), "{} outlived its backend", d.display());
+    }
+}
