@@ -291,10 +291,12 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
     let total = args.container_warmup + args.container_jobs;
     let mark = ctx.mark().await;
     let started = Instant::now();
-    // Each iteration runs every runtime once, starting one further along the list each time:
-    // every runtime follows every other equally often. (In a fixed order the runtime after runc
-    // paid for runc's teardown — its cgroups' removal and the RCU grace periods it queues —
-    // which made nekton's first variant look ~3 ms slower than the same code in another slot.)
+    // Each iteration runs every runtime once, in an order shuffled per iteration (seeded by the
+    // iteration: the same series every run): every runtime follows every other about equally
+    // often. A runtime pays for the teardown of the one before it — runc's cgroups' removal and
+    // the RCU grace periods it queues cost the next ≈ 3 ms. In a fixed order, and in the cyclic
+    // rotation used before (which keeps each runtime's predecessor but at the wrap-around),
+    // nekton's first variant always came right after runc.
     #[derive(Clone, Copy)]
     enum Step {
         Floor,
@@ -332,8 +334,10 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         let id = format!("nekton-bench-{}-{i}", std::process::id());
         let mut report = None;
         let mut job_id = None;
-        for n in 0..steps.len() {
-            match steps[(i + n) % steps.len()] {
+        let mut order = steps.clone();
+        fastrand::Rng::with_seed(i as u64).shuffle(&mut order);
+        for step in order {
+            match step {
                 Step::Floor => {
                     let d = command(
                         "unshare",
