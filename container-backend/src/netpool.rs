@@ -94,10 +94,18 @@ impl Drop for NetnsPool {
     }
 }
 
+/// The pause after `failures` failures in a row: 1 s, doubling, at most a minute (a host that
+/// cannot make namespaces at all — where jobs cannot run either — gets one warning a minute, not
+/// one a second).
+fn retry_after(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
 /// The refill loop: makes namespaces while fewer than `want` are ready, sleeps otherwise; ends
-/// when the pool is dropped. A failure is logged and retried after a pause (jobs meanwhile
-/// make their own namespaces).
+/// when the pool is dropped. A failure is logged and retried after a growing pause
+/// ([`retry_after`]; jobs meanwhile make their own namespaces).
 fn refill(inner: &Inner, home: &OwnedFd) {
+    let mut failures = 0u32;
     loop {
         {
             let mut state = inner.lock();
@@ -110,6 +118,10 @@ fn refill(inner: &Inner, home: &OwnedFd) {
         }
         match prepare(home, inner.rootless) {
             Ok(fd) => {
+                if failures > 0 {
+                    tracing::info!(failures, "network namespaces for jobs are made again");
+                    failures = 0;
+                }
                 let mut state = inner.lock();
                 if state.closed {
                     return;
@@ -117,9 +129,22 @@ fn refill(inner: &Inner, home: &OwnedFd) {
                 state.ready.push(fd);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot prepare a network namespace for jobs; \
-                    they make their own meanwhile");
-                std::thread::sleep(Duration::from_secs(1));
+                failures = failures.saturating_add(1);
+                let pause = retry_after(failures);
+                tracing::warn!(error = %e, failures, retry_in = ?pause,
+                    "cannot prepare a network namespace for jobs; they make their own meanwhile");
+                // Woken early only by the pool's drop.
+                let state = inner.lock();
+                if state.closed {
+                    return;
+                }
+                let (state, _) = inner
+                    .cond
+                    .wait_timeout_while(state, pause, |s| !s.closed)
+                    .unwrap_or_else(|p| p.into_inner());
+                if state.closed {
+                    return;
+                }
             }
         }
     }
@@ -173,6 +198,13 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::time::Instant;
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let pauses: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(60));
+    }
 
     fn inode(fd: impl AsFd) -> u64 {
         nix::sys::stat::fstat(fd.as_fd()).expect("fstat").st_ino
