@@ -300,6 +300,11 @@ pub struct ContainerConfig {
     /// instead of removing them and making new ones (see `cgroup::recycle`); 0 = a new cgroup
     /// per job. Nothing on v2. Default 16.
     pub recycled_cgroups: usize,
+    /// How many bridge attachments (a network namespace with `eth0` on the bridge, its address
+    /// leased and configured) to keep ready for `network: bridge` jobs once bridge networking is
+    /// enabled, so that making one is off the job's path (see `net::pool`); each holds an
+    /// address of the job subnet while it waits. 0 = each job attaches on its path. Default 2.
+    pub bridge_pool: usize,
 }
 
 impl Default for ContainerConfig {
@@ -318,6 +323,7 @@ impl Default for ContainerConfig {
             userns: UsernsConfig::default(),
             netns_pool: 4,
             recycled_cgroups: 16,
+            bridge_pool: 2,
         }
     }
 }
@@ -376,6 +382,9 @@ pub(crate) struct Shared {
     pub ranges: Option<std::sync::Arc<userns::Ranges>>,
     /// Network namespaces ready for `network: none` jobs; `None`: P1 makes each.
     pub netns_pool: Option<netpool::NetnsPool>,
+    /// Bridge attachments ready for `network: bridge` jobs; `None`: each job attaches on its
+    /// path (also while bridge networking is off).
+    pub bridge_pool: Option<net::pool::BridgePool>,
     /// Job cgroups whose removal (after the job's report) has not finished.
     pub removals: tokio::sync::watch::Sender<usize>,
 }
@@ -645,6 +654,7 @@ impl ContainerBackend {
                 helper: std::sync::Arc::new(helper),
                 ranges,
                 netns_pool,
+                bridge_pool: None,
                 removals: tokio::sync::watch::channel(0).0,
             },
         })
@@ -752,8 +762,15 @@ impl ContainerBackend {
         let network = Owner::current()
             .map_err(|e| e.to_string())
             .and_then(|owner| net::Network::new(config, owner));
+        // A pool of an earlier network goes first (its attachments are released).
+        self.shared.bridge_pool = None;
         match network {
             Ok(n) => {
+                self.shared.bridge_pool = net::pool::BridgePool::start(
+                    &n,
+                    self.shared.config.bridge_pool,
+                    self.shared.ranges.is_some(),
+                );
                 self.shared.network = Ok(n);
                 Ok(())
             }
@@ -771,6 +788,17 @@ impl ContainerBackend {
     pub async fn settle_network(&self) {
         if let Ok(n) = &self.shared.network {
             n.settle().await;
+        }
+    }
+
+    /// Waits until the pool of prepared bridge attachments is full and idle, and returns their
+    /// addresses: a settled network ([`settle_network`](Self::settle_network)) holds these
+    /// leases, veths and namespaces besides those of running jobs. Empty without a pool.
+    #[doc(hidden)]
+    pub async fn prepared_network(&self) -> Vec<std::net::Ipv4Addr> {
+        match &self.shared.bridge_pool {
+            Some(p) => p.settled().await,
+            None => Vec::new(),
         }
     }
 

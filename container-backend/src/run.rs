@@ -849,10 +849,28 @@ async fn launch(
         (NetworkMode::Bridge, Err(reason)) => {
             return Err(fail(OutcomeReason::SpecError, reason.clone(), t0));
         }
-        (NetworkMode::Bridge, Ok(net)) => match net.attach(allow).await {
-            Ok(a) => Some((a, net.resolv_conf().to_vec())),
-            Err(e) => return Err(internal(format!("bridge network setup: {e}"))),
-        },
+        (NetworkMode::Bridge, Ok(net)) => {
+            let rootless = range.is_some();
+            let take = || shared.bridge_pool.as_ref().and_then(|p| p.take());
+            // A prepared attachment (see net::pool) if one is ready, else one made on the path;
+            // if that fails (a full subnet), one the pool prepared meanwhile still serves. Then
+            // the job's part: its egress policy, and (prepared earlier) its counters' start.
+            let prepared = match take() {
+                Some(p) => Ok((p, true)),
+                None => match net.prepare(rootless).await {
+                    Ok(p) => Ok((p, false)),
+                    Err(e) => take().map(|p| (p, true)).ok_or(e),
+                },
+            };
+            let attached = match prepared {
+                Ok((p, pooled)) => p.claim(allow, pooled).await,
+                Err(e) => Err(e),
+            };
+            match attached {
+                Ok(a) => Some((a, net.resolv_conf().to_vec())),
+                Err(e) => return Err(internal(format!("bridge network setup: {e}"))),
+            }
+        }
     };
     let mut hosts = format!(
         "127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n",
@@ -868,6 +886,8 @@ async fn launch(
     }
     if let Some((a, _)) = &attachment {
         hosts.push_str(&format!("{}\t{}\n", a.addr, plan.hostname));
+        // `lo` is up and the rootless sysctl written (Network::prepare).
+        netns_prepared = true;
         match a.netns().map(|fd| fd.try_clone()) {
             Some(Ok(fd)) => netns = Some(fd),
             Some(Err(e)) => {

@@ -253,11 +253,17 @@ fn test_config(env: &TestEnv) -> BridgeConfig {
 }
 
 impl NetEnv {
+    /// With the default pool of prepared bridge attachments.
     async fn new() -> Self {
+        Self::with_pool(ContainerConfig::default().bridge_pool).await
+    }
+
+    /// With `pool` prepared bridge attachments (0: every job attaches on its path).
+    async fn with_pool(pool: usize) -> Self {
         let env = TestEnv::new();
         let cfg = test_config(&env);
         let image = env.busybox("net", &[], default_config()).await;
-        let backend = bridge_backend(&env, &cfg);
+        let backend = bridge_backend(&env, &cfg, pool);
         Self {
             env,
             backend,
@@ -284,6 +290,25 @@ impl NetEnv {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Leases and veths (sorted) that are neither the given jobs' nor the pool's: what a
+    /// settled network must not hold. Waits for the pool to be full and idle first.
+    async fn leftovers(&self) -> (Vec<String>, Vec<String>) {
+        let prepared = self.backend.prepared_network().await;
+        let mut leases: Vec<String> = self
+            .leases()
+            .into_iter()
+            .filter(|l| !prepared.iter().any(|a| a.to_string() == *l))
+            .collect();
+        leases.sort();
+        let mut veths: Vec<String> = self
+            .veths()
+            .into_iter()
+            .filter(|v| !prepared.iter().any(|a| veth_of(*a) == *v))
+            .collect();
+        veths.sort();
+        (leases, veths)
     }
 
     /// nekton veths of the test subnet on the host.
@@ -327,12 +352,22 @@ impl Drop for NetEnv {
     }
 }
 
-fn bridge_backend(env: &TestEnv, cfg: &BridgeConfig) -> Arc<ContainerBackend> {
+/// The host end of a job veth (nekton's naming: `nk` + the address in hex).
+fn veth_of(addr: Ipv4Addr) -> String {
+    format!("nk{:08x}", u32::from(addr))
+}
+
+/// A backend on `cfg`'s network keeping `pool` bridge attachments prepared.
+fn bridge_backend(env: &TestEnv, cfg: &BridgeConfig, pool: usize) -> Arc<ContainerBackend> {
+    // A second backend of one test gets a state directory of its own.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut backend = ContainerBackend::new(
         ContainerConfig {
-            state_dir: env.tmp.path().join("nc"),
+            state_dir: env.tmp.path().join(format!("nc{n}")),
             scratch_bytes: 64 << 20,
             shm_bytes: 8 << 20,
+            bridge_pool: pool,
             ..ContainerConfig::default()
         },
         env.images.clone(),
@@ -679,12 +714,10 @@ async fn hundred_bridge_jobs_killed_and_cancelled_leave_nothing() {
         "the bridge's MAC changed while jobs came and went"
     );
     net.backend.settle_network().await;
-    assert_eq!(net.veths(), Vec::<String>::new(), "no veth is left");
-    assert_eq!(
-        net.leases(),
-        Vec::<String>::new(),
-        "no address lease is left"
-    );
+    // The pool's prepared attachments hold theirs (no job had them); nothing else is left.
+    let (leases, veths) = net.leftovers().await;
+    assert_eq!(veths, Vec::<String>::new(), "no veth is left");
+    assert_eq!(leases, Vec::<String>::new(), "no address lease is left");
     assert_eq!(
         net.conntrack_entries(),
         Vec::<String>::new(),
@@ -696,7 +729,8 @@ async fn hundred_bridge_jobs_killed_and_cancelled_leave_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_workers_leftovers_are_removed_at_the_next_start() {
     let _s = SERIAL.lock().await;
-    let net = NetEnv::new().await;
+    // Without pools: their attachments would be leases and veths of a live owner here.
+    let net = NetEnv::with_pool(0).await;
     // What a worker killed mid-job leaves: a lease of a dead owner and its veth on the bridge.
     let lease_dir = net.cfg.lease_dir.clone().unwrap();
     std::fs::write(lease_dir.join("10.213.0.77"), "999999999 1\n").unwrap();
@@ -718,7 +752,7 @@ async fn a_crashed_workers_leftovers_are_removed_at_the_next_start() {
         format!("{} {}\n", pid(), start_time()),
     )
     .unwrap();
-    let _second = bridge_backend(&net.env, &net.cfg);
+    let _second = bridge_backend(&net.env, &net.cfg, 0);
     assert_eq!(net.veths(), Vec::<String>::new());
     assert_eq!(net.leases(), vec!["10.213.0.78".to_string()]);
     std::fs::remove_file(lease_dir.join("10.213.0.78")).unwrap();
@@ -733,7 +767,7 @@ fn start_time() -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_of_a_recycled_pid_is_removed_at_start() {
     let _s = SERIAL.lock().await;
-    let net = NetEnv::new().await;
+    let net = NetEnv::with_pool(0).await;
     // This process's pid with another start time: the lease of a crashed predecessor whose pid
     // this process was given (a restarted worker in a container is often pid 1 again).
     let lease_dir = net.cfg.lease_dir.clone().unwrap();
@@ -742,7 +776,7 @@ async fn a_lease_of_a_recycled_pid_is_removed_at_start() {
         format!("{} {}\n", pid(), start_time() + 1),
     )
     .unwrap();
-    let _second = bridge_backend(&net.env, &net.cfg);
+    let _second = bridge_backend(&net.env, &net.cfg, 0);
     assert_eq!(net.leases(), Vec::<String>::new());
 }
 
@@ -750,6 +784,8 @@ async fn a_lease_of_a_recycled_pid_is_removed_at_start() {
 async fn cleanup_network_removes_only_nektons_table_bridge_and_leases() {
     let _s = SERIAL.lock().await;
     let net = NetEnv::new().await;
+    // The pool's attachments are there (not being made while the lease dir is removed).
+    assert_eq!(net.backend.prepared_network().await.len(), 2);
     let decoy = format!("nekton_decoy_{}", pid());
     tool("nft", &["add", "table", "inet", &decoy]);
     assert!(net.ruleset().contains("masquerade"));
@@ -974,7 +1010,7 @@ async fn an_allow_list_opens_only_its_destinations() {
     net.backend.settle_network().await;
     assert_eq!(job_objects(&net.cfg.table), Vec::<String>::new());
     assert_eq!(net.ruleset(), rules, "the bridge rules are as before");
-    assert_eq!(net.leases(), Vec::<String>::new());
+    assert_eq!(net.leftovers().await.0, Vec::<String>::new());
 
     // And an unrestricted job after them reaches everything again.
     let ran = net.run(net.job(&probes)).await;
@@ -987,7 +1023,7 @@ async fn an_allow_list_opens_only_its_destinations() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_workers_egress_policies_are_removed_at_the_next_start() {
     let _s = SERIAL.lock().await;
-    let net = NetEnv::new().await;
+    let net = NetEnv::with_pool(0).await;
     let lease_dir = net.cfg.lease_dir.clone().unwrap();
     let table = net.cfg.table.clone();
     // Dead owner: 10.213.0.77 (veth nk0ad5004d); live owner (this process): 10.213.0.78.
@@ -1014,7 +1050,7 @@ async fn a_crashed_workers_egress_policies_are_removed_at_the_next_start() {
         assert!(out.trim().is_empty(), "{out}");
     }
     assert_eq!(job_objects(&table).len(), 6);
-    let _second = bridge_backend(&net.env, &net.cfg);
+    let _second = bridge_backend(&net.env, &net.cfg, 0);
     assert_eq!(
         job_objects(&table),
         vec!["job_0ad5004e", "job_0ad5004e_n", "job_0ad5004e_p"],
@@ -1026,4 +1062,119 @@ async fn a_crashed_workers_egress_policies_are_removed_at_the_next_start() {
         .args(["link", "del", "nk0ad5004e"])
         .output();
     let _ = Command::new("ip").args(["link", "del", &peers[0]]).output();
+}
+
+/// Issue 15: a bridge job takes an attachment the pool prepared before it was submitted (its
+/// address was leased, its veth on the bridge, before the job existed), a second job takes
+/// another one — never the same namespace, veth or address — both reach the upstream through
+/// the gateway, and each job's attachment is released after it exactly as an on-path one
+/// (veth and lease gone once settled) while the pool holds only fresh ones. Dropping a backend
+/// releases the attachments no job took.
+#[tokio::test(flavor = "multi_thread")]
+async fn bridge_jobs_take_fresh_prepared_attachments_and_release_them() {
+    let _s = SERIAL.lock().await;
+    let up = Upstream::start();
+    let net = NetEnv::new().await;
+    let rootless = net.backend.preflight().userns.starts_with("on");
+    let script = format!(
+        "cat /etc/hosts; echo ---; readlink /proc/self/ns/net; cat /sys/class/net/lo/flags \
+         /proc/sys/net/ipv4/ip_unprivileged_port_start; ls /sys/class/net | tr '\\n' ' '; \
+         echo; echo ---; {}",
+        get("/peer")
+    );
+    let mut seen = Vec::new(); // (address, netns)
+    for i in 0..2 {
+        let prepared = net.backend.prepared_network().await;
+        assert_eq!(prepared.len(), 2, "the pool is full before job {i}");
+        for a in &prepared {
+            assert!(
+                net.leases().contains(&a.to_string()) && net.veths().contains(&veth_of(*a)),
+                "a prepared attachment holds its lease and veth: {a}"
+            );
+        }
+        let ran = net.run(net.job(&script)).await;
+        ran.assert_exited(0);
+        let out = ran.out();
+        let mut parts = out.split("---\n");
+        let addr: Ipv4Addr = job_addr(parts.next().unwrap()).parse().unwrap();
+        let mut ns = parts.next().unwrap().lines();
+        let netns = ns.next().unwrap().to_string();
+        let lo = u32::from_str_radix(ns.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+        let port_start = ns.next().unwrap().to_string();
+        let links = ns.next().unwrap().to_string();
+        assert!(
+            prepared.contains(&addr),
+            "job {i} ran at {addr}, not on one of the prepared attachments {prepared:?}: {out}"
+        );
+        assert!(netns.starts_with("net:["), "{out}");
+        assert_eq!(lo & 1, 1, "lo is up in a prepared namespace: {out}");
+        assert_eq!(
+            port_start,
+            if rootless { "0" } else { "1024" },
+            "ip_unprivileged_port_start (rootless: {rootless}): {out}"
+        );
+        assert_eq!(links.trim(), "eth0 lo", "{out}");
+        // Through the gateway and the NAT to the test's upstream namespace.
+        assert_eq!(
+            parts.next().unwrap().lines().last(),
+            Some(HOST_UPLINK),
+            "{out}"
+        );
+        for (a, n) in &seen {
+            assert_ne!(*a, addr, "two jobs had the same address");
+            assert_ne!(*n, netns, "two jobs had the same network namespace");
+        }
+        seen.push((addr, netns));
+    }
+    assert_eq!(up.seen.lock().unwrap().http_peers.len(), 2);
+
+    // Settled: the jobs' veths and leases are gone, the pool holds two fresh attachments.
+    net.backend.settle_network().await;
+    let (leases, veths) = net.leftovers().await;
+    assert_eq!(
+        leases,
+        Vec::<String>::new(),
+        "the jobs' leases are released"
+    );
+    assert_eq!(veths, Vec::<String>::new(), "the jobs' veths are gone");
+    let prepared = net.backend.prepared_network().await;
+    assert_eq!(prepared.len(), 2);
+    for (a, _) in &seen {
+        assert!(!prepared.contains(a), "{a} went back into the pool");
+        assert!(
+            !net.leases().contains(&a.to_string()),
+            "{a} is still leased"
+        );
+        assert!(!net.veths().contains(&veth_of(*a)), "{a}'s veth is left");
+    }
+
+    // A second backend on the same network: its own prepared attachments, released when it is
+    // dropped (in the background, like a finished job's).
+    let second = bridge_backend(&net.env, &net.cfg, 3);
+    let theirs = second.prepared_network().await;
+    assert_eq!(theirs.len(), 3);
+    for a in &theirs {
+        assert!(!prepared.contains(a), "two backends prepared {a}");
+        assert!(net.leases().contains(&a.to_string()));
+    }
+    drop(second);
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<_> = theirs
+            .iter()
+            .filter(|a| {
+                net.leases().contains(&a.to_string()) || net.veths().contains(&veth_of(**a))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "a dropped backend's prepared attachments are not released: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first backend's pool is untouched.
+    assert_eq!(net.backend.prepared_network().await, prepared);
 }

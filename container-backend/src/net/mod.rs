@@ -15,13 +15,17 @@
 //!   `net.ipv4.ip_forward=1`, creates the bridge with the gateway address if missing, installs the
 //!   `inet <table>` nftables table (one atomic transaction through `nft -j`, see [`nft`]) and
 //!   cleans what a crashed worker left: leases of dead owners, their veths and conntrack entries.
-//! - [`Network::attach`] (per bridge job, before the fork): leases an address ([`lease`]), creates
-//!   the job's network namespace on a short-lived thread (which also opens a netlink socket inside
-//!   it), creates the veth pair with its peer *directly in that namespace* as `eth0`, isolates the
-//!   bridge port, installs the job's egress policy if it has an allow-list (one nft transaction:
-//!   a chain on the ingress hook of the job's veth, see [`nft`]), and configures `eth0` (up,
-//!   address, default route) through the in-namespace socket. P1 then `setns`es into the prepared namespace instead of unsharing a new one, so the
-//!   network is complete before any code of the job runs and `none` jobs pay nothing.
+//! - [`Network::prepare`] (per bridge job, ahead of time by [`pool`] or on the job's path when
+//!   the pool has none ready): leases an address ([`lease`]), creates the job's network
+//!   namespace on a short-lived thread (which also brings up its `lo` and opens a netlink socket
+//!   inside it), creates the veth pair with its peer *directly in that namespace* as `eth0`,
+//!   isolates the bridge port, and configures `eth0` (up, address, default route) through the
+//!   in-namespace socket. [`Attachment::claim`] (per job, before the fork) makes it the job's:
+//!   installs the job's egress policy if it has an allow-list (one nft transaction: a chain on
+//!   the ingress hook of the job's veth, see [`nft`]) and, for a prepared one, reads the
+//!   counters the job's bill starts from. P1 then `setns`es into the namespace instead of
+//!   unsharing a new one, so the network is complete before any code of the job runs and `none`
+//!   jobs pay nothing. An attachment is one job's, never reused.
 //! - [`Attachment::teardown`] (per job, whatever the outcome): reads the veth's counters (the
 //!   bill's `net_rx_bytes`/`net_tx_bytes`); then, in the background, drops the namespace (the
 //!   kernel destroys it and the veth pair with it in its batched namespace cleanup; an explicit
@@ -46,6 +50,7 @@
 
 pub(crate) mod lease;
 pub(crate) mod nft;
+pub(crate) mod pool;
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -610,7 +615,8 @@ pub(crate) struct Network {
     /// allow-list).
     resolvers: Vec<Ipv4Addr>,
     resolv_conf: Vec<u8>,
-    /// Addresses leased and not yet released (teardown runs partly in the background).
+    /// Attachments of jobs (claimed) not yet released, and releases under way (teardown runs
+    /// partly in the background). Prepared attachments waiting in the pool are not counted.
     pending: tokio::sync::watch::Sender<usize>,
 }
 
@@ -750,7 +756,8 @@ impl Network {
     }
 
     /// Waits until every address released so far is free again (its conntrack entries flushed
-    /// and its lease removed).
+    /// and its lease removed), and every job's attachment is released. Prepared attachments
+    /// waiting in the pool hold their addresses meanwhile (see [`pool::BridgePool::settled`]).
     pub async fn settle(&self) {
         let mut rx = self.pending.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
@@ -761,18 +768,20 @@ impl Network {
         &self.resolv_conf
     }
 
-    /// Prepares a job's network namespace with `eth0` on the bridge, and with `allow` the job's
-    /// egress policy on its veth (see [`nft`]; `allow` must hold IPv4 destinations only). The
-    /// namespace descriptor goes to P1 (`setns`).
-    pub async fn attach(
-        self: &Arc<Self>,
-        allow: Option<&[runtime_core::egress::Destination]>,
-    ) -> Result<Attachment, String> {
+    /// Prepares a job's network namespace with `eth0` on the bridge (P1 `setns`es into it) —
+    /// everything of a job's attachment that does not depend on the job: leases an address,
+    /// creates the network namespace (`lo` up; for `rootless` jobs
+    /// `net.ipv4.ip_unprivileged_port_start = 0`, what P1 would write) on a short-lived thread
+    /// that also opens a netlink socket inside it, creates the veth pair with its peer in that
+    /// namespace as `eth0`, isolates the bridge port, and configures `eth0` (up, address,
+    /// default route). The result belongs to no job yet ([`Attachment::claim`] makes it one's,
+    /// with the job's egress policy); dropped unclaimed, it is released like a job's. Called on
+    /// a job's path when [`pool::BridgePool`] has none ready.
+    pub(crate) async fn prepare(self: &Arc<Self>, rootless: bool) -> Result<Attachment, String> {
         let lease = self
             .leases
             .acquire()
             .map_err(|e| format!("leasing a job address: {e}"))?;
-        self.pending.send_modify(|n| *n += 1);
         let addr = lease.addr;
         let mut att = Attachment {
             net: self.clone(),
@@ -781,6 +790,8 @@ impl Network {
             host_index: None,
             netns: None,
             policy: false,
+            counted: false,
+            baseline: (0, 0),
             addr,
         };
         // The namespace, and a netlink socket inside it, from a short-lived thread (a thread's
@@ -790,7 +801,7 @@ impl Network {
         std::thread::Builder::new()
             .name("nekton-netns".into())
             .spawn(move || {
-                let _ = tx.send(new_netns(&rt));
+                let _ = tx.send(new_netns(&rt, rootless));
             })
             .map_err(|e| format!("starting a thread: {e}"))?;
         let (nsfd, conn, ns) = rx
@@ -830,16 +841,6 @@ impl Network {
             .execute()
             .await
             .map_err(|e| format!("isolating bridge port {}: {e}", att.name))?;
-        if let Some(allow) = allow {
-            // Before anything of the job runs, and on the veth, so it holds from the first packet.
-            let doc = nft::job_policy(&self.config.table, &att.name, addr, allow, &self.resolvers)?;
-            self.rt()
-                .spawn_blocking(move || nft::run(&doc))
-                .await
-                .map_err(|e| format!("the nft task failed: {e}"))?
-                .map_err(|e| format!("installing the job's egress policy: {e}"))?;
-            att.policy = true;
-        }
 
         let eth0 = link_by_name(&ns, "eth0")
             .await
@@ -868,6 +869,23 @@ impl Network {
             .map_err(|e| format!("adding the job's default route: {e}"))?;
         Ok(att)
     }
+
+    /// The host end's counters (`rx`, `tx` of the veth on the host side), if readable.
+    async fn veth_counters(&self, index: u32) -> Option<(u64, u64)> {
+        let m = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .ok()??;
+        m.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some((s.rx_bytes, s.tx_bytes)),
+            _ => None,
+        })
+    }
 }
 
 type NsConn = (
@@ -876,9 +894,10 @@ type NsConn = (
     rtnetlink::Handle,
 );
 
-/// On a fresh thread: a new network namespace, its descriptor, and a netlink connection in it
-/// (registered with the network runtime `rt`).
-fn new_netns(rt: &tokio::runtime::Handle) -> Result<NsConn, String> {
+/// On a fresh thread: a new network namespace (`lo` up, and for `rootless` jobs
+/// `net.ipv4.ip_unprivileged_port_start = 0`), its descriptor, and a netlink connection in it
+/// (registered with the network runtime `rt`). The thread ends after this: it never goes back.
+fn new_netns(rt: &tokio::runtime::Handle, rootless: bool) -> Result<NsConn, String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("creating a network namespace: {}", e.desc()))?;
     let fd = crate::netpool::thread_netns()
@@ -886,6 +905,21 @@ fn new_netns(rt: &tokio::runtime::Handle) -> Result<NsConn, String> {
     // Jobs get no IPv6 address: no autoconfiguration chatter on eth0 either (best effort; /proc
     // /sys/net is the opener's namespace).
     let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    // What P1 does for a namespace it makes itself (the job's P1 is told it is done).
+    crate::spawn::loopback_up()
+        .map_err(|e| format!("bringing up the job namespace's loopback: {}", e.desc()))?;
+    if rootless {
+        // Rootless: the job's root has no CAP_NET_BIND_SERVICE in a namespace the host's user
+        // namespace owns; ports below 1024 are opened to every uid instead (see spawn.rs).
+        crate::spawn::write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(
+            |e| {
+                format!(
+                    "setting net.ipv4.ip_unprivileged_port_start=0 in the job namespace: {}",
+                    e.desc()
+                )
+            },
+        )?;
+    }
     let _guard = rt.enter();
     let (conn, handle, _) = rtnetlink::new_connection()
         .map_err(|e| format!("opening a netlink socket in the job namespace: {e}"))?;
@@ -902,13 +936,62 @@ pub(crate) struct Attachment {
     netns: Option<OwnedFd>,
     /// Whether the job has an egress policy in the table (removed before the lease).
     policy: bool,
+    /// Counted in [`Network::pending`]: from [`claim`](Self::claim) (a job's), or from the start
+    /// of its release (one the pool made and no job took).
+    counted: bool,
+    /// The host end's (`rx`, `tx`) when a job claimed it: a prepared attachment may have seen
+    /// frames the bridge floods (the host's own broadcasts) before any job had it; those are
+    /// not the job's traffic.
+    baseline: (u64, u64),
     pub addr: Ipv4Addr,
 }
 
 impl Attachment {
-    /// The job's network namespace (for P1's `setns`).
+    /// The job's network namespace (for P1's `setns`): `lo` is up and, for a rootless backend,
+    /// the unprivileged-port sysctl is written (see [`Network::prepare`]).
     pub fn netns(&self) -> Option<&OwnedFd> {
         self.netns.as_ref()
+    }
+
+    /// Makes a prepared attachment a job's: counts it in [`Network::pending`] (so
+    /// [`Network::settle`] waits for its release), with `baseline` reads the veth's counters the
+    /// job's bill starts from (an attachment that waited in the pool), and with `allow`
+    /// installs the job's egress policy on its veth (one nft transaction; before anything of the
+    /// job runs, so it holds from the job's first packet). On error the attachment is released.
+    pub async fn claim(
+        mut self,
+        allow: Option<&[runtime_core::egress::Destination]>,
+        baseline: bool,
+    ) -> Result<Self, String> {
+        if !self.counted {
+            self.counted = true;
+            self.net.pending.send_modify(|n| *n += 1);
+        }
+        if baseline && let Some(index) = self.host_index {
+            self.baseline = self.net.veth_counters(index).await.ok_or_else(|| {
+                format!(
+                    "reading the counters of veth {} (the bill's start)",
+                    self.name
+                )
+            })?;
+        }
+        if let Some(allow) = allow {
+            let net = &self.net;
+            let doc = nft::job_policy(
+                &net.config.table,
+                &self.name,
+                self.addr,
+                allow,
+                &net.resolvers,
+            )?;
+            net.rt()
+                .spawn_blocking(move || nft::run(&doc))
+                .await
+                .map_err(|e| format!("the nft task failed: {e}"))?
+                .map_err(|e| format!("installing the job's egress policy: {e}"))?;
+            self.policy = true;
+        }
+        Ok(self)
     }
 
     /// Reads the job's traffic counters, then releases everything in the background (see
@@ -916,22 +999,11 @@ impl Attachment {
     pub async fn teardown(mut self) -> (Option<u64>, Option<u64>) {
         let mut counters = (None, None);
         if let Some(index) = self.host_index
-            && let Ok(Some(m)) = self
-                .net
-                .handle
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_next()
-                .await
+            && let Some((rx, tx)) = self.net.veth_counters(index).await
         {
-            for a in &m.attributes {
-                if let LinkAttribute::Stats64(s) = a {
-                    // The host end sends what the job receives.
-                    counters = (Some(s.tx_bytes), Some(s.rx_bytes));
-                }
-            }
+            let (rx0, tx0) = self.baseline;
+            // The host end sends what the job receives.
+            counters = (Some(tx.saturating_sub(tx0)), Some(rx.saturating_sub(rx0)));
         }
         self.release();
         counters
@@ -957,6 +1029,10 @@ impl Attachment {
         let addr = self.addr;
         let policy = std::mem::take(&mut self.policy);
         self.host_index = None;
+        if !std::mem::replace(&mut self.counted, true) {
+            // Never a job's (the pool's, or a failed preparation): settle waits for it too.
+            self.net.pending.send_modify(|n| *n += 1);
+        }
         self.net.rt().spawn(async move {
             drop(netns);
             let h = &net.handle;
