@@ -15,7 +15,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use container_backend::{BridgeConfig, ContainerBackend, ContainerConfig, cleanup_network};
+use container_backend::{
+    BridgeConfig, ContainerBackend, ContainerConfig, UsernsConfig, cleanup_network,
+};
 use container_support::*;
 use runtime_core::{
     Backend, CancellationToken, ExecRequest, JobIo, NetworkMode, OutcomeReason, OutputSink, Stream,
@@ -368,6 +370,11 @@ fn bridge_backend(env: &TestEnv, cfg: &BridgeConfig, pool: usize) -> Arc<Contain
             scratch_bytes: 64 << 20,
             shm_bytes: 8 << 20,
             bridge_pool: pool,
+            // This binary's mode (the `_no_userns` one runs the suite rootful).
+            userns: UsernsConfig {
+                mode: userns_mode(),
+                ..UsernsConfig::default()
+            },
             ..ContainerConfig::default()
         },
         env.images.clone(),
