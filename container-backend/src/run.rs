@@ -851,20 +851,23 @@ async fn launch(
         }
         (NetworkMode::Bridge, Ok(net)) => {
             let rootless = range.is_some();
-            let take = || shared.bridge_pool.as_ref().and_then(|p| p.take());
-            // A prepared attachment (see net::pool) if one is ready, else one made on the path;
-            // if that fails (a full subnet), one the pool prepared meanwhile still serves. Then
-            // the job's part: its egress policy, and (prepared earlier) its counters' start.
-            let prepared = match take() {
-                Some(p) => Ok((p, true)),
-                None => match net.prepare(rootless).await {
-                    Ok(p) => Ok((p, false)),
-                    Err(e) => take().map(|p| (p, true)).ok_or(e),
-                },
+            let pool = shared.bridge_pool.as_ref();
+            // A prepared attachment (see net::pool) if one is ready, made the job's there;
+            // else one made on the path — if that fails (a full subnet), one the pool prepared
+            // meanwhile still serves.
+            let pooled = match pool {
+                Some(p) => p.claim(allow).await,
+                None => None,
             };
-            let attached = match prepared {
-                Ok((p, pooled)) => p.claim(allow, pooled).await,
-                Err(e) => Err(e),
+            let attached = match pooled {
+                Some(claimed) => claimed,
+                None => match net.prepare(rootless).await {
+                    Ok(p) => p.claim(allow, false).await,
+                    Err(e) => match pool {
+                        Some(p) => p.claim(allow).await.unwrap_or(Err(e)),
+                        None => Err(e),
+                    },
+                },
             };
             match attached {
                 Ok(a) => Some((a, net.resolv_conf().to_vec())),

@@ -1185,3 +1185,56 @@ async fn bridge_jobs_take_fresh_prepared_attachments_and_release_them() {
     // The first backend's pool is untouched.
     assert_eq!(net.backend.prepared_network().await, prepared);
 }
+
+/// Issue 15's "bridge adds ≤ 2 ms", measured side by side in one process (not an assertion:
+/// run it in a release build on a quiet machine, `--ignored --nocapture`): trivial jobs (`sh -c
+/// true`), alternating `network: none` and `network: bridge` on a backend with the pool of
+/// prepared attachments and on one without (each job attaches on its path, as before the pool).
+/// Every job follows another nekton job of this test; prints p50/p90 of each.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: cargo test --release ... -- --ignored --nocapture bridge_overhead"]
+async fn bridge_overhead_with_and_without_the_pool() {
+    let _s = SERIAL.lock().await;
+    let net = NetEnv::new().await;
+    let on_path = bridge_backend(&net.env, &net.cfg, 0);
+    let jobs: usize = std::env::var("NEKTON_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let labels = [
+        "pool 2: network none",
+        "pool 2: network bridge",
+        "pool 0: network none",
+        "pool 0: network bridge",
+    ];
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for i in 0..jobs + 5 {
+        for k in 0..4 {
+            // Rotate the order so that each kind follows each other kind.
+            let k = (k + i) % 4;
+            let backend = if k < 2 { &net.backend } else { &on_path };
+            let mut req = sh(&net.image, "true");
+            if k % 2 == 1 {
+                req.container.network = NetworkMode::Bridge;
+            }
+            let t = std::time::Instant::now();
+            let ran = run_with(backend.as_ref(), req, CancellationToken::new()).await;
+            let d = t.elapsed().as_secs_f64() * 1000.0;
+            ran.assert_exited(0);
+            if i >= 5 {
+                samples[k].push(d);
+            }
+        }
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    for (label, v) in labels.iter().zip(samples.iter_mut()) {
+        eprintln!(
+            "{label:<24} p50 {:6.2} ms  p90 {:6.2} ms",
+            pct(v, 0.5),
+            pct(v, 0.9)
+        );
+    }
+}

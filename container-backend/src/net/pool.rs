@@ -5,7 +5,8 @@
 //! round trip and most of them under the RTNL lock. A task on the network runtime keeps a few
 //! attachments [prepared](Network::prepare) instead — everything but what depends on the job —
 //! and a job takes one; only the job's own part stays on its path ([`Attachment::claim`]: the
-//! egress policy of an allow-list, the counters its bill starts from). When the pool is empty (a
+//! egress policy of an allow-list, the counters its bill starts from; the task makes the next
+//! attachment once that is done). When the pool is empty (a
 //! burst), the job attaches as before.
 //!
 //! Isolation is unchanged: an attachment is made for one job, handed out once and released
@@ -84,18 +85,24 @@ impl BridgePool {
         Some(Self { inner })
     }
 
-    /// A prepared attachment, if one is ready (the task then makes another). The caller must
-    /// [claim](Attachment::claim) it for its job.
-    pub fn take(&self) -> Option<Attachment> {
+    /// A prepared attachment made the job's ([`Attachment::claim`]: `allow`'s egress policy, the
+    /// counters' start), if one is ready; `None` when the pool is empty. The task makes the next
+    /// one only after the claim: its netlink requests (a veth creation holds the RTNL lock for a
+    /// while) would otherwise queue before the claim's, on the job's path.
+    pub async fn claim(
+        &self,
+        allow: Option<&[runtime_core::egress::Destination]>,
+    ) -> Option<Result<Attachment, String>> {
         let att = {
             let mut ready = self.inner.lock();
             let att = ready.attachments.pop();
             let n = ready.attachments.len();
             self.inner.set_status(|s| s.ready = n);
             att
-        };
+        }?;
+        let claimed = att.claim(allow, true).await;
         self.inner.wake.notify_one();
-        att
+        Some(claimed)
     }
 
     /// Waits until the pool is full and the task idle (or its last preparation failed), and
