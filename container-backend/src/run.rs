@@ -861,7 +861,7 @@ async fn launch(
             };
             let attached = match pooled {
                 Some(claimed) => claimed,
-                None => match net.prepare(rootless).await {
+                None => match net.prepare(rootless, false).await {
                     Ok(p) => p.claim(allow, false).await,
                     Err(e) => match pool {
                         Some(p) => p.claim(allow).await.unwrap_or(Err(e)),

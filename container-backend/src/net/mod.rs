@@ -776,8 +776,13 @@ impl Network {
     /// namespace as `eth0`, isolates the bridge port, and configures `eth0` (up, address,
     /// default route). The result belongs to no job yet ([`Attachment::claim`] makes it one's,
     /// with the job's egress policy); dropped unclaimed, it is released like a job's. Called on
-    /// a job's path when [`pool::BridgePool`] has none ready.
-    pub(crate) async fn prepare(self: &Arc<Self>, rootless: bool) -> Result<Attachment, String> {
+    /// a job's path when [`pool::BridgePool`] has none ready; `background` (the pool's): the
+    /// thread making the namespace runs at nice 10.
+    pub(crate) async fn prepare(
+        self: &Arc<Self>,
+        rootless: bool,
+        background: bool,
+    ) -> Result<Attachment, String> {
         let lease = self
             .leases
             .acquire()
@@ -801,6 +806,13 @@ impl Network {
         std::thread::Builder::new()
             .name("nekton-netns".into())
             .spawn(move || {
+                if background {
+                    // The pool's: the namespace's creation (the dearest part, in this thread's
+                    // context) yields to the jobs' work. Linux keeps nice per thread, and `who`
+                    // 0 is the calling thread. Best effort.
+                    // SAFETY: setpriority of the calling thread.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                }
                 let _ = tx.send(new_netns(&rt, rootless));
             })
             .map_err(|e| format!("starting a thread: {e}"))?;

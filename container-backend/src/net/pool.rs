@@ -153,7 +153,7 @@ async fn refill(inner: Arc<Inner>, net: Arc<Network>, rootless: bool) {
             inner.wake.notified().await;
         }
         inner.set_status(|s| s.busy = true);
-        match net.prepare(rootless).await {
+        match net.prepare(rootless, true).await {
             Ok(att) => {
                 let mut ready = inner.lock();
                 if ready.closed {
