@@ -97,7 +97,7 @@ impl Drop for NetnsPool {
 /// The pause after `failures` failures in a row: 1 s, doubling, at most a minute (a host that
 /// cannot make namespaces at all — where jobs cannot run either — gets one warning a minute, not
 /// one a second).
-fn retry_after(failures: u32) -> Duration {
+pub(crate) fn retry_after(failures: u32) -> Duration {
     Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 

@@ -854,7 +854,7 @@ async fn launch(
             let pool = shared.bridge_pool.as_ref();
             // A prepared attachment (see net::pool) if one is ready, made the job's there;
             // else one made on the path — if that fails (a full subnet), one the pool prepared
-            // meanwhile still serves.
+            // meanwhile (or is preparing: it may hold the last address) still serves.
             let pooled = match pool {
                 Some(p) => p.claim(allow).await,
                 None => None,
@@ -864,7 +864,7 @@ async fn launch(
                 None => match net.prepare(rootless, false).await {
                     Ok(p) => p.claim(allow, false).await,
                     Err(e) => match pool {
-                        Some(p) => p.claim(allow).await.unwrap_or(Err(e)),
+                        Some(p) => p.claim_prepared_soon(allow).await.unwrap_or(Err(e)),
                         None => Err(e),
                     },
                 },

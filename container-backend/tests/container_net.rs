@@ -1186,6 +1186,51 @@ async fn bridge_jobs_take_fresh_prepared_attachments_and_release_them() {
     assert_eq!(net.backend.prepared_network().await, prepared);
 }
 
+/// A subnet with room for 5 jobs and a pool of 2: the pool's addresses do not cost capacity —
+/// 5 jobs at once all run (a job that finds the subnet full takes what the pool prepared or is
+/// preparing), each at its own address — and afterwards only the pool's attachments are left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_subnet_runs_as_many_jobs_with_a_pool() {
+    let _s = SERIAL.lock().await;
+    let env = TestEnv::new();
+    let cfg = BridgeConfig {
+        subnet: "10.213.0.0/29".parse().unwrap(),
+        ..test_config(&env)
+    };
+    let image = env.busybox("net", &[], default_config()).await;
+    let backend = bridge_backend(&env, &cfg, 2);
+    let net = NetEnv {
+        env,
+        backend,
+        cfg,
+        image,
+    };
+    assert_eq!(net.backend.prepared_network().await.len(), 2);
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            let backend = net.backend.clone();
+            let mut req = net.job("cat /etc/hosts; sleep 2");
+            req.job_id = format!("small-{i}");
+            tokio::spawn(
+                async move { run_with(backend.as_ref(), req, CancellationToken::new()).await },
+            )
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for t in tasks {
+        let ran = t.await.unwrap();
+        ran.assert_exited(0);
+        addrs.push(job_addr(&ran.out()));
+    }
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 5, "five jobs, five addresses: {addrs:?}");
+    net.backend.settle_network().await;
+    let (leases, veths) = net.leftovers().await;
+    assert_eq!(leases, Vec::<String>::new());
+    assert_eq!(veths, Vec::<String>::new());
+}
+
 /// Issue 15's "bridge adds ≤ 2 ms", measured side by side in one process (not an assertion:
 /// run it in a release build on a quiet machine, `--ignored --nocapture`): trivial jobs (`sh -c
 /// true`), alternating `network: none` and `network: bridge` on a backend with the pool of

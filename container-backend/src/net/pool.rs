@@ -21,13 +21,11 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::{Attachment, Network};
 
-/// How long the refill task waits after a failed preparation (jobs meanwhile attach on their
-/// path).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest a job that found the subnet full waits for the attachment being prepared.
+const PREPARING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The prepared attachments and the task that refills them.
 pub(crate) struct BridgePool {
@@ -53,7 +51,7 @@ struct Ready {
 struct Status {
     /// Preparing one now.
     busy: bool,
-    /// The last preparation failed (the task waits [`RETRY_AFTER`]).
+    /// The last preparation failed (the task waits, see `refill`).
     failing: bool,
     ready: usize,
 }
@@ -93,16 +91,32 @@ impl BridgePool {
         &self,
         allow: Option<&[runtime_core::egress::Destination]>,
     ) -> Option<Result<Attachment, String>> {
-        let att = {
+        let Some(att) = ({
             let mut ready = self.inner.lock();
             let att = ready.attachments.pop();
             let n = ready.attachments.len();
             self.inner.set_status(|s| s.ready = n);
             att
-        }?;
+        }) else {
+            // Empty: a task pausing after failures tries again now (a full subnet may have
+            // freed up since).
+            self.inner.wake.notify_one();
+            return None;
+        };
         let claimed = att.claim(allow, true).await;
         self.inner.wake.notify_one();
         Some(claimed)
+    }
+
+    /// [`claim`](Self::claim) for a job that found the subnet full: first waits (up to
+    /// [`PREPARING_WAIT`]) for a preparation under way, which may hold the last free address.
+    pub async fn claim_prepared_soon(
+        &self,
+        allow: Option<&[runtime_core::egress::Destination]>,
+    ) -> Option<Result<Attachment, String>> {
+        let mut rx = self.inner.status.subscribe();
+        let _ = tokio::time::timeout(PREPARING_WAIT, rx.wait_for(|s| !s.busy)).await;
+        self.claim(allow).await
     }
 
     /// Waits until the pool is full and the task idle (or its last preparation failed), and
@@ -137,8 +151,12 @@ impl Drop for BridgePool {
 }
 
 /// The refill loop: prepares attachments while fewer than `want` are ready, sleeps otherwise;
-/// ends when the pool is dropped (an attachment prepared meanwhile is released).
+/// ends when the pool is dropped (an attachment prepared meanwhile is released). After a
+/// failure it waits 1 s, doubling up to a minute (the netns pool's
+/// [`retry_after`](crate::netpool::retry_after)), or until a job takes an attachment (a full
+/// subnet frees up as jobs end and start).
 async fn refill(inner: Arc<Inner>, net: Arc<Network>, rootless: bool) {
+    let mut failures = 0u32;
     loop {
         loop {
             {
@@ -155,6 +173,10 @@ async fn refill(inner: Arc<Inner>, net: Arc<Network>, rootless: bool) {
         inner.set_status(|s| s.busy = true);
         match net.prepare(rootless, true).await {
             Ok(att) => {
+                if failures > 0 {
+                    tracing::info!(failures, "bridge attachments for jobs are prepared again");
+                    failures = 0;
+                }
                 let mut ready = inner.lock();
                 if ready.closed {
                     drop(ready);
@@ -172,19 +194,22 @@ async fn refill(inner: Arc<Inner>, net: Arc<Network>, rootless: bool) {
                 });
             }
             Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause = crate::netpool::retry_after(failures);
                 // Once per streak (a full subnet fails every retry until a job ends).
-                if inner.status.borrow().failing {
-                    tracing::debug!(error = %e, "cannot prepare a bridge attachment (again)");
-                } else {
+                if failures == 1 {
                     tracing::warn!(error = %e, "cannot prepare a bridge attachment for jobs; \
-                        they attach on their own meanwhile (retrying every second)");
+                        they attach on their own meanwhile (retrying)");
+                } else {
+                    tracing::debug!(error = %e, failures, retry_in = ?pause,
+                        "cannot prepare a bridge attachment (again)");
                 }
                 inner.set_status(|s| {
                     s.busy = false;
                     s.failing = true;
                 });
-                // Woken early by the pool's drop (or a take: then it simply tries again).
-                let _ = tokio::time::timeout(RETRY_AFTER, inner.wake.notified()).await;
+                // Woken early by the pool's drop, or by a job (it then tries again).
+                let _ = tokio::time::timeout(pause, inner.wake.notified()).await;
             }
         }
     }
