@@ -932,15 +932,9 @@ impl JobCgroup {
             return Some((us("usage_usec")?, us("user_usec")?, us("system_usec")?));
         }
         // Three files, read here: the crate's `cpuacct()` reads eight (per-CPU tables included).
-        let dir = self.dir_of(|s| matches!(s, Subsystem::CpuAcct(_)))?;
-        let ns = |f: &str| {
-            read(&dir.join(f))
-                .and_then(|t| t.trim().parse().ok())
-                .map(Duration::from_nanos)
-        };
-        let total = ns("cpuacct.usage")?;
-        let user = ns("cpuacct.usage_user").unwrap_or_default();
-        let split = user + ns("cpuacct.usage_sys").unwrap_or_default();
+        let total = self.cpuacct_ns("cpuacct.usage")?;
+        let user = self.cpuacct_ns("cpuacct.usage_user").unwrap_or_default();
+        let split = user + self.cpuacct_ns("cpuacct.usage_sys").unwrap_or_default();
         // `cpuacct.usage` is exact; the user/system split is sampled at timer ticks and may
         // fall short of it (591.98 ms of user + system against 600.08 ms in all, seen). The
         // bill splits the exact total in the sampled proportion, as the kernel does for a
@@ -958,8 +952,13 @@ impl JobCgroup {
         if self.v2 {
             return self.cpu().map(|c| c.0);
         }
+        self.cpuacct_ns("cpuacct.usage")
+    }
+
+    /// A v1 `cpuacct` file holding nanoseconds.
+    fn cpuacct_ns(&self, file: &str) -> Option<Duration> {
         let dir = self.dir_of(|s| matches!(s, Subsystem::CpuAcct(_)))?;
-        read(&dir.join("cpuacct.usage"))
+        read(&dir.join(file))
             .and_then(|t| t.trim().parse().ok())
             .map(Duration::from_nanos)
     }
