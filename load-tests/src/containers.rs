@@ -202,15 +202,22 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
     .context("starting the container backend without user namespaces")?;
     // v1 hosts: the same as `backend` without recycled cgroups (a `mkdir` per hierarchy before
     // each job and an `rmdir` after it), to price recycling side by side.
-    let fresh_cgroups = ContainerBackend::new(
-        ContainerConfig {
-            state_dir: base.join("containers-fresh-cgroups"),
-            recycled_cgroups: 0,
-            ..ContainerConfig::default()
-        },
-        images.clone(),
-    )
-    .context("starting the container backend without recycled cgroups")?;
+    let fresh_cgroups = if backend.preflight().version == Some(container_backend::CgroupVersion::V1)
+    {
+        Some(
+            ContainerBackend::new(
+                ContainerConfig {
+                    state_dir: base.join("containers-fresh-cgroups"),
+                    recycled_cgroups: 0,
+                    ..ContainerConfig::default()
+                },
+                images.clone(),
+            )
+            .context("starting the container backend without recycled cgroups")?,
+        )
+    } else {
+        None
+    };
     let userns_state = backend.preflight().userns.clone();
 
     // nekton, through the API: the image goes into the server's store first.
@@ -317,7 +324,7 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
         Step::Unlimited,
         Step::Rootful,
     ];
-    if fresh_cgroups.preflight().version == Some(container_backend::CgroupVersion::V1) {
+    if fresh_cgroups.is_some() {
         steps.push(Step::FreshCgroups);
     }
     if !args.skip_bridge {
@@ -400,7 +407,12 @@ pub async fn run(ctx: &Ctx, args: &ContainersArgs) -> Result<Section> {
                     }
                 }
                 Step::FreshCgroups => {
-                    let (d, _) = direct(&fresh_cgroups, i, true, NetworkMode::None).await?;
+                    let Some(fresh) = &fresh_cgroups else {
+                        bail!(
+                            "the new-cgroup-per-job step ran without its backend (a bug of the benchmark)"
+                        );
+                    };
+                    let (d, _) = direct(fresh, i, true, NetworkMode::None).await?;
                     record(8, d);
                 }
                 Step::Bridge => {
