@@ -271,7 +271,10 @@ export interface paths {
         /** List jobs, newest first, with keyset pagination. */
         get: operations["listJobs"];
         put?: never;
-        /** Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`. */
+        /**
+         * Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+         *     `?wait=SECS` for an answer once it has finished, output included.
+         */
         post: operations["submitJob"];
         delete?: never;
         options?: never;
@@ -1132,6 +1135,7 @@ export interface components {
             /** Format: int32 */
             max_attempts: number;
             outcome: components["schemas"]["OutcomeView"] | null;
+            output?: components["schemas"]["JobOutput"] | null;
             /** Format: int32 */
             priority: number;
             /** @description The module digest or image reference the job runs. */
@@ -1157,6 +1161,14 @@ export interface components {
              */
             trace_id?: string | null;
             usage: components["schemas"]["UsageView"] | null;
+        };
+        /**
+         * @description A finished job's output, carried by the answer of a waiting submission: each stream's bytes in
+         *     the order written, up to [`JobOutput::LIMIT`] bytes per stream.
+         */
+        JobOutput: {
+            stderr: components["schemas"]["StreamOutput"];
+            stdout: components["schemas"]["StreamOutput"];
         };
         /** @description One page of jobs, newest first. */
         JobPage: {
@@ -1571,6 +1583,19 @@ export interface components {
             limits?: components["schemas"]["LimitsSpec"] | null;
             /** @description Wasm jobs: the step's module (`sha256:...` from `POST /v1/modules`). */
             module?: string | null;
+        };
+        /**
+         * @description One stream's output. Exactly one of `text` and `base64` is set: `text` when the bytes are
+         *     valid UTF-8, otherwise `base64` of the raw bytes.
+         */
+        StreamOutput: {
+            base64?: string | null;
+            text?: string | null;
+            /**
+             * @description True when the stream held more than this answer carries (1 MiB): the rest is at
+             *     `GET /v1/jobs/{id}/logs?stream=…`.
+             */
+            truncated: boolean;
         };
         /** @description A suite's result: the job's `outcome.tests`. */
         SuiteSummary: {
@@ -3278,7 +3303,18 @@ export interface operations {
     };
     submitJob: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description Answer when the job has finished, waiting at most this many seconds (1–60): the answer
+                 *     then carries the final record and the latest attempt's `output` (up to 1 MiB per stream).
+                 *     A job still unfinished when the wait runs out is answered as it is then (`queued` or
+                 *     `running`, no `output`): follow it with `GET /v1/jobs/{id}/logs`. The job runs either
+                 *     way, whether or not the client stays. Without `wait` the answer comes once the job is
+                 *     queued.
+                 * @example 10
+                 */
+                wait?: number;
+            };
             header?: {
                 /** @description Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters */
                 "Idempotency-Key"?: string | null;
@@ -3314,7 +3350,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Replay of an earlier request with the same Idempotency-Key */
+            /** @description Replay of an earlier request with the same Idempotency-Key (with `wait`, waited for like a new one) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3345,7 +3381,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
-            /** @description Queued */
+            /** @description Queued; with `wait`, finished (`output` set) or as it was when the wait ran out */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3376,7 +3412,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
-            /** @description Malformed JSON */
+            /** @description Malformed JSON, or `wait` out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3423,6 +3459,15 @@ export interface operations {
             };
             /** @description The tenant's submit rate or waiting-jobs quota is spent; retry after Retry-After */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description With `wait`: this API process has no room for another waiting request (`--max-streams`); nothing was stored, retry after Retry-After */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

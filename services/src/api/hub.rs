@@ -123,6 +123,13 @@ pub struct JobWatch {
     pub subscribed: JobSignal,
 }
 
+impl JobWatch {
+    /// The job watched.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 impl Drop for JobWatch {
     fn drop(&mut self) {
         let mut jobs = self

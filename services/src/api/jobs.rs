@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
 use super::types::{CaseList, ErrorBody, Job, JobPage, JobSpec, JobState};
 use super::validate::{canonical_hash, resolve};
+use super::wait::{SubmitParams, Wait};
 use super::{AppState, Body};
 use crate::config::LimitPolicy;
 use crate::model::auth::Scope;
@@ -209,26 +210,31 @@ pub fn refused(r: Refused) -> ApiError {
     }
 }
 
-/// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
+/// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+/// `?wait=SECS` for an answer once it has finished, output included.
 #[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters"),
+    params(SubmitParams,("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters"),
         ("traceparent" = Option<String>, Header, description = "W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): the job joins the caller's trace: its `trace_id` is the caller's trace id and the spans of its submission and attempts are children of the caller's span. A value that is not a valid traceparent is ignored (a new trace is started), never refused.")),
     responses(
-        (status = 201, description = "Queued", body = Job),
-        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key", body = Job),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 201, description = "Queued; with `wait`, finished (`output` set) or as it was when the wait ran out", body = Job),
+        (status = 200, description = "Replay of an earlier request with the same Idempotency-Key (with `wait`, waited for like a new one)", body = Job),
+        (status = 400, description = "Malformed JSON, or `wait` out of range", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "Invalid spec, unknown module, or Idempotency-Key reused with another body", body = ErrorBody),
         (status = 429, description = "The tenant's submit rate or waiting-jobs quota is spent; retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "With `wait`: this API process has no room for another waiting request (`--max-streams`); nothing was stored, retry after Retry-After", body = ErrorBody),
     ))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    params: Result<Query<SubmitParams>, QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     caller.require(Scope::JobsWrite)?;
+    let Query(params) = params.map_err(ApiError::from_query)?;
+    let wait = params.wait()?;
     let id = Uuid::now_v7();
     let span = tracing::debug_span!(
         "job.submit",
@@ -238,7 +244,7 @@ pub async fn submit(
     );
     // The job keeps this span's trace context: the worker's spans of the job are its children.
     let trace = crate::telemetry::job_trace(&span, crate::telemetry::incoming(&headers));
-    submit_traced(state, caller, headers, body, id, trace)
+    submit_traced(state, caller, headers, body, id, trace, wait)
         .instrument(span)
         .await
 }
@@ -250,6 +256,7 @@ async fn submit_traced(
     body: Body,
     id: Uuid,
     trace: TraceParent,
+    wait: Option<std::time::Duration>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let body = body.json_sized()?;
     let spec: JobSpec = parse_json(&body)?;
@@ -258,22 +265,34 @@ async fn submit_traced(
     let job = prepare(&state, &tenant, spec, id, key, &mut HashSet::new(), &trace).await?;
     let queue = job.queue.clone();
     tracing::Span::current().record("job.queue", queue.as_str());
+    // A waiting submission subscribes before the job is stored: its end cannot be missed.
+    let waiting = wait.map(|w| Wait::begin(&state, id, w)).transpose()?;
     let notify = state.notifier.notify_now(&queue);
-    match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
+    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
         Submitted::Created(job) => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc();
-            Ok((StatusCode::CREATED, Json(Job::from(*job))))
+            (StatusCode::CREATED, *job)
         }
-        Submitted::Replayed(job) => Ok((StatusCode::OK, Json(Job::from(*job)))),
-        Submitted::Refused(r) => Err(refused(r)),
-        Submitted::KeyConflict { existing } => Err(ApiError::new(
+        Submitted::Replayed(job) => (StatusCode::OK, *job),
+        Submitted::Refused(r) => return Err(refused(r)),
+        Submitted::KeyConflict { existing } => return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::IdempotencyKeyReused,
             format!("this Idempotency-Key was already used for job {existing} with a different request; use a new key for a new job"),
         )
         .with_field("Idempotency-Key")),
-    }
+    };
+    let job = match waiting {
+        // A replay names the job of the earlier request: that one is waited for.
+        Some(w) => {
+            w.of(&state, job.id)
+                .finish(&state, caller.tenant(), job)
+                .await?
+        }
+        None => Job::from(job),
+    };
+    Ok((status, Json(job)))
 }
 
 /// Get a job: its state, outcome and usage.

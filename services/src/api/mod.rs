@@ -22,6 +22,7 @@ pub mod system;
 pub mod tenants;
 pub mod types;
 pub mod validate;
+pub mod wait;
 pub mod webhooks;
 
 use std::collections::HashMap;

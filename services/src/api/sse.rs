@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{ApiError, ErrorCode};
@@ -48,6 +48,24 @@ pub fn json_event<T: serde::Serialize>(name: &str, id: impl Into<String>, payloa
         .data(serde_json::to_string(payload).unwrap_or_default())
 }
 
+/// A permit of `streams` for one long-lived request (an event stream, a waiting submission); with
+/// none left, 503 with `Retry-After: 1`, counted in `nekton_sse_refused_total`.
+pub fn stream_permit(
+    streams: &Arc<Semaphore>,
+    metrics: &Metrics,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    streams.clone().try_acquire_owned().map_err(|_| {
+        metrics.sse_refused.inc();
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this API process serves as many event streams and waiting submissions as it is \
+             configured for (--max-streams); retry in a second, or through another API replica",
+        )
+        .with_retry_after(1)
+    })
+}
+
 /// The SSE response whose events `feed` sends (up to `buffered` waiting), run as its own task
 /// counted in `metrics.sse_clients`:
 /// first a `retry:` (how soon a browser's EventSource reconnects after a dropped connection),
@@ -66,16 +84,7 @@ where
     F: FnOnce(mpsc::Sender<Event>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permit = streams.clone().try_acquire_owned().map_err(|_| {
-        metrics.sse_refused.inc();
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "this API process serves as many event streams as it is configured for \
-             (--max-streams); retry in a second, or through another API replica",
-        )
-        .with_retry_after(1)
-    })?;
+    let permit = stream_permit(streams, &metrics)?;
     let (tx, rx) = mpsc::channel::<Event>(buffered);
     let feeding = feed(tx);
     tokio::spawn(async move {

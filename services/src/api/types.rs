@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,6 +64,67 @@ pub struct Job {
         example = "4bf92f3577b34da6a3ce929d0e0e4736"
     )]
     pub trace_id: Option<String>,
+    /// The latest attempt's output: only in the answer of a submission that waited for the job
+    /// to finish (`POST /v1/jobs?wait=SECS`) and saw it finish. Absent everywhere else; the whole
+    /// log is at `GET /v1/jobs/{id}/logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<JobOutput>,
+}
+
+/// A finished job's output, carried by the answer of a waiting submission: each stream's bytes in
+/// the order written, up to [`JobOutput::LIMIT`] bytes per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobOutput {
+    pub stdout: StreamOutput,
+    pub stderr: StreamOutput,
+}
+
+impl JobOutput {
+    /// Bytes of each stream an answer carries (1 MiB); the rest is in the job's log.
+    pub const LIMIT: usize = 1 << 20;
+}
+
+/// One stream's output. Exactly one of `text` and `base64` is set: `text` when the bytes are
+/// valid UTF-8, otherwise `base64` of the raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamOutput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// True when the stream held more than this answer carries (1 MiB): the rest is at
+    /// `GET /v1/jobs/{id}/logs?stream=…`.
+    pub truncated: bool,
+}
+
+impl StreamOutput {
+    /// The first [`JobOutput::LIMIT`] bytes of `bytes`, as text when they are UTF-8 (a cut that
+    /// splits a character gives base64 too: the bytes are carried exactly).
+    pub fn new(mut bytes: Vec<u8>) -> Self {
+        let truncated = bytes.len() > JobOutput::LIMIT;
+        bytes.truncate(JobOutput::LIMIT);
+        match String::from_utf8(bytes) {
+            Ok(text) => Self {
+                text: Some(text),
+                base64: None,
+                truncated,
+            },
+            Err(e) => Self {
+                text: None,
+                base64: Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+                truncated,
+            },
+        }
+    }
+
+    /// The bytes carried (decoding `base64`); `None` when `base64` is not valid base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        match (&self.text, &self.base64) {
+            (Some(t), _) => Some(t.clone().into_bytes()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+            (None, None) => Some(Vec::new()),
+        }
+    }
 }
 
 impl From<JobRecord> for Job {
@@ -85,6 +147,7 @@ impl From<JobRecord> for Job {
             usage: r.usage,
             suite: r.suite,
             trace_id: r.trace_id,
+            output: None,
         }
     }
 }

@@ -357,6 +357,28 @@ impl Client {
         self.send_json(req, &url).await
     }
 
+    /// `POST /v1/jobs?wait=SECS`: submits and answers once the job has finished (its `output`
+    /// set) or when `wait_secs` (1–60) ran out (the job as it was then).
+    pub async fn submit_wait(
+        &self,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+        wait_secs: u32,
+    ) -> Result<Job> {
+        let mut url = self.url("v1/jobs")?;
+        url.query_pairs_mut()
+            .append_pair("wait", &wait_secs.to_string());
+        let mut req = self
+            .http
+            .post(url.clone())
+            .timeout(REQUEST_TIMEOUT + Duration::from_secs(wait_secs.into()))
+            .json(spec);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        self.send_json(req, &url).await
+    }
+
     /// `GET /v1/jobs/{id}`.
     pub async fn get_job(&self, id: Uuid) -> Result<Job> {
         let url = self.url(&format!("v1/jobs/{id}"))?;

@@ -45,6 +45,7 @@ from .import_result import ImportResult
 from .input_file_spec import InputFileSpec
 from .job import Job
 from .job_labels import JobLabels
+from .job_output import JobOutput
 from .job_page import JobPage
 from .job_spec import JobSpec
 from .job_spec_env import JobSpecEnv
@@ -74,6 +75,7 @@ from .runtime_kind import RuntimeKind
 from .skipped_artifact_entry import SkippedArtifactEntry
 from .state_event import StateEvent
 from .step_spec import StepSpec
+from .stream_output import StreamOutput
 from .suite_summary import SuiteSummary
 from .suite_summary_verdicts import SuiteSummaryVerdicts
 from .tenant import Tenant
@@ -136,6 +138,7 @@ __all__ = (
     "InputFileSpec",
     "Job",
     "JobLabels",
+    "JobOutput",
     "JobPage",
     "JobSpec",
     "JobSpecEnv",
@@ -165,6 +168,7 @@ __all__ = (
     "SkippedArtifactEntry",
     "StateEvent",
     "StepSpec",
+    "StreamOutput",
     "SuiteSummary",
     "SuiteSummaryVerdicts",
     "Tenant",

@@ -13,6 +13,7 @@ from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.job_labels import JobLabels
+    from ..models.job_output import JobOutput
     from ..models.outcome_view import OutcomeView
     from ..models.usage_view import UsageView
 
@@ -40,6 +41,7 @@ class Job:
         state (JobState): The states of a job; see ARCHITECTURE.md for the diagram.
         usage (None | UsageView):
         batch_id (None | Unset | UUID):
+        output (JobOutput | None | Unset):
         suite (bool | Unset): True for a test-suite job (submitted with `tests`): its cases are at
             `GET /v1/jobs/{id}/cases`. Absent otherwise.
         trace_id (None | str | Unset): The W3C trace id of the job (32 lowercase hex digits): the caller's, when the
@@ -65,11 +67,13 @@ class Job:
     state: JobState
     usage: None | UsageView
     batch_id: None | Unset | UUID = UNSET
+    output: JobOutput | None | Unset = UNSET
     suite: bool | Unset = UNSET
     trace_id: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.job_output import JobOutput
         from ..models.outcome_view import OutcomeView
         from ..models.usage_view import UsageView
 
@@ -125,6 +129,14 @@ class Job:
         else:
             batch_id = self.batch_id
 
+        output: dict[str, Any] | None | Unset
+        if isinstance(self.output, Unset):
+            output = UNSET
+        elif isinstance(self.output, JobOutput):
+            output = self.output.to_dict()
+        else:
+            output = self.output
+
         suite = self.suite
 
         trace_id: None | str | Unset
@@ -155,6 +167,8 @@ class Job:
         )
         if batch_id is not UNSET:
             field_dict["batch_id"] = batch_id
+        if output is not UNSET:
+            field_dict["output"] = output
         if suite is not UNSET:
             field_dict["suite"] = suite
         if trace_id is not UNSET:
@@ -165,6 +179,7 @@ class Job:
     @classmethod
     def from_dict(cls, src_dict: Mapping[str, Any]) -> Self:
         from ..models.job_labels import JobLabels
+        from ..models.job_output import JobOutput
         from ..models.outcome_view import OutcomeView
         from ..models.usage_view import UsageView
 
@@ -266,6 +281,23 @@ class Job:
 
         batch_id = _parse_batch_id(d.pop("batch_id", UNSET))
 
+        def _parse_output(data: object) -> JobOutput | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                output_type_0 = JobOutput.from_dict(data)
+
+                return output_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(JobOutput | None | Unset, data)
+
+        output = _parse_output(d.pop("output", UNSET))
+
         suite = d.pop("suite", UNSET)
 
         def _parse_trace_id(data: object) -> None | str | Unset:
@@ -293,6 +325,7 @@ class Job:
             state=state,
             usage=usage,
             batch_id=batch_id,
+            output=output,
             suite=suite,
             trace_id=trace_id,
         )

@@ -14,6 +14,7 @@ from ...types import UNSET, Response, Unset
 def _get_kwargs(
     *,
     body: JobSpec,
+    wait: int | Unset = UNSET,
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> dict[str, Any]:
@@ -24,9 +25,16 @@ def _get_kwargs(
     if not isinstance(traceparent, Unset):
         headers["traceparent"] = traceparent
 
+    params: dict[str, Any] = {}
+
+    params["wait"] = wait
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
+
     _kwargs: dict[str, Any] = {
         "method": "post",
         "url": "/v1/jobs",
+        "params": params,
     }
 
     _kwargs["json"] = body.to_dict()
@@ -80,6 +88,11 @@ def _parse_response(
 
         return response_429
 
+    if response.status_code == 503:
+        response_503 = ErrorBody.from_dict(response.json())
+
+        return response_503
+
     if client.raise_on_unexpected_status:
         raise errors.UnexpectedStatus(response.status_code, response.content)
     else:
@@ -101,12 +114,15 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: JobSpec,
+    wait: int | Unset = UNSET,
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
+    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+    `?wait=SECS` for an answer once it has finished, output included.
 
     Args:
+        wait (int | Unset):
         idempotency_key (None | str | Unset):
         traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
@@ -121,6 +137,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        wait=wait,
         idempotency_key=idempotency_key,
         traceparent=traceparent,
     )
@@ -136,12 +153,15 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: JobSpec,
+    wait: int | Unset = UNSET,
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
+    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+    `?wait=SECS` for an answer once it has finished, output included.
 
     Args:
+        wait (int | Unset):
         idempotency_key (None | str | Unset):
         traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
@@ -157,6 +177,7 @@ def sync(
     return sync_detailed(
         client=client,
         body=body,
+        wait=wait,
         idempotency_key=idempotency_key,
         traceparent=traceparent,
     ).parsed
@@ -166,12 +187,15 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: JobSpec,
+    wait: int | Unset = UNSET,
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
+    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+    `?wait=SECS` for an answer once it has finished, output included.
 
     Args:
+        wait (int | Unset):
         idempotency_key (None | str | Unset):
         traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
@@ -186,6 +210,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        wait=wait,
         idempotency_key=idempotency_key,
         traceparent=traceparent,
     )
@@ -199,12 +224,15 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: JobSpec,
+    wait: int | Unset = UNSET,
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`.
+    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
+    `?wait=SECS` for an answer once it has finished, output included.
 
     Args:
+        wait (int | Unset):
         idempotency_key (None | str | Unset):
         traceparent (None | str | Unset):
         body (JobSpec): A job to run. Exactly one of `module` and `image` names the code.
@@ -221,6 +249,7 @@ async def asyncio(
         await asyncio_detailed(
             client=client,
             body=body,
+            wait=wait,
             idempotency_key=idempotency_key,
             traceparent=traceparent,
         )

@@ -1,0 +1,217 @@
+//! `POST /v1/jobs?wait=SECS`: the synchronous submission — one request that answers with the
+//! finished job and its output; a wait that runs out answers the job as it is; bad waits are
+//! refused before anything is stored; replays and cancels; the stream limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, guests};
+use serde_json::{Value, json};
+
+async fn post(h: &Harness, query: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
+    let mut req = h.http.post(format!("{}/v1/jobs{query}", h.base)).json(body);
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.send().await.expect("POST /v1/jobs")
+}
+
+fn spec(digest: &str) -> Value {
+    serde_json::to_value(Harness::spec(digest)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_submission_answers_with_the_final_record_and_the_output() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let res = post(&h, "?wait=30", &spec(&hello), None).await;
+    assert_eq!(res.status(), 201);
+    let job: Value = res.json().await.unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["outcome"]["exit_code"], 0, "{job}");
+    assert_eq!(
+        job["output"],
+        json!({"stdout": {"text": "hello\n", "truncated": false},
+               "stderr": {"text": "warn\n", "truncated": false}}),
+        "{job}"
+    );
+    // The answer is the stored final record.
+    let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let stored = h.client.get_job(id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(stored.finished_at).unwrap(),
+        job["finished_at"]
+    );
+    assert!(stored.output.is_none(), "GET does not carry output");
+
+    // A failing job: its state, exit code and output.
+    let bye = h.push(guests::exit_with(3)).await;
+    let job: Value = post(&h, "?wait=30", &spec(&bye), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["outcome"]["exit_code"], 3, "{job}");
+    assert_eq!(job["output"]["stdout"]["text"], "bye\n", "{job}");
+    assert_eq!(job["output"]["stderr"]["text"], "", "{job}");
+
+    // Without `wait` the answer is the queued job, without output.
+    let res = post(&h, "", &spec(&hello), None).await;
+    assert_eq!(res.status(), 201);
+    let job: Value = res.json().await.unwrap();
+    assert_eq!(job["state"], "queued", "{job}");
+    assert!(job.get("output").is_none(), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_answers_the_job_as_it_is_and_the_job_goes_on() {
+    let h = Harness::start().await;
+    let slow = h.push(guests::sleep_then_print(4_000)).await;
+    let res = post(&h, "?wait=1", &spec(&slow), None).await;
+    assert_eq!(res.status(), 201);
+    let job: Value = res.json().await.unwrap();
+    assert!(
+        job["state"] == "running" || job["state"] == "queued",
+        "a 4 s job answered after a 1 s wait: {job}"
+    );
+    assert!(job.get("output").is_none(), "{job}");
+    let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let done = h.wait_finished(id, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.state,
+        nekton::api::types::JobState::Succeeded,
+        "{done:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_a_mebibyte_is_cut_and_flagged() {
+    let h = Harness::start().await;
+    // 20,000 lines of 64 bytes: 1,280,000 bytes of stdout.
+    let lines = h.push(guests::numbered_lines(20_000)).await;
+    let job: Value = post(&h, "?wait=60", &spec(&lines), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{}", job["state"]);
+    let expected = guests::numbered_lines_expected(20_000);
+    let text = job["output"]["stdout"]["text"].as_str().unwrap();
+    assert_eq!(text.len(), 1 << 20);
+    assert!(
+        text.as_bytes() == &expected[..1 << 20],
+        "stdout is not the first MiB"
+    );
+    assert_eq!(job["output"]["stdout"]["truncated"], true);
+    assert_eq!(job["output"]["stderr"]["truncated"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_waits_are_refused_with_400_and_store_nothing() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let before = h.count("jobs").await;
+    for query in [
+        "?wait=0",
+        "?wait=61",
+        "?wait=soon",
+        "?wait=-1",
+        "?wait=",
+        "?linger=5",
+    ] {
+        let res = post(&h, query, &spec(&hello), None).await;
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_query", "{query}: {body}");
+    }
+    let body: Value = post(&h, "?wait=61", &spec(&hello), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1–60"), "{message}");
+    assert_eq!(
+        h.count("jobs").await,
+        before,
+        "a refused request stored a job"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_waits_for_the_job_of_the_first_request() {
+    let h = Harness::start().await;
+    let slow = h.push(guests::sleep_then_print(500)).await;
+    // The first request does not wait; its replay does, for the first request's job.
+    let first = post(&h, "", &spec(&slow), Some("replay-1")).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post(&h, "?wait=30", &spec(&slow), Some("replay-1")).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["output"]["stdout"]["text"], "done\n", "{again}");
+    assert_eq!(h.count("jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_the_wait_with_the_cancelled_job() {
+    let h = Harness::start().await;
+    let spin = h.push(guests::spin()).await;
+    let (http, base, body) = (h.http.clone(), h.base.clone(), spec(&spin));
+    let waiting = tokio::spawn(async move {
+        http.post(format!("{base}/v1/jobs?wait=60"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    });
+    // The job the waiting request submitted, once it runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let page = h.client.list_jobs(&Default::default()).await.unwrap();
+        if let Some(j) = page.jobs.first() {
+            break j.id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    h.wait_running(id, Duration::from_secs(30)).await;
+    h.client.cancel(id).await.unwrap();
+    let res = waiting.await.unwrap();
+    assert_eq!(res.status(), 201);
+    let job: Value = res.json().await.unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(job["output"].is_object(), "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_submissions_count_against_max_streams_and_are_shed_before_storing() {
+    let h = Harness::start_with(|o| o.policy.max_streams = 1).await;
+    let spin = h.push(guests::spin()).await;
+    let hello = h.push(guests::hello()).await;
+    let job = h.submit(&Harness::spec(&spin)).await;
+    // The one stream this process serves.
+    let stream = h
+        .http
+        .get(format!("{}/v1/jobs/{}/logs", h.base, job.id))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let res = post(&h, "?wait=5", &spec(&hello), None).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(h.count("jobs").await, 1, "a shed submission stored a job");
+    // Without `wait` the submission needs no stream: accepted.
+    assert_eq!(post(&h, "", &spec(&hello), None).await.status(), 201);
+    drop(stream);
+    h.client.cancel(job.id).await.unwrap();
+}
