@@ -1,13 +1,16 @@
-//! `latency`: hello-world Wasm jobs one at a time. Each is submitted with `POST /v1/jobs`; the
-//! client then opens the job's SSE log stream at once and stops the clock at its `exit` event.
-//! The job record gives the server's own figures: `finished_at - created_at` and the queue wait.
+//! `latency`: hello-world Wasm jobs one at a time, each learned of in the two ways a client can:
+//! *follow* — submitted with `POST /v1/jobs`, then the job's SSE log stream opened at once, the
+//! clock stopped at its `exit` event; *wait* — submitted with `POST /v1/jobs?wait=…`, the clock
+//! stopped when that one answer arrives with the final record and the output. The two alternate
+//! (which goes first swaps every pair), so both see the same machine. The job records give the
+//! server's own figures: `finished_at - created_at` and the queue wait.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use nekton::api::types::{JobSpec, JobState};
+use nekton::api::types::{JobSpec, JobState, OutcomeView};
 use nekton::cli::{Client, LogStreamEvent, StdStream};
 use serde_json::json;
 use uuid::Uuid;
@@ -78,22 +81,7 @@ pub async fn run_one(client: &Client, spec: &JobSpec, timeout: Duration) -> Resu
             job.id
         );
     };
-    if exit.state != JobState::Succeeded {
-        bail!(
-            "hello job {} ended {:?} ({:?}), not succeeded",
-            job.id,
-            exit.state,
-            exit.outcome
-        );
-    }
-    if out != guests::HELLO_OUTPUT {
-        bail!(
-            "hello job {} streamed {:?}, expected {:?}",
-            job.id,
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(guests::HELLO_OUTPUT)
-        );
-    }
+    check(job.id, exit.state, exit.outcome.as_ref(), &out)?;
     Ok(One {
         id: job.id,
         submit,
@@ -101,6 +89,53 @@ pub async fn run_one(client: &Client, spec: &JobSpec, timeout: Duration) -> Resu
         sent_at,
         exit_at,
     })
+}
+
+/// Submits one hello job as `client` with `?wait=` and takes its result from that one answer;
+/// checks it succeeded with the hello output.
+pub async fn run_waiting(client: &Client, spec: &JobSpec, timeout: Duration) -> Result<One> {
+    let secs = u32::try_from(timeout.as_secs())
+        .unwrap_or(u32::MAX)
+        .clamp(1, 60);
+    let sent_at = Utc::now();
+    let start = Instant::now();
+    let job = client.submit_wait(spec, None, secs).await?;
+    let done = start.elapsed();
+    let exit_at = Utc::now();
+    let Some(output) = &job.output else {
+        bail!(
+            "job {} was answered {:?} without output: it did not finish within the {secs} s wait",
+            job.id,
+            job.state
+        );
+    };
+    let out = output
+        .stdout
+        .bytes()
+        .with_context(|| format!("job {}: stdout is not valid base64", job.id))?;
+    check(job.id, job.state, job.outcome.as_ref(), &out)?;
+    Ok(One {
+        id: job.id,
+        submit: done,
+        done,
+        sent_at,
+        exit_at,
+    })
+}
+
+/// A hello job must have succeeded and printed the hello output.
+fn check(id: Uuid, state: JobState, outcome: Option<&OutcomeView>, out: &[u8]) -> Result<()> {
+    if state != JobState::Succeeded {
+        bail!("hello job {id} ended {state:?} ({outcome:?}), not succeeded");
+    }
+    if out != guests::HELLO_OUTPUT {
+        bail!(
+            "hello job {id} streamed {:?}, expected {:?}",
+            String::from_utf8_lossy(out),
+            String::from_utf8_lossy(guests::HELLO_OUTPUT)
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
@@ -119,18 +154,36 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
             .await
             .with_context(|| format!("warm-up job {i}"))?;
     }
+    for i in 0..args.latency_warmup {
+        run_waiting(&ctx.client, &spec, timeout)
+            .await
+            .with_context(|| format!("warm-up job {i} (waiting)"))?;
+    }
     let mark = ctx.mark().await;
     let wall = Instant::now();
     let mut runs = Vec::with_capacity(args.latency_jobs);
+    let mut waits = Vec::with_capacity(args.latency_jobs);
     for i in 0..args.latency_jobs {
-        runs.push(
+        let follow = || async {
             run_one(&ctx.client, &spec, timeout)
                 .await
-                .with_context(|| format!("measured job {i}"))?,
-        );
+                .with_context(|| format!("measured job {i} (follow)"))
+        };
+        let wait = || async {
+            run_waiting(&ctx.client, &spec, timeout)
+                .await
+                .with_context(|| format!("measured job {i} (wait)"))
+        };
+        if i % 2 == 0 {
+            runs.push(follow().await?);
+            waits.push(wait().await?);
+        } else {
+            waits.push(wait().await?);
+            runs.push(follow().await?);
+        }
     }
     let wall = wall.elapsed();
-    let res = ctx.measure(&mark, Some(args.latency_jobs as u64)).await;
+    let res = ctx.measure(&mark, Some(2 * args.latency_jobs as u64)).await;
 
     let mut server_total = Vec::new();
     let mut server_start = Vec::new();
@@ -158,6 +211,19 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
             job_wall.push(f(u.wall_ms));
         }
     }
+    let mut wait_server_total = Vec::new();
+    let mut wait_to_client = Vec::new();
+    for r in &waits {
+        let job = ctx.client.get_job(r.id).await?;
+        if let Some(f) = job.finished_at {
+            wait_to_client.push(delta_ms(f, r.exit_at));
+            wait_server_total.push(delta_ms(job.created_at, f));
+        }
+    }
+    let wait_done: Vec<f64> = waits.iter().map(|r| ms(r.done)).collect();
+    let d_wait_done = Dist::of(&wait_done);
+    let d_wait_total = Dist::of(&wait_server_total);
+    let d_wait_to_client = Dist::of(&wait_to_client);
     let client_done: Vec<f64> = runs.iter().map(|r| ms(r.done)).collect();
     let client_submit: Vec<f64> = runs.iter().map(|r| ms(r.submit)).collect();
     let d_done = Dist::of(&client_done);
@@ -173,14 +239,25 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
 
     let mut lines = vec![
         format!(
-            "  {} sequential hello jobs after {} warm-up, {} s in all ({} jobs/s one at a time)",
+            "  {} sequential hello jobs followed and {} waited for, alternating, after {} warm-up \
+             each; {} s in all ({} jobs/s one at a time)",
+            args.latency_jobs,
             args.latency_jobs,
             args.latency_warmup,
             num(wall.as_secs_f64()),
-            num(args.latency_jobs as f64 / wall.as_secs_f64())
+            num(2.0 * args.latency_jobs as f64 / wall.as_secs_f64())
         ),
         dist_header("(ms)"),
-        dist_row("client: submit → exit event (SSE)", d_done.as_ref()),
+        dist_row(
+            "client, wait: POST ?wait= → final record + output",
+            d_wait_done.as_ref(),
+        ),
+        dist_row("  server: finished_at − created_at", d_wait_total.as_ref()),
+        dist_row(
+            "  server finished_at → client has the answer",
+            d_wait_to_client.as_ref(),
+        ),
+        dist_row("client, follow: submit → exit event (SSE)", d_done.as_ref()),
         dist_row("client: POST /v1/jobs answered", d_submit.as_ref()),
         dist_row("server: finished_at − created_at", d_total.as_ref()),
         dist_row("server: started_at − created_at", d_start.as_ref()),
@@ -195,12 +272,20 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         ),
     ];
     lines.extend(res.lines());
-    let p50 = d_done.map(|d| d.p50);
+    // The verdict is the quicker of the two ways a client learns a job's result.
+    let p50 = match (d_wait_done, d_done) {
+        (Some(w), Some(f)) => Some(w.p50.min(f.p50)),
+        (w, f) => w.or(f).map(|d| d.p50),
+    };
     let verdict = Verdict::new(
         format!("hello job alone: p50 submit→finished ≤ {TARGET_P50_MS} ms"),
-        match (p50, d_total) {
-            (Some(c), Some(s)) => format!("{} ms (server-side {} ms)", num(c), num(s.p50)),
-            (Some(c), None) => format!("{} ms", num(c)),
+        match (d_wait_done, d_done, d_total) {
+            (Some(w), Some(f), Some(s)) => format!(
+                "wait {} ms, follow {} ms (server-side {} ms)",
+                num(w.p50),
+                num(f.p50),
+                num(s.p50)
+            ),
             _ => "no samples".into(),
         },
         p50.map(|p| p <= TARGET_P50_MS),
@@ -209,6 +294,10 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         "jobs": args.latency_jobs,
         "warmup": args.latency_warmup,
         "wall_s": wall.as_secs_f64(),
+        "client_submit_to_finished_p50_ms": p50,
+        "client_wait_ms": dist_json(d_wait_done.as_ref()),
+        "wait_server_finished_minus_created_ms": dist_json(d_wait_total.as_ref()),
+        "wait_finished_to_client_ms": dist_json(d_wait_to_client.as_ref()),
         "client_submit_to_exit_ms": dist_json(d_done.as_ref()),
         "client_post_ms": dist_json(d_submit.as_ref()),
         "server_finished_minus_created_ms": dist_json(d_total.as_ref()),
