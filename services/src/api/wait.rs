@@ -165,7 +165,9 @@ async fn answer(
     job: JobRecord,
     version: Option<u64>,
 ) -> Result<Job, ApiError> {
-    let guess = job.attempt;
+    // The attempt whose output to read beside the record: a job as submitted has attempt 0 and
+    // a finished one at least 1; a retry since the last read is caught below.
+    let guess = job.attempt.max(1);
     let (job, mut chunks) = match version {
         Some(v) => {
             let (job, chunks) = tokio::join!(
@@ -185,7 +187,8 @@ async fn answer(
         return Ok(Job::from(job));
     }
     if job.attempt != guess {
-        // Retried since it was last read: the output is the final attempt's.
+        // Retried since it was last read (or cancelled before it ever ran: attempt 0): the
+        // output is the final attempt's.
         chunks = output_chunks(state, job.id, job.attempt).await?;
     }
     let mut stdout = Vec::new();
