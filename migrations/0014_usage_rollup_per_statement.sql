@@ -14,7 +14,7 @@
 -- The job of each attempt is read by primary key, one probe per attempt (LATERAL), with only index
 -- paths allowed: plpgsql keeps one plan per connection for this parameterless statement, and one
 -- made while `jobs` was small would otherwise keep a sequential scan of it after it has grown
--- (services/tests/queue.rs::the_writers_statements_are_planned_for_every_execution counts them).
+-- (services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows counts them).
 CREATE OR REPLACE FUNCTION nekton_usage_rollup() RETURNS trigger LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off

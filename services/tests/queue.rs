@@ -1142,7 +1142,7 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
 /// and the next executions must not read `jobs` sequentially (`seq_tup_read`). With prepared
 /// statements they read all 20,001 rows each.
 #[tokio::test]
-async fn the_writers_statements_are_planned_for_every_execution() {
+async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
     let db = db().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -1180,6 +1180,20 @@ async fn the_writers_statements_are_planned_for_every_execution() {
         queue::complete(&pool, worker, &[done(stranger, 1, JobState::Succeeded)])
             .await
             .unwrap();
+        // The writer's one-statement flush (`nekton_flush`, its plan cached per connection):
+        // chunks and a completion, fenced out the same way.
+        let flushed = queue::flush(
+            &pool,
+            worker,
+            &[NewChunk {
+                job_id: stranger,
+                ..chunk(seq)
+            }],
+            &[done(stranger, 1, JobState::Succeeded)],
+        )
+        .await
+        .unwrap();
+        assert!(flushed.is_empty());
     }
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, queue, max_attempts, state, finished_at) \
@@ -1212,10 +1226,25 @@ async fn the_writers_statements_are_planned_for_every_execution() {
     queue::complete(&pool, worker, &[done(stranger, 1, JobState::Succeeded)])
         .await
         .unwrap();
-    let done_ids = queue::complete(&pool, worker, &[done(id, 1, JobState::Succeeded)])
+    // The flush, as the writer sends it: the job's last chunk with its completion.
+    let done_ids = queue::flush(
+        &pool,
+        worker,
+        &[chunk(12)],
+        &[done(id, 1, JobState::Succeeded)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done_ids, [id]);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM log_chunks WHERE job_id = $1")
+        .bind(id)
+        .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(done_ids, [id]);
+    assert_eq!(
+        stored, 12,
+        "the flush stored the last chunk with the completion"
+    );
     let read = seq_read().await - before;
     assert!(
         read < 1000,

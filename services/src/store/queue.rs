@@ -239,7 +239,7 @@ fn bind_chunks<'q>(query: PgQuery<'q>, chunks: &'q [NewChunk]) -> PgQuery<'q> {
 /// planner sees the table's current size (it scales the row estimate by its current pages
 /// between analyzes) and takes `jobs_pkey`. The cost is one parse and plan per statement,
 /// which carries a batch of jobs. Checked by
-/// `services/tests/queue.rs::the_writers_statements_are_planned_for_every_execution`.
+/// `services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows`.
 pub async fn complete(
     pool: &PgPool,
     worker: Uuid,
@@ -329,8 +329,9 @@ fn bind_completions<'q>(
 /// output is stored no later than its end either way). Returns the ids the completions applied to.
 ///
 /// Up to [`MAX_COMPLETIONS_PER_STATEMENT`] completions go with the chunks in **one statement**
-/// (autocommit): the chunks' insert and the completions' update are sub-statements of one WITH,
-/// so one round trip and one plan instead of BEGIN, two statements and COMMIT. All its
+/// (autocommit, the function `nekton_flush` of migration 0016): the chunks' insert and the
+/// completions' update are sub-statements of one WITH, so one round trip instead of BEGIN, two
+/// statements and COMMIT, and a plan cached per connection instead of one made per flush. All its
 /// sub-statements see the same snapshot, so the chunks' fence sees the jobs still running, as the
 /// separate insert before the completion did; the NOTIFYs are the same two, logs then state, with
 /// the same payloads. More completions than that: the chunks and every batch of completions in
@@ -346,21 +347,15 @@ pub async fn flush(
         return Ok(Vec::new());
     }
     if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
-        let query = sqlx::query(concat!(
-            "WITH ",
-            completion_ctes!(),
-            ", ",
-            chunk_ctes!("$13", "$14", "$15", "$16", "$17"),
-            " SELECT (SELECT pg_notify($18, string_agg(DISTINCT t.job_id::text, ',')) FROM ins t \
-                     HAVING count(*) > 0) AS logs_notified, \
-                 (SELECT pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) FROM done d \
-                     HAVING count(*) > 0) AS state_notified, \
-                 (SELECT coalesce(array_agg(d.id), '{}') FROM done d) AS ids",
-        ));
+        // `nekton_flush` (migration 0016) is the completion and chunk statement of `complete` and
+        // `insert_chunks` as one WITH, kept in a function so that its plan is cached per
+        // connection and stays on the indexes (the function's settings) however `jobs` grows.
+        let query = sqlx::query(
+            "SELECT nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                 $13, $14, $15, $16, $17, $18) AS ids",
+        );
         let row = bind_chunks(bind_completions(query, worker, completions)?, chunks)
             .bind(CHANNEL_LOGS)
-            // Planned at every execution (see `complete`).
-            .persistent(false)
             .fetch_one(pool)
             .await?;
         return Ok(row.try_get("ids")?);
