@@ -212,7 +212,8 @@ async fn submit_plain(
     job: NewJob,
     notify_queue: bool,
 ) -> Result<Submitted, StoreError> {
-    let row = sqlx::query(
+    // The record's columns are `get`'s (the new job has no attempt: its `a` columns are NULL).
+    let sql = format!(
         "WITH j AS ( \
              INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts) \
              VALUES ($1, $2, $3, $4, $5) RETURNING * \
@@ -223,28 +224,26 @@ async fn submit_plain(
          ), n AS ( \
              SELECT pg_notify($12, j.queue) FROM j WHERE $13 \
          ) \
-         SELECT j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
-             j.cancel_requested, j.created_at, j.started_at, j.finished_at, j.run_at, \
-             s.program, s.labels, NULL::text AS reason, NULL::integer AS exit_code, \
-             NULL::integer AS signal, NULL::text AS detail, NULL::jsonb AS usage, \
-             NULL::jsonb AS tests, s.suite, s.traceparent, (SELECT count(*) FROM n) AS notified \
-         FROM j JOIN s ON s.job_id = j.id",
-    )
-    .bind(job.id)
-    .bind(tenant)
-    .bind(&job.queue)
-    .bind(job.priority)
-    .bind(job.max_attempts)
-    .bind(&job.spec)
-    .bind(&job.spec_hash)
-    .bind(&job.program)
-    .bind(&job.labels)
-    .bind(job.is_suite())
-    .bind(&job.traceparent)
-    .bind(super::CHANNEL_JOBS)
-    .bind(notify_queue)
-    .fetch_one(pool)
-    .await?;
+         SELECT {JOB_COLUMNS}, (SELECT count(*) FROM n) AS notified \
+         FROM j JOIN s ON s.job_id = j.id \
+         LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(job.id)
+        .bind(tenant)
+        .bind(&job.queue)
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(&job.spec)
+        .bind(&job.spec_hash)
+        .bind(&job.program)
+        .bind(&job.labels)
+        .bind(job.is_suite())
+        .bind(&job.traceparent)
+        .bind(super::CHANNEL_JOBS)
+        .bind(notify_queue)
+        .fetch_one(pool)
+        .await?;
     Ok(Submitted::Created(Box::new(job_from_row(&row)?)))
 }
 
