@@ -43,12 +43,34 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
+/// A pooled connection idle for at least this long is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The pool settings of a service process.
+///
+/// sqlx pings a connection (a Sync and its ReadyForQuery: one round trip) every time it is taken
+/// from the pool, by default — before every statement of a job's path, where it cost more than
+/// the statements themselves for a lone job's reads. Only a connection idle for
+/// [`PING_IDLE_AFTER`] is pinged here: one used within the last second was working then, and
+/// sqlx still pings every connection when it goes back to the pool (off the caller's path), so
+/// a connection broken while in use never returns. What is left is a connection that breaks
+/// while it waits less than a second: after a database crash, at most one statement per such
+/// connection fails — with the connection error the API answers as 503 + `Retry-After` and the
+/// worker retries — and the database was down then anyway.
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(2)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// A connection pool sized for a service process.
