@@ -114,12 +114,22 @@ impl Wait {
                 return answer(state, tenant, job, None).await;
             }
             let version = tokio::select! {
-                _ = tokio::time::sleep_until(until) => return Ok(Job::from(job)),
+                _ = tokio::time::sleep_until(until) => {
+                    // The job as it is now (a claim sends no notification: the record read
+                    // last may still say `queued`); finished at the last moment, it is answered
+                    // whole.
+                    let now = reread(state, tenant, job.id, None).await?;
+                    if now.state.is_terminal() {
+                        return answer(state, tenant, now, None).await;
+                    }
+                    return Ok(Job::from(now));
+                }
                 _ = tokio::time::sleep(RECHECK) => None,
                 changed = rx.changed() => {
                     if changed.is_err() {
                         // The hub is gone (the process is stopping): fall back to the timer.
-                        tokio::time::sleep(RECHECK.min(until - Instant::now())).await;
+                        tokio::time::sleep(RECHECK.min(until.saturating_duration_since(Instant::now())))
+                            .await;
                         None
                     } else {
                         let signal = *rx.borrow_and_update();
