@@ -16,8 +16,10 @@
 -- the fence holds (the job still running that attempt on that worker), their attempt records,
 -- and the chunks `p_chunk_*` inserted under the same fence — all sub-statements of one WITH, so
 -- they share one snapshot — then the two NOTIFYs, logs (the ids of the jobs given output) then
--- state (`state,id` pairs of the completions applied). Returns the ids of the completions
--- applied.
+-- state (`state,id` pairs of the completions applied), each only when there is something to
+-- say. Returns the ids of the completions applied and the number of chunks stored. The writer's
+-- other two statements are this one with one side empty: completions alone (`complete`) and
+-- chunks alone (`insert_chunks`), so the fenced writes exist once.
 CREATE FUNCTION nekton_flush(
     p_worker uuid,
     p_ids uuid[], p_attempts integer[], p_states text[], p_retry_ms bigint[], p_reasons text[],
@@ -26,17 +28,19 @@ CREATE FUNCTION nekton_flush(
     p_chunk_ids uuid[], p_chunk_attempts integer[], p_chunk_seqs integer[],
     p_chunk_streams smallint[], p_chunk_data bytea[],
     p_logs_channel text)
-RETURNS uuid[]
+RETURNS TABLE (ids uuid[], chunks bigint)
 LANGUAGE plpgsql VOLATILE
 SET plan_cache_mode = force_generic_plan
 SET jit = off
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
+#variable_conflict use_column
 DECLARE
     v_logs_notified bigint;
     v_state_notified bigint;
     v_ids uuid[];
+    v_chunks bigint;
 BEGIN
     WITH input AS (
         SELECT * FROM UNNEST(p_ids, p_attempts, p_states, p_retry_ms, p_reasons, p_exit_codes,
@@ -76,8 +80,11 @@ BEGIN
                                   FROM ins t HAVING count(*) > 0) l),
            (SELECT count(*) FROM (SELECT pg_notify(p_state_channel, string_agg(d.state::text || ',' || d.id::text, ','))
                                   FROM done d HAVING count(*) > 0) s),
-           (SELECT coalesce(array_agg(d.id), '{}') FROM done d)
-    INTO v_logs_notified, v_state_notified, v_ids;
-    RETURN v_ids;
+           (SELECT coalesce(array_agg(d.id), '{}') FROM done d),
+           (SELECT count(*) FROM ins)
+    INTO v_logs_notified, v_state_notified, v_ids, v_chunks;
+    ids := v_ids;
+    chunks := v_chunks;
+    RETURN NEXT;
 END
 $$;

@@ -107,7 +107,8 @@ pub async fn heartbeat(
     .bind(worker)
     .bind(jobs)
     .bind(ms(lease))
-    // Planned at every execution, like the writer's statements (see `complete`).
+    // Planned at every execution: a generic plan made while `jobs` was small would scan it (see
+    // `FLUSH`; the heartbeat's statement is not worth a function of its own).
     .persistent(false)
     .fetch_all(pool)
     .await?;
@@ -152,56 +153,44 @@ pub struct Completion {
 /// most 150 × `state,id,` = 150 × 47 bytes).
 pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 
-/// The CTEs `input`, `done` and `att` of a completion statement: the completions `$2`..`$10`,
-/// `$12` (arrays, one element per completion) of worker `$1`, applied where the fence holds; `done`
-/// returns the ids applied. Shared by [`complete`] and [`flush`]'s single statement.
-macro_rules! completion_ctes {
-    () => {
-        "input AS ( \
-                 SELECT * FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::text[], $7::int[], \
-                     $8::int[], $9::text[], $10::text[], $12::text[]) \
-                 AS t(job_id, attempt, state, retry_ms, reason, exit_code, signal, detail, usage, tests) \
-             ), done AS ( \
-                 UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, lease_expires_at = NULL, \
-                     finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END, \
-                     run_at = CASE WHEN i.retry_ms IS NULL THEN j.run_at \
-                         ELSE now() + i.retry_ms * interval '1 millisecond' END \
-                 FROM input i \
-                 WHERE j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 RETURNING j.id, j.state, j.started_at \
-             ), att AS ( \
-                 INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, signal, detail, usage, tests) \
-                 SELECT i.job_id, i.attempt, $1, d.started_at, i.reason, i.exit_code, i.signal, i.detail, i.usage::jsonb, i.tests::jsonb \
-                 FROM input i JOIN done d ON d.id = i.job_id \
-                 ON CONFLICT (job_id, attempt) DO NOTHING \
-             )"
-    };
+/// The writer's one statement (migration 0016, `nekton_flush`): completions `$2`..`$10`, `$12`
+/// (one array element per completion) of worker `$1`, applied where the fence holds, and chunks
+/// `$13`..`$17` stored under the same fence; NOTIFYs on `$18` (logs) then `$11` (state). Returns
+/// `ids` (the completions applied) and `chunks` (the chunks stored). [`flush`], [`complete`] and
+/// [`insert_chunks`] are all this statement (the latter two with the other side empty), bound
+/// by [`bind_completions`], [`bind_chunks`] and the logs channel.
+///
+/// # Planning
+///
+/// The statement is a function so that its plan is cached per connection and stays on the
+/// indexes: sent as a named statement it got a cached generic plan after five executions, and a
+/// connection that made it while `jobs` was small kept `Seq Scan on jobs` (the `worker_id`/`state`
+/// filter) after the table had grown to hundreds of thousands of rows (load-tests/README.md,
+/// issue 4); sent unnamed it was parsed and planned at every execution. The function's settings
+/// (`enable_seqscan` off) keep its generic plan on `jobs_pkey`. Checked by
+/// `services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows`.
+const FLUSH: &str = "SELECT ids, chunks FROM nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13, $14, $15, $16, $17, $18)";
+
+/// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored).
+async fn run_flush(
+    conn: &mut sqlx::PgConnection,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+) -> Result<(Vec<Uuid>, u64), StoreError> {
+    let row = bind_chunks(
+        bind_completions(sqlx::query(FLUSH), worker, completions)?,
+        chunks,
+    )
+    .bind(CHANNEL_LOGS)
+    .fetch_one(&mut *conn)
+    .await?;
+    let stored: i64 = row.try_get("chunks")?;
+    Ok((row.try_get("ids")?, u64::try_from(stored).unwrap_or(0)))
 }
 
-/// The CTEs `chunk_input` and `ins` of a statement storing log chunks: the chunks in the arrays
-/// `$ids`..`$data` (placeholders, one element per chunk) of worker `$1`, inserted only where the
-/// fence holds (the job still running that attempt on that worker); `ins` returns each stored
-/// chunk's job id. Shared by [`insert_chunks`] and [`flush`]'s single statement, both bound by
-/// [`bind_chunks`].
-macro_rules! chunk_ctes {
-    ($ids:literal, $attempts:literal, $seqs:literal, $streams:literal, $data:literal) => {
-        concat!(
-            "chunk_input AS ( \
-                 SELECT * FROM UNNEST(", $ids, "::uuid[], ", $attempts, "::int[], ", $seqs,
-            "::int[], ", $streams, "::smallint[], ", $data, "::bytea[]) \
-                 AS t(job_id, attempt, seq, stream, data) \
-             ), ins AS ( \
-                 INSERT INTO log_chunks (job_id, attempt, seq, stream, data) \
-                 SELECT i.job_id, i.attempt, i.seq, i.stream, i.data FROM chunk_input i \
-                 JOIN jobs j ON j.id = i.job_id AND j.attempt = i.attempt AND j.worker_id = $1 AND j.state = 'running' \
-                 ON CONFLICT DO NOTHING \
-                 RETURNING job_id \
-             )"
-        )
-    };
-}
-
-/// Binds the five chunk arrays of [`chunk_ctes`], in its order.
+/// Binds the five chunk arrays of [`FLUSH`] (`$13`..`$17`), in its order.
 fn bind_chunks<'q>(query: PgQuery<'q>, chunks: &'q [NewChunk]) -> PgQuery<'q> {
     query
         .bind(chunks.iter().map(|c| c.job_id).collect::<Vec<Uuid>>())
@@ -227,19 +216,7 @@ fn bind_chunks<'q>(query: PgQuery<'q>, chunks: &'q [NewChunk]) -> PgQuery<'q> {
 /// caller stores the jobs' last output in the same transaction or before, so a follower told of a
 /// final state reads the rest of the output and the record once.
 ///
-/// # Planning
-///
-/// This statement and [`insert_chunks`]'s are not prepared statements (sqlx's
-/// `persistent(false)`: PostgreSQL's unnamed statement, planned for each execution with its
-/// parameters). Both join their `UNNEST` input to `jobs`. A named statement gets a cached
-/// generic plan after five executions, and a connection that made it while `jobs` was small
-/// kept `Seq Scan on jobs` (the `worker_id`/`state` filter) after the table had grown to
-/// hundreds of thousands of rows — until an `ANALYZE` of `jobs` happened to invalidate it: every
-/// writer flush read the whole table (load-tests/README.md, issue 4). Planned each time, the
-/// planner sees the table's current size (it scales the row estimate by its current pages
-/// between analyzes) and takes `jobs_pkey`. The cost is one parse and plan per statement,
-/// which carries a batch of jobs. Checked by
-/// `services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows`.
+/// The statement is [`FLUSH`] with no chunks (see there for how it is planned).
 pub async fn complete(
     pool: &PgPool,
     worker: Uuid,
@@ -256,19 +233,7 @@ async fn complete_on(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let query = sqlx::query(concat!(
-            "WITH ",
-            completion_ctes!(),
-            " SELECT coalesce(array_agg(d.id), '{}') AS ids, \
-                 CASE WHEN count(*) > 0 THEN pg_notify($11, string_agg(d.state::text || ',' || d.id::text, ',')) END AS notified \
-             FROM done d",
-        ));
-        let row = bind_completions(query, worker, part)?
-            // Planned at every execution (see `complete`).
-            .persistent(false)
-            .fetch_one(&mut *conn)
-            .await?;
-        let done: Vec<Uuid> = row.try_get("ids")?;
+        let (done, _) = run_flush(conn, worker, &[], part).await?;
         applied.extend(done);
     }
     Ok(applied)
@@ -276,8 +241,8 @@ async fn complete_on(
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds `$1`..`$12` of [`completion_ctes`]'s statements: the worker, one array per field of
-/// `part`, and the state channel (`$11`).
+/// Binds `$1`..`$12` of [`FLUSH`]: the worker, one array per field of `part`, and the state
+/// channel (`$11`).
 fn bind_completions<'q>(
     query: PgQuery<'q>,
     worker: Uuid,
@@ -347,18 +312,9 @@ pub async fn flush(
         return Ok(Vec::new());
     }
     if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
-        // `nekton_flush` (migration 0016) is the completion and chunk statement of `complete` and
-        // `insert_chunks` as one WITH, kept in a function so that its plan is cached per
-        // connection and stays on the indexes (the function's settings) however `jobs` grows.
-        let query = sqlx::query(
-            "SELECT nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                                 $13, $14, $15, $16, $17, $18) AS ids",
-        );
-        let row = bind_chunks(bind_completions(query, worker, completions)?, chunks)
-            .bind(CHANNEL_LOGS)
-            .fetch_one(pool)
-            .await?;
-        return Ok(row.try_get("ids")?);
+        let (applied, _) =
+            run_flush(&mut *pool.acquire().await?, worker, chunks, completions).await?;
+        return Ok(applied);
     }
     let mut tx = pool.begin().await?;
     insert_chunks_on(&mut tx, worker, chunks).await?;
@@ -377,8 +333,9 @@ pub struct NewChunk {
     pub data: Vec<u8>,
 }
 
-/// Stores output chunks of many jobs in one statement, fenced like every worker write, and
-/// NOTIFYs the ids of the jobs that got output. Returns the number of chunks stored.
+/// Stores output chunks of many jobs in one statement ([`FLUSH`] with no completions), fenced
+/// like every worker write, and NOTIFYs the ids of the jobs that got output. Returns the number
+/// of chunks stored.
 pub async fn insert_chunks(
     pool: &PgPool,
     worker: Uuid,
@@ -399,23 +356,8 @@ async fn insert_chunks_on(
     if chunks.is_empty() {
         return Ok(0);
     }
-    let query = sqlx::query(concat!(
-        "WITH ",
-        chunk_ctes!("$2", "$3", "$4", "$5", "$6"),
-        ", touched AS (SELECT DISTINCT job_id FROM ins) \
-         SELECT (SELECT count(*) FROM ins) AS n, \
-             CASE WHEN count(*) > 0 THEN pg_notify($7, string_agg(job_id::text, ',')) END AS notified \
-         FROM touched",
-    ))
-    .bind(worker);
-    let row = bind_chunks(query, chunks)
-        .bind(CHANNEL_LOGS)
-        // Planned at every execution (see `complete`).
-        .persistent(false)
-        .fetch_one(&mut *conn)
-        .await?;
-    let n: i64 = row.try_get("n")?;
-    Ok(n as u64)
+    let (_, stored) = run_flush(conn, worker, chunks, &[]).await?;
+    Ok(stored)
 }
 
 /// A job the rescuer moved.
@@ -434,9 +376,9 @@ pub struct Rescued {
 /// on every node at once (SKIP LOCKED, state and attempt re-checked in the UPDATE).
 ///
 /// The expired leases are found among the running jobs (`jobs_tenant_running`, a partial index of
-/// exactly those rows). The statement is planned at every execution, like the writer's (see
-/// [`complete`]): a generic plan made while `jobs` was small would scan the whole table at every
-/// pass once it has grown.
+/// exactly those rows). The statement is planned at every execution (see [`FLUSH`] for why): a
+/// generic plan made while `jobs` was small would scan the whole table at every pass once it has
+/// grown.
 pub async fn rescue(pool: &PgPool, limit: i64, max_lost: i32) -> Result<Vec<Rescued>, StoreError> {
     let rows = sqlx::query(
         "WITH expired AS ( \
