@@ -112,7 +112,7 @@ pub async fn run_waiting(client: &Client, spec: &JobSpec, timeout: Duration) -> 
     let out = output
         .stdout
         .bytes()
-        .with_context(|| format!("job {}: stdout is not valid base64", job.id))?;
+        .map_err(|e| anyhow::anyhow!("job {}: stdout {e}", job.id))?;
     check(job.id, job.state, job.outcome.as_ref(), &out)?;
     Ok(One {
         id: job.id,

@@ -13,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,7 +24,9 @@ use super::error::ApiError;
 use super::hub::JobWatch;
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
-use super::types::{ErrorBody, ExitEvent, JobState, LogEvent, OutcomeView, StateEvent};
+use super::types::{
+    ErrorBody, ExitEvent, JobState, LogEvent, OutcomeView, StateEvent, text_or_base64,
+};
 use crate::grading::SuiteEvent;
 use crate::model::JobRecord;
 use crate::model::auth::Scope;
@@ -244,19 +245,12 @@ fn log_event(c: &StoredChunk) -> Event {
             };
         }
     };
-    let payload = match std::str::from_utf8(&c.data) {
-        Ok(text) => LogEvent {
-            stream: stream.into(),
-            text: Some(text.to_string()),
-            base64: None,
-            at: c.stored_at,
-        },
-        Err(_) => LogEvent {
-            stream: stream.into(),
-            text: None,
-            base64: Some(base64::engine::general_purpose::STANDARD.encode(&c.data)),
-            at: c.stored_at,
-        },
+    let (text, base64) = text_or_base64(c.data.clone());
+    let payload = LogEvent {
+        stream: stream.into(),
+        text,
+        base64,
+        at: c.stored_at,
     };
     json_event("log", id, &payload)
 }

@@ -103,26 +103,45 @@ impl StreamOutput {
     pub fn new(mut bytes: Vec<u8>) -> Self {
         let truncated = bytes.len() > JobOutput::LIMIT;
         bytes.truncate(JobOutput::LIMIT);
-        match String::from_utf8(bytes) {
-            Ok(text) => Self {
-                text: Some(text),
-                base64: None,
-                truncated,
-            },
-            Err(e) => Self {
-                text: None,
-                base64: Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
-                truncated,
-            },
+        let (text, base64) = text_or_base64(bytes);
+        Self {
+            text,
+            base64,
+            truncated,
         }
     }
 
-    /// The bytes carried (decoding `base64`); `None` when `base64` is not valid base64.
-    pub fn bytes(&self) -> Option<Vec<u8>> {
-        match (&self.text, &self.base64) {
-            (Some(t), _) => Some(t.clone().into_bytes()),
-            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
-            (None, None) => Some(Vec::new()),
+    /// The bytes carried; an error says what is wrong with the pair.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        bytes_of(self.text.as_deref(), self.base64.as_deref())
+    }
+}
+
+/// Bytes as the API carries them (a `log` event, a waiting submission's output): `(text, None)`
+/// when they are valid UTF-8, otherwise `(None, base64)` — exactly one of the two set.
+pub fn text_or_base64(bytes: Vec<u8>) -> (Option<String>, Option<String>) {
+    match String::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(e) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+        ),
+    }
+}
+
+/// The bytes of a `text`/`base64` pair made by [`text_or_base64`]. The error completes "… ":
+/// `carries invalid base64: …`, or which of the two is set when not exactly one is.
+pub fn bytes_of(text: Option<&str>, base64: Option<&str>) -> Result<Vec<u8>, String> {
+    match (text, base64) {
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("carries invalid base64: {e}")),
+        (Some(_), Some(_)) => {
+            Err("carries both `text` and `base64`; expected exactly one".to_string())
+        }
+        (None, None) => {
+            Err("carries neither `text` nor `base64`; expected exactly one".to_string())
         }
     }
 }

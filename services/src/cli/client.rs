@@ -9,7 +9,6 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use base64::Engine;
 use bytes::Bytes;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::stream::BoxStream;
@@ -150,18 +149,8 @@ pub fn decode_log_event(ev: &LogEvent) -> Result<(StdStream, Vec<u8>)> {
             ev.stream
         )
     })?;
-    let bytes = match (&ev.text, &ev.base64) {
-        (Some(text), None) => text.as_bytes().to_vec(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .context("log event carries invalid base64")?,
-        (Some(_), Some(_)) => {
-            anyhow::bail!("log event carries both `text` and `base64`; expected exactly one")
-        }
-        (None, None) => {
-            anyhow::bail!("log event carries neither `text` nor `base64`; expected exactly one")
-        }
-    };
+    let bytes = crate::api::types::bytes_of(ev.text.as_deref(), ev.base64.as_deref())
+        .map_err(|e| anyhow!("log event {e}"))?;
     Ok((stream, bytes))
 }
 
@@ -1263,6 +1252,7 @@ impl<T> SseFollower<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn log(stream: &str, text: Option<&str>, b64: Option<&str>) -> LogEvent {
         LogEvent {
