@@ -103,11 +103,11 @@ impl Wait {
     ) -> Result<Job, ApiError> {
         // The permit is held until the answer is ready.
         let Wait {
-            watch,
+            mut watch,
             until,
             _permit,
         } = self;
-        let mut rx = watch.rx.clone();
+        let rx = &mut watch.rx;
         let mut seen = watch.subscribed;
         loop {
             if job.state.is_terminal() {
