@@ -191,8 +191,6 @@ struct Variant {
     lines: Vec<String>,
     json: serde_json::Value,
     rate: f64,
-    /// The paced pass behind the backlog, when one ran: its claim latencies.
-    paced: Option<(f64, serde_json::Value)>,
 }
 
 /// One pass of the loops over `total` jobs at the head of `queue_name`.
@@ -403,27 +401,18 @@ async fn variant(
     let (mut lines, mut json) = report(&name, args, with_log, &first, insert_s);
     json["backlog"] = json!(backlog);
     let rate = total as f64 / first.wall.as_secs_f64();
-    let paced = match (paced, second) {
-        (Some(offered), Some(p)) => {
-            let name = format!(
-                "paced: the same, offered {} jobs/s on a fixed schedule (open loop; a claim's \
-                 time counts from its scheduled start)",
-                num(offered)
-            );
-            let (more, mut pj) = report(&name, args, with_log, &p, insert_s);
-            pj["offered_jobs_per_s"] = json!(offered);
-            lines.extend(more);
-            json["paced"] = pj.clone();
-            Some((offered, pj))
-        }
-        _ => None,
-    };
-    Ok(Variant {
-        lines,
-        json,
-        rate,
-        paced,
-    })
+    if let (Some(offered), Some(p)) = (paced, second) {
+        let name = format!(
+            "paced: the same, offered {} jobs/s on a fixed schedule (open loop; a claim's \
+             time counts from its scheduled start)",
+            num(offered)
+        );
+        let (more, mut pj) = report(&name, args, with_log, &p, insert_s);
+        pj["offered_jobs_per_s"] = json!(offered);
+        lines.extend(more);
+        json["paced"] = pj;
+    }
+    Ok(Variant { lines, json, rate })
 }
 
 pub async fn run(ctx: &Ctx, args: &QueueArgs) -> Result<Section> {
@@ -467,13 +456,15 @@ pub async fn run(ctx: &Ctx, args: &QueueArgs) -> Result<Section> {
             format!("{} ms", num(p99)),
             Some(p99 <= 10.0),
         ));
-        if let Some((offered, pj)) = &deep.paced {
-            let p99 = pj["claim_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
+        if let Some(offered) = offered {
+            let p99 = deep.json["paced"]["claim_ms"]["p99"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
             verdicts.push(Verdict::new(
                 format!(
                     "deep backlog, at {} × the saturated rate ({} jobs/s offered): claim p99 ≤ 10 ms",
                     num(load),
-                    num(*offered)
+                    num(offered)
                 ),
                 format!("{} ms", num(p99)),
                 Some(p99 <= 10.0),
