@@ -420,6 +420,9 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     let stop = CancellationToken::new();
     let metrics = Metrics::new();
     let local_wake = Arc::new(Notify::new());
+    // The API's notification hub, made first so that a worker in this process can tell it of
+    // the completions it stores directly.
+    let hub = api::hub::Hub::new(metrics.sse_job_reads.clone());
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_addr = None;
     let mut metrics_addr = None;
@@ -457,6 +460,13 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             lanes,
         )
         .with_images(host);
+        let worker = match options.api {
+            Some(_) => {
+                let hub = hub.clone();
+                worker.with_on_stored(Arc::new(move |done| hub.stored_locally(done)))
+            }
+            None => worker,
+        };
         let token = stop.clone();
         tasks.spawn(async move { worker.run(token).await });
         // Webhook deliveries go out from worker processes (the API may be on a host with no
@@ -481,6 +491,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             metrics.clone(),
             local_wake.clone(),
         )
+        .with_hub(hub)
         .with_images(image_service.clone())
         .with_auth(options.auth)
         .with_cors(cors_origins);

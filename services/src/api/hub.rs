@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::model::{JobRecord, parse_ids, parse_states};
+use crate::model::{JobRecord, JobState, parse_ids, parse_states};
 use crate::store::logs::{self, StoredChunk};
 use crate::store::{CHANNEL_LOGS, CHANNEL_STATE, StoreError, jobs as store_jobs};
 
@@ -260,6 +260,31 @@ impl Hub {
         }
     }
 
+    /// Tells the followers of jobs whose completions a worker in this process has just stored
+    /// (committed: a read that starts now sees them), without waiting for the same news to come
+    /// back through PostgreSQL's NOTIFY and the LISTEN connection. The NOTIFY still arrives
+    /// later and bumps the jobs again; a follower that has already finished is gone by then.
+    pub fn stored_locally(&self, done: &[(Uuid, JobState)]) {
+        if done.is_empty() {
+            return;
+        }
+        let changes: HashMap<Uuid, Change> = done
+            .iter()
+            .map(|&(id, state)| {
+                let finished = state.is_terminal();
+                (
+                    id,
+                    Change {
+                        state: !finished,
+                        finished,
+                    },
+                )
+            })
+            .collect();
+        self.apply(&changes);
+        self.inner.any_state.send_modify(|v| *v += 1);
+    }
+
     #[cfg(test)]
     fn bump(&self, id: Uuid) {
         self.apply(&HashMap::from([(id, Change::default())]));
@@ -401,6 +426,29 @@ mod tests {
         hub.bump_all();
         let sb = signal(&wb);
         assert_eq!((sb.version, sb.state_changes, sb.finished), (2, 2, false));
+    }
+
+    #[test]
+    fn completions_stored_in_this_process_wake_followers_by_kind() {
+        let hub = Hub::default();
+        let (done, retried, unwatched) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let wd = hub.watch_job(done);
+        let wr = hub.watch_job(retried);
+        let any = hub.watch_any_state();
+        hub.stored_locally(&[
+            (done, JobState::Failed),
+            (retried, JobState::Scheduled),
+            (unwatched, JobState::Succeeded),
+        ]);
+        let (sd, sr) = (*wd.rx.borrow(), *wr.rx.borrow());
+        assert_eq!((sd.version, sd.state_changes, sd.finished), (1, 0, true));
+        assert_eq!((sr.version, sr.state_changes, sr.finished), (1, 1, false));
+        assert!(any.has_changed().unwrap(), "batch streams are told too");
+        assert_eq!(
+            hub.inner.jobs.lock().unwrap().len(),
+            2,
+            "an unwatched job leaves nothing behind"
+        );
     }
 
     #[test]

@@ -94,6 +94,13 @@ impl AppState {
         }
     }
 
+    /// Uses `hub` for this process's followers (one created beforehand, so that a worker in
+    /// the same process can tell it of completions: [`hub::Hub::stored_locally`]).
+    pub fn with_hub(mut self, hub: hub::Hub) -> Self {
+        self.hub = hub;
+        self
+    }
+
     /// Allows browser pages of exactly these origins to call the API (see [`cors`]).
     pub fn with_cors(mut self, origins: Vec<axum::http::HeaderValue>) -> Self {
         self.cors_origins = Arc::new(origins);

@@ -157,6 +157,8 @@ pub struct Worker {
     exec: ExecLanes,
     /// Image pulls and the container backend (None: image jobs end `image_error`).
     images: Option<ImageHost>,
+    /// An API in the same process, told of each stored completion (see [`writer::OnStored`]).
+    on_stored: Option<writer::OnStored>,
 }
 
 impl Worker {
@@ -176,7 +178,15 @@ impl Worker {
             local_wake,
             exec,
             images: None,
+            on_stored: None,
         }
+    }
+
+    /// Tells `on_stored` of every completion this worker stores, right after its commit (an API
+    /// in the same process wakes the job's waiters without the NOTIFY's round trip).
+    pub fn with_on_stored(mut self, on_stored: writer::OnStored) -> Self {
+        self.on_stored = Some(on_stored);
+        self
     }
 
     /// Lets the worker run image jobs: pulls through `host.images`; the container backend (when
@@ -199,6 +209,7 @@ impl Worker {
             local_wake,
             exec,
             images,
+            on_stored,
         } = self;
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
@@ -222,6 +233,7 @@ impl Worker {
                 config.timing.log_flush,
                 metrics.clone(),
                 completed.clone(),
+                on_stored.clone(),
             ))
         });
         let background = CancellationToken::new();

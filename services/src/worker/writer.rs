@@ -7,6 +7,7 @@
 //! the database is away (the bounded channel makes the jobs wait instead). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
+//! An API in the same process is told of the stored completions directly ([`OnStored`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,14 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
+use crate::model::JobState;
 use crate::store::queue::{self, Completion, NewChunk};
+
+/// Told, in the same process, of the completions a writer has just stored: each applied job's id
+/// and new state (a final state, or `scheduled` for a retry). An API serving from the same process
+/// wakes the requests and streams waiting on those jobs at once, instead of after the NOTIFY's
+/// trip through PostgreSQL and back. Called after the commit, never for a fenced completion.
+pub type OnStored = Arc<dyn Fn(&[(Uuid, JobState)]) + Send + Sync>;
 
 /// Flush when this many output bytes are pending, whatever the tick.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -40,6 +48,7 @@ pub async fn run(
     tick: Duration,
     metrics: Metrics,
     completed: Arc<Notify>,
+    on_stored: Option<OnStored>,
 ) {
     let mut chunks: Vec<NewChunk> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -107,6 +116,14 @@ pub async fn run(
                             ?stale,
                             "completions not applied: these attempts were taken over (fenced)"
                         );
+                    }
+                    let stored: Vec<(Uuid, JobState)> = completions
+                        .iter()
+                        .filter(|c| applied.contains(&c.job_id))
+                        .map(|c| (c.job_id, c.state))
+                        .collect();
+                    if let Some(tell) = &on_stored {
+                        tell(&stored);
                     }
                     for c in &completions {
                         if applied.contains(&c.job_id) {
