@@ -340,6 +340,7 @@ async fn variant(
                 program: "sha256:queue-only".into(),
                 spec: json!({}),
                 spec_hash: vec![0; 32],
+                required_module: None,
                 idempotency_key: None,
                 // As the API stores them: the claim returns it with the spec.
                 traceparent: Some(nekton::telemetry::TraceParent::random().to_string()),
@@ -349,7 +350,7 @@ async fn variant(
             id: Uuid::now_v7(),
             labels: json!({"load-test": "queue-only"}),
             spec_hash: vec![0; 32],
-            idempotency_key: None,
+                        idempotency_key: None,
             jobs,
             notify_queues: Vec::new(),
         };

@@ -536,6 +536,55 @@ async fn bad_idempotency_key_is_a_400_naming_the_header() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_paths() {
+    // The lone submission checks its module in the statement that stores it: one statement
+    // without an Idempotency-Key, the transaction with one. Either way an unknown module is a
+    // 422 naming `module`, nothing is stored, and a known one is accepted.
+    let h = Api::new().await;
+    let hello = h.push(guests::hello()).await;
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let post = |module: &str, key: Option<&str>| {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/jobs")
+            .header("authorization", format!("Bearer {}", h.token))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let req = req
+            .body(Body::from(json!({ "module": module }).to_string()))
+            .expect("request");
+        let router = h.router.clone();
+        async move {
+            let res = router.oneshot(req).await.expect("infallible");
+            let status = res.status();
+            let body: Value = serde_json::from_slice(
+                &axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .expect("body"),
+            )
+            .expect("JSON body");
+            (status, body)
+        }
+    };
+    for key in [None, Some("k-missing")] {
+        let res = post(&missing, key).await;
+        assert_error(&res, 422, "module_not_found", Some("module"), &format!("key {key:?}"));
+        let message = res.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&missing) && message.contains("POST /v1/modules"), "{message}");
+    }
+    assert_eq!(h.count("jobs").await, 0);
+    assert_eq!(h.count("job_specs").await, 0);
+    for key in [None, Some("k-hello")] {
+        let (status, job) = post(&hello, key).await;
+        assert_eq!(status, 201, "key {key:?}: {job}");
+        assert_eq!(job["state"], "queued");
+    }
+    assert_eq!(h.count("jobs").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_endpoints_without_a_worker_answer_503() {
     // An API-only process has no image store: its image endpoints say so, in the error shape.
     let h = Api::new().await;

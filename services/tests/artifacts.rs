@@ -417,6 +417,7 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         program: "sha256:test".into(),
         spec: json!({"module": "sha256:test"}),
         spec_hash: vec![1],
+        required_module: None,
         idempotency_key: None,
         traceparent: None,
     };

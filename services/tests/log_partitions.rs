@@ -59,6 +59,7 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         program: "sha256:test".into(),
         spec: serde_json::json!({"module": "sha256:test"}),
         spec_hash: vec![1, 2, 3],
+        required_module: None,
         idempotency_key: None,
         traceparent: None,
     };

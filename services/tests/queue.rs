@@ -35,6 +35,7 @@ fn new_job(queue: &str, priority: i16, max_attempts: i32) -> NewJob {
         program: "sha256:test".into(),
         spec: serde_json::json!({"module": "sha256:test"}),
         spec_hash: vec![1, 2, 3],
+        required_module: None,
         idempotency_key: None,
         traceparent: None,
     }
@@ -156,7 +157,7 @@ async fn the_claim_returns_the_trace_context_the_submission_stored() {
         id: Uuid::now_v7(),
         labels: serde_json::json!({}),
         spec_hash: vec![9],
-        idempotency_key: None,
+                idempotency_key: None,
         jobs: (0..2)
             .map(|_| NewJob {
                 traceparent: Some(batched.to_string()),

@@ -17,7 +17,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorCode, page_cursor, page_limit, parse_json};
-use super::jobs::{idempotency_key, label_filter, parse_id, prepare, query_with_labels};
+use super::jobs::{
+    ModuleCheck, idempotency_key, label_filter, parse_id, prepare, query_with_labels,
+};
 use super::types::{
     Batch, BatchCancelled, BatchCreated, BatchPage, BatchSpec, ErrorBody, Job, JobSpec,
 };
@@ -147,7 +149,9 @@ async fn submit_traced(
             job_spec,
             Uuid::now_v7(),
             None,
-            &mut known_modules,
+            ModuleCheck::Here {
+                known: &mut known_modules,
+            },
             &trace,
         )
         .await

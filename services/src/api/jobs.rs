@@ -45,10 +45,29 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(key.to_string()))
 }
 
-/// Validates a spec, resolves its defaults and checks its module exists (images are pulled by the
+/// Where [`prepare`] checks that the job's own module is stored.
+pub enum ModuleCheck<'a> {
+    /// Here, once per digest: `known` remembers the digests already found (a batch).
+    Here { known: &'a mut HashSet<String> },
+    /// In the statement that stores the job ([`NewJob::required_module`]): a lone submission
+    /// saves the round trip. A suite's build and checker modules are still checked here.
+    WhenStored,
+}
+
+/// The 422 for a module the tenant has not stored.
+fn module_not_found(field: &str, digest: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::ModuleNotFound,
+        format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
+    )
+    .with_field(field)
+}
+
+/// Validates a spec, resolves its defaults and checks its modules exist (images are pulled by the
 /// worker that runs the job): a job ready to store.
 /// `tenant` is the caller's tenant with its quotas (read once per request by the handler).
-/// `known_modules` remembers digests already found to exist (a batch checks each once).
+/// `check`: where the job's own module is checked.
 /// `trace`: the trace context the job keeps (see [`crate::telemetry::job_trace`]).
 pub async fn prepare(
     state: &AppState,
@@ -56,7 +75,7 @@ pub async fn prepare(
     spec: JobSpec,
     id: Uuid,
     idempotency_key: Option<String>,
-    known_modules: &mut HashSet<String>,
+    check: ModuleCheck<'_>,
     trace: &TraceParent,
 ) -> Result<NewJob, ApiError> {
     let spec_hash = canonical_hash(&spec);
@@ -78,7 +97,12 @@ pub async fn prepare(
         .into_iter()
         .filter_map(|(field, step)| Some((field, step.as_ref()?.module.clone()?)))
     });
-    let modules_needed: Vec<(&str, String)> = is_module
+    let mut none_known = HashSet::new();
+    let (known_modules, required_module) = match check {
+        ModuleCheck::Here { known } => (known, None),
+        ModuleCheck::WhenStored => (&mut none_known, is_module.then(|| program.clone())),
+    };
+    let modules_needed: Vec<(&str, String)> = (is_module && required_module.is_none())
         .then(|| ("module", program.clone()))
         .into_iter()
         .chain(suite_modules)
@@ -87,12 +111,7 @@ pub async fn prepare(
         if !known_modules.contains(&digest)
             && !modules::exists(&state.pool, &tenant.id, &digest).await?
         {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::ModuleNotFound,
-                format!("no module {digest} is stored; upload it first with POST /v1/modules (or `nekton module push FILE.wasm`)"),
-            )
-            .with_field(field));
+            return Err(module_not_found(field, &digest));
         }
         known_modules.insert(digest);
     }
@@ -117,6 +136,7 @@ pub async fn prepare(
             job.to_stored()
         },
         spec_hash,
+        required_module,
         idempotency_key,
         traceparent: Some(trace.to_string()),
     })
@@ -262,7 +282,7 @@ async fn submit_traced(
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
     let tenant = state.tenants.of(&state.pool, &caller).await?;
-    let job = prepare(&state, &tenant, spec, id, key, &mut HashSet::new(), &trace).await?;
+    let job = prepare(&state, &tenant, spec, id, key, ModuleCheck::WhenStored, &trace).await?;
     let queue = job.queue.clone();
     tracing::Span::current().record("job.queue", queue.as_str());
     // A waiting submission subscribes before the job is stored: its end cannot be missed.
@@ -276,6 +296,7 @@ async fn submit_traced(
         }
         Submitted::Replayed(job) => (StatusCode::OK, *job),
         Submitted::Refused(r) => return Err(refused(r)),
+        Submitted::ModuleMissing { digest } => return Err(module_not_found("module", &digest)),
         Submitted::KeyConflict { existing } => return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::IdempotencyKeyReused,

@@ -25,6 +25,10 @@ pub struct NewJob {
     pub spec: serde_json::Value,
     /// sha256 of the request as the client sent it (for idempotency checks).
     pub spec_hash: Vec<u8>,
+    /// A module (digest) the tenant must have stored, checked by [`submit`] in the statement that
+    /// stores the job rather than by a round trip of its own before it; None when the caller
+    /// checked already (a batch checks each digest once) or the job runs an image.
+    pub required_module: Option<String>,
     pub idempotency_key: Option<String>,
     /// The W3C trace context the job keeps (`00-<trace id>-<job.submit span id>-<flags>`,
     /// docs/operations.md "Tracing"); the worker's spans of the job are its children.
@@ -51,6 +55,10 @@ pub enum Submitted {
     },
     /// The tenant's quotas refused it; nothing was stored.
     Refused(super::tenants::Refused),
+    /// [`NewJob::required_module`] is not stored for the tenant; nothing was stored.
+    ModuleMissing {
+        digest: String,
+    },
 }
 
 const JOB_COLUMNS: &str = "j.id, j.state, j.attempt, j.max_attempts, j.queue, j.priority, j.batch_id, \
@@ -167,6 +175,14 @@ pub async fn submit(
         })?;
         return Ok(Submitted::Replayed(Box::new(existing)));
     }
+    if let Some(digest) = &job.required_module
+        && !super::modules::exists(&mut *tx, tenant, digest).await?
+    {
+        tx.rollback().await?;
+        return Ok(Submitted::ModuleMissing {
+            digest: digest.clone(),
+        });
+    }
     if let Err(r) = super::tenants::admit(&mut tx, tenant_quota, 1).await? {
         tx.rollback().await?;
         return Ok(Submitted::Refused(r));
@@ -205,7 +221,8 @@ pub async fn submit(
 /// quota of its tenant's, no image to record — as one statement, committed on its own: the job's
 /// row, its spec and the wake-up NOTIFY, returning the record as stored. One round trip and one
 /// commit instead of BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone
-/// job, load-tests/README.md "Latency floor").
+/// job, load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
+/// without it nothing is inserted and no row comes back.
 async fn submit_plain(
     pool: &PgPool,
     tenant: &str,
@@ -216,7 +233,10 @@ async fn submit_plain(
     let sql = format!(
         "WITH j AS ( \
              INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING * \
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE $14::text IS NULL \
+                OR EXISTS (SELECT 1 FROM modules WHERE tenant_id = $2 AND digest = $14) \
+             RETURNING * \
          ), s AS ( \
              INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite, traceparent) \
              SELECT j.id, $6, $7, $8, $9, $10, $11 FROM j \
@@ -242,9 +262,17 @@ async fn submit_plain(
         .bind(&job.traceparent)
         .bind(super::CHANNEL_JOBS)
         .bind(notify_queue)
-        .fetch_one(pool)
+        .bind(&job.required_module)
+        .fetch_optional(pool)
         .await?;
-    Ok(Submitted::Created(Box::new(job_from_row(&row)?)))
+    match (row, job.required_module) {
+        (Some(row), _) => Ok(Submitted::Created(Box::new(job_from_row(&row)?))),
+        (None, Some(digest)) => Ok(Submitted::ModuleMissing { digest }),
+        (None, None) => Err(StoreError::Corrupt(format!(
+            "job {} was not stored and nothing refused it",
+            job.id
+        ))),
+    }
 }
 
 /// What a batch submission did.

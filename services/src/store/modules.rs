@@ -34,13 +34,17 @@ pub async fn put(
 }
 
 /// True if the tenant has uploaded this module.
-pub async fn exists(pool: &PgPool, tenant: &str, digest: &str) -> Result<bool, StoreError> {
+pub async fn exists<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    tenant: &str,
+    digest: &str,
+) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM modules WHERE tenant_id = $1 AND digest = $2)",
     )
     .bind(tenant)
     .bind(digest)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 
