@@ -218,3 +218,90 @@ async fn waiting_submissions_count_against_max_streams_and_are_shed_before_stori
     drop(stream);
     h.client.cancel(job.id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_events() {
+    // An API without a worker: the test plays the worker through the store, so the output can
+    // span more chunks than one read of the answer takes (256) and include a suite event, an
+    // earlier attempt's output and interleaved streams.
+    use nekton::model::{ChunkKind, JobState, OutcomeReason, OutputStream, Usage};
+    use nekton::store::queue::{self, Completion, NewChunk};
+    let h = Harness::start_with(|o| o.worker_slots = None).await;
+    let hello = h.push(guests::hello()).await;
+    let first = post(&h, "", &spec(&hello), Some("paged")).await;
+    assert_eq!(first.status(), 201);
+    let id: uuid::Uuid = first.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pool = &h.db.pool;
+    let worker = uuid::Uuid::now_v7();
+    let lease = Duration::from_secs(30);
+    let claimed = queue::claim(pool, worker, "default", 1, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Attempt 1 writes a line and is retried; attempt 2's output is the answer's.
+    let chunk = |attempt, seq, stream, data: String| NewChunk {
+        job_id: id,
+        attempt,
+        seq,
+        stream,
+        data: data.into_bytes(),
+    };
+    let done = |attempt, state| Completion {
+        job_id: id,
+        attempt,
+        state,
+        retry_after: Some(Duration::ZERO),
+        reason: OutcomeReason::Exited,
+        exit_code: Some(0),
+        signal: None,
+        detail: None,
+        usage: Usage::default(),
+        tests: None,
+    };
+    sqlx::query("UPDATE jobs SET max_attempts = 2 WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let stdout = ChunkKind::Output(OutputStream::Stdout);
+    let stderr = ChunkKind::Output(OutputStream::Stderr);
+    queue::insert_chunks(pool, worker, &[chunk(1, 1, stdout, "attempt 1\n".into())])
+        .await
+        .unwrap();
+    let retried = queue::complete(pool, worker, &[done(1, JobState::Scheduled)])
+        .await
+        .unwrap();
+    assert_eq!(retried, vec![id]);
+    let claimed = queue::claim(pool, worker, "default", 1, lease).await.unwrap();
+    assert_eq!(claimed.first().map(|c| c.attempt), Some(2));
+    let (mut want_out, mut want_err) = (String::new(), String::new());
+    let mut chunks = Vec::new();
+    for seq in 1..=600 {
+        let (stream, want) = match seq % 3 {
+            0 => (stderr, &mut want_err),
+            _ => (stdout, &mut want_out),
+        };
+        let line = format!("line {seq}\n");
+        want.push_str(&line);
+        chunks.push(chunk(2, seq, stream, line));
+    }
+    chunks.insert(
+        100,
+        chunk(2, 601, ChunkKind::Event, r#"{"event":"case"}"#.into()),
+    );
+    queue::insert_chunks(pool, worker, &chunks).await.unwrap();
+    queue::complete(pool, worker, &[done(2, JobState::Succeeded)])
+        .await
+        .unwrap();
+    // The replay waits for the first request's job, already finished: the final record and
+    // all of attempt 2's output, in order, without attempt 1's line or the event.
+    let res = post(&h, "?wait=5", &spec(&hello), Some("paged")).await;
+    assert_eq!(res.status(), 200);
+    let job: Value = res.json().await.unwrap();
+    assert_eq!((job["state"].as_str(), job["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
+    assert_eq!(job["output"]["stdout"]["text"], want_out.as_str());
+    assert_eq!(job["output"]["stderr"]["text"], want_err.as_str());
+    assert_eq!(job["output"]["stdout"]["truncated"], false);
+}

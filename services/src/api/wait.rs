@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::hub::JobWatch;
 use super::types::{Job, JobOutput, StreamOutput};
 use crate::model::{ChunkKind, JobRecord, OutputStream};
-use crate::store::logs;
+use crate::store::{jobs as store_jobs, logs};
 
 /// The longest wait a submission may ask for.
 pub const MAX_WAIT_SECS: u32 = 60;
@@ -111,7 +111,7 @@ impl Wait {
         let mut seen = watch.subscribed;
         loop {
             if job.state.is_terminal() {
-                return answer(state, tenant, job, None).await;
+                return answer(state, tenant, job.id).await;
             }
             let version = tokio::select! {
                 _ = tokio::time::sleep_until(until) => {
@@ -120,7 +120,7 @@ impl Wait {
                     // whole.
                     let now = reread(state, tenant, job.id, None).await?;
                     if now.state.is_terminal() {
-                        return answer(state, tenant, now, None).await;
+                        return answer(state, tenant, now.id).await;
                     }
                     return Ok(Job::from(now));
                 }
@@ -140,8 +140,8 @@ impl Wait {
                             continue;
                         }
                         if signal.finished {
-                            // The final record and the output, read side by side.
-                            return answer(state, tenant, job, Some(signal.version)).await;
+                            // The final record and the output, read together.
+                            return answer(state, tenant, job.id).await;
                         }
                         Some(signal.version)
                     }
@@ -162,98 +162,78 @@ async fn reread(
         .hub
         .job(&state.pool, tenant, id, version)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("job {id} was deleted while the request waited"))
-        })
+        .ok_or_else(|| deleted(id))
 }
 
-/// The final answer: the job's record (re-read when `version` says a completion was announced
-/// after `job` was read) and the output of its latest attempt, read side by side.
-async fn answer(
-    state: &AppState,
-    tenant: &str,
-    job: JobRecord,
-    version: Option<u64>,
-) -> Result<Job, ApiError> {
-    // The attempt whose output to read beside the record: a job as submitted has attempt 0 and
-    // a finished one at least 1; a retry since the last read is caught below.
-    let guess = job.attempt.max(1);
-    let (job, mut chunks) = match version {
-        Some(v) => {
-            let (job, chunks) = tokio::join!(
-                reread(state, tenant, job.id, Some(v)),
-                output_chunks(state, job.id, guess)
-            );
-            (job?, chunks?)
-        }
-        None => {
-            let chunks = output_chunks(state, job.id, guess).await?;
-            (job, chunks)
-        }
-    };
+/// The final answer: the job's final record and the output of its latest attempt, read together
+/// (one statement for the record and the first page of output; more pages only for output past
+/// it).
+async fn answer(state: &AppState, tenant: &str, id: Uuid) -> Result<Job, ApiError> {
+    let (job, first) = store_jobs::get_with_output(&state.pool, tenant, id, PAGE)
+        .await?
+        .ok_or_else(|| deleted(id))?;
     if !job.state.is_terminal() {
         // Announced as finished but read otherwise: cannot happen (a final state never
         // changes); answered as read rather than with output of an unfinished attempt.
         return Ok(Job::from(job));
     }
-    if job.attempt != guess {
-        // Retried since it was last read (or cancelled before it ever ran: attempt 0): the
-        // output is the final attempt's.
-        chunks = output_chunks(state, job.id, job.attempt).await?;
+    let mut output = Collected::default();
+    let mut full = first.len() as i64 == PAGE;
+    let mut after = first.last().map_or(0, |c| c.seq);
+    for c in &first {
+        output.add(c.stream, &c.data);
     }
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    for c in &chunks {
-        let out = match c.stream {
-            ChunkKind::Output(OutputStream::Stdout) => &mut stdout,
-            ChunkKind::Output(OutputStream::Stderr) => &mut stderr,
-            ChunkKind::Event => continue,
-        };
-        // One byte past the limit tells `StreamOutput::new` the stream was cut.
-        let room = (JobOutput::LIMIT + 1).saturating_sub(out.len());
-        out.extend_from_slice(&c.data[..c.data.len().min(room)]);
-    }
-    let mut answer = Job::from(job);
-    answer.output = Some(JobOutput {
-        stdout: StreamOutput::new(stdout),
-        stderr: StreamOutput::new(stderr),
-    });
-    Ok(answer)
-}
-
-/// The output chunks of one attempt, stopping once both streams have more than the answer
-/// carries.
-async fn output_chunks(
-    state: &AppState,
-    id: Uuid,
-    attempt: i32,
-) -> Result<Vec<logs::StoredChunk>, ApiError> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    let (mut out, mut err) = (0usize, 0usize);
-    loop {
+    // Further pages, until the output ends or both streams have more than the answer carries.
+    while full && !output.both_cut() {
         let page = logs::attempt_chunks_after(
             &state.pool,
             id,
-            attempt,
+            job.attempt,
             after,
             logs::ChunkFilter::default(),
             PAGE,
         )
         .await?;
-        let full = page.len() as i64 == PAGE;
-        for c in page {
+        full = page.len() as i64 == PAGE;
+        for c in &page {
             after = c.seq;
-            match c.stream {
-                ChunkKind::Output(OutputStream::Stdout) => out += c.data.len(),
-                ChunkKind::Output(OutputStream::Stderr) => err += c.data.len(),
-                ChunkKind::Event => {}
+            if let ChunkKind::Output(stream) = c.stream {
+                output.add(stream, &c.data);
             }
-            all.push(c);
         }
-        if !full || (out > JobOutput::LIMIT && err > JobOutput::LIMIT) {
-            return Ok(all);
-        }
+    }
+    let mut answer = Job::from(job);
+    answer.output = Some(JobOutput {
+        stdout: StreamOutput::new(output.stdout),
+        stderr: StreamOutput::new(output.stderr),
+    });
+    Ok(answer)
+}
+
+fn deleted(id: Uuid) -> ApiError {
+    ApiError::not_found(format!("job {id} was deleted while the request waited"))
+}
+
+/// The output an answer carries: each stream up to one byte past [`JobOutput::LIMIT`] (that
+/// byte tells [`StreamOutput::new`] the stream was cut).
+#[derive(Default)]
+struct Collected {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Collected {
+    fn add(&mut self, stream: OutputStream, data: &[u8]) {
+        let out = match stream {
+            OutputStream::Stdout => &mut self.stdout,
+            OutputStream::Stderr => &mut self.stderr,
+        };
+        let room = (JobOutput::LIMIT + 1).saturating_sub(out.len());
+        out.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn both_cut(&self) -> bool {
+        self.stdout.len() > JobOutput::LIMIT && self.stderr.len() > JobOutput::LIMIT
     }
 }
 

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
 use crate::model::tenancy::Tenant;
-use crate::model::{BatchRecord, JobOutcome, JobRecord, JobState, OutcomeReason, Usage};
+use crate::model::{
+    BatchRecord, JobOutcome, JobRecord, JobState, OutcomeReason, OutputStream, Usage,
+};
 
 /// A validated job ready to be stored.
 #[derive(Debug, Clone)]
@@ -422,6 +424,73 @@ pub async fn get(pool: &PgPool, tenant: &str, id: Uuid) -> Result<Option<JobReco
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(job_from_row).transpose()
+}
+
+/// Job `id` of `tenant` and the first `limit` output chunks (stdout and stderr: `seq`, stream,
+/// bytes, in order) of its current attempt, in one statement — what the answer of a finished job
+/// waited for (`POST /v1/jobs?wait=`) reads, instead of a read of the job beside a read of its
+/// chunks.
+pub async fn get_with_output(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    limit: i64,
+) -> Result<Option<(JobRecord, Vec<OutputChunk>)>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, o.seqs, o.streams, o.datas {JOB_FROM} \
+         LEFT JOIN LATERAL ( \
+             SELECT array_agg(c.seq ORDER BY c.seq) AS seqs, \
+                    array_agg(c.stream ORDER BY c.seq) AS streams, \
+                    array_agg(c.data ORDER BY c.seq) AS datas \
+             FROM (SELECT seq, stream, data FROM log_chunks \
+                   WHERE job_id = j.id AND attempt = j.attempt AND stream < 3 \
+                   ORDER BY seq LIMIT $3) c \
+         ) o ON true \
+         WHERE j.id = $1 AND j.tenant_id = $2"
+    );
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant)
+        .bind(limit)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job = job_from_row(&row)?;
+    let seqs: Vec<i32> = row.try_get::<Option<_>, _>("seqs")?.unwrap_or_default();
+    let streams: Vec<i16> = row.try_get::<Option<_>, _>("streams")?.unwrap_or_default();
+    let datas: Vec<Vec<u8>> = row.try_get::<Option<_>, _>("datas")?.unwrap_or_default();
+    if seqs.len() != streams.len() || seqs.len() != datas.len() {
+        return Err(StoreError::Corrupt(format!(
+            "job {id}: the output read returned {} seqs, {} streams and {} chunks",
+            seqs.len(),
+            streams.len(),
+            datas.len()
+        )));
+    }
+    let chunks = seqs
+        .into_iter()
+        .zip(streams)
+        .zip(datas)
+        .map(|((seq, fd), data)| {
+            let stream = OutputStream::from_fd(fd).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job {id}: output chunk {seq} has stream {fd} (expected 1 or 2)"
+                ))
+            })?;
+            Ok(OutputChunk { seq, stream, data })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some((job, chunks)))
+}
+
+/// One chunk of a job's output, as [`get_with_output`] reads it.
+#[derive(Debug, Clone)]
+pub struct OutputChunk {
+    pub seq: i32,
+    pub stream: OutputStream,
+    pub data: Vec<u8>,
 }
 
 /// A job's stored spec (`job_specs.spec`, see [`crate::model::ResolvedJob::from_stored`]), if
