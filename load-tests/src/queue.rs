@@ -350,9 +350,9 @@ async fn variant(
             id: Uuid::now_v7(),
             labels: json!({"load-test": "queue-only"}),
             spec_hash: vec![0; 32],
-                        idempotency_key: None,
+            idempotency_key: None,
             jobs,
-            notify_queues: Vec::new(),
+            wakes: Vec::new(),
         };
         submit_batch(pool, &tenant, &batch)
             .await

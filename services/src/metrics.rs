@@ -105,6 +105,8 @@ pub struct Metrics {
     pub job_wait_seconds: Family<AttemptLabels, Histogram>,
     pub retries: Family<ReasonLabels, Counter>,
     pub rescues: Counter,
+    /// Claims this worker made, by result (`jobs`: it took some; `empty`: none were claimable).
+    pub claims: Family<ResultLabels, Counter>,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
@@ -177,6 +179,12 @@ impl Metrics {
             "rescues",
             "Jobs this process's rescuer took back from a worker whose lease expired",
             rescues.clone(),
+        );
+        let claims = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "claims",
+            "Claims this worker made, by result: jobs (it took some) or empty (none were claimable: a wake-up or poll that found nothing)",
+            claims.clone(),
         );
         let webhook_deliveries = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -288,6 +296,7 @@ impl Metrics {
             job_wait_seconds,
             retries,
             rescues,
+            claims,
             webhook_deliveries,
             log_bytes_stored,
             sse_clients,

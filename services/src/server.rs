@@ -423,6 +423,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     // The API's notification hub, made first so that a worker in this process can tell it of
     // the completions it stores directly.
     let hub = api::hub::Hub::new(metrics.sse_job_reads.clone());
+    // The id this process's API names in its job NOTIFYs; its own worker skips them.
+    let origin = Uuid::now_v7();
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_addr = None;
     let mut metrics_addr = None;
@@ -463,7 +465,9 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         let worker = match options.api {
             Some(_) => {
                 let hub = hub.clone();
-                worker.with_on_stored(Arc::new(move |done| hub.stored_locally(done)))
+                worker
+                    .with_on_stored(Arc::new(move |done| hub.stored_locally(done)))
+                    .with_local_origin(origin)
             }
             None => worker,
         };
@@ -492,6 +496,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             local_wake.clone(),
         )
         .with_hub(hub)
+        .with_origin(origin)
         .with_images(image_service.clone())
         .with_auth(options.auth)
         .with_cors(cors_origins);

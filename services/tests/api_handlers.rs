@@ -570,9 +570,18 @@ async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_p
     };
     for key in [None, Some("k-missing")] {
         let res = post(&missing, key).await;
-        assert_error(&res, 422, "module_not_found", Some("module"), &format!("key {key:?}"));
+        assert_error(
+            &res,
+            422,
+            "module_not_found",
+            Some("module"),
+            &format!("key {key:?}"),
+        );
         let message = res.1["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(&missing) && message.contains("POST /v1/modules"), "{message}");
+        assert!(
+            message.contains(&missing) && message.contains("POST /v1/modules"),
+            "{message}"
+        );
     }
     assert_eq!(h.count("jobs").await, 0);
     assert_eq!(h.count("job_specs").await, 0);

@@ -421,7 +421,7 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         idempotency_key: None,
         traceparent: None,
     };
-    nekton::store::jobs::submit(pool, &tenant, new, true)
+    nekton::store::jobs::submit(pool, &tenant, new, Some("default"))
         .await
         .unwrap();
     let worker = Uuid::now_v7();

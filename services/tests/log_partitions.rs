@@ -63,7 +63,10 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         idempotency_key: None,
         traceparent: None,
     };
-    match jobs::submit(pool, &tenant, job, true).await.unwrap() {
+    match jobs::submit(pool, &tenant, job, Some(&queue_name))
+        .await
+        .unwrap()
+    {
         Submitted::Created(j) => assert_eq!(j.id, id),
         other => panic!("not created: {other:?}"),
     }

@@ -51,7 +51,8 @@ async fn insert_for(pool: &PgPool, tenant: &str, job: NewJob) -> Uuid {
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("tenant {tenant} exists"));
-    match jobs::submit(pool, &tenant, job, true).await.unwrap() {
+    let wake = job.queue.clone();
+    match jobs::submit(pool, &tenant, job, Some(&wake)).await.unwrap() {
         Submitted::Created(j) => j.id,
         other => panic!("not created: {other:?}"),
     }
@@ -157,14 +158,14 @@ async fn the_claim_returns_the_trace_context_the_submission_stored() {
         id: Uuid::now_v7(),
         labels: serde_json::json!({}),
         spec_hash: vec![9],
-                idempotency_key: None,
+        idempotency_key: None,
         jobs: (0..2)
             .map(|_| NewJob {
                 traceparent: Some(batched.to_string()),
                 ..new_job("t", 0, 1)
             })
             .collect(),
-        notify_queues: vec!["t".into()],
+        wakes: vec!["t".into()],
     };
     let jobs::BatchSubmitted::Created { job_ids, .. } =
         jobs::submit_batch(pool, &tenant, &batch).await.unwrap()

@@ -238,7 +238,9 @@ async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_event
     let pool = &h.db.pool;
     let worker = uuid::Uuid::now_v7();
     let lease = Duration::from_secs(30);
-    let claimed = queue::claim(pool, worker, "default", 1, lease).await.unwrap();
+    let claimed = queue::claim(pool, worker, "default", 1, lease)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     // Attempt 1 writes a line and is retried; attempt 2's output is the answer's.
     let chunk = |attempt, seq, stream, data: String| NewChunk {
@@ -274,7 +276,9 @@ async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_event
         .await
         .unwrap();
     assert_eq!(retried, vec![id]);
-    let claimed = queue::claim(pool, worker, "default", 1, lease).await.unwrap();
+    let claimed = queue::claim(pool, worker, "default", 1, lease)
+        .await
+        .unwrap();
     assert_eq!(claimed.first().map(|c| c.attempt), Some(2));
     let (mut want_out, mut want_err) = (String::new(), String::new());
     let mut chunks = Vec::new();
@@ -300,8 +304,99 @@ async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_event
     let res = post(&h, "?wait=5", &spec(&hello), Some("paged")).await;
     assert_eq!(res.status(), 200);
     let job: Value = res.json().await.unwrap();
-    assert_eq!((job["state"].as_str(), job["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{job}");
+    assert_eq!(
+        (job["state"].as_str(), job["attempt"].as_i64()),
+        (Some("succeeded"), Some(2)),
+        "{job}"
+    );
     assert_eq!(job["output"]["stdout"]["text"], want_out.as_str());
     assert_eq!(job["output"]["stderr"]["text"], want_err.as_str());
     assert_eq!(job["output"]["stdout"]["truncated"], false);
+}
+
+/// `nekton_claims_total{result="…"}` from the metrics text (0 before the first such claim).
+fn claims(metrics: &str, result: &str) -> u64 {
+    let key = format!("nekton_claims_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0, |v| v.trim().parse().expect("a counter value"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_serve_a_lone_job_costs_one_claim() {
+    // API and worker in one process: the API pokes its worker directly after storing a job, so
+    // the worker skips the job's NOTIFY (it names this process), and with no tenant capped a
+    // completion does not start a claim either. Before, each lone job cost three claims, two of
+    // them empty. The poll is pushed out of the test's way.
+    let h = Harness::start_with(|o| o.timing.poll = Duration::from_secs(600)).await;
+    let hello = h.push(guests::hello()).await;
+    let run = |n: usize| {
+        let h = &h;
+        let hello = hello.clone();
+        async move {
+            for _ in 0..n {
+                let job: Value = post(h, "?wait=30", &spec(&hello), None)
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(job["state"], "succeeded", "{job}");
+            }
+        }
+    };
+    run(1).await;
+    // Let the first job's stray wake-ups (the LISTEN connection's start) settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = h.metrics_text().await;
+    run(10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = h.metrics_text().await;
+    let took = claims(&after, "jobs") - claims(&before, "jobs");
+    let empty = claims(&after, "empty") - claims(&before, "empty");
+    assert_eq!(took, 10, "one claim took each job");
+    assert!(
+        empty <= 1,
+        "{empty} empty claims for 10 lone jobs (each job's NOTIFY or completion started one)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_capped_tenant_a_completion_claims_the_job_the_cap_held_back() {
+    // The other side of the test above: the default tenant may run one job at a time, so its
+    // second job is left behind by the claim that takes the first, and only the first one's
+    // completion makes it claimable. The worker claims again then (it read at start that a
+    // tenant is capped); with the poll pushed out, nothing else would start it.
+    let db = nekton::testing::TestDb::new().await;
+    nekton::store::migrate(&db.pool)
+        .await
+        .expect("migrations apply");
+    sqlx::query("UPDATE tenants SET max_running = 1 WHERE id = 'default'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = common::options(dir.path());
+    opts.timing.poll = Duration::from_secs(600);
+    let running = nekton::server::start(db.pool.clone(), opts)
+        .await
+        .expect("service starts");
+    let base = format!("http://{}", running.api_addr.expect("api address"));
+    let client = nekton::cli::Client::with_token(&base, running.admin_token.as_deref()).unwrap();
+    let slow = client
+        .push_module(guests::sleep_then_print(300))
+        .await
+        .unwrap()
+        .digest;
+    let spec = Harness::spec(&slow);
+    let first = client.submit(&spec, None).await.unwrap();
+    let second = client.submit(&spec, None).await.unwrap();
+    let done = common::wait_finished(&client, second.id, Duration::from_secs(20)).await;
+    assert_eq!(done.state, nekton::api::types::JobState::Succeeded);
+    let first = client.get_job(first.id).await.unwrap();
+    assert!(
+        first.finished_at <= done.started_at,
+        "the cap held the second job until the first finished: {first:?} / {done:?}"
+    );
+    running.shutdown().await.expect("clean shutdown");
 }

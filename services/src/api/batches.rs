@@ -27,6 +27,7 @@ use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body, sse};
 use crate::model::auth::Scope;
 use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBatch};
+use crate::store::wake_payload;
 use crate::telemetry::TraceParent;
 use tracing::Instrument as _;
 
@@ -169,7 +170,10 @@ async fn submit_traced(
         spec_hash: batch_hash,
         idempotency_key: key,
         jobs,
-        notify_queues: queues,
+        wakes: queues
+            .iter()
+            .map(|q| wake_payload(q, state.notifier.origin()))
+            .collect(),
     };
     match store_jobs::submit_batch(&state.pool, &tenant, &batch).await? {
         BatchSubmitted::Created { id, job_ids } => {

@@ -282,13 +282,22 @@ async fn submit_traced(
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
     let tenant = state.tenants.of(&state.pool, &caller).await?;
-    let job = prepare(&state, &tenant, spec, id, key, ModuleCheck::WhenStored, &trace).await?;
+    let job = prepare(
+        &state,
+        &tenant,
+        spec,
+        id,
+        key,
+        ModuleCheck::WhenStored,
+        &trace,
+    )
+    .await?;
     let queue = job.queue.clone();
     tracing::Span::current().record("job.queue", queue.as_str());
     // A waiting submission subscribes before the job is stored: its end cannot be missed.
     let waiting = wait.map(|w| Wait::begin(&state, id, w)).transpose()?;
     let notify = state.notifier.notify_now(&queue);
-    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify).await? {
+    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify.as_deref()).await? {
         Submitted::Created(job) => {
             state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc();

@@ -40,10 +40,11 @@ use tokio::sync::Notify;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use crate::config::LimitPolicy;
 use crate::metrics::Metrics;
-use crate::store::CHANNEL_JOBS;
+use crate::store::{CHANNEL_JOBS, wake_payload};
 use error::{ApiError, ErrorCode};
 
 /// Largest JSON body (jobs and batches carry input files).
@@ -80,7 +81,7 @@ impl AppState {
         local_wake: Arc<Notify>,
     ) -> Self {
         Self {
-            notifier: Arc::new(QueueNotifier::new(pool.clone())),
+            notifier: Arc::new(QueueNotifier::new(pool.clone(), Uuid::now_v7())),
             streams: Arc::new(tokio::sync::Semaphore::new(policy.max_streams)),
             pool,
             policy: Arc::new(policy),
@@ -92,6 +93,13 @@ impl AppState {
             tenants: Arc::new(tenants::TenantCache::default()),
             cors_origins: Arc::new(Vec::new()),
         }
+    }
+
+    /// Names this process `origin` in the API's job NOTIFYs (a worker in the same process, told
+    /// the same id, skips them: it is poked directly).
+    pub fn with_origin(mut self, origin: Uuid) -> Self {
+        self.notifier = Arc::new(QueueNotifier::new(self.pool.clone(), origin));
+        self
     }
 
     /// Uses `hub` for this process's followers (one created beforehand, so that a worker in
@@ -127,8 +135,11 @@ impl AppState {
 /// before it — is announced inside its transaction at once, whatever the window: a worker in
 /// another process then claims a lone job at once instead of at the window's end (sequential
 /// lone jobs waited ~90 ms for it), and such submissions are too far apart to contend at commit.
+/// Every NOTIFY names this process (`origin`, [`crate::store::wake_payload`]): a worker in the
+/// same process, poked directly after each stored job, skips it.
 pub struct QueueNotifier {
     pool: PgPool,
+    origin: Uuid,
     last: Mutex<HashMap<String, QueueNotices>>,
 }
 
@@ -185,16 +196,23 @@ impl QueueNotifier {
     /// A submission this long after the previous one of its queue is not part of a burst.
     pub const QUIET: Duration = Duration::from_millis(2);
 
-    pub fn new(pool: PgPool) -> Self {
+    /// A notifier whose NOTIFYs name process `origin`.
+    pub fn new(pool: PgPool, origin: Uuid) -> Self {
         Self {
             pool,
+            origin,
             last: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True if the caller should NOTIFY now (in its transaction); otherwise a trailing NOTIFY is
-    /// arranged.
-    pub fn notify_now(self: &Arc<Self>, queue: &str) -> bool {
+    /// The process id this notifier's NOTIFYs carry.
+    pub fn origin(&self) -> Uuid {
+        self.origin
+    }
+
+    /// The payload to NOTIFY with now (in the caller's transaction), or None when a trailing
+    /// NOTIFY is arranged (or already was) instead.
+    pub fn notify_now(self: &Arc<Self>, queue: &str) -> Option<String> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let notice = match last.get_mut(queue) {
@@ -205,11 +223,12 @@ impl QueueNotifier {
             }
         };
         match notice {
-            Notice::Now => true,
-            Notice::Covered => false,
+            Notice::Now => Some(wake_payload(queue, self.origin)),
+            Notice::Covered => None,
             Notice::Trailing(wait) => {
                 let this = self.clone();
                 let queue = queue.to_string();
+                let payload = wake_payload(&queue, self.origin);
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
                     if let Some(q) = this
@@ -223,14 +242,14 @@ impl QueueNotifier {
                     }
                     if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(CHANNEL_JOBS)
-                        .bind(&queue)
+                        .bind(&payload)
                         .execute(&this.pool)
                         .await
                     {
                         tracing::warn!(error = %e, "trailing NOTIFY failed; workers will poll");
                     }
                 });
-                false
+                None
             }
         }
     }

@@ -130,12 +130,13 @@ fn is_image(program: &str) -> bool {
 
 /// Stores one job. With an idempotency key already used by this tenant, nothing is written and
 /// the original job (same request) or a conflict (different request) is returned.
-/// `notify_queue`: send the wake-up NOTIFY inside the insert transaction.
+/// `wake`: the payload of the wake-up NOTIFY to send inside the insert transaction
+/// ([`super::wake_payload`]); None sends none.
 pub async fn submit(
     pool: &PgPool,
     tenant_quota: &Tenant,
     job: NewJob,
-    notify_queue: bool,
+    wake: Option<&str>,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
     if job.idempotency_key.is_none()
@@ -143,7 +144,7 @@ pub async fn submit(
         && tenant_quota.max_queued.is_none()
         && !is_image(&job.program)
     {
-        return submit_plain(pool, tenant, job, notify_queue).await;
+        return submit_plain(pool, tenant, job, wake).await;
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -205,10 +206,10 @@ pub async fn submit(
     .bind(&job.traceparent)
     .execute(&mut *tx)
     .await?;
-    if notify_queue {
+    if let Some(payload) = wake {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(super::CHANNEL_JOBS)
-            .bind(&job.queue)
+            .bind(payload)
             .execute(&mut *tx)
             .await?;
     }
@@ -229,7 +230,7 @@ async fn submit_plain(
     pool: &PgPool,
     tenant: &str,
     job: NewJob,
-    notify_queue: bool,
+    wake: Option<&str>,
 ) -> Result<Submitted, StoreError> {
     // The record's columns are `get`'s (the new job has no attempt: its `a` columns are NULL).
     let sql = format!(
@@ -244,7 +245,7 @@ async fn submit_plain(
              SELECT j.id, $6, $7, $8, $9, $10, $11 FROM j \
              RETURNING job_id, program, labels, suite, traceparent \
          ), n AS ( \
-             SELECT pg_notify($12, j.queue) FROM j WHERE $13 \
+             SELECT pg_notify($12, $13) FROM j WHERE $13::text IS NOT NULL \
          ) \
          SELECT {JOB_COLUMNS}, (SELECT count(*) FROM n) AS notified \
          FROM j JOIN s ON s.job_id = j.id \
@@ -263,7 +264,7 @@ async fn submit_plain(
         .bind(job.is_suite())
         .bind(&job.traceparent)
         .bind(super::CHANNEL_JOBS)
-        .bind(notify_queue)
+        .bind(wake)
         .bind(&job.required_module)
         .fetch_optional(pool)
         .await?;
@@ -304,8 +305,9 @@ pub struct NewBatch {
     pub spec_hash: Vec<u8>,
     pub idempotency_key: Option<String>,
     pub jobs: Vec<NewJob>,
-    /// Queues to NOTIFY inside the transaction.
-    pub notify_queues: Vec<String>,
+    /// Payloads of the wake-up NOTIFYs to send inside the transaction, one per queue
+    /// ([`super::wake_payload`]).
+    pub wakes: Vec<String>,
 }
 
 /// Stores a batch and all its jobs in one transaction (all or nothing).
@@ -321,7 +323,7 @@ pub async fn submit_batch(
         spec_hash,
         idempotency_key,
         jobs,
-        notify_queues,
+        wakes,
     } = batch;
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -404,10 +406,10 @@ pub async fn submit_batch(
     .bind(&traces)
     .execute(&mut *tx)
     .await?;
-    for queue in notify_queues {
+    for payload in wakes {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(super::CHANNEL_JOBS)
-            .bind(queue)
+            .bind(payload)
             .execute(&mut *tx)
             .await?;
     }

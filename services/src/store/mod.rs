@@ -22,6 +22,7 @@ pub mod tenants;
 pub mod webhooks;
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// The schema migrations, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -64,8 +65,23 @@ async fn accept_comment_rewrites(pool: &PgPool) -> Result<(), sqlx::migrate::Mig
     Ok(())
 }
 
-/// NOTIFY channel: a job became claimable; payload = queue name.
+/// NOTIFY channel: a job became claimable; payload = queue name, optionally followed by a space
+/// and the id of the process that sent it ([`wake_payload`]).
 pub const CHANNEL_JOBS: &str = "nekton_jobs";
+
+/// The payload of a [`CHANNEL_JOBS`] NOTIFY sent by an API process: the queue, a space and the
+/// process's `origin` id. A worker in the same process has already been woken directly (the
+/// API pokes it after every stored job) and skips the notification ([`wake_origin`]): one claim
+/// per lone job instead of two. Every other worker wakes as before (the payload is only a hint;
+/// workers never read the queue from it).
+pub fn wake_payload(queue: &str, origin: Uuid) -> String {
+    format!("{queue} {origin}")
+}
+
+/// The origin a [`CHANNEL_JOBS`] payload names, if any (see [`wake_payload`]).
+pub fn wake_origin(payload: &str) -> Option<Uuid> {
+    payload.rsplit_once(' ')?.1.parse().ok()
+}
 /// NOTIFY channel: log chunks were stored; payload = comma-separated job ids.
 pub const CHANNEL_LOGS: &str = "nekton_logs";
 /// NOTIFY channel: jobs changed state (finished, retried, rescued, cancelled); payload =
@@ -98,6 +114,17 @@ pub async fn migration_level(pool: &PgPool) -> Result<(Option<i64>, i64), StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wake_payload_names_its_queue_and_origin() {
+        let origin = Uuid::now_v7();
+        let payload = wake_payload("default", origin);
+        assert!(payload.starts_with("default "), "{payload}");
+        assert_eq!(wake_origin(&payload), Some(origin));
+        // Bare queue names (older senders, the shutdown requeue) have no origin.
+        assert_eq!(wake_origin("default"), None);
+        assert_eq!(wake_origin("default not-a-uuid"), None);
+    }
 
     /// A database migrated by a release whose 0001 had the old comment still migrates, and ends
     /// with the current checksum; an unknown checksum is still refused.

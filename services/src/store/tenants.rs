@@ -374,6 +374,16 @@ async fn apply_patch(
     Ok(row)
 }
 
+/// Whether any tenant has a `max_running` cap (a worker claims again after a completion only
+/// then: a cap is the one thing that leaves claimable-looking jobs behind while slots are free).
+pub async fn any_capped(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE max_running IS NOT NULL)")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub async fn get_tenant(pool: &PgPool, id: &str) -> Result<Option<Tenant>, StoreError> {
     Ok(sqlx::query_as::<_, Tenant>(sqlx::AssertSqlSafe(format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"

@@ -12,6 +12,7 @@ mod suite;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use uuid::Uuid;
 
 use crate::config::QueueTiming;
 use crate::images::ImageHost;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResultLabels};
 use crate::model::ChunkKind;
 use crate::store::partitions;
 use crate::store::queue::{self, Claimed, NewChunk};
@@ -159,6 +160,9 @@ pub struct Worker {
     images: Option<ImageHost>,
     /// An API in the same process, told of each stored completion (see [`writer::OnStored`]).
     on_stored: Option<writer::OnStored>,
+    /// The id an API in the same process names in its job NOTIFYs: those are skipped (that API
+    /// pokes `local_wake` itself after every stored job).
+    local_origin: Option<Uuid>,
 }
 
 impl Worker {
@@ -179,7 +183,16 @@ impl Worker {
             exec,
             images: None,
             on_stored: None,
+            local_origin: None,
         }
+    }
+
+    /// Skips the job NOTIFYs of the API in this process, which names itself `origin` in them
+    /// ([`crate::store::wake_payload`]) and pokes this worker directly instead: one claim per
+    /// lone job, not two.
+    pub fn with_local_origin(mut self, origin: Uuid) -> Self {
+        self.local_origin = Some(origin);
+        self
     }
 
     /// Tells `on_stored` of every completion this worker stores, right after its commit (an API
@@ -210,6 +223,7 @@ impl Worker {
             exec,
             images,
             on_stored,
+            local_origin,
         } = self;
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
@@ -241,6 +255,17 @@ impl Worker {
             pool.clone(),
             running.clone(),
             local_wake.clone(),
+            local_origin,
+            background.clone(),
+        ));
+        // Whether any tenant has a `max_running` cap: only then can a completion make a job
+        // claimable that the last claim left (a capped tenant at its cap). Read every poll;
+        // assumed until first read.
+        let capped = Arc::new(AtomicBool::new(true));
+        let caps = tokio::spawn(caps_loop(
+            pool.clone(),
+            capped.clone(),
+            config.timing.poll,
             background.clone(),
         ));
         let beats = tokio::spawn(heartbeat_loop(
@@ -273,6 +298,15 @@ impl Worker {
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
+        // `nekton_claims_total{result}`: [empty, jobs].
+        let claims = ["empty", "jobs"].map(|result| {
+            metrics
+                .claims
+                .get_or_create(&ResultLabels {
+                    result: result.into(),
+                })
+                .clone()
+        });
         loop {
             while tasks.try_join_next().is_some() {}
             let free = config.slots.saturating_sub(lock(&running).len());
@@ -289,6 +323,7 @@ impl Worker {
                         .await
                     {
                         Ok(jobs) => {
+                            claims[usize::from(!jobs.is_empty())].inc();
                             maybe_more |= jobs.len() == free;
                             free -= jobs.len();
                             let jobs = skip_runs_already_here(jobs, &lock(&running));
@@ -326,7 +361,9 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 _ = local_wake.notified() => maybe_more = true,
                 _ = slot_freed.notified() => {}
-                _ = completed.notified() => maybe_more = true,
+                // A completion lowers its tenant's running count: claim again if a cap may
+                // have held jobs back (with free slots and no cap, the last claim took all).
+                _ = completed.notified() => maybe_more |= capped.load(Ordering::Relaxed),
                 _ = tokio::time::sleep(config.timing.poll) => maybe_more = true,
             }
         }
@@ -353,7 +390,7 @@ impl Worker {
             let _ = writer.await;
         }
         background.cancel();
-        let _ = tokio::join!(listener, beats, upkeep);
+        let _ = tokio::join!(listener, beats, upkeep, caps);
         let leftover: Vec<Uuid> = lock(&running).keys().copied().collect();
         if !leftover.is_empty() {
             match queue::requeue(&pool, config.id, &leftover).await {
@@ -738,7 +775,13 @@ async fn pump_output(
 }
 
 /// One LISTEN connection: wake-ups for new jobs, and cancels of running jobs.
-async fn listen(pool: PgPool, running: RunningMap, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    running: RunningMap,
+    wake: Arc<Notify>,
+    local_origin: Option<Uuid>,
+    stop: CancellationToken,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -767,6 +810,10 @@ async fn listen(pool: PgPool, running: RunningMap, wake: Arc<Notify>, stop: Canc
                         }
                     }
                 }
+                // A job stored by the API of this process: it has poked us already.
+                Ok(Some(n))
+                    if local_origin.is_some()
+                        && store::wake_origin(n.payload()) == local_origin => {}
                 Ok(Some(_)) => wake.notify_one(),
                 Ok(None) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");
@@ -777,6 +824,26 @@ async fn listen(pool: PgPool, running: RunningMap, wake: Arc<Notify>, stop: Canc
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Keeps `capped` telling whether any tenant has a `max_running` cap, read every `every` (a
+/// failed read leaves it as it was).
+async fn caps_loop(
+    pool: PgPool,
+    capped: Arc<AtomicBool>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match store::tenants::any_capped(&pool).await {
+            Ok(any) => capped.store(any, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "reading the tenants' caps failed; will retry"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }
