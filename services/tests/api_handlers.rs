@@ -68,12 +68,27 @@ impl Api {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
+        self.call_with(method, uri, content_type, &[], body).await
+    }
+
+    /// [`Api::call`] with extra request headers.
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("authorization", format!("Bearer {}", self.token));
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Body::from(body)).expect("request");
         let res = self
@@ -102,6 +117,20 @@ impl Api {
     async fn post_json(&self, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
         self.call(Method::POST, uri, Some("application/json"), body)
             .await
+    }
+
+    /// `POST /v1/jobs` of `spec`, with an Idempotency-Key when `key` is given.
+    async fn submit_keyed(&self, spec: Value, key: Option<&str>) -> (StatusCode, Value) {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        let body = spec.to_string().into_bytes();
+        self.call_with(
+            Method::POST,
+            "/v1/jobs",
+            Some("application/json"),
+            &headers,
+            body,
+        )
+        .await
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -509,24 +538,11 @@ async fn batch_errors_name_the_job_and_its_field_and_store_nothing() {
 async fn bad_idempotency_key_is_a_400_naming_the_header() {
     let h = Api::new().await;
     let hello = h.push(guests::hello()).await;
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/v1/jobs")
-        .header("authorization", format!("Bearer {}", h.token))
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k".repeat(256))
-        .body(Body::from(json!({ "module": hello }).to_string()))
-        .expect("request");
-    let res = h.router.clone().oneshot(req).await.expect("infallible");
-    let status = res.status();
-    let body: Value = serde_json::from_slice(
-        &axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .expect("body"),
-    )
-    .expect("JSON error body");
+    let res = h
+        .submit_keyed(json!({ "module": hello }), Some(&"k".repeat(256)))
+        .await;
     assert_error(
-        &(status, body),
+        &res,
         400,
         "invalid_header",
         Some("Idempotency-Key"),
@@ -543,31 +559,7 @@ async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_p
     let h = Api::new().await;
     let hello = h.push(guests::hello()).await;
     let missing = format!("sha256:{}", "0".repeat(64));
-    let post = |module: &str, key: Option<&str>| {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/jobs")
-            .header("authorization", format!("Bearer {}", h.token))
-            .header("content-type", "application/json");
-        if let Some(key) = key {
-            req = req.header("idempotency-key", key);
-        }
-        let req = req
-            .body(Body::from(json!({ "module": module }).to_string()))
-            .expect("request");
-        let router = h.router.clone();
-        async move {
-            let res = router.oneshot(req).await.expect("infallible");
-            let status = res.status();
-            let body: Value = serde_json::from_slice(
-                &axum::body::to_bytes(res.into_body(), 1 << 20)
-                    .await
-                    .expect("body"),
-            )
-            .expect("JSON body");
-            (status, body)
-        }
-    };
+    let post = |module: &str, key| h.submit_keyed(json!({ "module": module }), key);
     for key in [None, Some("k-missing")] {
         let res = post(&missing, key).await;
         assert_error(
