@@ -334,16 +334,7 @@ impl Client {
     /// `POST /v1/jobs`: submits a job. With an idempotency key, a retry of the same submission
     /// returns the job created the first time.
     pub async fn submit(&self, spec: &JobSpec, idempotency_key: Option<&str>) -> Result<Job> {
-        let url = self.url("v1/jobs")?;
-        let mut req = self
-            .http
-            .post(url.clone())
-            .timeout(REQUEST_TIMEOUT)
-            .json(spec);
-        if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        self.send_json(req, &url).await
+        self.post_job(spec, idempotency_key, None).await
     }
 
     /// `POST /v1/jobs?wait=SECS`: submits and answers once the job has finished (its `output`
@@ -354,14 +345,24 @@ impl Client {
         idempotency_key: Option<&str>,
         wait_secs: u32,
     ) -> Result<Job> {
+        self.post_job(spec, idempotency_key, Some(wait_secs)).await
+    }
+
+    /// `POST /v1/jobs`, with `?wait=` when `wait_secs` is given (the request's timeout grows by
+    /// the wait).
+    async fn post_job(
+        &self,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+        wait_secs: Option<u32>,
+    ) -> Result<Job> {
         let mut url = self.url("v1/jobs")?;
-        url.query_pairs_mut()
-            .append_pair("wait", &wait_secs.to_string());
-        let mut req = self
-            .http
-            .post(url.clone())
-            .timeout(REQUEST_TIMEOUT + Duration::from_secs(wait_secs.into()))
-            .json(spec);
+        let mut timeout = REQUEST_TIMEOUT;
+        if let Some(secs) = wait_secs {
+            url.query_pairs_mut().append_pair("wait", &secs.to_string());
+            timeout += Duration::from_secs(secs.into());
+        }
+        let mut req = self.http.post(url.clone()).timeout(timeout).json(spec);
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
         }
