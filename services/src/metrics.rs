@@ -107,6 +107,8 @@ pub struct Metrics {
     pub rescues: Counter,
     /// Claims this worker made, by result (`jobs`: it took some; `empty`: none were claimable).
     pub claims: Family<ResultLabels, Counter>,
+    /// Lone jobs the API in this process handed to this worker without a claim.
+    pub jobs_handed: Counter,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub log_bytes_stored: Counter,
     pub sse_clients: Gauge,
@@ -185,6 +187,12 @@ impl Metrics {
             "claims",
             "Claims this worker made, by result: jobs (it took some) or empty (none were claimable: a wake-up or poll that found nothing)",
             claims.clone(),
+        );
+        let jobs_handed = Counter::default();
+        registry.register(
+            "jobs_handed",
+            "Lone jobs the API in this process stored running on this process's worker and handed to it in memory, without a claim",
+            jobs_handed.clone(),
         );
         let webhook_deliveries = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -297,6 +305,7 @@ impl Metrics {
             retries,
             rescues,
             claims,
+            jobs_handed,
             webhook_deliveries,
             log_bytes_stored,
             sse_clients,

@@ -432,6 +432,8 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     let mut worker_id = None;
     let mut exec = None;
     let mut image_service = None;
+    // The worker's slots, handed lone jobs by the API when both run here.
+    let mut handoff = None;
 
     if let Some(slots) = options.worker_slots {
         let rt = ExecRuntime::new()?;
@@ -462,6 +464,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             lanes,
         )
         .with_images(host);
+        handoff = Some(worker.handoff());
         let worker = match options.api {
             Some(_) => {
                 let hub = hub.clone();
@@ -500,6 +503,10 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         .with_images(image_service.clone())
         .with_auth(options.auth)
         .with_cors(cors_origins);
+        let state = match handoff.take() {
+            Some(h) => state.with_handoff(h),
+            None => state,
+        };
         if options.auth == AuthMode::On {
             match &options.bootstrap_token {
                 Some(t) => {

@@ -17,6 +17,7 @@ use common::guests;
 use nekton::api::{AppState, app};
 use nekton::config::LimitPolicy;
 use nekton::metrics::Metrics;
+use nekton::store::handoff::Handoff;
 use nekton::testing::TestDb;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -37,6 +38,11 @@ impl Api {
     }
 
     async fn with_policy(policy: LimitPolicy) -> Self {
+        Self::build(policy, None).await
+    }
+
+    /// With `handoff`, the API hands lone jobs to that (test-driven) worker's slots.
+    async fn build(policy: LimitPolicy, handoff: Option<Arc<Handoff>>) -> Self {
         let db = TestDb::new().await;
         nekton::store::migrate(&db.pool)
             .await
@@ -47,6 +53,10 @@ impl Api {
             Metrics::new(),
             Arc::new(Notify::new()),
         );
+        let state = match handoff {
+            Some(h) => state.with_handoff(h),
+            None => state,
+        };
         let state_dir = tempfile::tempdir().expect("temp dir");
         let token = nekton::server::bootstrap_admin_token(&db.pool, state_dir.path())
             .await
@@ -583,6 +593,104 @@ async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_p
         assert_eq!(job["state"], "queued");
     }
     assert_eq!(h.count("jobs").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_slot() {
+    // The API beside a worker (`nekton serve`), played here by a Handoff with one slot and the
+    // test as its worker: a lone job is stored running on it and arrives with the spec the
+    // claim would have read; with the slot taken, an Idempotency-Key, or the worker stopped,
+    // the job waits in its queue for a claim.
+    let worker = uuid::Uuid::now_v7();
+    let (handoff, mut worker_rx) = Handoff::new(
+        worker,
+        vec!["default".into()],
+        1,
+        std::time::Duration::from_secs(30),
+    );
+    let h = Api::build(LimitPolicy::default(), Some(handoff)).await;
+    let hello = h.push(guests::hello()).await;
+    let plain = || h.submit_keyed(json!({ "module": hello }), None);
+    // Claims whatever waits, as another worker would, so the next submission finds none.
+    let claim_waiting = || {
+        nekton::store::queue::claim(
+            &h.db.pool,
+            uuid::Uuid::now_v7(),
+            "default",
+            10,
+            std::time::Duration::from_secs(30),
+        )
+    };
+
+    let (status, job) = plain().await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(
+        (job["state"].as_str(), job["attempt"].as_i64()),
+        (Some("running"), Some(1)),
+        "{job}"
+    );
+    let handed = worker_rx
+        .try_recv()
+        .expect("the job was handed to the worker");
+    assert_eq!(handed.job.id.to_string(), job["id"].as_str().unwrap());
+    assert_eq!(
+        (handed.job.attempt, handed.job.tenant.as_str()),
+        (1, "default")
+    );
+    let stored: Value = sqlx::query_scalar("SELECT spec FROM job_specs WHERE job_id = $1")
+        .bind(handed.job.id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(handed.job.spec, stored, "the spec a claim would have read");
+    let owner: Option<uuid::Uuid> = sqlx::query_scalar("SELECT worker_id FROM jobs WHERE id = $1")
+        .bind(handed.job.id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, Some(worker));
+
+    // Its one slot is held by that job: the next one waits.
+    let (_, next) = plain().await;
+    assert_eq!(next["state"], "queued", "{next}");
+    assert!(
+        worker_rx.try_recv().is_err(),
+        "nothing handed without a free slot"
+    );
+    assert_eq!(claim_waiting().await.unwrap().len(), 1);
+
+    // The slot is free again, but a keyed submission is stored by its transaction: never handed.
+    drop(handed);
+    let (_, keyed) = h
+        .submit_keyed(json!({ "module": hello }), Some("k-1"))
+        .await;
+    assert_eq!(keyed["state"], "queued", "{keyed}");
+    assert!(worker_rx.try_recv().is_err());
+    assert_eq!(claim_waiting().await.unwrap().len(), 1);
+
+    // The worker stopped taking jobs between the slot and the hand-over: the job is back in its
+    // queue as if never handed, and the answer says so.
+    worker_rx.close();
+    let (status, back) = plain().await;
+    assert_eq!(status, 201, "{back}");
+    assert_eq!(
+        (back["state"].as_str(), back["attempt"].as_i64()),
+        (Some("queued"), Some(0)),
+        "{back}"
+    );
+    let row: (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT state::text, worker_id FROM jobs WHERE id = $1::text::uuid")
+            .bind(back["id"].as_str().unwrap())
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(row, ("queued".to_string(), None));
+    let claimed = claim_waiting().await.unwrap();
+    assert_eq!(
+        (claimed.len(), claimed[0].attempt),
+        (1, 1),
+        "claimed as a fresh first attempt"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -421,7 +421,7 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         idempotency_key: None,
         traceparent: None,
     };
-    nekton::store::jobs::submit(pool, &tenant, new, Some("default"))
+    nekton::store::jobs::submit(pool, &tenant, new, Some("default"), None)
         .await
         .unwrap();
     let worker = Uuid::now_v7();

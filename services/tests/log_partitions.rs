@@ -63,7 +63,7 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         idempotency_key: None,
         traceparent: None,
     };
-    match jobs::submit(pool, &tenant, job, Some(&queue_name))
+    match jobs::submit(pool, &tenant, job, Some(&queue_name), None)
         .await
         .unwrap()
     {

@@ -52,7 +52,10 @@ async fn insert_for(pool: &PgPool, tenant: &str, job: NewJob) -> Uuid {
         .unwrap()
         .unwrap_or_else(|| panic!("tenant {tenant} exists"));
     let wake = job.queue.clone();
-    match jobs::submit(pool, &tenant, job, Some(&wake)).await.unwrap() {
+    match jobs::submit(pool, &tenant, job, Some(&wake), None)
+        .await
+        .unwrap()
+    {
         Submitted::Created(j) => j.id,
         other => panic!("not created: {other:?}"),
     }
@@ -510,6 +513,147 @@ async fn shutdown_requeue_does_not_spend_an_attempt() {
         .await
         .unwrap();
     assert_eq!((c[0].attempt, c[0].max_attempts), (2, 2));
+}
+
+/// Submits `job` as the default tenant with a worker's slot set aside for it (`HandTo`): the
+/// stored record.
+async fn submit_handed(
+    pool: &PgPool,
+    job: NewJob,
+    worker: Uuid,
+    queues: &[String],
+) -> nekton::model::JobRecord {
+    let tenant = nekton::store::tenants::get_tenant(pool, TENANT)
+        .await
+        .unwrap()
+        .unwrap();
+    let to = jobs::HandTo {
+        worker,
+        queues,
+        lease: LEASE,
+    };
+    match jobs::submit(pool, &tenant, job, Some("default"), Some(to))
+        .await
+        .unwrap()
+    {
+        Submitted::Created(j) => *j,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+/// A lone submission with a worker's free slot (the API beside a worker in `nekton serve`) is
+/// stored running on that worker — attempt 1, its lease, started as it was created, no claim
+/// needed — only when a claim would have taken it at once: nothing runnable waits in the
+/// worker's queues and its tenant has no `max_running` cap. Otherwise it waits like any job, and
+/// a job that waits in a queue the worker does not serve, or not before a later time, is no
+/// reason to.
+#[tokio::test]
+async fn a_lone_job_is_stored_running_on_the_worker_beside_the_api_only_when_a_claim_would_take_it_at_once()
+ {
+    use nekton::model::JobState as St;
+    let db = db().await;
+    let pool = &db.pool;
+    let w = Uuid::now_v7();
+    let served = vec!["default".to_string(), "second".to_string()];
+
+    // An idle queue: handed.
+    let a = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!((a.state, a.attempt), (St::Running, 1));
+    assert_eq!(
+        a.started_at,
+        Some(a.created_at),
+        "started as it was created"
+    );
+    let (worker, lease_s): (Option<Uuid>, f64) = sqlx::query_as(
+        "SELECT worker_id, extract(epoch FROM lease_expires_at - now())::float8 FROM jobs WHERE id = $1",
+    )
+    .bind(a.id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(worker, Some(w));
+    assert!(
+        (25.0..=30.0).contains(&lease_s),
+        "a claim's lease: {lease_s} s left"
+    );
+    // The handed job is the worker's like a claimed one: its completion (fenced on attempt 1 and
+    // the worker) is applied, and no claim finds it.
+    assert!(
+        queue::claim(pool, Uuid::now_v7(), "default", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let applied = queue::complete(pool, w, &[done(a.id, 1, JobState::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![a.id]);
+
+    // Waiting jobs elsewhere are no reason to wait: another queue, or not runnable before later.
+    backlog(pool, TENANT, "elsewhere", 2, 0.0).await;
+    backlog(pool, TENANT, "later", 1, 0.0).await;
+    sqlx::query("UPDATE jobs SET queue = 'second', run_at = now() + interval '1 hour' WHERE queue = 'later'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let b = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!(
+        b.state,
+        St::Running,
+        "runnable jobs wait only in a queue the worker does not serve, and in a served one only a later job"
+    );
+
+    // A runnable job waiting in any queue the worker serves: the new one waits behind it.
+    backlog(pool, "default", "second", 1, 0.0).await;
+    let c = submit_handed(pool, new_job("default", 9, 1), w, &served).await;
+    assert_eq!((c.state, c.attempt, c.started_at), (St::Queued, 0, None));
+    let (worker, lease): (Option<Uuid>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT worker_id, lease_expires_at FROM jobs WHERE id = $1")
+            .bind(c.id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((worker, lease), (None, None));
+    let claimed = queue::claim(pool, w, "default", 10, LEASE).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![c.id],
+        "it is claimed as usual"
+    );
+    queue::claim(pool, w, "second", 10, LEASE).await.unwrap();
+
+    // A capped tenant's jobs always go through the claim, which enforces the cap.
+    tenant(pool, TENANT, 1, Some(100)).await;
+    let d = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!(d.state, St::Queued, "a max_running cap");
+    tenant(pool, TENANT, 1, None).await;
+    queue::claim(pool, w, "default", 10, LEASE).await.unwrap();
+    let e = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!(e.state, St::Running, "the cap lifted, nothing waiting");
+
+    // Handed but never started (the worker stopped taking jobs): back as it was before.
+    assert_eq!(
+        queue::return_unstarted(pool, w, &[e.id]).await.unwrap(),
+        vec![e.id]
+    );
+    let back = jobs::get(pool, TENANT, e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            back.state,
+            back.attempt,
+            back.started_at,
+            back.outcome.is_none()
+        ),
+        (St::Queued, 0, None, true)
+    );
+    let again = queue::claim(pool, Uuid::now_v7(), "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again[0].id, again[0].attempt, again[0].max_attempts),
+        (e.id, 1, 1),
+        "a fresh first attempt"
+    );
 }
 
 /// The usage roll-up (migration 0014: once per statement) adds every attempt a statement records,

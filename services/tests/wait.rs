@@ -57,11 +57,12 @@ async fn a_waiting_submission_answers_with_the_final_record_and_the_output() {
     assert_eq!(job["output"]["stdout"]["text"], "bye\n", "{job}");
     assert_eq!(job["output"]["stderr"]["text"], "", "{job}");
 
-    // Without `wait` the answer is the queued job, without output.
+    // Without `wait` the answer is the job as stored, without output: here already running on
+    // the idle worker beside the API (docs/queue.md §2).
     let res = post(&h, "", &spec(&hello), None).await;
     assert_eq!(res.status(), 201);
     let job: Value = res.json().await.unwrap();
-    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["state"], "running", "{job}");
     assert!(job.get("output").is_none(), "{job}");
 }
 
@@ -314,21 +315,30 @@ async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_event
     assert_eq!(job["output"]["stdout"]["truncated"], false);
 }
 
-/// `nekton_claims_total{result="…"}` from the metrics text (0 before the first such claim).
-fn claims(metrics: &str, result: &str) -> u64 {
-    let key = format!("nekton_claims_total{{result=\"{result}\"}} ");
+/// A counter's value (`name` with its labels, as printed) from the metrics text (0 before its
+/// first increment).
+fn counter(metrics: &str, name: &str) -> u64 {
+    let key = format!("{name} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&key))
         .map_or(0, |v| v.trim().parse().expect("a counter value"))
 }
 
+/// `nekton_claims_total{result="…"}` from the metrics text.
+fn claims(metrics: &str, result: &str) -> u64 {
+    counter(
+        metrics,
+        &format!("nekton_claims_total{{result=\"{result}\"}}"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_serve_a_lone_job_costs_one_claim() {
-    // API and worker in one process: the API pokes its worker directly after storing a job, so
-    // the worker skips the job's NOTIFY (it names this process), and with no tenant capped a
-    // completion does not start a claim either. Before, each lone job cost three claims, two of
-    // them empty. The poll is pushed out of the test's way.
+async fn in_serve_a_lone_job_is_handed_to_the_worker_beside_the_api_without_a_claim() {
+    // API and worker in one process, the worker idle: the submission stores each lone job
+    // already running on that worker and the API passes it over in memory — no claim, no
+    // wake-up, no time in the queue. (Before, each lone job cost one claim; before that three,
+    // two of them empty.) The poll is pushed out of the test's way.
     let h = Harness::start_with(|o| o.timing.poll = Duration::from_secs(600)).await;
     let hello = h.push(guests::hello()).await;
     let run = |n: usize| {
@@ -342,6 +352,13 @@ async fn in_serve_a_lone_job_costs_one_claim() {
                     .await
                     .unwrap();
                 assert_eq!(job["state"], "succeeded", "{job}");
+                assert_eq!(job["attempt"], 1, "{job}");
+                assert_eq!(job["output"]["stdout"]["text"], "hello\n", "{job}");
+                assert_eq!(
+                    job["usage"]["queue_wait_ms"], 0,
+                    "started as it was stored: {job}"
+                );
+                assert_eq!(job["started_at"], job["created_at"], "{job}");
             }
         }
     };
@@ -352,9 +369,12 @@ async fn in_serve_a_lone_job_costs_one_claim() {
     run(10).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = h.metrics_text().await;
+    let handed =
+        counter(&after, "nekton_jobs_handed_total") - counter(&before, "nekton_jobs_handed_total");
     let took = claims(&after, "jobs") - claims(&before, "jobs");
     let empty = claims(&after, "empty") - claims(&before, "empty");
-    assert_eq!(took, 10, "one claim took each job");
+    assert_eq!(handed, 10, "each lone job was handed to the worker");
+    assert_eq!(took, 0, "no claim took a lone job");
     assert!(
         empty <= 1,
         "{empty} empty claims for 10 lone jobs (each job's NOTIFY or completion started one)"

@@ -272,8 +272,9 @@ export interface paths {
         get: operations["listJobs"];
         put?: never;
         /**
-         * Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-         *     `?wait=SECS` for an answer once it has finished, output included.
+         * Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+         *     follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+         *     finished, output included.
          */
         post: operations["submitJob"];
         delete?: never;
@@ -3381,7 +3382,7 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
-            /** @description Queued; with `wait`, finished (`output` set) or as it was when the wait ran out */
+            /** @description Stored: `queued`, or already `running` when the worker in the same process (`nekton serve`) had a free slot and nothing waited before it; with `wait`, finished (`output` set) or as it was when the wait ran out */
             201: {
                 headers: {
                     [name: string]: unknown;

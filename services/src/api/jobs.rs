@@ -17,10 +17,13 @@ use super::validate::{canonical_hash, resolve};
 use super::wait::{SubmitParams, Wait};
 use super::{AppState, Body};
 use crate::config::LimitPolicy;
+use crate::model::JobRecord;
 use crate::model::auth::Scope;
 use crate::model::tenancy::Tenant;
+use crate::store::handoff::{Handoff, Slot};
 use crate::store::jobs::{self as store_jobs, CancelResult, ListFilter, NewJob, Submitted};
 use crate::store::modules;
+use crate::store::queue::{self as store_queue, Claimed};
 use crate::store::tenants::Refused;
 use crate::telemetry::TraceParent;
 use tracing::Instrument as _;
@@ -230,14 +233,15 @@ pub fn refused(r: Refused) -> ApiError {
     }
 }
 
-/// Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-/// `?wait=SECS` for an answer once it has finished, output included.
+/// Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+/// follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+/// finished, output included.
 #[utoipa::path(post, path = "/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body = JobSpec,
     params(SubmitParams,("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes retries safe: the same key and body return the same job; the same key with another body is a 422. 1–255 visible ASCII characters"),
         ("traceparent" = Option<String>, Header, description = "W3C Trace Context (`00-<trace id>-<parent span id>-<flags>`): the job joins the caller's trace: its `trace_id` is the caller's trace id and the spans of its submission and attempts are children of the caller's span. A value that is not a valid traceparent is ignored (a new trace is started), never refused.")),
     responses(
-        (status = 201, description = "Queued; with `wait`, finished (`output` set) or as it was when the wait ran out", body = Job),
+        (status = 201, description = "Stored: `queued`, or already `running` when the worker in the same process (`nekton serve`) had a free slot and nothing waited before it; with `wait`, finished (`output` set) or as it was when the wait ran out", body = Job),
         (status = 200, description = "Replay of an earlier request with the same Idempotency-Key (with `wait`, waited for like a new one)", body = Job),
         (status = 400, description = "Malformed JSON, or `wait` out of range", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -297,11 +301,28 @@ async fn submit_traced(
     // A waiting submission subscribes before the job is stored: its end cannot be missed.
     let waiting = wait.map(|w| Wait::begin(&state, id, w)).transpose()?;
     let notify = state.notifier.notify_now(&queue);
-    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify.as_deref()).await? {
+    // A free slot of the worker in this process: the job may start there without a claim.
+    let hand = state
+        .handoff
+        .as_ref()
+        .and_then(|h| Some((h, h.reserve(&queue)?, job.spec.clone())));
+    let to = hand.as_ref().map(|(h, _, _)| h.to());
+    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await? {
         Submitted::Created(job) => {
-            state.local_wake.notify_one();
             state.metrics.jobs_submitted.inc();
-            (StatusCode::CREATED, *job)
+            match hand {
+                Some((handoff, slot, spec)) if job.state == crate::model::JobState::Running => {
+                    let job = hand_over(&state, handoff, slot, spec, &tenant.id, *job, &trace).await?;
+                    (StatusCode::CREATED, job)
+                }
+                // Not handed (something waits in the worker's queues, the tenant is capped, or
+                // there is no worker here): the slot, if one was set aside, is free again for
+                // the claim this poke starts.
+                _ => {
+                    state.local_wake.notify_one();
+                    (StatusCode::CREATED, *job)
+                }
+            }
         }
         Submitted::Replayed(job) => (StatusCode::OK, *job),
         Submitted::Refused(r) => return Err(refused(r)),
@@ -323,6 +344,37 @@ async fn submit_traced(
         None => Job::from(job),
     };
     Ok((status, Json(job)))
+}
+
+/// Passes a job stored `running` on the worker in this process to it. If that worker has just
+/// stopped taking jobs (it is shutting down), the job goes back to its queue at once instead, as
+/// if never handed (a claim by another worker runs it), and the record returned says so.
+async fn hand_over(
+    state: &AppState,
+    handoff: &Handoff,
+    slot: Slot,
+    spec: serde_json::Value,
+    tenant: &str,
+    job: JobRecord,
+    trace: &TraceParent,
+) -> Result<JobRecord, ApiError> {
+    let claimed = Claimed {
+        id: job.id,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        queue_wait: std::time::Duration::ZERO,
+        spec,
+        tenant: tenant.to_string(),
+        trace: Some(*trace),
+    };
+    let Err(back) = handoff.hand(slot, claimed) else {
+        return Ok(job);
+    };
+    tracing::info!(job = %back.id, "the worker in this process stopped taking jobs; the job goes back to its queue");
+    store_queue::return_unstarted(&state.pool, handoff.worker(), &[back.id]).await?;
+    Ok(store_jobs::get(&state.pool, tenant, back.id)
+        .await?
+        .unwrap_or(job))
 }
 
 /// Get a job: its state, outcome and usage.

@@ -71,6 +71,9 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<axum::http::HeaderValue>>,
     /// One permit per open event stream (`policy.max_streams`), see [`sse::respond`].
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The worker in this process, which lone jobs are handed to when it has a free slot
+    /// (None: an API-only process; every job waits for a claim).
+    pub handoff: Option<Arc<crate::store::handoff::Handoff>>,
 }
 
 impl AppState {
@@ -92,7 +95,15 @@ impl AppState {
             auth: Arc::new(auth::Authenticator::new(auth::AuthMode::On)),
             tenants: Arc::new(tenants::TenantCache::default()),
             cors_origins: Arc::new(Vec::new()),
+            handoff: None,
         }
+    }
+
+    /// Hands lone jobs to the worker in this process when it has a free slot
+    /// ([`crate::store::handoff`]).
+    pub fn with_handoff(mut self, handoff: Arc<crate::store::handoff::Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Names this process `origin` in the API's job NOTIFYs (a worker in the same process, told

@@ -128,15 +128,34 @@ fn is_image(program: &str) -> bool {
     !program.starts_with("sha256:")
 }
 
+/// A worker a lone submission may be stored `running` on, without a claim: the worker of the
+/// submitting process, which has set a slot aside for the job ([`submit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HandTo<'a> {
+    pub worker: Uuid,
+    /// The queues that worker serves: nothing may be waiting in any of them.
+    pub queues: &'a [String],
+    /// The lease the job starts with, as a claim would give it.
+    pub lease: std::time::Duration,
+}
+
 /// Stores one job. With an idempotency key already used by this tenant, nothing is written and
 /// the original job (same request) or a conflict (different request) is returned.
 /// `wake`: the payload of the wake-up NOTIFY to send inside the insert transaction
 /// ([`super::wake_payload`]); None sends none.
+///
+/// `hand`: a worker that set a slot aside for this job. A plain submission (no idempotency key,
+/// no quota of its tenant's, a module) is then stored already `running` on it — attempt 1, its
+/// lease, no wake-up — when a claim would have taken it at once anyway (`nekton_may_hand`,
+/// migrations/0017: nothing runnable waits in the worker's queues and the tenant has no
+/// `max_running` cap); the returned record says `running` then, and the caller passes the job to
+/// that worker. Otherwise the job is stored waiting, as without `hand`.
 pub async fn submit(
     pool: &PgPool,
     tenant_quota: &Tenant,
     job: NewJob,
     wake: Option<&str>,
+    hand: Option<HandTo<'_>>,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
     if job.idempotency_key.is_none()
@@ -144,7 +163,7 @@ pub async fn submit(
         && tenant_quota.max_queued.is_none()
         && !is_image(&job.program)
     {
-        return submit_plain(pool, tenant, job, wake).await;
+        return submit_plain(pool, tenant, job, wake, hand).await;
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -225,18 +244,30 @@ pub async fn submit(
 /// row, its spec and the wake-up NOTIFY, returning the record as stored. One round trip and one
 /// commit instead of BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone
 /// job, load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
-/// without it nothing is inserted and no row comes back.
+/// without it nothing is inserted and no row comes back. With `hand` the same statement decides
+/// whether the job starts `running` on that worker (see [`submit`]); a handed job sends no
+/// wake-up.
 async fn submit_plain(
     pool: &PgPool,
     tenant: &str,
     job: NewJob,
     wake: Option<&str>,
+    hand: Option<HandTo<'_>>,
 ) -> Result<Submitted, StoreError> {
     // The record's columns are `get`'s (the new job has no attempt: its `a` columns are NULL).
     let sql = format!(
-        "WITH j AS ( \
-             INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts) \
-             SELECT $1, $2, $3, $4, $5 \
+        "WITH h AS ( \
+             SELECT $15::uuid AS worker WHERE $15::uuid IS NOT NULL AND nekton_may_hand($16, $2) \
+         ), j AS ( \
+             INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts, state, attempt, \
+                               worker_id, started_at, lease_expires_at) \
+             SELECT $1, $2, $3, $4, $5, \
+                    CASE WHEN h.worker IS NULL THEN 'queued' ELSE 'running' END::job_state, \
+                    CASE WHEN h.worker IS NULL THEN 0 ELSE 1 END, h.worker, \
+                    CASE WHEN h.worker IS NULL THEN NULL ELSE now() END, \
+                    CASE WHEN h.worker IS NULL THEN NULL \
+                         ELSE now() + $17::bigint * interval '1 millisecond' END \
+             FROM (SELECT 1) one LEFT JOIN h ON true \
              WHERE $14::text IS NULL \
                 OR EXISTS (SELECT 1 FROM modules WHERE tenant_id = $2 AND digest = $14) \
              RETURNING * \
@@ -245,7 +276,7 @@ async fn submit_plain(
              SELECT j.id, $6, $7, $8, $9, $10, $11 FROM j \
              RETURNING job_id, program, labels, suite, traceparent \
          ), n AS ( \
-             SELECT pg_notify($12, $13) FROM j WHERE $13::text IS NOT NULL \
+             SELECT pg_notify($12, $13) FROM j WHERE $13::text IS NOT NULL AND j.state = 'queued' \
          ) \
          SELECT {JOB_COLUMNS}, (SELECT count(*) FROM n) AS notified \
          FROM j JOIN s ON s.job_id = j.id \
@@ -266,6 +297,9 @@ async fn submit_plain(
         .bind(super::CHANNEL_JOBS)
         .bind(wake)
         .bind(&job.required_module)
+        .bind(hand.map(|h| h.worker))
+        .bind(hand.map(|h| h.queues))
+        .bind(hand.map(|h| super::queue::ms(h.lease)))
         .fetch_optional(pool)
         .await?;
     match (row, job.required_module) {

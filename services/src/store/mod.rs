@@ -11,6 +11,7 @@
 //!   everything it says is in the tables too, and a lost notification only delays a reader.
 
 pub mod artifacts;
+pub mod handoff;
 pub mod hosts;
 pub mod jobs;
 pub mod logs;

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
 use crate::model::{ChunkKind, JobState, OutcomeReason, Usage};
 
-fn ms(d: Duration) -> i64 {
+pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -463,9 +464,40 @@ pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<U
     .bind(jobs)
     .fetch_all(pool)
     .await?;
+    back_in_queue(pool, &rows).await
+}
+
+/// Puts jobs handed to `worker` by the API in its process (stored `running` as attempt 1, see
+/// `crate::worker::handoff`) that it never started — it stopped taking jobs first — back in
+/// their queue as they were before: waiting, attempt 0, no trace of the handing. Returns the ids
+/// put back.
+pub async fn return_unstarted(
+    pool: &PgPool,
+    worker: Uuid,
+    jobs: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'queued', attempt = 0, worker_id = NULL, started_at = NULL, \
+             lease_expires_at = NULL \
+         WHERE id = ANY($2) AND worker_id = $1 AND state = 'running' AND attempt = 1 \
+         RETURNING id, queue",
+    )
+    .bind(worker)
+    .bind(jobs)
+    .fetch_all(pool)
+    .await?;
+    back_in_queue(pool, &rows).await
+}
+
+/// The ids of jobs just put back in their queues (rows of `id`, `queue`), after waking the
+/// workers of those queues.
+async fn back_in_queue(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Uuid>, StoreError> {
     let mut ids = Vec::new();
     let mut queues = std::collections::BTreeSet::new();
-    for r in &rows {
+    for r in rows {
         ids.push(r.try_get::<Uuid, _>("id")?);
         queues.insert(r.try_get::<String, _>("queue")?);
     }

@@ -80,12 +80,12 @@ struct Running {
 /// into the first's. With another attempt the run here is fenced out already (its heartbeat
 /// stops it as lost); the new claim is not started either — it would share the run's entry — and
 /// its lease runs out, after which a rescue hands the job out again.
-fn skip_runs_already_here(
-    jobs: Vec<queue::Claimed>,
+fn skip_runs_already_here<S>(
+    jobs: Vec<(queue::Claimed, S)>,
     running: &HashMap<Uuid, Arc<Running>>,
-) -> Vec<queue::Claimed> {
+) -> Vec<(queue::Claimed, S)> {
     jobs.into_iter()
-        .filter(|job| match running.get(&job.id) {
+        .filter(|(job, _)| match running.get(&job.id) {
             None => true,
             Some(here) => {
                 if here.attempt == job.attempt {
@@ -163,6 +163,9 @@ pub struct Worker {
     /// The id an API in the same process names in its job NOTIFYs: those are skipped (that API
     /// pokes `local_wake` itself after every stored job).
     local_origin: Option<Uuid>,
+    /// This worker's slots, shared with an API in the same process that hands it lone jobs.
+    handoff: Arc<store::handoff::Handoff>,
+    handed: mpsc::UnboundedReceiver<store::handoff::Handed>,
 }
 
 impl Worker {
@@ -174,6 +177,12 @@ impl Worker {
         local_wake: Arc<Notify>,
         exec: ExecLanes,
     ) -> Self {
+        let (handoff, handed) = store::handoff::Handoff::new(
+            config.id,
+            config.queues.clone(),
+            config.slots,
+            config.timing.lease,
+        );
         Self {
             pool,
             config,
@@ -184,7 +193,15 @@ impl Worker {
             images: None,
             on_stored: None,
             local_origin: None,
+            handoff,
+            handed,
         }
+    }
+
+    /// The handle an API in the same process hands this worker lone jobs through
+    /// ([`store::handoff::Handoff`]).
+    pub fn handoff(&self) -> Arc<store::handoff::Handoff> {
+        self.handoff.clone()
     }
 
     /// Skips the job NOTIFYs of the API in this process, which names itself `origin` in them
@@ -224,7 +241,10 @@ impl Worker {
             images,
             on_stored,
             local_origin,
+            handoff,
+            mut handed,
         } = self;
+        let slots = handoff.slots().clone();
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
         // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
@@ -307,58 +327,72 @@ impl Worker {
                 })
                 .clone()
         });
+        // Starts jobs this worker now owns, each with the slot it holds until its slot frees.
+        let start = |tasks: &mut tokio::task::JoinSet<()>,
+                     jobs: Vec<(Claimed, tokio::sync::OwnedSemaphorePermit)>| {
+            let entries: Vec<Arc<Running>> = {
+                let mut map = lock(&running);
+                jobs.iter()
+                    .map(|(job, _)| {
+                        let entry = Arc::new(Running {
+                            cancel: CancellationToken::new(),
+                            cause: Mutex::new(None),
+                            completing: Default::default(),
+                            tenant: job.tenant.clone(),
+                            attempt: job.attempt,
+                        });
+                        map.insert(job.id, entry.clone());
+                        entry
+                    })
+                    .collect()
+            };
+            let shares = SlotShares::of(lock(&running).values().map(|e| e.tenant.as_str()));
+            for ((job, slot), entry) in jobs.into_iter().zip(entries) {
+                let express = shares.below_average(&job.tenant);
+                metrics.jobs_running.inc();
+                tasks.spawn(run_job(job, entry, slot, express, ctx.clone()));
+            }
+        };
         loop {
             while tasks.try_join_next().is_some() {}
-            let free = config.slots.saturating_sub(lock(&running).len());
-            if free > 0 && maybe_more {
+            if slots.available_permits() > 0 && maybe_more {
                 maybe_more = false;
-                let mut free = free;
+                // The free slots, taken for this claim (an API in this process may be setting
+                // one aside at the same moment: whatever it took is not asked for here).
+                let mut free: Vec<tokio::sync::OwnedSemaphorePermit> =
+                    std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()).collect();
                 for queue in &config.queues {
-                    if free == 0 {
+                    if free.is_empty() {
                         // Slots ran out before every queue was asked: ask again when one frees.
                         maybe_more = true;
                         break;
                     }
-                    match queue::claim(&pool, config.id, queue, free as i64, config.timing.lease)
+                    let asked = free.len();
+                    match queue::claim(&pool, config.id, queue, asked as i64, config.timing.lease)
                         .await
                     {
                         Ok(jobs) => {
                             claims[usize::from(!jobs.is_empty())].inc();
-                            maybe_more |= jobs.len() == free;
-                            free -= jobs.len();
+                            maybe_more |= jobs.len() == asked;
+                            let taken = free.split_off(asked - jobs.len().min(asked));
+                            let jobs: Vec<_> = jobs.into_iter().zip(taken).collect();
                             let jobs = skip_runs_already_here(jobs, &lock(&running));
-                            let entries: Vec<Arc<Running>> = {
-                                let mut map = lock(&running);
-                                jobs.iter()
-                                    .map(|job| {
-                                        let entry = Arc::new(Running {
-                                            cancel: CancellationToken::new(),
-                                            cause: Mutex::new(None),
-                                            completing: Default::default(),
-                                            tenant: job.tenant.clone(),
-                                            attempt: job.attempt,
-                                        });
-                                        map.insert(job.id, entry.clone());
-                                        entry
-                                    })
-                                    .collect()
-                            };
-                            let slots =
-                                SlotShares::of(lock(&running).values().map(|e| e.tenant.as_str()));
-                            for (job, entry) in jobs.into_iter().zip(entries) {
-                                let express = slots.below_average(&job.tenant);
-                                metrics.jobs_running.inc();
-                                tasks.spawn(run_job(job, entry, express, ctx.clone()));
-                            }
+                            start(&mut tasks, jobs);
                         }
                         Err(e) => {
                             tracing::warn!(queue, error = %e, "claiming jobs failed; retrying after the poll interval");
                         }
                     }
                 }
+                // Slots no claim filled are free again.
+                drop(free);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Some(h) = handed.recv() => {
+                    metrics.jobs_handed.inc();
+                    start(&mut tasks, vec![(h.job, h.slot)]);
+                }
                 _ = local_wake.notified() => maybe_more = true,
                 _ = slot_freed.notified() => {}
                 // A completion lowers its tenant's running count: claim again if a cap may
@@ -368,7 +402,16 @@ impl Worker {
             }
         }
 
-        // Shutdown: no more claims. Let running jobs finish for the grace period.
+        // Shutdown: no more claims, and no more jobs from the API in this process (those it
+        // stores from now on wait in their queue; those handed but not started go back to it
+        // below).
+        slots.close();
+        handed.close();
+        let mut unstarted = Vec::new();
+        while let Ok(h) = handed.try_recv() {
+            unstarted.push(h.job.id);
+        }
+        // Let running jobs finish for the grace period.
         tracing::info!(running = lock(&running).len(), grace = ?config.shutdown_grace, "worker shutting down");
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
@@ -391,6 +434,16 @@ impl Worker {
         }
         background.cancel();
         let _ = tokio::join!(listener, beats, upkeep, caps);
+        match queue::return_unstarted(&pool, config.id, &unstarted).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => tracing::info!(
+                returned = ids.len(),
+                "jobs handed by the API but not started went back to their queue"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "returning jobs handed by the API to their queue failed; the rescuer will take them back when their leases expire")
+            }
+        }
         let leftover: Vec<Uuid> = lock(&running).keys().copied().collect();
         if !leftover.is_empty() {
             match queue::requeue(&pool, config.id, &leftover).await {
@@ -464,7 +517,13 @@ impl SlotShares {
 }
 
 /// Runs one claimed job to its end and hands its output and completion to the writer.
-async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobContext) {
+async fn run_job(
+    job: Claimed,
+    entry: Arc<Running>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    express: bool,
+    ctx: JobContext,
+) {
     let JobContext {
         pool,
         worker,
@@ -656,6 +715,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, express: bool, ctx: JobConte
     }
     // Shutdown-stopped jobs stay in the map: the worker requeues them after the writer drained.
     metrics.jobs_running.dec();
+    drop(slot);
     slot_freed.notify_one();
 }
 
@@ -1086,10 +1146,14 @@ mod tests {
         let (here, other, new) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let running = HashMap::from([(here, running_as(1)), (other, running_as(1))]);
         let kept = skip_runs_already_here(
-            vec![claimed(here, 1), claimed(new, 1), claimed(other, 2)],
+            vec![
+                (claimed(here, 1), 'a'),
+                (claimed(new, 1), 'b'),
+                (claimed(other, 2), 'c'),
+            ],
             &running,
         );
-        let ids: Vec<Uuid> = kept.iter().map(|j| j.id).collect();
-        assert_eq!(ids, vec![new]);
+        let ids: Vec<(Uuid, char)> = kept.iter().map(|(j, slot)| (j.id, *slot)).collect();
+        assert_eq!(ids, vec![(new, 'b')], "a kept job keeps its own slot");
     }
 }

@@ -118,8 +118,9 @@ def sync_detailed(
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-    `?wait=SECS` for an answer once it has finished, output included.
+    """Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+    follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+    finished, output included.
 
     Args:
         wait (int | Unset):
@@ -157,8 +158,9 @@ def sync(
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-    `?wait=SECS` for an answer once it has finished, output included.
+    """Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+    follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+    finished, output included.
 
     Args:
         wait (int | Unset):
@@ -191,8 +193,9 @@ async def asyncio_detailed(
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> Response[ErrorBody | Job]:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-    `?wait=SECS` for an answer once it has finished, output included.
+    """Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+    follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+    finished, output included.
 
     Args:
         wait (int | Unset):
@@ -228,8 +231,9 @@ async def asyncio(
     idempotency_key: None | str | Unset = UNSET,
     traceparent: None | str | Unset = UNSET,
 ) -> ErrorBody | Job | None:
-    """Submit a job. It is queued at once; follow it with `GET /v1/jobs/{id}/logs`, or ask with
-    `?wait=SECS` for an answer once it has finished, output included.
+    """Submit a job. It is queued at once (or, on a server whose worker is idle, started at once);
+    follow it with `GET /v1/jobs/{id}/logs`, or ask with `?wait=SECS` for an answer once it has
+    finished, output included.
 
     Args:
         wait (int | Unset):
