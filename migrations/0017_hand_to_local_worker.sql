@@ -5,11 +5,13 @@
 -- wake-up, one durable transition fewer on the job's path (docs/queue.md, "Handing a lone job to
 -- the worker beside the API").
 --
--- The submission may do so only when a claim would have picked this job at once anyway: no job
--- is waiting, runnable now, in a queue that worker serves (so nothing waiting is passed over, by
--- priority, age or the tenants' fair shares), and the job's tenant has no `max_running` cap
--- (caps are enforced by the claim's per-tenant lock; a capped tenant's jobs always go through
--- it). This function answers that question inside the submission's statement.
+-- The submission may do so only when a claim would have taken it at once anyway: no job is
+-- waiting, runnable now, in a queue that worker serves, of a tenant a claim could serve now (so
+-- nothing a claim would take is passed over, by priority, age or the tenants' fair shares; a
+-- tenant at its `max_running` cap, or paused with a cap of 0, is passed over by the claim too),
+-- and the job's own tenant has no `max_running` cap (caps are enforced by the claim's per-tenant
+-- lock; a capped tenant's jobs always go through it). This function answers that question inside
+-- the submission's statement.
 --
 -- Tenants with waiting jobs are found by the claim's loose index scan (0005), one probe each, so
 -- an idle queue costs two index probes and a backlog in a queue this worker does not serve is not
@@ -38,11 +40,18 @@ BEGIN
                     ORDER BY j.tenant_id LIMIT 1)
             FROM waiting w WHERE w.tenant_id IS NOT NULL
         )
-        SELECT 1 FROM waiting w CROSS JOIN LATERAL (
+        SELECT 1 FROM waiting w
+        CROSS JOIN LATERAL (
             SELECT 1 FROM jobs j
             WHERE j.tenant_id = w.tenant_id AND j.queue = ANY (p_queues)
               AND j.state IN ('queued', 'scheduled') AND j.run_at <= now()
             LIMIT 1) here
-        WHERE w.tenant_id IS NOT NULL);
+        LEFT JOIN LATERAL (
+            SELECT t.max_running AS cap FROM tenants t WHERE t.id = w.tenant_id LIMIT 1) t ON true
+        WHERE w.tenant_id IS NOT NULL
+          AND (t.cap IS NULL
+               OR (t.cap > 0
+                   AND (SELECT count(*) FROM jobs r
+                        WHERE r.tenant_id = w.tenant_id AND r.state = 'running') < t.cap)));
 END
 $$;

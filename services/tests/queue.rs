@@ -654,6 +654,34 @@ async fn a_lone_job_is_stored_running_on_the_worker_beside_the_api_only_when_a_c
         (e.id, 1, 1),
         "a fresh first attempt"
     );
+
+    // Jobs a claim would pass over are no reason to wait either: those of a tenant paused (a cap
+    // of 0) or at its cap. A tenant below its cap is one a claim would serve.
+    tenant(pool, "paused", 1, Some(0)).await;
+    backlog(pool, "paused", "default", 2, 10.0).await;
+    tenant(pool, "full", 1, Some(1)).await;
+    backlog(pool, "full", "default", 2, 10.0).await;
+    let took = queue::claim(pool, Uuid::now_v7(), "default", 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        took.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>(),
+        ["full"],
+        "full is at its cap now"
+    );
+    let f = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!(
+        f.state,
+        St::Running,
+        "waiting jobs of a paused tenant and of one at its cap"
+    );
+    tenant(pool, "full", 1, Some(2)).await;
+    let g = submit_handed(pool, new_job("default", 0, 1), w, &served).await;
+    assert_eq!(
+        g.state,
+        St::Queued,
+        "a capped tenant below its cap has a runnable job waiting"
+    );
 }
 
 /// The usage roll-up (migration 0014: once per statement) adds every attempt a statement records,

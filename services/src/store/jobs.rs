@@ -147,9 +147,9 @@ pub struct HandTo<'a> {
 /// `hand`: a worker that set a slot aside for this job. A plain submission (no idempotency key,
 /// no quota of its tenant's, a module) is then stored already `running` on it — attempt 1, its
 /// lease, no wake-up — when a claim would have taken it at once anyway (`nekton_may_hand`,
-/// migrations/0017: nothing runnable waits in the worker's queues and the tenant has no
-/// `max_running` cap); the returned record says `running` then, and the caller passes the job to
-/// that worker. Otherwise the job is stored waiting, as without `hand`.
+/// migrations/0017: nothing a claim could take now waits in the worker's queues, and the tenant
+/// has no `max_running` cap); the returned record says `running` then, and the caller passes the
+/// job to that worker. Otherwise the job is stored waiting, as without `hand`.
 pub async fn submit(
     pool: &PgPool,
     tenant_quota: &Tenant,
