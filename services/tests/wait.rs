@@ -382,6 +382,39 @@ async fn in_serve_a_lone_job_is_handed_to_the_worker_beside_the_api_without_a_cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_not_handed_over_gives_the_slot_set_aside_for_it_back_to_the_claim() {
+    // One slot, and a tenant with a `max_running` cap, whose jobs are never handed over: the API
+    // sets the worker's only slot aside, the job is stored waiting, and the API must give the
+    // slot back before it pokes the worker. Held through the request's wait, the claim that poke
+    // starts would find no free slot and, with the poll out of the way, the job would run only
+    // after the wait ran out.
+    let h = Harness::start_with(|o| {
+        o.worker_slots = Some(1);
+        o.timing.poll = Duration::from_secs(600);
+    })
+    .await;
+    let hello = h.push(guests::hello()).await;
+    sqlx::query("UPDATE tenants SET max_running = 5 WHERE id = 'default'")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let before = h.metrics_text().await;
+    let job: Value = post(&h, "?wait=20", &spec(&hello), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "claimed at once: {job}");
+    let after = h.metrics_text().await;
+    assert_eq!(
+        counter(&after, "nekton_jobs_handed_total") - counter(&before, "nekton_jobs_handed_total"),
+        0,
+        "a capped tenant's job goes through the claim"
+    );
+    assert_eq!(claims(&after, "jobs") - claims(&before, "jobs"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_capped_tenant_a_completion_claims_the_job_the_cap_held_back() {
     // The other side of the test above: the default tenant may run one job at a time, so its
     // second job is left behind by the claim that takes the first, and only the first one's

@@ -305,20 +305,31 @@ async fn submit_traced(
     let hand = state
         .handoff
         .as_ref()
+        .filter(|_| store_jobs::may_be_handed(&tenant, &job))
         .and_then(|h| Some((h, h.reserve(&queue)?, job.spec.clone())));
     let to = hand.as_ref().map(|(h, _, _)| h.to());
-    let (status, job) = match store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await? {
+    let submitted = store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await?;
+    // The slot set aside serves only a job stored running on the worker. Any other outcome gives
+    // it back now: before the poke below (the claim it starts counts the free slots) and before
+    // a replay's wait.
+    let hand = match &submitted {
+        Submitted::Created(job) if job.state == crate::model::JobState::Running => hand,
+        _ => {
+            drop(hand);
+            None
+        }
+    };
+    let (status, job) = match submitted {
         Submitted::Created(job) => {
             state.metrics.jobs_submitted.inc();
             match hand {
-                Some((handoff, slot, spec)) if job.state == crate::model::JobState::Running => {
-                    let job = hand_over(&state, handoff, slot, spec, &tenant.id, *job, &trace).await?;
+                Some((handoff, slot, spec)) => {
+                    let job = hand_over(&state, handoff, slot, spec, &tenant.id, *job, &trace).await;
                     (StatusCode::CREATED, job)
                 }
                 // Not handed (something waits in the worker's queues, the tenant is capped, or
-                // there is no worker here): the slot, if one was set aside, is free again for
-                // the claim this poke starts.
-                _ => {
+                // there is no worker here): a claim takes it.
+                None => {
                     state.local_wake.notify_one();
                     (StatusCode::CREATED, *job)
                 }
@@ -357,7 +368,7 @@ async fn hand_over(
     tenant: &str,
     job: JobRecord,
     trace: &TraceParent,
-) -> Result<JobRecord, ApiError> {
+) -> JobRecord {
     let claimed = Claimed {
         id: job.id,
         attempt: job.attempt,
@@ -368,13 +379,24 @@ async fn hand_over(
         trace: Some(*trace),
     };
     let Err(back) = handoff.hand(slot, claimed) else {
-        return Ok(job);
+        return job;
     };
     tracing::info!(job = %back.id, "the worker in this process stopped taking jobs; the job goes back to its queue");
-    store_queue::return_unstarted(&state.pool, handoff.worker(), &[back.id]).await?;
-    Ok(store_jobs::get(&state.pool, tenant, back.id)
-        .await?
-        .unwrap_or(job))
+    // The job is stored either way: a failure here is no reason to fail the request (a retry
+    // without an idempotency key would store a second job). Left running, the job is taken back
+    // by the rescue when its lease expires.
+    let back_in_queue = async {
+        store_queue::return_unstarted(&state.pool, handoff.worker(), &[back.id]).await?;
+        store_jobs::get(&state.pool, tenant, back.id).await
+    };
+    match back_in_queue.await {
+        Ok(Some(record)) => record,
+        Ok(None) => job,
+        Err(e) => {
+            tracing::warn!(job = %back.id, error = %e, "putting a job the worker did not take back in its queue failed; the rescue takes it back when its lease expires");
+            job
+        }
+    }
 }
 
 /// Get a job: its state, outcome and usage.

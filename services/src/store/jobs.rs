@@ -158,11 +158,7 @@ pub async fn submit(
     hand: Option<HandTo<'_>>,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
-    if job.idempotency_key.is_none()
-        && tenant_quota.submit_rate.is_none()
-        && tenant_quota.max_queued.is_none()
-        && !is_image(&job.program)
-    {
+    if may_be_handed(tenant_quota, &job) {
         return submit_plain(pool, tenant, job, wake, hand).await;
     }
     let mut tx = pool.begin().await?;
@@ -237,6 +233,16 @@ pub async fn submit(
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("job {id} missing right after insert")))?;
     Ok(Submitted::Created(Box::new(created)))
+}
+
+/// Whether [`submit`] stores `job` with one statement — no idempotency key, no quota of its
+/// tenant's to check, no image to record — the only path that may hand it to a worker
+/// ([`HandTo`]); a caller sets a slot aside only for such a job.
+pub fn may_be_handed(tenant_quota: &Tenant, job: &NewJob) -> bool {
+    job.idempotency_key.is_none()
+        && tenant_quota.submit_rate.is_none()
+        && tenant_quota.max_queued.is_none()
+        && !is_image(&job.program)
 }
 
 /// [`submit`] of a job with nothing to check inside the transaction — no idempotency key, no
