@@ -404,12 +404,22 @@ impl Worker {
 
         // Shutdown: no more claims, and no more jobs from the API in this process (those it
         // stores from now on wait in their queue; those handed but not started go back to it
-        // below).
+        // now, for another worker to claim at once).
         slots.close();
         handed.close();
         let mut unstarted = Vec::new();
         while let Ok(h) = handed.try_recv() {
             unstarted.push(h.job.id);
+        }
+        match queue::return_unstarted(&pool, config.id, &unstarted).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => tracing::info!(
+                returned = ids.len(),
+                "jobs handed by the API but not started went back to their queue"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "returning jobs handed by the API to their queue failed; the rescuer will take them back when their leases expire")
+            }
         }
         // Let running jobs finish for the grace period.
         tracing::info!(running = lock(&running).len(), grace = ?config.shutdown_grace, "worker shutting down");
@@ -434,16 +444,6 @@ impl Worker {
         }
         background.cancel();
         let _ = tokio::join!(listener, beats, upkeep, caps);
-        match queue::return_unstarted(&pool, config.id, &unstarted).await {
-            Ok(ids) if ids.is_empty() => {}
-            Ok(ids) => tracing::info!(
-                returned = ids.len(),
-                "jobs handed by the API but not started went back to their queue"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "returning jobs handed by the API to their queue failed; the rescuer will take them back when their leases expire")
-            }
-        }
         let leftover: Vec<Uuid> = lock(&running).keys().copied().collect();
         if !leftover.is_empty() {
             match queue::requeue(&pool, config.id, &leftover).await {
