@@ -1718,3 +1718,79 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
         "no notification for a flush that applied nothing"
     );
 }
+
+/// A flush carrying the output and completions of more jobs than one NOTIFY payload can name
+/// (PostgreSQL refuses 8000 bytes or more: ~215 job ids) is stored, and its notifications come
+/// in parts — every job id on the logs channel, then every `state,id` pair on the state channel,
+/// each payload under the limit. The logs channel's one payload made such a flush fail, and the
+/// writer retried it forever (a worker with `--slots=512`).
+#[tokio::test]
+async fn a_flush_of_hundreds_of_jobs_notifies_them_in_parts() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
+        .await
+        .unwrap();
+    let n = 400;
+    backlog(pool, TENANT, "default", n, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", n, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), n as usize);
+    let chunks: Vec<NewChunk> = claimed
+        .iter()
+        .map(|j| NewChunk {
+            job_id: j.id,
+            attempt: j.attempt,
+            seq: 1,
+            stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+            data: b"hello\n".to_vec(),
+        })
+        .collect();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .map(|j| done(j.id, j.attempt, JobState::Succeeded))
+        .collect();
+    let applied = queue::flush(pool, w, &chunks, &completions).await.unwrap();
+    assert_eq!(applied.len(), n as usize);
+    let mut logs = std::collections::BTreeSet::new();
+    let mut states = std::collections::BTreeSet::new();
+    let mut parts = [0; 2];
+    while logs.len() < n as usize || states.len() < n as usize {
+        let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("every job named within 10 s")
+            .unwrap();
+        assert!(
+            note.payload().len() < 8000,
+            "{} bytes",
+            note.payload().len()
+        );
+        if note.channel() == nekton::store::CHANNEL_LOGS {
+            assert!(states.is_empty(), "the logs notifications come first");
+            parts[0] += 1;
+            logs.extend(
+                note.payload()
+                    .split(',')
+                    .map(|s| s.parse::<Uuid>().unwrap()),
+            );
+        } else {
+            parts[1] += 1;
+            let words: Vec<&str> = note.payload().split(',').collect();
+            for pair in words.chunks(2) {
+                assert_eq!(pair[0], "succeeded", "{pair:?}");
+                states.insert(pair[1].parse::<Uuid>().unwrap());
+            }
+        }
+    }
+    let want: std::collections::BTreeSet<Uuid> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!((logs, states), (want.clone(), want));
+    assert_eq!(
+        parts,
+        [3, 3],
+        "400 ids and 400 pairs, each in parts of at most 150"
+    );
+}
