@@ -1611,6 +1611,18 @@ async fn the_lease_migration_keeps_jobs_in_every_state() {
     );
 }
 
+/// A listener on the channels a worker's writer notifies: `nekton_logs`, `nekton_state`.
+async fn listen_to_the_writers_channels(pool: &PgPool) -> sqlx::postgres::PgListener {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
+        .await
+        .unwrap();
+    listener
+}
+
 /// A writer's flush stores chunks and completions in one statement: the chunks of running
 /// attempts and the completions whose fence holds apply, a taken-over attempt's chunks and
 /// completion apply nothing, and the two NOTIFYs (logs, then state) carry the same payloads as the
@@ -1619,13 +1631,7 @@ async fn the_lease_migration_keeps_jobs_in_every_state() {
 async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
     let db = db().await;
     let pool = &db.pool;
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
-        .await
-        .unwrap();
-    listener
-        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
-        .await
-        .unwrap();
+    let mut listener = listen_to_the_writers_channels(pool).await;
     let w = Uuid::now_v7();
     let (ending, going_on, lost) = (
         insert(pool, new_job("default", 0, 1)).await,
@@ -1728,13 +1734,7 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
 async fn a_flush_of_hundreds_of_jobs_notifies_them_in_parts() {
     let db = db().await;
     let pool = &db.pool;
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
-        .await
-        .unwrap();
-    listener
-        .listen_all([nekton::store::CHANNEL_LOGS, nekton::store::CHANNEL_STATE])
-        .await
-        .unwrap();
+    let mut listener = listen_to_the_writers_channels(pool).await;
     let n = 400;
     backlog(pool, TENANT, "default", n, 1.0).await;
     let w = Uuid::now_v7();
