@@ -1,10 +1,10 @@
 //! Lone jobs handed from an API to the worker in the same process (`nekton serve`), without a
-//! claim — the in-memory counterpart of [`super::queue::claim`], here because both the API and the
-//! worker use it (neither imports the other): the API sets one of the worker's slots aside ([`Handoff::reserve`]), stores the job
-//! already `running` on the worker when a claim would have taken it at once anyway
-//! ([`super::jobs::submit`] with a [`HandTo`]), and passes it here ([`Handoff::hand`]). The job's
-//! path loses the claim statement, its commit and the wake-up in between (docs/queue.md,
-//! "Handing a lone job to the worker beside the API").
+//! claim — the in-memory counterpart of [`super::queue::claim`], here because both the API and
+//! the worker use it (neither imports the other). The API sets one of the worker's slots aside
+//! ([`Handoff::reserve`]), stores the job already `running` on the worker when a claim would have
+//! taken it at once anyway ([`super::jobs::submit`] with a [`HandTo`]), and passes it here
+//! ([`Handoff::hand`]). The job's path loses the claim statement, its commit and the wake-up in
+//! between (docs/queue.md, "Handing a lone job to the worker beside the API").
 //!
 //! Slots are one semaphore shared by both paths: the claim loop takes a permit per slot it asks
 //! the database to fill, the API one per job it may hand, and a job holds its permit until its
