@@ -501,12 +501,9 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
         .with_hub(hub)
         .with_origin(origin)
         .with_images(image_service.clone())
+        .with_handoff(handoff)
         .with_auth(options.auth)
         .with_cors(cors_origins);
-        let state = match handoff.take() {
-            Some(h) => state.with_handoff(h),
-            None => state,
-        };
         if options.auth == AuthMode::On {
             match &options.bootstrap_token {
                 Some(t) => {

@@ -52,11 +52,8 @@ impl Api {
             policy,
             Metrics::new(),
             Arc::new(Notify::new()),
-        );
-        let state = match handoff {
-            Some(h) => state.with_handoff(h),
-            None => state,
-        };
+        )
+        .with_handoff(handoff);
         let state_dir = tempfile::tempdir().expect("temp dir");
         let token = nekton::server::bootstrap_admin_token(&db.pool, state_dir.path())
             .await

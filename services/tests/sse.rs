@@ -294,12 +294,8 @@ async fn streams_past_the_limit_are_shed_with_503_and_retry_after() {
 /// `nekton_sse_job_reads_total` of `h`'s server.
 async fn job_reads(h: &Harness) -> u64 {
     let text = h.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("nekton_sse_job_reads_total "))
+    common::counter(&text, "nekton_sse_job_reads_total")
         .unwrap_or_else(|| panic!("no nekton_sse_job_reads_total in {text}"))
-        .trim()
-        .parse()
-        .expect("a count")
 }
 
 /// A live follower is woken by every flush of a job's output, and reads only the new chunks

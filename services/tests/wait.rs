@@ -315,14 +315,9 @@ async fn the_answer_carries_every_page_of_the_final_attempts_output_and_no_event
     assert_eq!(job["output"]["stdout"]["truncated"], false);
 }
 
-/// A counter's value (`name` with its labels, as printed) from the metrics text (0 before its
-/// first increment).
+/// A counter's value from the metrics text (0 before its first increment).
 fn counter(metrics: &str, name: &str) -> u64 {
-    let key = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .map_or(0, |v| v.trim().parse().expect("a counter value"))
+    common::counter(metrics, name).unwrap_or(0)
 }
 
 /// `nekton_claims_total{result="…"}` from the metrics text.

@@ -99,10 +99,10 @@ impl AppState {
         }
     }
 
-    /// Hands lone jobs to the worker in this process when it has a free slot
-    /// ([`crate::store::handoff`]).
-    pub fn with_handoff(mut self, handoff: Arc<crate::store::handoff::Handoff>) -> Self {
-        self.handoff = Some(handoff);
+    /// Hands lone jobs to `handoff`, the worker in this process, when it has a free slot
+    /// ([`crate::store::handoff`]; None: no worker here).
+    pub fn with_handoff(mut self, handoff: Option<Arc<crate::store::handoff::Handoff>>) -> Self {
+        self.handoff = handoff;
         self
     }
 

@@ -68,6 +68,17 @@ pub async fn wait_finished(client: &Client, id: Uuid, timeout: Duration) -> Job 
     }
 }
 
+/// A counter's value from the text of `GET /metrics`: the line that starts with `name` as printed
+/// (labels included, e.g. `nekton_claims_total{result="jobs"}`). None when there is no such line
+/// (a labelled series before its first increment).
+pub fn counter(metrics: &str, name: &str) -> Option<u64> {
+    let key = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map(|v| v.trim().parse().expect("a counter value"))
+}
+
 /// A raw HTTP client that sends `Authorization: Bearer <token>` when given.
 pub fn http_client(token: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
