@@ -34,6 +34,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ItemLabels {
+    /// `chunk` (a piece of a job's output) or `completion` (an attempt's result).
+    pub item: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub status: u16,
 }
@@ -111,6 +117,9 @@ pub struct Metrics {
     pub jobs_handed: Counter,
     pub webhook_deliveries: Family<ResultLabels, Counter>,
     pub log_bytes_stored: Counter,
+    /// Items the writer stored in a substitute form or dropped because PostgreSQL refused their
+    /// values (see `worker::writer`).
+    pub writes_refused: Family<ItemLabels, Counter>,
     pub sse_clients: Gauge,
     pub sse_refused: Counter,
     pub sse_job_reads: Counter,
@@ -205,6 +214,14 @@ impl Metrics {
             "log_bytes_stored",
             "Output bytes this worker stored",
             log_bytes_stored.clone(),
+        );
+        let writes_refused = Family::<ItemLabels, Counter>::default();
+        registry.register(
+            "writes_refused",
+            "Items the worker's writer could not store as they were because PostgreSQL refused \
+             their values, by item: a `chunk` of output dropped, or a `completion` stored as an \
+             internal error instead",
+            writes_refused.clone(),
         );
         let sse_clients = Gauge::default();
         registry.register(
@@ -308,6 +325,7 @@ impl Metrics {
             jobs_handed,
             webhook_deliveries,
             log_bytes_stored,
+            writes_refused,
             sse_clients,
             sse_refused,
             sse_job_reads,

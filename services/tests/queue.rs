@@ -1794,3 +1794,242 @@ async fn a_flush_of_hundreds_of_jobs_notifies_them_in_parts() {
         "400 ids and 400 pairs, each in parts of at most 150"
     );
 }
+
+/// A job's result may carry text the job chose: a detail, a build's output in the suite
+/// summary. PostgreSQL's text refuses NUL and its jsonb refuses `\u0000`; the flush stores them
+/// with each NUL replaced by U+FFFD instead of failing (it failed with 22021 / 22P05, and the
+/// writer retried that flush forever).
+#[tokio::test]
+async fn a_result_holding_nul_is_stored_with_the_nul_replaced() {
+    use nekton::grading::{BuildResult, CappedText, SuiteSummary};
+    let db = db().await;
+    let pool = &db.pool;
+    backlog(pool, TENANT, "default", 1, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", 1, LEASE).await.unwrap();
+    let build = BuildResult {
+        succeeded: false,
+        reason: "exited".into(),
+        exit_code: Some(1),
+        signal: None,
+        detail: Some("exit\0code 1".into()),
+        output: CappedText::of(b"main.c:1: error\0 here\n", 1024),
+        usage: nekton::model::Usage::default(),
+    };
+    let completion = Completion {
+        detail: Some("a\0detail".into()),
+        tests: Some(SuiteSummary::of(&[], 3, 3, Some(build))),
+        ..done(claimed[0].id, claimed[0].attempt, JobState::Failed)
+    };
+    let applied = queue::flush(pool, w, &[], &[completion])
+        .await
+        .expect("a result with NUL in its text is stored");
+    assert_eq!(applied, vec![claimed[0].id]);
+    let (detail, output, build_detail): (String, String, String) = sqlx::query_as(
+        "SELECT detail, tests->'build'->'output'->>'text', tests->'build'->>'detail' \
+         FROM job_attempts WHERE job_id = $1",
+    )
+    .bind(claimed[0].id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(detail, "a\u{FFFD}detail");
+    assert_eq!(output, "main.c:1: error\u{FFFD} here\n");
+    assert_eq!(build_detail, "exit\u{FFFD}code 1");
+}
+
+/// When PostgreSQL refuses the values of one job's items, the writer stores the other jobs'
+/// items of the same flush and goes on: the refused chunk is dropped (the job's other chunks
+/// stay), a refused result is replaced by an internal-error record saying why — with the bill,
+/// or without it when the bill itself is what was refused — and every sender is answered.
+/// Before, the writer retried the whole flush forever and every job of the worker stalled.
+#[tokio::test]
+async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
+    use nekton::metrics::{ItemLabels, Metrics};
+    use nekton::worker::writer::{self, WriterMsg};
+    let db = db().await;
+    let pool = &db.pool;
+    // A chunk the database refuses (no value of a real job's output is refused: the trigger
+    // stands in for whatever PostgreSQL may refuse).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.data = 'poison'::bytea THEN RAISE EXCEPTION 'refused by the test: poison'; END IF; \
+             RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON log_chunks \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    backlog(pool, TENANT, "default", 4, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", 4, LEASE).await.unwrap();
+    let mut ids: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
+    ids.sort();
+    let [plain, poisoned_log, poisoned_result, poisoned_bill] = [ids[0], ids[1], ids[2], ids[3]];
+    let chunk = |job: Uuid, seq: i32, data: &[u8]| {
+        WriterMsg::Chunk(NewChunk {
+            job_id: job,
+            attempt: 1,
+            seq,
+            stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+            data: data.to_vec(),
+        })
+    };
+    // A bill PostgreSQL cannot add up: the tenant's usage roll-up reads it as a bigint
+    // (22003, numeric value out of range).
+    let huge_bill = nekton::model::Usage {
+        memory_peak_bytes: Some(u64::MAX),
+        ..Default::default()
+    };
+    let results = [
+        done(plain, 1, JobState::Succeeded),
+        done(poisoned_log, 1, JobState::Succeeded),
+        Completion {
+            detail: Some("poison".into()),
+            usage: nekton::model::Usage {
+                wall_ms: Some(7),
+                ..Default::default()
+            },
+            ..done(poisoned_result, 1, JobState::Succeeded)
+        },
+        Completion {
+            usage: huge_bill,
+            ..done(poisoned_bill, 1, JobState::Succeeded)
+        },
+    ];
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poisoned_result() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.detail = 'poison' THEN RAISE EXCEPTION 'refused by the test: a poisoned result'; END IF; \
+             RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poisoned_result BEFORE INSERT ON job_attempts \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poisoned_result();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut acks = Vec::new();
+    // Everything is sent before the writer starts, so it all goes in its first flush.
+    for (job, data) in [
+        (plain, &b"fine"[..]),
+        (poisoned_log, b"poison"),
+        (poisoned_result, b"fine"),
+        (poisoned_bill, b"fine"),
+    ] {
+        tx.send(chunk(job, 1, data)).await.unwrap();
+    }
+    tx.send(chunk(poisoned_log, 2, b"after")).await.unwrap();
+    for r in results {
+        let (ack, answered) = tokio::sync::oneshot::channel();
+        tx.send(WriterMsg::Complete(Box::new(r), ack))
+            .await
+            .unwrap();
+        acks.push(answered);
+    }
+    drop(tx);
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let on_stored: writer::OnStored = {
+        let told = told.clone();
+        Arc::new(move |stored| told.lock().unwrap().extend_from_slice(stored))
+    };
+    let metrics = Metrics::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        writer::run(
+            pool.clone(),
+            w,
+            rx,
+            Duration::from_millis(10),
+            metrics.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            Some(on_stored),
+        ),
+    )
+    .await
+    .expect("the writer finished its flushes within 60 s instead of retrying a refused one");
+    for answered in acks {
+        answered
+            .await
+            .expect("every completion's sender is answered");
+    }
+    let record = |id: Uuid| async move {
+        sqlx::query_as::<
+            _,
+            (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+            ),
+        >(
+            "SELECT j.state::text, a.reason, a.detail, (a.usage->>'wall_ms')::bigint, \
+                    a.usage->>'memory_peak_bytes' \
+             FROM jobs j LEFT JOIN job_attempts a ON a.job_id = j.id WHERE j.id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let output = |id: Uuid| async move {
+        sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT data FROM log_chunks WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    let (state, reason, ..) = record(plain).await;
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        ("succeeded", Some("exited"))
+    );
+    assert_eq!(output(plain).await, vec![b"fine".to_vec()]);
+    // The refused chunk is dropped; the job's next chunk and its result are stored.
+    let (state, ..) = record(poisoned_log).await;
+    assert_eq!(state, "succeeded");
+    assert_eq!(output(poisoned_log).await, vec![b"after".to_vec()]);
+    // The refused result: an internal error saying why, the bill kept.
+    let (state, reason, detail, wall, _) = record(poisoned_result).await;
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        ("error", Some("internal_error"))
+    );
+    let detail = detail.unwrap();
+    assert!(
+        detail.contains("could not store this attempt's result")
+            && detail.contains("a poisoned result"),
+        "{detail}"
+    );
+    assert_eq!(wall, Some(7), "the bill is kept");
+    assert_eq!(output(poisoned_result).await, vec![b"fine".to_vec()]);
+    // The refused bill: an internal error without it.
+    let (state, reason, detail, _, memory) = record(poisoned_bill).await;
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        ("error", Some("internal_error"))
+    );
+    assert!(detail.unwrap().contains("bill are lost"));
+    assert_eq!(memory, None, "the refused bill is not stored");
+    let mut told = told.lock().unwrap().clone();
+    told.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        told,
+        vec![
+            (plain, JobState::Succeeded),
+            (poisoned_log, JobState::Succeeded),
+            (poisoned_result, JobState::Error),
+            (poisoned_bill, JobState::Error),
+        ]
+    );
+    let refused = |item: &str| {
+        metrics
+            .writes_refused
+            .get_or_create(&ItemLabels { item: item.into() })
+            .get()
+    };
+    assert_eq!((refused("chunk"), refused("completion")), (1, 2));
+}

@@ -101,6 +101,28 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True when PostgreSQL refused the values a statement carried, so sending the same values
+    /// again cannot succeed: a data exception (SQLSTATE class 22, e.g. a NUL in text, a number
+    /// out of range, a payload too long), an integrity-constraint violation (23), a program
+    /// limit (54, e.g. an index row too large), an exception raised by a trigger or function
+    /// (P0), or values this side could not encode. Everything else (the database away, a
+    /// connection lost, a lock or serialization conflict, a disk full, a schema not yet
+    /// migrated) may pass on a later try.
+    pub fn refused_values(&self) -> bool {
+        match self {
+            StoreError::Corrupt(_) => true,
+            StoreError::Db(sqlx::Error::Encode(_)) => true,
+            StoreError::Db(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
+                ["22", "23", "54", "P0"]
+                    .iter()
+                    .any(|class| c.starts_with(class))
+            }),
+            StoreError::Db(_) => false,
+        }
+    }
+}
+
 /// The migration levels: the newest migration the database has applied (`None`: none yet) and
 /// the newest this binary carries.
 pub async fn migration_level(pool: &PgPool) -> Result<(Option<i64>, i64), StoreError> {

@@ -2,6 +2,7 @@
 //! shutdown, retention. Every statement here is a single round trip; every write a worker makes
 //! is fenced by `(job, attempt, worker_id, state = 'running')`.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
@@ -240,6 +241,50 @@ async fn complete_on(
     Ok(applied)
 }
 
+/// `text` with each NUL replaced by U+FFFD: PostgreSQL's text cannot hold NUL (and its jsonb
+/// refuses `\u0000`), and a detail or a build's output is partly the job's to choose — a job
+/// printing a NUL must not make its result unstorable.
+fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A suite summary as the JSON `job_attempts.tests` stores, its strings [`without_nul`].
+fn suite_json(summary: &crate::grading::SuiteSummary) -> Result<String, serde_json::Error> {
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Cow::Owned(clean) = without_nul(s) {
+                    *s = clean;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+            serde_json::Value::Object(map) => {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, mut v)| {
+                        scrub(&mut v);
+                        (without_nul(&k).into_owned(), v)
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    let json = serde_json::to_string(summary)?;
+    // serde_json writes a NUL only as this escape (a backslash before it would be doubled and is
+    // only a false alarm here).
+    if !json.contains("\\u0000") {
+        return Ok(json);
+    }
+    let mut value = serde_json::to_value(summary)?;
+    scrub(&mut value);
+    serde_json::to_string(&value)
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds `$1`..`$12` of [`FLUSH`]: the worker, one array per field of `part`, and the state
@@ -256,7 +301,7 @@ fn bind_completions<'q>(
         .map_err(|e| StoreError::Corrupt(format!("usage bill not serialisable: {e}")))?;
     let tests: Vec<Option<String>> = part
         .iter()
-        .map(|c| c.tests.as_ref().map(serde_json::to_string).transpose())
+        .map(|c| c.tests.as_ref().map(suite_json).transpose())
         .collect::<Result<_, _>>()
         .map_err(|e| StoreError::Corrupt(format!("suite summary not serialisable: {e}")))?;
     Ok(query
@@ -282,8 +327,8 @@ fn bind_completions<'q>(
         .bind(part.iter().map(|c| c.signal).collect::<Vec<Option<i32>>>())
         .bind(
             part.iter()
-                .map(|c| c.detail.as_deref())
-                .collect::<Vec<Option<&str>>>(),
+                .map(|c| c.detail.as_deref().map(without_nul))
+                .collect::<Vec<Option<Cow<'_, str>>>>(),
         )
         .bind(usages)
         .bind(CHANNEL_STATE)

@@ -9,6 +9,7 @@
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
 //! An API in the same process is told of the stored completions directly ([`OnStored`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
-use crate::model::JobState;
+use crate::metrics::{ItemLabels, Metrics};
+use crate::model::{JobState, OutcomeReason, Usage};
+use crate::store::StoreError;
 use crate::store::queue::{self, Completion, NewChunk};
 
 /// Told, in the same process, of the completions a writer has just stored: each applied job's id
@@ -102,42 +104,24 @@ pub async fn run(
         }
         // Logs first, then completions, in one transaction: a job's output is complete before
         // it is finished, and a batch of finished jobs costs one commit.
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match queue::flush(&pool, worker, &chunks, &completions).await {
-                Ok(applied) => {
-                    if applied.len() != completions.len() {
-                        let stale: Vec<Uuid> = completions
-                            .iter()
-                            .map(|c| c.job_id)
-                            .filter(|id| !applied.contains(id))
-                            .collect();
-                        tracing::warn!(
-                            ?stale,
-                            "completions not applied: these attempts were taken over (fenced)"
-                        );
-                    }
-                    let stored: Vec<(Uuid, JobState)> = completions
-                        .iter()
-                        .filter(|c| applied.contains(&c.job_id))
-                        .map(|c| (c.job_id, c.state))
-                        .collect();
-                    if let Some(tell) = &on_stored {
-                        tell(&stored);
-                    }
-                    for c in &completions {
-                        if applied.contains(&c.job_id) {
-                            metrics.job_finished(c.state.as_str(), c.reason.as_str());
-                        }
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        let applied = store(&pool, worker, &chunks, &completions, &metrics).await;
+        if applied.len() != completions.len() {
+            let stale: Vec<Uuid> = completions
+                .iter()
+                .map(|c| c.job_id)
+                .filter(|id| !applied.iter().any(|a| a.job_id == *id))
+                .collect();
+            tracing::warn!(
+                ?stale,
+                "completions not applied: these attempts were taken over (fenced)"
+            );
+        }
+        let stored: Vec<(Uuid, JobState)> = applied.iter().map(|a| (a.job_id, a.state)).collect();
+        if let Some(tell) = &on_stored {
+            tell(&stored);
+        }
+        for a in &applied {
+            metrics.job_finished(a.state.as_str(), a.reason.as_str());
         }
         metrics.log_bytes_stored.inc_by(pending_bytes as u64);
         chunks.clear();
@@ -151,4 +135,188 @@ pub async fn run(
             completions.clear();
         }
     }
+}
+
+/// A completion as it was stored: the state and reason it recorded (a substitute's, when the
+/// one the job reported was refused; see [`salvage`]).
+struct Applied {
+    job_id: Uuid,
+    state: JobState,
+    reason: OutcomeReason,
+}
+
+/// Stores `chunks` and then `completions` and returns the completions applied (the others were
+/// fenced). Retries while the failure may pass (the database away, a conflict): nothing is
+/// dropped then. When PostgreSQL refuses the values themselves, retrying the same batch would
+/// fail forever and hold every job of this worker back, so the batch is stored job by job
+/// instead ([`isolate`]): the other jobs' items go on, and only the refused job's items are
+/// dropped or replaced ([`salvage`]).
+async fn store(
+    pool: &sqlx::PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+    metrics: &Metrics,
+) -> Vec<Applied> {
+    match store_retrying(pool, worker, chunks, completions).await {
+        Ok(applied) => applied_of(completions, &applied),
+        Err(e) => {
+            tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
+            isolate(pool, worker, chunks, completions, metrics).await
+        }
+    }
+}
+
+/// [`queue::flush`], retried with a backoff (50 ms doubling to 5 s) until it succeeds or
+/// PostgreSQL refuses the values ([`StoreError::refused_values`]), which is returned.
+async fn store_retrying(
+    pool: &sqlx::PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match queue::flush(pool, worker, chunks, completions).await {
+            Ok(applied) => return Ok(applied),
+            Err(e) if e.refused_values() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn applied_of(completions: &[Completion], ids: &[Uuid]) -> Vec<Applied> {
+    completions
+        .iter()
+        .filter(|c| ids.contains(&c.job_id))
+        .map(|c| Applied {
+            job_id: c.job_id,
+            state: c.state,
+            reason: c.reason,
+        })
+        .collect()
+}
+
+/// Stores a refused batch one job at a time (the job's chunks, then its completion, as one
+/// flush), in the order the jobs first appear; a job's flush that is refused again is salvaged.
+async fn isolate(
+    pool: &sqlx::PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+    metrics: &Metrics,
+) -> Vec<Applied> {
+    let mut jobs: Vec<Uuid> = Vec::new();
+    let mut seen = HashSet::new();
+    for id in chunks
+        .iter()
+        .map(|c| c.job_id)
+        .chain(completions.iter().map(|c| c.job_id))
+    {
+        if seen.insert(id) {
+            jobs.push(id);
+        }
+    }
+    let mut applied = Vec::new();
+    for job in jobs {
+        let its_chunks: Vec<NewChunk> =
+            chunks.iter().filter(|c| c.job_id == job).cloned().collect();
+        let its_completion: Vec<Completion> = completions
+            .iter()
+            .filter(|c| c.job_id == job)
+            .cloned()
+            .collect();
+        match store_retrying(pool, worker, &its_chunks, &its_completion).await {
+            Ok(ids) => applied.extend(applied_of(&its_completion, &ids)),
+            Err(e) => {
+                tracing::warn!(%job, error = %e, "the database refused this job's items; storing them one by one");
+                applied.extend(salvage(pool, worker, &its_chunks, &its_completion, metrics).await)
+            }
+        }
+    }
+    applied
+}
+
+/// One job's refused items. Its chunks are stored one by one and those refused are dropped (the
+/// job's log has a gap there). Its completion, if refused, is replaced by one that ends the
+/// attempt as an internal error saying why (with the bill, then without it if that is refused
+/// too): the job ends with a record instead of holding its slot forever. If even that is
+/// refused, the job is left running; the slot frees, its lease is no longer renewed and the
+/// rescuer takes it like a lost worker's.
+async fn salvage(
+    pool: &sqlx::PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+    metrics: &Metrics,
+) -> Vec<Applied> {
+    for c in chunks {
+        if let Err(e) = store_retrying(pool, worker, std::slice::from_ref(c), &[]).await {
+            tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
+            metrics
+                .writes_refused
+                .get_or_create(&ItemLabels {
+                    item: "chunk".into(),
+                })
+                .inc();
+        }
+    }
+    let mut applied = Vec::new();
+    for c in completions {
+        let mut error = match store_retrying(pool, worker, &[], std::slice::from_ref(c)).await {
+            Ok(ids) => {
+                applied.extend(applied_of(std::slice::from_ref(c), &ids));
+                continue;
+            }
+            Err(e) => e,
+        };
+        tracing::error!(job = %c.job_id, attempt = c.attempt, error = %error, "the database refused a job's result; storing it as an internal error");
+        metrics
+            .writes_refused
+            .get_or_create(&ItemLabels {
+                item: "completion".into(),
+            })
+            .inc();
+        let mut substitute = Completion {
+            state: JobState::Error,
+            retry_after: None,
+            reason: OutcomeReason::InternalError,
+            exit_code: None,
+            signal: None,
+            detail: None,
+            tests: None,
+            ..c.clone()
+        };
+        for keep_usage in [true, false] {
+            if !keep_usage {
+                substitute.usage = Usage::default();
+            }
+            // The second try says less: the refusal's own text could be what was refused.
+            substitute.detail = Some(if keep_usage {
+                format!(
+                    "the worker could not store this attempt's result: the database refused it \
+                     ({error}); its exit status and test results are lost"
+                )
+            } else {
+                "the worker could not store this attempt's result: the database refused it (the \
+                 worker's log says why); its exit status, test results and bill are lost"
+                    .to_string()
+            });
+            match store_retrying(pool, worker, &[], std::slice::from_ref(&substitute)).await {
+                Ok(ids) => {
+                    applied.extend(applied_of(std::slice::from_ref(&substitute), &ids));
+                    break;
+                }
+                Err(e) if keep_usage => error = e,
+                Err(e) => {
+                    tracing::error!(job = %c.job_id, attempt = c.attempt, error = %e, "the database refused even a bare internal-error record for this job; leaving it to the rescuer")
+                }
+            }
+        }
+    }
+    applied
 }
