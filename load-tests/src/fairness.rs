@@ -56,7 +56,7 @@ async fn probe(client: &Client, digest: &str, n: usize, timeout: Duration) -> Re
     let mut runs = Vec::with_capacity(n);
     for i in 0..n {
         runs.push(
-            run_one(client, &spec, timeout)
+            run_one(client, &spec, timeout, false)
                 .await
                 .with_context(|| format!("tenant B's job {i}"))?,
         );

@@ -33,6 +33,15 @@ pub struct LatencyArgs {
     /// Longest a single job may take before the benchmark gives up.
     #[arg(long, default_value_t = 30)]
     pub latency_job_timeout_secs: u64,
+    /// Send every submission with a fresh `Idempotency-Key`, as a client that retries safely
+    /// does (the keyed path: `ON CONFLICT` in the submission's statement).
+    #[arg(long)]
+    pub latency_keyed: bool,
+}
+
+/// A fresh idempotency key when `keyed`.
+fn key(keyed: bool) -> Option<String> {
+    keyed.then(|| Uuid::now_v7().to_string())
 }
 
 /// One hello job, submitted alone and followed to its end.
@@ -48,12 +57,17 @@ pub struct One {
     pub exit_at: DateTime<Utc>,
 }
 
-/// Submits one hello job as `client` and follows its log stream to the `exit` event; checks it
-/// succeeded with the hello output.
-pub async fn run_one(client: &Client, spec: &JobSpec, timeout: Duration) -> Result<One> {
+/// Submits one hello job as `client` (with a fresh idempotency key when `keyed`) and follows its
+/// log stream to the `exit` event; checks it succeeded with the hello output.
+pub async fn run_one(
+    client: &Client,
+    spec: &JobSpec,
+    timeout: Duration,
+    keyed: bool,
+) -> Result<One> {
     let sent_at = Utc::now();
     let start = Instant::now();
-    let job = client.submit(spec, None).await?;
+    let job = client.submit(spec, key(keyed).as_deref()).await?;
     let submit = start.elapsed();
     let mut events = Box::pin(client.follow_logs(job.id, None));
     let mut out = Vec::new();
@@ -93,13 +107,20 @@ pub async fn run_one(client: &Client, spec: &JobSpec, timeout: Duration) -> Resu
 
 /// Submits one hello job as `client` with `?wait=` and takes its result from that one answer;
 /// checks it succeeded with the hello output.
-pub async fn run_waiting(client: &Client, spec: &JobSpec, timeout: Duration) -> Result<One> {
+pub async fn run_waiting(
+    client: &Client,
+    spec: &JobSpec,
+    timeout: Duration,
+    keyed: bool,
+) -> Result<One> {
     let secs = u32::try_from(timeout.as_secs())
         .unwrap_or(u32::MAX)
         .clamp(1, 60);
     let sent_at = Utc::now();
     let start = Instant::now();
-    let job = client.submit_wait(spec, None, secs).await?;
+    let job = client
+        .submit_wait(spec, key(keyed).as_deref(), secs)
+        .await?;
     let done = start.elapsed();
     let exit_at = Utc::now();
     let Some(output) = &job.output else {
@@ -150,12 +171,12 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         .context("uploading the hello module")?;
     let spec = module_spec(&module.digest, "latency", 10_000);
     for i in 0..args.latency_warmup {
-        run_one(&ctx.client, &spec, timeout)
+        run_one(&ctx.client, &spec, timeout, args.latency_keyed)
             .await
             .with_context(|| format!("warm-up job {i}"))?;
     }
     for i in 0..args.latency_warmup {
-        run_waiting(&ctx.client, &spec, timeout)
+        run_waiting(&ctx.client, &spec, timeout, args.latency_keyed)
             .await
             .with_context(|| format!("warm-up job {i} (waiting)"))?;
     }
@@ -165,12 +186,12 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
     let mut waits = Vec::with_capacity(args.latency_jobs);
     for i in 0..args.latency_jobs {
         let follow = || async {
-            run_one(&ctx.client, &spec, timeout)
+            run_one(&ctx.client, &spec, timeout, args.latency_keyed)
                 .await
                 .with_context(|| format!("measured job {i} (follow)"))
         };
         let wait = || async {
-            run_waiting(&ctx.client, &spec, timeout)
+            run_waiting(&ctx.client, &spec, timeout, args.latency_keyed)
                 .await
                 .with_context(|| format!("measured job {i} (wait)"))
         };
@@ -312,7 +333,11 @@ pub async fn run(ctx: &Ctx, args: &LatencyArgs) -> Result<Section> {
         "verdict": verdict.json(),
     });
     Ok(Section {
-        title: "latency — one hello-world Wasm job at a time".into(),
+        title: if args.latency_keyed {
+            "latency — one hello-world Wasm job at a time, each with an Idempotency-Key".into()
+        } else {
+            "latency — one hello-world Wasm job at a time".into()
+        },
         lines,
         verdicts: vec![verdict],
         json,

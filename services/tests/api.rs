@@ -299,6 +299,59 @@ async fn idempotency_key_makes_retries_safe() {
     assert_eq!(h.count("jobs").await, 1);
 }
 
+/// A keyed submission tries the one-statement path first and falls back to the transaction when
+/// the key was used or the module is missing: concurrent sends of one key still store one job,
+/// and a key whose first use was refused (module missing) is not spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sent_concurrently_stores_one_job_and_a_refused_one_is_not_spent() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let url = format!("{}/v1/jobs", h.base);
+    let send = |key: &'static str, body: serde_json::Value| {
+        h.http
+            .post(&url)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let answers = futures::future::join_all(
+        (0..16).map(|_| send("same", json!({"module": hello, "args": ["1"]}))),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for a in answers {
+        let a = a.unwrap();
+        statuses.push(a.status().as_u16());
+        let body: serde_json::Value = a.json().await.unwrap();
+        ids.insert(body["id"].as_str().unwrap().to_string());
+    }
+    statuses.sort();
+    assert_eq!(statuses[15], 201, "one stored it: {statuses:?}");
+    assert!(statuses[..15].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(ids.len(), 1, "every answer names the one job: {ids:?}");
+    assert_eq!(h.count("jobs").await, 1);
+
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let refused = send("fresh", json!({"module": missing})).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        "module_not_found"
+    );
+    assert_eq!(
+        h.count("jobs").await,
+        1,
+        "nothing stored for the refused one"
+    );
+    let later = send("fresh", json!({"module": hello})).await.unwrap();
+    assert_eq!(
+        later.status(),
+        201,
+        "the refused submission did not spend its key"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_filters_and_paginates_newest_first() {
     let h = Harness::start_with(|o| o.worker_slots = None).await; // no worker: jobs stay queued

@@ -596,8 +596,8 @@ async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_p
 async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_slot() {
     // The API beside a worker (`nekton serve`), played here by a Handoff with one slot and the
     // test as its worker: a lone job is stored running on it and arrives with the spec the
-    // claim would have read; with the slot taken, an Idempotency-Key, or the worker stopped,
-    // the job waits in its queue for a claim.
+    // claim would have read, with or without an Idempotency-Key; with the slot taken or the
+    // worker stopped, the job waits in its queue for a claim.
     let worker = uuid::Uuid::now_v7();
     let (handoff, mut worker_rx) = Handoff::new(
         worker,
@@ -656,14 +656,50 @@ async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_
     );
     assert_eq!(claim_waiting().await.unwrap().len(), 1);
 
-    // The slot is free again, but a keyed submission is stored by its transaction: never handed.
+    // The slot is free again: a keyed submission is handed too (its key goes into the same
+    // statement).
     drop(handed);
-    let (_, keyed) = h
-        .submit_keyed(json!({ "module": hello }), Some("k-1"))
+    let keyed = || h.submit_keyed(json!({ "module": hello }), Some("k-1"));
+    let (status, first) = keyed().await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["state"], "running", "{first}");
+    let handed = worker_rx.try_recv().expect("the keyed job was handed");
+    assert_eq!(handed.job.id.to_string(), first["id"].as_str().unwrap());
+    let key: Option<String> = sqlx::query_scalar("SELECT idempotency_key FROM jobs WHERE id = $1")
+        .bind(handed.job.id)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        key.as_deref(),
+        Some("k-1"),
+        "the key is stored with the job"
+    );
+    drop(handed);
+    // Its replay answers the same job (200) and the key's reuse with another body a 422; neither
+    // stores nor hands anything, and each gives the slot set aside back.
+    let (status, replay) = keyed().await;
+    assert_eq!(
+        (status.as_u16(), &replay["id"]),
+        (200, &first["id"]),
+        "{replay}"
+    );
+    let (status, reused) = h
+        .submit_keyed(json!({ "module": hello, "args": ["other"] }), Some("k-1"))
         .await;
-    assert_eq!(keyed["state"], "queued", "{keyed}");
-    assert!(worker_rx.try_recv().is_err());
-    assert_eq!(claim_waiting().await.unwrap().len(), 1);
+    assert_eq!(status, 422, "{reused}");
+    assert!(
+        worker_rx.try_recv().is_err(),
+        "nothing handed for a used key"
+    );
+    let (_, again) = plain().await;
+    assert_eq!(again["state"], "running", "the slot came back: {again}");
+    drop(worker_rx.try_recv().expect("handed"));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 4, "the replay and the reuse stored no job");
 
     // The worker stopped taking jobs between the slot and the hand-over: the job is back in its
     // queue as if never handed, and the answer says so.

@@ -144,8 +144,8 @@ pub struct HandTo<'a> {
 /// `wake`: the payload of the wake-up NOTIFY to send inside the insert transaction
 /// ([`super::wake_payload`]); None sends none.
 ///
-/// `hand`: a worker that set a slot aside for this job. A plain submission (no idempotency key,
-/// no quota of its tenant's, a module) is then stored already `running` on it — attempt 1, its
+/// `hand`: a worker that set a slot aside for this job. A plain submission (no quota of its
+/// tenant's, a module; with or without an idempotency key) is then stored already `running` on it — attempt 1, its
 /// lease, no wake-up — when a claim would have taken it at once anyway (`nekton_may_hand`,
 /// migrations/0017: nothing a claim could take now waits in the worker's queues, and the tenant
 /// has no `max_running` cap); the returned record says `running` then, and the caller passes the
@@ -158,8 +158,10 @@ pub async fn submit(
     hand: Option<HandTo<'_>>,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
-    if may_be_handed(tenant_quota, &job) {
-        return submit_plain(pool, tenant, job, wake, hand).await;
+    if may_be_handed(tenant_quota, &job)
+        && let Some(submitted) = submit_plain(pool, tenant, &job, wake, hand).await?
+    {
+        return Ok(submitted);
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -235,47 +237,52 @@ pub async fn submit(
     Ok(Submitted::Created(Box::new(created)))
 }
 
-/// Whether [`submit`] stores `job` with one statement — no idempotency key, no quota of its
-/// tenant's to check, no image to record — the only path that may hand it to a worker
-/// ([`HandTo`]); a caller sets a slot aside only for such a job.
+/// Whether [`submit`] tries to store `job` with one statement — no quota of its tenant's to
+/// check, no image to record — the only path that may hand it to a worker ([`HandTo`]); a caller
+/// sets a slot aside only for such a job.
 pub fn may_be_handed(tenant_quota: &Tenant, job: &NewJob) -> bool {
-    job.idempotency_key.is_none()
-        && tenant_quota.submit_rate.is_none()
+    tenant_quota.submit_rate.is_none()
         && tenant_quota.max_queued.is_none()
         && !is_image(&job.program)
 }
 
-/// [`submit`] of a job with nothing to check inside the transaction — no idempotency key, no
-/// quota of its tenant's, no image to record — as one statement, committed on its own: the job's
-/// row, its spec and the wake-up NOTIFY, returning the record as stored. One round trip and one
-/// commit instead of BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone
-/// job, load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
+/// [`submit`] of a job with nothing to check inside a transaction — no quota of its tenant's, no
+/// image to record — as one statement, committed on its own: the job's row, its spec and the
+/// wake-up NOTIFY, returning the record as stored. One round trip and one commit instead of
+/// BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone job,
+/// load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
 /// without it nothing is inserted and no row comes back. With `hand` the same statement decides
 /// whether the job starts `running` on that worker (see [`submit`]); a handed job sends no
 /// wake-up.
+///
+/// An idempotency key goes in with the row (`ON CONFLICT DO NOTHING`): a key this tenant used
+/// before also stores nothing. `None` then — the job has a key and nothing was stored, for its
+/// key or its module — and [`submit`] goes the transactional way, which tells a replay, a key
+/// conflict and a missing module apart (a resubmission or a mistake: off the fast path).
 async fn submit_plain(
     pool: &PgPool,
     tenant: &str,
-    job: NewJob,
+    job: &NewJob,
     wake: Option<&str>,
     hand: Option<HandTo<'_>>,
-) -> Result<Submitted, StoreError> {
+) -> Result<Option<Submitted>, StoreError> {
     // The record's columns are `get`'s (the new job has no attempt: its `a` columns are NULL).
     let sql = format!(
         "WITH h AS ( \
              SELECT $15::uuid AS worker WHERE $15::uuid IS NOT NULL AND nekton_may_hand($16, $2) \
          ), j AS ( \
              INSERT INTO jobs (id, tenant_id, queue, priority, max_attempts, state, attempt, \
-                               worker_id, started_at, lease_expires_at) \
+                               worker_id, started_at, lease_expires_at, idempotency_key) \
              SELECT $1, $2, $3, $4, $5, \
                     CASE WHEN h.worker IS NULL THEN 'queued' ELSE 'running' END::job_state, \
                     CASE WHEN h.worker IS NULL THEN 0 ELSE 1 END, h.worker, \
                     CASE WHEN h.worker IS NULL THEN NULL ELSE now() END, \
                     CASE WHEN h.worker IS NULL THEN NULL \
-                         ELSE now() + $17::bigint * interval '1 millisecond' END \
+                         ELSE now() + $17::bigint * interval '1 millisecond' END, $18 \
              FROM (SELECT 1) one LEFT JOIN h ON true \
              WHERE $14::text IS NULL \
                 OR EXISTS (SELECT 1 FROM modules WHERE tenant_id = $2 AND digest = $14) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING * \
          ), s AS ( \
              INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite, traceparent) \
@@ -306,11 +313,15 @@ async fn submit_plain(
         .bind(hand.map(|h| h.worker))
         .bind(hand.map(|h| h.queues))
         .bind(hand.map(|h| super::queue::ms(h.lease)))
+        .bind(&job.idempotency_key)
         .fetch_optional(pool)
         .await?;
-    match (row, job.required_module) {
-        (Some(row), _) => Ok(Submitted::Created(Box::new(job_from_row(&row)?))),
-        (None, Some(digest)) => Ok(Submitted::ModuleMissing { digest }),
+    match (row, &job.required_module) {
+        (Some(row), _) => Ok(Some(Submitted::Created(Box::new(job_from_row(&row)?)))),
+        (None, _) if job.idempotency_key.is_some() => Ok(None),
+        (None, Some(digest)) => Ok(Some(Submitted::ModuleMissing {
+            digest: digest.clone(),
+        })),
         (None, None) => Err(StoreError::Corrupt(format!(
             "job {} was not stored and nothing refused it",
             job.id
