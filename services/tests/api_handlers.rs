@@ -596,8 +596,8 @@ async fn an_unknown_module_is_refused_by_the_submissions_own_statement_on_both_p
 async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_slot() {
     // The API beside a worker (`nekton serve`), played here by a Handoff with one slot and the
     // test as its worker: a lone job is stored running on it and arrives with the spec the
-    // claim would have read, with or without an Idempotency-Key; with the slot taken or the
-    // worker stopped, the job waits in its queue for a claim.
+    // claim would have read, with or without an Idempotency-Key, a module or an image; with the
+    // slot taken or the worker stopped, the job waits in its queue for a claim.
     let worker = uuid::Uuid::now_v7();
     let (handoff, mut worker_rx) = Handoff::new(
         worker,
@@ -700,6 +700,28 @@ async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_
         .await
         .unwrap();
     assert_eq!(jobs, 4, "the replay and the reuse stored no job");
+
+    // An image job is handed the same way, its image recorded among the tenant's.
+    let (status, image_job) = h
+        .submit_keyed(json!({ "image": "docker.io/library/busybox:1.36" }), None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), image_job["state"].as_str()),
+        (201, Some("running")),
+        "{image_job}"
+    );
+    let handed = worker_rx.try_recv().expect("the image job was handed");
+    assert_eq!(handed.job.id.to_string(), image_job["id"].as_str().unwrap());
+    let images: Vec<String> =
+        sqlx::query_scalar("SELECT reference FROM tenant_images WHERE tenant_id = 'default'")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        images,
+        vec![image_job["program"].as_str().unwrap().to_string()]
+    );
+    drop(handed);
 
     // The worker stopped taking jobs between the slot and the hand-over: the job is back in its
     // queue as if never handed, and the answer says so.

@@ -145,7 +145,8 @@ pub struct HandTo<'a> {
 /// ([`super::wake_payload`]); None sends none.
 ///
 /// `hand`: a worker that set a slot aside for this job. A plain submission (no quota of its
-/// tenant's, a module; with or without an idempotency key) is then stored already `running` on it — attempt 1, its
+/// tenant's; a module or an image, with or without an idempotency key) is then stored already
+/// `running` on it — attempt 1, its
 /// lease, no wake-up — when a claim would have taken it at once anyway (`nekton_may_hand`,
 /// migrations/0017: nothing a claim could take now waits in the worker's queues, and the tenant
 /// has no `max_running` cap); the returned record says `running` then, and the caller passes the
@@ -238,17 +239,16 @@ pub async fn submit(
 }
 
 /// Whether [`submit`] tries to store `job` with one statement — no quota of its tenant's to
-/// check, no image to record — the only path that may hand it to a worker ([`HandTo`]); a caller
-/// sets a slot aside only for such a job.
-pub fn may_be_handed(tenant_quota: &Tenant, job: &NewJob) -> bool {
-    tenant_quota.submit_rate.is_none()
-        && tenant_quota.max_queued.is_none()
-        && !is_image(&job.program)
+/// check — the only path that may hand it to a worker ([`HandTo`]); a caller sets a slot aside
+/// only for such a job.
+pub fn may_be_handed(tenant_quota: &Tenant, _job: &NewJob) -> bool {
+    tenant_quota.submit_rate.is_none() && tenant_quota.max_queued.is_none()
 }
 
-/// [`submit`] of a job with nothing to check inside a transaction — no quota of its tenant's, no
-/// image to record — as one statement, committed on its own: the job's row, its spec and the
-/// wake-up NOTIFY, returning the record as stored. One round trip and one commit instead of
+/// [`submit`] of a job with nothing to check inside a transaction — no quota of its tenant's — as
+/// one statement, committed on its own: the job's row, its spec, its image in the tenant's images
+/// (as [`super::tenants::record_images`] does) and the wake-up NOTIFY, returning the record as
+/// stored. One round trip and one commit instead of
 /// BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone job,
 /// load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
 /// without it nothing is inserted and no row comes back. With `hand` the same statement decides
@@ -288,6 +288,10 @@ async fn submit_plain(
              INSERT INTO job_specs (job_id, spec, spec_hash, program, labels, suite, traceparent) \
              SELECT j.id, $6, $7, $8, $9, $10, $11 FROM j \
              RETURNING job_id, program, labels, suite, traceparent \
+         ), img AS ( \
+             INSERT INTO tenant_images (tenant_id, reference) \
+             SELECT $2, s.program FROM s WHERE NOT starts_with(s.program, 'sha256:') \
+             ON CONFLICT DO NOTHING \
          ), n AS ( \
              SELECT pg_notify($12, $13) FROM j WHERE $13::text IS NOT NULL AND j.state = 'queued' \
          ) \

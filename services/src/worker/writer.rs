@@ -4,7 +4,9 @@
 //! completions in batches as soon as they arrive, in the same transaction as the chunks pending
 //! with them — a job's last chunks are always stored before its completion — and answers each
 //! completion's sender once it is stored, which is when the job's slot frees. A failed flush is retried: nothing is dropped while
-//! the database is away (the bounded channel makes the jobs wait instead). After completions are
+//! the database is away (the bounded channel makes the jobs wait instead). A flush whose values
+//! PostgreSQL refuses is stored job by job instead, so one job's bad item does not hold the
+//! others back ([`store`]). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
 //! An API in the same process is told of the stored completions directly ([`OnStored`]).
