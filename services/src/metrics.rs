@@ -544,7 +544,16 @@ mod tests {
                 tests: None,
             },
         );
+        m.writes_refused
+            .get_or_create(&ItemLabels {
+                item: "chunk".into(),
+            })
+            .inc();
         let text = m.encode_text();
+        assert!(
+            text.contains("nekton_writes_refused_total{item=\"chunk\"} 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# HELP nekton_jobs_submitted_total Jobs accepted"),
             "{text}"

@@ -2033,3 +2033,78 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
     };
     assert_eq!((refused("chunk"), refused("completion")), (1, 2));
 }
+
+/// A worker that is stopping puts a job the API in its process handed it, and it has not
+/// started, back in its queue as if never handed — at once, for a worker that goes on — instead of
+/// leaving it running until the rescuer finds its lease expired.
+#[tokio::test]
+async fn a_stopping_worker_puts_a_handed_job_it_did_not_start_back_in_its_queue() {
+    use nekton::worker::{ExecLanes, Worker, WorkerConfig};
+    let db = db().await;
+    let pool = &db.pool;
+    let id = Uuid::now_v7();
+    backlog(pool, TENANT, "default", 1, 1.0).await;
+    // Running on the worker, attempt 1, as the submission's statement stores a handed job.
+    let mut claimed = queue::claim(pool, id, "default", 1, LEASE).await.unwrap();
+    let job = claimed.pop().expect("the job");
+    let job_id = job.id;
+    let metrics = nekton::metrics::Metrics::new();
+    let worker = Worker::new(
+        pool.clone(),
+        WorkerConfig {
+            id,
+            queues: vec!["default".into()],
+            slots: 1,
+            timing: Default::default(),
+            shutdown_grace: Duration::from_secs(1),
+        },
+        Vec::new(),
+        metrics.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        ExecLanes {
+            normal: tokio::runtime::Handle::current(),
+            express: tokio::runtime::Handle::current(),
+        },
+    );
+    let handoff = worker.handoff();
+    let slot = handoff
+        .reserve("default")
+        .expect("the worker's one slot is free");
+    assert!(handoff.hand(slot, job).is_ok(), "the worker takes jobs");
+    // The stop comes as the job arrives.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), worker.run(shutdown))
+        .await
+        .expect("the worker stopped within 30 s")
+        .expect("the worker stopped cleanly");
+    let row: (String, i32, Option<Uuid>) =
+        sqlx::query_as("SELECT state::text, attempt, worker_id FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        ("queued".to_string(), 0, None),
+        "back in its queue, never started"
+    );
+    assert_eq!(
+        metrics.jobs_handed.get(),
+        0,
+        "the worker did not take the job in (a job started and then stopped for the shutdown \
+         would be back in its queue too)"
+    );
+    assert!(
+        handoff.reserve("default").is_none(),
+        "a stopped worker's slots are closed to the API"
+    );
+    let again = queue::claim(pool, Uuid::now_v7(), "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.len(), again[0].attempt),
+        (1, 1),
+        "claimed as a fresh first attempt"
+    );
+}

@@ -387,7 +387,10 @@ impl Worker {
                 // Slots no claim filled are free again.
                 drop(free);
             }
+            // Biased: a stop is seen first, so a job handed in the same moment is put back in its
+            // queue below, for a worker that goes on, instead of starting here.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 Some(h) = handed.recv() => {
                     metrics.jobs_handed.inc();
