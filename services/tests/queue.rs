@@ -1838,6 +1838,21 @@ async fn a_result_holding_nul_is_stored_with_the_nul_replaced() {
     assert_eq!(build_detail, "exit\u{FFFD}code 1");
 }
 
+/// Makes PostgreSQL refuse inserts into `table` of rows matching `condition` (a trigger raising
+/// "refused by the test: `what`").
+async fn refuse_inserts(pool: &PgPool, table: &str, condition: &str, what: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF {condition} THEN RAISE EXCEPTION 'refused by the test: {what}'; END IF; \
+             RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION refuse_{table}();"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// When PostgreSQL refuses the values of one job's items, the writer stores the other jobs'
 /// items of the same flush and goes on: the refused chunk is dropped (the job's other chunks
 /// stay), a refused result is replaced by an internal-error record saying why — with the bill,
@@ -1851,16 +1866,7 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
     let pool = &db.pool;
     // A chunk the database refuses (no value of a real job's output is refused: the trigger
     // stands in for whatever PostgreSQL may refuse).
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.data = 'poison'::bytea THEN RAISE EXCEPTION 'refused by the test: poison'; END IF; \
-             RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_poison BEFORE INSERT ON log_chunks \
-             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    refuse_inserts(pool, "log_chunks", "NEW.data = 'poison'::bytea", "poison").await;
     backlog(pool, TENANT, "default", 4, 1.0).await;
     let w = Uuid::now_v7();
     let claimed = queue::claim(pool, w, "default", 4, LEASE).await.unwrap();
@@ -1898,16 +1904,13 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
             ..done(poisoned_bill, 1, JobState::Succeeded)
         },
     ];
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poisoned_result() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.detail = 'poison' THEN RAISE EXCEPTION 'refused by the test: a poisoned result'; END IF; \
-             RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_poisoned_result BEFORE INSERT ON job_attempts \
-             FOR EACH ROW EXECUTE FUNCTION refuse_poisoned_result();",
+    refuse_inserts(
+        pool,
+        "job_attempts",
+        "NEW.detail = 'poison'",
+        "a poisoned result",
     )
-    .execute(pool)
-    .await
-    .unwrap();
+    .await;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let mut acks = Vec::new();
     // Everything is sent before the writer starts, so it all goes in its first flush.

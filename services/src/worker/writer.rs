@@ -3,13 +3,13 @@
 //! pending chunks in one INSERT (then one NOTIFY) per tick or when 64 KiB are pending, and
 //! completions in batches as soon as they arrive, in the same transaction as the chunks pending
 //! with them — a job's last chunks are always stored before its completion — and answers each
-//! completion's sender once it is stored, which is when the job's slot frees. A failed flush is retried: nothing is dropped while
-//! the database is away (the bounded channel makes the jobs wait instead). A flush whose values
-//! PostgreSQL refuses is stored job by job instead, so one job's bad item does not hold the
-//! others back ([`store`]). After completions are
+//! completion's sender once it is stored, which is when the job's slot frees. A failed flush is
+//! retried: nothing is dropped while the database is away (the bounded channel makes the jobs
+//! wait instead). A flush whose values PostgreSQL refuses is stored job by job instead, so one
+//! job's bad item does not hold the others back ([`Flusher::flush`]). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
-//! back by its `max_running` (or its fair share) can be served at once instead of at the next poll.
-//! An API in the same process is told of the stored completions directly ([`OnStored`]).
+//! back by its `max_running` (or its fair share) can be served at once instead of at the next
+//! poll. An API in the same process is told of the stored completions directly ([`OnStored`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -106,7 +106,13 @@ pub async fn run(
         }
         // Logs first, then completions, in one transaction: a job's output is complete before
         // it is finished, and a batch of finished jobs costs one commit.
-        let applied = store(&pool, worker, &chunks, &completions, &metrics).await;
+        let applied = Flusher {
+            pool: &pool,
+            worker,
+            metrics: &metrics,
+        }
+        .flush(&chunks, &completions)
+        .await;
         if applied.len() != completions.len() {
             let stale: Vec<Uuid> = completions
                 .iter()
@@ -140,57 +146,165 @@ pub async fn run(
 }
 
 /// A completion as it was stored: the state and reason it recorded (a substitute's, when the
-/// one the job reported was refused; see [`salvage`]).
+/// one the job reported was refused; see [`Flusher::salvage`]).
 struct Applied {
     job_id: Uuid,
     state: JobState,
     reason: OutcomeReason,
 }
 
-/// Stores `chunks` and then `completions` and returns the completions applied (the others were
-/// fenced). Retries while the failure may pass (the database away, a conflict): nothing is
-/// dropped then. When PostgreSQL refuses the values themselves, retrying the same batch would
-/// fail forever and hold every job of this worker back, so the batch is stored job by job
-/// instead ([`isolate`]): the other jobs' items go on, and only the refused job's items are
-/// dropped or replaced ([`salvage`]).
-async fn store(
-    pool: &sqlx::PgPool,
+/// Where a writer stores its flushes: the database, as worker `worker`, counting refusals.
+struct Flusher<'a> {
+    pool: &'a sqlx::PgPool,
     worker: Uuid,
-    chunks: &[NewChunk],
-    completions: &[Completion],
-    metrics: &Metrics,
-) -> Vec<Applied> {
-    match store_retrying(pool, worker, chunks, completions).await {
-        Ok(applied) => applied_of(completions, &applied),
-        Err(e) => {
-            tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
-            isolate(pool, worker, chunks, completions, metrics).await
-        }
-    }
+    metrics: &'a Metrics,
 }
 
-/// [`queue::flush`], retried with a backoff (50 ms doubling to 5 s) until it succeeds or
-/// PostgreSQL refuses the values ([`StoreError::refused_values`]), which is returned.
-async fn store_retrying(
-    pool: &sqlx::PgPool,
-    worker: Uuid,
-    chunks: &[NewChunk],
-    completions: &[Completion],
-) -> Result<Vec<Uuid>, StoreError> {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match queue::flush(pool, worker, chunks, completions).await {
-            Ok(applied) => return Ok(applied),
-            Err(e) if e.refused_values() => return Err(e),
+impl Flusher<'_> {
+    /// Stores `chunks` and then `completions` and returns the completions applied (the others
+    /// were fenced). Retries while the failure may pass (the database away, a conflict): nothing
+    /// is dropped then. When PostgreSQL refuses the values themselves, retrying the same batch
+    /// would fail forever and hold every job of this worker back, so the batch is stored job by
+    /// job instead ([`Self::isolate`]): the other jobs' items go on, and only the refused job's
+    /// items are dropped or replaced ([`Self::salvage`]).
+    async fn flush(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
+        match self.retrying(chunks, completions).await {
+            Ok(applied) => applied_of(completions, &applied),
             Err(e) => {
-                tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
+                self.isolate(chunks, completions).await
             }
         }
     }
+
+    /// [`queue::flush`], retried with a backoff (50 ms doubling to 5 s) until it succeeds or
+    /// PostgreSQL refuses the values ([`StoreError::refused_values`]), which is returned.
+    async fn retrying(
+        &self,
+        chunks: &[NewChunk],
+        completions: &[Completion],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match queue::flush(self.pool, self.worker, chunks, completions).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) if e.refused_values() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Stores a refused batch one job at a time (the job's chunks, then its completion, as one
+    /// flush), in the order the jobs first appear; a job's flush refused again is salvaged.
+    async fn isolate(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
+        let mut jobs: Vec<Uuid> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in chunks
+            .iter()
+            .map(|c| c.job_id)
+            .chain(completions.iter().map(|c| c.job_id))
+        {
+            if seen.insert(id) {
+                jobs.push(id);
+            }
+        }
+        let mut applied = Vec::new();
+        for job in jobs {
+            let its_chunks: Vec<NewChunk> =
+                chunks.iter().filter(|c| c.job_id == job).cloned().collect();
+            let its_completion: Vec<Completion> = completions
+                .iter()
+                .filter(|c| c.job_id == job)
+                .cloned()
+                .collect();
+            match self.retrying(&its_chunks, &its_completion).await {
+                Ok(ids) => applied.extend(applied_of(&its_completion, &ids)),
+                Err(e) => {
+                    tracing::warn!(%job, error = %e, "the database refused this job's items; storing them one by one");
+                    applied.extend(self.salvage(&its_chunks, &its_completion).await)
+                }
+            }
+        }
+        applied
+    }
+
+    /// One job's refused items. Its chunks are stored one by one and those refused are dropped
+    /// (the job's log has a gap there). Its completion, if refused, is replaced by one that ends
+    /// the attempt as an internal error saying why (with the bill, then without it if that is
+    /// refused too): the job ends with a record instead of holding its slot forever. If even that
+    /// is refused, the job is left running; the slot frees, its lease is no longer renewed and
+    /// the rescuer takes it like a lost worker's.
+    async fn salvage(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
+        for c in chunks {
+            if let Err(e) = self.retrying(std::slice::from_ref(c), &[]).await {
+                tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
+                self.refused("chunk");
+            }
+        }
+        let mut applied = Vec::new();
+        for c in completions {
+            let mut error = match self.retrying(&[], std::slice::from_ref(c)).await {
+                Ok(ids) => {
+                    applied.extend(applied_of(std::slice::from_ref(c), &ids));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            tracing::error!(job = %c.job_id, attempt = c.attempt, error = %error, "the database refused a job's result; storing it as an internal error");
+            self.refused("completion");
+            let mut substitute = Completion {
+                state: JobState::Error,
+                retry_after: None,
+                reason: OutcomeReason::InternalError,
+                exit_code: None,
+                signal: None,
+                detail: None,
+                tests: None,
+                ..c.clone()
+            };
+            for keep_usage in [true, false] {
+                if !keep_usage {
+                    substitute.usage = Usage::default();
+                }
+                // The second try says less: the refusal's own text could be what was refused.
+                substitute.detail = Some(if keep_usage {
+                    format!(
+                        "the worker could not store this attempt's result: the database refused \
+                         it ({error}); its exit status and test results are lost"
+                    )
+                } else {
+                    "the worker could not store this attempt's result: the database refused it \
+                     (the worker's log says why); its exit status, test results and bill are lost"
+                        .to_string()
+                });
+                match self.retrying(&[], std::slice::from_ref(&substitute)).await {
+                    Ok(ids) => {
+                        applied.extend(applied_of(std::slice::from_ref(&substitute), &ids));
+                        break;
+                    }
+                    Err(e) if keep_usage => error = e,
+                    Err(e) => {
+                        tracing::error!(job = %c.job_id, attempt = c.attempt, error = %e, "the database refused even a bare internal-error record for this job; leaving it to the rescuer")
+                    }
+                }
+            }
+        }
+        applied
+    }
+
+    fn refused(&self, item: &str) {
+        self.metrics
+            .writes_refused
+            .get_or_create(&ItemLabels { item: item.into() })
+            .inc();
+    }
 }
 
+/// The completions of `completions` whose jobs `ids` names, as stored.
 fn applied_of(completions: &[Completion], ids: &[Uuid]) -> Vec<Applied> {
     completions
         .iter()
@@ -201,124 +315,4 @@ fn applied_of(completions: &[Completion], ids: &[Uuid]) -> Vec<Applied> {
             reason: c.reason,
         })
         .collect()
-}
-
-/// Stores a refused batch one job at a time (the job's chunks, then its completion, as one
-/// flush), in the order the jobs first appear; a job's flush that is refused again is salvaged.
-async fn isolate(
-    pool: &sqlx::PgPool,
-    worker: Uuid,
-    chunks: &[NewChunk],
-    completions: &[Completion],
-    metrics: &Metrics,
-) -> Vec<Applied> {
-    let mut jobs: Vec<Uuid> = Vec::new();
-    let mut seen = HashSet::new();
-    for id in chunks
-        .iter()
-        .map(|c| c.job_id)
-        .chain(completions.iter().map(|c| c.job_id))
-    {
-        if seen.insert(id) {
-            jobs.push(id);
-        }
-    }
-    let mut applied = Vec::new();
-    for job in jobs {
-        let its_chunks: Vec<NewChunk> =
-            chunks.iter().filter(|c| c.job_id == job).cloned().collect();
-        let its_completion: Vec<Completion> = completions
-            .iter()
-            .filter(|c| c.job_id == job)
-            .cloned()
-            .collect();
-        match store_retrying(pool, worker, &its_chunks, &its_completion).await {
-            Ok(ids) => applied.extend(applied_of(&its_completion, &ids)),
-            Err(e) => {
-                tracing::warn!(%job, error = %e, "the database refused this job's items; storing them one by one");
-                applied.extend(salvage(pool, worker, &its_chunks, &its_completion, metrics).await)
-            }
-        }
-    }
-    applied
-}
-
-/// One job's refused items. Its chunks are stored one by one and those refused are dropped (the
-/// job's log has a gap there). Its completion, if refused, is replaced by one that ends the
-/// attempt as an internal error saying why (with the bill, then without it if that is refused
-/// too): the job ends with a record instead of holding its slot forever. If even that is
-/// refused, the job is left running; the slot frees, its lease is no longer renewed and the
-/// rescuer takes it like a lost worker's.
-async fn salvage(
-    pool: &sqlx::PgPool,
-    worker: Uuid,
-    chunks: &[NewChunk],
-    completions: &[Completion],
-    metrics: &Metrics,
-) -> Vec<Applied> {
-    for c in chunks {
-        if let Err(e) = store_retrying(pool, worker, std::slice::from_ref(c), &[]).await {
-            tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
-            metrics
-                .writes_refused
-                .get_or_create(&ItemLabels {
-                    item: "chunk".into(),
-                })
-                .inc();
-        }
-    }
-    let mut applied = Vec::new();
-    for c in completions {
-        let mut error = match store_retrying(pool, worker, &[], std::slice::from_ref(c)).await {
-            Ok(ids) => {
-                applied.extend(applied_of(std::slice::from_ref(c), &ids));
-                continue;
-            }
-            Err(e) => e,
-        };
-        tracing::error!(job = %c.job_id, attempt = c.attempt, error = %error, "the database refused a job's result; storing it as an internal error");
-        metrics
-            .writes_refused
-            .get_or_create(&ItemLabels {
-                item: "completion".into(),
-            })
-            .inc();
-        let mut substitute = Completion {
-            state: JobState::Error,
-            retry_after: None,
-            reason: OutcomeReason::InternalError,
-            exit_code: None,
-            signal: None,
-            detail: None,
-            tests: None,
-            ..c.clone()
-        };
-        for keep_usage in [true, false] {
-            if !keep_usage {
-                substitute.usage = Usage::default();
-            }
-            // The second try says less: the refusal's own text could be what was refused.
-            substitute.detail = Some(if keep_usage {
-                format!(
-                    "the worker could not store this attempt's result: the database refused it \
-                     ({error}); its exit status and test results are lost"
-                )
-            } else {
-                "the worker could not store this attempt's result: the database refused it (the \
-                 worker's log says why); its exit status, test results and bill are lost"
-                    .to_string()
-            });
-            match store_retrying(pool, worker, &[], std::slice::from_ref(&substitute)).await {
-                Ok(ids) => {
-                    applied.extend(applied_of(std::slice::from_ref(&substitute), &ids));
-                    break;
-                }
-                Err(e) if keep_usage => error = e,
-                Err(e) => {
-                    tracing::error!(job = %c.job_id, attempt = c.attempt, error = %e, "the database refused even a bare internal-error record for this job; leaving it to the rescuer")
-                }
-            }
-        }
-    }
-    applied
 }
