@@ -305,7 +305,7 @@ async fn submit_traced(
     let hand = state
         .handoff
         .as_ref()
-        .filter(|_| store_jobs::may_be_handed(&tenant, &job))
+        .filter(|_| store_jobs::may_be_handed(&tenant))
         .and_then(|h| Some((h, h.reserve(&queue)?, job.spec.clone())));
     let to = hand.as_ref().map(|(h, _, _)| h.to());
     let submitted = store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await?;

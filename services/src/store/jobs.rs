@@ -146,11 +146,11 @@ pub struct HandTo<'a> {
 ///
 /// `hand`: a worker that set a slot aside for this job. A plain submission (no quota of its
 /// tenant's; a module or an image, with or without an idempotency key) is then stored already
-/// `running` on it — attempt 1, its
-/// lease, no wake-up — when a claim would have taken it at once anyway (`nekton_may_hand`,
-/// migrations/0017: nothing a claim could take now waits in the worker's queues, and the tenant
-/// has no `max_running` cap); the returned record says `running` then, and the caller passes the
-/// job to that worker. Otherwise the job is stored waiting, as without `hand`.
+/// `running` on it — attempt 1, its lease, no wake-up — when a claim would have taken it at once
+/// anyway (`nekton_may_hand`, migrations/0017: nothing a claim could take now waits in the
+/// worker's queues, and the tenant has no `max_running` cap); the returned record says `running`
+/// then, and the caller passes the job to that worker. Otherwise the job is stored waiting, as
+/// without `hand`.
 pub async fn submit(
     pool: &PgPool,
     tenant_quota: &Tenant,
@@ -159,7 +159,7 @@ pub async fn submit(
     hand: Option<HandTo<'_>>,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
-    if may_be_handed(tenant_quota, &job)
+    if may_be_handed(tenant_quota)
         && let Some(submitted) = submit_plain(pool, tenant, &job, wake, hand).await?
     {
         return Ok(submitted);
@@ -238,22 +238,21 @@ pub async fn submit(
     Ok(Submitted::Created(Box::new(created)))
 }
 
-/// Whether [`submit`] tries to store `job` with one statement — no quota of its tenant's to
-/// check — the only path that may hand it to a worker ([`HandTo`]); a caller sets a slot aside
-/// only for such a job.
-pub fn may_be_handed(tenant_quota: &Tenant, _job: &NewJob) -> bool {
+/// Whether [`submit`] tries to store a job of this tenant with one statement — no quota of the
+/// tenant's to check — the only path that may hand it to a worker ([`HandTo`]); a caller sets a slot
+/// aside only for such a job.
+pub fn may_be_handed(tenant_quota: &Tenant) -> bool {
     tenant_quota.submit_rate.is_none() && tenant_quota.max_queued.is_none()
 }
 
 /// [`submit`] of a job with nothing to check inside a transaction — no quota of its tenant's — as
 /// one statement, committed on its own: the job's row, its spec, its image in the tenant's images
 /// (as [`super::tenants::record_images`] does) and the wake-up NOTIFY, returning the record as
-/// stored. One round trip and one commit instead of
-/// BEGIN, two INSERTs, the NOTIFY, COMMIT and a re-read (the latency of a lone job,
-/// load-tests/README.md "Latency floor"). The job's module is checked in the same statement:
-/// without it nothing is inserted and no row comes back. With `hand` the same statement decides
-/// whether the job starts `running` on that worker (see [`submit`]); a handed job sends no
-/// wake-up.
+/// stored. One round trip and one commit instead of BEGIN, two INSERTs, the NOTIFY, COMMIT and a
+/// re-read (the latency of a lone job, load-tests/README.md "Latency floor"). The job's module is
+/// checked in the same statement: without it nothing is inserted and no row comes back. With
+/// `hand` the same statement decides whether the job starts `running` on that worker (see
+/// [`submit`]); a handed job sends no wake-up.
 ///
 /// An idempotency key goes in with the row (`ON CONFLICT DO NOTHING`): a key this tenant used
 /// before also stores nothing. `None` then — the job has a key and nothing was stored, for its
