@@ -2035,6 +2035,11 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
             .get()
     };
     assert_eq!((refused("chunk"), refused("completion")), (1, 2));
+    assert_eq!(
+        metrics.log_bytes_stored.get(),
+        ["fine", "fine", "fine", "after"].concat().len() as u64,
+        "the dropped chunk's bytes are not counted as stored"
+    );
 }
 
 /// A worker that is stopping puts a job the API in its process handed it, and it has not

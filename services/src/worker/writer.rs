@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -106,13 +107,13 @@ pub async fn run(
         }
         // Logs first, then completions, in one transaction: a job's output is complete before
         // it is finished, and a batch of finished jobs costs one commit.
-        let applied = Flusher {
+        let flusher = Flusher {
             pool: &pool,
             worker,
             metrics: &metrics,
-        }
-        .flush(&chunks, &completions)
-        .await;
+            dropped_bytes: Default::default(),
+        };
+        let applied = flusher.flush(&chunks, &completions).await;
         if applied.len() != completions.len() {
             let stale: Vec<Uuid> = completions
                 .iter()
@@ -131,7 +132,9 @@ pub async fn run(
         for a in &applied {
             metrics.job_finished(a.state.as_str(), a.reason.as_str());
         }
-        metrics.log_bytes_stored.inc_by(pending_bytes as u64);
+        metrics
+            .log_bytes_stored
+            .inc_by(pending_bytes.saturating_sub(flusher.dropped_bytes.into_inner()) as u64);
         chunks.clear();
         pending_bytes = 0;
         deadline = None;
@@ -158,6 +161,8 @@ struct Flusher<'a> {
     pool: &'a sqlx::PgPool,
     worker: Uuid,
     metrics: &'a Metrics,
+    /// Output bytes of the chunks dropped as refused (not counted as stored).
+    dropped_bytes: AtomicUsize,
 }
 
 impl Flusher<'_> {
@@ -243,6 +248,8 @@ impl Flusher<'_> {
             if let Err(e) = self.retrying(std::slice::from_ref(c), &[]).await {
                 tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
                 self.refused("chunk");
+                self.dropped_bytes
+                    .fetch_add(c.data.len(), Ordering::Relaxed);
             }
         }
         let mut applied = Vec::new();
