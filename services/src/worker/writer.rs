@@ -122,7 +122,8 @@ pub async fn run(
                 .collect();
             tracing::warn!(
                 ?stale,
-                "completions not applied: these attempts were taken over (fenced)"
+                "completions not applied: these attempts were taken over (fenced), or even a bare \
+                 record of them was refused (logged above)"
             );
         }
         let stored: Vec<(Uuid, JobState)> = applied.iter().map(|a| (a.job_id, a.state)).collect();
