@@ -324,6 +324,10 @@ async fn submit_traced(
             state.metrics.jobs_submitted.inc();
             match hand {
                 Some((handoff, slot, spec)) => {
+                    // A handed job's statement sends no NOTIFY (the worker here needs none).
+                    if notify.is_some() {
+                        state.notifier.unsent(&queue);
+                    }
                     let job = hand_over(&state, handoff, slot, spec, &tenant.id, *job, &trace).await;
                     (StatusCode::CREATED, job)
                 }

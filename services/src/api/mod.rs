@@ -185,6 +185,15 @@ impl QueueNotices {
         }
     }
 
+    /// The NOTIFY the last [`Notice::Now`] asked for was not sent (its job was handed to the
+    /// worker in this process, which needs none): the next submission notifies at once instead of
+    /// counting on it.
+    fn unsent(&mut self, now: Instant) {
+        if let Some(long_ago) = now.checked_sub(QueueNotifier::WINDOW) {
+            self.notified = self.notified.min(long_ago);
+        }
+    }
+
     fn submission(&mut self, now: Instant) -> Notice {
         let quiet = now.duration_since(self.submitted) >= QueueNotifier::QUIET;
         self.submitted = now;
@@ -219,6 +228,16 @@ impl QueueNotifier {
     /// The process id this notifier's NOTIFYs carry.
     pub fn origin(&self) -> Uuid {
         self.origin
+    }
+
+    /// The NOTIFY [`Self::notify_now`] gave a payload for was not sent: the submission's job was
+    /// handed to the worker in this process (docs/queue.md §2). Without this, the next job of a
+    /// burst would wait for a trailing NOTIFY, counting on one that never went out.
+    pub fn unsent(&self, queue: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = last.get_mut(queue) {
+            q.unsent(Instant::now());
+        }
     }
 
     /// The payload to NOTIFY with now (in the caller's transaction), or None when a trailing
@@ -669,5 +688,19 @@ mod notifier_tests {
         for i in 2..50 {
             assert_eq!(q.submission(b + ms(i)), Notice::Covered, "burst job {i}");
         }
+    }
+
+    #[test]
+    fn a_notify_not_sent_does_not_cover_the_next_submission() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now() + ms(1000);
+        let mut q = QueueNotices::new(t0);
+        // A job handed over: its statement sent no NOTIFY. The next one, 1 ms later, notifies at
+        // once instead of arranging a trailing NOTIFY behind one that never went out.
+        assert_eq!(q.submission(t0 + ms(15)), Notice::Now);
+        q.unsent(t0 + ms(15));
+        assert_eq!(q.submission(t0 + ms(16)), Notice::Now);
+        // Sent this time: the burst goes on as usual.
+        assert_eq!(q.submission(t0 + ms(17)), Notice::Trailing(ms(99)));
     }
 }
