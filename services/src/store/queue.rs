@@ -513,7 +513,7 @@ pub async fn requeue(pool: &PgPool, worker: Uuid, jobs: &[Uuid]) -> Result<Vec<U
 }
 
 /// Puts jobs handed to `worker` by the API in its process (stored `running` as attempt 1, see
-/// `crate::worker::handoff`) that it never started — it stopped taking jobs first — back in
+/// [`super::handoff`]) that it never started — it stopped taking jobs first — back in
 /// their queue as they were before: waiting, attempt 0, no trace of the handing. Returns the ids
 /// put back.
 pub async fn return_unstarted(
