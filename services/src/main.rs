@@ -202,8 +202,12 @@ struct ServiceArgs {
 #[derive(Args, Clone)]
 struct WorkerArgs {
     /// Jobs this worker runs at once.
-    #[arg(long, env = "NEKTON_SLOTS", default_value_t = 32)]
+    #[arg(long, env = "NEKTON_SLOTS", default_value_t = 128)]
     slots: usize,
+    /// Of those, jobs that may run in a container (image jobs) at once; at most --slots. 0: this
+    /// worker runs no image jobs (they wait for a worker that does).
+    #[arg(long, env = "NEKTON_CONTAINER_SLOTS", default_value_t = 32)]
+    container_slots: usize,
     /// Queues to take jobs from (comma-separated).
     #[arg(
         long,
@@ -552,6 +556,7 @@ fn options(
         cors_origins: api.map(|(_, a)| a.cors_origins.clone()).unwrap_or_default(),
         api: api.map(|(addr, _)| addr),
         worker_slots: worker.map(|w| w.slots.max(1)),
+        container_slots: worker.map(|w| w.container_slots.min(w.slots.max(1))),
         queues: worker
             .map(|w| w.queues.clone())
             .unwrap_or_else(|| vec!["default".into()]),
@@ -560,7 +565,8 @@ fn options(
         timing: common.timing(),
         shutdown_grace: Duration::from_secs(worker.map_or(30, |w| w.shutdown_grace_secs)),
         images: ImageOptions {
-            userns: images.userns_config(worker.map_or(1, |w| w.slots.max(1))),
+            userns: images
+                .userns_config(worker.map_or(1, |w| w.container_slots.clamp(1, w.slots.max(1)))),
             ..images.options()
         },
         webhooks: worker.map(WorkerArgs::webhooks).unwrap_or_default(),

@@ -107,6 +107,7 @@ pub struct Metrics {
     pub jobs_finished: Family<FinishedLabels, Counter>,
     pub jobs_running: Gauge,
     pub worker_slots: Gauge,
+    pub worker_container_slots: Gauge,
     pub job_wall_seconds: Family<AttemptLabels, Histogram>,
     pub job_wait_seconds: Family<AttemptLabels, Histogram>,
     pub retries: Family<ReasonLabels, Counter>,
@@ -164,6 +165,12 @@ impl Metrics {
             "worker_slots",
             "Jobs this worker runs at once (--slots); 0 without a worker",
             worker_slots.clone(),
+        );
+        let worker_container_slots = Gauge::default();
+        registry.register(
+            "worker_container_slots",
+            "Of those, jobs that may run in a container at once (--container-slots); 0 without a worker",
+            worker_container_slots.clone(),
         );
         let job_wall_seconds =
             Family::<AttemptLabels, Histogram>::new_with_constructor(wall_buckets as fn() -> _);
@@ -317,6 +324,7 @@ impl Metrics {
             jobs_finished,
             jobs_running,
             worker_slots,
+            worker_container_slots,
             job_wall_seconds,
             job_wait_seconds,
             retries,

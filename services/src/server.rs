@@ -146,6 +146,8 @@ pub struct ProcessOptions {
     pub api: Option<SocketAddr>,
     /// Run a worker with this many slots (None: no worker).
     pub worker_slots: Option<usize>,
+    /// Of the worker's slots, how many may hold container jobs (None: all of them).
+    pub container_slots: Option<usize>,
     pub queues: Vec<String>,
     pub state_dir: PathBuf,
     pub policy: LimitPolicy,
@@ -451,6 +453,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             id: Uuid::now_v7(),
             queues: options.queues.clone(),
             slots,
+            container_slots: options.container_slots.unwrap_or(slots).min(slots),
             timing: options.timing.clone(),
             shutdown_grace: options.shutdown_grace,
         };

@@ -603,6 +603,7 @@ async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_
         worker,
         vec!["default".into()],
         1,
+        1,
         std::time::Duration::from_secs(30),
     );
     let h = Api::build(LimitPolicy::default(), Some(handoff)).await;
@@ -665,6 +666,10 @@ async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_
     assert_eq!(first["state"], "running", "{first}");
     let handed = worker_rx.try_recv().expect("the keyed job was handed");
     assert_eq!(handed.job.id.to_string(), first["id"].as_str().unwrap());
+    assert!(
+        !handed.slot.has_container(),
+        "a Wasm job takes no container slot"
+    );
     let key: Option<String> = sqlx::query_scalar("SELECT idempotency_key FROM jobs WHERE id = $1")
         .bind(handed.job.id)
         .fetch_one(&h.db.pool)
@@ -712,6 +717,10 @@ async fn a_lone_job_is_handed_to_the_worker_in_this_process_while_it_has_a_free_
     );
     let handed = worker_rx.try_recv().expect("the image job was handed");
     assert_eq!(handed.job.id.to_string(), image_job["id"].as_str().unwrap());
+    assert!(
+        handed.slot.has_container(),
+        "an image job is handed with a container slot"
+    );
     let images: Vec<String> =
         sqlx::query_scalar("SELECT reference FROM tenant_images WHERE tenant_id = 'default'")
             .fetch_all(&h.db.pool)

@@ -32,12 +32,20 @@ struct Env {
 
 impl Env {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut nekton::server::ProcessOptions)) -> Self {
         require_root();
         let tmp = tempfile::tempdir().unwrap();
         let registry = Registry::start(tmp.path());
         let host = registry.host();
         let pusher = Pusher::new(&host);
-        let h = Harness::start_with(|o| o.images.insecure_registries = vec![host.clone()]).await;
+        let h = Harness::start_with(|o| {
+            o.images.insecure_registries = vec![host.clone()];
+            tweak(o);
+        })
+        .await;
         Env {
             registry,
             pusher,
@@ -126,6 +134,42 @@ async fn exit_codes_signals_and_logs_through_the_api() {
         })
         .await;
     assert_eq!(env.output(&job, StdStream::Stdout).await, "entry point\n");
+}
+
+/// A worker runs at most `--container-slots` container jobs at once, and its other slots keep
+/// running Wasm jobs meanwhile: with one container slot (of 8), a second container job waits
+/// for the first to end, and a Wasm job submitted after both runs before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn container_jobs_keep_to_the_container_slots_while_wasm_jobs_run_beside_them() {
+    let env = Env::start_with(|o| o.container_slots = Some(1)).await;
+    let image = env.push("slots", &[]).await;
+    let hello = env.h.push(common::guests::hello()).await;
+    let first = env.h.submit(&sh(&image, "sleep 2")).await;
+    let second = env.h.submit(&sh(&image, "true")).await;
+    env.h.wait_running(first.id, WAIT).await;
+    let wasm = env.h.submit(&Harness::spec(&hello)).await;
+    let wasm = env.h.wait_finished(wasm.id, WAIT).await;
+    assert_eq!(wasm.state, JobState::Succeeded, "{wasm:?}");
+    let waiting = env.h.client.get_job(second.id).await.unwrap();
+    assert_eq!(
+        waiting.state,
+        JobState::Queued,
+        "one container slot, taken by the first job: the second waits ({waiting:?})"
+    );
+    let first = env.h.wait_finished(first.id, WAIT).await;
+    let second = env.h.wait_finished(second.id, WAIT).await;
+    for job in [&first, &second] {
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+    let (ended, started) = (first.finished_at.unwrap(), second.started_at.unwrap());
+    assert!(
+        started >= ended,
+        "the second container job started ({started}) before the first ended ({ended})"
+    );
+    assert!(
+        wasm.finished_at.unwrap() < ended,
+        "the Wasm job ran while the container slot was taken"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -128,6 +128,7 @@ async fn exposed_metrics_match_the_catalogue_and_pass_promtool() {
         "{text}"
     );
     assert!(text.contains("nekton_worker_slots 8\n"), "{text}");
+    assert!(text.contains("nekton_worker_container_slots 8\n"), "{text}");
 
     assert!(
         text.contains("nekton_queue_depth{queue=\"nobody\"} 3\n"),

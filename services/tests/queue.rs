@@ -84,6 +84,61 @@ fn done(id: Uuid, attempt: i32, state: JobState) -> Completion {
     }
 }
 
+/// A claim told how many container slots are free keeps to them: it takes the Wasm jobs and the
+/// first image jobs up to that many, in queue order, and leaves the other image jobs waiting in
+/// their place for a later claim. An image job on `runtime: wasm` takes no container slot; an
+/// image on `auto`, and one stored before specs were versioned, do.
+#[tokio::test]
+async fn a_claim_takes_no_more_container_jobs_than_it_has_container_slots() {
+    let db = db().await;
+    let pool = &db.pool;
+    let job = |spec: serde_json::Value| NewJob {
+        spec,
+        ..new_job("kinds", 0, 1)
+    };
+    let image = |runtime: &str| {
+        job(serde_json::json!({
+            "v": 1, "program": {"kind": "image", "reference": "busybox"}, "runtime": runtime
+        }))
+    };
+    let c1 = insert(pool, image("auto")).await;
+    let w1 = insert(pool, new_job("kinds", 0, 1)).await;
+    let c2 = insert(pool, job(serde_json::json!({"image": "busybox"}))).await;
+    let wi = insert(pool, image("wasm")).await;
+    let w2 = insert(pool, new_job("kinds", 0, 1)).await;
+    let c3 = insert(pool, image("container")).await;
+
+    let ids = |claimed: Vec<Claimed>| claimed.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let first = queue::claim_kinds(pool, Uuid::now_v7(), "kinds", 10, Some(1), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().filter(|c| c.runs_in_container()).count(),
+        1,
+        "the worker tells container jobs by the claim's own rule"
+    );
+    assert_eq!(
+        ids(first),
+        vec![c1, w1, wi, w2],
+        "one container job, in queue order"
+    );
+    for waiting in [c2, c3] {
+        assert_eq!(
+            state(pool, waiting).await,
+            (JobState::Queued, 0),
+            "left waiting, untouched"
+        );
+    }
+    let none = queue::claim_kinds(pool, Uuid::now_v7(), "kinds", 10, Some(0), LEASE)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "no container slot free: {:?}", ids(none));
+    let rest = queue::claim_kinds(pool, Uuid::now_v7(), "kinds", 10, Some(2), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(rest), vec![c2, c3]);
+}
+
 #[tokio::test]
 async fn claims_respect_the_limit_priority_and_queue_and_never_overlap() {
     let db = db().await;
@@ -2063,6 +2118,7 @@ async fn a_stopping_worker_puts_a_handed_job_it_did_not_start_back_in_its_queue(
             id,
             queues: vec!["default".into()],
             slots: 1,
+            container_slots: 1,
             timing: Default::default(),
             shutdown_grace: Duration::from_secs(1),
         },
@@ -2076,7 +2132,7 @@ async fn a_stopping_worker_puts_a_handed_job_it_did_not_start_back_in_its_queue(
     );
     let handoff = worker.handoff();
     let slot = handoff
-        .reserve("default")
+        .reserve("default", false)
         .expect("the worker's one slot is free");
     assert!(handoff.hand(slot, job).is_ok(), "the worker takes jobs");
     // The stop comes as the job arrives.
@@ -2104,7 +2160,7 @@ async fn a_stopping_worker_puts_a_handed_job_it_did_not_start_back_in_its_queue(
          would be back in its queue too)"
     );
     assert!(
-        handoff.reserve("default").is_none(),
+        handoff.reserve("default", false).is_none(),
         "a stopped worker's slots are closed to the API"
     );
     let again = queue::claim(pool, Uuid::now_v7(), "default", 1, LEASE)

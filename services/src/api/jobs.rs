@@ -306,7 +306,10 @@ async fn submit_traced(
         .handoff
         .as_ref()
         .filter(|_| store_jobs::may_be_handed(&tenant))
-        .and_then(|h| Some((h, h.reserve(&queue)?, job.spec.clone())));
+        .and_then(|h| {
+            let container = store_queue::runs_in_container(&job.spec);
+            Some((h, h.reserve(&queue, container)?, job.spec.clone()))
+        });
     let to = hand.as_ref().map(|(h, _, _)| h.to());
     let submitted = store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await?;
     // The slot set aside serves only a job stored running on the worker. Any other outcome gives

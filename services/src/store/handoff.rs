@@ -9,6 +9,9 @@
 //! Slots are one semaphore shared by both paths: the claim loop takes a permit per slot it asks
 //! the database to fill, the API one per job it may hand, and a job holds its permit until its
 //! slot frees — so a worker never runs more jobs than it has slots, whichever path they came by.
+//! Container slots are a second semaphore, used the same way: a job that may run in a container
+//! ([`super::queue::runs_in_container`]) holds one of each, so a worker never runs more of them
+//! than it has container slots either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +25,30 @@ use super::queue::Claimed;
 /// A job stored `running` on this worker by the API, with the slot set aside for it.
 pub struct Handed {
     pub job: Claimed,
-    pub slot: OwnedSemaphorePermit,
+    pub slot: Slot,
 }
 
-/// One of the worker's slots, set aside for a job the API is about to store. Dropping it gives
-/// the slot back.
-pub struct Slot(OwnedSemaphorePermit);
+/// One of the worker's slots, and for a job that may run in a container one of its container
+/// slots too: set aside for a job the API is about to store, or held by a job the worker runs.
+/// Dropping it frees both.
+pub struct Slot {
+    _slot: OwnedSemaphorePermit,
+    _container: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    pub(crate) fn new(slot: OwnedSemaphorePermit, container: Option<OwnedSemaphorePermit>) -> Self {
+        Self {
+            _slot: slot,
+            _container: container,
+        }
+    }
+
+    /// Whether this slot includes a container slot.
+    pub fn has_container(&self) -> bool {
+        self._container.is_some()
+    }
+}
 
 /// The API's side of a worker in the same process.
 pub struct Handoff {
@@ -35,16 +56,18 @@ pub struct Handoff {
     queues: Vec<String>,
     lease: Duration,
     slots: Arc<Semaphore>,
+    containers: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Handed>,
 }
 
 impl Handoff {
-    /// A worker's slots (`slots` of them) and the channel its handed jobs arrive on (the
-    /// worker's; `Worker::handoff` gives the API its side).
+    /// A worker's slots (`slots` of them, `containers` of which may hold container jobs) and the
+    /// channel its handed jobs arrive on (the worker's; `Worker::handoff` gives the API its side).
     pub fn new(
         worker: Uuid,
         queues: Vec<String>,
         slots: usize,
+        containers: usize,
         lease: Duration,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Handed>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -53,6 +76,7 @@ impl Handoff {
             queues,
             lease,
             slots: Arc::new(Semaphore::new(slots)),
+            containers: Arc::new(Semaphore::new(containers.min(slots))),
             tx,
         };
         (Arc::new(handoff), rx)
@@ -63,13 +87,24 @@ impl Handoff {
         &self.slots
     }
 
-    /// Sets a free slot aside for a job of `queue`, if the worker serves that queue, has a free
-    /// slot and is not shutting down.
-    pub fn reserve(&self, queue: &str) -> Option<Slot> {
+    /// The worker's container slots (likewise).
+    pub(crate) fn containers(&self) -> &Arc<Semaphore> {
+        &self.containers
+    }
+
+    /// Sets a free slot aside for a job of `queue` — with a container slot when the job may run
+    /// in a container — if the worker serves that queue, has such a slot free and is not
+    /// shutting down.
+    pub fn reserve(&self, queue: &str, container: bool) -> Option<Slot> {
         if !self.queues.iter().any(|q| q == queue) {
             return None;
         }
-        self.slots.clone().try_acquire_owned().ok().map(Slot)
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let container = match container {
+            true => Some(self.containers.clone().try_acquire_owned().ok()?),
+            false => None,
+        };
+        Some(Slot::new(slot, container))
     }
 
     /// Where the submission may store the job (`store::jobs::submit`).
@@ -86,7 +121,7 @@ impl Handoff {
     /// the caller then puts it back in its queue (`store::queue::return_unstarted`).
     pub fn hand(&self, slot: Slot, job: Claimed) -> Result<(), Box<Claimed>> {
         self.tx
-            .send(Handed { job, slot: slot.0 })
+            .send(Handed { job, slot })
             .map_err(|e| Box::new(e.0.job))
     }
 
@@ -118,25 +153,58 @@ mod tests {
             Uuid::now_v7(),
             vec!["default".into()],
             2,
+            1,
             Duration::from_secs(30),
         );
         assert!(
-            handoff.reserve("other").is_none(),
+            handoff.reserve("other", false).is_none(),
             "a queue the worker does not serve"
         );
-        let a = handoff.reserve("default").expect("first slot");
-        let b = handoff.reserve("default").expect("second slot");
+        let a = handoff.reserve("default", false).expect("first slot");
+        let b = handoff.reserve("default", false).expect("second slot");
         assert!(
-            handoff.reserve("default").is_none(),
+            handoff.reserve("default", false).is_none(),
             "both slots are set aside"
         );
         drop(a);
         assert!(
-            handoff.reserve("default").is_some(),
+            handoff.reserve("default", false).is_some(),
             "a dropped slot is free again"
         );
         drop(b);
         assert_eq!(handoff.slots().available_permits(), 2);
+    }
+
+    #[test]
+    fn a_container_job_needs_a_container_slot_too_and_takes_nothing_without_one() {
+        let (handoff, _rx) = Handoff::new(
+            Uuid::now_v7(),
+            vec!["default".into()],
+            3,
+            1,
+            Duration::from_secs(30),
+        );
+        let boxed = handoff
+            .reserve("default", true)
+            .expect("a slot and a container slot");
+        assert!(boxed.has_container());
+        assert!(
+            handoff.reserve("default", true).is_none(),
+            "the only container slot is taken"
+        );
+        assert_eq!(
+            handoff.slots().available_permits(),
+            2,
+            "a refused container job keeps no slot"
+        );
+        let plain = handoff
+            .reserve("default", false)
+            .expect("a Wasm job's slot");
+        assert!(!plain.has_container());
+        drop(boxed);
+        assert_eq!(handoff.containers().available_permits(), 1);
+        drop(plain);
+        assert_eq!(handoff.slots().available_permits(), 3);
     }
 
     #[test]
@@ -145,22 +213,25 @@ mod tests {
             Uuid::now_v7(),
             vec!["default".into()],
             1,
+            1,
             Duration::from_secs(30),
         );
         let sent = job();
         let id = sent.id;
         handoff
-            .hand(handoff.reserve("default").unwrap(), sent)
+            .hand(handoff.reserve("default", false).unwrap(), sent)
             .unwrap();
         let handed = rx.try_recv().expect("the job arrived");
         assert_eq!(handed.job.id, id);
         assert!(
-            handoff.reserve("default").is_none(),
+            handoff.reserve("default", false).is_none(),
             "the job holds the slot"
         );
         drop(handed);
         rx.close();
-        let slot = handoff.reserve("default").expect("the slot came back");
+        let slot = handoff
+            .reserve("default", false)
+            .expect("the slot came back");
         let back = handoff
             .hand(slot, job())
             .expect_err("the worker stopped taking jobs");

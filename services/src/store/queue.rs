@@ -30,6 +30,24 @@ pub struct Claimed {
     pub trace: Option<crate::telemetry::TraceParent>,
 }
 
+impl Claimed {
+    /// Whether the job runs in a container (an image job), and so takes a container slot.
+    pub fn runs_in_container(&self) -> bool {
+        runs_in_container(&self.spec)
+    }
+}
+
+/// Whether a stored job spec may run in a container, and so takes a container slot: an image job
+/// (`program.kind` is `image`, or, in rows written before the spec was versioned, an `image`
+/// field) whose `runtime` is not `wasm`. An image on `auto` counts although it may turn out to
+/// hold a Wasm module: that is known only once it is pulled, after the claim. The claim's
+/// container cap reads the spec by the same rule (migrations/0019_container_slots.sql).
+pub fn runs_in_container(spec: &serde_json::Value) -> bool {
+    let image = spec.pointer("/program/kind").and_then(|k| k.as_str()) == Some("image")
+        || spec.get("image").is_some();
+    image && spec.get("runtime").and_then(|r| r.as_str()) != Some("wasm")
+}
+
 /// Claims up to `limit` runnable jobs from `queue` for `worker`, each with a lease of `lease`,
 /// sharing them fairly among the tenants with work there (docs/queue.md, "Fair claims across
 /// tenants"): by weight, least-served first, never past a tenant's `max_running` however many
@@ -56,16 +74,36 @@ pub async fn claim<'e>(
     if limit <= 0 {
         return Ok(Vec::new());
     }
+    claim_kinds(db, worker, queue, limit, None, lease).await
+}
+
+/// [`claim`] with at most `containers` image (container) jobs among the jobs claimed (`None`: no
+/// cap): the claim picks and shares as [`claim`] does, then leaves the image jobs past the cap
+/// waiting in their place (migrations/0019_container_slots.sql). A worker passes its free
+/// container slots here ([`runs_in_container`] tells which jobs take one).
+pub async fn claim_kinds<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    worker: Uuid,
+    queue: &str,
+    limit: i64,
+    containers: Option<i64>,
+    lease: Duration,
+) -> Result<Vec<Claimed>, StoreError> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
     let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let containers = containers.map(|c| i32::try_from(c.max(0)).unwrap_or(i32::MAX));
     let rows = sqlx::query(
         "SELECT id, attempt, max_attempts, wait_ms, spec, tenant_id, traceparent, \
              set_config('synchronous_commit', 'off', true) AS async_commit \
-         FROM nekton_claim($1, $2, $3, $4)",
+         FROM nekton_claim($1, $2, $3, $4, $5)",
     )
     .bind(queue)
     .bind(limit)
     .bind(worker)
     .bind(ms(lease))
+    .bind(containers)
     .fetch_all(db)
     .await?;
     rows.iter()
@@ -592,4 +630,36 @@ pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, Stor
     .execute(pool)
     .await?;
     Ok(deleted as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::runs_in_container;
+
+    #[test]
+    fn image_jobs_run_in_containers_whichever_version_stored_them() {
+        let v1_image = json!({"v": 1, "program": {"kind": "image", "reference": "busybox"}});
+        let v1_module = json!({"v": 1, "program": {"kind": "module", "digest": "sha256:00"}});
+        let legacy_image = json!({"image": "busybox", "runtime": "container"});
+        let legacy_module = json!({"module": "sha256:00", "runtime": "wasm"});
+        let wasm_image =
+            json!({"v": 1, "program": {"kind": "image", "reference": "w"}, "runtime": "wasm"});
+        let auto_image =
+            json!({"v": 1, "program": {"kind": "image", "reference": "w"}, "runtime": "auto"});
+        assert!(
+            !runs_in_container(&wasm_image),
+            "a Wasm image named as such runs in-process"
+        );
+        assert!(
+            runs_in_container(&auto_image),
+            "an image on auto may be a container"
+        );
+        assert!(runs_in_container(&v1_image));
+        assert!(runs_in_container(&legacy_image));
+        assert!(!runs_in_container(&v1_module));
+        assert!(!runs_in_container(&legacy_module));
+        assert!(!runs_in_container(&json!("not an object")));
+    }
 }

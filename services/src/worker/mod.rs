@@ -30,6 +30,7 @@ use crate::config::QueueTiming;
 use crate::images::ImageHost;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::model::ChunkKind;
+use crate::store::handoff::Slot;
 use crate::store::partitions;
 use crate::store::queue::{self, Claimed, NewChunk};
 use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
@@ -44,6 +45,9 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Jobs run at once.
     pub slots: usize,
+    /// Of those, jobs that may run in a container (image jobs, see
+    /// [`queue::runs_in_container`]) at once; at most `slots`.
+    pub container_slots: usize,
     pub timing: QueueTiming,
     /// On shutdown, how long running jobs may go on before they are stopped and requeued.
     pub shutdown_grace: Duration,
@@ -181,6 +185,7 @@ impl Worker {
             config.id,
             config.queues.clone(),
             config.slots,
+            config.container_slots,
             config.timing.lease,
         );
         Self {
@@ -245,8 +250,10 @@ impl Worker {
             mut handed,
         } = self;
         let slots = handoff.slots().clone();
+        let containers = handoff.containers().clone();
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
         let slot_freed = Arc::new(Notify::new());
+        let container_freed = Arc::new(Notify::new());
         // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
         // tenants may be claimable now even though the last claim did not fill every slot.
         let completed = Arc::new(Notify::new());
@@ -301,7 +308,10 @@ impl Worker {
             metrics.clone(),
         ));
         metrics.worker_slots.set(config.slots as i64);
-        tracing::info!(worker = %config.id, slots = config.slots, queues = ?config.queues, "worker started");
+        metrics
+            .worker_container_slots
+            .set(config.container_slots.min(config.slots) as i64);
+        tracing::info!(worker = %config.id, slots = config.slots, container_slots = config.container_slots.min(config.slots), queues = ?config.queues, "worker started");
 
         let ctx = JobContext {
             pool: pool.clone(),
@@ -313,11 +323,15 @@ impl Worker {
             express: express_tx.clone(),
             running: running.clone(),
             slot_freed: slot_freed.clone(),
+            container_freed: container_freed.clone(),
             metrics: metrics.clone(),
             slots: config.slots,
+            container_slots: config.container_slots.min(config.slots),
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
+        // The last claim's container cap may have left container jobs waiting.
+        let mut held_back = false;
         // `nekton_claims_total{result}`: [empty, jobs].
         let claims = ["empty", "jobs"].map(|result| {
             metrics
@@ -328,8 +342,7 @@ impl Worker {
                 .clone()
         });
         // Starts jobs this worker now owns, each with the slot it holds until its slot frees.
-        let start = |tasks: &mut tokio::task::JoinSet<()>,
-                     jobs: Vec<(Claimed, tokio::sync::OwnedSemaphorePermit)>| {
+        let start = |tasks: &mut tokio::task::JoinSet<()>, jobs: Vec<(Claimed, Slot)>| {
             let entries: Vec<Arc<Running>> = {
                 let mut map = lock(&running);
                 jobs.iter()
@@ -357,10 +370,17 @@ impl Worker {
             while tasks.try_join_next().is_some() {}
             if slots.available_permits() > 0 && maybe_more {
                 maybe_more = false;
+                held_back = false;
                 // The free slots, taken for this claim (an API in this process may be setting
                 // one aside at the same moment: whatever it took is not asked for here).
                 let mut free: Vec<tokio::sync::OwnedSemaphorePermit> =
                     std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()).collect();
+                // The free container slots, as many as there are free slots at most: the claim
+                // leaves the container jobs past them waiting.
+                let mut boxes: Vec<tokio::sync::OwnedSemaphorePermit> =
+                    std::iter::from_fn(|| containers.clone().try_acquire_owned().ok())
+                        .take(free.len())
+                        .collect();
                 for queue in &config.queues {
                     if free.is_empty() {
                         // Slots ran out before every queue was asked: ask again when one frees.
@@ -368,14 +388,43 @@ impl Worker {
                         break;
                     }
                     let asked = free.len();
-                    match queue::claim(&pool, config.id, queue, asked as i64, config.timing.lease)
-                        .await
+                    match queue::claim_kinds(
+                        &pool,
+                        config.id,
+                        queue,
+                        asked as i64,
+                        Some(boxes.len() as i64),
+                        config.timing.lease,
+                    )
+                    .await
                     {
                         Ok(jobs) => {
                             claims[usize::from(!jobs.is_empty())].inc();
                             maybe_more |= jobs.len() == asked;
-                            let taken = free.split_off(asked - jobs.len().min(asked));
-                            let jobs: Vec<_> = jobs.into_iter().zip(taken).collect();
+                            let given = boxes.len();
+                            let jobs: Vec<_> = jobs
+                                .into_iter()
+                                .filter_map(|job| {
+                                    let slot = free.pop()?;
+                                    let container = match job.runs_in_container() {
+                                        true => {
+                                            let b = boxes.pop();
+                                            if b.is_none() {
+                                                // The claim keeps to the container slots it is
+                                                // given: this would be a bug in it.
+                                                tracing::error!(job = %job.id, "the claim returned more container jobs than it was given container slots; the job runs without one");
+                                            }
+                                            b
+                                        }
+                                        false => None,
+                                    };
+                                    Some((job, Slot::new(slot, container)))
+                                })
+                                .collect();
+                            // Every container slot filled with fewer than all slots asked: the
+                            // cap may have left container jobs waiting; claim again when a
+                            // container slot frees.
+                            held_back |= given < asked && boxes.is_empty();
                             let jobs = skip_runs_already_here(jobs, &lock(&running));
                             start(&mut tasks, jobs);
                         }
@@ -386,6 +435,7 @@ impl Worker {
                 }
                 // Slots no claim filled are free again.
                 drop(free);
+                drop(boxes);
             }
             // Biased: a stop is seen first, so a job handed in the same moment is put back in its
             // queue below, for a worker that goes on, instead of starting here.
@@ -398,6 +448,7 @@ impl Worker {
                 }
                 _ = local_wake.notified() => maybe_more = true,
                 _ = slot_freed.notified() => {}
+                _ = container_freed.notified() => maybe_more |= held_back,
                 // A completion lowers its tenant's running count: claim again if a cap may
                 // have held jobs back (with free slots and no cap, the last claim took all).
                 _ = completed.notified() => maybe_more |= capped.load(Ordering::Relaxed),
@@ -487,9 +538,13 @@ struct JobContext {
     express: mpsc::Sender<WriterMsg>,
     running: RunningMap,
     slot_freed: Arc<Notify>,
+    /// Told when a job holding a container slot ends.
+    container_freed: Arc<Notify>,
     metrics: Metrics,
-    /// This worker's slots: the most cases a test suite runs at once here.
+    /// This worker's slots: the most cases a Wasm test suite runs at once here.
     slots: usize,
+    /// This worker's container slots: the most cases a container test suite runs at once here.
+    container_slots: usize,
 }
 
 /// How this worker's slots are shared among tenants at one moment.
@@ -520,13 +575,7 @@ impl SlotShares {
 }
 
 /// Runs one claimed job to its end and hands its output and completion to the writer.
-async fn run_job(
-    job: Claimed,
-    entry: Arc<Running>,
-    slot: tokio::sync::OwnedSemaphorePermit,
-    express: bool,
-    ctx: JobContext,
-) {
+async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, ctx: JobContext) {
     let JobContext {
         pool,
         worker,
@@ -537,13 +586,20 @@ async fn run_job(
         express: express_writer,
         running,
         slot_freed,
+        container_freed,
         metrics,
         slots,
+        container_slots,
     } = ctx;
     let (writer, exec) = if express {
         (express_writer, exec.express)
     } else {
         (writer, exec.normal)
+    };
+    // The most cases a test suite runs at once: the worker's slots of the job's kind.
+    let parallel = match slot.has_container() {
+        true => container_slots,
+        false => slots,
     };
     // The backend that ran the job, for the metrics; `none` when no backend got it.
     let mut backend_name = "none";
@@ -625,7 +681,7 @@ async fn run_job(
                         match suite {
                             Some(suite) => {
                                 let run =
-                                    suite::run(backend, request, suite, slots, io, events).await;
+                                    suite::run(backend, request, suite, parallel, io, events).await;
                                 (run.report, run.summary)
                             }
                             None => {
@@ -718,8 +774,12 @@ async fn run_job(
     }
     // Shutdown-stopped jobs stay in the map: the worker requeues them after the writer drained.
     metrics.jobs_running.dec();
+    let container = slot.has_container();
     drop(slot);
     slot_freed.notify_one();
+    if container {
+        container_freed.notify_one();
+    }
 }
 
 /// Stores the artifacts the backend collected (docs/artifacts.md), once the run is over and

@@ -98,6 +98,7 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
     ProcessOptions {
         api: Some("127.0.0.1:0".parse().unwrap()),
         worker_slots: Some(8),
+        container_slots: None,
         queues: vec!["default".into()],
         state_dir: state_dir.to_path_buf(),
         policy: LimitPolicy::default(),
