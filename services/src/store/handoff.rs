@@ -32,21 +32,22 @@ pub struct Handed {
 /// slots too: set aside for a job the API is about to store, or held by a job the worker runs.
 /// Dropping it frees both.
 pub struct Slot {
+    /// Held, never read: dropping it frees the slot.
     _slot: OwnedSemaphorePermit,
-    _container: Option<OwnedSemaphorePermit>,
+    container: Option<OwnedSemaphorePermit>,
 }
 
 impl Slot {
     pub(crate) fn new(slot: OwnedSemaphorePermit, container: Option<OwnedSemaphorePermit>) -> Self {
         Self {
             _slot: slot,
-            _container: container,
+            container,
         }
     }
 
     /// Whether this slot includes a container slot.
     pub fn has_container(&self) -> bool {
-        self._container.is_some()
+        self.container.is_some()
     }
 }
 

@@ -307,11 +307,10 @@ impl Worker {
             background.clone(),
             metrics.clone(),
         ));
+        let container_slots = config.container_slots.min(config.slots);
         metrics.worker_slots.set(config.slots as i64);
-        metrics
-            .worker_container_slots
-            .set(config.container_slots.min(config.slots) as i64);
-        tracing::info!(worker = %config.id, slots = config.slots, container_slots = config.container_slots.min(config.slots), queues = ?config.queues, "worker started");
+        metrics.worker_container_slots.set(container_slots as i64);
+        tracing::info!(worker = %config.id, slots = config.slots, container_slots, queues = ?config.queues, "worker started");
 
         let ctx = JobContext {
             pool: pool.clone(),
@@ -326,7 +325,7 @@ impl Worker {
             container_freed: container_freed.clone(),
             metrics: metrics.clone(),
             slots: config.slots,
-            container_slots: config.container_slots.min(config.slots),
+            container_slots,
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
