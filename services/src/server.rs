@@ -453,7 +453,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             id: Uuid::now_v7(),
             queues: options.queues.clone(),
             slots,
-            container_slots: options.container_slots.unwrap_or(slots).min(slots),
+            container_slots: options.container_slots.unwrap_or(slots),
             timing: options.timing.clone(),
             shutdown_grace: options.shutdown_grace,
         };

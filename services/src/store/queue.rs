@@ -31,7 +31,8 @@ pub struct Claimed {
 }
 
 impl Claimed {
-    /// Whether the job runs in a container (an image job), and so takes a container slot.
+    /// Whether the job may run in a container, and so takes a container slot
+    /// ([`runs_in_container`]).
     pub fn runs_in_container(&self) -> bool {
         runs_in_container(&self.spec)
     }
@@ -71,9 +72,6 @@ pub async fn claim<'e>(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, StoreError> {
-    if limit <= 0 {
-        return Ok(Vec::new());
-    }
     claim_kinds(db, worker, queue, limit, None, lease).await
 }
 

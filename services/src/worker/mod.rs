@@ -46,7 +46,7 @@ pub struct WorkerConfig {
     /// Jobs run at once.
     pub slots: usize,
     /// Of those, jobs that may run in a container (image jobs, see
-    /// [`queue::runs_in_container`]) at once; at most `slots`.
+    /// [`queue::runs_in_container`]) at once; [`Worker::new`] lowers it to `slots` if above.
     pub container_slots: usize,
     pub timing: QueueTiming,
     /// On shutdown, how long running jobs may go on before they are stopped and requeued.
@@ -175,12 +175,13 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         pool: PgPool,
-        config: WorkerConfig,
+        mut config: WorkerConfig,
         backends: Vec<Arc<dyn Backend>>,
         metrics: Metrics,
         local_wake: Arc<Notify>,
         exec: ExecLanes,
     ) -> Self {
+        config.container_slots = config.container_slots.min(config.slots);
         let (handoff, handed) = store::handoff::Handoff::new(
             config.id,
             config.queues.clone(),
@@ -307,10 +308,11 @@ impl Worker {
             background.clone(),
             metrics.clone(),
         ));
-        let container_slots = config.container_slots.min(config.slots);
         metrics.worker_slots.set(config.slots as i64);
-        metrics.worker_container_slots.set(container_slots as i64);
-        tracing::info!(worker = %config.id, slots = config.slots, container_slots, queues = ?config.queues, "worker started");
+        metrics
+            .worker_container_slots
+            .set(config.container_slots as i64);
+        tracing::info!(worker = %config.id, slots = config.slots, container_slots = config.container_slots, queues = ?config.queues, "worker started");
 
         let ctx = JobContext {
             pool: pool.clone(),
@@ -325,7 +327,7 @@ impl Worker {
             container_freed: container_freed.clone(),
             metrics: metrics.clone(),
             slots: config.slots,
-            container_slots,
+            container_slots: config.container_slots,
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
