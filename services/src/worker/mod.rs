@@ -36,6 +36,11 @@ use crate::store::queue::{self, Claimed, NewChunk};
 use crate::store::{self, CHANNEL_CANCEL, CHANNEL_JOBS};
 use writer::{FLUSH_BYTES, WriterMsg};
 
+/// Writer lanes for most jobs (plus the express lane). Two: a flush's statement is CPU work in
+/// one PostgreSQL backend, and with one lane the next flush waited for it and for its commit;
+/// with two, one computes while the other commits (load-tests/README.md, "Two writer lanes").
+const WRITER_LANES: usize = 2;
+
 /// How a worker is set up.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -258,26 +263,34 @@ impl Worker {
         // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
         // tenants may be claimable now even though the last claim did not fill every slot.
         let completed = Arc::new(Notify::new());
-        // Two writer lanes, the same code each (docs/queue.md, "Fair claims across tenants"): the
-        // jobs of tenants holding fewer of this worker's slots than the average tenant here go
-        // through the express lane, so a light tenant's job does not queue behind a heavy one's
-        // saturated pipeline of outputs and completions. A job uses one lane for all its writes,
-        // so its chunks still land before its completion.
+        // Writer lanes, the same code each (docs/queue.md, "Fair claims across tenants" and §2):
+        // [`WRITER_LANES`] for most jobs, a job's lane chosen by its id, so that one flush's
+        // statement computes while another's commit waits for its WAL flush, on another core;
+        // and an express lane: the jobs of tenants holding fewer of this worker's slots than the
+        // average tenant here go through it, so a light tenant's job does not queue behind a
+        // heavy one's saturated pipeline of outputs and completions. A job uses one lane for all
+        // its writes, so its chunks still land before its completion.
         // Small on purpose: a job writing faster than the database stores waits here instead of
         // building a backlog that delays everyone's live output (each chunk is up to 64 KiB).
-        let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(64);
+        let (normal_tx, normal_rx): (Vec<_>, Vec<_>) = (0..WRITER_LANES)
+            .map(|_| mpsc::channel::<WriterMsg>(64))
+            .unzip();
         let (express_tx, express_rx) = mpsc::channel::<WriterMsg>(64);
-        let writers = [writer_rx, express_rx].map(|rx| {
-            tokio::spawn(writer::run(
-                pool.clone(),
-                config.id,
-                rx,
-                config.timing.log_flush,
-                metrics.clone(),
-                completed.clone(),
-                on_stored.clone(),
-            ))
-        });
+        let writers: Vec<_> = normal_rx
+            .into_iter()
+            .chain([express_rx])
+            .map(|rx| {
+                tokio::spawn(writer::run(
+                    pool.clone(),
+                    config.id,
+                    rx,
+                    config.timing.log_flush,
+                    metrics.clone(),
+                    completed.clone(),
+                    on_stored.clone(),
+                ))
+            })
+            .collect();
         let background = CancellationToken::new();
         let listener = tokio::spawn(listen(
             pool.clone(),
@@ -320,7 +333,7 @@ impl Worker {
             exec,
             backends,
             images,
-            writer: writer_tx.clone(),
+            writers: normal_tx.clone().into(),
             express: express_tx.clone(),
             running: running.clone(),
             slot_freed: slot_freed.clone(),
@@ -492,7 +505,7 @@ impl Worker {
         }
         // Everything the jobs wrote is flushed before their requeue.
         drop(ctx);
-        drop(writer_tx);
+        drop(normal_tx);
         drop(express_tx);
         for writer in writers {
             let _ = writer.await;
@@ -534,7 +547,8 @@ struct JobContext {
     exec: ExecLanes,
     backends: Vec<Arc<dyn Backend>>,
     images: Option<ImageHost>,
-    writer: mpsc::Sender<WriterMsg>,
+    /// The writer lanes of most jobs (see `Worker::run`): a job's is chosen by its id.
+    writers: Arc<[mpsc::Sender<WriterMsg>]>,
     /// The express writer lane (see `Worker::run`).
     express: mpsc::Sender<WriterMsg>,
     running: RunningMap,
@@ -575,6 +589,12 @@ impl SlotShares {
     }
 }
 
+/// The writer lane of job `id` among `lanes` (never empty): the same for all its writes. The
+/// low bits of a UUIDv7 are random, so jobs spread evenly.
+fn writer_lane(lanes: &[mpsc::Sender<WriterMsg>], id: Uuid) -> &mpsc::Sender<WriterMsg> {
+    &lanes[(id.as_u128() % lanes.len() as u128) as usize]
+}
+
 /// Runs one claimed job to its end and hands its output and completion to the writer.
 async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, ctx: JobContext) {
     let JobContext {
@@ -583,7 +603,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
         exec,
         backends,
         images,
-        writer,
+        writers,
         express: express_writer,
         running,
         slot_freed,
@@ -595,7 +615,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
     let (writer, exec) = if express {
         (express_writer, exec.express)
     } else {
-        (writer, exec.normal)
+        (writer_lane(&writers, job.id).clone(), exec.normal)
     };
     // The most cases a test suite runs at once: the worker's slots of the job's kind.
     let parallel = match slot.has_container() {
@@ -1128,8 +1148,29 @@ impl runtime_core::ModuleStore for PgModuleStore {
 mod tests {
     use super::{
         Arc, CancellationToken, Duration, HashMap, Mutex, Running, SlotShares, StopCause,
-        Unrenewed, Uuid, queue, skip_runs_already_here, unrenewed,
+        Unrenewed, Uuid, WRITER_LANES, queue, skip_runs_already_here, unrenewed, writer_lane,
     };
+
+    #[test]
+    fn jobs_spread_over_the_writer_lanes_and_each_keeps_to_one() {
+        let lanes: Vec<_> = (0..WRITER_LANES)
+            .map(|_| tokio::sync::mpsc::channel(1).0)
+            .collect();
+        let mut per_lane = vec![0usize; WRITER_LANES];
+        for _ in 0..400 {
+            let id = Uuid::now_v7();
+            let lane = writer_lane(&lanes, id);
+            // Every write of a job goes through the same lane (its chunks before its completion).
+            assert!(lane.same_channel(writer_lane(&lanes, id)));
+            let i = lanes.iter().position(|l| l.same_channel(lane)).unwrap();
+            per_lane[i] += 1;
+        }
+        // Ids made in the same millisecond spread too: a lane is chosen by the id's random bits.
+        assert!(
+            per_lane.iter().all(|&n| n >= 400 / WRITER_LANES / 2),
+            "jobs per lane: {per_lane:?}"
+        );
+    }
 
     #[test]
     fn a_lease_ended_by_the_jobs_own_completion_is_not_a_lost_lease() {

@@ -1,5 +1,5 @@
 //! A worker's writer: every log chunk and every completion of the jobs on its lane goes through
-//! it, in order (a worker has two lanes, see `Worker::run`; a job uses one). It flushes all
+//! it, in order (a worker has several lanes, see `Worker::run`; a job uses one). It flushes all
 //! pending chunks in one INSERT (then one NOTIFY) per tick or when 64 KiB are pending, and
 //! completions in batches as soon as they arrive, in the same transaction as the chunks pending
 //! with them — a job's last chunks are always stored before its completion — and answers each
