@@ -5,6 +5,17 @@
 //! pooling allocator sized by [`WasmConfig::max_concurrent_instances`]. The pool reserves a lot of
 //! address space up front; when the host refuses (small `vm.max_map_count`, `ulimit -v`, ...) the
 //! engine is created with on-demand allocation instead and the reason is logged.
+//!
+//! When a job ends, its pool slot's linear memory and tables are reset for the next job: up to
+//! [`KEEP_RESIDENT`] bytes of each in place (with `PAGEMAP_SCAN` where the kernel has it, Linux
+//! ≥ 6.7: only the pages the job touched), the rest returned to the kernel with `madvise`. An
+//! `madvise` unmaps pages, and unmapping pages that other threads of the process may have cached
+//! costs an inter-processor interrupt to flush their TLBs: one per job, on every core running a
+//! worker thread. Resetting in place skips that for small guests (load-tests/README.md, "Wasm
+//! pool slots kept resident": nekton's CPU per hello job −15 to −25 %). Either way the next job
+//! starts from the module's own image (`tests/jobs.rs`,
+//! `a_pool_slot_shows_the_next_job_none_of_the_previous_jobs_memory`). The cost: a slot that ran
+//! a job keeps what that job touched of the first MiB resident, at most 2 MiB per pool slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +36,11 @@ const POOL_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 /// Tables one component job may have (its module's, and the shims' indirect-call tables).
 const TABLES_PER_COMPONENT: u32 = 4;
+
+/// Bytes of a pooled linear memory (and of a table) reset in place when its job ends instead of
+/// returned to the kernel with `madvise` (see the module docs). A hello job's memory is one
+/// 64 KiB page; a small Rust or C guest's stack and heap fit in 1 MiB.
+const KEEP_RESIDENT: usize = 1 << 20;
 
 /// The configuration shared by the pooled and the on-demand engine.
 fn base_config() -> Config {
@@ -56,7 +72,10 @@ pub(crate) fn create_engine(config: &WasmConfig) -> Result<Engine, WasmError> {
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_memories_per_module(1)
         .max_memory_size(max_memory)
-        .table_elements(POOL_TABLE_ELEMENTS);
+        .table_elements(POOL_TABLE_ELEMENTS)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut pooled = base_config();
     pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     match Engine::new(&pooled) {

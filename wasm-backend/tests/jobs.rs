@@ -602,3 +602,54 @@ async fn the_memory_peak_is_the_linear_memory_high_water_mark() {
     assert_eq!(usage.memory_peak_bytes, Some(241 * PAGE), "{usage:?}");
     assert_hello_works(&backend, &store).await;
 }
+
+/// A pool slot keeps up to 1 MiB of a linear memory resident between jobs and resets it in place
+/// (`engine.rs`, `KEEP_RESIDENT`): the next job on the slot still starts from the module's own
+/// memory image — zeros, and its data segment as written — both inside the part kept resident and
+/// past it. One slot, so every run reuses it.
+#[tokio::test]
+async fn a_pool_slot_shows_the_next_job_none_of_the_previous_jobs_memory() {
+    let store = MapStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = wasm_backend::WasmConfig {
+        max_concurrent_instances: 1,
+        ..config(dir.path())
+    };
+    let backend = wasm_backend::WasmBackend::new(config, store.clone()).expect("backend");
+    assert!(
+        backend.uses_pooling_allocator(),
+        "the pool should be available on this machine"
+    );
+    // Grows to 20 pages (1.25 MiB); exits 2 if its data segment is not as the module wrote it, 1
+    // if any probed byte is not zero; then overwrites them all and exits 0.
+    let probes = [2_000, 70_000, 1_000_000, 1_200_000];
+    let seen = probes
+        .iter()
+        .map(|p| format!("(i32.load8_u (i32.const {p}))"))
+        .reduce(|a, b| format!("(i32.or {a} {b})"))
+        .unwrap();
+    let dirty: String = probes
+        .iter()
+        .map(|p| format!("(i32.store8 (i32.const {p}) (i32.const 171))"))
+        .collect();
+    let digest = store.add(guest(
+        &format!(
+            "(if (i32.eq (memory.grow (i32.const 19)) (i32.const -1)) (then (unreachable)))
+             (if (i32.ne (i32.load8_u (i32.const 1024)) (i32.const 104))
+               (then (call $proc_exit (i32.const 2))))
+             (if {seen} (then (call $proc_exit (i32.const 1))))
+             (i32.store8 (i32.const 1024) (i32.const 88))
+             {dirty}
+             (call $proc_exit (i32.const 0))"
+        ),
+        "h",
+    ));
+    for i in 0..5 {
+        let done = run(&backend, request(&digest)).await;
+        assert_eq!(
+            done.report.outcome,
+            Outcome::exited(0),
+            "run {i}: exit 1 = a byte of the previous job's memory, 2 = its data segment"
+        );
+    }
+}
