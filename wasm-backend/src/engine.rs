@@ -12,10 +12,12 @@
 //! `madvise` unmaps pages, and unmapping pages that other threads of the process may have cached
 //! costs an inter-processor interrupt to flush their TLBs: one per job, on every core running a
 //! worker thread. Resetting in place skips that for small guests (load-tests/README.md, "Wasm
-//! pool slots kept resident": nekton's CPU per hello job −15 to −25 %). Either way the next job
+//! pool slots kept resident": nekton's CPU per hello job −17 %). Either way the next job
 //! starts from the module's own image (`tests/jobs.rs`,
 //! `a_pool_slot_shows_the_next_job_none_of_the_previous_jobs_memory`). The cost: a slot that ran
-//! a job keeps what that job touched of the first MiB resident, at most 2 MiB per pool slot.
+//! a job keeps what that job touched of the first MiB of its memory and of each table resident
+//! (a table holds at most [`POOL_TABLE_ELEMENTS`] × 8 bytes ≈ 800 KB): at most ≈ 1.8 MiB per pool
+//! slot for a module, ≈ 4.2 MiB for a component (up to [`TABLES_PER_COMPONENT`] tables).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -263,7 +263,7 @@ impl Worker {
         // Completions recorded: tenants' running counts dropped, so capped or fairly held-back
         // tenants may be claimable now even though the last claim did not fill every slot.
         let completed = Arc::new(Notify::new());
-        // Writer lanes, the same code each (docs/queue.md, "Fair claims across tenants" and §2):
+        // Writer lanes, the same code each (docs/queue.md §12 and "Fair claims across tenants"):
         // [`WRITER_LANES`] for most jobs, a job's lane chosen by its id, so that one flush's
         // statement computes while another's commit waits for its WAL flush, on another core;
         // and an express lane: the jobs of tenants holding fewer of this worker's slots than the
