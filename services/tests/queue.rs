@@ -1482,6 +1482,101 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
     );
 }
 
+/// A flush reaches its jobs by primary key (migration 0020), however many jobs run: its plan is
+/// made once per connection, often while the partial index of running jobs looks empty, and a plan
+/// through that index read every running job of every worker for each flush (and rescanned the
+/// flush's input for each of them).
+#[tokio::test]
+async fn a_flush_reads_only_its_own_jobs_however_many_run() {
+    let db = db().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.connect_options())
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = off)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let worker = Uuid::now_v7();
+    let id = insert(&pool, new_job("default", 0, 3)).await;
+    let claimed = queue::claim(&pool, worker, "default", 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Statistics of a table of finished jobs with one running, as autovacuum takes them on a
+    // server between bursts.
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, queue, max_attempts, state, finished_at) \
+         SELECT gen_random_uuid(), tenant_id, queue, max_attempts, 'succeeded', now() \
+         FROM jobs j, generate_series(1, 5000) WHERE j.id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
+    let chunk = |job_id, seq| NewChunk {
+        job_id,
+        attempt: 1,
+        seq,
+        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+        data: b"x".to_vec(),
+    };
+    // The writer's first flush on this connection makes its plan: a stranger's, fenced out.
+    let stranger = Uuid::now_v7();
+    let flushed = queue::flush(
+        &pool,
+        worker,
+        &[chunk(stranger, 1)],
+        &[done(stranger, 1, JobState::Succeeded)],
+    )
+    .await
+    .unwrap();
+    assert!(flushed.is_empty());
+    // Then 500 jobs run on other workers.
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant_id, queue, max_attempts, state, attempt, worker_id, \
+                           started_at, lease_expires_at) \
+         SELECT gen_random_uuid(), tenant_id, queue, max_attempts, 'running', 1, gen_random_uuid(), \
+                now(), now() + interval '1 hour' \
+         FROM jobs j, generate_series(1, 500) WHERE j.id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Entries this backend read from the running jobs' index (pending counters flushed first).
+    let running_read = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT idx_tup_read FROM pg_stat_user_indexes \
+             WHERE indexrelid = 'jobs_tenant_running'::regclass",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = running_read().await;
+    let done_ids = queue::flush(
+        &pool,
+        worker,
+        &[chunk(id, 1)],
+        &[done(id, 1, JobState::Succeeded)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done_ids, [id]);
+    let read = running_read().await - before;
+    assert!(
+        read < 50,
+        "one job's flush read {read} entries of the running jobs' index with 501 jobs running"
+    );
+}
+
 /// Migration 0015 moves each running job's lease from `leases` into its row, on a database holding
 /// jobs in every state: a live lease keeps its expiry (its worker renews and completes as before),
 /// an expired one and a running job without a lease row are rescued, every other job keeps its
