@@ -1362,16 +1362,10 @@ async fn hot_tables_are_vacuumed_after_a_fixed_number_of_changes() {
     }
 }
 
-/// The worker's `complete` and `insert_chunks` (and, since migration 0015 reads the leases from
-/// `jobs`, the rescuer's `rescue`) are planned for every execution, never from a
-/// cached generic plan (see `queue::complete`): a generic plan made while `jobs` was small kept
-/// scanning the whole table after it grew. On one connection, both run ten times while `jobs`
-/// holds one row and was analyzed so (a named statement switches to its generic plan after
-/// five); then `jobs` grows by 20,000 rows (autovacuum off, so no ANALYZE invalidates a plan),
-/// and the next executions must not read `jobs` sequentially (`seq_tup_read`). With prepared
-/// statements they read all 20,001 rows each.
-#[tokio::test]
-async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
+/// One backend, as a worker's writer is: a pool of one connection (so every statement shares one
+/// backend's cached plans and statistics counters) on a fresh database without autovacuum on `jobs`
+/// (its statistics are the test's), and a job claimed there by a new worker: (db, pool, worker, job).
+async fn one_backend_with_a_claimed_job() -> (TestDb, PgPool, Uuid, Uuid) {
     let db = db().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -1388,15 +1382,47 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    // Statistics of the small table, as autovacuum keeps them on a fresh server.
-    sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
-    let chunk = |seq| NewChunk {
-        job_id: id,
+    (db, pool, worker, id)
+}
+
+/// A one-byte stdout chunk of attempt 1.
+fn stdout_chunk(job_id: Uuid, seq: i32) -> NewChunk {
+    NewChunk {
+        job_id,
         attempt: 1,
         seq,
         stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
         data: b"x".to_vec(),
-    };
+    }
+}
+
+/// A statistics counter (`sql` reads it) as it stands after this backend's pending counters are
+/// flushed into the shared statistics.
+async fn counter_now(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The worker's `complete` and `insert_chunks` (and, since migration 0015 reads the leases from
+/// `jobs`, the rescuer's `rescue`) are planned for every execution, never from a
+/// cached generic plan (see `queue::complete`): a generic plan made while `jobs` was small kept
+/// scanning the whole table after it grew. On one connection, both run ten times while `jobs`
+/// holds one row and was analyzed so (a named statement switches to its generic plan after
+/// five); then `jobs` grows by 20,000 rows (autovacuum off, so no ANALYZE invalidates a plan),
+/// and the next executions must not read `jobs` sequentially (`seq_tup_read`). With prepared
+/// statements they read all 20,001 rows each.
+#[tokio::test]
+async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
+    let (_db, pool, worker, id) = one_backend_with_a_claimed_job().await;
+    // Statistics of the small table, as autovacuum keeps them on a fresh server.
+    sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
+    let chunk = |seq| stdout_chunk(id, seq);
     let stranger = Uuid::now_v7();
     for seq in 1..=10 {
         // The rescuer's pass (nothing expired): planned each time too (migration 0015 reads the
@@ -1433,19 +1459,12 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
     .execute(&pool)
     .await
     .unwrap();
-    // Rows this backend read from `jobs` by sequential scans (its pending counters flushed
-    // first, so the shared statistics are current).
-    let seq_read = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query_scalar::<_, i64>(
+    // Rows this backend read from `jobs` by sequential scans.
+    let seq_read = || {
+        counter_now(
+            &pool,
             "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass",
         )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
     };
     let before = seq_read().await;
     assert!(queue::rescue(&pool, 100, 3).await.unwrap().is_empty());
@@ -1488,22 +1507,7 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
 /// flush's input for each of them).
 #[tokio::test]
 async fn a_flush_reads_only_its_own_jobs_however_many_run() {
-    let db = db().await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(db.connect_options())
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = off)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let worker = Uuid::now_v7();
-    let id = insert(&pool, new_job("default", 0, 3)).await;
-    let claimed = queue::claim(&pool, worker, "default", 1, LEASE)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
+    let (_db, pool, worker, id) = one_backend_with_a_claimed_job().await;
     // Statistics of a table of finished jobs with one running, as autovacuum takes them on a
     // server between bursts.
     sqlx::query(
@@ -1516,13 +1520,7 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
     .await
     .unwrap();
     sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
-    let chunk = |job_id, seq| NewChunk {
-        job_id,
-        attempt: 1,
-        seq,
-        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
-        data: b"x".to_vec(),
-    };
+    let chunk = stdout_chunk;
     // The writer's first flush on this connection makes its plan: a stranger's, fenced out.
     let stranger = Uuid::now_v7();
     let flushed = queue::flush(
@@ -1546,19 +1544,13 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
     .execute(&pool)
     .await
     .unwrap();
-    // Entries this backend read from the running jobs' index (pending counters flushed first).
-    let running_read = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query_scalar::<_, i64>(
+    // Entries this backend read from the running jobs' index.
+    let running_read = || {
+        counter_now(
+            &pool,
             "SELECT idx_tup_read FROM pg_stat_user_indexes \
              WHERE indexrelid = 'jobs_tenant_running'::regclass",
         )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
     };
     let before = running_read().await;
     let done_ids = queue::flush(
