@@ -1520,13 +1520,12 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
     .await
     .unwrap();
     sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
-    let chunk = stdout_chunk;
     // The writer's first flush on this connection makes its plan: a stranger's, fenced out.
     let stranger = Uuid::now_v7();
     let flushed = queue::flush(
         &pool,
         worker,
-        &[chunk(stranger, 1)],
+        &[stdout_chunk(stranger, 1)],
         &[done(stranger, 1, JobState::Succeeded)],
     )
     .await
@@ -1556,7 +1555,7 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
     let done_ids = queue::flush(
         &pool,
         worker,
-        &[chunk(id, 1)],
+        &[stdout_chunk(id, 1)],
         &[done(id, 1, JobState::Succeeded)],
     )
     .await
