@@ -9,6 +9,11 @@
 //! - With `--otlp-endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`) spans are exported over OTLP/HTTP
 //!   (JSON) by the OpenTelemetry SDK's batch processor on a thread of its own. Without it no
 //!   exporter, thread or OpenTelemetry layer exists; jobs still get trace ids.
+//! - A job's timeline: TRACE events of target `nekton::timeline` ([`timeline!`](crate::timeline))
+//!   at each hand-over on a job's path through one process, for measuring where a lone job's time
+//!   goes (`NEKTON_LOG=warn,nekton::timeline=trace`, then `load-tests/floor/steps.py`;
+//!   load-tests/README.md, "Where a lone job's time goes, step by step"). Off, as by default, each
+//!   costs one level check.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,6 +26,18 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// One step of a job's timeline: a TRACE event of target `nekton::timeline` naming the job and the
+/// step (`api.received`, `api.stored`, `worker.handed`, `worker.started`, `sandbox.started`,
+/// `sandbox.ended`, `worker.ran`, `writer.flushing`, `writer.stored`, `api.woken`,
+/// `api.answered`). The log line's time is the step's; `load-tests/floor/steps.py` turns a log of
+/// them into per-step medians.
+#[macro_export]
+macro_rules! timeline {
+    ($job:expr, $step:literal) => {
+        ::tracing::trace!(target: "nekton::timeline", job = %$job, step = $step)
+    };
+}
 
 /// A W3C trace context (`traceparent`, <https://www.w3.org/TR/trace-context/>): the trace and the
 /// span a piece of work belongs under.

@@ -282,6 +282,7 @@ async fn submit_traced(
     trace: TraceParent,
     wait: Option<std::time::Duration>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    crate::timeline!(id, "api.received");
     let body = body.json_sized()?;
     let spec: JobSpec = parse_json(&body)?;
     let key = idempotency_key(&headers)?;
@@ -312,6 +313,7 @@ async fn submit_traced(
         });
     let to = hand.as_ref().map(|(h, _, _)| h.to());
     let submitted = store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await?;
+    crate::timeline!(id, "api.stored");
     // The slot set aside serves only a job stored running on the worker. Any other outcome gives
     // it back now: before the poke below (the claim it starts counts the free slots) and before
     // a replay's wait.
@@ -361,6 +363,7 @@ async fn submit_traced(
         }
         None => Job::from(job),
     };
+    crate::timeline!(id, "api.answered");
     Ok((status, Json(job)))
 }
 

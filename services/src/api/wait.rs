@@ -140,6 +140,7 @@ impl Wait {
                             continue;
                         }
                         if signal.finished {
+                            crate::timeline!(job.id, "api.woken");
                             // The final record and the output, read together.
                             return answer(state, tenant, job.id).await;
                         }

@@ -457,6 +457,7 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(h) = handed.recv() => {
+                    crate::timeline!(h.job.id, "worker.handed");
                     metrics.jobs_handed.inc();
                     start(&mut tasks, vec![(h.job, h.slot)]);
                 }
@@ -612,6 +613,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
         slots,
         container_slots,
     } = ctx;
+    crate::timeline!(job.id, "worker.started");
     let (writer, exec) = if express {
         (express_writer, exec.express)
     } else {
@@ -698,8 +700,10 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                         cancel: entry.cancel.clone(),
                     };
                     let backend = routed.backend.clone();
+                    let job_id = job.id;
                     let run = async move {
-                        match suite {
+                        crate::timeline!(job_id, "sandbox.started");
+                        let ran = match suite {
                             Some(suite) => {
                                 let run =
                                     suite::run(backend, request, suite, parallel, io, events).await;
@@ -709,7 +713,9 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                                 drop(events);
                                 (backend.run(request, io).await, None)
                             }
-                        }
+                        };
+                        crate::timeline!(job_id, "sandbox.ended");
+                        ran
                     };
                     let (mut report, summary) =
                         match exec.spawn(run.instrument(run_span.clone())).await {
@@ -725,6 +731,7 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                                 None,
                             ),
                         };
+                    crate::timeline!(job.id, "worker.ran");
                     run_span.record("job.outcome", report.outcome.reason.as_str());
                     if let Some(code) = report.outcome.exit_code {
                         run_span.record("job.exit_code", code);

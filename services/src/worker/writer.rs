@@ -113,7 +113,13 @@ pub async fn run(
             metrics: &metrics,
             dropped_bytes: Default::default(),
         };
+        for c in &completions {
+            crate::timeline!(c.job_id, "writer.flushing");
+        }
         let applied = flusher.flush(&chunks, &completions).await;
+        for a in &applied {
+            crate::timeline!(a.job_id, "writer.stored");
+        }
         if applied.len() != completions.len() {
             let stale: Vec<Uuid> = completions
                 .iter()

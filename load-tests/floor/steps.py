@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Where a lone job's time goes inside `nekton serve`, step by step, from the server's log with the
+job timeline on (NEKTON_LOG=warn,nekton::timeline=trace; load-tests/README.md, "Where a lone job's
+time goes, step by step").
+Usage: steps.py server.log [SKIP] — per step, the median (and p90) time since the previous step and
+since `api.received`, over the jobs that passed every step (jobs submitted with `?wait=`), after
+skipping the first SKIP jobs (default 100: `latency`'s two warm-ups of 50)."""
+import re, statistics as st, sys
+from datetime import datetime
+
+ORDER = ["api.received", "api.stored", "worker.handed", "worker.started", "sandbox.started",
+         "sandbox.ended", "worker.ran", "writer.flushing", "writer.stored", "api.woken",
+         "api.answered"]
+line_rx = re.compile(r'^(\S+Z)\s+TRACE\s+nekton::timeline:.*?job=([0-9a-f-]{36}).*?step="([a-z.]+)"')
+strip_ansi = re.compile(r'\x1b\[[0-9;]*m')
+
+jobs, first_seen = {}, []
+for line in open(sys.argv[1], errors="replace"):
+    m = line_rx.match(strip_ansi.sub("", line))
+    if not m:
+        continue
+    t = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
+    steps = jobs.setdefault(m.group(2), {})
+    if not steps:
+        first_seen.append(m.group(2))
+    steps.setdefault(m.group(3), t)
+
+skip = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+whole = [jobs[j] for j in first_seen[skip:] if all(s in jobs[j] for s in ORDER)]
+if not whole:
+    sys.exit("no job passed every step: was the log written with NEKTON_LOG=...,nekton::timeline=trace, "
+             "and were jobs submitted with ?wait= to `nekton serve`?")
+
+def p(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+print(f"{len(whole)} jobs (of {len(first_seen)}; {skip} skipped)")
+print(f"{'step':18} {'since previous p50':>18} {'p90':>8} {'since received p50':>19}")
+for prev, step in zip([None] + ORDER, ORDER):
+    since = [j[step] - j["api.received"] for j in whole]
+    gap = [j[step] - j[prev] for j in whole] if prev else [0.0]
+    print(f"{step:18} {st.median(gap):18.3f} {p(gap, 0.9):8.3f} {st.median(since):19.3f}")
