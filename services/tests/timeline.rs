@@ -39,7 +39,9 @@ const STEPS: [(&str, Option<&str>); 11] = [
 
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-/// Records (job, step) of every timeline event, in the order they happen.
+/// Records (job, step) of every timeline event, in the order they happen. It picks its events
+/// itself (`register_callsite`, `enabled`) rather than through a per-layer filter: wrapped in
+/// `with_filter(Targets)` it missed some of them.
 struct Steps(Seen);
 
 #[derive(Default)]
