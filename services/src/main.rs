@@ -570,6 +570,8 @@ fn options(
             ..images.options()
         },
         webhooks: worker.map(WorkerArgs::webhooks).unwrap_or_default(),
+        // Without a URL the database is the embedded one, which no other process uses.
+        private_database: common.database_url.is_none(),
     }
 }
 

@@ -22,6 +22,7 @@ use crate::images::{self, ImageOptions};
 use crate::metrics::Metrics;
 use crate::pg::EmbeddedOptions;
 use crate::pg::supervisor::Supervisor;
+use crate::store::queue::Notices;
 use crate::webhooks::WebhookOptions;
 use crate::worker::route::ImageModuleStore;
 use crate::worker::{ExecLanes, PgModuleStore, Worker, WorkerConfig};
@@ -168,6 +169,10 @@ pub struct ProcessOptions {
     /// Origins whose browser pages may call the API (`--cors-origin`, exact origins such as
     /// `http://127.0.0.1:5173`; `*` is refused). Empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// No other process uses the database (`nekton serve` on its embedded one, whose socket
+    /// only this process's user can reach): with both the API and a worker here, what they store
+    /// is told in memory and nothing is NOTIFYed (docs/queue.md §3).
+    pub private_database: bool,
 }
 
 /// Makes the operator's `token` a live admin token of the default tenant (idempotent: several
@@ -427,6 +432,13 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
     let hub = api::hub::Hub::new(metrics.sse_job_reads.clone());
     // The id this process's API names in its job NOTIFYs; its own worker skips them.
     let origin = Uuid::now_v7();
+    // Every follower and every worker of a private database is here: tell them in memory.
+    let notices =
+        if options.private_database && options.api.is_some() && options.worker_slots.is_some() {
+            Notices::InProcess
+        } else {
+            Notices::Notify
+        };
     let mut tasks = tokio::task::JoinSet::new();
     let mut api_addr = None;
     let mut metrics_addr = None;
@@ -472,7 +484,10 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             Some(_) => {
                 let hub = hub.clone();
                 worker
-                    .with_on_stored(Arc::new(move |done| hub.stored_locally(done)))
+                    .with_on_stored(
+                        Arc::new(move |s| hub.stored_locally(s.output, s.done)),
+                        notices,
+                    )
                     .with_local_origin(origin)
             }
             None => worker,
@@ -502,7 +517,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             local_wake.clone(),
         )
         .with_hub(hub)
-        .with_origin(origin)
+        .with_origin(origin, notices)
         .with_images(image_service.clone())
         .with_handoff(handoff)
         .with_auth(options.auth)

@@ -604,6 +604,98 @@ async fn output_arrives_live_before_the_job_ends() {
     );
 }
 
+/// A job's log stream followed to its `Exit`: (its stdout, the final state).
+async fn follow_to_the_end(h: &Harness, id: uuid::Uuid) -> (Vec<u8>, JobState) {
+    let mut stream = Box::pin(h.client.follow_logs(id, None));
+    let mut output = Vec::new();
+    loop {
+        match tokio::time::timeout(T, stream.next())
+            .await
+            .expect("events")
+            .expect("stream open")
+            .unwrap()
+        {
+            LogStreamEvent::Log {
+                stream: nekton::cli::StdStream::Stdout,
+                bytes,
+                ..
+            } => output.extend_from_slice(&bytes),
+            LogStreamEvent::Exit { event, .. } => return (output, event.state),
+            LogStreamEvent::Log { .. } => {}
+            LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
+        }
+    }
+}
+
+/// `nekton serve` on its embedded database is the only process using it
+/// (`ProcessOptions::private_database`): its API and its worker tell each other in memory, and
+/// nothing they do on a job's path is NOTIFYed (each NOTIFY makes PostgreSQL signal every
+/// listening backend at the commit). A lone job is handed over and answered with `?wait=`, a
+/// batch is claimed (the API pokes the worker), live output reaches a follower, and a listener on
+/// the jobs, logs and state channels hears nothing before a marker sent afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_private_database_jobs_run_and_are_followed_without_a_notify() {
+    use nekton::store::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE};
+    let h = Harness::start_with(|o| o.private_database = true).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&h.db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE])
+        .await
+        .unwrap();
+    let hello = h.push(guests::hello()).await;
+    // A lone job: handed over, answered finished with its output.
+    let job = h
+        .client
+        .submit_wait(&Harness::spec(&hello), None, 30)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(
+        job.output.as_ref().and_then(|o| o.stdout.text.as_deref()),
+        Some("hello\n")
+    );
+    // A batch: stored queued, claimed, each job followed to its end.
+    let created = h
+        .client
+        .submit_batch(&BatchSpec {
+            defaults: json!({ "module": hello }).as_object().unwrap().clone(),
+            jobs: vec![json!({}); 3],
+            labels: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    for id in created.job_ids {
+        assert_eq!(
+            follow_to_the_end(&h, id).await,
+            (b"hello\n".to_vec(), JobState::Succeeded)
+        );
+    }
+    // Live output, followed while the job writes it.
+    let ticks = h.push(guests::slow_writer(3, 200)).await;
+    let job = h.submit(&Harness::spec(&ticks)).await;
+    assert_eq!(
+        follow_to_the_end(&h, job.id).await,
+        (b"tick\ntick\ntick\n".to_vec(), JobState::Succeeded)
+    );
+    // Nothing was NOTIFYed: the first notification is the marker sent now.
+    sqlx::query("SELECT pg_notify($1, 'marker')")
+        .bind(CHANNEL_STATE)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(T, listener.recv())
+        .await
+        .expect("the marker arrives")
+        .unwrap();
+    assert_eq!(
+        (first.channel(), first.payload()),
+        (CHANNEL_STATE, "marker"),
+        "something on a job's path sent a NOTIFY"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_is_committed_and_current() {
     let h = Harness::start().await;

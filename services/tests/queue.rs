@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nekton::api::types::{Job, JobState};
 use nekton::store::jobs::{self, NewJob, Submitted};
-use nekton::store::queue::{self, Claimed, Completion, NewChunk};
+use nekton::store::queue::{self, Claimed, Completion, NewChunk, Notices};
 use nekton::testing::TestDb;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -1445,6 +1445,7 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
                 ..chunk(seq)
             }],
             &[done(stranger, 1, JobState::Succeeded)],
+            Notices::Notify,
         )
         .await
         .unwrap();
@@ -1480,6 +1481,7 @@ async fn the_writers_statements_stay_on_the_indexes_as_jobs_grows() {
         worker,
         &[chunk(12)],
         &[done(id, 1, JobState::Succeeded)],
+        Notices::Notify,
     )
     .await
     .unwrap();
@@ -1527,6 +1529,7 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
         worker,
         &[stdout_chunk(stranger, 1)],
         &[done(stranger, 1, JobState::Succeeded)],
+        Notices::Notify,
     )
     .await
     .unwrap();
@@ -1557,6 +1560,7 @@ async fn a_flush_reads_only_its_own_jobs_however_many_run() {
         worker,
         &[stdout_chunk(id, 1)],
         &[done(id, 1, JobState::Succeeded)],
+        Notices::Notify,
     )
     .await
     .unwrap();
@@ -1814,6 +1818,7 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
             done(ending, 1, JobState::Succeeded),
             done(lost, 1, JobState::Succeeded),
         ],
+        Notices::Notify,
     )
     .await
     .unwrap();
@@ -1852,7 +1857,8 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
             pool,
             w,
             &[chunk(lost, 2, b"y")],
-            &[done(lost, 1, JobState::Failed)]
+            &[done(lost, 1, JobState::Failed)],
+            Notices::Notify
         )
         .await
         .unwrap()
@@ -1895,7 +1901,9 @@ async fn a_flush_of_hundreds_of_jobs_notifies_them_in_parts() {
         .iter()
         .map(|j| done(j.id, j.attempt, JobState::Succeeded))
         .collect();
-    let applied = queue::flush(pool, w, &chunks, &completions).await.unwrap();
+    let applied = queue::flush(pool, w, &chunks, &completions, Notices::Notify)
+        .await
+        .unwrap();
     assert_eq!(applied.len(), n as usize);
     let mut logs = std::collections::BTreeSet::new();
     let mut states = std::collections::BTreeSet::new();
@@ -1936,6 +1944,108 @@ async fn a_flush_of_hundreds_of_jobs_notifies_them_in_parts() {
     );
 }
 
+/// A writer whose process is the database's only follower (`Notices::InProcess`: `nekton serve`
+/// on its embedded database) stores its output and completions as any writer does but sends no
+/// NOTIFY: it tells its process instead, after the commit, of the jobs that got output and of the
+/// completions applied. A listener sees nothing before a NOTIFY sent afterwards.
+#[tokio::test]
+async fn a_writer_that_tells_its_process_stores_everything_and_notifies_nothing() {
+    use nekton::metrics::Metrics;
+    use nekton::worker::writer::{self, WriterMsg};
+    let db = db().await;
+    let pool = &db.pool;
+    let mut listener = listen_to_the_writers_channels(pool).await;
+    backlog(pool, TENANT, "default", 2, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", 2, LEASE).await.unwrap();
+    let (ending, going_on) = (claimed[0].id, claimed[1].id);
+    let chunk = |job: Uuid, seq: i32, data: &[u8]| {
+        WriterMsg::Chunk(NewChunk {
+            job_id: job,
+            attempt: 1,
+            seq,
+            stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
+            data: data.to_vec(),
+        })
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(chunk(ending, 1, b"a")).await.unwrap();
+    tx.send(chunk(ending, 2, b"b")).await.unwrap();
+    tx.send(chunk(going_on, 1, b"c")).await.unwrap();
+    let (ack, answered) = tokio::sync::oneshot::channel();
+    tx.send(WriterMsg::Complete(
+        Box::new(done(ending, 1, JobState::Succeeded)),
+        ack,
+    ))
+    .await
+    .unwrap();
+    drop(tx);
+    type Told = (Vec<Uuid>, Vec<(Uuid, JobState)>);
+    let told: Arc<std::sync::Mutex<Told>> = Arc::default();
+    let on_stored: writer::OnStored = {
+        let told = told.clone();
+        Arc::new(move |stored: writer::Stored<'_>| {
+            let mut told = told.lock().unwrap();
+            told.0.extend_from_slice(stored.output);
+            told.1.extend_from_slice(stored.done);
+        })
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        writer::run(
+            pool.clone(),
+            w,
+            rx,
+            Duration::from_millis(10),
+            Metrics::new(),
+            Arc::new(tokio::sync::Notify::new()),
+            Some(on_stored),
+            Notices::InProcess,
+        ),
+    )
+    .await
+    .expect("the writer flushed within 60 s");
+    answered.await.expect("the completion's sender is answered");
+    // Stored as by any writer.
+    let stored: Vec<(Uuid, i32, Vec<u8>)> =
+        sqlx::query_as("SELECT job_id, seq, data FROM log_chunks ORDER BY data")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        [
+            (ending, 1, b"a".to_vec()),
+            (ending, 2, b"b".to_vec()),
+            (going_on, 1, b"c".to_vec())
+        ]
+    );
+    assert_eq!(state(pool, ending).await, (JobState::Succeeded, 1));
+    assert_eq!(state(pool, going_on).await, (JobState::Running, 1));
+    // Told in the process: each job with output once, and the completion.
+    let (mut output, completions) = told.lock().unwrap().clone();
+    output.sort();
+    let mut want = vec![ending, going_on];
+    want.sort();
+    assert_eq!(output, want);
+    assert_eq!(completions, [(ending, JobState::Succeeded)]);
+    // Nothing was NOTIFYed: the first notification the listener gets is one sent now.
+    sqlx::query("SELECT pg_notify($1, 'after the writer')")
+        .bind(nekton::store::CHANNEL_STATE)
+        .execute(pool)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the marker arrives within 10 s")
+        .unwrap();
+    assert_eq!(
+        (first.channel(), first.payload()),
+        (nekton::store::CHANNEL_STATE, "after the writer"),
+        "the writer sent a NOTIFY"
+    );
+}
+
 /// A job's result may carry text the job chose: a detail, a build's output in the suite
 /// summary. PostgreSQL's text refuses NUL and its jsonb refuses `\u0000`; the flush stores them
 /// with each NUL replaced by U+FFFD instead of failing (it failed with 22021 / 22P05, and the
@@ -1962,7 +2072,7 @@ async fn a_result_holding_nul_is_stored_with_the_nul_replaced() {
         tests: Some(SuiteSummary::of(&[], 3, 3, Some(build))),
         ..done(claimed[0].id, claimed[0].attempt, JobState::Failed)
     };
-    let applied = queue::flush(pool, w, &[], &[completion])
+    let applied = queue::flush(pool, w, &[], &[completion], Notices::Notify)
         .await
         .expect("a result with NUL in its text is stored");
     assert_eq!(applied, vec![claimed[0].id]);
@@ -2075,7 +2185,9 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
     let told = Arc::new(std::sync::Mutex::new(Vec::new()));
     let on_stored: writer::OnStored = {
         let told = told.clone();
-        Arc::new(move |stored| told.lock().unwrap().extend_from_slice(stored))
+        Arc::new(move |stored: writer::Stored<'_>| {
+            told.lock().unwrap().extend_from_slice(stored.done)
+        })
     };
     let metrics = Metrics::new();
     tokio::time::timeout(
@@ -2088,6 +2200,7 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
             metrics.clone(),
             Arc::new(tokio::sync::Notify::new()),
             Some(on_stored),
+            Notices::Notify,
         ),
     )
     .await

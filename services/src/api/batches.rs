@@ -27,7 +27,6 @@ use super::validate::{MAX_LABELS, canonical_hash};
 use super::{AppState, Body, sse};
 use crate::model::auth::Scope;
 use crate::store::jobs::{self as store_jobs, BatchFilter, BatchSubmitted, NewBatch};
-use crate::store::wake_payload;
 use crate::telemetry::TraceParent;
 use tracing::Instrument as _;
 
@@ -172,7 +171,7 @@ async fn submit_traced(
         jobs,
         wakes: queues
             .iter()
-            .map(|q| wake_payload(q, state.notifier.origin()))
+            .filter_map(|q| state.notifier.wake(q))
             .collect(),
     };
     match store_jobs::submit_batch(&state.pool, &tenant, &batch).await? {

@@ -260,29 +260,27 @@ impl Hub {
         }
     }
 
-    /// Tells the followers of jobs whose completions a worker in this process has just stored
-    /// (committed: a read that starts now sees them), without waiting for the same news to come
-    /// back through PostgreSQL's NOTIFY and the LISTEN connection. The NOTIFY still arrives
-    /// later and bumps the jobs again; a follower that has already finished is gone by then.
-    pub fn stored_locally(&self, done: &[(Uuid, JobState)]) {
-        if done.is_empty() {
+    /// Tells the followers of jobs whose output (`output`) or completions (`done`) a worker in
+    /// this process has just stored (committed: a read that starts now sees them), without
+    /// waiting for the same news to come back through PostgreSQL's NOTIFY and the LISTEN
+    /// connection. When the writer sent a NOTIFY too, it arrives later and bumps the jobs again;
+    /// a follower that has already finished is gone by then.
+    pub fn stored_locally(&self, output: &[Uuid], done: &[(Uuid, JobState)]) {
+        if output.is_empty() && done.is_empty() {
             return;
         }
-        let changes: HashMap<Uuid, Change> = done
-            .iter()
-            .map(|&(id, state)| {
-                let finished = state.is_terminal();
-                (
-                    id,
-                    Change {
-                        state: !finished,
-                        finished,
-                    },
-                )
-            })
-            .collect();
+        let mut changes: HashMap<Uuid, Change> =
+            output.iter().map(|&id| (id, Change::default())).collect();
+        for &(id, state) in done {
+            let finished = state.is_terminal();
+            let c = changes.entry(id).or_default();
+            c.state |= !finished;
+            c.finished |= finished;
+        }
         self.apply(&changes);
-        self.inner.any_state.send_modify(|v| *v += 1);
+        if !done.is_empty() {
+            self.inner.any_state.send_modify(|v| *v += 1);
+        }
     }
 
     #[cfg(test)]
@@ -435,11 +433,14 @@ mod tests {
         let wd = hub.watch_job(done);
         let wr = hub.watch_job(retried);
         let any = hub.watch_any_state();
-        hub.stored_locally(&[
-            (done, JobState::Failed),
-            (retried, JobState::Scheduled),
-            (unwatched, JobState::Succeeded),
-        ]);
+        hub.stored_locally(
+            &[],
+            &[
+                (done, JobState::Failed),
+                (retried, JobState::Scheduled),
+                (unwatched, JobState::Succeeded),
+            ],
+        );
         let (sd, sr) = (*wd.rx.borrow(), *wr.rx.borrow());
         assert_eq!((sd.version, sd.state_changes, sd.finished), (1, 0, true));
         assert_eq!((sr.version, sr.state_changes, sr.finished), (1, 1, false));
@@ -449,6 +450,35 @@ mod tests {
             2,
             "an unwatched job leaves nothing behind"
         );
+    }
+
+    #[test]
+    fn output_stored_in_this_process_wakes_followers_to_read_chunks_only() {
+        let hub = Hub::default();
+        let (printing, ending) = (Uuid::now_v7(), Uuid::now_v7());
+        let wp = hub.watch_job(printing);
+        let we = hub.watch_job(ending);
+        let mut any = hub.watch_any_state();
+        // Output alone: the follower reads chunks, not the job; batch streams are not woken.
+        hub.stored_locally(&[printing], &[]);
+        let sp = *wp.rx.borrow();
+        assert_eq!((sp.version, sp.state_changes, sp.finished), (1, 0, false));
+        assert!(!any.has_changed().unwrap(), "no state changed");
+        assert_eq!(
+            we.rx.borrow().version,
+            0,
+            "a job without output is not woken"
+        );
+        // Output and the end in one flush: one wake-up that says finished.
+        hub.stored_locally(&[ending], &[(ending, JobState::Succeeded)]);
+        let se = *we.rx.borrow();
+        assert_eq!((se.version, se.state_changes, se.finished), (1, 0, true));
+        assert!(any.has_changed().unwrap());
+        any.borrow_and_update();
+        // Nothing stored: nobody is woken.
+        hub.stored_locally(&[], &[]);
+        assert_eq!(wp.rx.borrow().version, 1);
+        assert!(!any.has_changed().unwrap());
     }
 
     #[test]

@@ -44,6 +44,7 @@ use uuid::Uuid;
 
 use crate::config::LimitPolicy;
 use crate::metrics::Metrics;
+use crate::store::queue::Notices;
 use crate::store::{CHANNEL_JOBS, wake_payload};
 use error::{ApiError, ErrorCode};
 
@@ -107,9 +108,13 @@ impl AppState {
     }
 
     /// Names this process `origin` in the API's job NOTIFYs (a worker in the same process, told
-    /// the same id, skips them: it is poked directly).
-    pub fn with_origin(mut self, origin: Uuid) -> Self {
-        self.notifier = Arc::new(QueueNotifier::new(self.pool.clone(), origin));
+    /// the same id, skips them: it is poked directly). With [`Notices::InProcess`] (every worker
+    /// of the database is the one in this process) no job NOTIFY is sent at all.
+    pub fn with_origin(mut self, origin: Uuid, notices: Notices) -> Self {
+        self.notifier = Arc::new(QueueNotifier {
+            notices,
+            ..QueueNotifier::new(self.pool.clone(), origin)
+        });
         self
     }
 
@@ -147,10 +152,12 @@ impl AppState {
 /// another process then claims a lone job at once instead of at the window's end (sequential
 /// lone jobs waited ~90 ms for it), and such submissions are too far apart to contend at commit.
 /// Every NOTIFY names this process (`origin`, [`crate::store::wake_payload`]): a worker in the
-/// same process, poked directly after each stored job, skips it.
+/// same process, poked directly after each stored job, skips it. A notifier for
+/// [`Notices::InProcess`] sends none: the only worker is that one.
 pub struct QueueNotifier {
     pool: PgPool,
     origin: Uuid,
+    notices: Notices,
     last: Mutex<HashMap<String, QueueNotices>>,
 }
 
@@ -221,13 +228,18 @@ impl QueueNotifier {
         Self {
             pool,
             origin,
+            notices: Notices::Notify,
             last: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The process id this notifier's NOTIFYs carry.
-    pub fn origin(&self) -> Uuid {
-        self.origin
+    /// The payload of the NOTIFY that announces a new job of `queue` (a batch's, sent in its
+    /// transaction whatever the window), or None when no NOTIFY is sent ([`Notices::InProcess`]).
+    pub fn wake(&self, queue: &str) -> Option<String> {
+        match self.notices {
+            Notices::Notify => Some(wake_payload(queue, self.origin)),
+            Notices::InProcess => None,
+        }
     }
 
     /// The NOTIFY [`Self::notify_now`] gave a payload for was not sent: the submission's job was
@@ -241,8 +253,11 @@ impl QueueNotifier {
     }
 
     /// The payload to NOTIFY with now (in the caller's transaction), or None when a trailing
-    /// NOTIFY is arranged (or already was) instead.
+    /// NOTIFY is arranged (or already was) instead, or when none is sent ([`Notices::InProcess`]).
     pub fn notify_now(self: &Arc<Self>, queue: &str) -> Option<String> {
+        if self.notices == Notices::InProcess {
+            return None;
+        }
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let notice = match last.get_mut(queue) {

@@ -210,18 +210,41 @@ pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 const FLUSH: &str = "SELECT ids, chunks FROM nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
                      $11, $12, $13, $14, $15, $16, $17, $18)";
 
+/// Whom a worker's writes tell of the output and the state changes they store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notices {
+    /// NOTIFY `nekton_logs` and `nekton_state` in the statement: followers may be in any
+    /// process.
+    Notify,
+    /// No NOTIFY: every follower of the database is in the writer's process and is told there,
+    /// after the commit (`nekton serve` on its embedded database; docs/queue.md §3). A NOTIFY
+    /// would only make PostgreSQL signal every listening backend at the commit.
+    InProcess,
+}
+
+impl Notices {
+    /// The channel to bind for `channel` (NULL: no NOTIFY there, migration 0021).
+    fn channel(self, channel: &'static str) -> Option<&'static str> {
+        match self {
+            Notices::Notify => Some(channel),
+            Notices::InProcess => None,
+        }
+    }
+}
+
 /// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored).
 async fn run_flush(
     conn: &mut sqlx::PgConnection,
     worker: Uuid,
     chunks: &[NewChunk],
     completions: &[Completion],
+    notices: Notices,
 ) -> Result<(Vec<Uuid>, u64), StoreError> {
     let row = bind_chunks(
-        bind_completions(sqlx::query(FLUSH), worker, completions)?,
+        bind_completions(sqlx::query(FLUSH), worker, completions, notices)?,
         chunks,
     )
-    .bind(CHANNEL_LOGS)
+    .bind(notices.channel(CHANNEL_LOGS))
     .fetch_one(&mut *conn)
     .await?;
     let stored: i64 = row.try_get("chunks")?;
@@ -260,7 +283,7 @@ pub async fn complete(
     worker: Uuid,
     items: &[Completion],
 ) -> Result<Vec<Uuid>, StoreError> {
-    complete_on(&mut *pool.acquire().await?, worker, items).await
+    complete_on(&mut *pool.acquire().await?, worker, items, Notices::Notify).await
 }
 
 /// [`complete`] on a given connection (or transaction).
@@ -268,10 +291,11 @@ async fn complete_on(
     conn: &mut sqlx::PgConnection,
     worker: Uuid,
     items: &[Completion],
+    notices: Notices,
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let (done, _) = run_flush(conn, worker, &[], part).await?;
+        let (done, _) = run_flush(conn, worker, &[], part, notices).await?;
         applied.extend(done);
     }
     Ok(applied)
@@ -324,11 +348,12 @@ fn suite_json(summary: &crate::grading::SuiteSummary) -> Result<String, serde_js
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds `$1`..`$12` of [`FLUSH`]: the worker, one array per field of `part`, and the state
-/// channel (`$11`).
+/// channel (`$11`, NULL for [`Notices::InProcess`]).
 fn bind_completions<'q>(
     query: PgQuery<'q>,
     worker: Uuid,
     part: &'q [Completion],
+    notices: Notices,
 ) -> Result<PgQuery<'q>, StoreError> {
     let usages: Vec<String> = part
         .iter()
@@ -367,7 +392,7 @@ fn bind_completions<'q>(
                 .collect::<Vec<Option<Cow<'_, str>>>>(),
         )
         .bind(usages)
-        .bind(CHANNEL_STATE)
+        .bind(notices.channel(CHANNEL_STATE))
         .bind(tests))
 }
 
@@ -382,25 +407,35 @@ fn bind_completions<'q>(
 /// sub-statements see the same snapshot, so the chunks' fence sees the jobs still running, as the
 /// separate insert before the completion did; the NOTIFYs are the same two, logs then state, with
 /// the same payloads. More completions than that: the chunks and every batch of completions in
-/// one transaction, as before.
+/// one transaction, as before. With [`Notices::InProcess`] nothing is NOTIFYed: the caller tells
+/// its followers once this returns.
 pub async fn flush(
     pool: &PgPool,
     worker: Uuid,
     chunks: &[NewChunk],
     completions: &[Completion],
+    notices: Notices,
 ) -> Result<Vec<Uuid>, StoreError> {
     if completions.is_empty() {
-        insert_chunks(pool, worker, chunks).await?;
+        if !chunks.is_empty() {
+            insert_chunks_on(&mut *pool.acquire().await?, worker, chunks, notices).await?;
+        }
         return Ok(Vec::new());
     }
     if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
-        let (applied, _) =
-            run_flush(&mut *pool.acquire().await?, worker, chunks, completions).await?;
+        let (applied, _) = run_flush(
+            &mut *pool.acquire().await?,
+            worker,
+            chunks,
+            completions,
+            notices,
+        )
+        .await?;
         return Ok(applied);
     }
     let mut tx = pool.begin().await?;
-    insert_chunks_on(&mut tx, worker, chunks).await?;
-    let applied = complete_on(&mut tx, worker, completions).await?;
+    insert_chunks_on(&mut tx, worker, chunks, notices).await?;
+    let applied = complete_on(&mut tx, worker, completions, notices).await?;
     tx.commit().await?;
     Ok(applied)
 }
@@ -426,7 +461,7 @@ pub async fn insert_chunks(
     if chunks.is_empty() {
         return Ok(0);
     }
-    insert_chunks_on(&mut *pool.acquire().await?, worker, chunks).await
+    insert_chunks_on(&mut *pool.acquire().await?, worker, chunks, Notices::Notify).await
 }
 
 /// [`insert_chunks`] on a given connection (or transaction).
@@ -434,11 +469,12 @@ async fn insert_chunks_on(
     conn: &mut sqlx::PgConnection,
     worker: Uuid,
     chunks: &[NewChunk],
+    notices: Notices,
 ) -> Result<u64, StoreError> {
     if chunks.is_empty() {
         return Ok(0);
     }
-    let (_, stored) = run_flush(conn, worker, chunks, &[]).await?;
+    let (_, stored) = run_flush(conn, worker, chunks, &[], notices).await?;
     Ok(stored)
 }
 

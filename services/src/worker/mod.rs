@@ -169,6 +169,8 @@ pub struct Worker {
     images: Option<ImageHost>,
     /// An API in the same process, told of each stored completion (see [`writer::OnStored`]).
     on_stored: Option<writer::OnStored>,
+    /// Whether the writers NOTIFY what they store or tell only `on_stored`.
+    notices: store::queue::Notices,
     /// The id an API in the same process names in its job NOTIFYs: those are skipped (that API
     /// pokes `local_wake` itself after every stored job).
     local_origin: Option<Uuid>,
@@ -203,6 +205,7 @@ impl Worker {
             exec,
             images: None,
             on_stored: None,
+            notices: store::queue::Notices::Notify,
             local_origin: None,
             handoff,
             handed,
@@ -224,9 +227,16 @@ impl Worker {
     }
 
     /// Tells `on_stored` of every completion this worker stores, right after its commit (an API
-    /// in the same process wakes the job's waiters without the NOTIFY's round trip).
-    pub fn with_on_stored(mut self, on_stored: writer::OnStored) -> Self {
+    /// in the same process wakes the job's waiters without the NOTIFY's round trip). With
+    /// [`store::queue::Notices::InProcess`] (every follower of the database is in this process)
+    /// it is told of stored output too, and the writers send no NOTIFY.
+    pub fn with_on_stored(
+        mut self,
+        on_stored: writer::OnStored,
+        notices: store::queue::Notices,
+    ) -> Self {
         self.on_stored = Some(on_stored);
+        self.notices = notices;
         self
     }
 
@@ -251,6 +261,7 @@ impl Worker {
             exec,
             images,
             on_stored,
+            notices,
             local_origin,
             handoff,
             mut handed,
@@ -288,6 +299,7 @@ impl Worker {
                     metrics.clone(),
                     completed.clone(),
                     on_stored.clone(),
+                    notices,
                 ))
             })
             .collect();

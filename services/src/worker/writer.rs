@@ -9,7 +9,9 @@
 //! job's bad item does not hold the others back ([`Flusher::flush`]). After completions are
 //! recorded it pokes the claim loop: a tenant's running count only drops then, so a tenant held
 //! back by its `max_running` (or its fair share) can be served at once instead of at the next
-//! poll. An API in the same process is told of the stored completions directly ([`OnStored`]).
+//! poll. An API in the same process is told of the stored completions directly ([`OnStored`]);
+//! when it is the database's only follower ([`Notices::InProcess`]) it is told of the stored
+//! output too, and the flush sends no NOTIFY at all.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,13 +25,25 @@ use uuid::Uuid;
 use crate::metrics::{ItemLabels, Metrics};
 use crate::model::{JobState, OutcomeReason, Usage};
 use crate::store::StoreError;
-use crate::store::queue::{self, Completion, NewChunk};
+use crate::store::queue::{self, Completion, NewChunk, Notices};
 
-/// Told, in the same process, of the completions a writer has just stored: each applied job's id
-/// and new state (a final state, or `scheduled` for a retry). An API serving from the same process
-/// wakes the requests and streams waiting on those jobs at once, instead of after the NOTIFY's
-/// trip through PostgreSQL and back. Called after the commit, never for a fenced completion.
-pub type OnStored = Arc<dyn Fn(&[(Uuid, JobState)]) + Send + Sync>;
+/// What a writer has just stored, told in the same process ([`OnStored`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The jobs whose output the flush carried (some of it may have been fenced: a follower
+    /// told of output that is not there reads nothing). Given only with
+    /// [`Notices::InProcess`]; otherwise empty, as the NOTIFY says it.
+    pub output: &'a [Uuid],
+    /// Each applied completion's job and new state (a final state, or `scheduled` for a retry);
+    /// never a fenced completion.
+    pub done: &'a [(Uuid, JobState)],
+}
+
+/// Told, in the same process, of what a writer has just stored (committed: a read that starts
+/// now sees it). An API serving from the same process wakes the requests and streams waiting on
+/// those jobs at once, instead of after the NOTIFY's trip through PostgreSQL and back. Called
+/// after every flush.
+pub type OnStored = Arc<dyn Fn(Stored<'_>) + Send + Sync>;
 
 /// Flush when this many output bytes are pending, whatever the tick.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -45,7 +59,9 @@ pub enum WriterMsg {
 }
 
 /// Runs until every sender is dropped and everything pending is flushed. `completed` is notified
-/// after each batch of completions is recorded.
+/// after each batch of completions is recorded. `notices` says whether the flushes NOTIFY their
+/// followers ([`Notices::Notify`]) or `on_stored` is the only one told ([`Notices::InProcess`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pool: sqlx::PgPool,
     worker: Uuid,
@@ -54,6 +70,7 @@ pub async fn run(
     metrics: Metrics,
     completed: Arc<Notify>,
     on_stored: Option<OnStored>,
+    notices: Notices,
 ) {
     let mut chunks: Vec<NewChunk> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -111,6 +128,7 @@ pub async fn run(
             pool: &pool,
             worker,
             metrics: &metrics,
+            notices,
             dropped_bytes: Default::default(),
         };
         for c in &completions {
@@ -132,9 +150,18 @@ pub async fn run(
                  record of them was refused (logged above)"
             );
         }
-        let stored: Vec<(Uuid, JobState)> = applied.iter().map(|a| (a.job_id, a.state)).collect();
         if let Some(tell) = &on_stored {
-            tell(&stored);
+            let done: Vec<(Uuid, JobState)> = applied.iter().map(|a| (a.job_id, a.state)).collect();
+            let mut output: Vec<Uuid> = Vec::new();
+            if notices == Notices::InProcess {
+                output = chunks.iter().map(|c| c.job_id).collect();
+                output.sort_unstable();
+                output.dedup();
+            }
+            tell(Stored {
+                output: &output,
+                done: &done,
+            });
         }
         for a in &applied {
             metrics.job_finished(a.state.as_str(), a.reason.as_str());
@@ -168,6 +195,7 @@ struct Flusher<'a> {
     pool: &'a sqlx::PgPool,
     worker: Uuid,
     metrics: &'a Metrics,
+    notices: Notices,
     /// Output bytes of the chunks dropped as refused (not counted as stored).
     dropped_bytes: AtomicUsize,
 }
@@ -198,7 +226,7 @@ impl Flusher<'_> {
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match queue::flush(self.pool, self.worker, chunks, completions).await {
+            match queue::flush(self.pool, self.worker, chunks, completions, self.notices).await {
                 Ok(applied) => return Ok(applied),
                 Err(e) if e.refused_values() => return Err(e),
                 Err(e) => {

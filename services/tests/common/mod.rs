@@ -110,6 +110,7 @@ pub fn options(state_dir: &std::path::Path) -> ProcessOptions {
         webhooks: Default::default(),
         bootstrap_token: None,
         cors_origins: Vec::new(),
+        private_database: false,
     }
 }
 
