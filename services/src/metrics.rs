@@ -40,6 +40,12 @@ pub struct ItemLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `flush` (read back by the flush that stored the job's end) or `read` (read after it).
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub status: u16,
 }
@@ -124,6 +130,7 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     pub sse_refused: Counter,
     pub sse_job_reads: Counter,
+    pub wait_answers: Family<SourceLabels, Counter>,
     pub http_responses: Family<RequestLabels, Counter>,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub queue_oldest_age_seconds: Family<QueueLabels, GaugeF64>,
@@ -248,6 +255,18 @@ impl Metrics {
             "Job records log event streams read from the database (one read shared by the followers woken by one notification counts once)",
             sse_job_reads.clone(),
         );
+        let wait_answers = Family::<SourceLabels, Counter>::default();
+        for source in ["flush", "read"] {
+            // Both exposed from the start (at 0): a rate of either is meaningful at once.
+            drop(wait_answers.get_or_create(&SourceLabels {
+                source: source.into(),
+            }));
+        }
+        registry.register(
+            "wait_answers",
+            "Answers of finished jobs to POST /v1/jobs?wait=, by where the final record came from",
+            wait_answers.clone(),
+        );
         let http_responses = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_responses",
@@ -337,6 +356,7 @@ impl Metrics {
             sse_clients,
             sse_refused,
             sse_job_reads,
+            wait_answers,
             http_responses,
         }
     }

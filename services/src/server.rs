@@ -413,6 +413,20 @@ pub fn wasm_backend(
     Ok(Arc::new(backend))
 }
 
+/// The API's hub, told by the worker in the same process what its writers stored.
+struct HubListener(api::hub::Hub);
+
+impl crate::worker::writer::Listener for HubListener {
+    fn waited(&self, ids: &[Uuid]) -> Vec<Uuid> {
+        self.0.waited(ids)
+    }
+
+    fn stored(&self, stored: crate::worker::writer::Stored<'_>) {
+        self.0
+            .stored_locally(stored.output, stored.done, stored.asked, stored.answers)
+    }
+}
+
 /// Starts the API and/or a worker on `pool`.
 pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Running> {
     check_auth_mode(&options)?;
@@ -484,10 +498,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             Some(_) => {
                 let hub = hub.clone();
                 worker
-                    .with_on_stored(
-                        Arc::new(move |s| hub.stored_locally(s.output, s.done)),
-                        notices,
-                    )
+                    .with_on_stored(Arc::new(HubListener(hub)), notices)
                     .with_local_origin(origin)
             }
             None => worker,

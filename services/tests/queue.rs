@@ -2046,6 +2046,90 @@ async fn a_writer_that_tells_its_process_stores_everything_and_notifies_nothing(
     );
 }
 
+/// A flush asked for answers reads back, in its statement, the final record and the first page
+/// of output of each job asked about whose completion it applied — exactly what a read after the
+/// commit finds — and nothing for a job it did not finish. The 18-argument form that workers of
+/// the previous version call still stores and answers nothing.
+#[tokio::test]
+async fn a_flush_answers_with_the_record_and_output_as_stored() {
+    let db = db().await;
+    let pool = &db.pool;
+    backlog(pool, TENANT, "default", 3, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", 3, LEASE).await.unwrap();
+    let (ending, failing, going_on) = (claimed[0].id, claimed[1].id, claimed[2].id);
+    let chunk = |job_id, seq: i32, stream, data: &[u8]| NewChunk {
+        job_id,
+        attempt: 1,
+        seq,
+        stream: nekton::model::ChunkKind::Output(stream),
+        data: data.to_vec(),
+    };
+    use nekton::model::OutputStream::{Stderr, Stdout};
+    let flushed = queue::flush_answering(
+        pool,
+        w,
+        &[
+            chunk(ending, 1, Stdout, b"out"),
+            chunk(ending, 2, Stderr, b"err"),
+            chunk(failing, 1, Stdout, b"x"),
+            chunk(going_on, 1, Stdout, b"still"),
+        ],
+        &[
+            done(ending, 1, JobState::Succeeded),
+            Completion {
+                exit_code: Some(3),
+                ..done(failing, 1, JobState::Failed)
+            },
+        ],
+        Notices::InProcess,
+        &[ending, going_on],
+    )
+    .await
+    .unwrap();
+    let mut applied = flushed.applied.clone();
+    applied.sort();
+    let mut want = vec![ending, failing];
+    want.sort();
+    assert_eq!(applied, want);
+    assert_eq!(
+        flushed.answers.len(),
+        1,
+        "only the finished job asked about is answered"
+    );
+    let (record, output) = &flushed.answers[0];
+    let (stored, stored_output) = jobs::get_with_output(pool, TENANT, ending, 256)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record, &stored, "the answer is the record as stored");
+    assert_eq!(record.state, JobState::Succeeded);
+    assert!(record.finished_at.is_some());
+    let chunks = |c: &[jobs::OutputChunk]| {
+        c.iter()
+            .map(|c| (c.seq, c.stream, c.data.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chunks(output), chunks(&stored_output));
+    assert_eq!(
+        chunks(output),
+        [(1, Stdout, b"out".to_vec()), (2, Stderr, b"err".to_vec())]
+    );
+    // The previous version's call: 18 arguments, the NOTIFY channels given.
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT ids FROM nekton_flush($1, $2, '{1}', '{succeeded}', '{NULL}', '{exited}', '{0}', \
+         '{NULL}', '{NULL}', '{\"{}\"}', 'nekton_state', '{NULL}', '{}', '{}', '{}', '{}', '{}', \
+         'nekton_logs')",
+    )
+    .bind(w)
+    .bind(vec![going_on])
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(ids, [going_on]);
+    assert_eq!(state(pool, going_on).await, (JobState::Succeeded, 1));
+}
+
 /// A job's result may carry text the job chose: a detail, a build's output in the suite
 /// summary. PostgreSQL's text refuses NUL and its jsonb refuses `\u0000`; the flush stores them
 /// with each NUL replaced by U+FFFD instead of failing (it failed with 22021 / 22P05, and the

@@ -328,6 +328,71 @@ fn claims(metrics: &str, result: &str) -> u64 {
     )
 }
 
+/// `nekton_wait_answers_total{source="…"}` from the metrics text.
+fn answers(metrics: &str, source: &str) -> u64 {
+    counter(
+        metrics,
+        &format!("nekton_wait_answers_total{{source=\"{source}\"}}"),
+    )
+}
+
+/// With the worker in the same process, a waited job's answer is the one the flush that stored
+/// its end read back in the same statement: no read after the commit. It is the record as
+/// stored — the same as a later `GET` to the last field — and its output. A request that finds
+/// its job already finished (a replay) reads the answer itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_job_is_answered_with_what_the_flush_that_finished_it_read_back() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let before = h.metrics_text().await;
+    assert_eq!(
+        (answers(&before, "flush"), answers(&before, "read")),
+        (0, 0),
+        "both sources exposed from the start: {before}"
+    );
+    let mut answered = Vec::new();
+    for key in ["flushed-1", "flushed-2", "flushed-3"] {
+        let job: Value = post(&h, "?wait=30", &spec(&hello), Some(key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(
+            job["output"],
+            json!({"stdout": {"text": "hello\n", "truncated": false},
+                   "stderr": {"text": "warn\n", "truncated": false}}),
+            "{job}"
+        );
+        // The record as stored, every field.
+        let mut stored = serde_json::to_value(
+            h.client
+                .get_job(job["id"].as_str().unwrap().parse().unwrap())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        stored["output"] = job["output"].clone();
+        assert_eq!(job, stored);
+        answered.push(job);
+    }
+    let after = h.metrics_text().await;
+    assert_eq!(
+        answers(&after, "flush"),
+        3,
+        "each answer came from the flush: {after}"
+    );
+    assert_eq!(answers(&after, "read"), 0);
+    // A replay of a finished job: read.
+    let again: Value = post(&h, "?wait=30", &spec(&hello), Some("flushed-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, answered[0]);
+    assert_eq!(answers(&h.metrics_text().await, "read"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_serve_a_lone_job_is_handed_to_the_worker_beside_the_api_without_a_claim() {
     // API and worker in one process, the worker idle: the submission stores each lone job

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::model::{JobRecord, JobState, parse_ids, parse_states};
+use crate::store::jobs::Answer;
 use crate::store::logs::{self, StoredChunk};
 use crate::store::{CHANNEL_LOGS, CHANNEL_STATE, StoreError, jobs as store_jobs};
 
@@ -57,6 +58,53 @@ struct Inner {
     records: SharedReads<(Uuid, u64), Option<JobRecord>>,
     /// Job records read from the database by [`Hub::job`] (`nekton_sse_job_reads_total`).
     job_reads: Counter,
+    /// The jobs a `POST /v1/jobs?wait=` request here waits for, and their answers once a writer
+    /// in this process has stored their end and read them back ([`Hub::awaiting`]).
+    answers: Mutex<HashMap<Uuid, Awaited>>,
+}
+
+/// One job's waiting requests, and its answer once stored.
+#[derive(Default)]
+struct Awaited {
+    requests: usize,
+    /// A writer here is storing the job's end and will hand its answer over (or say it has
+    /// none) right after its commit: a NOTIFY of that commit can arrive first.
+    pending: bool,
+    answer: Option<Answer>,
+}
+
+/// What [`Hub::take_answer`] finds for a job.
+#[derive(Debug)]
+pub enum Taken {
+    /// The answer, as the flush that stored the job's end read it back.
+    Answer(Box<Answer>),
+    /// A writer here is storing the job's end: its answer comes with the next wake-up.
+    Pending,
+    /// No answer to come from this process: read it.
+    Read,
+}
+
+/// A request's interest in one job's answer ([`Hub::awaiting`]); withdrawn on drop.
+pub struct AwaitsAnswer {
+    hub: Hub,
+    id: Uuid,
+}
+
+impl Drop for AwaitsAnswer {
+    fn drop(&mut self) {
+        let mut answers = self
+            .hub
+            .inner
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = answers.get_mut(&self.id) {
+            a.requests = a.requests.saturating_sub(1);
+            if a.requests == 0 {
+                answers.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// Reads shared by everyone who asks with the same key while the first one's read is in flight
@@ -260,17 +308,98 @@ impl Hub {
         }
     }
 
+    /// Registers a request waiting for job `id`'s answer (its final record and first output):
+    /// a writer in this process that stores the job's end reads it back in the same statement
+    /// ([`Hub::waited`]) and hands it over ([`Hub::stored_locally`]), so the request need not read
+    /// it after the commit ([`Hub::take_answer`]).
+    pub fn awaiting(&self, id: Uuid) -> AwaitsAnswer {
+        let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.entry(id).or_default().requests += 1;
+        AwaitsAnswer {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Of `ids` (jobs whose end a writer here is about to store), the jobs a request here waits
+    /// for; their answers are pending until that writer's [`Hub::stored_locally`].
+    pub fn waited(&self, ids: &[Uuid]) -> Vec<Uuid> {
+        let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
+        ids.iter()
+            .copied()
+            .filter(|id| match answers.get_mut(id) {
+                Some(a) => {
+                    a.pending = true;
+                    true
+                }
+                None => false,
+            })
+            .collect()
+    }
+
+    /// Job `id`'s answer as the flush that stored its end read it back (taken: a second request
+    /// waiting for the same job reads it), or whether one is still to come.
+    pub fn take_answer(&self, id: Uuid) -> Taken {
+        let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
+        match answers.get_mut(&id) {
+            Some(a) => match a.answer.take() {
+                Some(answer) => Taken::Answer(Box::new(answer)),
+                None if a.pending => Taken::Pending,
+                None => Taken::Read,
+            },
+            None => Taken::Read,
+        }
+    }
+
     /// Tells the followers of jobs whose output (`output`) or completions (`done`) a worker in
     /// this process has just stored (committed: a read that starts now sees them), without
     /// waiting for the same news to come back through PostgreSQL's NOTIFY and the LISTEN
-    /// connection. When the writer sent a NOTIFY too, it arrives later and bumps the jobs again;
-    /// a follower that has already finished is gone by then.
-    pub fn stored_locally(&self, output: &[Uuid], done: &[(Uuid, JobState)]) {
-        if output.is_empty() && done.is_empty() {
+    /// connection, and keeps the `answers` the flush read back for the jobs it was `asked` about
+    /// ([`Hub::waited`]) for their waiting requests, before waking them (a job asked about but
+    /// not answered — its completion was fenced — wakes its requests to read). When the writer
+    /// sent a NOTIFY too, it can arrive before or after; a follower that has already finished is
+    /// gone by then.
+    pub fn stored_locally(
+        &self,
+        output: &[Uuid],
+        done: &[(Uuid, JobState)],
+        asked: &[Uuid],
+        answers: Vec<Answer>,
+    ) {
+        let mut unanswered = Vec::new();
+        if !asked.is_empty() {
+            let mut awaited = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
+            for answer in answers {
+                // Only jobs still waited for: a request that has gone left nothing to fill.
+                if let Some(a) = awaited.get_mut(&answer.0.id) {
+                    a.answer = Some(answer);
+                }
+            }
+            for id in asked {
+                if let Some(a) = awaited.get_mut(id) {
+                    a.pending = false;
+                    if a.answer.is_none() {
+                        unanswered.push(*id);
+                    }
+                }
+            }
+        }
+        if output.is_empty() && done.is_empty() && unanswered.is_empty() {
             return;
         }
-        let mut changes: HashMap<Uuid, Change> =
-            output.iter().map(|&id| (id, Change::default())).collect();
+        let mut changes: HashMap<Uuid, Change> = output
+            .iter()
+            .map(|&id| (id, Change::default()))
+            .chain(unanswered.iter().map(|&id| {
+                (
+                    id,
+                    Change {
+                        state: true,
+                        finished: false,
+                    },
+                )
+            }))
+            .collect();
         for &(id, state) in done {
             let finished = state.is_terminal();
             let c = changes.entry(id).or_default();
@@ -440,6 +569,8 @@ mod tests {
                 (retried, JobState::Scheduled),
                 (unwatched, JobState::Succeeded),
             ],
+            &[],
+            Vec::new(),
         );
         let (sd, sr) = (*wd.rx.borrow(), *wr.rx.borrow());
         assert_eq!((sd.version, sd.state_changes, sd.finished), (1, 0, true));
@@ -460,7 +591,7 @@ mod tests {
         let we = hub.watch_job(ending);
         let mut any = hub.watch_any_state();
         // Output alone: the follower reads chunks, not the job; batch streams are not woken.
-        hub.stored_locally(&[printing], &[]);
+        hub.stored_locally(&[printing], &[], &[], Vec::new());
         let sp = *wp.rx.borrow();
         assert_eq!((sp.version, sp.state_changes, sp.finished), (1, 0, false));
         assert!(!any.has_changed().unwrap(), "no state changed");
@@ -470,15 +601,82 @@ mod tests {
             "a job without output is not woken"
         );
         // Output and the end in one flush: one wake-up that says finished.
-        hub.stored_locally(&[ending], &[(ending, JobState::Succeeded)]);
+        hub.stored_locally(&[ending], &[(ending, JobState::Succeeded)], &[], Vec::new());
         let se = *we.rx.borrow();
         assert_eq!((se.version, se.state_changes, se.finished), (1, 0, true));
         assert!(any.has_changed().unwrap());
         any.borrow_and_update();
         // Nothing stored: nobody is woken.
-        hub.stored_locally(&[], &[]);
+        hub.stored_locally(&[], &[], &[], Vec::new());
         assert_eq!(wp.rx.borrow().version, 1);
         assert!(!any.has_changed().unwrap());
+    }
+
+    fn finished(id: Uuid) -> Answer {
+        let record = JobRecord {
+            id,
+            state: JobState::Succeeded,
+            attempt: 1,
+            max_attempts: 1,
+            queue: "default".into(),
+            priority: 0,
+            labels: Default::default(),
+            batch_id: None,
+            program: "sha256:00".into(),
+            cancel_requested: false,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: Some(chrono::Utc::now()),
+            outcome: None,
+            usage: None,
+            suite: false,
+            trace_id: None,
+        };
+        (record, Vec::new())
+    }
+
+    #[test]
+    fn a_waited_jobs_answer_is_pending_from_the_flush_to_its_hand_over() {
+        let hub = Hub::default();
+        let (answered, fenced, unwaited) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let awaits = [hub.awaiting(answered), hub.awaiting(fenced)];
+        let wf = hub.watch_job(fenced);
+        // Nothing is pending before a writer asks: a request reads.
+        assert!(matches!(hub.take_answer(answered), Taken::Read));
+        // The writer asks about the jobs it is about to finish: only waited ones count.
+        assert_eq!(
+            hub.waited(&[answered, fenced, unwaited]),
+            [answered, fenced]
+        );
+        assert!(matches!(hub.take_answer(answered), Taken::Pending));
+        // Its flush answered one; the other's completion was fenced.
+        hub.stored_locally(
+            &[],
+            &[(answered, JobState::Succeeded)],
+            &[answered, fenced],
+            vec![finished(answered), finished(unwaited)],
+        );
+        match hub.take_answer(answered) {
+            Taken::Answer(answer) => assert_eq!(answer.0.id, answered),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(hub.take_answer(answered), Taken::Read),
+            "taken once; a second request reads"
+        );
+        assert!(matches!(hub.take_answer(fenced), Taken::Read));
+        let sf = *wf.rx.borrow();
+        assert_eq!(
+            (sf.version, sf.state_changes, sf.finished),
+            (1, 1, false),
+            "the unanswered job's requests are woken to read"
+        );
+        assert!(
+            hub.inner.answers.lock().unwrap().get(&unwaited).is_none(),
+            "an answer nobody waits for is not kept"
+        );
+        drop(awaits);
+        assert!(hub.inner.answers.lock().unwrap().is_empty());
     }
 
     #[test]

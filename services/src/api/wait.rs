@@ -19,17 +19,20 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::hub::JobWatch;
+use super::hub::{AwaitsAnswer, JobWatch, Taken};
 use super::types::{Job, JobOutput, StreamOutput};
+use crate::metrics::SourceLabels;
 use crate::model::{ChunkKind, JobRecord, OutputStream};
-use crate::store::{jobs as store_jobs, logs};
+use crate::store::jobs::OutputChunk;
+use crate::store::{jobs as store_jobs, logs, queue::ANSWER_CHUNKS};
 
 /// The longest wait a submission may ask for.
 pub const MAX_WAIT_SECS: u32 = 60;
 /// A waiting submission re-reads its job this often even without a notification.
 const RECHECK: Duration = Duration::from_secs(1);
-/// Chunks read per query while collecting the output.
-const PAGE: i64 = 256;
+/// Chunks read per query while collecting the output (the first page as the flush that answers
+/// reads it).
+const PAGE: i64 = ANSWER_CHUNKS;
 
 /// Query parameters of `POST /v1/jobs`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -64,6 +67,8 @@ impl SubmitParams {
 /// A submission's wait for its job, begun before the job is stored.
 pub struct Wait {
     watch: JobWatch,
+    /// A worker in this process that finishes the job reads its answer back for this request.
+    awaits: AwaitsAnswer,
     until: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -75,6 +80,7 @@ impl Wait {
         let permit = super::sse::stream_permit(&state.streams, &state.metrics)?;
         Ok(Self {
             watch: state.hub.watch_job(id),
+            awaits: state.hub.awaiting(id),
             until: Instant::now() + wait,
             _permit: permit,
         })
@@ -89,6 +95,7 @@ impl Wait {
         }
         Self {
             watch: state.hub.watch_job(id),
+            awaits: state.hub.awaiting(id),
             ..self
         }
     }
@@ -104,6 +111,7 @@ impl Wait {
         // The permit is held until the answer is ready.
         let Wait {
             mut watch,
+            awaits: _awaits,
             until,
             _permit,
         } = self;
@@ -140,9 +148,23 @@ impl Wait {
                             continue;
                         }
                         if signal.finished {
-                            crate::timeline!(job.id, "api.woken");
-                            // The final record and the output, read together.
-                            return answer(state, tenant, job.id).await;
+                            // As the flush that stored the job's end read it back, when a
+                            // worker here did; else the final record and the output, read
+                            // together.
+                            match state.hub.take_answer(job.id) {
+                                // Woken by the commit's NOTIFY before the writer here handed
+                                // the answer over: it comes with the next wake-up.
+                                Taken::Pending => continue,
+                                Taken::Answer(answer) => {
+                                    let (job, first) = *answer;
+                                    crate::timeline!(job.id, "api.woken");
+                                    return complete(state, "flush", job, first).await;
+                                }
+                                Taken::Read => {
+                                    crate::timeline!(job.id, "api.woken");
+                                    return answer(state, tenant, job.id).await;
+                                }
+                            }
                         }
                         Some(signal.version)
                     }
@@ -173,6 +195,19 @@ async fn answer(state: &AppState, tenant: &str, id: Uuid) -> Result<Job, ApiErro
     let (job, first) = store_jobs::get_with_output(&state.pool, tenant, id, PAGE)
         .await?
         .ok_or_else(|| deleted(id))?;
+    complete(state, "read", job, first).await
+}
+
+/// The answer of `job` as read with its first page of output (`first`, up to [`PAGE`] chunks),
+/// from `source` (`read` after the commit, or the `flush` that stored it): further pages are
+/// read for output past the first.
+async fn complete(
+    state: &AppState,
+    source: &str,
+    job: JobRecord,
+    first: Vec<OutputChunk>,
+) -> Result<Job, ApiError> {
+    let id = job.id;
     if !job.state.is_terminal() {
         // Announced as finished but read otherwise: cannot happen (a final state never
         // changes); answered as read rather than with output of an unfinished attempt.
@@ -203,6 +238,13 @@ async fn answer(state: &AppState, tenant: &str, id: Uuid) -> Result<Job, ApiErro
             }
         }
     }
+    state
+        .metrics
+        .wait_answers
+        .get_or_create(&SourceLabels {
+            source: source.into(),
+        })
+        .inc();
     let mut answer = Job::from(job);
     answer.output = Some(JobOutput {
         stdout: StreamOutput::new(output.stdout),

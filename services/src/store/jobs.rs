@@ -491,7 +491,7 @@ pub async fn get_with_output(
     tenant: &str,
     id: Uuid,
     limit: i64,
-) -> Result<Option<(JobRecord, Vec<OutputChunk>)>, StoreError> {
+) -> Result<Option<Answer>, StoreError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS}, o.seqs, o.streams, o.datas {JOB_FROM} \
          LEFT JOIN LATERAL ( \
@@ -513,7 +513,15 @@ pub async fn get_with_output(
     else {
         return Ok(None);
     };
-    let job = job_from_row(&row)?;
+    answer_from_row(&row).map(Some)
+}
+
+/// A job's record and its first chunks of output from a row of [`JOB_COLUMNS`] and the arrays
+/// `seqs`, `streams` and `datas` (as [`get_with_output`] and the flush that answers,
+/// [`super::queue::flush`], read them).
+pub(crate) fn answer_from_row(row: &PgRow) -> Result<Answer, StoreError> {
+    let job = job_from_row(row)?;
+    let id = job.id;
     let seqs: Vec<i32> = row.try_get::<Option<_>, _>("seqs")?.unwrap_or_default();
     let streams: Vec<i16> = row.try_get::<Option<_>, _>("streams")?.unwrap_or_default();
     let datas: Vec<Vec<u8>> = row.try_get::<Option<_>, _>("datas")?.unwrap_or_default();
@@ -538,8 +546,11 @@ pub async fn get_with_output(
             Ok(OutputChunk { seq, stream, data })
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(Some((job, chunks)))
+    Ok((job, chunks))
 }
+
+/// A finished job's record and the first chunks of its latest attempt's output.
+pub type Answer = (JobRecord, Vec<OutputChunk>);
 
 /// One chunk of a job's output, as [`get_with_output`] reads it.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::jobs::Answer;
 use super::{CHANNEL_JOBS, CHANNEL_LOGS, CHANNEL_STATE, StoreError};
 use crate::model::{ChunkKind, JobState, OutcomeReason, Usage};
 
@@ -207,8 +208,25 @@ pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 /// issue 4); sent unnamed it was parsed and planned at every execution. The function's settings
 /// (`enable_seqscan` off) keep its generic plan on `jobs_pkey`. Checked by
 /// `services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows`.
-const FLUSH: &str = "SELECT ids, chunks FROM nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12, $13, $14, $15, $16, $17, $18)";
+///
+/// `$19`: the completed jobs whose answer the caller wants (migration 0021): their final records
+/// and first [`ANSWER_CHUNKS`] chunks of output come back as rows after the first.
+const FLUSH: &str = "SELECT * FROM nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14, $15, $16, $17, $18, $19)";
+
+/// The chunks of output an answer read by the flush carries at most (its `LIMIT`, migration
+/// 0021): the same first page as `POST /v1/jobs?wait=` reads itself.
+pub const ANSWER_CHUNKS: i64 = 256;
+
+/// What one flush stored, and the answers it read back.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// The jobs whose completions applied (the others were fenced).
+    pub applied: Vec<Uuid>,
+    /// For each job asked about whose completion applied: its final record and first
+    /// [`ANSWER_CHUNKS`] chunks of output, as stored.
+    pub answers: Vec<Answer>,
+}
 
 /// Whom a worker's writes tell of the output and the state changes they store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,23 +250,39 @@ impl Notices {
     }
 }
 
-/// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored).
+/// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored, the answers asked for by
+/// `answer`).
 async fn run_flush(
     conn: &mut sqlx::PgConnection,
     worker: Uuid,
     chunks: &[NewChunk],
     completions: &[Completion],
     notices: Notices,
-) -> Result<(Vec<Uuid>, u64), StoreError> {
-    let row = bind_chunks(
+    answer: &[Uuid],
+) -> Result<(Vec<Uuid>, u64, Vec<Answer>), StoreError> {
+    let rows = bind_chunks(
         bind_completions(sqlx::query(FLUSH), worker, completions, notices)?,
         chunks,
     )
     .bind(notices.channel(CHANNEL_LOGS))
-    .fetch_one(&mut *conn)
+    .bind(answer)
+    .fetch_all(&mut *conn)
     .await?;
-    let stored: i64 = row.try_get("chunks")?;
-    Ok((row.try_get("ids")?, u64::try_from(stored).unwrap_or(0)))
+    let Some((first, answers)) = rows.split_first() else {
+        return Err(StoreError::Corrupt(
+            "the flush function returned no row (migration 0021 always returns one)".into(),
+        ));
+    };
+    let stored: i64 = first.try_get("chunks")?;
+    let answers = answers
+        .iter()
+        .map(super::jobs::answer_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok((
+        first.try_get("ids")?,
+        u64::try_from(stored).unwrap_or(0),
+        answers,
+    ))
 }
 
 /// Binds the five chunk arrays of [`FLUSH`] (`$13`..`$17`), in its order.
@@ -295,7 +329,7 @@ async fn complete_on(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let (done, _) = run_flush(conn, worker, &[], part, notices).await?;
+        let (done, _, _) = run_flush(conn, worker, &[], part, notices, &[]).await?;
         applied.extend(done);
     }
     Ok(applied)
@@ -416,28 +450,52 @@ pub async fn flush(
     completions: &[Completion],
     notices: Notices,
 ) -> Result<Vec<Uuid>, StoreError> {
+    Ok(
+        flush_answering(pool, worker, chunks, completions, notices, &[])
+            .await?
+            .applied,
+    )
+}
+
+/// [`flush`], reading back the answers of the completed jobs in `answer` (a request in this
+/// process waits for them) in the same statement: each one's final record and first
+/// [`ANSWER_CHUNKS`] chunks of output as stored, without a read after the commit. Only a flush
+/// of at most [`MAX_COMPLETIONS_PER_STATEMENT`] completions answers; a larger one leaves its
+/// waiters to read.
+pub async fn flush_answering(
+    pool: &PgPool,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+    notices: Notices,
+    answer: &[Uuid],
+) -> Result<Flushed, StoreError> {
     if completions.is_empty() {
         if !chunks.is_empty() {
             insert_chunks_on(&mut *pool.acquire().await?, worker, chunks, notices).await?;
         }
-        return Ok(Vec::new());
+        return Ok(Flushed::default());
     }
     if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
-        let (applied, _) = run_flush(
+        let (applied, _, answers) = run_flush(
             &mut *pool.acquire().await?,
             worker,
             chunks,
             completions,
             notices,
+            answer,
         )
         .await?;
-        return Ok(applied);
+        return Ok(Flushed { applied, answers });
     }
     let mut tx = pool.begin().await?;
     insert_chunks_on(&mut tx, worker, chunks, notices).await?;
     let applied = complete_on(&mut tx, worker, completions, notices).await?;
     tx.commit().await?;
-    Ok(applied)
+    Ok(Flushed {
+        applied,
+        answers: Vec::new(),
+    })
 }
 
 /// A piece of a job's output, numbered per attempt from 1.
@@ -474,7 +532,7 @@ async fn insert_chunks_on(
     if chunks.is_empty() {
         return Ok(0);
     }
-    let (_, stored) = run_flush(conn, worker, chunks, &[], notices).await?;
+    let (_, stored, _) = run_flush(conn, worker, chunks, &[], notices, &[]).await?;
     Ok(stored)
 }
 

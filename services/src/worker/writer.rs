@@ -25,10 +25,11 @@ use uuid::Uuid;
 use crate::metrics::{ItemLabels, Metrics};
 use crate::model::{JobState, OutcomeReason, Usage};
 use crate::store::StoreError;
+use crate::store::jobs::Answer;
 use crate::store::queue::{self, Completion, NewChunk, Notices};
 
 /// What a writer has just stored, told in the same process ([`OnStored`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Stored<'a> {
     /// The jobs whose output the flush carried (some of it may have been fenced: a follower
     /// told of output that is not there reads nothing). Given only with
@@ -37,13 +38,39 @@ pub struct Stored<'a> {
     /// Each applied completion's job and new state (a final state, or `scheduled` for a retry);
     /// never a fenced completion.
     pub done: &'a [(Uuid, JobState)],
+    /// The jobs [`Listener::waited`] named for this flush.
+    pub asked: &'a [Uuid],
+    /// The answers the flush read back for them (those whose completions applied, in a flush
+    /// that could answer: [`queue::flush_answering`]).
+    pub answers: Vec<Answer>,
 }
 
-/// Told, in the same process, of what a writer has just stored (committed: a read that starts
-/// now sees it). An API serving from the same process wakes the requests and streams waiting on
-/// those jobs at once, instead of after the NOTIFY's trip through PostgreSQL and back. Called
-/// after every flush.
-pub type OnStored = Arc<dyn Fn(Stored<'_>) + Send + Sync>;
+/// Who in the writer's process hears what it stored: an API serving from the same process wakes
+/// the requests and streams waiting on those jobs at once, instead of after the NOTIFY's trip
+/// through PostgreSQL and back, and answers a waiting request with the record the flush read
+/// back instead of reading it after the commit.
+pub trait Listener: Send + Sync {
+    /// Of `ids` (jobs whose completions the writer is about to store), those whose answer a
+    /// request in this process waits for.
+    fn waited(&self, ids: &[Uuid]) -> Vec<Uuid>;
+    /// What a flush stored, told after its commit (a read that starts now sees it); called after
+    /// every flush.
+    fn stored(&self, stored: Stored<'_>);
+}
+
+/// A function of what was stored listens, and waits for no answer.
+impl<F: Fn(Stored<'_>) + Send + Sync> Listener for F {
+    fn waited(&self, _: &[Uuid]) -> Vec<Uuid> {
+        Vec::new()
+    }
+
+    fn stored(&self, stored: Stored<'_>) {
+        self(stored)
+    }
+}
+
+/// A writer's [`Listener`].
+pub type OnStored = Arc<dyn Listener>;
 
 /// Flush when this many output bytes are pending, whatever the tick.
 pub const FLUSH_BYTES: usize = 64 * 1024;
@@ -134,7 +161,14 @@ pub async fn run(
         for c in &completions {
             crate::timeline!(c.job_id, "writer.flushing");
         }
-        let applied = flusher.flush(&chunks, &completions).await;
+        let waited = match &on_stored {
+            Some(listener) if !completions.is_empty() => {
+                let ids: Vec<Uuid> = completions.iter().map(|c| c.job_id).collect();
+                listener.waited(&ids)
+            }
+            _ => Vec::new(),
+        };
+        let (applied, answers) = flusher.flush(&chunks, &completions, &waited).await;
         for a in &applied {
             crate::timeline!(a.job_id, "writer.stored");
         }
@@ -158,9 +192,11 @@ pub async fn run(
                 output.sort_unstable();
                 output.dedup();
             }
-            tell(Stored {
+            tell.stored(Stored {
                 output: &output,
                 done: &done,
+                asked: &waited,
+                answers,
             });
         }
         for a in &applied {
@@ -206,13 +242,19 @@ impl Flusher<'_> {
     /// is dropped then. When PostgreSQL refuses the values themselves, retrying the same batch
     /// would fail forever and hold every job of this worker back, so the batch is stored job by
     /// job instead ([`Self::isolate`]): the other jobs' items go on, and only the refused job's
-    /// items are dropped or replaced ([`Self::salvage`]).
-    async fn flush(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
-        match self.retrying(chunks, completions).await {
-            Ok(applied) => applied_of(completions, &applied),
+    /// items are dropped or replaced ([`Self::salvage`]). The answers of the jobs in `answer`
+    /// come back with them, unless the flush had to be stored job by job.
+    async fn flush(
+        &self,
+        chunks: &[NewChunk],
+        completions: &[Completion],
+        answer: &[Uuid],
+    ) -> (Vec<Applied>, Vec<Answer>) {
+        match self.retrying(chunks, completions, answer).await {
+            Ok(flushed) => (applied_of(completions, &flushed.applied), flushed.answers),
             Err(e) => {
                 tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
-                self.isolate(chunks, completions).await
+                (self.isolate(chunks, completions).await, Vec::new())
             }
         }
     }
@@ -223,11 +265,21 @@ impl Flusher<'_> {
         &self,
         chunks: &[NewChunk],
         completions: &[Completion],
-    ) -> Result<Vec<Uuid>, StoreError> {
+        answer: &[Uuid],
+    ) -> Result<queue::Flushed, StoreError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match queue::flush(self.pool, self.worker, chunks, completions, self.notices).await {
-                Ok(applied) => return Ok(applied),
+            match queue::flush_answering(
+                self.pool,
+                self.worker,
+                chunks,
+                completions,
+                self.notices,
+                answer,
+            )
+            .await
+            {
+                Ok(flushed) => return Ok(flushed),
                 Err(e) if e.refused_values() => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "storing log chunks and completions failed; retrying");
@@ -261,7 +313,11 @@ impl Flusher<'_> {
                 .filter(|c| c.job_id == job)
                 .cloned()
                 .collect();
-            match self.retrying(&its_chunks, &its_completion).await {
+            match self
+                .retrying(&its_chunks, &its_completion, &[])
+                .await
+                .map(|f| f.applied)
+            {
                 Ok(ids) => applied.extend(applied_of(&its_completion, &ids)),
                 Err(e) => {
                     tracing::warn!(%job, error = %e, "the database refused this job's items; storing them one by one");
@@ -280,7 +336,7 @@ impl Flusher<'_> {
     /// the rescuer takes it like a lost worker's.
     async fn salvage(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
         for c in chunks {
-            if let Err(e) = self.retrying(std::slice::from_ref(c), &[]).await {
+            if let Err(e) = self.retrying(std::slice::from_ref(c), &[], &[]).await {
                 tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
                 self.refused("chunk");
                 self.dropped_bytes
@@ -289,7 +345,11 @@ impl Flusher<'_> {
         }
         let mut applied = Vec::new();
         for c in completions {
-            let mut error = match self.retrying(&[], std::slice::from_ref(c)).await {
+            let mut error = match self
+                .retrying(&[], std::slice::from_ref(c), &[])
+                .await
+                .map(|f| f.applied)
+            {
                 Ok(ids) => {
                     applied.extend(applied_of(std::slice::from_ref(c), &ids));
                     continue;
@@ -323,7 +383,11 @@ impl Flusher<'_> {
                      (the worker's log says why); its exit status, test results and bill are lost"
                         .to_string()
                 });
-                match self.retrying(&[], std::slice::from_ref(&substitute)).await {
+                match self
+                    .retrying(&[], std::slice::from_ref(&substitute), &[])
+                    .await
+                    .map(|f| f.applied)
+                {
                     Ok(ids) => {
                         applied.extend(applied_of(std::slice::from_ref(&substitute), &ids));
                         break;
