@@ -1385,15 +1385,35 @@ async fn one_backend_with_a_claimed_job() -> (TestDb, PgPool, Uuid, Uuid) {
     (db, pool, worker, id)
 }
 
-/// A one-byte stdout chunk of attempt 1.
-fn stdout_chunk(job_id: Uuid, seq: i32) -> NewChunk {
+/// A chunk of attempt 1's output on `stream`.
+fn output_chunk(
+    job_id: Uuid,
+    seq: i32,
+    stream: nekton::model::OutputStream,
+    data: &[u8],
+) -> NewChunk {
     NewChunk {
         job_id,
         attempt: 1,
         seq,
-        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
-        data: b"x".to_vec(),
+        stream: nekton::model::ChunkKind::Output(stream),
+        data: data.to_vec(),
     }
+}
+
+/// A one-byte stdout chunk of attempt 1.
+fn stdout_chunk(job_id: Uuid, seq: i32) -> NewChunk {
+    output_chunk(job_id, seq, nekton::model::OutputStream::Stdout, b"x")
+}
+
+/// A stdout chunk of attempt 1, as a message to a writer.
+fn stdout_message(job_id: Uuid, seq: i32, data: &[u8]) -> nekton::worker::writer::WriterMsg {
+    nekton::worker::writer::WriterMsg::Chunk(output_chunk(
+        job_id,
+        seq,
+        nekton::model::OutputStream::Stdout,
+        data,
+    ))
 }
 
 /// A statistics counter (`sql` reads it) as it stands after this backend's pending counters are
@@ -1797,12 +1817,8 @@ async fn a_flush_stores_chunks_and_completions_in_one_statement_fenced() {
         .execute(pool)
         .await
         .unwrap();
-    let chunk = |job_id, seq: i32, data: &[u8]| NewChunk {
-        job_id,
-        attempt: 1,
-        seq,
-        stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
-        data: data.to_vec(),
+    let chunk = |job_id, seq, data: &[u8]| {
+        output_chunk(job_id, seq, nekton::model::OutputStream::Stdout, data)
     };
     let chunks = [
         chunk(ending, 1, b"a"),
@@ -1959,15 +1975,7 @@ async fn a_writer_that_tells_its_process_stores_everything_and_notifies_nothing(
     let w = Uuid::now_v7();
     let claimed = queue::claim(pool, w, "default", 2, LEASE).await.unwrap();
     let (ending, going_on) = (claimed[0].id, claimed[1].id);
-    let chunk = |job: Uuid, seq: i32, data: &[u8]| {
-        WriterMsg::Chunk(NewChunk {
-            job_id: job,
-            attempt: 1,
-            seq,
-            stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
-            data: data.to_vec(),
-        })
-    };
+    let chunk = stdout_message;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tx.send(chunk(ending, 1, b"a")).await.unwrap();
     tx.send(chunk(ending, 2, b"b")).await.unwrap();
@@ -2058,13 +2066,7 @@ async fn a_flush_answers_with_the_record_and_output_as_stored() {
     let w = Uuid::now_v7();
     let claimed = queue::claim(pool, w, "default", 3, LEASE).await.unwrap();
     let (ending, failing, going_on) = (claimed[0].id, claimed[1].id, claimed[2].id);
-    let chunk = |job_id, seq: i32, stream, data: &[u8]| NewChunk {
-        job_id,
-        attempt: 1,
-        seq,
-        stream: nekton::model::ChunkKind::Output(stream),
-        data: data.to_vec(),
-    };
+    let chunk = output_chunk;
     use nekton::model::OutputStream::{Stderr, Stdout};
     let flushed = queue::flush_answering(
         pool,
@@ -2208,15 +2210,7 @@ async fn the_writer_stores_the_rest_when_the_database_refuses_one_jobs_items() {
     let mut ids: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
     ids.sort();
     let [plain, poisoned_log, poisoned_result, poisoned_bill] = [ids[0], ids[1], ids[2], ids[3]];
-    let chunk = |job: Uuid, seq: i32, data: &[u8]| {
-        WriterMsg::Chunk(NewChunk {
-            job_id: job,
-            attempt: 1,
-            seq,
-            stream: nekton::model::ChunkKind::Output(nekton::model::OutputStream::Stdout),
-            data: data.to_vec(),
-        })
-    };
+    let chunk = stdout_message;
     // A bill PostgreSQL cannot add up: the tenant's usage roll-up reads it as a bigint
     // (22003, numeric value out of range).
     let huge_bill = nekton::model::Usage {
