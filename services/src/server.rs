@@ -417,7 +417,7 @@ pub fn wasm_backend(
 struct HubListener(api::hub::Hub);
 
 impl crate::worker::writer::Listener for HubListener {
-    fn waited(&self, ids: &[Uuid]) -> Vec<Uuid> {
+    fn waited(&self, ids: &[Uuid]) -> crate::store::queue::Ask {
         self.0.waited(ids)
     }
 

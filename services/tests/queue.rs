@@ -2056,8 +2056,9 @@ async fn a_writer_that_tells_its_process_stores_everything_and_notifies_nothing(
 
 /// A flush asked for answers reads back, in its statement, the final record and the first page
 /// of output of each job asked about whose completion it applied — exactly what a read after the
-/// commit finds — and nothing for a job it did not finish. The 18-argument form that workers of
-/// the previous version call still stores and answers nothing.
+/// commit finds —, the record alone for a job asked about for its record (an SSE stream's), and
+/// nothing for a job it did not finish. The 18-argument form that workers of the previous
+/// version call still stores and answers nothing.
 #[tokio::test]
 async fn a_flush_answers_with_the_record_and_output_as_stored() {
     let db = db().await;
@@ -2085,7 +2086,10 @@ async fn a_flush_answers_with_the_record_and_output_as_stored() {
             },
         ],
         Notices::InProcess,
-        &[ending, going_on],
+        &queue::Ask {
+            output: vec![ending, going_on],
+            records: vec![failing],
+        },
     )
     .await
     .unwrap();
@@ -2094,12 +2098,29 @@ async fn a_flush_answers_with_the_record_and_output_as_stored() {
     let mut want = vec![ending, failing];
     want.sort();
     assert_eq!(applied, want);
+    let mut answered: Vec<Uuid> = flushed.answers.iter().map(|a| a.0.id).collect();
+    answered.sort();
     assert_eq!(
-        flushed.answers.len(),
-        1,
-        "only the finished job asked about is answered"
+        answered, want,
+        "only the finished jobs asked about are answered"
     );
-    let (record, output) = &flushed.answers[0];
+    let answer = |id: Uuid| flushed.answers.iter().find(|a| a.0.id == id).unwrap();
+    // The record alone: its output (one chunk) was not read back.
+    let (failed, none) = answer(failing);
+    assert_eq!(
+        failed,
+        &jobs::get(pool, TENANT, failing).await.unwrap().unwrap(),
+        "the record as stored"
+    );
+    assert_eq!(
+        (
+            failed.state,
+            failed.outcome.as_ref().and_then(|o| o.exit_code)
+        ),
+        (JobState::Failed, Some(3))
+    );
+    assert!(none.is_empty(), "no output for a record asked for alone");
+    let (record, output) = answer(ending);
     let (stored, stored_output) = jobs::get_with_output(pool, TENANT, ending, 256)
         .await
         .unwrap()

@@ -22,6 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::model::{JobRecord, JobState, parse_ids, parse_states};
 use crate::store::jobs::Answer;
 use crate::store::logs::{self, StoredChunk};
+use crate::store::queue::Ask;
 use crate::store::{CHANNEL_LOGS, CHANNEL_STATE, StoreError, jobs as store_jobs};
 
 /// What a job's followers are told, through its `watch` channel.
@@ -58,36 +59,53 @@ struct Inner {
     records: SharedReads<(Uuid, u64), Option<JobRecord>>,
     /// Job records read from the database by [`Hub::job`] (`nekton_sse_job_reads_total`).
     job_reads: Counter,
-    /// The jobs a `POST /v1/jobs?wait=` request here waits for, and their answers once a writer
-    /// in this process has stored their end and read them back ([`Hub::awaiting`]).
+    /// The jobs a `POST /v1/jobs?wait=` request or an SSE stream here waits for, and their
+    /// answers once a writer in this process has stored their end and read them back
+    /// ([`Hub::awaiting`], [`Hub::following`]).
     answers: Mutex<HashMap<Uuid, Awaited>>,
 }
 
-/// One job's waiting requests, and its answer once stored.
+/// One job's waiting requests and streams, and its answer once stored.
 #[derive(Default)]
 struct Awaited {
+    /// `?wait=` requests: they answer with the record and the output.
     requests: usize,
+    /// SSE streams: they end with the record (their `exit` event).
+    streams: usize,
     /// A writer here is storing the job's end and will hand its answer over (or say it has
     /// none) right after its commit: a NOTIFY of that commit can arrive first.
     pending: bool,
-    answer: Option<Answer>,
+    /// The flush was asked for the output too (a request waited when it was asked): only then
+    /// does the answer serve a request.
+    asked_output: bool,
+    /// Shared by everyone waiting for the job; dropped with the last of them.
+    answer: Option<Arc<Answer>>,
 }
 
-/// What [`Hub::take_answer`] finds for a job.
+/// Who waits for a job's answer ([`Hub::awaiting`], [`Hub::following`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    Request,
+    Stream,
+}
+
+/// What [`Hub::take_answer`] and [`Hub::final_record`] find for a job.
 #[derive(Debug)]
 pub enum Taken {
     /// The answer, as the flush that stored the job's end read it back.
-    Answer(Box<Answer>),
+    Answer(Arc<Answer>),
     /// A writer here is storing the job's end: its answer comes with the next wake-up.
     Pending,
     /// No answer to come from this process: read it.
     Read,
 }
 
-/// A request's interest in one job's answer ([`Hub::awaiting`]); withdrawn on drop.
+/// A request's or a stream's interest in one job's answer ([`Hub::awaiting`],
+/// [`Hub::following`]); withdrawn on drop.
 pub struct AwaitsAnswer {
     hub: Hub,
     id: Uuid,
+    waiter: Waiter,
 }
 
 impl Drop for AwaitsAnswer {
@@ -99,8 +117,11 @@ impl Drop for AwaitsAnswer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(a) = answers.get_mut(&self.id) {
-            a.requests = a.requests.saturating_sub(1);
-            if a.requests == 0 {
+            match self.waiter {
+                Waiter::Request => a.requests = a.requests.saturating_sub(1),
+                Waiter::Stream => a.streams = a.streams.saturating_sub(1),
+            }
+            if a.requests == 0 && a.streams == 0 {
                 answers.remove(&self.id);
             }
         }
@@ -313,37 +334,75 @@ impl Hub {
     /// ([`Hub::waited`]) and hands it over ([`Hub::stored_locally`]), so the request need not read
     /// it after the commit ([`Hub::take_answer`]).
     pub fn awaiting(&self, id: Uuid) -> AwaitsAnswer {
+        self.register(id, Waiter::Request)
+    }
+
+    /// Registers an SSE stream following job `id` to its end: like [`Hub::awaiting`], but the
+    /// flush reads back the final record alone ([`Ask::records`]) — the stream reads the chunks
+    /// after its own position itself — and the stream takes it with [`Hub::final_record`]
+    /// instead of reading the job again.
+    pub fn following(&self, id: Uuid) -> AwaitsAnswer {
+        self.register(id, Waiter::Stream)
+    }
+
+    fn register(&self, id: Uuid, waiter: Waiter) -> AwaitsAnswer {
         let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.entry(id).or_default().requests += 1;
+        let a = answers.entry(id).or_default();
+        match waiter {
+            Waiter::Request => a.requests += 1,
+            Waiter::Stream => a.streams += 1,
+        }
         AwaitsAnswer {
             hub: self.clone(),
             id,
+            waiter,
         }
     }
 
-    /// Of `ids` (jobs whose end a writer here is about to store), the jobs a request here waits
-    /// for; their answers are pending until that writer's [`Hub::stored_locally`].
-    pub fn waited(&self, ids: &[Uuid]) -> Vec<Uuid> {
+    /// Of `ids` (jobs whose end a writer here is about to store), the jobs a request (record and
+    /// output) or only streams (record) here wait for; their answers are pending until that
+    /// writer's [`Hub::stored_locally`].
+    pub fn waited(&self, ids: &[Uuid]) -> Ask {
         let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
-        ids.iter()
-            .copied()
-            .filter(|id| match answers.get_mut(id) {
-                Some(a) => {
-                    a.pending = true;
-                    true
+        let mut ask = Ask::default();
+        for id in ids {
+            if let Some(a) = answers.get_mut(id) {
+                a.pending = true;
+                a.answer = None;
+                a.asked_output = a.requests > 0;
+                if a.asked_output {
+                    ask.output.push(*id);
+                } else {
+                    ask.records.push(*id);
                 }
-                None => false,
-            })
-            .collect()
+            }
+        }
+        ask
     }
 
-    /// Job `id`'s answer as the flush that stored its end read it back (taken: a second request
-    /// waiting for the same job reads it), or whether one is still to come.
+    /// Job `id`'s answer for a waiting request, as the flush that stored its end read it back
+    /// (record and output), or whether one is still to come.
     pub fn take_answer(&self, id: Uuid) -> Taken {
-        let mut answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
-        match answers.get_mut(&id) {
-            Some(a) => match a.answer.take() {
-                Some(answer) => Taken::Answer(Box::new(answer)),
+        self.answer_for(id, Waiter::Request)
+    }
+
+    /// Job `id`'s final record for a stream following it, as the flush that stored its end read
+    /// it back (its answer's output, if any, is not the stream's business), or whether one is
+    /// still to come.
+    pub fn final_record(&self, id: Uuid) -> Taken {
+        self.answer_for(id, Waiter::Stream)
+    }
+
+    fn answer_for(&self, id: Uuid, waiter: Waiter) -> Taken {
+        let answers = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
+        match answers.get(&id) {
+            // An answer without output cannot serve a request (it registered after the flush
+            // was asked).
+            Some(a) => match &a.answer {
+                Some(answer) if waiter == Waiter::Stream || a.asked_output => {
+                    Taken::Answer(answer.clone())
+                }
+                Some(_) => Taken::Read,
                 None if a.pending => Taken::Pending,
                 None => Taken::Read,
             },
@@ -363,19 +422,22 @@ impl Hub {
         &self,
         output: &[Uuid],
         done: &[(Uuid, JobState)],
-        asked: &[Uuid],
+        asked: &Ask,
         answers: Vec<Answer>,
     ) {
         let mut unanswered = Vec::new();
         if !asked.is_empty() {
             let mut awaited = self.inner.answers.lock().unwrap_or_else(|p| p.into_inner());
             for answer in answers {
-                // Only jobs still waited for: a request that has gone left nothing to fill.
-                if let Some(a) = awaited.get_mut(&answer.0.id) {
-                    a.answer = Some(answer);
+                // Only jobs still waited for (a request that has gone left nothing to fill), and
+                // only a final record: a retry's answers nobody (it wakes them as a state change).
+                if let Some(a) = awaited.get_mut(&answer.0.id)
+                    && answer.0.state.is_terminal()
+                {
+                    a.answer = Some(Arc::new(answer));
                 }
             }
-            for id in asked {
+            for id in asked.output.iter().chain(&asked.records) {
                 if let Some(a) = awaited.get_mut(id) {
                     a.pending = false;
                     if a.answer.is_none() {
@@ -569,7 +631,7 @@ mod tests {
                 (retried, JobState::Scheduled),
                 (unwatched, JobState::Succeeded),
             ],
-            &[],
+            &Ask::default(),
             Vec::new(),
         );
         let (sd, sr) = (*wd.rx.borrow(), *wr.rx.borrow());
@@ -591,7 +653,7 @@ mod tests {
         let we = hub.watch_job(ending);
         let mut any = hub.watch_any_state();
         // Output alone: the follower reads chunks, not the job; batch streams are not woken.
-        hub.stored_locally(&[printing], &[], &[], Vec::new());
+        hub.stored_locally(&[printing], &[], &Ask::default(), Vec::new());
         let sp = *wp.rx.borrow();
         assert_eq!((sp.version, sp.state_changes, sp.finished), (1, 0, false));
         assert!(!any.has_changed().unwrap(), "no state changed");
@@ -601,13 +663,18 @@ mod tests {
             "a job without output is not woken"
         );
         // Output and the end in one flush: one wake-up that says finished.
-        hub.stored_locally(&[ending], &[(ending, JobState::Succeeded)], &[], Vec::new());
+        hub.stored_locally(
+            &[ending],
+            &[(ending, JobState::Succeeded)],
+            &Ask::default(),
+            Vec::new(),
+        );
         let se = *we.rx.borrow();
         assert_eq!((se.version, se.state_changes, se.finished), (1, 0, true));
         assert!(any.has_changed().unwrap());
         any.borrow_and_update();
         // Nothing stored: nobody is woken.
-        hub.stored_locally(&[], &[], &[], Vec::new());
+        hub.stored_locally(&[], &[], &Ask::default(), Vec::new());
         assert_eq!(wp.rx.borrow().version, 1);
         assert!(!any.has_changed().unwrap());
     }
@@ -644,26 +711,28 @@ mod tests {
         // Nothing is pending before a writer asks: a request reads.
         assert!(matches!(hub.take_answer(answered), Taken::Read));
         // The writer asks about the jobs it is about to finish: only waited ones count.
+        let asked = hub.waited(&[answered, fenced, unwaited]);
         assert_eq!(
-            hub.waited(&[answered, fenced, unwaited]),
-            [answered, fenced]
+            asked,
+            Ask {
+                output: vec![answered, fenced],
+                records: vec![],
+            }
         );
         assert!(matches!(hub.take_answer(answered), Taken::Pending));
         // Its flush answered one; the other's completion was fenced.
         hub.stored_locally(
             &[],
             &[(answered, JobState::Succeeded)],
-            &[answered, fenced],
+            &asked,
             vec![finished(answered), finished(unwaited)],
         );
-        match hub.take_answer(answered) {
-            Taken::Answer(answer) => assert_eq!(answer.0.id, answered),
-            other => panic!("{other:?}"),
+        for _ in 0..2 {
+            match hub.take_answer(answered) {
+                Taken::Answer(answer) => assert_eq!(answer.0.id, answered),
+                other => panic!("every request waiting for the job is answered: {other:?}"),
+            }
         }
-        assert!(
-            matches!(hub.take_answer(answered), Taken::Read),
-            "taken once; a second request reads"
-        );
         assert!(matches!(hub.take_answer(fenced), Taken::Read));
         let sf = *wf.rx.borrow();
         assert_eq!(
@@ -677,6 +746,72 @@ mod tests {
         );
         drop(awaits);
         assert!(hub.inner.answers.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_followed_job_is_answered_with_its_record_alone_and_a_request_joining_late_reads() {
+        let hub = Hub::default();
+        let (followed, waited_too) = (Uuid::now_v7(), Uuid::now_v7());
+        let streams = [hub.following(followed), hub.following(waited_too)];
+        let request = hub.awaiting(waited_too);
+        assert!(matches!(hub.final_record(followed), Taken::Read));
+        // Streams alone want the record; a request too, the output as well.
+        let asked = hub.waited(&[followed, waited_too]);
+        assert_eq!(
+            asked,
+            Ask {
+                output: vec![waited_too],
+                records: vec![followed],
+            }
+        );
+        assert!(matches!(hub.final_record(followed), Taken::Pending));
+        // A request that begins waiting after the flush was asked.
+        let late = hub.awaiting(followed);
+        hub.stored_locally(
+            &[],
+            &[
+                (followed, JobState::Succeeded),
+                (waited_too, JobState::Succeeded),
+            ],
+            &asked,
+            vec![finished(followed), finished(waited_too)],
+        );
+        match hub.final_record(followed) {
+            Taken::Answer(answer) => assert_eq!(answer.0.id, followed),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(hub.take_answer(followed), Taken::Read),
+            "the flush read no output for it: the late request reads"
+        );
+        // The job asked with its output serves its request and its stream.
+        assert!(matches!(hub.take_answer(waited_too), Taken::Answer(_)));
+        assert!(matches!(hub.final_record(waited_too), Taken::Answer(_)));
+        drop(request);
+        assert!(
+            matches!(hub.final_record(waited_too), Taken::Answer(_)),
+            "kept while a stream waits"
+        );
+        drop((streams, late));
+        assert!(hub.inner.answers.lock().unwrap().is_empty());
+        // A retry is stored (and read back) like an end, but it answers nobody: the stream is
+        // woken as by a state change and reads.
+        let retried = Uuid::now_v7();
+        let stream = hub.following(retried);
+        let watch = hub.watch_job(retried);
+        let asked = hub.waited(&[retried]);
+        let mut scheduled = finished(retried);
+        scheduled.0.state = JobState::Scheduled;
+        hub.stored_locally(
+            &[],
+            &[(retried, JobState::Scheduled)],
+            &asked,
+            vec![scheduled],
+        );
+        assert!(matches!(hub.final_record(retried), Taken::Read));
+        let s = *watch.rx.borrow();
+        assert_eq!((s.state_changes, s.finished), (1, false));
+        drop(stream);
     }
 
     #[test]

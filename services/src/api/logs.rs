@@ -21,7 +21,7 @@ use utoipa::IntoParams;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::hub::JobWatch;
+use super::hub::{AwaitsAnswer, JobWatch, Taken};
 use super::jobs::parse_id;
 use super::sse::{self, json_event};
 use super::types::{
@@ -174,12 +174,13 @@ pub async fn logs(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     // A stream subscribes before it reads the job: this read then serves as the stream's first,
-    // and every notification after it wakes the stream.
-    let watch = wants_sse.then(|| state.hub.watch_job(id));
+    // and every notification after it wakes the stream. It also asks a writer in this process
+    // that stores the job's end to read the final record back for it.
+    let watch = wants_sse.then(|| (state.hub.watch_job(id), state.hub.following(id)));
     let job = store_jobs::get(&state.pool, caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    let Some(watch) = watch else {
+    let Some((watch, follows)) = watch else {
         return plain(state, job, request).await;
     };
     if request.is_plain_only() {
@@ -218,7 +219,11 @@ pub async fn logs(
     }
     let tenant = caller.tenant().to_string();
     let streams = state.streams.clone();
-    let first = First { watch, job };
+    let first = First {
+        watch,
+        _follows: follows,
+        job,
+    };
     sse::respond(&streams, state.metrics.clone(), 64, move |tx| {
         follow(state, tenant, first, start, tx)
     })
@@ -269,6 +274,8 @@ struct Start {
 /// What a stream has when it begins: the job's watch, and the job as read after subscribing.
 struct First {
     watch: JobWatch,
+    /// Held to the stream's end: a writer here reads the job's final record back for it.
+    _follows: AwaitsAnswer,
     job: JobRecord,
 }
 
@@ -289,9 +296,12 @@ async fn follow(
 /// The stream's loop. Each pass reads the chunks after the position reached and sends them; what
 /// else it reads depends on what woke it (see [`super::hub::JobSignal`]):
 /// - new output: nothing else — the job is not read again;
-/// - the job's completion: its last chunks and its final record, at once (both reads start after
-///   the notification, which came from the transaction that stored the last output with the
-///   completion), then `exit`: a live follower reads its job once, at the end;
+/// - the job's completion: its last chunks, then `exit` with the final record as the flush that
+///   stored the job's end read it back, when a writer in this process stored it
+///   ([`super::hub::Hub::following`]): a live follower does not read its job again. Otherwise
+///   the last chunks and the final record, read at once (both reads start after the
+///   notification, which came from the transaction that stored the last output with the
+///   completion);
 /// - another state change, or the timer's recheck (for notifications lost while the LISTEN
 ///   connection was down): the job, after the chunks; a final state read that way means one more
 ///   pass for the chunks stored between the two reads, then `exit`.
@@ -305,7 +315,11 @@ async fn follow_inner(
     start: Start,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), crate::store::StoreError> {
-    let First { mut watch, job } = first;
+    let First {
+        mut watch,
+        _follows,
+        job,
+    } = first;
     let id = job.id;
     let (mut attempt, mut seq) = match start.at {
         Position::End => return Ok(()),
@@ -322,6 +336,8 @@ async fn follow_inner(
     // (one query for all of them, `Hub::chunks_after`). The first pass and the timer's rechecks
     // read for themselves.
     let mut notified = false;
+    // The writer here did not hand the final record over in time: read it.
+    let mut read_end = false;
     loop {
         // Mark the current notification as seen before reading, so none is missed.
         let signal = *watch.rx.borrow_and_update();
@@ -334,13 +350,34 @@ async fn follow_inner(
             .hub
             .chunks_after(&state.pool, id, shared, (attempt, seq), PAGE);
         let chunks = if signal.finished && !record.state.is_terminal() {
-            let (chunks, job) =
-                tokio::join!(chunks, state.hub.job(&state.pool, tenant, id, shared));
-            let Some(job) = job? else {
-                return Ok(());
-            };
-            record = job;
-            chunks?
+            match state.hub.final_record(id) {
+                Taken::Answer(answer) if !read_end => {
+                    record = answer.0.clone();
+                    chunks.await?
+                }
+                Taken::Pending if !read_end => {
+                    // Woken by the commit's NOTIFY before the writer here handed the record
+                    // over: it comes with the next wake-up.
+                    notified = tokio::select! {
+                        _ = watch.rx.changed() => true,
+                        _ = tokio::time::sleep(RECHECK) => {
+                            read_end = true;
+                            false
+                        }
+                        _ = tx.closed() => return Ok(()),
+                    };
+                    continue;
+                }
+                _ => {
+                    let (chunks, job) =
+                        tokio::join!(chunks, state.hub.job(&state.pool, tenant, id, shared));
+                    let Some(job) = job? else {
+                        return Ok(());
+                    };
+                    record = job;
+                    chunks?
+                }
+            }
         } else {
             chunks.await?
         };

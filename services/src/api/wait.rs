@@ -156,7 +156,7 @@ impl Wait {
                                 // the answer over: it comes with the next wake-up.
                                 Taken::Pending => continue,
                                 Taken::Answer(answer) => {
-                                    let (job, first) = *answer;
+                                    let (job, first) = std::sync::Arc::unwrap_or_clone(answer);
                                     crate::timeline!(job.id, "api.woken");
                                     return complete(state, "flush", job, first).await;
                                 }

@@ -209,22 +209,42 @@ pub const MAX_COMPLETIONS_PER_STATEMENT: usize = 150;
 /// (`enable_seqscan` off) keep its generic plan on `jobs_pkey`. Checked by
 /// `services/tests/queue.rs::the_writers_statements_stay_on_the_indexes_as_jobs_grows`.
 ///
-/// `$19`: the completed jobs whose answer the caller wants (migration 0021): their final records
-/// and first [`ANSWER_CHUNKS`] chunks of output come back as rows after the first.
+/// `$19`, `$20`: the completed jobs whose ends the caller wants read back ([`Ask`], migrations
+/// 0021 and 0022): their final records (and for `$19` the first [`ANSWER_CHUNKS`] chunks of
+/// output) come back as rows after the first.
 const FLUSH: &str = "SELECT * FROM nekton_flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                     $13, $14, $15, $16, $17, $18, $19)";
+                     $13, $14, $15, $16, $17, $18, $19, $20)";
 
 /// The chunks of output an answer read by the flush carries at most (its `LIMIT`, migration
 /// 0021): the same first page as `POST /v1/jobs?wait=` reads itself.
 pub const ANSWER_CHUNKS: i64 = 256;
+
+/// The completed jobs of a flush whose ends its caller wants read back by the flush itself, in the
+/// same statement, instead of reading them after the commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// Each one's final record and first [`ANSWER_CHUNKS`] chunks of output (a
+    /// `POST /v1/jobs?wait=` request waits for it).
+    pub output: Vec<Uuid>,
+    /// Each one's final record alone (an SSE stream follows the job: it sends the record as its
+    /// `exit` event and reads the chunks after its own position itself). Its answer carries no
+    /// output.
+    pub records: Vec<Uuid>,
+}
+
+impl Ask {
+    pub fn is_empty(&self) -> bool {
+        self.output.is_empty() && self.records.is_empty()
+    }
+}
 
 /// What one flush stored, and the answers it read back.
 #[derive(Debug, Default)]
 pub struct Flushed {
     /// The jobs whose completions applied (the others were fenced).
     pub applied: Vec<Uuid>,
-    /// For each job asked about whose completion applied: its final record and first
-    /// [`ANSWER_CHUNKS`] chunks of output, as stored.
+    /// For each job asked about whose completion applied: its final record and (asked for in
+    /// [`Ask::output`]) first [`ANSWER_CHUNKS`] chunks of output, as stored.
     pub answers: Vec<Answer>,
 }
 
@@ -250,22 +270,22 @@ impl Notices {
     }
 }
 
-/// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored, the answers asked for by
-/// `answer`).
+/// Runs [`FLUSH`] on `conn`: (completions applied, chunks stored, the answers `ask` asked for).
 async fn run_flush(
     conn: &mut sqlx::PgConnection,
     worker: Uuid,
     chunks: &[NewChunk],
     completions: &[Completion],
     notices: Notices,
-    answer: &[Uuid],
+    ask: &Ask,
 ) -> Result<(Vec<Uuid>, u64, Vec<Answer>), StoreError> {
     let rows = bind_chunks(
         bind_completions(sqlx::query(FLUSH), worker, completions, notices)?,
         chunks,
     )
     .bind(notices.channel(CHANNEL_LOGS))
-    .bind(answer)
+    .bind(&ask.output)
+    .bind(&ask.records)
     .fetch_all(&mut *conn)
     .await?;
     let Some((first, answers)) = rows.split_first() else {
@@ -329,7 +349,7 @@ async fn complete_on(
 ) -> Result<Vec<Uuid>, StoreError> {
     let mut applied = Vec::with_capacity(items.len());
     for part in items.chunks(MAX_COMPLETIONS_PER_STATEMENT) {
-        let (done, _, _) = run_flush(conn, worker, &[], part, notices, &[]).await?;
+        let (done, _, _) = run_flush(conn, worker, &[], part, notices, &Ask::default()).await?;
         applied.extend(done);
     }
     Ok(applied)
@@ -451,15 +471,16 @@ pub async fn flush(
     notices: Notices,
 ) -> Result<Vec<Uuid>, StoreError> {
     Ok(
-        flush_answering(pool, worker, chunks, completions, notices, &[])
+        flush_answering(pool, worker, chunks, completions, notices, &Ask::default())
             .await?
             .applied,
     )
 }
 
-/// [`flush`], reading back the answers of the completed jobs in `answer` (a request in this
-/// process waits for them) in the same statement: each one's final record and first
-/// [`ANSWER_CHUNKS`] chunks of output as stored, without a read after the commit. Only a flush
+/// [`flush`], reading back the answers of the completed jobs `ask` names (a request or a stream
+/// in this process waits for them) in the same statement: each one's final record and, for
+/// [`Ask::output`], first [`ANSWER_CHUNKS`] chunks of output as stored, without a read after the
+/// commit. Only a flush
 /// of at most [`MAX_COMPLETIONS_PER_STATEMENT`] completions answers; a larger one leaves its
 /// waiters to read.
 pub async fn flush_answering(
@@ -468,7 +489,7 @@ pub async fn flush_answering(
     chunks: &[NewChunk],
     completions: &[Completion],
     notices: Notices,
-    answer: &[Uuid],
+    ask: &Ask,
 ) -> Result<Flushed, StoreError> {
     if completions.is_empty() {
         if !chunks.is_empty() {
@@ -483,7 +504,7 @@ pub async fn flush_answering(
             chunks,
             completions,
             notices,
-            answer,
+            ask,
         )
         .await?;
         return Ok(Flushed { applied, answers });
@@ -532,7 +553,7 @@ async fn insert_chunks_on(
     if chunks.is_empty() {
         return Ok(0);
     }
-    let (_, stored, _) = run_flush(conn, worker, chunks, &[], notices, &[]).await?;
+    let (_, stored, _) = run_flush(conn, worker, chunks, &[], notices, &Ask::default()).await?;
     Ok(stored)
 }
 

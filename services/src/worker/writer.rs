@@ -39,20 +39,21 @@ pub struct Stored<'a> {
     /// never a fenced completion.
     pub done: &'a [(Uuid, JobState)],
     /// The jobs [`Listener::waited`] named for this flush.
-    pub asked: &'a [Uuid],
+    pub asked: &'a queue::Ask,
     /// The answers the flush read back for them (those whose completions applied, in a flush
-    /// that could answer: [`queue::flush_answering`]).
+    /// that could answer: [`queue::flush_answering`]); one asked for in [`queue::Ask::records`]
+    /// carries no output.
     pub answers: Vec<Answer>,
 }
 
 /// Who in the writer's process hears what it stored: an API serving from the same process wakes
 /// the requests and streams waiting on those jobs at once, instead of after the NOTIFY's trip
-/// through PostgreSQL and back, and answers a waiting request with the record the flush read
-/// back instead of reading it after the commit.
+/// through PostgreSQL and back, and answers a waiting request or stream with the record the flush
+/// read back instead of reading it after the commit.
 pub trait Listener: Send + Sync {
     /// Of `ids` (jobs whose completions the writer is about to store), those whose answer a
-    /// request in this process waits for.
-    fn waited(&self, ids: &[Uuid]) -> Vec<Uuid>;
+    /// request (record and output) or a stream (record) in this process waits for.
+    fn waited(&self, ids: &[Uuid]) -> queue::Ask;
     /// What a flush stored, told after its commit (a read that starts now sees it); called after
     /// every flush.
     fn stored(&self, stored: Stored<'_>);
@@ -60,8 +61,8 @@ pub trait Listener: Send + Sync {
 
 /// A function of what was stored listens, and waits for no answer.
 impl<F: Fn(Stored<'_>) + Send + Sync> Listener for F {
-    fn waited(&self, _: &[Uuid]) -> Vec<Uuid> {
-        Vec::new()
+    fn waited(&self, _: &[Uuid]) -> queue::Ask {
+        queue::Ask::default()
     }
 
     fn stored(&self, stored: Stored<'_>) {
@@ -166,7 +167,7 @@ pub async fn run(
                 let ids: Vec<Uuid> = completions.iter().map(|c| c.job_id).collect();
                 listener.waited(&ids)
             }
-            _ => Vec::new(),
+            _ => queue::Ask::default(),
         };
         let (applied, answers) = flusher.flush(&chunks, &completions, &waited).await;
         for a in &applied {
@@ -242,15 +243,15 @@ impl Flusher<'_> {
     /// is dropped then. When PostgreSQL refuses the values themselves, retrying the same batch
     /// would fail forever and hold every job of this worker back, so the batch is stored job by
     /// job instead ([`Self::isolate`]): the other jobs' items go on, and only the refused job's
-    /// items are dropped or replaced ([`Self::salvage`]). The answers of the jobs in `answer`
-    /// come back with them, unless the flush had to be stored job by job.
+    /// items are dropped or replaced ([`Self::salvage`]). The answers `ask` asks for come back
+    /// with them, unless the flush had to be stored job by job.
     async fn flush(
         &self,
         chunks: &[NewChunk],
         completions: &[Completion],
-        answer: &[Uuid],
+        ask: &queue::Ask,
     ) -> (Vec<Applied>, Vec<Answer>) {
-        match self.retrying(chunks, completions, answer).await {
+        match self.retrying(chunks, completions, ask).await {
             Ok(flushed) => (applied_of(completions, &flushed.applied), flushed.answers),
             Err(e) => {
                 tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
@@ -265,7 +266,7 @@ impl Flusher<'_> {
         &self,
         chunks: &[NewChunk],
         completions: &[Completion],
-        answer: &[Uuid],
+        ask: &queue::Ask,
     ) -> Result<queue::Flushed, StoreError> {
         let mut delay = Duration::from_millis(50);
         loop {
@@ -275,7 +276,7 @@ impl Flusher<'_> {
                 chunks,
                 completions,
                 self.notices,
-                answer,
+                ask,
             )
             .await
             {
@@ -314,7 +315,7 @@ impl Flusher<'_> {
                 .cloned()
                 .collect();
             match self
-                .retrying(&its_chunks, &its_completion, &[])
+                .retrying(&its_chunks, &its_completion, &queue::Ask::default())
                 .await
                 .map(|f| f.applied)
             {
@@ -336,7 +337,10 @@ impl Flusher<'_> {
     /// the rescuer takes it like a lost worker's.
     async fn salvage(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
         for c in chunks {
-            if let Err(e) = self.retrying(std::slice::from_ref(c), &[], &[]).await {
+            if let Err(e) = self
+                .retrying(std::slice::from_ref(c), &[], &queue::Ask::default())
+                .await
+            {
                 tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
                 self.refused("chunk");
                 self.dropped_bytes
@@ -346,7 +350,7 @@ impl Flusher<'_> {
         let mut applied = Vec::new();
         for c in completions {
             let mut error = match self
-                .retrying(&[], std::slice::from_ref(c), &[])
+                .retrying(&[], std::slice::from_ref(c), &queue::Ask::default())
                 .await
                 .map(|f| f.applied)
             {
@@ -384,7 +388,11 @@ impl Flusher<'_> {
                         .to_string()
                 });
                 match self
-                    .retrying(&[], std::slice::from_ref(&substitute), &[])
+                    .retrying(
+                        &[],
+                        std::slice::from_ref(&substitute),
+                        &queue::Ask::default(),
+                    )
                     .await
                     .map(|f| f.applied)
                 {
