@@ -2470,3 +2470,72 @@ async fn a_stopping_worker_puts_a_handed_job_it_did_not_start_back_in_its_queue(
         "claimed as a fresh first attempt"
     );
 }
+
+/// A log stream's first read — the job and its chunks after the stream's position, in one
+/// statement — finds exactly what a read of the job and then one of its chunks find: every
+/// stream (output and test-suite events) in order from the position on, up to the limit, and
+/// nothing for another tenant.
+#[tokio::test]
+async fn a_streams_first_read_is_the_job_and_its_chunks_after_the_position() {
+    use nekton::model::ChunkKind;
+    use nekton::model::OutputStream::{Stderr, Stdout};
+    use nekton::store::logs;
+    let db = db().await;
+    let pool = &db.pool;
+    backlog(pool, TENANT, "default", 2, 1.0).await;
+    let w = Uuid::now_v7();
+    let claimed = queue::claim(pool, w, "default", 2, LEASE).await.unwrap();
+    let (printing, quiet) = (claimed[0].id, claimed[1].id);
+    let event = NewChunk {
+        stream: ChunkKind::Event,
+        ..output_chunk(printing, 3, Stdout, br#"{"type":"case_started"}"#)
+    };
+    queue::insert_chunks(
+        pool,
+        w,
+        &[
+            output_chunk(printing, 1, Stdout, b"a"),
+            output_chunk(printing, 2, Stderr, b"b"),
+            event,
+            output_chunk(printing, 4, Stdout, b"c"),
+        ],
+    )
+    .await
+    .unwrap();
+    for (after, limit, want) in [
+        ((0, 0), 256, vec![1, 2, 3, 4]),
+        ((1, 2), 256, vec![3, 4]),
+        ((0, 0), 2, vec![1, 2]),
+        ((1, 4), 256, vec![]),
+    ] {
+        let (job, chunks) = jobs::get_with_chunks_after(pool, TENANT, printing, after, limit)
+            .await
+            .unwrap()
+            .expect("the tenant's job");
+        assert_eq!(
+            job,
+            jobs::get(pool, TENANT, printing).await.unwrap().unwrap()
+        );
+        assert_eq!(
+            chunks,
+            logs::chunks_after(pool, printing, after, limit)
+                .await
+                .unwrap(),
+            "after {after:?}, limit {limit}"
+        );
+        let seqs: Vec<i32> = chunks.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, want, "after {after:?}, limit {limit}");
+    }
+    let (_, none) = jobs::get_with_chunks_after(pool, TENANT, quiet, (0, 0), 256)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(
+        jobs::get_with_chunks_after(pool, "someone-else", printing, (0, 0), 256)
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant's job is not found"
+    );
+}

@@ -6,6 +6,7 @@
 //! reached so far; the final `exit` event is `"{attempt}.end"`. Resuming after an id sends exactly
 //! the events after that position, across queued → running → finished (and retries).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body as HttpBody;
@@ -177,9 +178,34 @@ pub async fn logs(
     // and every notification after it wakes the stream. It also asks a writer in this process
     // that stores the job's end to read the final record back for it.
     let watch = wants_sse.then(|| (state.hub.watch_job(id), state.hub.following(id)));
-    let job = store_jobs::get(&state.pool, caller.tenant(), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    // A stream that starts at a known position (not at a `tail`) reads its first chunks with
+    // the job, in one statement. Its headers are checked again below, as for every stream.
+    let first_after = match (wants_sse, request.tail, last_event_id(&headers)) {
+        (true, None, Ok(None)) => Some(Position::START),
+        (true, _, Ok(Some(at @ Position::At { .. }))) => Some(at),
+        _ => None,
+    };
+    let missing = || ApiError::not_found(format!("no job {id}"));
+    let (job, first_chunks) = match first_after {
+        Some(Position::At { attempt, seq }) => {
+            let (job, chunks) = store_jobs::get_with_chunks_after(
+                &state.pool,
+                caller.tenant(),
+                id,
+                (attempt, seq),
+                PAGE,
+            )
+            .await?
+            .ok_or_else(missing)?;
+            (job, Some(chunks))
+        }
+        _ => (
+            store_jobs::get(&state.pool, caller.tenant(), id)
+                .await?
+                .ok_or_else(missing)?,
+            None,
+        ),
+    };
     let Some((watch, follows)) = watch else {
         return plain(state, job, request).await;
     };
@@ -189,7 +215,7 @@ pub async fn logs(
              event with its time in `at`",
         ));
     }
-    let resume = sse::last_event_id(&headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`")?;
+    let resume = last_event_id(&headers)?;
     // A client resuming after the final `exit` event has everything: 204 tells an EventSource
     // to stop reconnecting (the SSE specification's way to end a stream for good).
     if resume == Some(Position::End) && job.state.is_terminal() {
@@ -223,6 +249,7 @@ pub async fn logs(
         watch,
         _follows: follows,
         job,
+        chunks: first_chunks,
     };
     sse::respond(&streams, state.metrics.clone(), 64, move |tx| {
         follow(state, tenant, first, start, tx)
@@ -277,6 +304,13 @@ struct First {
     /// Held to the stream's end: a writer here reads the job's final record back for it.
     _follows: AwaitsAnswer,
     job: JobRecord,
+    /// The chunks after the stream's start, read with `job` (none: not read yet).
+    chunks: Option<Vec<StoredChunk>>,
+}
+
+/// The stream's resume position (`Last-Event-ID`), if it sent one.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
+    sse::last_event_id(headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`")
 }
 
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
@@ -319,6 +353,7 @@ async fn follow_inner(
         mut watch,
         _follows,
         job,
+        chunks: first_chunks,
     } = first;
     let id = job.id;
     let (mut attempt, mut seq) = match start.at {
@@ -338,9 +373,15 @@ async fn follow_inner(
     let mut notified = false;
     // The writer here did not hand the final record over in time: read it.
     let mut read_end = false;
+    // The first chunks, read with the job: they serve the first pass unless a notification came
+    // since the subscription (it may have come after that read).
+    let mut first_chunks = first_chunks.map(Arc::new);
     loop {
         // Mark the current notification as seen before reading, so none is missed.
         let signal = *watch.rx.borrow_and_update();
+        let read_with_job = first_chunks
+            .take()
+            .filter(|_| signal.version == watch.subscribed.version);
         let shared = notified.then_some(signal.version);
         if signal.state_changes != seen_state_changes {
             seen_state_changes = signal.state_changes;
@@ -378,6 +419,8 @@ async fn follow_inner(
                     chunks?
                 }
             }
+        } else if let Some(chunks) = read_with_job {
+            chunks
         } else {
             chunks.await?
         };

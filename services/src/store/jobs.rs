@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
+use super::logs::StoredChunk;
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
 use crate::model::tenancy::Tenant;
 use crate::model::{
-    BatchRecord, JobOutcome, JobRecord, JobState, OutcomeReason, OutputStream, Usage,
+    BatchRecord, ChunkKind, JobOutcome, JobRecord, JobState, OutcomeReason, OutputStream, Usage,
 };
 
 /// A validated job ready to be stored.
@@ -514,6 +515,80 @@ pub async fn get_with_output(
         return Ok(None);
     };
     answer_from_row(&row).map(Some)
+}
+
+/// Job `id` of `tenant` and up to `limit` of its chunks (output and test-suite events, of every
+/// attempt) strictly after position `after`, in one statement: a log stream's first read
+/// (docs/queue.md §9), instead of a read of the job and then one of its chunks. One snapshot: when
+/// the record is final, the chunks are all of the job's output after `after` (up to `limit`).
+pub async fn get_with_chunks_after(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+    after: (i32, i32),
+    limit: i64,
+) -> Result<Option<(JobRecord, Vec<StoredChunk>)>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, c.attempts, c.seqs, c.streams, c.datas, c.stored_ats {JOB_FROM} \
+         LEFT JOIN LATERAL ( \
+             SELECT array_agg(l.attempt ORDER BY l.attempt, l.seq) AS attempts, \
+                    array_agg(l.seq ORDER BY l.attempt, l.seq) AS seqs, \
+                    array_agg(l.stream ORDER BY l.attempt, l.seq) AS streams, \
+                    array_agg(l.data ORDER BY l.attempt, l.seq) AS datas, \
+                    array_agg(l.stored_at ORDER BY l.attempt, l.seq) AS stored_ats \
+             FROM (SELECT attempt, seq, stream, data, stored_at FROM log_chunks \
+                   WHERE job_id = j.id AND (attempt, seq) > ($3, $4) \
+                   ORDER BY attempt, seq LIMIT $5) l \
+         ) c ON true \
+         WHERE j.id = $1 AND j.tenant_id = $2"
+    );
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(tenant)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job = job_from_row(&row)?;
+    let attempts: Vec<i32> = row.try_get::<Option<_>, _>("attempts")?.unwrap_or_default();
+    let seqs: Vec<i32> = row.try_get::<Option<_>, _>("seqs")?.unwrap_or_default();
+    let streams: Vec<i16> = row.try_get::<Option<_>, _>("streams")?.unwrap_or_default();
+    let datas: Vec<Vec<u8>> = row.try_get::<Option<_>, _>("datas")?.unwrap_or_default();
+    let stored_ats: Vec<Option<DateTime<Utc>>> = row
+        .try_get::<Option<_>, _>("stored_ats")?
+        .unwrap_or_default();
+    let n = attempts.len();
+    if [seqs.len(), streams.len(), datas.len(), stored_ats.len()] != [n; 4] {
+        return Err(StoreError::Corrupt(format!(
+            "job {id}: the chunk read returned arrays of different lengths"
+        )));
+    }
+    let chunks = attempts
+        .into_iter()
+        .zip(seqs)
+        .zip(streams)
+        .zip(datas)
+        .zip(stored_ats)
+        .map(|((((attempt, seq), fd), data), stored_at)| {
+            let stream = ChunkKind::from_fd(fd).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job {id}: log chunk {attempt}.{seq} has stream {fd} (expected 1, 2 or 3)"
+                ))
+            })?;
+            Ok(StoredChunk {
+                attempt,
+                seq,
+                stream,
+                data,
+                stored_at,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Some((job, chunks)))
 }
 
 /// A job's record and its first chunks of output from a row of [`JOB_COLUMNS`] and the arrays
