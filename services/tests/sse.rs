@@ -291,6 +291,19 @@ async fn streams_past_the_limit_are_shed_with_503_and_retry_after() {
     h.client.cancel(job.id).await.unwrap();
 }
 
+/// The next event of a followed job's stream (within 60 s; the stream goes on until `exit`).
+async fn next_event<S>(events: &mut std::pin::Pin<Box<S>>) -> nekton::cli::LogStreamEvent
+where
+    S: futures::Stream<Item = anyhow::Result<nekton::cli::LogStreamEvent>>,
+{
+    use futures::StreamExt as _;
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("events arrive")
+        .expect("the stream goes on until exit")
+        .expect("a well-formed event")
+}
+
 /// `nekton_sse_job_reads_total` of `h`'s server.
 async fn job_reads(h: &Harness) -> u64 {
     let text = h.metrics_text().await;
@@ -304,7 +317,6 @@ async fn job_reads(h: &Harness) -> u64 {
 /// end read the record back for the stream: see the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_follower_reads_its_job_once_at_the_end_not_at_every_wake_up() {
-    use futures::StreamExt as _;
     use nekton::cli::LogStreamEvent;
 
     let h = Harness::start().await;
@@ -318,12 +330,7 @@ async fn a_live_follower_reads_its_job_once_at_the_end_not_at_every_wake_up() {
     let mut events = Box::pin(h.client.follow_logs(job.id, None));
     let mut logs = 0;
     let exit = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .expect("events arrive")
-            .expect("the stream goes on until exit")
-            .expect("a well-formed event");
-        match ev {
+        match next_event(&mut events).await {
             LogStreamEvent::Log { .. } => logs += 1,
             LogStreamEvent::Exit { event, .. } => break event,
             LogStreamEvent::State { .. } | LogStreamEvent::Suite { .. } => {}
@@ -351,7 +358,6 @@ async fn a_live_follower_reads_its_job_once_at_the_end_not_at_every_wake_up() {
 /// stored. (Before, the stream read the job beside its last chunks: one read per follower.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_ends_with_the_record_the_flush_read_back_not_a_read_of_its_own() {
-    use futures::StreamExt as _;
     use nekton::cli::LogStreamEvent;
 
     let h = Harness::start().await;
@@ -370,11 +376,7 @@ async fn a_follower_ends_with_the_record_the_flush_read_back_not_a_read_of_its_o
         let mut rechecks = 0;
         let mut ticks = 0;
         let exit = loop {
-            let ev = tokio::time::timeout(Duration::from_secs(60), events.next())
-                .await
-                .expect("events arrive")
-                .expect("the stream goes on until exit")
-                .expect("a well-formed event");
+            let ev = next_event(&mut events).await;
             if last.elapsed() >= Duration::from_millis(900) {
                 rechecks += 1;
             }
