@@ -11,7 +11,7 @@ use super::logs::StoredChunk;
 use super::{CHANNEL_CANCEL, CHANNEL_STATE, StoreError};
 use crate::model::tenancy::Tenant;
 use crate::model::{
-    BatchRecord, ChunkKind, JobOutcome, JobRecord, JobState, OutcomeReason, OutputStream, Usage,
+    BatchRecord, JobOutcome, JobRecord, JobState, OutcomeReason, OutputStream, Usage,
 };
 
 /// A validated job ready to be stored.
@@ -574,18 +574,7 @@ pub async fn get_with_chunks_after(
         .zip(datas)
         .zip(stored_ats)
         .map(|((((attempt, seq), fd), data), stored_at)| {
-            let stream = ChunkKind::from_fd(fd).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "job {id}: log chunk {attempt}.{seq} has stream {fd} (expected 1, 2 or 3)"
-                ))
-            })?;
-            Ok(StoredChunk {
-                attempt,
-                seq,
-                stream,
-                data,
-                stored_at,
-            })
+            StoredChunk::from_columns(attempt, seq, fd, data, stored_at)
         })
         .collect::<Result<_, StoreError>>()?;
     Ok(Some((job, chunks)))

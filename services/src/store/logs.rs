@@ -20,19 +20,38 @@ pub struct StoredChunk {
     pub stored_at: Option<DateTime<Utc>>,
 }
 
+impl StoredChunk {
+    /// A chunk from its stored columns; `fd` is `log_chunks.stream`.
+    pub(crate) fn from_columns(
+        attempt: i32,
+        seq: i32,
+        fd: i16,
+        data: Vec<u8>,
+        stored_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, StoreError> {
+        let stream = ChunkKind::from_fd(fd).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "log chunk {attempt}.{seq} with stream {fd} (expected 1, 2 or 3)"
+            ))
+        })?;
+        Ok(Self {
+            attempt,
+            seq,
+            stream,
+            data,
+            stored_at,
+        })
+    }
+}
+
 fn chunk_from_row(r: &sqlx::postgres::PgRow) -> Result<StoredChunk, StoreError> {
-    Ok(StoredChunk {
-        attempt: r.try_get("attempt")?,
-        seq: r.try_get("seq")?,
-        stream: {
-            let fd: i16 = r.try_get("stream")?;
-            ChunkKind::from_fd(fd).ok_or_else(|| {
-                StoreError::Corrupt(format!("log chunk with stream {fd} (expected 1, 2 or 3)"))
-            })?
-        },
-        data: r.try_get("data")?,
-        stored_at: r.try_get("stored_at")?,
-    })
+    StoredChunk::from_columns(
+        r.try_get("attempt")?,
+        r.try_get("seq")?,
+        r.try_get("stream")?,
+        r.try_get("data")?,
+        r.try_get("stored_at")?,
+    )
 }
 
 /// Chunks of `job` strictly after position `(attempt, seq)`, in order, at most `limit`.

@@ -251,7 +251,7 @@ impl Flusher<'_> {
         completions: &[Completion],
         ask: &queue::Ask,
     ) -> (Vec<Applied>, Vec<Answer>) {
-        match self.retrying(chunks, completions, ask).await {
+        match self.retrying_answering(chunks, completions, ask).await {
             Ok(flushed) => (applied_of(completions, &flushed.applied), flushed.answers),
             Err(e) => {
                 tracing::warn!(error = %e, chunks = chunks.len(), completions = completions.len(), "the database refused the values of a flush; storing it job by job");
@@ -260,9 +260,22 @@ impl Flusher<'_> {
         }
     }
 
-    /// [`queue::flush`], retried with a backoff (50 ms doubling to 5 s) until it succeeds or
-    /// PostgreSQL refuses the values ([`StoreError::refused_values`]), which is returned.
+    /// [`queue::flush`], retried like [`Self::retrying_answering`], asking for no answers: the
+    /// completions applied.
     async fn retrying(
+        &self,
+        chunks: &[NewChunk],
+        completions: &[Completion],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.retrying_answering(chunks, completions, &queue::Ask::default())
+            .await
+            .map(|flushed| flushed.applied)
+    }
+
+    /// [`queue::flush_answering`], retried with a backoff (50 ms doubling to 5 s) until it
+    /// succeeds or PostgreSQL refuses the values ([`StoreError::refused_values`]), which is
+    /// returned.
+    async fn retrying_answering(
         &self,
         chunks: &[NewChunk],
         completions: &[Completion],
@@ -314,11 +327,7 @@ impl Flusher<'_> {
                 .filter(|c| c.job_id == job)
                 .cloned()
                 .collect();
-            match self
-                .retrying(&its_chunks, &its_completion, &queue::Ask::default())
-                .await
-                .map(|f| f.applied)
-            {
+            match self.retrying(&its_chunks, &its_completion).await {
                 Ok(ids) => applied.extend(applied_of(&its_completion, &ids)),
                 Err(e) => {
                     tracing::warn!(%job, error = %e, "the database refused this job's items; storing them one by one");
@@ -337,10 +346,7 @@ impl Flusher<'_> {
     /// the rescuer takes it like a lost worker's.
     async fn salvage(&self, chunks: &[NewChunk], completions: &[Completion]) -> Vec<Applied> {
         for c in chunks {
-            if let Err(e) = self
-                .retrying(std::slice::from_ref(c), &[], &queue::Ask::default())
-                .await
-            {
+            if let Err(e) = self.retrying(std::slice::from_ref(c), &[]).await {
                 tracing::error!(job = %c.job_id, attempt = c.attempt, seq = c.seq, bytes = c.data.len(), error = %e, "the database refused a chunk of a job's output; it is dropped");
                 self.refused("chunk");
                 self.dropped_bytes
@@ -349,11 +355,7 @@ impl Flusher<'_> {
         }
         let mut applied = Vec::new();
         for c in completions {
-            let mut error = match self
-                .retrying(&[], std::slice::from_ref(c), &queue::Ask::default())
-                .await
-                .map(|f| f.applied)
-            {
+            let mut error = match self.retrying(&[], std::slice::from_ref(c)).await {
                 Ok(ids) => {
                     applied.extend(applied_of(std::slice::from_ref(c), &ids));
                     continue;
@@ -387,15 +389,7 @@ impl Flusher<'_> {
                      (the worker's log says why); its exit status, test results and bill are lost"
                         .to_string()
                 });
-                match self
-                    .retrying(
-                        &[],
-                        std::slice::from_ref(&substitute),
-                        &queue::Ask::default(),
-                    )
-                    .await
-                    .map(|f| f.applied)
-                {
+                match self.retrying(&[], std::slice::from_ref(&substitute)).await {
                     Ok(ids) => {
                         applied.extend(applied_of(std::slice::from_ref(&substitute), &ids));
                         break;
