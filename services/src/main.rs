@@ -201,7 +201,7 @@ struct ServiceArgs {
 
 #[derive(Args, Clone)]
 struct WorkerArgs {
-    /// Jobs this worker runs at once.
+    /// Jobs this worker runs at once (also the size of its Wasm instance pool).
     #[arg(long, env = "NEKTON_SLOTS", default_value_t = 128)]
     slots: usize,
     /// Of those, jobs that may run in a container (image jobs) at once; at most --slots. 0: this

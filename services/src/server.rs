@@ -392,15 +392,25 @@ impl Running {
 /// The Wasm backend of a worker, caching compiled modules under `state_dir/wasm-cache`. Modules
 /// come from the image store (Wasm images) when given, else from PostgreSQL (uploads); none
 /// larger than `max_module_bytes` (the operator's `--max-module-bytes`).
+///
+/// Its instance pool holds `slots` instances, the worker's slots: no more Wasm jobs run here at
+/// once, and a suite runs no more cases at once than that either (`worker::suite`); past it a
+/// case waits for an instance (queueing, not its wall time). Not the backend's default of 256:
+/// every pooled instance has an async stack of its own, a mapping and a guard page, and each
+/// container job forks this process three times (`container-backend`, P1 → P2 → P3), copying
+/// every mapping each time — 256 stacks were 512 of the server's ≈ 620 mappings
+/// (load-tests/README.md, "A Wasm pool the size of the worker's slots").
 pub fn wasm_backend(
     pool: &PgPool,
     state_dir: &Path,
     images: Option<Arc<ImageStore>>,
     max_module_bytes: usize,
+    slots: usize,
 ) -> anyhow::Result<Arc<dyn Backend>> {
     let config = wasm_backend::WasmConfig {
         cache_dir: state_dir.join("wasm-cache"),
         max_module_bytes,
+        max_concurrent_instances: pool_instances(slots),
         ..Default::default()
     };
     let modules = ImageModuleStore {
@@ -411,6 +421,12 @@ pub fn wasm_backend(
     let backend = wasm_backend::WasmBackend::new(config, Arc::new(modules))
         .context("starting the Wasm backend")?;
     Ok(Arc::new(backend))
+}
+
+/// The Wasm instance pool's size for a worker of `slots` slots: one instance per slot (at least
+/// one; a count past `u32` is capped).
+fn pool_instances(slots: usize) -> u32 {
+    u32::try_from(slots.max(1)).unwrap_or(u32::MAX)
 }
 
 /// The API's hub, told by the worker in the same process what its writers stored.
@@ -474,6 +490,7 @@ pub async fn start(pool: PgPool, options: ProcessOptions) -> anyhow::Result<Runn
             &options.state_dir,
             Some(host.images.store().clone()),
             options.policy.max_module_bytes,
+            slots,
         )?;
         let config = WorkerConfig {
             id: Uuid::now_v7(),

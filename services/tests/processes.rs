@@ -89,6 +89,31 @@ async fn a_killed_workers_job_is_rescued_by_another_worker() {
     assert_eq!(reason, "worker_lost");
 }
 
+/// A worker's Wasm instance pool is the size of its slots, not the Wasm backend's default of 256:
+/// each pooled instance has an async stack of its own (a mapping and a guard page), and every
+/// container job forks the worker three times, copying each of its mappings every time
+/// (`server::wasm_backend`). With the default pool a worker had ≈ 620 mappings, 512 of them
+/// stacks; with 4 slots it has about a hundred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_wasm_pool_is_the_size_of_its_slots() {
+    let h = Harness::start_with(|o| o.worker_slots = None).await;
+    let digest = h.push(guests::hello()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let w = worker(h.db.url(), dir.path(), 30, &[]);
+    // A job it ran: the backend (created before the worker claims) is up.
+    let job = h.submit(&Harness::spec(&digest)).await;
+    let done = h.wait_finished(job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.0.id()))
+        .expect("reading the worker's /proc/PID/maps");
+    let n = maps.lines().count();
+    assert!(
+        n < 300,
+        "a worker of 4 slots has {n} mappings: is its Wasm pool sized by its slots? (256 pooled \
+         instances alone add 512)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_jobs_finish_then_requeues_the_rest() {
     let h = Harness::start_with(|o| o.worker_slots = None).await;
