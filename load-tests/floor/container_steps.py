@@ -4,21 +4,11 @@
 the sandbox's own run (`sandbox.started` → `sandbox.ended`: the container's setup, the job and its
 teardown, in the worker's process) and `api.received` → `writer.stored`.
 Usage: container_steps.py server.log [SKIP] (default: skip the first 10 jobs, the warm-up)."""
-import re, sys
-from datetime import datetime
+import sys
 
-line_rx = re.compile(r'^(\S+Z)\s+TRACE\s+nekton::timeline:.*?job=([0-9a-f-]{36}).*?step="([a-z.]+)"')
-strip_ansi = re.compile(r'\x1b\[[0-9;]*m')
-jobs, order = {}, []
-for line in open(sys.argv[1], errors="replace"):
-    m = line_rx.match(strip_ansi.sub("", line))
-    if not m:
-        continue
-    t = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
-    steps = jobs.setdefault(m.group(2), {})
-    if not steps:
-        order.append(m.group(2))
-    steps.setdefault(m.group(3), t)
+from timeline_log import read
+
+jobs, order = read(sys.argv[1])
 skip = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 want = ("api.received", "sandbox.started", "sandbox.ended", "writer.stored")
 done = [jobs[j] for j in order[skip:] if all(s in jobs[j] for s in want)]

@@ -5,25 +5,15 @@ time goes, step by step").
 Usage: steps.py server.log [SKIP] — per step, the median (and p90) time since the previous step and
 since `api.received`, over the jobs that passed every step (jobs submitted with `?wait=`), after
 skipping the first SKIP jobs (default 100: `latency`'s two warm-ups of 50)."""
-import re, statistics as st, sys
-from datetime import datetime
+import statistics as st, sys
+
+from timeline_log import read
 
 ORDER = ["api.received", "api.stored", "worker.handed", "worker.started", "sandbox.started",
          "sandbox.ended", "worker.ran", "writer.flushing", "writer.stored", "api.woken",
          "api.answered"]
-line_rx = re.compile(r'^(\S+Z)\s+TRACE\s+nekton::timeline:.*?job=([0-9a-f-]{36}).*?step="([a-z.]+)"')
-strip_ansi = re.compile(r'\x1b\[[0-9;]*m')
 
-jobs, first_seen = {}, []
-for line in open(sys.argv[1], errors="replace"):
-    m = line_rx.match(strip_ansi.sub("", line))
-    if not m:
-        continue
-    t = datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() * 1000
-    steps = jobs.setdefault(m.group(2), {})
-    if not steps:
-        first_seen.append(m.group(2))
-    steps.setdefault(m.group(3), t)
+jobs, first_seen = read(sys.argv[1])
 
 skip = int(sys.argv[2]) if len(sys.argv) > 2 else 100
 whole = [jobs[j] for j in first_seen[skip:] if all(s in jobs[j] for s in ORDER)]
