@@ -221,7 +221,24 @@ mod tests {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let script = script.to_str().unwrap();
-        let (_, report) = exec_mode(&[script], &["s"]);
+        // Another test's fork may still hold a descriptor of the script open for writing (it was
+        // just written; forked children keep it until they exec): `execve` then fails with
+        // ETXTBSY, a race of this test process, not of the helper. Try again for up to 5 s.
+        let busy = nix::errno::Errno::ETXTBSY.desc();
+        let mut tries = 0;
+        let report = loop {
+            let (_, report) = exec_mode(&[script], &["s"]);
+            let text = protocol::decode_error(&report)
+                .ok()
+                .flatten()
+                .map(|(_, t)| t);
+            if tries < 500 && text.is_some_and(|t| t.contains(busy)) {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            break report;
+        };
         let (kind, text) = protocol::decode_error(&report).unwrap().unwrap();
         assert_eq!(kind, ErrorKind::Spec);
         assert!(text.contains("interpreter or dynamic loader"), "{text}");
