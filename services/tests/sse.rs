@@ -62,6 +62,29 @@ async fn a_finished_jobs_stream_tells_eventsource_to_stop() {
     assert!(resumed.text().await.unwrap().contains("event: exit"));
 }
 
+/// A malformed `Last-Event-ID` is a 400 naming the expected form, after the job's lookup: an
+/// unknown job is a 404 whatever the header says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_last_event_id_is_refused_after_the_jobs_lookup() {
+    let h = Harness::start().await;
+    let hello = h.push(guests::hello()).await;
+    let job = h.submit(&Harness::spec(&hello)).await;
+    h.wait_finished(job.id, Duration::from_secs(30)).await;
+    let get = |id: uuid::Uuid| {
+        h.http
+            .get(format!("{}/v1/jobs/{id}/logs", h.base))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "not-a-position")
+            .send()
+    };
+    let refused = get(job.id).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("`ATTEMPT.SEQ` or `ATTEMPT.end`"), "{body}");
+    let missing = get(uuid::Uuid::now_v7()).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
 /// Lines `from..to` of the `numbered_lines` guest's output.
 fn lines(from: u32, to: u32) -> String {
     let all = String::from_utf8(guests::numbered_lines_expected(to)).unwrap();

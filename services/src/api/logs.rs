@@ -178,11 +178,14 @@ pub async fn logs(
     // and every notification after it wakes the stream. It also asks a writer in this process
     // that stores the job's end to read the final record back for it.
     let watch = wants_sse.then(|| (state.hub.watch_job(id), state.hub.following(id)));
+    // The resume position, parsed once; a malformed one is refused below, after the job's
+    // lookup, as for every stream.
+    let resume = sse::last_event_id(&headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`");
     // A stream that starts at a known position (not at a `tail`) reads its first chunks with
-    // the job, in one statement. Its headers are checked again below, as for every stream.
-    let first_after = match (wants_sse, request.tail, last_event_id(&headers)) {
+    // the job, in one statement.
+    let first_after = match (wants_sse, request.tail, &resume) {
         (true, None, Ok(None)) => Some(Position::START),
-        (true, _, Ok(Some(at @ Position::At { .. }))) => Some(at),
+        (true, _, Ok(Some(at @ Position::At { .. }))) => Some(*at),
         _ => None,
     };
     let missing = || ApiError::not_found(format!("no job {id}"));
@@ -215,7 +218,7 @@ pub async fn logs(
              event with its time in `at`",
         ));
     }
-    let resume = last_event_id(&headers)?;
+    let resume = resume?;
     // A client resuming after the final `exit` event has everything: 204 tells an EventSource
     // to stop reconnecting (the SSE specification's way to end a stream for good).
     if resume == Some(Position::End) && job.state.is_terminal() {
@@ -306,11 +309,6 @@ struct First {
     job: JobRecord,
     /// The chunks after the stream's start, read with `job` (none: not read yet).
     chunks: Option<Vec<StoredChunk>>,
-}
-
-/// The stream's resume position (`Last-Event-ID`), if it sent one.
-fn last_event_id(headers: &HeaderMap) -> Result<Option<Position>, ApiError> {
-    sse::last_event_id(headers, Position::parse, "`ATTEMPT.SEQ` or `ATTEMPT.end`")
 }
 
 /// Feeds one SSE client until the job's `exit` event or until the client goes away.
