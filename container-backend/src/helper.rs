@@ -16,15 +16,16 @@
 //!   that is then sealed (`F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`) and
 //!   reopened read-only ([`SealedHelper::create`]). P1 moves it to
 //!   [`FD_HELPER`](super::protocol::FD_HELPER) (close-on-exec) with the other descriptors.
-//! - **P2**, once it has forked P3, `execveat`s the memfd as `nekton-init`
-//!   ([`init_argv`]): the container's PID 1 is that tiny program (non-dumpable again from its
-//!   first instruction, before the job can run). P3 waits for its "ready" byte on a pipe
-//!   before anything else, so the job never sees the init as a fork of the worker.
 //! - **P3**, as its last step (seccomp installed, credentials dropped), `execveat`s the memfd as
-//!   `nekton-exec` ([`exec_argv`]), which `execve`s the job's program. At that `execve`
-//!   `/proc/self/exe` is the sealed memfd: a job naming it runs the helper again (which refuses
-//!   with exit status 127) under the job's own privileges; nothing it can open there is writable
-//!   or the host's.
+//!   `nekton-exec` ([`exec_argv`]), which waits for the init's "ready" byte on a pipe and only
+//!   then `execve`s the job's program, so the job never runs beside an init that is still a
+//!   fork of the worker. At that `execve` `/proc/self/exe` is the sealed memfd: a job naming it
+//!   runs the helper again (which refuses with exit status 127) under the job's own privileges;
+//!   nothing it can open there is writable or the host's.
+//! - **P2**, once P3 has left the worker's image (P3 is a vfork-style child of P2: see
+//!   `spawn::p2_main`), `execveat`s the memfd as `nekton-init` ([`init_argv`]): the container's
+//!   PID 1 is that tiny program (non-dumpable again from its first instruction), which writes the
+//!   "ready" byte.
 //!
 //! Cost: one memfd of ≈ 9 KiB per backend, two extra `execve`s of a static 9 KiB program per job
 //! (measured with `load-tests containers`: see `load-tests/README.md`).
@@ -106,11 +107,20 @@ pub(crate) fn init_argv(job: libc::pid_t, status_fd: i32, ready_fd: i32) -> Vec<
     .collect()
 }
 
-/// argv of the job's launcher: `nekton-exec <error fd> <n> <candidates…> <job argv…>`.
-pub(crate) fn exec_argv(err_fd: i32, candidates: &[CString], argv: &[CString]) -> Vec<CString> {
-    let mut v = Vec::with_capacity(3 + candidates.len() + argv.len());
+/// argv of the job's launcher: `nekton-exec <error fd> <ready fd> <n> <candidates…> <job argv…>`.
+pub(crate) fn exec_argv(
+    err_fd: i32,
+    ready_fd: i32,
+    candidates: &[CString],
+    argv: &[CString],
+) -> Vec<CString> {
+    let mut v = Vec::with_capacity(4 + candidates.len() + argv.len());
     v.push(c"nekton-exec".to_owned());
-    for n in [err_fd.to_string(), candidates.len().to_string()] {
+    for n in [
+        err_fd.to_string(),
+        ready_fd.to_string(),
+        candidates.len().to_string(),
+    ] {
         if let Ok(c) = CString::new(n) {
             v.push(c);
         }
@@ -142,32 +152,55 @@ mod tests {
         (std::fs::File::from(r), w)
     }
 
-    /// Runs `nekton-exec` with the given candidates and argv; returns (stdout, error report).
+    /// Runs `nekton-exec` with the given candidates and argv, the init's "ready" byte sent;
+    /// returns (stdout, error report).
     fn exec_mode(cands: &[&str], argv: &[&str]) -> (Vec<u8>, Vec<u8>) {
+        let (out, report, _) = exec_mode_ready(cands, argv, Some(protocol::LIFELINE_GO));
+        (out, report)
+    }
+
+    /// [`exec_mode`] with `ready` written on the ready pipe first (`None`: the pipe is closed
+    /// unwritten, as when the init failed); also returns the exit status.
+    fn exec_mode_ready(
+        cands: &[&str],
+        argv: &[&str],
+        ready: Option<u8>,
+    ) -> (Vec<u8>, Vec<u8>, std::process::ExitStatus) {
         let (h, path) = helper();
         let (mut err_r, err_w) = pipe();
+        // Close-on-exec: the helper must hold no write end of its own ready pipe.
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let errfd = err_w.as_raw_fd();
+        let readyfd = ready_r.as_raw_fd();
         let mut cmd = Command::new(&path);
         cmd.arg0("nekton-exec")
             .arg(errfd.to_string())
+            .arg(readyfd.to_string())
             .arg(cands.len().to_string())
             .args(cands)
             .args(argv)
             .stdout(Stdio::piped());
-        // SAFETY: only clears close-on-exec on a descriptor (async-signal-safe).
+        // SAFETY: only clears close-on-exec on descriptors (async-signal-safe).
         unsafe {
             cmd.pre_exec(move || {
                 libc::fcntl(errfd, libc::F_SETFD, 0);
+                libc::fcntl(readyfd, libc::F_SETFD, 0);
                 Ok(())
             });
         }
         let child = cmd.spawn().unwrap();
         drop(err_w);
+        drop(ready_r);
+        let mut ready_w = std::fs::File::from(ready_w);
+        if let Some(b) = ready {
+            ready_w.write_all(&[b]).unwrap();
+        }
+        drop(ready_w);
         let out = child.wait_with_output().unwrap();
         drop(h);
         let mut report = Vec::new();
         err_r.read_to_end(&mut report).unwrap();
-        (out.stdout, report)
+        (out.stdout, report, out.status)
     }
 
     #[test]
@@ -191,6 +224,19 @@ mod tests {
         let (out, report) = exec_mode(&["/nonexistent/sh", "/bin/sh"], &["sh", "-c", "echo hi"]);
         assert_eq!(out, b"hi\n");
         assert_eq!(report, b"");
+    }
+
+    #[test]
+    fn exec_mode_runs_nothing_until_the_init_is_ready() {
+        // The init failed (its write end closed unwritten) or wrote something else: the job's
+        // program never runs, and nothing is reported (the init's error is the job's).
+        for ready in [None, Some(b'x')] {
+            let (out, report, status) =
+                exec_mode_ready(&["/bin/sh"], &["sh", "-c", "echo ran"], ready);
+            assert_eq!(out, b"", "{ready:?}");
+            assert_eq!(report, b"", "{ready:?}");
+            assert_eq!(status.code(), Some(127), "{ready:?}");
+        }
     }
 
     #[test]

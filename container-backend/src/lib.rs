@@ -10,15 +10,17 @@
 //!                                          │ job's); unshare(mnt, uts, ipc, [net,] pid); / rprivate
 //!                                          └─ fork ──► P2 = PID 1 (PDEATHSIG=SIGKILL, non-dumpable):
 //!                                                │      builds the rootfs (v1: meanwhile P1 moves
-//!                                                │      it into the job's cgroup), pivots, forks P3,
+//!                                                │      it into the job's cgroup), pivots, starts P3,
 //!                                                │      [rootless: setns(job's userns), root there]
 //!                                                │      then execveat(helper memfd) = "nekton-init"
-//!                                                └─ fork ──► P3 = the job (waits for nekton-init;
+//!                                                └─ clone(CLONE_VM|CLONE_VFORK) ──► P3 = the job
+//!                                                            (P2 suspended until P3's execveat;
 //!                                                            setsid, rlimits, [rootless: setns(
 //!                                                            job's userns)], user, caps,
 //!                                                            no_new_privs, seccomp,
 //!                                                            execveat(helper memfd) =
-//!                                                            "nekton-exec" ── execve ──► job)
+//!                                                            "nekton-exec": waits for
+//!                                                            nekton-init ── execve ──► job)
 //! ```
 //! **Rootless jobs** ([`UsernsConfig`], on by default where the host can): the worker hands the
 //! children the user namespace of a host id range of the job's own ([`userns`] module); every
@@ -50,20 +52,27 @@
 //!   (the worker killing P2's pid directly):* the worker would race P1 reaping P2 and could
 //!   signal a recycled pid; P1 kills its own unreaped child, which cannot be recycled.
 //! - **P2**, PID 1 of the job, blocks SIGCHLD and the forwarded signals (TERM, INT, HUP, QUIT,
-//!   USR1, USR2), forks P3, and `execveat`s the helper as `nekton-init` (the mask, its child and
-//!   the status pipe survive the exec). The helper's init is non-dumpable from its first
-//!   instruction, writes "ready" to P3, forwards those signals to P3, reaps every child with
-//!   `wait4(-1, WNOHANG)` (orphans too), and when P3 has exited writes its status and
-//!   `getrusage(RUSAGE_CHILDREN)` to the status pipe and exits — so no daemon outlives the job.
-//! - **P3** first waits for the helper's "ready" byte (EOF: P2 failed; P3 exits), then resets
-//!   signal dispositions (the worker ignores SIGPIPE; ignored signals survive
+//!   USR1, USR2), starts P3, and `execveat`s the helper as `nekton-init` (the mask, its child and
+//!   the status pipe survive the exec). P3 is a vfork-style child (`clone(CLONE_VM |
+//!   CLONE_VFORK)` on a stack of its own, `spawn::spawn_p3`): it shares P2's memory, and P2 is
+//!   suspended, until P3 `execveat`s the helper — so no copy of the worker's address space is
+//!   made for P3 and none is torn down at its exec (a fork and an mm teardown less per job:
+//!   `load-tests/README.md`, "A container job's processes"); P3 has its own descriptor table,
+//!   signal handlers, credentials and filesystem context. The helper's init is non-dumpable
+//!   from its first instruction, writes "ready" to P3's `nekton-exec`, forwards those signals
+//!   to P3, reaps every child with `wait4(-1, WNOHANG)` (orphans too), and when P3 has exited
+//!   writes its status and `getrusage(RUSAGE_CHILDREN)` to the status pipe and exits — so no
+//!   daemon outlives the job.
+//! - **P3** resets signal dispositions (the worker ignores SIGPIPE; ignored signals survive
 //!   exec), `setsid`, puts the stdin memfd (sealed, offset 0: a job reading stdin sees EOF, never
 //!   blocks) and the stdout/stderr pipes on 0/1/2, `chdir`s to the working directory (after
 //!   `pivot_root`: it cannot resolve outside the root, and no host descriptor is open —
 //!   CVE-2024-21626), sets `RLIMIT_CPU`, `RLIMIT_CORE` 0 and `RLIMIT_NOFILE`, drops
 //!   capabilities, sets groups/gid/uid, sets `no_new_privs`, marks every fd ≥ 3 close-on-exec,
 //!   installs the seccomp filters (last) and `execveat`s the helper as `nekton-exec`, which
-//!   `execve`s `argv[0]` looked up in the container's `PATH` and reports a failure itself. The
+//!   waits for the init's "ready" byte (EOF: P2 failed and reported it; exit 127), then
+//!   `execve`s `argv[0]` looked up in the container's `PATH` and reports a failure itself: the
+//!   job's program never runs beside an init that is still a fork of the worker. The
 //!   error pipe is close-on-exec: the worker reads EOF
 //!   with no message ⇒ the job's program is running (the start of its wall time).
 //!

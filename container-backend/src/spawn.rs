@@ -1,5 +1,5 @@
-//! The spawner thread and the code of the three forked processes (P1, P2 = the container's init,
-//! P3 = the job). See the module docs of [`super`] for the process tree.
+//! The spawner thread and the code of the container's three processes (P1, P2 = the container's
+//! init, P3 = the job). See the module docs of [`super`] for the process tree.
 //!
 //! Child code rules: it never returns (every path ends in `_exit`), never unwinds (no `panic!`,
 //! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
@@ -7,8 +7,12 @@
 //! stdout/stderr printing, no tracing). It may allocate: the fork is glibc's `fork()`, whose
 //! atfork handlers leave malloc usable in the child — which holds only while no
 //! `#[global_allocator]` replaces glibc malloc (see "The after-fork allocation rule" in
-//! [`super::protocol`], enforced by a test). What crosses a process boundary (descriptor
-//! numbers, pipe bytes, the error report, the status record) is defined in [`super::protocol`].
+//! [`super::protocol`], enforced by a test). P3 is no fork but a vfork-style child of P2
+//! ([`spawn_p3`]) that runs on P2's memory while P2 is suspended in `clone`: it may allocate
+//! too (P2, single-threaded, holds no allocator lock there, and finds the heap as P3 left it
+//! when it resumes), but must not return into P2's frames — it ends in `execve` or `_exit`.
+//! What crosses a process boundary (descriptor numbers, pipe bytes, the error report, the status
+//! record) is defined in [`super::protocol`].
 //! Every `prctl` and `setrlimit` result is checked: a failure is a [`ChildError`] naming the
 //! step, reported on the error pipe.
 
@@ -28,7 +32,7 @@ use super::sys;
 use super::users::ResolvedUser;
 
 /// Signals the init forwards to the job (everything else it receives is SIGCHLD). P2 blocks
-/// them before forking P3; the helper's init (`helper/helper.c`) keeps the same set.
+/// them before starting P3; the helper's init (`helper/helper.c`) keeps the same set.
 const FORWARDED: [libc::c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
@@ -818,23 +822,16 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    // P3 waits on this pipe until this process has become the helper's init: the job never
-    // runs beside a fork of the worker.
+    // The job's launcher (the helper's `nekton-exec`, which P3 becomes) waits on this pipe until
+    // this process has become the helper's init: the job never runs beside a fork of the worker.
     let ready = match pipe_above_fixed() {
         Ok(p) => p,
         Err(e) => fail(os(ErrorKind::Internal, "pipe (the job's start signal)")(e)),
     };
-    // SAFETY: fork of a single-threaded process; the child runs `p3_main`, which ends in _exit.
-    let p3 = unsafe { libc::fork() };
-    if p3 < 0 {
-        fail(os(ErrorKind::Internal, "fork of the job process")(
-            Errno::last(),
-        ));
-    }
-    if p3 == 0 {
-        close(ready[1]);
-        p3_main(spec, &prepared, ready[0]);
-    }
+    let p3 = match spawn_p3(spec, &prepared, ready[0]) {
+        Ok(p) => p,
+        Err(e) => fail(os(ErrorKind::Internal, "clone of the job process")(e)),
+    };
     close(ready[0]);
     // Rootless: the init is the namespace's root too (host id `start`, capabilities over the
     // job's processes only), never the host's root.
@@ -915,25 +912,79 @@ pub(crate) struct Prepared {
     pub env: Vec<CString>,
 }
 
-/// P3: the job. Never returns: `execve` or `_exit(127)` with a message on the error pipe.
-fn p3_main(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
-    // First, before anything the job could observe: wait until P2 is the helper's init. EOF
-    // without the byte means P2 failed (and reported it) or died: nothing to do.
-    loop {
-        let mut b = 0u8;
-        // SAFETY: reading one byte into a local.
-        let r = unsafe { libc::read(ready, (&mut b as *mut u8).cast(), 1) };
-        if r == 1 && b == LIFELINE_GO {
-            break;
-        }
-        if r < 0 && Errno::last() == Errno::EINTR {
-            continue;
-        }
-        exit(127);
+/// Stack of P3 until its `execve` (P3 shares P2's memory until then; see [`spawn_p3`]).
+const P3_STACK: usize = 1 << 20;
+
+/// What P3 starts from: pointers into P2's memory, which P3 shares (P2 is suspended meanwhile).
+struct P3Start<'a> {
+    spec: &'a ChildSpec,
+    prepared: &'a Prepared,
+    ready: RawFd,
+}
+
+/// Starts P3 as a vfork-style child of P2 (`CLONE_VM | CLONE_VFORK`, its own stack): no copy of
+/// the worker's address space is made for it, and none torn down at its `execve` — a fork and an
+/// exit of the worker's whole image less per job. P2 is suspended until P3 has exec'd the
+/// helper (or exited), so the two never run at once in the one address space; P3 has its own
+/// descriptor table, signal handlers, credentials and filesystem context (no `CLONE_FILES`,
+/// `CLONE_SIGHAND`, `CLONE_FS`), so nothing it changes in those reaches P2. Its pid, or the
+/// error of `clone`.
+fn spawn_p3(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> Result<libc::pid_t, Errno> {
+    // SAFETY: a private anonymous mapping; unmapped below once P3 no longer uses it (P2 resumes
+    // only after P3's execve or exit).
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            P3_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
     }
-    close(ready);
+    // A guard page at the bottom: an overflow faults instead of writing into P2's memory below.
+    // SAFETY: the first page of the mapping made above.
+    if unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) } != 0 {
+        let err = Errno::last();
+        // SAFETY: the mapping made above, not used by anyone.
+        unsafe { libc::munmap(stack, P3_STACK) };
+        return Err(err);
+    }
+    let start = P3Start {
+        spec,
+        prepared,
+        ready,
+    };
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `P3Start` on P2's stack, alive while P2 waits in `clone`.
+        let start = unsafe { &*(arg as *const P3Start<'_>) };
+        p3_main(start.spec, start.prepared, start.ready)
+    }
+    // SAFETY: the stack is P3_STACK bytes of writable memory and grows down from its (16-byte
+    // aligned) end; `entry` never returns (p3_main ends in execve or _exit); P2 is
+    // single-threaded and holds no lock while it waits in `clone` (CLONE_VFORK).
+    let pid = unsafe {
+        libc::clone(
+            entry,
+            stack.cast::<u8>().add(P3_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&start as *const P3Start<'_>).cast_mut().cast(),
+        )
+    };
+    let err = Errno::last();
+    // SAFETY: the mapping made above; P3 has exec'd or exited.
+    unsafe { libc::munmap(stack, P3_STACK) };
+    if pid < 0 { Err(err) } else { Ok(pid) }
+}
+
+/// P3: the job. Never returns: `execve` of the helper (which runs the job's program once the init
+/// is ready) or `_exit(127)` with a message on the error pipe.
+fn p3_main(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
     match p3_setup(spec, prepared) {
-        Ok(()) => exec(spec, prepared),
+        Ok(()) => exec(spec, prepared, ready),
         Err(e) => fail(e),
     }
 }
@@ -1011,9 +1062,8 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
         "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
     )?;
     let u = &prepared.user;
-    let groups: Vec<libc::gid_t> = u.groups.clone();
-    // SAFETY: `groups` is valid for its length.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+    // SAFETY: `u.groups` is valid for its length.
+    if unsafe { libc::setgroups(u.groups.len(), u.groups.as_ptr()) } != 0 {
         return Err(internal("setgroups")(Errno::last()));
     }
     // SAFETY: plain integer arguments.
@@ -1042,13 +1092,16 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
 /// candidate that runs and reports a failure on the error pipe itself (see
 /// [`super::helper`]); at the job's `execve`, `/proc/self/exe` is the sealed memfd, never the
 /// worker's binary.
-fn exec(spec: &ChildSpec, prepared: &Prepared) -> ! {
-    let argv = helper::exec_argv(FD_ERR, &spec.exec_candidates, &spec.argv);
+fn exec(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
+    let argv = helper::exec_argv(FD_ERR, ready, &spec.exec_candidates, &spec.argv);
     let step = "exec of the job's launcher (the container helper's sealed memfd)";
-    // The helper makes the error pipe close-on-exec again before it execs the job's program.
-    // SAFETY: clearing close-on-exec on a descriptor this process owns.
-    if unsafe { libc::fcntl(FD_ERR, libc::F_SETFD, 0) } != 0 {
-        fail(os(ErrorKind::Internal, step)(Errno::last()));
+    // The helper makes the error pipe close-on-exec again before it execs the job's program, and
+    // closes the ready pipe once it has read the init's byte.
+    for fd in [FD_ERR, ready] {
+        // SAFETY: clearing close-on-exec on a descriptor this process owns.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            fail(os(ErrorKind::Internal, step)(Errno::last()));
+        }
     }
     exec_helper(&argv, &prepared.env, step)
 }

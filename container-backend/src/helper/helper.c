@@ -10,15 +10,18 @@
  * `container-backend/src/protocol.rs`:
  *
  *   nekton-init <job pid> <status fd> <ready fd>
- *       The container's init (PID 1), exec'd by P2 once the job's process (P3) is forked:
- *       non-dumpable, named, then writes LIFELINE_GO on <ready fd> (P3 waits for it before it
- *       runs anything of the job's), reaps every child, forwards TERM INT HUP QUIT USR1 USR2 to
- *       the job, and when the job has exited writes the status record on <status fd> and exits.
+ *       The container's init (PID 1), exec'd by P2 once the job's process (P3) has exec'd
+ *       nekton-exec: non-dumpable, named, then writes LIFELINE_GO on <ready fd> (nekton-exec
+ *       waits for it before it runs the job's program), reaps every child, forwards TERM INT HUP
+ *       QUIT USR1 USR2 to the job, and when the job has exited writes the status record on
+ *       <status fd> and exits.
  *
- *   nekton-exec <error fd> <n> <candidate 1> ... <candidate n> <argv 0> <argv 1> ...
+ *   nekton-exec <error fd> <ready fd> <n> <candidate 1> ... <candidate n> <argv 0> <argv 1> ...
  *       The job's launcher, exec'd by P3 as its last step (seccomp, credentials and rlimits are
- *       already the job's): `execve`s each candidate with the job's argv and environment, and
- *       reports a failure on <error fd> (close-on-exec: EOF means the job runs).
+ *       already the job's): waits for LIFELINE_GO on <ready fd> (EOF: the init failed, exit 127
+ *       without a report — the init's error is the one reported), then `execve`s each candidate
+ *       with the job's argv and environment, and reports a failure on <error fd> (close-on-exec:
+ *       EOF means the job runs).
  *
  * Anything else (a job that runs this file on purpose, e.g. through `#!/proc/self/exe`) gets a
  * line on stderr and exit status 127. The process runs with the job's privileges then.
@@ -308,11 +311,24 @@ static int exists(const char *path) {
 
 static __attribute__((noreturn)) void exec_main(int argc, char **argv, char **envp) {
     int err_fd = parse_uint(argv[1]);
-    int n = argc > 2 ? parse_uint(argv[2]) : -1;
-    if (err_fd < 0 || n < 1 || n > argc - 4)
+    int ready_fd = parse_uint(argv[2]);
+    int n = argc > 3 ? parse_uint(argv[3]) : -1;
+    if (err_fd < 0 || ready_fd < 0 || n < 1 || n > argc - 5)
         die(127);
-    char **cands = argv + 3;
-    char **job_argv = argv + 3 + n;
+    char **cands = argv + 4;
+    char **job_argv = argv + 4 + n;
+    /* The job's program runs only once the container's init is this helper too: until then the
+     * init is a fork of the worker (see helper.rs). */
+    for (;;) {
+        char b = 0;
+        i64 r = SC3(__NR_read, ready_fd, &b, 1);
+        if (r == -EINTR)
+            continue;
+        if (r == 1 && b == READY_BYTE)
+            break;
+        die(127);
+    }
+    SC1(__NR_close, ready_fd);
     /* Open until the job's program runs: EOF on it is the worker's "started". */
     SC3(__NR_fcntl, err_fd, F_SETFD, FD_CLOEXEC);
     const char *denied = 0;
@@ -350,7 +366,7 @@ __attribute__((noreturn, used)) void helper_main(i64 *sp) {
     char **envp = argv + argc + 1;
     if (argc >= 4 && eq(argv[0], "nekton-init"))
         init_main(argv);
-    if (argc >= 5 && eq(argv[0], "nekton-exec"))
+    if (argc >= 6 && eq(argv[0], "nekton-exec"))
         exec_main(argc, argv, envp);
     static const char usage[] =
         "nekton container helper: not a program to run (see container-backend/src/helper.rs)\n";
