@@ -62,12 +62,22 @@ def main(path):
     by_pid = collections.defaultdict(list)
     clone_at = {}
     fork_ms = collections.defaultdict(list)
+    program = {}  # a process's name as its main thread last showed it
     for e in events:
         t, comm, pid, tid, event, args = e
         by_pid[pid].append(e)
+        if pid == tid:
+            program[pid] = comm
         kind = next((k for f, k in FORK_FLAGS.items() if f in args), None)
         if event == "syscalls:sys_enter_clone" and kind is not None:
-            clone_at[tid] = (t, comm + kind)
+            # The spawner thread's forks, by the process it belongs to (the benchmark's own
+            # backend or `nekton serve`'s).
+            owner = program.get(pid, str(pid))
+            if pid == tid:
+                name = "P1 (a fork of the worker)" if comm == "nekton-spawner" else comm
+            else:
+                name = comm if comm == owner else f"{comm} thread of {owner}"
+            clone_at[tid] = (t, name + kind)
         elif event == "sched:sched_process_fork":
             child = int(re.search(r"child_pid=(\d+)", args).group(1))
             parent_tid = int(re.search(r" pid=(\d+)", args).group(1))
@@ -129,7 +139,7 @@ def main(path):
     print("fork (clone entry → child born), by the forking program")
     for comm, values in sorted(fork_ms.items(), key=lambda kv: -len(kv[1])):
         if len(values) >= 5:
-            print(f"  {comm:18s} {statistics.median(values):7.3f}   ({len(values)} forks)")
+            print(f"  {comm:42s} {statistics.median(values):7.3f}   ({len(values)} forks)")
 
 
 if __name__ == "__main__":
