@@ -23,7 +23,7 @@
 //!   runs the helper again (which refuses with exit status 127) under the job's own privileges;
 //!   nothing it can open there is writable or the host's.
 //! - **P2**, once P3 has left the worker's image (P3 is a vfork-style child of P2: see
-//!   `spawn::p2_main`), `execveat`s the memfd as `nekton-init` ([`init_argv`]): the container's
+//!   `spawn::spawn_p3`), `execveat`s the memfd as `nekton-init` ([`init_argv`]): the container's
 //!   PID 1 is that tiny program (non-dumpable again from its first instruction), which writes the
 //!   "ready" byte.
 //!
