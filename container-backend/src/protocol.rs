@@ -12,7 +12,9 @@
 //! allocates: `format!` for error messages, `Vec`s of C-string pointers for `execve`, the
 //! rootfs builder's buffers. That is only sound because the worker's allocator is glibc's
 //! malloc, whose `fork()` atfork handlers take and re-initialise every arena lock, so a fork
-//! from a multi-threaded worker never inherits a malloc lock held by another thread. A
+//! from a multi-threaded worker never inherits a malloc lock held by another thread. (P3, the
+//! vfork-style child of the single-threaded P2, allocates on P2's heap while P2 waits in
+//! `clone`: no lock can be held there either.) A
 //! `#[global_allocator]` (jemalloc, mimalloc, …) does not take part in glibc's atfork protocol:
 //! a child could deadlock on an arena lock held at the fork by another worker thread, hanging
 //! the job until its setup timeout. The rule is enforced by the test
