@@ -455,23 +455,25 @@ impl ImageService {
         let store = self.inner.store.clone();
         let image = image.clone();
         blocking(move || {
-            let found = match store.get_ref(&image)? {
-                Some(r) => Some(r),
+            // Found by its own name, or by digest under another (then stored under this name
+            // too, once its layers are known to be present).
+            let (record, by_digest) = match store.get_ref(&image)? {
+                Some(r) => (r, false),
                 None => match image.digest() {
-                    Some(d) => store.find_by_digest(d)?.map(|mut r| {
-                        r.reference = image.to_string();
-                        r
-                    }),
-                    None => None,
+                    Some(d) => match store.find_by_digest(d)? {
+                        Some(mut r) => {
+                            r.reference = image.to_string();
+                            (r, true)
+                        }
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
                 },
-            };
-            let Some(record) = found else {
-                return Ok(None);
             };
             if store.lease(&record).is_err() {
                 return Ok(None);
             }
-            if record.reference == image.to_string() && store.get_ref(&image)?.is_none() {
+            if by_digest {
                 store.put_record(&record)?;
             }
             Ok(Some(record))
