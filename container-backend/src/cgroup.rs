@@ -18,18 +18,23 @@
 //!
 //! # Joining without a race, cheaply
 //!
-//! The job's processes are *born* in the cgroup: P1 (outside the cgroup, in the host pid
-//! namespace) forks P2 — the job's init — which blocks on a pipe; P1 writes P2's pid into each
-//! precomputed `cgroup.procs` path and only then lets P2 go on (P2 then unshares its cgroup
-//! namespace, so the job sees its own cgroup as `/`). Everything P2 does afterwards (the tmpfs of
-//! the writable layer, the job's process and all its descendants) is charged to the job.
+//! The job's processes are *born* in the cgroup: the worker's spawner thread forks P2 — the
+//! job's init, in a new pid namespace — which sets up its namespaces and builds the root
+//! filesystem meanwhile; the spawner writes P2's pid into each precomputed `cgroup.procs` path and
+//! only then writes "go" on P2's lifeline. P2 waits for it before anything the cgroup matters for
+//! (before its cgroup namespace and the job's cgroup2 mount, and before it starts the job), then
+//! unshares its cgroup namespace, so the job sees its own cgroup as `/`. Everything the job's
+//! processes do (the job's process and all its descendants, their writes to the writable layer)
+//! is charged to the job; what P2 wrote while it built the root filesystem before the move (the
+//! input files, `/etc/hosts`) may be charged to the worker's cgroup.
 //! Measured on this project's machine (Linux 6.18, hybrid): a task moving *itself* into a fresh
 //! v1 `cpu` cgroup waited ≈ 3 ms in 40 % of the tries (the running task is rescheduled into the
-//! new group and waits for a tick behind other runnable tasks); moving a *blocked* task from
-//! another process cost ≈ 0.1 ms per hierarchy. On v2, P1 forks P2 with
-//! `clone3(CLONE_INTO_CGROUP)` instead (probed once when the backend starts, with a throwaway
-//! child in a throwaway cgroup; [`Preflight::born_in_cgroup`]): P2 is then born in the job's
-//! cgroup and no `cgroup.procs` is written at all.
+//! new group and waits for a tick behind other runnable tasks); moving a task from another
+//! process cost ≈ 0.1 ms per hierarchy. Earlier versions forked P2 from a supervisor process P1,
+//! on v2 with `clone3(CLONE_INTO_CGROUP)`; the supervisor is gone (one fork of the worker less
+//! per job, see `load-tests/README.md`), and the worker, a multi-threaded process, cannot
+//! `clone3` a child that may use malloc (glibc's `fork` alone resets its locks in the child), so
+//! v2 moves P2 like v1.
 //!
 //! # What v2 adds
 //!
@@ -51,7 +56,7 @@
 //!   crate's parser panics on unexpected text).
 //! - CPU on v2 (`cpu.stat` `usage_usec`/`user_usec`/`system_usec`), `memory.peak` and
 //!   `pids.peak`: small keyed files parsed here.
-//! - The `cgroup.procs` writes of P1 (forked child code: raw `open`/`write` of precomputed paths).
+//! - The `cgroup.procs` writes of the spawner thread (precomputed paths).
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -113,9 +118,6 @@ pub struct Preflight {
     /// How the remaining processes of a job cgroup are killed: `cgroup.kill`, `freezer` (freeze,
     /// SIGKILL each, thaw) or `signals` (SIGKILL each).
     pub kill: &'static str,
-    /// v2: P2 is forked straight into the job's cgroup with `clone3(CLONE_INTO_CGROUP)`
-    /// (probed when the backend starts); otherwise P1 writes its pid into `cgroup.procs`.
-    pub born_in_cgroup: bool,
     /// v2: `memory.oom.group` is set, so an OOM kill ends the whole job.
     pub oom_group: bool,
     /// seccomp filters are available (`Seccomp_filters` in /proc/self/status).
@@ -138,8 +140,8 @@ impl std::fmt::Display for Preflight {
         write!(
             f,
             "cgroups {version}; memory limit {}; swap off {}{}; cpu quota {}; cpu accounting {}; \
-             pids limit {}; pids peak {}; memory peak {}; OOM kills the whole job {}; jobs join \
-             their cgroup {}; kill via {}; seccomp {}; userns {}; parents [{}]",
+             pids limit {}; pids peak {}; memory peak {}; OOM kills the whole job {}; kill via {}; \
+             seccomp {}; userns {}; parents [{}]",
             yn(self.memory),
             yn(self.swap_limit || !self.host_swap),
             if self.host_swap {
@@ -153,11 +155,6 @@ impl std::fmt::Display for Preflight {
             yn(self.pids_peak),
             yn(self.memory_peak),
             yn(self.oom_group),
-            if self.born_in_cgroup {
-                "at birth (clone3 CLONE_INTO_CGROUP)"
-            } else {
-                "by a cgroup.procs write"
-            },
             self.kill,
             yn(self.seccomp),
             if self.userns.is_empty() {
@@ -259,38 +256,6 @@ fn seccomp_available() -> bool {
 
 fn host_has_swap() -> bool {
     read(Path::new("/proc/swaps")).is_some_and(|s| s.lines().count() > 1)
-}
-
-/// Forks a child that exits at once into a fresh cgroup below `jobs` with
-/// `clone3(CLONE_INTO_CGROUP)`, and removes that cgroup: whether jobs can be born in their
-/// cgroup here (Linux ≥ 5.7; the cgroup must be a leaf, which a job's always is).
-fn probe_clone_into_cgroup(jobs: &Path) -> Result<(), String> {
-    use std::os::fd::AsFd;
-    let dir = jobs.join(format!(".probe-{}", std::process::id()));
-    let _ = std::fs::remove_dir(&dir);
-    std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let result = (|| {
-        let fd = nix::fcntl::open(
-            &dir,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| format!("opening {}: {e}", dir.display()))?;
-        // SAFETY: the child only calls `_exit` (a system call): nothing of this multi-threaded
-        // process's state is used in it.
-        let pid = unsafe { crate::sys::fork_into_cgroup(fd.as_fd()) }.map_err(|e| e.desc())?;
-        if pid == 0 {
-            // SAFETY: ends the child at once.
-            unsafe { libc::_exit(0) };
-        }
-        let pid = nix::unistd::Pid::from_raw(pid);
-        nix::sys::wait::waitpid(pid, None).map_err(|e| format!("waiting for the probe: {e}"))?;
-        Ok(())
-    })();
-    let _ = std::fs::remove_dir(&dir);
-    result
 }
 
 /// `/proc/self/cgroup`'s path for the v2 hierarchy (`0::<path>`).
@@ -504,19 +469,6 @@ impl Cgroups {
             "signals"
         };
         p.oom_group = p.memory && jobs.join("memory.oom.group").exists();
-        // A fake tree has no kernel behind it: nothing can be born there.
-        p.born_in_cgroup = cg.fake_kernel.is_none() && jobs.is_dir() && {
-            match probe_clone_into_cgroup(&jobs) {
-                Ok(()) => true,
-                Err(e) => {
-                    problems.push(format!(
-                        "clone3(CLONE_INTO_CGROUP) does not work here ({e}); jobs join their \
-                         cgroup by a cgroup.procs write instead (Linux 5.7 or later has it)"
-                    ));
-                    false
-                }
-            }
-        };
         for (c, ok) in [("memory", p.memory), ("pids", p.pids), ("cpu", p.cpu_quota)] {
             if !ok {
                 problems.push(format!(
@@ -751,7 +703,8 @@ impl Cgroups {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    // Another process's `clone3` probe (`probe_clone_into_cgroup`), not a job.
+                    // A probe of an earlier version's worker (its `clone3(CLONE_INTO_CGROUP)`
+                    // check, made and removed at its start), not a job.
                     if n.starts_with(".probe-") {
                         continue;
                     }
@@ -796,10 +749,10 @@ pub(crate) struct JobCgroup {
     v2: bool,
     /// The job cgroup's directories (one on v2; one per hierarchy on v1).
     dirs: Vec<PathBuf>,
-    /// `<dir>/cgroup.procs` of each directory: P1 writes P2's pid into each.
+    /// `<dir>/cgroup.procs` of each directory: the spawner writes P2's pid into each.
     pub procs: Vec<CString>,
-    /// v2: the job cgroup's directory (P1 forks P2 into it with `CLONE_INTO_CGROUP` when the
-    /// preflight found that to work). `None` on v1 and in a fake tree.
+    /// v2: the job cgroup's directory (the job sees it, read-only, as its `/sys/fs/cgroup`).
+    /// `None` on v1 and in a fake tree.
     pub v2_dir: Option<CString>,
     /// Highest `pids.current` sampled (for kernels without `pids.peak`).
     pids_seen: std::sync::atomic::AtomicU64,

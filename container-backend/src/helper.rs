@@ -14,7 +14,7 @@
 //! - `helper/helper.c`, a freestanding static executable of a few KiB (no libc, no loader; built
 //!   by `build.rs`), is embedded in the worker and copied **once per backend** into a memfd
 //!   that is then sealed (`F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`) and
-//!   reopened read-only ([`SealedHelper::create`]). P1 moves it to
+//!   reopened read-only ([`SealedHelper::create`]). P2 moves it to
 //!   [`FD_HELPER`](super::protocol::FD_HELPER) (close-on-exec) with the other descriptors.
 //! - **P3**, as its last step (seccomp installed, credentials dropped), `execveat`s the memfd as
 //!   `nekton-exec` ([`exec_argv`]), which waits for the init's "ready" byte on a pipe and only

@@ -5,22 +5,22 @@
 //!
 //! ```text
 //! worker process
-//!  └─ "nekton-spawner" thread ── fork ──► P1  (host pid ns; PDEATHSIG=SIGKILL)
-//!                                          │ setns(a prepared netns: `netpool`, or a bridge
-//!                                          │ job's); unshare(mnt, uts, ipc, [net,] pid); / rprivate
-//!                                          └─ fork ──► P2 = PID 1 (PDEATHSIG=SIGKILL, non-dumpable):
-//!                                                │      builds the rootfs (v1: meanwhile P1 moves
-//!                                                │      it into the job's cgroup), pivots, starts P3,
-//!                                                │      [rootless: setns(job's userns), root there]
-//!                                                │      then execveat(helper memfd) = "nekton-init"
-//!                                                └─ clone(CLONE_VM|CLONE_VFORK) ──► P3 = the job
-//!                                                            (P2 suspended until P3's execveat;
-//!                                                            setsid, rlimits, [rootless: setns(
-//!                                                            job's userns)], user, caps,
-//!                                                            no_new_privs, seccomp,
-//!                                                            execveat(helper memfd) =
-//!                                                            "nekton-exec": waits for
-//!                                                            nekton-init ── execve ──► job)
+//!  └─ "nekton-spawner" thread: unshare(pid) for its next child, fork, setns back
+//!      └──► P2 = PID 1 of a new pid ns (PDEATHSIG=SIGKILL, non-dumpable):
+//!            │  setns(a prepared netns: `netpool`, or a bridge job's);
+//!            │  unshare(mnt, uts, ipc, [net]); / rprivate; builds the rootfs
+//!            │  (meanwhile the spawner thread moves it into the job's cgroup
+//!            │  and writes "go" on its lifeline), pivots, starts P3,
+//!            │  [rootless: setns(job's userns), root there]
+//!            │  then execveat(helper memfd) = "nekton-init"
+//!            └─ clone(CLONE_VM|CLONE_VFORK) ──► P3 = the job
+//!                        (P2 suspended until P3's execveat;
+//!                        setsid, rlimits, [rootless: setns(
+//!                        job's userns)], user, caps,
+//!                        no_new_privs, seccomp,
+//!                        execveat(helper memfd) =
+//!                        "nekton-exec": waits for
+//!                        nekton-init ── execve ──► job)
 //! ```
 //! **Rootless jobs** ([`UsernsConfig`], on by default where the host can): the worker hands the
 //! children the user namespace of a host id range of the job's own ([`userns`] module); every
@@ -34,23 +34,28 @@
 //! few KiB, copied once per backend into a sealed, read-only memfd: no process the job can see
 //! is backed by the worker's binary when the job runs (CVE-2019-5736).
 //! - Every fork of the worker happens on **one long-lived thread** (`spawn::Spawner`), because
-//!   `PR_SET_PDEATHSIG` fires when the *forking thread* ends: if the worker dies, P1 gets SIGKILL,
-//!   P2 (whose parent is P1) gets SIGKILL, and P2 being the pid namespace's init, the kernel kills
-//!   every process of the job. The PDEATHSIG races are closed by a `getppid` check in P1 and a
-//!   lifeline pipe (POLLHUP = P1 gone) in P2 (P2 cannot `getppid` across the pid namespace).
+//!   `PR_SET_PDEATHSIG` fires when the *forking thread* ends: if the worker dies, P2 gets SIGKILL,
+//!   and P2 being the pid namespace's init, the kernel kills every process of the job. The
+//!   PDEATHSIG race (the worker dying before P2 armed it) is closed by the lifeline pipe: P2
+//!   goes past the root filesystem only on the worker's "go", and reads EOF (or, rootless,
+//!   after re-arming PDEATHSIG, POLLHUP) if the worker is gone; P2 cannot `getppid` across the
+//!   pid namespace. The spawner's `unshare(CLONE_NEWPID)` changes the pid namespace of *its own*
+//!   children only (the namespace for children is per thread), and its `setns` back to the
+//!   worker's namespace right after the fork readies it for the next job.
 //! - Forks are glibc `fork()` (its atfork handlers keep malloc usable in the child). Everything the
 //!   children need — argv, env, paths, the input files — is validated and turned into C strings
 //!   *before* the fork (`run::plan`); child code never returns or unwinds (every path ends in
 //!   `_exit`, errors are written to an error pipe), takes no lock other threads may hold, and
 //!   first moves its descriptors to fixed numbers and closes all others (`close_range`), so no
 //!   worker socket — and no pipe of another job being spawned concurrently — reaches a container.
-//! - **P1** only supervises: it `poll`s a pidfd of P2 and a control pipe from the worker. A byte
-//!   on (or EOF of) the control pipe makes P1 `kill(P2, SIGKILL)`. When P2 has exited, P1 reaps
-//!   it and exits. Because a pid namespace's init finishes exiting only after every other
-//!   process of the namespace is gone, **P1 reaped ⇒ no process of the job remains** and the
-//!   mount namespace (tmpfs, overlay, proc, …) is released. *Deviation from the first design
-//!   (the worker killing P2's pid directly):* the worker would race P1 reaping P2 and could
-//!   signal a recycled pid; P1 kills its own unreaped child, which cannot be recycled.
+//! - **The worker supervises P2 itself**: it polls a pidfd of P2, kills it with `SIGKILL` (its
+//!   own unreaped child: the pid cannot have been recycled) and reaps it. Because a pid
+//!   namespace's init finishes exiting only after every other process of the namespace is gone,
+//!   **P2 reaped ⇒ no process of the job remains** and the mount namespace (tmpfs, overlay,
+//!   proc, …) is released. Earlier versions had a supervisor process P1 between the worker and
+//!   P2 (it made the pid namespace by `unshare` and forked P2): a second fork of the worker's
+//!   whole address space, and its teardown, per job (`load-tests/README.md`, "A container job
+//!   without P1").
 //! - **P2**, PID 1 of the job, blocks SIGCHLD and the forwarded signals (TERM, INT, HUP, QUIT,
 //!   USR1, USR2), starts P3, and `execveat`s the helper as `nekton-init` (the mask, its child and
 //!   the status pipe survive the exec). P3 is a vfork-style child (`clone(CLONE_VM |
@@ -90,7 +95,7 @@
 //!    still readable through it. A run with `chain.keep` hands the job a *clone* of the mount
 //!    instead and keeps the original detached, so it can become a base ([`chain`] module). A
 //!    run that wants nothing afterwards hands the job its only descriptor: the tmpfs is freed
-//!    with the job's namespace, in P1's exit.
+//!    with the job's mount namespace, when its last process exits.
 //!    A run on a base (`chain.base`) also gets a read-only clone of the base's mount
 //!    ([`protocol::FD_BASE`]), attached by P2 on `<dir>/base`.
 //! 2. overlayfs on `rootfs/` with the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`),
@@ -129,16 +134,17 @@
 //!
 //! # Invariants
 //!
-//! - `run()` returns only after P1 has been reaped: no process of the job is left, whatever the
-//!   outcome (exit, signal, timeout, output limit, cancel, setup failure). If the `run` future is
-//!   dropped mid-job, a guard closes the control pipe (P1 kills the job) and a thread reaps P1.
+//! - `run()` returns only after the init (P2) has been reaped: no process of the job is left,
+//!   whatever the outcome (exit, signal, timeout, output limit, cancel, setup failure). If the
+//!   `run` future is dropped mid-job, a guard kills the init (and with it the job) and a thread
+//!   reaps it.
 //! - The job's scratch tmpfs outlives the job only through the worker's descriptor of it, never
 //!   as a host mount: dropped at the end of `run()` (after its artifacts are read), or, for a
 //!   kept run, held by the returned [`Base`](runtime_core::Base) (read-only) until its last
 //!   clone is dropped. That last close frees the tmpfs, so it happens on a blocking thread
 //!   (`chain::ScratchFd`), never on an async runtime's worker. Its pages stay charged to the
 //!   memory cgroup of the job that wrote them.
-//! - Artifacts (`request.artifacts`) are collected after P1 was reaped — the layer can no
+//! - Artifacts (`request.artifacts`) are collected after the init was reaped — the layer can no
 //!   longer change — from the run's writable layer only (`upper/` of the worker's descriptor of
 //!   the scratch tmpfs; relative patterns from the working directory), by
 //!   [`runtime_core::collect`] on a blocking thread: `openat2` beneath that directory, no
@@ -193,8 +199,8 @@
 //!   inheritable set lets file capabilities of the image grant privileges). `no_new_privs` makes
 //!   setuid/setgid files and file capabilities inert.
 //! - P2 is non-dumpable, as a fork of the worker and again as the helper's init (it keeps every
-//!   capability and no seccomp filter): the job cannot ptrace it or read `/proc/1/mem`. P1 is
-//!   outside the job's pid namespace.
+//!   capability and no seccomp filter): the job cannot ptrace it or read `/proc/1/mem`. Its
+//!   parent, the worker, is outside the job's pid namespace.
 //! - The worker's binary is out of reach (CVE-2019-5736 family): when the job's program starts,
 //!   the container's init is the sealed helper memfd (`/proc/1/exe`, `/proc/1/map_files`), and
 //!   so was the job's process at its `execve` — a job running `/proc/self/exe`, a
@@ -226,15 +232,15 @@
 //! - The writable layer and `/dev/shm` tmpfs have `nr_inodes` = size / 4 KiB (at least 1024),
 //!   `/dev` 64: an inode flood ends in `ENOSPC`.
 //! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each
-//!   hierarchy (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). P1 writes the pid
-//!   of P2 — blocked on the lifeline until then — into each `cgroup.procs`, so P2 and every
-//!   process of the job are born inside; P2 then unshares the cgroup namespace (the job sees
+//!   hierarchy (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). The spawner thread
+//!   writes the pid of P2 — which waits for "go" on the lifeline before its cgroup matters —
+//!   into each `cgroup.procs`, so every process of the job is born inside; P2 then unshares the cgroup namespace (the job sees
 //!   `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids (`Limits::pids` or
 //!   `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is enforced on the
 //!   whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
 //!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes
 //!   the verdict `memory_limit` (unless cancelled). The bill (CPU user/system, `memory.peak` /
-//!   `max_usage_in_bytes`, `pids.peak`) is read after P1 is reaped, then the cgroup is emptied
+//!   `max_usage_in_bytes`, `pids.peak`) is read after the init is reaped, then the cgroup is emptied
 //!   (`cgroup.kill`, or freeze + SIGKILL + thaw on v1) and removed. The writable layer (tmpfs)
 //!   and /dev/shm are charged to the job's memory. A job whose limits this host cannot enforce
 //!   (see [`Preflight`]) is refused with `spec_error`.
@@ -302,7 +308,7 @@ pub struct ContainerConfig {
     /// with the host id ranges they map. See [`UsernsConfig`] and "Security decisions".
     pub userns: UsernsConfig,
     /// How many fresh network namespaces (`lo` up) to keep ready for `network: none` jobs, so
-    /// that making one is off the job's path (see `netpool`); 0 = each job's P1 makes its own.
+    /// that making one is off the job's path (see `netpool`); 0 = each job's P2 makes its own.
     /// Default 4.
     pub netns_pool: usize,
     /// v1 (and hybrid) hosts: how many emptied job cgroups to keep, reset, for later jobs
@@ -380,7 +386,6 @@ pub(crate) struct Shared {
     /// `<pid>.<start time>` of this process: the prefix of its job directories.
     pub tag: String,
     pub seq: AtomicU64,
-    pub worker_pid: libc::pid_t,
     pub cap_last: u32,
     /// The compiled seccomp profile (shared by every job of this backend).
     pub seccomp: std::sync::Arc<seccomp::Filters>,
@@ -389,7 +394,7 @@ pub(crate) struct Shared {
     pub helper: std::sync::Arc<helper::SealedHelper>,
     /// The host id ranges of the jobs' user namespaces; `None`: user namespaces are off.
     pub ranges: Option<std::sync::Arc<userns::Ranges>>,
-    /// Network namespaces ready for `network: none` jobs; `None`: P1 makes each.
+    /// Network namespaces ready for `network: none` jobs; `None`: P2 makes each.
     pub netns_pool: Option<netpool::NetnsPool>,
     /// Bridge attachments ready for `network: bridge` jobs; `None`: each job attaches on its
     /// path (also while bridge networking is off).
@@ -656,7 +661,6 @@ impl ContainerBackend {
                 jobs_dir,
                 tag: me.to_string(),
                 seq: AtomicU64::new(0),
-                worker_pid: me.pid() as libc::pid_t,
                 cap_last,
                 seccomp: std::sync::Arc::new(seccomp),
                 cgroups,

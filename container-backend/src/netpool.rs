@@ -3,15 +3,15 @@
 //! A new network namespace is one of the dearest things a container start asks of the kernel
 //! (every per-namespace subsystem — IPv4, IPv6, netfilter, the sysctl tables — initialises its
 //! part), and a job without networking still needs one: its own loopback and nothing else.
-//! Instead of P1 creating it with `unshare(CLONE_NEWNET)` on the job's path, a thread of the
+//! Instead of P2 creating it with `unshare(CLONE_NEWNET)` on the job's path, a thread of the
 //! backend keeps a few ready — `lo` up and, for rootless backends,
-//! `net.ipv4.ip_unprivileged_port_start = 0` already written — and a job takes one; P1 joins it
-//! with `setns` (the path bridge jobs already take). When the pool is empty (a burst), P1 makes
+//! `net.ipv4.ip_unprivileged_port_start = 0` already written — and a job takes one; P2 joins it
+//! with `setns` (the path bridge jobs already take). When the pool is empty (a burst), P2 makes
 //! the namespace itself, as before.
 //!
-//! Isolation is unchanged: a namespace is handed out once and never comes back (the job's P1
+//! Isolation is unchanged: a namespace is handed out once and never comes back (the job's P2
 //! holds its only descriptor; it dies with the job), it holds nothing but `lo`, and it is owned
-//! by the host's user namespace like the one P1 would have made.
+//! by the host's user namespace like the one P2 would have made.
 //!
 //! The thread makes each namespace by `unshare(CLONE_NEWNET)` of itself, keeps a descriptor,
 //! and goes back to its own namespace with `setns` — so it never holds a job's namespace alive.
@@ -48,7 +48,7 @@ impl Inner {
 
 impl NetnsPool {
     /// Starts the refill thread keeping `want` namespaces ready (`None` for 0: jobs make their
-    /// own). `rootless`: the namespaces get `ip_unprivileged_port_start = 0` (what P1 writes
+    /// own). `rootless`: the namespaces get `ip_unprivileged_port_start = 0` (what P2 writes
     /// for a job in a user namespace).
     pub fn start(want: usize, rootless: bool) -> Result<Option<Self>, String> {
         if want == 0 {

@@ -1,7 +1,7 @@
-//! The protocol between the worker and the forked container processes (P1, P2, P3; see the
-//! crate docs for the process tree). Everything both sides must agree on lives here and nowhere
-//! else: the descriptor numbers after P1 rearranged them, the bytes on the control and lifeline
-//! pipes, the error report on the error pipe, and the status record P2 (by then the container helper's init) writes when the job's
+//! The protocol between the worker and the container's processes (P2, the init, forked by the
+//! worker; P3, the job; see the crate docs for the process tree). Everything both sides must
+//! agree on lives here and nowhere else: the descriptor numbers after P2 rearranged them, the
+//! byte on the lifeline, the error report on the error pipe, and the status record P2 (by then the container helper's init) writes when the job's
 //! process has ended. The child side only *encodes* (no allocation needed for the status
 //! record); the worker side only *decodes*, and decoding never panics: a short, long or garbled
 //! message is an error value the worker words as an internal error.
@@ -25,7 +25,7 @@
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// Descriptor numbers in P1/P2/P3 after P1 rearranged them (everything else is closed).
+/// Descriptor numbers in P2/P3 after P2 rearranged them (everything else is closed).
 /// P2 (the helper's init) writes the job's [`Status`] here.
 pub(crate) const FD_STATUS: RawFd = 3;
 pub(crate) const FD_STDOUT: RawFd = 4;
@@ -33,8 +33,10 @@ pub(crate) const FD_STDERR: RawFd = 5;
 pub(crate) const FD_STDIN: RawFd = 6;
 /// The error pipe: one [`encode_error`] message, or EOF at `execve` (close-on-exec).
 pub(crate) const FD_ERR: RawFd = 7;
-/// The control pipe: a [`CONTROL_KILL`] byte or EOF makes P1 kill the container's init.
-pub(crate) const FD_CONTROL: RawFd = 8;
+/// The lifeline, P2's read end (close-on-exec): the worker writes [`LIFELINE_GO`] once P2 is in
+/// the job's cgroup, and holds the write end until the job has ended, so EOF or a hang-up means
+/// the worker is gone.
+pub(crate) const FD_LIFELINE: RawFd = 8;
 /// The sealed, read-only memfd of the container helper (see [`super::helper`]): P2 and P3
 /// `execveat` it (close-on-exec: neither the helper nor the job keeps it).
 pub(crate) const FD_HELPER: RawFd = 9;
@@ -52,12 +54,10 @@ pub(crate) const FD_BASE: RawFd = 11;
 /// capabilities (close-on-exec: neither the helper nor the job keeps it). Absent (the number
 /// unused) when user namespaces are off.
 pub(crate) const FD_USERNS: RawFd = 12;
-/// The first descriptor number P1 closes from.
+/// The first descriptor number P2 closes from.
 pub(crate) const FD_FIRST_FREE: RawFd = 13;
 
-/// The worker writes this on the control pipe to have the container killed.
-pub(crate) const CONTROL_KILL: u8 = b'k';
-/// P1 writes this on the lifeline once P2 is in the job's cgroup: P2 may go on. The helper in
+/// The worker writes this on the lifeline once P2 is in the job's cgroup: P2 may go on. The helper in
 /// `nekton-init` mode writes the same byte on P3's "ready" pipe once it is the container's
 /// init (`helper/helper.c`, `READY_BYTE`).
 pub(crate) const LIFELINE_GO: u8 = b'g';

@@ -452,8 +452,11 @@ fn inodes_for(size: &CStr) -> CString {
     CString::new((bytes / 4096).max(1024).to_string()).unwrap_or_default()
 }
 
-/// Builds the root filesystem and pivots into it. Returns what P3 needs.
-pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
+/// Builds the root filesystem and pivots into it. Returns what P3 needs. `join_cgroup` (the wait
+/// for the job's cgroup and its namespace) is called once: before the cgroup2 mount of a job that
+/// sees its hierarchy, whose root is the caller's cgroup namespace, otherwise after the pivot.
+pub(crate) fn build(spec: &ChildSpec, join_cgroup: impl FnOnce()) -> Result<Prepared> {
+    let mut join_cgroup = Some(join_cgroup);
     // 1. The job's scratch tmpfs — a detached mount the worker made and still holds (it reads
     //    the run's writable layer after the job, or keeps it as a chain's base) — attached on
     //    the (empty) host directory the worker created. It is attached in this private mount
@@ -464,7 +467,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         Mode::empty(),
     )
     .map_err(internal("opening the job directory"))?;
-    // SAFETY: P1 put the scratch mount at FD_SCRATCH and it stays open in this process.
+    // SAFETY: P2 put the scratch mount at FD_SCRATCH and it stays open in this process.
     let scratch = unsafe { BorrowedFd::borrow_raw(FD_SCRATCH) };
     attach_fd(scratch, &job_dir, "the scratch tmpfs")?;
     for (name, mode) in [(c"upper", 0o755), (c"work", 0o700), (c"rootfs", 0o755)] {
@@ -506,7 +509,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
         .map_err(|e| internal(format!("opening the mount point of {}", what()))(e))?;
         let layer = sys::clone_path(scratch, source)
             .map_err(|e| internal(format!("open_tree of {}", what()))(e))?;
-        // SAFETY: P1 put the job's user namespace at FD_USERNS (`ids` is set when `idmapped`
+        // SAFETY: P2 put the job's user namespace at FD_USERNS (`ids` is set when `idmapped`
         // is not empty) and it stays open in this process.
         let userns = unsafe { BorrowedFd::borrow_raw(FD_USERNS) };
         sys::mount_idmap(layer.as_fd(), userns)
@@ -530,7 +533,7 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             RESOLVE_TARGET,
         )
         .map_err(internal("opening base"))?;
-        // SAFETY: P1 put the base mount at FD_BASE (`has_base`) and it stays open here.
+        // SAFETY: P2 put the base mount at FD_BASE (`has_base`) and it stays open here.
         let base = unsafe { BorrowedFd::borrow_raw(FD_BASE) };
         attach_fd(base, &base_dir, "the chain's base")?;
     }
@@ -647,6 +650,9 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
     )?;
     attach(&sysfs, &sys_dir, "/sys")?;
     if spec.cgroup2_mount {
+        if let Some(join) = join_cgroup.take() {
+            join();
+        }
         // The job's own cgroup, read-only: this process is in the job's cgroup and its cgroup
         // namespace, so the new cgroup2 mount's root is the job's cgroup.
         let target = sys::openat2(
@@ -781,6 +787,9 @@ pub(crate) fn build(spec: &ChildSpec) -> Result<Prepared> {
             .trim_end(),
     ))
     .map_err(internal("sethostname"))?;
+    if let Some(join) = join_cgroup.take() {
+        join();
+    }
 
     let mut env = spec.env.clone();
     if spec.home_from_passwd

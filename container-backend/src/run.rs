@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::cgroup::JobCgroup;
 use super::chain::{self, Kept, ScratchFd};
-use super::protocol::{CONTROL_KILL, Status};
+use super::protocol::Status;
 use super::spawn::{ChildFds, ChildSpec, FileSpec, HostIds, Spawned};
 use super::userns::Range;
 use super::verdict::{Facts, Stopped, verdict};
@@ -267,28 +267,34 @@ fn job_dir_name(tag: &str, seq: u64, job_id: &str) -> String {
 }
 
 /// Kills and reaps the container if the job's future is dropped before it finished (the task was
-/// aborted): closing the control pipe makes P1 kill the container; a thread then reaps P1 and
-/// removes the job directory.
+/// aborted): SIGKILL to the container's init ends its pid namespace; a thread then reaps the init
+/// and removes the job directory.
 struct Guard {
-    control: Option<OwnedFd>,
-    p1: Option<libc::pid_t>,
+    /// The worker's end of the lifeline, open until the job has ended (P2 reads a hang-up as
+    /// "the worker is gone").
+    lifeline: Option<OwnedFd>,
+    /// The container's init (P2) while it is unreaped: its pid cannot be reused until then.
+    init: Option<libc::pid_t>,
     job_dir: Option<PathBuf>,
     cgroup: Option<std::sync::Arc<JobCgroup>>,
-    /// The job's host id range: given back only once P1 is reaped (no process has its ids).
+    /// The job's host id range: given back only once the init is reaped (no process has its ids).
     range: Option<Range>,
 }
 
 impl Guard {
+    /// SIGKILL to the container's init: as its pid namespace ends, the kernel kills every other
+    /// process of the job.
     fn kill(&mut self) {
-        if let Some(fd) = &self.control {
-            // A byte (or the close below) tells P1 to SIGKILL the container's init.
-            let _ = nix::unistd::write(fd, &[CONTROL_KILL]);
+        if let Some(pid) = self.init {
+            // SAFETY: the init is our unreaped child (`init` is cleared when it is reaped), so its
+            // pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
     fn disarm(&mut self) {
-        self.control = None;
-        self.p1 = None;
+        self.lifeline = None;
+        self.init = None;
         self.job_dir = None;
         self.cgroup = None;
         self.range = None;
@@ -297,18 +303,19 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.control = None;
-        let p1 = self.p1.take();
+        self.kill();
+        self.lifeline = None;
+        let init = self.init.take();
         let dir = self.job_dir.take();
         let cgroup = self.cgroup.take();
         let range = self.range.take();
-        if p1.is_none() && dir.is_none() && cgroup.is_none() {
+        if init.is_none() && dir.is_none() && cgroup.is_none() {
             return;
         }
         let _ = std::thread::Builder::new()
             .name("nekton-reap".into())
             .spawn(move || {
-                if let Some(pid) = p1 {
+                if let Some(pid) = init {
                     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
                 }
                 drop(range);
@@ -522,7 +529,7 @@ struct Finished {
     ids_start: Option<u32>,
 }
 
-/// A started container: P1 forked, the worker's ends of its pipes registered with the runtime.
+/// A started container: its init (P2) forked, the worker's ends of its pipes registered with the runtime.
 struct Launched {
     /// Kills and reaps the container if the job's future is dropped.
     guard: Guard,
@@ -540,8 +547,9 @@ struct Launched {
 
 /// What [`supervise`] watches and consumes.
 struct Running {
-    p1: libc::pid_t,
-    /// P1's pidfd: readable once P1 — and with it every process of the job — is gone.
+    init: libc::pid_t,
+    /// The init's pidfd: readable once the init has exited, which a pid namespace's init does
+    /// only after every other process of the namespace is gone.
     pidfd: AsyncFd<OwnedFd>,
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
@@ -556,7 +564,7 @@ struct Supervised {
     error_report: Vec<u8>,
     /// When the error pipe closed without a message (`execve` succeeded).
     exec_at: Option<Instant>,
-    /// When P1 ended (every process of the job gone).
+    /// When the init ended (every process of the job gone).
     end: Instant,
 }
 
@@ -595,7 +603,7 @@ async fn run_planned(
     let _ = status.read_to_end(&mut status_buf).await;
     let status = Status::decode(&status_buf);
     let _ = std::fs::remove_dir(&job_dir);
-    // Every process of the job is gone (P1 reaped): read the bill, then kill anything that
+    // Every process of the job is gone (the init reaped): read the bill, then kill anything that
     // escaped the pid namespace (none should) and remove the cgroup.
     let cg_usage = cgroup.usage();
     guard.disarm();
@@ -655,7 +663,7 @@ async fn run_planned(
 }
 
 /// Prepares everything the children need (paths, pipes, the network namespace, the cgroup, the
-/// job directory) and forks P1. An error is the job's report.
+/// job directory) and forks the container's init. An error is the job's report.
 async fn launch(
     shared: &Shared,
     request: &ExecRequest,
@@ -672,7 +680,7 @@ async fn launch(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir_name = job_dir_name(&shared.tag, seq, &request.job_id);
     let job_dir = shared.jobs_dir.join(&dir_name);
-    // Rootless: the job's host id range, held until P1 is reaped (waits while every range is
+    // Rootless: the job's host id range, held until the init is reaped (waits while every range is
     // in use; a cancel ends the wait).
     let range = match &shared.ranges {
         Some(ranges) => tokio::select! {
@@ -744,7 +752,7 @@ async fn launch(
     // job's mount namespace is gone; a kept run's job gets a clone (the original stays
     // detached, usable as a base later: see `chain`), any other job the mount itself. A run
     // that wants nothing afterwards hands its only descriptor to the job: the tmpfs is freed
-    // with the job's namespace, in P1's exit, as ever.
+    // with the job's mount namespace, when its last process exits, as ever.
     let scratch_size = request
         .limits
         .disk_bytes
@@ -792,7 +800,7 @@ async fn launch(
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (errp_r, errp_w) = pipe()?;
-        let (ctl_r, ctl_w) = pipe()?;
+        let (life_r, life_w) = pipe()?;
         // Bigger pipes mean fewer wake-ups for chatty jobs (best effort).
         for fd in [&out_r, &err_r] {
             // SAFETY: fcntl on a descriptor we own.
@@ -800,21 +808,21 @@ async fn launch(
         }
         let stdin = stdin_memfd(&request.stdin)?;
         Ok((
-            (status_r, out_r, err_r, errp_r, ctl_w),
+            (status_r, out_r, err_r, errp_r, life_w),
             ChildFds {
                 status_w,
                 stdout_w: out_w,
                 stderr_w: err_w,
                 stdin,
                 err_w: errp_w,
-                control_r: ctl_r,
+                lifeline_r: life_r,
                 scratch: child_scratch,
                 base: child_base,
                 userns: child_userns,
             },
         ))
     })();
-    let ((status_r, out_r, err_r, errp_r, ctl_w), fds) = match prepared {
+    let ((status_r, out_r, err_r, errp_r, life_w), fds) = match prepared {
         Ok(p) => p,
         Err(e) => return Err(internal(format!("creating the job's pipes: {e}"))),
     };
@@ -907,7 +915,6 @@ async fn launch(
         ));
     };
     let mut spec = Box::new(ChildSpec {
-        worker_pid: shared.worker_pid,
         fds,
         job_dir: job_dir_c,
         upper,
@@ -941,12 +948,11 @@ async fn launch(
             shared.config.max_open_files,
         ),
         cgroup_procs: Vec::new(),
-        cgroup_dir: None,
         cgroup2_mount: false,
         helper: shared.helper.clone(),
     });
 
-    // The job's cgroup (memory with swap off, CPU quota, pids): P1 puts P2 into it.
+    // The job's cgroup (memory with swap off, CPU quota, pids): the spawner puts P2 into it.
     let pids = request.limits.pids.unwrap_or(shared.config.default_pids);
     // Named like the job directory, with a process-wide sequence: several backends of one
     // process share the cgroup parent.
@@ -960,35 +966,25 @@ async fn launch(
         Err(e) => return Err(internal(e)),
     };
     spec.cgroup_procs = cgroup.procs.clone();
-    // v2: P2 is forked straight into the cgroup, and the job sees its cgroup read-only.
-    if cgroup.v2_dir.is_some() {
-        spec.cgroup2_mount = true;
-        if shared.cgroups.preflight.born_in_cgroup {
-            spec.cgroup_dir = cgroup.v2_dir.clone();
-            spec.cgroup_procs.clear();
-        }
-    }
+    // v2: the job sees its cgroup, read-only.
+    spec.cgroup2_mount = cgroup.v2_dir.is_some();
     if let Err(e) = std::fs::DirBuilder::new().mode_0700().create(&job_dir) {
         let _ = cgroup.remove().await;
         return Err(internal(format!("creating {}: {e}", job_dir.display())));
     }
     let mut guard = Guard {
-        control: Some(ctl_w),
-        p1: None,
+        lifeline: None,
+        init: None,
         job_dir: Some(job_dir.clone()),
         cgroup: Some(cgroup.clone()),
         range,
     };
-    let spawned: Spawned = match shared.spawner.spawn(spec).await {
+    let spawned: Spawned = match shared.spawner.spawn(spec, life_w).await {
         Ok(s) => s,
-        Err(e) => {
-            return Err(internal(format!(
-                "fork of the container process: {}",
-                e.desc()
-            )));
-        }
+        Err(e) => return Err(internal(format!("starting the container: {e}"))),
     };
-    guard.p1 = Some(spawned.pid);
+    guard.init = Some(spawned.pid);
+    guard.lifeline = Some(spawned.lifeline);
 
     let wrap = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd);
     let (out_rx, err_rx, errp_rx, status_rx) =
@@ -1015,7 +1011,7 @@ async fn launch(
     Ok(Launched {
         guard,
         running: Running {
-            p1: spawned.pid,
+            init: spawned.pid,
             pidfd,
             stdout: out_rx,
             stderr: err_rx,
@@ -1031,7 +1027,7 @@ async fn launch(
 }
 
 /// Pumps the job's output and waits for the container to end, killing it when a limit fires
-/// (cancel, setup timeout, wall time, output limit, the cgroup's CPU time); reaps P1.
+/// (cancel, setup timeout, wall time, output limit, the cgroup's CPU time); reaps the init.
 async fn supervise(
     shared: &Shared,
     request: &ExecRequest,
@@ -1041,7 +1037,7 @@ async fn supervise(
     cgroup: &JobCgroup,
 ) -> Supervised {
     let Running {
-        p1,
+        init,
         pidfd,
         stdout,
         stderr,
@@ -1102,12 +1098,12 @@ async fn supervise(
         if stopped.is_some() {
             guard.kill();
         }
-        // Phase 3: P1 exits only after the container's init — and with it every process of the
-        // job — is gone.
+        // Phase 3: the init, as its pid namespace's, exits only after every other process of
+        // the job is gone.
         let _ = pidfd.readable().await;
         let end = Instant::now();
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p1), None);
-        guard.p1 = None;
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None);
+        guard.init = None;
         Supervised {
             stopped,
             error_report: err_msg,

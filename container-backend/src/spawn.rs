@@ -1,5 +1,7 @@
-//! The spawner thread and the code of the container's three processes (P1, P2 = the container's
-//! init, P3 = the job). See the module docs of [`super`] for the process tree.
+//! The spawner thread and the code of the container's two processes (P2 = the container's init,
+//! forked by the spawner thread into a new pid namespace; P3 = the job). See the module docs of
+//! [`super`] for the process tree (P1, the supervisor of earlier versions, is gone: the worker
+//! supervises P2 itself).
 //!
 //! Child code rules: it never returns (every path ends in `_exit`), never unwinds (no `panic!`,
 //! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
@@ -24,8 +26,8 @@ use nix::errno::Errno;
 
 use super::helper;
 use super::protocol::{
-    self, ChildError, ErrorKind, FD_BASE, FD_CONTROL, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_SCRATCH,
-    FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, FD_USERNS, LIFELINE_GO, os,
+    self, ChildError, ErrorKind, FD_BASE, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_LIFELINE,
+    FD_SCRATCH, FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, FD_USERNS, LIFELINE_GO, os,
 };
 use super::rootfs;
 use super::sys;
@@ -49,7 +51,8 @@ pub(crate) struct ChildFds {
     pub stderr_w: OwnedFd,
     pub stdin: OwnedFd,
     pub err_w: OwnedFd,
-    pub control_r: OwnedFd,
+    /// P2's end of the lifeline ([`FD_LIFELINE`]); the worker's end goes with the request.
+    pub lifeline_r: OwnedFd,
     /// The job's scratch tmpfs, a detached mount ([`FD_SCRATCH`]).
     pub scratch: OwnedFd,
     /// A chained run's base, a detached read-only mount ([`FD_BASE`]).
@@ -85,7 +88,6 @@ pub(crate) struct FileSpec {
 
 /// Everything the children need, built by the worker before the fork.
 pub(crate) struct ChildSpec {
-    pub worker_pid: libc::pid_t,
     pub fds: ChildFds,
     /// Host path of the job's directory (created by the worker; the tmpfs is mounted on it).
     pub job_dir: CString,
@@ -109,7 +111,7 @@ pub(crate) struct ChildSpec {
     pub hosts: Vec<u8>,
     /// `/etc/resolv.conf` content (bridge jobs); `None` leaves the image's file.
     pub resolv_conf: Option<Vec<u8>>,
-    /// A network namespace prepared by the worker (bridge jobs: `eth0` configured); P1 joins it
+    /// A network namespace prepared by the worker (bridge jobs: `eth0` configured); P2 joins it
     /// instead of creating an empty one.
     pub netns: Option<OwnedFd>,
     /// `netns` came from the backend's pool ([`netpool`](super::netpool)): `lo` is up and the
@@ -138,13 +140,9 @@ pub(crate) struct ChildSpec {
     pub seccomp: std::sync::Arc<super::seccomp::Filters>,
     /// `RLIMIT_NOFILE` of the job: (soft, hard).
     pub nofile: (u64, u64),
-    /// `cgroup.procs` of each directory of the job's cgroup: P1 writes P2's pid into each
-    /// before P2 goes on, so every process of the job is born in the cgroup. Empty when
-    /// `cgroup_dir` is set.
+    /// `cgroup.procs` of each directory of the job's cgroup: the spawner thread writes P2's pid
+    /// into each before P2 may go on, so every process of the job is born in the cgroup.
     pub cgroup_procs: Vec<CString>,
-    /// v2, where the kernel has `CLONE_INTO_CGROUP`: the job cgroup's directory. P1 forks P2
-    /// straight into it with `clone3` and writes no `cgroup.procs`.
-    pub cgroup_dir: Option<CString>,
     /// v2: the container's `/sys/fs/cgroup` is a read-only cgroup2 mount of the job's cgroup
     /// namespace (its root is the job's cgroup).
     pub cgroup2_mount: bool,
@@ -153,15 +151,20 @@ pub(crate) struct ChildSpec {
     pub helper: std::sync::Arc<helper::SealedHelper>,
 }
 
-/// What the spawner hands back: P1's pid and a pidfd for it.
+/// What the spawner hands back: the init's (P2's) pid, a pidfd for it, and the worker's end of
+/// the lifeline, which must stay open until the job has ended (P2 reads EOF or a hang-up on it
+/// as "the worker is gone").
 pub(crate) struct Spawned {
     pub pid: libc::pid_t,
     pub pidfd: OwnedFd,
+    pub lifeline: OwnedFd,
 }
 
 struct Request {
     spec: Box<ChildSpec>,
-    reply: tokio::sync::oneshot::Sender<Result<Spawned, Errno>>,
+    /// The worker's end of the lifeline ([`ChildFds::lifeline_r`] is P2's).
+    lifeline: OwnedFd,
+    reply: tokio::sync::oneshot::Sender<Result<Spawned, String>>,
 }
 
 /// The dedicated, long-lived thread every container is forked from (`PR_SET_PDEATHSIG` is tied
@@ -173,12 +176,14 @@ pub(crate) struct Spawner {
 
 impl Spawner {
     pub fn start() -> std::io::Result<Self> {
+        // The worker's own pid namespace: the spawner thread goes back to it after each fork.
+        let own_pidns: OwnedFd = std::fs::File::open("/proc/self/ns/pid")?.into();
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("nekton-spawner".into())
             .spawn(move || {
                 while let Ok(req) = rx.recv() {
-                    let result = spawn_p1(&req.spec);
+                    let result = spawn_p2(&req.spec, &own_pidns, req.lifeline);
                     // The worker's copies of the child-side descriptors close here.
                     drop(req.spec);
                     if let Err(Ok(spawned)) = req.reply.send(result) {
@@ -193,12 +198,20 @@ impl Spawner {
         })
     }
 
-    /// Forks P1 for `spec` on the spawner thread.
-    pub async fn spawn(&self, spec: Box<ChildSpec>) -> Result<Spawned, Errno> {
+    /// Forks P2 for `spec` on the spawner thread and puts it into the job's cgroup; `lifeline`
+    /// is the worker's end of the lifeline (returned in [`Spawned`]). The error says which step
+    /// failed.
+    pub async fn spawn(&self, spec: Box<ChildSpec>, lifeline: OwnedFd) -> Result<Spawned, String> {
+        const GONE: &str = "the container spawner thread has ended";
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let tx = self.tx.as_ref().ok_or(Errno::ESRCH)?;
-        tx.send(Request { spec, reply }).map_err(|_| Errno::ESRCH)?;
-        rx.await.map_err(|_| Errno::ESRCH)?
+        let tx = self.tx.as_ref().ok_or(GONE)?;
+        tx.send(Request {
+            spec,
+            lifeline,
+            reply,
+        })
+        .map_err(|_| GONE)?;
+        rx.await.map_err(|_| GONE.to_string())?
     }
 }
 
@@ -211,33 +224,109 @@ impl Drop for Spawner {
     }
 }
 
-/// Kills P1's container and reaps P1 (blocking; used when no task is left to do it).
+/// Kills the container and reaps its init (blocking; used when no task is left to do it).
 pub(crate) fn kill_and_reap(spawned: Spawned) {
-    // Killing P1 makes P2 (PDEATHSIG) and with it the whole pid namespace die.
-    // SAFETY: P1 is our unreaped child, so its pid cannot have been reused.
-    unsafe { libc::kill(spawned.pid, libc::SIGKILL) };
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(spawned.pid), None);
+    kill_and_reap_pid(spawned.pid);
 }
 
-fn spawn_p1(spec: &ChildSpec) -> Result<Spawned, Errno> {
-    // SAFETY: fork in a multi-threaded process: the child only runs `p1_main`, which follows
-    // the child code rules of this module and ends in `_exit`.
+/// SIGKILL to the init `pid` — the end of its pid namespace: the kernel kills every other process
+/// of the job — then reaps it.
+fn kill_and_reap_pid(pid: libc::pid_t) {
+    // SAFETY: the init is our unreaped child, so its pid cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+/// Forks P2, the container's init, as the first process of a new pid namespace; while P2 sets
+/// up the namespaces and builds the root filesystem, writes its pid into the job's
+/// `cgroup.procs` and then "go" on the lifeline (P2 waits for it before the job's cgroup matters).
+fn spawn_p2(spec: &ChildSpec, own_pidns: &OwnedFd, lifeline: OwnedFd) -> Result<Spawned, String> {
+    // This thread's next child becomes the init of a new pid namespace. Only this thread's
+    // children are affected (the namespace for children is per thread), and only until the
+    // `setns` below, which the next job's `unshare` needs as well.
+    // SAFETY: unshare with a namespace flag; it changes this thread's namespace for children.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWPID) on the spawner thread: {}",
+            Errno::last().desc()
+        ));
+    }
+    // SAFETY: fork in a multi-threaded process: the child only runs `p2_main`, which follows
+    // the child code rules of this module and ends in `_exit` or `execve`.
     let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Errno::last());
-    }
     if pid == 0 {
-        p1_main(spec);
+        p2_main(spec);
     }
-    match sys::pidfd_open(pid) {
-        Ok(pidfd) => Ok(Spawned { pid, pidfd }),
-        Err(e) => {
-            // SAFETY: `pid` is our unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(e)
+    let forked = if pid < 0 { Err(Errno::last()) } else { Ok(pid) };
+    // SAFETY: setns with a descriptor this process holds, of its own pid namespace.
+    let restored = if unsafe { libc::setns(own_pidns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    };
+    let pid = forked.map_err(|e| format!("fork of the container's init: {}", e.desc()))?;
+    let abandon = |msg: String| {
+        kill_and_reap_pid(pid);
+        Err(msg)
+    };
+    if let Err(e) = restored {
+        return abandon(format!(
+            "setns back to the worker's pid namespace after a fork: {}",
+            e.desc()
+        ));
+    }
+    let pidfd = match sys::pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => return abandon(format!("pidfd_open of the container's init: {}", e.desc())),
+    };
+    let spawned = Spawned {
+        pid,
+        pidfd,
+        lifeline,
+    };
+    // P2 is unreaped (only the job's task reaps it, after this), so its pid is still its own.
+    if let Err(e) = join_cgroup(&spec.cgroup_procs, pid) {
+        if exited(&spawned.pidfd) {
+            // P2 failed first (its report is on the error pipe, for the worker to read): that
+            // error, not the move's, is the job's.
+            return Ok(spawned);
         }
+        return abandon(e);
     }
+    if nix::unistd::write(&spawned.lifeline, &[LIFELINE_GO]) != Ok(1) && !exited(&spawned.pidfd) {
+        return abandon("writing \"go\" on the container's lifeline".into());
+    }
+    Ok(spawned)
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd is readable), without waiting.
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut fd, 1, 0) == 1 }
+}
+
+/// Writes `pid` into each `cgroup.procs` file of the job's cgroup (`procs`; v1: one per
+/// hierarchy). The process is blocked on its lifeline meanwhile (or still building the root
+/// filesystem), never running the job: moving a task that is not the writer costs ≈ 0.1 ms per
+/// hierarchy, where a task moving itself into a fresh v1 `cpu` cgroup waited for a tick.
+fn join_cgroup(procs: &[CString], pid: libc::pid_t) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let text = pid.to_string();
+    for path in procs {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("joining the job's cgroup: write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,7 +398,7 @@ fn prctl(option: libc::c_int, arg2: libc::c_ulong, step: &'static str) -> Result
     Ok(())
 }
 
-/// SIGKILL when the parent (P1: the spawner thread; P2: P1) ends.
+/// SIGKILL when the parent (P2's: the spawner thread) ends.
 fn set_pdeathsig(step: &'static str) -> Result<(), ChildError> {
     prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, step)
 }
@@ -325,7 +414,7 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         (f.stderr_w.as_raw_fd(), FD_STDERR),
         (f.stdin.as_raw_fd(), FD_STDIN),
         (f.err_w.as_raw_fd(), FD_ERR),
-        (f.control_r.as_raw_fd(), FD_CONTROL),
+        (f.lifeline_r.as_raw_fd(), FD_LIFELINE),
         (spec.helper.fd().as_raw_fd(), FD_HELPER),
         (f.scratch.as_raw_fd(), FD_SCRATCH),
         // Without a base, FD_BASE stays closed (close_range below): the number is "no base".
@@ -357,136 +446,6 @@ fn rearrange_fds(spec: &ChildSpec) -> Result<(), Errno> {
         }
     }
     sys::close_range_from(FD_FIRST_FREE as libc::c_uint, 0)
-}
-
-/// P1: new namespaces, forks P2 (the pid namespace's init), then only waits for it — killing
-/// it when the worker writes to (or closes) the control pipe.
-fn p1_main(spec: &ChildSpec) -> ! {
-    reset_signals();
-    // The descriptors are not rearranged yet: the error goes to the error pipe's original
-    // number.
-    if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's supervisor") {
-        fail_early(spec, e);
-    }
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } != spec.worker_pid {
-        exit(1);
-    }
-    // Before the descriptors are rearranged (that closes the namespace's descriptor).
-    if let Some(ns) = &spec.netns {
-        // SAFETY: setns with a descriptor this process holds.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            fail_early(
-                spec,
-                os(ErrorKind::Internal, "joining the job's network namespace")(Errno::last()),
-            );
-        }
-    }
-    if let Err(e) = rearrange_fds(spec) {
-        fail(ChildError::new(
-            ErrorKind::Internal,
-            format!("container setup: moving descriptors: {}", e.desc()),
-        ));
-    }
-    // The cgroup namespace is P2's own, made once P2 is in the job's cgroup.
-    let flags = libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWPID;
-    // A prepared network namespace was joined above.
-    let flags = if spec.netns.is_some() {
-        flags & !libc::CLONE_NEWNET
-    } else {
-        flags
-    };
-    // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
-    if unsafe { libc::unshare(flags) } != 0 {
-        fail(os(
-            ErrorKind::Internal,
-            "unshare(mount, uts, ipc, net, pid namespaces)",
-        )(Errno::last()));
-    }
-    if !spec.netns_prepared
-        && let Err(e) = loopback_up()
-    {
-        fail(os(
-            ErrorKind::Internal,
-            "bringing up the job's loopback interface",
-        )(e));
-    }
-    // Rootless: the job's network namespace is owned by the host's user namespace, so its root
-    // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
-    // namespace instead (Docker's default since 20.10). The file is the current netns's.
-    if spec.ids.is_some()
-        && !spec.netns_prepared
-        && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
-    {
-        fail(os(
-            ErrorKind::Internal,
-            "setting net.ipv4.ip_unprivileged_port_start=0 in the job's network namespace",
-        )(e));
-    }
-    if let Err(e) = sys::make_rprivate() {
-        fail(os(
-            ErrorKind::Internal,
-            "making / private in the job's mount namespace",
-        )(e));
-    }
-    // The lifeline: P2 holds the read end; POLLHUP on it means P1 (and with it the worker's
-    // supervision) is gone. Closes the PDEATHSIG race of P2.
-    let life = match pipe_above_fixed() {
-        Ok(p) => p,
-        Err(e) => fail(os(ErrorKind::Internal, "pipe (the lifeline)")(e)),
-    };
-    // v1 (or no CLONE_INTO_CGROUP): the cgroup.procs files, opened while their paths resolve.
-    let mut procs_fds = [-1 as RawFd; MAX_PROCS_FILES];
-    let procs_open = if spec.cgroup_dir.is_none() {
-        match open_cgroup_procs(&spec.cgroup_procs, &mut procs_fds) {
-            Ok(n) => n,
-            Err(e) => fail(e),
-        }
-    } else {
-        0
-    };
-    let p2 = match &spec.cgroup_dir {
-        Some(dir) => fork_into_cgroup(dir),
-        // SAFETY: fork of a single-threaded process; the child runs `p2_main`, which ends in
-        // _exit.
-        None => match unsafe { libc::fork() } {
-            p if p < 0 => Err(os(ErrorKind::Internal, "fork of the container init")(
-                Errno::last(),
-            )),
-            p => Ok(p),
-        },
-    };
-    let p2 = match p2 {
-        Ok(p) => p,
-        Err(e) => fail(e),
-    };
-    if p2 == 0 {
-        close(life[1]);
-        p2_main(spec, life[0]);
-    }
-    close(life[0]);
-    // Born in its cgroup (v2), or P1 moves P2 there while P2 builds the root filesystem (P2
-    // forks nothing before the "go" on the lifeline; a task moving itself into a fresh v1 cpu
-    // cgroup waited ~3 ms for a tick, so P1 moves it).
-    if spec.cgroup_dir.is_none()
-        && let Err(e) = join_cgroup(&procs_fds[..procs_open], &spec.cgroup_procs, p2)
-    {
-        // SAFETY: P2 is our unreaped child.
-        unsafe { libc::kill(p2, libc::SIGKILL) };
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
-        fail(e);
-    }
-    write_all_raw(life[1], &[LIFELINE_GO]);
-    for fd in [
-        FD_STATUS, FD_STDOUT, FD_STDERR, FD_STDIN, FD_ERR, FD_SCRATCH, FD_BASE, FD_USERNS,
-    ] {
-        close(fd);
-    }
-    p1_supervise(p2)
 }
 
 /// A close-on-exec pipe whose two ends are numbered from [`FD_FIRST_FREE`] up: never one of the
@@ -550,117 +509,7 @@ fn enter_userns(step: &'static str) -> Result<(), ChildError> {
     Ok(())
 }
 
-/// Forks P2 into the job's v2 cgroup `dir` (`clone3(CLONE_INTO_CGROUP)`); 0 in the child.
-fn fork_into_cgroup(dir: &std::ffi::CStr) -> Result<libc::pid_t, ChildError> {
-    // SAFETY: `dir` is a valid C string; the descriptor is closed below (child and parent).
-    let fd = unsafe {
-        libc::open(
-            dir.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(os(
-            ErrorKind::Internal,
-            format!("opening the job's cgroup {}", dir.to_string_lossy()),
-        )(Errno::last()));
-    }
-    // SAFETY: `fd` is open and stays open during the call.
-    let cgroup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    // SAFETY: P1 is a single-threaded fork that holds no lock; the child runs `p2_main`, which
-    // ends in _exit (see `sys::fork_into_cgroup`).
-    let r = unsafe { sys::fork_into_cgroup(cgroup) };
-    close(fd);
-    r.map_err(|e| {
-        os(
-            ErrorKind::Internal,
-            format!(
-                "clone3(CLONE_INTO_CGROUP) of the container init into {}",
-                dir.to_string_lossy()
-            ),
-        )(e)
-    })
-}
-
-/// Most cgroup hierarchies a job joins by `cgroup.procs` writes (v1: one per controller).
-const MAX_PROCS_FILES: usize = 8;
-
-/// Opens the `cgroup.procs` files of the job's cgroup (P1, before P2 exists: P2's `pivot_root`
-/// in the mount namespace P1 shares takes these paths away), numbered above the fixed
-/// descriptors, close-on-exec. Returns how many of `fds` it filled.
-fn open_cgroup_procs(
-    procs: &[CString],
-    fds: &mut [RawFd; MAX_PROCS_FILES],
-) -> Result<usize, ChildError> {
-    if procs.len() > MAX_PROCS_FILES {
-        return Err(ChildError::new(
-            ErrorKind::Internal,
-            format!(
-                "joining the job's cgroup: {} hierarchies, at most {MAX_PROCS_FILES} supported",
-                procs.len()
-            ),
-        ));
-    }
-    for (slot, path) in fds.iter_mut().zip(procs) {
-        // SAFETY: `path` is a valid C string; the descriptor is closed by `join_cgroup`.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(os(
-                ErrorKind::Internal,
-                format!("joining the job's cgroup: open {}", path.to_string_lossy()),
-            )(Errno::last()));
-        }
-        // SAFETY: duplicating a descriptor this process owns.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FD_FIRST_FREE) };
-        let err = Errno::last();
-        close(fd);
-        if high < 0 {
-            return Err(os(
-                ErrorKind::Internal,
-                format!(
-                    "joining the job's cgroup: dup of {}",
-                    path.to_string_lossy()
-                ),
-            )(err));
-        }
-        *slot = high;
-    }
-    Ok(procs.len())
-}
-
-/// Writes `pid` to each opened `cgroup.procs` file (`fds`, from [`open_cgroup_procs`], named by
-/// `procs` in errors), closing them.
-fn join_cgroup(fds: &[RawFd], procs: &[CString], pid: libc::pid_t) -> Result<(), ChildError> {
-    let mut buf = [0u8; 12];
-    let mut n = pid.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let text = &buf[i..];
-    let mut result = Ok(());
-    for (&fd, path) in fds.iter().zip(procs) {
-        if result.is_ok() {
-            // SAFETY: `text` is valid for its length.
-            let r = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
-            if r != text.len() as isize {
-                result = Err(os(
-                    ErrorKind::Internal,
-                    format!("joining the job's cgroup: write {}", path.to_string_lossy()),
-                )(Errno::last()));
-            }
-        }
-        close(fd);
-    }
-    result
-}
-
-/// Reports a P1 failure that happens before the descriptors are at their fixed numbers.
+/// Reports a P2 failure that happens before the descriptors are at their fixed numbers.
 fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
     // The error pipe is still at its original number here.
     write_all_raw(spec.fds.err_w.as_raw_fd(), &protocol::encode_error(&err));
@@ -693,60 +542,9 @@ pub(crate) fn loopback_up() -> Result<(), Errno> {
     if r != 0 { Err(err) } else { Ok(()) }
 }
 
-fn p1_supervise(p2: libc::pid_t) -> ! {
-    let kill_p2 = || {
-        // SAFETY: P2 is our unreaped child: its pid cannot have been reused.
-        unsafe { libc::kill(p2, libc::SIGKILL) };
-    };
-    let Ok(pidfd) = sys::pidfd_open(p2) else {
-        // Cannot supervise: do not let the container run unsupervised.
-        kill_p2();
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p2), None);
-        exit(2);
-    };
-    let mut killed = false;
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if killed { -1 } else { FD_CONTROL },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            if Errno::last() == Errno::EINTR {
-                continue;
-            }
-            kill_p2();
-            killed = true;
-            continue;
-        }
-        if !killed && fds[1].revents != 0 {
-            kill_p2();
-            killed = true;
-        }
-        if fds[0].revents != 0 {
-            // P2 has exited; as the namespace's init, its exit completes only after every other
-            // process of the namespace is gone. Reap it and end: the worker then knows the job
-            // is entirely over.
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            unsafe { libc::waitpid(p2, &mut status, 0) };
-            exit(0);
-        }
-    }
-}
-
-/// P2 waits until P1 has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means P1 died:
-/// nobody supervises it), then makes a cgroup namespace rooted there (the job sees its cgroup
-/// as `/`).
+/// P2 waits until the worker has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means the
+/// worker is gone: nobody supervises it), then makes a cgroup namespace rooted there (the job
+/// sees its cgroup as `/`).
 fn enter_job_cgroup(lifeline: RawFd) {
     loop {
         let mut b = 0u8;
@@ -768,22 +566,17 @@ fn enter_job_cgroup(lifeline: RawFd) {
     }
 }
 
-/// P2: builds the root filesystem inside the new mount namespace, then is the job's init.
-fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
+/// P2, the first process of the job's pid namespace: makes the other namespaces, builds the
+/// root filesystem inside the new mount namespace, then is the job's init.
+fn p2_main(spec: &ChildSpec) -> ! {
+    reset_signals();
+    // The descriptors are not rearranged yet: the error goes to the error pipe's original
+    // number. No `getppid` check closes the race with the worker's death (P2's parent is outside
+    // its pid namespace: `getppid` is 0): the lifeline does — P2 goes past the root filesystem
+    // only on the worker's "go", and reads EOF if the worker is gone.
     if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
-        fail(e);
+        fail_early(spec, e);
     }
-    // The job's cgroup: P1 moves this process there (v1, or a kernel without
-    // CLONE_INTO_CGROUP) while it builds the root filesystem — the move's write waits for an RCU
-    // grace period more often than not, which would otherwise be on the job's path — and says
-    // so on the lifeline ("g"). The cgroup namespace is made only after that (rooted at the
-    // job's cgroup), and nothing forks before it. A job that sees its cgroup2 hierarchy needs
-    // the namespace before the root filesystem's cgroup2 mount: then it waits first.
-    let early = spec.cgroup2_mount;
-    if early {
-        enter_job_cgroup(lifeline);
-    }
-    // Stays open (CLOEXEC) so P1's death stays observable; P3 and the helper close it.
     // The job must not ptrace this fork of the worker or read its memory (it never runs before
     // this process has become the helper, which is non-dumpable too: belt and braces).
     if let Err(e) = prctl(
@@ -791,7 +584,65 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         0,
         "prctl(PR_SET_DUMPABLE, 0) of the container's init",
     ) {
-        fail(e);
+        fail_early(spec, e);
+    }
+    // Before the descriptors are rearranged (that closes the namespace's descriptor).
+    if let Some(ns) = &spec.netns {
+        // SAFETY: setns with a descriptor this process holds.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            fail_early(
+                spec,
+                os(ErrorKind::Internal, "joining the job's network namespace")(Errno::last()),
+            );
+        }
+    }
+    if let Err(e) = rearrange_fds(spec) {
+        fail(ChildError::new(
+            ErrorKind::Internal,
+            format!("container setup: moving descriptors: {}", e.desc()),
+        ));
+    }
+    // The pid namespace is this process's already (the spawner forked it into a new one); the
+    // cgroup namespace is made once it is in the job's cgroup.
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    // A prepared network namespace was joined above.
+    let flags = if spec.netns.is_some() {
+        flags & !libc::CLONE_NEWNET
+    } else {
+        flags
+    };
+    // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail(os(
+            ErrorKind::Internal,
+            "unshare(mount, uts, ipc, net namespaces)",
+        )(Errno::last()));
+    }
+    if !spec.netns_prepared
+        && let Err(e) = loopback_up()
+    {
+        fail(os(
+            ErrorKind::Internal,
+            "bringing up the job's loopback interface",
+        )(e));
+    }
+    // Rootless: the job's network namespace is owned by the host's user namespace, so its root
+    // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
+    // namespace instead (Docker's default since 20.10). The file is the current netns's.
+    if spec.ids.is_some()
+        && !spec.netns_prepared
+        && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
+    {
+        fail(os(
+            ErrorKind::Internal,
+            "setting net.ipv4.ip_unprivileged_port_start=0 in the job's network namespace",
+        )(e));
+    }
+    if let Err(e) = sys::make_rprivate() {
+        fail(os(
+            ErrorKind::Internal,
+            "making / private in the job's mount namespace",
+        )(e));
     }
     if let Err(e) = prctl(
         libc::PR_SET_NAME,
@@ -802,13 +653,15 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
     }
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
-    let prepared = match rootfs::build(spec) {
+    // The job's cgroup: the spawner thread moves this process there while it builds the root
+    // filesystem — the move's write may wait for an RCU grace period, which would otherwise be on
+    // the job's path — and says so on the lifeline ("g"). The builder waits for it where the
+    // cgroup first matters (before the cgroup2 mount of a job that sees its hierarchy, else at
+    // its end); the cgroup namespace is made right after, and nothing forks before it.
+    let prepared = match rootfs::build(spec, || enter_job_cgroup(FD_LIFELINE)) {
         Ok(p) => p,
         Err(e) => fail(e),
     };
-    if !early {
-        enter_job_cgroup(lifeline);
-    }
 
     // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
     // signal is lost in between (they stay pending). P3 unblocks them for the job.
@@ -841,12 +694,12 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
         }
         close(FD_USERNS);
         // A change of the effective uid clears the parent-death signal: armed again, then the
-        // lifeline closes the race (P1 gone in between: POLLHUP).
+        // lifeline closes the race (the worker gone in between: POLLHUP).
         if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init, again") {
             fail(e);
         }
         let mut fd = libc::pollfd {
-            fd: lifeline,
+            fd: FD_LIFELINE,
             events: libc::POLLIN,
             revents: 0,
         };
@@ -855,9 +708,7 @@ fn p2_main(spec: &ChildSpec, lifeline: RawFd) -> ! {
             exit(1);
         }
     }
-    for fd in [
-        FD_STDOUT, FD_STDERR, FD_STDIN, FD_CONTROL, FD_SCRATCH, FD_BASE,
-    ] {
+    for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_SCRATCH, FD_BASE] {
         close(fd);
     }
     become_init(p3, ready[1])

@@ -1,6 +1,6 @@
 //! Thin wrappers over the Linux system calls the container setup needs and that neither `nix` nor
 //! `libc` wrap: the new mount API (`fsopen`, `fsconfig`, `fsmount`, `move_mount`, `open_tree`,
-//! `mount_setattr`), `openat2`, `pivot_root`, `close_range`, `pidfd_open`, `capset` and `clone3`.
+//! `mount_setattr`), `openat2`, `pivot_root`, `close_range`, `pidfd_open` and `capset`.
 //!
 //! Every wrapper returns `Result<_, Errno>` and never allocates, so it is usable in a forked child.
 
@@ -36,8 +36,6 @@ pub const RESOLVE_IN_ROOT: u64 = 0x10;
 pub const RESOLVE_TARGET: u64 = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 /// Image paths that may contain symlinks: followed, but clamped to the root like a chroot.
 pub const RESOLVE_CONTAINED: u64 = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-// <linux/sched.h> (libc's constant is a c_int, too narrow for it)
-pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 // <linux/close_range.h>
 pub const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
@@ -278,44 +276,6 @@ pub fn close_range_from(first: libc::c_uint, flags: libc::c_uint) -> Result<(), 
     // SAFETY: plain integer arguments; closing descriptors we do not use is the point.
     check(unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, flags) })
         .map(drop)
-}
-
-/// `clone3` with `CLONE_INTO_CGROUP`: a fork (no shared memory, `SIGCHLD` when it ends) whose
-/// child starts in the cgroup v2 directory `cgroup` — it never runs, or forks, outside it.
-/// Returns 0 in the child and the child's pid in the parent.
-///
-/// `ENOSYS` (no `clone3`, Linux < 5.3), `E2BIG`/`EINVAL` (no `CLONE_INTO_CGROUP`, Linux < 5.7)
-/// mean the kernel cannot do it; `EBUSY`/`EOPNOTSUPP` that the cgroup cannot take processes.
-///
-/// # Safety
-///
-/// Like `fork`, and more: no atfork handler runs, so glibc's per-thread state in the child (its
-/// cached thread id, the malloc arenas' locks) is the parent's as it was. The caller must be a
-/// single-threaded process that holds no lock (a forked child, like the container's P1).
-pub unsafe fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<libc::pid_t, Errno> {
-    let mut args = libc::clone_args {
-        flags: CLONE_INTO_CGROUP,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: cgroup.as_raw_fd() as u64,
-    };
-    // SAFETY: `args` is a valid clone_args of the size passed; no stack is given, so the child
-    // runs on a copy of the caller's (fork semantics). The caller's contract is above.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
-        )
-    })
-    .map(|pid| pid as libc::pid_t)
 }
 
 /// `pidfd_open(pid, 0)`.

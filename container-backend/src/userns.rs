@@ -1,7 +1,7 @@
 //! Rootless container jobs: the user namespaces jobs run in and the host id ranges they map.
 //!
 //! With user namespaces on (the default where the host supports them), every running
-//! container takes one *range* of host ids for as long as its P1 lives: `ranges` ranges of
+//! container takes one *range* of host ids for as long as its init lives: `ranges` ranges of
 //! `size` ids each, the first starting at `base` (defaults: 3840 ranges of 65,536 ids from
 //! 1,879,048,192 = `0x7000_0000`, the block systemd documents as unused — above the nspawn
 //! container ranges, below 2^31 — so they collide with no user a distribution or systemd

@@ -417,7 +417,7 @@ mod tests {
                 None
             )
         );
-        // P1 or P2 failed: no status record at all.
+        // The init failed before it became the helper: no status record at all.
         let f = Facts {
             error_report: &internal,
             ..facts(Err(StatusError::Length(0)))

@@ -12,9 +12,11 @@ syscalls:sys_enter_setsid' -- $T/load-tests --nekton $T/nekton --settle-secs 0 \
     perf script -i /tmp/c.data -F comm,pid,tid,time,event,trace > /tmp/c.txt
     load-tests/floor/container_forks.py /tmp/c.txt
 
-Each job's three processes are found by their forks: P1 is forked by a `nekton-spawner` thread, P2 by
-P1, P3 started by P2 (see container-backend/src/spawn.rs; the steps are in the order of the code since
-P3 became a vfork-style child of P2). The report gives the median time between the
+Each job's processes are found by their forks (see container-backend/src/spawn.rs). Since a container
+job has no P1, P2 (the init) is forked by a `nekton-spawner` thread into a new pid namespace and starts
+P3; before that, the spawner thread forked P1, which forked P2. The tool reads both (a recording of an
+older build gives the older steps); the steps are in the order of the code since P3 became a vfork-style
+child of P2. The report gives the median time between the
 steps below, over every job that passed all of them, and the time each kind of process spends in
 `fork` itself (the parent's `clone` entry → the child's birth), next to the forks of other programs
 in the same recording (`unshare`, crun, runc): what a fork of a small process costs on this machine.
@@ -29,6 +31,24 @@ LINE = re.compile(r'^\s*(.+?)\s+(\d+)/(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$')
 # CLONE_VM | CLONE_VFORK (counted as "<program> (vfork)").
 FORK_FLAGS = {"clone_flags: 0x01200011": "", "clone_flags: 0x00004111": " (vfork)"}
 
+# Without P1: the spawner thread forks P2 into a new pid namespace and moves it into the job's cgroup.
+STEPS_P2 = [
+    ("P2 born", "the spawner's fork of the worker"),
+    ("P2 unshare", "P2: signals, prctls, the prepared network namespace joined, descriptors"),
+    ("P2 rootfs", "P2: loopback/sysctl if needed, mount propagation, name, umask; first path opened"),
+    ("P2 pivot_root", "P2: scratch, overlay, files, /proc, /sys, /dev, masks"),
+    ("P2 clone → P3", "P2: old root detached, hostname, the cgroup's go, cgroup namespace"),
+    ("P3 born", "P2 starts P3 (a vfork-style clone sharing P2's memory)"),
+    ("P3 setsid", "P3 starts its setup"),
+    ("P3 exec → helper", "P3: rlimits, user namespace, capabilities, seccomp"),
+    ("P3 exec'd helper", "exec of the helper (nekton-exec); P2 resumes"),
+    ("P2 exec'd", "P2: exec of the helper as init (the worker's image torn down)"),
+    ("P3 exec'd job", "the init's ready byte; nekton-exec execs the job's program"),
+    ("P3 exit", "the job runs (`/bin/true`)"),
+    ("P2 exit", "the init reaps the job and exits; namespaces torn down"),
+]
+
+# Up to aed4444: P1, forked by the spawner thread, made the pid namespace and forked P2.
 STEPS = [
     ("P1 born", "the spawner's fork of the worker"),
     ("P1 unshare", "P1: signals, descriptors, the prepared network namespace joined"),
@@ -97,15 +117,41 @@ def main(path):
 
     gaps = collections.defaultdict(list)
     totals = []
+    steps = STEPS
     for p1, (comm, pid, tid) in forked_by.items():
         if comm != "nekton-spawner" or pid == tid:
-            continue  # P1 comes from the spawner thread of the worker's process
-        p2 = next(iter(children.get(p1, [])), None)
-        p3 = next(iter(children.get(p2, [])), None) if p2 else None
-        if p3 is None:
-            continue
+            continue  # the spawner thread of the worker's process forks each job's first process
         spawner_clone = [e[0] for e in by_pid[pid] if e[3] == tid and e[4] == "syscalls:sys_enter_clone"
                          and e[0] <= born[p1]]
+        p2 = next(iter(children.get(p1, [])), None)
+        p3 = next(iter(children.get(p2, [])), None) if p2 else None
+        if p3 is None and p2 is not None:
+            # No P1: the spawner's child is the init, its child the job.
+            steps, p2, p3 = STEPS_P2, p1, p2
+            marks = [
+                spawner_clone[-1] if spawner_clone else None,
+                born[p2],
+                first(p2, "syscalls:sys_enter_unshare"),
+                first(p2, "syscalls:sys_enter_openat2"),
+                first(p2, "syscalls:sys_enter_pivot_root"),
+                first(p2, "syscalls:sys_enter_clone"),
+                born[p3],
+                first(p3, "syscalls:sys_enter_setsid"),
+                first(p3, "syscalls:sys_enter_execveat"),
+                nth(p3, "sched:sched_process_exec", 0),
+                first(p2, "sched:sched_process_exec"),
+                nth(p3, "sched:sched_process_exec", 1),
+                first(p3, "sched:sched_process_exit"),
+                first(p2, "sched:sched_process_exit"),
+            ]
+            if None in marks:
+                continue
+            for (name, _), a, b in zip(STEPS_P2, marks, marks[1:]):
+                gaps[name].append(b - a)
+            totals.append(marks[-1] - marks[0])
+            continue
+        if p3 is None:
+            continue
         marks = [
             spawner_clone[-1] if spawner_clone else None,
             born[p1],
@@ -133,9 +179,10 @@ def main(path):
     if not totals:
         sys.exit("no container job passed every step: was the recording made with the events above?")
     print(f"{len(totals)} container jobs; median ms since the step before")
-    for name, what in STEPS:
+    for name, what in steps:
         print(f"  {name:18s} {statistics.median(gaps[name]):7.3f}   {what}")
-    print(f"  {'in all':18s} {statistics.median(totals):7.3f}   the spawner's fork → P1's exit")
+    last = "P1" if steps is STEPS else "P2"
+    print(f"  {'in all':18s} {statistics.median(totals):7.3f}   the spawner's fork → {last}'s exit")
     print("fork (clone entry → child born), by the forking program")
     for comm, values in sorted(fork_ms.items(), key=lambda kv: -len(kv[1])):
         if len(values) >= 5:

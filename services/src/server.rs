@@ -397,8 +397,8 @@ impl Running {
 /// once, and a suite runs no more cases at once than that either (`worker::suite`); past it a
 /// case waits for an instance (queueing, not its wall time). Not the backend's default of 256:
 /// every pooled instance has an async stack of its own (two mappings: a guard page and the
-/// stack), and each container job forks this process twice (`container-backend`: P1, then P2;
-/// P3 is a vfork-style child that copies nothing), copying every mapping each time — 256 stacks
+/// stack), and each container job forks this process once (`container-backend`: the init, P2;
+/// P3 is a vfork-style child that copies nothing), copying every mapping — 256 stacks
 /// were 512 of the server's ≈ 620 mappings (load-tests/README.md, "A Wasm pool the size of the
 /// worker's slots").
 pub fn wasm_backend(

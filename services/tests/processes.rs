@@ -91,8 +91,8 @@ async fn a_killed_workers_job_is_rescued_by_another_worker() {
 
 /// A worker's Wasm instance pool is the size of its slots, not the Wasm backend's default of 256:
 /// each pooled instance has an async stack of its own (two mappings: a guard page and the
-/// stack), and every container job forks the worker twice (P1, P2), copying each of its mappings
-/// every time (`server::wasm_backend`). With the default pool a worker had ≈ 620 mappings, 512
+/// stack), and every container job forks the worker (its init, P2), copying each of its
+/// mappings (`server::wasm_backend`). With the default pool a worker had ≈ 620 mappings, 512
 /// of them stacks; with 4 slots it has about a hundred.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_wasm_pool_is_the_size_of_its_slots() {

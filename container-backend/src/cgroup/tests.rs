@@ -172,8 +172,6 @@ fn v2_job_cgroup_limits_usage_kill_and_removal() {
     // An OOM kill ends the whole job.
     assert_eq!(text(dir.join("memory.oom.group")), "1");
     assert!(cg.preflight.oom_group, "{}", cg.preflight);
-    // A fake tree has no kernel to be born in: P1 writes cgroup.procs.
-    assert!(!cg.preflight.born_in_cgroup);
     assert_eq!(job.v2_dir, None);
     assert_eq!(
         job.procs,

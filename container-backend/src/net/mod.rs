@@ -23,7 +23,7 @@
 //!   in-namespace socket. [`Attachment::claim`] (per job, before the fork) makes it the job's:
 //!   installs the job's egress policy if it has an allow-list (one nft transaction: a chain on
 //!   the ingress hook of the job's veth, see [`nft`]) and, for a prepared one, reads the
-//!   counters the job's bill starts from. P1 then `setns`es into the namespace instead of
+//!   counters the job's bill starts from. P2 then `setns`es into the namespace instead of
 //!   unsharing a new one, so the network is complete before any code of the job runs and `none`
 //!   jobs pay nothing. An attachment is one job's, never reused.
 //! - [`Attachment::teardown`] (per job, whatever the outcome): reads the veth's counters (the
@@ -768,10 +768,10 @@ impl Network {
         &self.resolv_conf
     }
 
-    /// Prepares a job's network namespace with `eth0` on the bridge (P1 `setns`es into it) —
+    /// Prepares a job's network namespace with `eth0` on the bridge (P2 `setns`es into it) —
     /// everything of a job's attachment that does not depend on the job: leases an address,
     /// creates the network namespace (`lo` up; for `rootless` jobs
-    /// `net.ipv4.ip_unprivileged_port_start = 0`, what P1 would write) on a short-lived thread
+    /// `net.ipv4.ip_unprivileged_port_start = 0`, what P2 would write) on a short-lived thread
     /// that also opens a netlink socket inside it, creates the veth pair with its peer in that
     /// namespace as `eth0`, isolates the bridge port, and configures `eth0` (up, address,
     /// default route). The result belongs to no job yet ([`Attachment::claim`] makes it one's,
@@ -917,7 +917,7 @@ fn new_netns(rt: &tokio::runtime::Handle, rootless: bool) -> Result<NsConn, Stri
     // Jobs get no IPv6 address: no autoconfiguration chatter on eth0 either (best effort; /proc
     // /sys/net is the opener's namespace).
     let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-    // What P1 does for a namespace it makes itself (the job's P1 is told it is done).
+    // What P2 does for a namespace it makes itself (the job's P2 is told it is done).
     crate::spawn::loopback_up()
         .map_err(|e| format!("bringing up the job namespace's loopback: {}", e.desc()))?;
     if rootless {
@@ -959,7 +959,7 @@ pub(crate) struct Attachment {
 }
 
 impl Attachment {
-    /// The job's network namespace (for P1's `setns`): `lo` is up and, for a rootless backend,
+    /// The job's network namespace (for P2's `setns`): `lo` is up and, for a rootless backend,
     /// the unprivileged-port sysctl is written (see [`Network::prepare`]).
     pub fn netns(&self) -> Option<&OwnedFd> {
         self.netns.as_ref()
