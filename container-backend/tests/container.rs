@@ -299,6 +299,55 @@ async fn isolation() {
     );
 }
 
+/// The spawner thread's pid namespace for children, `pid:[inode]` (`/proc/self/task/<tid>/ns/`), of
+/// every `nekton-spawner` thread of this process (one per backend: other tests' too).
+fn spawner_pid_namespaces() -> Vec<String> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "nekton-spawner"
+            && let Ok(ns) = std::fs::read_link(task.path().join("ns/pid_for_children"))
+        {
+            found.push(ns.to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+/// Each job's init is the first process of a pid namespace of its own, forked by the worker's
+/// spawner thread, whose namespace for children is the worker's own again after each fork.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_job_gets_a_pid_namespace_and_the_spawner_returns_to_the_workers() {
+    let env = TestEnv::new();
+    let img = env.busybox("pidns", &[], default_config()).await;
+    let own = std::fs::read_link("/proc/self/ns/pid")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let ran = run(&env, sh(&img, "readlink /proc/self/ns/pid")).await;
+        ran.assert_exited(0);
+        let ns = ran.out().trim_end().to_string();
+        assert!(ns.starts_with("pid:["), "{ns}");
+        assert_ne!(ns, own, "the job runs in the worker's pid namespace");
+        assert!(!seen.contains(&ns), "a namespace used twice: {seen:?} {ns}");
+        seen.push(ns);
+    }
+    // Every spawner thread's children go into the worker's namespace between forks. Another
+    // test's spawner may be between its `unshare` and its `setns` (microseconds) when looked at:
+    // look again then; one that never went back fails.
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = spawner_pid_namespaces();
+        if !last.is_empty() && last.iter().all(|ns| *ns == own) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("spawner threads' pid namespaces for children {last:?}, the worker's {own}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_never_see_each_others_writes() {
     let env = TestEnv::new();
