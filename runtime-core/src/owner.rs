@@ -1,7 +1,8 @@
 //! Owner identity for crash cleanup: "is the process that left this behind still running?"
 //!
 //! Every crash-cleanup path of nekton (container job directories and cgroups, bridge-network
-//! address leases, image-store temp entries, the embedded PostgreSQL's lock files) asks the same
+//! address leases, image-store temp entries, the embedded PostgreSQL's lock files, the Wasm
+//! backend's job-directory pools) asks the same
 //! question about a leftover. A pid alone cannot answer it: pids are recycled (a restarted worker
 //! in a container is often pid 1 again, and a busy host wraps `pid_max`), so `kill(pid, 0)` says
 //! "alive" for a leftover whose owner died long ago. An [`Owner`] is a pid *and* that process's

@@ -18,8 +18,8 @@
 //!
 //! Creating and removing a directory (and mounting and detaching a tmpfs) per job cost more
 //! than running a hello-world job itself (`benches/hello.rs`). So the backend keeps directories
-//! ready in a [`DirPool`] under a private parent (`<scratch>/nekton-wasm-jobs-XXXXXX`, mode
-//! 0700), one list for plain directories and one for tmpfs mounts, at most
+//! ready in a [`DirPool`] under a private parent (`<scratch>/nekton-wasm-jobs-<pid>.<start
+//! time>.XXXXXX`, mode 0700), one list for plain directories and one for tmpfs mounts, at most
 //! [`DirPool::max_idle`] each. When a job ends — after its `Store`, and with it every WASI
 //! handle, is dropped — its directory goes back to the pool **only if it is empty**: the pool
 //! reads it through a descriptor it kept (`getdents64` from offset 0: only `.` and `..`), resets
@@ -45,6 +45,13 @@
 //! a loop device or an XFS project quota (far costlier per job, and need a particular host
 //! filesystem). A tmpfs's pages are RAM: a job holds up to `disk_bytes` of memory besides its
 //! linear memory; an idle pooled tmpfs is empty and holds none.
+//!
+//! A worker that dies without dropping its pool (a crash, `SIGKILL`) leaves the parent behind,
+//! and the tmpfs of each job directory in it still mounted on the host. The parent's name carries
+//! its worker's identity ([`runtime_core::owner::Owner`]: pid and start time), so a pool that
+//! starts in the same scratch directory detaches those mounts and removes the parents whose
+//! worker is gone ([`remove_stale_parents`]); a live worker's, and a name without an owner, it
+//! leaves alone.
 //!
 //! Mounting needs `CAP_SYS_ADMIN` (the worker runs as root in production). Without it (a
 //! developer running the worker as a plain user) the directory is a plain directory on the
@@ -299,6 +306,47 @@ fn warn_uncapped(e: &str) {
     });
 }
 
+/// The start of a pool parent's name, followed by its worker's `<pid>.<start time>.`.
+const PARENT_PREFIX: &str = "nekton-wasm-jobs-";
+
+/// Removes the pool parents under `base` that a worker which is gone left behind (see the
+/// [module docs](self)): each job directory in one is detached first (an idle pool's or a running
+/// job's tmpfs; `EINVAL` for a plain directory), then the parent is removed. Best effort: what
+/// cannot be removed is logged and left.
+fn remove_stale_parents(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PARENT_PREFIX))
+            .and_then(runtime_core::owner::Owner::parse_prefix)
+            .map(|(owner, _)| owner)
+        else {
+            continue;
+        };
+        if owner.is_alive() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let parent = entry.path();
+        if let Ok(jobs) = std::fs::read_dir(&parent) {
+            for job in jobs.flatten() {
+                let _ = umount_detach(&job.path());
+            }
+        }
+        match std::fs::remove_dir_all(&parent) {
+            Ok(()) => tracing::info!(path = %parent.display(), %owner,
+                "removed the wasm job directories of a worker that is gone"),
+            // Another pool starting at the same time removed it first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %parent.display(), error = %e,
+                "cannot remove the wasm job directories of a worker that is gone"),
+        }
+    }
+}
+
 /// Empty job directories kept ready between jobs (see the [module docs](self)).
 pub(crate) struct DirPool {
     /// Idle directories: plain ones, and tmpfs mounts. Declared before `parent` so they are
@@ -322,8 +370,16 @@ impl DirPool {
     /// A pool under `root` (the system temporary directory when `None`) keeping at most
     /// `max_idle` directories of each kind.
     pub(crate) fn new(root: Option<&Path>, max_idle: usize) -> io::Result<Self> {
+        let base = root.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        remove_stale_parents(&base);
+        // `<prefix><pid>.<start time>.` (then tempfile's random part): what a later pool's
+        // cleanup reads. Without /proc the owner is unknown and the name has none.
+        let prefix = match runtime_core::owner::Owner::current() {
+            Ok(owner) => format!("{PARENT_PREFIX}{owner}."),
+            Err(_) => PARENT_PREFIX.to_string(),
+        };
         let mut builder = tempfile::Builder::new();
-        builder.prefix("nekton-wasm-jobs-");
+        builder.prefix(&prefix);
         let parent = match root {
             Some(root) => builder.tempdir_in(root),
             None => builder.tempdir(),
@@ -891,6 +947,64 @@ mod tests {
         assert!(!mounted(&path), "the pool's tmpfs outlives it");
         assert!(!parent.exists());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
+    #[test]
+    fn a_new_pool_removes_what_a_worker_that_is_gone_left_mounted() {
+        assert!(
+            is_root(),
+            "this test needs root (CAP_SYS_ADMIN) to mount a tmpfs; run it as root"
+        );
+        use runtime_core::owner::Owner;
+        let root = tempfile::tempdir().unwrap();
+        let me = Owner::current().unwrap();
+        // A worker that is gone: this pid with a later start time names no running process.
+        let gone = root.path().join(format!(
+            "{PARENT_PREFIX}{}.Ab12Cd",
+            Owner::new(me.pid(), me.start_time() + 1)
+        ));
+        let live = root.path().join(format!("{PARENT_PREFIX}{me}.Ef34Gh"));
+        let unnamed = root.path().join(format!("{PARENT_PREFIX}Ij56Kl"));
+        for parent in [&gone, &live, &unnamed] {
+            std::fs::create_dir_all(parent.join("job-0")).unwrap();
+            std::fs::create_dir_all(parent.join("job-1")).unwrap();
+        }
+        let mounted = gone.join("job-0");
+        assert!(mount_tmpfs(&mounted, 1 << 20, false).unwrap());
+        std::fs::write(mounted.join("left"), b"x").unwrap();
+        std::fs::write(gone.join("job-1/left"), b"x").unwrap();
+        let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let target = mounted.to_str().unwrap().to_string();
+        assert!(mounts().contains(&format!(" {target} ")));
+
+        let pool = DirPool::new(Some(root.path()), 2).unwrap();
+        assert!(
+            !gone.exists(),
+            "the parent of a worker that is gone was left"
+        );
+        assert!(
+            !mounts().contains(&format!(" {target} ")),
+            "its tmpfs is still mounted"
+        );
+        assert!(
+            live.join("job-0").is_dir(),
+            "a live worker's parent was touched"
+        );
+        assert!(
+            unnamed.join("job-0").is_dir(),
+            "a parent without an owner was touched"
+        );
+        // The new pool's own parent names this process, for a later pool's cleanup.
+        let name = pool
+            .parent()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (owner, _) = Owner::parse_prefix(name.strip_prefix(PARENT_PREFIX).unwrap()).unwrap();
+        assert_eq!(owner, me, "{name}");
     }
 
     fn is_root() -> bool {
