@@ -58,8 +58,9 @@ pub struct WasmConfig {
     /// there: cached artifacts are loaded as trusted native code.
     /// Default: `$TMPDIR/nekton-wasm-cache`.
     pub cache_dir: PathBuf,
-    /// Where per-job directories are created: in a private `nekton-wasm-jobs-XXXXXX` directory
-    /// made when the backend starts and removed with it. Each job gets an empty one of its own,
+    /// Where per-job directories are created: in a private `nekton-wasm-jobs-<pid>.<start>.XXXXXX`
+    /// directory made when the backend starts and removed with it (or, if the process is killed,
+    /// by the next backend that starts here). Each job gets an empty one of its own,
     /// preopened at the guest's `/`; one the job left empty is kept for a later job, any other
     /// removed when the job ends (see `jobdir.rs`). `None` means the system temporary directory.
     /// Default: `None`.
