@@ -344,8 +344,8 @@ impl Cgroups {
     }
 
     /// v1: keep up to `cap` emptied job cgroups for later jobs instead of removing them (see
-    /// [`recycle`]). Nothing on v2, where a job's processes are born in a fresh cgroup with
-    /// `clone3(CLONE_INTO_CGROUP)` and its `cpu.stat` and peaks cannot be reset.
+    /// [`recycle`]). Nothing on v2, where a job gets a fresh cgroup: its `cpu.stat` and peaks
+    /// cannot be reset.
     pub fn enable_recycling(&mut self, cap: usize) {
         self.recycler = (self.version == Some(CgroupVersion::V1) && !self.disabled)
             .then(|| recycle::Recycler::new(&self.parents, cap))
