@@ -127,37 +127,15 @@ def main(path):
         p3 = next(iter(children.get(p2, [])), None) if p2 else None
         if p3 is None and p2 is not None:
             # No P1: the spawner's child is the init, its child the job.
-            steps, p2, p3 = STEPS_P2, p1, p2
-            marks = [
-                spawner_clone[-1] if spawner_clone else None,
-                born[p2],
-                first(p2, "syscalls:sys_enter_unshare"),
-                first(p2, "syscalls:sys_enter_openat2"),
-                first(p2, "syscalls:sys_enter_pivot_root"),
-                first(p2, "syscalls:sys_enter_clone"),
-                born[p3],
-                first(p3, "syscalls:sys_enter_setsid"),
-                first(p3, "syscalls:sys_enter_execveat"),
-                nth(p3, "sched:sched_process_exec", 0),
-                first(p2, "sched:sched_process_exec"),
-                nth(p3, "sched:sched_process_exec", 1),
-                first(p3, "sched:sched_process_exit"),
-                first(p2, "sched:sched_process_exit"),
-            ]
-            if None in marks:
-                continue
-            for (name, _), a, b in zip(STEPS_P2, marks, marks[1:]):
-                gaps[name].append(b - a)
-            totals.append(marks[-1] - marks[0])
+            steps, p1, p2, p3 = STEPS_P2, None, p1, p2
+            head = [born[p2], first(p2, "syscalls:sys_enter_unshare")]
+        elif p3 is None:
             continue
-        if p3 is None:
-            continue
-        marks = [
-            spawner_clone[-1] if spawner_clone else None,
-            born[p1],
-            first(p1, "syscalls:sys_enter_unshare"),
-            first(p1, "syscalls:sys_enter_clone"),
-            born[p2],
+        else:
+            steps = STEPS
+            head = [born[p1], first(p1, "syscalls:sys_enter_unshare"),
+                    first(p1, "syscalls:sys_enter_clone"), born[p2]]
+        marks = [spawner_clone[-1] if spawner_clone else None] + head + [
             first(p2, "syscalls:sys_enter_openat2"),
             first(p2, "syscalls:sys_enter_pivot_root"),
             first(p2, "syscalls:sys_enter_clone"),
@@ -169,11 +147,10 @@ def main(path):
             nth(p3, "sched:sched_process_exec", 1),
             first(p3, "sched:sched_process_exit"),
             first(p2, "sched:sched_process_exit"),
-            first(p1, "sched:sched_process_exit"),
-        ]
+        ] + ([first(p1, "sched:sched_process_exit")] if p1 else [])
         if None in marks:
             continue
-        for (name, _), a, b in zip(STEPS, marks, marks[1:]):
+        for (name, _), a, b in zip(steps, marks, marks[1:]):
             gaps[name].append(b - a)
         totals.append(marks[-1] - marks[0])
     if not totals:

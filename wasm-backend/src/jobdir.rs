@@ -895,10 +895,7 @@ mod tests {
     /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
     #[test]
     fn a_disk_cap_is_a_tmpfs_that_refuses_writes_past_it_and_is_reused_only_empty() {
-        assert!(
-            is_root(),
-            "this test needs root (CAP_SYS_ADMIN) to mount a tmpfs; run it as root"
-        );
+        require_root();
         let root = tempfile::tempdir().unwrap();
         let pool = DirPool::new(Some(root.path()), 4).unwrap();
         let dir = pool.take(Some(64 << 10)).unwrap();
@@ -908,11 +905,6 @@ mod tests {
         assert_eq!(std::fs::read(path.join("in/a")).unwrap().len(), 8192);
         let err = std::fs::write(path.join("big"), vec![0u8; 128 << 10]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-        let mounted = |p: &Path| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .unwrap()
-                .contains(&format!(" {} ", p.display()))
-        };
         assert!(mounted(&path), "not mounted");
         // With files: not kept; detached and removed.
         drop(pool.recycle(dir).expect("not empty: not kept"));
@@ -952,10 +944,7 @@ mod tests {
     /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
     #[test]
     fn a_new_pool_removes_what_a_worker_that_is_gone_left_mounted() {
-        assert!(
-            is_root(),
-            "this test needs root (CAP_SYS_ADMIN) to mount a tmpfs; run it as root"
-        );
+        require_root();
         use runtime_core::owner::Owner;
         let root = tempfile::tempdir().unwrap();
         let me = Owner::current().unwrap();
@@ -970,23 +959,18 @@ mod tests {
             std::fs::create_dir_all(parent.join("job-0")).unwrap();
             std::fs::create_dir_all(parent.join("job-1")).unwrap();
         }
-        let mounted = gone.join("job-0");
-        assert!(mount_tmpfs(&mounted, 1 << 20, false).unwrap());
-        std::fs::write(mounted.join("left"), b"x").unwrap();
+        let tmpfs = gone.join("job-0");
+        assert!(mount_tmpfs(&tmpfs, 1 << 20, false).unwrap());
+        std::fs::write(tmpfs.join("left"), b"x").unwrap();
         std::fs::write(gone.join("job-1/left"), b"x").unwrap();
-        let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let target = mounted.to_str().unwrap().to_string();
-        assert!(mounts().contains(&format!(" {target} ")));
+        assert!(mounted(&tmpfs));
 
         let pool = DirPool::new(Some(root.path()), 2).unwrap();
         assert!(
             !gone.exists(),
             "the parent of a worker that is gone was left"
         );
-        assert!(
-            !mounts().contains(&format!(" {target} ")),
-            "its tmpfs is still mounted"
-        );
+        assert!(!mounted(&tmpfs), "its tmpfs is still mounted");
         assert!(
             live.join("job-0").is_dir(),
             "a live worker's parent was touched"
@@ -1007,8 +991,20 @@ mod tests {
         assert_eq!(owner, me, "{name}");
     }
 
-    fn is_root() -> bool {
+    /// The tests that mount a tmpfs need root (CAP_SYS_ADMIN), as the worker has in production.
+    fn require_root() {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
+        let root = unsafe { libc::geteuid() == 0 };
+        assert!(
+            root,
+            "this test needs root (CAP_SYS_ADMIN) to mount a tmpfs; run it as root"
+        );
+    }
+
+    /// Whether something is mounted on `path` (`/proc/self/mountinfo`).
+    fn mounted(path: &Path) -> bool {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", path.display()))
     }
 }
