@@ -177,7 +177,14 @@ pub(crate) struct Spawner {
 impl Spawner {
     pub fn start() -> std::io::Result<Self> {
         // The worker's own pid namespace: the spawner thread goes back to it after each fork.
-        let own_pidns: OwnedFd = std::fs::File::open("/proc/self/ns/pid")?.into();
+        let own_pidns: OwnedFd = std::fs::File::open("/proc/self/ns/pid")
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening /proc/self/ns/pid, the worker's pid namespace ({e}): is /proc mounted?"),
+                )
+            })?
+            .into();
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("nekton-spawner".into())
