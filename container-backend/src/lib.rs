@@ -815,8 +815,8 @@ impl ContainerBackend {
         }
     }
 
-    /// Waits until everything finished jobs left to the background is done: their cgroups
-    /// removed (after the bill is read, off the job's path) and, for bridge jobs, their
+    /// Waits until everything finished jobs left to the background is done: their cgroups and
+    /// job directories removed (after the bill is read, off the job's path) and, for bridge jobs, their
     /// addresses free again ([`settle_network`](Self::settle_network)).
     pub async fn settle(&self) {
         let mut rx = self.shared.removals.subscribe();

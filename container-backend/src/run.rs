@@ -602,7 +602,6 @@ async fn run_planned(
     let mut status_buf = Vec::new();
     let _ = status.read_to_end(&mut status_buf).await;
     let status = Status::decode(&status_buf);
-    let _ = std::fs::remove_dir(&job_dir);
     // Every process of the job is gone (the init reaped): read the bill, then kill anything that
     // escaped the pid namespace (none should) and remove the cgroup.
     let cg_usage = cgroup.usage();
@@ -611,12 +610,15 @@ async fn run_planned(
     // an RCU grace period) runs after the report, in the background; `settle` waits for it, and
     // a worker that exits first leaves the cgroup to its next start's stale-cgroup cleanup.
     // On v1 the cgroup is emptied, reset and kept for a later job instead (`cgroup::recycle`).
+    // The job directory (empty: the job's mount namespace, where the scratch tmpfs was attached
+    // on it, is gone) is removed there too, off the job's path.
     shared.removals.send_modify(|n| *n += 1);
     let removals = shared.removals.clone();
     let job = request.job_id.clone();
     let recycler = shared.cgroups.recycler();
     let tag = shared.tag.clone();
     tokio::spawn(async move {
+        let _ = std::fs::remove_dir(&job_dir);
         if let Err(e) = cgroup.release(recycler, &tag).await {
             tracing::warn!(%job, error = %e, "cannot remove the job's cgroup");
         }

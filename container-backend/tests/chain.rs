@@ -143,6 +143,8 @@ async fn cases_run_concurrently_on_one_base() {
         "{:?}",
         started.elapsed()
     );
+    // Job directories are removed in the background, after the report.
+    env.backend.settle().await;
     let left: Vec<_> = std::fs::read_dir(env.jobs_dir()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }

@@ -581,6 +581,8 @@ async fn no_leftovers_after_many_mixed_jobs() {
     for t in tasks {
         t.await.unwrap();
     }
+    // Job directories are removed in the background, after the report.
+    env.backend.settle().await;
     let left: Vec<_> = std::fs::read_dir(env.jobs_dir()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
     assert!(host_mounts_under(&env.state_dir).is_empty());

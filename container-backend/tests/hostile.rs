@@ -134,16 +134,17 @@ impl Suite {
             Some(false),
             "the honest job's pids limit: {h:?}"
         );
-        self.assert_clean();
+        self.assert_clean().await;
         let after = run(&self.env, self.sh("echo still-working")).await;
         after.assert_exited(0);
         assert_eq!(after.out(), "still-working\n");
         ran
     }
 
-    #[track_caller]
-    fn assert_clean(&mut self) {
+    async fn assert_clean(&mut self) {
         self.host.assert_unaffected();
+        // Job directories are removed in the background, after the report.
+        self.env.backend.settle().await;
         let left: Vec<_> = std::fs::read_dir(self.env.jobs_dir())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -690,7 +691,7 @@ async fn a_gigabyte_of_nul_and_invalid_utf8_is_cut_at_the_cap_and_the_worker_sta
         rss_after.saturating_sub(rss_before) < 128 * 1024,
         "worker RSS {rss_before} KiB -> {rss_after} KiB"
     );
-    s.assert_clean();
+    s.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
