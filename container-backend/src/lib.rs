@@ -231,19 +231,19 @@
 //!   jobs of a range share its uids); the pids cgroup bounds processes.
 //! - The writable layer and `/dev/shm` tmpfs have `nr_inodes` = size / 4 KiB (at least 1024),
 //!   `/dev` 64: an inode flood ends in `ENOSPC`.
-//! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each
-//!   hierarchy (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). The spawner thread
-//!   writes the pid of P2 — which waits for "go" on the lifeline before its cgroup matters —
-//!   into each `cgroup.procs`, so every process of the job is born inside; P2 then unshares the cgroup namespace (the job sees
-//!   `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids (`Limits::pids` or
-//!   `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is enforced on the
-//!   whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
-//!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes
-//!   the verdict `memory_limit` (unless cancelled). The bill (CPU user/system, `memory.peak` /
-//!   `max_usage_in_bytes`, `pids.peak`) is read after the init is reaped, then the cgroup is emptied
-//!   (`cgroup.kill`, or freeze + SIGKILL + thaw on v1) and removed. The writable layer (tmpfs)
-//!   and /dev/shm are charged to the job's memory. A job whose limits this host cannot enforce
-//!   (see [`Preflight`]) is refused with `spec_error`.
+//! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each hierarchy
+//!   (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). The spawner thread writes the pid
+//!   of P2 — which waits for "go" on the lifeline before its cgroup matters — into each
+//!   `cgroup.procs`, so every process of the job is born inside; P2 then unshares the cgroup
+//!   namespace (the job sees `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids
+//!   (`Limits::pids` or `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is
+//!   enforced on the whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
+//!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes the
+//!   verdict `memory_limit` (unless cancelled). The bill (CPU user/system, `memory.peak` /
+//!   `max_usage_in_bytes`, `pids.peak`) is read after the init is reaped, then the cgroup is
+//!   emptied (`cgroup.kill`, or freeze + SIGKILL + thaw on v1) and removed. The writable layer
+//!   (tmpfs) and /dev/shm are charged to the job's memory. A job whose limits this host cannot
+//!   enforce (see [`Preflight`]) is refused with `spec_error`.
 
 mod cgroup;
 mod chain;
@@ -815,8 +815,8 @@ impl ContainerBackend {
         }
     }
 
-    /// Waits until everything finished jobs left to the background is done: their cgroups and
-    /// job directories removed (after the bill is read, off the job's path) and, for bridge jobs, their
+    /// Waits until everything finished jobs left to the background is done: their cgroups and job
+    /// directories removed (after the bill is read, off the job's path) and, for bridge jobs, their
     /// addresses free again ([`settle_network`](Self::settle_network)).
     pub async fn settle(&self) {
         let mut rx = self.shared.removals.subscribe();

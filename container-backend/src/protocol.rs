@@ -1,10 +1,11 @@
 //! The protocol between the worker and the container's processes (P2, the init, forked by the
-//! worker; P3, the job; see the crate docs for the process tree). Everything both sides must
-//! agree on lives here and nowhere else: the descriptor numbers after P2 rearranged them, the
-//! byte on the lifeline, the error report on the error pipe, and the status record P2 (by then the container helper's init) writes when the job's
-//! process has ended. The child side only *encodes* (no allocation needed for the status
-//! record); the worker side only *decodes*, and decoding never panics: a short, long or garbled
-//! message is an error value the worker words as an internal error.
+//! worker; P3, the job; see the crate docs for the process tree). Everything both sides must agree
+//! on lives here and nowhere else: the descriptor numbers after P2 rearranged them, the byte on the
+//! lifeline, the error report on the error pipe, and the status record P2 (by then the container
+//! helper's init) writes when the job's process has ended. The child side only *encodes* (no
+//! allocation needed for the status record); the worker side only *decodes*, and decoding never
+//! panics: a short, long or garbled message is an error value the worker words as an internal
+//! error.
 //!
 //! # The after-fork allocation rule
 //!
@@ -57,9 +58,9 @@ pub(crate) const FD_USERNS: RawFd = 12;
 /// The first descriptor number P2 closes from.
 pub(crate) const FD_FIRST_FREE: RawFd = 13;
 
-/// The worker writes this on the lifeline once P2 is in the job's cgroup: P2 may go on. The helper in
-/// `nekton-init` mode writes the same byte on P3's "ready" pipe once it is the container's
-/// init (`helper/helper.c`, `READY_BYTE`).
+/// The worker writes this on the lifeline once P2 is in the job's cgroup: P2 may go on. The
+/// helper in `nekton-init` mode writes the same byte on P3's "ready" pipe once it is the
+/// container's init (`helper/helper.c`, `READY_BYTE`).
 pub(crate) const LIFELINE_GO: u8 = b'g';
 
 /// Longest message text a child reports (longer texts are cut, at a byte boundary; the worker

@@ -529,7 +529,8 @@ struct Finished {
     ids_start: Option<u32>,
 }
 
-/// A started container: its init (P2) forked, the worker's ends of its pipes registered with the runtime.
+/// A started container: its init (P2) forked, the worker's ends of its pipes registered with the
+/// runtime.
 struct Launched {
     /// Kills and reaps the container if the job's future is dropped.
     guard: Guard,

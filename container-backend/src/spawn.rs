@@ -181,7 +181,10 @@ impl Spawner {
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("opening /proc/self/ns/pid, the worker's pid namespace ({e}): is /proc mounted?"),
+                    format!(
+                        "opening /proc/self/ns/pid, the worker's pid namespace ({e}): is /proc \
+                         mounted?"
+                    ),
                 )
             })?
             .into();
