@@ -31,11 +31,8 @@ LINE = re.compile(r'^\s*(.+?)\s+(\d+)/(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$')
 # CLONE_VM | CLONE_VFORK (counted as "<program> (vfork)").
 FORK_FLAGS = {"clone_flags: 0x01200011": "", "clone_flags: 0x00004111": " (vfork)"}
 
-# Without P1: the spawner thread forks P2 into a new pid namespace and moves it into the job's cgroup.
-STEPS_P2 = [
-    ("P2 born", "the spawner's fork of the worker"),
-    ("P2 unshare", "P2: signals, prctls, the prepared network namespace joined, descriptors"),
-    ("P2 rootfs", "P2: loopback/sysctl if needed, mount propagation, name, umask; first path opened"),
+# From the root filesystem to the job's exit, both trees take the same steps.
+COMMON = [
     ("P2 pivot_root", "P2: scratch, overlay, files, /proc, /sys, /dev, masks"),
     ("P2 clone → P3", "P2: old root detached, hostname, the cgroup's go, cgroup namespace"),
     ("P3 born", "P2 starts P3 (a vfork-style clone sharing P2's memory)"),
@@ -45,6 +42,14 @@ STEPS_P2 = [
     ("P2 exec'd", "P2: exec of the helper as init (the worker's image torn down)"),
     ("P3 exec'd job", "the init's ready byte; nekton-exec execs the job's program"),
     ("P3 exit", "the job runs (`/bin/true`)"),
+]
+
+# Without P1: the spawner thread forks P2 into a new pid namespace and moves it into the job's cgroup.
+STEPS_P2 = [
+    ("P2 born", "the spawner's fork of the worker"),
+    ("P2 unshare", "P2: signals, prctls, the prepared network namespace joined, descriptors"),
+    ("P2 rootfs", "P2: loopback/sysctl if needed, mount propagation, name, umask; first path opened"),
+] + COMMON + [
     ("P2 exit", "the init reaps the job and exits; namespaces torn down"),
 ]
 
@@ -55,19 +60,10 @@ STEPS = [
     ("P1 clone → P2", "P1: mount propagation, lifeline pipe, cgroup.procs opened"),
     ("P2 born", "fork of P1"),
     ("P2 rootfs", "P2: prctls, umask; first path opened"),
-    ("P2 pivot_root", "P2: scratch, overlay, files, /proc, /sys, /dev, masks"),
-    ("P2 clone → P3", "P2: old root detached, hostname, the cgroup's go, cgroup namespace"),
-    ("P3 born", "P2 starts P3 (a vfork-style clone sharing P2's memory)"),
-    ("P3 setsid", "P3 starts its setup"),
-    ("P3 exec → helper", "P3: rlimits, user namespace, capabilities, seccomp"),
-    ("P3 exec'd helper", "exec of the helper (nekton-exec); P2 resumes"),
-    ("P2 exec'd", "P2: exec of the helper as init (the worker's image torn down)"),
-    ("P3 exec'd job", "the init's ready byte; nekton-exec execs the job's program"),
-    ("P3 exit", "the job runs (`/bin/true`)"),
+] + COMMON + [
     ("P2 exit", "the init reaps the job and exits"),
     ("P1 exit", "namespaces torn down; P1 sees P2 end and exits"),
 ]
-
 
 def main(path):
     events = []
