@@ -894,6 +894,10 @@ mod tests {
 
     /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
     #[test]
+    #[cfg_attr(
+        not(feature = "root-tests"),
+        ignore = "root tier: mounts a tmpfs; run with --features root-tests as root (scripts/test.sh does)"
+    )]
     fn a_disk_cap_is_a_tmpfs_that_refuses_writes_past_it_and_is_reused_only_empty() {
         require_root();
         let root = tempfile::tempdir().unwrap();
@@ -943,6 +947,10 @@ mod tests {
 
     /// Needs root (CAP_SYS_ADMIN), as the worker has in production.
     #[test]
+    #[cfg_attr(
+        not(feature = "root-tests"),
+        ignore = "root tier: mounts a tmpfs; run with --features root-tests as root (scripts/test.sh does)"
+    )]
     fn a_new_pool_removes_what_a_worker_that_is_gone_left_mounted() {
         require_root();
         use runtime_core::owner::Owner;
