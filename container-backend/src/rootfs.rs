@@ -452,11 +452,11 @@ fn inodes_for(size: &CStr) -> CString {
     CString::new((bytes / 4096).max(1024).to_string()).unwrap_or_default()
 }
 
-/// Builds the root filesystem and pivots into it. Returns what P3 needs. `join_cgroup` (the wait
+/// Builds the root filesystem and pivots into it. Returns what P3 needs. `enter_cgroup` (the wait
 /// for the job's cgroup and its namespace) is called once: before the cgroup2 mount of a job that
 /// sees its hierarchy, whose root is the caller's cgroup namespace, otherwise after the pivot.
-pub(crate) fn build(spec: &ChildSpec, join_cgroup: impl FnOnce()) -> Result<Prepared> {
-    let mut join_cgroup = Some(join_cgroup);
+pub(crate) fn build(spec: &ChildSpec, enter_cgroup: impl FnOnce()) -> Result<Prepared> {
+    let mut enter_cgroup = Some(enter_cgroup);
     // 1. The job's scratch tmpfs — a detached mount the worker made and still holds (it reads
     //    the run's writable layer after the job, or keeps it as a chain's base) — attached on
     //    the (empty) host directory the worker created. It is attached in this private mount
@@ -650,8 +650,8 @@ pub(crate) fn build(spec: &ChildSpec, join_cgroup: impl FnOnce()) -> Result<Prep
     )?;
     attach(&sysfs, &sys_dir, "/sys")?;
     if spec.cgroup2_mount {
-        if let Some(join) = join_cgroup.take() {
-            join();
+        if let Some(enter) = enter_cgroup.take() {
+            enter();
         }
         // The job's own cgroup, read-only: this process is in the job's cgroup and its cgroup
         // namespace, so the new cgroup2 mount's root is the job's cgroup.
@@ -787,8 +787,8 @@ pub(crate) fn build(spec: &ChildSpec, join_cgroup: impl FnOnce()) -> Result<Prep
             .trim_end(),
     ))
     .map_err(internal("sethostname"))?;
-    if let Some(join) = join_cgroup.take() {
-        join();
+    if let Some(enter) = enter_cgroup.take() {
+        enter();
     }
 
     let mut env = spec.env.clone();

@@ -311,13 +311,19 @@ fn spawn_p2(spec: &ChildSpec, own_pidns: &OwnedFd, lifeline: OwnedFd) -> Result<
 
 /// Whether the process of `pidfd` has exited (its pidfd is readable), without waiting.
 fn exited(pidfd: &OwnedFd) -> bool {
-    let mut fd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
+    poll_now(pidfd.as_raw_fd()) == 1
+}
+
+/// `poll` of `fd` for input without waiting: 1 if it is readable or hung up, 0 if not, -1 on an
+/// error (a system call only: usable in child code).
+fn poll_now(fd: RawFd) -> libc::c_int {
+    let mut pfd = libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: one valid pollfd, no wait.
-    unsafe { libc::poll(&mut fd, 1, 0) == 1 }
+    unsafe { libc::poll(&mut pfd, 1, 0) }
 }
 
 /// Writes `pid` into each `cgroup.procs` file of the job's cgroup (`procs`; v1: one per
@@ -708,13 +714,7 @@ fn p2_main(spec: &ChildSpec) -> ! {
         if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init, again") {
             fail(e);
         }
-        let mut fd = libc::pollfd {
-            fd: FD_LIFELINE,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        if unsafe { libc::poll(&mut fd, 1, 0) } != 0 {
+        if poll_now(FD_LIFELINE) != 0 {
             exit(1);
         }
     }
