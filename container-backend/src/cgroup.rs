@@ -18,10 +18,10 @@
 //!
 //! # Joining without a race, cheaply
 //!
-//! The job's processes are *born* in the cgroup: the worker's spawner thread forks P2 — the
+//! The job's processes are *born* in the cgroup: the worker's spawner thread starts P2 — the
 //! job's init, in a new pid namespace — which sets up its namespaces and builds the root
-//! filesystem meanwhile; the spawner writes P2's pid into each precomputed `cgroup.procs` path and
-//! only then writes "go" on P2's lifeline. P2 waits for it before anything the cgroup matters for
+//! filesystem meanwhile; the spawner's mover thread writes P2's pid into each precomputed
+//! `cgroup.procs` path and only then writes "go" on P2's lifeline. P2 waits for it before anything the cgroup matters for
 //! (before its cgroup namespace and the job's cgroup2 mount, and before it starts the job), then
 //! unshares its cgroup namespace, so the job sees its own cgroup as `/`. Everything the job's
 //! processes do (the job's process and all its descendants, their writes to the writable layer)
@@ -32,9 +32,10 @@
 //! new group and waits for a tick behind other runnable tasks); moving a task from another
 //! process cost ≈ 0.1 ms per hierarchy. Earlier versions forked P2 from a supervisor process P1,
 //! on v2 with `clone3(CLONE_INTO_CGROUP)`; the supervisor is gone (one fork of the worker less
-//! per job, see `load-tests/README.md`), and the worker, a multi-threaded process, cannot
-//! `clone3` a child that may use malloc (glibc's `fork` alone resets its locks in the child), so
-//! v2 moves P2 like v1.
+//! per job, see `load-tests/README.md`), and v2 moves P2 like v1. (P2 now shares the worker's
+//! memory, so a `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` could start it in the
+//! cgroup on v2; `clone3` has no entry function, so it needs a few lines of assembly, and the
+//! input files P2 writes would be charged to the job: not done.)
 //!
 //! # What v2 adds
 //!

@@ -1,16 +1,17 @@
 //! The container helper: what keeps the worker's own binary out of the job's reach
 //! (CVE-2019-5736 and its family).
 //!
-//! P2 and P3 are forks of the worker: until they `execve`, `/proc/<pid>/exe` of each is the
+//! P2 and P3 run on the worker's memory (vfork-style children): until they `execve`,
+//! `/proc/<pid>/exe` of each is the
 //! worker's binary, and so is every `map_files` entry of its text. A job whose program is
 //! `/proc/self/exe`, or a `#!/proc/self/exe` script, or an ELF whose `PT_INTERP` is that path,
 //! would have the kernel resolve the link *during* P3's `execve` — while P3 is still the worker —
 //! and run the worker's binary inside the container, where a job as root could open it through
 //! `/proc/self/exe` and, once it is no longer being executed, overwrite it on the host. The same
-//! holds for `/proc/1/exe` as long as the container's init is a fork of the worker.
+//! holds for `/proc/1/exe` as long as the container's init is still on the worker's image.
 //!
 //! So no process of the container execs anything from the worker's binary, and the two that
-//! are its forks leave it before the job runs:
+//! start on its image leave it before the job runs:
 //! - `helper/helper.c`, a freestanding static executable of a few KiB (no libc, no loader; built
 //!   by `build.rs`), is embedded in the worker and copied **once per backend** into a memfd
 //!   that is then sealed (`F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`) and
@@ -18,8 +19,8 @@
 //!   [`FD_HELPER`](super::protocol::FD_HELPER) (close-on-exec) with the other descriptors.
 //! - **P3**, as its last step (seccomp installed, credentials dropped), `execveat`s the memfd as
 //!   `nekton-exec` ([`exec_argv`]), which waits for the init's "ready" byte on a pipe and only
-//!   then `execve`s the job's program, so the job never runs beside an init that is still a
-//!   fork of the worker. At that `execve` `/proc/self/exe` is the sealed memfd: a job naming it
+//!   then `execve`s the job's program, so the job never runs beside an init that is still on
+//!   the worker's image. At that `execve` `/proc/self/exe` is the sealed memfd: a job naming it
 //!   runs the helper again (which refuses with exit status 127) under the job's own privileges;
 //!   nothing it can open there is writable or the host's.
 //! - **P2**, once P3 has left the worker's image (P3 is a vfork-style child of P2: see
@@ -94,17 +95,60 @@ impl SealedHelper {
     }
 }
 
-/// argv of the container's init: `nekton-init <job pid> <status fd> <ready fd>`.
-pub(crate) fn init_argv(job: libc::pid_t, status_fd: i32, ready_fd: i32) -> Vec<CString> {
-    [
-        "nekton-init".to_string(),
-        job.to_string(),
-        status_fd.to_string(),
-        ready_fd.to_string(),
-    ]
-    .into_iter()
-    .filter_map(|s| CString::new(s).ok())
-    .collect()
+/// Room [`init_argv`] needs: the name and three numbers of up to 11 characters, each with its NUL.
+pub(crate) const INIT_ARGV_BYTES: usize = 12 + 3 * 12;
+
+/// argv of the container's init, `nekton-init <job pid> <status fd> <ready fd>`, written into
+/// `buf` without allocating (P2 builds it on the worker's memory right before its `execve`): the
+/// NULL-terminated array of pointers into `buf`, valid while `buf` is. `None` if it does not fit
+/// (it always does: the room is for the widest `i32`s).
+pub(crate) fn init_argv(
+    buf: &mut [u8; INIT_ARGV_BYTES],
+    job: libc::pid_t,
+    status_fd: i32,
+    ready_fd: i32,
+) -> Option<[*const libc::c_char; 5]> {
+    let mut starts = [0usize; 4];
+    let mut pos = 0;
+    let mut digits = [0u8; 11];
+    for (i, n) in [None, Some(job), Some(status_fd), Some(ready_fd)]
+        .into_iter()
+        .enumerate()
+    {
+        let word: &[u8] = match n {
+            None => b"nekton-init",
+            Some(n) => {
+                // The decimal digits, from the right end of `digits`, and a sign.
+                let mut at = digits.len();
+                let mut v = n.unsigned_abs();
+                loop {
+                    at -= 1;
+                    *digits.get_mut(at)? = b'0' + (v % 10) as u8;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                if n < 0 {
+                    at = at.checked_sub(1)?;
+                    *digits.get_mut(at)? = b'-';
+                }
+                digits.get(at..)?
+            }
+        };
+        starts[i] = pos;
+        buf.get_mut(pos..pos + word.len())?.copy_from_slice(word);
+        *buf.get_mut(pos + word.len())? = 0;
+        pos += word.len() + 1;
+    }
+    let ptr = |at: usize| buf[at..].as_ptr().cast::<libc::c_char>();
+    Some([
+        ptr(starts[0]),
+        ptr(starts[1]),
+        ptr(starts[2]),
+        ptr(starts[3]),
+        std::ptr::null(),
+    ])
 }
 
 /// argv of the job's launcher: `nekton-exec <error fd> <ready fd> <n> <candidates…> <job argv…>`.
@@ -201,6 +245,31 @@ mod tests {
         let mut report = Vec::new();
         err_r.read_to_end(&mut report).unwrap();
         (out.stdout, report, out.status)
+    }
+
+    /// The init's argv, written without allocating: the four words, then the NULL.
+    #[test]
+    fn init_argv_writes_the_words_into_the_buffer() {
+        let words = |job, status, ready| {
+            let mut buf = [0u8; INIT_ARGV_BYTES];
+            let argv = init_argv(&mut buf, job, status, ready).expect("fits");
+            assert!(argv[4].is_null());
+            argv[..4]
+                .iter()
+                .map(|p| {
+                    // SAFETY: pointers to NUL-terminated words of `buf`, which is alive here.
+                    unsafe { std::ffi::CStr::from_ptr(*p) }
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(words(2, 3, 14), ["nekton-init", "2", "3", "14"]);
+        assert_eq!(
+            words(i32::MIN, i32::MAX, 0),
+            ["nekton-init", "-2147483648", "2147483647", "0"]
+        );
     }
 
     #[test]

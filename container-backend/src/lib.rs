@@ -5,12 +5,14 @@
 //!
 //! ```text
 //! worker process
-//!  └─ "nekton-spawner" thread: unshare(pid) for its next child, fork, setns back
-//!      └──► P2 = PID 1 of a new pid ns (PDEATHSIG=SIGKILL, non-dumpable):
+//!  └─ "nekton-spawner" thread: unshare(pid) for its next child,
+//!      │  clone(CLONE_VM|CLONE_VFORK) (waits until P2's execveat), setns back
+//!      └──► P2 = PID 1 of a new pid ns, on the worker's memory (PDEATHSIG=SIGKILL,
+//!            │  non-dumpable): says "started" on its lifeline;
 //!            │  setns(a prepared netns: `netpool`, or a bridge job's);
 //!            │  unshare(mnt, uts, ipc, [net]); / rprivate; builds the rootfs
-//!            │  (meanwhile the spawner thread moves it into the job's cgroup
-//!            │  and writes "go" on its lifeline), pivots, starts P3,
+//!            │  (meanwhile the spawner's "nekton-cgmover" thread moves it into
+//!            │  the job's cgroup and writes "go" on its lifeline), pivots, starts P3,
 //!            │  [rootless: setns(job's userns), root there]
 //!            │  then execveat(helper memfd) = "nekton-init"
 //!            └─ clone(CLONE_VM|CLONE_VFORK) ──► P3 = the job
@@ -33,21 +35,34 @@
 //! The helper ([`helper`] module, `src/helper/helper.c`) is a freestanding static program of a
 //! few KiB, copied once per backend into a sealed, read-only memfd: no process the job can see
 //! is backed by the worker's binary when the job runs (CVE-2019-5736).
-//! - Every fork of the worker happens on **one long-lived thread** (`spawn::Spawner`), because
-//!   `PR_SET_PDEATHSIG` fires when the *forking thread* ends: if the worker dies, P2 gets SIGKILL,
-//!   and P2 being the pid namespace's init, the kernel kills every process of the job. The
-//!   PDEATHSIG race (the worker dying before P2 armed it) is closed by the lifeline pipe: P2
-//!   goes past the root filesystem only on the worker's "go", and reads EOF (or, rootless,
-//!   after re-arming PDEATHSIG, POLLHUP) if the worker is gone; P2 cannot `getppid` across the
-//!   pid namespace. The spawner's `unshare(CLONE_NEWPID)` changes the pid namespace of *its own*
-//!   children only (the namespace for children is per thread), and its `setns` back to the
-//!   worker's namespace right after the fork readies it for the next job.
-//! - Forks are glibc `fork()` (its atfork handlers keep malloc usable in the child). Everything the
-//!   children need — argv, env, paths, the input files — is validated and turned into C strings
-//!   *before* the fork (`run::plan`); child code never returns or unwinds (every path ends in
-//!   `_exit`, errors are written to an error pipe), takes no lock other threads may hold, and
-//!   first moves its descriptors to fixed numbers and closes all others (`close_range`), so no
-//!   worker socket — and no pipe of another job being spawned concurrently — reaches a container.
+//! - Every container is started from **long-lived spawner threads** (`spawn::Spawner`, two per
+//!   backend), because `PR_SET_PDEATHSIG` fires when the *thread* that started the child ends: if
+//!   the worker dies, P2 gets SIGKILL, and P2 being the pid namespace's init, the kernel kills
+//!   every process of the job. The PDEATHSIG race (the worker dying before P2 armed it) is closed
+//!   by the lifeline (a socket pair): P2 goes past the root filesystem only on the worker's "go",
+//!   and reads EOF (or, rootless, after re-arming PDEATHSIG, POLLHUP) if the worker is gone; P2
+//!   cannot `getppid` across the pid namespace. The spawner's `unshare(CLONE_NEWPID)` changes the
+//!   pid namespace of *its own* children only (the namespace for children is per thread), and its
+//!   `setns` back to the worker's namespace right after the clone readies it for the next job.
+//! - **P2 and P3 run on the worker's memory** until their `execve`: P2 is a vfork-style child of
+//!   the spawner thread (`clone(CLONE_VM | CLONE_VFORK)` on a stack mapping of that thread's),
+//!   P3 one of P2. No copy of the worker's address space is made for a container and none is
+//!   torn down at its exec (a fork of the worker and its teardown cost ≈ 0.8 ms of a container's
+//!   start: `load-tests/README.md`, "Containers on the worker's memory"). The rules that makes
+//!   sound (`protocol`, "Child code on the worker's memory"): the starting thread waits in
+//!   `clone`, so the child is the only user of that thread's thread-local state (errno, malloc's
+//!   per-thread cache); whatever the child allocates it frees before `execve` or `_exit`, on
+//!   every path (tested: `tests/heap.rs`); nobody signals it
+//!   before its exec (the worker learns its pid only then), and the OOM killer never picks a
+//!   vfork child that shares its parent's memory — which matters because an OOM kill takes every
+//!   process sharing the victim's memory with it. The worker's memory is non-dumpable from the
+//!   first container on (P2 sets it, and P3's change of ids would), so no process of the job's
+//!   uid can ptrace P3 between its `setresuid` and its `execve`. Everything the children need —
+//!   argv, env, paths, the input files — is validated and turned into C strings *before* the
+//!   clone (`run::plan`); child code never returns or unwinds (every path ends in `_exit`, errors
+//!   are written to an error pipe), and first moves its descriptors to fixed numbers and closes
+//!   all others (`close_range`), so no worker socket — and no pipe of another job being spawned
+//!   concurrently — reaches a container.
 //! - **The worker supervises P2 itself**: it polls a pidfd of P2, kills it with `SIGKILL` (its
 //!   own unreaped child: the pid cannot have been recycled) and reaps it. Because a pid
 //!   namespace's init finishes exiting only after every other process of the namespace is gone,
@@ -55,15 +70,14 @@
 //!   proc, …) is released. Earlier versions had a supervisor process P1 between the worker and
 //!   P2 (it made the pid namespace by `unshare` and forked P2): a second fork of the worker's
 //!   whole address space, and its teardown, per job (`load-tests/README.md`, "A container job
-//!   without P1").
+//!   without P1"); later ones forked P2 (a full copy of the worker's address space).
 //! - **P2**, PID 1 of the job, blocks SIGCHLD and the forwarded signals (TERM, INT, HUP, QUIT,
 //!   USR1, USR2), starts P3, and `execveat`s the helper as `nekton-init` (the mask, its child and
 //!   the status pipe survive the exec). P3 is a vfork-style child (`clone(CLONE_VM |
-//!   CLONE_VFORK)` on a stack of its own, `spawn::spawn_p3`): it shares P2's memory, and P2 is
-//!   suspended, until P3 `execveat`s the helper — so no copy of the worker's address space is
-//!   made for P3 and none is torn down at its exec (a fork and an mm teardown less per job:
-//!   `load-tests/README.md`, "A container job's processes"); P3 has its own descriptor table,
-//!   signal handlers, credentials and filesystem context. The helper's init is non-dumpable
+//!   CLONE_VFORK)` on a stack of its own, `spawn::spawn_p3`): it shares P2's memory — the
+//!   worker's — and P2 is suspended, until P3 `execveat`s the helper (`load-tests/README.md`, "A
+//!   container job's processes"); P3 has its own descriptor table, signal handlers, credentials
+//!   and filesystem context. The helper's init is non-dumpable
 //!   from its first instruction, writes "ready" to P3's `nekton-exec`, forwards those signals
 //!   to P3, reaps every child with `wait4(-1, WNOHANG)` (orphans too), and when P3 has exited
 //!   writes its status and `getrusage(RUSAGE_CHILDREN)` to the status pipe and exits — so no
@@ -77,7 +91,7 @@
 //!   installs the seccomp filters (last) and `execveat`s the helper as `nekton-exec`, which
 //!   waits for the init's "ready" byte (EOF: P2 failed and reported it; exit 127), then
 //!   `execve`s `argv[0]` looked up in the container's `PATH` and reports a failure itself: the
-//!   job's program never runs beside an init that is still a fork of the worker. The
+//!   job's program never runs beside an init that is still on the worker's memory. The
 //!   error pipe is close-on-exec: the worker reads EOF
 //!   with no message ⇒ the job's program is running (the start of its wall time).
 //!
@@ -198,7 +212,7 @@
 //!   any other uid; inheritable and ambient always empty (the fix of CVE-2022-24769: a non-empty
 //!   inheritable set lets file capabilities of the image grant privileges). `no_new_privs` makes
 //!   setuid/setgid files and file capabilities inert.
-//! - P2 is non-dumpable, as a fork of the worker and again as the helper's init (it keeps every
+//! - P2 is non-dumpable, on the worker's memory and again as the helper's init (it keeps every
 //!   capability and no seccomp filter): the job cannot ptrace it or read `/proc/1/mem`. Its
 //!   parent, the worker, is outside the job's pid namespace.
 //! - The worker's binary is out of reach (CVE-2019-5736 family): when the job's program starts,
@@ -232,7 +246,7 @@
 //! - The writable layer and `/dev/shm` tmpfs have `nr_inodes` = size / 4 KiB (at least 1024),
 //!   `/dev` 64: an inode flood ends in `ENOSPC`.
 //! - **cgroups** ([`cgroup`] module): one per job, `<parent>/nekton-jobs/<name>` in each hierarchy
-//!   (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). The spawner thread writes the pid
+//!   (v2, or v1 memory/cpu/cpuacct/pids/freezer on hybrid hosts). The spawner's mover thread writes the pid
 //!   of P2 — which waits for "go" on the lifeline before its cgroup matters — into each
 //!   `cgroup.procs`, so every process of the job is born inside; P2 then unshares the cgroup
 //!   namespace (the job sees `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids

@@ -455,7 +455,10 @@ fn inodes_for(size: &CStr) -> CString {
 /// Builds the root filesystem and pivots into it. Returns what P3 needs. `enter_cgroup` (the wait
 /// for the job's cgroup and its namespace) is called once: before the cgroup2 mount of a job that
 /// sees its hierarchy, whose root is the caller's cgroup namespace, otherwise after the pivot.
-pub(crate) fn build(spec: &ChildSpec, enter_cgroup: impl FnOnce()) -> Result<Prepared> {
+pub(crate) fn build(
+    spec: &ChildSpec,
+    enter_cgroup: impl FnOnce() -> Result<()>,
+) -> Result<Prepared> {
     let mut enter_cgroup = Some(enter_cgroup);
     // 1. The job's scratch tmpfs — a detached mount the worker made and still holds (it reads
     //    the run's writable layer after the job, or keeps it as a chain's base) — attached on
@@ -651,7 +654,7 @@ pub(crate) fn build(spec: &ChildSpec, enter_cgroup: impl FnOnce()) -> Result<Pre
     attach(&sysfs, &sys_dir, "/sys")?;
     if spec.cgroup2_mount {
         if let Some(enter) = enter_cgroup.take() {
-            enter();
+            enter()?;
         }
         // The job's own cgroup, read-only: this process is in the job's cgroup and its cgroup
         // namespace, so the new cgroup2 mount's root is the job's cgroup.
@@ -788,7 +791,7 @@ pub(crate) fn build(spec: &ChildSpec, enter_cgroup: impl FnOnce()) -> Result<Pre
     ))
     .map_err(internal("sethostname"))?;
     if let Some(enter) = enter_cgroup.take() {
-        enter();
+        enter()?;
     }
 
     let mut env = spec.env.clone();

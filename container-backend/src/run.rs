@@ -3,7 +3,7 @@
 //! cancellation, and the verdict.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -235,6 +235,26 @@ pub(crate) fn plan(request: &ExecRequest, config: &ImageConfig) -> Result<Plan, 
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// The lifeline: a close-on-exec stream socket pair (P2's end, the worker's end). P2 says
+/// "started" on it, the worker "go" (see `protocol::FD_LIFELINE`).
+fn lifeline() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors, which are owned below.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two new descriptors this process owns from here on.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn stdin_memfd(data: &[u8]) -> std::io::Result<OwnedFd> {
@@ -803,7 +823,7 @@ async fn launch(
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (errp_r, errp_w) = pipe()?;
-        let (life_r, life_w) = pipe()?;
+        let (life_r, life_w) = lifeline()?;
         // Bigger pipes mean fewer wake-ups for chatty jobs (best effort).
         for fd in [&out_r, &err_r] {
             // SAFETY: fcntl on a descriptor we own.

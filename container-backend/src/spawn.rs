@@ -1,18 +1,16 @@
-//! The spawner thread and the code of the container's two processes (P2 = the container's init,
-//! forked by the spawner thread into a new pid namespace; P3 = the job). See the module docs of
+//! The spawner threads and the code of the container's two processes (P2 = the container's init,
+//! started by a spawner thread into a new pid namespace; P3 = the job). See the module docs of
 //! [`super`] for the process tree (P1, the supervisor of earlier versions, is gone: the worker
 //! supervises P2 itself).
 //!
-//! Child code rules: it never returns (every path ends in `_exit`), never unwinds (no `panic!`,
-//! no `unwrap` — errors are values written to the error pipe), never runs destructors of the
-//! parent's objects, and never takes a lock another worker thread may hold (no `std::env`, no
-//! stdout/stderr printing, no tracing). It may allocate: the fork is glibc's `fork()`, whose
-//! atfork handlers leave malloc usable in the child — which holds only while no
-//! `#[global_allocator]` replaces glibc malloc (see "The after-fork allocation rule" in
-//! [`super::protocol`], enforced by a test). P3 is no fork but a vfork-style child of P2
-//! ([`spawn_p3`]) that runs on P2's memory while P2 is suspended in `clone`: it may allocate
-//! too (P2, single-threaded, holds no allocator lock there, and finds the heap as P3 left it
-//! when it resumes), but must not return into P2's frames — it ends in `execve` or `_exit`.
+//! Child code rules: it never returns (every path ends in `_exit` or `execve`), never unwinds
+//! (no `panic!`, no `unwrap` — errors are values written to the error pipe), never runs
+//! destructors of the parent's objects, and takes no lock it could need another worker thread
+//! to make progress for (no `std::env`, no stdout/stderr printing, no tracing). P2 and P3 run
+//! on the worker's memory (`CLONE_VM | CLONE_VFORK`: P2 as a child of the waiting spawner
+//! thread, P3 of the waiting P2) and may allocate there, under the rules of "Child code on the
+//! worker's memory" in [`super::protocol`]: everything allocated is freed before `execve` or
+//! `_exit`, so a function that ends the process holds nothing allocated when it does.
 //! What crosses a process boundary (descriptor numbers, pipe bytes, the error report, the status
 //! record) is defined in [`super::protocol`].
 //! Every `prctl` and `setrlimit` result is checked: a failure is a [`ChildError`] naming the
@@ -27,7 +25,8 @@ use nix::errno::Errno;
 use super::helper;
 use super::protocol::{
     self, ChildError, ErrorKind, FD_BASE, FD_ERR, FD_FIRST_FREE, FD_HELPER, FD_LIFELINE,
-    FD_SCRATCH, FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, FD_USERNS, LIFELINE_GO, os,
+    FD_SCRATCH, FD_STATUS, FD_STDERR, FD_STDIN, FD_STDOUT, FD_USERNS, LIFELINE_GO,
+    LIFELINE_STARTED, os,
 };
 use super::rootfs;
 use super::sys;
@@ -167,50 +166,165 @@ struct Request {
     reply: tokio::sync::oneshot::Sender<Result<Spawned, String>>,
 }
 
-/// The dedicated, long-lived thread every container is forked from (`PR_SET_PDEATHSIG` is tied
-/// to the forking thread: a short-lived thread would kill its containers when it ends).
+/// What a spawner thread asks its mover thread to do for one P2 (see [`spawn_p2`]).
+struct Move {
+    /// The worker's end of the lifeline: the mover reads P2's [`LIFELINE_STARTED`] on it and
+    /// writes [`LIFELINE_GO`]; dropping it (on a failure) is "no go".
+    lifeline: OwnedFd,
+    /// Where the kernel stores P2's pid in the worker's pid namespace (`CLONE_PARENT_SETTID`),
+    /// before P2 runs.
+    pid: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    procs: Vec<CString>,
+    reply: mpsc::SyncSender<Result<(OwnedFd, OwnedFd), String>>,
+}
+
+/// Long-lived threads every container is started from: [`THREADS`] spawner threads, each with a
+/// mover thread. `PR_SET_PDEATHSIG` is tied to the thread that started the child: a short-lived
+/// thread would kill its containers when it ends.
 pub(crate) struct Spawner {
     tx: Option<mpsc::Sender<Request>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Spawner threads per backend: a spawner thread is busy for the whole of a P2's setup (it waits
+/// in `clone` until P2 has exec'd), so concurrent container starts need more than one.
+const THREADS: usize = 2;
+
+/// P2's stack, above P3's ([`P3_STACK`]) in one mapping per spawner thread, reused by every job:
+/// P2 runs on it from `clone` to its `execve`, P3 from P2's `clone` to its own, never at once.
+const P2_STACK: usize = 2 << 20;
+/// Stack of P3 until its `execve` (see [`spawn_p3`]).
+const P3_STACK: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// The spawner thread's mapping for P2's and P3's stacks: `[guard][P3][guard][P2]`, each guard
+/// page inaccessible, so an overflow faults instead of writing into the worker's memory below.
+struct Stacks {
+    base: *mut libc::c_void,
+}
+
+impl Stacks {
+    const LEN: usize = PAGE + P3_STACK + PAGE + P2_STACK;
+
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: a private anonymous mapping, unmapped in `drop`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stacks = Self { base };
+        for guard in [0, PAGE + P3_STACK] {
+            // SAFETY: a page of the mapping made above.
+            if unsafe { libc::mprotect(stacks.at(guard), PAGE, libc::PROT_NONE) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(stacks)
+    }
+
+    fn at(&self, offset: usize) -> *mut libc::c_void {
+        // SAFETY: callers pass offsets within the mapping (or its end).
+        unsafe { self.base.cast::<u8>().add(offset).cast() }
+    }
+
+    /// The (16-byte aligned) top of P3's stack.
+    fn p3_top(&self) -> *mut libc::c_void {
+        self.at(PAGE + P3_STACK)
+    }
+
+    /// The (16-byte aligned) top of P2's stack.
+    fn p2_top(&self) -> *mut libc::c_void {
+        self.at(Self::LEN)
+    }
+}
+
+// SAFETY: the mapping is plain memory, used only by the one spawner thread it is moved to (and
+// by the P2 and P3 that thread starts while it waits).
+unsafe impl Send for Stacks {}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no P2 or P3 runs on it any more (the spawner thread
+        // that owns it waits in `clone` until they have exec'd or exited).
+        unsafe { libc::munmap(self.base, Self::LEN) };
+    }
 }
 
 impl Spawner {
     pub fn start() -> std::io::Result<Self> {
-        // The worker's own pid namespace: the spawner thread goes back to it after each fork.
-        let own_pidns: OwnedFd = std::fs::File::open("/proc/self/ns/pid")
-            .map_err(|e| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut threads = Vec::with_capacity(2 * THREADS);
+        for _ in 0..THREADS {
+            let (mtx, mrx) = mpsc::channel::<Move>();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("nekton-cgmover".into())
+                    .spawn(move || {
+                        while let Ok(m) = mrx.recv() {
+                            let reply = m.reply.clone();
+                            let _ = reply.send(move_p2(m));
+                        }
+                    })?,
+            );
+            // The worker's own pid namespace: the spawner thread goes back to it after each clone.
+            let own_pidns: OwnedFd = std::fs::File::open("/proc/self/ns/pid")
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "opening /proc/self/ns/pid, the worker's pid namespace ({e}): is \
+                             /proc mounted?"
+                        ),
+                    )
+                })?
+                .into();
+            let stacks = Stacks::new().map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!(
-                        "opening /proc/self/ns/pid, the worker's pid namespace ({e}): is /proc \
-                         mounted?"
-                    ),
+                    format!("mapping the containers' setup stacks ({e})"),
                 )
-            })?
-            .into();
-        let (tx, rx) = mpsc::channel::<Request>();
-        let thread = std::thread::Builder::new()
-            .name("nekton-spawner".into())
-            .spawn(move || {
-                while let Ok(req) = rx.recv() {
-                    let result = spawn_p2(&req.spec, &own_pidns, req.lifeline);
-                    // The worker's copies of the child-side descriptors close here.
-                    drop(req.spec);
-                    if let Err(Ok(spawned)) = req.reply.send(result) {
-                        // The job's task is gone: kill and reap so nothing is left behind.
-                        kill_and_reap(spawned);
-                    }
-                }
             })?;
+            let rx = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("nekton-spawner".into())
+                    .spawn(move || {
+                        loop {
+                            // The lock is held while waiting only: the next request goes to
+                            // whichever spawner thread is free.
+                            let req = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok(req) = req else { break };
+                            let result =
+                                spawn_p2(req.spec, &own_pidns, req.lifeline, &stacks, &mtx);
+                            if let Err(Ok(spawned)) = req.reply.send(result) {
+                                // The job's task is gone: kill and reap so nothing is left behind.
+                                kill_and_reap(spawned);
+                            }
+                        }
+                    })?,
+            );
+        }
         Ok(Self {
             tx: Some(tx),
-            thread: Some(thread),
+            threads,
         })
     }
 
-    /// Forks P2 for `spec` on the spawner thread and puts it into the job's cgroup; `lifeline`
-    /// is the worker's end of the lifeline (returned in [`Spawned`]). The error says which step
-    /// failed.
+    /// Starts P2 for `spec` on a spawner thread, in the job's cgroup; `lifeline` is the worker's
+    /// end of the lifeline (returned in [`Spawned`]). The error says which step failed.
     pub async fn spawn(&self, spec: Box<ChildSpec>, lifeline: OwnedFd) -> Result<Spawned, String> {
         const GONE: &str = "the container spawner thread has ended";
         let (reply, rx) = tokio::sync::oneshot::channel();
@@ -228,7 +342,7 @@ impl Spawner {
 impl Drop for Spawner {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -247,66 +361,159 @@ fn kill_and_reap_pid(pid: libc::pid_t) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
 }
 
-/// Forks P2, the container's init, as the first process of a new pid namespace; while P2 sets
-/// up the namespaces and builds the root filesystem, writes its pid into the job's
-/// `cgroup.procs` and then "go" on the lifeline (P2 waits for it before the job's cgroup matters).
-fn spawn_p2(spec: &ChildSpec, own_pidns: &OwnedFd, lifeline: OwnedFd) -> Result<Spawned, String> {
+/// What P2 starts from: pointers into the worker's memory, which P2 shares until its `execve`
+/// (the spawner thread that owns them waits in `clone` meanwhile).
+struct P2Start<'a> {
+    spec: &'a ChildSpec,
+    p3_stack: *mut libc::c_void,
+}
+
+/// Starts P2, the container's init, as the first process of a new pid namespace: a vfork-style
+/// child of this spawner thread (`CLONE_VM | CLONE_VFORK`) that runs on the worker's memory and
+/// this thread's stack mapping until it has exec'd the helper. No copy of the worker's address
+/// space is made for it and none torn down at its `execve` (the fork it replaces cost about a
+/// millisecond of a container's start). This thread waits in `clone` meanwhile; its mover thread
+/// ([`move_p2`]) puts P2 into the job's cgroup while P2 builds the root filesystem. The rules
+/// P2's code follows on the worker's memory are the module docs'.
+fn spawn_p2(
+    spec: Box<ChildSpec>,
+    own_pidns: &OwnedFd,
+    lifeline: OwnedFd,
+    stacks: &Stacks,
+    mover: &mpsc::Sender<Move>,
+) -> Result<Spawned, String> {
+    use std::sync::atomic::AtomicI32;
+    let pid_slot = std::sync::Arc::new(AtomicI32::new(0));
+    let (reply, moved) = mpsc::sync_channel(1);
+    mover
+        .send(Move {
+            lifeline,
+            pid: pid_slot.clone(),
+            procs: spec.cgroup_procs.clone(),
+            reply,
+        })
+        .map_err(|_| "the container's cgroup mover thread has ended".to_string())?;
     // This thread's next child becomes the init of a new pid namespace. Only this thread's
     // children are affected (the namespace for children is per thread), and only until the
     // `setns` below, which the next job's `unshare` needs as well.
     // SAFETY: unshare with a namespace flag; it changes this thread's namespace for children.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Err(format!(
+    let pid = if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        Err(format!(
             "unshare(CLONE_NEWPID) on the spawner thread: {}",
             Errno::last().desc()
-        ));
-    }
-    // SAFETY: fork in a multi-threaded process: the child only runs `p2_main`, which follows
-    // the child code rules of this module and ends in `_exit` or `execve`.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        p2_main(spec);
-    }
-    let forked = if pid < 0 { Err(Errno::last()) } else { Ok(pid) };
-    // SAFETY: setns with a descriptor this process holds, of its own pid namespace.
-    let restored = if unsafe { libc::setns(own_pidns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-        Err(Errno::last())
+        ))
     } else {
-        Ok(())
+        let start = P2Start {
+            spec: &spec,
+            p3_stack: stacks.p3_top(),
+        };
+        extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `arg` is the `P2Start` on the spawner thread's stack, alive while that
+            // thread waits in `clone`.
+            let start = unsafe { &*(arg as *const P2Start<'_>) };
+            p2_main(start.spec, start.p3_stack)
+        }
+        // SAFETY: P2's stack is P2_STACK bytes of this thread's mapping, unused by anyone else,
+        // growing down from its (16-byte aligned) top; `entry` never returns (p2_main ends in
+        // execve or _exit); this thread waits in `clone` until then (CLONE_VFORK), so the two
+        // never run at once on its stack-independent state (errno, thread-locals, malloc's
+        // per-thread cache); the kernel writes the pid to `pid_slot` before P2 runs.
+        let pid = unsafe {
+            libc::clone(
+                entry,
+                stacks.p2_top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT_SETTID | libc::SIGCHLD,
+                (&start as *const P2Start<'_>).cast_mut().cast(),
+                pid_slot.as_ptr(),
+            )
+        };
+        let forked = if pid < 0 { Err(Errno::last()) } else { Ok(pid) };
+        // SAFETY: setns with a descriptor this process holds, of its own pid namespace.
+        if unsafe { libc::setns(own_pidns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+            // The next job's `unshare` would fail, so this is the spawner thread's last job.
+            let e = Errno::last();
+            if let Ok(pid) = forked {
+                kill_and_reap_pid(pid);
+            }
+            return Err(format!(
+                "setns back to the worker's pid namespace after a clone: {}",
+                e.desc()
+            ));
+        }
+        forked.map_err(|e| format!("clone of the container's init: {}", e.desc()))
     };
-    let pid = forked.map_err(|e| format!("fork of the container's init: {}", e.desc()))?;
-    let abandon = |msg: String| {
-        kill_and_reap_pid(pid);
-        Err(msg)
-    };
-    if let Err(e) = restored {
-        return abandon(format!(
-            "setns back to the worker's pid namespace after a fork: {}",
-            e.desc()
-        ));
+    // P2 has exec'd or exited. The worker's copies of the child-side descriptors close here: if
+    // P2 never said "started", the mover reads EOF instead.
+    drop(spec);
+    let moved = moved
+        .recv()
+        .unwrap_or_else(|_| Err("the container's cgroup mover thread has ended".into()));
+    let pid = pid?;
+    match moved {
+        Ok((pidfd, lifeline)) => Ok(Spawned {
+            pid,
+            pidfd,
+            lifeline,
+        }),
+        Err(e) => {
+            // P2 read "no go" (EOF) and exited: reaped here.
+            kill_and_reap_pid(pid);
+            Err(e)
+        }
     }
-    let pidfd = match sys::pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => return abandon(format!("pidfd_open of the container's init: {}", e.desc())),
+}
+
+/// The mover's part of a start: waits for P2's [`LIFELINE_STARTED`], writes P2's pid into each
+/// `cgroup.procs` of the job's cgroup while P2 builds the root filesystem, then "go". Returns a
+/// pidfd of P2 and the lifeline, or the failed step (the lifeline is dropped then: P2 reads EOF
+/// where it waits for "go" and exits).
+fn move_p2(m: Move) -> Result<(OwnedFd, OwnedFd), String> {
+    let mut b = 0u8;
+    let started = loop {
+        // SAFETY: reading one byte into a local.
+        let r = unsafe { libc::read(m.lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+        if r < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        break r == 1 && b == LIFELINE_STARTED;
     };
-    let spawned = Spawned {
-        pid,
-        pidfd,
-        lifeline,
-    };
+    let pid = m.pid.load(std::sync::atomic::Ordering::SeqCst);
+    if !started || pid <= 0 {
+        return Err("the container's init ended before it started".into());
+    }
+    let pidfd = sys::pidfd_open(pid)
+        .map_err(|e| format!("pidfd_open of the container's init: {}", e.desc()))?;
     // P2 is unreaped (only the job's task reaps it, after this), so its pid is still its own.
-    if let Err(e) = join_cgroup(&spec.cgroup_procs, pid) {
-        if exited(&spawned.pidfd) {
+    if let Err(e) = join_cgroup(&m.procs, pid) {
+        if exited(&pidfd) {
             // P2 failed first (its report is on the error pipe, for the worker to read): that
             // error, not the move's, is the job's.
-            return Ok(spawned);
+            return Ok((pidfd, m.lifeline));
         }
-        return abandon(e);
+        return Err(e);
     }
-    if nix::unistd::write(&spawned.lifeline, &[LIFELINE_GO]) != Ok(1) && !exited(&spawned.pidfd) {
-        return abandon("writing \"go\" on the container's lifeline".into());
+    // SAFETY: one byte from a local; MSG_NOSIGNAL: a gone P2 is an error value, not SIGPIPE.
+    let sent = unsafe {
+        libc::send(
+            m.lifeline.as_raw_fd(),
+            (&LIFELINE_GO as *const u8).cast(),
+            1,
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent != 1 {
+        let e = Errno::last();
+        // EPIPE: P2's end is closed, and the spawner thread holds a copy of it until P2 has
+        // exec'd or exited — P2 has exited (it cannot exec without "go"), its pidfd perhaps not
+        // readable yet. Its report on the error pipe is the job's.
+        if e != Errno::EPIPE && !exited(&pidfd) {
+            return Err(format!(
+                "writing \"go\" on the container's lifeline: {}",
+                e.desc()
+            ));
+        }
     }
-    Ok(spawned)
+    Ok((pidfd, m.lifeline))
 }
 
 /// Whether the process of `pidfd` has exited (its pidfd is readable), without waiting.
@@ -370,7 +577,16 @@ fn write_all_raw(fd: RawFd, mut buf: &[u8]) {
 
 /// Reports `err` on the error pipe and exits with 127.
 fn fail(err: ChildError) -> ! {
-    write_all_raw(FD_ERR, &protocol::encode_error(&err));
+    report_and_exit(FD_ERR, err)
+}
+
+/// Writes `err` to `fd` and exits with 127, freeing the report first: P2 and P3 allocate on the
+/// worker's heap, and what they do not free before `_exit` or `execve` stays allocated there.
+fn report_and_exit(fd: RawFd, err: ChildError) -> ! {
+    let bytes = protocol::encode_error(&err);
+    write_all_raw(fd, &bytes);
+    drop(bytes);
+    drop(err);
     exit(127)
 }
 
@@ -528,8 +744,7 @@ fn enter_userns(step: &'static str) -> Result<(), ChildError> {
 /// Reports a P2 failure that happens before the descriptors are at their fixed numbers.
 fn fail_early(spec: &ChildSpec, err: ChildError) -> ! {
     // The error pipe is still at its original number here.
-    write_all_raw(spec.fds.err_w.as_raw_fd(), &protocol::encode_error(&err));
-    exit(127)
+    report_and_exit(spec.fds.err_w.as_raw_fd(), err)
 }
 
 /// `ip link set lo up` in the current network namespace (child code: one socket, two ioctls).
@@ -558,10 +773,11 @@ pub(crate) fn loopback_up() -> Result<(), Errno> {
     if r != 0 { Err(err) } else { Ok(()) }
 }
 
-/// P2 waits until the worker has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means the
-/// worker is gone: nobody supervises it), then makes a cgroup namespace rooted there (the job
-/// sees its cgroup as `/`).
-fn enter_job_cgroup(lifeline: RawFd) {
+/// P2 waits until the worker has put it into the job's cgroup ([`LIFELINE_GO`]; EOF means "no
+/// go": the move failed, or the worker is gone and nobody supervises it), then makes a cgroup
+/// namespace rooted there (the job sees its cgroup as `/`). An error, not an exit, so the root
+/// filesystem's builder returns and frees what it holds.
+fn enter_job_cgroup(lifeline: RawFd) -> Result<(), ChildError> {
     loop {
         let mut b = 0u8;
         // SAFETY: reading one byte into a local.
@@ -572,20 +788,38 @@ fn enter_job_cgroup(lifeline: RawFd) {
         if r < 0 && Errno::last() == Errno::EINTR {
             continue;
         }
-        exit(1);
+        return Err(ChildError::new(
+            ErrorKind::Internal,
+            "the worker did not put the container into its cgroup (no \"go\" on the lifeline)"
+                .to_string(),
+        ));
     }
     // SAFETY: unshare with a namespace flag only affects this (single-threaded) process.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-        fail(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
+        return Err(os(ErrorKind::Internal, "unshare(cgroup namespace)")(
             Errno::last(),
         ));
     }
+    Ok(())
 }
 
 /// P2, the first process of the job's pid namespace: makes the other namespaces, builds the
-/// root filesystem inside the new mount namespace, then is the job's init.
-fn p2_main(spec: &ChildSpec) -> ! {
+/// root filesystem inside the new mount namespace, starts P3, then is the job's init. It runs on
+/// the worker's memory until its `execve` (see [`spawn_p2`]): what it allocates it frees before
+/// (the setup is [`p2_setup`], whose locals are gone when it returns, and every failure report
+/// frees itself, see [`report_and_exit`]).
+fn p2_main(spec: &ChildSpec, p3_stack: *mut libc::c_void) -> ! {
     reset_signals();
+    // The worker's cgroup mover reads P2's pid once it has this byte.
+    // SAFETY: one byte from a constant; MSG_NOSIGNAL: a worker that is gone is seen at "go".
+    unsafe {
+        libc::send(
+            spec.fds.lifeline_r.as_raw_fd(),
+            (&LIFELINE_STARTED as *const u8).cast(),
+            1,
+            libc::MSG_NOSIGNAL,
+        )
+    };
     // The descriptors are not rearranged yet: the error goes to the error pipe's original
     // number. No `getppid` check closes the race with the worker's death (P2's parent is outside
     // its pid namespace: `getppid` is 0): the lifeline does — P2 goes past the root filesystem
@@ -593,8 +827,9 @@ fn p2_main(spec: &ChildSpec) -> ! {
     if let Err(e) = set_pdeathsig("prctl(PR_SET_PDEATHSIG) of the container's init") {
         fail_early(spec, e);
     }
-    // The job must not ptrace this fork of the worker or read its memory (it never runs before
-    // this process has become the helper, which is non-dumpable too: belt and braces).
+    // No process may ptrace this task or read its memory — the worker's, which it shares until
+    // its `execve` (the flag is the address space's: the worker is non-dumpable from its first
+    // container on, as it would be anyway once P3 changes its ids on the same memory).
     if let Err(e) = prctl(
         libc::PR_SET_DUMPABLE,
         0,
@@ -613,95 +848,16 @@ fn p2_main(spec: &ChildSpec) -> ! {
         }
     }
     if let Err(e) = rearrange_fds(spec) {
-        fail(ChildError::new(
-            ErrorKind::Internal,
-            format!("container setup: moving descriptors: {}", e.desc()),
-        ));
-    }
-    // The pid namespace is this process's already (the spawner forked it into a new one); the
-    // cgroup namespace is made once it is in the job's cgroup.
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
-    // A prepared network namespace was joined above.
-    let flags = if spec.netns.is_some() {
-        flags & !libc::CLONE_NEWNET
-    } else {
-        flags
-    };
-    // SAFETY: unshare with namespace flags only affects this (single-threaded) process.
-    if unsafe { libc::unshare(flags) } != 0 {
         fail(os(
             ErrorKind::Internal,
-            "unshare(mount, uts, ipc, net namespaces)",
-        )(Errno::last()));
-    }
-    if !spec.netns_prepared
-        && let Err(e) = loopback_up()
-    {
-        fail(os(
-            ErrorKind::Internal,
-            "bringing up the job's loopback interface",
+            "container setup: moving descriptors",
         )(e));
     }
-    // Rootless: the job's network namespace is owned by the host's user namespace, so its root
-    // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
-    // namespace instead (Docker's default since 20.10). The file is the current netns's.
-    if spec.ids.is_some()
-        && !spec.netns_prepared
-        && let Err(e) = write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")
-    {
-        fail(os(
-            ErrorKind::Internal,
-            "setting net.ipv4.ip_unprivileged_port_start=0 in the job's network namespace",
-        )(e));
-    }
-    if let Err(e) = sys::make_rprivate() {
-        fail(os(
-            ErrorKind::Internal,
-            "making / private in the job's mount namespace",
-        )(e));
-    }
-    if let Err(e) = prctl(
-        libc::PR_SET_NAME,
-        c"nekton-init".as_ptr() as libc::c_ulong,
-        "prctl(PR_SET_NAME) of the container's init",
-    ) {
-        fail(e);
-    }
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0) };
-    // The job's cgroup: the spawner thread moves this process there while it builds the root
-    // filesystem — the move's write may wait for an RCU grace period, which would otherwise be on
-    // the job's path — and says so on the lifeline ("g"). The builder waits for it where the
-    // cgroup first matters (before the cgroup2 mount of a job that sees its hierarchy, else at
-    // its end); the cgroup namespace is made right after, and nothing forks before it.
-    let prepared = match rootfs::build(spec, || enter_job_cgroup(FD_LIFELINE)) {
-        Ok(p) => p,
+    let (p3, ready_w) = match p2_setup(spec, p3_stack) {
+        Ok(started) => started,
         Err(e) => fail(e),
     };
-
-    // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
-    // signal is lost in between (they stay pending). P3 unblocks them for the job.
-    // SAFETY: sigset manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    // The job's launcher (the helper's `nekton-exec`, which P3 becomes) waits on this pipe until
-    // this process has become the helper's init: the job never runs beside a fork of the worker.
-    let ready = match pipe_above_fixed() {
-        Ok(p) => p,
-        Err(e) => fail(os(ErrorKind::Internal, "pipe (the job's start signal)")(e)),
-    };
-    let p3 = match spawn_p3(spec, &prepared, ready[0]) {
-        Ok(p) => p,
-        Err(e) => fail(os(ErrorKind::Internal, "clone of the job process")(e)),
-    };
-    close(ready[0]);
+    // From here on nothing is allocated: P2 holds no heap memory of the worker's.
     // Rootless: the init is the namespace's root too (host id `start`, capabilities over the
     // job's processes only), never the host's root.
     if spec.ids.is_some() {
@@ -721,15 +877,123 @@ fn p2_main(spec: &ChildSpec) -> ! {
     for fd in [FD_STDOUT, FD_STDERR, FD_STDIN, FD_SCRATCH, FD_BASE] {
         close(fd);
     }
-    become_init(p3, ready[1])
+    become_init(p3, ready_w)
+}
+
+/// P2's setup after its descriptors are in place: the namespaces, the root filesystem, P3
+/// (started, waiting for the init's "ready"). Returns P3's pid and the write end of its "ready"
+/// pipe; everything it allocated is freed by then.
+fn p2_setup(
+    spec: &ChildSpec,
+    p3_stack: *mut libc::c_void,
+) -> Result<(libc::pid_t, RawFd), ChildError> {
+    // The pid namespace is this process's already (the spawner started it in a new one); the
+    // cgroup namespace is made once it is in the job's cgroup.
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    // A prepared network namespace was joined above.
+    let flags = if spec.netns.is_some() {
+        flags & !libc::CLONE_NEWNET
+    } else {
+        flags
+    };
+    // SAFETY: unshare with namespace flags only affects this process (it shares no `fs` or
+    // descriptor table with the worker: no CLONE_FS, no CLONE_FILES).
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(os(
+            ErrorKind::Internal,
+            "unshare(mount, uts, ipc, net namespaces)",
+        )(Errno::last()));
+    }
+    if !spec.netns_prepared {
+        loopback_up().map_err(os(
+            ErrorKind::Internal,
+            "bringing up the job's loopback interface",
+        ))?;
+    }
+    // Rootless: the job's network namespace is owned by the host's user namespace, so its root
+    // has no CAP_NET_BIND_SERVICE there; ports below 1024 are opened to every uid of this
+    // namespace instead (Docker's default since 20.10). The file is the current netns's.
+    if spec.ids.is_some() && !spec.netns_prepared {
+        write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(os(
+            ErrorKind::Internal,
+            "setting net.ipv4.ip_unprivileged_port_start=0 in the job's network namespace",
+        ))?;
+    }
+    sys::make_rprivate().map_err(os(
+        ErrorKind::Internal,
+        "making / private in the job's mount namespace",
+    ))?;
+    prctl(
+        libc::PR_SET_NAME,
+        c"nekton-init".as_ptr() as libc::c_ulong,
+        "prctl(PR_SET_NAME) of the container's init",
+    )?;
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+    // The job's cgroup: the worker's mover thread moves this process there while it builds the
+    // root filesystem — the move's write may wait for an RCU grace period, which would otherwise
+    // be on the job's path — and says so on the lifeline ("g"). The builder waits for it where
+    // the cgroup first matters (before the cgroup2 mount of a job that sees its hierarchy, else
+    // at its end); the cgroup namespace is made right after, and nothing forks before it.
+    let prepared = rootfs::build(spec, || enter_job_cgroup(FD_LIFELINE))?;
+
+    // Blocked before P3 exists, kept across the exec into the helper: no SIGCHLD or forwarded
+    // signal is lost in between (they stay pending). P3 unblocks them for the job.
+    // SAFETY: sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // The job's launcher (the helper's `nekton-exec`, which P3 becomes) waits on this pipe until
+    // this process has become the helper's init: the job never runs beside a task on the
+    // worker's memory.
+    let ready =
+        pipe_above_fixed().map_err(os(ErrorKind::Internal, "pipe (the job's start signal)"))?;
+    // P3's `execveat` arguments, built here and freed once P3 has exec'd (P3 allocates nothing it
+    // would leave behind on the worker's heap).
+    let strings = helper::exec_argv(FD_ERR, ready[0], &spec.exec_candidates, &spec.argv);
+    let plan = ExecPlan {
+        argv: nul_terminated(&strings),
+        envp: nul_terminated(&prepared.env),
+    };
+    let p3 = spawn_p3(spec, &prepared, &plan, ready[0], p3_stack)
+        .map_err(os(ErrorKind::Internal, "clone of the job process"))?;
+    close(ready[0]);
+    Ok((p3, ready[1]))
+}
+
+/// The NULL-terminated array of `v`'s pointers, for `execve` (valid while `v` is).
+fn nul_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// NULL-terminated `argv` and `envp` arrays for an `execveat` of the helper.
+struct ExecPlan {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
 }
 
 /// P2 leaves the worker's binary: `execveat` of the helper as `nekton-init` (the blocked
 /// signals, the children and the two descriptors it needs stay; everything else is
-/// close-on-exec). Only returns on failure, reported on the error pipe (still open here).
+/// close-on-exec). Its arguments are on the stack: nothing allocated is left on the worker's
+/// heap. Only returns on failure, reported on the error pipe (still open here).
 fn become_init(p3: libc::pid_t, ready_w: RawFd) -> ! {
-    let argv = helper::init_argv(p3, FD_STATUS, ready_w);
     let step = "exec of the container's init helper (a sealed memfd)";
+    let mut buf = [0u8; helper::INIT_ARGV_BYTES];
+    let Some(argv) = helper::init_argv(&mut buf, p3, FD_STATUS, ready_w) else {
+        fail(ChildError::new(
+            ErrorKind::Internal,
+            format!("{step}: its arguments do not fit"),
+        ))
+    };
     if let Err(e) = sys::close_range_from(3, sys::CLOSE_RANGE_CLOEXEC) {
         fail(os(ErrorKind::Internal, step)(e));
     }
@@ -739,19 +1003,16 @@ fn become_init(p3: libc::pid_t, ready_w: RawFd) -> ! {
             fail(os(ErrorKind::Internal, step)(Errno::last()));
         }
     }
-    exec_helper(&argv, &[], step)
+    exec_helper(&argv, &[std::ptr::null()], step)
 }
 
-/// `execveat` of the sealed helper at [`FD_HELPER`] with `argv` and `env`; only returns on
-/// failure, which it reports on the error pipe as `step`.
-fn exec_helper(argv: &[CString], env: &[CString], step: &'static str) -> ! {
-    let nul_terminated = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect()
-    };
-    let (argv, envp) = (nul_terminated(argv), nul_terminated(env));
+/// `execveat` of the sealed helper at [`FD_HELPER`] with the NULL-terminated `argv` and `envp`;
+/// only returns on failure, which it reports on the error pipe as `step`.
+fn exec_helper(
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    step: &'static str,
+) -> ! {
     // SAFETY: argv and envp are NULL-terminated arrays of valid C strings that outlive the call;
     // on success this process image is replaced.
     unsafe {
@@ -773,79 +1034,57 @@ pub(crate) struct Prepared {
     pub env: Vec<CString>,
 }
 
-/// Stack of P3 until its `execve` (P3 shares P2's memory until then; see [`spawn_p3`]).
-const P3_STACK: usize = 1 << 20;
-
 /// What P3 starts from: pointers into P2's memory, which P3 shares (P2 is suspended meanwhile).
 struct P3Start<'a> {
     spec: &'a ChildSpec,
     prepared: &'a Prepared,
+    plan: &'a ExecPlan,
     ready: RawFd,
 }
 
-/// Starts P3 as a vfork-style child of P2 (`CLONE_VM | CLONE_VFORK`, its own stack): no copy of
-/// the worker's address space is made for it, and none torn down at its `execve` — a fork and an
-/// exit of the worker's whole image less per job. P2 is suspended until P3 has exec'd the
-/// helper (or exited), so the two never run at once in the one address space; P3 has its own
-/// descriptor table, signal handlers, credentials and filesystem context (no `CLONE_FILES`,
-/// `CLONE_SIGHAND`, `CLONE_FS`), so nothing it changes in those reaches P2. Its pid, or the
-/// error of `clone`.
-fn spawn_p3(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> Result<libc::pid_t, Errno> {
-    // SAFETY: a private anonymous mapping; unmapped below once P3 no longer uses it (P2 resumes
-    // only after P3's execve or exit).
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            P3_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    // A guard page at the bottom: an overflow faults instead of writing into P2's memory below.
-    // SAFETY: the first page of the mapping made above.
-    if unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) } != 0 {
-        let err = Errno::last();
-        // SAFETY: the mapping made above, not used by anyone.
-        unsafe { libc::munmap(stack, P3_STACK) };
-        return Err(err);
-    }
+/// Starts P3 as a vfork-style child of P2 (`CLONE_VM | CLONE_VFORK`) on `stack` (the top of
+/// [`P3_STACK`] bytes the spawner thread mapped): like P2, it runs on the worker's memory until
+/// its `execve`. P2 is suspended until P3 has exec'd the helper (or exited), so the two never
+/// run at once; P3 has its own descriptor table, signal handlers, credentials and filesystem
+/// context (no `CLONE_FILES`, `CLONE_SIGHAND`, `CLONE_FS`), so nothing it changes in those
+/// reaches P2. Its pid, or the error of `clone`.
+fn spawn_p3(
+    spec: &ChildSpec,
+    prepared: &Prepared,
+    plan: &ExecPlan,
+    ready: RawFd,
+    stack: *mut libc::c_void,
+) -> Result<libc::pid_t, Errno> {
     let start = P3Start {
         spec,
         prepared,
+        plan,
         ready,
     };
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `P3Start` on P2's stack, alive while P2 waits in `clone`.
         let start = unsafe { &*(arg as *const P3Start<'_>) };
-        p3_main(start.spec, start.prepared, start.ready)
+        p3_main(start.spec, start.prepared, start.plan, start.ready)
     }
-    // SAFETY: the stack is P3_STACK bytes of writable memory and grows down from its (16-byte
-    // aligned) end; `entry` never returns (p3_main ends in execve or _exit); P2 is
-    // single-threaded and holds no lock while it waits in `clone` (CLONE_VFORK).
+    // SAFETY: the stack is P3_STACK bytes of writable memory nobody else uses while P3 runs,
+    // growing down from its (16-byte aligned) top; `entry` never returns (p3_main ends in execve
+    // or _exit); P2 is single-threaded and waits in `clone` until P3 has exec'd (CLONE_VFORK).
     let pid = unsafe {
         libc::clone(
             entry,
-            stack.cast::<u8>().add(P3_STACK).cast(),
+            stack,
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&start as *const P3Start<'_>).cast_mut().cast(),
         )
     };
-    let err = Errno::last();
-    // SAFETY: the mapping made above; P3 has exec'd or exited.
-    unsafe { libc::munmap(stack, P3_STACK) };
-    if pid < 0 { Err(err) } else { Ok(pid) }
+    if pid < 0 { Err(Errno::last()) } else { Ok(pid) }
 }
 
 /// P3: the job. Never returns: `execve` of the helper (which runs the job's program once the init
 /// is ready) or `_exit(127)` with a message on the error pipe.
-fn p3_main(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
+fn p3_main(spec: &ChildSpec, prepared: &Prepared, plan: &ExecPlan, ready: RawFd) -> ! {
     match p3_setup(spec, prepared) {
-        Ok(()) => exec(spec, prepared, ready),
+        Ok(()) => exec(plan, ready),
         Err(e) => fail(e),
     }
 }
@@ -953,8 +1192,7 @@ fn p3_setup(spec: &ChildSpec, prepared: &Prepared) -> Result<(), ChildError> {
 /// candidate that runs and reports a failure on the error pipe itself (see
 /// [`super::helper`]); at the job's `execve`, `/proc/self/exe` is the sealed memfd, never the
 /// worker's binary.
-fn exec(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
-    let argv = helper::exec_argv(FD_ERR, ready, &spec.exec_candidates, &spec.argv);
+fn exec(plan: &ExecPlan, ready: RawFd) -> ! {
     let step = "exec of the job's launcher (the container helper's sealed memfd)";
     // The helper makes the error pipe close-on-exec again before it execs the job's program, and
     // closes the ready pipe once it has read the init's byte.
@@ -964,7 +1202,7 @@ fn exec(spec: &ChildSpec, prepared: &Prepared, ready: RawFd) -> ! {
             fail(os(ErrorKind::Internal, step)(Errno::last()));
         }
     }
-    exec_helper(&argv, &prepared.env, step)
+    exec_helper(&plan.argv, &plan.envp, step)
 }
 
 #[cfg(test)]

@@ -85,24 +85,6 @@ async fn image_entrypoint_cmd_and_overrides() {
     );
 }
 
-fn users_layer() -> Vec<u8> {
-    TarBuilder::new()
-        .dir("etc/", 0o755)
-        .file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1300:App:/home/app:/bin/sh\n",
-            0o644,
-        )
-        .file(
-            "etc/group",
-            b"root:x:0:\napp:x:1300:\nextra:x:1400:app\n",
-            0o644,
-        )
-        .dir("home/", 0o755)
-        .dir("home/app/", 0o755)
-        .finish()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn env_workdir_and_user() {
     let env = TestEnv::new();
@@ -300,7 +282,7 @@ async fn isolation() {
 }
 
 /// The spawner thread's pid namespace for children, `pid:[inode]` (`/proc/self/task/<tid>/ns/`), of
-/// every `nekton-spawner` thread of this process (one per backend: other tests' too).
+/// every `nekton-spawner` thread of this process (two per backend: other tests' too).
 fn spawner_pid_namespaces() -> Vec<String> {
     let mut found = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -314,8 +296,8 @@ fn spawner_pid_namespaces() -> Vec<String> {
     found
 }
 
-/// Each job's init is the first process of a pid namespace of its own, forked by the worker's
-/// spawner thread, whose namespace for children is the worker's own again after each fork.
+/// Each job's init is the first process of a pid namespace of its own, started by one of the
+/// worker's spawner threads, whose namespace for children is the worker's own again after each.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_job_gets_a_pid_namespace_and_the_spawner_returns_to_the_workers() {
     let env = TestEnv::new();
@@ -334,7 +316,7 @@ async fn each_job_gets_a_pid_namespace_and_the_spawner_returns_to_the_workers() 
         assert!(!seen.contains(&ns), "a namespace used twice: {seen:?} {ns}");
         seen.push(ns);
     }
-    // Every spawner thread's children go into the worker's namespace between forks. Another
+    // Every spawner thread's children go into the worker's namespace between containers. Another
     // test's spawner may be between its `unshare` and its `setns` (microseconds) when looked at:
     // look again then; one that never went back fails.
     let mut last = Vec::new();

@@ -355,3 +355,23 @@ pub fn ppid_of(pid: i32) -> i32 {
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A layer with `/etc/passwd` (root; `app`, uid 1234, gid 1300, home `/home/app`) and
+/// `/etc/group` (`app` 1300; `extra` 1400 with `app` as a member).
+pub fn users_layer() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("etc/", 0o755)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:1300:App:/home/app:/bin/sh\n",
+            0o644,
+        )
+        .file(
+            "etc/group",
+            b"root:x:0:\napp:x:1300:\nextra:x:1400:app\n",
+            0o644,
+        )
+        .dir("home/", 0o755)
+        .dir("home/app/", 0o755)
+        .finish()
+}
