@@ -1,6 +1,6 @@
 //! The worker side of one container job: planning (argv, env, user, paths — all validated and
-//! turned into C strings before any fork), the pipes, the spawn request, live output, limits,
-//! cancellation, and the verdict.
+//! turned into C strings before the init is started), the pipes, the spawn request, live output,
+//! limits, cancellation, and the verdict.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -549,7 +549,7 @@ struct Finished {
     ids_start: Option<u32>,
 }
 
-/// A started container: its init (P2) forked, the worker's ends of its pipes registered with the
+/// A started container: its init (P2) started, the worker's ends of its pipes registered with the
 /// runtime.
 struct Launched {
     /// Kills and reaps the container if the job's future is dropped.
@@ -657,7 +657,7 @@ async fn run_planned(
     if let Ok(s) = &status {
         // Fallback only: the cgroup's figures cover every process of the job. ru_maxrss is
         // never used: it survives execve (the kernel folds the old mm's high-water mark into
-        // the process's maxrss), so it would report the RSS of the worker's fork image.
+        // the process's maxrss), so it would report the RSS of the worker it ran on.
         usage.cpu_user = s.user;
         usage.cpu_system = s.system;
         usage.disk_used_bytes = Some(s.disk_used_bytes);
@@ -686,7 +686,7 @@ async fn run_planned(
 }
 
 /// Prepares everything the children need (paths, pipes, the network namespace, the cgroup, the
-/// job directory) and forks the container's init. An error is the job's report.
+/// job directory) and starts the container's init. An error is the job's report.
 async fn launch(
     shared: &Shared,
     request: &ExecRequest,
@@ -854,7 +854,7 @@ async fn launch(
         .cpu_time
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
         .map(|s| s.max(1));
-    // Bridge jobs: a network namespace with eth0 on the bridge, complete before the fork.
+    // Bridge jobs: a network namespace with eth0 on the bridge, complete before the init starts.
     let allow = request.container.network_allow.as_deref();
     if let Some(allow) = allow {
         if request.container.network != NetworkMode::Bridge {

@@ -430,7 +430,8 @@ fn spawn_p2(
         let forked = if pid < 0 { Err(Errno::last()) } else { Ok(pid) };
         // SAFETY: setns with a descriptor this process holds, of its own pid namespace.
         if unsafe { libc::setns(own_pidns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
-            // The next job's `unshare` would fail, so this is the spawner thread's last job.
+            // This thread's next `unshare` would fail: its children's namespace is not the
+            // worker's.
             let e = Errno::last();
             if let Ok(pid) = forked {
                 kill_and_reap_pid(pid);
