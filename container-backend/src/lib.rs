@@ -253,7 +253,9 @@
 //!   (`Limits::pids` or `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is
 //!   enforced on the whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
 //!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes the
-//!   verdict `memory_limit` (unless cancelled). The bill (CPU user/system, `memory.peak` /
+//!   verdict `memory_limit` (unless cancelled), and so does a start that failed with the memory
+//!   peak at the limit (an allocation refused there: the init and job process are not OOM-killed
+//!   while on the worker's memory). The bill (CPU user/system, `memory.peak` /
 //!   `max_usage_in_bytes`, `pids.peak`) is read after the init is reaped, then the cgroup is
 //!   emptied (`cgroup.kill`, or freeze + SIGKILL + thaw on v1) and removed. The writable layer
 //!   (tmpfs) and /dev/shm are charged to the job's memory. A job whose limits this host cannot

@@ -676,6 +676,7 @@ async fn run_planned(
         cpu_limit: request.limits.cpu_time,
         memory_limit: request.limits.memory_bytes,
         oom_kills: cg_usage.oom_kills,
+        memory_peak: cg_usage.memory_peak,
     });
     let finished = scratch.map(|scratch| Finished {
         scratch,

@@ -16,6 +16,12 @@
 //!    the kernel's tick-based check), else `Signaled`; an exit is `Exited`.
 //! 5. No status record: the init ended without reporting (an internal error).
 //!
+//! An internal error (4's missing status record, or 3's internal setup error) of a job whose
+//! memory peak reached its limit is `memory_limit`: an allocation of the container's start was
+//! refused at the limit. The init and the job's process are never OOM-killed while they run on
+//! the worker's memory (the kernel skips vfork children), so such a start fails without an OOM
+//! kill to count.
+//!
 //! Whatever the reason, the job's exit code or signal is kept alongside it when known (a setup
 //! spec error's exit 127 is not reported: the job never ran).
 
@@ -81,6 +87,8 @@ pub(crate) struct Facts<'a> {
     pub memory_limit: u64,
     /// Processes of the job the kernel OOM-killed (the cgroup's count).
     pub oom_kills: u64,
+    /// The cgroup's memory high-water mark in bytes, when known.
+    pub memory_peak: Option<u64>,
 }
 
 fn setup_error(msg: &[u8]) -> Outcome {
@@ -171,6 +179,18 @@ pub(crate) fn verdict(facts: &Facts<'_>) -> Outcome {
             "memory limit of {} bytes exceeded: the kernel OOM-killed {} process(es) of the job",
             facts.memory_limit, facts.oom_kills
         ));
+    } else if outcome.reason == OutcomeReason::InternalError
+        && facts
+            .memory_peak
+            .is_some_and(|peak| peak >= facts.memory_limit)
+    {
+        outcome.reason = OutcomeReason::MemoryLimit;
+        outcome.detail = Some(format!(
+            "memory limit of {} bytes reached while the container started: the kernel refused an \
+             allocation of its setup ({})",
+            facts.memory_limit,
+            outcome.detail.as_deref().unwrap_or("no detail")
+        ));
     }
     outcome
 }
@@ -200,6 +220,7 @@ mod tests {
             cpu_limit: None,
             memory_limit: 64 << 20,
             oom_kills: 0,
+            memory_peak: None,
         }
     }
 
@@ -455,6 +476,51 @@ mod tests {
         let o = verdict(&facts(Err(StatusError::Length(5))));
         assert_eq!(o.reason, OutcomeReason::InternalError);
         assert!(o.detail.unwrap().contains("5 bytes"));
+    }
+
+    /// A start that failed at the memory limit without an OOM kill (the init and the job's
+    /// process are never picked while on the worker's memory): an internal error with the peak
+    /// at the limit is `memory_limit`; below the limit, or another reason, it stays what it was.
+    #[test]
+    fn an_internal_error_at_the_memory_limit_is_memory_limit() {
+        let no_status = || facts(Err(StatusError::Length(0)));
+        let at = |peak, f: Facts<'static>| Facts {
+            memory_peak: Some(peak),
+            ..f
+        };
+        let o = verdict(&at(64 << 20, no_status()));
+        assert_eq!(o.reason, OutcomeReason::MemoryLimit, "{o:?}");
+        assert_eq!(
+            o.detail.as_deref(),
+            Some(
+                "memory limit of 67108864 bytes reached while the container started: the \
+                 kernel refused an allocation of its setup (the container's init ended without \
+                 reporting the job's status)"
+            )
+        );
+        let report = encode_error(&ChildError::new(ErrorKind::Internal, "clone: ENOMEM"));
+        let f = Facts {
+            error_report: Box::leak(report.into_boxed_slice()),
+            ..no_status()
+        };
+        assert_eq!(verdict(&at(64 << 20, f)).reason, OutcomeReason::MemoryLimit);
+        // Below the limit, or unknown: still the internal error.
+        assert_eq!(
+            verdict(&at((64 << 20) - 4096, no_status())).reason,
+            OutcomeReason::InternalError
+        );
+        assert_eq!(verdict(&no_status()).reason, OutcomeReason::InternalError);
+        // Another reason at the limit (a job that exited, a spec error) is left alone.
+        assert_eq!(
+            verdict(&at(64 << 20, facts(status(Exit::Code(0), SEC)))).reason,
+            OutcomeReason::Exited
+        );
+        let spec = encode_error(&ChildError::new(ErrorKind::Spec, "no such user"));
+        let f = Facts {
+            error_report: Box::leak(spec.into_boxed_slice()),
+            ..no_status()
+        };
+        assert_eq!(verdict(&at(64 << 20, f)).reason, OutcomeReason::SpecError);
     }
 
     #[test]

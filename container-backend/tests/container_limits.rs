@@ -244,6 +244,32 @@ async fn memory_bombs_end_as_memory_limit() {
     );
 }
 
+/// The smallest memory limit the API takes (64 KiB) does not fit a job's start. The container's
+/// init and job process start on the worker's memory, in the job's cgroup: an OOM kill of a
+/// task takes every process sharing its memory with it, so one of them picked would take the
+/// worker. The kernel never picks a vfork child whose parent shares its memory: the job ends as
+/// `memory_limit` (OOM-killed after its exec, or its start refused an allocation at the limit),
+/// and the worker (this test) runs the next job.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smallest_memory_limit_fails_the_job_not_the_worker() {
+    let env = TestEnv::new();
+    let img = image(&env, "tiny").await;
+    for _ in 0..5 {
+        let mut r = sh(&img, "echo started");
+        r.limits.memory_bytes = 64 << 10;
+        let ran = run(&env, r).await;
+        assert_eq!(
+            ran.report.outcome.reason,
+            OutcomeReason::MemoryLimit,
+            "{ran:?}"
+        );
+        assert_eq!(ran.out(), "", "{ran:?}");
+    }
+    let ran = run(&env, sh(&img, "echo still here")).await;
+    ran.assert_exited(0);
+    assert_eq!(ran.out(), "still here\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_peak_is_the_jobs() {
     let env = TestEnv::new();
