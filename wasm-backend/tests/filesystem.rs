@@ -1,29 +1,11 @@
 //! The job's filesystem as WASI programs expect it: one read-write preopen at `/` (fd 3) holding
-//! the job's files, gone after the job, closed to the host (`..`, absolute paths, symlinks), and
-//! capped at `limits.disk_bytes` (a tmpfs; these tests run as root, as the worker does).
+//! the job's files, gone after the job, and closed to the host (`..`, absolute paths, symlinks).
+//! The cap at `limits.disk_bytes` (a tmpfs, which needs root to mount) is `filesystem_root.rs`'s.
 
 mod common;
 
 use common::*;
 use runtime_core::{Outcome, OutcomeReason};
-
-/// ENOSPC in WASI preview 1.
-const WASI_ENOSPC: i32 = 51;
-
-fn scratch_backend(
-    store: std::sync::Arc<MapStore>,
-) -> (
-    wasm_backend::WasmBackend,
-    tempfile::TempDir,
-    tempfile::TempDir,
-) {
-    let scratch = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let mut config = common::config(cache.path());
-    config.scratch_dir = Some(scratch.path().to_path_buf());
-    let backend = wasm_backend::WasmBackend::new(config, store).unwrap();
-    (backend, scratch, cache)
-}
 
 /// Prints the name of preopen fd 3 and exits with the errno of `fd_prestat_get(4)`.
 const PRESTATS: &str = r#"
@@ -93,38 +75,6 @@ async fn a_module_that_cannot_use_a_preopen_gets_none_without_files() {
     assert_no_job_files(scratch.path());
 }
 
-/// Creates `{path}` under fd 3 (O_CREAT|O_EXCL when `excl`), writes `{chunks}` times 4096 bytes,
-/// and exits 0, or with the errno of the first failing call.
-fn writer(path: &str, chunks: u32, excl: bool) -> Vec<u8> {
-    let oflags = if excl { 1 | 4 } else { 1 };
-    wat(&format!(
-        r#"
-(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "path_open"
-    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 512) "{path}")
-  (func (export "_start") (local $err i32) (local $fd i32) (local $n i32)
-    (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
-      (i32.const {oflags}) (i64.const 0x1fffffff) (i64.const 0) (i32.const 0) (i32.const 2000)))
-    (if (local.get $err) (then (call $proc_exit (local.get $err))))
-    (local.set $fd (i32.load (i32.const 2000)))
-    (block $done
-      (loop $again
-        (br_if $done (i32.ge_u (local.get $n) (i32.const {chunks})))
-        (i32.store (i32.const 0) (i32.const 8192))
-        (i32.store (i32.const 4) (i32.const 4096))
-        (local.set $err (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
-        (if (local.get $err) (then (call $proc_exit (local.get $err))))
-        (local.set $n (i32.add (local.get $n) (i32.const 1)))
-        (br $again)))))
-"#,
-        len = path.len()
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_write_their_directory_and_nothing_outlives_the_job() {
     let store = MapStore::new();
@@ -145,64 +95,6 @@ async fn jobs_write_their_directory_and_nothing_outlives_the_job() {
     let done = run(&backend, req).await;
     assert_eq!(done.report.outcome, Outcome::exited(0));
     assert_hello_works(&backend, &store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_past_disk_bytes_fail_with_enospc_inside_the_guest() {
-    let store = MapStore::new();
-    let (backend, scratch, _cache) = scratch_backend(store.clone());
-    // 2 MiB into a 1 MiB directory.
-    let digest = store.add(writer("big", 512, true));
-    let mut req = request(&digest);
-    req.limits.disk_bytes = Some(1 << 20);
-    let done = run(&backend, req).await;
-    assert_eq!(
-        done.report.outcome,
-        Outcome::exited(WASI_ENOSPC),
-        "the write past the cap must fail with ENOSPC (needs root to mount the tmpfs)"
-    );
-    // What the directory held at the end is in the bill: about the cap.
-    let used = done
-        .report
-        .usage
-        .disk_used_bytes
-        .expect("a capped directory is measured");
-    assert!((900 << 10..=1 << 20).contains(&used), "{used}");
-    // Within the cap the same job succeeds, and its 2 MiB are billed.
-    let mut req = request(&digest);
-    req.limits.disk_bytes = Some(4 << 20);
-    let done = run(&backend, req).await;
-    assert_eq!(done.report.outcome, Outcome::exited(0));
-    let used = done
-        .report
-        .usage
-        .disk_used_bytes
-        .expect("a capped directory is measured");
-    assert!((2 << 20..3 << 20).contains(&used), "{used}");
-    // Input files larger than the cap are the job's fault.
-    let mut req = request(&digest);
-    req.limits.disk_bytes = Some(1 << 20);
-    req.files = vec![file("huge", &vec![7u8; 2 << 20])];
-    let done = run(&backend, req).await;
-    assert_eq!(done.report.outcome.reason, OutcomeReason::SpecError);
-    assert!(
-        done.report
-            .outcome
-            .detail
-            .as_deref()
-            .is_some_and(|d| d.contains("disk_bytes")),
-        "{:?}",
-        done.report.outcome
-    );
-    assert_no_job_files(scratch.path());
-    assert_hello_works(&backend, &store).await;
-    drop(backend);
-    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(scratch.path().to_str().unwrap()),
-        "a job's tmpfs is still mounted"
-    );
 }
 
 /// `path_symlink({target}, 3, "link")`, then opens `{open}` under fd 3 and prints it; exits 0 when

@@ -246,3 +246,55 @@ pub fn cat_input(path: &str) -> Vec<u8> {
         len = path.len()
     ))
 }
+
+/// ENOSPC in WASI preview 1.
+pub const WASI_ENOSPC: i32 = 51;
+
+/// A backend whose jobs' directories are under a scratch directory of their own (returned, with
+/// the module cache's).
+pub fn scratch_backend(
+    store: Arc<MapStore>,
+) -> (
+    wasm_backend::WasmBackend,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config(cache.path());
+    config.scratch_dir = Some(scratch.path().to_path_buf());
+    let backend = wasm_backend::WasmBackend::new(config, store).unwrap();
+    (backend, scratch, cache)
+}
+
+/// Creates `{path}` under fd 3 (O_CREAT|O_EXCL when `excl`), writes `{chunks}` times 4096 bytes,
+/// and exits 0, or with the errno of the first failing call.
+pub fn writer(path: &str, chunks: u32, excl: bool) -> Vec<u8> {
+    let oflags = if excl { 1 | 4 } else { 1 };
+    wat(&format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 512) "{path}")
+  (func (export "_start") (local $err i32) (local $fd i32) (local $n i32)
+    (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 512) (i32.const {len})
+      (i32.const {oflags}) (i64.const 0x1fffffff) (i64.const 0) (i32.const 0) (i32.const 2000)))
+    (if (local.get $err) (then (call $proc_exit (local.get $err))))
+    (local.set $fd (i32.load (i32.const 2000)))
+    (block $done
+      (loop $again
+        (br_if $done (i32.ge_u (local.get $n) (i32.const {chunks})))
+        (i32.store (i32.const 0) (i32.const 8192))
+        (i32.store (i32.const 4) (i32.const 4096))
+        (local.set $err (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (if (local.get $err) (then (call $proc_exit (local.get $err))))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $again)))))
+"#,
+        len = path.len()
+    ))
+}
