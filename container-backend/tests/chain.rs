@@ -113,36 +113,42 @@ async fn cases_run_concurrently_on_one_base() {
             &base,
             sh(
                 &img,
+                // The host's uptime (10 ms steps) on stderr before and after the sleep.
                 &format!(
-                    "echo {i} > /work/case-{i}; sleep 0.5; ls /work | tr '\\n' ' '; \
-                     /work/prog {i}"
+                    "cut -d' ' -f1 /proc/uptime >&2; echo {i} > /work/case-{i}; sleep 0.5; \
+                     cut -d' ' -f1 /proc/uptime >&2; ls /work | tr '\\n' ' '; /work/prog {i}"
                 ),
             ),
         );
         r.job_id = format!("case-{i}");
         let backend = env.backend.clone();
         tasks.push(tokio::spawn(async move {
-            let t = std::time::Instant::now();
             let ran = run_with(backend.as_ref(), r, Default::default()).await;
-            (i, ran, t.elapsed())
+            (i, ran)
         }));
     }
-    let started = std::time::Instant::now();
+    // Each case's sleep, as the host's uptime before and after it.
+    let mut sleeps = Vec::new();
     for t in tasks {
-        let (i, ran, _) = t.await.unwrap();
+        let (i, ran) = t.await.unwrap();
         ran.assert_exited(0);
         assert_eq!(
             ran.out(),
             format!("case-{i} prog prog ran {i}\n"),
             "case {i}: {ran:?}"
         );
+        let times: Vec<f64> = ran
+            .err()
+            .lines()
+            .map(|l| l.parse().unwrap_or_else(|e| panic!("case {i}: {l:?}: {e}")))
+            .collect();
+        assert_eq!(times.len(), 2, "case {i}: {ran:?}");
+        sleeps.push((times[0], times[1]));
     }
-    // Six cases sleeping 0.5 s each took much less than 3 s: they ran side by side.
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        started.elapsed()
-    );
+    // They ran side by side: some moment lies within every case's sleep.
+    let last_start = sleeps.iter().map(|s| s.0).fold(f64::MIN, f64::max);
+    let first_end = sleeps.iter().map(|s| s.1).fold(f64::MAX, f64::min);
+    assert!(last_start < first_end, "the cases' sleeps: {sleeps:?}");
     // Job directories are removed in the background, after the report.
     env.backend.settle().await;
     let left: Vec<_> = std::fs::read_dir(env.jobs_dir()).unwrap().collect();

@@ -621,27 +621,19 @@ async fn new_cleans_a_crashed_predecessors_job_dirs() {
     );
 }
 
+/// Fifty `/bin/true` containers in a row on one backend: each exits 0 and reports its setup.
+/// (How long they take is the `containers` benchmark's: `load-tests/README.md`.)
 #[tokio::test(flavor = "multi_thread")]
-async fn per_job_time_of_true() {
+async fn fifty_true_containers_in_a_row() {
     let env = TestEnv::new();
     let img = env.busybox("true", &[], default_config()).await;
     let mut r = request(&img, &[]);
     r.container.entrypoint = Some(vec!["/bin/true".into()]);
-    run(&env, r.clone()).await.assert_exited(0);
-    let n = 50;
-    let t = Instant::now();
-    let mut setup = Duration::ZERO;
-    for _ in 0..n {
+    for _ in 0..50 {
         let ran = run(&env, r.clone()).await;
         ran.assert_exited(0);
-        setup += ran.report.usage.setup;
+        assert!(ran.report.usage.setup > Duration::ZERO, "{ran:?}");
     }
-    let per = t.elapsed() / n;
-    println!(
-        "container /bin/true: {per:?} per job over {n} sequential runs (setup {:?})",
-        setup / n
-    );
-    assert!(per < Duration::from_millis(500), "{per:?}");
 }
 
 /// Run as a separate "worker" process by `a_killed_worker_takes_its_containers_with_it`: starts a
