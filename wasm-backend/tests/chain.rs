@@ -107,21 +107,6 @@ fn script(ops: &[Op<'_>]) -> Vec<u8> {
     ))
 }
 
-fn scratch_backend(
-    store: std::sync::Arc<MapStore>,
-) -> (
-    wasm_backend::WasmBackend,
-    tempfile::TempDir,
-    tempfile::TempDir,
-) {
-    let scratch = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let mut config = common::config(cache.path());
-    config.scratch_dir = Some(scratch.path().to_path_buf());
-    let backend = wasm_backend::WasmBackend::new(config, store).unwrap();
-    (backend, scratch, cache)
-}
-
 /// Waits (a little) until no job file is left under `scratch`: a kept directory is removed on a
 /// blocking thread once its last base is dropped.
 async fn eventually_no_job_files(scratch: &std::path::Path) {
