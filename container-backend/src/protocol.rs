@@ -34,7 +34,7 @@
 //! - **Never killed holding a lock.** A child killed inside `malloc` would leave an arena locked
 //!   for the worker's threads. The worker learns P2's pid only after its `execve` (the mover
 //!   thread has it earlier, and only moves it between cgroups). The OOM killer skips a vfork
-//!   child that shares its parent's memory. `PR_SET_PDEATHSIG` fires only when the starting
+//!   child that shares its parent's memory (since Linux 4.8). `PR_SET_PDEATHSIG` fires only when the starting
 //!   thread ends, and that thread is waiting in `clone`. P3 takes the job's ids before its
 //!   `execve`; from there on it allocates nothing, except to report a failure, and the worker's
 //!   memory is non-dumpable (no ptrace). The job's own processes do not exist yet.
