@@ -13,8 +13,8 @@ syscalls:sys_enter_setsid' -- $T/load-tests --nekton $T/nekton --settle-secs 0 \
     load-tests/floor/container_forks.py /tmp/c.txt
 
 Each job's processes are found by their forks (see container-backend/src/spawn.rs). Since a container
-job has no P1, P2 (the init) is forked by a `nekton-spawner` thread into a new pid namespace and starts
-P3; before that, the spawner thread forked P1, which forked P2. The tool reads both (a recording of an
+job has no P1, P2 (the init) is started by a `nekton-spawner` thread into a new pid namespace (forked
+up to 838f92f; since a8ff0f6 a vfork-style clone on the worker's memory) and starts P3; before that, the spawner thread forked P1, which forked P2. The tool reads both (a recording of an
 older build gives the older steps); the steps are in the order of the code since P3 became a vfork-style
 child of P2. The report gives the median time between the
 steps below, over every job that passed all of them, and the time each kind of process spends in
@@ -28,8 +28,13 @@ import sys
 
 LINE = re.compile(r'^\s*(.+?)\s+(\d+)/(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$')
 # glibc's fork(): SIGCHLD | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID; P2's start of P3: SIGCHLD |
-# CLONE_VM | CLONE_VFORK (counted as "<program> (vfork)").
-FORK_FLAGS = {"clone_flags: 0x01200011": "", "clone_flags: 0x00004111": " (vfork)"}
+# CLONE_VM | CLONE_VFORK (counted as "<program> (vfork)"); the spawner's start of P2 since it runs
+# on the worker's memory: the same and CLONE_PARENT_SETTID.
+FORK_FLAGS = {
+    "clone_flags: 0x01200011": "",
+    "clone_flags: 0x00004111": " (vfork)",
+    "clone_flags: 0x00104111": " (vfork)",
+}
 
 # From the root filesystem to the job's exit, both trees take the same steps.
 COMMON = [
@@ -39,14 +44,14 @@ COMMON = [
     ("P3 setsid", "P3 starts its setup"),
     ("P3 exec → helper", "P3: rlimits, user namespace, capabilities, seccomp"),
     ("P3 exec'd helper", "exec of the helper (nekton-exec); P2 resumes"),
-    ("P2 exec'd", "P2: exec of the helper as init (the worker's image torn down)"),
+    ("P2 exec'd", "P2: exec of the helper as init (a forked P2's copy of the worker torn down)"),
     ("P3 exec'd job", "the init's ready byte; nekton-exec execs the job's program"),
     ("P3 exit", "the job runs (`/bin/true`)"),
 ]
 
 # Without P1: the spawner thread forks P2 into a new pid namespace and moves it into the job's cgroup.
 STEPS_P2 = [
-    ("P2 born", "the spawner's fork of the worker"),
+    ("P2 born", "the spawner's fork of the worker (since a8ff0f6: a vfork-style clone, no copy)"),
     ("P2 unshare", "P2: signals, prctls, the prepared network namespace joined, descriptors"),
     ("P2 rootfs", "P2: loopback/sysctl if needed, mount propagation, name, umask; first path opened"),
 ] + COMMON + [
