@@ -3,7 +3,7 @@
 //! limits, cancellation, and the verdict.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -240,21 +240,8 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// The lifeline: a close-on-exec stream socket pair (P2's end, the worker's end). P2 says
 /// "started" on it, the worker "go" (see `protocol::FD_LIFELINE`).
 fn lifeline() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for the two descriptors, which are owned below.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: two new descriptors this process owns from here on.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (p2, worker) = std::os::unix::net::UnixStream::pair()?;
+    Ok((p2.into(), worker.into()))
 }
 
 fn stdin_memfd(data: &[u8]) -> std::io::Result<OwnedFd> {

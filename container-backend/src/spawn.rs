@@ -139,8 +139,9 @@ pub(crate) struct ChildSpec {
     pub seccomp: std::sync::Arc<super::seccomp::Filters>,
     /// `RLIMIT_NOFILE` of the job: (soft, hard).
     pub nofile: (u64, u64),
-    /// `cgroup.procs` of each directory of the job's cgroup: the spawner thread writes P2's pid
-    /// into each before P2 may go on, so every process of the job is born in the cgroup.
+    /// `cgroup.procs` of each directory of the job's cgroup: the spawner's mover thread (which
+    /// takes them out of the spec) writes P2's pid into each before P2 may go on, so every
+    /// process of the job is born in the cgroup.
     pub cgroup_procs: Vec<CString>,
     /// v2: the container's `/sys/fs/cgroup` is a read-only cgroup2 mount of the job's cgroup
     /// namespace (its root is the job's cgroup).
@@ -270,9 +271,14 @@ impl Spawner {
                 std::thread::Builder::new()
                     .name("nekton-cgmover".into())
                     .spawn(move || {
-                        while let Ok(m) = mrx.recv() {
-                            let reply = m.reply.clone();
-                            let _ = reply.send(move_p2(m));
+                        while let Ok(Move {
+                            lifeline,
+                            pid,
+                            procs,
+                            reply,
+                        }) = mrx.recv()
+                        {
+                            let _ = reply.send(move_p2(lifeline, &pid, &procs));
                         }
                     })?,
             );
@@ -376,7 +382,7 @@ struct P2Start<'a> {
 /// ([`move_p2`]) puts P2 into the job's cgroup while P2 builds the root filesystem. The rules
 /// P2's code follows on the worker's memory are the module docs'.
 fn spawn_p2(
-    spec: Box<ChildSpec>,
+    mut spec: Box<ChildSpec>,
     own_pidns: &OwnedFd,
     lifeline: OwnedFd,
     stacks: &Stacks,
@@ -389,7 +395,8 @@ fn spawn_p2(
         .send(Move {
             lifeline,
             pid: pid_slot.clone(),
-            procs: spec.cgroup_procs.clone(),
+            // The mover's alone: P2 does not read them.
+            procs: std::mem::take(&mut spec.cgroup_procs),
             reply,
         })
         .map_err(|_| "the container's cgroup mover thread has ended".to_string())?;
@@ -468,35 +475,39 @@ fn spawn_p2(
 /// `cgroup.procs` of the job's cgroup while P2 builds the root filesystem, then "go". Returns a
 /// pidfd of P2 and the lifeline, or the failed step (the lifeline is dropped then: P2 reads EOF
 /// where it waits for "go" and exits).
-fn move_p2(m: Move) -> Result<(OwnedFd, OwnedFd), String> {
+fn move_p2(
+    lifeline: OwnedFd,
+    pid: &std::sync::atomic::AtomicI32,
+    procs: &[CString],
+) -> Result<(OwnedFd, OwnedFd), String> {
     let mut b = 0u8;
     let started = loop {
         // SAFETY: reading one byte into a local.
-        let r = unsafe { libc::read(m.lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+        let r = unsafe { libc::read(lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
         if r < 0 && Errno::last() == Errno::EINTR {
             continue;
         }
         break r == 1 && b == LIFELINE_STARTED;
     };
-    let pid = m.pid.load(std::sync::atomic::Ordering::SeqCst);
+    let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
     if !started || pid <= 0 {
         return Err("the container's init ended before it started".into());
     }
     let pidfd = sys::pidfd_open(pid)
         .map_err(|e| format!("pidfd_open of the container's init: {}", e.desc()))?;
     // P2 is unreaped (only the job's task reaps it, after this), so its pid is still its own.
-    if let Err(e) = join_cgroup(&m.procs, pid) {
+    if let Err(e) = join_cgroup(procs, pid) {
         if exited(&pidfd) {
             // P2 failed first (its report is on the error pipe, for the worker to read): that
             // error, not the move's, is the job's.
-            return Ok((pidfd, m.lifeline));
+            return Ok((pidfd, lifeline));
         }
         return Err(e);
     }
     // SAFETY: one byte from a local; MSG_NOSIGNAL: a gone P2 is an error value, not SIGPIPE.
     let sent = unsafe {
         libc::send(
-            m.lifeline.as_raw_fd(),
+            lifeline.as_raw_fd(),
             (&LIFELINE_GO as *const u8).cast(),
             1,
             libc::MSG_NOSIGNAL,
@@ -514,7 +525,7 @@ fn move_p2(m: Move) -> Result<(OwnedFd, OwnedFd), String> {
             ));
         }
     }
-    Ok((pidfd, m.lifeline))
+    Ok((pidfd, lifeline))
 }
 
 /// Whether the process of `pidfd` has exited (its pidfd is readable), without waiting.

@@ -380,10 +380,7 @@ impl DirPool {
         };
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix);
-        let parent = match root {
-            Some(root) => builder.tempdir_in(root),
-            None => builder.tempdir(),
-        }?;
+        let parent = builder.tempdir_in(&base)?;
         Ok(Self {
             idle: Mutex::new(Idle::default()),
             max_idle,
