@@ -692,7 +692,7 @@ async fn a_killed_worker_takes_its_containers_with_it() {
     let t = Instant::now();
     while !marker_processes("5151").is_empty() {
         assert!(
-            t.elapsed() < Duration::from_secs(2),
+            t.elapsed() < Duration::from_secs(30),
             "the job outlived its worker: {:?}",
             marker_processes("5151")
         );

@@ -144,7 +144,10 @@ async fn fork_bomb_stops_at_the_pids_limit_and_others_run() {
         OutcomeReason::WallTimeout,
         "{ran:?}"
     );
-    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "a 3 s wall limit did not stop the bomb: took {took:?}"
+    );
     assert_eq!(
         ran.report.usage.pids_peak,
         Some(32),
@@ -349,9 +352,16 @@ async fn wall_timeout_and_daemons_leave_nothing() {
         OutcomeReason::WallTimeout,
         "{ran:?}"
     );
+    // Ended by its limit, not by its sleep: the bounds are far apart so that a loaded machine
+    // cannot fail this (the time it takes is the benchmark's business).
     assert!(
-        t0.elapsed() < Duration::from_millis(1500),
+        ran.report.usage.wall >= Duration::from_millis(1000),
         "{:?}",
+        ran.report.usage
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "a 1 s wall limit did not stop `sleep 1000`: {:?}",
         t0.elapsed()
     );
     assert!(cgroups_left(&env, "wall-sleep").await.is_empty());
