@@ -877,6 +877,21 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
     let old = insert(pool, new_job("default", 0, 1)).await;
     let recent = insert(pool, new_job("default", 0, 1)).await;
     let queued = insert(pool, new_job("default", 0, 1)).await;
+    // The old and the recent job are a batch's: each gets its place in the finish order.
+    let batch = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO batches (id, tenant_id, total, spec_hash) VALUES ($1, 'default', 2, '\\x00')",
+    )
+    .bind(batch)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET batch_id = $1 WHERE id = ANY($2)")
+        .bind(batch)
+        .bind([old, recent])
+        .execute(pool)
+        .await
+        .unwrap();
     let w = Uuid::now_v7();
     let claimed = queue::claim(pool, w, "default", 2, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 2);
@@ -919,6 +934,23 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
         .await
         .unwrap();
     assert_eq!(chunks, vec![recent]);
+    // A job's other rows go with it (they have no foreign key to cascade: migration 0023), and
+    // only its own.
+    for (table, want) in [
+        ("job_specs", vec![recent, queued]),
+        ("job_attempts", vec![recent]),
+        ("batch_finishes", vec![recent]),
+    ] {
+        let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT job_id FROM {table} ORDER BY job_id"
+        )))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let mut want = want;
+        want.sort();
+        assert_eq!(ids, want, "{table}");
+    }
 }
 
 /// Creates or changes a tenant's weight and max_running.

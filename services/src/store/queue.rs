@@ -707,8 +707,10 @@ async fn back_in_queue(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Uuid>, Store
     Ok(ids)
 }
 
-/// Deletes up to `limit` jobs that finished more than `age` ago, with their artifacts, specs and
-/// attempts, and batches left empty. Returns the number of jobs deleted.
+/// Deletes up to `limit` jobs that finished more than `age` ago, with their artifacts, specs,
+/// attempts and places in their batches' finish order, and batches left empty. Returns the number
+/// of jobs deleted. No child row has a foreign key to its job (migrations 0010, 0023): this
+/// statement is what deletes them, and the only one that deletes jobs.
 ///
 /// Their log chunks are deleted here only from the DEFAULT partition of `log_chunks`; a range
 /// partition's chunks go with the whole partition when [`super::partitions::retire`] drops it
@@ -726,6 +728,12 @@ pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, Stor
              DELETE FROM job_artifacts_skipped a USING victims v WHERE a.job_id = v.id \
          ), artifact_bytes AS ( \
              DELETE FROM artifact_chunks a USING victims v WHERE a.job_id = v.id \
+         ), specs AS ( \
+             DELETE FROM job_specs s USING victims v WHERE s.job_id = v.id \
+         ), attempts AS ( \
+             DELETE FROM job_attempts a USING victims v WHERE a.job_id = v.id \
+         ), finishes AS ( \
+             DELETE FROM batch_finishes f USING victims v WHERE f.job_id = v.id \
          ), gone AS ( \
              DELETE FROM jobs j USING victims v WHERE j.id = v.id RETURNING j.id \
          ) \
