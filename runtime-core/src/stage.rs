@@ -112,6 +112,13 @@ pub struct ArtifactReport {
     pub skipped: Vec<SkippedArtifact>,
 }
 
+impl ArtifactReport {
+    /// Nothing collected and nothing skipped: the run had no artifacts to record.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.skipped.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -389,7 +389,9 @@ impl Worker {
             for ((job, slot), entry) in jobs.into_iter().zip(entries) {
                 let express = shares.below_average(&job.tenant);
                 metrics.jobs_running.inc();
-                tasks.spawn(run_job(job, entry, slot, express, ctx.clone()));
+                // Boxed: the task then holds a pointer, not the future, which is otherwise
+                // copied into the task at its spawn and over at its end.
+                tasks.spawn(Box::pin(run_job(job, entry, slot, express, ctx.clone())));
             }
         };
         loop {
@@ -665,13 +667,16 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
             let runtime = resolved.runtime;
             let suite = resolved.tests.take();
             let mut request = spec::exec_request(&job, resolved);
-            match route::route(
+            // Boxed, as the other steps a job may or may not take (a suite, artifacts): a
+            // future's size is that of its largest step, and this task's is copied at its spawn
+            // and at its end (load-tests/README.md, "A job's task without its large steps").
+            match Box::pin(route::route(
                 &mut request,
                 runtime,
                 &backends,
                 images.as_ref(),
                 &entry.cancel,
-            )
+            ))
             .instrument(claim_span.clone())
             .await
             {
@@ -717,8 +722,10 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                         crate::timeline!(job_id, "sandbox.started");
                         let ran = match suite {
                             Some(suite) => {
-                                let run =
-                                    suite::run(backend, request, suite, parallel, io, events).await;
+                                let run = Box::pin(suite::run(
+                                    backend, request, suite, parallel, io, events,
+                                ))
+                                .await;
                                 (run.report, run.summary)
                             }
                             None => {
@@ -779,9 +786,10 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                 {
                     report.outcome.detail = Some("cancelled by request".into());
                 }
-                let ours = store_artifacts(&pool, worker, &job, &mut report)
-                    .instrument(complete_span.clone())
-                    .await;
+                let ours = report.artifacts.is_empty()
+                    || Box::pin(store_artifacts(&pool, worker, &job, &mut report))
+                        .instrument(complete_span.clone())
+                        .await;
                 ours.then(|| spec::completion(&job, &report, stats, summary))
             }
         },
@@ -835,7 +843,7 @@ async fn store_artifacts(
     report: &mut ExecReport,
 ) -> bool {
     let collected = std::mem::take(&mut report.artifacts);
-    if collected.files.is_empty() && collected.skipped.is_empty() {
+    if collected.is_empty() {
         return true;
     }
     match artifacts::store(pool, job.id, job.attempt, worker, &collected).await {
