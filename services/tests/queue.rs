@@ -953,6 +953,35 @@ async fn retention_prunes_old_finished_jobs_with_their_logs() {
     }
 }
 
+/// Every table with a `job_id` column holds rows of a job, which no foreign key deletes with it:
+/// retention must know it (`queue::JOB_CHILDREN`), or its rows would outlive their job. Range
+/// partitions of `log_chunks` go whole (`partitions::retire`), so the partitioned parent stands for
+/// them.
+#[tokio::test]
+async fn every_table_with_a_job_id_is_pruned_with_its_job() {
+    let db = db().await;
+    let mut tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+         WHERE a.attname = 'job_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p') \
+           AND NOT c.relispartition",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    tables.sort();
+    let mut pruned: Vec<String> = queue::JOB_CHILDREN
+        .iter()
+        .map(|t| match *t {
+            "log_chunks_default" => "log_chunks".to_string(),
+            t => t.to_string(),
+        })
+        .collect();
+    pruned.sort();
+    assert_eq!(tables, pruned);
+}
+
 /// Creates or changes a tenant's weight and max_running.
 async fn tenant(pool: &PgPool, id: &str, weight: i32, max_running: Option<i32>) {
     sqlx::query(

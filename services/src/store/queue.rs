@@ -707,38 +707,41 @@ async fn back_in_queue(pool: &PgPool, rows: &[PgRow]) -> Result<Vec<Uuid>, Store
     Ok(ids)
 }
 
-/// Deletes up to `limit` jobs that finished more than `age` ago, with their artifacts, specs,
-/// attempts and places in their batches' finish order, and batches left empty. Returns the number
-/// of jobs deleted. No child row has a foreign key to its job (migrations 0010, 0023): this
-/// statement is what deletes them, and the only one that deletes jobs.
-///
-/// Their log chunks are deleted here only from the DEFAULT partition of `log_chunks`; a range
-/// partition's chunks go with the whole partition when [`super::partitions::retire`] drops it
-/// (nothing reads a job's output once the job is gone).
+/// The tables holding a job's rows besides `jobs`, by their `job_id`: none has a foreign key to
+/// its job (migrations 0010, 0023), so [`prune`] deletes from each of them with the job. Log chunks
+/// only from the DEFAULT partition of `log_chunks`: a range partition's chunks go with the whole
+/// partition when [`super::partitions::retire`] drops it (nothing reads a job's output once the job
+/// is gone).
+pub const JOB_CHILDREN: [&str; 7] = [
+    "log_chunks_default",
+    "job_artifacts",
+    "job_artifacts_skipped",
+    "artifact_chunks",
+    "job_specs",
+    "job_attempts",
+    "batch_finishes",
+];
+
+/// Deletes up to `limit` jobs that finished more than `age` ago with their rows in
+/// [`JOB_CHILDREN`] (one statement, the only one that deletes jobs), then the batches left empty.
+/// Returns the number of jobs deleted.
 pub async fn prune(pool: &PgPool, age: Duration, limit: i64) -> Result<u64, StoreError> {
-    let deleted: i64 = sqlx::query_scalar(
+    let children: String = JOB_CHILDREN
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            format!("c{i} AS (DELETE FROM {table} c USING victims v WHERE c.job_id = v.id), ")
+        })
+        .collect();
+    let deleted: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "WITH victims AS ( \
              SELECT id FROM jobs WHERE finished_at < now() - $1 * interval '1 millisecond' \
              ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED \
-         ), logs AS ( \
-             DELETE FROM log_chunks_default c USING victims v WHERE c.job_id = v.id \
-         ), artifacts AS ( \
-             DELETE FROM job_artifacts a USING victims v WHERE a.job_id = v.id \
-         ), artifacts_skipped AS ( \
-             DELETE FROM job_artifacts_skipped a USING victims v WHERE a.job_id = v.id \
-         ), artifact_bytes AS ( \
-             DELETE FROM artifact_chunks a USING victims v WHERE a.job_id = v.id \
-         ), specs AS ( \
-             DELETE FROM job_specs s USING victims v WHERE s.job_id = v.id \
-         ), attempts AS ( \
-             DELETE FROM job_attempts a USING victims v WHERE a.job_id = v.id \
-         ), finishes AS ( \
-             DELETE FROM batch_finishes f USING victims v WHERE f.job_id = v.id \
-         ), gone AS ( \
+         ), {children}gone AS ( \
              DELETE FROM jobs j USING victims v WHERE j.id = v.id RETURNING j.id \
          ) \
-         SELECT count(*) FROM gone",
-    )
+         SELECT count(*) FROM gone"
+    )))
     .bind(ms(age))
     .bind(limit)
     .fetch_one(pool)

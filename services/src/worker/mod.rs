@@ -667,9 +667,9 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
             let runtime = resolved.runtime;
             let suite = resolved.tests.take();
             let mut request = spec::exec_request(&job, resolved);
-            // Boxed, as the other steps a job may or may not take (a suite, artifacts): a
-            // future's size is that of its largest step, and this task's is copied at its spawn
-            // and at its end (load-tests/README.md, "A job's task without its large steps").
+            // Boxed, as are a suite's run and the artifacts' storage below: a future is as large
+            // as its largest step (the route may pull an image), and this task's would be that
+            // large for every job (load-tests/README.md, "A job's task without its large steps").
             match Box::pin(route::route(
                 &mut request,
                 runtime,
