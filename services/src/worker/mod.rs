@@ -831,7 +831,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
 }
 
 /// Stores the artifacts the backend collected (docs/artifacts.md), once the run is over and
-/// before its completion is recorded, and drops their bytes from `report`. Returns false when
+/// before its completion is recorded, and drops their bytes from `report` (called only when the
+/// report has some: `run_job` skips it, and its boxed future, otherwise). Returns false when
 /// the attempt is no longer this worker's (nothing may be recorded for it then). A failure to
 /// store ends the attempt `internal_error` (retried while attempts remain) with a detail saying
 /// what the job itself did: the job asked for these files, and a success without them would
@@ -843,9 +844,6 @@ async fn store_artifacts(
     report: &mut ExecReport,
 ) -> bool {
     let collected = std::mem::take(&mut report.artifacts);
-    if collected.is_empty() {
-        return true;
-    }
     match artifacts::store(pool, job.id, job.attempt, worker, &collected).await {
         Ok(artifacts::Stored::Stored { files, skipped }) => {
             tracing::debug!(job = %job.id, attempt = job.attempt, files, skipped, "artifacts stored");
