@@ -266,6 +266,8 @@ impl Worker {
             handoff,
             mut handed,
         } = self;
+        // Before the first claim (see the function).
+        ensure_log_partitions(&pool, config.timing.retention).await;
         let slots = handoff.slots().clone();
         let containers = handoff.containers().clone();
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
@@ -1134,6 +1136,14 @@ async fn log_partitions(pool: &PgPool, retention: Duration) {
         }
         Err(e) => tracing::warn!(error = %e, "retiring log partitions failed; will retry"),
     }
+    ensure_log_partitions(pool, retention).await;
+}
+
+/// Creates the current period's partition of `log_chunks` and the next ones' where missing. Also
+/// run once when the worker starts, before its first claim: output stored while its period has no
+/// partition goes to the DEFAULT partition, and that period then never gets one (store/
+/// partitions.rs), so without it a new installation's first period would all go there.
+async fn ensure_log_partitions(pool: &PgPool, retention: Duration) {
     match partitions::ensure(pool, partitions::period_for(retention)).await {
         Ok(created) if !created.is_empty() => {
             tracing::info!(created = ?created, "created log partitions ahead of time")
