@@ -16,6 +16,7 @@
 #     backends included through the postmaster's children's time), and its WAL bytes.
 # The figures cover the whole load-tests run (server start, warm-up and verification reads
 # included), so compare runs of the same command. Stops and removes DIR afterwards unless KEEP=1.
+# PG_SETTINGS adds server settings for an A/B run, e.g. PG_SETTINGS="-c autovacuum=off".
 set -euo pipefail
 
 dir=${1:?usage: pg-work.sh DIR LOAD_TESTS [args ...]}
@@ -25,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 url=$("$here/private-pg.sh" start "$dir" -c shared_preload_libraries=pg_stat_statements \
     -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on \
-    -c pg_stat_statements.max=5000)
+    -c pg_stat_statements.max=5000 ${PG_SETTINGS:-})
 cleanup() { [ "${KEEP:-0}" = 1 ] || "$here/private-pg.sh" stop "$dir"; }
 trap cleanup EXIT
 sock="$dir/run"
@@ -96,7 +97,8 @@ SELECT s.relname AS table,
        round(s.n_tup_upd::numeric / :jobs, 2) AS upd,
        round(s.n_tup_hot_upd::numeric / :jobs, 2) AS hot,
        round(s.n_tup_del::numeric / :jobs, 2) AS del,
-       (SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) AS indexes
+       (SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid) AS indexes,
+       s.autovacuum_count AS autovacuums, s.autoanalyze_count AS autoanalyzes
 FROM pg_stat_user_tables s
 WHERE s.n_tup_ins + s.n_tup_upd + s.n_tup_del > 0
 ORDER BY s.n_tup_ins + s.n_tup_upd + s.n_tup_del DESC;
