@@ -124,6 +124,16 @@ async fn homes(pool: &PgPool, id: Uuid) -> Vec<String> {
     .unwrap()
 }
 
+/// The names of `log_chunks`' range partitions, in range order.
+async fn partition_names(pool: &PgPool) -> Vec<String> {
+    partitions::list(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
 async fn table_exists(pool: &PgPool, name: &str) -> bool {
     sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(name)
@@ -399,12 +409,7 @@ async fn retention_drops_a_partition_whose_jobs_are_gone_and_keeps_one_with_a_li
     assert_eq!(r.dropped, vec![b.clone()]);
     assert!(r.kept.is_empty());
     assert!(!table_exists(pool, &b).await);
-    let left: Vec<String> = partitions::list(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let left = partition_names(pool).await;
     assert_eq!(left, current, "the current partitions stay");
     assert_eq!(
         count(pool, "SELECT count(*) FROM log_chunks".into()).await,
@@ -463,17 +468,12 @@ async fn concurrent_workers_create_partitions_without_failing_each_other() {
         );
     }
     assert_eq!(dropped, vec![partitions::partition_name(old)]);
-    let listed: Vec<String> = partitions::list(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let listed = partition_names(pool).await;
     assert_eq!(listed, current);
 }
 
 /// A running service (API + worker): its worker creates today's and the next days' partitions
-/// before it claims anything, so the first job, submitted as soon as the service is up, writes its
+/// before it stores any output, so the first job, submitted as soon as the service is up, writes its
 /// output to today's partition (not the default one, which would keep that day's partition from
 /// ever being created), and the API serves it from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,12 +489,7 @@ async fn a_service_creates_its_partitions_before_its_first_job_writes_output() {
     let done = h.wait_finished(job.id, Duration::from_secs(30)).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(homes(pool, job.id).await, vec![wanted[0].clone()]);
-    let names: Vec<String> = partitions::list(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let names = partition_names(pool).await;
     assert_eq!(names, wanted);
     let out = h
         .http
@@ -506,6 +501,59 @@ async fn a_service_creates_its_partitions_before_its_first_job_writes_output() {
         .await
         .unwrap();
     assert_eq!(&out[..], b"hello\n");
+}
+
+/// A worker's writers store no output until its partitions exist. Here their creation is held up
+/// (the test holds the advisory lock it takes): a job runs but stays `running` with no output
+/// stored; once the lock is let go, the partitions are made, and the job finishes with its output
+/// in its period's partition, not in the default one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_output_waits_for_its_partitions_at_start() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut holder = db.connect().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('nekton.log_partitions', 0))")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (running, client) = common::start_on(pool, state.path()).await;
+    let digest = client
+        .push_module(guests::hello())
+        .await
+        .expect("module upload")
+        .digest;
+    let job = client
+        .submit(&Harness::spec(&digest), None)
+        .await
+        .expect("job submission");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.get_job(job.id).await.unwrap().state != JobState::Running {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A hello job runs in milliseconds: well past that, it is still running, its output unstored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.get_job(job.id).await.unwrap().state,
+        JobState::Running,
+        "the job finished while the partitions could not be made"
+    );
+    assert!(homes(pool, job.id).await.is_empty());
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('nekton.log_partitions', 0))")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let done = common::wait_finished(&client, job.id, Duration::from_secs(30)).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let (secs, nanos) = job.id.get_timestamp().expect("a v7 id").to_unix();
+    let submitted_ms = secs * 1000 + u64::from(nanos) / 1_000_000;
+    let its_day = partitions::partition_name(submitted_ms / DAY_MS * DAY_MS);
+    assert_eq!(homes(pool, job.id).await, vec![its_day]);
+    running.shutdown().await.unwrap();
 }
 
 /// `nekton_table_dead_tuple_ratio{table="log_chunks"}` counts the tuples of its partitions (the

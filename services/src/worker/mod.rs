@@ -266,8 +266,18 @@ impl Worker {
             handoff,
             mut handed,
         } = self;
-        // Before the first claim (see the function).
-        ensure_log_partitions(&pool, config.timing.retention).await;
+        // Before any output is stored (see the function): the writers wait for it, the claims do
+        // not (a claim at start takes every free slot while it runs, and an API beside this worker
+        // hands it no job meanwhile).
+        let (partitions_made, partitions_ready) = tokio::sync::watch::channel(false);
+        tokio::spawn({
+            let pool = pool.clone();
+            let retention = config.timing.retention;
+            async move {
+                ensure_log_partitions(&pool, retention).await;
+                partitions_made.send_replace(true);
+            }
+        });
         let slots = handoff.slots().clone();
         let containers = handoff.containers().clone();
         let running: RunningMap = Arc::new(Mutex::new(HashMap::new()));
@@ -293,7 +303,7 @@ impl Worker {
             .into_iter()
             .chain([express_rx])
             .map(|rx| {
-                tokio::spawn(writer::run(
+                let run = writer::run(
                     pool.clone(),
                     config.id,
                     rx,
@@ -302,7 +312,13 @@ impl Worker {
                     completed.clone(),
                     on_stored.clone(),
                     notices,
-                ))
+                );
+                let mut ready = partitions_ready.clone();
+                tokio::spawn(async move {
+                    // Done or failed (then logged, and retried by the upkeep): either way on.
+                    let _ = ready.wait_for(|made| *made).await;
+                    run.await
+                })
             })
             .collect();
         let background = CancellationToken::new();
@@ -1140,9 +1156,9 @@ async fn log_partitions(pool: &PgPool, retention: Duration) {
 }
 
 /// Creates the current period's partition of `log_chunks` and the next ones' where missing. Also
-/// run once when the worker starts, before its first claim: output stored while its period has no
-/// partition goes to the DEFAULT partition, and that period then never gets one (store/
-/// partitions.rs), so without it a new installation's first period would all go there.
+/// run once when the worker starts, before its writers store any output: output stored while its
+/// period has no partition goes to the DEFAULT partition, and that period then never gets one
+/// (store/partitions.rs), so without it a new installation's first period would all go there.
 async fn ensure_log_partitions(pool: &PgPool, retention: Duration) {
     match partitions::ensure(pool, partitions::period_for(retention)).await {
         Ok(created) if !created.is_empty() => {
