@@ -536,7 +536,9 @@ async fn a_workers_output_waits_for_its_partitions_at_start() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A hello job runs in milliseconds: well past that, it is still running, its output unstored.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // (Not much longer: the worker gives up waiting for the lock after 2 s, and then stores its
+    // output in the default partition — the next test.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         client.get_job(job.id).await.unwrap().state,
         JobState::Running,
@@ -553,6 +555,51 @@ async fn a_workers_output_waits_for_its_partitions_at_start() {
     let submitted_ms = secs * 1000 + u64::from(nanos) / 1_000_000;
     let its_day = partitions::partition_name(submitted_ms / DAY_MS * DAY_MS);
     assert_eq!(homes(pool, job.id).await, vec![its_day]);
+    running.shutdown().await.unwrap();
+}
+
+/// The writers' wait for the partitions is bounded: with the partitions' lock held throughout, the
+/// worker gives up waiting for it (after 2 s, `partitions::LOCK_TIMEOUT`), and a job still finishes,
+/// its output stored in the default partition and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_partition_lock_delays_a_new_workers_output_but_does_not_stop_it() {
+    let db = db().await;
+    let pool = &db.pool;
+    let mut holder = db.connect().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('nekton.log_partitions', 0))")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (running, client) = common::start_on(pool, state.path()).await;
+    let digest = client
+        .push_module(guests::hello())
+        .await
+        .expect("module upload")
+        .digest;
+    let job = client
+        .submit(&Harness::spec(&digest), None)
+        .await
+        .expect("job submission");
+    let done = common::wait_finished(&client, job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(
+        homes(pool, job.id).await,
+        vec![partitions::DEFAULT_PARTITION.to_string()]
+    );
+    assert!(partition_names(pool).await.is_empty());
+    let http = common::http_client(running.admin_token.as_deref());
+    let base = format!("http://{}", running.api_addr.expect("api address"));
+    let out = http
+        .get(format!("{base}/v1/jobs/{}/logs?stream=stdout", job.id))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&out[..], b"hello\n");
+    drop(holder);
     running.shutdown().await.unwrap();
 }
 

@@ -16,9 +16,9 @@
 //!   later than its period) stays, and only the output of its pruned jobs is deleted, row by row.
 //!
 //! Partition DDL from several workers is serialized by a transaction-scoped advisory lock, so
-//! concurrent workers never fail each other; every DDL statement runs under a short
-//! `lock_timeout`, so it never queues the log readers and writers behind it for long (it is
-//! retried at the next pass).
+//! concurrent workers never fail each other; the wait for that lock and every DDL statement run
+//! under a short `lock_timeout`, so a pass never queues the log readers and writers behind it for
+//! long, nor waits long itself (it is retried at the next pass).
 
 use std::time::Duration;
 
@@ -244,17 +244,19 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Takes the partition DDL lock for the transaction and bounds its lock waits.
+/// Bounds the transaction's lock waits, then takes the partition DDL lock for it: a wait for that
+/// lock is bounded too (a transaction holding it for long fails this pass, to be retried at the
+/// next, instead of holding up the caller — a worker's upkeep, which also rescues jobs).
 async fn lock(tx: &mut PgConnection) -> Result<(), StoreError> {
-    // Keyed like the other advisory locks (`hashtextextended('nekton.' …)`).
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('nekton.log_partitions', 0))")
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
     )))
     .execute(&mut *tx)
     .await?;
+    // Keyed like the other advisory locks (`hashtextextended('nekton.' …)`).
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('nekton.log_partitions', 0))")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -315,8 +315,12 @@ impl Worker {
                 );
                 let mut ready = partitions_ready.clone();
                 tokio::spawn(async move {
-                    // Done or failed (then logged, and retried by the upkeep): either way on.
-                    let _ = ready.wait_for(|made| *made).await;
+                    // Done or failed (then logged, and retried by the upkeep): either way on; and
+                    // on after a bound, so that a partition lock held elsewhere cannot hold every
+                    // job's output and completion back (their output then goes to the default
+                    // partition, as when the partitions cannot be made).
+                    let _ =
+                        tokio::time::timeout(PARTITIONS_WAIT, ready.wait_for(|made| *made)).await;
                     run.await
                 })
             })
@@ -1154,6 +1158,12 @@ async fn log_partitions(pool: &PgPool, retention: Duration) {
     }
     ensure_log_partitions(pool, retention).await;
 }
+
+/// The longest a new worker's writers wait for [`ensure_log_partitions`] before they store output
+/// anyway. Creating the partitions takes milliseconds; longer only while another transaction holds
+/// their lock or `log_chunks` (each such wait gives up after 2 s) or while the database is
+/// unreachable.
+const PARTITIONS_WAIT: Duration = Duration::from_secs(10);
 
 /// Creates the current period's partition of `log_chunks` and the next ones' where missing. Also
 /// run once when the worker starts, before its writers store any output: output stored while its
