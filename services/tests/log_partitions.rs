@@ -503,21 +503,23 @@ async fn a_service_creates_its_partitions_before_its_first_job_writes_output() {
     assert_eq!(&out[..], b"hello\n");
 }
 
-/// A worker's writers store no output until its partitions exist. Here their creation is held up
-/// (the test holds the advisory lock it takes): a job runs but stays `running` with no output
-/// stored; once the lock is let go, the partitions are made, and the job finishes with its output
-/// in its period's partition, not in the default one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workers_output_waits_for_its_partitions_at_start() {
-    let db = db().await;
-    let pool = &db.pool;
+/// A service (API + worker) on `db` whose log partitions cannot be made — the returned connection
+/// holds the advisory lock their creation takes — and a hello job submitted to it.
+async fn service_with_partitions_held(
+    db: &TestDb,
+    state: &std::path::Path,
+) -> (
+    sqlx::PgConnection,
+    nekton::server::Running,
+    nekton::cli::Client,
+    nekton::api::types::Job,
+) {
     let mut holder = db.connect().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(hashtextextended('nekton.log_partitions', 0))")
         .execute(&mut holder)
         .await
         .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let (running, client) = common::start_on(pool, state.path()).await;
+    let (running, client) = common::start_on(&db.pool, state).await;
     let digest = client
         .push_module(guests::hello())
         .await
@@ -527,6 +529,19 @@ async fn a_workers_output_waits_for_its_partitions_at_start() {
         .submit(&Harness::spec(&digest), None)
         .await
         .expect("job submission");
+    (holder, running, client, job)
+}
+
+/// A worker's writers store no output until its partitions exist. Here their creation is held up
+/// (the test holds the advisory lock it takes): a job runs but stays `running` with no output
+/// stored; once the lock is let go, the partitions are made, and the job finishes with its output
+/// in its period's partition, not in the default one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_output_waits_for_its_partitions_at_start() {
+    let db = db().await;
+    let pool = &db.pool;
+    let state = tempfile::tempdir().unwrap();
+    let (mut holder, running, client, job) = service_with_partitions_held(&db, state.path()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while client.get_job(job.id).await.unwrap().state != JobState::Running {
         assert!(
@@ -565,22 +580,8 @@ async fn a_workers_output_waits_for_its_partitions_at_start() {
 async fn a_held_partition_lock_delays_a_new_workers_output_but_does_not_stop_it() {
     let db = db().await;
     let pool = &db.pool;
-    let mut holder = db.connect().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended('nekton.log_partitions', 0))")
-        .execute(&mut holder)
-        .await
-        .unwrap();
     let state = tempfile::tempdir().unwrap();
-    let (running, client) = common::start_on(pool, state.path()).await;
-    let digest = client
-        .push_module(guests::hello())
-        .await
-        .expect("module upload")
-        .digest;
-    let job = client
-        .submit(&Harness::spec(&digest), None)
-        .await
-        .expect("job submission");
+    let (holder, running, client, job) = service_with_partitions_held(&db, state.path()).await;
     let done = common::wait_finished(&client, job.id, Duration::from_secs(60)).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(
