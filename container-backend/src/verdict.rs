@@ -18,7 +18,8 @@
 //!
 //! An internal error (4's missing status record, or 3's internal setup error) of a job whose
 //! memory peak reached its limit is `memory_limit`: an allocation of the container's start was
-//! refused at the limit. The init and the job's process are never OOM-killed while they run on
+//! refused at the limit. So is an exit with status 127 (a command that could not be run) at the
+//! limit: the start failed for lack of memory after the exec. The init and the job's process are never OOM-killed while they run on
 //! the worker's memory (the kernel skips vfork children), so such a start fails without an OOM
 //! kill to count.
 //!
@@ -190,6 +191,20 @@ pub(crate) fn verdict(facts: &Facts<'_>) -> Outcome {
              allocation of its setup ({})",
             facts.memory_limit,
             outcome.detail.as_deref().unwrap_or("no detail")
+        ));
+    } else if outcome.reason == OutcomeReason::Exited
+        && outcome.exit_code == Some(127)
+        && facts
+            .memory_peak
+            .is_some_and(|peak| peak >= facts.memory_limit)
+    {
+        // 127: a command that could not be run. At the limit, the start itself failed for lack of
+        // memory after the exec (seen with the smallest limit, 64 KiB: no error report, no output).
+        outcome.reason = OutcomeReason::MemoryLimit;
+        outcome.detail = Some(format!(
+            "memory limit of {} bytes reached while the job started: it exited with status 127 \
+             (a command that could not be run)",
+            facts.memory_limit
         ));
     }
     outcome
@@ -513,6 +528,15 @@ mod tests {
         // Another reason at the limit (a job that exited, a spec error) is left alone.
         assert_eq!(
             verdict(&at(64 << 20, facts(status(Exit::Code(0), SEC)))).reason,
+            OutcomeReason::Exited
+        );
+        // Except an exit with 127 (a command that could not be run) at the limit: its start
+        // failed for lack of memory. Its exit code stays; below the limit it is an exit.
+        let o = verdict(&at(64 << 20, facts(status(Exit::Code(127), SEC))));
+        assert_eq!(o.reason, OutcomeReason::MemoryLimit, "{o:?}");
+        assert_eq!(o.exit_code, Some(127));
+        assert_eq!(
+            verdict(&at((64 << 20) - 4096, facts(status(Exit::Code(127), SEC)))).reason,
             OutcomeReason::Exited
         );
         let spec = encode_error(&ChildError::new(ErrorKind::Spec, "no such user"));
