@@ -19,9 +19,9 @@
 //! An internal error (4's missing status record, or 3's internal setup error) of a job whose
 //! memory peak reached its limit is `memory_limit`: an allocation of the container's start was
 //! refused at the limit. So is an exit with status 127 (a command that could not be run) at the
-//! limit: the start failed for lack of memory after the exec. The init and the job's process are never OOM-killed while they run on
-//! the worker's memory (the kernel skips vfork children), so such a start fails without an OOM
-//! kill to count.
+//! limit: the start failed for lack of memory after the exec. The init and the job's process are
+//! never OOM-killed while they run on the worker's memory (the kernel skips vfork children), so
+//! such a start fails without an OOM kill to count.
 //!
 //! Whatever the reason, the job's exit code or signal is kept alongside it when known (a setup
 //! spec error's exit 127 is not reported: the job never ran).
@@ -174,17 +174,16 @@ pub(crate) fn verdict(facts: &Facts<'_>) -> Outcome {
             (false, _) => {}
         }
     }
+    let at_limit = facts
+        .memory_peak
+        .is_some_and(|peak| peak >= facts.memory_limit);
     if facts.oom_kills > 0 && outcome.reason != OutcomeReason::Cancelled {
         outcome.reason = OutcomeReason::MemoryLimit;
         outcome.detail = Some(format!(
             "memory limit of {} bytes exceeded: the kernel OOM-killed {} process(es) of the job",
             facts.memory_limit, facts.oom_kills
         ));
-    } else if outcome.reason == OutcomeReason::InternalError
-        && facts
-            .memory_peak
-            .is_some_and(|peak| peak >= facts.memory_limit)
-    {
+    } else if outcome.reason == OutcomeReason::InternalError && at_limit {
         outcome.reason = OutcomeReason::MemoryLimit;
         outcome.detail = Some(format!(
             "memory limit of {} bytes reached while the container started: the kernel refused an \
@@ -192,11 +191,7 @@ pub(crate) fn verdict(facts: &Facts<'_>) -> Outcome {
             facts.memory_limit,
             outcome.detail.as_deref().unwrap_or("no detail")
         ));
-    } else if outcome.reason == OutcomeReason::Exited
-        && outcome.exit_code == Some(127)
-        && facts
-            .memory_peak
-            .is_some_and(|peak| peak >= facts.memory_limit)
+    } else if outcome.reason == OutcomeReason::Exited && outcome.exit_code == Some(127) && at_limit
     {
         // 127: a command that could not be run. At the limit, the start itself failed for lack of
         // memory after the exec (seen with the smallest limit, 64 KiB: no error report, no output).

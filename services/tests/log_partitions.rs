@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{Harness, guests};
 use nekton::api::types::JobState;
+use nekton::cli::StdStream;
 use nekton::model::{ChunkKind, OutputStream};
 use nekton::store::jobs::{self, NewJob, Submitted};
 use nekton::store::partitions::{self, PERIOD};
@@ -589,14 +590,8 @@ async fn a_held_partition_lock_delays_a_new_workers_output_but_does_not_stop_it(
         vec![partitions::DEFAULT_PARTITION.to_string()]
     );
     assert!(partition_names(pool).await.is_empty());
-    let http = common::http_client(running.admin_token.as_deref());
-    let base = format!("http://{}", running.api_addr.expect("api address"));
-    let out = http
-        .get(format!("{base}/v1/jobs/{}/logs?stream=stdout", job.id))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
+    let out = client
+        .plain_log_bytes(job.id, Some(StdStream::Stdout))
         .await
         .unwrap();
     assert_eq!(&out[..], b"hello\n");
