@@ -326,7 +326,10 @@ async fn each_job_gets_a_pid_namespace_and_the_spawner_returns_to_the_workers() 
         assert!(lines[0].starts_with("pid:["), "{out}");
         assert_ne!(lines[0], own, "the job runs in the worker's pid namespace");
         assert_eq!(lines[1], "nekton-init", "{out}");
-        assert_eq!(lines[2], "/proc/1 /proc/2", "another job's processes are visible: {out}");
+        assert_eq!(
+            lines[2], "/proc/1 /proc/2",
+            "another job's processes are visible: {out}"
+        );
     }
     // Every spawner thread's children go into the worker's namespace between containers. Another
     // test's spawner may be between its `unshare` and its `setns` (microseconds) when looked at:
