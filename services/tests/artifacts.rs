@@ -421,9 +421,16 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         idempotency_key: None,
         traceparent: None,
     };
-    nekton::store::jobs::submit(pool, &tenant, new, Some("default"), None)
-        .await
-        .unwrap();
+    nekton::store::jobs::submit(
+        pool,
+        &tenant,
+        new,
+        Some("default"),
+        None,
+        nekton::store::jobs::SubmitCommit::Flushed,
+    )
+    .await
+    .unwrap();
     let worker = Uuid::now_v7();
     let claimed = queue::claim(pool, worker, "default", 1, Duration::from_secs(30))
         .await

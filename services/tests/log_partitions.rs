@@ -64,9 +64,16 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         idempotency_key: None,
         traceparent: None,
     };
-    match jobs::submit(pool, &tenant, job, Some(&queue_name), None)
-        .await
-        .unwrap()
+    match jobs::submit(
+        pool,
+        &tenant,
+        job,
+        Some(&queue_name),
+        None,
+        jobs::SubmitCommit::Flushed,
+    )
+    .await
+    .unwrap()
     {
         Submitted::Created(j) => assert_eq!(j.id, id),
         other => panic!("not created: {other:?}"),

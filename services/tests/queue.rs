@@ -52,9 +52,16 @@ async fn insert_for(pool: &PgPool, tenant: &str, job: NewJob) -> Uuid {
         .unwrap()
         .unwrap_or_else(|| panic!("tenant {tenant} exists"));
     let wake = job.queue.clone();
-    match jobs::submit(pool, &tenant, job, Some(&wake), None)
-        .await
-        .unwrap()
+    match jobs::submit(
+        pool,
+        &tenant,
+        job,
+        Some(&wake),
+        None,
+        jobs::SubmitCommit::Flushed,
+    )
+    .await
+    .unwrap()
     {
         Submitted::Created(j) => j.id,
         other => panic!("not created: {other:?}"),
@@ -587,9 +594,16 @@ async fn submit_handed(
         queues,
         lease: LEASE,
     };
-    match jobs::submit(pool, &tenant, job, Some("default"), Some(to))
-        .await
-        .unwrap()
+    match jobs::submit(
+        pool,
+        &tenant,
+        job,
+        Some("default"),
+        Some(to),
+        jobs::SubmitCommit::Flushed,
+    )
+    .await
+    .unwrap()
     {
         Submitted::Created(j) => *j,
         other => panic!("not created: {other:?}"),

@@ -513,3 +513,122 @@ async fn with_a_capped_tenant_a_completion_claims_the_job_the_cap_held_back() {
     );
     running.shutdown().await.expect("clean shutdown");
 }
+
+/// A `?wait=` submission without an idempotency key commits without waiting for its WAL flush
+/// (`SubmitCommit::Deferred`: its answer comes after a later one), and an answer that names the
+/// job unfinished — the wait ran out — waits for a flush of its own: the job it names is
+/// durable. On a server with `synchronous_commit` on that flushes on its own only every 10 s
+/// (`wal_writer_delay`), and an API without a worker (nothing else writes), the test sees the
+/// submission stored and its WAL not yet flushed while the request waits, then the answer, then
+/// every byte of WAL inserted before the answer flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_answers_only_once_the_job_is_durable() {
+    use nekton::pg::{EmbeddedOptions, EmbeddedPostgres};
+    let dir = common::serve_state_dir("nkwaitflush");
+    let pg = EmbeddedPostgres::start(
+        dir.path().join("pg"),
+        EmbeddedOptions {
+            synchronous_commit: true,
+            settings: vec![
+                ("wal_writer_delay".into(), "10s".into()),
+                ("autovacuum".into(), "off".into()),
+            ],
+            ..EmbeddedOptions::for_tests()
+        },
+    )
+    .await
+    .expect("starting PostgreSQL");
+    pg.create_database_if_missing("nekton").await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(pg.connect_options("nekton"))
+        .await
+        .unwrap();
+    nekton::store::migrate(&pool)
+        .await
+        .expect("migrations apply");
+    let state = tempfile::tempdir().unwrap();
+    let mut opts = common::options(state.path());
+    opts.worker_slots = None;
+    let running = nekton::server::start(pool.clone(), opts)
+        .await
+        .expect("the API starts");
+    let base = format!("http://{}", running.api_addr.expect("api address"));
+    let client =
+        nekton::cli::Client::with_token(&base, running.admin_token.as_deref()).expect("client");
+    let http = common::http_client(running.admin_token.as_deref());
+    let hello = client
+        .push_module(guests::hello())
+        .await
+        .expect("module upload")
+        .digest;
+    let lsns = || async {
+        let (insert, flush): (String, String) = sqlx::query_as(
+            "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (lsn(&insert), lsn(&flush))
+    };
+
+    // The server's own WAL writer may flush the submission in the second the wait takes (once
+    // every 10 s): then the try proves nothing, and another job is submitted.
+    for _ in 0..5 {
+        let submitted = tokio::spawn({
+            let http = http.clone();
+            let body = spec(&hello);
+            let url = format!("{base}/v1/jobs?wait=1");
+            async move {
+                http.post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST /v1/jobs")
+            }
+        });
+        // The job stored, its WAL inserted but not flushed, while the request waits.
+        let mut seen = None;
+        let until = std::time::Instant::now() + Duration::from_millis(800);
+        while std::time::Instant::now() < until {
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let (insert, flush) = lsns().await;
+            if stored > 0 && !submitted.is_finished() {
+                seen = Some((insert, flush));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (inserted, flushed) = seen.expect("the job stored while its request waits");
+        let res = submitted.await.unwrap();
+        assert_eq!(res.status(), 201);
+        let job: Value = res.json().await.unwrap();
+        assert_eq!(job["state"], "queued", "no worker runs it: {job}");
+        let (_, flushed_after) = lsns().await;
+        assert!(
+            flushed_after >= inserted,
+            "answered with WAL up to {inserted:X} inserted and only {flushed_after:X} flushed"
+        );
+        if flushed < inserted {
+            // The submission's commit did not wait for its flush; the answer did.
+            running.shutdown().await.expect("clean shutdown");
+            pool.close().await;
+            pg.stop().await;
+            return;
+        }
+        sqlx::query("DELETE FROM jobs")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    panic!("in 5 tries the submission's WAL was always flushed before its answer was due");
+}
+
+/// A `pg_lsn` (`16/B374D848`) as a number.
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}

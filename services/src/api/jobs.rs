@@ -312,7 +312,15 @@ async fn submit_traced(
             Some((h, h.reserve(&queue, container)?, job.spec.clone()))
         });
     let to = hand.as_ref().map(|(h, _, _)| h.to());
-    let submitted = store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to).await?;
+    // A waited-for job's answer comes after a later flush (its end's commit, or the wait's own
+    // when it runs out): its submission need not wait for one.
+    let commit = if waiting.is_some() {
+        store_jobs::SubmitCommit::Deferred
+    } else {
+        store_jobs::SubmitCommit::Flushed
+    };
+    let submitted =
+        store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to, commit).await?;
     crate::timeline!(id, "api.stored");
     // The slot set aside serves only a job stored running on the worker. Any other outcome gives
     // it back now: before the poke below (the claim it starts counts the free slots) and before

@@ -130,6 +130,11 @@ impl Wait {
                     if now.state.is_terminal() {
                         return answer(state, tenant, now.id).await;
                     }
+                    // The submission may have committed without its flush
+                    // (`SubmitCommit::Deferred`); an answer that names an unfinished job
+                    // waits for one. (A final state read above was stored by a commit that
+                    // flushed, after the submission's.)
+                    store_jobs::flush_wal(&state.pool).await?;
                     return Ok(Job::from(now));
                 }
                 _ = tokio::time::sleep(RECHECK) => None,

@@ -140,6 +140,31 @@ pub struct HandTo<'a> {
     pub lease: std::time::Duration,
 }
 
+/// When a submission's commit waits for its WAL flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitCommit {
+    /// Before [`submit`] returns: the answer that names the job may go out at once.
+    Flushed,
+    /// Later (`synchronous_commit` off for the submission's transaction), for a `?wait=`
+    /// submission without an idempotency key: nobody learns the job's id before its answer, and
+    /// the answer goes out only after a later flush — the commit that stores the job's end
+    /// (which flushes all WAL before it), or [`flush_wal`] when the wait runs out first. A crash
+    /// in between loses a job nobody was told of. Only the one-statement path defers; a
+    /// submission that takes the transaction path (a tenant with quotas) flushes as before.
+    Deferred,
+}
+
+/// Makes every commit before it durable: a transaction that writes one WAL record (a logical
+/// decoding message, prefix `nekton`, which no table sees) and commits as the server's
+/// `synchronous_commit` says, so its commit's flush covers all WAL inserted before it — a
+/// [`SubmitCommit::Deferred`] submission's included.
+pub async fn flush_wal(db: impl sqlx::PgExecutor<'_>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_logical_emit_message(true, 'nekton', 'flush')")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Stores one job. With an idempotency key already used by this tenant, nothing is written and
 /// the original job (same request) or a conflict (different request) is returned.
 /// `wake`: the payload of the wake-up NOTIFY to send inside the insert transaction
@@ -152,16 +177,21 @@ pub struct HandTo<'a> {
 /// worker's queues, and the tenant has no `max_running` cap); the returned record says `running`
 /// then, and the caller passes the job to that worker. Otherwise the job is stored waiting, as
 /// without `hand`.
+///
+/// `commit`: [`SubmitCommit::Deferred`] lets a plain submission without an idempotency key
+/// commit without waiting for its WAL flush; the caller then owes the flush before any answer.
 pub async fn submit(
     pool: &PgPool,
     tenant_quota: &Tenant,
     job: NewJob,
     wake: Option<&str>,
     hand: Option<HandTo<'_>>,
+    commit: SubmitCommit,
 ) -> Result<Submitted, StoreError> {
     let tenant = tenant_quota.id.as_str();
+    let deferred = commit == SubmitCommit::Deferred && job.idempotency_key.is_none();
     if may_be_handed(tenant_quota)
-        && let Some(submitted) = submit_plain(pool, tenant, &job, wake, hand).await?
+        && let Some(submitted) = submit_plain(pool, tenant, &job, wake, hand, deferred).await?
     {
         return Ok(submitted);
     }
@@ -265,8 +295,11 @@ async fn submit_plain(
     job: &NewJob,
     wake: Option<&str>,
     hand: Option<HandTo<'_>>,
+    deferred: bool,
 ) -> Result<Option<Submitted>, StoreError> {
     // The record's columns are `get`'s (the new job has no attempt: its `a` columns are NULL).
+    // `deferred` turns `synchronous_commit` off for this statement's transaction only, evaluated
+    // with the stored row (no row: nothing was written).
     let sql = format!(
         "WITH h AS ( \
              SELECT $15::uuid AS worker WHERE $15::uuid IS NOT NULL AND nekton_may_hand($16, $2) \
@@ -295,7 +328,8 @@ async fn submit_plain(
          ), n AS ( \
              SELECT pg_notify($12, $13) FROM j WHERE $13::text IS NOT NULL AND j.state = 'queued' \
          ) \
-         SELECT {JOB_COLUMNS}, (SELECT count(*) FROM n) AS notified \
+         SELECT {JOB_COLUMNS}, (SELECT count(*) FROM n) AS notified, \
+                CASE WHEN $19 THEN set_config('synchronous_commit', 'off', true) END AS deferred \
          FROM j JOIN s ON s.job_id = j.id \
          LEFT JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt"
     );
@@ -318,6 +352,7 @@ async fn submit_plain(
         .bind(hand.map(|h| h.queues))
         .bind(hand.map(|h| super::queue::ms(h.lease)))
         .bind(&job.idempotency_key)
+        .bind(deferred)
         .fetch_optional(pool)
         .await?;
     match (row, &job.required_module) {
