@@ -207,7 +207,26 @@ async fn three_worker_hosts_survive_kill_sigterm_and_a_database_restart() {
     }
 
     // kill -9 on node-a while it runs jobs; it comes back after a while, as a new pod would.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed once every host runs some (30 jobs of 400 ms on 3 × 4 slots: the first waves), not
+    // after a fixed delay: a host that had started slowly, or whose jobs had all just ended,
+    // once took the SIGKILL with nothing running, and the run exercised no rescue.
+    let busy_until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT worker_id) FROM jobs WHERE state = 'running'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if busy == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < busy_until,
+            "the three hosts never ran jobs at once ({busy} did)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     hosts[0].signal(Signal::SIGKILL);
     hosts[0].wait_exit(Duration::from_secs(5));
     for i in JOBS / 3..2 * JOBS / 3 {
