@@ -252,7 +252,9 @@
 //!   namespace (the job sees `/`). Limits: memory (`memory_bytes`; swap 0 / memsw = memory), pids
 //!   (`Limits::pids` or `default_pids`; P2 counts), CPU quota (`cpu_millicores`). `cpu_time` is
 //!   enforced on the whole cgroup by the worker polling its CPU usage (`cpu_timeout` at the limit);
-//!   `RLIMIT_CPU` per process stays as a backstop. An OOM kill of any process of the job makes the
+//!   `RLIMIT_CPU` per process stays as a backstop one second past the limit (the kernel checks it
+//!   against tick-sampled CPU time, which can run ahead of the cgroup's exact count: at the same
+//!   value it could stop a job short of its limit). An OOM kill of any process of the job makes the
 //!   verdict `memory_limit` (unless cancelled), and so does a start that failed with the memory
 //!   peak at the limit (an allocation refused there: the init and job process are not OOM-killed
 //!   while on the worker's memory). The bill (CPU user/system, `memory.peak` /

@@ -837,11 +837,16 @@ async fn launch(
         Ok(p) => p,
         Err(e) => return Err(internal(format!("creating the job's pipes: {e}"))),
     };
+    // `RLIMIT_CPU` is the backstop, per process, one second past the limit the worker watches on
+    // the whole cgroup (`watch_cpu`). The kernel checks it against a process's tick-sampled CPU
+    // time, which on a busy machine runs ahead of the cgroup's exact count: at the same value it
+    // could fire first and stop a job that had used less than its limit (SIGXCPU at 893 ms of
+    // exact usage under a 1 s limit was seen).
     let cpu_secs = request
         .limits
         .cpu_time
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-        .map(|s| s.max(1));
+        .map(|s| s.max(1) + 1);
     // Bridge jobs: a network namespace with eth0 on the bridge, complete before the init starts.
     let allow = request.container.network_allow.as_deref();
     if let Some(allow) = allow {
