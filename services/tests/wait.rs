@@ -632,3 +632,81 @@ fn lsn(text: &str) -> u64 {
     let (hi, lo) = text.split_once('/').expect("an LSN");
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
+
+/// A worker's writer keeps its connection from one flush to the next (`store::Held`), so a lone
+/// job's flush runs on a warm backend — not on whichever connection the pool left idle longest,
+/// as a fresh acquire each time would (sqlx hands out idle connections oldest first). A trigger
+/// the test adds records the backend of each flush's attempt insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
+    let db = nekton::testing::TestDb::new().await;
+    // A pool of its own, larger than the harness's, grown below to many idle connections (as a
+    // burst of requests leaves it).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(24)
+        .connect_with(db.connect_options())
+        .await
+        .unwrap();
+    nekton::store::migrate(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE test_flush_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
+         CREATE FUNCTION test_record_backend() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO test_flush_backends (pid) VALUES (pg_backend_pid());
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER test_record_backend AFTER INSERT ON job_attempts
+             FOR EACH STATEMENT EXECUTE FUNCTION test_record_backend();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (running, client) = common::start_on(&pool, dir.path()).await;
+    let hello = client.push_module(guests::hello()).await.unwrap().digest;
+    let http = common::http_client(running.admin_token.as_deref());
+    let base = format!("http://{}", running.api_addr.unwrap());
+    let mut idle = Vec::new();
+    while idle.len() < 20 {
+        match tokio::time::timeout(Duration::from_millis(500), pool.acquire()).await {
+            Ok(conn) => idle.push(conn.unwrap()),
+            Err(_) => break,
+        }
+    }
+    let grown = idle.len();
+    assert!(
+        grown >= 12,
+        "the pool grew to only {grown} free connections"
+    );
+    drop(idle);
+
+    const JOBS: i64 = 60;
+    for _ in 0..JOBS {
+        let res = http
+            .post(format!("{base}/v1/jobs?wait=30"))
+            .json(&spec(&hello))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let job: Value = res.json().await.unwrap();
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    let per_backend: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM test_flush_backends GROUP BY pid ORDER BY count(*) DESC",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_backend.iter().sum::<i64>(), JOBS, "{per_backend:?}");
+    // Kept: each writer lane's flushes on its one connection (two lanes here: 32 + 28 seen), one
+    // more only past `Held::FOR` (10 s). Taken afresh for each flush: spread over the idle
+    // connections, 5 or 6 flushes each at most (seen).
+    assert!(
+        per_backend[0] >= JOBS / 6,
+        "the flushes of {JOBS} lone jobs, one after another, spread over {} backends: \
+         {per_backend:?} flushes each",
+        per_backend.len()
+    );
+    running.shutdown().await.expect("clean shutdown");
+}

@@ -22,8 +22,78 @@ pub mod stats;
 pub mod tenants;
 pub mod webhooks;
 
+use std::time::{Duration, Instant};
+
 use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, Postgres};
 use uuid::Uuid;
+
+/// A connection one long-lived task keeps for its next statements instead of taking one from
+/// the pool for each.
+///
+/// sqlx's pool hands out its idle connections oldest first, so a task that runs a statement now
+/// and then lands each time on the connection idle longest, whose backend's caches the other
+/// processes on the machine have had the most time to evict. A task that keeps its connection
+/// runs on a warm backend (docs/queue.md, "The writer's own connection"). It is kept only while
+/// it is busy: a connection last used [`Held::IDLE`] ago goes back to the pool before the next
+/// statement (the pool pings a connection idle that long before handing it out; a kept one would
+/// skip that), and one held for [`Held::FOR`] does too, so the pool's own lifetime limit sees it.
+/// After any error it is dropped ([`Held::discard`]): a connection that a restart or a failover
+/// broke is never used twice.
+pub struct Held {
+    pool: PgPool,
+    conn: Option<Kept>,
+}
+
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    taken: Instant,
+    used: Instant,
+}
+
+impl Held {
+    /// How long a connection may sit unused and still be kept.
+    pub const IDLE: Duration = Duration::from_secs(1);
+    /// How long a connection is kept at most before it goes back to the pool.
+    pub const FOR: Duration = Duration::from_secs(10);
+
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+
+    /// The kept connection, or a new one from the pool if there is none or the kept one is due
+    /// back ([`Self::IDLE`], [`Self::FOR`]).
+    pub async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|k| k.used.elapsed() >= Self::IDLE || k.taken.elapsed() >= Self::FOR)
+        {
+            self.conn = None;
+        }
+        let kept = match self.conn.take() {
+            Some(kept) => self.conn.insert(kept),
+            None => {
+                let conn = self.pool.acquire().await?;
+                let now = Instant::now();
+                self.conn.insert(Kept {
+                    conn,
+                    taken: now,
+                    used: now,
+                })
+            }
+        };
+        kept.used = Instant::now();
+        Ok(&mut *kept.conn)
+    }
+
+    /// Gives the connection back to the pool: after a failed statement, the next one takes
+    /// another.
+    pub fn discard(&mut self) {
+        self.conn = None;
+    }
+}
 
 /// The schema migrations, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

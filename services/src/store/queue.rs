@@ -491,25 +491,38 @@ pub async fn flush_answering(
     notices: Notices,
     ask: &Ask,
 ) -> Result<Flushed, StoreError> {
+    flush_answering_on(
+        &mut *pool.acquire().await?,
+        worker,
+        chunks,
+        completions,
+        notices,
+        ask,
+    )
+    .await
+}
+
+/// [`flush_answering`] on a given connection (a writer's own: [`super::Held`]).
+pub async fn flush_answering_on(
+    conn: &mut sqlx::PgConnection,
+    worker: Uuid,
+    chunks: &[NewChunk],
+    completions: &[Completion],
+    notices: Notices,
+    ask: &Ask,
+) -> Result<Flushed, StoreError> {
     if completions.is_empty() {
         if !chunks.is_empty() {
-            insert_chunks_on(&mut *pool.acquire().await?, worker, chunks, notices).await?;
+            insert_chunks_on(conn, worker, chunks, notices).await?;
         }
         return Ok(Flushed::default());
     }
     if completions.len() <= MAX_COMPLETIONS_PER_STATEMENT {
-        let (applied, _, answers) = run_flush(
-            &mut *pool.acquire().await?,
-            worker,
-            chunks,
-            completions,
-            notices,
-            ask,
-        )
-        .await?;
+        let (applied, _, answers) =
+            run_flush(conn, worker, chunks, completions, notices, ask).await?;
         return Ok(Flushed { applied, answers });
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     insert_chunks_on(&mut tx, worker, chunks, notices).await?;
     let applied = complete_on(&mut tx, worker, completions, notices).await?;
     tx.commit().await?;

@@ -106,6 +106,8 @@ pub async fn run(
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut deadline: Option<Instant> = None;
     let mut open = true;
+    // The writer's own connection: its flushes run on a warm backend (`store::Held`).
+    let held = tokio::sync::Mutex::new(crate::store::Held::new(pool));
     while open || !chunks.is_empty() || !completions.is_empty() {
         if open {
             // Wait for a message, or for the tick when output is pending.
@@ -153,7 +155,7 @@ pub async fn run(
         // Logs first, then completions, in one transaction: a job's output is complete before
         // it is finished, and a batch of finished jobs costs one commit.
         let flusher = Flusher {
-            pool: &pool,
+            held: &held,
             worker,
             metrics: &metrics,
             notices,
@@ -229,7 +231,7 @@ struct Applied {
 
 /// Where a writer stores its flushes: the database, as worker `worker`, counting refusals.
 struct Flusher<'a> {
-    pool: &'a sqlx::PgPool,
+    held: &'a tokio::sync::Mutex<crate::store::Held>,
     worker: Uuid,
     metrics: &'a Metrics,
     notices: Notices,
@@ -283,16 +285,28 @@ impl Flusher<'_> {
     ) -> Result<queue::Flushed, StoreError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match queue::flush_answering(
-                self.pool,
-                self.worker,
-                chunks,
-                completions,
-                self.notices,
-                ask,
-            )
-            .await
-            {
+            let flushed = {
+                let mut held = self.held.lock().await;
+                let flushed = match held.conn().await {
+                    Ok(conn) => {
+                        queue::flush_answering_on(
+                            conn,
+                            self.worker,
+                            chunks,
+                            completions,
+                            self.notices,
+                            ask,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if flushed.is_err() {
+                    held.discard();
+                }
+                flushed
+            };
+            match flushed {
                 Ok(flushed) => return Ok(flushed),
                 Err(e) if e.refused_values() => return Err(e),
                 Err(e) => {
