@@ -2614,3 +2614,72 @@ async fn a_streams_first_read_is_the_job_and_its_chunks_after_the_position() {
         "another tenant's job is not found"
     );
 }
+
+/// `store::Held` keeps one connection across statements, and gives it back when the pool has no
+/// idle connection left and cannot open another (someone may be waiting), after an error, and
+/// when it has not been used for `Held::IDLE`.
+#[tokio::test]
+async fn a_held_connection_is_kept_while_the_pool_can_spare_it() {
+    use nekton::store::Held;
+    let db = db().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .min_connections(0)
+        .connect_with(db.connect_options())
+        .await
+        .unwrap();
+    async fn pid(conn: &mut sqlx::PgConnection) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+    // A connection dropped goes back to the pool in a task of its own: wait for it.
+    async fn idle(pool: &PgPool, n: usize) -> bool {
+        for _ in 0..200 {
+            if pool.num_idle() == n {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+    let mut held = Held::new(pool.clone());
+    let first = pid(held.conn().await.unwrap()).await;
+    // Another connection idle in the pool: the pool would hand that one out first (oldest idle
+    // first), but the held one is used again.
+    drop(pool.acquire().await.unwrap());
+    assert!(idle(&pool, 1).await);
+    held.relieve();
+    assert!(held.is_kept(), "the pool had spare connections");
+    assert_eq!(pid(held.conn().await.unwrap()).await, first);
+    assert_eq!(pool.size(), 2);
+
+    // The pool at its limit with nothing idle: the held connection goes back.
+    let a = pool.acquire().await.unwrap();
+    let b = pool.acquire().await.unwrap();
+    assert_eq!((pool.size(), pool.num_idle()), (3, 0));
+    held.relieve();
+    assert!(!held.is_kept());
+    assert!(idle(&pool, 1).await, "given back to the pool");
+    drop((a, b));
+    assert!(idle(&pool, 3).await);
+
+    // Discarded (after an error): back in the pool, and the next statement takes one from it.
+    pid(held.conn().await.unwrap()).await;
+    held.discard();
+    assert!(!held.is_kept());
+    assert!(idle(&pool, 3).await);
+    let next = pid(held.conn().await.unwrap()).await;
+    assert_eq!(pool.num_idle(), 2);
+
+    // Unused for `Held::IDLE`: given back, and another taken (the pool hands out its oldest idle
+    // connection, which is not the one just given back).
+    tokio::time::sleep(Held::IDLE + std::time::Duration::from_millis(50)).await;
+    let after_idle = pid(held.conn().await.unwrap()).await;
+    assert_ne!(
+        after_idle, next,
+        "a connection unused for a second was used again"
+    );
+    assert!(idle(&pool, 2).await);
+}

@@ -679,6 +679,7 @@ async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
         "the pool grew to only {grown} free connections"
     );
     drop(idle);
+    let busy_before = fewest_in_use(&pool).await;
 
     const JOBS: i64 = 60;
     for _ in 0..JOBS {
@@ -708,5 +709,23 @@ async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
          {per_backend:?} flushes each",
         per_backend.len()
     );
+    // Idle for `Held::IDLE`, the writers give their connections back to the pool.
+    tokio::time::sleep(nekton::store::Held::IDLE).await;
+    let busy_after = fewest_in_use(&pool).await;
+    assert!(
+        busy_after <= busy_before,
+        "{busy_after} connections in use a second after the last job, {busy_before} before the first"
+    );
     running.shutdown().await.expect("clean shutdown");
+}
+
+/// The fewest connections of `pool` in use over a second (the server's background tasks take
+/// one now and then; a dropped one goes back in a task of its own).
+async fn fewest_in_use(pool: &sqlx::PgPool) -> u32 {
+    let mut fewest = u32::MAX;
+    for _ in 0..50 {
+        fewest = fewest.min(pool.size() - pool.num_idle() as u32);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fewest
 }

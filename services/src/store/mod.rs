@@ -36,11 +36,13 @@ use uuid::Uuid;
 /// and then lands each time on the connection idle longest, whose backend's caches the other
 /// processes on the machine have had the most time to evict. A task that keeps its connection
 /// runs on a warm backend (docs/queue.md, "The writer's own connection"). It is kept only while
-/// it is busy: a connection last used [`Held::IDLE`] ago goes back to the pool before the next
-/// statement (the pool pings a connection idle that long before handing it out; a kept one would
-/// skip that), and one held for [`Held::FOR`] does too, so the pool's own lifetime limit sees it.
-/// After any error it is dropped ([`Held::discard`]): a connection that a restart or a failover
-/// broke is never used twice.
+/// it is busy and the pool can spare it: the task gives it back when it has had nothing to do
+/// for [`Held::IDLE`], and a connection last used that long ago is not used again (the pool pings
+/// a connection idle that long before handing it out; a kept one would skip that); one held for
+/// [`Held::FOR`] goes back too, so the pool's own lifetime limit sees it; and after a statement
+/// it goes back if the pool has no idle connection left and cannot open one
+/// ([`Held::relieve`]). After any error it is dropped ([`Held::discard`]): a connection that a
+/// restart or a failover broke is never used twice.
 pub struct Held {
     pool: PgPool,
     conn: Option<Kept>,
@@ -92,6 +94,22 @@ impl Held {
     /// another.
     pub fn discard(&mut self) {
         self.conn = None;
+    }
+
+    /// Gives the connection back if the pool has none idle and cannot open another: some other
+    /// task may be waiting for one. Called after each statement.
+    pub fn relieve(&mut self) {
+        if self.conn.is_some()
+            && self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// Whether a connection is kept now.
+    pub fn is_kept(&self) -> bool {
+        self.conn.is_some()
     }
 }
 

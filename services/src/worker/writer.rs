@@ -116,6 +116,16 @@ pub async fn run(
                     m = rx.recv() => Some(m),
                     _ = tokio::time::sleep_until(at) => None,
                 },
+                // Idle: the kept connection goes back to the pool after `Held::IDLE` without work.
+                None if held.lock().await.is_kept() => {
+                    match tokio::time::timeout(crate::store::Held::IDLE, rx.recv()).await {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            held.lock().await.discard();
+                            Some(rx.recv().await)
+                        }
+                    }
+                }
                 None => Some(rx.recv().await),
             };
             let mut take = |m: WriterMsg| match m {
@@ -303,6 +313,8 @@ impl Flusher<'_> {
                 };
                 if flushed.is_err() {
                     held.discard();
+                } else {
+                    held.relieve();
                 }
                 flushed
             };
