@@ -633,34 +633,29 @@ fn lsn(text: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
-/// A worker's writer keeps its connection from one flush to the next (`store::Held`), so a lone
-/// job's flush runs on a warm backend — not on whichever connection the pool left idle longest,
-/// as a fresh acquire each time would (sqlx hands out idle connections oldest first). A trigger
-/// the test adds records the backend of each flush's attempt insert.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
+/// A server on a pool of its own, larger than the harness's and grown to many idle connections
+/// (as a burst of requests leaves it), with `setup` (SQL) applied after the migrations.
+struct Roomy {
+    _db: nekton::testing::TestDb,
+    pool: sqlx::PgPool,
+    running: nekton::server::Running,
+    client: nekton::cli::Client,
+    http: reqwest::Client,
+    base: String,
+    hello: String,
+    /// The fewest connections in use once the pool had grown, before any job.
+    busy_before: u32,
+}
+
+async fn roomy(setup: &'static str) -> Roomy {
     let db = nekton::testing::TestDb::new().await;
-    // A pool of its own, larger than the harness's, grown below to many idle connections (as a
-    // burst of requests leaves it).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(24)
         .connect_with(db.connect_options())
         .await
         .unwrap();
     nekton::store::migrate(&pool).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE TABLE test_flush_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
-         CREATE FUNCTION test_record_backend() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             INSERT INTO test_flush_backends (pid) VALUES (pg_backend_pid());
-             RETURN NULL;
-         END $$;
-         CREATE TRIGGER test_record_backend AFTER INSERT ON job_attempts
-             FOR EACH STATEMENT EXECUTE FUNCTION test_record_backend();",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::raw_sql(setup).execute(&pool).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (running, client) = common::start_on(&pool, dir.path()).await;
     let hello = client.push_module(guests::hello()).await.unwrap().digest;
@@ -680,12 +675,54 @@ async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
     );
     drop(idle);
     let busy_before = fewest_in_use(&pool).await;
+    Roomy {
+        _db: db,
+        pool,
+        running,
+        client,
+        http,
+        base,
+        hello,
+        busy_before,
+    }
+}
 
+/// Statements per backend in `table` (rows of `pid`), most first; asserts there are `n`.
+async fn per_backend(pool: &sqlx::PgPool, table: &str, n: i64) -> Vec<i64> {
+    // `table` is one of this file's constants.
+    let counts: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} GROUP BY pid ORDER BY count(*) DESC"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(counts.iter().sum::<i64>(), n, "{table}: {counts:?}");
+    counts
+}
+
+/// A worker's writer keeps its connection from one flush to the next (`store::Held`), so a lone
+/// job's flush runs on a warm backend — not on whichever connection the pool left idle longest,
+/// as a fresh acquire each time would (sqlx hands out idle connections oldest first). A trigger
+/// the test adds records the backend of each flush's attempt insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
+    let s = roomy(
+        "CREATE TABLE test_flush_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
+         CREATE FUNCTION test_record_backend() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO test_flush_backends (pid) VALUES (pg_backend_pid());
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER test_record_backend AFTER INSERT ON job_attempts
+             FOR EACH STATEMENT EXECUTE FUNCTION test_record_backend();",
+    )
+    .await;
     const JOBS: i64 = 60;
     for _ in 0..JOBS {
-        let res = http
-            .post(format!("{base}/v1/jobs?wait=30"))
-            .json(&spec(&hello))
+        let res = s
+            .http
+            .post(format!("{}/v1/jobs?wait=30", s.base))
+            .json(&spec(&s.hello))
             .send()
             .await
             .unwrap();
@@ -693,30 +730,69 @@ async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
         let job: Value = res.json().await.unwrap();
         assert_eq!(job["state"], "succeeded", "{job}");
     }
-    let per_backend: Vec<i64> = sqlx::query_scalar(
-        "SELECT count(*) FROM test_flush_backends GROUP BY pid ORDER BY count(*) DESC",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(per_backend.iter().sum::<i64>(), JOBS, "{per_backend:?}");
+    let counts = per_backend(&s.pool, "test_flush_backends", JOBS).await;
     // Kept: each writer lane's flushes on its one connection (two lanes here: 32 + 28 seen), one
     // more only past `Held::FOR` (10 s). Taken afresh for each flush: spread over the idle
     // connections, 5 or 6 flushes each at most (seen).
     assert!(
-        per_backend[0] >= JOBS / 6,
+        counts[0] >= JOBS / 6,
         "the flushes of {JOBS} lone jobs, one after another, spread over {} backends: \
-         {per_backend:?} flushes each",
-        per_backend.len()
+         {counts:?} flushes each",
+        counts.len()
     );
     // Idle for `Held::IDLE`, the writers give their connections back to the pool.
     tokio::time::sleep(nekton::store::Held::IDLE).await;
-    let busy_after = fewest_in_use(&pool).await;
+    let busy_after = fewest_in_use(&s.pool).await;
     assert!(
-        busy_after <= busy_before,
-        "{busy_after} connections in use a second after the last job, {busy_before} before the first"
+        busy_after <= s.busy_before,
+        "{busy_after} connections in use a second after the last job, {} before the first",
+        s.busy_before
     );
-    running.shutdown().await.expect("clean shutdown");
+    s.running.shutdown().await.expect("clean shutdown");
+}
+
+/// The worker's claim loop keeps its connection from one claim to the next too. A trigger the
+/// test adds records the backend of each statement that moved jobs to `running` (the claims:
+/// batch jobs are not handed over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_run_on_the_claim_loops_own_connection() {
+    let s = roomy(
+        "CREATE TABLE test_claim_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
+         CREATE FUNCTION test_record_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO test_claim_backends (pid)
+             SELECT pg_backend_pid() WHERE EXISTS (
+                 SELECT 1 FROM test_new n JOIN test_old o ON o.id = n.id
+                 WHERE n.state = 'running' AND o.state <> 'running');
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER test_record_claim AFTER UPDATE ON jobs
+             REFERENCING OLD TABLE AS test_old NEW TABLE AS test_new
+             FOR EACH STATEMENT EXECUTE FUNCTION test_record_claim();",
+    )
+    .await;
+    const BATCHES: i64 = 40;
+    for _ in 0..BATCHES {
+        let batch = nekton::api::types::BatchSpec {
+            defaults: Default::default(),
+            jobs: vec![json!({ "module": s.hello })],
+            labels: Default::default(),
+        };
+        let created = s.client.submit_batch(&batch).await.unwrap();
+        common::wait_finished(&s.client, created.job_ids[0], Duration::from_secs(30)).await;
+    }
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM test_claim_backends")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert!(claims >= BATCHES, "{claims} claims took the {BATCHES} jobs");
+    let counts = per_backend(&s.pool, "test_claim_backends", claims).await;
+    assert!(
+        counts[0] >= claims / 3,
+        "{claims} claims, one after another, spread over {} backends: {counts:?} each",
+        counts.len()
+    );
+    s.running.shutdown().await.expect("clean shutdown");
 }
 
 /// The fewest connections of `pool` in use over a second (the server's background tasks take

@@ -378,6 +378,9 @@ impl Worker {
         };
         let mut tasks = tokio::task::JoinSet::new();
         let mut maybe_more = true;
+        // The claims' own connection, kept while claims take jobs one after another
+        // (`store::Held`).
+        let mut held = crate::store::Held::new(pool.clone());
         // The last claim's container cap may have left container jobs waiting.
         let mut held_back = false;
         // `nekton_claims_total{result}`: [empty, jobs].
@@ -438,16 +441,27 @@ impl Worker {
                         break;
                     }
                     let asked = free.len();
-                    match queue::claim_kinds(
-                        &pool,
-                        config.id,
-                        queue,
-                        asked as i64,
-                        Some(boxes.len() as i64),
-                        config.timing.lease,
-                    )
-                    .await
-                    {
+                    let claimed = match held.conn().await {
+                        Ok(conn) => {
+                            queue::claim_kinds(
+                                conn,
+                                config.id,
+                                queue,
+                                asked as i64,
+                                Some(boxes.len() as i64),
+                                config.timing.lease,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    match &claimed {
+                        // Claims that take jobs keep the connection for the next; one that finds
+                        // none (an idle worker's poll) gives it back.
+                        Ok(jobs) if !jobs.is_empty() => held.relieve(),
+                        _ => held.discard(),
+                    }
+                    match claimed {
                         Ok(jobs) => {
                             claims[usize::from(!jobs.is_empty())].inc();
                             maybe_more |= jobs.len() == asked;
@@ -504,6 +518,8 @@ impl Worker {
                 // have held jobs back (with free slots and no cap, the last claim took all).
                 _ = completed.notified() => maybe_more |= capped.load(Ordering::Relaxed),
                 _ = tokio::time::sleep(config.timing.poll) => maybe_more = true,
+                // Nothing to do for a while: the kept connection goes back to the pool.
+                _ = tokio::time::sleep(crate::store::Held::IDLE), if held.is_kept() => held.discard(),
             }
         }
 
