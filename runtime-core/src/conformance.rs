@@ -523,8 +523,10 @@ pub async fn wall_timeout_while_spinning(target: &Target) -> Checked {
         wall >= Duration::from_millis(250) && wall < Duration::from_secs(3),
         "wall {wall:?}"
     );
+    // Not a share of the wall time: on a loaded two-core machine the spinner got 31 ms of CPU in
+    // its 360 ms (seen in CI while a build ran beside the tests). The bill must show its CPU.
     assert!(
-        done.report.usage.cpu_user > Duration::from_millis(50),
+        done.report.usage.cpu_user > Duration::from_millis(10),
         "a spinning program uses CPU: {:?}",
         done.report.usage
     );
