@@ -44,8 +44,9 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// A pooled connection idle for at least this long is pinged before it is handed out.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// A pooled connection idle for at least this long is pinged before it is handed out (a kept
+/// connection unused that long is given back rather than used: [`crate::store::Held::IDLE`]).
+const PING_IDLE_AFTER: Duration = crate::store::Held::IDLE;
 
 /// The pool settings of a service process.
 ///

@@ -55,7 +55,8 @@ struct Kept {
 }
 
 impl Held {
-    /// How long a connection may sit unused and still be kept.
+    /// How long a connection may sit unused and still be kept: the pool pings a connection idle
+    /// this long before handing it out (`server.rs`, `PING_IDLE_AFTER`, is this constant).
     pub const IDLE: Duration = Duration::from_secs(1);
     /// How long a connection is kept at most before it goes back to the pool.
     pub const FOR: Duration = Duration::from_secs(10);
