@@ -422,7 +422,7 @@ async fn the_store_is_fenced_chunked_and_pruned() {
         traceparent: None,
     };
     nekton::store::jobs::submit(
-        pool,
+        &nekton::store::Warm::new(pool.clone()),
         &tenant,
         new,
         Some("default"),

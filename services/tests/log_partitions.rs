@@ -65,7 +65,7 @@ async fn running_job(pool: &PgPool, worker: Uuid, id: Uuid) {
         traceparent: None,
     };
     match jobs::submit(
-        pool,
+        &nekton::store::Warm::new(pool.clone()),
         &tenant,
         job,
         Some(&queue_name),

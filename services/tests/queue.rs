@@ -53,7 +53,7 @@ async fn insert_for(pool: &PgPool, tenant: &str, job: NewJob) -> Uuid {
         .unwrap_or_else(|| panic!("tenant {tenant} exists"));
     let wake = job.queue.clone();
     match jobs::submit(
-        pool,
+        &nekton::store::Warm::new(pool.clone()),
         &tenant,
         job,
         Some(&wake),
@@ -595,7 +595,7 @@ async fn submit_handed(
         lease: LEASE,
     };
     match jobs::submit(
-        pool,
+        &nekton::store::Warm::new(pool.clone()),
         &tenant,
         job,
         Some("default"),
@@ -2613,6 +2613,109 @@ async fn a_streams_first_read_is_the_job_and_its_chunks_after_the_position() {
             .is_none(),
         "another tenant's job is not found"
     );
+}
+
+/// `store::Warm` lends the connection given back last (not the pool's oldest idle one), keeps at
+/// most `Warm::KEEP` and only while the pool can spare them, takes none back that was dropped
+/// without `done` (an error), gives back the ones idle for `Held::IDLE`, and all of them once the
+/// pool is closing (whose `close` waits for every connection).
+#[tokio::test]
+async fn shared_connections_are_lent_most_recent_first() {
+    use nekton::store::{Held, Warm};
+    let db = db().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(6)
+        .min_connections(0)
+        .connect_with(db.connect_options())
+        .await
+        .unwrap();
+    async fn pid(conn: &mut sqlx::PgConnection) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+    async fn idle(pool: &PgPool, n: usize) -> bool {
+        for _ in 0..200 {
+            if pool.num_idle() == n {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+    let warm = Warm::new(pool.clone());
+    let mut a = warm.conn().await.unwrap();
+    let mut b = warm.conn().await.unwrap();
+    let (pa, pb) = (pid(&mut a).await, pid(&mut b).await);
+    // Given back a, then b: b is lent next, then a.
+    a.done();
+    b.done();
+    assert_eq!(warm.kept(), 2);
+    // An idle connection in the pool, older than both: the pool would hand it out first.
+    drop(pool.acquire().await.unwrap());
+    assert!(idle(&pool, 1).await);
+    let mut next = warm.conn().await.unwrap();
+    assert_eq!(pid(&mut next).await, pb, "the connection given back last");
+    let mut then = warm.conn().await.unwrap();
+    assert_eq!(pid(&mut then).await, pa);
+    // Dropped without `done` (after an error): back to the pool, not kept.
+    drop(then);
+    next.done();
+    assert_eq!(warm.kept(), 1);
+    assert!(
+        idle(&pool, 2).await,
+        "the dropped connection went back to the pool"
+    );
+
+    // At most `Warm::KEEP`.
+    let mut lent = Vec::new();
+    for _ in 0..Warm::KEEP + 1 {
+        lent.push(warm.conn().await.unwrap());
+    }
+    for l in lent {
+        l.done();
+    }
+    assert_eq!(warm.kept(), Warm::KEEP);
+
+    // The pool at its limit with nothing idle: a connection given back goes to the pool.
+    let mut lent = Vec::new();
+    for _ in 0..6 {
+        lent.push(warm.conn().await.unwrap());
+    }
+    assert_eq!((pool.size(), pool.num_idle(), warm.kept()), (6, 0, 0));
+    lent.pop().unwrap().done();
+    assert_eq!(warm.kept(), 0, "kept while another task may wait for one");
+    assert!(idle(&pool, 1).await);
+    for l in lent {
+        l.done();
+    }
+    assert_eq!(warm.kept(), Warm::KEEP);
+
+    // Unused for `Held::IDLE`: swept back to the pool, and never lent again.
+    tokio::time::sleep(Held::IDLE + std::time::Duration::from_millis(50)).await;
+    warm.sweep();
+    assert_eq!(warm.kept(), 0);
+    assert!(idle(&pool, 6).await);
+
+    // Once the pool is closing, all of them go back, and its `close` can end.
+    for l in [warm.conn().await.unwrap(), warm.conn().await.unwrap()] {
+        l.done();
+    }
+    assert_eq!(warm.kept(), 2);
+    let closing = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.close().await }
+    });
+    while !pool.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    warm.sweep();
+    assert_eq!(warm.kept(), 0);
+    tokio::time::timeout(std::time::Duration::from_secs(30), closing)
+        .await
+        .expect("the pool closed once the kept connections were given back")
+        .unwrap();
 }
 
 /// `store::Held` keeps one connection across statements, and gives it back when the pool has no

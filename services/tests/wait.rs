@@ -797,6 +797,48 @@ async fn claims_run_on_the_claim_loops_own_connection() {
     s.running.shutdown().await.expect("clean shutdown");
 }
 
+/// The API's lone submissions share the connections used last (`store::Warm`), so each runs on a
+/// warm backend — not on whichever connection the pool left idle longest, as a fresh acquire for
+/// each would. A trigger the test adds records the backend that stored each job's spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_submissions_run_on_the_connections_used_last() {
+    let s = roomy(
+        "CREATE TABLE test_submit_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
+         CREATE FUNCTION test_record_submit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO test_submit_backends (pid) SELECT pg_backend_pid() FROM test_new;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER test_record_submit AFTER INSERT ON job_specs
+             REFERENCING NEW TABLE AS test_new
+             FOR EACH STATEMENT EXECUTE FUNCTION test_record_submit();",
+    )
+    .await;
+    const JOBS: i64 = 40;
+    for _ in 0..JOBS {
+        let res = s
+            .http
+            .post(format!("{}/v1/jobs?wait=30", s.base))
+            .json(&spec(&s.hello))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let job: Value = res.json().await.unwrap();
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    let counts = per_backend(&s.pool, "test_submit_backends", JOBS).await;
+    // Shared, most recently used first: one or two backends carry them (the other handlers of
+    // a request — the tenant's quotas, a token — take the pool's). Taken afresh for each: spread
+    // over the 12 or more idle connections.
+    assert!(
+        counts[0] >= JOBS / 3,
+        "{JOBS} lone submissions, one after another, spread over {} backends: {counts:?} each",
+        counts.len()
+    );
+    s.running.shutdown().await.expect("clean shutdown");
+}
+
 /// The fewest connections of `pool` in use over a second (the server's background tasks take
 /// one now and then; a dropped one goes back in a task of its own).
 async fn fewest_in_use(pool: &sqlx::PgPool) -> u32 {

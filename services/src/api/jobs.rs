@@ -320,7 +320,7 @@ async fn submit_traced(
         store_jobs::SubmitCommit::Flushed
     };
     let submitted =
-        store_jobs::submit(&state.pool, &tenant, job, notify.as_deref(), to, commit).await?;
+        store_jobs::submit(&state.warm, &tenant, job, notify.as_deref(), to, commit).await?;
     crate::timeline!(id, "api.stored");
     // The slot set aside serves only a job stored running on the worker. Any other outcome gives
     // it back now: before the poke below (the claim it starts counts the free slots) and before

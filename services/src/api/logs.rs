@@ -191,15 +191,22 @@ pub async fn logs(
     let missing = || ApiError::not_found(format!("no job {id}"));
     let (job, first_chunks) = match first_after {
         Some(Position::At { attempt, seq }) => {
-            let (job, chunks) = store_jobs::get_with_chunks_after(
-                &state.pool,
+            // On a connection the handlers share (`store::Warm`), given back after a good read.
+            let mut conn = state
+                .warm
+                .conn()
+                .await
+                .map_err(crate::store::StoreError::from)?;
+            let found = store_jobs::get_with_chunks_after(
+                &mut *conn,
                 caller.tenant(),
                 id,
                 (attempt, seq),
                 PAGE,
             )
-            .await?
-            .ok_or_else(missing)?;
+            .await?;
+            conn.done();
+            let (job, chunks) = found.ok_or_else(missing)?;
             (job, Some(chunks))
         }
         _ => (

@@ -55,6 +55,9 @@ pub const MAX_JSON_BODY: usize = 16 << 20;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Connections the handlers share, the most recently used first (`store::Warm`): the lone
+    /// submission's statement and a stream's first read run on a warm backend.
+    pub warm: Arc<crate::store::Warm>,
     pub policy: Arc<LimitPolicy>,
     pub metrics: Metrics,
     pub hub: hub::Hub,
@@ -84,8 +87,13 @@ impl AppState {
         metrics: Metrics,
         local_wake: Arc<Notify>,
     ) -> Self {
+        let warm = Arc::new(crate::store::Warm::new(pool.clone()));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            crate::store::Warm::spawn_sweeper(&warm);
+        }
         Self {
             notifier: Arc::new(QueueNotifier::new(pool.clone(), Uuid::now_v7())),
+            warm,
             streams: Arc::new(tokio::sync::Semaphore::new(policy.max_streams)),
             pool,
             policy: Arc::new(policy),

@@ -181,19 +181,25 @@ pub async fn flush_wal(db: impl sqlx::PgExecutor<'_>) -> Result<(), StoreError> 
 /// `commit`: [`SubmitCommit::Deferred`] lets a plain submission without an idempotency key
 /// commit without waiting for its WAL flush; the caller then owes the flush before any answer.
 pub async fn submit(
-    pool: &PgPool,
+    db: &super::Warm,
     tenant_quota: &Tenant,
     job: NewJob,
     wake: Option<&str>,
     hand: Option<HandTo<'_>>,
     commit: SubmitCommit,
 ) -> Result<Submitted, StoreError> {
+    let pool = db.pool();
     let tenant = tenant_quota.id.as_str();
     let deferred = commit == SubmitCommit::Deferred && job.idempotency_key.is_none();
-    if may_be_handed(tenant_quota)
-        && let Some(submitted) = submit_plain(pool, tenant, &job, wake, hand, deferred).await?
-    {
-        return Ok(submitted);
+    if may_be_handed(tenant_quota) {
+        // The one statement runs on a connection the API's handlers share, the most recently
+        // used (`store::Warm`); after an error it goes back to the pool instead.
+        let mut conn = db.conn().await?;
+        let submitted = submit_plain(&mut conn, tenant, &job, wake, hand, deferred).await?;
+        conn.done();
+        if let Some(submitted) = submitted {
+            return Ok(submitted);
+        }
     }
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
@@ -290,7 +296,7 @@ pub fn may_be_handed(tenant_quota: &Tenant) -> bool {
 /// key or its module — and [`submit`] goes the transactional way, which tells a replay, a key
 /// conflict and a missing module apart (a resubmission or a mistake: off the fast path).
 async fn submit_plain(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     tenant: &str,
     job: &NewJob,
     wake: Option<&str>,
@@ -353,7 +359,7 @@ async fn submit_plain(
         .bind(hand.map(|h| super::queue::ms(h.lease)))
         .bind(&job.idempotency_key)
         .bind(deferred)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
     match (row, &job.required_module) {
         (Some(row), _) => Ok(Some(Submitted::Created(Box::new(job_from_row(&row)?)))),
@@ -557,7 +563,7 @@ pub async fn get_with_output(
 /// (docs/queue.md §9), instead of a read of the job and then one of its chunks. One snapshot: when
 /// the record is final, the chunks are all of the job's output after `after` (up to `limit`).
 pub async fn get_with_chunks_after(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant: &str,
     id: Uuid,
     after: (i32, i32),
@@ -583,7 +589,7 @@ pub async fn get_with_chunks_after(
         .bind(after.0)
         .bind(after.1)
         .bind(limit)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
     else {
         return Ok(None);

@@ -114,6 +114,154 @@ impl Held {
     }
 }
 
+/// Connections the API's handlers share, the most recently used first: a handler's statement
+/// runs on a warm backend instead of the pool's coldest (sqlx's pool hands out its idle
+/// connections oldest first; see [`Held`], which keeps one for one task).
+///
+/// A handler takes one with [`Warm::conn`] and, after its statements succeeded, gives it back
+/// with [`Lent::done`]; dropped without that (an error, a cancelled request) it goes back to the
+/// pool, which tests or closes it. At most [`Warm::KEEP`] connections are kept, each only while
+/// the pool can spare it (an idle one left or room to open one), never one last used
+/// [`Held::IDLE`] ago or taken [`Held::FOR`] ago; [`Warm::sweep`], run by [`Warm::spawn_sweeper`],
+/// gives back the ones idle that long, and all of them once the pool is closing.
+pub struct Warm {
+    pool: PgPool,
+    stack: std::sync::Mutex<Vec<Kept>>,
+}
+
+/// A connection lent by [`Warm::conn`].
+pub struct Lent<'a> {
+    warm: &'a Warm,
+    kept: Option<Kept>,
+}
+
+impl Warm {
+    /// Most connections kept at once: a handful of backends carry a light load; beyond that the
+    /// handlers use the pool as it is.
+    pub const KEEP: usize = 4;
+    /// How often [`Warm::spawn_sweeper`]'s task sweeps.
+    pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            stack: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The pool the connections come from.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The connection used last, or one from the pool.
+    pub async fn conn(&self) -> Result<Lent<'_>, sqlx::Error> {
+        let kept = {
+            let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            // Stale ones are at the bottom: newer ones were pushed after them.
+            let mut found = None;
+            while let Some(k) = stack.pop() {
+                if k.fresh() {
+                    found = Some(k);
+                    break;
+                }
+            }
+            found
+        };
+        let kept = match kept {
+            Some(k) => k,
+            None => {
+                let conn = self.pool.acquire().await?;
+                let now = Instant::now();
+                Kept {
+                    conn,
+                    taken: now,
+                    used: now,
+                }
+            }
+        };
+        Ok(Lent {
+            warm: self,
+            kept: Some(kept),
+        })
+    }
+
+    fn give(&self, mut kept: Kept) {
+        kept.used = Instant::now();
+        let spare = self.pool.num_idle() > 0
+            || self.pool.size() < self.pool.options().get_max_connections();
+        if !spare || self.pool.is_closed() || !kept.fresh() {
+            return;
+        }
+        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+        if stack.len() < Self::KEEP {
+            stack.push(kept);
+        }
+    }
+
+    /// Gives back the connections unused for [`Held::IDLE`] (or all of them once the pool is
+    /// closing: its `close` waits for every connection).
+    pub fn sweep(&self) {
+        let closing = self.pool.is_closed();
+        let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+        stack.retain(|k| !closing && k.fresh());
+    }
+
+    /// How many connections are kept now.
+    pub fn kept(&self) -> usize {
+        self.stack.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A task that sweeps every [`Warm::SWEEP_EVERY`] while `warm` lives.
+    pub fn spawn_sweeper(warm: &std::sync::Arc<Self>) {
+        let weak = std::sync::Arc::downgrade(warm);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Self::SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(warm) = weak.upgrade() else { return };
+                warm.sweep();
+            }
+        });
+    }
+}
+
+impl Lent<'_> {
+    /// Gives the connection back for the next handler: call it after the statements succeeded.
+    pub fn done(mut self) {
+        if let Some(kept) = self.kept.take() {
+            self.warm.give(kept);
+        }
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        // `kept` is only taken by `done`, which consumes the `Lent`.
+        self.kept
+            .as_ref()
+            .map(|k| &*k.conn)
+            .expect("a lent connection until done")
+    }
+}
+
+impl std::ops::DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.kept
+            .as_mut()
+            .map(|k| &mut *k.conn)
+            .expect("a lent connection until done")
+    }
+}
+
+impl Kept {
+    fn fresh(&self) -> bool {
+        self.used.elapsed() < Held::IDLE && self.taken.elapsed() < Held::FOR
+    }
+}
+
 /// The schema migrations, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
