@@ -2617,8 +2617,8 @@ async fn a_streams_first_read_is_the_job_and_its_chunks_after_the_position() {
 
 /// `store::Warm` lends the connection given back last (not the pool's oldest idle one), keeps at
 /// most `Warm::KEEP` and only while the pool can spare them, takes none back that was dropped
-/// without `done` (an error), gives back the ones idle for `Held::IDLE`, and all of them once the
-/// pool is closing (whose `close` waits for every connection).
+/// without `done` (an error), gives back the ones idle for `Held::IDLE`, and all of them when the
+/// pool runs out or is closing (whose `close` waits for every connection).
 #[tokio::test]
 async fn shared_connections_are_lent_most_recent_first() {
     use nekton::store::{Held, Warm};
@@ -2691,6 +2691,30 @@ async fn shared_connections_are_lent_most_recent_first() {
         l.done();
     }
     assert_eq!(warm.kept(), Warm::KEEP);
+
+    // The pool running out later (others took the rest): the sweep gives them all back.
+    assert!(idle(&pool, 2).await);
+    let others: Vec<_> = {
+        let mut v = Vec::new();
+        while pool.size() < 6 || pool.num_idle() > 0 {
+            v.push(pool.acquire().await.unwrap());
+        }
+        v
+    };
+    assert_eq!(warm.kept(), Warm::KEEP);
+    warm.sweep();
+    assert_eq!(
+        warm.kept(),
+        0,
+        "kept while the pool had nothing left for others"
+    );
+    assert!(idle(&pool, Warm::KEEP).await);
+    drop(others);
+    assert!(idle(&pool, 6).await);
+    for l in [warm.conn().await.unwrap(), warm.conn().await.unwrap()] {
+        l.done();
+    }
+    assert_eq!(warm.kept(), 2);
 
     // Unused for `Held::IDLE`: swept back to the pool, and never lent again.
     tokio::time::sleep(Held::IDLE + std::time::Duration::from_millis(50)).await;

@@ -122,8 +122,9 @@ impl Held {
 /// with [`Lent::done`]; dropped without that (an error, a cancelled request) it goes back to the
 /// pool, which tests or closes it. At most [`Warm::KEEP`] connections are kept, each only while
 /// the pool can spare it (an idle one left or room to open one), never one last used
-/// [`Held::IDLE`] ago or taken [`Held::FOR`] ago; [`Warm::sweep`], run by [`Warm::spawn_sweeper`],
-/// gives back the ones idle that long, and all of them once the pool is closing.
+/// [`Held::IDLE`] ago or taken [`Held::FOR`] ago; [`Warm::sweep`], run by [`Warm::spawn_sweeper`]
+/// every 100 ms, gives back the ones idle that long, and all of them when the pool runs out or
+/// is closing.
 pub struct Warm {
     pool: PgPool,
     stack: std::sync::Mutex<Vec<Kept>>,
@@ -188,9 +189,7 @@ impl Warm {
 
     fn give(&self, mut kept: Kept) {
         kept.used = Instant::now();
-        let spare = self.pool.num_idle() > 0
-            || self.pool.size() < self.pool.options().get_max_connections();
-        if !spare || self.pool.is_closed() || !kept.fresh() {
+        if !self.spare() || self.pool.is_closed() || !kept.fresh() {
             return;
         }
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,12 +198,18 @@ impl Warm {
         }
     }
 
-    /// Gives back the connections unused for [`Held::IDLE`] (or all of them once the pool is
-    /// closing: its `close` waits for every connection).
+    /// Gives back the connections unused for [`Held::IDLE`]; all of them when the pool has no
+    /// idle connection left and cannot open one (another task may be waiting for one) or once it
+    /// is closing (its `close` waits for every connection).
     pub fn sweep(&self) {
-        let closing = self.pool.is_closed();
+        let keep = self.spare() && !self.pool.is_closed();
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
-        stack.retain(|k| !closing && k.fresh());
+        stack.retain(|k| keep && k.fresh());
+    }
+
+    /// Whether the pool has an idle connection or room to open one.
+    fn spare(&self) -> bool {
+        self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
     }
 
     /// How many connections are kept now.
