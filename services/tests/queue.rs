@@ -2615,6 +2615,26 @@ async fn a_streams_first_read_is_the_job_and_its_chunks_after_the_position() {
     );
 }
 
+/// The backend process id of `conn`.
+async fn pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Whether `pool` gets to `n` idle connections within two seconds (a connection dropped goes back
+/// to the pool in a task of its own).
+async fn idle(pool: &PgPool, n: usize) -> bool {
+    for _ in 0..200 {
+        if pool.num_idle() == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// `store::Warm` lends the connection given back last (not the pool's oldest idle one), keeps at
 /// most `Warm::KEEP` and only while the pool can spare them, takes none back that was dropped
 /// without `done` (an error), gives back the ones idle for `Held::IDLE`, and all of them when the
@@ -2629,21 +2649,6 @@ async fn shared_connections_are_lent_most_recent_first() {
         .connect_with(db.connect_options())
         .await
         .unwrap();
-    async fn pid(conn: &mut sqlx::PgConnection) -> i32 {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(conn)
-            .await
-            .unwrap()
-    }
-    async fn idle(pool: &PgPool, n: usize) -> bool {
-        for _ in 0..200 {
-            if pool.num_idle() == n {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        false
-    }
     let warm = Warm::new(pool.clone());
     let mut a = warm.conn().await.unwrap();
     let mut b = warm.conn().await.unwrap();
@@ -2755,22 +2760,6 @@ async fn a_held_connection_is_kept_while_the_pool_can_spare_it() {
         .connect_with(db.connect_options())
         .await
         .unwrap();
-    async fn pid(conn: &mut sqlx::PgConnection) -> i32 {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(conn)
-            .await
-            .unwrap()
-    }
-    // A connection dropped goes back to the pool in a task of its own: wait for it.
-    async fn idle(pool: &PgPool, n: usize) -> bool {
-        for _ in 0..200 {
-            if pool.num_idle() == n {
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        false
-    }
     let mut held = Held::new(pool.clone());
     let first = pid(held.conn().await.unwrap()).await;
     // Another connection idle in the pool: the pool would hand that one out first (oldest idle

@@ -647,7 +647,7 @@ struct Roomy {
     busy_before: u32,
 }
 
-async fn roomy(setup: &'static str) -> Roomy {
+async fn roomy(setup: &str) -> Roomy {
     let db = nekton::testing::TestDb::new().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(24)
@@ -655,7 +655,10 @@ async fn roomy(setup: &'static str) -> Roomy {
         .await
         .unwrap();
     nekton::store::migrate(&pool).await.unwrap();
-    sqlx::raw_sql(setup).execute(&pool).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup.to_owned()))
+        .execute(&pool)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (running, client) = common::start_on(&pool, dir.path()).await;
     let hello = client.push_module(guests::hello()).await.unwrap().digest;
@@ -700,27 +703,25 @@ async fn per_backend(pool: &sqlx::PgPool, table: &str, n: i64) -> Vec<i64> {
     counts
 }
 
-/// A worker's writer keeps its connection from one flush to the next (`store::Held`), so a lone
-/// job's flush runs on a warm backend — not on whichever connection the pool left idle longest,
-/// as a fresh acquire each time would (sqlx hands out idle connections oldest first). A trigger
-/// the test adds records the backend that stored each job's attempt (one row per job: a flush of
-/// output alone, which a job's end can follow on a busy machine, inserts none).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
-    let s = roomy(
-        "CREATE TABLE test_flush_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
+/// Set-up SQL for [`roomy`]: a table `test_backends` that records the backend of each row
+/// inserted into `table` (one of this file's constants).
+fn record_inserts_into(table: &str) -> String {
+    format!(
+        "CREATE TABLE test_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
          CREATE FUNCTION test_record_backend() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             INSERT INTO test_flush_backends (pid) SELECT pg_backend_pid() FROM test_new;
+             INSERT INTO test_backends (pid) SELECT pg_backend_pid() FROM test_new;
              RETURN NULL;
          END $$;
-         CREATE TRIGGER test_record_backend AFTER INSERT ON job_attempts
+         CREATE TRIGGER test_record_backend AFTER INSERT ON {table}
              REFERENCING NEW TABLE AS test_new
-             FOR EACH STATEMENT EXECUTE FUNCTION test_record_backend();",
+             FOR EACH STATEMENT EXECUTE FUNCTION test_record_backend();"
     )
-    .await;
-    const JOBS: i64 = 60;
-    for _ in 0..JOBS {
+}
+
+/// `n` lone hello jobs, one after another, each submitted with `?wait=` and answered succeeded.
+async fn lone_waited_jobs(s: &Roomy, n: i64) {
+    for _ in 0..n {
         let res = s
             .http
             .post(format!("{}/v1/jobs?wait=30", s.base))
@@ -732,7 +733,19 @@ async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
         let job: Value = res.json().await.unwrap();
         assert_eq!(job["state"], "succeeded", "{job}");
     }
-    let counts = per_backend(&s.pool, "test_flush_backends", JOBS).await;
+}
+
+/// A worker's writer keeps its connection from one flush to the next (`store::Held`), so a lone
+/// job's flush runs on a warm backend — not on whichever connection the pool left idle longest,
+/// as a fresh acquire each time would (sqlx hands out idle connections oldest first). A trigger
+/// the test adds records the backend that stored each job's attempt (one row per job: a flush of
+/// output alone, which a job's end can follow on a busy machine, inserts none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_jobs_are_flushed_on_the_writers_own_connection() {
+    let s = roomy(&record_inserts_into("job_attempts")).await;
+    const JOBS: i64 = 60;
+    lone_waited_jobs(&s, JOBS).await;
+    let counts = per_backend(&s.pool, "test_backends", JOBS).await;
     // Kept: each writer lane's flushes on its one connection (two lanes here: 32 + 28 seen), one
     // more only past `Held::FOR` (10 s). Taken afresh for each flush: spread over the idle
     // connections, 5 or 6 flushes each at most (seen).
@@ -802,32 +815,10 @@ async fn claims_run_on_the_claim_loops_own_connection() {
 /// each would. A trigger the test adds records the backend that stored each job's spec.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_submissions_run_on_the_connections_used_last() {
-    let s = roomy(
-        "CREATE TABLE test_submit_backends (n bigserial PRIMARY KEY, pid integer NOT NULL);
-         CREATE FUNCTION test_record_submit() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             INSERT INTO test_submit_backends (pid) SELECT pg_backend_pid() FROM test_new;
-             RETURN NULL;
-         END $$;
-         CREATE TRIGGER test_record_submit AFTER INSERT ON job_specs
-             REFERENCING NEW TABLE AS test_new
-             FOR EACH STATEMENT EXECUTE FUNCTION test_record_submit();",
-    )
-    .await;
+    let s = roomy(&record_inserts_into("job_specs")).await;
     const JOBS: i64 = 40;
-    for _ in 0..JOBS {
-        let res = s
-            .http
-            .post(format!("{}/v1/jobs?wait=30", s.base))
-            .json(&spec(&s.hello))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let job: Value = res.json().await.unwrap();
-        assert_eq!(job["state"], "succeeded", "{job}");
-    }
-    let counts = per_backend(&s.pool, "test_submit_backends", JOBS).await;
+    lone_waited_jobs(&s, JOBS).await;
+    let counts = per_backend(&s.pool, "test_backends", JOBS).await;
     // Shared, most recently used first: one or two backends carry them (the other handlers of
     // a request — the tenant's quotas, a token — take the pool's). Taken afresh for each: spread
     // over the 12 or more idle connections.
