@@ -133,7 +133,7 @@ pub struct Warm {
 /// A connection lent by [`Warm::conn`].
 pub struct Lent<'a> {
     warm: &'a Warm,
-    kept: Option<Kept>,
+    kept: Kept,
 }
 
 impl Warm {
@@ -181,10 +181,7 @@ impl Warm {
                 }
             }
         };
-        Ok(Lent {
-            warm: self,
-            kept: Some(kept),
-        })
+        Ok(Lent { warm: self, kept })
     }
 
     fn give(&self, mut kept: Kept) {
@@ -234,30 +231,21 @@ impl Warm {
 
 impl Lent<'_> {
     /// Gives the connection back for the next handler: call it after the statements succeeded.
-    pub fn done(mut self) {
-        if let Some(kept) = self.kept.take() {
-            self.warm.give(kept);
-        }
+    pub fn done(self) {
+        self.warm.give(self.kept);
     }
 }
 
 impl std::ops::Deref for Lent<'_> {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        // `kept` is only taken by `done`, which consumes the `Lent`.
-        self.kept
-            .as_ref()
-            .map(|k| &*k.conn)
-            .expect("a lent connection until done")
+        &self.kept.conn
     }
 }
 
 impl std::ops::DerefMut for Lent<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.kept
-            .as_mut()
-            .map(|k| &mut *k.conn)
-            .expect("a lent connection until done")
+        &mut self.kept.conn
     }
 }
 
