@@ -68,24 +68,12 @@ impl Held {
     /// The kept connection, or a new one from the pool if there is none or the kept one is due
     /// back ([`Self::IDLE`], [`Self::FOR`]).
     pub async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
-        if self
-            .conn
-            .as_ref()
-            .is_some_and(|k| k.used.elapsed() >= Self::IDLE || k.taken.elapsed() >= Self::FOR)
-        {
+        if self.conn.as_ref().is_some_and(|k| !k.fresh()) {
             self.conn = None;
         }
         let kept = match self.conn.take() {
             Some(kept) => self.conn.insert(kept),
-            None => {
-                let conn = self.pool.acquire().await?;
-                let now = Instant::now();
-                self.conn.insert(Kept {
-                    conn,
-                    taken: now,
-                    used: now,
-                })
-            }
+            None => self.conn.insert(Kept::take(&self.pool).await?),
         };
         kept.used = Instant::now();
         Ok(&mut *kept.conn)
@@ -100,10 +88,7 @@ impl Held {
     /// Gives the connection back if the pool has none idle and cannot open another: some other
     /// task may be waiting for one. Called after each statement.
     pub fn relieve(&mut self) {
-        if self.conn.is_some()
-            && self.pool.num_idle() == 0
-            && self.pool.size() >= self.pool.options().get_max_connections()
-        {
+        if self.conn.is_some() && !spare(&self.pool) {
             self.conn = None;
         }
     }
@@ -160,33 +145,18 @@ impl Warm {
         let kept = {
             let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
             // Stale ones are at the bottom: newer ones were pushed after them.
-            let mut found = None;
-            while let Some(k) = stack.pop() {
-                if k.fresh() {
-                    found = Some(k);
-                    break;
-                }
-            }
-            found
+            std::iter::from_fn(|| stack.pop()).find(Kept::fresh)
         };
         let kept = match kept {
             Some(k) => k,
-            None => {
-                let conn = self.pool.acquire().await?;
-                let now = Instant::now();
-                Kept {
-                    conn,
-                    taken: now,
-                    used: now,
-                }
-            }
+            None => Kept::take(&self.pool).await?,
         };
         Ok(Lent { warm: self, kept })
     }
 
     fn give(&self, mut kept: Kept) {
         kept.used = Instant::now();
-        if !self.spare() || self.pool.is_closed() || !kept.fresh() {
+        if !spare(&self.pool) || self.pool.is_closed() || !kept.fresh() {
             return;
         }
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,14 +169,9 @@ impl Warm {
     /// idle connection left and cannot open one (another task may be waiting for one) or once it
     /// is closing (its `close` waits for every connection).
     pub fn sweep(&self) {
-        let keep = self.spare() && !self.pool.is_closed();
+        let keep = spare(&self.pool) && !self.pool.is_closed();
         let mut stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         stack.retain(|k| keep && k.fresh());
-    }
-
-    /// Whether the pool has an idle connection or room to open one.
-    fn spare(&self) -> bool {
-        self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
     }
 
     /// How many connections are kept now.
@@ -249,7 +214,26 @@ impl std::ops::DerefMut for Lent<'_> {
     }
 }
 
+/// Whether `pool` has an idle connection or room to open one: a kept connection may stay out of
+/// it ([`Held::relieve`], [`Warm`]).
+fn spare(pool: &PgPool) -> bool {
+    pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections()
+}
+
 impl Kept {
+    /// A connection from `pool`, taken and used now.
+    async fn take(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let conn = pool.acquire().await?;
+        let now = Instant::now();
+        Ok(Self {
+            conn,
+            taken: now,
+            used: now,
+        })
+    }
+
+    /// Whether it may still be used: unused for less than [`Held::IDLE`], taken less than
+    /// [`Held::FOR`] ago.
     fn fresh(&self) -> bool {
         self.used.elapsed() < Held::IDLE && self.taken.elapsed() < Held::FOR
     }
