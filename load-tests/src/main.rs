@@ -30,7 +30,8 @@
 //! - `latency`: hello-world Wasm jobs one at a time; submit → `exit` event on the job's SSE log
 //!   stream (client), `finished_at − created_at` and `queue_wait_ms` (server); target p50 ≤ 10 ms.
 //! - `throughput`: hello jobs through `POST /v1/batches` by concurrent submitters until every batch
-//!   is finished; every job checked; target ≥ 1,000 jobs/s.
+//!   is finished; every job checked; target ≥ 1,000 jobs/s. `--queued-first` queues them all
+//!   before any may run and times the drain alone.
 //! - `logs`: 256 MiB of stdout in 4 KiB writes followed over SSE: MB/s and write → receive latency
 //!   (the guest stamps each write with the realtime clock); then a trickle; targets ≥ 50 MB/s and
 //!   p50 ≤ 250 ms.

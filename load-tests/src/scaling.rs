@@ -227,6 +227,7 @@ pub async fn run(
                     verify_budget_secs: 300,
                     verify_sample: jobs.min(1000),
                     output_bytes: Some(size),
+                    queued_first: false,
                 };
                 eprintln!(
                     "load-tests: scaling: {w} worker(s), {} per job, {jobs} jobs …",

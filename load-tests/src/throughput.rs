@@ -3,6 +3,13 @@
 //! says it is finished; then every batch's counts are checked (all `succeeded`), every job's
 //! record is read (listing by batch) and the stored output of every job (or, past a time budget,
 //! of a random sample) is compared with what the guest wrote.
+//!
+//! With `--queued-first` the jobs are all queued before any may run, and only the drain is
+//! measured — the shape of graphile-worker's perf test (`versus`), whose jobs are queued before
+//! its clock starts. They belong to a fresh tenant whose `max_running` is 0 while they are
+//! submitted (a tenant at its cap is skipped by the claim); the cap is then lifted, and the rate
+//! is the jobs over the server's span from the first `started_at` to the last `finished_at`
+//! (the worker notices the lifted cap at its next poll, which is not the drain's cost).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::bench::{Ctx, Section, delta_ms, ms};
+use crate::bench::{Ctx, Section, delta_ms, ms, tenant_client};
 use crate::guests;
 use crate::stats::{Dist, Verdict, dist_header, dist_json, dist_row, num};
 
@@ -52,6 +59,10 @@ pub struct ThroughputArgs {
     /// job's 13; every byte is stored and read back like the hello output.
     #[arg(long)]
     pub output_bytes: Option<u64>,
+    /// Queue every job before any may run, then measure the drain alone (see the module's
+    /// documentation); needs the admin token, to create the tenant that holds them.
+    #[arg(long)]
+    pub queued_first: bool,
 }
 
 /// Most output one throughput run may store (jobs × --output-bytes): keeps a run of big jobs
@@ -229,6 +240,41 @@ async fn check_outputs(
     c
 }
 
+/// `PATCH /v1/tenants/{tenant}` with `max_running` (0 holds its jobs queued; null lifts the cap).
+async fn set_max_running(ctx: &Ctx, tenant: &str, cap: serde_json::Value) -> Result<()> {
+    ctx.client
+        .call_json(
+            reqwest::Method::PATCH,
+            &format!("v1/tenants/{tenant}"),
+            Some(&json!({ "max_running": cap })),
+        )
+        .await
+        .with_context(|| format!("setting tenant {tenant}'s max_running to {cap}"))?;
+    Ok(())
+}
+
+/// Every job of the batches still queued: the cap held them, so the drain is all that the
+/// measurement will see.
+async fn held_queued(client: &Client, submitted: &[Submitted]) -> Result<()> {
+    for s in submitted {
+        let b = client
+            .get_batch(s.id)
+            .await
+            .with_context(|| format!("reading batch {}", s.id))?;
+        let queued = b.counts.get("queued").copied().unwrap_or(0);
+        if queued != s.jobs as i64 {
+            bail!(
+                "batch {}: {queued} of its {} jobs are queued (counts {:?}) before the cap was \
+                 lifted: the tenant's max_running 0 did not hold them",
+                s.id,
+                s.jobs,
+                b.counts
+            );
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     if args.throughput_jobs == 0 || args.batch_size == 0 || args.submitters == 0 {
         bail!("--throughput-jobs, --batch-size and --submitters must be at least 1");
@@ -258,8 +304,15 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
             )
         }
     };
-    let module = ctx
-        .client
+    // With --queued-first the jobs belong to a tenant of their own, whose cap holds them.
+    let drain_tenant = args
+        .queued_first
+        .then(|| format!("lt-drain-{}", &Uuid::new_v4().simple().to_string()[..8]));
+    let client = match &drain_tenant {
+        Some(t) => tenant_client(ctx, t, json!({})).await?,
+        None => ctx.client.clone(),
+    };
+    let module = client
         .push_module(guest)
         .await
         .context("uploading the benchmark's module")?;
@@ -272,7 +325,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         let (tx, rx) = mpsc::unbounded_channel();
         let n = total.min(100);
         submit_all(
-            ctx.client.clone(),
+            client.clone(),
             defaults.clone(),
             n,
             n,
@@ -282,7 +335,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         .await
         .context("warm-up batch")?;
         poll_batches(
-            ctx.client.clone(),
+            client.clone(),
             rx,
             Duration::from_millis(args.poll_ms),
             deadline,
@@ -290,21 +343,31 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         .await
         .context("warm-up batch")?;
     }
+    if let Some(t) = &drain_tenant {
+        set_max_running(ctx, t, json!(0)).await?;
+    }
 
-    let mark = ctx.mark().await;
-    let start = Instant::now();
+    let mut mark = ctx.mark().await;
+    let mut start = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
-    let poller = tokio::spawn(poll_batches(
-        ctx.client.clone(),
-        rx,
-        Duration::from_millis(args.poll_ms.max(1)),
-        deadline,
-    ));
+    let spawn_poller = |rx| {
+        tokio::spawn(poll_batches(
+            client.clone(),
+            rx,
+            Duration::from_millis(args.poll_ms.max(1)),
+            deadline,
+        ))
+    };
+    // Queued first: the batches' ids wait in the channel until the cap is lifted.
+    let (mut poller, mut held) = match drain_tenant {
+        Some(_) => (None, Some(rx)),
+        None => (Some(spawn_poller(rx)), None),
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let mut submitters = Vec::new();
     for _ in 0..args.submitters {
         submitters.push(tokio::spawn(submit_all(
-            ctx.client.clone(),
+            client.clone(),
             defaults.clone(),
             total,
             args.batch_size,
@@ -324,16 +387,27 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         }
     }
     if let Some(e) = submit_error {
-        poller.abort();
+        if let Some(p) = poller {
+            p.abort();
+        }
         return Err(e);
     }
     let submit_end = submitted.iter().map(|s| s.answered).max().unwrap_or(start);
+    let submit_wall = submit_end.duration_since(start);
+    if let (Some(t), Some(rx)) = (&drain_tenant, held.take()) {
+        held_queued(&client, &submitted).await?;
+        mark = ctx.mark().await;
+        start = Instant::now();
+        set_max_running(ctx, t, serde_json::Value::Null).await?;
+        poller = Some(spawn_poller(rx));
+    }
+    let Some(poller) = poller else {
+        bail!("no poller was started (a bug in the benchmark)");
+    };
     let finished = poller.await.context("the poller task failed")??;
     let end = finished.iter().map(|(_, t)| *t).max().unwrap_or(start);
     let wall = end.duration_since(start);
     let res = ctx.measure(&mark, Some(total as u64)).await;
-    let rate = total as f64 / wall.as_secs_f64();
-    let submit_wall = submit_end.duration_since(start);
     let submit_rate = total as f64 / submit_wall.as_secs_f64();
     let batch_post: Vec<f64> = submitted
         .iter()
@@ -360,10 +434,10 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     let mut queue_wait = Vec::with_capacity(total);
     let mut created_to_finished = Vec::with_capacity(total);
     let mut first_created = None;
+    let mut first_started = None;
     let mut last_finished = None;
     for s in &submitted {
-        let jobs = ctx
-            .client
+        let jobs = client
             .list_all_jobs(&JobFilter {
                 batch: Some(s.id),
                 limit: Some(500),
@@ -395,19 +469,29 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
                 created_to_finished.push(delta_ms(j.created_at, f));
                 last_finished = last_finished.max(Some(f));
             }
+            if let Some(t) = j.started_at {
+                first_started = Some(first_started.map_or(t, |s: chrono::DateTime<_>| s.min(t)));
+            }
             first_created = Some(
                 first_created.map_or(j.created_at, |c: chrono::DateTime<_>| c.min(j.created_at)),
             );
         }
     }
-    let server_span = match (first_created, last_finished) {
+    let span = |from: Option<chrono::DateTime<chrono::Utc>>| match (from, last_finished) {
         (Some(a), Some(b)) => Some(delta_ms(a, b) / 1000.0),
         _ => None,
+    };
+    let server_span = span(first_created);
+    let run_span = span(first_started);
+    let rate = match (&drain_tenant, run_span) {
+        (None, _) => total as f64 / wall.as_secs_f64(),
+        (Some(_), Some(s)) if s > 0.0 => total as f64 / s,
+        (Some(_), _) => bail!("the drain's jobs carry no start and finish times to time it by"),
     };
 
     // Verification 3: the stored output itself.
     let outputs = check_outputs(
-        &ctx.client,
+        &client,
         &expected,
         ids,
         Duration::from_secs(args.verify_budget_secs),
@@ -420,25 +504,52 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     let d_post = Dist::of(&batch_post);
     let d_wait = Dist::of(&queue_wait);
     let d_c2f = Dist::of(&created_to_finished);
-    let mut lines = vec![
-        format!(
-            "  {total} {what} jobs in {} batches of ≤{} by {} submitters; wall {} s (first submit → last batch finished)",
-            submitted.len(),
-            args.batch_size,
-            args.submitters,
-            num(wall.as_secs_f64())
-        ),
-        format!(
-            "  throughput {} jobs/s   (submission alone: {} jobs/s, all submitted after {} s)",
-            num(rate),
-            num(submit_rate),
-            num(submit_wall.as_secs_f64())
-        ),
-        format!(
-            "  server-side span first created_at → last finished_at: {} s → {} jobs/s",
-            server_span.map_or("?".into(), num),
-            server_span.map_or("?".into(), |s| num(total as f64 / s))
-        ),
+    let head = match &drain_tenant {
+        None => [
+            format!(
+                "  {total} {what} jobs in {} batches of ≤{} by {} submitters; wall {} s (first submit → last batch finished)",
+                submitted.len(),
+                args.batch_size,
+                args.submitters,
+                num(wall.as_secs_f64())
+            ),
+            format!(
+                "  throughput {} jobs/s   (submission alone: {} jobs/s, all submitted after {} s)",
+                num(rate),
+                num(submit_rate),
+                num(submit_wall.as_secs_f64())
+            ),
+            format!(
+                "  server-side span first created_at → last finished_at: {} s → {} jobs/s",
+                server_span.map_or("?".into(), num),
+                server_span.map_or("?".into(), |s| num(total as f64 / s))
+            ),
+        ],
+        Some(t) => [
+            format!(
+                "  {total} {what} jobs queued first in {} batches of ≤{} by {} submitters ({} jobs/s, \
+                 {} s), held by tenant {t}'s max_running 0; then the cap lifted",
+                submitted.len(),
+                args.batch_size,
+                args.submitters,
+                num(submit_rate),
+                num(submit_wall.as_secs_f64())
+            ),
+            format!(
+                "  drain {} jobs/s   (server-side: first started_at → last finished_at {} s; the \
+                 resources below are the drain's)",
+                num(rate),
+                run_span.map_or("?".into(), num)
+            ),
+            format!(
+                "  client: cap lifted → last batch seen finished {} s (includes the worker's wait \
+                 for its next poll)",
+                num(wall.as_secs_f64())
+            ),
+        ],
+    };
+    let mut lines = head.to_vec();
+    lines.extend([
         dist_header("(ms)"),
         dist_row("client: POST /v1/batches answered", d_post.as_ref()),
         dist_row("server: usage.queue_wait_ms", d_wait.as_ref()),
@@ -473,7 +584,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
                 .as_ref()
                 .map_or(String::new(), |b| format!(" (first: {b})"))
         ),
-    ];
+    ]);
     lines.extend(res.lines());
     let verified = all_succeeded && record_ok == total && outputs_ok;
     let verdict = Verdict::new(
@@ -496,6 +607,8 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         "submit_wall_s": submit_wall.as_secs_f64(),
         "submit_jobs_per_s": submit_rate,
         "server_span_s": server_span,
+        "queued_first": args.queued_first,
+        "run_span_s": run_span,
         "batch_post_ms": dist_json(d_post.as_ref()),
         "queue_wait_ms": dist_json(d_wait.as_ref()),
         "created_to_finished_ms": dist_json(d_c2f.as_ref()),
@@ -509,9 +622,18 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         "verdict": verdict.json(),
     });
     Ok(Section {
-        title: match args.output_bytes {
-            None => "throughput — hello-world Wasm jobs through POST /v1/batches".into(),
-            Some(n) => format!("throughput — Wasm jobs writing {n} bytes through POST /v1/batches"),
+        title: match (args.output_bytes, args.queued_first) {
+            (None, true) => {
+                "throughput, queued first — the drain of hello-world Wasm jobs queued beforehand"
+                    .into()
+            }
+            (Some(n), true) => {
+                format!("throughput, queued first — the drain of Wasm jobs writing {n} bytes")
+            }
+            (None, false) => "throughput — hello-world Wasm jobs through POST /v1/batches".into(),
+            (Some(n), false) => {
+                format!("throughput — Wasm jobs writing {n} bytes through POST /v1/batches")
+            }
         },
         lines,
         verdicts: vec![verdict],

@@ -11,7 +11,9 @@
 //! What is compared, and how it differs: graphile-worker's figure is no-op jobs (a JavaScript
 //! function that returns) drained from a queue filled beforehand in one `add_jobs` statement;
 //! nekton's is real sandboxed Wasm hello jobs submitted through the HTTP API in batches while
-//! they run, each one's output stored and read back. Latency: graphile's `add_job` → the task
+//! they run, each one's output stored and read back. Each round also runs nekton's `throughput
+//! --queued-first` (its jobs queued before the clock, the drain alone timed: graphile-worker's
+//! shape), reported as a second ratio beside the end-to-end one, which the verdicts keep. Latency: graphile's `add_job` → the task
 //! function called (in-process, one worker pool); nekton's `POST /v1/jobs` → the `exit` event on
 //! the job's log stream (HTTP client, the job run and finished).
 
@@ -44,8 +46,8 @@ pub const TARGET_P50_MS: f64 = 2.0;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VersusArgs {
-    /// Interleaved rounds (each: graphile batched, graphile unbatched, nekton throughput,
-    /// graphile latency, nekton latency).
+    /// Interleaved rounds (each: graphile batched, graphile unbatched, nekton throughput, the
+    /// same queued first, graphile latency, nekton latency).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// No-op jobs graphile-worker drains per throughput run (its perf test's JOB_COUNT).
@@ -278,6 +280,8 @@ struct Round {
     batched: Option<f64>,
     unbatched: Option<f64>,
     nekton: Option<f64>,
+    /// nekton's `throughput --queued-first`: the drain of a queue filled beforehand.
+    drain: Option<f64>,
     graphile_p50: Option<f64>,
     nekton_p50: Option<f64>,
 }
@@ -467,6 +471,20 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
             }
             Err(e) => failed("nekton throughput", &e, &mut lines),
         }
+        eprintln!("load-tests: round {i}: nekton throughput, queued first …");
+        let drain_args = ThroughputArgs {
+            queued_first: true,
+            ..args.throughput.clone()
+        };
+        match throughput::run(ctx, &drain_args).await {
+            Ok(s) => {
+                r.drain = s.json["jobs_per_s"].as_f64();
+                lines.push(format!("  nekton throughput, queued first: {}", s.title));
+                lines.extend(s.lines.iter().cloned());
+                j.insert("nekton_queued_first".into(), s.json);
+            }
+            Err(e) => failed("nekton throughput, queued first", &e, &mut lines),
+        }
         eprintln!("load-tests: round {i}: graphile-worker latency …");
         match g.latency().await {
             Ok(run) => {
@@ -500,13 +518,15 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
             Err(e) => failed("nekton latency", &e, &mut lines),
         }
         lines.push(format!(
-            "  round {i}: nekton {} jobs/s = {}× graphile batched ({}), {}× unbatched ({}); p50 \
-             nekton {} ms vs graphile {} ms",
+            "  round {i}: nekton {} jobs/s = {}× graphile batched ({}), {}× unbatched ({}); queued \
+             first, nekton drains {} jobs/s = {}× graphile batched; p50 nekton {} ms vs graphile {} ms",
             fmt(r.nekton),
             fmt(ratio(r.nekton, r.batched)),
             fmt(r.batched),
             fmt(ratio(r.nekton, r.unbatched)),
             fmt(r.unbatched),
+            fmt(r.drain),
+            fmt(ratio(r.drain, r.batched)),
             fmt(r.nekton_p50),
             fmt(r.graphile_p50)
         ));
@@ -515,6 +535,7 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
             json!({
                 "nekton_over_graphile_batched": ratio(r.nekton, r.batched),
                 "nekton_over_graphile_unbatched": ratio(r.nekton, r.unbatched),
+                "nekton_queued_first_over_graphile_batched": ratio(r.drain, r.batched),
                 "nekton_p50_ms": r.nekton_p50,
                 "graphile_p50_ms": r.graphile_p50,
             }),
@@ -541,6 +562,12 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
         .collect();
     let m_ratio = median(&to_batched);
     let m_ratio_u = median(&to_unbatched);
+    let m_drain = median(
+        &rounds
+            .iter()
+            .filter_map(|r| ratio(r.drain, r.batched))
+            .collect::<Vec<_>>(),
+    );
     let m_p50 = median(&col(|r| r.nekton_p50));
     let m_gp50 = median(&col(|r| r.graphile_p50));
     let mut summary = vec![
@@ -569,6 +596,14 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
             "  nekton ÷ graphile unbatched {}×  [{}]",
             fmt(m_ratio_u),
             per_round(&|r| ratio(r.nekton, r.unbatched))
+        ),
+        format!(
+            "  nekton queued first (the drain alone, as graphile's jobs) {} hello jobs/s  [{}]; \
+             ÷ graphile batched {}×  [{}] (not the verdicts' figure)",
+            fmt(median(&col(|r| r.drain))),
+            per_round(&|r| r.drain),
+            fmt(m_drain),
+            per_round(&|r| ratio(r.drain, r.batched))
         ),
         format!(
             "  latency p50: nekton submit → finished (the quicker of ?wait= and SSE follow) {} ms [{}]; \
@@ -614,6 +649,8 @@ async fn rounds(ctx: &Ctx, g: &Graphile<'_>, args: &VersusArgs) -> Result<Sectio
             "nekton_jobs_per_s": median(&col(|r| r.nekton)),
             "nekton_over_graphile_batched": m_ratio,
             "nekton_over_graphile_unbatched": m_ratio_u,
+            "nekton_queued_first_jobs_per_s": median(&col(|r| r.drain)),
+            "nekton_queued_first_over_graphile_batched": m_drain,
             "nekton_p50_ms": m_p50,
             "graphile_p50_ms": m_gp50,
         },
