@@ -390,15 +390,22 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         if let Some(p) = poller {
             p.abort();
         }
+        // Jobs already queued run rather than wait forever behind a cap of 0.
+        if let Some(t) = &drain_tenant
+            && let Err(lift) = set_max_running(ctx, t, serde_json::Value::Null).await
+        {
+            return Err(e.context(format!("{lift:#}")));
+        }
         return Err(e);
     }
     let submit_end = submitted.iter().map(|s| s.answered).max().unwrap_or(start);
     let submit_wall = submit_end.duration_since(start);
     if let (Some(t), Some(rx)) = (&drain_tenant, held.take()) {
-        held_queued(&client, &submitted).await?;
+        let held = held_queued(&client, &submitted).await;
         mark = ctx.mark().await;
         start = Instant::now();
         set_max_running(ctx, t, serde_json::Value::Null).await?;
+        held?;
         poller = Some(spawn_poller(rx));
     }
     let Some(poller) = poller else {
