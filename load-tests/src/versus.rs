@@ -13,9 +13,10 @@
 //! nekton's is real sandboxed Wasm hello jobs submitted through the HTTP API in batches while
 //! they run, each one's output stored and read back. Each round also runs nekton's `throughput
 //! --queued-first` (its jobs queued before the clock, the drain alone timed: graphile-worker's
-//! shape), reported as a second ratio beside the end-to-end one, which the verdicts keep. Latency: graphile's `add_job` → the task
-//! function called (in-process, one worker pool); nekton's `POST /v1/jobs` → the `exit` event on
-//! the job's log stream (HTTP client, the job run and finished).
+//! shape), reported as a second ratio beside the end-to-end one, which the verdicts keep.
+//! Latency: graphile's `add_job` → the task function called (in-process, one worker pool);
+//! nekton's `POST /v1/jobs` → the `exit` event on the job's log stream (HTTP client, the job run
+//! and finished).
 
 use std::fs;
 use std::path::{Path, PathBuf};
