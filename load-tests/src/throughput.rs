@@ -350,19 +350,13 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     let mut mark = ctx.mark().await;
     let mut start = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
-    let spawn_poller = |rx| {
-        tokio::spawn(poll_batches(
-            client.clone(),
-            rx,
-            Duration::from_millis(args.poll_ms.max(1)),
-            deadline,
-        ))
-    };
-    // Queued first: the batches' ids wait in the channel until the cap is lifted.
-    let (mut poller, mut held) = match drain_tenant {
-        Some(_) => (None, Some(rx)),
-        None => (Some(spawn_poller(rx)), None),
-    };
+    // Queued first, it polls a batch held by the cap until the cap is lifted (not measured).
+    let poller = tokio::spawn(poll_batches(
+        client.clone(),
+        rx,
+        Duration::from_millis(args.poll_ms.max(1)),
+        deadline,
+    ));
     let next = Arc::new(AtomicUsize::new(0));
     let mut submitters = Vec::new();
     for _ in 0..args.submitters {
@@ -387,9 +381,7 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
         }
     }
     if let Some(e) = submit_error {
-        if let Some(p) = poller {
-            p.abort();
-        }
+        poller.abort();
         // Jobs already queued run rather than wait forever behind a cap of 0.
         if let Some(t) = &drain_tenant
             && let Err(lift) = set_max_running(ctx, t, serde_json::Value::Null).await
@@ -400,17 +392,16 @@ pub async fn run(ctx: &Ctx, args: &ThroughputArgs) -> Result<Section> {
     }
     let submit_end = submitted.iter().map(|s| s.answered).max().unwrap_or(start);
     let submit_wall = submit_end.duration_since(start);
-    if let (Some(t), Some(rx)) = (&drain_tenant, held.take()) {
+    if let Some(t) = &drain_tenant {
         let held = held_queued(&client, &submitted).await;
         mark = ctx.mark().await;
         start = Instant::now();
-        set_max_running(ctx, t, serde_json::Value::Null).await?;
-        held?;
-        poller = Some(spawn_poller(rx));
+        let lifted = set_max_running(ctx, t, serde_json::Value::Null).await;
+        if let Err(e) = lifted.and(held) {
+            poller.abort();
+            return Err(e);
+        }
     }
-    let Some(poller) = poller else {
-        bail!("no poller was started (a bug in the benchmark)");
-    };
     let finished = poller.await.context("the poller task failed")??;
     let end = finished.iter().map(|(_, t)| *t).max().unwrap_or(start);
     let wall = end.duration_since(start);
