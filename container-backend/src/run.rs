@@ -588,6 +588,15 @@ async fn run_planned(
     io: &JobIo,
     t0: Instant,
 ) -> (ExecReport, Option<Finished>) {
+    // A job cancelled before its start does not start. Without this check its program would be
+    // started, and `supervise`'s first wait would pick at random between the cancel and the end
+    // of the setup when both are ready: a short program could run to its end, output and all.
+    if io.cancel.is_cancelled() {
+        return (
+            fail(OutcomeReason::Cancelled, "cancelled before the start", t0),
+            None,
+        );
+    }
     let Launched {
         mut guard,
         running,
