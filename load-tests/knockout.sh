@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What one piece of the schema costs a drain (issue 15; load-tests/README.md, "Knock-outs: what
-# each piece of the schema costs the drain"): the same `throughput --queued-first` run on a fresh
+# What one piece of the schema costs a drain (issue 15; load-tests/README.md, "The drain's
+# PostgreSQL time by backend, the claim's cost per call, and knock-outs at 8109d25"): the same `throughput --queued-first` run on a fresh
 # private PostgreSQL (load-tests/private-pg.sh), once as the schema is and once per variant with
 # the variant's SQL applied after the migrations (a trigger disabled, an index dropped), the runs
 # interleaved over ROUNDS.
@@ -62,8 +62,12 @@ run() {
     local rate pg
     rate=$(sed -n 's/^  drain \([0-9]*\) jobs\/s.*/\1/p' "$report")
     pg=$(sed -n 's/.*other processes on the machine \([0-9.]*\) core-s.*/\1/p' "$report")
-    printf '%-28s round %s  drain %6s jobs/s  PostgreSQL %s ms/job\n' "$label" "$round" "$rate" \
-        "$(echo "scale=3; $pg * 1000 / $jobs" | bc)"
+    if [ -z "$rate" ] || [ -z "$pg" ]; then
+        echo "knockout.sh: no drain rate or CPU line in $report (did load-tests' report change?)" >&2
+        return 1
+    fi
+    awk -v l="$label" -v r="$round" -v rate="$rate" -v pg="$pg" -v n="$jobs" \
+        'BEGIN { printf "%-28s round %s  drain %6s jobs/s  PostgreSQL %.3f ms/job\n", l, r, rate, pg * 1000 / n }'
 }
 
 for round in $(seq 1 "$rounds"); do
