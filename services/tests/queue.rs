@@ -146,6 +146,72 @@ async fn a_claim_takes_no_more_container_jobs_than_it_has_container_slots() {
     assert_eq!(ids(rest), vec![c2, c3]);
 }
 
+/// A lone uncapped tenant's claim is one statement (migration 0026, step 0); with another tenant
+/// waiting anywhere the claim takes the long way (steps 1 to 3). Both take the same jobs in the
+/// same order — priority, age, the container cap — with the same attempts and specs. Each claim
+/// is rolled back, so both see the same queue.
+#[tokio::test]
+async fn a_lone_tenants_claim_in_one_statement_takes_what_the_long_way_takes() {
+    let db = db().await;
+    let pool = &db.pool;
+    for i in 0..30i16 {
+        let spec = match i % 4 {
+            0 => {
+                serde_json::json!({"v": 1, "program": {"kind": "image", "reference": "busybox"}, "runtime": "auto"})
+            }
+            1 => {
+                serde_json::json!({"v": 1, "program": {"kind": "image", "reference": "busybox"}, "runtime": "wasm"})
+            }
+            2 => serde_json::json!({"image": "busybox"}),
+            _ => serde_json::json!({"module": "sha256:test"}),
+        };
+        insert(
+            pool,
+            NewJob {
+                spec,
+                ..new_job("lone", i % 3, 2)
+            },
+        )
+        .await;
+    }
+    let cases = [
+        (8, None),
+        (12, Some(2)),
+        (40, Some(0)),
+        (100, Some(5)),
+        (1, Some(0)),
+    ];
+    let claims = |pool: PgPool| async move {
+        let mut all = Vec::new();
+        for (limit, containers) in cases {
+            let mut tx = pool.begin().await.unwrap();
+            let got = queue::claim_kinds(&mut *tx, Uuid::nil(), "lone", limit, containers, LEASE)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            all.push(
+                got.into_iter()
+                    .map(|c| (c.id, c.attempt, c.tenant, c.spec))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        all
+    };
+    let alone = claims(pool.clone()).await;
+    assert_eq!(
+        alone.iter().map(Vec::len).collect::<Vec<_>>(),
+        // 15 of the 30 take a container slot; the first by priority is one of them.
+        vec![8, 8, 15, 20, 0],
+        "limits and the container cap: {alone:?}"
+    );
+
+    // Another tenant waiting in another queue: this queue's claim now takes the long way.
+    tenant(pool, "other", 1, None).await;
+    backlog(pool, "other", "elsewhere", 1, 0.0).await;
+    let long_way = claims(pool.clone()).await;
+    assert_eq!(alone, long_way);
+}
+
 #[tokio::test]
 async fn claims_respect_the_limit_priority_and_queue_and_never_overlap() {
     let db = db().await;
