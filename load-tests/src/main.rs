@@ -394,6 +394,7 @@ async fn main_inner(cli: Cli) -> Result<bool> {
             None => server::default_nekton()?,
         };
         // A setup error (exit 2), before anything starts.
+        versus::check_args(args)?;
         versus::check_install(&args.graphile_dir)?;
         eprintln!("load-tests: running versus …");
         let r = tokio::select! {

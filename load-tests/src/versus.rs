@@ -79,6 +79,19 @@ pub struct VersusArgs {
 }
 
 /// Refuses to start without graphile-worker installed, saying how to install it.
+/// Refuses `throughput`'s options that `versus` sets itself: `--queued-first` (every round runs
+/// nekton both end to end and queued first; with the flag, the end-to-end run would be a drain
+/// labelled end to end).
+pub fn check_args(args: &VersusArgs) -> Result<()> {
+    if args.throughput.queued_first {
+        bail!(
+            "versus runs nekton's throughput both end to end and queued first in every round; \
+             drop --queued-first (it is `throughput`'s option)"
+        );
+    }
+    Ok(())
+}
+
 pub fn check_install(dir: &Path) -> Result<()> {
     if !dir.join("bench.mjs").is_file() || !dir.join("package-lock.json").is_file() {
         bail!(
@@ -321,6 +334,7 @@ pub async fn run(
     ready_timeout: Duration,
     settle: Duration,
 ) -> Result<(Section, String, String)> {
+    check_args(args)?;
     check_install(&args.graphile_dir)?;
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
@@ -680,6 +694,21 @@ mod tests {
         assert_eq!(ratio(Some(1.0), Some(4.0)), Some(0.25));
         assert_eq!(ratio(Some(1.0), Some(0.0)), None);
         assert_eq!(ratio(None, Some(1.0)), None);
+    }
+
+    #[test]
+    fn refuses_queued_first_which_it_sets_itself() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            versus: VersusArgs,
+        }
+        use clap::Parser as _;
+        let plain = Cli::try_parse_from(["versus"]).unwrap();
+        check_args(&plain.versus).unwrap();
+        let flagged = Cli::try_parse_from(["versus", "--queued-first"]).unwrap();
+        let e = check_args(&flagged.versus).unwrap_err().to_string();
+        assert!(e.contains("drop --queued-first"), "{e}");
     }
 
     #[test]
