@@ -37,7 +37,49 @@ if ! printf '%s\n' "${root_args[@]}" | grep -qx -- --test; then
 fi
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Who killed a test binary: a test binary that dies by SIGKILL (once in CI, never reproduced
+# since) is reported below with the kernel's record of the SIGKILLs sent to processes of its name
+# — the sender's name and pid, or the OOM killer's — from a tracefs instance of this run that
+# records every SIGKILL generated (as root, where tracefs can be mounted; otherwise said once).
+sigtrace=""
+if [ "$(id -u)" = 0 ]; then
+    tracefs=/sys/kernel/tracing
+    [ -e "$tracefs/instances" ] || mount -t tracefs nodev "$tracefs" 2>/dev/null || true
+    if [ -d "$tracefs/instances" ] && mkdir "$tracefs/instances/nekton-test-$$" 2>/dev/null; then
+        sigtrace=$tracefs/instances/nekton-test-$$
+        if ! { echo 8192 >"$sigtrace/buffer_size_kb" &&
+            echo 'sig == 9' >"$sigtrace/events/signal/signal_generate/filter" &&
+            echo 1 >"$sigtrace/events/signal/signal_generate/enable"; } 2>/dev/null; then
+            rmdir "$sigtrace" 2>/dev/null || true
+            sigtrace=""
+        fi
+    fi
+fi
+[ -n "$sigtrace" ] || echo "test.sh: SIGKILLs are not recorded (needs root and tracefs's signal events)" >&2
+cleanup() {
+    rm -f "$log"
+    if [ -n "$sigtrace" ]; then
+        echo 0 >"$sigtrace/events/signal/signal_generate/enable" 2>/dev/null || true
+        rmdir "$sigtrace" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+# For each test binary cargo reports killed by SIGKILL: the recorded SIGKILLs sent to a task of
+# its name (a comm is the first 15 bytes of the file name) or to a tokio thread (a kill of a
+# thread's id ends its whole process), and the kernel's OOM kills of such tasks.
+report_sigkills() {
+    local bin comm
+    [ -n "$sigtrace" ] || return 0
+    { grep -o "process didn't exit successfully: \`[^\`]*\` (signal: 9, SIGKILL" "$log" || true; } |
+        sed -E "s/.*\`([^ \`]+).*/\1/" | sort -u | while read -r bin; do
+        comm=$(basename "$bin" | cut -c1-15)
+        echo "== $comm died by SIGKILL; the SIGKILLs sent to tasks named $comm or tokio-runtime-w (the sender first):" >&2
+        grep -E "comm=($comm|tokio-runtime-w) " "$sigtrace/trace" >&2 || echo "   none recorded" >&2
+        echo "== the kernel's OOM kills of such tasks:" >&2
+        dmesg 2>/dev/null | grep -E "Killed process [0-9]+ \(($comm|tokio-runtime-w)\)" >&2 ||
+            echo "   none in the kernel log" >&2
+    done
+}
 status=0
 times=()
 run_tier() {
@@ -54,6 +96,7 @@ run_tier() {
 }
 run_tier default --workspace "$@"
 run_tier root --features root-tests --lib "${root_args[@]}" "$@"
+report_sigkills
 
 # The script-driven checks, each to the end like the tiers, each timed.
 run_check() {
