@@ -15,7 +15,8 @@
 # line per run: the drain's jobs/s and the CPU of PostgreSQL's processes over the drain (every
 # process but nekton's and load-tests' is counted by load-tests as "other processes"; on an
 # otherwise idle machine that is PostgreSQL), per job. Each run's whole report is kept in
-# $OUT (default /tmp/knockout).
+# $OUT (default /tmp/knockout). VERIFY_SAMPLE (default 100: a sample of the stored outputs read
+# back) set to 0 reads none, for variants that do not store them (every run then reads none).
 set -euo pipefail
 
 rounds=${1:?usage: knockout.sh ROUNDS NEKTON LOAD_TESTS JOBS 'label=SQL' ...}
@@ -32,6 +33,12 @@ for v in "$@"; do
 done
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-/tmp/knockout}
+verify_sample=${VERIFY_SAMPLE:-100}
+case "$verify_sample" in
+'' | *[!0-9]*) echo "knockout.sh: VERIFY_SAMPLE is a number of jobs, got '$verify_sample'" >&2; exit 2 ;;
+esac
+verify_budget=1
+[ "$verify_sample" != 0 ] || verify_budget=0
 mkdir -p "$out"
 
 run() {
@@ -52,7 +59,8 @@ run() {
     fi
     local rc=0
     "$lt" --database-url "$url" --nekton "$nekton" --settle-secs 2 throughput \
-        --throughput-jobs "$jobs" --queued-first --verify-budget-secs 1 --verify-sample 100 \
+        --throughput-jobs "$jobs" --queued-first --verify-budget-secs "$verify_budget" \
+        --verify-sample "$verify_sample" \
         >>"$report" 2>&1 || rc=$?
     "$here/private-pg.sh" stop "$dir"
     if [ "$rc" != 0 ]; then
