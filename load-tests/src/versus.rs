@@ -78,7 +78,6 @@ pub struct VersusArgs {
     pub latency: LatencyArgs,
 }
 
-/// Refuses to start without graphile-worker installed, saying how to install it.
 /// Refuses `throughput`'s options that `versus` sets itself: `--queued-first` (every round runs
 /// nekton both end to end and queued first; with the flag, the end-to-end run would be a drain
 /// labelled end to end).
@@ -92,6 +91,7 @@ pub fn check_args(args: &VersusArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to start without graphile-worker installed, saying how to install it.
 pub fn check_install(dir: &Path) -> Result<()> {
     if !dir.join("bench.mjs").is_file() || !dir.join("package-lock.json").is_file() {
         bail!(
