@@ -68,13 +68,12 @@ awk -F'|' -v tick="$(getconf CLK_TCK)" -v jobs="$jobs" '
         seen[pid, role]++
     }
     END {
+        split("claim flush other", names, " ")
         for (pid in first) {
             best = "other"; n = -1
-            split("claim flush other", names, " ")
             for (i = 1; i <= 3; i++) if (seen[pid, names[i]] > n) { n = seen[pid, names[i]]; best = names[i] }
             cpu[best] += (last[pid] - first[pid]) / tick
         }
-        split("claim flush other", names, " ")
         for (i = 1; i <= 3; i++)
             printf "%-6s %6.2f core-s  %6.1f µs/job\n", names[i], cpu[names[i]], cpu[names[i]] / jobs * 1e6
     }' "$samples"

@@ -25,14 +25,9 @@ for f in "$a" "$b"; do
 done
 command -v pgbench >/dev/null || { echo "claim-cpu.sh: needs pgbench (Debian: postgresql-contrib)" >&2; exit 2; }
 
-dir=$(mktemp -d /tmp/claim-cpu-pg.XXXXXX)
-rmdir "$dir"
-"$here/private-pg.sh" start "$dir" >/dev/null
-trap '"$here/private-pg.sh" stop "$dir"' EXIT
-q() { psql -h "$dir/run" -U postgres -d nekton -X -q -v ON_ERROR_STOP=1 "$@"; }
-for m in "$here"/../migrations/*.sql; do
-    q -1 -f "$m" >/dev/null
-done
+# shellcheck source=load-tests/pg-cpu.sh
+. "$here/pg-cpu.sh"
+schema_pg "$here"
 sed 's/^CREATE OR REPLACE FUNCTION nekton_claim(/CREATE OR REPLACE FUNCTION nekton_claim_a(/' "$a" | q >/dev/null
 sed 's/^CREATE OR REPLACE FUNCTION nekton_claim(/CREATE OR REPLACE FUNCTION nekton_claim_b(/' "$b" | q >/dev/null
 q >/dev/null <<'EOF'
@@ -47,19 +42,6 @@ VACUUM ANALYZE job_specs;
 EOF
 
 tick=$(getconf CLK_TCK)
-pg_cpu() {
-    # utime + stime (+ reaped children's) of the postmaster and every process it started.
-    local pm total=0 pid f
-    pm=$(head -1 "$dir/data/postmaster.pid")
-    for pid in $pm $(cat "/proc/$pm/task/$pm/children"); do
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        # shellcheck disable=SC2086
-        set -- $f
-        total=$((total + ${12} + ${13} + ${14} + ${15}))
-    done
-    echo "$total"
-}
 script=$(mktemp /tmp/claim-cpu.XXXXXX.sql)
 trap 'rm -f "$script"; "$here/private-pg.sh" stop "$dir"' EXIT
 for r in $(seq 1 "$rounds"); do

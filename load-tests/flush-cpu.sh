@@ -22,15 +22,11 @@ for n in $sizes; do
 done
 command -v pgbench >/dev/null || { echo "flush-cpu.sh: needs pgbench (Debian: postgresql-contrib)" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
-dir=$(mktemp -d /tmp/flush-cpu-pg.XXXXXX)
-rmdir "$dir"
-"$here/private-pg.sh" start "$dir" >/dev/null
+# shellcheck source=load-tests/pg-cpu.sh
+. "$here/pg-cpu.sh"
+schema_pg "$here"
 script=$(mktemp /tmp/flush-cpu.XXXXXX.sql)
 trap 'rm -f "$script"; "$here/private-pg.sh" stop "$dir"' EXIT
-q() { psql -h "$dir/run" -U postgres -d nekton -X -q -v ON_ERROR_STOP=1 "$@"; }
-for m in "$here"/../migrations/*.sql; do
-    q -1 -f "$m" >/dev/null
-done
 if [ -n "${SQL:-}" ]; then
     q -c "$SQL" >/dev/null
 fi
@@ -43,19 +39,6 @@ CREATE SEQUENCE bench_blk;
 EOF
 
 tick=$(getconf CLK_TCK)
-pg_cpu() {
-    # utime + stime (+ reaped children's) of the postmaster and every process it started.
-    local pm total=0 pid f
-    pm=$(head -1 "$dir/data/postmaster.pid")
-    for pid in $pm $(cat "/proc/$pm/task/$pm/children"); do
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        # shellcheck disable=SC2086
-        set -- $f
-        total=$((total + ${12} + ${13} + ${14} + ${15}))
-    done
-    echo "$total"
-}
 cat >"$script" <<EOF
 SELECT nextval('bench_blk') AS b \gset
 SELECT count(*) FROM bench_calls c CROSS JOIN LATERAL nekton_flush('$worker', c.ids, c.attempts,
