@@ -950,6 +950,194 @@ async fn usage_rollup_counts_every_attempt_of_a_statement() {
     assert_eq!(rows, want);
 }
 
+/// What a statement's accounting wrote: the batches' counts, their finish positions, the usage
+/// roll-up and the outbox rows (without what differs between two runs: times, delivery ids).
+async fn accounting(conn: &mut sqlx::PgConnection) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object( \
+           'batches', (SELECT jsonb_agg(jsonb_build_array(id, total, finished) ORDER BY id) \
+                       FROM batches), \
+           'finishes', (SELECT jsonb_agg(jsonb_build_array(batch_id, seq, job_id) \
+                                         ORDER BY batch_id, seq) FROM batch_finishes), \
+           'usage', (SELECT jsonb_agg(jsonb_build_array(tenant_id, outcome, attempts, \
+                         jobs_succeeded, jobs_failed, jobs_cancelled, jobs_error, cpu_ms, \
+                         memory_byte_ms, wall_ms, output_bytes) ORDER BY outcome) \
+                     FROM usage_hourly), \
+           'outbox', (SELECT jsonb_agg(jsonb_build_array(webhook_id, tenant_id, event, \
+                          payload #- '{timestamp}' #- '{data,finished_at}') \
+                          ORDER BY event, payload->'data'->>'id') FROM webhook_deliveries))",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// The flush does its own accounting (migration 0027: its statement rolls usage up, the batch
+/// accounting and `job.completed` rows follow it), and the triggers that account for every other
+/// statement do nothing in it. Both ways write the same: the same jobs finished by the flush and
+/// by a plain statement (the triggers' way), each in a transaction rolled back afterwards, leave
+/// the same counts, finish positions, usage rows and outbox rows — and the flush's are counted
+/// once, not once by it and again by the triggers.
+#[tokio::test]
+async fn the_flush_accounts_for_its_jobs_as_the_triggers_do_for_other_statements() {
+    use nekton::model::{OutcomeReason, Usage};
+    let db = db().await;
+    let pool = &db.pool;
+    let w = Uuid::now_v7();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(insert(pool, new_job("acct", 0, 2)).await);
+    }
+    // Batch A: three jobs (one of them retried, so A stays open); batch B: two (it completes);
+    // two jobs without a batch. An endpoint subscribes to both events.
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "WITH b AS ( \
+             INSERT INTO batches (id, tenant_id, total, spec_hash) \
+             VALUES ($1, $3, 3, '\\x00'), ($2, $3, 2, '\\x00') \
+         ), j AS ( \
+             UPDATE jobs SET batch_id = CASE WHEN id = ANY($4) THEN $1 ELSE $2 END \
+             WHERE id = ANY($4) OR id = ANY($5) \
+         ) \
+         INSERT INTO webhooks (id, tenant_id, url, events, secret) VALUES ($6, $3, \
+             'http://127.0.0.1:9/hook', ARRAY['job.completed', 'batch.completed'], 'whsec_test')",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(TENANT)
+    .bind(&ids[0..3])
+    .bind(&ids[3..5])
+    .bind(Uuid::now_v7())
+    .execute(pool)
+    .await
+    .unwrap();
+    let claimed = queue::claim(pool, w, "acct", 7, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 7);
+    let items: Vec<Completion> = claimed
+        .iter()
+        .map(|c| {
+            let k = ids.iter().position(|id| *id == c.id).unwrap() as u64;
+            let (state, reason) = match k {
+                1 => (JobState::Scheduled, OutcomeReason::InternalError),
+                4 => (JobState::Failed, OutcomeReason::WallTimeout),
+                6 => (JobState::Error, OutcomeReason::SpecError),
+                _ => (JobState::Succeeded, OutcomeReason::Exited),
+            };
+            Completion {
+                state,
+                reason,
+                retry_after: (state == JobState::Scheduled).then(|| Duration::from_secs(60)),
+                usage: Usage {
+                    wall_ms: Some(10 * (k + 1)),
+                    cpu_user_ms: Some(k + 1),
+                    memory_peak_bytes: Some(1000 * (k + 1)),
+                    stdout_bytes: 3 * k,
+                    ..Usage::default()
+                },
+                ..done(c.id, c.attempt, state)
+            }
+        })
+        .collect();
+
+    let mut tx = pool.begin().await.unwrap();
+    let applied = queue::flush_answering_on(
+        &mut tx,
+        w,
+        &[],
+        &items,
+        Notices::Notify,
+        &queue::Ask::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied.applied.len(), 7);
+    let by_flush = accounting(&mut tx).await;
+    // The attempts as the flush recorded them, for the plain statement to record again.
+    type Attempt = (
+        Uuid,
+        i32,
+        String,
+        String,
+        Option<i32>,
+        Option<serde_json::Value>,
+    );
+    let attempts: Vec<Attempt> = sqlx::query_as(
+        "SELECT a.job_id, a.attempt, j.state::text, a.reason, a.exit_code, a.usage \
+         FROM job_attempts a JOIN jobs j ON j.id = a.job_id ORDER BY a.job_id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(attempts.len(), 7);
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[], \
+                                  $6::jsonb[]) AS t(job_id, attempt, state, reason, exit_code, usage) \
+         ), done AS ( \
+             UPDATE jobs j SET state = i.state::job_state, worker_id = NULL, \
+                 lease_expires_at = NULL, \
+                 finished_at = CASE WHEN i.state = 'scheduled' THEN NULL ELSE now() END \
+             FROM input i WHERE j.id = i.job_id RETURNING j.id, j.started_at \
+         ) \
+         INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, reason, exit_code, usage) \
+         SELECT i.job_id, i.attempt, $7, d.started_at, i.reason, i.exit_code, i.usage \
+         FROM input i JOIN done d ON d.id = i.job_id",
+    )
+    .bind(attempts.iter().map(|a| a.0).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.1).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.2.clone()).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.3.clone()).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.4).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.5.clone()).collect::<Vec<_>>())
+    .bind(w)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let by_triggers = accounting(&mut tx).await;
+    tx.rollback().await.unwrap();
+
+    // What both must show: A counts its two finished jobs and stays open, B completes; six jobs
+    // finished (the retry is not), each counted once.
+    let batches = by_flush["batches"].as_array().unwrap();
+    let finished: HashMap<String, i64> = batches
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[2].as_i64().unwrap()))
+        .collect();
+    assert_eq!(finished[&a.to_string()], 2, "{by_flush}");
+    assert_eq!(finished[&b.to_string()], 2, "{by_flush}");
+    assert_eq!(
+        by_flush["finishes"].as_array().unwrap().len(),
+        4,
+        "{by_flush}"
+    );
+    let outbox = by_flush["outbox"].as_array().unwrap();
+    let events: Vec<&str> = outbox.iter().map(|r| r[2].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        [
+            "batch.completed",
+            "job.completed",
+            "job.completed",
+            "job.completed",
+            "job.completed",
+            "job.completed",
+            "job.completed"
+        ],
+        "{by_flush}"
+    );
+    let attempts_counted: i64 = by_flush["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[2].as_i64().unwrap())
+        .sum();
+    assert_eq!(attempts_counted, 7, "{by_flush}");
+    assert_eq!(by_flush, by_triggers);
+}
+
 #[tokio::test]
 async fn retention_prunes_old_finished_jobs_with_their_logs() {
     let db = db().await;
