@@ -627,7 +627,14 @@ impl SlotShares {
         let mut per_tenant: HashMap<String, usize> = HashMap::new();
         let mut total = 0;
         for tenant in tenants {
-            *per_tenant.entry(tenant.to_owned()).or_default() += 1;
+            // A tenant's name is copied once, not once per running job: this runs at every claim,
+            // over every job running here.
+            match per_tenant.get_mut(tenant) {
+                Some(n) => *n += 1,
+                None => {
+                    per_tenant.insert(tenant.to_owned(), 1);
+                }
+            }
             total += 1;
         }
         SlotShares { per_tenant, total }
