@@ -215,9 +215,14 @@ impl ResolvedJob {
         match map.get("v") {
             None => legacy::read(value),
             Some(v) if v.as_u64() == Some(STORAGE_VERSION) => {
-                let mut rest = map.clone();
-                rest.remove("v");
-                serde_json::from_value(serde_json::Value::Object(rest))
+                // Read from the stored map in place, every key but "v": no copy of the spec is made
+                // (this runs for every job a worker claims).
+                let fields = map
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "v")
+                    .map(|(k, v)| (k.as_str(), v));
+                let de = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields);
+                Self::deserialize(de)
                     .map_err(|e| SpecError(format!("stored job spec (v1) is malformed: {e}")))
             }
             Some(v) => Err(SpecError(format!(
@@ -477,6 +482,23 @@ mod tests {
         stored["network_allow"] = json!(["198.51.100.2/32:8000", "nonsense"]);
         let err = ResolvedJob::from_stored(&stored).unwrap_err();
         assert!(err.0.contains("network_allow[1]"), "{err}");
+    }
+
+    /// A v1 row is read in place, its "v" key aside: any other key the struct does not know is
+    /// refused, and a field of the wrong type is named.
+    #[test]
+    fn a_v1_row_with_a_key_of_no_field_or_a_wrong_type_is_refused() {
+        let mut stored = sample().to_stored();
+        stored["surprise"] = json!(1);
+        let err = ResolvedJob::from_stored(&stored).unwrap_err();
+        assert!(err.0.contains("unknown field `surprise`"), "{err}");
+        let mut stored = sample().to_stored();
+        stored["program"] = json!("sha256:00");
+        let err = ResolvedJob::from_stored(&stored).unwrap_err();
+        assert!(
+            err.0.starts_with("stored job spec (v1) is malformed: "),
+            "{err}"
+        );
     }
 
     /// v1 rows written before `artifacts` existed read as none; with them, they round-trip.
