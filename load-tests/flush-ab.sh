@@ -84,29 +84,7 @@ for r in $(seq 1 "$rounds"); do
     [ $((r % 2)) = 0 ] && first=b second=a
     q >/dev/null <<EOF
 TRUNCATE bench_calls;
-WITH b AS (
-    INSERT INTO batches (id, tenant_id, total, spec_hash) VALUES (gen_random_uuid(), 'default', $per, '\x00')
-    RETURNING id
-), j AS (
-    INSERT INTO jobs (id, tenant_id, state, queue, max_attempts, attempt, worker_id, started_at,
-                      lease_expires_at, batch_id)
-    SELECT gen_random_uuid(), 'default', 'running', 'default', 1, 1, '$worker', now(),
-           now() + interval '1 hour', b.id
-    FROM b, generate_series(1, $per)
-    RETURNING id
-), s AS (
-    INSERT INTO job_specs (job_id, spec, spec_hash, program)
-    SELECT id, '{"v":1,"program":{"kind":"module","digest":"sha256:abc"}}', '\x00', 'sha256:abc' FROM j
-    RETURNING job_id
-)
-INSERT INTO bench_calls
-SELECT k.blk, CASE WHEN k.blk % 2 = 0 THEN '$first' ELSE '$second' END,
-       array_agg(k.job_id), array_agg(1), array_agg('succeeded'::text), array_agg(NULL::bigint),
-       array_agg('exited'::text), array_agg(0), array_agg(NULL::integer), array_agg(NULL::text),
-       array_agg('{"wall_ms": 1, "stdout_bytes": 13}'::text), array_agg(NULL::text), array_agg(0),
-       array_agg(1::smallint), array_agg(convert_to(E'hello, world\\n', 'UTF8'))
-FROM (SELECT job_id, ((row_number() OVER (ORDER BY job_id) - 1) / $n)::int AS blk FROM s) k
-GROUP BY k.blk;
+$(flush_calls "$per" "$n" "$worker" k.blk "CASE WHEN k.blk % 2 = 0 THEN '$first' ELSE '$second' END")
 VACUUM ANALYZE jobs;
 EOF
     q -c "SET synchronous_commit = off" -c "CALL bench_run($r, '$worker')" >/dev/null

@@ -32,7 +32,7 @@ if [ -n "${SQL:-}" ]; then
 fi
 worker=00000000-0000-0000-0000-000000000001
 q >/dev/null <<EOF
-CREATE TABLE bench_calls (blk bigint PRIMARY KEY, ids uuid[], attempts integer[], states text[],
+CREATE TABLE bench_calls (blk bigint PRIMARY KEY, variant text, ids uuid[], attempts integer[], states text[],
     retry bigint[], reasons text[], codes integer[], signals integer[], details text[], usages text[],
     tests text[], c_seqs integer[], c_streams smallint[], c_data bytea[]);
 CREATE SEQUENCE bench_blk;
@@ -53,29 +53,8 @@ for r in $(seq 1 "$rounds"); do
         # sequence's next value.
         q >/dev/null <<EOF
 TRUNCATE bench_calls;
-WITH b AS (
-    INSERT INTO batches (id, tenant_id, total, spec_hash) VALUES (gen_random_uuid(), 'default', $per, '\x00')
-    RETURNING id
-), j AS (
-    INSERT INTO jobs (id, tenant_id, state, queue, max_attempts, attempt, worker_id, started_at,
-                      lease_expires_at, batch_id)
-    SELECT gen_random_uuid(), 'default', 'running', 'default', 1, 1, '$worker', now(),
-           now() + interval '1 hour', b.id
-    FROM b, generate_series(1, $per)
-    RETURNING id
-), s AS (
-    INSERT INTO job_specs (job_id, spec, spec_hash, program)
-    SELECT id, '{"v":1,"program":{"kind":"module","digest":"sha256:abc"}}', '\x00', 'sha256:abc' FROM j
-    RETURNING job_id
-)
-INSERT INTO bench_calls
-SELECT (SELECT last_value FROM bench_blk) + k.blk + (SELECT is_called::int FROM bench_blk),
-       array_agg(k.job_id), array_agg(1), array_agg('succeeded'::text), array_agg(NULL::bigint),
-       array_agg('exited'::text), array_agg(0), array_agg(NULL::integer), array_agg(NULL::text),
-       array_agg('{"wall_ms": 1, "stdout_bytes": 13}'::text), array_agg(NULL::text), array_agg(0),
-       array_agg(1::smallint), array_agg(convert_to(E'hello, world\\n', 'UTF8'))
-FROM (SELECT job_id, (row_number() OVER (ORDER BY job_id) - 1) / $n AS blk FROM s) k
-GROUP BY k.blk;
+$(flush_calls "$per" "$n" "$worker" \
+    "(SELECT last_value FROM bench_blk) + k.blk + (SELECT is_called::int FROM bench_blk)" NULL)
 VACUUM ANALYZE jobs;
 EOF
         # The exited backends (the setup's psql, then pgbench's) are reaped before each reading:
