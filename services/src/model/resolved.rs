@@ -485,7 +485,7 @@ mod tests {
     }
 
     /// A v1 row is read in place, its "v" key aside: any other key the struct does not know is
-    /// refused, and a field of the wrong type is named.
+    /// refused, and a field of the wrong type makes the row malformed.
     #[test]
     fn a_v1_row_with_a_key_of_no_field_or_a_wrong_type_is_refused() {
         let mut stored = sample().to_stored();
