@@ -23,6 +23,8 @@ case "$jobs" in
 '' | *[!0-9]*) echo "backend-cpu.sh: JOBS is a number, got '$jobs'" >&2; exit 2 ;;
 esac
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=load-tests/pg-cpu.sh
+. "$here/pg-cpu.sh"
 out=${OUT:-/tmp}
 mkdir -p "$out"
 report=$out/backend-cpu.txt
@@ -44,11 +46,8 @@ while kill -0 "$run" 2>/dev/null; do
     psql "$url" -X -At -F'|' -c "SELECT pid, left(regexp_replace(query, '\s+', ' ', 'g'), 200) \
         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()" \
         2>/dev/null | while IFS='|' read -r pid query; do
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        # shellcheck disable=SC2086
-        set -- $f
-        echo "$pid|$((${12} + ${13}))|$query"
+        read -r u s _ < <(proc_times "$pid") || continue
+        echo "$pid|$((u + s))|$query"
     done >>"$samples"
     sleep 0.2
 done

@@ -1,8 +1,9 @@
-# Sourced by claim-cpu.sh, flush-cpu.sh and flush-ab.sh (not run): a private PostgreSQL with nekton's
-# schema, the CPU its processes spend, and the flush benchmarks' calls.
+# Sourced by claim-cpu.sh, flush-cpu.sh, flush-ab.sh and backend-cpu.sh (not run): a private
+# PostgreSQL with nekton's schema, the CPU its processes spend, and the flush benchmarks' calls.
 #
 #   schema_pg HERE        # starts one in a new temporary $dir (load-tests/private-pg.sh), applies every
 #                         # migration with psql, defines q (psql on it) and stops it at exit
+#   proc_times PID        # a process's ticks of CPU from /proc/PID/stat: utime stime cutime cstime
 #   pg_cpu                # ticks of CPU of the server so far: utime + stime (+ reaped children's) of
 #                         # the postmaster and every process it started
 #   flush_calls PER N WORKER BLK VARIANT
@@ -28,15 +29,21 @@ schema_pg() {
     done
 }
 
+proc_times() {
+    local f
+    f=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    f=${f##*) }
+    # shellcheck disable=SC2086
+    set -- $f
+    echo "${12} ${13} ${14} ${15}"
+}
+
 pg_cpu() {
-    local pm total=0 pid f
+    local pm total=0 pid u s cu cs
     pm=$(head -1 "$dir/data/postmaster.pid")
     for pid in $pm $(cat "/proc/$pm/task/$pm/children"); do
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        # shellcheck disable=SC2086
-        set -- $f
-        total=$((total + ${12} + ${13} + ${14} + ${15}))
+        read -r u s cu cs < <(proc_times "$pid") || continue
+        total=$((total + u + s + cu + cs))
     done
     echo "$total"
 }
