@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, ModuleStore, Program};
 
+pub use run::BACKEND_NAME;
 pub use validate::{ModuleKind, module_digest, validate_module};
 
 /// Most empty job directories (of each kind: plain, tmpfs) kept ready between jobs.

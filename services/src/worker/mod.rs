@@ -763,6 +763,8 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                     };
                     let backend = routed.backend.clone();
                     let job_id = job.id;
+                    // A Wasm job outside a suite starts on this task (see `here_then_on`).
+                    let here_first = suite.is_none() && backend_name == wasm_backend::BACKEND_NAME;
                     let run = async move {
                         crate::timeline!(job_id, "sandbox.started");
                         let ran = match suite {
@@ -781,20 +783,24 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                         crate::timeline!(job_id, "sandbox.ended");
                         ran
                     };
-                    let (mut report, summary) =
-                        match exec.spawn(run.instrument(run_span.clone())).await {
-                            Ok(done) => done,
-                            Err(e) => (
-                                ExecReport::new(
-                                    Outcome::with_reason(
-                                        OutcomeReason::InternalError,
-                                        format!("the sandbox task failed: {e}"),
-                                    ),
-                                    Usage::default(),
+                    let run = run.instrument(run_span.clone());
+                    let ran = match here_first {
+                        true => here_then_on(run, &exec).await,
+                        false => exec.spawn(run).await.map_err(|e| e.to_string()),
+                    };
+                    let (mut report, summary) = match ran {
+                        Ok(done) => done,
+                        Err(e) => (
+                            ExecReport::new(
+                                Outcome::with_reason(
+                                    OutcomeReason::InternalError,
+                                    format!("the sandbox task failed: {e}"),
                                 ),
-                                None,
+                                Usage::default(),
                             ),
-                        };
+                            None,
+                        ),
+                    };
                     crate::timeline!(job.id, "worker.ran");
                     run_span.record("job.outcome", report.outcome.reason.as_str());
                     if let Some(code) = report.outcome.exit_code {
@@ -922,6 +928,38 @@ async fn store_artifacts(
 /// chunks of up to 64 KiB, numbered from 1 within the attempt. A test suite's events come on
 /// `events` and are numbered in the same sequence; output already in the sink goes first, so an
 /// event sent after a run returned follows that run's output.
+/// Runs `job` on the calling task until it first waits, and on the sandbox runtime `rt` from
+/// then on. A hello-sized Wasm job ends within that first poll: it costs no hop to the sandbox
+/// runtime's threads and back (each a thread woken from sleep, ≈ a fifth of the worker's CPU per
+/// such job: load-tests/README.md, "A Wasm job's first slice on the job's own task"). What this
+/// task's runtime lends a longer job is bounded: its setup and one fuel slice of guest code (the
+/// Wasm backend yields every `FUEL_SLICE` units, wasm-backend/src/run.rs), after which the job moves
+/// and the service's own I/O never waits behind it. A panic in the first poll is the job's
+/// failure, as one on the sandbox runtime is (its `JoinError`).
+async fn here_then_on<F>(job: F, rt: &tokio::runtime::Handle) -> Result<F::Output, String>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use futures::FutureExt as _;
+    let panicked = |panic: Box<dyn std::any::Any + Send>| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        format!("it panicked: {what}")
+    };
+    let mut job = Box::pin(std::panic::AssertUnwindSafe(job).catch_unwind());
+    match futures::poll!(job.as_mut()) {
+        std::task::Poll::Ready(done) => done.map_err(panicked),
+        std::task::Poll::Pending => match rt.spawn(job).await {
+            Ok(done) => done.map_err(panicked),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
 async fn pump_output(
     job: Uuid,
     attempt: i32,
@@ -1232,8 +1270,70 @@ impl runtime_core::ModuleStore for PgModuleStore {
 mod tests {
     use super::{
         Arc, CancellationToken, Duration, HashMap, Mutex, Running, SlotShares, StopCause,
-        Unrenewed, Uuid, WRITER_LANES, queue, skip_runs_already_here, unrenewed, writer_lane,
+        Unrenewed, Uuid, WRITER_LANES, here_then_on, queue, skip_runs_already_here, unrenewed,
+        writer_lane,
     };
+
+    /// The sandbox runtime of the tests below: its threads are named, so a job can tell where it
+    /// runs.
+    fn sandbox() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-sandbox")
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn thread() -> String {
+        std::thread::current().name().unwrap_or("").to_string()
+    }
+
+    /// A job that ends in its first poll runs wholly on the calling task; one that waits moves to
+    /// the sandbox runtime at its first wait and ends there; a panic on either side is the job's
+    /// error, not the caller's.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_starts_on_its_task_and_moves_to_the_sandbox_runtime_at_its_first_wait() {
+        let rt = sandbox();
+        let here = thread();
+        assert_ne!(here, "test-sandbox");
+
+        let quick = here_then_on(async { thread() }, rt.handle()).await;
+        assert_eq!(
+            quick.as_deref(),
+            Ok(here.as_str()),
+            "ended in its first poll"
+        );
+
+        let waits = here_then_on(
+            async {
+                let first = thread();
+                tokio::task::yield_now().await;
+                (first, thread())
+            },
+            rt.handle(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(waits, (here.clone(), "test-sandbox".to_string()));
+
+        let early: Result<(), String> =
+            here_then_on(async { panic!("in the first poll") }, rt.handle()).await;
+        assert_eq!(early, Err("it panicked: in the first poll".to_string()));
+        let late: Result<(), String> = here_then_on(
+            async {
+                tokio::task::yield_now().await;
+                panic!("on the sandbox runtime, {}", thread())
+            },
+            rt.handle(),
+        )
+        .await;
+        assert_eq!(
+            late,
+            Err("it panicked: on the sandbox runtime, test-sandbox".to_string())
+        );
+        rt.shutdown_background();
+    }
 
     #[test]
     fn jobs_spread_over_the_writer_lanes_and_each_keeps_to_one() {
