@@ -924,14 +924,10 @@ async fn store_artifacts(
     }
 }
 
-/// Moves a job's output from its sink to the writer, merging consecutive writes of one stream into
-/// chunks of up to 64 KiB, numbered from 1 within the attempt. A test suite's events come on
-/// `events` and are numbered in the same sequence; output already in the sink goes first, so an
-/// event sent after a run returned follows that run's output.
 /// Runs `job` on the calling task until it first waits, and on the sandbox runtime `rt` from
 /// then on. A hello-sized Wasm job ends within that first poll: it costs no hop to the sandbox
 /// runtime's threads and back (each a thread woken from sleep, ≈ a fifth of the worker's CPU per
-/// such job: load-tests/README.md, "A Wasm job's first slice on the job's own task"). What this
+/// such job: load-tests/README.md, "A Wasm job's first slice on its own task"). What this
 /// task's runtime lends a longer job is bounded: its setup and one fuel slice of guest code (the
 /// Wasm backend yields every `FUEL_SLICE` units, wasm-backend/src/run.rs), after which the job moves
 /// and the service's own I/O never waits behind it. A panic in the first poll is the job's
@@ -960,6 +956,10 @@ where
     }
 }
 
+/// Moves a job's output from its sink to the writer, merging consecutive writes of one stream into
+/// chunks of up to 64 KiB, numbered from 1 within the attempt. A test suite's events come on
+/// `events` and are numbered in the same sequence; output already in the sink goes first, so an
+/// event sent after a run returned follows that run's output.
 async fn pump_output(
     job: Uuid,
     attempt: i32,
