@@ -796,11 +796,7 @@ where
         Ok(checked) => panic!("the check did not fail: {checked:?}"),
         Err(e) => e.into_panic(),
     };
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
+    let message = crate::panic_message(&*panic).unwrap_or_default();
     assert!(
         message.contains(needle),
         "the check failed, but not because of `{needle}`: {message}"

@@ -343,9 +343,24 @@ pub trait Backend: Send + Sync {
     /// True if this backend runs the given program (the worker routes by this).
     fn accepts(&self, program: &Program) -> bool;
 
+    /// True if the first poll of [`Backend::run`]'s future is short and bounded (no blocking
+    /// setup, and guest code only up to a fixed slice before it yields), so a caller may poll it
+    /// once on its own task before handing it to a runtime of its own. The default: false.
+    fn first_poll_is_bounded(&self) -> bool {
+        false
+    }
+
     /// Runs the job to its end. Never panics on job input; never returns early while any of the
     /// job's code may still run. Output written through `io.output` is complete when this returns.
     async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport;
+}
+
+/// The message a panic carried (`panic!` with a literal or a formatted one), if it carried text.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
 }
 
 /// Why a [`ModuleStore`] could not provide a module.

@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use runtime_core::{Backend, ExecReport, ExecRequest, JobIo, ModuleStore, Program};
 
-pub use run::BACKEND_NAME;
 pub use validate::{ModuleKind, module_digest, validate_module};
 
 /// Most empty job directories (of each kind: plain, tmpfs) kept ready between jobs.
@@ -207,6 +206,14 @@ impl Backend for WasmBackend {
 
     fn accepts(&self, program: &Program) -> bool {
         matches!(program, Program::WasmModule { .. })
+    }
+
+    /// Blocking setup (input files, a base's copy, compiling) is `spawn_blocking`, a module to
+    /// fetch or an instance slot is a wait, and guest code yields every `FUEL_SLICE` of fuel
+    /// (`run.rs`): what runs inline before the first of these is a ready directory's take (or
+    /// one `mkdir` and mount when the pool is dry) and at most one slice.
+    fn first_poll_is_bounded(&self) -> bool {
+        true
     }
 
     async fn run(&self, request: ExecRequest, io: JobIo) -> ExecReport {

@@ -360,7 +360,7 @@ pub(crate) async fn run_job(shared: &Shared, request: ExecRequest, io: JobIo) ->
 }
 
 /// The backend's name, as [`runtime_core::Backend::name`] gives it and [`Base`]s carry it.
-pub const BACKEND_NAME: &str = "wasm";
+pub(crate) const BACKEND_NAME: &str = "wasm";
 
 /// A job's directory kept for later runs of a chain ([`ExecReport::kept`]): later runs start with
 /// a copy of its files. Dropping the last [`Base`] holding it removes it (detaching its tmpfs

@@ -763,8 +763,9 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                     };
                     let backend = routed.backend.clone();
                     let job_id = job.id;
-                    // A Wasm job outside a suite starts on this task (see `here_then_on`).
-                    let here_first = suite.is_none() && backend_name == wasm_backend::BACKEND_NAME;
+                    // A job outside a suite whose backend bounds a run's first poll (the Wasm
+                    // backend) starts on this task (see `here_then_on`).
+                    let here_first = suite.is_none() && routed.backend.first_poll_is_bounded();
                     let run = async move {
                         crate::timeline!(job_id, "sandbox.started");
                         let ran = match suite {
@@ -784,9 +785,10 @@ async fn run_job(job: Claimed, entry: Arc<Running>, slot: Slot, express: bool, c
                         ran
                     };
                     let run = run.instrument(run_span.clone());
-                    let ran = match here_first {
-                        true => here_then_on(run, &exec).await,
-                        false => exec.spawn(run).await.map_err(|e| e.to_string()),
+                    let ran = if here_first {
+                        here_then_on(run, &exec).await
+                    } else {
+                        exec.spawn(run).await.map_err(|e| e.to_string())
                     };
                     let (mut report, summary) = match ran {
                         Ok(done) => done,
@@ -925,7 +927,8 @@ async fn store_artifacts(
 }
 
 /// Runs `job` on the calling task until it first waits, and on the sandbox runtime `rt` from
-/// then on. A hello-sized Wasm job ends within that first poll: it costs no hop to the sandbox
+/// then on; for a backend whose first poll is bounded (`Backend::first_poll_is_bounded`). A
+/// hello-sized Wasm job ends within that first poll: it costs no hop to the sandbox
 /// runtime's threads and back (each a thread woken from sleep, ≈ a fifth of the worker's CPU per
 /// such job: load-tests/README.md, "A Wasm job's first slice on its own task"). What this
 /// task's runtime lends a longer job is bounded: its setup and one fuel slice of guest code (the
@@ -939,11 +942,7 @@ where
 {
     use futures::FutureExt as _;
     let panicked = |panic: Box<dyn std::any::Any + Send>| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
+        let what = runtime_core::panic_message(&*panic).unwrap_or_else(|| "a panic".into());
         format!("it panicked: {what}")
     };
     let mut job = Box::pin(std::panic::AssertUnwindSafe(job).catch_unwind());
